@@ -1,0 +1,766 @@
+//! Configuration: `cluster.toml` → [`FileConfig`] (serde, unknown keys denied) → [`validate`] →
+//! [`Config`], the only shape the rest of the program sees.
+//!
+//! Two steps, because a TOML file can be well-formed and still wrong (a program that does not
+//! exist, a policy we do not know). Every error names the file, the line and column, the key and
+//! what is allowed, on one line, so an operator can fix it without reading our source. Values that
+//! have a syntax of their own (addresses, durations, worker counts) are parsed while deserializing,
+//! so their errors point at the exact spot in the file.
+//!
+//! Defaults are written once, in the `Default` impls and `default_*` functions below; the
+//! embedded default configuration (no `--config`) is simply an empty file.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+/// How accepted connections reach workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedPolicy {
+    /// The master accepts and hands each connection to the next worker in turn (`SCHED_RR`).
+    Rr,
+    /// Every worker accepts on the shared listeners itself (`SCHED_NONE`).
+    None,
+}
+
+impl SchedPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedPolicy::Rr => "rr",
+            SchedPolicy::None => "none",
+        }
+    }
+}
+
+impl FromStr for SchedPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rr" => Ok(SchedPolicy::Rr),
+            "none" => Ok(SchedPolicy::None),
+            other => Err(format!(
+                "unknown policy {other:?} (allowed: \"rr\", \"none\")"
+            )),
+        }
+    }
+}
+
+/// Which protocol the worker speaks on its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// rrbalancer's own seqpacket protocol (`docs/PROTOCOL.md`).
+    Native,
+}
+
+/// One address to listen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => addr.fmt(f),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path, as in \"unix:/run/app.sock\"".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse().map(ListenAddr::Tcp).map_err(|_| {
+            format!(
+                "invalid listen address {s:?} (allowed: \"IP:PORT\" such as \"127.0.0.1:3000\", \
+                 \"[::1]:3000\", or \"unix:/path/to.sock\")"
+            )
+        })
+    }
+}
+
+/// `workers`: a count, or `"auto"` for one per CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerCount {
+    #[default]
+    Auto,
+    Exactly(usize),
+}
+
+impl WorkerCount {
+    pub fn resolve(self) -> usize {
+        match self {
+            WorkerCount::Exactly(n) => n,
+            WorkerCount::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The most workers one master runs; more is almost certainly a typo.
+pub const MAX_WORKERS: usize = 1024;
+
+impl FromStr for WorkerCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(WorkerCount::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkerCount::Exactly(n)),
+            _ => Err(format!(
+                "invalid worker count {s:?} (allowed: 1 to {MAX_WORKERS}, or \"auto\")"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom(format!(
+                "expected an integer from 1 to {MAX_WORKERS} or \"auto\""
+            ))
+        })? {
+            Raw::Int(n) => n.to_string().parse().map_err(de::Error::custom),
+            Raw::Str(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+/// A duration written as a string: `"500ms"`, `"5s"`, `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a duration string such as \"500ms\", \"5s\" or \"1m\"")
+        })?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"5s\", \"1m\")"
+                ))
+            })
+    }
+}
+
+fn from_str_de<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    String::deserialize(d)?.parse().map_err(de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_de(d)
+    }
+}
+
+/// The file as written. Every field has a default, so an empty file is a complete config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Addresses to accept on: `"IP:PORT"`, `"[IPv6]:PORT"`, `"unix:/path"`.
+    pub listen: Spanned<Vec<ListenAddr>>,
+    /// How many workers to run: an integer or `"auto"` (one per CPU).
+    pub workers: WorkerCount,
+    /// `"rr"` (the master hands out connections in turn) or `"none"` (workers accept).
+    pub sched_policy: Option<SchedPolicy>,
+    /// Listen backlog: the kernel queue that holds clients while every worker is busy.
+    pub backlog: Spanned<u32>,
+    pub worker: FileWorker,
+    pub shutdown: FileShutdown,
+    pub restart: FileRestart,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            listen: Spanned::new(0..0, vec![ListenAddr::Tcp(([127, 0, 0, 1], 3000).into())]),
+            workers: WorkerCount::Auto,
+            sched_policy: None,
+            backlog: Spanned::new(0..0, 511),
+            worker: FileWorker::default(),
+            shutdown: FileShutdown::default(),
+            restart: FileRestart::default(),
+        }
+    }
+}
+
+/// `[worker]`: what to run and how it talks to the master.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileWorker {
+    /// Program to run; looked up on `PATH` unless it contains a `/`. Unset: the built-in demo
+    /// worker (`rrbalancer demo-worker`).
+    pub exec: Option<Spanned<String>>,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Extra environment variables, on top of the master's own.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; relative paths are taken from the config file's directory.
+    pub cwd: Option<Spanned<PathBuf>>,
+    /// `"native"`: rrbalancer's channel protocol (docs/PROTOCOL.md).
+    pub protocol: Protocol,
+    /// Sockets a worker may hold un-acked; a worker with a full window is skipped.
+    pub max_unacked: Spanned<usize>,
+}
+
+impl Default for FileWorker {
+    fn default() -> Self {
+        FileWorker {
+            exec: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            protocol: Protocol::Native,
+            max_unacked: Spanned::new(0..0, 128),
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileShutdown {
+    /// How long workers get to finish after `stop` before they are killed.
+    pub kill_timeout: HumanDuration,
+}
+
+impl Default for FileShutdown {
+    fn default() -> Self {
+        FileShutdown {
+            kill_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `[restart]`: what happens when a worker exits unasked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileRestart {
+    /// This many unasked exits of one slot within `window` is a restart storm: give up the slot.
+    pub max_restarts: u32,
+    /// The sliding window `max_restarts` counts in.
+    pub window: HumanDuration,
+    /// First delay before restarting a slot; grows by 1.5× per consecutive failure.
+    pub backoff_initial: HumanDuration,
+    /// The delay never grows beyond this.
+    pub backoff_max: HumanDuration,
+    /// A worker that stayed up this long resets the back-off.
+    pub min_uptime: HumanDuration,
+}
+
+impl Default for FileRestart {
+    fn default() -> Self {
+        FileRestart {
+            max_restarts: 10,
+            window: HumanDuration(Duration::from_secs(60)),
+            backoff_initial: HumanDuration(Duration::from_millis(100)),
+            backoff_max: HumanDuration(Duration::from_secs(15)),
+            min_uptime: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// The validated configuration the program runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages: a path, or `None` for the embedded default.
+    pub source: Option<PathBuf>,
+    pub listen: Vec<ListenAddr>,
+    pub workers: usize,
+    pub sched_policy: SchedPolicy,
+    /// Which setting decided `sched_policy`, for the start-up log.
+    pub policy_source: PolicySource,
+    pub backlog: u32,
+    pub worker: WorkerConfig,
+    pub kill_timeout: Duration,
+    pub restart: RestartConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Absolute path of the program.
+    pub program: PathBuf,
+    /// `argv[0]` and `argv[1..]`.
+    pub arg0: OsString,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub protocol: Protocol,
+    pub max_unacked: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestartConfig {
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub min_uptime: Duration,
+}
+
+/// Which setting chose the scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    Flag,
+    RrbEnv,
+    NodeEnv,
+    File,
+    Default,
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicySource::Flag => "--sched-policy",
+            PolicySource::RrbEnv => "RRB_SCHED_POLICY",
+            PolicySource::NodeEnv => "NODE_CLUSTER_SCHED_POLICY",
+            PolicySource::File => "the config file",
+            PolicySource::Default => "the default",
+        })
+    }
+}
+
+/// The settings that may override the file, gathered by the CLI.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub sched_policy: Option<SchedPolicy>,
+    pub rrb_env_policy: Option<String>,
+    pub node_env_policy: Option<String>,
+    pub workers: Option<WorkerCount>,
+    pub listen: Vec<ListenAddr>,
+}
+
+/// A configuration that cannot be used. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", location(file, *line, *column))]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Setting(String),
+}
+
+fn location(file: &str, line: usize, column: usize) -> String {
+    if line == 0 {
+        file.to_owned()
+    } else {
+        format!("{file}:{line}:{column}")
+    }
+}
+
+/// Reads and validates a config file; `None` gives the embedded default.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let (text, name, dir) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (text, path.display().to_string(), Some(dir))
+        }
+        None => (String::new(), "<embedded default config>".to_owned(), None),
+    };
+    let file = parse(&text, &name)?;
+    let mut config = validate(file, &text, &name, dir.as_deref(), overrides)?;
+    config.source = path.map(Path::to_path_buf);
+    Ok(config)
+}
+
+/// Step one: TOML text to [`FileConfig`], with the key path in every error.
+pub fn parse(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| toml_error(e, text, name, ""))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // toml's Spanned<T> shows up in the path as a private segment; users never wrote it.
+        let path = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        toml_error(e.into_inner(), text, name, &path)
+    })
+}
+
+fn toml_error(error: toml::de::Error, text: &str, name: &str, path: &str) -> ConfigError {
+    let (line, column) = error
+        .span()
+        .map_or((0, 0), |span| line_and_column(text, span));
+    let mut message = error.message().trim().replace('\n', " ");
+    if !path.is_empty() && path != "." {
+        message = format!("key `{path}`: {message}");
+    }
+    ConfigError::Invalid {
+        file: name.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn line_and_column(text: &str, span: Range<usize>) -> (usize, usize) {
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Step two: the checks serde cannot make, and the overrides from flags and environment.
+pub fn validate(
+    file: FileConfig,
+    text: &str,
+    name: &str,
+    dir: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let invalid = |span: Range<usize>, key: &str, message: String| {
+        let (line, column) = if span.is_empty() && span.start == 0 {
+            (0, 0)
+        } else {
+            line_and_column(text, span)
+        };
+        ConfigError::Invalid {
+            file: name.to_owned(),
+            line,
+            column,
+            message: format!("key `{key}`: {message}"),
+        }
+    };
+
+    let listen = if overrides.listen.is_empty() {
+        let span = file.listen.span();
+        let listen = file.listen.into_inner();
+        if listen.is_empty() {
+            return Err(invalid(span, "listen", "needs at least one address".into()));
+        }
+        listen
+    } else {
+        overrides.listen.clone()
+    };
+    let max_unacked_span = file.worker.max_unacked.span();
+    let max_unacked = file.worker.max_unacked.into_inner();
+    if !(1..=65536).contains(&max_unacked) {
+        return Err(invalid(
+            max_unacked_span,
+            "worker.max_unacked",
+            format!("{max_unacked} is out of range (allowed: 1 to 65536)"),
+        ));
+    }
+    let backlog_span = file.backlog.span();
+    let backlog = file.backlog.into_inner();
+    if backlog == 0 || backlog > i32::MAX as u32 {
+        return Err(invalid(
+            backlog_span,
+            "backlog",
+            format!("{backlog} is out of range (allowed: 1 to {})", i32::MAX),
+        ));
+    }
+
+    let cwd = match file.worker.cwd {
+        Some(cwd) => {
+            let span = cwd.span();
+            let cwd = cwd.into_inner();
+            let cwd = match dir {
+                Some(dir) if cwd.is_relative() => dir.join(cwd),
+                _ => cwd,
+            };
+            if !cwd.is_dir() {
+                return Err(invalid(
+                    span,
+                    "worker.cwd",
+                    format!("{} is not a directory", cwd.display()),
+                ));
+            }
+            Some(cwd)
+        }
+        None => None,
+    };
+
+    let (program, arg0, args) = match file.worker.exec {
+        Some(exec) => {
+            let span = exec.span();
+            let exec = exec.into_inner();
+            let program = resolve_program(&exec, cwd.as_deref())
+                .map_err(|message| invalid(span, "worker.exec", message))?;
+            (program, OsString::from(&exec), file.worker.args)
+        }
+        None => {
+            let me = std::env::current_exe().map_err(|e| {
+                ConfigError::Setting(format!("cannot find rrbalancer's own binary: {e}"))
+            })?;
+            let mut args = vec!["demo-worker".to_owned()];
+            args.extend(file.worker.args);
+            (me, OsString::from("rrbalancer"), args)
+        }
+    };
+
+    let (sched_policy, policy_source) = effective_policy(
+        overrides.sched_policy,
+        overrides.rrb_env_policy.as_deref(),
+        overrides.node_env_policy.as_deref(),
+        file.sched_policy,
+    )
+    .map_err(ConfigError::Setting)?;
+
+    let restart = RestartConfig {
+        max_restarts: file.restart.max_restarts,
+        window: file.restart.window.0,
+        backoff_initial: file.restart.backoff_initial.0,
+        backoff_max: file.restart.backoff_max.0,
+        min_uptime: file.restart.min_uptime.0,
+    };
+
+    Ok(Config {
+        source: None,
+        listen,
+        workers: overrides.workers.unwrap_or(file.workers).resolve(),
+        sched_policy,
+        policy_source,
+        backlog,
+        worker: WorkerConfig {
+            program,
+            arg0,
+            args,
+            env: file.worker.env.into_iter().collect(),
+            cwd,
+            protocol: file.worker.protocol,
+            max_unacked,
+        },
+        kill_timeout: file.shutdown.kill_timeout.0,
+        restart,
+    })
+}
+
+/// Finds the program the way `execvp` would, so a typo fails at start with the file's line
+/// rather than as a restart storm.
+fn resolve_program(exec: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if exec.is_empty() {
+        return Err("is empty (name a program, or remove the key for the demo worker)".into());
+    }
+    if exec.contains('/') {
+        let path = Path::new(exec);
+        let path = match cwd {
+            Some(cwd) if path.is_relative() => cwd.join(path),
+            _ => std::env::current_dir().unwrap_or_default().join(path),
+        };
+        return if is_executable(&path) {
+            Ok(path)
+        } else if path.exists() {
+            Err(format!("{} is not an executable file", path.display()))
+        } else {
+            Err(format!("{} does not exist", path.display()))
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(exec))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| format!("program {exec:?} not found on PATH"))
+}
+
+/// The policy in force and which setting chose it. Highest first: the flag, `RRB_SCHED_POLICY`,
+/// `NODE_CLUSTER_SCHED_POLICY`, the file, the default (`rr`).
+///
+/// `NODE_CLUSTER_SCHED_POLICY` is shared with Node apps, and Node ignores values it does not
+/// know, so we do too (with a warning); a bad `RRB_SCHED_POLICY` is ours alone and is an error.
+pub fn effective_policy(
+    flag: Option<SchedPolicy>,
+    rrb_env: Option<&str>,
+    node_env: Option<&str>,
+    file: Option<SchedPolicy>,
+) -> Result<(SchedPolicy, PolicySource), String> {
+    if let Some(policy) = flag {
+        return Ok((policy, PolicySource::Flag));
+    }
+    if let Some(value) = rrb_env.filter(|v| !v.is_empty()) {
+        return value
+            .parse()
+            .map(|p| (p, PolicySource::RrbEnv))
+            .map_err(|e| format!("RRB_SCHED_POLICY: {e}"));
+    }
+    if let Some(value) = node_env.filter(|v| !v.is_empty()) {
+        match value.parse() {
+            Ok(policy) => return Ok((policy, PolicySource::NodeEnv)),
+            Err(_) => log::warn!(
+                "ignoring NODE_CLUSTER_SCHED_POLICY={value:?} (Node knows only \"rr\" and \"none\")"
+            ),
+        }
+    }
+    Ok(match file {
+        Some(policy) => (policy, PolicySource::File),
+        None => (SchedPolicy::Rr, PolicySource::Default),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let file = parse(text, "cluster.toml")?;
+        validate(file, text, "cluster.toml", None, &Overrides::default())
+    }
+
+    fn error_of(text: &str) -> String {
+        load_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_the_documented_default() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:3000".parse().unwrap()]);
+        assert_eq!(config.sched_policy, SchedPolicy::Rr);
+        assert_eq!(config.policy_source, PolicySource::Default);
+        assert_eq!(config.backlog, 511);
+        assert_eq!(config.kill_timeout, Duration::from_secs(5));
+        assert_eq!(config.worker.args, vec!["demo-worker"]);
+        assert!(config.workers >= 1);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = load_str(
+            r#"
+            listen = ["127.0.0.1:8080", "[::1]:8080", "unix:/tmp/x.sock"]
+            workers = 3
+            sched_policy = "none"
+            backlog = 128
+            [worker]
+            exec = "sh"
+            args = ["-c", "true"]
+            env = { A = "1" }
+            protocol = "native"
+            max_unacked = 16
+            [shutdown]
+            kill_timeout = "500ms"
+            [restart]
+            max_restarts = 3
+            window = "10s"
+            backoff_initial = "50ms"
+            backoff_max = "2s"
+            min_uptime = "2s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.len(), 3);
+        assert_eq!(config.listen[2], ListenAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.sched_policy, SchedPolicy::None);
+        assert_eq!(config.policy_source, PolicySource::File);
+        assert_eq!(config.kill_timeout, Duration::from_millis(500));
+        assert!(config.worker.program.is_absolute());
+        assert_eq!(config.worker.env, vec![("A".into(), "1".into())]);
+        assert_eq!(config.restart.max_restarts, 3);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_line_and_allowed_keys() {
+        let e = error_of("workers = 2\n[worker]\nexcec = \"x\"\n");
+        assert!(e.starts_with("cluster.toml:3:1: "), "{e}");
+        assert!(e.contains("excec"), "{e}");
+        assert!(e.contains("exec"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_the_key() {
+        let e = error_of("backlog = \"big\"\n");
+        assert!(
+            e.contains("cluster.toml:1:11") && e.contains("`backlog`"),
+            "{e}"
+        );
+        let e = error_of("sched_policy = \"fair\"\n");
+        assert!(
+            e.contains("`sched_policy`") && e.contains("rr") && e.contains("none"),
+            "{e}"
+        );
+        let e = error_of("[shutdown]\nkill_timeout = \"soon\"\n");
+        assert!(
+            e.contains("cluster.toml:2:") && e.contains("shutdown.kill_timeout"),
+            "{e}"
+        );
+        let e = error_of("workers = 0\n");
+        assert!(e.contains("`workers`") && e.contains("auto"), "{e}");
+        let e = error_of("listen = [\"localhost\"]\n");
+        assert!(e.contains("`listen") && e.contains("IP:PORT"), "{e}");
+        let e = error_of("[worker]\nprotocol = \"grpc\"\n");
+        assert!(e.contains("worker.protocol") && e.contains("native"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_program_is_reported_at_its_line() {
+        let e = error_of("[worker]\nexec = \"no-such-program-rrb\"\n");
+        assert!(e.starts_with("cluster.toml:2:8: key `worker.exec`"), "{e}");
+        let e = error_of("[worker]\nexec = \"/nonexistent/bin\"\n");
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn invalid_toml_names_the_line() {
+        let e = error_of("workers = \n");
+        assert!(e.starts_with("cluster.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn empty_listen_is_refused() {
+        let e = error_of("listen = []\n");
+        assert!(e.starts_with("cluster.toml:1:10: key `listen`"), "{e}");
+    }
+
+    #[test]
+    fn policy_precedence_is_flag_then_envs_then_file() {
+        use PolicySource::*;
+        use SchedPolicy::{None as N, Rr};
+        let p = effective_policy;
+        assert_eq!(p(Some(N), Some("rr"), Some("rr"), Some(Rr)), Ok((N, Flag)));
+        assert_eq!(p(None, Some("none"), Some("rr"), Some(Rr)), Ok((N, RrbEnv)));
+        assert_eq!(p(None, None, Some("none"), Some(Rr)), Ok((N, NodeEnv)));
+        assert_eq!(p(None, None, None, Some(N)), Ok((N, File)));
+        assert_eq!(p(None, None, None, None), Ok((Rr, Default)));
+        assert_eq!(p(None, Some(""), Some("bogus"), None), Ok((Rr, Default)));
+        assert!(p(None, Some("bogus"), None, None).is_err());
+    }
+}

@@ -1,0 +1,471 @@
+//! `rrbalancer demo-worker`: the built-in HTTP/1.1 worker of the default configuration.
+//!
+//! It answers every request with `handled by worker <id>, pid <pid>\n`, honours keep-alive and
+//! `Connection: close`, and shows how an event-loop worker uses [`crate::worker`]: the channel is
+//! one more fd in its mio `Poll`. It gets connections from the channel (`rr`), accepts on
+//! inherited listeners (`none`), or — outside rrbalancer, as the benchmark's reference — binds
+//! its own `SO_REUSEPORT` listener (`--listen`). It stops gracefully on `stop` or SIGTERM:
+//! no new connections, finish each request in progress, close idle keep-alive connections.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::signal::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::worker::{self, Channel, Event, Listener, Stream, WorkerError};
+
+/// Options of `rrbalancer demo-worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Exit (after saying `leaving`) once this many requests have been served, like
+    /// gunicorn's `max_requests`. 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub max_requests: u64,
+    /// Standalone mode, outside rrbalancer: bind this address itself with SO_REUSEPORT, so
+    /// several copies share the port (the benchmark's no-balancer reference).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Wait this long before saying `ready` (to show readiness at work).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ready_delay: Option<Duration>,
+}
+
+const SIGNALS: Token = Token(0);
+const CHANNEL: Token = Token(1);
+const LISTENER_BASE: usize = 2;
+const CONN_BASE: usize = 1 << 16;
+
+const READ_CHUNK: usize = 4096;
+/// A request head larger than this is refused (400) rather than buffered without bound.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+enum Source {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Unix(s) => s,
+        }
+    }
+    fn io_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+    fn io_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn shutdown(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+struct Client {
+    conn: Conn,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// Close once the output is written.
+    close_after_write: bool,
+}
+
+struct Server {
+    poll: Poll,
+    body: Vec<u8>,
+    channel: Option<Channel>,
+    listeners: Vec<Option<Source>>,
+    clients: Slab<Client>,
+    served: u64,
+    max_requests: u64,
+    stopping: bool,
+}
+
+/// Runs the demo worker until it is stopped.
+pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
+    let poll = Poll::new()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+
+    let channel = match Channel::from_env() {
+        Ok(channel) => Some(channel),
+        Err(WorkerError::NotUnderRrbalancer) if args.listen.is_some() => None,
+        Err(e) => return Err(e),
+    };
+    let mut listeners: Vec<Option<Source>> = Vec::new();
+    if let Some(addr) = args.listen {
+        listeners.push(Some(Source::Tcp(reuseport_listener(addr)?)));
+    }
+    for l in worker::listeners()? {
+        listeners.push(Some(match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Source::Tcp(TcpListener::from_std(l))
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Source::Unix(UnixListener::from_std(l))
+            }
+        }));
+    }
+    for (i, l) in listeners.iter_mut().enumerate() {
+        let token = Token(LISTENER_BASE + i);
+        match l {
+            Some(Source::Tcp(l)) => poll.registry().register(l, token, Interest::READABLE)?,
+            Some(Source::Unix(l)) => poll.registry().register(l, token, Interest::READABLE)?,
+            None => {}
+        }
+    }
+
+    let id = worker::worker_id();
+    let body = format!("handled by worker {id}, pid {}\n", std::process::id()).into_bytes();
+    let mut server = Server {
+        poll,
+        body,
+        channel,
+        listeners,
+        clients: Slab::with_capacity(1024),
+        served: 0,
+        max_requests: args.max_requests,
+        stopping: false,
+    };
+    if let Some(delay) = args.ready_delay {
+        std::thread::sleep(delay);
+    }
+    if let Some(channel) = server.channel.as_mut() {
+        channel.set_nonblocking(true)?;
+        server.poll.registry().register(
+            &mut SourceFd(&channel.as_raw_fd()),
+            CHANNEL,
+            Interest::READABLE,
+        )?;
+        channel.ready()?;
+    }
+    debug!("demo worker {id} serving");
+    server.run(&mut signals)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Server {
+    fn run(&mut self, signals: &mut Signals) -> Result<(), WorkerError> {
+        let mut events = Events::with_capacity(256);
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            if self.stopping && self.clients.is_empty() {
+                return Ok(());
+            }
+            let timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                warn!(
+                    "stop: {} connection(s) still open; closing",
+                    self.clients.len()
+                );
+                return Ok(());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS if signals.pending().next().is_some() => self.begin_stop(),
+                    CHANNEL => self.on_channel()?,
+                    Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.on_listener(t - LISTENER_BASE)
+                    }
+                    Token(t) if t >= CONN_BASE => self.on_client(t - CONN_BASE),
+                    _ => {}
+                }
+            }
+            if self.stopping && stop_deadline.is_none() {
+                // Our own bound on a graceful stop, under the master's kill_timeout.
+                stop_deadline = Some(Instant::now() + Duration::from_secs(30));
+            }
+        }
+    }
+
+    fn on_channel(&mut self) -> Result<(), WorkerError> {
+        loop {
+            let Some(channel) = self.channel.as_mut() else {
+                return Ok(());
+            };
+            match channel.recv()? {
+                Event::Conns(conns) => {
+                    for conn in conns {
+                        let stream = match conn.stream {
+                            Stream::Tcp(s) => {
+                                s.set_nonblocking(true)?;
+                                let _ = s.set_nodelay(true);
+                                Conn::Tcp(TcpStream::from_std(s))
+                            }
+                            Stream::Unix(s) => {
+                                s.set_nonblocking(true)?;
+                                Conn::Unix(UnixStream::from_std(s))
+                            }
+                        };
+                        self.add_client(stream);
+                    }
+                }
+                Event::Stop => {
+                    info!("stop received");
+                    self.begin_stop();
+                }
+                Event::Closed => {
+                    // The master is gone: nobody will send more. Finish and exit.
+                    self.drop_channel();
+                    self.begin_stop();
+                    return Ok(());
+                }
+                Event::WouldBlock => return Ok(()),
+            }
+        }
+    }
+
+    fn drop_channel(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.as_raw_fd()));
+        }
+    }
+
+    fn on_listener(&mut self, i: usize) {
+        loop {
+            let accepted = match self.listeners.get(i) {
+                Some(Some(Source::Tcp(l))) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+                Some(Some(Source::Unix(l))) => l.accept().map(|(s, _)| Conn::Unix(s)),
+                _ => return,
+            };
+            match accepted {
+                Ok(conn) => self.add_client(conn),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut conn: Conn) {
+        let entry = self.clients.vacant_entry();
+        let token = Token(CONN_BASE + entry.key());
+        if let Err(e) = self.poll.registry().register(
+            conn.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("register: {e}");
+            return;
+        }
+        let key = entry.key();
+        entry.insert(Client {
+            conn,
+            input: Vec::with_capacity(READ_CHUNK),
+            output: Vec::with_capacity(256),
+            written: 0,
+            close_after_write: false,
+        });
+        // A request may already be waiting: edge-triggered registration will not tell us.
+        self.on_client(key);
+    }
+
+    fn on_client(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut closed = false;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match client.conn.io_read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => client.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let answered = answer_requests(client, &self.body, self.stopping);
+        self.served += answered;
+        let done = write_out(client);
+        let finished = match done {
+            Err(_) => true,
+            Ok(all_written) => {
+                all_written && (client.close_after_write || (closed && client.output.is_empty()))
+            }
+        };
+        // While stopping, an idle keep-alive connection is closed at once.
+        let idle = client.input.is_empty() && client.output.is_empty();
+        if finished || closed || (self.stopping && idle) {
+            let mut client = self.clients.remove(key);
+            let _ = self.poll.registry().deregister(client.conn.source());
+            client.conn.shutdown();
+        }
+        if self.max_requests > 0 && self.served >= self.max_requests && !self.stopping {
+            info!("served {} requests; leaving", self.served);
+            if let Some(channel) = self.channel.as_mut() {
+                let _ = channel.leaving();
+            }
+            self.begin_stop();
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for l in self.listeners.iter_mut() {
+            // Dropping closes our copy; in `none` mode the master and the others keep theirs.
+            *l = None;
+        }
+        let idle: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.input.is_empty() && c.output.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            let mut client = self.clients.remove(key);
+            let _ = self.poll.registry().deregister(client.conn.source());
+            client.conn.shutdown();
+        }
+    }
+}
+
+/// Answers every complete request in `client.input`. Returns how many.
+fn answer_requests(client: &mut Client, body: &[u8], stopping: bool) -> u64 {
+    let mut answered = 0;
+    while !client.close_after_write {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let (head_len, keep_alive, content_length) = match request.parse(&client.input) {
+            Ok(httparse::Status::Complete(n)) => {
+                let http10 = request.version == Some(0);
+                let mut keep_alive = !http10;
+                let mut content_length = 0usize;
+                for h in request.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("connection") {
+                        let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                        if v.contains("close") {
+                            keep_alive = false;
+                        } else if v.contains("keep-alive") {
+                            keep_alive = true;
+                        }
+                    } else if h.name.eq_ignore_ascii_case("content-length") {
+                        content_length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                    }
+                }
+                (n, keep_alive, content_length)
+            }
+            Ok(httparse::Status::Partial) => {
+                if client.input.len() > MAX_HEAD {
+                    respond(
+                        client,
+                        b"400 Bad Request",
+                        b"request head too large\n",
+                        false,
+                    );
+                }
+                return answered;
+            }
+            Err(_) => {
+                respond(client, b"400 Bad Request", b"bad request\n", false);
+                return answered;
+            }
+        };
+        if client.input.len() < head_len + content_length {
+            return answered; // the body is still coming
+        }
+        client.input.drain(..head_len + content_length);
+        respond(client, b"200 OK", body, keep_alive && !stopping);
+        answered += 1;
+    }
+    answered
+}
+
+fn respond(client: &mut Client, status: &[u8], body: &[u8], keep_alive: bool) {
+    let out = &mut client.output;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\ncontent-type: text/plain\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    if keep_alive {
+        out.extend_from_slice(b"\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        client.close_after_write = true;
+        client.input.clear();
+    }
+    out.extend_from_slice(body);
+}
+
+/// Writes pending output. `Ok(true)` when all of it is out.
+fn write_out(client: &mut Client) -> io::Result<bool> {
+    while client.written < client.output.len() {
+        match client.conn.io_write(&client.output[client.written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => client.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    client.output.clear();
+    client.written = 0;
+    Ok(true)
+}

@@ -1,0 +1,259 @@
+//! The workers: one record per live process, grouped in slots (the stable `RRB_WORKER_ID`s), and
+//! how a worker is started.
+//!
+//! A slot holds at most one *current* worker, the one that gets connections. A worker that is
+//! leaving, replaced or misbehaving is *detached*: it keeps its pid record until it is reaped,
+//! but its slot is free for a successor at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use slab::Slab;
+
+use super::channel::Channel;
+use super::listeners::Listener;
+use super::restart::RestartTracker;
+use crate::config::{Config, SchedPolicy};
+use crate::sys;
+
+/// A worker's place in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Started, has not said `ready`.
+    Starting,
+    /// Serving; gets connections in `rr` mode.
+    Ready,
+    /// Gets nothing new: leaving, replaced, or told to stop. Waits to exit.
+    Draining,
+}
+
+/// One live worker process.
+#[derive(Debug)]
+pub struct Worker {
+    pub pid: Pid,
+    pub slot: usize,
+    pub state: State,
+    /// `None` once the channel broke or was closed by the worker.
+    pub channel: Option<Channel>,
+    pub started: Instant,
+    /// The worker has sent at least one valid message: it speaks the protocol, so `stop`
+    /// reaches it; otherwise it is stopped with SIGTERM.
+    pub spoke: bool,
+    /// When to SIGKILL it if it has not exited.
+    pub kill_at: Option<Instant>,
+    /// Connections handed to it.
+    pub handed: u64,
+}
+
+impl Worker {
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// Sends a signal to the worker's process group (it leads one), reaching its own children.
+    pub fn signal_group(&self, signal: Signal) {
+        if killpg(self.pid, signal).is_err() {
+            let _ = kill(self.pid, signal);
+        }
+    }
+
+    /// Asks it to finish and exit: `stop` on its channel if it speaks the protocol, SIGTERM if
+    /// not; SIGKILL after `grace`.
+    pub fn request_stop(&mut self, now: Instant, grace: Duration) {
+        self.state = State::Draining;
+        match &mut self.channel {
+            Some(channel) if self.spoke => channel.queue_stop(),
+            _ => self.signal_group(Signal::SIGTERM),
+        }
+        let deadline = now + grace;
+        self.kill_at = Some(self.kill_at.map_or(deadline, |t| t.min(deadline)));
+    }
+}
+
+/// A stable worker position: `RRB_WORKER_ID`.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Key of the worker serving this slot.
+    pub current: Option<usize>,
+    /// When to start a worker here, if none runs.
+    pub start_at: Option<Instant>,
+    pub restarts: RestartTracker,
+    /// Restarts so far (for status).
+    pub restart_count: u64,
+    /// Exit causes of recent failures, for the give-up report.
+    pub last_causes: VecDeque<String>,
+    pub given_up: bool,
+}
+
+const CAUSES_KEPT: usize = 5;
+
+impl Slot {
+    pub fn remember_cause(&mut self, cause: String) {
+        if self.last_causes.len() == CAUSES_KEPT {
+            self.last_causes.pop_front();
+        }
+        self.last_causes.push_back(cause);
+    }
+}
+
+/// All workers and slots.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    pub workers: Slab<Worker>,
+    pub slots: Vec<Slot>,
+    by_pid: HashMap<Pid, usize>,
+}
+
+impl Fleet {
+    pub fn new(slots: usize, now: Instant) -> Fleet {
+        let mut fleet = Fleet::default();
+        fleet.slots.resize_with(slots, Slot::default);
+        for slot in &mut fleet.slots {
+            slot.start_at = Some(now);
+        }
+        fleet
+    }
+
+    pub fn insert(&mut self, worker: Worker) -> usize {
+        let pid = worker.pid;
+        let slot = worker.slot;
+        let key = self.workers.insert(worker);
+        self.by_pid.insert(pid, key);
+        self.slots[slot].current = Some(key);
+        key
+    }
+
+    pub fn key_of(&self, pid: Pid) -> Option<usize> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// Forgets a reaped worker, freeing its slot if it was current there.
+    pub fn remove(&mut self, key: usize) -> (Worker, bool) {
+        let worker = self.workers.remove(key);
+        self.by_pid.remove(&worker.pid);
+        let was_current = self
+            .slots
+            .get(worker.slot)
+            .is_some_and(|s| s.current == Some(key));
+        if was_current {
+            self.slots[worker.slot].current = None;
+        }
+        (worker, was_current)
+    }
+
+    /// Takes a live worker out of its slot (it stays a live record until reaped).
+    pub fn detach(&mut self, key: usize) {
+        if let Some(worker) = self.workers.get_mut(key) {
+            worker.state = State::Draining;
+            if let Some(slot) = self.slots.get_mut(worker.slot) {
+                if slot.current == Some(key) {
+                    slot.current = None;
+                }
+            }
+        }
+    }
+
+    /// The worker serving `slot`, if it can take a connection now.
+    pub fn can_take(&self, slot: usize, window: usize) -> Option<usize> {
+        let key = self.slots.get(slot)?.current?;
+        let worker = &self.workers[key];
+        let channel = worker.channel.as_ref()?;
+        (worker.state == State::Ready && channel.in_flight() < window).then_some(key)
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.state == State::Ready)
+            .count()
+    }
+}
+
+/// What every worker's environment starts from: the master's own, without variables that would
+/// mislead a worker (an inherited socket-activation or Node channel meant for the master).
+pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
+    const NOT_INHERITED: &[&str] = &[
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NODE_CHANNEL_FD",
+        "NODE_CHANNEL_SERIALIZATION_MODE",
+        "NODE_UNIQUE_ID",
+        "RRB_CHANNEL_FD",
+        "RRB_WORKER_ID",
+        "RRB_WORKERS",
+    ];
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
+        .filter(|(k, _)| !config.worker.env.iter().any(|(ck, _)| k == ck.as_str()))
+        .collect();
+    env.extend(
+        config
+            .worker
+            .env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    env
+}
+
+/// Starts a worker for `slot` and returns its record. In `none` mode it inherits the listeners
+/// at fd 3… (socket activation); its channel comes right after them.
+pub fn spawn(
+    config: &Config,
+    base_env: &[(OsString, OsString)],
+    listeners: &[Listener],
+    slot: usize,
+    now: Instant,
+) -> io::Result<Worker> {
+    let (master_end, worker_end) = sys::seqpacket_pair()?;
+    let shared = config.sched_policy == SchedPolicy::None;
+    let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
+    if shared {
+        inherit.extend(listeners.iter().map(|l| l.as_fd()));
+    }
+    let channel_fd = sys::FIRST_INHERITED_FD + inherit.len() as i32;
+    inherit.push(worker_end.as_fd());
+
+    let mut env = base_env.to_vec();
+    let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+    set("RRB_CHANNEL_FD", channel_fd.to_string());
+    set("RRB_WORKER_ID", slot.to_string());
+    set("RRB_WORKERS", config.workers.to_string());
+    if shared {
+        set("LISTEN_FDS", listeners.len().to_string());
+        let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
+        set("LISTEN_FDNAMES", names.join(":"));
+    }
+
+    let child = sys::spawn(sys::SpawnSpec {
+        program: &config.worker.program,
+        arg0: &config.worker.arg0,
+        args: &config.worker.args,
+        env: &env,
+        cwd: config.worker.cwd.as_deref(),
+        inherit: &inherit,
+        listen_pid: shared,
+        stdout: Stdio::inherit(),
+        stderr: Stdio::inherit(),
+    })?;
+    // Our copy of the worker's end must go, or we would never see the channel close.
+    drop(inherit);
+    drop(worker_end);
+    Ok(Worker {
+        pid: Pid::from_raw(child.id() as i32),
+        slot,
+        state: State::Starting,
+        channel: Some(Channel::new(master_end, config.worker.max_unacked)?),
+        started: now,
+        spoke: false,
+        kill_at: None,
+        handed: 0,
+    })
+}

@@ -1,0 +1,747 @@
+//! The master: one thread, one `mio::Poll`, a flat `match` on tokens.
+//!
+//! Each turn of the loop: wait for events (or the nearest deadline), note what they say, reap
+//! exited children, then *supervise* (compare the slots we want with the workers we have and act
+//! on the difference), *dispatch* (hand queued and newly accepted sockets to workers in strict
+//! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
+//! the three passes act on them. Nothing here reads from a client socket.
+//!
+//! Submodules: `listeners` (sockets we accept on), `dispatch` (who is next), `channel` (one
+//! worker's channel and un-acked window), `fleet` (worker records, slots, spawning), `restart`
+//! (restart policy), `signals` (what each signal means).
+
+mod channel;
+mod dispatch;
+mod fleet;
+mod listeners;
+mod restart;
+mod signals;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::config::{Config, SchedPolicy};
+use crate::protocol::WorkerMessage;
+use channel::{Flush, Handoff, Incoming};
+use dispatch::RoundRobin;
+use fleet::{Fleet, State};
+use listeners::Listener;
+use restart::Decision;
+use signals::{Action, SignalSource};
+
+pub use listeners::ListenError;
+
+const SIGNALS: Token = Token(0);
+/// Listener `i` is `Token(LISTENER_BASE + i)`.
+const LISTENER_BASE: usize = 1;
+/// Worker with slab key `k` is `Token(WORKER_BASE + k)`.
+const WORKER_BASE: usize = 1 << 16;
+
+/// Connections accepted from one listener per loop turn before the others get a look.
+const ACCEPT_BURST: usize = 256;
+/// Pause after `EMFILE`/`ENFILE` before accepting again.
+const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// How long to wait for SIGKILLed workers to be reaped before exiting anyway.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// A failure that stops the master (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot set up the event loop: {0}")]
+    EventLoop(#[source] io::Error),
+    #[error("gave up: no worker could be kept running (see the errors above)")]
+    GaveUp,
+}
+
+/// How the master is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Workers were told to stop; SIGKILL at `deadline`.
+    Stopping {
+        deadline: Instant,
+        killed: bool,
+    },
+}
+
+/// Runs the master until it is stopped. `Ok` is a clean stop.
+pub fn run(config: Config) -> Result<(), MasterError> {
+    match crate::sys::raise_fd_limit() {
+        Ok(limit) => debug!("open file limit: {limit}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+    let listeners = config
+        .listen
+        .iter()
+        .map(|addr| Listener::bind(addr, config.backlog))
+        .collect::<Result<Vec<_>, _>>()?;
+    for l in &listeners {
+        info!("listening on {}", l.local);
+    }
+    info!(
+        "sched_policy={} (from {}), workers={}, worker={}",
+        config.sched_policy.as_str(),
+        config.policy_source,
+        config.workers,
+        config.worker.program.display()
+    );
+    Master::new(config, listeners)
+        .map_err(MasterError::EventLoop)?
+        .run()
+}
+
+struct Master {
+    poll: Poll,
+    config: Config,
+    base_env: Vec<(OsString, OsString)>,
+    listeners: Vec<Listener>,
+    /// Listener `i` may have connections waiting (edge-triggered: set on event, cleared on
+    /// `WouldBlock`).
+    accept_ready: Vec<bool>,
+    accept_paused_until: Option<Instant>,
+    fd_exhaustion_logged: bool,
+    signals: SignalSource,
+    fleet: Fleet,
+    rr: RoundRobin,
+    /// Accepted sockets whose worker died before acking them, waiting for another.
+    backlog: VecDeque<Handoff>,
+    phase: Phase,
+    gave_up: bool,
+    /// Scratch buffers reused every turn.
+    incoming: Vec<Incoming>,
+    pending_signals: Vec<(i32, Action)>,
+}
+
+impl Master {
+    fn new(config: Config, listeners: Vec<Listener>) -> io::Result<Master> {
+        let poll = Poll::new()?;
+        let signals = SignalSource::new(poll.registry(), SIGNALS)?;
+        if config.sched_policy == SchedPolicy::Rr {
+            for (i, l) in listeners.iter().enumerate() {
+                poll.registry().register(
+                    &mut SourceFd(&l.raw_fd()),
+                    Token(LISTENER_BASE + i),
+                    Interest::READABLE,
+                )?;
+            }
+        }
+        let now = Instant::now();
+        Ok(Master {
+            poll,
+            base_env: fleet::base_env(&config),
+            accept_ready: vec![false; listeners.len()],
+            listeners,
+            accept_paused_until: None,
+            fd_exhaustion_logged: false,
+            signals,
+            fleet: Fleet::new(config.workers, now),
+            config,
+            rr: RoundRobin::default(),
+            backlog: VecDeque::new(),
+            phase: Phase::Running,
+            gave_up: false,
+            incoming: Vec::new(),
+            pending_signals: Vec::new(),
+        })
+    }
+
+    fn run(mut self) -> Result<(), MasterError> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.has_immediate_work() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(MasterError::EventLoop(e));
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.on_signals(),
+                    Token(t) if (LISTENER_BASE..WORKER_BASE).contains(&t) => {
+                        if let Some(flag) = self.accept_ready.get_mut(t - LISTENER_BASE) {
+                            *flag = true;
+                        }
+                    }
+                    Token(t) if t >= WORKER_BASE => self.on_channel(
+                        t - WORKER_BASE,
+                        event.is_readable() || event.is_read_closed(),
+                    ),
+                    _ => {} // not ours: ignore
+                }
+            }
+            // Children may exit without a SIGCHLD reaching us in this turn (coalesced signals);
+            // reaping is cheap and non-blocking, so do it every turn.
+            self.reap();
+            let now = Instant::now();
+            self.supervise(now);
+            self.dispatch(now);
+            self.flush();
+            if let Phase::Stopping { deadline, .. } = self.phase {
+                if self.fleet.workers.is_empty() {
+                    info!("all workers have exited; bye");
+                    return if self.gave_up {
+                        Err(MasterError::GaveUp)
+                    } else {
+                        Ok(())
+                    };
+                }
+                if now >= deadline + REAP_GRACE {
+                    error!(
+                        "{} worker(s) not reaped {:?} after SIGKILL; exiting anyway",
+                        self.fleet.workers.len(),
+                        REAP_GRACE
+                    );
+                    return if self.gave_up {
+                        Err(MasterError::GaveUp)
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+        }
+    }
+
+    /// Work that should not wait for an event: a listener with connections still queued while
+    /// some worker has room.
+    fn has_immediate_work(&self) -> bool {
+        self.phase == Phase::Running
+            && self.config.sched_policy == SchedPolicy::Rr
+            && self.accept_paused_until.is_none()
+            && self.accept_ready.iter().any(|&r| r)
+            && self.backlog.is_empty()
+            && self.anyone_can_take()
+    }
+
+    fn anyone_can_take(&self) -> bool {
+        (0..self.fleet.slots.len()).any(|s| {
+            self.fleet
+                .can_take(s, self.config.worker.max_unacked)
+                .is_some()
+        })
+    }
+
+    /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
+    fn next_deadline(&self) -> Option<Instant> {
+        let slots = self.fleet.slots.iter().filter_map(|s| s.start_at);
+        let kills = self.fleet.workers.iter().filter_map(|(_, w)| w.kill_at);
+        let phase = match self.phase {
+            Phase::Stopping { deadline, killed } => Some(if killed {
+                deadline + REAP_GRACE
+            } else {
+                deadline
+            }),
+            Phase::Running => None,
+        };
+        slots
+            .chain(kills)
+            .chain(phase)
+            .chain(self.accept_paused_until)
+            .min()
+    }
+
+    // ---- events -------------------------------------------------------------------------------
+
+    fn on_signals(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending_signals);
+        self.signals.drain(&mut pending);
+        for (sig, action) in pending.drain(..) {
+            if action != Action::Reap {
+                info!("received {}", signals::name(sig));
+            }
+            match action {
+                Action::GracefulStop => match self.phase {
+                    Phase::Running => self.begin_stop(),
+                    Phase::Stopping { .. } => {
+                        info!("second stop signal: killing the workers now");
+                        self.quick_stop();
+                    }
+                },
+                Action::QuickStop => self.quick_stop(),
+                Action::Reap => {} // every turn reaps
+                Action::Reload | Action::ScaleUp | Action::ScaleDown | Action::ReopenLogs => {
+                    warn!("{} is not supported yet; ignored", signals::name(sig))
+                }
+            }
+        }
+        self.pending_signals = pending;
+    }
+
+    fn on_channel(&mut self, key: usize, readable: bool) {
+        let Some(worker) = self.fleet.workers.get_mut(key) else {
+            return; // a stale event for a worker already reaped
+        };
+        let Some(channel) = worker.channel.as_mut() else {
+            return;
+        };
+        if readable {
+            let mut incoming = std::mem::take(&mut self.incoming);
+            channel.read(&mut incoming);
+            for message in incoming.drain(..) {
+                self.on_incoming(key, message);
+            }
+            self.incoming = incoming;
+        }
+        // Writable (or anything else): try to send what waits; `flush` runs every turn anyway.
+    }
+
+    fn on_incoming(&mut self, key: usize, incoming: Incoming) {
+        let Some(worker) = self.fleet.workers.get_mut(key) else {
+            return;
+        };
+        let (slot, pid) = (worker.slot, worker.pid);
+        match incoming {
+            Incoming::Message(message) => {
+                worker.spoke = true;
+                match message {
+                    WorkerMessage::Ready if worker.state == State::Starting => {
+                        worker.state = State::Ready;
+                        info!(
+                            "worker ready slot={slot} pid={pid} after {:?}",
+                            worker.uptime(Instant::now())
+                        );
+                    }
+                    WorkerMessage::Ready => debug!("repeated ready slot={slot} pid={pid}"),
+                    WorkerMessage::Ack(_) => {}
+                    WorkerMessage::Leaving => self.on_leaving(key),
+                }
+            }
+            Incoming::Closed => self.on_channel_closed(key),
+            Incoming::Violation(detail) => {
+                warn!("worker misbehaved slot={slot} pid={pid}: {detail}; replacing it");
+                self.replace_misbehaving(key, detail);
+            }
+        }
+    }
+
+    /// The seeds' "suicide": route nothing more to it and start its successor now.
+    fn on_leaving(&mut self, key: usize) {
+        let worker = &self.fleet.workers[key];
+        let (slot, pid) = (worker.slot, worker.pid);
+        let was_current = self.fleet.slots[slot].current == Some(key);
+        self.fleet.detach(key);
+        self.requeue_outbox(key);
+        if was_current && self.phase == Phase::Running {
+            info!("worker leaving slot={slot} pid={pid}; starting its successor");
+            self.fleet.slots[slot].start_at = Some(Instant::now());
+        }
+    }
+
+    fn on_channel_closed(&mut self, key: usize) {
+        let now = Instant::now();
+        let grace = self.config.kill_timeout;
+        let shared = self.config.sched_policy == SchedPolicy::None;
+        let worker = &mut self.fleet.workers[key];
+        let (slot, pid) = (worker.slot, worker.pid);
+        if let Some(mut channel) = worker.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.raw_fd()));
+            self.backlog.extend(channel.take_unacked());
+        }
+        if shared && !worker.spoke {
+            // A plain socket-activation server may close fds it does not know; it serves anyway.
+            debug!("worker closed its channel slot={slot} pid={pid} (it never used it)");
+            return;
+        }
+        if worker.state == State::Draining {
+            return; // expected: it is on its way out
+        }
+        warn!("worker closed its channel slot={slot} pid={pid}; replacing it");
+        worker.request_stop(now, grace);
+        self.fail_slot(key, now, "closed its channel".into());
+    }
+
+    fn replace_misbehaving(&mut self, key: usize, detail: String) {
+        let now = Instant::now();
+        let grace = self.config.kill_timeout;
+        let worker = &mut self.fleet.workers[key];
+        if let Some(mut channel) = worker.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.raw_fd()));
+            self.backlog.extend(channel.take_unacked());
+        }
+        worker.request_stop(now, grace);
+        self.fail_slot(key, now, detail);
+    }
+
+    /// The worker at `key` failed: detach it and let the restart policy decide about its slot.
+    fn fail_slot(&mut self, key: usize, now: Instant, cause: String) {
+        let worker = &self.fleet.workers[key];
+        let (slot, pid, uptime) = (worker.slot, worker.pid, worker.uptime(now));
+        if self.fleet.slots[slot].current != Some(key) {
+            return;
+        }
+        self.fleet.detach(key);
+        self.slot_failed(slot, pid, uptime, now, cause);
+    }
+
+    fn slot_failed(
+        &mut self,
+        slot: usize,
+        pid: Pid,
+        uptime: Duration,
+        now: Instant,
+        cause: String,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let policy = self.config.restart;
+        let s = &mut self.fleet.slots[slot];
+        s.remember_cause(format!("pid {pid}: {cause}"));
+        match s.restarts.on_failure(&policy, now, uptime) {
+            Decision::RestartAfter(delay) => {
+                s.start_at = Some(now + delay);
+                s.restart_count += 1;
+                info!("restarting slot={slot} in {delay:?}");
+            }
+            Decision::GiveUp => {
+                s.given_up = true;
+                s.start_at = None;
+                let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
+                error!(
+                    "giveup slot={slot}: {} unasked exits within {:?} (max_restarts={}); \
+                     not restarting it. Last causes: {}",
+                    s.restarts.recent(),
+                    policy.window,
+                    policy.max_restarts,
+                    causes.join("; ")
+                );
+                if self.fleet.ready_count() == 0 {
+                    error!("no ready worker is left; stopping");
+                    self.gave_up = true;
+                    self.begin_stop();
+                }
+            }
+        }
+    }
+
+    /// Sockets assigned to `key` but not yet sent go back to be handed to someone else.
+    fn requeue_outbox(&mut self, key: usize) {
+        if let Some(channel) = self.fleet.workers[key].channel.as_mut() {
+            for handoff in channel.take_outbox() {
+                self.backlog.push_back(handoff);
+            }
+        }
+    }
+
+    // ---- reaping ------------------------------------------------------------------------------
+
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return, // Err: ECHILD, no children
+                Ok(status) => status,
+            };
+            let (pid, cause) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exit code {code}")),
+                WaitStatus::Signaled(pid, sig, core) => (
+                    pid,
+                    format!(
+                        "killed by {}{}",
+                        sig.as_str(),
+                        if core { " (core dumped)" } else { "" }
+                    ),
+                ),
+                _ => continue, // stopped/continued: not an exit
+            };
+            self.on_exit(pid, cause);
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, cause: String) {
+        let Some(key) = self.fleet.key_of(pid) else {
+            debug!("reaped pid={pid} ({cause})");
+            return;
+        };
+        let now = Instant::now();
+        let (mut worker, was_current) = self.fleet.remove(key);
+        if let Some(mut channel) = worker.channel.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&channel.raw_fd()));
+            let lost: Vec<Handoff> = channel.take_unacked().collect();
+            if !lost.is_empty() {
+                info!(
+                    "re-dispatching {} connection(s) pid={pid} had not acked",
+                    lost.len()
+                );
+            }
+            // They are older than anything still to be accepted: first in line.
+            for handoff in lost.into_iter().rev() {
+                self.backlog.push_front(handoff);
+            }
+        }
+        let slot = worker.slot;
+        if was_current && self.phase == Phase::Running {
+            warn!(
+                "worker exited unasked slot={slot} pid={pid}: {cause} (up {:?})",
+                worker.uptime(now)
+            );
+            self.slot_failed(slot, pid, worker.uptime(now), now, cause);
+        } else {
+            info!("worker exited slot={slot} pid={pid}: {cause}");
+        }
+    }
+
+    // ---- supervision --------------------------------------------------------------------------
+
+    /// Wanted vs alive: start what is due, kill what overstayed its grace.
+    fn supervise(&mut self, now: Instant) {
+        for (_, worker) in self.fleet.workers.iter_mut() {
+            if worker.kill_at.is_some_and(|t| t <= now) {
+                warn!(
+                    "worker did not exit in time slot={} pid={}; sending SIGKILL",
+                    worker.slot, worker.pid
+                );
+                worker.signal_group(Signal::SIGKILL);
+                worker.kill_at = None;
+            }
+        }
+        match self.phase {
+            Phase::Running => {
+                for slot in 0..self.fleet.slots.len() {
+                    let s = &self.fleet.slots[slot];
+                    if s.current.is_none() && s.start_at.is_some_and(|t| t <= now) {
+                        self.start_worker(slot, now);
+                    }
+                }
+            }
+            Phase::Stopping { deadline, killed } => {
+                if !killed && now >= deadline {
+                    for (_, worker) in self.fleet.workers.iter() {
+                        warn!(
+                            "kill_timeout passed; SIGKILL slot={} pid={}",
+                            worker.slot, worker.pid
+                        );
+                        worker.signal_group(Signal::SIGKILL);
+                    }
+                    self.phase = Phase::Stopping {
+                        deadline,
+                        killed: true,
+                    };
+                }
+            }
+        }
+    }
+
+    fn start_worker(&mut self, slot: usize, now: Instant) {
+        self.fleet.slots[slot].start_at = None;
+        match fleet::spawn(&self.config, &self.base_env, &self.listeners, slot, now) {
+            Ok(worker) => {
+                let pid = worker.pid;
+                let key = self.fleet.insert(worker);
+                let fd = self.fleet.workers[key].channel.as_ref().map(|c| c.raw_fd());
+                if let Some(fd) = fd {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(WORKER_BASE + key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        error!("cannot watch the channel of pid={pid}: {e}");
+                    }
+                }
+                info!("worker started slot={slot} pid={pid}");
+            }
+            Err(e) => {
+                error!(
+                    "cannot start worker slot={slot} ({}): {e}",
+                    self.config.worker.program.display()
+                );
+                self.slot_failed(
+                    slot,
+                    Pid::from_raw(0),
+                    Duration::ZERO,
+                    now,
+                    format!("spawn failed: {e}"),
+                );
+            }
+        }
+    }
+
+    // ---- dispatch -----------------------------------------------------------------------------
+
+    /// The worker whose turn it is, among those that can take a connection now.
+    fn next_worker(&mut self) -> Option<usize> {
+        let fleet = &self.fleet;
+        let window = self.config.worker.max_unacked;
+        let slot = self
+            .rr
+            .pick(fleet.slots.len(), |s| fleet.can_take(s, window).is_some())?;
+        fleet.can_take(slot, window)
+    }
+
+    fn hand_to(&mut self, key: usize, handoff: Handoff) {
+        let worker = &mut self.fleet.workers[key];
+        worker.handed += 1;
+        if let Some(channel) = worker.channel.as_mut() {
+            channel.assign(handoff);
+        }
+    }
+
+    /// First the sockets waiting for a new owner, then new connections while anyone has room.
+    fn dispatch(&mut self, now: Instant) {
+        if self.config.sched_policy != SchedPolicy::Rr {
+            return;
+        }
+        while !self.backlog.is_empty() {
+            let Some(key) = self.next_worker() else {
+                return; // nobody has room: the kernel's backlog holds new clients meanwhile
+            };
+            if let Some(handoff) = self.backlog.pop_front() {
+                self.hand_to(key, handoff);
+            }
+        }
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(until) = self.accept_paused_until {
+            if now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        for i in 0..self.listeners.len() {
+            let mut accepted = 0;
+            while self.accept_ready[i] && accepted < ACCEPT_BURST {
+                // Check for room without taking a turn: the accept may find nobody waiting.
+                if !self.anyone_can_take() {
+                    return;
+                }
+                match self.listeners[i].accept() {
+                    Ok((socket, peer)) => {
+                        accepted += 1;
+                        self.fd_exhaustion_logged = false;
+                        let handoff = Handoff {
+                            socket,
+                            listener: i,
+                            peer,
+                        };
+                        match self.next_worker() {
+                            Some(key) => self.hand_to(key, handoff),
+                            None => self.backlog.push_back(handoff), // unreachable: room was checked
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
+                    Err(e) if listeners::is_transient_accept_error(&e) => {}
+                    Err(e) if listeners::is_fd_exhaustion(&e) => {
+                        if !self.fd_exhaustion_logged {
+                            warn!(
+                                "accept on {}: {e}; pausing accepts",
+                                self.listeners[i].local
+                            );
+                            self.fd_exhaustion_logged = true;
+                        }
+                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        return;
+                    }
+                    Err(e) => {
+                        error!("accept on {}: {e}", self.listeners[i].local);
+                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what each worker was assigned (and queued `stop`s).
+    fn flush(&mut self) {
+        let mut broken = Vec::new();
+        for (key, worker) in self.fleet.workers.iter_mut() {
+            let Some(channel) = worker.channel.as_mut() else {
+                continue;
+            };
+            if !channel.wants_flush() {
+                continue;
+            }
+            match channel.flush() {
+                Flush::Done | Flush::Blocked => {}
+                Flush::Broken(e) => {
+                    debug!("channel of pid={} broke: {e}", worker.pid);
+                    broken.push(key);
+                }
+            }
+        }
+        for key in broken {
+            self.on_channel_closed(key);
+        }
+    }
+
+    // ---- stopping -----------------------------------------------------------------------------
+
+    /// Graceful stop: stop accepting, hand out what is queued, tell every worker to finish.
+    fn begin_stop(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = Instant::now();
+        let grace = self.config.kill_timeout;
+        info!("stopping gracefully (kill_timeout {grace:?})");
+        for (i, l) in self.listeners.iter().enumerate() {
+            if self.config.sched_policy == SchedPolicy::Rr {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&l.raw_fd()));
+            }
+            self.accept_ready[i] = false;
+        }
+        // Give queued sockets to whoever can still take them, before `stop` follows them.
+        self.dispatch(now);
+        if !self.backlog.is_empty() {
+            warn!(
+                "closing {} connection(s) no worker could take",
+                self.backlog.len()
+            );
+            self.backlog.clear();
+        }
+        self.listeners.clear(); // closes them (and removes Unix socket files)
+        for slot in &mut self.fleet.slots {
+            slot.start_at = None;
+        }
+        for (_, worker) in self.fleet.workers.iter_mut() {
+            worker.request_stop(now, grace);
+        }
+        self.phase = Phase::Stopping {
+            deadline: now + grace,
+            killed: false,
+        };
+    }
+
+    /// Quick stop: SIGKILL every worker now.
+    fn quick_stop(&mut self) {
+        let now = Instant::now();
+        if self.phase == Phase::Running {
+            self.listeners.clear();
+        }
+        for slot in &mut self.fleet.slots {
+            slot.start_at = None;
+        }
+        for (_, worker) in self.fleet.workers.iter() {
+            worker.signal_group(Signal::SIGKILL);
+        }
+        self.phase = Phase::Stopping {
+            deadline: now,
+            killed: true,
+        };
+    }
+}

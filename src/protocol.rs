@@ -1,0 +1,298 @@
+//! The native hand-off protocol: what crosses a worker's channel, byte for byte.
+//!
+//! The channel is an `AF_UNIX` `SOCK_SEQPACKET` socket pair, so one `send` is one message and the
+//! file descriptors attached to it (`SCM_RIGHTS`) arrive with exactly that message. Every message is
+//! short ASCII text: a verb, optional space-separated fields, and lines ending in `\n`. Text keeps a
+//! worker in C, Python or shell a few lines long, and makes a captured packet readable.
+//!
+//! This module only encodes and decodes; it owns no socket. `docs/PROTOCOL.md` is the normative
+//! description for people writing workers in other languages, and the tests below pin it.
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+
+/// The most file descriptors the master attaches to one `conn` message.
+///
+/// A receiver must offer control-message space for this many fds; fewer makes the kernel drop
+/// the extra ones and set `MSG_CTRUNC`.
+pub const MAX_FDS_PER_MESSAGE: usize = 64;
+
+/// A receive buffer this large holds any message either side sends.
+pub const MAX_MESSAGE_LEN: usize = 8 * 1024;
+
+/// What a worker tells the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerMessage {
+    /// `ready`: the worker serves; the master starts routing to it only now.
+    Ready,
+    /// `ack N`: the worker owns the next `N` sockets it was sent, in order, and the master may
+    /// close its copies. Sent before the worker reads a byte from them.
+    Ack(usize),
+    /// `leaving`: the worker will exit on its own soon (Node's "suicide" message). The master
+    /// routes nothing more to it and starts its replacement at once.
+    Leaving,
+}
+
+/// What the master tells a worker, as decoded by a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterMessage {
+    /// `conn N` and one line per attached socket: which listener accepted it and the peer.
+    Conn(Vec<ConnInfo>),
+    /// `stop`: finish the connections you have, then exit. Nothing more will be sent.
+    Stop,
+}
+
+/// One handed-off connection as announced in a `conn` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Index of the listener (in the order of `listen` in the config) that accepted it.
+    pub listener: usize,
+    /// `ip:port`, `[ipv6]:port`, or `unix` for a Unix-socket client.
+    pub peer: String,
+}
+
+/// A message that breaks the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message is not ASCII text")]
+    NotText,
+    #[error("unknown message {0:?}")]
+    UnknownVerb(String),
+    #[error("malformed {verb} message: {detail}")]
+    Malformed { verb: &'static str, detail: String },
+}
+
+/// Decodes one message from a worker. A trailing newline is optional.
+pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::NotText)?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let mut words = text.split(' ');
+    let verb = words.next().unwrap_or_default();
+    let message = match verb {
+        "ready" => WorkerMessage::Ready,
+        "leaving" => WorkerMessage::Leaving,
+        "ack" => {
+            let n = words.next().and_then(|w| w.parse::<usize>().ok());
+            match n {
+                Some(n) if n > 0 => WorkerMessage::Ack(n),
+                _ => {
+                    return Err(ProtocolError::Malformed {
+                        verb: "ack",
+                        detail: format!("expected `ack N` with N >= 1, got {text:?}"),
+                    });
+                }
+            }
+        }
+        _ => return Err(ProtocolError::UnknownVerb(truncate_for_log(text))),
+    };
+    if words.next().is_some() {
+        return Err(ProtocolError::Malformed {
+            verb: verb_name(&message),
+            detail: format!("unexpected trailing fields in {text:?}"),
+        });
+    }
+    Ok(message)
+}
+
+/// Encodes a worker's message (used by the worker library).
+pub fn encode_worker_message(message: WorkerMessage, out: &mut Vec<u8>) {
+    out.clear();
+    // Writing to a Vec cannot fail.
+    let _ = match message {
+        WorkerMessage::Ready => out.write_all(b"ready\n"),
+        WorkerMessage::Leaving => out.write_all(b"leaving\n"),
+        WorkerMessage::Ack(n) => writeln!(out, "ack {n}"),
+    };
+}
+
+/// Decodes one message from the master (used by the worker library). `fds` is how many file
+/// descriptors arrived with it; a `conn` message must announce exactly that many.
+pub fn parse_master_message(bytes: &[u8], fds: usize) -> Result<MasterMessage, ProtocolError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::NotText)?;
+    let mut lines = text.strip_suffix('\n').unwrap_or(text).split('\n');
+    let first = lines.next().unwrap_or_default();
+    if first == "stop" {
+        return Ok(MasterMessage::Stop);
+    }
+    let malformed = |detail: String| ProtocolError::Malformed {
+        verb: "conn",
+        detail,
+    };
+    let Some(count) = first.strip_prefix("conn ") else {
+        return Err(ProtocolError::UnknownVerb(truncate_for_log(first)));
+    };
+    let count: usize = count
+        .parse()
+        .map_err(|_| malformed(format!("bad count in {first:?}")))?;
+    if count != fds {
+        return Err(malformed(format!(
+            "announces {count} sockets but {fds} arrived"
+        )));
+    }
+    let mut conns = Vec::with_capacity(count);
+    for line in lines {
+        let (listener, peer) = line
+            .split_once(' ')
+            .ok_or_else(|| malformed(format!("bad line {line:?}")))?;
+        let listener = listener
+            .parse()
+            .map_err(|_| malformed(format!("bad listener index in {line:?}")))?;
+        conns.push(ConnInfo {
+            listener,
+            peer: peer.to_owned(),
+        });
+    }
+    if conns.len() != count {
+        return Err(malformed(format!(
+            "announces {count} sockets but has {} lines",
+            conns.len()
+        )));
+    }
+    Ok(MasterMessage::Conn(conns))
+}
+
+/// The text of a `conn` message, built one connection at a time without allocating once its
+/// buffers have grown (the master reuses one per worker).
+#[derive(Debug, Default)]
+pub struct ConnBatch {
+    header: Vec<u8>,
+    body: Vec<u8>,
+    count: usize,
+}
+
+/// The peer of an accepted connection, as the master announces it.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Inet(SocketAddr),
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Inet(addr) => addr.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+impl ConnBatch {
+    /// Adds one connection line.
+    pub fn push(&mut self, listener: usize, peer: Peer) {
+        // Writing to a Vec cannot fail.
+        let _ = writeln!(self.body, "{listener} {peer}");
+        self.count += 1;
+    }
+
+    /// How many connections the batch announces.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The message as two parts (header, lines), for one vectored send.
+    pub fn parts(&mut self) -> (&[u8], &[u8]) {
+        self.header.clear();
+        let _ = writeln!(self.header, "conn {}", self.count);
+        (&self.header, &self.body)
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.count = 0;
+    }
+}
+
+/// The `stop` message.
+pub const STOP: &[u8] = b"stop\n";
+
+fn verb_name(message: &WorkerMessage) -> &'static str {
+    match message {
+        WorkerMessage::Ready => "ready",
+        WorkerMessage::Ack(_) => "ack",
+        WorkerMessage::Leaving => "leaving",
+    }
+}
+
+/// Keeps log lines about garbage short and printable.
+fn truncate_for_log(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_messages_parse_with_or_without_newline() {
+        assert_eq!(parse_worker_message(b"ready\n"), Ok(WorkerMessage::Ready));
+        assert_eq!(parse_worker_message(b"ready"), Ok(WorkerMessage::Ready));
+        assert_eq!(parse_worker_message(b"ack 3\n"), Ok(WorkerMessage::Ack(3)));
+        assert_eq!(parse_worker_message(b"leaving"), Ok(WorkerMessage::Leaving));
+    }
+
+    #[test]
+    fn garbage_from_a_worker_is_an_error_not_a_panic() {
+        for bad in [
+            &b""[..],
+            b"\xff\xfe",
+            b"hello",
+            b"ack",
+            b"ack 0",
+            b"ack -1",
+            b"ack 99999999999999999999999",
+            b"ready now",
+            b"ack 1 2",
+        ] {
+            assert!(parse_worker_message(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn worker_messages_round_trip() {
+        let mut buf = Vec::new();
+        for m in [
+            WorkerMessage::Ready,
+            WorkerMessage::Ack(17),
+            WorkerMessage::Leaving,
+        ] {
+            encode_worker_message(m, &mut buf);
+            assert_eq!(parse_worker_message(&buf), Ok(m));
+        }
+    }
+
+    #[test]
+    fn a_conn_batch_encodes_one_line_per_socket() {
+        let mut batch = ConnBatch::default();
+        batch.push(0, Peer::Inet("127.0.0.1:5555".parse().unwrap()));
+        batch.push(1, Peer::Inet("[::1]:80".parse().unwrap()));
+        batch.push(2, Peer::Unix);
+        let (header, body) = batch.parts();
+        let message = [header, body].concat();
+        assert_eq!(
+            message,
+            b"conn 3\n0 127.0.0.1:5555\n1 [::1]:80\n2 unix\n".to_vec()
+        );
+        let decoded = parse_master_message(&message, 3).unwrap();
+        let MasterMessage::Conn(conns) = decoded else {
+            panic!("not a conn message")
+        };
+        assert_eq!(conns[1].listener, 1);
+        assert_eq!(conns[1].peer, "[::1]:80");
+        batch.clear();
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_conn_message_must_match_the_fds_that_came_with_it() {
+        assert!(parse_master_message(b"conn 2\n0 unix\n0 unix\n", 1).is_err());
+        assert!(parse_master_message(b"conn 2\n0 unix\n", 2).is_err());
+        assert!(parse_master_message(b"conn x\n", 0).is_err());
+        assert_eq!(parse_master_message(STOP, 0), Ok(MasterMessage::Stop));
+    }
+}

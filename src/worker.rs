@@ -1,0 +1,385 @@
+//! The worker side of rrbalancer's native protocol, for Rust workers.
+//!
+//! A worker started by rrbalancer finds its channel in `RRB_CHANNEL_FD`, says `ready`, and then
+//! receives connections (the sockets themselves) in `rr` mode, or accepts on the listeners it
+//! inherited (`LISTEN_FDS`, systemd's convention) in `none` mode. It says `leaving` before it
+//! exits on its own, and finishes and exits when told `stop`.
+//!
+//! The simplest worker is a blocking loop:
+//!
+//! ```no_run
+//! use std::io::Write;
+//! use rrbalancer::worker::Channel;
+//!
+//! fn main() -> Result<(), rrbalancer::worker::WorkerError> {
+//!     let mut channel = Channel::from_env()?;
+//!     channel.ready()?;
+//!     for conn in channel.incoming() {
+//!         let mut conn = conn?;
+//!         // The socket is ours (already acked); the master has stepped out of the data path.
+//!         let _ = conn.stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi\n");
+//!     }
+//!     Ok(()) // `stop` received: every connection we got was served
+//! }
+//! ```
+//!
+//! An event-loop worker sets the channel non-blocking ([`Channel::set_nonblocking`]), registers
+//! its fd ([`AsRawFd`]) with mio or epoll for readability, and calls [`Channel::recv`] until it
+//! returns [`Event::WouldBlock`]. See `src/demo_worker.rs` for a complete one.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::protocol::{
+    self, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, MasterMessage, ProtocolError, WorkerMessage,
+};
+use crate::sys;
+
+/// Why the channel could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("RRB_CHANNEL_FD is not set: this program was not started by rrbalancer")]
+    NotUnderRrbalancer,
+    #[error("RRB_CHANNEL_FD={0:?} is not a file descriptor number")]
+    BadChannelFd(String),
+    #[error("the channel was already taken by this process")]
+    AlreadyTaken,
+    #[error("channel I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the master sent something we do not understand: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the master attached more sockets than one message may carry")]
+    Truncated,
+}
+
+static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
+static LISTENERS_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The worker's end of its channel to the master.
+#[derive(Debug)]
+pub struct Channel {
+    socket: OwnedFd,
+    buf: Box<[u8]>,
+    cmsg: Vec<u8>,
+    out: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// What the master said.
+#[derive(Debug)]
+pub enum Event {
+    /// New connections, in the order the master accepted them.
+    Conns(Vec<Connection>),
+    /// Finish the connections you have and exit. Nothing more will come.
+    Stop,
+    /// The master is gone (the channel closed): finish up and exit.
+    Closed,
+    /// Non-blocking mode only: nothing to read now.
+    WouldBlock,
+}
+
+/// A connection handed over by the master.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: Stream,
+    /// Index of the listener (in `listen` order) that accepted it.
+    pub listener: usize,
+    /// The client: `ip:port`, `[ipv6]:port` or `unix`.
+    pub peer: String,
+}
+
+/// A handed-over socket, TCP or Unix. Blocking, as the master leaves it.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn from_fd(fd: OwnedFd) -> io::Result<Stream> {
+        let domain = socket2::SockRef::from(&fd).domain()?;
+        Ok(if domain == socket2::Domain::UNIX {
+            Stream::Unix(UnixStream::from(fd))
+        } else {
+            Stream::Tcp(TcpStream::from(fd))
+        })
+    }
+
+    /// The socket as an fd, whichever kind it is.
+    pub fn into_owned_fd(self) -> OwnedFd {
+        match self {
+            Stream::Tcp(s) => s.into(),
+            Stream::Unix(s) => s.into(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Channel {
+    /// Takes the channel named by `RRB_CHANNEL_FD` (once per process).
+    pub fn from_env() -> Result<Channel, WorkerError> {
+        let value = std::env::var("RRB_CHANNEL_FD").map_err(|_| WorkerError::NotUnderRrbalancer)?;
+        let fd: RawFd = value
+            .parse()
+            .map_err(|_| WorkerError::BadChannelFd(value.clone()))?;
+        if CHANNEL_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(WorkerError::AlreadyTaken);
+        }
+        let socket = sys::take_inherited_fd(fd).map_err(|_| WorkerError::BadChannelFd(value))?;
+        Ok(Channel::from_fd(socket))
+    }
+
+    /// Wraps a channel fd obtained some other way.
+    pub fn from_fd(socket: OwnedFd) -> Channel {
+        Channel {
+            socket,
+            buf: vec![0; MAX_MESSAGE_LEN].into_boxed_slice(),
+            cmsg: vec![0; sys::cmsg_space(MAX_FDS_PER_MESSAGE)],
+            out: Vec::with_capacity(32),
+            fds: Vec::with_capacity(MAX_FDS_PER_MESSAGE),
+        }
+    }
+
+    /// Tells the master we serve: it starts routing to us now.
+    pub fn ready(&mut self) -> io::Result<()> {
+        self.send(WorkerMessage::Ready)
+    }
+
+    /// Tells the master we will exit on our own: it routes nothing more here and starts our
+    /// successor now. Keep serving what you already have, then exit.
+    pub fn leaving(&mut self) -> io::Result<()> {
+        self.send(WorkerMessage::Leaving)
+    }
+
+    /// Takes ownership of the next `n` sockets received. [`Channel::recv`] does this for you.
+    pub fn ack(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.send(WorkerMessage::Ack(n))
+    }
+
+    /// Blocking (default) or non-blocking reads; non-blocking ones may return
+    /// [`Event::WouldBlock`].
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        sys::set_nonblocking(self.socket.as_fd(), nonblocking)
+    }
+
+    /// Receives the next message and acks any connections in it before returning them.
+    pub fn recv(&mut self) -> Result<Event, WorkerError> {
+        let event = self.recv_unacked()?;
+        if let Event::Conns(conns) = &event {
+            self.ack(conns.len())?;
+        }
+        Ok(event)
+    }
+
+    /// Receives the next message without acking. A worker that uses this must [`Channel::ack`]
+    /// the connections before reading from them, or the master may give them to someone else
+    /// if we die.
+    pub fn recv_unacked(&mut self) -> Result<Event, WorkerError> {
+        self.fds.clear();
+        let received = loop {
+            match sys::recv_with_fds(
+                self.socket.as_fd(),
+                &mut self.buf,
+                &mut self.fds,
+                &mut self.cmsg,
+                false,
+            ) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Event::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Event::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if received.fds_truncated || received.data_truncated {
+            // We cannot tell which sockets were lost; not acking lets the master re-dispatch.
+            self.fds.clear();
+            return Err(WorkerError::Truncated);
+        }
+        if received.len == 0 && self.fds.is_empty() {
+            return Ok(Event::Closed);
+        }
+        match protocol::parse_master_message(&self.buf[..received.len], self.fds.len())? {
+            MasterMessage::Stop => Ok(Event::Stop),
+            MasterMessage::Conn(infos) => {
+                let mut conns = Vec::with_capacity(infos.len());
+                for (info, fd) in infos.into_iter().zip(self.fds.drain(..)) {
+                    conns.push(Connection {
+                        stream: Stream::from_fd(fd)?,
+                        listener: info.listener,
+                        peer: info.peer,
+                    });
+                }
+                Ok(Event::Conns(conns))
+            }
+        }
+    }
+
+    /// A blocking iterator over connections, acked as they arrive; it ends at `stop` or when the
+    /// master goes away.
+    pub fn incoming(&mut self) -> Incoming<'_> {
+        Incoming {
+            channel: self,
+            queue: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn send(&mut self, message: WorkerMessage) -> io::Result<()> {
+        protocol::encode_worker_message(message, &mut self.out);
+        loop {
+            match sys::send_with_fds(
+                self.socket.as_fd(),
+                &[IoSlice::new(&self.out)],
+                [],
+                &mut Vec::new(),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The channel is non-blocking and full: the master is not reading. Wait.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(&self.socket)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn wait_writable(fd: &OwnedFd) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::from(1000u16))?;
+    Ok(())
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// See [`Channel::incoming`].
+pub struct Incoming<'a> {
+    channel: &'a mut Channel,
+    queue: std::collections::VecDeque<Connection>,
+    done: bool,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Connection, WorkerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(conn) = self.queue.pop_front() {
+                return Some(Ok(conn));
+            }
+            if self.done {
+                return None;
+            }
+            match self.channel.recv() {
+                Ok(Event::Conns(conns)) => self.queue.extend(conns),
+                Ok(Event::Stop | Event::Closed) => self.done = true,
+                Ok(Event::WouldBlock) => {
+                    if let Err(e) = wait_readable(&self.channel.socket) {
+                        return Some(Err(e.into()));
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn wait_readable(fd: &OwnedFd) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::NONE)?;
+    Ok(())
+}
+
+/// A listener inherited in `none` mode.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The socket as an fd, whichever kind it is.
+    pub fn into_owned_fd(self) -> OwnedFd {
+        match self {
+            Listener::Tcp(l) => l.into(),
+            Listener::Unix(l) => l.into(),
+        }
+    }
+}
+
+/// The listeners passed by socket activation (`LISTEN_FDS` at fd 3…, checked against
+/// `LISTEN_PID`), in `listen` order. Empty when there are none (e.g. in `rr` mode). Taken once
+/// per process.
+pub fn listeners() -> io::Result<Vec<Listener>> {
+    let pid_matches = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !pid_matches || count <= 0 || LISTENERS_TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    (0..count)
+        .map(|i| {
+            let fd = sys::take_inherited_fd(sys::FIRST_INHERITED_FD + i)?;
+            let domain = socket2::SockRef::from(&fd).domain()?;
+            Ok(if domain == socket2::Domain::UNIX {
+                Listener::Unix(UnixListener::from(fd))
+            } else {
+                Listener::Tcp(TcpListener::from(fd))
+            })
+        })
+        .collect()
+}
+
+/// This worker's slot number (`RRB_WORKER_ID`), 0 when not under rrbalancer.
+pub fn worker_id() -> usize {
+    std::env::var("RRB_WORKER_ID")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
