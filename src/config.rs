@@ -218,8 +218,9 @@ impl Default for FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileWorker {
-    /// Program to run; looked up on `PATH` unless it contains a `/`. Unset: the built-in demo
-    /// worker (`rrbalancer demo-worker`).
+    /// Program to run; looked up on `PATH` unless it contains a `/` (then relative to `cwd`, or
+    /// to the config file's directory). Unset: the built-in demo worker (`rrbalancer
+    /// demo-worker`).
     pub exec: Option<Spanned<String>>,
     /// Arguments after the program name.
     pub args: Vec<String>,
@@ -408,8 +409,13 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
 
 /// Step one: TOML text to [`FileConfig`], with the key path in every error.
 pub fn parse(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|e| toml_error(e, text, name, ""))?;
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+        let mut error = toml_error(e, text, name, "");
+        if let ConfigError::Invalid { message, .. } = &mut error {
+            *message = format!("invalid TOML: {message}");
+        }
+        error
+    })?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         // toml's Spanned<T> shows up in the path as a private segment; users never wrote it.
         let path = e
@@ -518,7 +524,8 @@ pub fn validate(
         Some(exec) => {
             let span = exec.span();
             let exec = exec.into_inner();
-            let program = resolve_program(&exec, cwd.as_deref())
+            let base = cwd.as_deref().or(dir);
+            let program = resolve_program(&exec, base)
                 .map_err(|message| invalid(span, "worker.exec", message))?;
             (program, OsString::from(&exec), file.worker.args)
         }
@@ -570,8 +577,9 @@ pub fn validate(
 }
 
 /// Finds the program the way `execvp` would, so a typo fails at start with the file's line
-/// rather than as a restart storm.
-fn resolve_program(exec: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+/// rather than as a restart storm. A relative path with a `/` is taken from `base` (the worker's
+/// `cwd`, else the config file's directory), so a config file works from anywhere.
+fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let is_executable = |p: &Path| {
         p.metadata()
@@ -582,8 +590,8 @@ fn resolve_program(exec: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
     }
     if exec.contains('/') {
         let path = Path::new(exec);
-        let path = match cwd {
-            Some(cwd) if path.is_relative() => cwd.join(path),
+        let path = match base {
+            Some(base) if path.is_relative() => base.join(path),
             _ => std::env::current_dir().unwrap_or_default().join(path),
         };
         return if is_executable(&path) {

@@ -332,6 +332,10 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
                 }
             }
 
+            // Whatever else is open (fds the master itself inherited without close-on-exec, such
+            // as a job server's pipe) must not reach the worker either.
+            cloexec_from(FIRST_INHERITED_FD + sources.len() as RawFd);
+
             if state.with_listen_pid {
                 let pid = libc::getpid();
                 write_decimal(&mut state.listen_pid[LISTEN_PID.len()..], pid as u64);
@@ -345,6 +349,41 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
         });
     }
     command.spawn()
+}
+
+/// Marks every fd from `first` up close-on-exec, so none of them reaches the new program.
+/// Async-signal-safe: used between fork and exec. Marking rather than closing keeps std's own
+/// pipe, through which a failed `execve` is reported to the parent, working until the exec.
+///
+/// # Safety
+/// Only in a freshly forked child.
+unsafe fn cloexec_from(first: RawFd) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done != 0 {
+        // Kernels before 5.11: one by one, up to the fd limit.
+        // SAFETY: getrlimit only writes into our struct; F_SETFD only sets a flag (EBADF for
+        // numbers that are not open is harmless).
+        unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur.min(1 << 20) as RawFd
+            } else {
+                4096
+            };
+            for fd in first..max {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// Buffers the child reads between fork and exec. The raw pointers point into the owned
@@ -395,6 +434,23 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_failed_exec_is_reported_by_spawn_not_hidden() {
+        let err = spawn(SpawnSpec {
+            program: Path::new("/nonexistent/program"),
+            arg0: OsStr::new("program"),
+            args: &[],
+            env: &[],
+            cwd: None,
+            inherit: &[],
+            listen_pid: false,
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        })
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    }
 
     #[test]
     fn write_decimal_terminates_the_number() {

@@ -49,6 +49,8 @@ pub struct Worker {
     pub kill_at: Option<Instant>,
     /// Connections handed to it.
     pub handed: u64,
+    /// Its channel closed; if it has not exited by then, replace it.
+    pub channel_closed_check: Option<Instant>,
 }
 
 impl Worker {
@@ -255,5 +257,6 @@ pub fn spawn(
         spoke: false,
         kill_at: None,
         handed: 0,
+        channel_closed_check: None,
     })
 }

@@ -88,6 +88,12 @@ impl Listener {
         Ok((socket.into(), peer))
     }
 
+    /// In `none` mode the master never accepts, and workers expect what systemd gives them: a
+    /// blocking listener (`O_NONBLOCK` is shared by every process holding the socket).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.socket.set_nonblocking(nonblocking)
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }

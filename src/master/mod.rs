@@ -50,6 +50,8 @@ const WORKER_BASE: usize = 1 << 16;
 const ACCEPT_BURST: usize = 256;
 /// Pause after `EMFILE`/`ENFILE` before accepting again.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// How long a worker whose channel closed has to exit before that counts as a failure.
+const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 /// How long to wait for SIGKILLed workers to be reaped before exiting anyway.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
@@ -87,6 +89,9 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         .map(|addr| Listener::bind(addr, config.backlog))
         .collect::<Result<Vec<_>, _>>()?;
     for l in &listeners {
+        if config.sched_policy == SchedPolicy::None {
+            l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
+        }
         info!("listening on {}", l.local);
     }
     info!(
@@ -240,7 +245,11 @@ impl Master {
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
         let slots = self.fleet.slots.iter().filter_map(|s| s.start_at);
-        let kills = self.fleet.workers.iter().filter_map(|(_, w)| w.kill_at);
+        let kills = self
+            .fleet
+            .workers
+            .iter()
+            .flat_map(|(_, w)| w.kill_at.into_iter().chain(w.channel_closed_check));
         let phase = match self.phase {
             Phase::Stopping { deadline, killed } => Some(if killed {
                 deadline + REAP_GRACE
@@ -345,7 +354,6 @@ impl Master {
 
     fn on_channel_closed(&mut self, key: usize) {
         let now = Instant::now();
-        let grace = self.config.kill_timeout;
         let shared = self.config.sched_policy == SchedPolicy::None;
         let worker = &mut self.fleet.workers[key];
         let (slot, pid) = (worker.slot, worker.pid);
@@ -364,9 +372,9 @@ impl Master {
         if worker.state == State::Draining {
             return; // expected: it is on its way out
         }
-        warn!("worker closed its channel slot={slot} pid={pid}; replacing it");
-        worker.request_stop(now, grace);
-        self.fail_slot(key, now, "closed its channel".into());
+        // Usually the worker is exiting and its exit status is the real story; give the exit a
+        // moment to be reaped before calling the closed channel itself the failure.
+        worker.channel_closed_check = Some(now + CHANNEL_CLOSED_GRACE);
     }
 
     fn replace_misbehaving(&mut self, key: usize, detail: String) {
@@ -509,6 +517,24 @@ impl Master {
 
     /// Wanted vs alive: start what is due, kill what overstayed its grace.
     fn supervise(&mut self, now: Instant) {
+        let closed: Vec<usize> = self
+            .fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.channel_closed_check.is_some_and(|t| t <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in closed {
+            let grace = self.config.kill_timeout;
+            let worker = &mut self.fleet.workers[key];
+            worker.channel_closed_check = None;
+            warn!(
+                "worker closed its channel but kept running slot={} pid={}; replacing it",
+                worker.slot, worker.pid
+            );
+            worker.request_stop(now, grace);
+            self.fail_slot(key, now, "closed its channel".into());
+        }
         for (_, worker) in self.fleet.workers.iter_mut() {
             if worker.kill_at.is_some_and(|t| t <= now) {
                 warn!(

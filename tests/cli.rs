@@ -1,0 +1,138 @@
+//! What a user sees when the command line or the config is wrong: one line naming the problem,
+//! exit code 2 (1 for a failure at run time), and a complete --help.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Rrb, run_to_exit};
+
+fn with_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The error line rrbalancer printed (env_logger's ERROR line).
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.contains("ERROR") || l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+}
+
+#[test]
+fn a_missing_config_file_exits_2_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_to_exit(&["--config", "nope.toml"], dir.path(), &[]);
+    assert_eq!(code, 2);
+    let line = error_line(&err);
+    assert!(
+        line.contains("nope.toml") && line.contains("No such file"),
+        "{line}"
+    );
+}
+
+#[test]
+fn config_errors_exit_2_with_file_line_key_and_what_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("workers = [\n", "cluster.toml:", "invalid TOML"),
+        ("workers = 2\nwrokers = 3\n", "cluster.toml:2:1", "wrokers"),
+        (
+            "workers = 2\nbacklog = \"lots\"\n",
+            "cluster.toml:2:11",
+            "`backlog`",
+        ),
+        ("sched_policy = \"fair\"\n", "cluster.toml:1:16", "`rr`"),
+        (
+            "[shutdown]\nkill_timeout = 5\n",
+            "cluster.toml:2:16",
+            "\"500ms\"",
+        ),
+        (
+            "[worker]\nexec = \"/no/such/program\"\n",
+            "cluster.toml:2:8",
+            "does not exist",
+        ),
+        (
+            "[worker]\nexec = \"no-such-program-xyz\"\n",
+            "key `worker.exec`",
+            "not found on PATH",
+        ),
+    ];
+    for (text, location, detail) in cases {
+        let path = with_config(dir.path(), text);
+        let (code, err) = run_to_exit(&["--config", &path], dir.path(), &[]);
+        assert_eq!(code, 2, "{text:?}: {err}");
+        let line = error_line(&err);
+        assert!(
+            line.contains(location),
+            "{text:?}: {location:?} not in {line}"
+        );
+        assert!(line.contains(detail), "{text:?}: {detail:?} not in {line}");
+    }
+}
+
+#[test]
+fn bad_policy_values_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_to_exit(&["--sched-policy", "fair"], dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("possible values: rr, none"), "{err}");
+    let (code, err) = run_to_exit(&["check"], dir.path(), &[("RRB_SCHED_POLICY", "fair")]);
+    assert_eq!(code, 2);
+    assert!(error_line(&err).contains("RRB_SCHED_POLICY"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_exits_1_naming_the_address() {
+    let rrb = Rrb::start("workers = 1\n", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_to_exit(&["--listen", &rrb.addr, "--workers", "1"], dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    let line = error_line(&err);
+    assert!(
+        line.contains(&rrb.addr) && line.contains("in use"),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_documents_every_flag_and_version_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, help) = run_to_exit(&["--help"], dir.path(), &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "--config",
+        "--sched-policy",
+        "--workers",
+        "--listen",
+        "--version",
+        "demo-worker",
+        "RRB_SCHED_POLICY",
+        "NODE_CLUSTER_SCHED_POLICY",
+        "Signals",
+        "Exit codes",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let (code, version) = run_to_exit(&["--version"], dir.path(), &[]);
+    assert_eq!(code, 0);
+    assert!(version.starts_with(&format!("rrbalancer {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn check_validates_the_shipped_config_files() {
+    for entry in std::fs::read_dir(common::repo().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, out) = run_to_exit(
+                &["--config", &path.display().to_string(), "check"],
+                &common::repo(),
+                &[],
+            );
+            assert_eq!(code, 0, "{}: {out}", path.display());
+        }
+    }
+}

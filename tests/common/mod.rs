@@ -1,0 +1,345 @@
+//! Test support: start the real `rrbalancer` binary on a temp config, talk to it over loopback,
+//! and always clean up. Every wait has a deadline; nothing sleeps blindly.
+//!
+//! The master runs in its own process group, and its workers in theirs (rrbalancer puts each
+//! worker in a group of its own); dropping an [`Rrb`] SIGKILLs the master's group and every
+//! worker group it ever had, so no test leaves a process behind even when it fails.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rrbalancer");
+
+/// The repository root, for scripts the tests run as workers.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running rrbalancer.
+pub struct Rrb {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+    pub addr: String,
+    known_workers: Mutex<Vec<i32>>,
+}
+
+/// How to start one.
+#[derive(Default)]
+pub struct Start<'a> {
+    pub config: &'a str,
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Wait until this many workers have said `ready`.
+    pub ready: usize,
+}
+
+impl Rrb {
+    /// Starts rrbalancer with `config` (TOML) listening on a free loopback port, and waits for
+    /// `ready` workers.
+    pub fn start(config: &str, ready: usize) -> Rrb {
+        Rrb::start_with(Start {
+            config,
+            ready,
+            ..Start::default()
+        })
+    }
+
+    pub fn start_with(start: Start<'_>) -> Rrb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cluster.toml");
+        let mut config = start.config.to_owned();
+        if !config.contains("listen") {
+            config = format!("listen = [\"127.0.0.1:0\"]\n{config}");
+        }
+        std::fs::write(&path, config).expect("write config");
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(start.args)
+            .env("RUST_LOG", "debug")
+            .env_remove("RRB_SCHED_POLICY")
+            .env_remove("NODE_CLUSTER_SCHED_POLICY")
+            .envs(start.env.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().expect("start rrbalancer");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("RRB_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut rrb = Rrb {
+            child,
+            dir,
+            log,
+            addr: String::new(),
+            known_workers: Mutex::new(Vec::new()),
+        };
+        let line = rrb.wait_for_log("listening on ", Duration::from_secs(10));
+        rrb.addr = line
+            .split("listening on ")
+            .nth(1)
+            .expect("address")
+            .trim()
+            .to_owned();
+        rrb.wait_ready(start.ready);
+        rrb
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until a log line contains `needle` (at least `count` such lines).
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                let matching: Vec<&String> = log.iter().filter(|l| l.contains(needle)).collect();
+                if matching.len() >= count {
+                    return matching[count - 1].clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {count}× {needle:?} within {timeout:?}; log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log_count(needle, 1, timeout)
+    }
+
+    /// Waits for `n` "worker ready" lines in total.
+    pub fn wait_ready(&self, n: usize) {
+        if n > 0 {
+            self.wait_for_log_count("worker ready", n, Duration::from_secs(20));
+        }
+    }
+
+    /// The master's live child processes (its workers).
+    pub fn workers(&self) -> Vec<i32> {
+        let children = children_of(self.pid());
+        let mut known = self.known_workers.lock().unwrap();
+        for &pid in &children {
+            if !known.contains(&pid) {
+                known.push(pid);
+            }
+        }
+        children
+    }
+
+    /// Waits until the master has exactly `n` live children.
+    pub fn wait_workers(&self, n: usize, timeout: Duration) -> Vec<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let workers = self.workers();
+            if workers.len() == n {
+                return workers;
+            }
+            if Instant::now() > deadline {
+                panic!("expected {n} workers, have {workers:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `GET /` with `Connection: close`; the body.
+    pub fn get(&self) -> Result<String, String> {
+        http_get(&self.addr)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Rrb {
+    fn drop(&mut self) {
+        let _ = self.workers();
+        // SAFETY: signalling process groups this test created.
+        unsafe {
+            libc::killpg(self.pid(), libc::SIGKILL);
+            for &pid in self.known_workers.lock().unwrap().iter() {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The pids whose parent is `parent`, from /proc.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((ppid, state)) = stat_of(pid) {
+            if ppid == parent && state != 'Z' {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (parent pid, state) of a process.
+pub fn stat_of(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ..." — comm may contain spaces; split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    stat_of(pid).is_some_and(|(_, state)| state != 'Z')
+}
+
+/// One HTTP/1.1 request on a new connection; the response body.
+pub fn http_get(addr: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    if !response.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP response: {response:?}"));
+    }
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| format!("no body in {response:?}"))
+}
+
+/// The worker id in a demo or Python worker's answer "handled by worker <id>, pid <pid>".
+pub fn worker_id_of(body: &str) -> usize {
+    body.split("worker ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no worker id in {body:?}"))
+}
+
+/// The pid in such an answer.
+pub fn pid_of(body: &str) -> i32 {
+    body.split("pid ")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {body:?}"))
+}
+
+/// Runs `rrbalancer ARGS` to completion (for usage errors); (exit code, stderr).
+pub fn run_to_exit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RRB_SCHED_POLICY")
+        .env_remove("NODE_CLUSTER_SCHED_POLICY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start rrbalancer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            let mut stdout = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut stdout)
+                .unwrap();
+            return (status.code().unwrap_or(-1), stderr + &stdout);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: our own child's group.
+            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("rrbalancer {args:?} did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,226 @@
+//! How connections reach workers: strict rotation in `rr`, shared listeners in `none`, and
+//! nothing but the intended fds crossing into a worker.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Rrb, Start, http_get, pid_of, repo, worker_id_of};
+
+#[test]
+fn rr_with_3_workers_gives_each_exactly_10_of_30_in_strict_rotation() {
+    let rrb = Rrb::start("workers = 3\nsched_policy = \"rr\"\n", 3);
+    let ids: Vec<usize> = (0..30)
+        .map(|_| worker_id_of(&rrb.get().expect("answer")))
+        .collect();
+    let mut counts = BTreeMap::new();
+    for id in &ids {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([(0, 10), (1, 10), (2, 10)]),
+        "{ids:?}"
+    );
+    for pair in ids.windows(2) {
+        assert_eq!(pair[1], (pair[0] + 1) % 3, "not a strict rotation: {ids:?}");
+    }
+}
+
+#[test]
+fn rr_serves_several_listeners_tcp4_tcp6_and_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("rrb.sock");
+    let config = format!(
+        "listen = [\"127.0.0.1:0\", \"[::1]:0\", \"unix:{}\"]\nworkers = 2\n",
+        sock.display()
+    );
+    let rrb = Rrb::start(&config, 2);
+    let line6 = rrb.wait_for_log("listening on [::1]:", Duration::from_secs(5));
+    let addr6 = line6
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(worker_id_of(&rrb.get().unwrap()) < 2);
+    assert!(worker_id_of(&http_get(&addr6).unwrap()) < 2);
+
+    use std::io::{Read, Write};
+    let mut unix = std::os::unix::net::UnixStream::connect(&sock).expect("unix listener");
+    unix.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    unix.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    unix.read_to_string(&mut response).unwrap();
+    assert!(response.contains("handled by worker"), "{response:?}");
+}
+
+#[test]
+fn none_mode_lets_every_worker_accept_and_serve() {
+    let rrb = Rrb::start("workers = 2\nsched_policy = \"none\"\n", 2);
+    let mut seen = BTreeSet::new();
+    // The kernel picks who accepts; keep-alive-free requests from many connections reach both
+    // within a bounded number of tries.
+    for _ in 0..400 {
+        seen.insert(worker_id_of(&rrb.get().expect("answer")));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, BTreeSet::from([0, 1]));
+    assert!(
+        rrb.log().iter().any(|l| l.contains("sched_policy=none")),
+        "the effective policy is logged"
+    );
+}
+
+#[test]
+fn none_mode_runs_an_unmodified_socket_activation_server() {
+    let config = format!(
+        "workers = 2\nsched_policy = \"none\"\n[worker]\nexec = \"python3\"\nargs = [\"{}\"]\n[shutdown]\nkill_timeout = \"1s\"\n",
+        repo().join("tests/support/socket_activated.py").display()
+    );
+    let rrb = Rrb::start(&config, 0);
+    rrb.wait_workers(2, Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        match rrb.get() {
+            Ok(body) => break body,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(body.starts_with("socket-activated pid "), "{body:?}");
+    assert!(rrb.workers().contains(&pid_of(&body)));
+}
+
+/// The fd numbers open in a process, and what each is.
+fn open_fds(pid: i32) -> BTreeMap<i32, String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_inherits_only_stdio_and_its_channel_in_rr_mode() {
+    let rrb = Rrb::start(
+        "workers = 1\n[worker]\nexec = \"sleep\"\nargs = [\"600\"]\n",
+        0,
+    );
+    let worker = rrb.wait_workers(1, Duration::from_secs(10))[0];
+    let fds = open_fds(worker);
+    assert_eq!(
+        fds.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "{fds:?}"
+    );
+    assert!(fds[&3].starts_with("socket:"), "{fds:?}");
+    assert_eq!(fds[&0], "/dev/null");
+    let env = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    let env = String::from_utf8_lossy(&env);
+    assert!(env.contains("RRB_CHANNEL_FD=3\0"), "{env}");
+    assert!(env.contains("RRB_WORKER_ID=0\0"), "{env}");
+    assert!(env.contains("RRB_WORKERS=1\0"), "{env}");
+    assert!(!env.contains("LISTEN_FDS"), "{env}");
+}
+
+#[test]
+fn a_worker_inherits_only_stdio_listeners_and_channel_in_none_mode() {
+    let rrb = Rrb::start_with(Start {
+        config: "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nworkers = 1\n[worker]\nexec = \"sleep\"\nargs = [\"600\"]\n",
+        args: &["--sched-policy", "none"],
+        ..Start::default()
+    });
+    let worker = rrb.wait_workers(1, Duration::from_secs(10))[0];
+    let fds = open_fds(worker);
+    assert_eq!(
+        fds.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5],
+        "{fds:?}"
+    );
+    let env = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    let env = String::from_utf8_lossy(&env);
+    assert!(env.contains("LISTEN_FDS=2\0"), "{env}");
+    assert!(env.contains(&format!("LISTEN_PID={worker}\0")), "{env}");
+    assert!(env.contains("LISTEN_FDNAMES=listen0:listen1\0"), "{env}");
+    assert!(env.contains("RRB_CHANNEL_FD=5\0"), "{env}");
+}
+
+#[test]
+fn policy_comes_from_flag_then_rrb_env_then_node_env_then_file() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (
+            &["--sched-policy", "none"],
+            &[("RRB_SCHED_POLICY", "rr")],
+            "sched_policy=none (from --sched-policy)",
+        ),
+        (
+            &[],
+            &[
+                ("RRB_SCHED_POLICY", "none"),
+                ("NODE_CLUSTER_SCHED_POLICY", "rr"),
+            ],
+            "sched_policy=none (from RRB_SCHED_POLICY)",
+        ),
+        (
+            &[],
+            &[("NODE_CLUSTER_SCHED_POLICY", "none")],
+            "sched_policy=none (from NODE_CLUSTER_SCHED_POLICY)",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let rrb = Rrb::start_with(Start {
+            config: "workers = 1\nsched_policy = \"rr\"\n",
+            args,
+            env,
+            ready: 1,
+        });
+        assert!(
+            rrb.log().iter().any(|l| l.contains(expected)),
+            "{expected:?} not in {:?}",
+            rrb.log()
+        );
+    }
+}
+
+#[test]
+fn the_example_rust_worker_serves_in_both_policies() {
+    // cargo builds examples for `cargo test`, beside the binary.
+    let example = std::path::Path::new(common::BIN)
+        .parent()
+        .unwrap()
+        .join("examples/echo_worker");
+    assert!(example.exists(), "{} not built", example.display());
+    for policy in ["rr", "none"] {
+        let config = format!(
+            "workers = 2\nsched_policy = \"{policy}\"\n[worker]\nexec = \"{}\"\n[shutdown]\nkill_timeout = \"1s\"\n",
+            example.display()
+        );
+        let rrb = Rrb::start(&config, 2);
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(&rrb.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(b"hello\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("worker ") && line.ends_with(": hello\n"),
+            "{policy}: {line:?}"
+        );
+    }
+}
