@@ -355,15 +355,9 @@ impl Master {
     fn on_channel_closed(&mut self, key: usize) {
         let now = Instant::now();
         let shared = self.config.sched_policy == SchedPolicy::None;
+        self.release_channel(key);
         let worker = &mut self.fleet.workers[key];
         let (slot, pid) = (worker.slot, worker.pid);
-        if let Some(mut channel) = worker.channel.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&channel.raw_fd()));
-            self.backlog.extend(channel.take_unacked());
-        }
         if shared && !worker.spoke {
             // A plain socket-activation server may close fds it does not know; it serves anyway.
             debug!("worker closed its channel slot={slot} pid={pid} (it never used it)");
@@ -380,15 +374,8 @@ impl Master {
     fn replace_misbehaving(&mut self, key: usize, detail: String) {
         let now = Instant::now();
         let grace = self.config.kill_timeout;
-        let worker = &mut self.fleet.workers[key];
-        if let Some(mut channel) = worker.channel.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&channel.raw_fd()));
-            self.backlog.extend(channel.take_unacked());
-        }
-        worker.request_stop(now, grace);
+        self.release_channel(key);
+        self.fleet.workers[key].request_stop(now, grace);
         self.fail_slot(key, now, detail);
     }
 
@@ -444,6 +431,30 @@ impl Master {
         }
     }
 
+    /// Closes the master's side of the channel of `key`. Every socket the worker had not
+    /// acked, still unread, goes to the front of the backlog for the next worker.
+    fn release_channel(&mut self, key: usize) {
+        let Some(mut channel) = self.fleet.workers[key].channel.take() else {
+            return;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&channel.raw_fd()));
+        let lost: Vec<Handoff> = channel.take_unacked().collect();
+        if !lost.is_empty() {
+            info!(
+                "re-dispatching {} connection(s) pid={} had not acked",
+                lost.len(),
+                self.fleet.workers[key].pid
+            );
+        }
+        // They are older than anything still to be accepted: first in line.
+        for handoff in lost.into_iter().rev() {
+            self.backlog.push_front(handoff);
+        }
+    }
+
     /// Sockets assigned to `key` but not yet sent go back to be handed to someone else.
     fn requeue_outbox(&mut self, key: usize) {
         if let Some(channel) = self.fleet.workers[key].channel.as_mut() {
@@ -482,25 +493,14 @@ impl Master {
             debug!("reaped pid={pid} ({cause})");
             return;
         };
-        let now = Instant::now();
-        let (mut worker, was_current) = self.fleet.remove(key);
-        if let Some(mut channel) = worker.channel.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&channel.raw_fd()));
-            let lost: Vec<Handoff> = channel.take_unacked().collect();
-            if !lost.is_empty() {
-                info!(
-                    "re-dispatching {} connection(s) pid={pid} had not acked",
-                    lost.len()
-                );
-            }
-            // They are older than anything still to be accepted: first in line.
-            for handoff in lost.into_iter().rev() {
-                self.backlog.push_front(handoff);
-            }
+        // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
+        // both which sockets it owned and whether this exit was planned: read it first.
+        if self.fleet.workers[key].channel.is_some() {
+            self.on_channel(key, true);
         }
+        self.release_channel(key);
+        let now = Instant::now();
+        let (worker, was_current) = self.fleet.remove(key);
         let slot = worker.slot;
         if was_current && self.phase == Phase::Running {
             warn!(
@@ -711,7 +711,16 @@ impl Master {
             }
         }
         for key in broken {
-            self.on_channel_closed(key);
+            // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
+            self.on_channel(key, true);
+            if self
+                .fleet
+                .workers
+                .get(key)
+                .is_some_and(|w| w.channel.is_some())
+            {
+                self.on_channel_closed(key);
+            }
         }
     }
 

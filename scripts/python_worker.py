@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""A rrbalancer worker in plain Python (stdlib only), written from docs/PROTOCOL.md alone.
+
+It answers every HTTP request with "handled by worker <id>, pid <pid>\\n", one thread per
+connection. In `rr` mode it receives connections over its channel; in `none` mode it accepts on
+the listeners it inherits (LISTEN_FDS) and still uses the channel for ready/stop.
+
+Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage]
+
+  --leave-after N  after N requests say `leaving`, finish, and exit 0 (a planned exit)
+  --no-ack-die     test aid: exit with code 3 on the first connection without acking it
+  --garbage        test aid: send a message that is not part of the protocol after `ready`
+"""
+
+import argparse
+import array
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+MAX_MESSAGE = 8192
+MAX_FDS = 64
+
+
+class Channel:
+    """The worker's end of the seqpacket channel named by RRB_CHANNEL_FD."""
+
+    def __init__(self):
+        fd = int(os.environ["RRB_CHANNEL_FD"])
+        self.sock = socket.socket(fileno=fd)
+        self.lock = threading.Lock()
+
+    def send(self, text):
+        with self.lock:
+            self.sock.send(text.encode("ascii"))
+
+    def recv(self):
+        """One message: (lines, fds). Empty lines means the master closed the channel."""
+        fds = array.array("i")
+        cmsg_room = socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
+        data, ancdata, flags, _ = self.sock.recvmsg(
+            MAX_MESSAGE, cmsg_room, socket.MSG_CMSG_CLOEXEC
+        )
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % fds.itemsize
+                fds.frombytes(payload[:usable])
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise RuntimeError("truncated message from the master")
+        return data.decode("ascii").splitlines(), list(fds)
+
+
+class Worker:
+    def __init__(self, args):
+        self.args = args
+        self.ident = os.environ.get("RRB_WORKER_ID", "?")
+        self.channel = Channel() if "RRB_CHANNEL_FD" in os.environ else None
+        self.served = 0
+        self.leaving = False
+        # Re-entrant: the SIGTERM handler runs on the main thread, which may hold it.
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.threads = []
+
+    def log(self, text):
+        print(f"python worker {self.ident} pid {os.getpid()}: {text}", file=sys.stderr, flush=True)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def serve(self, conn):
+        """HTTP/1.1 with keep-alive, until the client closes, says close, or we stop."""
+        conn.settimeout(5.0)
+        buf = b""
+        try:
+            while not self.stopping.is_set():
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    if len(buf) > 65536:
+                        return
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip().lower()
+                version = lines[0].rsplit(" ", 1)[-1]
+                keep = headers.get("connection") != "close" and version == "HTTP/1.1"
+                with self.lock:
+                    self.served += 1
+                    leave = (
+                        self.args.leave_after
+                        and self.served >= self.args.leave_after
+                        and not self.leaving
+                    )
+                    if leave:
+                        self.leaving = True
+                if leave:
+                    keep = False
+                body = f"handled by worker {self.ident}, pid {os.getpid()}\n".encode()
+                reply = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    + f"Content-Length: {len(body)}\r\n".encode()
+                    + (b"" if keep else b"Connection: close\r\n")
+                    + b"\r\n"
+                    + body
+                )
+                conn.sendall(reply)
+                if leave and self.channel:
+                    self.log(f"served {self.served} requests, leaving")
+                    self.channel.send("leaving\n")
+                    self.finish_after_leaving()
+                if not keep:
+                    return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def spawn(self, conn):
+        t = threading.Thread(target=self.serve, args=(conn,), daemon=True)
+        t.start()
+        with self.lock:
+            self.threads = [x for x in self.threads if x.is_alive()] + [t]
+
+    # -- rr: connections arrive over the channel ---------------------------------------------
+
+    def run_channel(self):
+        while True:
+            lines, fds = self.channel.recv()
+            if not lines or lines[0] == "stop":
+                return
+            head = lines[0].split(" ")
+            if head[0] != "conn" or int(head[1]) != len(fds):
+                self.log(f"unexpected message {lines!r}")
+                return
+            if self.args.no_ack_die:
+                self.log("dying without acking, as asked")
+                os._exit(3)
+            self.channel.send(f"ack {len(fds)}\n")
+            for fd in fds:
+                self.spawn(socket.socket(fileno=fd))
+
+    def finish_after_leaving(self):
+        """The master sends nothing new after `leaving`: take what is already on its way
+        (the main loop keeps acking), finish every connection, then exit."""
+
+        def wait_and_exit():
+            while True:
+                time.sleep(0.1)
+                with self.lock:
+                    busy = [t for t in self.threads if t.is_alive()]
+                if not busy:
+                    os._exit(0)
+                for t in busy:
+                    t.join(timeout=5.0)
+
+        threading.Thread(target=wait_and_exit, daemon=True).start()
+
+    # -- none: accept on the inherited listeners ---------------------------------------------
+
+    def run_listeners(self):
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+        for i in range(count):
+            listener = socket.socket(fileno=3 + i)
+            threading.Thread(target=self.accept_loop, args=(listener,), daemon=True).start()
+
+    def accept_loop(self, listener):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            self.spawn(conn)
+
+    def drain(self):
+        with self.lock:
+            threads = list(self.threads)
+        for t in threads:
+            t.join(timeout=5.0)
+
+    def main(self):
+        def on_term(*_):
+            self.stopping.set()
+            self.drain()
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
+        if os.environ.get("LISTEN_PID") == str(os.getpid()):
+            self.run_listeners()
+        if self.channel is None:
+            self.stopping.wait()
+            return
+        self.channel.send("ready\n")
+        if self.args.garbage:
+            self.channel.send("hello garbage\n")
+        self.run_channel()
+        self.stopping.set()
+        self.drain()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leave-after", type=int, default=0, metavar="N")
+    parser.add_argument("--no-ack-die", action="store_true")
+    parser.add_argument("--garbage", action="store_true")
+    Worker(parser.parse_args()).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+//! Supervision: replacing dead and misbehaving workers without losing connections, stopping
+//! cleanly, and never leaving a process behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Rrb, alive, children_of, pid_of, repo, worker_id_of};
+
+/// A two-worker config of `scripts/python_worker.py` where slot 0's first incarnation runs
+/// with `flag` and every other incarnation (and slot 1) runs plainly. `extra` is appended.
+/// The returned directory holds the "already ran once" mark; keep it alive for the test.
+fn once_then(flag: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("ran-once");
+    let worker = repo().join("scripts/python_worker.py");
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 0 ] && [ ! -e '{mark}' ]; then touch '{mark}'; exec python3 '{w}' {flag}; else exec python3 '{w}'; fi",
+        mark = mark.display(),
+        w = worker.display()
+    );
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n[restart]\nbackoff_initial = \"10ms\"\n{extra}"
+    );
+    (dir, config)
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_is_replaced_and_service_continues() {
+    let rrb = Rrb::start("workers = 3\n[restart]\nbackoff_initial = \"10ms\"\n", 3);
+    let before = rrb.wait_workers(3, Duration::from_secs(5));
+    let victim = before[1];
+    // SAFETY: killing one of our test's workers.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    // Service never stops answering while the slot is refilled.
+    for _ in 0..30 {
+        let body = rrb.get().expect("answer while a worker is replaced");
+        assert_ne!(pid_of(&body), victim);
+    }
+    rrb.wait_for_log("killed by SIGKILL", Duration::from_secs(5));
+    rrb.wait_ready(4);
+    let after = rrb.wait_workers(3, Duration::from_secs(5));
+    assert!(!after.contains(&victim));
+    // The replacement has the victim's slot and takes its turns again.
+    let ids: std::collections::BTreeSet<usize> =
+        (0..6).map(|_| worker_id_of(&rrb.get().unwrap())).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+#[test]
+fn a_worker_that_dies_before_acking_loses_no_connection() {
+    // Slot 0's first incarnation takes one connection and exits without acking it; every
+    // other worker is well-behaved.
+    let (_mark, config) = once_then("--no-ack-die", "");
+    let rrb = Rrb::start(&config, 2);
+    // The first connection goes to slot 0, which dies holding it un-acked.
+    for i in 0..10 {
+        let body = rrb
+            .get()
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert!(body.contains("handled by worker"), "{body:?}");
+    }
+    rrb.wait_for_log("exit code 3", Duration::from_secs(5));
+    assert!(
+        rrb.count_log("re-dispatching 1 connection(s)") >= 1,
+        "{:?}",
+        rrb.log()
+    );
+}
+
+#[test]
+fn a_worker_writing_garbage_is_replaced_and_the_master_keeps_serving() {
+    // Slot 0's first incarnation says `ready`, then writes something that is not the protocol.
+    let (_mark, config) = once_then("--garbage", "[shutdown]\nkill_timeout = \"1s\"\n");
+    let rrb = Rrb::start(&config, 2);
+    let line = rrb.wait_for_log("misbehaved", Duration::from_secs(10));
+    assert!(line.contains("slot=0"), "{line}");
+    let bad = line
+        .split("pid=")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|s| s.parse::<i32>().ok())
+        .expect("pid in the log line");
+    assert!(alive(rrb.pid()), "the master survives garbage");
+    // The replacement takes slot 0 again and the service answers throughout.
+    rrb.wait_ready(3);
+    let after = rrb.wait_workers(2, Duration::from_secs(5));
+    assert!(!after.contains(&bad), "{after:?} still holds {bad}");
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let body = rrb
+            .get()
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_ne!(pid_of(&body), bad);
+        ids.insert(worker_id_of(&body));
+    }
+    assert_eq!(ids.len(), 2, "both slots serve again: {ids:?}");
+    assert!(alive(rrb.pid()));
+}
+
+#[test]
+fn sigterm_stops_every_process_within_kill_timeout_and_exits_0() {
+    let mut rrb = Rrb::start("workers = 3\n[shutdown]\nkill_timeout = \"1s\"\n", 3);
+    let workers = rrb.wait_workers(3, Duration::from_secs(5));
+    let start = Instant::now();
+    rrb.signal(libc::SIGTERM);
+    let status = rrb.wait_exit(Duration::from_secs(2)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} survived");
+    }
+}
+
+#[test]
+fn sigterm_kills_a_worker_that_ignores_it_once_kill_timeout_passes() {
+    // A worker that speaks no protocol and ignores SIGTERM, with a child of its own.
+    let config = "workers = 2\nsched_policy = \"none\"\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"trap '' TERM; sleep 600 & wait\"]\n[shutdown]\nkill_timeout = \"1s\"\n";
+    let mut rrb = Rrb::start(config, 0);
+    let workers = rrb.wait_workers(2, Duration::from_secs(5));
+    let grandchildren: Vec<i32> = workers.iter().flat_map(|&w| children_of(w)).collect();
+    let start = Instant::now();
+    rrb.signal(libc::SIGTERM);
+    let status = rrb.wait_exit(Duration::from_secs(3)).expect("exited");
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited for kill_timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "kill_timeout + 1 s: {took:?}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in workers.iter().chain(&grandchildren) {
+        assert!(!alive(*pid), "process {pid} survived");
+    }
+}
+
+#[test]
+fn sigkill_to_the_master_takes_the_workers_down_within_a_second() {
+    let mut rrb = Rrb::start("workers = 3\n", 3);
+    let workers = rrb.wait_workers(3, Duration::from_secs(5));
+    rrb.signal(libc::SIGKILL);
+    rrb.wait_exit(Duration::from_secs(2)).expect("master died");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while workers.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} outlived the master");
+    }
+}
+
+#[test]
+fn sigint_as_from_ctrl_c_stops_gracefully() {
+    let mut rrb = Rrb::start("workers = 2\n", 2);
+    let workers = rrb.wait_workers(2, Duration::from_secs(5));
+    rrb.signal(libc::SIGINT);
+    let status = rrb.wait_exit(Duration::from_secs(6)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(rrb.count_log("exit code 0") >= 2, "{:?}", rrb.log());
+    for pid in workers {
+        assert!(!alive(pid));
+    }
+}
+
+#[test]
+fn a_worker_that_says_leaving_is_replaced_before_it_exits_and_no_request_fails() {
+    let rrb = Rrb::start(
+        "workers = 2\n[worker]\nargs = [\"--max-requests\", \"5\"]\n",
+        2,
+    );
+    for i in 0..60 {
+        rrb.get()
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+    }
+    assert!(rrb.count_log("worker leaving") >= 10, "{:?}", rrb.log());
+    assert_eq!(rrb.count_log("exited unasked"), 0, "leaving is not a crash");
+}
+
+#[test]
+fn a_restart_storm_gives_up_and_the_master_exits_1() {
+    let config = "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"exit 7\"]\n[restart]\nmax_restarts = 3\nwindow = \"10s\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"20ms\"\n";
+    let mut rrb = Rrb::start(config, 0);
+    let status = rrb.wait_exit(Duration::from_secs(10)).expect("gave up");
+    assert_eq!(status.code(), Some(1));
+    let giveup = rrb.wait_for_log("giveup slot=", Duration::from_secs(1));
+    assert!(
+        giveup.contains("ERROR") && giveup.contains("exit code 7"),
+        "{giveup}"
+    );
+}
