@@ -62,6 +62,16 @@ pub enum Protocol {
     Native,
 }
 
+/// When a started worker counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// When it sends `ready` on its channel.
+    Message,
+    /// `ready_delay` after it starts (for programs that speak no protocol).
+    Delay,
+}
+
 /// One address to listen on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -198,6 +208,8 @@ pub struct FileConfig {
     pub worker: FileWorker,
     pub shutdown: FileShutdown,
     pub restart: FileRestart,
+    pub control: FileControl,
+    pub log: FileLog,
 }
 
 impl Default for FileConfig {
@@ -210,6 +222,8 @@ impl Default for FileConfig {
             worker: FileWorker::default(),
             shutdown: FileShutdown::default(),
             restart: FileRestart::default(),
+            control: FileControl::default(),
+            log: FileLog::default(),
         }
     }
 }
@@ -232,6 +246,12 @@ pub struct FileWorker {
     pub protocol: Protocol,
     /// Sockets a worker may hold un-acked; a worker with a full window is skipped.
     pub max_unacked: Spanned<usize>,
+    /// `"message"`: ready when it says so; `"delay"`: `ready_delay` after it starts.
+    pub ready: Readiness,
+    /// With `ready = "delay"`: how long after start a worker counts as ready.
+    pub ready_delay: HumanDuration,
+    /// A worker not ready this long after start is killed; it counts as a failed start.
+    pub ready_timeout: HumanDuration,
 }
 
 impl Default for FileWorker {
@@ -243,6 +263,9 @@ impl Default for FileWorker {
             cwd: None,
             protocol: Protocol::Native,
             max_unacked: Spanned::new(0..0, 128),
+            ready: Readiness::Message,
+            ready_delay: HumanDuration(Duration::from_secs(1)),
+            ready_timeout: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -263,6 +286,33 @@ impl Default for FileShutdown {
     }
 }
 
+/// `[control]`: where the running master can be found.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileControl {
+    /// The master's pid file. Default: `$XDG_RUNTIME_DIR/rrbalancer/<name>.pid` (or
+    /// `/tmp/rrbalancer-<uid>/…`), `<name>` from the config file's name and path.
+    pub pid_file: Option<PathBuf>,
+    /// The control socket (`rrbalancer status|reload|scale|stop`). Default: beside the pid
+    /// file, `<name>.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+/// `[log]`: where output goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileLog {
+    /// File that receives the workers' stdout, each line prefixed with slot and pid. Unset:
+    /// workers inherit rrbalancer's stdout.
+    pub stdout: Option<PathBuf>,
+    /// The same for the workers' stderr.
+    pub stderr: Option<PathBuf>,
+    /// strftime-style timestamp put before each captured line (e.g. "%Y-%m-%dT%H:%M:%S%.3f").
+    pub date_format: Option<String>,
+    /// File for the master's own log. Unset: stderr.
+    pub master_log: Option<PathBuf>,
+}
+
 /// `[restart]`: what happens when a worker exits unasked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -277,6 +327,9 @@ pub struct FileRestart {
     pub backoff_max: HumanDuration,
     /// A worker that stayed up this long resets the back-off.
     pub min_uptime: HumanDuration,
+    /// Shell command run when a slot is given up (`sh -c`), with RRB_GIVEUP_SLOT,
+    /// RRB_GIVEUP_PID and RRB_GIVEUP_REASON in its environment.
+    pub on_giveup: Option<String>,
 }
 
 impl Default for FileRestart {
@@ -287,6 +340,7 @@ impl Default for FileRestart {
             backoff_initial: HumanDuration(Duration::from_millis(100)),
             backoff_max: HumanDuration(Duration::from_secs(15)),
             min_uptime: HumanDuration(Duration::from_secs(1)),
+            on_giveup: None,
         }
     }
 }
@@ -305,6 +359,9 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub kill_timeout: Duration,
     pub restart: RestartConfig,
+    pub on_giveup: Option<String>,
+    pub control: ControlConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -318,15 +375,34 @@ pub struct WorkerConfig {
     pub cwd: Option<PathBuf>,
     pub protocol: Protocol,
     pub max_unacked: usize,
+    pub ready: Readiness,
+    pub ready_delay: Duration,
+    pub ready_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartConfig {
     pub max_restarts: u32,
     pub window: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub min_uptime: Duration,
+}
+
+/// Where the running master is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    pub pid_file: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// Where output goes; relative paths were resolved against the config file's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+    pub date_format: Option<String>,
+    pub master_log: Option<PathBuf>,
 }
 
 /// Which setting chose the scheduling policy.
@@ -555,6 +631,31 @@ pub fn validate(
         min_uptime: file.restart.min_uptime.0,
     };
 
+    let relative = |p: PathBuf| match dir {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    };
+    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name), &listen);
+    let control = ControlConfig {
+        pid_file: file.control.pid_file.map(relative).unwrap_or(pid_file),
+        socket: file.control.socket.map(relative).unwrap_or(socket),
+    };
+    if let Some(format) = &file.log.date_format {
+        use chrono::format::{Item, StrftimeItems};
+        if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
+            return Err(ConfigError::Setting(format!(
+                "{name}: key `log.date_format`: {format:?} is not a valid strftime format \
+                 (e.g. \"%Y-%m-%dT%H:%M:%S%.3f\")"
+            )));
+        }
+    }
+    let log = LogConfig {
+        stdout: file.log.stdout.map(relative),
+        stderr: file.log.stderr.map(relative),
+        date_format: file.log.date_format,
+        master_log: file.log.master_log.map(relative),
+    };
+
     Ok(Config {
         source: None,
         listen,
@@ -570,10 +671,50 @@ pub fn validate(
             cwd,
             protocol: file.worker.protocol,
             max_unacked,
+            ready: file.worker.ready,
+            ready_delay: file.worker.ready_delay.0,
+            ready_timeout: file.worker.ready_timeout.0,
         },
         kill_timeout: file.shutdown.kill_timeout.0,
         restart,
+        on_giveup: file.restart.on_giveup,
+        control,
+        log,
     })
+}
+
+/// The default pid file and control socket: in the user's runtime directory, named after the
+/// config file (or `default` for the embedded one) and a hash of the file's full path and the
+/// listen addresses, so two configs, or one config started twice with different `--listen`, do
+/// not collide, while `rrbalancer status` with the same arguments finds the same master.
+pub fn default_control_paths(file: Option<&str>, listen: &[ListenAddr]) -> (PathBuf, PathBuf) {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| PathBuf::from(d).join("rrbalancer"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rrbalancer-{}", nix::unistd::getuid())));
+    let (stem, mut key) = match file {
+        Some(name) => {
+            let path = Path::new(name);
+            let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+            let stem = path
+                .file_stem()
+                .map_or("rrbalancer".into(), |s| s.to_string_lossy().into_owned());
+            (stem, full.to_string_lossy().into_owned())
+        }
+        None => ("default".to_owned(), String::new()),
+    };
+    for addr in listen {
+        key.push(' ');
+        key.push_str(&addr.to_string());
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let name = format!("{stem}-{:08x}", hash as u32);
+    (
+        base.join(format!("{name}.pid")),
+        base.join(format!("{name}.sock")),
+    )
 }
 
 /// Finds the program the way `execvp` would, so a typo fails at start with the file's line
