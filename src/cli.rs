@@ -19,8 +19,11 @@ use crate::demo_worker::DemoArgs;
 #[derive(Debug, Parser)]
 #[command(name = "rrbalancer", version, max_term_width = 100)]
 #[command(after_help = "\
-Signals: TERM/INT graceful stop (a second one: quick), QUIT quick stop, HUP reload,
-TTIN/TTOU one worker more/fewer, USR1 reopen logs.
+Signals: TERM/INT graceful stop (a second one: quick), QUIT quick stop, HUP rolling reload,
+TTIN/TTOU one worker more/fewer, USR1 reopen log files.
+
+status, reload, scale and stop find the running master through the control socket named by
+the same --config (and --listen) it was started with, or by --control.
 
 Environment: RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY (rr|none) choose the policy when
 --sched-policy is not given; RUST_LOG sets the log level (default: info).
@@ -45,6 +48,11 @@ pub struct Cli {
     #[arg(short, long, value_name = "ADDR", value_parser = parse_listen, global = true)]
     pub listen: Vec<ListenAddr>,
 
+    /// Control socket of the running master, for status/reload/scale/stop (default: the one
+    /// the configuration names, see `[control]`).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub control: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -53,6 +61,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the master in the foreground (the default when no subcommand is given).
     Run,
+    /// Start the master: in the foreground, or with --daemon in the background.
+    Start {
+        /// Detach (new session, stdin from /dev/null, output to `[log] master_log`, by
+        /// default beside the pid file), and return once it listens, or fail with the reason.
+        #[arg(short, long)]
+        daemon: bool,
+    },
+    /// Show the running master's workers: slot, pid, state, uptime, restarts, connections.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rolling reload: replace every worker, one at a time, each only once its successor is
+    /// ready; re-reads the configuration. Waits until it is done.
+    Reload,
+    /// Set the number of workers (new ones start now, removed ones stop gracefully).
+    Scale {
+        /// The number of workers wanted.
+        #[arg(value_name = "N")]
+        count: usize,
+    },
+    /// Stop the running master gracefully and wait until it has exited.
+    Stop,
     /// Check the configuration, print the effective settings, and exit.
     Check,
     /// The built-in demo worker: an HTTP/1.1 server answering "handled by worker <id>, pid

@@ -92,6 +92,16 @@ struct Client {
     written: usize,
     /// Close once the output is written.
     close_after_write: bool,
+    /// Requests answered on this connection.
+    answered: u64,
+}
+
+impl Client {
+    /// Between two requests of a keep-alive connection. A connection that has not sent its
+    /// first request yet is *not* idle: a client is waiting for its answer.
+    fn is_idle(&self) -> bool {
+        self.answered > 0 && self.input.is_empty() && self.output.is_empty()
+    }
 }
 
 struct Server {
@@ -310,6 +320,7 @@ impl Server {
             output: Vec::with_capacity(256),
             written: 0,
             close_after_write: false,
+            answered: 0,
         });
         // A request may already be waiting: edge-triggered registration will not tell us.
         self.on_client(key);
@@ -337,6 +348,7 @@ impl Server {
             }
         }
         let answered = answer_requests(client, &self.body, self.stopping);
+        client.answered += answered;
         self.served += answered;
         let done = write_out(client);
         let finished = match done {
@@ -346,8 +358,7 @@ impl Server {
             }
         };
         // While stopping, an idle keep-alive connection is closed at once.
-        let idle = client.input.is_empty() && client.output.is_empty();
-        if finished || closed || (self.stopping && idle) {
+        if finished || closed || (self.stopping && client.is_idle()) {
             let mut client = self.clients.remove(key);
             let _ = self.poll.registry().deregister(client.conn.source());
             client.conn.shutdown();
@@ -373,7 +384,7 @@ impl Server {
         let idle: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.input.is_empty() && c.output.is_empty())
+            .filter(|(_, c)| c.is_idle())
             .map(|(k, _)| k)
             .collect();
         for key in idle {

@@ -16,13 +16,17 @@
 //! - `sys`: every `unsafe` block and raw fd.
 
 pub mod cli;
+mod client;
 pub mod config;
+pub mod control;
 pub mod demo_worker;
 mod master;
 pub mod protocol;
 mod sys;
 pub mod worker;
 
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
@@ -35,8 +39,8 @@ pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Runs what the command line asks for; returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
+pub fn run(mut cli: Cli) -> ExitCode {
+    match cli.command.take() {
         Some(Command::DemoWorker(args)) => match demo_worker::run(args) {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {
@@ -46,36 +50,175 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Some(Command::Check) => match load_config(&cli) {
             Ok(config) => {
-                println!("{config:#?}");
+                let _ = writeln!(std::io::stdout(), "{config:#?}");
                 ExitCode::from(EXIT_OK)
             }
             Err(code) => code,
         },
-        Some(Command::Run) | None => {
-            let config = match load_config(&cli) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            match master::run(config) {
-                Ok(()) => ExitCode::from(EXIT_OK),
-                Err(e) => {
-                    log::error!("{}", error_chain(&e));
-                    ExitCode::from(EXIT_RUNTIME)
-                }
+        Some(Command::Run) | None => serve(&cli, false),
+        Some(Command::Start { daemon }) => serve(&cli, daemon),
+        Some(command @ (Command::Status { .. } | Command::Reload | Command::Scale { .. })) => {
+            control_command(&cli, command)
+        }
+        Some(Command::Stop) => control_command(&cli, Command::Stop),
+    }
+}
+
+/// Runs the master, in the foreground or detached.
+fn serve(cli: &Cli, daemon: bool) -> ExitCode {
+    let mut config = match load_config(cli) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if daemon && config.log.master_log.is_none() {
+        config.log.master_log = Some(config.control.pid_file.with_extension("log"));
+    }
+    // Where a fatal error is shown besides the log: the terminal we were started from.
+    let mut report: Option<Box<dyn std::io::Write>> = None;
+    if daemon {
+        let log_path = config.log.master_log.clone().expect("set above");
+        let log = match master::open_log(&log_path) {
+            Ok(log) => log,
+            Err(e) => {
+                log::error!("cannot open the log file: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
             }
+        };
+        match sys::daemonize(&log) {
+            Ok(sys::Daemon::Parent { child, report }) => {
+                return wait_for_daemon(child, report, &log_path);
+            }
+            Ok(sys::Daemon::Child { report: pipe }) => report = Some(Box::new(pipe)),
+            Err(e) => {
+                log::error!("cannot detach: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else if let Some(path) = &config.log.master_log {
+        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
+        eprintln!("rrbalancer: logging to {}", path.display());
+        if let Err(e) = master::redirect_stderr(path) {
+            log::error!("cannot open the log file: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Write>);
+    }
+    let loader = {
+        let path = cli.config.clone();
+        let overrides = overrides(cli);
+        Box::new(move || config::load(path.as_deref(), &overrides).map_err(|e| e.to_string()))
+    };
+    let mut started = |listening: &[String]| {
+        if daemon {
+            if let Some(mut out) = report.take() {
+                let _ = writeln!(out, "ok {} {}", std::process::id(), listening.join(" "));
+            }
+        }
+    };
+    let result = master::run(config, loader, &mut started);
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let text = error_chain(&e);
+            log::error!("{text}");
+            if let Some(mut out) = report.take() {
+                let prefix = if daemon { "err " } else { "rrbalancer: " };
+                let _ = writeln!(out, "{prefix}{text}");
+            }
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }
 
-fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
-    let overrides = config::Overrides {
+/// The original process of `start --daemon`: wait for the detached master's report.
+fn wait_for_daemon(child: i32, report: std::fs::File, log: &std::path::Path) -> ExitCode {
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(report), &mut line);
+    if let Some(rest) = line.trim_end().strip_prefix("ok ") {
+        let (pid, listening) = rest.split_once(' ').unwrap_or((rest, ""));
+        println!(
+            "rrbalancer started in the background: pid {pid}, listening on {listening}; log: {}",
+            log.display()
+        );
+        ExitCode::from(EXIT_OK)
+    } else if let Some(reason) = line.trim_end().strip_prefix("err ") {
+        eprintln!("rrbalancer: cannot start: {reason}");
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        eprintln!(
+            "rrbalancer: the background master (pid {child}) exited during start-up; see {}",
+            log.display()
+        );
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// `status`, `reload`, `scale`, `stop`: ask the running master.
+fn control_command(cli: &Cli, command: Command) -> ExitCode {
+    let (socket, kill_timeout) = match &cli.control {
+        Some(path) => (path.clone(), None),
+        None => match load_config(cli) {
+            Ok(config) => (config.control.socket, Some(config.kill_timeout)),
+            Err(code) => return code,
+        },
+    };
+    // A reload replaces every worker, each within its ready_timeout; be generous.
+    let long = std::time::Duration::from_secs(600);
+    let outcome = match command {
+        Command::Status { json } => client::request(&socket, &control::Request::Status, long)
+            .and_then(|reply| match (reply.ok, reply.status) {
+                (true, Some(status)) if json => {
+                    Ok(serde_json::to_string_pretty(&status).expect("status serializes"))
+                }
+                (true, Some(status)) => Ok(client::format_status(&status)),
+                _ => Err(client::ClientError::Refused(
+                    reply.message.unwrap_or_default(),
+                )),
+            }),
+        Command::Stop => {
+            let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
+            client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
+        }
+        Command::Reload | Command::Scale { .. } => {
+            let request = match command {
+                Command::Scale { count } => control::Request::Scale { workers: count },
+                _ => control::Request::Reload,
+            };
+            client::request(&socket, &request, long).and_then(|reply| {
+                let message = reply.message.unwrap_or_default();
+                if reply.ok {
+                    Ok(message)
+                } else {
+                    Err(client::ClientError::Refused(message))
+                }
+            })
+        }
+        _ => unreachable!("only control commands come here"),
+    };
+    match outcome {
+        Ok(text) => {
+            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("rrbalancer: {}", error_chain(&e));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn overrides(cli: &Cli) -> config::Overrides {
+    config::Overrides {
         sched_policy: cli.sched_policy,
         rrb_env_policy: std::env::var("RRB_SCHED_POLICY").ok(),
         node_env_policy: std::env::var("NODE_CLUSTER_SCHED_POLICY").ok(),
         workers: cli.workers,
         listen: cli.listen.clone(),
-    };
-    config::load(cli.config.as_deref(), &overrides).map_err(|e| {
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
+    config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| {
         log::error!("{e}");
         ExitCode::from(EXIT_USAGE)
     })

@@ -1,9 +1,11 @@
 //! The workers: one record per live process, grouped in slots (the stable `RRB_WORKER_ID`s), and
 //! how a worker is started.
 //!
-//! A slot holds at most one *current* worker, the one that gets connections. A worker that is
-//! leaving, replaced or misbehaving is *detached*: it keeps its pid record until it is reaped,
-//! but its slot is free for a successor at once.
+//! A slot holds at most one *current* worker, the one that gets connections, and during a
+//! reload at most one *candidate*, its successor, which becomes current once it is ready. A
+//! worker that is leaving, replaced or misbehaving is *detached*: it keeps its pid record until
+//! it is reaped, but its slot is free for a successor at once. Slots are only added or removed
+//! at the end (scaling), so a detached worker's slot number may no longer exist.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -18,6 +20,7 @@ use slab::Slab;
 
 use super::channel::Channel;
 use super::listeners::Listener;
+use super::output::Pipe;
 use super::restart::RestartTracker;
 use crate::config::{Config, SchedPolicy};
 use crate::sys;
@@ -51,6 +54,8 @@ pub struct Worker {
     pub handed: u64,
     /// Its channel closed; if it has not exited by then, replace it.
     pub channel_closed_check: Option<Instant>,
+    /// Its stdout and stderr, when `[log]` captures them.
+    pub output: [Option<Pipe>; 2],
 }
 
 impl Worker {
@@ -83,6 +88,8 @@ impl Worker {
 pub struct Slot {
     /// Key of the worker serving this slot.
     pub current: Option<usize>,
+    /// Key of the worker that will replace `current` once ready (reload).
+    pub candidate: Option<usize>,
     /// When to start a worker here, if none runs.
     pub start_at: Option<Instant>,
     pub restarts: RestartTracker,
@@ -104,6 +111,17 @@ impl Slot {
     }
 }
 
+/// What a worker is to its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves the slot.
+    Current,
+    /// Started by a reload to replace the current one once ready.
+    Candidate,
+    /// Neither: on its way out.
+    Detached,
+}
+
 /// All workers and slots.
 #[derive(Debug, Default)]
 pub struct Fleet {
@@ -122,49 +140,83 @@ impl Fleet {
         fleet
     }
 
-    pub fn insert(&mut self, worker: Worker) -> usize {
+    /// Records a started worker as its slot's current worker, or as its candidate.
+    pub fn insert(&mut self, worker: Worker, role: Role) -> usize {
         let pid = worker.pid;
         let slot = worker.slot;
         let key = self.workers.insert(worker);
         self.by_pid.insert(pid, key);
-        self.slots[slot].current = Some(key);
+        if let Some(s) = self.slots.get_mut(slot) {
+            match role {
+                Role::Current => s.current = Some(key),
+                Role::Candidate => s.candidate = Some(key),
+                Role::Detached => {}
+            }
+        }
         key
+    }
+
+    /// What `key` is to its slot.
+    pub fn role(&self, key: usize) -> Role {
+        let Some(worker) = self.workers.get(key) else {
+            return Role::Detached;
+        };
+        match self.slots.get(worker.slot) {
+            Some(s) if s.current == Some(key) => Role::Current,
+            Some(s) if s.candidate == Some(key) => Role::Candidate,
+            _ => Role::Detached,
+        }
     }
 
     pub fn key_of(&self, pid: Pid) -> Option<usize> {
         self.by_pid.get(&pid).copied()
     }
 
-    /// Forgets a reaped worker, freeing its slot if it was current there.
-    pub fn remove(&mut self, key: usize) -> (Worker, bool) {
+    /// Forgets a reaped worker, freeing its place in its slot; returns what it was there.
+    pub fn remove(&mut self, key: usize) -> (Worker, Role) {
+        let role = self.role(key);
+        self.clear_role(key);
         let worker = self.workers.remove(key);
         self.by_pid.remove(&worker.pid);
-        let was_current = self
-            .slots
-            .get(worker.slot)
-            .is_some_and(|s| s.current == Some(key));
-        if was_current {
-            self.slots[worker.slot].current = None;
-        }
-        (worker, was_current)
+        (worker, role)
     }
 
     /// Takes a live worker out of its slot (it stays a live record until reaped).
     pub fn detach(&mut self, key: usize) {
+        self.clear_role(key);
         if let Some(worker) = self.workers.get_mut(key) {
             worker.state = State::Draining;
-            if let Some(slot) = self.slots.get_mut(worker.slot) {
-                if slot.current == Some(key) {
-                    slot.current = None;
-                }
+        }
+    }
+
+    fn clear_role(&mut self, key: usize) {
+        let Some(worker) = self.workers.get(key) else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(worker.slot) {
+            if slot.current == Some(key) {
+                slot.current = None;
+            }
+            if slot.candidate == Some(key) {
+                slot.candidate = None;
             }
         }
+    }
+
+    /// The candidate of its slot becomes current; returns the worker it replaces.
+    pub fn promote(&mut self, key: usize) -> Option<usize> {
+        let slot = self.slots.get_mut(self.workers.get(key)?.slot)?;
+        if slot.candidate != Some(key) {
+            return None;
+        }
+        slot.candidate = None;
+        slot.current.replace(key)
     }
 
     /// The worker serving `slot`, if it can take a connection now.
     pub fn can_take(&self, slot: usize, window: usize) -> Option<usize> {
         let key = self.slots.get(slot)?.current?;
-        let worker = &self.workers[key];
+        let worker = self.workers.get(key)?;
         let channel = worker.channel.as_ref()?;
         (worker.state == State::Ready && channel.in_flight() < window).then_some(key)
     }
@@ -212,6 +264,8 @@ pub fn spawn(
     base_env: &[(OsString, OsString)],
     listeners: &[Listener],
     slot: usize,
+    slots: usize,
+    capture: [bool; 2],
     now: Instant,
 ) -> io::Result<Worker> {
     let (master_end, worker_end) = sys::seqpacket_pair()?;
@@ -227,14 +281,21 @@ pub fn spawn(
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
     set("RRB_CHANNEL_FD", channel_fd.to_string());
     set("RRB_WORKER_ID", slot.to_string());
-    set("RRB_WORKERS", config.workers.to_string());
+    set("RRB_WORKERS", slots.to_string());
     if shared {
         set("LISTEN_FDS", listeners.len().to_string());
         let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
         set("LISTEN_FDNAMES", names.join(":"));
     }
 
-    let child = sys::spawn(sys::SpawnSpec {
+    let stdio = |captured: bool| {
+        if captured {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        }
+    };
+    let mut child = sys::spawn(sys::SpawnSpec {
         program: &config.worker.program,
         arg0: &config.worker.arg0,
         args: &config.worker.args,
@@ -242,9 +303,21 @@ pub fn spawn(
         cwd: config.worker.cwd.as_deref(),
         inherit: &inherit,
         listen_pid: shared,
-        stdout: Stdio::inherit(),
-        stderr: Stdio::inherit(),
+        stdout: stdio(capture[0]),
+        stderr: stdio(capture[1]),
     })?;
+    let output = [
+        child
+            .stdout
+            .take()
+            .map(|p| Pipe::new(p.into()))
+            .transpose()?,
+        child
+            .stderr
+            .take()
+            .map(|p| Pipe::new(p.into()))
+            .transpose()?,
+    ];
     // Our copy of the worker's end must go, or we would never see the channel close.
     drop(inherit);
     drop(worker_end);
@@ -258,5 +331,6 @@ pub fn spawn(
         kill_at: None,
         handed: 0,
         channel_closed_check: None,
+        output,
     })
 }

@@ -8,12 +8,16 @@
 //!
 //! Submodules: `listeners` (sockets we accept on), `dispatch` (who is next), `channel` (one
 //! worker's channel and un-acked window), `fleet` (worker records, slots, spawning), `restart`
-//! (restart policy), `signals` (what each signal means).
+//! (restart policy), `reload` (rolling reload and scaling), `output` (captured worker output),
+//! `signals` (what each signal means).
 
 mod channel;
+mod control;
 mod dispatch;
 mod fleet;
 mod listeners;
+mod output;
+mod reload;
 mod restart;
 mod signals;
 
@@ -33,18 +37,30 @@ use crate::config::{Config, SchedPolicy};
 use crate::protocol::WorkerMessage;
 use channel::{Flush, Handoff, Incoming};
 use dispatch::RoundRobin;
-use fleet::{Fleet, State};
+use fleet::{Fleet, Role, State};
 use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
 
+pub use control::ControlError;
 pub use listeners::ListenError;
+pub use output::{open_append as open_log, redirect_stderr};
 
 const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
 /// Listener `i` is `Token(LISTENER_BASE + i)`.
-const LISTENER_BASE: usize = 1;
-/// Worker with slab key `k` is `Token(WORKER_BASE + k)`.
-const WORKER_BASE: usize = 1 << 16;
+const LISTENER_BASE: usize = 1 << 8;
+/// Control connection `c` is `Token(CONTROL_CONN_BASE + c)`.
+const CONTROL_CONN_BASE: usize = 1 << 12;
+/// Captured stdout/stderr (`s` = 0/1) of the worker with slab key `k`:
+/// `Token(OUTPUT_BASE + 2k + s)`.
+const OUTPUT_BASE: usize = 1 << 16;
+/// The channel of the worker with slab key `k` is `Token(WORKER_BASE + k)`.
+const WORKER_BASE: usize = 1 << 24;
+
+fn output_token(key: usize, stream: usize) -> Token {
+    Token(OUTPUT_BASE + 2 * key + stream)
+}
 
 /// Connections accepted from one listener per loop turn before the others get a look.
 const ACCEPT_BURST: usize = 256;
@@ -60,6 +76,8 @@ const REAP_GRACE: Duration = Duration::from_secs(2);
 pub enum MasterError {
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("cannot set up the event loop: {0}")]
     EventLoop(#[source] io::Error),
     #[error("gave up: no worker could be kept running (see the errors above)")]
@@ -77,12 +95,22 @@ enum Phase {
     },
 }
 
+/// Reads the configuration again (on reload), the way it was read at start.
+pub type Loader = Box<dyn FnMut() -> Result<Config, String>>;
+
 /// Runs the master until it is stopped. `Ok` is a clean stop.
-pub fn run(config: Config) -> Result<(), MasterError> {
+/// `started` is called once the master listens, with the listeners' addresses.
+pub fn run(
+    config: Config,
+    loader: Loader,
+    started: &mut dyn FnMut(&[String]),
+) -> Result<(), MasterError> {
     match crate::sys::raise_fd_limit() {
         Ok(limit) => debug!("open file limit: {limit}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
+    // First: a second master for the same configuration must fail on this, not on the port.
+    let pid_file = control::PidFile::acquire(&config.control.pid_file)?;
     let listeners = config
         .listen
         .iter()
@@ -101,9 +129,17 @@ pub fn run(config: Config) -> Result<(), MasterError> {
         config.workers,
         config.worker.program.display()
     );
-    Master::new(config, listeners)
-        .map_err(MasterError::EventLoop)?
-        .run()
+    let control = control::Control::bind(&config.control.socket)?;
+    debug!(
+        "control socket {}, pid file {}",
+        config.control.socket.display(),
+        config.control.pid_file.display()
+    );
+    let master = Master::new(config, listeners, loader, control).map_err(MasterError::EventLoop)?;
+    started(&master.listen_names);
+    let result = master.run();
+    drop(pid_file); // removes it, last
+    result
 }
 
 struct Master {
@@ -123,14 +159,32 @@ struct Master {
     backlog: VecDeque<Handoff>,
     phase: Phase,
     gave_up: bool,
+    /// The rolling reload under way, if any.
+    reload: Option<reload::Reload>,
+    loader: Loader,
+    /// `on_giveup` commands still running (reaped like workers, killed at exit).
+    hooks: Vec<Pid>,
+    /// Files for the workers' stdout and stderr, when `[log]` names them.
+    sinks: [Option<output::Sink>; 2],
+    control: Option<control::Control>,
+    /// The listeners' addresses as shown to users.
+    listen_names: Vec<String>,
     /// Scratch buffers reused every turn.
     incoming: Vec<Incoming>,
     pending_signals: Vec<(i32, Action)>,
 }
 
 impl Master {
-    fn new(config: Config, listeners: Vec<Listener>) -> io::Result<Master> {
+    fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        loader: Loader,
+        mut control: control::Control,
+    ) -> io::Result<Master> {
         let poll = Poll::new()?;
+        poll.registry()
+            .register(control.listener(), CONTROL, Interest::READABLE)?;
+        let sinks = output::open_sinks(&config.log)?;
         let signals = SignalSource::new(poll.registry(), SIGNALS)?;
         if config.sched_policy == SchedPolicy::Rr {
             for (i, l) in listeners.iter().enumerate() {
@@ -142,6 +196,7 @@ impl Master {
             }
         }
         let now = Instant::now();
+        let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
             poll,
             base_env: fleet::base_env(&config),
@@ -156,6 +211,12 @@ impl Master {
             backlog: VecDeque::new(),
             phase: Phase::Running,
             gave_up: false,
+            reload: None,
+            loader,
+            hooks: Vec::new(),
+            sinks,
+            control: Some(control),
+            listen_names,
             incoming: Vec::new(),
             pending_signals: Vec::new(),
         })
@@ -179,10 +240,18 @@ impl Master {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(),
-                    Token(t) if (LISTENER_BASE..WORKER_BASE).contains(&t) => {
+                    CONTROL => self.on_control_accept(),
+                    Token(t) if (CONTROL_CONN_BASE..OUTPUT_BASE).contains(&t) => {
+                        self.on_control_conn(t - CONTROL_CONN_BASE)
+                    }
+                    Token(t) if (LISTENER_BASE..CONTROL_CONN_BASE).contains(&t) => {
                         if let Some(flag) = self.accept_ready.get_mut(t - LISTENER_BASE) {
                             *flag = true;
                         }
+                    }
+                    Token(t) if (OUTPUT_BASE..WORKER_BASE).contains(&t) => {
+                        let (key, stream) = ((t - OUTPUT_BASE) / 2, (t - OUTPUT_BASE) % 2);
+                        self.on_output(key, stream);
                     }
                     Token(t) if t >= WORKER_BASE => self.on_channel(
                         t - WORKER_BASE,
@@ -199,7 +268,7 @@ impl Master {
             self.dispatch(now);
             self.flush();
             if let Phase::Stopping { deadline, .. } = self.phase {
-                if self.fleet.workers.is_empty() {
+                if self.fleet.workers.is_empty() && self.hooks.is_empty() {
                     info!("all workers have exited; bye");
                     return if self.gave_up {
                         Err(MasterError::GaveUp)
@@ -209,8 +278,8 @@ impl Master {
                 }
                 if now >= deadline + REAP_GRACE {
                     error!(
-                        "{} worker(s) not reaped {:?} after SIGKILL; exiting anyway",
-                        self.fleet.workers.len(),
+                        "{} process(es) not reaped {:?} after SIGKILL; exiting anyway",
+                        self.fleet.workers.len() + self.hooks.len(),
                         REAP_GRACE
                     );
                     return if self.gave_up {
@@ -249,7 +318,8 @@ impl Master {
             .fleet
             .workers
             .iter()
-            .flat_map(|(_, w)| w.kill_at.into_iter().chain(w.channel_closed_check));
+            .flat_map(|(_, w)| w.kill_at.into_iter().chain(w.channel_closed_check))
+            .chain(self.next_readiness_deadline());
         let phase = match self.phase {
             Phase::Stopping { deadline, killed } => Some(if killed {
                 deadline + REAP_GRACE
@@ -284,9 +354,23 @@ impl Master {
                 },
                 Action::QuickStop => self.quick_stop(),
                 Action::Reap => {} // every turn reaps
-                Action::Reload | Action::ScaleUp | Action::ScaleDown | Action::ReopenLogs => {
-                    warn!("{} is not supported yet; ignored", signals::name(sig))
+                Action::Reload => {
+                    if let Err(e) = self.request_reload(None) {
+                        warn!("reload refused: {e}");
+                    }
                 }
+                Action::ScaleUp | Action::ScaleDown => {
+                    let n = self.fleet.slots.len();
+                    let n = if action == Action::ScaleUp {
+                        n + 1
+                    } else {
+                        n - 1
+                    };
+                    if let Err(e) = self.scale_to(n) {
+                        warn!("scale refused: {e}");
+                    }
+                }
+                Action::ReopenLogs => self.reopen_logs(),
             }
         }
         self.pending_signals = pending;
@@ -319,13 +403,7 @@ impl Master {
             Incoming::Message(message) => {
                 worker.spoke = true;
                 match message {
-                    WorkerMessage::Ready if worker.state == State::Starting => {
-                        worker.state = State::Ready;
-                        info!(
-                            "worker ready slot={slot} pid={pid} after {:?}",
-                            worker.uptime(Instant::now())
-                        );
-                    }
+                    WorkerMessage::Ready if worker.state == State::Starting => self.on_ready(key),
                     WorkerMessage::Ready => debug!("repeated ready slot={slot} pid={pid}"),
                     WorkerMessage::Ack(_) => {}
                     WorkerMessage::Leaving => self.on_leaving(key),
@@ -339,16 +417,37 @@ impl Master {
         }
     }
 
+    /// A worker is serving: by its `ready`, or `ready_delay` after its start.
+    fn on_ready(&mut self, key: usize) {
+        let Some(worker) = self.fleet.workers.get_mut(key) else {
+            return;
+        };
+        worker.state = State::Ready;
+        let (slot, pid) = (worker.slot, worker.pid);
+        info!(
+            "worker ready slot={slot} pid={pid} after {:?}",
+            worker.uptime(Instant::now())
+        );
+        if self.fleet.role(key) == Role::Candidate {
+            self.promote(key);
+        }
+    }
+
     /// The seeds' "suicide": route nothing more to it and start its successor now.
     fn on_leaving(&mut self, key: usize) {
         let worker = &self.fleet.workers[key];
         let (slot, pid) = (worker.slot, worker.pid);
-        let was_current = self.fleet.slots[slot].current == Some(key);
+        let role = self.fleet.role(key);
+        if role == Role::Candidate {
+            self.reload_failed(key, "it said `leaving` before it was ready".into());
+        }
         self.fleet.detach(key);
         self.requeue_outbox(key);
-        if was_current && self.phase == Phase::Running {
+        if role == Role::Current && self.phase == Phase::Running {
             info!("worker leaving slot={slot} pid={pid}; starting its successor");
-            self.fleet.slots[slot].start_at = Some(Instant::now());
+            if let Some(s) = self.fleet.slots.get_mut(slot) {
+                s.start_at = Some(Instant::now());
+            }
         }
     }
 
@@ -383,11 +482,14 @@ impl Master {
     fn fail_slot(&mut self, key: usize, now: Instant, cause: String) {
         let worker = &self.fleet.workers[key];
         let (slot, pid, uptime) = (worker.slot, worker.pid, worker.uptime(now));
-        if self.fleet.slots[slot].current != Some(key) {
-            return;
+        match self.fleet.role(key) {
+            Role::Current => {
+                self.fleet.detach(key);
+                self.slot_failed(slot, pid, uptime, now, cause);
+            }
+            Role::Candidate => self.reload_failed(key, cause),
+            Role::Detached => {}
         }
-        self.fleet.detach(key);
-        self.slot_failed(slot, pid, uptime, now, cause);
     }
 
     fn slot_failed(
@@ -402,7 +504,9 @@ impl Master {
             return;
         }
         let policy = self.config.restart;
-        let s = &mut self.fleet.slots[slot];
+        let Some(s) = self.fleet.slots.get_mut(slot) else {
+            return; // scaled away meanwhile
+        };
         s.remember_cause(format!("pid {pid}: {cause}"));
         match s.restarts.on_failure(&policy, now, uptime) {
             Decision::RestartAfter(delay) => {
@@ -414,20 +518,52 @@ impl Master {
                 s.given_up = true;
                 s.start_at = None;
                 let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
-                error!(
-                    "giveup slot={slot}: {} unasked exits within {:?} (max_restarts={}); \
-                     not restarting it. Last causes: {}",
+                let reason = format!(
+                    "{} unasked exits within {:?} (max_restarts={}); last causes: {}",
                     s.restarts.recent(),
                     policy.window,
                     policy.max_restarts,
                     causes.join("; ")
                 );
+                error!("giveup slot={slot}: {reason}; not restarting it");
+                self.run_giveup_hook(slot, pid, &reason);
                 if self.fleet.ready_count() == 0 {
                     error!("no ready worker is left; stopping");
                     self.gave_up = true;
                     self.begin_stop();
                 }
             }
+        }
+    }
+
+    /// Runs `on_giveup` (if set) so someone gets paged: `sh -c` with the slot, pid and reason
+    /// in its environment, its output where the workers' goes. Reaped like a worker.
+    fn run_giveup_hook(&mut self, slot: usize, pid: Pid, reason: &str) {
+        let Some(command) = self.config.on_giveup.clone() else {
+            return;
+        };
+        let mut env = self.base_env.clone();
+        env.push(("RRB_GIVEUP_SLOT".into(), slot.to_string().into()));
+        env.push(("RRB_GIVEUP_PID".into(), pid.to_string().into()));
+        env.push(("RRB_GIVEUP_REASON".into(), reason.into()));
+        let spawned = crate::sys::spawn(crate::sys::SpawnSpec {
+            program: std::path::Path::new("/bin/sh"),
+            arg0: "sh".as_ref(),
+            args: &["-c".to_owned(), command.clone()],
+            env: &env,
+            cwd: self.config.worker.cwd.as_deref(),
+            inherit: &[],
+            listen_pid: false,
+            stdout: std::process::Stdio::inherit(),
+            stderr: std::process::Stdio::inherit(),
+        });
+        match spawned {
+            Ok(child) => {
+                let hook = Pid::from_raw(child.id() as i32);
+                info!("on_giveup command started pid={hook}: {command}");
+                self.hooks.push(hook);
+            }
+            Err(e) => error!("cannot run on_giveup command {command:?}: {e}"),
         }
     }
 
@@ -490,7 +626,12 @@ impl Master {
 
     fn on_exit(&mut self, pid: Pid, cause: String) {
         let Some(key) = self.fleet.key_of(pid) else {
-            debug!("reaped pid={pid} ({cause})");
+            if let Some(i) = self.hooks.iter().position(|&h| h == pid) {
+                self.hooks.swap_remove(i);
+                info!("on_giveup command pid={pid} finished: {cause}");
+            } else {
+                debug!("reaped pid={pid} ({cause})");
+            }
             return;
         };
         // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
@@ -499,10 +640,15 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
+        self.drain_output(key);
         let now = Instant::now();
-        let (worker, was_current) = self.fleet.remove(key);
+        let role = self.fleet.role(key);
+        if role == Role::Candidate {
+            self.reload_failed(key, cause.clone());
+        }
+        let (worker, role) = self.fleet.remove(key);
         let slot = worker.slot;
-        if was_current && self.phase == Phase::Running {
+        if role == Role::Current && self.phase == Phase::Running {
             warn!(
                 "worker exited unasked slot={slot} pid={pid}: {cause} (up {:?})",
                 worker.uptime(now)
@@ -535,6 +681,7 @@ impl Master {
             worker.request_stop(now, grace);
             self.fail_slot(key, now, "closed its channel".into());
         }
+        self.check_readiness(now);
         for (_, worker) in self.fleet.workers.iter_mut() {
             if worker.kill_at.is_some_and(|t| t <= now) {
                 warn!(
@@ -549,10 +696,13 @@ impl Master {
             Phase::Running => {
                 for slot in 0..self.fleet.slots.len() {
                     let s = &self.fleet.slots[slot];
-                    if s.current.is_none() && s.start_at.is_some_and(|t| t <= now) {
-                        self.start_worker(slot, now);
+                    let empty = s.current.is_none() && s.candidate.is_none();
+                    if empty && s.start_at.is_some_and(|t| t <= now) {
+                        self.fleet.slots[slot].start_at = None;
+                        self.start_worker(slot, Role::Current, now);
                     }
                 }
+                self.step_reload(now);
             }
             Phase::Stopping { deadline, killed } => {
                 if !killed && now >= deadline {
@@ -563,6 +713,9 @@ impl Master {
                         );
                         worker.signal_group(Signal::SIGKILL);
                     }
+                    for &hook in &self.hooks {
+                        let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
+                    }
                     self.phase = Phase::Stopping {
                         deadline,
                         killed: true,
@@ -572,38 +725,67 @@ impl Master {
         }
     }
 
-    fn start_worker(&mut self, slot: usize, now: Instant) {
-        self.fleet.slots[slot].start_at = None;
-        match fleet::spawn(&self.config, &self.base_env, &self.listeners, slot, now) {
-            Ok(worker) => {
-                let pid = worker.pid;
-                let key = self.fleet.insert(worker);
-                let fd = self.fleet.workers[key].channel.as_ref().map(|c| c.raw_fd());
-                if let Some(fd) = fd {
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&fd),
-                        Token(WORKER_BASE + key),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        error!("cannot watch the channel of pid={pid}: {e}");
-                    }
-                }
-                info!("worker started slot={slot} pid={pid}");
-            }
+    /// Starts a worker for `slot` as its current worker or as a reload candidate. `None` if
+    /// it could not be started (already logged and, for a current worker, counted as a
+    /// failure).
+    fn start_worker(&mut self, slot: usize, role: Role, now: Instant) -> Option<usize> {
+        let capture = [self.sinks[0].is_some(), self.sinks[1].is_some()];
+        let slots = self.fleet.slots.len();
+        let spawned = fleet::spawn(
+            &self.config,
+            &self.base_env,
+            &self.listeners,
+            slot,
+            slots,
+            capture,
+            now,
+        );
+        let worker = match spawned {
+            Ok(worker) => worker,
             Err(e) => {
                 error!(
                     "cannot start worker slot={slot} ({}): {e}",
                     self.config.worker.program.display()
                 );
-                self.slot_failed(
-                    slot,
-                    Pid::from_raw(0),
-                    Duration::ZERO,
-                    now,
-                    format!("spawn failed: {e}"),
-                );
+                if role == Role::Current {
+                    let cause = format!("spawn failed: {e}");
+                    self.slot_failed(slot, Pid::from_raw(0), Duration::ZERO, now, cause);
+                }
+                return None;
+            }
+        };
+        let pid = worker.pid;
+        let key = self.fleet.insert(worker, role);
+        let worker = &self.fleet.workers[key];
+        let mut sources: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
+        if let Some(channel) = &worker.channel {
+            sources.push((
+                channel.raw_fd(),
+                Token(WORKER_BASE + key),
+                Interest::READABLE | Interest::WRITABLE,
+            ));
+        }
+        for (i, pipe) in worker.output.iter().enumerate() {
+            if let Some(pipe) = pipe {
+                sources.push((pipe.raw_fd(), output_token(key, i), Interest::READABLE));
             }
         }
+        for (fd, token, interest) in sources {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), token, interest)
+            {
+                error!("cannot watch fd {fd} of pid={pid}: {e}");
+            }
+        }
+        let what = if role == Role::Candidate {
+            " (reload candidate)"
+        } else {
+            ""
+        };
+        info!("worker started slot={slot} pid={pid}{what}");
+        Some(key)
     }
 
     // ---- dispatch -----------------------------------------------------------------------------
@@ -734,6 +916,9 @@ impl Master {
         let now = Instant::now();
         let grace = self.config.kill_timeout;
         info!("stopping gracefully (kill_timeout {grace:?})");
+        if let Some(reload) = self.reload.take() {
+            self.answer_all(reload.into_waiters(), Err("the master is stopping".into()));
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             if self.config.sched_policy == SchedPolicy::Rr {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&l.raw_fd()));
@@ -773,6 +958,9 @@ impl Master {
         }
         for (_, worker) in self.fleet.workers.iter() {
             worker.signal_group(Signal::SIGKILL);
+        }
+        for &hook in &self.hooks {
+            let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
         }
         self.phase = Phase::Stopping {
             deadline: now,

@@ -68,6 +68,8 @@ impl Rrb {
             .env("RUST_LOG", "debug")
             .env_remove("RRB_SCHED_POLICY")
             .env_remove("NODE_CLUSTER_SCHED_POLICY")
+            // The pid file and control socket go to the test's own directory.
+            .env("XDG_RUNTIME_DIR", dir.path())
             .envs(start.env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -106,6 +108,30 @@ impl Rrb {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The config file it runs.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+
+    /// Runs `rrbalancer --config <its config> <args>` (status, reload, …) as a user would:
+    /// exit code, stdout, stderr.
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.dir.path())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rrbalancer");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn port(&self) -> u16 {

@@ -1,0 +1,262 @@
+//! `rrbalancer status|reload|scale|stop`: talk to a running master over its control socket
+//! (see [`crate::control`]) and show the answer to a human, or as JSON.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::control::{Reply, Request, Status};
+
+/// Why a control command failed; each is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no rrbalancer is running for this configuration (nothing answers at {0})")]
+    NotRunning(String),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the master's answer is not understood: {0}")]
+    BadReply(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends `request` and returns the master's reply. `wait` bounds how long the answer may take
+/// (a reload answers when it is done).
+pub fn request(socket: &Path, request: &Request, wait: Duration) -> Result<Reply, ClientError> {
+    let (stream, mut reader) = connect_and_send(socket, request, wait)?;
+    let reply = read_reply(socket, &mut reader)?;
+    drop(stream);
+    Ok(reply)
+}
+
+/// `stop`: asks the master to stop, then waits (up to `wait`) until it has exited.
+pub fn stop(socket: &Path, wait: Duration) -> Result<String, ClientError> {
+    let (_stream, mut reader) = connect_and_send(socket, &Request::Stop, wait)?;
+    let reply = read_reply(socket, &mut reader)?;
+    let message = reply.message.unwrap_or_default();
+    if !reply.ok {
+        return Err(ClientError::Refused(message));
+    }
+    // The master keeps this connection open until it exits: EOF means it is (nearly) gone.
+    let mut rest = Vec::new();
+    match io::Read::read_to_end(&mut reader, &mut rest) {
+        Ok(_) => {}
+        Err(e) if is_timeout(&e) => {
+            return Err(ClientError::Refused(format!(
+                "{message}; still running after {wait:?}"
+            )));
+        }
+        Err(_) => {} // reset: it is gone
+    }
+    // Its fds close a moment before the process is gone; wait for that moment too.
+    if let Some(pid) = reply.pid {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(message)
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn connect_and_send(
+    socket: &Path,
+    request: &Request,
+    wait: Duration,
+) -> Result<(UnixStream, BufReader<UnixStream>), ClientError> {
+    let shown = socket.display().to_string();
+    let io_err = |source| ClientError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(shown.clone())
+        }
+        _ => io_err(e),
+    })?;
+    stream.set_read_timeout(Some(wait)).map_err(io_err)?;
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io_err)?;
+    let reader = BufReader::new(stream.try_clone().map_err(io_err)?);
+    Ok((stream, reader))
+}
+
+fn read_reply(socket: &Path, reader: &mut BufReader<UnixStream>) -> Result<Reply, ClientError> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => Err(ClientError::BadReply(
+            "the master closed the connection".into(),
+        )),
+        Ok(_) => serde_json::from_str(&line).map_err(|e| ClientError::BadReply(e.to_string())),
+        Err(e) if is_timeout(&e) => Err(ClientError::Refused(
+            "no answer from the master in time".into(),
+        )),
+        Err(source) => Err(ClientError::Io {
+            path: socket.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// `status` for humans: a header, then one row per worker process.
+pub fn format_status(s: &Status) -> String {
+    let mut out = String::new();
+    let config = s.config.as_deref().unwrap_or("(embedded default)");
+    out.push_str(&format!(
+        "rrbalancer {} pid {}  config {}\npolicy {}  listening on {}  workers {}{}{}\n\n",
+        s.version,
+        s.pid,
+        config,
+        s.sched_policy,
+        s.listeners.join(", "),
+        s.workers_wanted,
+        if s.reload_in_progress {
+            "  (reload in progress)"
+        } else {
+            ""
+        },
+        if s.stopping { "  (stopping)" } else { "" },
+    ));
+    let header = [
+        "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "HANDED", "UNACKED",
+    ];
+    let mut rows: Vec<[String; 7]> = s
+        .workers
+        .iter()
+        .map(|w| {
+            let state = if w.role == "retiring" && w.state != "draining" {
+                format!("{} (retiring)", w.state)
+            } else {
+                w.state.clone()
+            };
+            [
+                w.slot.to_string(),
+                w.pid.to_string(),
+                state,
+                uptime(w.uptime_secs),
+                w.restarts.to_string(),
+                w.handed.to_string(),
+                w.unacked.to_string(),
+            ]
+        })
+        .collect();
+    rows.extend(s.empty_slots.iter().map(|e| {
+        [
+            e.slot.to_string(),
+            "-".into(),
+            e.state.clone(),
+            "-".into(),
+            e.restarts.to_string(),
+            "-".into(),
+            "-".into(),
+        ]
+    }));
+    rows.sort_by_key(|r| r[0].parse::<usize>().unwrap_or(usize::MAX));
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut l = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(&header));
+    for row in &rows {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+    }
+    for e in &s.empty_slots {
+        if let Some(cause) = e.last_causes.last() {
+            out.push_str(&format!("slot {} last exit: {cause}\n", e.slot));
+        }
+    }
+    out
+}
+
+fn uptime(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..60 => format!("{secs:.1}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{SlotStatus, WorkerStatus};
+
+    #[test]
+    fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
+        let worker = |slot, pid, state: &str, role: &str| WorkerStatus {
+            slot,
+            pid,
+            state: state.into(),
+            role: role.into(),
+            uptime_secs: 75.0,
+            restarts: 1,
+            handed: 1234,
+            unacked: 0,
+        };
+        let status = Status {
+            pid: 10,
+            version: "0.1.0".into(),
+            config: Some("cluster.toml".into()),
+            sched_policy: "rr".into(),
+            listeners: vec!["127.0.0.1:3000".into()],
+            workers_wanted: 3,
+            stopping: false,
+            reload_in_progress: false,
+            workers: vec![
+                worker(1, 12, "ready", "current"),
+                worker(0, 11, "ready", "current"),
+            ],
+            empty_slots: vec![SlotStatus {
+                slot: 2,
+                state: "given up".into(),
+                restarts: 10,
+                last_causes: vec!["pid 9: exit code 7".into()],
+            }],
+        };
+        let text = format_status(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("pid 10") && lines[1].contains("127.0.0.1:3000"));
+        assert!(lines[3].starts_with("SLOT  PID  STATE"), "{text}");
+        assert!(lines[4].starts_with("0     11   ready     1m15s"), "{text}");
+        assert!(lines[6].starts_with("2     -    given up"), "{text}");
+        assert!(text.ends_with("slot 2 last exit: pid 9: exit code 7\n"));
+    }
+}

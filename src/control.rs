@@ -1,0 +1,144 @@
+//! The control protocol: what `rrbalancer status|reload|scale|stop` send to a running master
+//! over its control socket, and what it answers. One JSON object per line each way, one request
+//! per connection:
+//!
+//! ```text
+//! → {"cmd":"status"}              ← {"ok":true,"status":{…}}
+//! → {"cmd":"reload"}              ← {"ok":true,"message":"reload complete: …"}  (when it ends)
+//! → {"cmd":"scale","workers":4}   ← {"ok":true,"message":"scaled from 2 to 4 worker(s)"}
+//! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
+//! ```
+//!
+//! A refused or failed request answers `{"ok":false,"message":"…why…"}`.
+
+use serde::{Deserialize, Serialize};
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Reload,
+    Scale { workers: usize },
+    Stop,
+}
+
+/// The master's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    /// The master's pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn ok(message: String) -> Reply {
+        Reply {
+            ok: true,
+            pid: None,
+            message: Some(message),
+            status: None,
+        }
+    }
+
+    pub fn error(message: String) -> Reply {
+        Reply {
+            ok: false,
+            pid: None,
+            message: Some(message),
+            status: None,
+        }
+    }
+
+    pub fn status(status: Status) -> Reply {
+        Reply {
+            ok: true,
+            pid: None,
+            message: None,
+            status: Some(status),
+        }
+    }
+}
+
+impl From<Result<String, String>> for Reply {
+    fn from(outcome: Result<String, String>) -> Reply {
+        match outcome {
+            Ok(message) => Reply::ok(message),
+            Err(message) => Reply::error(message),
+        }
+    }
+}
+
+/// The state of the master and its workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: i32,
+    pub version: String,
+    /// The configuration file, if any (else the embedded default).
+    pub config: Option<String>,
+    pub sched_policy: String,
+    pub listeners: Vec<String>,
+    pub workers_wanted: usize,
+    pub stopping: bool,
+    pub reload_in_progress: bool,
+    /// Every live worker process, including those on their way out.
+    pub workers: Vec<WorkerStatus>,
+    /// Slots with no serving worker right now (restarting, given up).
+    pub empty_slots: Vec<SlotStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub slot: usize,
+    pub pid: i32,
+    /// starting, ready, ready (candidate), draining.
+    pub state: String,
+    /// current (serves its slot), candidate (a reload's successor), retiring.
+    pub role: String,
+    pub uptime_secs: f64,
+    /// Restarts of its slot so far.
+    pub restarts: u64,
+    /// Connections handed to it.
+    pub handed: u64,
+    /// Connections sent and not yet acknowledged.
+    pub unacked: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub slot: usize,
+    pub state: String,
+    pub restarts: u64,
+    pub last_causes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let scale: Request = serde_json::from_str(r#"{"cmd":"scale","workers":4}"#).unwrap();
+        assert_eq!(scale, Request::Scale { workers: 4 });
+        assert_eq!(
+            serde_json::to_string(&Request::Reload).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
+    }
+
+    #[test]
+    fn a_refusal_carries_its_reason() {
+        let reply: Reply = Err::<String, String>("busy".into()).into();
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"ok":false,"message":"busy"}"#
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! The control socket: how `rrbalancer status|reload|scale|stop` reach a running master, and the
+//! pid file that says one runs.
+//!
+//! A Unix stream socket, mode 0600 in a 0700 directory, accepting only clients of the same uid
+//! or root (`SO_PEERCRED`). One request per connection, one JSON object per line each way (see
+//! [`crate::control`] for the shapes). A `reload` is answered when it ends; a `stop` is answered
+//! at once and the connection then stays open until the master exits, so the client can wait
+//! for the end by reading to EOF.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Token};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{Uid, getpid};
+use slab::Slab;
+
+use super::fleet::{Role, State};
+use super::{CONTROL_CONN_BASE, Master, Phase};
+use crate::control::{Reply, Request, SlotStatus, Status, WorkerStatus};
+
+/// Longest request we read; anything longer is not one of ours.
+const MAX_REQUEST: usize = 4096;
+/// Most control connections open at once; more are refused.
+const MAX_CONNS: usize = 64;
+
+/// A control connection waiting for the outcome of a reload.
+pub type Waiter = usize;
+
+/// Why the master could not set up its control socket or pid file.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("rrbalancer is already running with this configuration (pid {pid}, pid file {path})")]
+    AlreadyRunning { pid: String, path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
+    move |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
+/// stale file from a crashed one does not, so it is simply taken over.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl PidFile {
+    pub fn acquire(path: &Path) -> Result<PidFile, ControlError> {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(io_err(path))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(ControlError::AlreadyRunning {
+                    pid: pid.trim().to_owned(),
+                    path: path.to_owned(),
+                });
+            }
+        };
+        lock.set_len(0).map_err(io_err(path))?;
+        writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
+        Ok(PidFile {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Answered: close once `output` is written (unless `hold`).
+    done: bool,
+    /// Keep it open until the master exits (`stop`).
+    hold: bool,
+}
+
+/// The listening control socket and its connections.
+#[derive(Debug)]
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+    conns: Slab<Conn>,
+}
+
+impl Control {
+    pub fn bind(path: &Path) -> Result<Control, ControlError> {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        // We hold the pid file's lock, so a socket file here is a dead master's.
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(path)(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(path).map_err(io_err(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+        Ok(Control {
+            listener,
+            path: path.to_owned(),
+            conns: Slab::new(),
+        })
+    }
+
+    pub fn listener(&mut self) -> &mut UnixListener {
+        &mut self.listener
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Master {
+    /// New control connections: accept, check who it is, watch it.
+    pub(super) fn on_control_accept(&mut self) {
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        loop {
+            let (stream, _) = match control.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("control socket: accept: {e}");
+                    return;
+                }
+            };
+            let allowed = match getsockopt(&stream, PeerCredentials) {
+                Ok(cred) => cred.uid() == 0 || Uid::from_raw(cred.uid()) == Uid::effective(),
+                Err(_) => false,
+            };
+            if !allowed || control.conns.len() >= MAX_CONNS {
+                warn!("control socket: refused a client (another user, or too many clients)");
+                continue; // dropping closes it
+            }
+            let entry = control.conns.vacant_entry();
+            let key = entry.key();
+            let mut conn = Conn {
+                stream,
+                input: Vec::new(),
+                output: Vec::new(),
+                done: false,
+                hold: false,
+            };
+            let registered = self.poll.registry().register(
+                &mut conn.stream,
+                Token(CONTROL_CONN_BASE + key),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if registered.is_ok() {
+                entry.insert(conn);
+            }
+        }
+    }
+
+    /// A control connection is readable or writable.
+    pub(super) fn on_control_conn(&mut self, key: usize) {
+        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+            return;
+        };
+        let mut request = None;
+        if !conn.done {
+            let mut buf = [0u8; 1024];
+            loop {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => {
+                        conn.done = true; // the client gave up
+                        break;
+                    }
+                    Ok(n) => conn.input.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        conn.done = true;
+                        break;
+                    }
+                }
+                if conn.input.len() > MAX_REQUEST {
+                    break;
+                }
+            }
+            if let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
+                request = Some(serde_json::from_slice::<Request>(&conn.input[..end]));
+                conn.done = true;
+            } else if conn.input.len() > MAX_REQUEST {
+                request = Some(Err(serde::de::Error::custom("request too long")));
+                conn.done = true;
+            }
+        }
+        if let Some(request) = request {
+            match request {
+                Ok(request) => self.on_request(key, request),
+                Err(e) => self.answer(key, Reply::error(format!("bad request: {e}"))),
+            }
+        }
+        self.write_control(key);
+    }
+
+    fn on_request(&mut self, key: usize, request: Request) {
+        debug!("control request: {request:?}");
+        match request {
+            Request::Status => {
+                let status = self.status();
+                self.answer(key, Reply::status(status));
+            }
+            Request::Reload => {
+                info!("reload requested on the control socket");
+                if let Err(e) = self.request_reload(Some(key)) {
+                    warn!("reload refused: {e}");
+                    self.answer(key, Reply::error(e));
+                }
+            }
+            Request::Scale { workers } => {
+                info!("scale to {workers} requested on the control socket");
+                let outcome = self.scale_to(workers);
+                if let Err(e) = &outcome {
+                    warn!("scale refused: {e}");
+                }
+                self.answer(key, outcome.into());
+            }
+            Request::Stop => {
+                info!("stop requested on the control socket");
+                let reply = match self.phase {
+                    Phase::Running => Reply::ok(format!(
+                        "stopping pid {} (kill_timeout {:?})",
+                        getpid(),
+                        self.config.kill_timeout
+                    )),
+                    Phase::Stopping { .. } => Reply::ok("already stopping".into()),
+                };
+                // Held open until we exit: the client reads to EOF to wait for the end.
+                if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+                    conn.hold = true;
+                }
+                self.answer(key, reply);
+                self.begin_stop();
+            }
+        }
+    }
+
+    /// Queues `reply` on connection `key` (if it is still there) and writes what it can.
+    pub(super) fn answer(&mut self, key: Waiter, mut reply: Reply) {
+        reply.pid = Some(getpid().as_raw());
+        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+            return;
+        };
+        if let Ok(mut line) = serde_json::to_vec(&reply) {
+            line.push(b'\n');
+            conn.output.extend_from_slice(&line);
+        }
+        conn.done = true;
+        self.write_control(key);
+    }
+
+    pub(super) fn answer_all(&mut self, waiters: Vec<Waiter>, outcome: Result<String, String>) {
+        for key in waiters {
+            self.answer(key, outcome.clone().into());
+        }
+    }
+
+    fn write_control(&mut self, key: usize) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        let Some(conn) = control.conns.get_mut(key) else {
+            return;
+        };
+        while !conn.output.is_empty() {
+            match conn.stream.write(&conn.output) {
+                Ok(n) => {
+                    conn.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    conn.output.clear();
+                    conn.hold = false;
+                }
+            }
+        }
+        let waiting_for_reload = self.reload.as_ref().is_some_and(|r| r.is_waiting(key));
+        if conn.done && !conn.hold && !waiting_for_reload {
+            let mut conn = control.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    /// What `rrbalancer status` shows.
+    fn status(&self) -> Status {
+        let now = Instant::now();
+        let workers = self
+            .fleet
+            .workers
+            .iter()
+            .map(|(key, w)| WorkerStatus {
+                slot: w.slot,
+                pid: w.pid.as_raw(),
+                state: match (w.state, self.fleet.role(key)) {
+                    (State::Starting, _) => "starting",
+                    (State::Ready, Role::Candidate) => "ready (candidate)",
+                    (State::Ready, _) => "ready",
+                    (State::Draining, _) => "draining",
+                }
+                .to_owned(),
+                role: match self.fleet.role(key) {
+                    Role::Current => "current",
+                    Role::Candidate => "candidate",
+                    Role::Detached => "retiring",
+                }
+                .to_owned(),
+                uptime_secs: w.uptime(now).as_secs_f64(),
+                restarts: self.fleet.slots.get(w.slot).map_or(0, |s| s.restart_count),
+                handed: w.handed,
+                unacked: w.channel.as_ref().map_or(0, |c| c.in_flight()),
+            })
+            .collect();
+        let slots = self
+            .fleet
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.current.is_none())
+            .map(|(slot, s)| SlotStatus {
+                slot,
+                state: if s.given_up {
+                    "given up".to_owned()
+                } else if let Some(at) = s.start_at {
+                    format!("restarting in {:.1?}", at.saturating_duration_since(now))
+                } else {
+                    "starting".to_owned()
+                },
+                restarts: s.restart_count,
+                last_causes: s.last_causes.iter().cloned().collect(),
+            })
+            .collect();
+        Status {
+            pid: getpid().as_raw(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: self.config.source.as_ref().map(|p| p.display().to_string()),
+            sched_policy: self.config.sched_policy.as_str().to_owned(),
+            listeners: self.listen_names.clone(),
+            workers_wanted: self.fleet.slots.len(),
+            stopping: self.phase != Phase::Running,
+            reload_in_progress: self.reload.is_some(),
+            workers,
+            empty_slots: slots,
+        }
+    }
+}

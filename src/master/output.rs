@@ -1,0 +1,271 @@
+//! Workers' stdout and stderr, when `[log] stdout`/`stderr` name files: each worker writes into a
+//! pipe, the master reads it and appends each line to the file prefixed with `[slot N pid P]`
+//! (and a timestamp with `date_format`). Files are reopened on SIGUSR1, logrotate's convention.
+//!
+//! Memory is bounded per pipe: a line longer than [`MAX_LINE`] is written out in pieces, and a
+//! worker that never writes a newline cannot make the master buffer more than that.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use log::{error, info};
+use mio::unix::SourceFd;
+
+use super::Master;
+use crate::config::LogConfig;
+
+/// The longest piece of a line kept in memory before it is written out anyway.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A file that captured output goes to, reopenable.
+#[derive(Debug)]
+pub struct Sink {
+    path: PathBuf,
+    file: File,
+    date_format: Option<String>,
+}
+
+impl Sink {
+    pub fn open(path: &Path, date_format: Option<String>) -> io::Result<Sink> {
+        Ok(Sink {
+            path: path.to_owned(),
+            file: open_append(path)?,
+            date_format,
+        })
+    }
+
+    /// Reopens the file by name (after logrotate moved it away).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.file = open_append(&self.path)?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one (piece of a) line with its prefix. Errors are the caller's to log.
+    fn write_line(&mut self, slot: usize, pid: i32, line: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(line.len() + 48);
+        if let Some(format) = &self.date_format {
+            let _ = write!(out, "{} ", chrono::Local::now().format(format));
+        }
+        let _ = write!(out, "[slot {slot} pid {pid}] ");
+        out.extend_from_slice(line);
+        if out.last() != Some(&b'\n') {
+            out.push(b'\n');
+        }
+        self.file.write_all(&out)
+    }
+}
+
+/// Opens a log file for appending, creating it (mode 0640) and its directory.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// The read end of one worker stream's pipe, with its partial line.
+#[derive(Debug)]
+pub struct Pipe {
+    fd: OwnedFd,
+    partial: Vec<u8>,
+}
+
+/// What a read of a pipe came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PipeState {
+    Open,
+    /// The worker closed it (usually: exited).
+    Closed,
+}
+
+impl Pipe {
+    pub fn new(fd: OwnedFd) -> io::Result<Pipe> {
+        crate::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), true)?;
+        Ok(Pipe {
+            fd,
+            partial: Vec::new(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads what is available and writes every complete line to `sink`.
+    pub fn drain(&mut self, sink: &mut Sink, slot: usize, pid: i32) -> PipeState {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match nix::unistd::read(&self.fd, &mut chunk).map_err(io::Error::from) {
+                Ok(0) => {
+                    self.flush_partial(sink, slot, pid);
+                    return PipeState::Closed;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PipeState::Open,
+                Err(_) => {
+                    self.flush_partial(sink, slot, pid);
+                    return PipeState::Closed;
+                }
+            };
+            self.feed(&chunk[..n], sink, slot, pid);
+        }
+    }
+
+    /// Splits `data` into lines, writing complete ones and bounding the partial one.
+    fn feed(&mut self, mut data: &[u8], sink: &mut Sink, slot: usize, pid: i32) {
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                let _ = sink.write_line(slot, pid, &data[..=end]);
+            } else {
+                self.partial.extend_from_slice(&data[..=end]);
+                let _ = sink.write_line(slot, pid, &self.partial);
+                self.partial.clear();
+            }
+            data = &data[end + 1..];
+        }
+        self.partial.extend_from_slice(data);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            let _ = sink.write_line(slot, pid, &self.partial);
+            self.partial = rest;
+        }
+    }
+
+    fn flush_partial(&mut self, sink: &mut Sink, slot: usize, pid: i32) {
+        if !self.partial.is_empty() {
+            let _ = sink.write_line(slot, pid, &self.partial);
+            self.partial.clear();
+        }
+    }
+}
+
+/// The sinks `[log]` asks for: `[stdout, stderr]`, `None` where the workers inherit ours.
+pub fn open_sinks(log: &LogConfig) -> io::Result<[Option<Sink>; 2]> {
+    let open = |path: &Option<PathBuf>| {
+        path.as_deref()
+            .map(|p| Sink::open(p, log.date_format.clone()))
+            .transpose()
+    };
+    Ok([open(&log.stdout)?, open(&log.stderr)?])
+}
+
+impl Master {
+    /// A worker's stdout or stderr pipe is readable.
+    pub(super) fn on_output(&mut self, key: usize, stream: usize) {
+        let Some(worker) = self.fleet.workers.get_mut(key) else {
+            return;
+        };
+        let (slot, pid) = (worker.slot, worker.pid.as_raw());
+        let (Some(pipe), Some(sink)) = (
+            worker.output.get_mut(stream).and_then(Option::as_mut),
+            self.sinks.get_mut(stream).and_then(Option::as_mut),
+        ) else {
+            return;
+        };
+        if pipe.drain(sink, slot, pid) == PipeState::Closed {
+            let fd = pipe.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            worker.output[stream] = None;
+        }
+    }
+
+    /// Everything left in an exited worker's pipes, before its record goes.
+    pub(super) fn drain_output(&mut self, key: usize) {
+        for stream in 0..2 {
+            self.on_output(key, stream);
+            if let Some(pipe) = self
+                .fleet
+                .workers
+                .get_mut(key)
+                .and_then(|w| w.output[stream].take())
+            {
+                // A grandchild may still hold the write end; we stop listening anyway.
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&pipe.raw_fd()));
+            }
+        }
+    }
+
+    /// SIGUSR1: reopen the captured-output files and the master's own log file by name.
+    pub(super) fn reopen_logs(&mut self) {
+        for sink in self.sinks.iter_mut().flatten() {
+            match sink.reopen() {
+                Ok(()) => info!("reopened {}", sink.path().display()),
+                Err(e) => error!("cannot reopen {}: {e}", sink.path().display()),
+            }
+        }
+        if let Some(path) = &self.config.log.master_log {
+            match redirect_stderr(path) {
+                Ok(()) => info!("reopened {}", path.display()),
+                Err(e) => error!("cannot reopen {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// Points our stderr (where the master's log goes) at `path`, appending.
+pub fn redirect_stderr(path: &Path) -> io::Result<()> {
+    let file = open_append(path)?;
+    nix::unistd::dup2_stderr(&file).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(dir: &Path) -> Sink {
+        Sink::open(&dir.join("out.log"), None).unwrap()
+    }
+
+    #[test]
+    fn lines_are_prefixed_and_partial_lines_wait_for_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut pipe = Pipe::new(r).unwrap();
+        pipe.feed(b"one\ntw", &mut sink, 2, 77);
+        pipe.feed(b"o\n", &mut sink, 2, 77);
+        let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        assert_eq!(text, "[slot 2 pid 77] one\n[slot 2 pid 77] two\n");
+    }
+
+    #[test]
+    fn a_line_without_end_is_written_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut pipe = Pipe::new(r).unwrap();
+        let big = vec![b'x'; MAX_LINE * 3 + 10];
+        pipe.feed(&big, &mut sink, 0, 1);
+        assert!(pipe.partial.len() < MAX_LINE, "memory stays bounded");
+        let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn reopen_follows_a_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        sink.write_line(0, 1, b"before").unwrap();
+        std::fs::rename(dir.path().join("out.log"), dir.path().join("out.log.1")).unwrap();
+        sink.reopen().unwrap();
+        sink.write_line(0, 1, b"after").unwrap();
+        let new = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        assert_eq!(new, "[slot 0 pid 1] after\n");
+    }
+}

@@ -1,0 +1,326 @@
+//! Changing the fleet while it serves: rolling reload (SIGHUP, `rrbalancer reload`) and scaling
+//! (SIGTTIN/SIGTTOU, `rrbalancer scale N`).
+//!
+//! A reload re-reads the configuration, then replaces the workers one slot at a time: start a
+//! *candidate* for the slot, wait for it to be ready, only then promote it and ask the old worker
+//! to stop (it gets no new connection from that moment and finishes what it has within
+//! `kill_timeout`). If a candidate fails to become ready, it is killed, the old worker keeps its
+//! slot and the reload stops there, reported as failed: the fleet never has fewer ready workers
+//! than before. One reload at a time; another request while one runs is refused.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use log::{error, info, warn};
+
+use super::fleet::{self, Role, State};
+use super::{Master, Phase};
+use crate::config::Config;
+
+/// Most workers `scale` accepts: far beyond any machine's cores, low enough to catch a typo.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Who asked for a reload and waits for its outcome.
+pub type Waiter = super::control::Waiter;
+
+/// A rolling reload under way.
+#[derive(Debug)]
+pub struct Reload {
+    /// Slots still to roll, in order.
+    pending: VecDeque<usize>,
+    /// The slot whose candidate we wait for.
+    rolling: Option<usize>,
+    replaced: usize,
+    total: usize,
+    started: Instant,
+    waiters: Vec<Waiter>,
+}
+
+impl Reload {
+    pub fn into_waiters(self) -> Vec<Waiter> {
+        self.waiters
+    }
+
+    /// Whether control connection `key` waits for this reload's outcome.
+    pub fn is_waiting(&self, key: Waiter) -> bool {
+        self.waiters.contains(&key)
+    }
+}
+
+/// The outcome of a request, for the log and the control client.
+pub type Outcome = Result<String, String>;
+
+impl Master {
+    /// Starts a rolling reload with the configuration read again. `Err` when refused at once
+    /// (one already runs, the master is stopping, the file no longer parses); otherwise the
+    /// outcome is reported to `waiter` when the reload ends.
+    pub(super) fn request_reload(&mut self, waiter: Option<Waiter>) -> Result<(), String> {
+        if self.phase != Phase::Running {
+            return Err("the master is stopping".into());
+        }
+        if let Some(r) = &self.reload {
+            return Err(format!(
+                "a reload is already in progress ({} of {} slots replaced); try again when it ends",
+                r.replaced, r.total
+            ));
+        }
+        let config = (self.loader)().map_err(|e| {
+            format!("the configuration no longer loads, so the running fleet is kept: {e}")
+        })?;
+        self.apply_config(config);
+        let wanted = self.config.workers;
+        if wanted != self.fleet.slots.len() {
+            self.resize(wanted);
+        }
+        let now = Instant::now();
+        let mut pending = VecDeque::new();
+        for (slot, s) in self.fleet.slots.iter_mut().enumerate() {
+            if s.given_up {
+                // The new configuration deserves a fresh chance.
+                info!("reload: slot={slot} was given up; starting it again");
+                s.given_up = false;
+                s.restarts = Default::default();
+                s.start_at = Some(now);
+            } else if s.current.is_some() {
+                pending.push_back(slot);
+            }
+        }
+        info!(
+            "reload: replacing {} worker(s), one at a time",
+            pending.len()
+        );
+        self.reload = Some(Reload {
+            total: pending.len(),
+            pending,
+            rolling: None,
+            replaced: 0,
+            started: now,
+            waiters: waiter.into_iter().collect(),
+        });
+        self.step_reload(now);
+        Ok(())
+    }
+
+    /// Takes what can change without rebinding; warns about what cannot.
+    fn apply_config(&mut self, mut config: Config) {
+        if config.listen != self.config.listen {
+            warn!("reload: `listen` changed; that needs a restart, keeping the current listeners");
+        }
+        if config.sched_policy != self.config.sched_policy {
+            warn!(
+                "reload: sched_policy changed to {}; that needs a restart, keeping {}",
+                config.sched_policy.as_str(),
+                self.config.sched_policy.as_str()
+            );
+        }
+        if config.control != self.config.control {
+            warn!("reload: `[control]` changed; that needs a restart, keeping the current paths");
+        }
+        config.listen = self.config.listen.clone();
+        config.sched_policy = self.config.sched_policy;
+        config.policy_source = self.config.policy_source;
+        config.control = self.config.control.clone();
+        config.source = self.config.source.clone();
+        if config.log != self.config.log {
+            match super::output::open_sinks(&config.log) {
+                Ok(sinks) => self.sinks = sinks,
+                Err(e) => {
+                    warn!("reload: cannot open the new log files ({e}); keeping the old ones");
+                    config.log = self.config.log.clone();
+                }
+            }
+        }
+        self.base_env = fleet::base_env(&config);
+        self.config = config;
+    }
+
+    /// Moves the reload on: start the next candidate, or finish.
+    pub(super) fn step_reload(&mut self, now: Instant) {
+        loop {
+            let Some(reload) = &mut self.reload else {
+                return;
+            };
+            if reload.rolling.is_some() {
+                return; // waiting for the candidate
+            }
+            let Some(slot) = reload.pending.pop_front() else {
+                let done = self.reload.take().expect("checked above");
+                let message = format!(
+                    "reload complete: {} worker(s) replaced in {:.1?}",
+                    done.replaced,
+                    now.duration_since(done.started)
+                );
+                info!("{message}");
+                self.answer_all(done.waiters, Ok(message));
+                return;
+            };
+            let live = self
+                .fleet
+                .slots
+                .get(slot)
+                .is_some_and(|s| s.current.is_some() && s.candidate.is_none());
+            if !live {
+                continue; // scaled away or restarting anyway: its next worker is new
+            }
+            reload.rolling = Some(slot);
+            if self.start_worker(slot, Role::Candidate, now).is_none() {
+                self.fail_reload(slot, "the candidate could not be started".into());
+                return;
+            }
+            return;
+        }
+    }
+
+    /// A candidate is ready: it takes the slot and the old worker is asked to finish.
+    pub(super) fn promote(&mut self, key: usize) {
+        let now = Instant::now();
+        let slot = self.fleet.workers[key].slot;
+        let new_pid = self.fleet.workers[key].pid;
+        if let Some(old) = self.fleet.promote(key) {
+            let grace = self.config.kill_timeout;
+            self.fleet.detach(old);
+            self.requeue_outbox(old);
+            if let Some(worker) = self.fleet.workers.get_mut(old) {
+                info!(
+                    "reload: slot={slot} pid={} replaces pid={}; it finishes within {grace:?}",
+                    new_pid, worker.pid
+                );
+                worker.request_stop(now, grace);
+            }
+        }
+        if let Some(reload) = &mut self.reload {
+            if reload.rolling == Some(slot) {
+                reload.rolling = None;
+                reload.replaced += 1;
+            }
+        }
+        self.step_reload(now);
+    }
+
+    /// The candidate at `key` failed (exited, misbehaved, not ready in time): kill it, keep the
+    /// old worker, and end the reload as failed.
+    pub(super) fn reload_failed(&mut self, key: usize, cause: String) {
+        let now = Instant::now();
+        let grace = self.config.kill_timeout;
+        let slot = self.fleet.workers[key].slot;
+        self.fleet.detach(key);
+        if let Some(worker) = self.fleet.workers.get_mut(key) {
+            worker.signal_group(nix::sys::signal::Signal::SIGKILL);
+            worker.kill_at = Some(now + grace);
+        }
+        self.fail_reload(
+            slot,
+            format!("pid {}: {cause}", self.fleet.workers[key].pid),
+        );
+    }
+
+    fn fail_reload(&mut self, slot: usize, cause: String) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let message = format!(
+            "reload failed at slot={slot}: the new worker did not become ready ({cause}); \
+             the old worker keeps serving; {} of {} slot(s) had been replaced",
+            reload.replaced, reload.total
+        );
+        error!("{message}");
+        self.answer_all(reload.waiters, Err(message));
+    }
+
+    /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
+    /// have their workers stopped gracefully.
+    pub(super) fn scale_to(&mut self, n: usize) -> Outcome {
+        if self.phase != Phase::Running {
+            return Err("the master is stopping".into());
+        }
+        if self.reload.is_some() {
+            return Err("a reload is in progress; scale when it ends".into());
+        }
+        if !(1..=MAX_WORKERS).contains(&n) {
+            return Err(format!(
+                "workers must be between 1 and {MAX_WORKERS}, not {n}"
+            ));
+        }
+        let before = self.fleet.slots.len();
+        if n == before {
+            return Ok(format!("already {n} worker(s)"));
+        }
+        self.resize(n);
+        self.config.workers = n;
+        let message = format!("scaled from {before} to {n} worker(s)");
+        info!("{message}");
+        Ok(message)
+    }
+
+    fn resize(&mut self, n: usize) {
+        let now = Instant::now();
+        let grace = self.config.kill_timeout;
+        let before = self.fleet.slots.len();
+        for slot in n..before {
+            let s = &self.fleet.slots[slot];
+            for key in [s.current, s.candidate].into_iter().flatten() {
+                self.fleet.detach(key);
+                self.requeue_outbox(key);
+                if let Some(worker) = self.fleet.workers.get_mut(key) {
+                    info!("retiring slot={slot} pid={}", worker.pid);
+                    worker.request_stop(now, grace);
+                }
+            }
+        }
+        self.fleet.slots.truncate(n);
+        for _ in before..n {
+            self.fleet.slots.push(fleet::Slot {
+                start_at: Some(now),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
+    /// `ready_timeout` is killed and counts as a failed start.
+    pub(super) fn check_readiness(&mut self, now: Instant) {
+        let delay = (self.config.worker.ready == crate::config::Readiness::Delay)
+            .then_some(self.config.worker.ready_delay);
+        let timeout = self.config.worker.ready_timeout;
+        let mut ready = Vec::new();
+        let mut late = Vec::new();
+        for (key, w) in self.fleet.workers.iter() {
+            if w.state != State::Starting {
+                continue;
+            }
+            let up = w.uptime(now);
+            if delay.is_some_and(|d| up >= d) {
+                ready.push(key);
+            } else if up >= timeout {
+                late.push(key);
+            }
+        }
+        for key in ready {
+            self.on_ready(key);
+        }
+        for key in late {
+            let worker = &mut self.fleet.workers[key];
+            warn!(
+                "worker not ready within {timeout:?} slot={} pid={}; killing it",
+                worker.slot, worker.pid
+            );
+            worker.signal_group(nix::sys::signal::Signal::SIGKILL);
+            worker.state = State::Draining;
+            self.fail_slot(key, now, format!("not ready within {timeout:?}"));
+        }
+    }
+
+    /// The nearest readiness deadline of a starting worker.
+    pub(super) fn next_readiness_deadline(&self) -> Option<Instant> {
+        let delay = (self.config.worker.ready == crate::config::Readiness::Delay)
+            .then_some(self.config.worker.ready_delay);
+        let timeout = self.config.worker.ready_timeout;
+        let wait = delay.map_or(timeout, |d| d.min(timeout));
+        self.fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == State::Starting)
+            .map(|(_, w)| w.started + wait)
+            .min()
+    }
+}

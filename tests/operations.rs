@@ -1,0 +1,525 @@
+//! Operating a running fleet: rolling reload, scaling, the control CLI, readiness, giveup
+//! notices, log capture, daemon mode — and the other supervisors' known failures, each replayed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Rrb, alive, http_get, pid_of};
+
+/// Fires new-connection requests from `threads` threads until `stop` is set (or `limit`
+/// requests or 20 s pass); returns (ok, failed, failure messages).
+fn load(
+    addr: String,
+    threads: usize,
+    limit: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (addr, stop, ok, failed, messages, issued) = (
+                    addr.clone(),
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    messages.clone(),
+                    issued.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && issued.fetch_add(1, Ordering::Relaxed) < limit
+                    {
+                        match http_get(&addr) {
+                            Ok(body) if body.contains("handled by worker") => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(other) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                messages.lock().unwrap().push(other);
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                messages.lock().unwrap().push(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let messages = messages.lock().unwrap().clone();
+        (
+            ok.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+            messages,
+        )
+    })
+}
+
+#[test]
+fn zero_failed_requests_while_reloading_three_times_and_scaling_up_and_down() {
+    // Workers that take a moment to become ready, so old and new really overlap.
+    let rrb = Rrb::start(
+        "workers = 2\n[worker]\nargs = [\"--ready-delay\", \"150ms\"]\n[shutdown]\nkill_timeout = \"2s\"\n",
+        2,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = load(rrb.addr.clone(), 4, usize::MAX, stop.clone());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {round}: {out}{err}");
+        assert!(
+            out.contains("reload complete: 2 worker(s) replaced"),
+            "{out}"
+        );
+    }
+    let (code, out, err) = rrb.ctl(&["scale", "4"]);
+    assert_eq!(code, 0, "{out}{err}");
+    rrb.wait_ready(2 + 3 * 2 + 2);
+    let (code, out, err) = rrb.ctl(&["scale", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Signals do the same.
+    rrb.signal(libc::SIGTTIN);
+    rrb.wait_ready(2 + 3 * 2 + 3);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, messages) = client.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(failed, 0, "failed requests: {messages:?}");
+    assert!(ok > 200, "the load really ran: {ok} requests");
+    assert_eq!(rrb.count_log("reload complete"), 3);
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert_eq!(
+        status.lines().filter(|l| l.contains(" ready ")).count(),
+        2,
+        "{status}"
+    );
+}
+
+#[test]
+fn nodejs_issue_3551_workers_leaving_every_50_requests_lose_nothing() {
+    // nodejs/node#3551: connections were lost when cluster workers exited on purpose.
+    let rrb = Rrb::start(
+        "workers = 2\n[worker]\nargs = [\"--max-requests\", \"50\"]\n",
+        2,
+    );
+    let client = load(rrb.addr.clone(), 4, 5_000, Arc::new(AtomicBool::new(false)));
+    let (ok, failed, messages) = client.join().unwrap();
+    assert_eq!(failed, 0, "failed requests: {messages:?}");
+    assert_eq!(ok, 5_000);
+    assert!(rrb.count_log("worker leaving") >= 90, "workers really left");
+    assert_eq!(rrb.count_log("exited unasked"), 0);
+}
+
+#[test]
+fn reload_keeps_the_old_worker_serving_until_the_new_one_is_ready() {
+    // PM2 #3078/#1875: old processes killed before the new ones could serve.
+    let rrb = Rrb::start(
+        "workers = 1\n[worker]\nargs = [\"--ready-delay\", \"800ms\"]\n",
+        1,
+    );
+    let old = pid_of(&rrb.get().unwrap());
+    let reload = {
+        let config = rrb.config_path();
+        let dir = rrb.dir.path().to_owned();
+        std::thread::spawn(move || {
+            std::process::Command::new(BIN)
+                .arg("--config")
+                .arg(config)
+                .arg("reload")
+                .env("XDG_RUNTIME_DIR", dir)
+                .output()
+                .unwrap()
+        })
+    };
+    rrb.wait_for_log("reload candidate", Duration::from_secs(5));
+    // While the candidate is not ready, the old worker keeps answering, alone.
+    for _ in 0..10 {
+        assert_eq!(pid_of(&rrb.get().unwrap()), old);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert!(status.contains("starting"), "{status}");
+    let out = reload.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let new = pid_of(&rrb.get().unwrap());
+    assert_ne!(new, old);
+}
+
+#[test]
+fn a_reload_whose_workers_never_get_ready_keeps_the_old_fleet_and_says_so() {
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let before: BTreeSet<i32> = (0..4).map(|_| pid_of(&rrb.get().unwrap())).collect();
+    // The new configuration's workers never say `ready`.
+    let broken = "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready_timeout = \"500ms\"\n";
+    std::fs::write(rrb.config_path(), broken).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("reload failed") && err.contains("old worker keeps serving"),
+        "{err}"
+    );
+    let after: BTreeSet<i32> = (0..4).map(|_| pid_of(&rrb.get().unwrap())).collect();
+    assert_eq!(before, after, "the same two workers serve");
+    assert!(rrb.count_log("not ready within 500ms") >= 1);
+}
+
+#[test]
+fn a_config_that_no_longer_parses_is_reported_and_the_fleet_kept() {
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let before = rrb.wait_workers(2, Duration::from_secs(5));
+    std::fs::write(rrb.config_path(), "workers = \"many\"\n").unwrap();
+    rrb.signal(libc::SIGHUP);
+    let line = rrb.wait_for_log("reload refused", Duration::from_secs(5));
+    assert!(
+        line.contains("no longer loads") && line.contains("workers"),
+        "{line}"
+    );
+    let (code, _, err) = rrb.ctl(&["--control", "x", "status"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(rrb.wait_workers(2, Duration::from_secs(1)), before);
+    assert!(rrb.get().is_ok());
+}
+
+#[test]
+fn a_second_reload_while_one_runs_is_refused() {
+    let rrb = Rrb::start(
+        "workers = 1\n[worker]\nargs = [\"--ready-delay\", \"1s\"]\n",
+        1,
+    );
+    rrb.signal(libc::SIGHUP);
+    rrb.wait_for_log("reload candidate", Duration::from_secs(5));
+    let (code, _, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already in progress"), "{err}");
+    let (code, _, err) = rrb.ctl(&["scale", "3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reload is in progress"), "{err}");
+    rrb.wait_for_log("reload complete", Duration::from_secs(5));
+}
+
+#[test]
+fn draining_workers_get_no_new_connections() {
+    // PM2 #5043: a process being stopped kept receiving connections.
+    let rrb = Rrb::start("workers = 2\n[shutdown]\nkill_timeout = \"10s\"\n", 2);
+    // Hold a keep-alive connection on each worker so the old ones stay alive, draining.
+    let mut held = Vec::new();
+    let mut old = BTreeSet::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&rrb.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        old.insert(pid_of(&String::from_utf8_lossy(&buf[..n])));
+        // Half a second request: the worker must wait for the rest before it may exit.
+        s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        held.push(s);
+    }
+    assert_eq!(old.len(), 2);
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert_eq!(status.matches("draining").count(), 2, "{status}");
+    for _ in 0..20 {
+        let pid = pid_of(&rrb.get().unwrap());
+        assert!(
+            !old.contains(&pid),
+            "draining worker {pid} got a new connection"
+        );
+    }
+    for pid in &old {
+        assert!(alive(*pid), "still finishing its connection");
+    }
+}
+
+#[test]
+fn a_worker_never_ready_is_killed_and_the_storm_limit_pages_someone() {
+    // PM2 #2584 (restart loops ignoring the limit) and #902 (no notice on giving up).
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("paged");
+    let config = format!(
+        "workers = 1\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready_timeout = \"300ms\"\n\
+         [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n\
+         on_giveup = \"echo \\\"slot=$RRB_GIVEUP_SLOT pid=$RRB_GIVEUP_PID $RRB_GIVEUP_REASON\\\" > '{}'\"\n",
+        page.display()
+    );
+    let mut rrb = Rrb::start(&config, 0);
+    let status = rrb
+        .wait_exit(Duration::from_secs(10))
+        .expect("gave up and exited");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        rrb.count_log("worker started"),
+        3,
+        "1 start + max_restarts, no more"
+    );
+    assert_eq!(rrb.count_log("not ready within 300ms slot=0"), 3);
+    let paged = std::fs::read_to_string(&page).expect("on_giveup ran");
+    assert!(
+        paged.starts_with("slot=0 pid=") && paged.contains("not ready within 300ms"),
+        "{paged}"
+    );
+}
+
+#[test]
+fn ready_delay_makes_a_protocol_less_worker_ready() {
+    let config = "workers = 2\nsched_policy = \"none\"\n[worker]\nexec = \"python3\"\nargs = [\"-c\", \"import os,socket,time\\ns=socket.socket(fileno=3)\\nwhile True:\\n  c,_=s.accept(); c.recv(1000); c.sendall(b'HTTP/1.1 200 OK\\\\r\\\\nContent-Length: 27\\\\r\\\\nConnection: close\\\\r\\\\n\\\\r\\\\nhandled by worker 0, pid 1\\\\n'); c.close()\"]\nready = \"delay\"\nready_delay = \"300ms\"\n";
+    let rrb = Rrb::start(config, 0);
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert!(status.contains("starting"), "{status}");
+    rrb.wait_ready(2);
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert_eq!(status.matches(" ready ").count(), 2, "{status}");
+    assert!(rrb.get().unwrap().contains("handled by worker"));
+}
+
+#[test]
+fn stop_bounds_a_graceful_stop_held_by_a_keep_alive_connection() {
+    // nodejs/node#2642: disconnect() waited forever on keep-alive connections. A worker that
+    // ignores SIGTERM and holds a client connection still goes within kill_timeout.
+    let config = "workers = 1\nsched_policy = \"none\"\n[worker]\nexec = \"python3\"\nargs = [\"-c\", \"import signal,socket,time\\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\\ns=socket.socket(fileno=3)\\nc,_=s.accept()\\ntime.sleep(60)\"]\nready = \"delay\"\nready_delay = \"10ms\"\n[shutdown]\nkill_timeout = \"1s\"\n";
+    let mut rrb = Rrb::start(config, 1);
+    let workers = rrb.wait_workers(1, Duration::from_secs(5));
+    let _client = TcpStream::connect(&rrb.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert!(
+        took < Duration::from_secs(3),
+        "kill_timeout + 1 s bounds it: {took:?}"
+    );
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(1)).unwrap().code(),
+        Some(0)
+    );
+    assert!(!alive(workers[0]), "no worker survives `rrbalancer stop`");
+    assert!(rrb.count_log("SIGKILL") >= 1);
+}
+
+#[test]
+fn status_and_control_commands_explain_themselves() {
+    let rrb = Rrb::start("workers = 2\n", 2);
+    for _ in 0..4 {
+        rrb.get().unwrap();
+    }
+    let (code, table, _) = rrb.ctl(&["status"]);
+    assert_eq!(code, 0);
+    let header = table.lines().find(|l| l.starts_with("SLOT")).expect(&table);
+    for column in ["PID", "STATE", "UPTIME", "RESTARTS", "HANDED", "UNACKED"] {
+        assert!(header.contains(column), "{table}");
+    }
+    assert!(
+        table.contains("policy rr") && table.contains(&rrb.addr),
+        "{table}"
+    );
+    let (code, json, _) = rrb.ctl(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["pid"], rrb.pid());
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2);
+    let handed: u64 = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["handed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(handed, 4);
+    // The socket is private to its user.
+    let sock = std::fs::read_dir(rrb.dir.path().join("rrbalancer"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "sock"))
+        .expect("control socket");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(sock.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    // A second master for the same configuration is refused, naming the first.
+    let (code, _, err) = rrb.ctl(&["run"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "already running with this configuration (pid {}, ",
+            rrb.pid()
+        )),
+        "{err}"
+    );
+    // Bad requests are refused with a reason.
+    let (code, _, err) = rrb.ctl(&["scale", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("between 1 and"), "{err}");
+}
+
+#[test]
+fn control_commands_without_a_running_master_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [&["status"][..], &["reload"], &["scale", "2"], &["stop"]] {
+        let out = std::process::Command::new(BIN)
+            .args(["--listen", "127.0.0.1:1"])
+            .args(cmd)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no rrbalancer is running"), "{err}");
+    }
+}
+
+#[test]
+fn worker_output_is_captured_prefixed_bounded_and_reopened_on_usr1() {
+    let config = "workers = 1\nsched_policy = \"none\"\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"echo hello; echo oops >&2; head -c 200000 /dev/zero | tr -c x x; echo; while true; do echo tick; sleep 0.05; done\"]\nready = \"delay\"\nready_delay = \"10ms\"\n[log]\nstdout = \"out.log\"\nstderr = \"err.log\"\ndate_format = \"%Y-%m-%d\"\n";
+    let rrb = Rrb::start(config, 1);
+    let out = rrb.dir.path().join("out.log");
+    let err = rrb.dir.path().join("err.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("tick")
+    {
+        assert!(Instant::now() < deadline, "no output captured");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rrb.wait_workers(1, Duration::from_secs(1))[0];
+    let text = std::fs::read_to_string(&out).unwrap();
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    let first = text.lines().next().unwrap();
+    assert_eq!(first, format!("{today} [slot 0 pid {pid}] hello"));
+    // The 200,000-byte line arrives in pieces no longer than 64 KiB.
+    let pieces: Vec<&str> = text.lines().filter(|l| l.contains("xxxx")).collect();
+    assert_eq!(pieces.len(), 4, "200000 = 3 × 65536 + 3392");
+    assert!(pieces.iter().all(|l| l.len() <= 65536 + 64));
+    assert_eq!(
+        std::fs::read_to_string(&err).unwrap(),
+        format!("{today} [slot 0 pid {pid}] oops\n")
+    );
+    // logrotate: move the file away, USR1, and new lines go to a new file.
+    std::fs::rename(&out, rrb.dir.path().join("out.log.1")).unwrap();
+    rrb.signal(libc::SIGUSR1);
+    rrb.wait_for_log("reopened", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("tick")
+    {
+        assert!(Instant::now() < deadline, "nothing in the reopened file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, "listen = [\"127.0.0.1:0\"]\nworkers = 2\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A stale pid file (a master that crashed) is taken over.
+    let state = dir.path().join("rrbalancer");
+    std::fs::create_dir_all(&state).unwrap();
+    let (code, out, err) = run(&["start", "--daemon"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("started in the background: pid "), "{out}");
+    let pid: i32 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .expect(&out);
+    let guard = KillOnDrop(pid);
+    let addr = out
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(http_get(&addr).unwrap().contains("handled by worker"));
+    let workers = common::children_of(pid);
+    assert_eq!(workers.len(), 2);
+    // Detached: its own session, not our child.
+    let (ppid, _) = common::stat_of(pid).unwrap();
+    assert_ne!(ppid, std::process::id() as i32);
+    let (code, _, err) = run(&["start", "--daemon"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "already running with this configuration (pid {pid},"
+        )),
+        "{err}"
+    );
+    let (code, out, err) = run(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!alive(pid), "stop waits for the master");
+    for w in workers {
+        assert!(!alive(w));
+    }
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|name| name.ends_with(".log")),
+        "pid file and socket removed: {left:?}"
+    );
+    // A stale pid file left by a killed master does not block the next start.
+    let pidfile = state.join(left[0].replace(".log", ".pid"));
+    std::fs::write(&pidfile, "999999\n").unwrap();
+    let (code, out, err) = run(&["start", "--daemon"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid2: i32 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let _guard2 = KillOnDrop(pid2);
+    assert_eq!(run(&["stop"]).0, 0);
+    drop(guard);
+}
+
+/// Kills a detached master (and its workers, via PDEATHSIG) if the test fails midway.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            // SAFETY: signalling the master this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
