@@ -10,7 +10,9 @@
 //! The layout follows the architecture:
 //!
 //! - [`cli`] → [`config`] → `master` (the event loop: listeners, dispatch, channels, fleet,
-//!   restart policy, signals);
+//!   restart policy, reload and scaling, control socket, captured output, signals);
+//! - [`control`]: what `status`/`reload`/`scale`/`stop` send to a running master; `client`
+//!   sends it and shows the answer;
 //! - [`protocol`]: the wire format of the worker channel, shared by both sides;
 //! - [`worker`]: the library a Rust worker uses; [`demo_worker`] is one;
 //! - `sys`: every `unsafe` block and raw fd.

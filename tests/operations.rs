@@ -454,12 +454,7 @@ fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
     let (code, out, err) = run(&["start", "--daemon"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("started in the background: pid "), "{out}");
-    let pid: i32 = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.parse().ok())
-        .expect(&out);
+    let pid = started_pid(&out);
     let guard = KillOnDrop(pid);
     let addr = out
         .split("listening on ")
@@ -501,15 +496,19 @@ fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
     std::fs::write(&pidfile, "999999\n").unwrap();
     let (code, out, err) = run(&["start", "--daemon"]);
     assert_eq!(code, 0, "{out}{err}");
-    let pid2: i32 = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let pid2 = started_pid(&out);
     let _guard2 = KillOnDrop(pid2);
     assert_eq!(run(&["stop"]).0, 0);
     drop(guard);
+}
+
+/// The pid in "started in the background: pid N, …".
+fn started_pid(out: &str) -> i32 {
+    out.split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"))
 }
 
 /// Kills a detached master (and its workers, via PDEATHSIG) if the test fails midway.

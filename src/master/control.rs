@@ -53,6 +53,18 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
     }
 }
 
+/// Creates the directory that will hold `path`, private to our user (0700) if we create it.
+fn create_private_dir(path: &Path) -> Result<(), ControlError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir)),
+        _ => Ok(()),
+    }
+}
+
 /// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
 /// stale file from a crashed one does not, so it is simply taken over.
 #[derive(Debug)]
@@ -63,13 +75,7 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn acquire(path: &Path) -> Result<PidFile, ControlError> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
-        }
+        create_private_dir(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -126,13 +132,7 @@ pub struct Control {
 
 impl Control {
     pub fn bind(path: &Path) -> Result<Control, ControlError> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
-        }
+        create_private_dir(path)?;
         // We hold the pid file's lock, so a socket file here is a dead master's.
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(path)(e)),
