@@ -5,22 +5,36 @@
 #   scripts/demo.sh                      # 10 requests, round-robin, built-in demo workers
 #   scripts/demo.sh -n 20 -p none        # shared-listener mode: the kernel picks
 #   scripts/demo.sh -c config/python.toml
+#   scripts/demo.sh -c config/node-child.toml     # seeds-style Node worker (handle passing)
+#   scripts/demo.sh -c config/node-cluster.toml   # an unmodified Node cluster app
+#   scripts/demo.sh -N                            # both Node demos, rr then none
 #
 # Options: -n COUNT (10), -p rr|none (the config's), -w WORKERS (the config's, else 3),
-# -c CONFIG (embedded default). Binds 127.0.0.1 on a free port. Needs curl.
+# -c CONFIG (embedded default), -N (the Node demos). Binds 127.0.0.1 on a free port. Needs curl
+# (and node for the Node demos).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-count=10 policy="" workers="" config=""
-while getopts "n:p:w:c:h" opt; do
+count=10 policy="" workers="" config="" node=""
+while getopts "n:p:w:c:Nh" opt; do
   case "$opt" in
     n) count=$OPTARG ;;
     p) policy=$OPTARG ;;
     w) workers=$OPTARG ;;
     c) config=$OPTARG ;;
-    *) sed -n '2,11p' "$0"; exit 2 ;;
+    N) node=1 ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
   esac
 done
+if [ -n "$node" ]; then
+  for c in config/node-child.toml config/node-cluster.toml; do
+    for p in rr none; do
+      echo "=== $c, sched_policy=$p"
+      "$0" -n "$count" -p "$p" -c "$c"
+    done
+  done
+  exit 0
+fi
 command -v curl >/dev/null || { echo "demo.sh needs curl (apt-get install -y curl)" >&2; exit 1; }
 
 cargo build --release --quiet

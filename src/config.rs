@@ -60,6 +60,17 @@ impl FromStr for SchedPolicy {
 pub enum Protocol {
     /// rrbalancer's own seqpacket protocol (`docs/PROTOCOL.md`).
     Native,
+    /// Node's `child_process` IPC: each connection arrives as `process.on('message', (m,
+    /// socket) => …)`.
+    Node,
+    /// Node's `cluster` protocol: rrbalancer is the primary of an unmodified cluster app.
+    NodeCluster,
+}
+
+impl Protocol {
+    pub fn is_node(self) -> bool {
+        matches!(self, Protocol::Node | Protocol::NodeCluster)
+    }
 }
 
 /// When a started worker counts as ready.
@@ -70,6 +81,9 @@ pub enum Readiness {
     Message,
     /// `ready_delay` after it starts (for programs that speak no protocol).
     Delay,
+    /// As soon as it is started (`protocol = "node"`: Node buffers what arrives before the
+    /// script's top level has run, so its `message` listener sees everything).
+    Start,
 }
 
 /// One address to listen on.
@@ -246,12 +260,39 @@ pub struct FileWorker {
     pub protocol: Protocol,
     /// Sockets a worker may hold un-acked; a worker with a full window is skipped.
     pub max_unacked: Spanned<usize>,
-    /// `"message"`: ready when it says so; `"delay"`: `ready_delay` after it starts.
-    pub ready: Readiness,
+    /// `"message"`: ready when it says so; `"delay"`: `ready_delay` after it starts;
+    /// `"start"`: at once. Default: "start" for `node`, "message" otherwise.
+    pub ready: Option<Spanned<Readiness>>,
     /// With `ready = "delay"`: how long after start a worker counts as ready.
     pub ready_delay: HumanDuration,
     /// A worker not ready this long after start is killed; it counts as a failed start.
     pub ready_timeout: HumanDuration,
+    /// `[worker.node]`: the messages of the Node protocols.
+    pub node: FileNode,
+}
+
+/// `[worker.node]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileNode {
+    /// The message each connection comes with (`process.on('message', (m, socket))`).
+    pub socket_message: toml::Value,
+    /// The message the listening server comes with in `none` mode.
+    pub server_message: toml::Value,
+    /// The user message that means "leaving" (the seeds' `{act: 'suicide'}`).
+    pub leaving_message: toml::Value,
+}
+
+impl Default for FileNode {
+    fn default() -> Self {
+        let mut suicide = toml::Table::new();
+        suicide.insert("act".into(), "suicide".into());
+        FileNode {
+            socket_message: "socket".into(),
+            server_message: "server".into(),
+            leaving_message: toml::Value::Table(suicide),
+        }
+    }
 }
 
 impl Default for FileWorker {
@@ -263,9 +304,10 @@ impl Default for FileWorker {
             cwd: None,
             protocol: Protocol::Native,
             max_unacked: Spanned::new(0..0, 128),
-            ready: Readiness::Message,
+            ready: None,
             ready_delay: HumanDuration(Duration::from_secs(1)),
             ready_timeout: HumanDuration(Duration::from_secs(30)),
+            node: FileNode::default(),
         }
     }
 }
@@ -378,6 +420,15 @@ pub struct WorkerConfig {
     pub ready: Readiness,
     pub ready_delay: Duration,
     pub ready_timeout: Duration,
+    pub node: NodeMessages,
+}
+
+/// The messages of the Node protocols, as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeMessages {
+    pub socket: serde_json::Value,
+    pub server: serde_json::Value,
+    pub leaving: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -631,6 +682,28 @@ pub fn validate(
         min_uptime: file.restart.min_uptime.0,
     };
 
+    let protocol = file.worker.protocol;
+    let ready = match file.worker.ready {
+        None if protocol == Protocol::Node => Readiness::Start,
+        None => Readiness::Message,
+        Some(r) if *r.get_ref() == Readiness::Start && protocol != Protocol::Node => {
+            return Err(invalid(
+                r.span(),
+                "worker.ready",
+                "\"start\" needs protocol = \"node\" (other workers say when they are ready; \
+                 use \"delay\" for a program that does not)"
+                    .into(),
+            ));
+        }
+        Some(r) => r.into_inner(),
+    };
+    let json = |v: toml::Value| serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+    let node = NodeMessages {
+        socket: json(file.worker.node.socket_message),
+        server: json(file.worker.node.server_message),
+        leaving: json(file.worker.node.leaving_message),
+    };
+
     let relative = |p: PathBuf| match dir {
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p,
@@ -671,9 +744,10 @@ pub fn validate(
             cwd,
             protocol: file.worker.protocol,
             max_unacked,
-            ready: file.worker.ready,
+            ready,
             ready_delay: file.worker.ready_delay.0,
             ready_timeout: file.worker.ready_timeout.0,
+            node,
         },
         kill_timeout: file.shutdown.kill_timeout.0,
         restart,

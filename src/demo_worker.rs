@@ -366,7 +366,9 @@ impl Server {
         if self.max_requests > 0 && self.served >= self.max_requests && !self.stopping {
             info!("served {} requests; leaving", self.served);
             if let Some(channel) = self.channel.as_mut() {
-                let _ = channel.leaving();
+                if let Err(e) = channel.leaving() {
+                    warn!("cannot tell the master we are leaving: {e}");
+                }
             }
             self.begin_stop();
         }

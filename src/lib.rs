@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod demo_worker;
 mod master;
+pub mod node_ipc;
 pub mod protocol;
 mod sys;
 pub mod worker;

@@ -36,7 +36,6 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Creates a connected `SOCK_STREAM` pair, both ends close-on-exec.
-#[cfg(test)]
 pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(socketpair(
         AddressFamily::Unix,

@@ -128,7 +128,7 @@ fn nodejs_issue_3551_workers_leaving_every_50_requests_lose_nothing() {
     assert_eq!(failed, 0, "failed requests: {messages:?}");
     assert_eq!(ok, 5_000);
     assert!(rrb.count_log("worker leaving") >= 90, "workers really left");
-    assert_eq!(rrb.count_log("exited unasked"), 0);
+    assert_eq!(rrb.count_log("exited unasked"), 0, "{:#?}", rrb.log());
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use super::node::NodeWire;
 use crate::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, Peer, ProtocolError, WorkerMessage,
 };
@@ -26,6 +27,8 @@ pub struct Handoff {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     Message(WorkerMessage),
+    /// Something worth a log line, nothing to act on (a Node worker's own messages).
+    Note(String),
     /// The worker closed its end (or died).
     Closed,
     /// Garbage: the worker is to be replaced.
@@ -58,9 +61,25 @@ pub struct Channel {
     recv_buf: Box<[u8]>,
     recv_cmsg: Vec<u8>,
     stray_fds: Vec<OwnedFd>,
+    /// Node's IPC instead of the native protocol (`protocol = "node"`/`"node-cluster"`).
+    node: Option<Box<NodeWire>>,
+    /// Connections the worker gave back (a Node cluster worker's `accepted: false`).
+    returned: Vec<Handoff>,
 }
 
 impl Channel {
+    /// A channel that speaks Node's IPC over a stream socket pair.
+    pub fn node(socket: OwnedFd, window: usize, wire: NodeWire) -> io::Result<Channel> {
+        let mut channel = Channel::new(socket, window)?;
+        channel.node = Some(Box::new(wire));
+        Ok(channel)
+    }
+
+    /// Connections the worker refused, for someone else.
+    pub fn take_returned(&mut self) -> std::vec::Drain<'_, Handoff> {
+        self.returned.drain(..)
+    }
+
     /// Wraps the master's end of a fresh channel (made non-blocking here).
     pub fn new(socket: OwnedFd, window: usize) -> io::Result<Channel> {
         sys::set_nonblocking(socket.as_fd(), true)?;
@@ -74,6 +93,8 @@ impl Channel {
             recv_buf: vec![0; MAX_MESSAGE_LEN].into_boxed_slice(),
             recv_cmsg: vec![0; sys::cmsg_space(4)],
             stray_fds: Vec::new(),
+            node: None,
+            returned: Vec::new(),
         })
     }
 
@@ -98,12 +119,22 @@ impl Channel {
 
     /// Whether anything waits to be sent.
     pub fn wants_flush(&self) -> bool {
-        !self.outbox.is_empty() || self.stop_pending
+        !self.outbox.is_empty()
+            || self.stop_pending
+            || self.node.as_ref().is_some_and(|n| n.wants_flush())
     }
 
     /// Sends what is queued: sockets in batches of up to [`MAX_FDS_PER_MESSAGE`] per message,
     /// then `stop` if asked. Sent sockets move to the un-acked window.
     pub fn flush(&mut self) -> Flush {
+        if let Some(node) = &mut self.node {
+            return node.flush(
+                self.socket.as_fd(),
+                &mut self.outbox,
+                &mut self.unacked,
+                &mut self.stop_pending,
+            );
+        }
         while !self.outbox.is_empty() {
             let n = self.outbox.len().min(MAX_FDS_PER_MESSAGE);
             self.batch.clear();
@@ -138,34 +169,28 @@ impl Channel {
     /// Reads every message waiting on the channel (until `WouldBlock`), applying acks here and
     /// reporting the rest into `out`. Stops at the first violation or at end of stream.
     pub fn read(&mut self, out: &mut Vec<Incoming>) {
+        if let Some(node) = &mut self.node {
+            return node.read(
+                self.socket.as_fd(),
+                &mut self.unacked,
+                &mut self.returned,
+                out,
+            );
+        }
         loop {
-            let received = sys::recv_with_fds(
+            let received = match receive(
                 self.socket.as_fd(),
                 &mut self.recv_buf,
                 &mut self.stray_fds,
                 &mut self.recv_cmsg,
-                true,
-            );
-            let received = match received {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    out.push(Incoming::Closed);
+            ) {
+                Received::Data(r) => r,
+                Received::Nothing => return,
+                Received::End(incoming) => {
+                    out.push(incoming);
                     return;
                 }
             };
-            if !self.stray_fds.is_empty() || received.fds_truncated {
-                self.stray_fds.clear(); // closes them: a worker has no business sending fds
-                out.push(Incoming::Violation(
-                    "sent file descriptors to the master".into(),
-                ));
-                return;
-            }
-            if received.len == 0 {
-                out.push(Incoming::Closed);
-                return;
-            }
             if received.data_truncated {
                 out.push(Incoming::Violation(format!(
                     "sent a message longer than {MAX_MESSAGE_LEN} bytes"
@@ -201,13 +226,61 @@ impl Channel {
 
     /// Every socket this worker had not acked, oldest first, for someone else to serve.
     pub fn take_unacked(&mut self) -> impl Iterator<Item = Handoff> + '_ {
-        self.unacked.drain(..).chain(self.outbox.drain(..))
+        self.returned
+            .drain(..)
+            .chain(self.unacked.drain(..))
+            .chain(self.outbox.drain(..))
     }
 }
 
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+}
+
+/// One receive from a worker's channel.
+pub(super) enum Received {
+    /// Bytes (never 0) and no fds.
+    Data(sys::Received),
+    /// Nothing waits (`WouldBlock`).
+    Nothing,
+    /// The channel is done: closed, broken, or the worker sent fds (which are closed).
+    End(Incoming),
+}
+
+/// Receives once from `socket`, retrying on `EINTR`. A worker has no business sending fds.
+pub(super) fn receive(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    stray_fds: &mut Vec<OwnedFd>,
+    cmsg: &mut [u8],
+) -> Received {
+    let mut resets = 0;
+    loop {
+        let received = match sys::recv_with_fds(socket, buf, stray_fds, cmsg, true) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A worker that exits with messages of ours unread makes the kernel report
+            // ECONNRESET once, *before* the messages it sent last (its `leaving`, its acks).
+            // Those decide what happens next: read on.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && resets == 0 => {
+                resets += 1;
+                continue;
+            }
+            Err(_) => return Received::End(Incoming::Closed),
+        };
+        if !stray_fds.is_empty() || received.fds_truncated {
+            stray_fds.clear(); // closes them
+            return Received::End(Incoming::Violation(
+                "sent file descriptors to the master".into(),
+            ));
+        }
+        if received.len == 0 {
+            return Received::End(Incoming::Closed);
+        }
+        return Received::Data(received);
     }
 }
 
@@ -277,6 +350,28 @@ mod tests {
         ch.read(&mut out);
         assert_eq!(out, [Incoming::Message(WorkerMessage::Ack(2))]);
         assert_eq!(ch.in_flight(), 1);
+    }
+
+    #[test]
+    fn last_words_are_read_even_when_the_worker_died_with_our_messages_unread() {
+        // The kernel reports ECONNRESET first in this case; `leaving` must still come through.
+        let (mut ch, worker) = pair(8);
+        let (h, _p) = handoff();
+        ch.assign(h);
+        assert!(matches!(ch.flush(), Flush::Done));
+        send(&worker, "leaving\n");
+        drop(worker); // exits with our `conn` unread
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        assert_eq!(
+            out,
+            [Incoming::Message(WorkerMessage::Leaving), Incoming::Closed]
+        );
+        assert_eq!(
+            ch.take_unacked().count(),
+            1,
+            "the unread one goes to another"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,10 @@ use slab::Slab;
 
 use super::channel::Channel;
 use super::listeners::Listener;
+use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
 use super::restart::RestartTracker;
-use crate::config::{Config, SchedPolicy};
+use crate::config::{Config, Protocol, SchedPolicy};
 use crate::sys;
 
 /// A worker's place in its life.
@@ -257,6 +258,31 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// The master's end of a new worker's channel, speaking the configured protocol.
+fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
+    let window = config.worker.max_unacked;
+    let protocol = config.worker.protocol;
+    if !protocol.is_node() {
+        return Channel::new(socket, window);
+    }
+    let shared = listeners
+        .iter()
+        .map(|l| {
+            Ok(SharedListener {
+                fd: l.as_fd().try_clone_to_owned()?,
+                addr: l.local.parse().ok(),
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let wire = NodeWire::new(
+        protocol == Protocol::NodeCluster,
+        config.sched_policy == SchedPolicy::None,
+        config.worker.node.clone(),
+        shared,
+    );
+    Channel::node(socket, window, wire)
+}
+
 /// Starts a worker for `slot` and returns its record. In `none` mode it inherits the listeners
 /// at fd 3… (socket activation); its channel comes right after them.
 pub fn spawn(
@@ -268,10 +294,17 @@ pub fn spawn(
     capture: [bool; 2],
     now: Instant,
 ) -> io::Result<Worker> {
-    let (master_end, worker_end) = sys::seqpacket_pair()?;
+    let protocol = config.worker.protocol;
+    let (master_end, worker_end) = if protocol.is_node() {
+        sys::stream_pair()? // Node's IPC is a byte stream
+    } else {
+        sys::seqpacket_pair()?
+    };
     let shared = config.sched_policy == SchedPolicy::None;
+    // Node workers get the listeners as handles over the channel, not as inherited fds.
+    let activation = shared && !protocol.is_node();
     let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
-    if shared {
+    if activation {
         inherit.extend(listeners.iter().map(|l| l.as_fd()));
     }
     let channel_fd = sys::FIRST_INHERITED_FD + inherit.len() as i32;
@@ -282,7 +315,15 @@ pub fn spawn(
     set("RRB_CHANNEL_FD", channel_fd.to_string());
     set("RRB_WORKER_ID", slot.to_string());
     set("RRB_WORKERS", slots.to_string());
-    if shared {
+    if protocol.is_node() {
+        set("NODE_CHANNEL_FD", channel_fd.to_string());
+        set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
+    }
+    if protocol == Protocol::NodeCluster {
+        // `cluster.isWorker`; Node's worker ids start at 1.
+        set("NODE_UNIQUE_ID", (slot + 1).to_string());
+    }
+    if activation {
         set("LISTEN_FDS", listeners.len().to_string());
         let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
         set("LISTEN_FDNAMES", names.join(":"));
@@ -302,7 +343,7 @@ pub fn spawn(
         env: &env,
         cwd: config.worker.cwd.as_deref(),
         inherit: &inherit,
-        listen_pid: shared,
+        listen_pid: activation,
         stdout: stdio(capture[0]),
         stderr: stdio(capture[1]),
     })?;
@@ -325,9 +366,10 @@ pub fn spawn(
         pid: Pid::from_raw(child.id() as i32),
         slot,
         state: State::Starting,
-        channel: Some(Channel::new(master_end, config.worker.max_unacked)?),
+        channel: Some(channel(config, master_end, listeners)?),
         started: now,
-        spoke: false,
+        // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
+        spoke: protocol.is_node(),
         kill_at: None,
         handed: 0,
         channel_closed_check: None,

@@ -16,6 +16,7 @@ mod control;
 mod dispatch;
 mod fleet;
 mod listeners;
+mod node;
 mod output;
 mod reload;
 mod restart;
@@ -117,7 +118,9 @@ pub fn run(
         .map(|addr| Listener::bind(addr, config.backlog))
         .collect::<Result<Vec<_>, _>>()?;
     for l in &listeners {
-        if config.sched_policy == SchedPolicy::None {
+        // Socket-activation servers expect a blocking listener (systemd hands them one); Node
+        // (libuv) expects a non-blocking one and would block its event loop in accept().
+        if config.sched_policy == SchedPolicy::None && !config.worker.protocol.is_node() {
             l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
         }
         info!("listening on {}", l.local);
@@ -386,6 +389,18 @@ impl Master {
         if readable {
             let mut incoming = std::mem::take(&mut self.incoming);
             channel.read(&mut incoming);
+            // Refused connections (Node's `accepted: false`) are first in line for another.
+            let mut refused = 0;
+            for handoff in channel.take_returned().rev() {
+                self.backlog.push_front(handoff);
+                refused += 1;
+            }
+            if refused > 0 {
+                debug!(
+                    "pid={} refused {refused} connection(s); handing them to another",
+                    worker.pid
+                );
+            }
             for message in incoming.drain(..) {
                 self.on_incoming(key, message);
             }
@@ -408,6 +423,10 @@ impl Master {
                     WorkerMessage::Ack(_) => {}
                     WorkerMessage::Leaving => self.on_leaving(key),
                 }
+            }
+            Incoming::Note(note) => {
+                worker.spoke = true;
+                info!("worker slot={slot} pid={pid}: {note}");
             }
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {

@@ -116,6 +116,12 @@ impl Master {
         if config.control != self.config.control {
             warn!("reload: `[control]` changed; that needs a restart, keeping the current paths");
         }
+        if config.worker.protocol != self.config.worker.protocol {
+            warn!(
+                "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
+            );
+        }
+        config.worker.protocol = self.config.worker.protocol;
         config.listen = self.config.listen.clone();
         config.sched_policy = self.config.sched_policy;
         config.policy_source = self.config.policy_source;
@@ -279,8 +285,7 @@ impl Master {
     /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
     /// `ready_timeout` is killed and counts as a failed start.
     pub(super) fn check_readiness(&mut self, now: Instant) {
-        let delay = (self.config.worker.ready == crate::config::Readiness::Delay)
-            .then_some(self.config.worker.ready_delay);
+        let delay = self.ready_after();
         let timeout = self.config.worker.ready_timeout;
         let mut ready = Vec::new();
         let mut late = Vec::new();
@@ -310,10 +315,18 @@ impl Master {
         }
     }
 
+    /// How long after its start a worker counts as ready without saying so, if at all.
+    fn ready_after(&self) -> Option<std::time::Duration> {
+        match self.config.worker.ready {
+            crate::config::Readiness::Message => None,
+            crate::config::Readiness::Delay => Some(self.config.worker.ready_delay),
+            crate::config::Readiness::Start => Some(std::time::Duration::ZERO),
+        }
+    }
+
     /// The nearest readiness deadline of a starting worker.
     pub(super) fn next_readiness_deadline(&self) -> Option<Instant> {
-        let delay = (self.config.worker.ready == crate::config::Readiness::Delay)
-            .then_some(self.config.worker.ready_delay);
+        let delay = self.ready_after();
         let timeout = self.config.worker.ready_timeout;
         let wait = delay.map_or(timeout, |d| d.min(timeout));
         self.fleet

@@ -1,0 +1,25 @@
+// A textbook Node.js cluster app, unchanged: run it with `node cluster_app.js` and Node's own
+// primary forks the workers; run it under rrbalancer (config/node-cluster.toml) and rrbalancer
+// is the primary: `cluster.isPrimary` is false in every process it starts.
+'use strict';
+const cluster = require('cluster');
+const http = require('http');
+const os = require('os');
+
+const port = Number(process.env.PORT) || 3000;
+
+if (cluster.isPrimary) {
+  const n = Number(process.env.WORKERS) || os.availableParallelism();
+  console.log(`primary ${process.pid}: forking ${n} workers`);
+  for (let i = 0; i < n; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    console.log(`worker ${worker.process.pid} died (${signal || code}); forking a new one`);
+    cluster.fork();
+  });
+} else {
+  http
+    .createServer((req, res) => {
+      res.end(`handled by worker ${cluster.worker.id}, pid ${process.pid}\n`);
+    })
+    .listen(port);
+}

@@ -1,0 +1,490 @@
+//! The master's side of Node's IPC (`protocol = "node"` and `"node-cluster"`): what goes
+//! where on a worker's channel. The codec is [`crate::node_ipc`]; the shared bookkeeping (outbox,
+//! un-acked window) is the [`Channel`](super::channel::Channel)'s.
+//!
+//! Ownership of a connection passes on `NODE_HANDLE_ACK` for child_process workers, and on the
+//! cluster's `accepted: true` for cluster workers (a worker that answers `accepted: false` gives
+//! it back, and it goes to another worker). Until then the master keeps its copy, so a Node
+//! worker's death loses nothing it had not taken — the same promise as the native protocol.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde_json::{Value, json};
+
+use super::channel::{Flush, Handoff, Incoming, Received, receive};
+use crate::config::NodeMessages;
+use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
+use crate::protocol::WorkerMessage;
+use crate::sys;
+
+/// NACKs of one handle before the worker is called broken (Node gives up after 3 too).
+const MAX_NACKS: u32 = 3;
+/// Bytes read per `recvmsg`.
+const READ_CHUNK: usize = 64 * 1024;
+/// uv's `UV_ENOTSUP`, the errno a `queryServer` we cannot serve is refused with.
+const UV_ENOTSUP: i64 = -95;
+
+/// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
+#[derive(Debug)]
+pub struct SharedListener {
+    pub fd: OwnedFd,
+    /// `None` for a Unix socket.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Which handle waits for its `NODE_HANDLE_ACK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlight {
+    /// The newest connection in the un-acked window.
+    Conn,
+    /// Listener `i`.
+    Listener(usize),
+}
+
+/// A line to send, with the listener whose fd rides along, if any.
+#[derive(Debug)]
+struct Line {
+    bytes: Vec<u8>,
+    listener: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct NodeWire {
+    cluster: bool,
+    /// `none` mode: workers get the listeners themselves.
+    shared: bool,
+    messages: NodeMessages,
+    listeners: Vec<SharedListener>,
+    reader: LineReader,
+    parsed: Vec<Value>,
+    recv_buf: Box<[u8]>,
+    recv_cmsg: Vec<u8>,
+    stray_fds: Vec<OwnedFd>,
+    cmsg: Vec<u8>,
+    /// Our `seq` counter for cluster messages.
+    seq: u64,
+    /// Lines waiting to be sent (replies; listener handles).
+    queue: VecDeque<Line>,
+    /// The unsent tail of a line already started.
+    partial: Vec<u8>,
+    in_flight: Option<InFlight>,
+    /// The line of the handle in flight, to send again on NACK.
+    in_flight_line: Vec<u8>,
+    nacks: u32,
+    /// The connection in flight was NACKed: send its line again with the newest un-acked fd.
+    resend_conn: bool,
+    /// Cluster: the `seq` of each `newconn` in the un-acked window, in the same order.
+    awaiting: VecDeque<u64>,
+    /// Cluster, round-robin: the keys of the worker's servers, in `queryServer` order.
+    servers: Vec<String>,
+    stop_sent: bool,
+}
+
+impl NodeWire {
+    pub fn new(
+        cluster: bool,
+        shared: bool,
+        messages: NodeMessages,
+        listeners: Vec<SharedListener>,
+    ) -> NodeWire {
+        let mut wire = NodeWire {
+            cluster,
+            shared,
+            messages,
+            listeners,
+            reader: LineReader::default(),
+            parsed: Vec::new(),
+            recv_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            recv_cmsg: vec![0; sys::cmsg_space(4)],
+            stray_fds: Vec::new(),
+            cmsg: Vec::with_capacity(sys::cmsg_space(1)),
+            seq: 0,
+            queue: VecDeque::new(),
+            partial: Vec::new(),
+            in_flight: None,
+            in_flight_line: Vec::new(),
+            nacks: 0,
+            resend_conn: false,
+            awaiting: VecDeque::new(),
+            servers: Vec::new(),
+            stop_sent: false,
+        };
+        if shared && !cluster {
+            // A child_process worker gets each listener once, as a net.Server (seed 001).
+            for i in 0..wire.listeners.len() {
+                let bytes = node_ipc::handle(HandleType::Server, &wire.messages.server);
+                wire.queue.push_back(Line {
+                    bytes,
+                    listener: Some(i),
+                });
+            }
+        }
+        wire
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    pub fn wants_flush(&self) -> bool {
+        !self.queue.is_empty() || !self.partial.is_empty() || self.resend_conn
+    }
+
+    /// Sends what waits: the unsent tail, queued lines, then — one handle at a time — the
+    /// next connection; `stop` last.
+    pub fn flush(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        outbox: &mut VecDeque<Handoff>,
+        unacked: &mut VecDeque<Handoff>,
+        stop_pending: &mut bool,
+    ) -> Flush {
+        loop {
+            if !self.partial.is_empty() {
+                match send(socket, &self.partial, None, &mut self.cmsg) {
+                    Ok(n) => {
+                        self.partial.drain(..n);
+                        continue;
+                    }
+                    Err(e) => return blocked_or_broken(e),
+                }
+            }
+            if self.resend_conn {
+                let Some(handoff) = unacked.back() else {
+                    self.resend_conn = false;
+                    continue;
+                };
+                let fd = Some(handoff.socket.as_fd());
+                match send(socket, &self.in_flight_line, fd, &mut self.cmsg) {
+                    Ok(n) => {
+                        self.resend_conn = false;
+                        self.partial.extend_from_slice(&self.in_flight_line[n..]);
+                        continue;
+                    }
+                    Err(e) => return blocked_or_broken(e),
+                }
+            }
+            // Plain lines go at any time; a handle only when none is in flight.
+            let ready_line = matches!(
+                self.queue.front(),
+                Some(line) if line.listener.is_none() || self.in_flight.is_none()
+            );
+            if ready_line {
+                let line = self.queue.pop_front().expect("checked");
+                let fd = line.listener.map(|i| self.listeners[i].fd.as_fd());
+                match send(socket, &line.bytes, fd, &mut self.cmsg) {
+                    Ok(n) => {
+                        if let Some(i) = line.listener {
+                            self.in_flight = Some(InFlight::Listener(i));
+                            self.in_flight_line.clone_from(&line.bytes);
+                            self.nacks = 0;
+                        }
+                        self.partial.extend_from_slice(&line.bytes[n..]);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.queue.push_front(line);
+                        return blocked_or_broken(e);
+                    }
+                }
+            }
+            if self.in_flight.is_none() && !outbox.is_empty() {
+                let Some(bytes) = self.conn_line(outbox.front().map_or(0, |h| h.listener)) else {
+                    return Flush::Done; // cluster worker with no server yet: hold it
+                };
+                let handoff = outbox.pop_front().expect("checked");
+                match send(socket, &bytes, Some(handoff.socket.as_fd()), &mut self.cmsg) {
+                    Ok(n) => {
+                        self.in_flight = Some(InFlight::Conn);
+                        self.partial.extend_from_slice(&bytes[n..]);
+                        self.in_flight_line = bytes;
+                        self.nacks = 0;
+                        unacked.push_back(handoff);
+                        continue;
+                    }
+                    Err(e) => {
+                        if self.cluster {
+                            self.awaiting.pop_back();
+                            self.seq -= 1;
+                        }
+                        outbox.push_front(handoff);
+                        return blocked_or_broken(e);
+                    }
+                }
+            }
+            if *stop_pending && outbox.is_empty() && self.in_flight.is_none() && !self.stop_sent {
+                self.stop_sent = true;
+                *stop_pending = false;
+                if self.cluster {
+                    let seq = self.next_seq();
+                    let bytes = node_ipc::encode(&node_ipc::disconnect(seq));
+                    self.queue.push_back(Line {
+                        bytes,
+                        listener: None,
+                    });
+                    continue;
+                }
+                // child_process: what `subprocess.disconnect()` does — the worker sees its
+                // channel end and exits once its work is done. We keep reading its acks.
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    nix::sys::socket::Shutdown::Write,
+                );
+            }
+            return Flush::Done;
+        }
+    }
+
+    /// The line that carries a connection from listener `listener`, or `None` when a cluster
+    /// worker has no server to give it to yet.
+    fn conn_line(&mut self, listener: usize) -> Option<Vec<u8>> {
+        if !self.cluster {
+            return Some(node_ipc::handle(HandleType::Socket, &self.messages.socket));
+        }
+        let key = self
+            .servers
+            .get(listener)
+            .or_else(|| self.servers.first())?
+            .clone();
+        let seq = self.next_seq();
+        self.awaiting.push_back(seq);
+        Some(node_ipc::handle(
+            HandleType::Native,
+            &node_ipc::newconn(&key, seq),
+        ))
+    }
+
+    /// Reads what the worker said; `returned` gets connections it refused.
+    pub fn read(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        unacked: &mut VecDeque<Handoff>,
+        returned: &mut Vec<Handoff>,
+        out: &mut Vec<Incoming>,
+    ) {
+        loop {
+            let received = match receive(
+                socket,
+                &mut self.recv_buf,
+                &mut self.stray_fds,
+                &mut self.recv_cmsg,
+            ) {
+                Received::Data(r) => r,
+                Received::Nothing => return,
+                Received::End(incoming) => {
+                    out.push(incoming);
+                    return;
+                }
+            };
+            let mut parsed = std::mem::take(&mut self.parsed);
+            let fed = self
+                .reader
+                .feed(&self.recv_buf[..received.len], &mut parsed);
+            let mut violation = None;
+            for value in parsed.drain(..) {
+                if violation.is_none() {
+                    violation = self.on_message(value, unacked, returned, out).err();
+                }
+            }
+            self.parsed = parsed;
+            if let Some(violation) = violation {
+                out.push(Incoming::Violation(violation));
+                return;
+            }
+            if let Err(e) = fed {
+                out.push(Incoming::Violation(format!("not Node IPC: {e}")));
+                return;
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        value: Value,
+        unacked: &mut VecDeque<Handoff>,
+        returned: &mut Vec<Handoff>,
+        out: &mut Vec<Incoming>,
+    ) -> Result<(), String> {
+        match node_ipc::classify(value) {
+            FromWorker::HandleAck => match self.in_flight.take() {
+                Some(InFlight::Conn) if !self.cluster => {
+                    // Dropping it closes the master's copy; the worker holds its own.
+                    unacked.pop_back();
+                    out.push(Incoming::Message(WorkerMessage::Ack(1)));
+                }
+                Some(InFlight::Listener(i)) => {
+                    let addr = self.listeners[i]
+                        .addr
+                        .map_or("unix".into(), |a| a.to_string());
+                    out.push(Incoming::Note(format!("took the listening socket {addr}")));
+                }
+                Some(InFlight::Conn) => {} // a cluster worker answers `accepted` next
+                None => return Err("NODE_HANDLE_ACK with no handle in flight".into()),
+            },
+            FromWorker::HandleNack => {
+                if self.in_flight.is_none() {
+                    return Err("NODE_HANDLE_NACK with no handle in flight".into());
+                }
+                self.nacks += 1;
+                if self.nacks > MAX_NACKS {
+                    return Err(format!("refused the same handle {} times", self.nacks));
+                }
+                self.resend();
+            }
+            FromWorker::Handle => return Err("sent a NODE_HANDLE to the master".into()),
+            FromWorker::OtherInternal(cmd) => {
+                out.push(Incoming::Note(format!("internal message {cmd} ignored")))
+            }
+            FromWorker::Online => {}
+            FromWorker::QueryServer(query) => {
+                if !self.cluster {
+                    return Err("sent a cluster queryServer, but protocol is \"node\"".into());
+                }
+                self.on_query_server(query, out);
+            }
+            FromWorker::Listening => out.push(Incoming::Message(WorkerMessage::Ready)),
+            FromWorker::Close { key } => {
+                self.servers.retain(|k| *k != key);
+                if self.servers.is_empty() && !self.shared {
+                    // It closed its server: whatever we send now it would refuse.
+                    out.push(Incoming::Message(WorkerMessage::Leaving));
+                }
+            }
+            FromWorker::ExitedAfterDisconnect { seq } => {
+                let ack = node_ipc::ack(seq, self.next_seq());
+                self.queue.push_back(Line {
+                    bytes: node_ipc::encode(&ack),
+                    listener: None,
+                });
+                out.push(Incoming::Message(WorkerMessage::Leaving));
+            }
+            FromWorker::Accepted { ack, accepted } => {
+                let Some(i) = self.awaiting.iter().position(|&s| s == ack) else {
+                    return Err(format!("answered newconn {ack}, which it was not sent"));
+                };
+                self.awaiting.remove(i);
+                let Some(handoff) = unacked.remove(i) else {
+                    return Err("newconn bookkeeping out of step".into());
+                };
+                if accepted {
+                    drop(handoff);
+                    out.push(Incoming::Message(WorkerMessage::Ack(1)));
+                } else {
+                    // Node's primary does the same: give it to another worker.
+                    returned.push(handoff);
+                }
+            }
+            FromWorker::OtherCluster(v) => {
+                out.push(Incoming::Note(format!("cluster message ignored: {v}")))
+            }
+            FromWorker::User(v) => {
+                if v == self.messages.leaving {
+                    out.push(Incoming::Message(WorkerMessage::Leaving));
+                } else if v == json!("ready") {
+                    out.push(Incoming::Message(WorkerMessage::Ready));
+                } else {
+                    out.push(Incoming::Note(format!("message: {v}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// NACK: the fd did not arrive; send the same line with the same fd again.
+    fn resend(&mut self) {
+        let listener = match self.in_flight {
+            Some(InFlight::Listener(i)) => Some(i),
+            _ => None,
+        };
+        // Put it back at the front: `flush` sends it as a handle line. For a connection, the
+        // fd is the newest un-acked socket.
+        let bytes = std::mem::take(&mut self.in_flight_line);
+        match listener {
+            Some(i) => {
+                self.in_flight = None;
+                self.queue.push_front(Line {
+                    bytes,
+                    listener: Some(i),
+                });
+            }
+            None => {
+                self.in_flight_line = bytes;
+                self.resend_conn = true;
+            }
+        }
+    }
+
+    fn on_query_server(&mut self, query: node_ipc::QueryServer, out: &mut Vec<Incoming>) {
+        let key = query.key();
+        let udp = matches!(query.address_type.as_str(), "udp4" | "udp6");
+        let reply_seq = self.next_seq();
+        if udp || self.listeners.is_empty() {
+            let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
+            reply["errno"] = UV_ENOTSUP.into();
+            out.push(Incoming::Note(format!(
+                "refused a {} server: rrbalancer serves TCP and Unix listeners only",
+                query.address_type
+            )));
+            self.queue.push_back(Line {
+                bytes: node_ipc::encode(&reply),
+                listener: None,
+            });
+            return;
+        }
+        let index = self.servers.len().min(self.listeners.len() - 1);
+        self.servers.push(key.clone());
+        if self.shared {
+            let reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
+            self.queue.push_back(Line {
+                bytes: node_ipc::handle(HandleType::Native, &reply),
+                listener: Some(index),
+            });
+            return;
+        }
+        // Round-robin: no handle; `sockname` is what `server.address()` shows. It names the
+        // port the app asked for (Node checks it against the request), on our listener's IP.
+        let sockname = self.listeners[index].addr.map(|addr| {
+            let port = if query.port > 0 {
+                query.port
+            } else {
+                addr.port().into()
+            };
+            json!({
+                "address": addr.ip().to_string(),
+                "family": if addr.is_ipv4() { "IPv4" } else { "IPv6" },
+                "port": port,
+            })
+        });
+        let reply = node_ipc::query_server_reply(&key, query.seq, sockname, reply_seq);
+        self.queue.push_back(Line {
+            bytes: node_ipc::encode(&reply),
+            listener: None,
+        });
+    }
+}
+
+fn send(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+    cmsg: &mut Vec<u8>,
+) -> io::Result<usize> {
+    loop {
+        match sys::send_with_fds(socket, &[IoSlice::new(bytes)], fd, cmsg) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn blocked_or_broken(e: io::Error) -> Flush {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Flush::Blocked
+    } else {
+        Flush::Broken(e)
+    }
+}

@@ -1,0 +1,204 @@
+//! Node.js workers, unchanged, on real Node (`node` on PATH; CI also runs these on Node 18
+//! and 22): child_process handle passing (`protocol = "node"`) and the cluster primary
+//! (`protocol = "node-cluster"`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Rrb, alive, pid_of, repo, worker_id_of};
+
+fn script(name: &str) -> String {
+    repo().join("scripts/node").join(name).display().to_string()
+}
+
+fn child_config(workers: usize, policy: &str, extra_env: &str) -> String {
+    format!(
+        "workers = {workers}\nsched_policy = \"{policy}\"\n[worker]\nexec = \"node\"\nargs = [\"{}\"]\nprotocol = \"node\"\nenv = {{ {extra_env} }}\n[shutdown]\nkill_timeout = \"3s\"\n[restart]\nbackoff_initial = \"10ms\"\n",
+        script("worker.js")
+    )
+}
+
+fn cluster_config(workers: usize, policy: &str) -> String {
+    format!(
+        "workers = {workers}\nsched_policy = \"{policy}\"\n[worker]\nexec = \"node\"\nargs = [\"{}\"]\nprotocol = \"node-cluster\"\n[shutdown]\nkill_timeout = \"3s\"\n[restart]\nbackoff_initial = \"10ms\"\n",
+        script("cluster_app.js")
+    )
+}
+
+/// 30 sequential requests: which worker (by pid) served each.
+fn thirty(rrb: &Rrb) -> Vec<i32> {
+    (0..30)
+        .map(|i| pid_of(&rrb.get().unwrap_or_else(|e| panic!("request {i}: {e}"))))
+        .collect()
+}
+
+fn assert_strict_rotation(pids: &[i32], workers: usize) {
+    let mut counts = BTreeMap::new();
+    for p in pids {
+        *counts.entry(*p).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), workers, "{counts:?}");
+    assert!(
+        counts.values().all(|&c| c == pids.len() / workers),
+        "{counts:?}"
+    );
+    for (i, p) in pids.iter().enumerate().skip(workers) {
+        assert_eq!(*p, pids[i - workers], "strict rotation: {pids:?}");
+    }
+}
+
+#[test]
+fn child_process_workers_take_turns_exactly() {
+    let rrb = Rrb::start(&child_config(3, "rr", ""), 3);
+    assert_strict_rotation(&thirty(&rrb), 3);
+}
+
+#[test]
+fn cluster_app_workers_take_turns_exactly() {
+    let rrb = Rrb::start(&cluster_config(3, "rr"), 3);
+    let pids = thirty(&rrb);
+    assert_strict_rotation(&pids, 3);
+    // `cluster.worker.id` is the slot + 1, as Node numbers its workers.
+    let body = rrb.get().unwrap();
+    assert!((1..=3).contains(&worker_id_of(&body)), "{body}");
+}
+
+#[test]
+fn none_mode_every_node_worker_accepts_itself() {
+    for config in [child_config(2, "none", ""), cluster_config(2, "none")] {
+        let rrb = Rrb::start(&config, 2);
+        // The kernel decides who accepts, and may favour one process for a while: ask from
+        // several threads until both have answered (at most 4 × 100 requests).
+        let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if seen.lock().unwrap().len() == 2 {
+                            return;
+                        }
+                        let pid = pid_of(&rrb.get().expect("answer"));
+                        seen.lock().unwrap().insert(pid);
+                    }
+                });
+            }
+        });
+        let pids = seen.into_inner().unwrap();
+        assert_eq!(pids.len(), 2, "both serve: {pids:?}");
+    }
+}
+
+#[test]
+fn the_seeds_crash_test_a_worker_leaving_after_each_request_loses_nothing() {
+    // Seed 003: a worker sends {act: 'suicide'} and exits after every request.
+    let rrb = Rrb::start(&child_config(2, "rr", "MAX_REQUESTS = \"1\""), 2);
+    for i in 0..300 {
+        let body = rrb
+            .get()
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert!(body.contains("handled by worker"), "{body}");
+    }
+    assert!(rrb.count_log("worker leaving") >= 290, "they really left");
+    assert_eq!(rrb.count_log("exited unasked"), 0, "leaving is not a crash");
+}
+
+#[test]
+fn a_node_worker_killed_with_sigkill_is_replaced() {
+    for config in [child_config(2, "rr", ""), cluster_config(2, "rr")] {
+        let rrb = Rrb::start(&config, 2);
+        let victim = rrb.wait_workers(2, Duration::from_secs(5))[0];
+        // SAFETY: killing one of this test's workers.
+        unsafe { libc::kill(victim, libc::SIGKILL) };
+        for _ in 0..20 {
+            assert_ne!(pid_of(&rrb.get().expect("answer")), victim);
+        }
+        rrb.wait_for_log("killed by SIGKILL", Duration::from_secs(5));
+        rrb.wait_ready(3);
+        let after = rrb.wait_workers(2, Duration::from_secs(5));
+        assert!(!after.contains(&victim));
+    }
+}
+
+#[test]
+fn graceful_stop_lets_node_workers_exit_0() {
+    for config in [
+        child_config(2, "rr", ""),
+        child_config(2, "none", ""),
+        cluster_config(2, "rr"),
+        cluster_config(2, "none"),
+    ] {
+        let mut rrb = Rrb::start(&config, 2);
+        let workers = rrb.wait_workers(2, Duration::from_secs(5));
+        rrb.get().unwrap();
+        rrb.signal(libc::SIGTERM);
+        let status = rrb.wait_exit(Duration::from_secs(5)).expect("stopped");
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(rrb.count_log("exit code 0"), 2, "{config}\n{:?}", rrb.log());
+        for pid in workers {
+            assert!(!alive(pid));
+        }
+    }
+}
+
+/// Slot 0's first incarnation runs tests/support/node/bad_worker.js with BAD=`bad`; every other
+/// worker is scripts/node/worker.js.
+fn bad_once(bad: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("ran");
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 0 ] && [ ! -e '{m}' ]; then touch '{m}'; BAD={bad} exec node '{b}'; else exec node '{w}'; fi",
+        m = mark.display(),
+        b = repo().join("tests/support/node/bad_worker.js").display(),
+        w = script("worker.js"),
+    );
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nprotocol = \"node\"\n[shutdown]\nkill_timeout = \"1s\"\n[restart]\nbackoff_initial = \"10ms\"\n"
+    );
+    (dir, config)
+}
+
+#[test]
+fn malformed_json_or_a_handle_without_fd_gets_the_worker_replaced() {
+    for (bad, what) in [("json", "malformed JSON"), ("handle", "NODE_HANDLE")] {
+        let (_mark, config) = bad_once(bad);
+        let rrb = Rrb::start(&config, 2);
+        let line = rrb.wait_for_log("misbehaved", Duration::from_secs(10));
+        assert!(line.contains(what), "{line}");
+        assert!(alive(rrb.pid()), "the master survives");
+        rrb.wait_ready(3);
+        for i in 0..10 {
+            rrb.get()
+                .unwrap_or_else(|e| panic!("{bad}: request {i}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_cluster_worker_refusing_connections_has_them_served_elsewhere() {
+    // Node's primary re-dispatches on `accepted: false`; so do we.
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 0 ]; then BAD=refuse exec node '{}'; else exec node '{}'; fi",
+        repo().join("tests/support/node/bad_worker.js").display(),
+        script("cluster_app.js")
+    );
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nprotocol = \"node-cluster\"\n"
+    );
+    let rrb = Rrb::start(&config, 2);
+    let refusing = rrb.wait_workers(2, Duration::from_secs(5));
+    // The first connection goes to slot 0, which holds it: its one connection is taken.
+    let _held = std::net::TcpStream::connect(&rrb.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..20 {
+        let body = rrb.get().unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(worker_id_of(&body), 2, "served by slot 1: {body}");
+    }
+    assert!(
+        rrb.count_log("refused 1 connection(s)") >= 10,
+        "slot 0 said no"
+    );
+    assert!(rrb.count_log("re-dispatching") == 0, "refused, not lost");
+    assert!(refusing.iter().all(|&p| alive(p)));
+}

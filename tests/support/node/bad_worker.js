@@ -1,0 +1,31 @@
+// A Node worker that breaks the IPC rules on purpose, for the tests. BAD (environment) picks how:
+//   json    — writes a line that is not JSON to its channel
+//   handle  — sends a NODE_HANDLE message with no fd attached
+//   refuse  — a cluster worker whose server takes one connection and never answers it
+//             (maxConnections = 1), so it answers every later `newconn` with accepted: false
+// Raw writes go straight to the channel fd (NODE_CHANNEL_FD), as process.send cannot do this.
+'use strict';
+const fs = require('fs');
+const http = require('http');
+const cluster = require('cluster');
+
+const bad = process.env.BAD;
+// Node takes NODE_CHANNEL_FD out of the environment at start; rrbalancer also sets RRB_CHANNEL_FD.
+const fd = Number(process.env.RRB_CHANNEL_FD);
+const body = () => `handled by worker ${process.env.RRB_WORKER_ID}, pid ${process.pid}\n`;
+
+if (bad === 'refuse') {
+  const server = http.createServer(() => {}); // never answers
+  server.maxConnections = 1;
+  server.listen(3000);
+} else {
+  const server = http.createServer((req, res) => res.end(body()));
+  process.on('message', (m, socket) => {
+    if (socket) server.emit('connection', socket);
+  });
+  setTimeout(() => {
+    if (bad === 'json') fs.writeSync(fd, '{this is not json\n');
+    if (bad === 'handle') fs.writeSync(fd, '{"cmd":"NODE_HANDLE","type":"net.Socket","msg":"x"}\n');
+  }, 100);
+}
+void cluster;
