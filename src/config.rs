@@ -862,6 +862,18 @@ pub fn effective_policy(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_cluster_toml_is_the_embedded_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml");
+        let mut shipped = load(Some(&path), &Overrides::default()).unwrap();
+        let embedded = load(None, &Overrides::default()).unwrap();
+        // Only where it came from may differ (and what is named after that).
+        shipped.source = None;
+        shipped.control = embedded.control.clone();
+        shipped.policy_source = embedded.policy_source;
+        assert_eq!(format!("{shipped:?}"), format!("{embedded:?}"));
+    }
+
     fn load_str(text: &str) -> Result<Config, ConfigError> {
         let file = parse(text, "cluster.toml")?;
         validate(file, text, "cluster.toml", None, &Overrides::default())
