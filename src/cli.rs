@@ -109,4 +109,17 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn subcommand_arguments_do_not_collide_with_global_ones() {
+        // A subcommand argument named like a global one parses but panics on access.
+        for args in [
+            &["rrbalancer", "demo-worker", "--standalone", "127.0.0.1:0"][..],
+            &["rrbalancer", "-w", "2", "scale", "3"],
+            &["rrbalancer", "-l", "127.0.0.1:1", "status", "--json"],
+            &["rrbalancer", "start", "--daemon"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
 }

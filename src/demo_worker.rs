@@ -4,7 +4,7 @@
 //! `Connection: close`, and shows how an event-loop worker uses [`crate::worker`]: the channel is
 //! one more fd in its mio `Poll`. It gets connections from the channel (`rr`), accepts on
 //! inherited listeners (`none`), or — outside rrbalancer, as the benchmark's reference — binds
-//! its own `SO_REUSEPORT` listener (`--listen`). It stops gracefully on `stop` or SIGTERM:
+//! its own `SO_REUSEPORT` listener (`--standalone ADDR`). It stops gracefully on `stop` or SIGTERM:
 //! no new connections, finish each request in progress, close idle keep-alive connections.
 
 use std::io::{self, Read, Write};
@@ -32,7 +32,7 @@ pub struct DemoArgs {
     /// Standalone mode, outside rrbalancer: bind this address itself with SO_REUSEPORT, so
     /// several copies share the port (the benchmark's no-balancer reference).
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub standalone: Option<SocketAddr>,
     /// Wait this long before saying `ready` (to show readiness at work).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ready_delay: Option<Duration>,
@@ -124,11 +124,11 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
 
     let channel = match Channel::from_env() {
         Ok(channel) => Some(channel),
-        Err(WorkerError::NotUnderRrbalancer) if args.listen.is_some() => None,
+        Err(WorkerError::NotUnderRrbalancer) if args.standalone.is_some() => None,
         Err(e) => return Err(e),
     };
     let mut listeners: Vec<Option<Source>> = Vec::new();
-    if let Some(addr) = args.listen {
+    if let Some(addr) = args.standalone {
         listeners.push(Some(Source::Tcp(reuseport_listener(addr)?)));
     }
     for l in worker::listeners()? {
