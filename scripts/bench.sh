@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# rrbalancer's benchmark: every contender side by side in one run, on loopback, each rate also
+# given as a ratio of the no-balancer reference measured in the same run.
+#
+#   scripts/bench.sh                 # everything: 2 workers, 5 s per run, median of 3
+#   scripts/bench.sh --quick         # 1 run of 2 s each, no memory scenario
+#   scripts/bench.sh --only rrb-rr,reference -r 5
+#
+# Options:
+#   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
+#   -r RUNS     runs per measurement, median (3)   -c CONNS     wrk connections (50)
+#   --only A,B  contenders: rrb-rr rrb-none reference haproxy node-rr node-none rrb-node
+#               rrb-node-cluster, and the scenario "memory"
+#   --conns N   connections served in the memory scenario's growth check (1000000)
+#   --quick     -r 1 -d 2, and skip the memory scenario unless --only names it
+#
+# Contenders: rrbalancer rr and none with its demo worker; the reference (the same demo worker,
+# N processes each with its own SO_REUSEPORT listener: the kernel's limit, no balancer);
+# HAProxy (mode tcp, roundrobin, one thread) in front of N single demo workers; Node's own
+# cluster primary (SCHED_RR and SCHED_NONE) with bench/node_cluster.js; rrbalancer with that
+# same Node app (node-cluster) and with scripts/node/worker.js (node).
+# Scenarios: "close" (a new connection per request) and "keepalive".
+# Writes the table to bench/results/latest.md (and latest.png with gnuplot).
+# Needs wrk and haproxy (installed with apt-get when missing and possible), node, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+workers=2 duration=5 runs=3 conns=50 only="" quick="" memory_conns=1000000
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -w) workers=$2; shift ;;
+    -d) duration=$2; shift ;;
+    -r) runs=$2; shift ;;
+    -c) conns=$2; shift ;;
+    --only) only=$2; shift ;;
+    --conns) memory_conns=$2; shift ;;
+    --quick) quick=1 runs=1 duration=2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
+# ---- tools ------------------------------------------------------------------------------------
+need() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $2 (apt-get install -y $2)…" >&2
+    apt-get install -y -qq "$2" >/dev/null 2>&1 && command -v "$1" >/dev/null && return 0
+  fi
+  echo "missing $1: install it with 'apt-get install -y $2'" >&2
+  return 1
+}
+need wrk wrk || exit 1
+have_haproxy=1; need haproxy haproxy || have_haproxy=""
+have_node=1; command -v node >/dev/null || { echo "node not found: Node contenders skipped" >&2; have_node=""; }
+need python3 python3 || exit 1
+
+echo "building rrbalancer (release)…" >&2
+cargo build --release --quiet
+bin=$PWD/target/release/rrbalancer
+out=bench/results
+mkdir -p "$out"
+tmp=$(mktemp -d)
+raw=$tmp/raw.tsv # contender scenario run rate p50 p99 errors ratio rss cpu_per_100k
+: >"$raw"
+
+# ---- process groups: everything we start dies with us ---------------------------------------
+# Every process group we start is recorded in a file (spawn runs in $(…) subshells too).
+groups=$tmp/groups
+: >"$groups"
+stop_all() {
+  local g
+  while read -r g; do kill -TERM -- "-$g" 2>/dev/null || true; done <"$groups"
+  sleep 0.3
+  while read -r g; do kill -KILL -- "-$g" 2>/dev/null || true; done <"$groups"
+  : >"$groups"
+}
+cleanup() { stop_all; rm -rf "$tmp"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# Starts "$@" in a new session (its own process group, led by it); prints its pid.
+spawn() {
+  setsid "$@" </dev/null >>"$tmp/log" 2>&1 &
+  local pid=$!
+  echo "$pid" >>"$groups"
+  echo "$pid"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1; log:" >&2; tail -20 "$tmp/log" >&2; return 1
+}
+
+# ---- measuring --------------------------------------------------------------------------------
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+clk=$(getconf CLK_TCK)
+
+# measure NAME SCENARIO PORT MASTER_PID(or 0) RUN: one timed run (and, on run 1, who served).
+measure() {
+  local name=$1 scenario=$2 port=$3 master=$4 run=$5 header=() fairness=-
+  [ "$scenario" = close ] && header=(-H "Connection: close")
+  # Warm up; on the first run also count who serves (not timed: the Lua callback costs wrk).
+  if [ "$run" = 1 ]; then
+    wrk -t1 -c"$conns" -d1s "${header[@]}" -s bench/count.lua "http://127.0.0.1:$port/" >"$tmp/fair" 2>&1 || true
+    fairness=$(python3 bench/report.py fairness "$workers" <"$tmp/fair")
+  else
+    wrk -t1 -c"$conns" -d1s "${header[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+  fi
+  local t0=0 t1=0 text rss=- cpu=-
+  [ "$master" != 0 ] && t0=$(cpu_ticks "$master")
+  text=$(wrk -t1 -c"$conns" -d"${duration}s" "${header[@]}" --latency "http://127.0.0.1:$port/" 2>&1 || true)
+  if [ "$master" != 0 ]; then
+    t1=$(cpu_ticks "$master")
+    rss=$(rss_peak_kib "$master")
+    cpu="$t0 $t1 $clk"
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$scenario" "$run" "$fairness" "$rss" "$cpu" >>"$tmp/meta"
+  echo "$text" | python3 bench/report.py parse "$name" "$scenario" "$run" >>"$raw"
+  printf '  run %s  %-17s %-9s %s req/s\n' "$run" "$name" "$scenario" "$(tail -n1 "$raw" | cut -f4)" >&2
+}
+
+# contender NAME RUN: start it, measure both scenarios once, stop it.
+contender() {
+  local name=$1 run=$2 port master=0
+  port=$(free_port)
+  case "$name" in
+    rrb-rr | rrb-none)
+      master=$(spawn "$bin" -w "$workers" -l "127.0.0.1:$port" --sched-policy "${name#rrb-}" run) ;;
+    reference)
+      for _ in $(seq "$workers"); do spawn "$bin" demo-worker --standalone "127.0.0.1:$port" >/dev/null; done ;;
+    haproxy)
+      local cfg=$tmp/haproxy.cfg
+      printf 'global\n  nbthread 1\n  maxconn 5000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten bench\n  bind 127.0.0.1:%s\n  balance roundrobin\n' "$port" >"$cfg"
+      for i in $(seq "$workers"); do
+        local p; p=$(free_port)
+        spawn "$bin" demo-worker --standalone "127.0.0.1:$p" >/dev/null
+        printf '  server w%s 127.0.0.1:%s\n' "$i" "$p" >>"$cfg"
+        wait_port "$p"
+      done
+      master=$(spawn haproxy -db -f "$cfg") ;;
+    node-rr | node-none)
+      master=$(spawn env NODE_CLUSTER_SCHED_POLICY="${name#node-}" WORKERS="$workers" PORT="$port" node bench/node_cluster.js) ;;
+    rrb-node-cluster)
+      master=$(spawn env PORT="$port" "$bin" -w "$workers" -l "127.0.0.1:$port" --config bench/node-cluster.toml run) ;;
+    rrb-node)
+      master=$(spawn "$bin" -w "$workers" -l "127.0.0.1:$port" --config bench/node-child.toml run) ;;
+  esac
+  if ! wait_port "$port"; then
+    echo "  skipped: $name did not start" >&2
+    stop_all
+    return 0
+  fi
+  sleep 0.5 # let every worker come up
+  for scenario in close keepalive; do
+    measure "$name" "$scenario" "$port" "$master" "$run"
+  done
+  stop_all
+}
+
+contenders=(reference rrb-rr rrb-none)
+[ -n "$have_haproxy" ] && contenders+=(haproxy)
+[ -n "$have_node" ] && contenders+=(node-rr node-none rrb-node-cluster rrb-node)
+echo "bench: ${workers} workers, ${duration}s × ${runs} runs, wrk -t1 -c${conns}" >&2
+: >"$tmp/meta"
+# Runs outermost, contenders inside: every contender is measured once per round, so slow drift
+# of the (shared) machine touches all of them alike.
+for run in $(seq "$runs"); do
+  for c in "${contenders[@]}"; do
+    wanted "$c" || continue
+    contender "$c" "$run"
+  done
+done
+
+# ---- memory: 10,000 idle keep-alive connections, and growth over many served ----------------
+memory=""
+if { [ -z "$quick" ] && [ -z "$only" ]; } || [[ ",$only," == *",memory,"* ]]; then
+  echo "memory" >&2
+  port=$(free_port)
+  master=$(spawn "$bin" -w "$workers" -l "127.0.0.1:$port" run)
+  wait_port "$port" || exit 1
+  before=$(awk '/VmRSS/ {print $2}' "/proc/$master/status")
+  python3 bench/idle_clients.py "$port" 10000 "$master" >"$tmp/idle" 2>&1 || cat "$tmp/idle" >&2
+  idle=$(cat "$tmp/idle")
+  # Serve memory_conns new connections, at the close-scenario rate measured above.
+  rate=$(awk -F'\t' '$1=="rrb-rr" && $2=="close" {print $4}' "$raw" | sort -n | head -n1)
+  secs=$(python3 -c "import math; print(max(5, math.ceil($memory_conns / max(1.0, float('${rate:-20000}')))))")
+  mid=$(awk '/VmRSS/ {print $2}' "/proc/$master/status")
+  served=$(wrk -t1 -c"$conns" -d"${secs}s" -H "Connection: close" "http://127.0.0.1:$port/" 2>&1 | awk '/requests in/ {print $1}')
+  after=$(awk '/VmRSS/ {print $2}' "/proc/$master/status")
+  memory="$idle; RSS after 10k idle: ${mid} KiB; served ${served} more connections: RSS ${mid} → ${after} KiB (growth $((after - mid)) KiB); RSS at start ${before} KiB"
+  stop_all
+fi
+
+# ---- report -----------------------------------------------------------------------------------
+{
+  echo "# rrbalancer benchmark"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Linux $(uname -r)"
+  echo "${workers} workers per contender; wrk -t1 -c${conns}, ${duration}s per run, median of ${runs}; load generator on the same machine."
+  echo "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2); $( [ -n "$have_haproxy" ] && haproxy -v | head -n1 | cut -d' ' -f1-3); node $(node --version 2>/dev/null || echo -)"
+  echo
+  python3 bench/report.py table "$raw" "$tmp/meta"
+  if [ -n "$memory" ]; then
+    echo
+    echo "**Memory** (rrbalancer rr master): $memory"
+  fi
+} >"$out/latest.md"
+cat "$out/latest.md"
+python3 bench/report.py plot "$raw" "$out/latest.png" >&2 || true
