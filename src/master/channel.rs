@@ -178,18 +178,14 @@ impl Channel {
             );
         }
         loop {
-            let received = match receive(
+            let Some(received) = receive(
                 self.socket.as_fd(),
                 &mut self.recv_buf,
                 &mut self.stray_fds,
                 &mut self.recv_cmsg,
-            ) {
-                Received::Data(r) => r,
-                Received::Nothing => return,
-                Received::End(incoming) => {
-                    out.push(incoming);
-                    return;
-                }
+                out,
+            ) else {
+                return;
             };
             if received.data_truncated {
                 out.push(Incoming::Violation(format!(
@@ -239,28 +235,21 @@ impl AsFd for Channel {
     }
 }
 
-/// One receive from a worker's channel.
-pub(super) enum Received {
-    /// Bytes (never 0) and no fds.
-    Data(sys::Received),
-    /// Nothing waits (`WouldBlock`).
-    Nothing,
-    /// The channel is done: closed, broken, or the worker sent fds (which are closed).
-    End(Incoming),
-}
-
-/// Receives once from `socket`, retrying on `EINTR`. A worker has no business sending fds.
+/// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when there
+/// is nothing more to read now — nothing waits, or the channel is done (closed, broken, or the
+/// worker sent fds, which are closed: it has no business sending any), reported into `out`.
 pub(super) fn receive(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
     stray_fds: &mut Vec<OwnedFd>,
     cmsg: &mut [u8],
-) -> Received {
+    out: &mut Vec<Incoming>,
+) -> Option<sys::Received> {
     let mut resets = 0;
     loop {
         let received = match sys::recv_with_fds(socket, buf, stray_fds, cmsg, true) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // A worker that exits with messages of ours unread makes the kernel report
             // ECONNRESET once, *before* the messages it sent last (its `leaving`, its acks).
@@ -269,18 +258,23 @@ pub(super) fn receive(
                 resets += 1;
                 continue;
             }
-            Err(_) => return Received::End(Incoming::Closed),
+            Err(_) => {
+                out.push(Incoming::Closed);
+                return None;
+            }
         };
         if !stray_fds.is_empty() || received.fds_truncated {
             stray_fds.clear(); // closes them
-            return Received::End(Incoming::Violation(
+            out.push(Incoming::Violation(
                 "sent file descriptors to the master".into(),
             ));
+            return None;
         }
         if received.len == 0 {
-            return Received::End(Incoming::Closed);
+            out.push(Incoming::Closed);
+            return None;
         }
-        return Received::Data(received);
+        return Some(received);
     }
 }
 

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde_json::{Value, json};
 
-use super::channel::{Flush, Handoff, Incoming, Received, receive};
+use super::channel::{Flush, Handoff, Incoming, receive};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
 use crate::protocol::WorkerMessage;
@@ -267,18 +267,14 @@ impl NodeWire {
         out: &mut Vec<Incoming>,
     ) {
         loop {
-            let received = match receive(
+            let Some(received) = receive(
                 socket,
                 &mut self.recv_buf,
                 &mut self.stray_fds,
                 &mut self.recv_cmsg,
-            ) {
-                Received::Data(r) => r,
-                Received::Nothing => return,
-                Received::End(incoming) => {
-                    out.push(incoming);
-                    return;
-                }
+                out,
+            ) else {
+                return;
             };
             let mut parsed = std::mem::take(&mut self.parsed);
             let fed = self
