@@ -101,6 +101,20 @@ fn none_mode_runs_an_unmodified_socket_activation_server() {
 }
 
 /// The fd numbers open in a process, and what each is.
+/// The worker's open fds once it has settled: `sleep` opens locale files for a moment while it
+/// starts (seen on a loaded machine), so wait until `expected` fds are open, up to 3 s, and
+/// return what is open then. A leaked fd stays open, so it still fails the test.
+fn settled_fds(pid: i32, expected: usize) -> BTreeMap<i32, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let fds = open_fds(pid);
+        if fds.len() == expected || std::time::Instant::now() > deadline {
+            return fds;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn open_fds(pid: i32) -> BTreeMap<i32, String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -120,7 +134,7 @@ fn a_worker_inherits_only_stdio_and_its_channel_in_rr_mode() {
         0,
     );
     let worker = rrb.wait_workers(1, Duration::from_secs(10))[0];
-    let fds = open_fds(worker);
+    let fds = settled_fds(worker, 4);
     assert_eq!(
         fds.keys().copied().collect::<Vec<_>>(),
         [0, 1, 2, 3],
@@ -144,7 +158,7 @@ fn a_worker_inherits_only_stdio_listeners_and_channel_in_none_mode() {
         ..Start::default()
     });
     let worker = rrb.wait_workers(1, Duration::from_secs(10))[0];
-    let fds = open_fds(worker);
+    let fds = settled_fds(worker, 6);
     assert_eq!(
         fds.keys().copied().collect::<Vec<_>>(),
         [0, 1, 2, 3, 4, 5],
