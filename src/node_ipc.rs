@@ -26,6 +26,9 @@
 
 use serde_json::{Map, Value, json};
 
+/// `NODE_HANDLE_ACK` as Node's `JSON.stringify` writes it.
+const HANDLE_ACK_LINE: &[u8] = br#"{"cmd":"NODE_HANDLE_ACK"}"#;
+
 /// Longest line accepted from a worker; a longer one is a protocol violation.
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -66,8 +69,9 @@ pub enum DecodeError {
 }
 
 impl LineReader {
-    /// Adds `data` and returns each complete line, parsed. Stops at the first error.
-    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
+    /// Adds `data` and returns each complete line, parsed and classified. Stops at the first
+    /// error.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<FromWorker>) -> Result<(), DecodeError> {
         while let Some(end) = data.iter().position(|&b| b == b'\n') {
             let line = if self.partial.is_empty() {
                 &data[..end]
@@ -78,11 +82,14 @@ impl LineReader {
             if line.len() > MAX_LINE {
                 return Err(DecodeError::TooLong);
             }
-            // Node writes no empty lines; tolerate them as it does not.
-            if !line.iter().all(u8::is_ascii_whitespace) {
+            // The line of every connection, byte for byte as Node writes it: no parsing.
+            if line == HANDLE_ACK_LINE {
+                out.push(FromWorker::HandleAck);
+            } else if !line.iter().all(u8::is_ascii_whitespace) {
+                // Node writes no empty lines; tolerate them.
                 let value =
                     serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?;
-                out.push(value);
+                out.push(classify(value));
             }
             self.partial.clear();
             data = &data[end + 1..];
@@ -241,6 +248,18 @@ pub fn newconn(key: &str, seq: u64) -> Value {
     cluster(fields, seq)
 }
 
+/// `newconn` for a server whose key, already JSON-encoded, is `key_json`, on a `net.Native`
+/// handle: the same bytes as `handle(Native, &newconn(key, seq))`, written without building a
+/// JSON tree (this is the line of every connection).
+pub fn newconn_line(key_json: &str, seq: u64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.clear();
+    let _ = writeln!(
+        out,
+        r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{{"cmd":"NODE_CLUSTER","act":"newconn","key":{key_json},"seq":{seq}}}}}"#
+    );
+}
+
 /// The answer to `queryServer` number `ack`. `sockname` (round-robin, TCP) is what the worker's
 /// `server.address()` will report; in shared mode the handle itself rides along instead.
 pub fn query_server_reply(key: &str, ack: u64, sockname: Option<Value>, seq: u64) -> Value {
@@ -278,7 +297,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn feed(reader: &mut LineReader, data: &[u8]) -> Result<Vec<Value>, DecodeError> {
+    fn feed(reader: &mut LineReader, data: &[u8]) -> Result<Vec<FromWorker>, DecodeError> {
         let mut out = Vec::new();
         reader.feed(data, &mut out).map(|()| out)
     }
@@ -288,12 +307,15 @@ mod tests {
         let mut r = LineReader::default();
         assert!(feed(&mut r, br#"{"cmd":"NODE_HA"#).unwrap().is_empty());
         let got = feed(&mut r, b"NDLE_ACK\"}\n{\"act\":\"suicide\"}\n{").unwrap();
-        assert_eq!(classify(got[0].clone()), FromWorker::HandleAck);
-        assert_eq!(
-            classify(got[1].clone()),
-            FromWorker::User(json!({"act": "suicide"}))
-        );
+        assert_eq!(got[0], FromWorker::HandleAck);
+        assert_eq!(got[1], FromWorker::User(json!({"act": "suicide"})));
         assert_eq!(r.pending(), 1);
+        // Spelled differently, it is still an ACK.
+        let spaced = feed(
+            &mut LineReader::default(),
+            b"{ \"cmd\": \"NODE_HANDLE_ACK\" }\n",
+        );
+        assert_eq!(spaced.unwrap(), [FromWorker::HandleAck]);
     }
 
     #[test]
@@ -366,6 +388,10 @@ mod tests {
             handle(HandleType::Socket, &json!("socket")),
             b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"socket\"}\n"
         );
+        let conn = newconn("k\"1", 3);
+        let mut fast = Vec::new();
+        newconn_line(&serde_json::to_string("k\"1").unwrap(), 3, &mut fast);
+        assert_eq!(fast, handle(HandleType::Native, &conn));
         let conn = newconn("k", 3);
         assert_eq!(
             String::from_utf8(handle(HandleType::Native, &conn)).unwrap(),

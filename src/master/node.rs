@@ -12,7 +12,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::channel::{Flush, Handoff, Incoming, receive};
 use crate::config::NodeMessages;
@@ -59,7 +59,7 @@ pub struct NodeWire {
     messages: NodeMessages,
     listeners: Vec<SharedListener>,
     reader: LineReader,
-    parsed: Vec<Value>,
+    parsed: Vec<FromWorker>,
     recv_buf: Box<[u8]>,
     recv_cmsg: Vec<u8>,
     stray_fds: Vec<OwnedFd>,
@@ -78,9 +78,12 @@ pub struct NodeWire {
     resend_conn: bool,
     /// Cluster: the `seq` of each `newconn` in the un-acked window, in the same order.
     awaiting: VecDeque<u64>,
-    /// Cluster, round-robin: the keys of the worker's servers, in `queryServer` order.
-    servers: Vec<String>,
+    /// Cluster, round-robin: the keys of the worker's servers (and JSON-encoded), in
+    /// `queryServer` order.
+    servers: Vec<(String, String)>,
     stop_sent: bool,
+    /// `protocol = "node"`: the line every connection rides with (always the same).
+    socket_line: Vec<u8>,
 }
 
 impl NodeWire {
@@ -111,7 +114,9 @@ impl NodeWire {
             awaiting: VecDeque::new(),
             servers: Vec::new(),
             stop_sent: false,
+            socket_line: Vec::new(),
         };
+        wire.socket_line = node_ipc::handle(HandleType::Socket, &wire.messages.socket);
         if shared && !cluster {
             // A child_process worker gets each listener once, as a net.Server (seed 001).
             for i in 0..wire.listeners.len() {
@@ -243,19 +248,21 @@ impl NodeWire {
     /// worker has no server to give it to yet.
     fn conn_line(&mut self, listener: usize) -> Option<Vec<u8>> {
         if !self.cluster {
-            return Some(node_ipc::handle(HandleType::Socket, &self.messages.socket));
+            return Some(self.socket_line.clone());
         }
-        let key = self
-            .servers
-            .get(listener)
-            .or_else(|| self.servers.first())?
-            .clone();
+        let index = if listener < self.servers.len() {
+            listener
+        } else {
+            0
+        };
+        if self.servers.is_empty() {
+            return None;
+        }
         let seq = self.next_seq();
         self.awaiting.push_back(seq);
-        Some(node_ipc::handle(
-            HandleType::Native,
-            &node_ipc::newconn(&key, seq),
-        ))
+        let mut line = Vec::with_capacity(128);
+        node_ipc::newconn_line(&self.servers[index].1, seq, &mut line);
+        Some(line)
     }
 
     /// Reads what the worker said; `returned` gets connections it refused.
@@ -281,9 +288,9 @@ impl NodeWire {
                 .reader
                 .feed(&self.recv_buf[..received.len], &mut parsed);
             let mut violation = None;
-            for value in parsed.drain(..) {
+            for message in parsed.drain(..) {
                 if violation.is_none() {
-                    violation = self.on_message(value, unacked, returned, out).err();
+                    violation = self.on_message(message, unacked, returned, out).err();
                 }
             }
             self.parsed = parsed;
@@ -300,12 +307,12 @@ impl NodeWire {
 
     fn on_message(
         &mut self,
-        value: Value,
+        message: FromWorker,
         unacked: &mut VecDeque<Handoff>,
         returned: &mut Vec<Handoff>,
         out: &mut Vec<Incoming>,
     ) -> Result<(), String> {
-        match node_ipc::classify(value) {
+        match message {
             FromWorker::HandleAck => match self.in_flight.take() {
                 Some(InFlight::Conn) if !self.cluster => {
                     // Dropping it closes the master's copy; the worker holds its own.
@@ -344,7 +351,7 @@ impl NodeWire {
             }
             FromWorker::Listening => out.push(Incoming::Message(WorkerMessage::Ready)),
             FromWorker::Close { key } => {
-                self.servers.retain(|k| *k != key);
+                self.servers.retain(|(k, _)| *k != key);
                 if self.servers.is_empty() && !self.shared {
                     // It closed its server: whatever we send now it would refuse.
                     out.push(Incoming::Message(WorkerMessage::Leaving));
@@ -432,7 +439,8 @@ impl NodeWire {
             return;
         }
         let index = self.servers.len().min(self.listeners.len() - 1);
-        self.servers.push(key.clone());
+        let key_json = serde_json::to_string(&key).unwrap_or_else(|_| "\"\"".into());
+        self.servers.push((key.clone(), key_json));
         if self.shared {
             let reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
             self.queue.push_back(Line {
