@@ -428,10 +428,14 @@ impl NodeWire {
         if udp || self.listeners.is_empty() {
             let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
             reply["errno"] = UV_ENOTSUP.into();
-            out.push(Incoming::Note(format!(
-                "refused a {} server: rrbalancer serves TCP and Unix listeners only",
-                query.address_type
-            )));
+            out.push(Incoming::Note(if udp {
+                format!(
+                    "refused a {} server: rrbalancer serves TCP and Unix listeners only",
+                    query.address_type
+                )
+            } else {
+                "refused a server: no listener to give it".to_owned()
+            }));
             self.queue.push_back(Line {
                 bytes: node_ipc::encode(&reply),
                 listener: None,
@@ -490,5 +494,191 @@ fn blocked_or_broken(e: io::Error) -> Flush {
         Flush::Blocked
     } else {
         Flush::Broken(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::channel::Channel;
+    use crate::protocol::Peer;
+    use serde_json::Value;
+
+    fn messages() -> NodeMessages {
+        NodeMessages {
+            socket: json!("socket"),
+            server: json!("server"),
+            leaving: json!({"act": "suicide"}),
+        }
+    }
+
+    /// A master-side channel speaking `node` (or `node-cluster`), and the worker's end.
+    fn pair(cluster: bool) -> (Channel, OwnedFd) {
+        let (master, worker) = sys::stream_pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = SharedListener {
+            addr: listener.local_addr().ok(),
+            fd: listener.into(),
+        };
+        let wire = NodeWire::new(cluster, false, messages(), vec![shared]);
+        (Channel::node(master, 8, wire).unwrap(), worker)
+    }
+
+    fn conn() -> (Handoff, OwnedFd) {
+        let (a, b) = sys::stream_pair().unwrap();
+        let handoff = Handoff {
+            socket: a,
+            listener: 0,
+            peer: Peer::Unix,
+        };
+        (handoff, b)
+    }
+
+    /// What the worker reads: the text and how many fds came with it.
+    fn read(worker: &OwnedFd) -> (String, usize) {
+        let mut buf = [0u8; 4096];
+        let mut fds = Vec::new();
+        let mut cmsg = vec![0; sys::cmsg_space(4)];
+        let got = sys::recv_with_fds(worker.as_fd(), &mut buf, &mut fds, &mut cmsg, true)
+            .unwrap_or_else(|e| panic!("nothing to read: {e}"));
+        (
+            String::from_utf8_lossy(&buf[..got.len]).into_owned(),
+            fds.len(),
+        )
+    }
+
+    fn write(worker: &OwnedFd, line: &str) {
+        send(worker.as_fd(), line.as_bytes(), None, &mut Vec::new()).unwrap();
+    }
+
+    fn incoming(ch: &mut Channel) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_handle_in_flight_until_its_ack() {
+        let (mut ch, worker) = pair(false);
+        let (c1, _p1) = conn();
+        let (c2, _p2) = conn();
+        ch.assign(c1);
+        ch.assign(c2);
+        assert!(matches!(ch.flush(), Flush::Done));
+        let (text, fds) = read(&worker);
+        assert_eq!(
+            text,
+            "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"socket\"}\n"
+        );
+        assert_eq!(fds, 1);
+        // The second waits for the first one's ACK.
+        assert!(matches!(ch.flush(), Flush::Done));
+        let mut buf = [0u8; 16];
+        assert!(
+            nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&worker),
+                &mut buf,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT
+            )
+            .is_err()
+        );
+        assert_eq!(ch.in_flight(), 2);
+        write(&worker, "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+        assert_eq!(
+            incoming(&mut ch),
+            [Incoming::Message(WorkerMessage::Ack(1))]
+        );
+        assert_eq!(ch.in_flight(), 1);
+        assert!(matches!(ch.flush(), Flush::Done));
+        assert_eq!(read(&worker).1, 1);
+    }
+
+    #[test]
+    fn a_nack_resends_the_same_handle_and_a_fourth_is_a_violation() {
+        let (mut ch, worker) = pair(false);
+        let (c1, _p1) = conn();
+        ch.assign(c1);
+        assert!(matches!(ch.flush(), Flush::Done));
+        let first = read(&worker);
+        for _ in 0..3 {
+            write(&worker, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
+            assert_eq!(incoming(&mut ch), []);
+            assert!(matches!(ch.flush(), Flush::Done));
+            assert_eq!(read(&worker), first, "the same line, with an fd again");
+        }
+        write(&worker, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
+        assert!(matches!(
+            incoming(&mut ch).as_slice(),
+            [Incoming::Violation(v)] if v.contains("refused the same handle")
+        ));
+        assert_eq!(
+            ch.take_unacked().count(),
+            1,
+            "still ours to give to another"
+        );
+    }
+
+    #[test]
+    fn cluster_connections_are_kept_until_accepted_and_refused_ones_come_back() {
+        let (mut ch, worker) = pair(true);
+        // Before the worker has a server, nothing can be sent.
+        let query = json!({"cmd":"NODE_CLUSTER","act":"queryServer","index":0,"data":null,
+            "address":null,"port":3000,"addressType":4,"backlog":0,"seq":1});
+        write(&worker, &format!("{query}\n"));
+        assert_eq!(incoming(&mut ch), []);
+        assert!(matches!(ch.flush(), Flush::Done));
+        let (reply, fds) = read(&worker);
+        let reply: Value = serde_json::from_str(reply.trim()).unwrap();
+        assert_eq!((reply["ack"].as_u64(), fds), (Some(1), 0));
+        // The app's port, on our listener's address: Node checks the port it asked for.
+        assert_eq!(reply["sockname"]["port"], 3000);
+        assert_eq!(reply["sockname"]["address"], "127.0.0.1");
+        let (c1, _p1) = conn();
+        let (c2, _p2) = conn();
+        ch.assign(c1);
+        ch.assign(c2);
+        assert!(matches!(ch.flush(), Flush::Done));
+        let (line, fds) = read(&worker);
+        let first: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!((first["msg"]["act"].as_str(), fds), (Some("newconn"), 1));
+        // NODE_HANDLE_ACK frees the pipe for the next handle, but ownership waits.
+        write(&worker, "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+        assert_eq!(incoming(&mut ch), []);
+        assert!(matches!(ch.flush(), Flush::Done));
+        let (line, _) = read(&worker);
+        let second: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(ch.in_flight(), 2);
+        let answer = |seq: &Value, accepted: bool| {
+            format!(
+                "{{\"cmd\":\"NODE_CLUSTER\",\"ack\":{seq},\"accepted\":{accepted},\"seq\":9}}\n"
+            )
+        };
+        write(&worker, &answer(&second["msg"]["seq"], false));
+        write(&worker, &answer(&first["msg"]["seq"], true));
+        assert_eq!(
+            incoming(&mut ch),
+            [Incoming::Message(WorkerMessage::Ack(1))]
+        );
+        assert_eq!(
+            ch.take_returned().count(),
+            1,
+            "the refused one, for another"
+        );
+        assert_eq!(ch.in_flight(), 0);
+    }
+
+    #[test]
+    fn user_messages_leaving_ready_and_others() {
+        let (mut ch, worker) = pair(false);
+        write(&worker, "{\"act\":\"suicide\"}\n\"ready\"\n{\"hello\":1}\n");
+        let got = incoming(&mut ch);
+        assert_eq!(got[0], Incoming::Message(WorkerMessage::Leaving));
+        assert_eq!(got[1], Incoming::Message(WorkerMessage::Ready));
+        assert!(matches!(&got[2], Incoming::Note(n) if n.contains("hello")));
+        write(&worker, "{oops\n");
+        assert!(matches!(
+            incoming(&mut ch).as_slice(),
+            [Incoming::Violation(v)] if v.contains("not Node IPC")
+        ));
     }
 }
