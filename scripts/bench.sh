@@ -78,9 +78,24 @@ stop_all() {
   while read -r g; do kill -KILL -- "-$g" 2>/dev/null || true; done <"$groups"
   : >"$groups"
 }
-cleanup() { stop_all; rm -rf "$tmp"; }
+cleanup() {
+  [ -s "$tmp/wrk.pid" ] && kill -TERM "$(cat "$tmp/wrk.pid")" 2>/dev/null
+  stop_all
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "interrupted: stopping everything" >&2; exit 130' INT TERM
+# Runs wrk with OUT as its output. In the background with `wait`, because bash runs no INT
+# trap for a foreground child that handles Ctrl-C itself and exits 0, as wrk does: `wait`
+# returns at once on the signal, the trap runs, and cleanup kills wrk too.
+run_wrk() {
+  local out=$1
+  shift
+  wrk "$@" >"$out" 2>&1 &
+  echo $! >"$tmp/wrk.pid"
+  wait $! || true
+  : >"$tmp/wrk.pid"
+}
 # Starts "$@" in a new session (its own process group, led by it); prints its pid.
 spawn() {
   setsid "$@" </dev/null >>"$tmp/log" 2>&1 &
@@ -108,14 +123,15 @@ measure() {
   [ "$scenario" = close ] && header=(-H "Connection: close")
   # Warm up; on the first run also count who serves (not timed: the Lua callback costs wrk).
   if [ "$run" = 1 ]; then
-    wrk -t1 -c"$conns" -d1s "${header[@]}" -s bench/count.lua "http://127.0.0.1:$port/" >"$tmp/fair" 2>&1 || true
+    run_wrk "$tmp/fair" -t1 -c"$conns" -d1s "${header[@]}" -s bench/count.lua "http://127.0.0.1:$port/"
     fairness=$(python3 bench/report.py fairness "$workers" <"$tmp/fair")
   else
-    wrk -t1 -c"$conns" -d1s "${header[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    run_wrk /dev/null -t1 -c"$conns" -d1s "${header[@]}" "http://127.0.0.1:$port/"
   fi
   local t0=0 t1=0 text rss=- cpu=-
   [ "$master" != 0 ] && t0=$(cpu_ticks "$master")
-  text=$(wrk -t1 -c"$conns" -d"${duration}s" "${header[@]}" --latency "http://127.0.0.1:$port/" 2>&1 || true)
+  run_wrk "$tmp/run" -t1 -c"$conns" -d"${duration}s" "${header[@]}" --latency "http://127.0.0.1:$port/"
+  text=$(cat "$tmp/run")
   if [ "$master" != 0 ]; then
     t1=$(cpu_ticks "$master")
     rss=$(rss_peak_kib "$master")
@@ -192,7 +208,8 @@ if { [ -z "$quick" ] && [ -z "$only" ]; } || [[ ",$only," == *",memory,"* ]]; th
   rate=$(awk -F'\t' '$1=="rrb-rr" && $2=="close" {print $4}' "$raw" | sort -n | head -n1)
   secs=$(python3 -c "import math; print(max(5, math.ceil($memory_conns / max(1.0, float('${rate:-20000}')))))")
   mid=$(awk '/VmRSS/ {print $2}' "/proc/$master/status")
-  served=$(wrk -t1 -c"$conns" -d"${secs}s" -H "Connection: close" "http://127.0.0.1:$port/" 2>&1 | awk '/requests in/ {print $1}')
+  run_wrk "$tmp/served" -t1 -c"$conns" -d"${secs}s" -H "Connection: close" "http://127.0.0.1:$port/"
+  served=$(awk '/requests in/ {print $1}' "$tmp/served")
   after=$(awk '/VmRSS/ {print $2}' "/proc/$master/status")
   memory="$idle; RSS after 10k idle: ${mid} KiB; served ${served} more connections: RSS ${mid} → ${after} KiB (growth $((after - mid)) KiB); RSS at start ${before} KiB"
   stop_all
