@@ -874,6 +874,33 @@ mod tests {
         assert_eq!(format!("{shipped:?}"), format!("{embedded:?}"));
     }
 
+    #[test]
+    fn readiness_defaults_per_protocol_and_start_is_for_node_only() {
+        let node = load_str("[worker]\nexec = \"sh\"\nprotocol = \"node\"\n").unwrap();
+        assert_eq!(node.worker.ready, Readiness::Start);
+        let cluster = load_str("[worker]\nexec = \"sh\"\nprotocol = \"node-cluster\"\n").unwrap();
+        assert_eq!(cluster.worker.ready, Readiness::Message);
+        let e = load_str("[worker]\nexec = \"sh\"\nready = \"start\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cluster.toml:3:9: key `worker.ready`")
+                && e.contains("protocol = \"node\""),
+            "{e}"
+        );
+        let e = load_str("[log]\ndate_format = \"%Q\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.date_format"), "{e}");
+        let e = load_str("[worker.node]\nsocket_msg = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("socket_msg") && e.contains("socket_message"),
+            "{e}"
+        );
+    }
+
     fn load_str(text: &str) -> Result<Config, ConfigError> {
         let file = parse(text, "cluster.toml")?;
         validate(file, text, "cluster.toml", None, &Overrides::default())
