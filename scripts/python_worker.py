@@ -5,11 +5,14 @@ It answers every HTTP request with "handled by worker <id>, pid <pid>\\n", one t
 connection. In `rr` mode it receives connections over its channel; in `none` mode it accepts on
 the listeners it inherits (LISTEN_FDS) and still uses the channel for ready/stop.
 
-Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage]
+Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage] [--never-ack]
+                        [--flood MESSAGE]
 
   --leave-after N  after N requests say `leaving`, finish, and exit 0 (a planned exit)
   --no-ack-die     test aid: exit with code 3 on the first connection without acking it
   --garbage        test aid: send a message that is not part of the protocol after `ready`
+  --never-ack      test aid: say `ready`, then never read the channel (a stuck worker)
+  --flood MESSAGE  test aid: after `ready`, send MESSAGE (e.g. "ready") over and over
 """
 
 import argparse
@@ -162,6 +165,15 @@ class Worker:
 
         threading.Thread(target=wait_and_exit, daemon=True).start()
 
+    def flood(self):
+        """Sends the same message until the master closes the channel."""
+        message = self.args.flood + "\n"
+        try:
+            while not self.stopping.is_set():
+                self.channel.send(message)
+        except OSError:
+            pass
+
     # -- none: accept on the inherited listeners ---------------------------------------------
 
     def run_listeners(self):
@@ -199,6 +211,12 @@ class Worker:
         self.channel.send("ready\n")
         if self.args.garbage:
             self.channel.send("hello garbage\n")
+        if self.args.never_ack:
+            self.log("never acking, as asked")
+            self.stopping.wait()
+            return
+        if self.args.flood:
+            threading.Thread(target=self.flood, daemon=True).start()
         self.run_channel()
         self.stopping.set()
         self.drain()
@@ -209,6 +227,8 @@ def main():
     parser.add_argument("--leave-after", type=int, default=0, metavar="N")
     parser.add_argument("--no-ack-die", action="store_true")
     parser.add_argument("--garbage", action="store_true")
+    parser.add_argument("--never-ack", action="store_true")
+    parser.add_argument("--flood", metavar="MESSAGE")
     Worker(parser.parse_args()).main()
 
 

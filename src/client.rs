@@ -160,7 +160,10 @@ pub fn format_status(s: &Status) -> String {
                 uptime(w.uptime_secs),
                 w.restarts.to_string(),
                 w.handed.to_string(),
-                w.unacked.to_string(),
+                match w.oldest_unacked_secs {
+                    Some(age) if w.unacked > 0 => format!("{} (oldest {age:.1}s)", w.unacked),
+                    _ => w.unacked.to_string(),
+                },
             ]
         })
         .collect();
@@ -230,6 +233,7 @@ mod tests {
             restarts: 1,
             handed: 1234,
             unacked: 0,
+            oldest_unacked_secs: None,
         };
         let status = Status {
             pid: 10,

@@ -73,6 +73,31 @@ impl Protocol {
     }
 }
 
+/// Whether a client keeps going to the same worker slot (`[dispatch] affinity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// Every connection goes to the next free worker in turn.
+    #[default]
+    None,
+    /// Connections from one client address go to one slot (rendezvous hashing over the
+    /// slots) while its worker can take them, else to the next free worker in turn.
+    ClientIp,
+}
+
+impl Affinity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affinity::None => "none",
+            Affinity::ClientIp => "client-ip",
+        }
+    }
+}
+
+/// The native window when the config does not set `max_unacked` (see bench/README.md for the
+/// measurements it was chosen by).
+pub const DEFAULT_MAX_UNACKED: usize = 4;
+
 /// When a started worker counts as ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +245,7 @@ pub struct FileConfig {
     /// Listen backlog: the kernel queue that holds clients while every worker is busy.
     pub backlog: Spanned<u32>,
     pub worker: FileWorker,
+    pub dispatch: FileDispatch,
     pub shutdown: FileShutdown,
     pub restart: FileRestart,
     pub control: FileControl,
@@ -234,6 +260,7 @@ impl Default for FileConfig {
             sched_policy: None,
             backlog: Spanned::new(0..0, 511),
             worker: FileWorker::default(),
+            dispatch: FileDispatch::default(),
             shutdown: FileShutdown::default(),
             restart: FileRestart::default(),
             control: FileControl::default(),
@@ -258,8 +285,12 @@ pub struct FileWorker {
     pub cwd: Option<Spanned<PathBuf>>,
     /// `"native"`: rrbalancer's channel protocol (docs/PROTOCOL.md).
     pub protocol: Protocol,
-    /// Sockets a worker may hold un-acked; a worker with a full window is skipped.
-    pub max_unacked: Spanned<usize>,
+    /// Sockets a native worker may hold un-acked (its window); a worker with a full window
+    /// is skipped. Node workers take one at a time (Node's rule) and must not set it.
+    pub max_unacked: Option<Spanned<usize>>,
+    /// A worker holding a socket un-acked this long is stuck: it is killed, and its sockets go
+    /// to other workers once it is dead.
+    pub ack_timeout: Spanned<HumanDuration>,
     /// `"message"`: ready when it says so; `"delay"`: `ready_delay` after it starts;
     /// `"start"`: at once. Default: "start" for `node`, "message" otherwise.
     pub ready: Option<Spanned<Readiness>>,
@@ -303,13 +334,22 @@ impl Default for FileWorker {
             env: BTreeMap::new(),
             cwd: None,
             protocol: Protocol::Native,
-            max_unacked: Spanned::new(0..0, 128),
+            max_unacked: None,
+            ack_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(10))),
             ready: None,
             ready_delay: HumanDuration(Duration::from_secs(1)),
             ready_timeout: HumanDuration(Duration::from_secs(30)),
             node: FileNode::default(),
         }
     }
+}
+
+/// `[dispatch]`: how the master picks the worker for a connection (`rr` mode).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileDispatch {
+    /// `"none"` or `"client-ip"` (a client address sticks to one slot).
+    pub affinity: Affinity,
 }
 
 /// `[shutdown]`.
@@ -399,6 +439,7 @@ pub struct Config {
     pub policy_source: PolicySource,
     pub backlog: u32,
     pub worker: WorkerConfig,
+    pub affinity: Affinity,
     pub kill_timeout: Duration,
     pub restart: RestartConfig,
     pub on_giveup: Option<String>,
@@ -416,7 +457,9 @@ pub struct WorkerConfig {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub protocol: Protocol,
+    /// The window: sockets the worker may hold un-acked (1 for Node workers).
     pub max_unacked: usize,
+    pub ack_timeout: Duration,
     pub ready: Readiness,
     pub ready_delay: Duration,
     pub ready_timeout: Duration,
@@ -608,13 +651,41 @@ pub fn validate(
     } else {
         overrides.listen.clone()
     };
-    let max_unacked_span = file.worker.max_unacked.span();
-    let max_unacked = file.worker.max_unacked.into_inner();
-    if !(1..=65536).contains(&max_unacked) {
+    let max_unacked = match file.worker.max_unacked {
+        None if file.worker.protocol.is_node() => 1,
+        None => DEFAULT_MAX_UNACKED,
+        Some(n) if file.worker.protocol.is_node() => {
+            return Err(invalid(
+                n.span(),
+                "worker.max_unacked",
+                "Node workers take one connection at a time (Node's own rule: one handle in \
+                 flight until it is taken); remove this key"
+                    .into(),
+            ));
+        }
+        Some(n) => {
+            let span = n.span();
+            let n = n.into_inner();
+            if !(1..=65536).contains(&n) {
+                return Err(invalid(
+                    span,
+                    "worker.max_unacked",
+                    format!("{n} is out of range (allowed: 1 to 65536)"),
+                ));
+            }
+            n
+        }
+    };
+    let ack_timeout_span = file.worker.ack_timeout.span();
+    let ack_timeout = file.worker.ack_timeout.into_inner().0;
+    if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&ack_timeout) {
         return Err(invalid(
-            max_unacked_span,
-            "worker.max_unacked",
-            format!("{max_unacked} is out of range (allowed: 1 to 65536)"),
+            ack_timeout_span,
+            "worker.ack_timeout",
+            format!(
+                "{} is out of range (allowed: 10ms to 1h)",
+                humantime::format_duration(ack_timeout)
+            ),
         ));
     }
     let backlog_span = file.backlog.span();
@@ -744,11 +815,13 @@ pub fn validate(
             cwd,
             protocol: file.worker.protocol,
             max_unacked,
+            ack_timeout,
             ready,
             ready_delay: file.worker.ready_delay.0,
             ready_timeout: file.worker.ready_timeout.0,
             node,
         },
+        affinity: file.dispatch.affinity,
         kill_timeout: file.shutdown.kill_timeout.0,
         restart,
         on_giveup: file.restart.on_giveup,
@@ -872,6 +945,33 @@ mod tests {
         shipped.control = embedded.control.clone();
         shipped.policy_source = embedded.policy_source;
         assert_eq!(format!("{shipped:?}"), format!("{embedded:?}"));
+    }
+
+    #[test]
+    fn the_window_is_native_only_and_the_ack_deadline_is_bounded() {
+        let native = load_str("").unwrap();
+        assert_eq!(native.worker.max_unacked, DEFAULT_MAX_UNACKED);
+        assert_eq!(native.worker.ack_timeout, Duration::from_secs(10));
+        assert_eq!(native.affinity, Affinity::None);
+        let node = load_str("[worker]\nexec = \"sh\"\nprotocol = \"node-cluster\"\n").unwrap();
+        assert_eq!(node.worker.max_unacked, 1, "Node's rule: one in flight");
+        let e = error_of("[worker]\nexec = \"sh\"\nprotocol = \"node\"\nmax_unacked = 8\n");
+        assert!(
+            e.starts_with("cluster.toml:4:15: key `worker.max_unacked`") && e.contains("Node"),
+            "{e}"
+        );
+        let e = error_of("[worker]\nack_timeout = \"1ms\"\n");
+        assert!(
+            e.starts_with("cluster.toml:2:15: key `worker.ack_timeout`") && e.contains("10ms"),
+            "{e}"
+        );
+        let sticky = load_str("[dispatch]\naffinity = \"client-ip\"\n").unwrap();
+        assert_eq!(sticky.affinity, Affinity::ClientIp);
+        let e = error_of("[dispatch]\naffinity = \"cookie\"\n");
+        assert!(
+            e.contains("dispatch.affinity") && e.contains("client-ip"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub struct Status {
 pub struct WorkerStatus {
     pub slot: usize,
     pub pid: i32,
-    /// starting, ready, ready (candidate), draining.
+    /// starting, ready, ready (candidate), draining, stuck (killed: no ack within
+    /// `ack_timeout`).
     pub state: String,
     /// current (serves its slot), candidate (a reload's successor), retiring.
     pub role: String,
@@ -107,6 +108,9 @@ pub struct WorkerStatus {
     pub handed: u64,
     /// Connections sent and not yet acknowledged.
     pub unacked: usize,
+    /// How long the oldest of them has waited for its ack.
+    #[serde(default)]
+    pub oldest_unacked_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

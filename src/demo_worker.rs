@@ -6,6 +6,11 @@
 //! inherited listeners (`none`), or — outside rrbalancer, as the benchmark's reference — binds
 //! its own `SO_REUSEPORT` listener (`--standalone ADDR`). It stops gracefully on `stop` or SIGTERM:
 //! no new connections, finish each request in progress, close idle keep-alive connections.
+//!
+//! For the benchmark's uneven-work scenario, `--slow-every N --slow-ms M` makes every Nth
+//! request this process answers hold its only thread for M ms of CPU before the answer — a
+//! blocking `JSON.parse` or synchronous call in an event-loop worker, during which the worker
+//! accepts, reads and answers nothing else.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -36,6 +41,44 @@ pub struct DemoArgs {
     /// Wait this long before saying `ready` (to show readiness at work).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ready_delay: Option<Duration>,
+    /// Uneven work: every Nth request this process answers (the Nth, 2Nth, …) first keeps its
+    /// event loop busy for --slow-ms of CPU, like a blocking JSON.parse. 0: never.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub slow_every: u64,
+    /// With --slow-every: how many milliseconds each slow request burns (a busy loop, not a
+    /// sleep: the worker does nothing else meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub slow_ms: u64,
+}
+
+/// The uneven-work setting: which requests are slow and for how long.
+#[derive(Debug, Clone, Copy)]
+struct SlowWork {
+    every: u64,
+    burn: Duration,
+}
+
+impl SlowWork {
+    fn from_args(args: &DemoArgs) -> Option<SlowWork> {
+        (args.slow_every > 0).then(|| SlowWork {
+            every: args.slow_every,
+            burn: Duration::from_millis(args.slow_ms),
+        })
+    }
+
+    /// Whether the `nth` request answered by this process (counting from 1) is a slow one.
+    fn is_slow(&self, nth: u64) -> bool {
+        nth % self.every == 0
+    }
+}
+
+/// Keeps this thread busy for `burn`: spinning, not sleeping, so that the event loop is
+/// occupied exactly as by a long synchronous computation.
+fn burn_cpu(burn: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < burn {
+        std::hint::spin_loop();
+    }
 }
 
 const SIGNALS: Token = Token(0);
@@ -110,9 +153,13 @@ struct Server {
     channel: Option<Channel>,
     listeners: Vec<Option<Source>>,
     clients: Slab<Client>,
+    /// Requests answered by this process (with 200), over all connections.
     served: u64,
     max_requests: u64,
+    slow: Option<SlowWork>,
     stopping: bool,
+    /// Connections arrived since we last told the master we are `idle` (and at start).
+    owe_idle: bool,
 }
 
 /// Runs the demo worker until it is stopped.
@@ -162,7 +209,9 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         clients: Slab::with_capacity(1024),
         served: 0,
         max_requests: args.max_requests,
+        slow: SlowWork::from_args(&args),
         stopping: false,
+        owe_idle: true,
     };
     if let Some(delay) = args.ready_delay {
         std::thread::sleep(delay);
@@ -201,6 +250,16 @@ impl Server {
         loop {
             if self.stopping && self.clients.is_empty() {
                 return Ok(());
+            }
+            // Everything this turn brought is served: about to wait, we are idle. The master
+            // hands connections only to idle workers, so none waits behind a slow request.
+            if self.owe_idle && !self.stopping {
+                self.owe_idle = false;
+                if let Some(channel) = self.channel.as_mut() {
+                    if let Err(e) = channel.idle() {
+                        debug!("cannot say idle: {e}");
+                    }
+                }
             }
             let timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -241,6 +300,7 @@ impl Server {
             };
             match channel.recv()? {
                 Event::Conns(conns) => {
+                    self.owe_idle = true;
                     for conn in conns {
                         let stream = match conn.stream {
                             Stream::Tcp(s) => {
@@ -347,7 +407,7 @@ impl Server {
                 }
             }
         }
-        let answered = answer_requests(client, &self.body, self.stopping);
+        let answered = answer_requests(client, &self.body, self.stopping, self.served, self.slow);
         client.answered += answered;
         self.served += answered;
         let done = write_out(client);
@@ -397,8 +457,15 @@ impl Server {
     }
 }
 
-/// Answers every complete request in `client.input`. Returns how many.
-fn answer_requests(client: &mut Client, body: &[u8], stopping: bool) -> u64 {
+/// Answers every complete request in `client.input`. Returns how many. `served` is how many
+/// this process answered before, so that `slow` picks every Nth over all connections.
+fn answer_requests(
+    client: &mut Client,
+    body: &[u8],
+    stopping: bool,
+    served: u64,
+    slow: Option<SlowWork>,
+) -> u64 {
     let mut answered = 0;
     while !client.close_after_write {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -445,6 +512,9 @@ fn answer_requests(client: &mut Client, body: &[u8], stopping: bool) -> u64 {
             return answered; // the body is still coming
         }
         client.input.drain(..head_len + content_length);
+        if let Some(slow) = slow.filter(|s| s.is_slow(served + answered + 1)) {
+            burn_cpu(slow.burn);
+        }
         respond(client, b"200 OK", body, keep_alive && !stopping);
         answered += 1;
     }
@@ -481,4 +551,40 @@ fn write_out(client: &mut Client) -> io::Result<bool> {
     client.output.clear();
     client.written = 0;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nth_request_is_slow_counting_from_one() {
+        let slow = SlowWork {
+            every: 50,
+            burn: Duration::from_millis(20),
+        };
+        let slow_ones: Vec<u64> = (1..=150).filter(|&n| slow.is_slow(n)).collect();
+        assert_eq!(slow_ones, vec![50, 100, 150]);
+    }
+
+    #[test]
+    fn slow_work_is_off_unless_slow_every_is_given() {
+        let args = |every| DemoArgs {
+            max_requests: 0,
+            standalone: None,
+            ready_delay: None,
+            slow_every: every,
+            slow_ms: 20,
+        };
+        assert!(SlowWork::from_args(&args(0)).is_none());
+        let slow = SlowWork::from_args(&args(3)).expect("on with --slow-every 3");
+        assert_eq!(slow.burn, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn burning_cpu_takes_at_least_the_time_asked() {
+        let start = Instant::now();
+        burn_cpu(Duration::from_millis(5));
+        assert!(start.elapsed() >= Duration::from_millis(5));
+    }
 }

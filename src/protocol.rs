@@ -32,6 +32,11 @@ pub enum WorkerMessage {
     /// `leaving`: the worker will exit on its own soon (Node's "suicide" message). The master
     /// routes nothing more to it and starts its replacement at once.
     Leaving,
+    /// `idle`: the worker has finished the work it had and waits for more. A worker that says
+    /// it at least once is *pulled*: it gets connections only while it is idle (the master
+    /// hands it up to its window in one go, then waits for the next `idle`), so nothing waits
+    /// behind a request it is still busy with.
+    Idle,
 }
 
 /// What the master tells a worker, as decoded by a worker.
@@ -72,6 +77,7 @@ pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError
     let message = match verb {
         "ready" => WorkerMessage::Ready,
         "leaving" => WorkerMessage::Leaving,
+        "idle" => WorkerMessage::Idle,
         "ack" => {
             let n = words.next().and_then(|w| w.parse::<usize>().ok());
             match n {
@@ -102,6 +108,7 @@ pub fn encode_worker_message(message: WorkerMessage, out: &mut Vec<u8>) {
     let _ = match message {
         WorkerMessage::Ready => out.write_all(b"ready\n"),
         WorkerMessage::Leaving => out.write_all(b"leaving\n"),
+        WorkerMessage::Idle => out.write_all(b"idle\n"),
         WorkerMessage::Ack(n) => writeln!(out, "ack {n}"),
     };
 }
@@ -211,11 +218,13 @@ impl ConnBatch {
 /// The `stop` message.
 pub const STOP: &[u8] = b"stop\n";
 
-fn verb_name(message: &WorkerMessage) -> &'static str {
+/// The verb of a worker message, as it is written.
+pub fn verb_name(message: &WorkerMessage) -> &'static str {
     match message {
         WorkerMessage::Ready => "ready",
         WorkerMessage::Ack(_) => "ack",
         WorkerMessage::Leaving => "leaving",
+        WorkerMessage::Idle => "idle",
     }
 }
 
@@ -234,6 +243,7 @@ mod tests {
         assert_eq!(parse_worker_message(b"ready"), Ok(WorkerMessage::Ready));
         assert_eq!(parse_worker_message(b"ack 3\n"), Ok(WorkerMessage::Ack(3)));
         assert_eq!(parse_worker_message(b"leaving"), Ok(WorkerMessage::Leaving));
+        assert_eq!(parse_worker_message(b"idle\n"), Ok(WorkerMessage::Idle));
     }
 
     #[test]
@@ -248,6 +258,7 @@ mod tests {
             b"ack 99999999999999999999999",
             b"ready now",
             b"ack 1 2",
+            b"idle 3",
         ] {
             assert!(parse_worker_message(bad).is_err(), "{bad:?} was accepted");
         }
@@ -260,6 +271,7 @@ mod tests {
             WorkerMessage::Ready,
             WorkerMessage::Ack(17),
             WorkerMessage::Leaving,
+            WorkerMessage::Idle,
         ] {
             encode_worker_message(m, &mut buf);
             assert_eq!(parse_worker_message(&buf), Ok(m));

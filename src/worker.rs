@@ -174,6 +174,15 @@ impl Channel {
         self.send(WorkerMessage::Leaving)
     }
 
+    /// Tells the master we have finished what we had and wait for more. Say it whenever the
+    /// worker is about to wait (an event loop: at the end of each turn in which it got
+    /// connections, and once after `ready`): the master then hands connections only to workers
+    /// that are free, never to one still busy with a slow request. [`Channel::incoming`] does
+    /// this for you. A worker that never says it gets connections whenever its window has room.
+    pub fn idle(&mut self) -> io::Result<()> {
+        self.send(WorkerMessage::Idle)
+    }
+
     /// Takes ownership of the next `n` sockets received. [`Channel::recv`] does this for you.
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         if n == 0 {
@@ -242,12 +251,14 @@ impl Channel {
     }
 
     /// A blocking iterator over connections, acked as they arrive; it ends at `stop` or when the
-    /// master goes away.
+    /// master goes away. Each time it has handed out everything it received it says `idle`
+    /// before it waits, so the master sends more only once the previous ones were served.
     pub fn incoming(&mut self) -> Incoming<'_> {
         Incoming {
             channel: self,
             queue: std::collections::VecDeque::new(),
             done: false,
+            said_idle: false,
         }
     }
 
@@ -294,6 +305,8 @@ pub struct Incoming<'a> {
     channel: &'a mut Channel,
     queue: std::collections::VecDeque<Connection>,
     done: bool,
+    /// `idle` was sent since the last connections arrived.
+    said_idle: bool,
 }
 
 impl Iterator for Incoming<'_> {
@@ -307,8 +320,30 @@ impl Iterator for Incoming<'_> {
             if self.done {
                 return None;
             }
+            if !self.said_idle {
+                match self.channel.idle() {
+                    Ok(()) => self.said_idle = true,
+                    // The master is gone: nothing more will come.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        self.done = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e.into()));
+                    }
+                }
+            }
             match self.channel.recv() {
-                Ok(Event::Conns(conns)) => self.queue.extend(conns),
+                Ok(Event::Conns(conns)) => {
+                    self.said_idle = false;
+                    self.queue.extend(conns);
+                }
                 Ok(Event::Stop | Event::Closed) => self.done = true,
                 Ok(Event::WouldBlock) => {
                     if let Err(e) = wait_readable(&self.channel.socket) {

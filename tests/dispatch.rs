@@ -4,9 +4,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
-use common::{Rrb, Start, http_get, pid_of, repo, worker_id_of};
+use common::{Rrb, Start, http_get, http_get_from, pid_of, repo, worker_id_of};
 
 #[test]
 fn rr_with_3_workers_gives_each_exactly_10_of_30_in_strict_rotation() {
@@ -237,4 +238,108 @@ fn the_example_rust_worker_serves_in_both_policies() {
             "{policy}: {line:?}"
         );
     }
+}
+
+#[test]
+fn affinity_sends_each_client_address_to_one_slot_and_back_after_a_restart() {
+    let rrb = Rrb::start(
+        "workers = 3\n[dispatch]\naffinity = \"client-ip\"\n[restart]\nbackoff_initial = \"1500ms\"\n",
+        3,
+    );
+    let clients: Vec<Ipv4Addr> = (1..=8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+    let get = |ip: Ipv4Addr| {
+        http_get_from(&rrb.addr, ip).unwrap_or_else(|e| panic!("request from {ip} failed: {e}"))
+    };
+    // Each address always lands on one slot.
+    let mut home = BTreeMap::new();
+    for &ip in &clients {
+        let slots: BTreeSet<usize> = (0..20).map(|_| worker_id_of(&get(ip))).collect();
+        assert_eq!(slots.len(), 1, "{ip} went to slots {slots:?}");
+        home.insert(ip, *slots.first().unwrap());
+    }
+    let used: BTreeSet<usize> = home.values().copied().collect();
+    assert!(used.len() >= 2, "8 addresses all hashed to {used:?}");
+    // Take one address's slot down: its clients are served by the others meanwhile.
+    let ip = clients[0];
+    let slot = home[&ip];
+    let victim = pid_of(&get(ip));
+    // SAFETY: killing one of our test's workers.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    rrb.wait_for_log("killed by SIGKILL", Duration::from_secs(5));
+    for _ in 0..10 {
+        let body = get(ip);
+        assert_ne!(worker_id_of(&body), slot, "slot {slot} is down: {body}");
+    }
+    // Once the slot's replacement is ready, its clients come back: the slot is the bucket.
+    rrb.wait_ready(4);
+    for _ in 0..10 {
+        let body = get(ip);
+        assert_eq!(worker_id_of(&body), slot, "{body}");
+        assert_ne!(pid_of(&body), victim);
+    }
+    for (&ip, &slot) in &home {
+        assert_eq!(worker_id_of(&get(ip)), slot, "{ip} moved");
+    }
+}
+
+#[test]
+fn a_busy_worker_is_routed_around_and_nobody_waits_behind_it() {
+    // Slot 0 holds its event loop for 2 s on every request; slot 1 answers at once.
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 0 ]; then exec '{bin}' demo-worker --slow-every 1 --slow-ms 2000; else exec '{bin}' demo-worker; fi",
+        bin = common::BIN
+    );
+    let config = format!("workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n");
+    let rrb = Rrb::start(&config, 2);
+    // Requests from one client until one lands on slot 0, which then blocks for 2 s.
+    let addr = rrb.addr.clone();
+    let start = Instant::now();
+    let blocker = std::thread::spawn(move || {
+        loop {
+            let t = Instant::now();
+            let body = http_get(&addr).expect("served");
+            if worker_id_of(&body) == 0 {
+                return (t, t.elapsed());
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile three clients, ten requests each: every one is served by slot 1 at once.
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = rrb.addr.clone();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| {
+                        let t = Instant::now();
+                        let body = http_get(&addr).expect("served");
+                        (worker_id_of(&body), t.elapsed())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let served: Vec<(usize, Duration)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let meanwhile = start.elapsed();
+    let (blocked_at, took) = blocker.join().unwrap();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "slot 0 did not block: {took:?}"
+    );
+    assert!(
+        blocked_at.duration_since(start) < Duration::from_millis(300)
+            && meanwhile < Duration::from_millis(1900),
+        "the requests did not all arrive during the block ({meanwhile:?})"
+    );
+    let waited: Vec<_> = served
+        .iter()
+        .filter(|&&(slot, t)| slot != 1 || t > Duration::from_millis(200))
+        .collect();
+    assert!(
+        waited.is_empty(),
+        "waited behind the busy worker: {waited:?}"
+    );
 }

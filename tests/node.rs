@@ -5,9 +5,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Rrb, alive, pid_of, repo, worker_id_of};
+use common::{Rrb, alive, http_get_path, pid_of, repo, worker_id_of};
 
 fn script(name: &str) -> String {
     repo().join("scripts/node").join(name).display().to_string()
@@ -201,4 +201,41 @@ fn a_cluster_worker_refusing_connections_has_them_served_elsewhere() {
     );
     assert!(rrb.count_log("re-dispatching") == 0, "refused, not lost");
     assert!(refusing.iter().all(|&p| alive(p)));
+}
+
+#[test]
+fn a_blocked_cluster_worker_is_routed_around_by_nodes_own_rule() {
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"node\"\nargs = [\"{}\"]\nprotocol = \"node-cluster\"\n",
+        repo().join("tests/support/node/block_app.js").display()
+    );
+    let rrb = Rrb::start(&config, 2);
+    // Hold one worker's event loop for 2 s.
+    let addr = rrb.addr.clone();
+    let start = Instant::now();
+    let blocker = std::thread::spawn(move || {
+        let body = http_get_path(&addr, "/block").expect("the blocking request is served");
+        (pid_of(&body), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The other worker serves what arrives meanwhile. Node's rule lets a worker take its next
+    // connection as soon as it has accepted the previous one, before it runs the request: so
+    // one connection, handed to the blocked worker before its block could be seen, may wait.
+    let mut slow = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let body = rrb
+            .get()
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        if t.elapsed() > Duration::from_millis(200) {
+            slow.push((i, pid_of(&body), t.elapsed()));
+        }
+    }
+    let (blocked, took) = blocker.join().unwrap();
+    assert!(took >= Duration::from_millis(1900), "no block: {took:?}");
+    assert!(
+        slow.len() <= 1,
+        "more than one waited behind the block: {slow:?}"
+    );
+    assert!(slow.iter().all(|&(_, pid, _)| pid == blocked), "{slow:?}");
 }

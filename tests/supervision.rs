@@ -11,6 +11,11 @@ use common::{Rrb, alive, children_of, pid_of, repo, worker_id_of};
 /// with `flag` and every other incarnation (and slot 1) runs plainly. `extra` is appended.
 /// The returned directory holds the "already ran once" mark; keep it alive for the test.
 fn once_then(flag: &str, extra: &str) -> (tempfile::TempDir, String) {
+    once_then_with(flag, "", extra)
+}
+
+/// [`once_then`] with more `[worker]` keys.
+fn once_then_with(flag: &str, worker_keys: &str, extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let mark = dir.path().join("ran-once");
     let worker = repo().join("scripts/python_worker.py");
@@ -20,7 +25,7 @@ fn once_then(flag: &str, extra: &str) -> (tempfile::TempDir, String) {
         w = worker.display()
     );
     let config = format!(
-        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n[restart]\nbackoff_initial = \"10ms\"\n{extra}"
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n{worker_keys}\n[restart]\nbackoff_initial = \"10ms\"\n{extra}"
     );
     (dir, config)
 }
@@ -191,4 +196,91 @@ fn a_restart_storm_gives_up_and_the_master_exits_1() {
         giveup.contains("ERROR") && giveup.contains("exit code 7"),
         "{giveup}"
     );
+}
+
+#[test]
+fn a_worker_that_never_acks_is_killed_at_ack_timeout_and_every_client_is_served() {
+    // Slot 0's first incarnation says `ready`, then never reads its channel.
+    let (_mark, config) = once_then_with("--never-ack", "ack_timeout = \"1s\"", "");
+    let rrb = Rrb::start(&config, 2);
+    let start = Instant::now();
+    let addr = rrb.addr.clone();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (common::http_get(&addr), t.elapsed())
+            })
+        })
+        .collect();
+    // While it holds them, `status` shows how long the oldest has waited.
+    let mut seen = String::new();
+    while start.elapsed() < Duration::from_millis(900) && !seen.contains("oldest") {
+        seen = rrb.ctl(&["status"]).1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.contains("(oldest "),
+        "status never showed an un-acked age:\n{seen}"
+    );
+    for client in clients {
+        let (body, took) = client.join().unwrap();
+        let body = body.expect("every client is served");
+        assert!(body.contains("handled by worker"), "{body:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "served after {took:?} (ack_timeout 1 s)"
+        );
+    }
+    let line = rrb.wait_for_log("worker stuck slot=0", Duration::from_secs(3));
+    assert!(line.contains("un-acked"), "{line}");
+    // Its sockets went elsewhere only after it was reaped, and its slot was refilled.
+    rrb.wait_for_log("re-dispatching", Duration::from_secs(3));
+    rrb.wait_ready(3);
+    let ids: std::collections::BTreeSet<usize> =
+        (0..6).map(|_| worker_id_of(&rrb.get().unwrap())).collect();
+    assert_eq!(ids.len(), 2, "both slots serve again: {ids:?}");
+}
+
+/// A worker that says `message` over and over after `ready` is replaced on the second one, and
+/// no client request fails meanwhile.
+fn repeated(message: &str) {
+    let (_mark, config) = once_then(&format!("--flood {message}"), "");
+    let rrb = Rrb::start(&config, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut served = 0;
+    while rrb.count_log("a second time") == 0 || served < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no violation seen: {:?}",
+            rrb.log()
+        );
+        let body = rrb
+            .get()
+            .unwrap_or_else(|e| panic!("request {served} failed: {e}"));
+        assert!(body.contains("handled by worker"), "{body:?}");
+        served += 1;
+    }
+    let line = rrb.wait_for_log("misbehaved", Duration::from_secs(5));
+    assert!(
+        line.contains("slot=0") && line.contains(&format!("said `{message}` a second time")),
+        "{line}"
+    );
+    rrb.wait_ready(3);
+    for i in 0..10 {
+        rrb.get()
+            .unwrap_or_else(|e| panic!("request {i} after the replacement failed: {e}"));
+    }
+    assert!(alive(rrb.pid()));
+}
+
+#[test]
+fn a_worker_flooding_ready_is_replaced_and_no_request_fails() {
+    repeated("ready");
+}
+
+#[test]
+fn a_worker_saying_leaving_twice_is_replaced_and_no_request_fails() {
+    repeated("leaving");
 }

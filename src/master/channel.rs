@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use super::node::NodeWire;
 use crate::protocol::{
@@ -21,6 +22,8 @@ pub struct Handoff {
     pub socket: OwnedFd,
     pub listener: usize,
     pub peer: Peer,
+    /// When it was sent to the worker that holds it now; `None` while it is not out.
+    pub sent: Option<Instant>,
 }
 
 /// What reading the channel produced.
@@ -49,6 +52,16 @@ pub enum Flush {
 #[derive(Debug)]
 pub struct Channel {
     socket: OwnedFd,
+    /// The most sockets this worker may hold un-acked (assigned and sent).
+    window: usize,
+    /// The last send found the channel full: nothing more goes to it until it is writable.
+    blocked: bool,
+    /// The worker says `idle` (it is pulled): it takes connections only while `idle`.
+    pulled: bool,
+    idle: bool,
+    /// `ready` and `leaving` are said once; a second one breaks the protocol.
+    said_ready: bool,
+    said_leaving: bool,
     /// Assigned to this worker, not yet sent.
     outbox: VecDeque<Handoff>,
     /// Sent, waiting for the worker's `ack`.
@@ -68,9 +81,10 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel that speaks Node's IPC over a stream socket pair.
-    pub fn node(socket: OwnedFd, window: usize, wire: NodeWire) -> io::Result<Channel> {
-        let mut channel = Channel::new(socket, window)?;
+    /// A channel that speaks Node's IPC over a stream socket pair. Its window is Node's own
+    /// rule: one connection at a time, until the worker has taken it.
+    pub fn node(socket: OwnedFd, wire: NodeWire) -> io::Result<Channel> {
+        let mut channel = Channel::new(socket, 1)?;
         channel.node = Some(Box::new(wire));
         Ok(channel)
     }
@@ -85,6 +99,12 @@ impl Channel {
         sys::set_nonblocking(socket.as_fd(), true)?;
         Ok(Channel {
             socket,
+            window: window.max(1),
+            blocked: false,
+            pulled: false,
+            idle: false,
+            said_ready: false,
+            said_leaving: false,
             outbox: VecDeque::with_capacity(window),
             unacked: VecDeque::with_capacity(window),
             stop_pending: false,
@@ -107,6 +127,27 @@ impl Channel {
         self.outbox.len() + self.unacked.len()
     }
 
+    /// Whether a connection given now would reach a worker free to serve it: the channel
+    /// takes writes, the window has room, and a pulled worker has said `idle`.
+    pub fn has_room(&self) -> bool {
+        self.has_window_room() && (!self.pulled || self.idle)
+    }
+
+    /// Whether the window has room, busy or not (client affinity waits for its own worker).
+    pub fn has_window_room(&self) -> bool {
+        !self.blocked && self.in_flight() < self.window
+    }
+
+    /// When the oldest socket still un-acked was sent.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.unacked.front().and_then(|h| h.sent)
+    }
+
+    /// The channel can take writes again.
+    pub fn on_writable(&mut self) {
+        self.blocked = false;
+    }
+
     /// Queues a socket for this worker; [`Channel::flush`] sends it.
     pub fn assign(&mut self, handoff: Handoff) {
         self.outbox.push_back(handoff);
@@ -125,14 +166,26 @@ impl Channel {
     }
 
     /// Sends what is queued: sockets in batches of up to [`MAX_FDS_PER_MESSAGE`] per message,
-    /// then `stop` if asked. Sent sockets move to the un-acked window.
-    pub fn flush(&mut self) -> Flush {
+    /// then `stop` if asked. Sent sockets move to the un-acked window, stamped `now`. What
+    /// could not be sent stays in the outbox, for the caller to give to someone else.
+    pub fn flush(&mut self, now: Instant) -> Flush {
+        let before = self.unacked.len();
+        let result = self.send_queued(now);
+        if self.unacked.len() != before {
+            self.idle = false; // busy with what it got, until it says `idle` again
+        }
+        self.blocked = matches!(result, Flush::Blocked);
+        result
+    }
+
+    fn send_queued(&mut self, now: Instant) -> Flush {
         if let Some(node) = &mut self.node {
             return node.flush(
                 self.socket.as_fd(),
                 &mut self.outbox,
                 &mut self.unacked,
                 &mut self.stop_pending,
+                now,
             );
         }
         while !self.outbox.is_empty() {
@@ -145,7 +198,10 @@ impl Channel {
             let (header, body) = self.batch.parts();
             let parts = [IoSlice::new(header), IoSlice::new(body)];
             match sys::send_with_fds(self.socket.as_fd(), &parts, fds, &mut self.cmsg) {
-                Ok(_) => self.unacked.extend(self.outbox.drain(..n)),
+                Ok(_) => self.unacked.extend(self.outbox.drain(..n).map(|mut h| {
+                    h.sent = Some(now);
+                    h
+                })),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Flush::Broken(e),
@@ -166,8 +222,9 @@ impl Channel {
         Flush::Done
     }
 
-    /// Reads every message waiting on the channel (until `WouldBlock`), applying acks here and
-    /// reporting the rest into `out`. Stops at the first violation or at end of stream.
+    /// Reads every message waiting on the channel (until `WouldBlock`), applying acks and
+    /// `idle` here and reporting the rest into `out`. Stops at the first violation or at end of
+    /// stream.
     pub fn read(&mut self, out: &mut Vec<Incoming>) {
         if let Some(node) = &mut self.node {
             return node.read(
@@ -206,7 +263,28 @@ impl Channel {
                     self.unacked.drain(..n);
                     out.push(Incoming::Message(WorkerMessage::Ack(n)));
                 }
-                Ok(message) => out.push(Incoming::Message(message)),
+                Ok(WorkerMessage::Idle) => {
+                    // Idempotent and O(1): a flood of these costs nothing but the reads.
+                    self.pulled = true;
+                    self.idle = true;
+                }
+                Ok(message @ WorkerMessage::Ready)
+                    if !std::mem::replace(&mut self.said_ready, true) =>
+                {
+                    out.push(Incoming::Message(message))
+                }
+                Ok(message @ WorkerMessage::Leaving)
+                    if !std::mem::replace(&mut self.said_leaving, true) =>
+                {
+                    out.push(Incoming::Message(message))
+                }
+                Ok(message) => {
+                    out.push(Incoming::Violation(format!(
+                        "protocol violation: said `{}` a second time",
+                        protocol::verb_name(&message)
+                    )));
+                    return;
+                }
                 Err(e) => {
                     out.push(Incoming::Violation(describe(&e)));
                     return;
@@ -215,18 +293,25 @@ impl Channel {
         }
     }
 
-    /// Sockets assigned but not yet sent, for someone else to serve.
-    pub fn take_outbox(&mut self) -> impl Iterator<Item = Handoff> + '_ {
-        self.outbox.drain(..)
-    }
-
-    /// Every socket this worker had not acked, oldest first, for someone else to serve.
-    pub fn take_unacked(&mut self) -> impl Iterator<Item = Handoff> + '_ {
+    /// Sockets this worker never got, or gave back (a Node cluster worker's `accepted:
+    /// false`), oldest first: someone else may serve them at once.
+    pub fn take_unsent(&mut self) -> impl DoubleEndedIterator<Item = Handoff> + '_ {
         self.returned
             .drain(..)
-            .chain(self.unacked.drain(..))
             .chain(self.outbox.drain(..))
+            .map(unsent)
     }
+
+    /// Sockets sent and not acked, oldest first. The worker may hold copies of them until it
+    /// is dead: only then may someone else serve them.
+    pub fn take_unacked(&mut self) -> impl DoubleEndedIterator<Item = Handoff> + '_ {
+        self.unacked.drain(..).map(unsent)
+    }
+}
+
+fn unsent(mut handoff: Handoff) -> Handoff {
+    handoff.sent = None;
+    handoff
 }
 
 impl AsFd for Channel {
@@ -293,6 +378,7 @@ mod tests {
                 socket: a,
                 listener: 0,
                 peer: Peer::Unix,
+                sent: None,
             },
             b,
         )
@@ -333,7 +419,7 @@ mod tests {
             ch.assign(h);
             peers.push(p);
         }
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         assert_eq!(
             recv(&worker),
             ("conn 3\n0 unix\n0 unix\n0 unix\n".into(), 3)
@@ -352,7 +438,7 @@ mod tests {
         let (mut ch, worker) = pair(8);
         let (h, _p) = handoff();
         ch.assign(h);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         send(&worker, "leaving\n");
         drop(worker); // exits with our `conn` unread
         let mut out = Vec::new();
@@ -374,17 +460,109 @@ mod tests {
         let (h1, _p1) = handoff();
         let (h2, _p2) = handoff();
         ch.assign(h1);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         ch.assign(h2);
         drop(worker);
         let mut out = Vec::new();
         ch.read(&mut out);
         assert_eq!(out, [Incoming::Closed]);
-        assert_eq!(
-            ch.take_unacked().count(),
-            2,
-            "the sent one and the queued one"
+        let sent = ch.take_unacked().collect::<Vec<_>>();
+        assert_eq!(sent.len(), 1, "the sent one");
+        assert!(sent[0].sent.is_none(), "stamped again when sent again");
+        assert_eq!(ch.take_unsent().count(), 1, "and the queued one");
+    }
+
+    #[test]
+    fn room_is_the_window_and_for_a_pulled_worker_being_idle() {
+        let (mut ch, worker) = pair(2);
+        assert!(
+            ch.has_room(),
+            "a worker that never said idle has its window"
         );
+        let (h1, _p1) = handoff();
+        ch.assign(h1);
+        let t0 = Instant::now();
+        assert!(matches!(ch.flush(t0), Flush::Done));
+        assert_eq!(ch.oldest_unacked(), Some(t0));
+        assert!(ch.has_room());
+        let (h2, _p2) = handoff();
+        ch.assign(h2);
+        assert!(
+            !ch.has_room() && !ch.has_window_room(),
+            "window of 2 is full"
+        );
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+        send(&worker, "ack 2\n");
+        send(&worker, "idle\n");
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        assert_eq!(out, [Incoming::Message(WorkerMessage::Ack(2))]);
+        assert_eq!(ch.oldest_unacked(), None);
+        assert!(ch.has_room(), "idle");
+        // Once given something, a pulled worker is busy until it says idle again, even with
+        // room in its window; affinity may still queue on it.
+        let (h3, _p3) = handoff();
+        ch.assign(h3);
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+        assert!(!ch.has_room() && ch.has_window_room());
+        send(&worker, "ack 1");
+        send(&worker, "idle");
+        ch.read(&mut out);
+        assert!(ch.has_room());
+    }
+
+    #[test]
+    fn ready_and_leaving_twice_are_violations_idle_any_number_of_times_is_not() {
+        let (mut ch, worker) = pair(8);
+        for m in ["ready", "idle", "idle", "leaving", "idle"] {
+            send(&worker, m);
+        }
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        assert_eq!(
+            out,
+            [
+                Incoming::Message(WorkerMessage::Ready),
+                Incoming::Message(WorkerMessage::Leaving)
+            ]
+        );
+        for again in ["ready", "leaving"] {
+            send(&worker, again);
+            out.clear();
+            ch.read(&mut out);
+            assert!(
+                matches!(&out[..], [Incoming::Violation(v)] if v.contains(again)),
+                "{again}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_channel_blocks_and_keeps_what_it_could_not_send() {
+        let (mut ch, _worker) = pair(1 << 16);
+        // A small send buffer fills after a few messages the worker does not read.
+        nix::sys::socket::setsockopt(&ch.as_fd(), nix::sys::socket::sockopt::SndBuf, &4096)
+            .unwrap();
+        let mut keep = Vec::new();
+        let result = loop {
+            for _ in 0..MAX_FDS_PER_MESSAGE {
+                let (h, p) = handoff();
+                ch.assign(h);
+                keep.push(p);
+            }
+            match ch.flush(Instant::now()) {
+                Flush::Done if keep.len() < 2_000 => continue,
+                other => break other,
+            }
+        };
+        assert!(matches!(result, Flush::Blocked), "{result:?}");
+        assert!(!ch.has_window_room(), "nothing more for a blocked channel");
+        assert!(
+            ch.take_unsent().count() > 0,
+            "the unsent ones, for another worker"
+        );
+        ch.on_writable();
+        assert!(ch.has_window_room());
     }
 
     #[test]
@@ -408,7 +586,7 @@ mod tests {
         let (h, _p) = handoff();
         ch.assign(h);
         ch.queue_stop();
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         assert_eq!(recv(&worker).0, "conn 1\n0 unix\n");
         assert_eq!(recv(&worker).0, "stop\n");
         assert!(!ch.wants_flush());
@@ -423,7 +601,7 @@ mod tests {
             ch.assign(h);
             keep.push(p);
         }
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         assert_eq!(recv(&worker).1, MAX_FDS_PER_MESSAGE);
         assert_eq!(recv(&worker).1, 5);
     }

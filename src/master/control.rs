@@ -345,6 +345,7 @@ impl Master {
                 slot: w.slot,
                 pid: w.pid.as_raw(),
                 state: match (w.state, self.fleet.role(key)) {
+                    _ if w.stuck => "stuck (killed)",
                     (State::Starting, _) => "starting",
                     (State::Ready, Role::Candidate) => "ready (candidate)",
                     (State::Ready, _) => "ready",
@@ -360,7 +361,12 @@ impl Master {
                 uptime_secs: w.uptime(now).as_secs_f64(),
                 restarts: self.fleet.slots.get(w.slot).map_or(0, |s| s.restart_count),
                 handed: w.handed,
-                unacked: w.channel.as_ref().map_or(0, |c| c.in_flight()),
+                unacked: w.channel.as_ref().map_or(w.held.len(), |c| c.in_flight()),
+                oldest_unacked_secs: w
+                    .channel
+                    .as_ref()
+                    .and_then(|c| c.oldest_unacked())
+                    .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             })
             .collect();
         let slots = self

@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use slab::Slab;
 
-use super::channel::Channel;
+use super::channel::{Channel, Handoff};
 use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
@@ -57,11 +57,28 @@ pub struct Worker {
     pub channel_closed_check: Option<Instant>,
     /// Its stdout and stderr, when `[log]` captures them.
     pub output: [Option<Pipe>; 2],
+    /// Sockets it was sent and never acked, kept from its closed channel: it may still hold
+    /// copies, so they go to another worker only once it is dead (none is served twice).
+    pub held: Vec<Handoff>,
+    /// It held a socket un-acked past `ack_timeout` and was killed for it.
+    pub stuck: bool,
 }
 
 impl Worker {
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
+    }
+
+    /// When its oldest un-acked socket passes `ack_timeout`, unless it was killed for that
+    /// already.
+    pub fn ack_deadline(&self, ack_timeout: Duration) -> Option<Instant> {
+        if self.stuck {
+            return None;
+        }
+        self.channel
+            .as_ref()?
+            .oldest_unacked()?
+            .checked_add(ack_timeout)
     }
 
     /// Sends a signal to the worker's process group (it leads one), reaching its own children.
@@ -214,12 +231,22 @@ impl Fleet {
         slot.current.replace(key)
     }
 
-    /// The worker serving `slot`, if it can take a connection now.
-    pub fn can_take(&self, slot: usize, window: usize) -> Option<usize> {
+    /// The worker serving `slot`, if it is free to take a connection now.
+    pub fn can_take(&self, slot: usize) -> Option<usize> {
+        self.serving(slot, Channel::has_room)
+    }
+
+    /// The worker serving `slot`, if its window has room (busy or not): where a client with
+    /// affinity to `slot` waits rather than go elsewhere.
+    pub fn can_queue(&self, slot: usize) -> Option<usize> {
+        self.serving(slot, Channel::has_window_room)
+    }
+
+    fn serving(&self, slot: usize, room: impl Fn(&Channel) -> bool) -> Option<usize> {
         let key = self.slots.get(slot)?.current?;
         let worker = self.workers.get(key)?;
         let channel = worker.channel.as_ref()?;
-        (worker.state == State::Ready && channel.in_flight() < window).then_some(key)
+        (worker.state == State::Ready && room(channel)).then_some(key)
     }
 
     pub fn ready_count(&self) -> usize {
@@ -260,10 +287,9 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
 
 /// The master's end of a new worker's channel, speaking the configured protocol.
 fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
-    let window = config.worker.max_unacked;
     let protocol = config.worker.protocol;
     if !protocol.is_node() {
-        return Channel::new(socket, window);
+        return Channel::new(socket, config.worker.max_unacked);
     }
     let shared = listeners
         .iter()
@@ -280,7 +306,7 @@ fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Resu
         config.worker.node.clone(),
         shared,
     );
-    Channel::node(socket, window, wire)
+    Channel::node(socket, wire)
 }
 
 /// Starts a worker for `slot` and returns its record. In `none` mode it inherits the listeners
@@ -374,5 +400,7 @@ pub fn spawn(
         handed: 0,
         channel_closed_check: None,
         output,
+        held: Vec::new(),
+        stuck: false,
     })
 }

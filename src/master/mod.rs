@@ -34,8 +34,8 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::config::{Config, SchedPolicy};
-use crate::protocol::WorkerMessage;
+use crate::config::{Affinity, Config, SchedPolicy};
+use crate::protocol::{Peer, WorkerMessage};
 use channel::{Flush, Handoff, Incoming};
 use dispatch::RoundRobin;
 use fleet::{Fleet, Role, State};
@@ -256,10 +256,13 @@ impl Master {
                         let (key, stream) = ((t - OUTPUT_BASE) / 2, (t - OUTPUT_BASE) % 2);
                         self.on_output(key, stream);
                     }
-                    Token(t) if t >= WORKER_BASE => self.on_channel(
-                        t - WORKER_BASE,
-                        event.is_readable() || event.is_read_closed(),
-                    ),
+                    Token(t) if t >= WORKER_BASE => {
+                        let key = t - WORKER_BASE;
+                        if event.is_writable() {
+                            self.on_channel_writable(key);
+                        }
+                        self.on_channel(key, event.is_readable() || event.is_read_closed());
+                    }
                     _ => {} // not ours: ignore
                 }
             }
@@ -269,7 +272,7 @@ impl Master {
             let now = Instant::now();
             self.supervise(now);
             self.dispatch(now);
-            self.flush();
+            self.flush(now);
             if let Phase::Stopping { deadline, .. } = self.phase {
                 if self.fleet.workers.is_empty() && self.hooks.is_empty() {
                     info!("all workers have exited; bye");
@@ -303,25 +306,32 @@ impl Master {
             && self.accept_paused_until.is_none()
             && self.accept_ready.iter().any(|&r| r)
             && self.backlog.is_empty()
-            && self.anyone_can_take()
+            && self.free_slot().is_some()
     }
 
-    fn anyone_can_take(&self) -> bool {
-        (0..self.fleet.slots.len()).any(|s| {
-            self.fleet
-                .can_take(s, self.config.worker.max_unacked)
-                .is_some()
-        })
+    /// The slot whose turn it is among those free to take a connection now, without taking
+    /// the turn.
+    fn free_slot(&self) -> Option<usize> {
+        let fleet = &self.fleet;
+        self.rr
+            .peek(fleet.slots.len(), |s| fleet.can_take(s).is_some())
     }
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
         let slots = self.fleet.slots.iter().filter_map(|s| s.start_at);
+        let ack_timeout = self.config.worker.ack_timeout;
         let kills = self
             .fleet
             .workers
             .iter()
-            .flat_map(|(_, w)| w.kill_at.into_iter().chain(w.channel_closed_check))
+            .flat_map(|(_, w)| {
+                let ack_deadline = w.ack_deadline(ack_timeout);
+                w.kill_at
+                    .into_iter()
+                    .chain(w.channel_closed_check)
+                    .chain(ack_deadline)
+            })
             .chain(self.next_readiness_deadline());
         let phase = match self.phase {
             Phase::Stopping { deadline, killed } => Some(if killed {
@@ -379,6 +389,18 @@ impl Master {
         self.pending_signals = pending;
     }
 
+    /// The channel of `key` takes writes again: it may be given connections again.
+    fn on_channel_writable(&mut self, key: usize) {
+        if let Some(channel) = self
+            .fleet
+            .workers
+            .get_mut(key)
+            .and_then(|w| w.channel.as_mut())
+        {
+            channel.on_writable();
+        }
+    }
+
     fn on_channel(&mut self, key: usize, readable: bool) {
         let Some(worker) = self.fleet.workers.get_mut(key) else {
             return; // a stale event for a worker already reaped
@@ -419,8 +441,9 @@ impl Master {
                 worker.spoke = true;
                 match message {
                     WorkerMessage::Ready if worker.state == State::Starting => self.on_ready(key),
-                    WorkerMessage::Ready => debug!("repeated ready slot={slot} pid={pid}"),
-                    WorkerMessage::Ack(_) => {}
+                    // Already ready by `ready_delay`, or retiring: nothing changes.
+                    WorkerMessage::Ready => debug!("ready slot={slot} pid={pid} (ignored)"),
+                    WorkerMessage::Ack(_) | WorkerMessage::Idle => {}
                     WorkerMessage::Leaving => self.on_leaving(key),
                 }
             }
@@ -586,35 +609,46 @@ impl Master {
         }
     }
 
-    /// Closes the master's side of the channel of `key`. Every socket the worker had not
-    /// acked, still unread, goes to the front of the backlog for the next worker.
+    /// Closes the master's side of the channel of `key`. Sockets the worker never got go to
+    /// the front of the backlog for the next worker at once; those it was sent and had not
+    /// acked are held until it is dead (it may still have them: none is served twice).
     fn release_channel(&mut self, key: usize) {
-        let Some(mut channel) = self.fleet.workers[key].channel.take() else {
+        let worker = &mut self.fleet.workers[key];
+        let Some(mut channel) = worker.channel.take() else {
             return;
         };
         let _ = self
             .poll
             .registry()
             .deregister(&mut SourceFd(&channel.raw_fd()));
-        let lost: Vec<Handoff> = channel.take_unacked().collect();
-        if !lost.is_empty() {
-            info!(
-                "re-dispatching {} connection(s) pid={} had not acked",
-                lost.len(),
-                self.fleet.workers[key].pid
-            );
-        }
+        worker.held.extend(channel.take_unacked());
         // They are older than anything still to be accepted: first in line.
-        for handoff in lost.into_iter().rev() {
+        for handoff in channel.take_unsent().rev() {
             self.backlog.push_front(handoff);
         }
     }
 
-    /// Sockets assigned to `key` but not yet sent go back to be handed to someone else.
+    /// `key` is dead: what it held un-acked goes to the front of the backlog.
+    fn release_held(&mut self, key: usize) {
+        let worker = &mut self.fleet.workers[key];
+        if worker.held.is_empty() {
+            return;
+        }
+        info!(
+            "re-dispatching {} connection(s) pid={} had not acked",
+            worker.held.len(),
+            worker.pid
+        );
+        for handoff in worker.held.drain(..).rev() {
+            self.backlog.push_front(handoff);
+        }
+    }
+
+    /// Sockets assigned to `key` but not yet sent (or given back) go to someone else.
     fn requeue_outbox(&mut self, key: usize) {
         if let Some(channel) = self.fleet.workers[key].channel.as_mut() {
-            for handoff in channel.take_outbox() {
-                self.backlog.push_back(handoff);
+            for handoff in channel.take_unsent().rev() {
+                self.backlog.push_front(handoff);
             }
         }
     }
@@ -659,6 +693,7 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
+        self.release_held(key);
         self.drain_output(key);
         let now = Instant::now();
         let role = self.fleet.role(key);
@@ -701,6 +736,7 @@ impl Master {
             self.fail_slot(key, now, "closed its channel".into());
         }
         self.check_readiness(now);
+        self.check_acks(now);
         for (_, worker) in self.fleet.workers.iter_mut() {
             if worker.kill_at.is_some_and(|t| t <= now) {
                 warn!(
@@ -741,6 +777,37 @@ impl Master {
                     };
                 }
             }
+        }
+    }
+
+    /// A worker holding a socket un-acked past `ack_timeout` is stuck: it gets nothing more,
+    /// is killed, and its slot is refilled under the restart policy. What it held goes to
+    /// other workers once it is reaped, not before: it might still serve it otherwise.
+    fn check_acks(&mut self, now: Instant) {
+        let timeout = self.config.worker.ack_timeout;
+        let stuck: Vec<usize> = self
+            .fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.ack_deadline(timeout).is_some_and(|t| t <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stuck {
+            let worker = &mut self.fleet.workers[key];
+            worker.stuck = true;
+            worker.state = State::Draining;
+            let (held, oldest) = worker
+                .channel
+                .as_ref()
+                .map_or((0, None), |c| (c.in_flight(), c.oldest_unacked()));
+            let age = oldest.map_or(timeout, |t| now.saturating_duration_since(t));
+            warn!(
+                "worker stuck slot={} pid={}: {held} connection(s) un-acked, the oldest for \
+                 {age:.1?} (ack_timeout {timeout:?}); killing it",
+                worker.slot, worker.pid
+            );
+            worker.signal_group(Signal::SIGKILL);
+            self.fail_slot(key, now, format!("no ack within ack_timeout ({timeout:?})"));
         }
     }
 
@@ -809,14 +876,18 @@ impl Master {
 
     // ---- dispatch -----------------------------------------------------------------------------
 
-    /// The worker whose turn it is, among those that can take a connection now.
-    fn next_worker(&mut self) -> Option<usize> {
-        let fleet = &self.fleet;
-        let window = self.config.worker.max_unacked;
-        let slot = self
-            .rr
-            .pick(fleet.slots.len(), |s| fleet.can_take(s, window).is_some())?;
-        fleet.can_take(slot, window)
+    /// Who gets a connection from `peer`: its home slot's worker if client affinity is on and
+    /// that worker can queue it, else the worker whose turn it is among those free now.
+    fn next_worker(&mut self, peer: &Peer) -> Option<usize> {
+        let n = self.fleet.slots.len();
+        if self.config.affinity == Affinity::ClientIp {
+            if let Some(key) = dispatch::home_slot(peer, n).and_then(|s| self.fleet.can_queue(s)) {
+                return Some(key);
+            }
+        }
+        let slot = self.free_slot()?;
+        self.rr.take(slot, n);
+        self.fleet.can_take(slot)
     }
 
     fn hand_to(&mut self, key: usize, handoff: Handoff) {
@@ -827,18 +898,19 @@ impl Master {
         }
     }
 
-    /// First the sockets waiting for a new owner, then new connections while anyone has room.
+    /// First the sockets waiting for a new owner, then new connections while anyone is free.
+    /// A connection is bound to a worker only here, just before [`Master::flush`] sends it;
+    /// while nobody is free it waits in the backlog or, not yet accepted, in the kernel's.
     fn dispatch(&mut self, now: Instant) {
         if self.config.sched_policy != SchedPolicy::Rr {
             return;
         }
-        while !self.backlog.is_empty() {
-            let Some(key) = self.next_worker() else {
+        while let Some(handoff) = self.backlog.pop_front() {
+            let Some(key) = self.next_worker(&handoff.peer) else {
+                self.backlog.push_front(handoff);
                 return; // nobody has room: the kernel's backlog holds new clients meanwhile
             };
-            if let Some(handoff) = self.backlog.pop_front() {
-                self.hand_to(key, handoff);
-            }
+            self.hand_to(key, handoff);
         }
         if self.phase != Phase::Running {
             return;
@@ -852,8 +924,8 @@ impl Master {
         for i in 0..self.listeners.len() {
             let mut accepted = 0;
             while self.accept_ready[i] && accepted < ACCEPT_BURST {
-                // Check for room without taking a turn: the accept may find nobody waiting.
-                if !self.anyone_can_take() {
+                // Look for room without taking a turn: the accept may find nobody waiting.
+                if self.free_slot().is_none() {
                     return;
                 }
                 match self.listeners[i].accept() {
@@ -864,8 +936,9 @@ impl Master {
                             socket,
                             listener: i,
                             peer,
+                            sent: None,
                         };
-                        match self.next_worker() {
+                        match self.next_worker(&handoff.peer) {
                             Some(key) => self.hand_to(key, handoff),
                             None => self.backlog.push_back(handoff), // unreachable: room was checked
                         }
@@ -893,8 +966,10 @@ impl Master {
         }
     }
 
-    /// Sends what each worker was assigned (and queued `stop`s).
-    fn flush(&mut self) {
+    /// Sends what each worker was assigned (and queued `stop`s). A socket that could not be
+    /// sent (the channel is full) is not left waiting for that worker: it goes back to the
+    /// front of the backlog, for whoever is free next.
+    fn flush(&mut self, now: Instant) {
         let mut broken = Vec::new();
         for (key, worker) in self.fleet.workers.iter_mut() {
             let Some(channel) = worker.channel.as_mut() else {
@@ -903,12 +978,16 @@ impl Master {
             if !channel.wants_flush() {
                 continue;
             }
-            match channel.flush() {
+            match channel.flush(now) {
                 Flush::Done | Flush::Blocked => {}
                 Flush::Broken(e) => {
                     debug!("channel of pid={} broke: {e}", worker.pid);
                     broken.push(key);
                 }
+            }
+            for handoff in channel.take_unsent().rev() {
+                worker.handed -= 1;
+                self.backlog.push_front(handoff);
             }
         }
         for key in broken {

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -84,6 +85,10 @@ pub struct NodeWire {
     stop_sent: bool,
     /// `protocol = "node"`: the line every connection rides with (always the same).
     socket_line: Vec<u8>,
+    /// Ready and leaving are reported once each: a cluster app says `listening` once per
+    /// server, and closing its last server and exiting after `disconnect` both mean leaving.
+    said_ready: bool,
+    said_leaving: bool,
 }
 
 impl NodeWire {
@@ -115,6 +120,8 @@ impl NodeWire {
             servers: Vec::new(),
             stop_sent: false,
             socket_line: Vec::new(),
+            said_ready: false,
+            said_leaving: false,
         };
         wire.socket_line = node_ipc::handle(HandleType::Socket, &wire.messages.socket);
         if shared && !cluster {
@@ -147,6 +154,7 @@ impl NodeWire {
         outbox: &mut VecDeque<Handoff>,
         unacked: &mut VecDeque<Handoff>,
         stop_pending: &mut bool,
+        now: Instant,
     ) -> Flush {
         loop {
             if !self.partial.is_empty() {
@@ -201,13 +209,14 @@ impl NodeWire {
                 let Some(bytes) = self.conn_line(outbox.front().map_or(0, |h| h.listener)) else {
                     return Flush::Done; // cluster worker with no server yet: hold it
                 };
-                let handoff = outbox.pop_front().expect("checked");
+                let mut handoff = outbox.pop_front().expect("checked");
                 match send(socket, &bytes, Some(handoff.socket.as_fd()), &mut self.cmsg) {
                     Ok(n) => {
                         self.in_flight = Some(InFlight::Conn);
                         self.partial.extend_from_slice(&bytes[n..]);
                         self.in_flight_line = bytes;
                         self.nacks = 0;
+                        handoff.sent = Some(now);
                         unacked.push_back(handoff);
                         continue;
                     }
@@ -349,12 +358,12 @@ impl NodeWire {
                 }
                 self.on_query_server(query, out);
             }
-            FromWorker::Listening => out.push(Incoming::Message(WorkerMessage::Ready)),
+            FromWorker::Listening => self.say(WorkerMessage::Ready, out),
             FromWorker::Close { key } => {
                 self.servers.retain(|(k, _)| *k != key);
                 if self.servers.is_empty() && !self.shared {
                     // It closed its server: whatever we send now it would refuse.
-                    out.push(Incoming::Message(WorkerMessage::Leaving));
+                    self.say(WorkerMessage::Leaving, out);
                 }
             }
             FromWorker::ExitedAfterDisconnect { seq } => {
@@ -363,7 +372,7 @@ impl NodeWire {
                     bytes: node_ipc::encode(&ack),
                     listener: None,
                 });
-                out.push(Incoming::Message(WorkerMessage::Leaving));
+                self.say(WorkerMessage::Leaving, out);
             }
             FromWorker::Accepted { ack, accepted } => {
                 let Some(i) = self.awaiting.iter().position(|&s| s == ack) else {
@@ -386,15 +395,27 @@ impl NodeWire {
             }
             FromWorker::User(v) => {
                 if v == self.messages.leaving {
-                    out.push(Incoming::Message(WorkerMessage::Leaving));
+                    self.say(WorkerMessage::Leaving, out);
                 } else if v == json!("ready") {
-                    out.push(Incoming::Message(WorkerMessage::Ready));
+                    self.say(WorkerMessage::Ready, out);
                 } else {
                     out.push(Incoming::Note(format!("message: {v}")));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Reports `ready` or `leaving` the first time only.
+    fn say(&mut self, message: WorkerMessage, out: &mut Vec<Incoming>) {
+        let said = match message {
+            WorkerMessage::Ready => &mut self.said_ready,
+            WorkerMessage::Leaving => &mut self.said_leaving,
+            _ => return out.push(Incoming::Message(message)),
+        };
+        if !std::mem::replace(said, true) {
+            out.push(Incoming::Message(message));
+        }
     }
 
     /// NACK: the fd did not arrive; send the same line with the same fd again.
@@ -521,7 +542,7 @@ mod tests {
             fd: listener.into(),
         };
         let wire = NodeWire::new(cluster, false, messages(), vec![shared]);
-        (Channel::node(master, 8, wire).unwrap(), worker)
+        (Channel::node(master, wire).unwrap(), worker)
     }
 
     fn conn() -> (Handoff, OwnedFd) {
@@ -530,6 +551,7 @@ mod tests {
             socket: a,
             listener: 0,
             peer: Peer::Unix,
+            sent: None,
         };
         (handoff, b)
     }
@@ -564,7 +586,7 @@ mod tests {
         let (c2, _p2) = conn();
         ch.assign(c1);
         ch.assign(c2);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let (text, fds) = read(&worker);
         assert_eq!(
             text,
@@ -572,7 +594,7 @@ mod tests {
         );
         assert_eq!(fds, 1);
         // The second waits for the first one's ACK.
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let mut buf = [0u8; 16];
         assert!(
             nix::sys::socket::recv(
@@ -589,7 +611,7 @@ mod tests {
             [Incoming::Message(WorkerMessage::Ack(1))]
         );
         assert_eq!(ch.in_flight(), 1);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         assert_eq!(read(&worker).1, 1);
     }
 
@@ -598,12 +620,12 @@ mod tests {
         let (mut ch, worker) = pair(false);
         let (c1, _p1) = conn();
         ch.assign(c1);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let first = read(&worker);
         for _ in 0..3 {
             write(&worker, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
             assert_eq!(incoming(&mut ch), []);
-            assert!(matches!(ch.flush(), Flush::Done));
+            assert!(matches!(ch.flush(Instant::now()), Flush::Done));
             assert_eq!(read(&worker), first, "the same line, with an fd again");
         }
         write(&worker, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
@@ -626,7 +648,7 @@ mod tests {
             "address":null,"port":3000,"addressType":4,"backlog":0,"seq":1});
         write(&worker, &format!("{query}\n"));
         assert_eq!(incoming(&mut ch), []);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let (reply, fds) = read(&worker);
         let reply: Value = serde_json::from_str(reply.trim()).unwrap();
         assert_eq!((reply["ack"].as_u64(), fds), (Some(1), 0));
@@ -637,14 +659,14 @@ mod tests {
         let (c2, _p2) = conn();
         ch.assign(c1);
         ch.assign(c2);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let (line, fds) = read(&worker);
         let first: Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!((first["msg"]["act"].as_str(), fds), (Some("newconn"), 1));
         // NODE_HANDLE_ACK frees the pipe for the next handle, but ownership waits.
         write(&worker, "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
         assert_eq!(incoming(&mut ch), []);
-        assert!(matches!(ch.flush(), Flush::Done));
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let (line, _) = read(&worker);
         let second: Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(ch.in_flight(), 2);

@@ -290,12 +290,39 @@ pub fn alive(pid: i32) -> bool {
 
 /// One HTTP/1.1 request on a new connection; the response body.
 pub fn http_get(addr: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    http_get_path(addr, "/")
+}
+
+/// [`http_get`] of `path`.
+pub fn http_get_path(addr: &str, path: &str) -> Result<String, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    request(stream, path)
+}
+
+/// [`http_get`] from the client address `source` (any 127.x.y.z works on loopback): how the
+/// tests play several clients.
+pub fn http_get_from(addr: &str, source: std::net::Ipv4Addr) -> Result<String, String> {
+    use socket2::{Domain, Socket, Type};
+    let target: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+    let from = std::net::SocketAddr::from((source, 0));
+    socket
+        .bind(&from.into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    socket
+        .connect(&target.into())
+        .map_err(|e| format!("connect from {source}: {e}"))?;
+    request(socket.into(), "/")
+}
+
+fn request(mut stream: TcpStream, path: &str) -> Result<String, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .map_err(|e| format!("write: {e}"))?;
     let mut response = String::new();
     stream
