@@ -137,6 +137,8 @@ struct Client {
     close_after_write: bool,
     /// Requests answered on this connection.
     answered: u64,
+    /// The client closed its side.
+    eof: bool,
 }
 
 impl Client {
@@ -160,6 +162,8 @@ struct Server {
     stopping: bool,
     /// Connections arrived since we last told the master we are `idle` (and at start).
     owe_idle: bool,
+    /// Clients whose answers wait until we have said `idle` (see [`Server::run`]).
+    deferred: Vec<usize>,
 }
 
 /// Runs the demo worker until it is stopped.
@@ -212,6 +216,7 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         slow: SlowWork::from_args(&args),
         stopping: false,
         owe_idle: true,
+        deferred: Vec::new(),
     };
     if let Some(delay) = args.ready_delay {
         std::thread::sleep(delay);
@@ -253,6 +258,8 @@ impl Server {
             }
             // Everything this turn brought is served: about to wait, we are idle. The master
             // hands connections only to idle workers, so none waits behind a slow request.
+            // The answers of this turn go out only now, after `idle`: a client that connects
+            // again as soon as it has its answer finds us idle already.
             if self.owe_idle && !self.stopping {
                 self.owe_idle = false;
                 if let Some(channel) = self.channel.as_mut() {
@@ -261,6 +268,11 @@ impl Server {
                     }
                 }
             }
+            let mut deferred = std::mem::take(&mut self.deferred);
+            for key in deferred.drain(..) {
+                self.settle(key);
+            }
+            self.deferred = deferred;
             let timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -381,6 +393,7 @@ impl Server {
             written: 0,
             close_after_write: false,
             answered: 0,
+            eof: false,
         });
         // A request may already be waiting: edge-triggered registration will not tell us.
         self.on_client(key);
@@ -409,7 +422,21 @@ impl Server {
         }
         let answered = answer_requests(client, &self.body, self.stopping, self.served, self.slow);
         client.answered += answered;
+        client.eof |= closed;
         self.served += answered;
+        if self.owe_idle && !client.output.is_empty() {
+            self.deferred.push(key); // answered once we have said `idle`
+        } else {
+            self.settle(key);
+        }
+    }
+
+    /// Writes what `key` is owed and closes it when it is done.
+    fn settle(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let closed = client.eof;
         let done = write_out(client);
         let finished = match done {
             Err(_) => true,

@@ -16,6 +16,10 @@ use crate::protocol::{
 };
 use crate::sys;
 
+/// Messages read from one worker per loop turn: a worker that writes as fast as we read cannot
+/// keep the master from everything else.
+const READ_BUDGET: usize = 256;
+
 /// An accepted connection on its way to a worker.
 #[derive(Debug)]
 pub struct Handoff {
@@ -59,6 +63,8 @@ pub struct Channel {
     /// The worker says `idle` (it is pulled): it takes connections only while `idle`.
     pulled: bool,
     idle: bool,
+    /// The last read stopped for its budget, with messages perhaps still waiting.
+    unread: bool,
     /// `ready` and `leaving` are said once; a second one breaks the protocol.
     said_ready: bool,
     said_leaving: bool,
@@ -105,6 +111,7 @@ impl Channel {
             idle: false,
             said_ready: false,
             said_leaving: false,
+            unread: false,
             outbox: VecDeque::with_capacity(window),
             unacked: VecDeque::with_capacity(window),
             stop_pending: false,
@@ -225,16 +232,28 @@ impl Channel {
     /// Reads every message waiting on the channel (until `WouldBlock`), applying acks and
     /// `idle` here and reporting the rest into `out`. Stops at the first violation or at end of
     /// stream.
+    /// At most [`READ_BUDGET`] messages are read per call: if it stops there,
+    /// [`Channel::has_unread`] says to call again without waiting for an event.
     pub fn read(&mut self, out: &mut Vec<Incoming>) {
-        if let Some(node) = &mut self.node {
-            return node.read(
+        self.unread = match &mut self.node {
+            Some(node) => node.read(
                 self.socket.as_fd(),
                 &mut self.unacked,
                 &mut self.returned,
                 out,
-            );
-        }
-        loop {
+            ),
+            None => self.read_native(out),
+        };
+    }
+
+    /// Whether the last [`Channel::read`] stopped for its budget (the channel is
+    /// edge-triggered: no new event will say so).
+    pub fn has_unread(&self) -> bool {
+        self.unread
+    }
+
+    fn read_native(&mut self, out: &mut Vec<Incoming>) -> bool {
+        for _ in 0..READ_BUDGET {
             let Some(received) = receive(
                 self.socket.as_fd(),
                 &mut self.recv_buf,
@@ -242,13 +261,13 @@ impl Channel {
                 &mut self.recv_cmsg,
                 out,
             ) else {
-                return;
+                return false;
             };
             if received.data_truncated {
                 out.push(Incoming::Violation(format!(
                     "sent a message longer than {MAX_MESSAGE_LEN} bytes"
                 )));
-                return;
+                return false;
             }
             match protocol::parse_worker_message(&self.recv_buf[..received.len]) {
                 Ok(WorkerMessage::Ack(n)) => {
@@ -257,7 +276,7 @@ impl Channel {
                             "acked {n} sockets but only {} were sent",
                             self.unacked.len()
                         )));
-                        return;
+                        return false;
                     }
                     // Dropping them closes the master's copies; the worker holds its own.
                     self.unacked.drain(..n);
@@ -283,14 +302,15 @@ impl Channel {
                         "protocol violation: said `{}` a second time",
                         protocol::verb_name(&message)
                     )));
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     out.push(Incoming::Violation(describe(&e)));
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Sockets this worker never got, or gave back (a Node cluster worker's `accepted:
@@ -535,6 +555,20 @@ mod tests {
                 "{again}: {out:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_flood_is_read_one_budget_per_turn() {
+        let (mut ch, worker) = pair(8);
+        for _ in 0..READ_BUDGET + 10 {
+            send(&worker, "idle");
+        }
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        assert!(ch.has_unread(), "stopped at the budget, more waits");
+        ch.read(&mut out);
+        assert!(!ch.has_unread(), "drained");
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

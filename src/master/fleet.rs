@@ -62,6 +62,8 @@ pub struct Worker {
     pub held: Vec<Handoff>,
     /// It held a socket un-acked past `ack_timeout` and was killed for it.
     pub stuck: bool,
+    /// Notes (its own messages, for Node workers) logged so far at info level.
+    pub notes: u32,
 }
 
 impl Worker {
@@ -402,5 +404,6 @@ pub fn spawn(
         output,
         held: Vec::new(),
         stuck: false,
+        notes: 0,
     })
 }

@@ -69,6 +69,9 @@ const ACCEPT_BURST: usize = 256;
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
+/// Messages of one worker logged at info level; the rest at debug (a chatty or flooding
+/// worker cannot fill the master's log).
+const NOTES_AT_INFO: u32 = 20;
 /// How long to wait for SIGKILLed workers to be reaped before exiting anyway.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
@@ -266,6 +269,7 @@ impl Master {
                     _ => {} // not ours: ignore
                 }
             }
+            self.read_unread();
             // Children may exit without a SIGCHLD reaching us in this turn (coalesced signals);
             // reaping is cheap and non-blocking, so do it every turn.
             self.reap();
@@ -298,9 +302,13 @@ impl Master {
         }
     }
 
-    /// Work that should not wait for an event: a listener with connections still queued while
-    /// some worker has room.
+    /// Work that should not wait for an event: a channel read stopped by its budget, or a
+    /// listener with connections still queued while some worker has room.
     fn has_immediate_work(&self) -> bool {
+        self.unread_channels().next().is_some() || self.can_accept_more()
+    }
+
+    fn can_accept_more(&self) -> bool {
         self.phase == Phase::Running
             && self.config.sched_policy == SchedPolicy::Rr
             && self.accept_paused_until.is_none()
@@ -389,6 +397,23 @@ impl Master {
         self.pending_signals = pending;
     }
 
+    /// Channels whose last read stopped for its budget, with messages perhaps still waiting.
+    fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
+        self.fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.channel.as_ref().is_some_and(|c| c.has_unread()))
+            .map(|(k, _)| k)
+    }
+
+    /// Reads on where a worker said more than one turn's budget: every worker gets a turn.
+    fn read_unread(&mut self) {
+        let keys: Vec<usize> = self.unread_channels().collect();
+        for key in keys {
+            self.on_channel(key, true);
+        }
+    }
+
     /// The channel of `key` takes writes again: it may be given connections again.
     fn on_channel_writable(&mut self, key: usize) {
         if let Some(channel) = self
@@ -449,7 +474,15 @@ impl Master {
             }
             Incoming::Note(note) => {
                 worker.spoke = true;
-                info!("worker slot={slot} pid={pid}: {note}");
+                worker.notes = worker.notes.saturating_add(1);
+                match worker.notes {
+                    ..=NOTES_AT_INFO => info!("worker slot={slot} pid={pid}: {note}"),
+                    n if n == NOTES_AT_INFO + 1 => info!(
+                        "worker slot={slot} pid={pid}: {note} (further messages of this worker \
+                         are logged at debug level)"
+                    ),
+                    _ => debug!("worker slot={slot} pid={pid}: {note}"),
+                }
             }
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {

@@ -25,6 +25,9 @@ use crate::sys;
 const MAX_NACKS: u32 = 3;
 /// Bytes read per `recvmsg`.
 const READ_CHUNK: usize = 64 * 1024;
+/// Chunks read from one worker per loop turn (1 MiB): a worker that writes as fast as we read
+/// cannot keep the master from everything else.
+const READ_BUDGET: usize = 16;
 /// uv's `UV_ENOTSUP`, the errno a `queryServer` we cannot serve is refused with.
 const UV_ENOTSUP: i64 = -95;
 
@@ -274,15 +277,16 @@ impl NodeWire {
         Some(line)
     }
 
-    /// Reads what the worker said; `returned` gets connections it refused.
+    /// Reads what the worker said, at most [`READ_BUDGET`] chunks; `returned` gets
+    /// connections it refused. `true` if it stopped for the budget with more perhaps waiting.
     pub fn read(
         &mut self,
         socket: BorrowedFd<'_>,
         unacked: &mut VecDeque<Handoff>,
         returned: &mut Vec<Handoff>,
         out: &mut Vec<Incoming>,
-    ) {
-        loop {
+    ) -> bool {
+        for _ in 0..READ_BUDGET {
             let Some(received) = receive(
                 socket,
                 &mut self.recv_buf,
@@ -290,7 +294,7 @@ impl NodeWire {
                 &mut self.recv_cmsg,
                 out,
             ) else {
-                return;
+                return false;
             };
             let mut parsed = std::mem::take(&mut self.parsed);
             let fed = self
@@ -305,13 +309,14 @@ impl NodeWire {
             self.parsed = parsed;
             if let Some(violation) = violation {
                 out.push(Incoming::Violation(violation));
-                return;
+                return false;
             }
             if let Err(e) = fed {
                 out.push(Incoming::Violation(format!("not Node IPC: {e}")));
-                return;
+                return false;
             }
         }
+        true
     }
 
     fn on_message(
