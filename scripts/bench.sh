@@ -5,28 +5,39 @@
 #   scripts/bench.sh                 # everything: 2 workers, 5 s per run, median of 3
 #   scripts/bench.sh --quick         # 1 run of 2 s each, no memory scenario
 #   scripts/bench.sh --only rrb-rr,reference -r 5
+#   scripts/bench.sh --scenario close,uneven --windows 1,2,4,8,16,32,128 --only reference,rrb-rr,rrb-none
 #
 # Options:
 #   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
 #   -r RUNS     runs per measurement, median (3)   -c CONNS     wrk connections (50)
-#   --only A,B  contenders: rrb-rr rrb-none reference haproxy node-rr node-none rrb-node
-#               rrb-node-cluster, and the scenario "memory"
+#   --only A,B  contenders: reference rrb-rr rrb-none haproxy haproxy-leastconn node-rr
+#               node-none rrb-node-cluster rrb-node, and the scenario "memory"
+#   --scenario A,B     scenarios: close keepalive uneven (all three)
+#   --uneven-conns N   wrk connections in the uneven scenario (20)
+#   --slow-every N     uneven scenario: every Nth request of each worker is slow (50)
+#   --slow-ms M        uneven scenario: a slow request burns M ms of CPU in its worker (20)
+#   --windows W,W      window sweep: rrb-rr once per max_unacked W, in close and uneven (none)
 #   --conns N   connections served in the memory scenario's growth check (1000000)
 #   --quick     -r 1 -d 2, and skip the memory scenario unless --only names it
 #
 # Contenders: rrbalancer rr and none with its demo worker; the reference (the same demo worker,
 # N processes each with its own SO_REUSEPORT listener: the kernel's limit, no balancer);
-# HAProxy (mode tcp, roundrobin, one thread) in front of N single demo workers; Node's own
-# cluster primary (SCHED_RR and SCHED_NONE) with bench/node_cluster.js; rrbalancer with that
-# same Node app (node-cluster) and with scripts/node/worker.js (node).
-# Scenarios: "close" (a new connection per request) and "keepalive".
+# HAProxy (mode tcp, one thread, roundrobin; and leastconn, uneven scenario only) in front of N
+# single demo workers; Node's own cluster primary (SCHED_RR and SCHED_NONE) with
+# bench/node_cluster.js; rrbalancer with that same Node app (node-cluster) and with
+# scripts/node/worker.js (node). With --windows, also rrb-rr-wW: rrb-rr with max_unacked = W.
+# Scenarios: "close" (a new connection per request), "keepalive", and "uneven" (close, with
+# every worker started with --slow-every/--slow-ms: 1 request in N blocks its event loop).
+# Rounds outermost, contenders inside: each is started once per round and kind of worker.
 # Writes the table to bench/results/latest.md (and latest.png with gnuplot).
 # Needs wrk and haproxy (installed with apt-get when missing and possible), node, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 workers=2 duration=5 runs=3 conns=50 only="" quick="" memory_conns=1000000
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+scenarios=close,keepalive,uneven uneven_conns=20 slow_every=50 slow_ms=20 windows=""
+# The comment block at the top of this file, up to its first line of code.
+usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -w) workers=$2; shift ;;
@@ -35,6 +46,11 @@ while [ $# -gt 0 ]; do
     -c) conns=$2; shift ;;
     --only) only=$2; shift ;;
     --conns) memory_conns=$2; shift ;;
+    --scenario | --scenarios) scenarios=$2; shift ;;
+    --uneven-conns) uneven_conns=$2; shift ;;
+    --slow-every) slow_every=$2; shift ;;
+    --slow-ms) slow_ms=$2; shift ;;
+    --windows) windows=$2; shift ;;
     --quick) quick=1 runs=1 duration=2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -42,6 +58,26 @@ while [ $# -gt 0 ]; do
   shift
 done
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+# A window-sweep contender rrb-rr-wW is wanted with rrb-rr (or by its own name).
+wanted_contender() { wanted "$1" || { [[ $1 == rrb-rr-w* ]] && wanted rrb-rr; }; }
+selected() { [[ ",$scenarios," == *",$1,"* ]]; }
+bad() { echo "$1 (see --help)" >&2; exit 2; }
+for s in ${scenarios//,/ }; do
+  case "$s" in close | keepalive | uneven) ;; *) bad "unknown scenario $s (close, keepalive, uneven)" ;; esac
+done
+for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "$slow_ms" ${windows//,/ }; do
+  [[ $n =~ ^[0-9]+$ ]] || bad "not a number: $n"
+done
+for c in ${only//,/ }; do
+  case "$c" in
+    reference | rrb-rr | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
+    rrb-node-cluster | rrb-node | memory) ;;
+    *) bad "unknown contender $c in --only" ;;
+  esac
+done
+for w in ${windows//,/ }; do
+  [ "$w" -ge 1 ] && [ "$w" -le 65536 ] || bad "window $w out of range (1 to 65536, like max_unacked)"
+done
 
 # ---- tools ------------------------------------------------------------------------------------
 need() {
@@ -64,7 +100,7 @@ bin=$PWD/target/release/rrbalancer
 out=bench/results
 mkdir -p "$out"
 tmp=$(mktemp -d)
-raw=$tmp/raw.tsv # contender scenario run rate p50 p99 errors ratio rss cpu_per_100k
+raw=$tmp/raw.tsv # contender scenario run rate total p50 p90 p99 p99.9 errors (report.py parse)
 : >"$raw"
 
 # ---- process groups: everything we start dies with us ---------------------------------------
@@ -119,18 +155,20 @@ clk=$(getconf CLK_TCK)
 
 # measure NAME SCENARIO PORT MASTER_PID(or 0) RUN: one timed run (and, on run 1, who served).
 measure() {
-  local name=$1 scenario=$2 port=$3 master=$4 run=$5 header=() fairness=-
-  [ "$scenario" = close ] && header=(-H "Connection: close")
+  local name=$1 scenario=$2 port=$3 master=$4 run=$5 header=() fairness=- c=$conns
+  [ "$scenario" != keepalive ] && header=(-H "Connection: close")
+  [ "$scenario" = uneven ] && c=$uneven_conns
   # Warm up; on the first run also count who serves (not timed: the Lua callback costs wrk).
   if [ "$run" = 1 ]; then
-    run_wrk "$tmp/fair" -t1 -c"$conns" -d1s "${header[@]}" -s bench/count.lua "http://127.0.0.1:$port/"
+    run_wrk "$tmp/fair" -t1 -c"$c" -d1s "${header[@]}" -s bench/count.lua "http://127.0.0.1:$port/"
     fairness=$(python3 bench/report.py fairness "$workers" <"$tmp/fair")
   else
-    run_wrk /dev/null -t1 -c"$conns" -d1s "${header[@]}" "http://127.0.0.1:$port/"
+    run_wrk /dev/null -t1 -c"$c" -d1s "${header[@]}" "http://127.0.0.1:$port/"
   fi
   local t0=0 t1=0 text rss=- cpu=-
   [ "$master" != 0 ] && t0=$(cpu_ticks "$master")
-  run_wrk "$tmp/run" -t1 -c"$conns" -d"${duration}s" "${header[@]}" --latency "http://127.0.0.1:$port/"
+  # latency.lua prints p50/p90/p99/p99.9 (wrk's --latency stops at 99).
+  run_wrk "$tmp/run" -t1 -c"$c" -d"${duration}s" "${header[@]}" -s bench/latency.lua "http://127.0.0.1:$port/"
   text=$(cat "$tmp/run")
   if [ "$master" != 0 ]; then
     t1=$(cpu_ticks "$master")
@@ -139,34 +177,59 @@ measure() {
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$scenario" "$run" "$fairness" "$rss" "$cpu" >>"$tmp/meta"
   echo "$text" | python3 bench/report.py parse "$name" "$scenario" "$run" >>"$raw"
-  printf '  run %s  %-17s %-9s %s req/s\n' "$run" "$name" "$scenario" "$(tail -n1 "$raw" | cut -f4)" >&2
+  printf '  run %s  %-17s %-9s %s req/s, p99 %s ms\n' "$run" "$name" "$scenario" \
+    "$(tail -n1 "$raw" | cut -f4)" "$(tail -n1 "$raw" | cut -f8)" >&2
 }
 
-# contender NAME RUN: start it, measure both scenarios once, stop it.
+# rrb_config FILE WINDOW(or "") SLOW(or ""): rrbalancer's config for its demo worker.
+rrb_config() {
+  {
+    echo "[worker]"
+    if [ -n "$3" ]; then echo "args = [\"--slow-every\", \"$slow_every\", \"--slow-ms\", \"$slow_ms\"]"; fi
+    if [ -n "$2" ]; then echo "max_unacked = $2"; fi
+  } >"$1"
+}
+
+# contender NAME RUN KIND SCENARIO…: start it with uniform or uneven (KIND) workers, measure
+# each SCENARIO once, stop it.
 contender() {
-  local name=$1 run=$2 port master=0
+  local name=$1 run=$2 kind=$3 port master=0 slow="" demo=() node_env=(SLOW_EVERY=0)
+  shift 3
+  if [ "$kind" = uneven ]; then
+    slow=1
+    demo=(--slow-every "$slow_every" --slow-ms "$slow_ms")
+    node_env=(SLOW_EVERY="$slow_every" SLOW_MS="$slow_ms")
+  fi
   port=$(free_port)
   case "$name" in
-    rrb-rr | rrb-none)
-      master=$(spawn "$bin" -w "$workers" -l "127.0.0.1:$port" --sched-policy "${name#rrb-}" run) ;;
+    rrb-rr | rrb-none | rrb-rr-w*)
+      local cfg=$tmp/rrb-$name-$kind.toml policy=rr window=""
+      [ "$name" = rrb-none ] && policy=none
+      [[ $name == rrb-rr-w* ]] && window=${name#rrb-rr-w}
+      rrb_config "$cfg" "$window" "$slow"
+      master=$(spawn "$bin" --config "$cfg" -w "$workers" -l "127.0.0.1:$port" --sched-policy "$policy" run) ;;
     reference)
-      for _ in $(seq "$workers"); do spawn "$bin" demo-worker --standalone "127.0.0.1:$port" >/dev/null; done ;;
-    haproxy)
-      local cfg=$tmp/haproxy.cfg
-      printf 'global\n  nbthread 1\n  maxconn 5000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten bench\n  bind 127.0.0.1:%s\n  balance roundrobin\n' "$port" >"$cfg"
+      for _ in $(seq "$workers"); do spawn "$bin" demo-worker --standalone "127.0.0.1:$port" "${demo[@]}" >/dev/null; done ;;
+    haproxy | haproxy-leastconn)
+      local cfg=$tmp/haproxy.cfg balance=roundrobin
+      [ "$name" = haproxy-leastconn ] && balance=leastconn
+      printf 'global\n  nbthread 1\n  maxconn 5000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten bench\n  bind 127.0.0.1:%s\n  balance %s\n' "$port" "$balance" >"$cfg"
       for i in $(seq "$workers"); do
         local p; p=$(free_port)
-        spawn "$bin" demo-worker --standalone "127.0.0.1:$p" >/dev/null
+        spawn "$bin" demo-worker --standalone "127.0.0.1:$p" "${demo[@]}" >/dev/null
         printf '  server w%s 127.0.0.1:%s\n' "$i" "$p" >>"$cfg"
         wait_port "$p"
       done
       master=$(spawn haproxy -db -f "$cfg") ;;
     node-rr | node-none)
-      master=$(spawn env NODE_CLUSTER_SCHED_POLICY="${name#node-}" WORKERS="$workers" PORT="$port" node bench/node_cluster.js) ;;
+      master=$(spawn env NODE_CLUSTER_SCHED_POLICY="${name#node-}" WORKERS="$workers" PORT="$port" "${node_env[@]}" node bench/node_cluster.js) ;;
     rrb-node-cluster)
-      master=$(spawn env PORT="$port" "$bin" -w "$workers" -l "127.0.0.1:$port" --config bench/node-cluster.toml run) ;;
+      master=$(spawn env PORT="$port" "${node_env[@]}" "$bin" -w "$workers" -l "127.0.0.1:$port" --config bench/node-cluster.toml run) ;;
     rrb-node)
-      master=$(spawn "$bin" -w "$workers" -l "127.0.0.1:$port" --config bench/node-child.toml run) ;;
+      # scripts/node/worker.js as is; for uneven work, wrapped by bench/node_child_worker.js.
+      local cfg=bench/node-child.toml
+      [ -n "$slow" ] && cfg=bench/node-child-uneven.toml
+      master=$(spawn env "${node_env[@]}" "$bin" -w "$workers" -l "127.0.0.1:$port" --config "$cfg" run) ;;
   esac
   if ! wait_port "$port"; then
     echo "  skipped: $name did not start" >&2
@@ -174,23 +237,45 @@ contender() {
     return 0
   fi
   sleep 0.5 # let every worker come up
-  for scenario in close keepalive; do
+  local scenario
+  for scenario in "$@"; do
     measure "$name" "$scenario" "$port" "$master" "$run"
   done
   stop_all
 }
 
-contenders=(reference rrb-rr rrb-none)
-[ -n "$have_haproxy" ] && contenders+=(haproxy)
+# scenarios_of NAME KIND: the selected scenarios NAME runs with KIND (uniform|uneven) workers.
+# HAProxy leastconn only differs from roundrobin when work is uneven; the window sweep is the
+# uniform close scenario and the uneven one.
+scenarios_of() {
+  local name=$1 kind=$2 s
+  for s in close keepalive uneven; do
+    selected "$s" || continue
+    case "$kind:$s" in uniform:close | uniform:keepalive | uneven:uneven) ;; *) continue ;; esac
+    [ "$name" = haproxy-leastconn ] && [ "$s" != uneven ] && continue
+    [[ $name == rrb-rr-w* ]] && [ "$s" = keepalive ] && continue
+    echo "$s"
+  done
+}
+
+contenders=(reference rrb-rr)
+for w in ${windows//,/ }; do contenders+=("rrb-rr-w$w"); done
+contenders+=(rrb-none)
+[ -n "$have_haproxy" ] && contenders+=(haproxy haproxy-leastconn)
 [ -n "$have_node" ] && contenders+=(node-rr node-none rrb-node-cluster rrb-node)
-echo "bench: ${workers} workers, ${duration}s × ${runs} runs, wrk -t1 -c${conns}" >&2
+echo "bench: ${workers} workers, ${duration}s × ${runs} runs, scenarios ${scenarios}; wrk -t1 -c${conns} (uneven: -c${uneven_conns}, 1 request in ${slow_every} per worker burns ${slow_ms} ms)" >&2
 : >"$tmp/meta"
-# Runs outermost, contenders inside: every contender is measured once per round, so slow drift
-# of the (shared) machine touches all of them alike.
+# Rounds outermost, then the kind of worker (uniform, uneven: a contender is restarted for
+# it), contenders inside: every contender is measured once per round and scenario, so slow
+# drift of the (shared) machine touches all of them alike.
 for run in $(seq "$runs"); do
-  for c in "${contenders[@]}"; do
-    wanted "$c" || continue
-    contender "$c" "$run"
+  for kind in uniform uneven; do
+    for c in "${contenders[@]}"; do
+      wanted_contender "$c" || continue
+      mapfile -t these < <(scenarios_of "$c" "$kind")
+      [ ${#these[@]} -gt 0 ] || continue
+      contender "$c" "$run" "$kind" "${these[@]}"
+    done
   done
 done
 
@@ -220,10 +305,15 @@ fi
   echo "# rrbalancer benchmark"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Linux $(uname -r)"
-  echo "${workers} workers per contender; wrk -t1 -c${conns}, ${duration}s per run, median of ${runs}; load generator on the same machine."
+  echo "${workers} workers per contender; close and keepalive: wrk -t1 -c${conns}; ${duration}s per run, median of ${runs} interleaved rounds; load generator on the same machine."
+  selected uneven && echo "Uneven work: \`Connection: close\`, wrk -t1 -c${uneven_conns}; every ${slow_every}th request of each worker burns ${slow_ms} ms of CPU before its answer."
   echo "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2); $( [ -n "$have_haproxy" ] && haproxy -v | head -n1 | cut -d' ' -f1-3); node $(node --version 2>/dev/null || echo -)"
   echo
   python3 bench/report.py table "$raw" "$tmp/meta"
+  if [ -n "$windows" ]; then
+    echo
+    python3 bench/report.py windows "$raw" "$tmp/meta"
+  fi
   if [ -n "$memory" ]; then
     echo
     echo "**Memory** (rrbalancer rr master): $memory"
