@@ -164,6 +164,8 @@ struct Master {
     /// Accepted sockets whose worker died before acking them, waiting for another.
     backlog: VecDeque<Handoff>,
     phase: Phase,
+    /// A SIGCHLD arrived: exited children wait to be reaped.
+    reap_due: bool,
     gave_up: bool,
     /// The rolling reload under way, if any.
     reload: Option<reload::Reload>,
@@ -216,6 +218,7 @@ impl Master {
             rr: RoundRobin::default(),
             backlog: VecDeque::new(),
             phase: Phase::Running,
+            reap_due: true,
             gave_up: false,
             reload: None,
             loader,
@@ -270,9 +273,11 @@ impl Master {
                 }
             }
             self.read_unread();
-            // Children may exit without a SIGCHLD reaching us in this turn (coalesced signals);
-            // reaping is cheap and non-blocking, so do it every turn.
-            self.reap();
+            // On SIGCHLD only (several exits may share one signal: `reap` takes them all), and
+            // every turn while stopping, where nothing else is left to do.
+            if std::mem::take(&mut self.reap_due) || self.phase != Phase::Running {
+                self.reap();
+            }
             let now = Instant::now();
             self.supervise(now);
             self.dispatch(now);
@@ -374,7 +379,7 @@ impl Master {
                     }
                 },
                 Action::QuickStop => self.quick_stop(),
-                Action::Reap => {} // every turn reaps
+                Action::Reap => self.reap_due = true,
                 Action::Reload => {
                     if let Err(e) = self.request_reload(None) {
                         warn!("reload refused: {e}");
