@@ -160,7 +160,7 @@ struct Server {
     max_requests: u64,
     slow: Option<SlowWork>,
     stopping: bool,
-    /// Connections arrived since we last told the master we are `idle` (and at start).
+    /// Connections arrived since we last told the master we are `idle`.
     owe_idle: bool,
     /// Clients whose answers wait until we have said `idle` (see [`Server::run`]).
     deferred: Vec<usize>,
@@ -215,7 +215,7 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         max_requests: args.max_requests,
         slow: SlowWork::from_args(&args),
         stopping: false,
-        owe_idle: true,
+        owe_idle: false,
         deferred: Vec::new(),
     };
     if let Some(delay) = args.ready_delay {
@@ -228,6 +228,8 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
             CHANNEL,
             Interest::READABLE,
         )?;
+        // `idle` first: the master knows we are pulled before it routes anything to us.
+        channel.idle()?;
         channel.ready()?;
     }
     debug!("demo worker {id} serving");

@@ -175,9 +175,10 @@ impl Channel {
     }
 
     /// Tells the master we have finished what we had and wait for more. Say it whenever the
-    /// worker is about to wait (an event loop: at the end of each turn in which it got
-    /// connections, and once after `ready`): the master then hands connections only to workers
-    /// that are free, never to one still busy with a slow request. [`Channel::incoming`] does
+    /// worker is about to wait (an event loop: once just before `ready`, so that it is pulled
+    /// from its first connection on, then at the end of each turn in which it got
+    /// connections): the master then hands connections only to workers that are free, never
+    /// to one still busy with a slow request. [`Channel::incoming`] does
     /// this for you. A worker that never says it gets connections whenever its window has room.
     pub fn idle(&mut self) -> io::Result<()> {
         self.send(WorkerMessage::Idle)

@@ -156,6 +156,9 @@ struct Master {
     /// Listener `i` may have connections waiting (edge-triggered: set on event, cleared on
     /// `WouldBlock`).
     accept_ready: Vec<bool>,
+    /// The listeners are registered with the poll: only while some worker is free, so that
+    /// clients arriving while every worker is busy do not wake the master for nothing.
+    watching: bool,
     accept_paused_until: Option<Instant>,
     fd_exhaustion_logged: bool,
     signals: SignalSource,
@@ -194,21 +197,14 @@ impl Master {
             .register(control.listener(), CONTROL, Interest::READABLE)?;
         let sinks = output::open_sinks(&config.log)?;
         let signals = SignalSource::new(poll.registry(), SIGNALS)?;
-        if config.sched_policy == SchedPolicy::Rr {
-            for (i, l) in listeners.iter().enumerate() {
-                poll.registry().register(
-                    &mut SourceFd(&l.raw_fd()),
-                    Token(LISTENER_BASE + i),
-                    Interest::READABLE,
-                )?;
-            }
-        }
+        // The listeners are watched only while some worker is free (`watch_listeners`).
         let now = Instant::now();
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
             poll,
             base_env: fleet::base_env(&config),
             accept_ready: vec![false; listeners.len()],
+            watching: false,
             listeners,
             accept_paused_until: None,
             fd_exhaustion_logged: false,
@@ -282,6 +278,7 @@ impl Master {
             self.supervise(now);
             self.dispatch(now);
             self.flush(now);
+            self.watch_listeners();
             if let Phase::Stopping { deadline, .. } = self.phase {
                 if self.fleet.workers.is_empty() && self.hooks.is_empty() {
                     info!("all workers have exited; bye");
@@ -320,6 +317,34 @@ impl Master {
             && self.accept_ready.iter().any(|&r| r)
             && self.backlog.is_empty()
             && self.free_slot().is_some()
+    }
+
+    /// Watches the listeners while some worker is free, and only then (`rr` mode). A client
+    /// that arrives meanwhile waits in the kernel's backlog; when a worker becomes free the
+    /// listeners are watched again and tried at once, since clients may be waiting.
+    fn watch_listeners(&mut self) {
+        let wanted = self.phase == Phase::Running
+            && self.config.sched_policy == SchedPolicy::Rr
+            && self.free_slot().is_some();
+        if wanted == self.watching {
+            return;
+        }
+        self.watching = wanted;
+        for (i, l) in self.listeners.iter().enumerate() {
+            let mut source = SourceFd(&l.raw_fd());
+            let registry = self.poll.registry();
+            let done = if wanted {
+                registry.register(&mut source, Token(LISTENER_BASE + i), Interest::READABLE)
+            } else {
+                registry.deregister(&mut source)
+            };
+            if let Err(e) = done {
+                error!("cannot (un)watch the listener {}: {e}", l.local);
+            }
+            if wanted {
+                self.accept_ready[i] = true;
+            }
+        }
     }
 
     /// The slot whose turn it is among those free to take a connection now, without taking
@@ -1055,12 +1080,12 @@ impl Master {
         if let Some(reload) = self.reload.take() {
             self.answer_all(reload.into_waiters(), Err("the master is stopping".into()));
         }
-        for (i, l) in self.listeners.iter().enumerate() {
-            if self.config.sched_policy == SchedPolicy::Rr {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&l.raw_fd()));
-            }
-            self.accept_ready[i] = false;
-        }
+        self.phase = Phase::Stopping {
+            deadline: now + grace,
+            killed: false,
+        };
+        self.watch_listeners(); // no longer: we are stopping
+        self.accept_ready.iter_mut().for_each(|r| *r = false);
         // Give queued sockets to whoever can still take them, before `stop` follows them.
         self.dispatch(now);
         if !self.backlog.is_empty() {
@@ -1077,10 +1102,6 @@ impl Master {
         for (_, worker) in self.fleet.workers.iter_mut() {
             worker.request_stop(now, grace);
         }
-        self.phase = Phase::Stopping {
-            deadline: now + grace,
-            killed: false,
-        };
     }
 
     /// Quick stop: SIGKILL every worker now.
