@@ -229,11 +229,10 @@ impl Channel {
         Flush::Done
     }
 
-    /// Reads every message waiting on the channel (until `WouldBlock`), applying acks and
-    /// `idle` here and reporting the rest into `out`. Stops at the first violation or at end of
-    /// stream.
-    /// At most [`READ_BUDGET`] messages are read per call: if it stops there,
-    /// [`Channel::has_unread`] says to call again without waiting for an event.
+    /// Reads the messages waiting on the channel, until `WouldBlock` or at most
+    /// [`READ_BUDGET`] of them (then [`Channel::has_unread`] says to call again without
+    /// waiting for an event), applying acks and `idle` here and reporting the rest into `out`.
+    /// Stops at the first violation or at end of stream.
     pub fn read(&mut self, out: &mut Vec<Incoming>) {
         self.unread = match &mut self.node {
             Some(node) => node.read(
