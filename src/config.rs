@@ -830,14 +830,20 @@ pub fn validate(
     })
 }
 
+/// The directory rrbalancer keeps its pid file and control socket in when `[control]` names
+/// none: `$XDG_RUNTIME_DIR/rrbalancer`, else `/tmp/rrbalancer-<uid>`.
+pub fn default_runtime_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| PathBuf::from(d).join("rrbalancer"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rrbalancer-{}", nix::unistd::getuid())))
+}
+
 /// The default pid file and control socket: in the user's runtime directory, named after the
 /// config file (or `default` for the embedded one) and a hash of the file's full path and the
 /// listen addresses, so two configs, or one config started twice with different `--listen`, do
 /// not collide, while `rrbalancer status` with the same arguments finds the same master.
 pub fn default_control_paths(file: Option<&str>, listen: &[ListenAddr]) -> (PathBuf, PathBuf) {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(|d| PathBuf::from(d).join("rrbalancer"))
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rrbalancer-{}", nix::unistd::getuid())));
+    let base = default_runtime_dir();
     let (stem, mut key) = match file {
         Some(name) => {
             let path = Path::new(name);

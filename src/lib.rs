@@ -80,6 +80,11 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
     let mut report: Option<Box<dyn std::io::Write>> = None;
     if daemon {
         let log_path = config.log.master_log.clone().expect("set above");
+        // Beside the pid file by default: that directory is made private before anything in it.
+        if let Err(e) = master::create_private_dir(&config.control.pid_file) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
         let log = match master::open_log(&log_path) {
             Ok(log) => log,
             Err(e) => {

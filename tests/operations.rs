@@ -450,9 +450,12 @@ fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    // A stale pid file (a master that crashed) is taken over.
+    // A stale pid file (a master that crashed) is taken over. The runtime directory exists
+    // already, as a previous master made it: private to us (a looser one is refused).
     let state = dir.path().join("rrbalancer");
-    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&state)
+        .unwrap();
     let (code, out, err) = run(&["start", "--daemon"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("started in the background: pid "), "{out}");

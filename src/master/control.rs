@@ -38,6 +38,8 @@ pub type Waiter = usize;
 pub enum ControlError {
     #[error("rrbalancer is already running with this configuration (pid {pid}, pid file {path})")]
     AlreadyRunning { pid: String, path: PathBuf },
+    #[error("refusing {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -53,16 +55,51 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
     }
 }
 
-/// Creates the directory that will hold `path`, private to our user (0700) if we create it.
-fn create_private_dir(path: &Path) -> Result<(), ControlError> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir)),
-        _ => Ok(()),
+/// Creates the directory that will hold `path`, private to our user (0700). The default
+/// runtime directory, and any directory we create, must then really be ours: a directory (not a
+/// link to one) owned by our effective uid, with no access for group or others — otherwise
+/// another user could plant a link where we write our pid or remove our control socket (tmux
+/// checks its socket directory the same way). A directory named in `[control]` that already
+/// existed is the operator's choice and is used as it is.
+pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let existed = dir.symlink_metadata().is_ok();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    if !existed || dir == crate::config::default_runtime_dir() {
+        check_private_dir(dir)?;
     }
+    Ok(())
+}
+
+/// Why `dir` is not safe to keep our files in, if it is not.
+fn check_private_dir(dir: &Path) -> Result<(), ControlError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = dir.symlink_metadata().map_err(io_err(dir))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let reason = if meta.file_type().is_symlink() {
+        "it is a symbolic link, not a directory of ours".to_owned()
+    } else if !meta.is_dir() {
+        "it is not a directory".to_owned()
+    } else if meta.uid() != me {
+        format!("it belongs to uid {}, not to us (uid {me})", meta.uid())
+    } else if meta.mode() & 0o077 != 0 {
+        format!(
+            "its mode is {:04o}: group and others must have no access (chmod 700 it)",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ControlError::Unsafe {
+        path: dir.to_owned(),
+        reason,
+    })
 }
 
 /// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
@@ -82,8 +119,16 @@ impl PidFile {
             .create(true)
             .truncate(false)
             .mode(0o644)
+            // Never write our pid through a link someone planted.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .map_err(io_err(path))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => ControlError::Unsafe {
+                    path: path.to_owned(),
+                    reason: "it is a symbolic link".into(),
+                },
+                _ => io_err(path)(e),
+            })?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, _)) => {

@@ -43,7 +43,7 @@ use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
 
-pub use control::ControlError;
+pub use control::{ControlError, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
 
