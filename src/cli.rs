@@ -10,7 +10,8 @@ use crate::demo_worker::DemoArgs;
 /// A round-robin accepting TCP load balancer: a cluster master for any worker program.
 ///
 /// rrbalancer accepts every connection itself, never reads it, and hands the socket (the file
-/// descriptor, over a Unix channel) to the next worker process in strict rotation — or, with
+/// descriptor, over a Unix channel) to the next worker process in rotation among those free to
+/// take it now, never queueing it behind a busy one — or, with
 /// `--sched-policy none`, lets every worker accept on the shared listeners. It starts, restarts
 /// and stops the workers, and none outlives it.
 ///

@@ -94,6 +94,9 @@ impl Affinity {
     }
 }
 
+/// The longest duration any key may have (a day): deadlines computed from it cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// The native window when the config does not set `max_unacked` (see bench/README.md for the
 /// measurements it was chosen by).
 pub const DEFAULT_MAX_UNACKED: usize = 4;
@@ -295,9 +298,9 @@ pub struct FileWorker {
     /// `"start"`: at once. Default: "start" for `node`, "message" otherwise.
     pub ready: Option<Spanned<Readiness>>,
     /// With `ready = "delay"`: how long after start a worker counts as ready.
-    pub ready_delay: HumanDuration,
+    pub ready_delay: Spanned<HumanDuration>,
     /// A worker not ready this long after start is killed; it counts as a failed start.
-    pub ready_timeout: HumanDuration,
+    pub ready_timeout: Spanned<HumanDuration>,
     /// `[worker.node]`: the messages of the Node protocols.
     pub node: FileNode,
 }
@@ -337,8 +340,8 @@ impl Default for FileWorker {
             max_unacked: None,
             ack_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(10))),
             ready: None,
-            ready_delay: HumanDuration(Duration::from_secs(1)),
-            ready_timeout: HumanDuration(Duration::from_secs(30)),
+            ready_delay: Spanned::new(0..0, HumanDuration(Duration::from_secs(1))),
+            ready_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(30))),
             node: FileNode::default(),
         }
     }
@@ -357,13 +360,13 @@ pub struct FileDispatch {
 #[serde(deny_unknown_fields, default)]
 pub struct FileShutdown {
     /// How long workers get to finish after `stop` before they are killed.
-    pub kill_timeout: HumanDuration,
+    pub kill_timeout: Spanned<HumanDuration>,
 }
 
 impl Default for FileShutdown {
     fn default() -> Self {
         FileShutdown {
-            kill_timeout: HumanDuration(Duration::from_secs(5)),
+            kill_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(5))),
         }
     }
 }
@@ -402,13 +405,13 @@ pub struct FileRestart {
     /// This many unasked exits of one slot within `window` is a restart storm: give up the slot.
     pub max_restarts: u32,
     /// The sliding window `max_restarts` counts in.
-    pub window: HumanDuration,
+    pub window: Spanned<HumanDuration>,
     /// First delay before restarting a slot; grows by 1.5× per consecutive failure.
-    pub backoff_initial: HumanDuration,
+    pub backoff_initial: Spanned<HumanDuration>,
     /// The delay never grows beyond this.
-    pub backoff_max: HumanDuration,
+    pub backoff_max: Spanned<HumanDuration>,
     /// A worker that stayed up this long resets the back-off.
-    pub min_uptime: HumanDuration,
+    pub min_uptime: Spanned<HumanDuration>,
     /// Shell command run when a slot is given up (`sh -c`), with RRB_GIVEUP_SLOT,
     /// RRB_GIVEUP_PID and RRB_GIVEUP_REASON in its environment.
     pub on_giveup: Option<String>,
@@ -418,10 +421,10 @@ impl Default for FileRestart {
     fn default() -> Self {
         FileRestart {
             max_restarts: 10,
-            window: HumanDuration(Duration::from_secs(60)),
-            backoff_initial: HumanDuration(Duration::from_millis(100)),
-            backoff_max: HumanDuration(Duration::from_secs(15)),
-            min_uptime: HumanDuration(Duration::from_secs(1)),
+            window: Spanned::new(0..0, HumanDuration(Duration::from_secs(60))),
+            backoff_initial: Spanned::new(0..0, HumanDuration(Duration::from_millis(100))),
+            backoff_max: Spanned::new(0..0, HumanDuration(Duration::from_secs(15))),
+            min_uptime: Spanned::new(0..0, HumanDuration(Duration::from_secs(1))),
             on_giveup: None,
         }
     }
@@ -745,13 +748,33 @@ pub fn validate(
     )
     .map_err(ConfigError::Setting)?;
 
+    // Every duration has an upper bound, so that no deadline computed from one can overflow.
+    let duration = |d: Spanned<HumanDuration>, key: &str| {
+        let span = d.span();
+        let value = d.into_inner().0;
+        if value > MAX_DURATION {
+            return Err(invalid(
+                span,
+                key,
+                format!(
+                    "{} is too long (at most {})",
+                    humantime::format_duration(value),
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            ));
+        }
+        Ok(value)
+    };
     let restart = RestartConfig {
         max_restarts: file.restart.max_restarts,
-        window: file.restart.window.0,
-        backoff_initial: file.restart.backoff_initial.0,
-        backoff_max: file.restart.backoff_max.0,
-        min_uptime: file.restart.min_uptime.0,
+        window: duration(file.restart.window, "restart.window")?,
+        backoff_initial: duration(file.restart.backoff_initial, "restart.backoff_initial")?,
+        backoff_max: duration(file.restart.backoff_max, "restart.backoff_max")?,
+        min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
     };
+    let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
+    let ready_timeout = duration(file.worker.ready_timeout, "worker.ready_timeout")?;
+    let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
 
     let protocol = file.worker.protocol;
     let ready = match file.worker.ready {
@@ -817,12 +840,12 @@ pub fn validate(
             max_unacked,
             ack_timeout,
             ready,
-            ready_delay: file.worker.ready_delay.0,
-            ready_timeout: file.worker.ready_timeout.0,
+            ready_delay,
+            ready_timeout,
             node,
         },
         affinity: file.dispatch.affinity,
-        kill_timeout: file.shutdown.kill_timeout.0,
+        kill_timeout,
         restart,
         on_giveup: file.restart.on_giveup,
         control,
@@ -978,6 +1001,34 @@ mod tests {
             e.contains("dispatch.affinity") && e.contains("client-ip"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_duration_is_bounded_so_no_deadline_can_overflow() {
+        for (table, key) in [
+            ("worker", "ready_delay"),
+            ("worker", "ready_timeout"),
+            ("worker", "ack_timeout"),
+            ("shutdown", "kill_timeout"),
+            ("restart", "window"),
+            ("restart", "backoff_initial"),
+            ("restart", "backoff_max"),
+            ("restart", "min_uptime"),
+        ] {
+            // What an issue found `check` accepting, and the master then panicking on.
+            let e = error_of(&format!("[{table}]\n{key} = \"18446744073709551615s\"\n"));
+            assert!(
+                e.starts_with("cluster.toml:2:") && e.contains(&format!("`{table}.{key}`")),
+                "{e}"
+            );
+            assert!(e.contains("at most") || e.contains("to 1h"), "{e}");
+            let ok = format!("[{table}]\n{key} = \"1day\"\n");
+            assert_eq!(
+                load_str(&ok).is_ok(),
+                key != "ack_timeout",
+                "{key}: a day is the bound (ack_timeout: an hour)"
+            );
+        }
     }
 
     #[test]

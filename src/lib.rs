@@ -2,9 +2,9 @@
 //!
 //! The master owns the listening sockets. In `rr` mode it accepts every connection without
 //! reading it and passes the socket itself (`SCM_RIGHTS` over a per-worker Unix channel) to the
-//! next worker in strict rotation, keeping its copy until the worker acks, so a worker's death
-//! loses no connection. In `none` mode every worker inherits the listeners (systemd socket
-//! activation) and accepts itself. Either way the master supervises the workers: starts them,
+//! next worker in rotation among those free to take it now, keeping its copy until the worker
+//! acks, so a worker's death loses no connection. In `none` mode every worker inherits the
+//! listeners (systemd socket activation) and accepts itself. Either way the master supervises the workers: starts them,
 //! restarts them within limits, stops them gracefully, and never leaves one behind.
 //!
 //! The layout follows the architecture:
