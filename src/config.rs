@@ -48,7 +48,8 @@ impl FromStr for SchedPolicy {
             "rr" => Ok(SchedPolicy::Rr),
             "none" => Ok(SchedPolicy::None),
             other => Err(format!(
-                "unknown policy {other:?} (allowed: \"rr\", \"none\")"
+                "unknown policy {} (allowed: \"rr\", \"none\")",
+                quoted(other)
             )),
         }
     }
@@ -141,10 +142,70 @@ impl FromStr for ListenAddr {
         }
         s.parse().map(ListenAddr::Tcp).map_err(|_| {
             format!(
-                "invalid listen address {s:?} (allowed: \"IP:PORT\" such as \"127.0.0.1:3000\", \
-                 \"[::1]:3000\", or \"unix:/path/to.sock\")"
+                "invalid listen address {} (allowed: \"IP:PORT\" such as \"127.0.0.1:3000\", \
+                 \"[::1]:3000\", or \"unix:/path/to.sock\")",
+                quoted(s)
             )
         })
+    }
+}
+
+/// Whether a worker's arguments and environment (with the master's own, which it inherits) fit
+/// in what `execve` accepts: the system's `ARG_MAX` in all, and 128 KiB per string on Linux.
+fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
+    const MAX_ARG_STRLEN: usize = 128 * 1024;
+    let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .map_or(2 * 1024 * 1024, |n| n as usize);
+    let pointer = std::mem::size_of::<usize>();
+    if let Some(long) = args.iter().find(|a| a.len() >= MAX_ARG_STRLEN) {
+        return Err(format!(
+            "key `worker.args`: an argument of {} bytes ({}) is longer than one argument may be \
+             ({MAX_ARG_STRLEN} bytes)",
+            long.len(),
+            quoted(long)
+        ));
+    }
+    if let Some((k, v)) = env
+        .iter()
+        .find(|(k, v)| k.len() + v.len() + 1 >= MAX_ARG_STRLEN)
+    {
+        return Err(format!(
+            "key `worker.env`: {} is {} bytes, longer than one variable may be ({MAX_ARG_STRLEN} \
+             bytes)",
+            quoted(k),
+            k.len() + v.len() + 1
+        ));
+    }
+    let inherited: usize = std::env::vars_os()
+        .map(|(k, v)| k.len() + v.len() + 2 + pointer)
+        .sum();
+    let ours: usize = args.iter().map(|a| a.len() + 1 + pointer).sum::<usize>()
+        + env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 + pointer)
+            .sum::<usize>();
+    if inherited + ours > arg_max {
+        return Err(format!(
+            "keys `worker.args` and `worker.env`: {} arguments and {} variables take {} bytes \
+             with rrbalancer's own environment ({inherited} bytes); the system starts no program \
+             with more than {arg_max} (ARG_MAX)",
+            args.len(),
+            env.len(),
+            inherited + ours
+        ));
+    }
+    Ok(())
+}
+
+/// A bad value as an error message shows it: quoted, and cut after 100 characters (a config
+/// may hold a megabyte where one word was expected).
+fn quoted(value: &str) -> String {
+    const SHOWN: usize = 100;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
     }
 }
 
@@ -177,7 +238,8 @@ impl FromStr for WorkerCount {
         match s.parse::<usize>() {
             Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkerCount::Exactly(n)),
             _ => Err(format!(
-                "invalid worker count {s:?} (allowed: 1 to {MAX_WORKERS}, or \"auto\")"
+                "invalid worker count {} (allowed: 1 to {MAX_WORKERS}, or \"auto\")",
+                quoted(s)
             )),
         }
     }
@@ -721,6 +783,8 @@ pub fn validate(
         None => None,
     };
 
+    check_exec_size(&file.worker.args, &file.worker.env)
+        .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
     let (program, arg0, args) = match file.worker.exec {
         Some(exec) => {
             let span = exec.span();
@@ -999,6 +1063,31 @@ mod tests {
         let e = error_of("[dispatch]\naffinity = \"cookie\"\n");
         assert!(
             e.contains("dispatch.affinity") && e.contains("client-ip"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn arguments_the_system_cannot_exec_are_refused_at_validation() {
+        let many = vec!["\"x\""; 2_000_000].join(",");
+        let e = error_of(&format!("[worker]\nargs = [{many}]\n"));
+        assert!(e.contains("worker.args") && e.contains("ARG_MAX"), "{e}");
+        let long = "y".repeat(200_000);
+        let e = error_of(&format!("[worker]\nargs = [\"{long}\"]\n"));
+        assert!(
+            e.contains("longer than one argument") && e.len() < 500,
+            "{e}"
+        );
+        assert!(load_str("[worker]\nargs = [\"--max-requests\", \"1000\"]\n").is_ok());
+    }
+
+    #[test]
+    fn a_huge_bad_value_is_quoted_short() {
+        let huge = "x".repeat(10_000_000);
+        let e = error_of(&format!("listen = [\"{huge}\"]\n"));
+        assert!(e.len() < 500, "{} bytes of error", e.len());
+        assert!(
+            e.contains("`listen") && e.contains("(10000000 bytes)"),
             "{e}"
         );
     }
