@@ -99,6 +99,21 @@ enum Phase {
     },
 }
 
+/// File descriptors the master may hold at once: per worker its window of sockets, its
+/// channel, two output pipes and one spare; the listeners; and room for control connections,
+/// the pid file, the poll and the log.
+fn fds_needed(config: &Config) -> u64 {
+    let per_worker = config.worker.max_unacked as u64 + 4;
+    config.workers as u64 * per_worker + config.listen.len() as u64 + 64
+}
+
+/// An episode of `accept` failing for lack of file descriptors.
+#[derive(Debug, Clone, Copy)]
+struct FdShortage {
+    since: Instant,
+    refused: u64,
+}
+
 /// Reads the configuration again (on reload), the way it was read at start.
 pub type Loader = Box<dyn FnMut() -> Result<Config, String>>;
 
@@ -110,7 +125,18 @@ pub fn run(
     started: &mut dyn FnMut(&[String]),
 ) -> Result<(), MasterError> {
     match crate::sys::raise_fd_limit() {
-        Ok(limit) => debug!("open file limit: {limit}"),
+        Ok(limit) => {
+            debug!("open file limit: {limit}");
+            let needed = fds_needed(&config);
+            if limit < needed {
+                warn!(
+                    "the open file limit is {limit}, below the {needed} this configuration may \
+                     need (workers × (max_unacked + 4) + listeners + 64): under load, accepts \
+                     will pause for lack of file descriptors; raise it (ulimit -n, systemd's \
+                     LimitNOFILE=)"
+                );
+            }
+        }
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
     // First: a second master for the same configuration must fail on this, not on the port.
@@ -160,7 +186,9 @@ struct Master {
     /// clients arriving while every worker is busy do not wake the master for nothing.
     watching: bool,
     accept_paused_until: Option<Instant>,
-    fd_exhaustion_logged: bool,
+    /// `accept` is failing for lack of file descriptors: accepting resumes as soon as one is
+    /// freed (an ack, a closed channel), or after `FD_EXHAUSTED_PAUSE` at the latest.
+    fd_shortage: Option<FdShortage>,
     signals: SignalSource,
     fleet: Fleet,
     rr: RoundRobin,
@@ -207,7 +235,7 @@ impl Master {
             watching: false,
             listeners,
             accept_paused_until: None,
-            fd_exhaustion_logged: false,
+            fd_shortage: None,
             signals,
             fleet: Fleet::new(config.workers, now),
             config,
@@ -427,6 +455,13 @@ impl Master {
         self.pending_signals = pending;
     }
 
+    /// A file descriptor was closed: if accepting is paused for lack of them, try again now.
+    fn fd_freed(&mut self) {
+        if self.fd_shortage.is_some() {
+            self.accept_paused_until = None;
+        }
+    }
+
     /// Channels whose last read stopped for its budget, with messages perhaps still waiting.
     fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
         self.fleet
@@ -498,7 +533,9 @@ impl Master {
                     WorkerMessage::Ready if worker.state == State::Starting => self.on_ready(key),
                     // Already ready by `ready_delay`, or retiring: nothing changes.
                     WorkerMessage::Ready => debug!("ready slot={slot} pid={pid} (ignored)"),
-                    WorkerMessage::Ack(_) | WorkerMessage::Idle => {}
+                    // The master's copies are closed: if accepts wait for a descriptor, resume.
+                    WorkerMessage::Ack(_) => self.fd_freed(),
+                    WorkerMessage::Idle => {}
                     WorkerMessage::Leaving => self.on_leaving(key),
                 }
             }
@@ -685,6 +722,7 @@ impl Master {
             .registry()
             .deregister(&mut SourceFd(&channel.raw_fd()));
         worker.held.extend(channel.take_unacked());
+        self.fd_freed(); // the channel, once dropped below
         // They are older than anything still to be accepted: first in line.
         for handoff in channel.take_unsent().rev() {
             self.backlog.push_front(handoff);
@@ -994,7 +1032,14 @@ impl Master {
                 match self.listeners[i].accept() {
                     Ok((socket, peer)) => {
                         accepted += 1;
-                        self.fd_exhaustion_logged = false;
+                        if let Some(shortage) = self.fd_shortage.take() {
+                            info!(
+                                "accepting again after {:.1?}: {} accept(s) had failed for lack \
+                                 of file descriptors",
+                                now.saturating_duration_since(shortage.since),
+                                shortage.refused
+                            );
+                        }
                         let handoff = Handoff {
                             socket,
                             listener: i,
@@ -1009,13 +1054,18 @@ impl Master {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
                     Err(e) if listeners::is_transient_accept_error(&e) => {}
                     Err(e) if listeners::is_fd_exhaustion(&e) => {
-                        if !self.fd_exhaustion_logged {
+                        let shortage = self.fd_shortage.get_or_insert_with(|| {
                             warn!(
-                                "accept on {}: {e}; pausing accepts",
+                                "accept on {}: {e}; pausing accepts until a file descriptor is \
+                                 freed",
                                 self.listeners[i].local
                             );
-                            self.fd_exhaustion_logged = true;
-                        }
+                            FdShortage {
+                                since: now,
+                                refused: 0,
+                            }
+                        });
+                        shortage.refused += 1;
                         self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
                         return;
                     }
