@@ -23,6 +23,19 @@ pub enum Request {
     Stop,
 }
 
+/// Longest request a master reads; anything longer is not one of ours.
+pub const MAX_REQUEST: usize = 4096;
+
+/// The request in what a client has sent so far: `None` while its line is incomplete (and
+/// short enough to wait for), else the request or why it is not one.
+pub fn parse_request(input: &[u8]) -> Option<Result<Request, String>> {
+    match input.iter().position(|&b| b == b'\n') {
+        Some(end) => Some(serde_json::from_slice(&input[..end]).map_err(|e| e.to_string())),
+        None if input.len() > MAX_REQUEST => Some(Err("request too long".into())),
+        None => None,
+    }
+}
+
 /// The master's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
@@ -119,6 +132,24 @@ pub struct SlotStatus {
     pub state: String,
     pub restarts: u64,
     pub last_causes: Vec<String>,
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_one_json_line_and_nothing_else_is() {
+        assert_eq!(parse_request(b"{\"cmd\":\"stat"), None, "incomplete: wait");
+        assert_eq!(
+            parse_request(b"{\"cmd\":\"scale\",\"workers\":3}\n"),
+            Some(Ok(Request::Scale { workers: 3 }))
+        );
+        assert!(matches!(parse_request(b"{\"cmd\":\"rm\"}\n"), Some(Err(_))));
+        assert!(matches!(parse_request(b"\xff\n"), Some(Err(_))));
+        let long = vec![b' '; MAX_REQUEST + 1];
+        assert_eq!(parse_request(&long), Some(Err("request too long".into())));
+    }
 }
 
 #[cfg(test)]

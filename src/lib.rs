@@ -23,6 +23,9 @@ pub mod config;
 pub mod control;
 pub mod demo_worker;
 mod master;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use master::fuzz;
 pub mod node_ipc;
 pub mod protocol;
 mod sys;

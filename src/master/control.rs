@@ -23,10 +23,8 @@ use slab::Slab;
 
 use super::fleet::{Role, State};
 use super::{CONTROL_CONN_BASE, Master, Phase};
-use crate::control::{Reply, Request, SlotStatus, Status, WorkerStatus};
+use crate::control::{MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
 
-/// Longest request we read; anything longer is not one of ours.
-const MAX_REQUEST: usize = 4096;
 /// Most control connections open at once; more are refused.
 const MAX_CONNS: usize = 64;
 
@@ -273,13 +271,8 @@ impl Master {
                     break;
                 }
             }
-            if let Some(end) = conn.input.iter().position(|&b| b == b'\n') {
-                request = Some(serde_json::from_slice::<Request>(&conn.input[..end]));
-                conn.done = true;
-            } else if conn.input.len() > MAX_REQUEST {
-                request = Some(Err(serde::de::Error::custom("request too long")));
-                conn.done = true;
-            }
+            request = crate::control::parse_request(&conn.input);
+            conn.done |= request.is_some();
         }
         if let Some(request) = request {
             match request {

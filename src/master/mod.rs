@@ -15,6 +15,8 @@ mod channel;
 mod control;
 mod dispatch;
 mod fleet;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod listeners;
 mod node;
 mod output;
