@@ -51,9 +51,24 @@ class Channel:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % fds.itemsize
                 fds.frombytes(payload[:usable])
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & socket.MSG_CTRUNC:
+            # Sockets were dropped: we are at our open-file limit. Ack none of this message
+            # (the master gives all of it to another worker once we are gone) and exit.
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeError("a conn message lost sockets: at the open-file limit (ulimit -n)")
+        if flags & socket.MSG_TRUNC:
             raise RuntimeError("truncated message from the master")
         return data.decode("ascii").splitlines(), list(fds)
+
+
+def raise_fd_limit():
+    """Each connection we are sent is an open file: take all the hard limit allows."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Worker:
@@ -223,6 +238,7 @@ class Worker:
 
 
 def main():
+    raise_fd_limit()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leave-after", type=int, default=0, metavar="N")
     parser.add_argument("--no-ack-die", action="store_true")

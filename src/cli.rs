@@ -86,7 +86,8 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
-    /// Check the configuration, print the effective settings, and exit.
+    /// Check the configuration and print the effective settings as a config file that loads
+    /// back to the same (defaults written out, flags and environment applied, absolute paths).
     Check,
     /// The built-in demo worker: an HTTP/1.1 server answering "handled by worker <id>, pid
     /// <pid>". rrbalancer starts it when the config names no `exec`.

@@ -72,6 +72,14 @@ impl Protocol {
     pub fn is_node(self) -> bool {
         matches!(self, Protocol::Node | Protocol::NodeCluster)
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Node => "node",
+            Protocol::NodeCluster => "node-cluster",
+        }
+    }
 }
 
 /// Whether a client keeps going to the same worker slot (`[dispatch] affinity`).
@@ -113,6 +121,16 @@ pub enum Readiness {
     /// As soon as it is started (`protocol = "node"`: Node buffers what arrives before the
     /// script's top level has run, so its `message` listener sees everything).
     Start,
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Message => "message",
+            Readiness::Delay => "delay",
+            Readiness::Start => "start",
+        }
+    }
 }
 
 /// One address to listen on.
@@ -583,6 +601,112 @@ impl fmt::Display for PolicySource {
             PolicySource::File => "the config file",
             PolicySource::Default => "the default",
         })
+    }
+}
+
+impl Config {
+    /// The effective settings as a config file that loads back to the same settings (what
+    /// `rrbalancer check` prints): defaults written out, flags and environment applied, paths
+    /// made absolute.
+    pub fn to_toml(&self) -> String {
+        use toml::{Table, Value};
+        let text = |s: &str| Value::String(s.to_owned());
+        let path = |p: &Path| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            Value::String(p.display().to_string())
+        };
+        let duration = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+        let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+
+        let mut top = Table::new();
+        let listen = self.listen.iter().map(|a| text(&a.to_string())).collect();
+        top.insert("listen".into(), Value::Array(listen));
+        top.insert("workers".into(), int(self.workers as u64));
+        top.insert("sched_policy".into(), text(self.sched_policy.as_str()));
+        top.insert("backlog".into(), int(self.backlog.into()));
+
+        let w = &self.worker;
+        let mut worker = Table::new();
+        // The built-in demo worker is written as what selects it: no `exec`.
+        let demo = w.arg0 == "rrbalancer" && w.args.first().is_some_and(|a| a == "demo-worker");
+        let args = if demo {
+            &w.args[1..]
+        } else {
+            worker.insert("exec".into(), path(&w.program));
+            &w.args[..]
+        };
+        worker.insert(
+            "args".into(),
+            Value::Array(args.iter().map(|a| text(a)).collect()),
+        );
+        let env = w.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+        worker.insert("env".into(), Value::Table(env));
+        if let Some(cwd) = &w.cwd {
+            worker.insert("cwd".into(), path(cwd));
+        }
+        worker.insert("protocol".into(), text(w.protocol.as_str()));
+        if !w.protocol.is_node() {
+            worker.insert("max_unacked".into(), int(w.max_unacked as u64));
+        }
+        worker.insert("ack_timeout".into(), duration(w.ack_timeout));
+        worker.insert("ready".into(), text(w.ready.as_str()));
+        worker.insert("ready_delay".into(), duration(w.ready_delay));
+        worker.insert("ready_timeout".into(), duration(w.ready_timeout));
+        let mut node = Table::new();
+        for (key, message) in [
+            ("socket_message", &w.node.socket),
+            ("server_message", &w.node.server),
+            ("leaving_message", &w.node.leaving),
+        ] {
+            // JSON's null has no TOML form; such a message came from no config file.
+            if let Ok(value) = Value::try_from(message) {
+                node.insert(key.into(), value);
+            }
+        }
+        worker.insert("node".into(), Value::Table(node));
+        top.insert("worker".into(), Value::Table(worker));
+
+        let mut dispatch = Table::new();
+        dispatch.insert("affinity".into(), text(self.affinity.as_str()));
+        top.insert("dispatch".into(), Value::Table(dispatch));
+
+        let mut shutdown = Table::new();
+        shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));
+        top.insert("shutdown".into(), Value::Table(shutdown));
+
+        let r = &self.restart;
+        let mut restart = Table::new();
+        restart.insert("max_restarts".into(), int(r.max_restarts.into()));
+        restart.insert("window".into(), duration(r.window));
+        restart.insert("backoff_initial".into(), duration(r.backoff_initial));
+        restart.insert("backoff_max".into(), duration(r.backoff_max));
+        restart.insert("min_uptime".into(), duration(r.min_uptime));
+        if let Some(command) = &self.on_giveup {
+            restart.insert("on_giveup".into(), text(command));
+        }
+        top.insert("restart".into(), Value::Table(restart));
+
+        let mut control = Table::new();
+        control.insert("pid_file".into(), path(&self.control.pid_file));
+        control.insert("socket".into(), path(&self.control.socket));
+        top.insert("control".into(), Value::Table(control));
+
+        let mut log = Table::new();
+        let l = &self.log;
+        for (key, value) in [
+            ("stdout", &l.stdout),
+            ("stderr", &l.stderr),
+            ("master_log", &l.master_log),
+        ] {
+            if let Some(p) = value {
+                log.insert(key.into(), path(p));
+            }
+        }
+        if let Some(format) = &l.date_format {
+            log.insert("date_format".into(), text(format));
+        }
+        top.insert("log".into(), Value::Table(log));
+        toml::to_string(&top).unwrap_or_default()
     }
 }
 
@@ -1065,6 +1189,38 @@ mod tests {
             e.contains("dispatch.affinity") && e.contains("client-ip"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_effective_settings_print_as_toml_that_loads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = [
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml"),
+            )
+            .unwrap(),
+            format!(
+                "listen = [\"[::1]:0\", \"unix:/tmp/x.sock\"]\nworkers = 3\nsched_policy = \"none\"\n\
+                 [worker]\nexec = \"sh\"\nargs = [\"-c\", \"echo 'hi' \\\"there\\\"\"]\n\
+                 env = {{ A = \"1\" }}\ncwd = {:?}\nprotocol = \"node-cluster\"\n\
+                 ready_timeout = \"1m 30s 5ms\"\n[worker.node]\nleaving_message = {{ bye = [1, 2] }}\n\
+                 [dispatch]\naffinity = \"client-ip\"\n[restart]\non_giveup = \"true\"\n\
+                 [log]\nstdout = {:?}\ndate_format = \"%H:%M\"\n",
+                dir.path().display(),
+                dir.path().join("out.log").display()
+            ),
+        ];
+        for text in configs {
+            let first = load_str(&text).unwrap();
+            let printed = first.to_toml();
+            let again = load_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            let mut first = first;
+            first.policy_source = again.policy_source; // now written in the file
+            // `exec` is printed as the program's absolute path (so the text loads from any
+            // directory), which then is also its argv[0].
+            first.worker.arg0 = again.worker.arg0.clone();
+            assert_eq!(format!("{first:?}"), format!("{again:?}"), "{printed}");
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
         },
         Some(Command::Check) => match load_config(&cli) {
             Ok(config) => {
-                let _ = writeln!(std::io::stdout(), "{config:#?}");
+                let _ = write!(std::io::stdout(), "{}", config.to_toml());
                 ExitCode::from(EXIT_OK)
             }
             Err(code) => code,

@@ -51,8 +51,15 @@ pub enum WorkerError {
     Io(#[from] io::Error),
     #[error("the master sent something we do not understand: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("the master attached more sockets than one message may carry")]
+    #[error("a message from the master was longer than {MAX_MESSAGE_LEN} bytes")]
     Truncated,
+    /// The kernel dropped sockets of a `conn` message because this process may not open more
+    /// files: none of that message is acked, so the master gives its sockets to others.
+    #[error(
+        "a `conn` message lost sockets on the way in: this process is at its open-file limit \
+         (RLIMIT_NOFILE); raise it (ulimit -n)"
+    )]
+    FdLimit,
 }
 
 static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -149,6 +156,8 @@ impl Channel {
             return Err(WorkerError::AlreadyTaken);
         }
         let socket = sys::take_inherited_fd(fd).map_err(|_| WorkerError::BadChannelFd(value))?;
+        // Each connection we are sent is one more open file: take all the hard limit allows.
+        let _ = sys::raise_fd_limit();
         Ok(Channel::from_fd(socket))
     }
 
@@ -228,9 +237,14 @@ impl Channel {
             }
         };
         if received.fds_truncated || received.data_truncated {
-            // We cannot tell which sockets were lost; not acking lets the master re-dispatch.
+            // We cannot tell which sockets were lost; not acking lets the master re-dispatch
+            // the whole message once we are gone (docs/PROTOCOL.md, "fewer fds").
             self.fds.clear();
-            return Err(WorkerError::Truncated);
+            return Err(if received.fds_truncated {
+                WorkerError::FdLimit
+            } else {
+                WorkerError::Truncated
+            });
         }
         if received.len == 0 && self.fds.is_empty() {
             return Ok(Event::Closed);
