@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Rrb, alive, http_get_path, pid_of, repo, worker_id_of};
+use common::{Rrb, Start, alive, http_get_path, pid_of, repo, worker_id_of};
 
 fn script(name: &str) -> String {
     repo().join("scripts/node").join(name).display().to_string()
@@ -238,4 +238,42 @@ fn a_blocked_cluster_worker_is_routed_around_by_nodes_own_rule() {
         "more than one waited behind the block: {slow:?}"
     );
     assert!(slow.iter().all(|&(_, pid, _)| pid == blocked), "{slow:?}");
+}
+
+#[test]
+fn a_worker_flooding_messages_leaves_the_master_responsive_and_its_log_bounded() {
+    let (_mark, config) = bad_once("flood");
+    // The flooder's own NODE_HANDLE_ACK waits behind its flood: the connection it holds is
+    // served elsewhere once ack_timeout kills it.
+    let config = config.replace(
+        "protocol = \"node\"\n",
+        "protocol = \"node\"\nack_timeout = \"1s\"\n",
+    );
+    // At info level, as in production: the tests' usual debug level would log every message.
+    let rrb = Rrb::start_with(Start {
+        config: &config,
+        ready: 2,
+        env: &[("RUST_LOG", "info")],
+        ..Start::default()
+    });
+    rrb.wait_for_log("further messages of this worker", Duration::from_secs(10));
+    // Two million messages are on their way; clients are served meanwhile, none held longer
+    // than the flooder's ack_timeout and a margin (the flood keeps both CPUs busy).
+    for i in 0..20 {
+        let t = std::time::Instant::now();
+        rrb.get()
+            .unwrap_or_else(|e| panic!("request {i} during the flood: {e}"));
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    let chatter = rrb
+        .log()
+        .iter()
+        .filter(|l| l.contains("chatter") && l.contains("INFO"))
+        .count();
+    assert!(chatter <= 21, "{chatter} info lines of chatter");
+    assert!(alive(rrb.pid()));
 }

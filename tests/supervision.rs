@@ -284,3 +284,27 @@ fn a_worker_flooding_ready_is_replaced_and_no_request_fails() {
 fn a_worker_saying_leaving_twice_is_replaced_and_no_request_fails() {
     repeated("leaving");
 }
+
+/// [`once_then`] in `none` mode: the hostile worker accepts on the shared listener too.
+#[test]
+fn in_none_mode_garbage_or_a_ready_flood_gets_the_worker_replaced_and_the_service_goes_on() {
+    for (flag, seen) in [
+        ("--garbage", "unknown message"),
+        ("--flood ready", "a second time"),
+    ] {
+        let (_mark, config) = once_then(flag, "");
+        let config = format!("sched_policy = \"none\"\n{config}");
+        let rrb = Rrb::start(&config, 2);
+        let line = rrb.wait_for_log("misbehaved", Duration::from_secs(10));
+        assert!(
+            line.contains("slot=0") && line.contains(seen),
+            "{flag}: {line}"
+        );
+        rrb.wait_ready(3);
+        for i in 0..10 {
+            rrb.get()
+                .unwrap_or_else(|e| panic!("{flag}: request {i} failed: {e}"));
+        }
+        assert!(alive(rrb.pid()), "{flag}: the master survives");
+    }
+}

@@ -34,8 +34,14 @@ pub struct Handoff {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     Message(WorkerMessage),
-    /// Something worth a log line, nothing to act on (a Node worker's own messages).
+    /// Something worth a log line, nothing to act on.
     Note(String),
+    /// A message of a Node worker's own, logged as `{what}: {value}` — formatted only when the
+    /// line is written, as a worker may send millions.
+    Said {
+        what: &'static str,
+        value: serde_json::Value,
+    },
     /// The worker closed its end (or died).
     Closed,
     /// Garbage: the worker is to be replaced.

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use log::{debug, info};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use slab::Slab;
@@ -25,6 +26,9 @@ use super::output::Pipe;
 use super::restart::RestartTracker;
 use crate::config::{Config, Protocol, SchedPolicy};
 use crate::sys;
+
+/// Notes of one worker logged at info level; the rest at debug.
+const NOTES_AT_INFO: u32 = 20;
 
 /// A worker's place in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,22 @@ impl Worker {
             .as_ref()?
             .oldest_unacked()?
             .checked_add(ack_timeout)
+    }
+
+    /// Logs something the worker said: at info level for its first [`NOTES_AT_INFO`] notes,
+    /// then at debug (a chatty or flooding worker cannot fill the master's log). Formatted only
+    /// if the line is written.
+    pub fn note(&mut self, note: std::fmt::Arguments<'_>) {
+        let (slot, pid) = (self.slot, self.pid);
+        self.notes = self.notes.saturating_add(1);
+        match self.notes {
+            ..=NOTES_AT_INFO => info!("worker slot={slot} pid={pid}: {note}"),
+            n if n == NOTES_AT_INFO + 1 => info!(
+                "worker slot={slot} pid={pid}: {note} (further messages of this worker are logged \
+                 at debug level)"
+            ),
+            _ => debug!("worker slot={slot} pid={pid}: {note}"),
+        }
     }
 
     /// Sends a signal to the worker's process group (it leads one), reaching its own children.

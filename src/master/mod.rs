@@ -71,9 +71,6 @@ const ACCEPT_BURST: usize = 256;
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
-/// Messages of one worker logged at info level; the rest at debug (a chatty or flooding
-/// worker cannot fill the master's log).
-const NOTES_AT_INFO: u32 = 20;
 /// How long to wait for SIGKILLed workers to be reaped before exiting anyway.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
@@ -543,15 +540,11 @@ impl Master {
             }
             Incoming::Note(note) => {
                 worker.spoke = true;
-                worker.notes = worker.notes.saturating_add(1);
-                match worker.notes {
-                    ..=NOTES_AT_INFO => info!("worker slot={slot} pid={pid}: {note}"),
-                    n if n == NOTES_AT_INFO + 1 => info!(
-                        "worker slot={slot} pid={pid}: {note} (further messages of this worker \
-                         are logged at debug level)"
-                    ),
-                    _ => debug!("worker slot={slot} pid={pid}: {note}"),
-                }
+                worker.note(format_args!("{note}"));
+            }
+            Incoming::Said { what, value } => {
+                worker.spoke = true;
+                worker.note(format_args!("{what}: {value}"));
             }
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {

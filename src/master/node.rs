@@ -25,9 +25,9 @@ use crate::sys;
 const MAX_NACKS: u32 = 3;
 /// Bytes read per `recvmsg`.
 const READ_CHUNK: usize = 64 * 1024;
-/// Chunks read from one worker per loop turn (1 MiB): a worker that writes as fast as we read
-/// cannot keep the master from everything else.
-const READ_BUDGET: usize = 16;
+/// Chunks read from one worker per loop turn (256 KiB, some 10,000 short messages): a worker
+/// that writes as fast as we read cannot keep the master from everything else for long.
+const READ_BUDGET: usize = 4;
 /// uv's `UV_ENOTSUP`, the errno a `queryServer` we cannot serve is refused with.
 const UV_ENOTSUP: i64 = -95;
 
@@ -395,16 +395,20 @@ impl NodeWire {
                     returned.push(handoff);
                 }
             }
-            FromWorker::OtherCluster(v) => {
-                out.push(Incoming::Note(format!("cluster message ignored: {v}")))
-            }
+            FromWorker::OtherCluster(v) => out.push(Incoming::Said {
+                what: "cluster message ignored",
+                value: v,
+            }),
             FromWorker::User(v) => {
                 if v == self.messages.leaving {
                     self.say(WorkerMessage::Leaving, out);
                 } else if v == json!("ready") {
                     self.say(WorkerMessage::Ready, out);
                 } else {
-                    out.push(Incoming::Note(format!("message: {v}")));
+                    out.push(Incoming::Said {
+                        what: "message",
+                        value: v,
+                    });
                 }
             }
         }
@@ -701,7 +705,9 @@ mod tests {
         let got = incoming(&mut ch);
         assert_eq!(got[0], Incoming::Message(WorkerMessage::Leaving));
         assert_eq!(got[1], Incoming::Message(WorkerMessage::Ready));
-        assert!(matches!(&got[2], Incoming::Note(n) if n.contains("hello")));
+        assert!(
+            matches!(&got[2], Incoming::Said { what: "message", value } if value["hello"] == 1)
+        );
         write(&worker, "{oops\n");
         assert!(matches!(
             incoming(&mut ch).as_slice(),

@@ -3,6 +3,8 @@
 //   handle  — sends a NODE_HANDLE message with no fd attached
 //   refuse  — a cluster worker whose server takes one connection and never answers it
 //             (maxConnections = 1), so it answers every later `newconn` with accepted: false
+//   flood   — writes 2 million valid user messages as fast as the channel takes them, while
+//             it serves (legal, but the master must stay responsive and its log bounded)
 // Raw writes go straight to the channel fd (NODE_CHANNEL_FD), as process.send cannot do this.
 'use strict';
 const fs = require('fs');
@@ -23,6 +25,20 @@ if (bad === 'refuse') {
   process.on('message', (m, socket) => {
     if (socket) server.emit('connection', socket);
   });
+  if (bad === 'flood') {
+    const chunk = '{"chatter":1}\n'.repeat(1000);
+    let sent = 0;
+    const burst = () => {
+      try {
+        fs.writeSync(fd, chunk);
+        sent++;
+      } catch (e) {
+        if (e.code !== 'EAGAIN') return; // the channel is gone
+      }
+      if (sent < 2000) setImmediate(burst);
+    };
+    setTimeout(burst, 100);
+  }
   setTimeout(() => {
     if (bad === 'json') fs.writeSync(fd, '{this is not json\n');
     if (bad === 'handle') fs.writeSync(fd, '{"cmd":"NODE_HANDLE","type":"net.Socket","msg":"x"}\n');
