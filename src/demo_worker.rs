@@ -139,6 +139,8 @@ struct Client {
     answered: u64,
     /// The client closed its side.
     eof: bool,
+    /// Handed to us by the master, its first request not here yet.
+    awaited: bool,
 }
 
 impl Client {
@@ -164,7 +166,16 @@ struct Server {
     owe_idle: bool,
     /// Clients whose answers wait until we have said `idle` (see [`Server::run`]).
     deferred: Vec<usize>,
+    /// Clients handed to us whose first request has not arrived yet, and when the last
+    /// connections came: such a client is work about to start, so `idle` waits for it a moment.
+    awaited: usize,
+    conns_at: Instant,
 }
+
+/// How long `idle` waits for the first request of a connection just handed to us. A client
+/// sends it right after connecting; one that does not (a browser's speculative connection) does
+/// not keep us from saying `idle` for long.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(5);
 
 /// Runs the demo worker until it is stopped.
 pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
@@ -217,6 +228,8 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         stopping: false,
         owe_idle: false,
         deferred: Vec::new(),
+        awaited: 0,
+        conns_at: Instant::now(),
     };
     if let Some(delay) = args.ready_delay {
         std::thread::sleep(delay);
@@ -262,11 +275,20 @@ impl Server {
             // hands connections only to idle workers, so none waits behind a slow request.
             // The answers of this turn go out only now, after `idle`: a client that connects
             // again as soon as it has its answer finds us idle already.
+            // A connection whose request has not arrived yet is work about to start: wait for it
+            // a moment (`FIRST_REQUEST_GRACE`) before saying idle.
+            let mut timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if self.owe_idle && !self.stopping {
-                self.owe_idle = false;
-                if let Some(channel) = self.channel.as_mut() {
-                    if let Err(e) = channel.idle() {
-                        debug!("cannot say idle: {e}");
+                let since = self.conns_at.elapsed();
+                if self.awaited > 0 && since < FIRST_REQUEST_GRACE {
+                    let rest = FIRST_REQUEST_GRACE - since;
+                    timeout = Some(timeout.map_or(rest, |t| t.min(rest)));
+                } else {
+                    self.owe_idle = false;
+                    if let Some(channel) = self.channel.as_mut() {
+                        if let Err(e) = channel.idle() {
+                            debug!("cannot say idle: {e}");
+                        }
                     }
                 }
             }
@@ -275,7 +297,6 @@ impl Server {
                 self.settle(key);
             }
             self.deferred = deferred;
-            let timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -315,6 +336,7 @@ impl Server {
             match channel.recv()? {
                 Event::Conns(conns) => {
                     self.owe_idle = true;
+                    self.conns_at = Instant::now();
                     for conn in conns {
                         let stream = match conn.stream {
                             Stream::Tcp(s) => {
@@ -327,7 +349,7 @@ impl Server {
                                 Conn::Unix(UnixStream::from_std(s))
                             }
                         };
-                        self.add_client(stream);
+                        self.add_client(stream, true);
                     }
                 }
                 Event::Stop => {
@@ -365,7 +387,7 @@ impl Server {
                 _ => return,
             };
             match accepted {
-                Ok(conn) => self.add_client(conn),
+                Ok(conn) => self.add_client(conn, false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -376,7 +398,7 @@ impl Server {
         }
     }
 
-    fn add_client(&mut self, mut conn: Conn) {
+    fn add_client(&mut self, mut conn: Conn, awaited: bool) {
         let entry = self.clients.vacant_entry();
         let token = Token(CONN_BASE + entry.key());
         if let Err(e) = self.poll.registry().register(
@@ -396,7 +418,9 @@ impl Server {
             close_after_write: false,
             answered: 0,
             eof: false,
+            awaited,
         });
+        self.awaited += usize::from(awaited);
         // A request may already be waiting: edge-triggered registration will not tell us.
         self.on_client(key);
     }
@@ -425,6 +449,10 @@ impl Server {
         let answered = answer_requests(client, &self.body, self.stopping, self.served, self.slow);
         client.answered += answered;
         client.eof |= closed;
+        if client.awaited && (client.answered > 0 || closed || !client.output.is_empty()) {
+            client.awaited = false;
+            self.awaited -= 1;
+        }
         self.served += answered;
         if self.owe_idle && !client.output.is_empty() {
             self.deferred.push(key); // answered once we have said `idle`
@@ -449,6 +477,7 @@ impl Server {
         // While stopping, an idle keep-alive connection is closed at once.
         if finished || closed || (self.stopping && client.is_idle()) {
             let mut client = self.clients.remove(key);
+            self.awaited -= usize::from(client.awaited);
             let _ = self.poll.registry().deregister(client.conn.source());
             client.conn.shutdown();
         }
@@ -480,6 +509,7 @@ impl Server {
             .collect();
         for key in idle {
             let mut client = self.clients.remove(key);
+            self.awaited -= usize::from(client.awaited);
             let _ = self.poll.registry().deregister(client.conn.source());
             client.conn.shutdown();
         }
