@@ -708,6 +708,7 @@ impl Master {
     /// the front of the backlog for the next worker at once; those it was sent and had not
     /// acked are held until it is dead (it may still have them: none is served twice).
     fn release_channel(&mut self, key: usize) {
+        self.requeue_outbox(key);
         let worker = &mut self.fleet.workers[key];
         let Some(mut channel) = worker.channel.take() else {
             return;
@@ -717,11 +718,7 @@ impl Master {
             .registry()
             .deregister(&mut SourceFd(&channel.raw_fd()));
         worker.held.extend(channel.take_unacked());
-        self.fd_freed(); // the channel, once dropped below
-        // They are older than anything still to be accepted: first in line.
-        for handoff in channel.take_unsent().rev() {
-            self.backlog.push_front(handoff);
-        }
+        self.fd_freed(); // the channel, dropped here
     }
 
     /// `key` is dead: what it held un-acked goes to the front of the backlog.
@@ -740,7 +737,8 @@ impl Master {
         }
     }
 
-    /// Sockets assigned to `key` but not yet sent (or given back) go to someone else.
+    /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
+    /// line: they are older than anything still to be accepted.
     fn requeue_outbox(&mut self, key: usize) {
         if let Some(channel) = self.fleet.workers[key].channel.as_mut() {
             for handoff in channel.take_unsent().rev() {
