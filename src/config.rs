@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::text::quoted;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -215,16 +216,6 @@ fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<()
         ));
     }
     Ok(())
-}
-
-/// A bad value as an error message shows it: quoted, and cut after 100 characters (a config
-/// may hold a megabyte where one word was expected).
-fn quoted(value: &str) -> String {
-    const SHOWN: usize = 100;
-    match value.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-        None => format!("{value:?}"),
-    }
 }
 
 /// `workers`: a count, or `"auto"` for one per CPU.

@@ -29,6 +29,7 @@ pub use master::fuzz;
 pub mod node_ipc;
 pub mod protocol;
 mod sys;
+mod text;
 pub mod worker;
 
 use std::io::Write;

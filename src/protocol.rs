@@ -8,6 +8,7 @@
 //! This module only encodes and decodes; it owns no socket. `docs/PROTOCOL.md` is the normative
 //! description for people writing workers in other languages, and the tests below pin it.
 
+use crate::text::quoted;
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -62,7 +63,7 @@ pub struct ConnInfo {
 pub enum ProtocolError {
     #[error("message is not ASCII text")]
     NotText,
-    #[error("unknown message {0:?}")]
+    #[error("unknown message {0}")]
     UnknownVerb(String),
     #[error("malformed {verb} message: {detail}")]
     Malformed { verb: &'static str, detail: String },
@@ -90,7 +91,7 @@ pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError
                 }
             }
         }
-        _ => return Err(ProtocolError::UnknownVerb(truncate_for_log(text))),
+        _ => return Err(ProtocolError::UnknownVerb(quoted(text))),
     };
     if words.next().is_some() {
         return Err(ProtocolError::Malformed {
@@ -127,7 +128,7 @@ pub fn parse_master_message(bytes: &[u8], fds: usize) -> Result<MasterMessage, P
         detail,
     };
     let Some(count) = first.strip_prefix("conn ") else {
-        return Err(ProtocolError::UnknownVerb(truncate_for_log(first)));
+        return Err(ProtocolError::UnknownVerb(quoted(first)));
     };
     let count: usize = count
         .parse()
@@ -226,11 +227,6 @@ pub fn verb_name(message: &WorkerMessage) -> &'static str {
         WorkerMessage::Leaving => "leaving",
         WorkerMessage::Idle => "idle",
     }
-}
-
-/// Keeps log lines about garbage short and printable.
-fn truncate_for_log(text: &str) -> String {
-    text.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -143,36 +143,63 @@ fn graceful_stop_lets_node_workers_exit_0() {
 }
 
 /// Slot 0's first incarnation runs tests/support/node/bad_worker.js with BAD=`bad`; every other
-/// worker is scripts/node/worker.js.
-fn bad_once(bad: &str) -> (tempfile::TempDir, String) {
+/// worker is scripts/node/worker.js (`protocol = "node"`) or cluster_app.js (`"node-cluster"`).
+fn bad_once(bad: &str, protocol: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let mark = dir.path().join("ran");
     let script = format!(
         "if [ \"$RRB_WORKER_ID\" = 0 ] && [ ! -e '{m}' ]; then touch '{m}'; BAD={bad} exec node '{b}'; else exec node '{w}'; fi",
         m = mark.display(),
         b = repo().join("tests/support/node/bad_worker.js").display(),
-        w = script("worker.js"),
+        w = script(if protocol == "node" {
+            "worker.js"
+        } else {
+            "cluster_app.js"
+        }),
     );
     let config = format!(
-        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nprotocol = \"node\"\n[shutdown]\nkill_timeout = \"1s\"\n[restart]\nbackoff_initial = \"10ms\"\n"
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nprotocol = \"{protocol}\"\n[shutdown]\nkill_timeout = \"1s\"\n[restart]\nbackoff_initial = \"10ms\"\n"
     );
     (dir, config)
 }
 
 #[test]
-fn malformed_json_or_a_handle_without_fd_gets_the_worker_replaced() {
-    for (bad, what) in [("json", "malformed JSON"), ("handle", "NODE_HANDLE")] {
-        let (_mark, config) = bad_once(bad);
-        let rrb = Rrb::start(&config, 2);
-        let line = rrb.wait_for_log("misbehaved", Duration::from_secs(10));
-        assert!(line.contains(what), "{line}");
-        assert!(alive(rrb.pid()), "the master survives");
-        rrb.wait_ready(3);
-        for i in 0..10 {
-            rrb.get()
-                .unwrap_or_else(|e| panic!("{bad}: request {i}: {e}"));
+fn malformed_json_a_handle_without_fd_or_one_sent_to_us_gets_the_worker_replaced() {
+    for protocol in ["node", "node-cluster"] {
+        for (bad, what) in [
+            ("json", "malformed JSON"),
+            ("handle", "NODE_HANDLE"),
+            ("send-fd", "sent file descriptors to the master"),
+        ] {
+            let (_mark, config) = bad_once(bad, protocol);
+            let rrb = Rrb::start(&config, 2);
+            let line = rrb.wait_for_log("misbehaved", Duration::from_secs(10));
+            assert!(line.contains(what), "{protocol}, {bad}: {line}");
+            assert!(alive(rrb.pid()), "the master survives");
+            rrb.wait_ready(3);
+            for i in 0..10 {
+                rrb.get()
+                    .unwrap_or_else(|e| panic!("{protocol}, {bad}: request {i}: {e}"));
+            }
         }
     }
+}
+
+#[test]
+fn a_cluster_server_beyond_our_listeners_fails_its_listen_and_the_worker_is_replaced() {
+    // Node's primary would open port 4000 too; we serve only `listen`. The app's listen()
+    // fails as Node reports an address it cannot have (EADDRNOTAVAIL) instead of waiting
+    // forever for connections that never come; this app does not handle the error and exits.
+    let (_mark, config) = bad_once("listen2", "node-cluster");
+    let rrb = Rrb::start(&config, 2);
+    let line = rrb.wait_for_log("refused server 2", Duration::from_secs(10));
+    assert!(line.contains("add an address to `listen`"), "{line}");
+    rrb.wait_for_log("EADDRNOTAVAIL", Duration::from_secs(10));
+    rrb.wait_ready(3);
+    for i in 0..10 {
+        rrb.get().unwrap_or_else(|e| panic!("request {i}: {e}"));
+    }
+    assert!(alive(rrb.pid()));
 }
 
 #[test]
@@ -242,13 +269,16 @@ fn a_blocked_cluster_worker_is_routed_around_by_nodes_own_rule() {
 
 #[test]
 fn a_worker_flooding_messages_leaves_the_master_responsive_and_its_log_bounded() {
-    let (_mark, config) = bad_once("flood");
+    for protocol in ["node", "node-cluster"] {
+        flood(protocol);
+    }
+}
+
+fn flood(protocol: &str) {
+    let (_mark, config) = bad_once("flood", protocol);
     // The flooder's own NODE_HANDLE_ACK waits behind its flood: the connection it holds is
     // served elsewhere once ack_timeout kills it.
-    let config = config.replace(
-        "protocol = \"node\"\n",
-        "protocol = \"node\"\nack_timeout = \"1s\"\n",
-    );
+    let config = config.replace("[shutdown]", "ack_timeout = \"1s\"\n[shutdown]");
     // At info level, as in production: the tests' usual debug level would log every message.
     let rrb = Rrb::start_with(Start {
         config: &config,
@@ -262,10 +292,10 @@ fn a_worker_flooding_messages_leaves_the_master_responsive_and_its_log_bounded()
     for i in 0..20 {
         let t = std::time::Instant::now();
         rrb.get()
-            .unwrap_or_else(|e| panic!("request {i} during the flood: {e}"));
+            .unwrap_or_else(|e| panic!("{protocol}: request {i} during the flood: {e}"));
         assert!(
             t.elapsed() < Duration::from_millis(2500),
-            "request {i} took {:?}",
+            "{protocol}: request {i} took {:?}",
             t.elapsed()
         );
     }
@@ -274,6 +304,6 @@ fn a_worker_flooding_messages_leaves_the_master_responsive_and_its_log_bounded()
         .iter()
         .filter(|l| l.contains("chatter") && l.contains("INFO"))
         .count();
-    assert!(chatter <= 21, "{chatter} info lines of chatter");
+    assert!(chatter <= 21, "{protocol}: {chatter} info lines of chatter");
     assert!(alive(rrb.pid()));
 }

@@ -28,8 +28,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Chunks read from one worker per loop turn (256 KiB, some 10,000 short messages): a worker
 /// that writes as fast as we read cannot keep the master from everything else for long.
 const READ_BUDGET: usize = 4;
-/// uv's `UV_ENOTSUP`, the errno a `queryServer` we cannot serve is refused with.
+/// uv's `UV_ENOTSUP`: the errno a `queryServer` for a kind of server we do not serve (UDP) is
+/// refused with.
 const UV_ENOTSUP: i64 = -95;
+/// uv's `UV_EADDRNOTAVAIL`: the errno a `queryServer` is refused with when every listener
+/// already has its server in that worker. Node reports it as `listen EADDRNOTAVAIL …`.
+const UV_EADDRNOTAVAIL: i64 = -99;
 
 /// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
 #[derive(Debug)]
@@ -455,24 +459,41 @@ impl NodeWire {
         let key = query.key();
         let udp = matches!(query.address_type.as_str(), "udp4" | "udp6");
         let reply_seq = self.next_seq();
-        if udp || self.listeners.is_empty() {
-            let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
-            reply["errno"] = UV_ENOTSUP.into();
-            out.push(Incoming::Note(if udp {
+        // The worker's servers map onto our listeners in `queryServer` order; one more than
+        // we have listeners would get no connection, so its `listen()` fails instead.
+        let refusal = if udp {
+            Some((
+                UV_ENOTSUP,
                 format!(
                     "refused a {} server: rrbalancer serves TCP and Unix listeners only",
-                    query.address_type
-                )
-            } else {
-                "refused a server: no listener to give it".to_owned()
-            }));
+                    crate::text::quoted(&query.address_type)
+                ),
+            ))
+        } else if self.servers.len() >= self.listeners.len() {
+            Some((
+                UV_EADDRNOTAVAIL,
+                format!(
+                    "refused server {} ({}): rrbalancer has {} listener(s), each already taken by \
+                     one of this worker's servers; add an address to `listen` for it",
+                    self.servers.len() + 1,
+                    crate::text::quoted(&key),
+                    self.listeners.len()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((errno, note)) = refusal {
+            let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
+            reply["errno"] = errno.into();
+            out.push(Incoming::Note(note));
             self.queue.push_back(Line {
                 bytes: node_ipc::encode(&reply),
                 listener: None,
             });
             return;
         }
-        let index = self.servers.len().min(self.listeners.len() - 1);
+        let index = self.servers.len();
         let key_json = serde_json::to_string(&key).unwrap_or_else(|_| "\"\"".into());
         self.servers.push((key.clone(), key_json));
         if self.shared {
@@ -696,6 +717,53 @@ mod tests {
             "the refused one, for another"
         );
         assert_eq!(ch.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_server_beyond_our_listeners_is_refused_and_a_closed_one_makes_room() {
+        let (mut ch, worker) = pair(true);
+        let query = |seq: u64, port: i64| {
+            format!(
+                "{}\n",
+                json!({"cmd":"NODE_CLUSTER","act":"queryServer","index":0,"data":null,
+                    "address":"10.9.9.9","port":port,"addressType":4,"backlog":0,"seq":seq})
+            )
+        };
+        let reply = |ch: &mut Channel| {
+            assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+            let (line, fds) = read(&worker);
+            assert_eq!(fds, 0);
+            serde_json::from_str::<Value>(line.trim()).unwrap()
+        };
+        // One listener: the first server gets it, whatever address it names.
+        write(&worker, &query(1, 3000));
+        assert_eq!(incoming(&mut ch), []);
+        assert_eq!(reply(&mut ch)["errno"], Value::Null);
+        // A second (and a thousandth) has none: refused, and nothing is kept for it.
+        for seq in 2..1000 {
+            write(&worker, &query(seq, 4000));
+            match incoming(&mut ch).as_slice() {
+                [Incoming::Note(note)] => assert!(note.contains("1 listener(s)"), "{note}"),
+                other => panic!("{other:?}"),
+            }
+            let refused = reply(&mut ch);
+            assert_eq!(
+                (refused["errno"].as_i64(), refused["ack"].as_u64()),
+                (Some(-99), Some(seq))
+            );
+        }
+        // Closing the first (none of the refused ones was kept) makes room for another.
+        let key = "10.9.9.9:3000:4:undefined:0";
+        write(
+            &worker,
+            &format!(
+                "{{\"cmd\":\"NODE_CLUSTER\",\"act\":\"close\",\"key\":\"{key}\",\"seq\":1000}}\n"
+            ),
+        );
+        let _ = incoming(&mut ch);
+        write(&worker, &query(1001, 5000));
+        assert_eq!(incoming(&mut ch), []);
+        assert_eq!(reply(&mut ch)["errno"], Value::Null);
     }
 
     #[test]
