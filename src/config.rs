@@ -238,6 +238,10 @@ impl WorkerCount {
 /// The most workers one master runs; more is almost certainly a typo.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The bound of `[restart] max_restarts`: the master remembers each exit within the window, so
+/// a slot's history stays below some 160 KB.
+pub const MAX_RESTARTS: u32 = 10_000;
+
 impl FromStr for WorkerCount {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -474,7 +478,7 @@ pub struct FileLog {
 #[serde(deny_unknown_fields, default)]
 pub struct FileRestart {
     /// This many unasked exits of one slot within `window` is a restart storm: give up the slot.
-    pub max_restarts: u32,
+    pub max_restarts: Spanned<u32>,
     /// The sliding window `max_restarts` counts in.
     pub window: Spanned<HumanDuration>,
     /// First delay before restarting a slot; grows by 1.5× per consecutive failure.
@@ -491,7 +495,7 @@ pub struct FileRestart {
 impl Default for FileRestart {
     fn default() -> Self {
         FileRestart {
-            max_restarts: 10,
+            max_restarts: Spanned::new(0..0, 10),
             window: Spanned::new(0..0, HumanDuration(Duration::from_secs(60))),
             backoff_initial: Spanned::new(0..0, HumanDuration(Duration::from_millis(100))),
             backoff_max: Spanned::new(0..0, HumanDuration(Duration::from_secs(15))),
@@ -944,8 +948,17 @@ pub fn validate(
         }
         Ok(value)
     };
+    let max_restarts_span = file.restart.max_restarts.span();
+    let max_restarts = file.restart.max_restarts.into_inner();
+    if max_restarts > MAX_RESTARTS {
+        return Err(invalid(
+            max_restarts_span,
+            "restart.max_restarts",
+            format!("{max_restarts} is out of range (allowed: 0 to {MAX_RESTARTS})"),
+        ));
+    }
     let restart = RestartConfig {
-        max_restarts: file.restart.max_restarts,
+        max_restarts,
         window: duration(file.restart.window, "restart.window")?,
         backoff_initial: duration(file.restart.backoff_initial, "restart.backoff_initial")?,
         backoff_max: duration(file.restart.backoff_max, "restart.backoff_max")?,
@@ -1265,6 +1278,19 @@ mod tests {
                 "{key}: a day is the bound (ack_timeout: an hour)"
             );
         }
+    }
+
+    #[test]
+    fn the_restart_count_is_bounded_so_a_slots_history_stays_small() {
+        let ok = load_str(&format!("[restart]\nmax_restarts = {MAX_RESTARTS}\n")).unwrap();
+        assert_eq!(ok.restart.max_restarts, MAX_RESTARTS);
+        let e = error_of(&format!("[restart]\nmax_restarts = {}\n", MAX_RESTARTS + 1));
+        assert!(
+            e.starts_with("cluster.toml:2:")
+                && e.contains("`restart.max_restarts`")
+                && e.contains("0 to 10000"),
+            "{e}"
+        );
     }
 
     #[test]
