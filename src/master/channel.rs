@@ -1,15 +1,15 @@
-//! The master's end of one worker's channel: the sockets assigned to that worker, the ones sent
-//! but not yet acked, and the reading of what the worker says.
+//! The master's end of one worker's channel, native or Node ([`super::node`]): sending the
+//! sockets of the worker's [`Account`] and `stop`, and reading what the worker says — acks and
+//! `idle` are applied to its account here, the rest reported as [`Incoming`].
 //!
-//! The promise kept here: **the master holds its copy of every socket until the worker acks it.**
-//! If the worker dies or the channel breaks first, [`Channel::take_unacked`] gives every such
-//! socket back, still unread, to be handed to someone else.
+//! Which sockets are whose is the [`super::ledger`]'s: the master holds its copy of every socket
+//! until the worker acks it.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use super::ledger::{Account, Conn};
 use super::node::NodeWire;
 use crate::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, Peer, ProtocolError, WorkerMessage,
@@ -29,6 +29,23 @@ pub struct Handoff {
     /// When it was sent to the worker that holds it now; `None` while it is not out.
     pub sent: Option<Instant>,
 }
+
+impl Conn for Handoff {
+    fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    fn sent(&self) -> Option<Instant> {
+        self.sent
+    }
+
+    fn set_sent(&mut self, at: Option<Instant>) {
+        self.sent = at;
+    }
+}
+
+/// A worker's account of real sockets.
+pub type Sockets = Account<Handoff>;
 
 /// What reading the channel produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,22 +79,11 @@ pub enum Flush {
 #[derive(Debug)]
 pub struct Channel {
     socket: OwnedFd,
-    /// The most sockets this worker may hold un-acked (assigned and sent).
-    window: usize,
-    /// The last send found the channel full: nothing more goes to it until it is writable.
-    blocked: bool,
-    /// The worker says `idle` (it is pulled): it takes connections only while `idle`.
-    pulled: bool,
-    idle: bool,
     /// The last read stopped for its budget, with messages perhaps still waiting.
     unread: bool,
     /// `ready` and `leaving` are said once; a second one breaks the protocol.
     said_ready: bool,
     said_leaving: bool,
-    /// Assigned to this worker, not yet sent.
-    outbox: VecDeque<Handoff>,
-    /// Sent, waiting for the worker's `ack`.
-    unacked: VecDeque<Handoff>,
     /// `stop` is to be sent once the outbox is empty.
     stop_pending: bool,
     /// Scratch space reused by every send and receive.
@@ -88,38 +94,25 @@ pub struct Channel {
     stray_fds: Vec<OwnedFd>,
     /// Node's IPC instead of the native protocol (`protocol = "node"`/`"node-cluster"`).
     node: Option<Box<NodeWire>>,
-    /// Connections the worker gave back (a Node cluster worker's `accepted: false`).
-    returned: Vec<Handoff>,
 }
 
 impl Channel {
-    /// A channel that speaks Node's IPC over a stream socket pair. Its window is Node's own
-    /// rule: one connection at a time, until the worker has taken it.
+    /// A channel that speaks Node's IPC over a stream socket pair. Its account's window is
+    /// Node's own rule: one connection at a time, until the worker has taken it.
     pub fn node(socket: OwnedFd, wire: NodeWire) -> io::Result<Channel> {
-        let mut channel = Channel::new(socket, 1)?;
+        let mut channel = Channel::new(socket)?;
         channel.node = Some(Box::new(wire));
         Ok(channel)
     }
 
-    /// Connections the worker refused, for someone else.
-    pub fn take_returned(&mut self) -> std::vec::Drain<'_, Handoff> {
-        self.returned.drain(..)
-    }
-
     /// Wraps the master's end of a fresh channel (made non-blocking here).
-    pub fn new(socket: OwnedFd, window: usize) -> io::Result<Channel> {
+    pub fn new(socket: OwnedFd) -> io::Result<Channel> {
         sys::set_nonblocking(socket.as_fd(), true)?;
         Ok(Channel {
             socket,
-            window: window.max(1),
-            blocked: false,
-            pulled: false,
-            idle: false,
             said_ready: false,
             said_leaving: false,
             unread: false,
-            outbox: VecDeque::with_capacity(window),
-            unacked: VecDeque::with_capacity(window),
             stop_pending: false,
             batch: ConnBatch::default(),
             cmsg: Vec::with_capacity(sys::cmsg_space(MAX_FDS_PER_MESSAGE)),
@@ -127,43 +120,11 @@ impl Channel {
             recv_cmsg: vec![0; sys::cmsg_space(4)],
             stray_fds: Vec::new(),
             node: None,
-            returned: Vec::new(),
         })
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
-    }
-
-    /// Sockets assigned or sent and not yet acked.
-    pub fn in_flight(&self) -> usize {
-        self.outbox.len() + self.unacked.len()
-    }
-
-    /// Whether a connection given now would reach a worker free to serve it: the channel
-    /// takes writes, the window has room, and a pulled worker has said `idle`.
-    pub fn has_room(&self) -> bool {
-        self.has_window_room() && (!self.pulled || self.idle)
-    }
-
-    /// Whether the window has room, busy or not (client affinity waits for its own worker).
-    pub fn has_window_room(&self) -> bool {
-        !self.blocked && self.in_flight() < self.window
-    }
-
-    /// When the oldest socket still un-acked was sent.
-    pub fn oldest_unacked(&self) -> Option<Instant> {
-        self.unacked.front().and_then(|h| h.sent)
-    }
-
-    /// The channel can take writes again.
-    pub fn on_writable(&mut self) {
-        self.blocked = false;
-    }
-
-    /// Queues a socket for this worker; [`Channel::flush`] sends it.
-    pub fn assign(&mut self, handoff: Handoff) {
-        self.outbox.push_back(handoff);
     }
 
     /// Queues `stop`, to go after every socket already assigned.
@@ -172,49 +133,42 @@ impl Channel {
     }
 
     /// Whether anything waits to be sent.
-    pub fn wants_flush(&self) -> bool {
-        !self.outbox.is_empty()
+    pub fn wants_flush(&self, account: &Sockets) -> bool {
+        !account.outbox().is_empty()
             || self.stop_pending
             || self.node.as_ref().is_some_and(|n| n.wants_flush())
     }
 
-    /// Sends what is queued: sockets in batches of up to [`MAX_FDS_PER_MESSAGE`] per message,
-    /// then `stop` if asked. Sent sockets move to the un-acked window, stamped `now`. What
-    /// could not be sent stays in the outbox, for the caller to give to someone else.
-    pub fn flush(&mut self, now: Instant) -> Flush {
-        let before = self.unacked.len();
-        let result = self.send_queued(now);
-        if self.unacked.len() != before {
-            self.idle = false; // busy with what it got, until it says `idle` again
-        }
-        self.blocked = matches!(result, Flush::Blocked);
+    /// Sends the account's outbox: sockets in batches of up to [`MAX_FDS_PER_MESSAGE`] per
+    /// message, then `stop` if asked. Sent sockets move to the account's un-acked window,
+    /// stamped `now`; what could not be sent stays in the outbox, for the ledger to give to
+    /// someone else.
+    pub fn flush(&mut self, account: &mut Sockets, now: Instant) -> Flush {
+        let before = account.unacked_len();
+        let result = self.send_queued(account, now);
+        account.flushed(
+            account.unacked_len() != before,
+            matches!(result, Flush::Blocked),
+        );
         result
     }
 
-    fn send_queued(&mut self, now: Instant) -> Flush {
+    fn send_queued(&mut self, account: &mut Sockets, now: Instant) -> Flush {
         if let Some(node) = &mut self.node {
-            return node.flush(
-                self.socket.as_fd(),
-                &mut self.outbox,
-                &mut self.unacked,
-                &mut self.stop_pending,
-                now,
-            );
+            return node.flush(self.socket.as_fd(), account, &mut self.stop_pending, now);
         }
-        while !self.outbox.is_empty() {
-            let n = self.outbox.len().min(MAX_FDS_PER_MESSAGE);
+        while !account.outbox().is_empty() {
+            let outbox = account.outbox();
+            let n = outbox.len().min(MAX_FDS_PER_MESSAGE);
             self.batch.clear();
-            for handoff in self.outbox.iter().take(n) {
+            for handoff in outbox.iter().take(n) {
                 self.batch.push(handoff.listener, handoff.peer);
             }
-            let fds = self.outbox.iter().take(n).map(|h| h.socket.as_fd());
+            let fds = outbox.iter().take(n).map(|h| h.socket.as_fd());
             let (header, body) = self.batch.parts();
             let parts = [IoSlice::new(header), IoSlice::new(body)];
             match sys::send_with_fds(self.socket.as_fd(), &parts, fds, &mut self.cmsg) {
-                Ok(_) => self.unacked.extend(self.outbox.drain(..n).map(|mut h| {
-                    h.sent = Some(now);
-                    h
-                })),
+                Ok(_) => account.mark_sent(n, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Flush::Broken(e),
@@ -239,15 +193,10 @@ impl Channel {
     /// [`READ_BUDGET`] of them (then [`Channel::has_unread`] says to call again without
     /// waiting for an event), applying acks and `idle` here and reporting the rest into `out`.
     /// Stops at the first violation or at end of stream.
-    pub fn read(&mut self, out: &mut Vec<Incoming>) {
+    pub fn read(&mut self, account: &mut Sockets, out: &mut Vec<Incoming>) {
         self.unread = match &mut self.node {
-            Some(node) => node.read(
-                self.socket.as_fd(),
-                &mut self.unacked,
-                &mut self.returned,
-                out,
-            ),
-            None => self.read_native(out),
+            Some(node) => node.read(self.socket.as_fd(), account, out),
+            None => self.read_native(account, out),
         };
     }
 
@@ -257,7 +206,7 @@ impl Channel {
         self.unread
     }
 
-    fn read_native(&mut self, out: &mut Vec<Incoming>) -> bool {
+    fn read_native(&mut self, account: &mut Sockets, out: &mut Vec<Incoming>) -> bool {
         for _ in 0..READ_BUDGET {
             let Some(received) = receive(
                 self.socket.as_fd(),
@@ -276,22 +225,15 @@ impl Channel {
             }
             match protocol::parse_worker_message(&self.recv_buf[..received.len]) {
                 Ok(WorkerMessage::Ack(n)) => {
-                    if n > self.unacked.len() {
+                    if let Err(sent) = account.ack_oldest(n) {
                         out.push(Incoming::Violation(format!(
-                            "acked {n} sockets but only {} were sent",
-                            self.unacked.len()
+                            "acked {n} sockets but only {sent} were sent"
                         )));
                         return false;
                     }
-                    // Dropping them closes the master's copies; the worker holds its own.
-                    self.unacked.drain(..n);
                     out.push(Incoming::Message(WorkerMessage::Ack(n)));
                 }
-                Ok(WorkerMessage::Idle) => {
-                    // Idempotent and O(1): a flood of these costs nothing but the reads.
-                    self.pulled = true;
-                    self.idle = true;
-                }
+                Ok(WorkerMessage::Idle) => account.on_idle(),
                 Ok(message @ WorkerMessage::Ready)
                     if !std::mem::replace(&mut self.said_ready, true) =>
                 {
@@ -317,26 +259,6 @@ impl Channel {
         }
         true
     }
-
-    /// Sockets this worker never got, or gave back (a Node cluster worker's `accepted:
-    /// false`), oldest first: someone else may serve them at once.
-    pub fn take_unsent(&mut self) -> impl DoubleEndedIterator<Item = Handoff> + '_ {
-        self.returned
-            .drain(..)
-            .chain(self.outbox.drain(..))
-            .map(unsent)
-    }
-
-    /// Sockets sent and not acked, oldest first. The worker may hold copies of them until it
-    /// is dead: only then may someone else serve them.
-    pub fn take_unacked(&mut self) -> impl DoubleEndedIterator<Item = Handoff> + '_ {
-        self.unacked.drain(..).map(unsent)
-    }
-}
-
-fn unsent(mut handoff: Handoff) -> Handoff {
-    handoff.sent = None;
-    handoff
 }
 
 impl AsFd for Channel {
@@ -393,6 +315,59 @@ fn describe(e: &ProtocolError) -> String {
 }
 
 #[cfg(test)]
+/// A channel with its worker's account in a ledger of its own.
+pub(super) struct Pair {
+    pub ch: Channel,
+    pub ledger: super::ledger::Ledger<Handoff>,
+    pub key: usize,
+}
+
+#[cfg(test)]
+impl Pair {
+    pub fn new(ch: Channel, window: usize) -> Pair {
+        let mut ledger = super::ledger::Ledger::default();
+        let key = ledger.open(window);
+        Pair { ch, ledger, key }
+    }
+    pub fn account(&self) -> &Sockets {
+        self.ledger.account(self.key).unwrap()
+    }
+    pub fn assign(&mut self, h: Handoff) {
+        let key = self.key;
+        assert!(self.ledger.place(h, 1, |_| Some(key), false).is_ok());
+    }
+    pub fn flush(&mut self, now: Instant) -> Flush {
+        let account = self.ledger.account_mut(self.key).unwrap();
+        self.ch.flush(account, now)
+    }
+    pub fn read(&mut self, out: &mut Vec<Incoming>) {
+        let account = self.ledger.account_mut(self.key).unwrap();
+        self.ch.read(account, out)
+    }
+    pub fn in_flight(&self) -> usize {
+        self.account().in_flight()
+    }
+    pub fn has_room(&self) -> bool {
+        self.account().has_room()
+    }
+    pub fn has_window_room(&self) -> bool {
+        self.account().has_window_room()
+    }
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.account().oldest_unacked()
+    }
+    pub fn unacked(&self) -> usize {
+        self.account().unacked_len()
+    }
+    pub fn on_writable(&mut self) {
+        self.ledger.account_mut(self.key).unwrap().on_writable()
+    }
+    pub fn wants_flush(&self) -> bool {
+        self.ch.wants_flush(self.account())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -409,9 +384,9 @@ mod tests {
         )
     }
 
-    fn pair(window: usize) -> (Channel, OwnedFd) {
+    fn pair(window: usize) -> (Pair, OwnedFd) {
         let (master, worker) = sys::seqpacket_pair().unwrap();
-        (Channel::new(master, window).unwrap(), worker)
+        (Pair::new(Channel::new(master).unwrap(), window), worker)
     }
 
     fn send(worker: &OwnedFd, text: &str) {
@@ -472,11 +447,7 @@ mod tests {
             out,
             [Incoming::Message(WorkerMessage::Leaving), Incoming::Closed]
         );
-        assert_eq!(
-            ch.take_unacked().count(),
-            1,
-            "the unread one goes to another"
-        );
+        assert_eq!(ch.unacked(), 1, "the unread one goes to another");
     }
 
     #[test]
@@ -491,10 +462,12 @@ mod tests {
         let mut out = Vec::new();
         ch.read(&mut out);
         assert_eq!(out, [Incoming::Closed]);
-        let sent = ch.take_unacked().collect::<Vec<_>>();
-        assert_eq!(sent.len(), 1, "the sent one");
-        assert!(sent[0].sent.is_none(), "stamped again when sent again");
-        assert_eq!(ch.take_unsent().count(), 1, "and the queued one");
+        assert_eq!((ch.unacked(), ch.account().outbox().len()), (1, 1));
+        // The queued one goes to another at once, the sent one once the worker is dead.
+        ch.ledger.close(ch.key);
+        assert_eq!(ch.ledger.queued(), 1);
+        assert_eq!(ch.ledger.remove(ch.key), 1);
+        assert_eq!(ch.ledger.queued(), 2);
     }
 
     #[test]
@@ -570,9 +543,9 @@ mod tests {
         }
         let mut out = Vec::new();
         ch.read(&mut out);
-        assert!(ch.has_unread(), "stopped at the budget, more waits");
+        assert!(ch.ch.has_unread(), "stopped at the budget, more waits");
         ch.read(&mut out);
-        assert!(!ch.has_unread(), "drained");
+        assert!(!ch.ch.has_unread(), "drained");
         assert!(out.is_empty(), "{out:?}");
     }
 
@@ -580,7 +553,7 @@ mod tests {
     fn a_full_channel_blocks_and_keeps_what_it_could_not_send() {
         let (mut ch, _worker) = pair(1 << 16);
         // A small send buffer fills after a few messages the worker does not read.
-        nix::sys::socket::setsockopt(&ch.as_fd(), nix::sys::socket::sockopt::SndBuf, &4096)
+        nix::sys::socket::setsockopt(&ch.ch.as_fd(), nix::sys::socket::sockopt::SndBuf, &4096)
             .unwrap();
         let mut keep = Vec::new();
         let result = loop {
@@ -597,7 +570,7 @@ mod tests {
         assert!(matches!(result, Flush::Blocked), "{result:?}");
         assert!(!ch.has_window_room(), "nothing more for a blocked channel");
         assert!(
-            ch.take_unsent().count() > 0,
+            ch.ledger.requeue_unsent(ch.key) > 0,
             "the unsent ones, for another worker"
         );
         ch.on_writable();
@@ -624,7 +597,7 @@ mod tests {
         let (mut ch, worker) = pair(8);
         let (h, _p) = handoff();
         ch.assign(h);
-        ch.queue_stop();
+        ch.ch.queue_stop();
         assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         assert_eq!(recv(&worker).0, "conn 1\n0 unix\n");
         assert_eq!(recv(&worker).0, "stop\n");

@@ -398,12 +398,12 @@ impl Master {
                 .to_owned(),
                 uptime_secs: w.uptime(now).as_secs_f64(),
                 restarts: self.fleet.slots.get(w.slot).map_or(0, |s| s.restart_count),
-                handed: w.handed,
-                unacked: w.channel.as_ref().map_or(w.held.len(), |c| c.in_flight()),
-                oldest_unacked_secs: w
-                    .channel
-                    .as_ref()
-                    .and_then(|c| c.oldest_unacked())
+                handed: self.ledger.account(w.account).map_or(0, |a| a.handed()),
+                unacked: self.ledger.account(w.account).map_or(0, |a| a.in_flight()),
+                oldest_unacked_secs: self
+                    .ledger
+                    .account(w.account)
+                    .and_then(|a| a.oldest_unacked())
                     .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             })
             .collect();

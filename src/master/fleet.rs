@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use slab::Slab;
 
-use super::channel::{Channel, Handoff};
+use super::channel::Channel;
 use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
@@ -49,21 +49,18 @@ pub struct Worker {
     pub state: State,
     /// `None` once the channel broke or was closed by the worker.
     pub channel: Option<Channel>,
+    /// Its account in the ledger: the sockets that are its.
+    pub account: usize,
     pub started: Instant,
     /// The worker has sent at least one valid message: it speaks the protocol, so `stop`
     /// reaches it; otherwise it is stopped with SIGTERM.
     pub spoke: bool,
     /// When to SIGKILL it if it has not exited.
     pub kill_at: Option<Instant>,
-    /// Connections handed to it.
-    pub handed: u64,
     /// Its channel closed; if it has not exited by then, replace it.
     pub channel_closed_check: Option<Instant>,
     /// Its stdout and stderr, when `[log]` captures them.
     pub output: [Option<Pipe>; 2],
-    /// Sockets it was sent and never acked, kept from its closed channel: it may still hold
-    /// copies, so they go to another worker only once it is dead (none is served twice).
-    pub held: Vec<Handoff>,
     /// It held a socket un-acked past `ack_timeout` and was killed for it.
     pub stuck: bool,
     /// Notes (its own messages, for Node workers) logged so far at info level.
@@ -73,18 +70,6 @@ pub struct Worker {
 impl Worker {
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
-    }
-
-    /// When its oldest un-acked socket passes `ack_timeout`, unless it was killed for that
-    /// already.
-    pub fn ack_deadline(&self, ack_timeout: Duration) -> Option<Instant> {
-        if self.stuck {
-            return None;
-        }
-        self.channel
-            .as_ref()?
-            .oldest_unacked()?
-            .checked_add(ack_timeout)
     }
 
     /// Logs something the worker said: at info level for its first [`NOTES_AT_INFO`] notes,
@@ -253,22 +238,11 @@ impl Fleet {
         slot.current.replace(key)
     }
 
-    /// The worker serving `slot`, if it is free to take a connection now.
-    pub fn can_take(&self, slot: usize) -> Option<usize> {
-        self.serving(slot, Channel::has_room)
-    }
-
-    /// The worker serving `slot`, if its window has room (busy or not): where a client with
-    /// affinity to `slot` waits rather than go elsewhere.
-    pub fn can_queue(&self, slot: usize) -> Option<usize> {
-        self.serving(slot, Channel::has_window_room)
-    }
-
-    fn serving(&self, slot: usize, room: impl Fn(&Channel) -> bool) -> Option<usize> {
-        let key = self.slots.get(slot)?.current?;
-        let worker = self.workers.get(key)?;
-        let channel = worker.channel.as_ref()?;
-        (worker.state == State::Ready && room(channel)).then_some(key)
+    /// The ledger account of the worker serving `slot` — current, ready, its channel open —
+    /// if there is one.
+    pub fn serving(&self, slot: usize) -> Option<usize> {
+        let worker = self.workers.get(self.slots.get(slot)?.current?)?;
+        (worker.state == State::Ready && worker.channel.is_some()).then_some(worker.account)
     }
 
     pub fn ready_count(&self) -> usize {
@@ -311,7 +285,7 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
 fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
     let protocol = config.worker.protocol;
     if !protocol.is_node() {
-        return Channel::new(socket, config.worker.max_unacked);
+        return Channel::new(socket);
     }
     let shared = listeners
         .iter()
@@ -331,17 +305,29 @@ fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Resu
     Channel::node(socket, wire)
 }
 
+/// Where a new worker goes: its slot among `slots`, and its account in the ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat {
+    pub slot: usize,
+    pub slots: usize,
+    pub account: usize,
+}
+
 /// Starts a worker for `slot` and returns its record. In `none` mode it inherits the listeners
 /// at fd 3… (socket activation); its channel comes right after them.
 pub fn spawn(
     config: &Config,
     base_env: &[(OsString, OsString)],
     listeners: &[Listener],
-    slot: usize,
-    slots: usize,
+    seat: Seat,
     capture: [bool; 2],
     now: Instant,
 ) -> io::Result<Worker> {
+    let Seat {
+        slot,
+        slots,
+        account,
+    } = seat;
     let protocol = config.worker.protocol;
     let (master_end, worker_end) = if protocol.is_node() {
         sys::stream_pair()? // Node's IPC is a byte stream
@@ -415,14 +401,13 @@ pub fn spawn(
         slot,
         state: State::Starting,
         channel: Some(channel(config, master_end, listeners)?),
+        account,
         started: now,
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
         spoke: protocol.is_node(),
         kill_at: None,
-        handed: 0,
         channel_closed_check: None,
         output,
-        held: Vec::new(),
         stuck: false,
         notes: 0,
     })

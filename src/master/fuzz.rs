@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::channel::{Channel, Handoff, Incoming};
+use super::ledger::Ledger;
 use super::node::NodeWire;
 use crate::config::NodeMessages;
 use crate::protocol::Peer;
@@ -18,37 +19,77 @@ use crate::sys;
 /// Sockets handed to the worker before it speaks, so acks and refusals have something to act on.
 const HANDED: usize = 3;
 
-fn handoffs(channel: &mut Channel) -> Vec<std::os::fd::OwnedFd> {
-    let mut peers = Vec::new();
-    for _ in 0..HANDED {
-        let Ok((socket, peer)) = sys::stream_pair() else {
-            break;
-        };
-        channel.assign(Handoff {
-            socket,
-            listener: 0,
-            peer: Peer::Unix,
-            sent: None,
-        });
-        peers.push(peer);
-    }
-    let _ = channel.flush(Instant::now());
-    peers
+/// A channel and its worker's account, in a ledger of its own, as the master holds them.
+struct Held {
+    channel: Channel,
+    ledger: Ledger<Handoff>,
+    key: usize,
 }
 
-/// Reads everything waiting, as the master does (budget by budget), then flushes what the
-/// reading queued; returns what was read.
-fn drain(channel: &mut Channel) -> Vec<Incoming> {
-    let mut out = Vec::new();
-    loop {
-        channel.read(&mut out);
-        if !channel.has_unread() {
-            break;
+impl Held {
+    fn new(channel: Channel, window: usize) -> Held {
+        let mut ledger = Ledger::default();
+        let key = ledger.open(window);
+        Held {
+            channel,
+            ledger,
+            key,
         }
     }
-    let _ = channel.flush(Instant::now());
-    let _ = channel.take_unsent().count();
-    out
+
+    fn flush(&mut self) {
+        if let Some(account) = self.ledger.account_mut(self.key) {
+            let _ = self.channel.flush(account, Instant::now());
+        }
+        self.ledger.requeue_unsent(self.key);
+    }
+
+    /// Hands it [`HANDED`] sockets; the peers' ends, to keep them open.
+    fn handoffs(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        let mut peers = Vec::new();
+        for _ in 0..HANDED {
+            let Ok((socket, peer)) = sys::stream_pair() else {
+                break;
+            };
+            let handoff = Handoff {
+                socket,
+                listener: 0,
+                peer: Peer::Unix,
+                sent: None,
+            };
+            let key = self.key;
+            if self.ledger.place(handoff, 1, |_| Some(key), false).is_ok() {
+                peers.push(peer);
+            }
+        }
+        self.flush();
+        peers
+    }
+
+    /// Reads everything waiting, as the master does (budget by budget), then flushes what the
+    /// reading queued; returns what was read.
+    fn drain(&mut self) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        while let Some(account) = self.ledger.account_mut(self.key) {
+            self.channel.read(account, &mut out);
+            if !self.channel.has_unread() {
+                break;
+            }
+        }
+        self.ledger.requeue_returned(self.key);
+        self.flush();
+        out
+    }
+
+    /// Acks and answers never add sockets: everything handed is still in the ledger, or acked.
+    fn check(&mut self) {
+        let in_flight = self.ledger.account(self.key).map_or(0, |a| a.in_flight());
+        assert!(
+            in_flight + self.ledger.queued() <= HANDED,
+            "acks never add sockets"
+        );
+        self.ledger.remove(self.key);
+    }
 }
 
 /// A native worker sends `data` as messages: each 0xFF byte ends one (seqpacket keeps them apart).
@@ -56,10 +97,11 @@ pub fn native_channel(data: &[u8]) {
     let Ok((master, worker)) = sys::seqpacket_pair() else {
         return;
     };
-    let Ok(mut channel) = Channel::new(master, 8) else {
+    let Ok(channel) = Channel::new(master) else {
         return;
     };
-    let _peers = handoffs(&mut channel);
+    let mut held = Held::new(channel, 8);
+    let _peers = held.handoffs();
     for message in data.split(|&b| b == 0xff).take(512) {
         if message.is_empty() {
             continue;
@@ -75,9 +117,8 @@ pub fn native_channel(data: &[u8]) {
         }
     }
     drop(worker); // the end of the channel, after everything it said
-    let out = drain(&mut channel);
-    assert!(channel.in_flight() <= HANDED, "acks never add sockets");
-    let _ = channel.take_unacked().count();
+    let out = held.drain();
+    held.check();
     drop(out);
 }
 
@@ -92,17 +133,19 @@ pub fn node_channel(data: &[u8], cluster: bool) {
         leaving: json!({"act": "suicide"}),
     };
     let wire = NodeWire::new(cluster, false, messages, Vec::new());
-    let Ok(mut channel) = Channel::node(master, wire) else {
+    let Ok(channel) = Channel::node(master, wire) else {
         return;
     };
-    let _peers = handoffs(&mut channel);
+    // The window is wide so that the wire's own rule (one handle at a time) is what holds.
+    let mut held = Held::new(channel, 8);
+    let _peers = held.handoffs();
     let _ = sys::set_nonblocking(worker.as_fd(), true);
     for chunk in data.chunks(4096) {
         if sys::send_with_fds(worker.as_fd(), &[IoSlice::new(chunk)], [], &mut Vec::new()).is_err()
         {
             break; // our replies fill the pipe: read them below
         }
-        let _ = drain(&mut channel);
+        let _ = held.drain();
         let mut sink = [0u8; 65536];
         let _ = nix::sys::socket::recv(
             std::os::fd::AsRawFd::as_raw_fd(&worker),
@@ -111,7 +154,6 @@ pub fn node_channel(data: &[u8], cluster: bool) {
         );
     }
     drop(worker);
-    let _ = drain(&mut channel);
-    assert!(channel.in_flight() <= HANDED, "answers never add sockets");
-    let _ = channel.take_unacked().count();
+    let _ = held.drain();
+    held.check();
 }

@@ -6,10 +6,11 @@
 //! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
-//! Submodules: `listeners` (sockets we accept on), `dispatch` (who is next), `channel` (one
-//! worker's channel and un-acked window), `fleet` (worker records, slots, spawning), `restart`
-//! (restart policy), `reload` (rolling reload and scaling), `output` (captured worker output),
-//! `signals` (what each signal means).
+//! Submodules: `listeners` (sockets we accept on), `ledger` (who owns each accepted socket until
+//! a worker acks it, and the rotation — pure, checked by the seeded simulator `sim`), `dispatch`
+//! (who is next), `channel` and `node` (one worker's channel: the native wire and Node's),
+//! `fleet` (worker records, slots, spawning), `restart` (restart policy), `reload` (rolling
+//! reload and scaling), `output` (captured worker output), `signals` (what each signal means).
 
 mod channel;
 mod control;
@@ -17,14 +18,16 @@ mod dispatch;
 mod fleet;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+mod ledger;
 mod listeners;
 mod node;
 mod output;
 mod reload;
 mod restart;
 mod signals;
+#[cfg(test)]
+mod sim;
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant};
@@ -37,10 +40,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::config::{Affinity, Config, SchedPolicy};
-use crate::protocol::{Peer, WorkerMessage};
+use crate::protocol::WorkerMessage;
 use channel::{Flush, Handoff, Incoming};
-use dispatch::RoundRobin;
-use fleet::{Fleet, Role, State};
+use fleet::{Fleet, Role, Seat, State, Worker};
+use ledger::Ledger;
 use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
@@ -190,9 +193,8 @@ struct Master {
     fd_shortage: Option<FdShortage>,
     signals: SignalSource,
     fleet: Fleet,
-    rr: RoundRobin,
-    /// Accepted sockets whose worker died before acking them, waiting for another.
-    backlog: VecDeque<Handoff>,
+    /// Every accepted socket until a worker acks it: queued, or in one worker's account.
+    ledger: Ledger<Handoff>,
     phase: Phase,
     /// A SIGCHLD arrived: exited children wait to be reaped.
     reap_due: bool,
@@ -238,8 +240,7 @@ impl Master {
             signals,
             fleet: Fleet::new(config.workers, now),
             config,
-            rr: RoundRobin::default(),
-            backlog: VecDeque::new(),
+            ledger: Ledger::default(),
             phase: Phase::Running,
             reap_due: true,
             gave_up: false,
@@ -342,7 +343,7 @@ impl Master {
             && self.config.sched_policy == SchedPolicy::Rr
             && self.accept_paused_until.is_none()
             && self.accept_ready.iter().any(|&r| r)
-            && self.backlog.is_empty()
+            && self.ledger.queued() == 0
             && self.free_slot().is_some()
     }
 
@@ -378,20 +379,31 @@ impl Master {
     /// the turn.
     fn free_slot(&self) -> Option<usize> {
         let fleet = &self.fleet;
-        self.rr
-            .peek(fleet.slots.len(), |s| fleet.can_take(s).is_some())
+        self.ledger
+            .free_slot(fleet.slots.len(), |s| fleet.serving(s))
+    }
+
+    /// When the oldest socket `worker` holds un-acked passes `ack_timeout`, unless it was
+    /// killed for that already.
+    fn ack_deadline(&self, worker: &Worker) -> Option<Instant> {
+        if worker.stuck {
+            return None;
+        }
+        self.ledger
+            .account(worker.account)?
+            .oldest_unacked()?
+            .checked_add(self.config.worker.ack_timeout)
     }
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
         let slots = self.fleet.slots.iter().filter_map(|s| s.start_at);
-        let ack_timeout = self.config.worker.ack_timeout;
         let kills = self
             .fleet
             .workers
             .iter()
             .flat_map(|(_, w)| {
-                let ack_deadline = w.ack_deadline(ack_timeout);
+                let ack_deadline = self.ack_deadline(w);
                 w.kill_at
                     .into_iter()
                     .chain(w.channel_closed_check)
@@ -480,13 +492,9 @@ impl Master {
 
     /// The channel of `key` takes writes again: it may be given connections again.
     fn on_channel_writable(&mut self, key: usize) {
-        if let Some(channel) = self
-            .fleet
-            .workers
-            .get_mut(key)
-            .and_then(|w| w.channel.as_mut())
-        {
-            channel.on_writable();
+        let account = self.fleet.workers.get(key).map(|w| w.account);
+        if let Some(account) = account.and_then(|a| self.ledger.account_mut(a)) {
+            account.on_writable();
         }
     }
 
@@ -499,13 +507,11 @@ impl Master {
         };
         if readable {
             let mut incoming = std::mem::take(&mut self.incoming);
-            channel.read(&mut incoming);
-            // Refused connections (Node's `accepted: false`) are first in line for another.
-            let mut refused = 0;
-            for handoff in channel.take_returned().rev() {
-                self.backlog.push_front(handoff);
-                refused += 1;
+            if let Some(account) = self.ledger.account_mut(worker.account) {
+                channel.read(account, &mut incoming);
             }
+            // Refused connections (Node's `accepted: false`) are first in line for another.
+            let refused = self.ledger.requeue_returned(worker.account);
             if refused > 0 {
                 debug!(
                     "pid={} refused {refused} connection(s); handing them to another",
@@ -705,46 +711,26 @@ impl Master {
     }
 
     /// Closes the master's side of the channel of `key`. Sockets the worker never got go to
-    /// the front of the backlog for the next worker at once; those it was sent and had not
+    /// the front of the queue for the next worker at once; those it was sent and had not
     /// acked are held until it is dead (it may still have them: none is served twice).
     fn release_channel(&mut self, key: usize) {
-        self.requeue_outbox(key);
         let worker = &mut self.fleet.workers[key];
-        let Some(mut channel) = worker.channel.take() else {
+        self.ledger.close(worker.account);
+        let Some(channel) = worker.channel.take() else {
             return;
         };
         let _ = self
             .poll
             .registry()
             .deregister(&mut SourceFd(&channel.raw_fd()));
-        worker.held.extend(channel.take_unacked());
-        self.fd_freed(); // the channel, dropped here
-    }
-
-    /// `key` is dead: what it held un-acked goes to the front of the backlog.
-    fn release_held(&mut self, key: usize) {
-        let worker = &mut self.fleet.workers[key];
-        if worker.held.is_empty() {
-            return;
-        }
-        info!(
-            "re-dispatching {} connection(s) pid={} had not acked",
-            worker.held.len(),
-            worker.pid
-        );
-        for handoff in worker.held.drain(..).rev() {
-            self.backlog.push_front(handoff);
-        }
+        drop(channel);
+        self.fd_freed();
     }
 
     /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
     /// line: they are older than anything still to be accepted.
     fn requeue_outbox(&mut self, key: usize) {
-        if let Some(channel) = self.fleet.workers[key].channel.as_mut() {
-            for handoff in channel.take_unsent().rev() {
-                self.backlog.push_front(handoff);
-            }
-        }
+        self.ledger.requeue_unsent(self.fleet.workers[key].account);
     }
 
     // ---- reaping ------------------------------------------------------------------------------
@@ -787,7 +773,11 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
-        self.release_held(key);
+        let worker = &self.fleet.workers[key];
+        let held = self.ledger.remove(worker.account);
+        if held > 0 {
+            info!("re-dispatching {held} connection(s) pid={pid} had not acked");
+        }
         self.drain_output(key);
         let now = Instant::now();
         let role = self.fleet.role(key);
@@ -883,17 +873,17 @@ impl Master {
             .fleet
             .workers
             .iter()
-            .filter(|(_, w)| w.ack_deadline(timeout).is_some_and(|t| t <= now))
+            .filter(|(_, w)| self.ack_deadline(w).is_some_and(|t| t <= now))
             .map(|(k, _)| k)
             .collect();
         for key in stuck {
             let worker = &mut self.fleet.workers[key];
             worker.stuck = true;
             worker.state = State::Draining;
-            let (held, oldest) = worker
-                .channel
-                .as_ref()
-                .map_or((0, None), |c| (c.in_flight(), c.oldest_unacked()));
+            let (held, oldest) = self
+                .ledger
+                .account(worker.account)
+                .map_or((0, None), |a| (a.in_flight(), a.oldest_unacked()));
             let age = oldest.map_or(timeout, |t| now.saturating_duration_since(t));
             warn!(
                 "worker stuck slot={} pid={}: {held} connection(s) un-acked, the oldest for \
@@ -910,19 +900,23 @@ impl Master {
     /// failure).
     fn start_worker(&mut self, slot: usize, role: Role, now: Instant) -> Option<usize> {
         let capture = [self.sinks[0].is_some(), self.sinks[1].is_some()];
-        let slots = self.fleet.slots.len();
+        let seat = Seat {
+            slot,
+            slots: self.fleet.slots.len(),
+            account: self.ledger.open(self.config.worker.max_unacked),
+        };
         let spawned = fleet::spawn(
             &self.config,
             &self.base_env,
             &self.listeners,
-            slot,
-            slots,
+            seat,
             capture,
             now,
         );
         let worker = match spawned {
             Ok(worker) => worker,
             Err(e) => {
+                self.ledger.remove(seat.account);
                 error!(
                     "cannot start worker slot={slot} ({}): {e}",
                     self.config.worker.program.display()
@@ -970,26 +964,14 @@ impl Master {
 
     // ---- dispatch -----------------------------------------------------------------------------
 
-    /// Who gets a connection from `peer`: its home slot's worker if client affinity is on and
-    /// that worker can queue it, else the worker whose turn it is among those free now.
-    fn next_worker(&mut self, peer: &Peer) -> Option<usize> {
-        let n = self.fleet.slots.len();
-        if self.config.affinity == Affinity::ClientIp {
-            if let Some(key) = dispatch::home_slot(peer, n).and_then(|s| self.fleet.can_queue(s)) {
-                return Some(key);
-            }
-        }
-        let slot = self.free_slot()?;
-        self.rr.take(slot, n);
-        self.fleet.can_take(slot)
-    }
-
-    fn hand_to(&mut self, key: usize, handoff: Handoff) {
-        let worker = &mut self.fleet.workers[key];
-        worker.handed += 1;
-        if let Some(channel) = worker.channel.as_mut() {
-            channel.assign(handoff);
-        }
+    /// Gives `handoff` to its home slot's worker if client affinity is on and that worker can
+    /// queue it, else to the worker whose turn it is among those free now; `Err` gives it back
+    /// when nobody can take it.
+    fn place(&mut self, handoff: Handoff) -> Result<usize, Handoff> {
+        let fleet = &self.fleet;
+        let affinity = self.config.affinity == Affinity::ClientIp;
+        self.ledger
+            .place(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity)
     }
 
     /// First the sockets waiting for a new owner, then new connections while anyone is free.
@@ -999,12 +981,13 @@ impl Master {
         if self.config.sched_policy != SchedPolicy::Rr {
             return;
         }
-        while let Some(handoff) = self.backlog.pop_front() {
-            let Some(key) = self.next_worker(&handoff.peer) else {
-                self.backlog.push_front(handoff);
-                return; // nobody has room: the kernel's backlog holds new clients meanwhile
-            };
-            self.hand_to(key, handoff);
+        let fleet = &self.fleet;
+        let affinity = self.config.affinity == Affinity::ClientIp;
+        if !self
+            .ledger
+            .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity)
+        {
+            return; // nobody has room: the kernel's backlog holds new clients meanwhile
         }
         if self.phase != Phase::Running {
             return;
@@ -1039,9 +1022,8 @@ impl Master {
                             peer,
                             sent: None,
                         };
-                        match self.next_worker(&handoff.peer) {
-                            Some(key) => self.hand_to(key, handoff),
-                            None => self.backlog.push_back(handoff), // unreachable: room was checked
+                        if let Err(handoff) = self.place(handoff) {
+                            self.ledger.enqueue(handoff); // unreachable: room was checked
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
@@ -1081,20 +1063,20 @@ impl Master {
             let Some(channel) = worker.channel.as_mut() else {
                 continue;
             };
-            if !channel.wants_flush() {
+            let Some(account) = self.ledger.account_mut(worker.account) else {
+                continue;
+            };
+            if !channel.wants_flush(account) {
                 continue;
             }
-            match channel.flush(now) {
+            match channel.flush(account, now) {
                 Flush::Done | Flush::Blocked => {}
                 Flush::Broken(e) => {
                     debug!("channel of pid={} broke: {e}", worker.pid);
                     broken.push(key);
                 }
             }
-            for handoff in channel.take_unsent().rev() {
-                worker.handed -= 1;
-                self.backlog.push_front(handoff);
-            }
+            self.ledger.requeue_unsent(worker.account);
         }
         for key in broken {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
@@ -1131,12 +1113,9 @@ impl Master {
         self.accept_ready.iter_mut().for_each(|r| *r = false);
         // Give queued sockets to whoever can still take them, before `stop` follows them.
         self.dispatch(now);
-        if !self.backlog.is_empty() {
-            warn!(
-                "closing {} connection(s) no worker could take",
-                self.backlog.len()
-            );
-            self.backlog.clear();
+        let dropped = self.ledger.drop_queue();
+        if dropped > 0 {
+            warn!("closing {dropped} connection(s) no worker could take");
         }
         self.listeners.clear(); // closes them (and removes Unix socket files)
         for slot in &mut self.fleet.slots {

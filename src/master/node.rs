@@ -1,6 +1,6 @@
 //! The master's side of Node's IPC (`protocol = "node"` and `"node-cluster"`): what goes
-//! where on a worker's channel. The codec is [`crate::node_ipc`]; the shared bookkeeping (outbox,
-//! un-acked window) is the [`Channel`](super::channel::Channel)'s.
+//! where on a worker's channel. The codec is [`crate::node_ipc`]; which sockets are the worker's
+//! (outbox, un-acked window) is its [`Account`](super::ledger::Account)'s, in the ledger.
 //!
 //! Ownership of a connection passes on `NODE_HANDLE_ACK` for child_process workers, and on the
 //! cluster's `accepted: true` for cluster workers (a worker that answers `accepted: false` gives
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::channel::{Flush, Handoff, Incoming, receive};
+use super::channel::{Flush, Incoming, Sockets, receive};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
 use crate::protocol::WorkerMessage;
@@ -158,8 +158,7 @@ impl NodeWire {
     pub fn flush(
         &mut self,
         socket: BorrowedFd<'_>,
-        outbox: &mut VecDeque<Handoff>,
-        unacked: &mut VecDeque<Handoff>,
+        account: &mut Sockets,
         stop_pending: &mut bool,
         now: Instant,
     ) -> Flush {
@@ -174,7 +173,7 @@ impl NodeWire {
                 }
             }
             if self.resend_conn {
-                let Some(handoff) = unacked.back() else {
+                let Some(handoff) = account.newest_unacked() else {
                     self.resend_conn = false;
                     continue;
                 };
@@ -212,19 +211,17 @@ impl NodeWire {
                     }
                 }
             }
-            if self.in_flight.is_none() && !outbox.is_empty() {
-                let Some(bytes) = self.conn_line(outbox.front().map_or(0, |h| h.listener)) else {
+            if let (None, Some(next)) = (self.in_flight, account.outbox().front()) {
+                let Some(bytes) = self.conn_line(next.listener) else {
                     return Flush::Done; // cluster worker with no server yet: hold it
                 };
-                let mut handoff = outbox.pop_front().expect("checked");
-                match send(socket, &bytes, Some(handoff.socket.as_fd()), &mut self.cmsg) {
+                match send(socket, &bytes, Some(next.socket.as_fd()), &mut self.cmsg) {
                     Ok(n) => {
                         self.in_flight = Some(InFlight::Conn);
                         self.partial.extend_from_slice(&bytes[n..]);
                         self.in_flight_line = bytes;
                         self.nacks = 0;
-                        handoff.sent = Some(now);
-                        unacked.push_back(handoff);
+                        account.mark_sent(1, now);
                         continue;
                     }
                     Err(e) => {
@@ -232,12 +229,15 @@ impl NodeWire {
                             self.awaiting.pop_back();
                             self.seq -= 1;
                         }
-                        outbox.push_front(handoff);
                         return blocked_or_broken(e);
                     }
                 }
             }
-            if *stop_pending && outbox.is_empty() && self.in_flight.is_none() && !self.stop_sent {
+            if *stop_pending
+                && account.outbox().is_empty()
+                && self.in_flight.is_none()
+                && !self.stop_sent
+            {
                 self.stop_sent = true;
                 *stop_pending = false;
                 if self.cluster {
@@ -286,8 +286,7 @@ impl NodeWire {
     pub fn read(
         &mut self,
         socket: BorrowedFd<'_>,
-        unacked: &mut VecDeque<Handoff>,
-        returned: &mut Vec<Handoff>,
+        account: &mut Sockets,
         out: &mut Vec<Incoming>,
     ) -> bool {
         for _ in 0..READ_BUDGET {
@@ -307,7 +306,7 @@ impl NodeWire {
             let mut violation = None;
             for message in parsed.drain(..) {
                 if violation.is_none() {
-                    violation = self.on_message(message, unacked, returned, out).err();
+                    violation = self.on_message(message, account, out).err();
                 }
             }
             self.parsed = parsed;
@@ -326,15 +325,14 @@ impl NodeWire {
     fn on_message(
         &mut self,
         message: FromWorker,
-        unacked: &mut VecDeque<Handoff>,
-        returned: &mut Vec<Handoff>,
+        account: &mut Sockets,
         out: &mut Vec<Incoming>,
     ) -> Result<(), String> {
         match message {
             FromWorker::HandleAck => match self.in_flight.take() {
                 Some(InFlight::Conn) if !self.cluster => {
                     // Dropping it closes the master's copy; the worker holds its own.
-                    unacked.pop_back();
+                    account.ack_newest();
                     out.push(Incoming::Message(WorkerMessage::Ack(1)));
                 }
                 Some(InFlight::Listener(i)) => {
@@ -388,15 +386,14 @@ impl NodeWire {
                     return Err(format!("answered newconn {ack}, which it was not sent"));
                 };
                 self.awaiting.remove(i);
-                let Some(handoff) = unacked.remove(i) else {
-                    return Err("newconn bookkeeping out of step".into());
-                };
                 if accepted {
-                    drop(handoff);
+                    if !account.ack_at(i) {
+                        return Err("newconn bookkeeping out of step".into());
+                    }
                     out.push(Incoming::Message(WorkerMessage::Ack(1)));
-                } else {
+                } else if !account.refuse_at(i) {
                     // Node's primary does the same: give it to another worker.
-                    returned.push(handoff);
+                    return Err("newconn bookkeeping out of step".into());
                 }
             }
             FromWorker::OtherCluster(v) => out.push(Incoming::Said {
@@ -551,7 +548,7 @@ fn blocked_or_broken(e: io::Error) -> Flush {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::channel::Channel;
+    use crate::master::channel::{Channel, Handoff, Pair};
     use crate::protocol::Peer;
     use serde_json::Value;
 
@@ -564,7 +561,7 @@ mod tests {
     }
 
     /// A master-side channel speaking `node` (or `node-cluster`), and the worker's end.
-    fn pair(cluster: bool) -> (Channel, OwnedFd) {
+    fn pair(cluster: bool) -> (Pair, OwnedFd) {
         let (master, worker) = sys::stream_pair().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let shared = SharedListener {
@@ -572,7 +569,8 @@ mod tests {
             fd: listener.into(),
         };
         let wire = NodeWire::new(cluster, false, messages(), vec![shared]);
-        (Channel::node(master, wire).unwrap(), worker)
+        // A wide window: what is checked here is the wire's own rule, one handle at a time.
+        (Pair::new(Channel::node(master, wire).unwrap(), 8), worker)
     }
 
     fn conn() -> (Handoff, OwnedFd) {
@@ -603,7 +601,7 @@ mod tests {
         send(worker.as_fd(), line.as_bytes(), None, &mut Vec::new()).unwrap();
     }
 
-    fn incoming(ch: &mut Channel) -> Vec<Incoming> {
+    fn incoming(ch: &mut Pair) -> Vec<Incoming> {
         let mut out = Vec::new();
         ch.read(&mut out);
         out
@@ -663,11 +661,7 @@ mod tests {
             incoming(&mut ch).as_slice(),
             [Incoming::Violation(v)] if v.contains("refused the same handle")
         ));
-        assert_eq!(
-            ch.take_unacked().count(),
-            1,
-            "still ours to give to another"
-        );
+        assert_eq!(ch.unacked(), 1, "still ours to give to another");
     }
 
     #[test]
@@ -712,7 +706,7 @@ mod tests {
             [Incoming::Message(WorkerMessage::Ack(1))]
         );
         assert_eq!(
-            ch.take_returned().count(),
+            ch.ledger.requeue_returned(ch.key),
             1,
             "the refused one, for another"
         );
@@ -729,7 +723,7 @@ mod tests {
                     "address":"10.9.9.9","port":port,"addressType":4,"backlog":0,"seq":seq})
             )
         };
-        let reply = |ch: &mut Channel| {
+        let reply = |ch: &mut Pair| {
             assert!(matches!(ch.flush(Instant::now()), Flush::Done));
             let (line, fds) = read(&worker);
             assert_eq!(fds, 0);

@@ -1,0 +1,495 @@
+//! Who owns every accepted connection, from `accept` to a worker's `ack`: the master's queue,
+//! or one worker's account (assigned, sent, refused, or held after its channel closed). Pure —
+//! no system call, no clock read — so the promise "no connection lost, none served twice" is
+//! checked here by a seeded simulator ([`super::sim`]) and not only through real processes.
+//!
+//! A connection moves only by these rules:
+//!
+//! - accepted → given to the worker whose turn it is among those free now ([`Ledger::place`]),
+//!   else queued; queued ones go first ([`Ledger::dispatch`]);
+//! - assigned → sent ([`Account::mark_sent`], by the wire) → acked: the master's copy is closed,
+//!   the worker serves it;
+//! - not sent (the channel was full) or refused by the worker → the front of the queue, for
+//!   whoever is free next ([`Ledger::requeue_unsent`]);
+//! - sent, and the worker's channel closed before its ack → *held* while the worker may still
+//!   be alive ([`Ledger::close`]), back to the front of the queue once it is dead
+//!   ([`Ledger::remove`]): it may have read it, so nobody else gets it before;
+//! - when the master stops, what is still queued is closed ([`Ledger::drop_queue`]).
+//!
+//! Connections are generic ([`Conn`]): real ones carry the socket, the simulator's an id.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::dispatch::{self, RoundRobin};
+use crate::protocol::Peer;
+
+/// What the ledger needs of a connection.
+pub trait Conn {
+    /// The client, for affinity.
+    fn peer(&self) -> &Peer;
+    /// When it was sent to the worker that holds it un-acked; `None` while it is not out.
+    fn sent(&self) -> Option<Instant>;
+    fn set_sent(&mut self, at: Option<Instant>);
+}
+
+/// A worker's account: the connections that are its, and whether it can take more.
+#[derive(Debug)]
+pub struct Account<C> {
+    /// The most connections it may hold un-acked (assigned and sent).
+    window: usize,
+    /// Assigned, not yet sent.
+    outbox: VecDeque<C>,
+    /// Sent, waiting for the worker's ack.
+    unacked: VecDeque<C>,
+    /// Given back by the worker (a Node cluster worker's `accepted: false`).
+    returned: Vec<C>,
+    /// Sent and never acked, kept after its channel closed until the worker is dead.
+    held: Vec<C>,
+    /// Its channel is open: it can be given connections, and ack them.
+    open: bool,
+    /// The last send found the channel full: nothing more goes to it until it is writable.
+    blocked: bool,
+    /// The worker says `idle` (it is pulled): it takes connections only while idle.
+    pulled: bool,
+    idle: bool,
+    /// Connections assigned to it in all (those it could not be sent excepted).
+    handed: u64,
+}
+
+impl<C: Conn> Account<C> {
+    fn new(window: usize) -> Account<C> {
+        Account {
+            window: window.max(1),
+            outbox: VecDeque::with_capacity(window),
+            unacked: VecDeque::with_capacity(window),
+            returned: Vec::new(),
+            held: Vec::new(),
+            open: true,
+            blocked: false,
+            pulled: false,
+            idle: false,
+            handed: 0,
+        }
+    }
+
+    /// Assigned or sent, and not yet acked (held ones included).
+    pub fn in_flight(&self) -> usize {
+        self.outbox.len() + self.unacked.len() + self.held.len()
+    }
+
+    /// Whether a connection given now would reach a worker free to serve it: the channel is
+    /// open and takes writes, the window has room, and a pulled worker has said `idle`.
+    pub fn has_room(&self) -> bool {
+        self.has_window_room() && (!self.pulled || self.idle)
+    }
+
+    /// Whether the window has room, busy or not (client affinity waits for its own worker).
+    pub fn has_window_room(&self) -> bool {
+        self.open && !self.blocked && self.outbox.len() + self.unacked.len() < self.window
+    }
+
+    pub fn handed(&self) -> u64 {
+        self.handed
+    }
+
+    /// When the oldest connection still un-acked was sent.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.unacked.front().and_then(C::sent)
+    }
+
+    /// The channel takes writes again.
+    pub fn on_writable(&mut self) {
+        self.blocked = false;
+    }
+
+    /// The worker said `idle`: idempotent and O(1), a flood of them costs nothing.
+    pub fn on_idle(&mut self) {
+        self.pulled = true;
+        self.idle = true;
+    }
+
+    /// After a flush: the channel was found full or not, and something was sent or not (a
+    /// worker sent connections is busy with them until it says `idle` again).
+    pub fn flushed(&mut self, sent_any: bool, blocked: bool) {
+        if sent_any {
+            self.idle = false;
+        }
+        self.blocked = blocked;
+    }
+
+    /// Connections waiting to be sent, oldest first.
+    pub fn outbox(&self) -> &VecDeque<C> {
+        &self.outbox
+    }
+
+    /// The wire sent the first `n` of the outbox at `now`: they wait for their ack.
+    pub fn mark_sent(&mut self, n: usize, now: Instant) {
+        let n = n.min(self.outbox.len());
+        self.unacked.extend(self.outbox.drain(..n).map(|mut c| {
+            c.set_sent(Some(now));
+            c
+        }));
+    }
+
+    /// The newest connection sent and not acked (a Node wire sends it again on NACK).
+    pub fn newest_unacked(&self) -> Option<&C> {
+        self.unacked.back()
+    }
+
+    pub fn unacked_len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// The worker acked its `n` oldest un-acked connections; `Err` with how many it had if it
+    /// acked more than that (nothing is changed then).
+    pub fn ack_oldest(&mut self, n: usize) -> Result<(), usize> {
+        if n > self.unacked.len() {
+            return Err(self.unacked.len());
+        }
+        // Dropping them closes the master's copies; the worker holds its own.
+        self.unacked.drain(..n);
+        Ok(())
+    }
+
+    /// The worker took the `i`-th oldest un-acked connection (Node: in any order).
+    pub fn ack_at(&mut self, i: usize) -> bool {
+        self.unacked.remove(i).is_some()
+    }
+
+    /// The worker refused the `i`-th oldest un-acked connection: it goes to someone else.
+    pub fn refuse_at(&mut self, i: usize) -> bool {
+        match self.unacked.remove(i) {
+            Some(mut c) => {
+                c.set_sent(None);
+                self.returned.push(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The newest un-acked connection was acked (Node's child_process rule: one in flight).
+    pub fn ack_newest(&mut self) -> bool {
+        self.unacked.pop_back().is_some()
+    }
+
+    fn assign(&mut self, c: C) {
+        self.handed += 1;
+        self.outbox.push_back(c);
+    }
+}
+
+/// Every connection the master holds, and the rotation among workers.
+#[derive(Debug)]
+pub struct Ledger<C> {
+    /// Accepted (or given back) and waiting for a worker, oldest first.
+    queue: VecDeque<C>,
+    accounts: Slab<Account<C>>,
+    rr: RoundRobin,
+}
+
+impl<C> Default for Ledger<C> {
+    fn default() -> Self {
+        Ledger {
+            queue: VecDeque::new(),
+            accounts: Slab::new(),
+            rr: RoundRobin::default(),
+        }
+    }
+}
+
+impl<C: Conn> Ledger<C> {
+    /// An account for a new worker, with its window; its key.
+    pub fn open(&mut self, window: usize) -> usize {
+        self.accounts.insert(Account::new(window))
+    }
+
+    pub fn account(&self, key: usize) -> Option<&Account<C>> {
+        self.accounts.get(key)
+    }
+
+    pub fn account_mut(&mut self, key: usize) -> Option<&mut Account<C>> {
+        self.accounts.get_mut(key)
+    }
+
+    /// Connections waiting in the master's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The slot whose turn it is among those free to take a connection now, without taking the
+    /// turn. `serving(slot)` is the account of the worker serving `slot`, if one is ready.
+    pub fn free_slot(
+        &self,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        self.rr.peek(slots, |s| {
+            serving(s)
+                .and_then(|k| self.accounts.get(k))
+                .is_some_and(Account::has_room)
+        })
+    }
+
+    /// Gives `c` to the worker of its home slot if `affinity` is on and that worker's window
+    /// has room, else to the one whose turn it is among those free now; its account key. `Err`
+    /// gives it back when nobody can take it.
+    pub fn place(
+        &mut self,
+        c: C,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        affinity: bool,
+    ) -> Result<usize, C> {
+        let home = affinity
+            .then(|| dispatch::home_slot(c.peer(), slots))
+            .flatten()
+            .and_then(&serving)
+            .filter(|&k| self.accounts.get(k).is_some_and(Account::has_window_room));
+        let key = match home {
+            Some(key) => key,
+            None => {
+                let Some(slot) = self.free_slot(slots, &serving) else {
+                    return Err(c);
+                };
+                self.rr.take(slot, slots);
+                match serving(slot) {
+                    Some(key) => key,
+                    None => return Err(c),
+                }
+            }
+        };
+        match self.accounts.get_mut(key) {
+            Some(account) => {
+                account.assign(c);
+                Ok(key)
+            }
+            None => Err(c),
+        }
+    }
+
+    /// Hands queued connections out, oldest first, while someone can take them. `true` if the
+    /// queue is empty.
+    pub fn dispatch(
+        &mut self,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        affinity: bool,
+    ) -> bool {
+        while let Some(c) = self.queue.pop_front() {
+            if let Err(c) = self.place(c, slots, &serving, affinity) {
+                self.queue.push_front(c);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A connection nobody could take now waits, last in line.
+    pub fn enqueue(&mut self, c: C) {
+        self.queue.push_back(c);
+    }
+
+    /// What `key` was assigned and never got, or gave back, goes to the front of the queue,
+    /// in its order: older than anything still to be accepted. How many.
+    pub fn requeue_unsent(&mut self, key: usize) -> usize {
+        let Some(account) = self.accounts.get_mut(key) else {
+            return 0;
+        };
+        let n = account.returned.len() + account.outbox.len();
+        account.handed -= account.outbox.len() as u64;
+        let unsent = account.returned.drain(..).chain(account.outbox.drain(..));
+        for mut c in unsent.rev() {
+            c.set_sent(None);
+            self.queue.push_front(c);
+        }
+        n
+    }
+
+    /// The worker of `key` gave back connections (refused them): they go first to another.
+    pub fn requeue_returned(&mut self, key: usize) -> usize {
+        let Some(account) = self.accounts.get_mut(key) else {
+            return 0;
+        };
+        let n = account.returned.len();
+        for c in account.returned.drain(..).rev() {
+            self.queue.push_front(c);
+        }
+        n
+    }
+
+    /// The channel of `key` is gone: what it never got goes to someone else now; what it was
+    /// sent and had not acked is held until it is dead.
+    pub fn close(&mut self, key: usize) {
+        self.requeue_unsent(key);
+        if let Some(account) = self.accounts.get_mut(key) {
+            account.open = false;
+            let unacked = account.unacked.drain(..).map(|mut c| {
+                c.set_sent(None);
+                c
+            });
+            account.held.extend(unacked);
+        }
+    }
+
+    /// The worker of `key` is dead: what it held goes to the front of the queue, and its
+    /// account is closed. How many it held.
+    pub fn remove(&mut self, key: usize) -> usize {
+        self.close(key);
+        let Some(account) = self.accounts.try_remove(key) else {
+            return 0;
+        };
+        let n = account.held.len();
+        for c in account.held.into_iter().rev() {
+            self.queue.push_front(c);
+        }
+        n
+    }
+
+    /// The master is stopping: what is still queued is closed. How many.
+    pub fn drop_queue(&mut self) -> usize {
+        let n = self.queue.len();
+        self.queue.clear();
+        n
+    }
+
+    /// Every connection in the ledger, with where it is: for the simulator's invariants.
+    #[cfg(test)]
+    pub(super) fn each(&self, mut f: impl FnMut(Place, &C)) {
+        self.queue.iter().for_each(|c| f(Place::Queue, c));
+        for (key, a) in &self.accounts {
+            a.outbox.iter().for_each(|c| f(Place::Outbox(key), c));
+            a.unacked.iter().for_each(|c| f(Place::Unacked(key), c));
+            a.returned.iter().for_each(|c| f(Place::Returned(key), c));
+            a.held.iter().for_each(|c| f(Place::Held(key), c));
+        }
+    }
+}
+
+/// Where a connection is (the simulator's view).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    Queue,
+    Outbox(usize),
+    Unacked(usize),
+    Returned(usize),
+    Held(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Id(u32, Option<Instant>);
+
+    impl Conn for Id {
+        fn peer(&self) -> &Peer {
+            &Peer::Unix
+        }
+        fn sent(&self) -> Option<Instant> {
+            self.1
+        }
+        fn set_sent(&mut self, at: Option<Instant>) {
+            self.1 = at;
+        }
+    }
+
+    fn ids(q: &VecDeque<Id>) -> Vec<u32> {
+        q.iter().map(|c| c.0).collect()
+    }
+
+    #[test]
+    fn rotation_among_free_workers_and_the_window() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(2);
+        let b = ledger.open(2);
+        let serving = |s: usize| [Some(a), Some(b)][s];
+        let placed: Vec<usize> = (0..4)
+            .map(|i| ledger.place(Id(i, None), 2, serving, false).unwrap())
+            .collect();
+        assert_eq!(placed, [a, b, a, b]);
+        // Both windows are full: the fifth waits.
+        assert!(ledger.place(Id(4, None), 2, serving, false).is_err());
+        let now = Instant::now();
+        ledger.account_mut(a).unwrap().mark_sent(2, now);
+        ledger.account_mut(a).unwrap().ack_oldest(1).unwrap();
+        assert_eq!(ledger.place(Id(4, None), 2, serving, false), Ok(a));
+        assert_eq!(ledger.account(a).unwrap().handed(), 3);
+    }
+
+    #[test]
+    fn a_closed_channel_holds_what_was_sent_until_the_worker_is_dead() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(4);
+        for i in 0..3 {
+            ledger.place(Id(i, None), 1, |_| Some(a), false).unwrap();
+        }
+        ledger.account_mut(a).unwrap().mark_sent(2, Instant::now());
+        ledger.enqueue(Id(9, None));
+        ledger.close(a);
+        // The unsent one is first in line; the two sent ones wait for the worker's death.
+        assert_eq!(ids(&ledger.queue), [2, 9]);
+        assert_eq!(ledger.account(a).unwrap().in_flight(), 2);
+        assert!(
+            !ledger.account(a).unwrap().has_room(),
+            "closed: gets nothing"
+        );
+        assert_eq!(ledger.remove(a), 2);
+        assert_eq!(ids(&ledger.queue), [0, 1, 2, 9]);
+        assert!(
+            ledger.queue.iter().all(|c| c.1.is_none()),
+            "none is marked sent"
+        );
+    }
+
+    #[test]
+    fn acking_more_than_was_sent_changes_nothing() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(4);
+        ledger.place(Id(0, None), 1, |_| Some(a), false).unwrap();
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(1, Instant::now());
+        assert_eq!(account.ack_oldest(2), Err(1));
+        assert_eq!(account.unacked_len(), 1);
+    }
+
+    #[test]
+    fn refused_and_unsent_go_first_in_their_order() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(4);
+        for i in 0..3 {
+            ledger.place(Id(i, None), 1, |_| Some(a), false).unwrap();
+        }
+        ledger.enqueue(Id(7, None));
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(1, Instant::now());
+        assert!(account.refuse_at(0));
+        assert_eq!(ledger.requeue_unsent(a), 3);
+        assert_eq!(ids(&ledger.queue), [0, 1, 2, 7]);
+        assert_eq!(
+            ledger.account(a).unwrap().handed(),
+            1,
+            "the one it was sent"
+        );
+    }
+
+    #[test]
+    fn a_pulled_worker_takes_connections_only_while_idle() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(4);
+        ledger.account_mut(a).unwrap().on_idle();
+        assert!(ledger.place(Id(0, None), 1, |_| Some(a), false).is_ok());
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(1, Instant::now());
+        account.flushed(true, false);
+        assert!(!account.has_room(), "busy until it says idle");
+        assert!(account.has_window_room(), "affinity may still queue on it");
+        account.on_idle();
+        assert!(account.has_room());
+    }
+}
