@@ -1,125 +1,58 @@
-//! The master's end of one worker's channel, native or Node ([`super::node`]): sending the
-//! sockets of the worker's [`Account`] and `stop`, and reading what the worker says — acks and
-//! `idle` are applied to its account here, the rest reported as [`Incoming`].
+//! The master's end of one worker's channel: the socket, and the wire spoken on it — native
+//! ([`super::native`]) or Node's IPC ([`super::node`]). Sending the sockets of the worker's
+//! account and `stop`, reading what the worker says (acks and `idle` applied to its account,
+//! the rest reported as [`Incoming`]).
 //!
 //! Which sockets are whose is the [`super::ledger`]'s: the master holds its copy of every socket
 //! until the worker acks it.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::ledger::{Account, Conn};
+use super::native::NativeWire;
 use super::node::NodeWire;
-use crate::protocol::{
-    self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, Peer, ProtocolError, WorkerMessage,
-};
+use super::wire::{Flush, Incoming, Sockets};
 use crate::sys;
 
-/// Messages read from one worker per loop turn: a worker that writes as fast as we read cannot
-/// keep the master from everything else.
-const READ_BUDGET: usize = 256;
-
-/// An accepted connection on its way to a worker.
+/// The protocol a channel speaks.
 #[derive(Debug)]
-pub struct Handoff {
-    pub socket: OwnedFd,
-    pub listener: usize,
-    pub peer: Peer,
-    /// When it was sent to the worker that holds it now; `None` while it is not out.
-    pub sent: Option<Instant>,
-}
-
-impl Conn for Handoff {
-    fn peer(&self) -> &Peer {
-        &self.peer
-    }
-
-    fn sent(&self) -> Option<Instant> {
-        self.sent
-    }
-
-    fn set_sent(&mut self, at: Option<Instant>) {
-        self.sent = at;
-    }
-}
-
-/// A worker's account of real sockets.
-pub type Sockets = Account<Handoff>;
-
-/// What reading the channel produced.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
-    Message(WorkerMessage),
-    /// Something worth a log line, nothing to act on.
-    Note(String),
-    /// A message of a Node worker's own, logged as `{what}: {value}` — formatted only when the
-    /// line is written, as a worker may send millions.
-    Said {
-        what: &'static str,
-        value: serde_json::Value,
-    },
-    /// The worker closed its end (or died).
-    Closed,
-    /// Garbage: the worker is to be replaced.
-    Violation(String),
-}
-
-/// How a flush went.
-#[derive(Debug)]
-pub enum Flush {
-    /// Everything queued was sent.
-    Done,
-    /// The channel's buffer is full; wait for it to be writable.
-    Blocked,
-    /// The channel is broken (the worker is gone).
-    Broken(io::Error),
+enum Wire {
+    Native(NativeWire),
+    /// `protocol = "node"`/`"node-cluster"`.
+    Node(Box<NodeWire>),
 }
 
 #[derive(Debug)]
 pub struct Channel {
     socket: OwnedFd,
+    wire: Wire,
     /// The last read stopped for its budget, with messages perhaps still waiting.
     unread: bool,
-    /// `ready` and `leaving` are said once; a second one breaks the protocol.
-    said_ready: bool,
-    said_leaving: bool,
     /// `stop` is to be sent once the outbox is empty.
     stop_pending: bool,
-    /// Scratch space reused by every send and receive.
-    batch: ConnBatch,
-    cmsg: Vec<u8>,
-    recv_buf: Box<[u8]>,
-    recv_cmsg: Vec<u8>,
-    stray_fds: Vec<OwnedFd>,
-    /// Node's IPC instead of the native protocol (`protocol = "node"`/`"node-cluster"`).
-    node: Option<Box<NodeWire>>,
 }
 
 impl Channel {
+    /// A channel that speaks the native protocol over a seqpacket pair.
+    pub fn native(socket: OwnedFd) -> io::Result<Channel> {
+        Channel::new(socket, Wire::Native(NativeWire::default()))
+    }
+
     /// A channel that speaks Node's IPC over a stream socket pair. Its account's window is
     /// Node's own rule: one connection at a time, until the worker has taken it.
     pub fn node(socket: OwnedFd, wire: NodeWire) -> io::Result<Channel> {
-        let mut channel = Channel::new(socket)?;
-        channel.node = Some(Box::new(wire));
-        Ok(channel)
+        Channel::new(socket, Wire::Node(Box::new(wire)))
     }
 
     /// Wraps the master's end of a fresh channel (made non-blocking here).
-    pub fn new(socket: OwnedFd) -> io::Result<Channel> {
+    fn new(socket: OwnedFd, wire: Wire) -> io::Result<Channel> {
         sys::set_nonblocking(socket.as_fd(), true)?;
         Ok(Channel {
             socket,
-            said_ready: false,
-            said_leaving: false,
+            wire,
             unread: false,
             stop_pending: false,
-            batch: ConnBatch::default(),
-            cmsg: Vec::with_capacity(sys::cmsg_space(MAX_FDS_PER_MESSAGE)),
-            recv_buf: vec![0; MAX_MESSAGE_LEN].into_boxed_slice(),
-            recv_cmsg: vec![0; sys::cmsg_space(4)],
-            stray_fds: Vec::new(),
-            node: None,
         })
     }
 
@@ -136,16 +69,20 @@ impl Channel {
     pub fn wants_flush(&self, account: &Sockets) -> bool {
         !account.outbox().is_empty()
             || self.stop_pending
-            || self.node.as_ref().is_some_and(|n| n.wants_flush())
+            || matches!(&self.wire, Wire::Node(node) if node.wants_flush())
     }
 
-    /// Sends the account's outbox: sockets in batches of up to [`MAX_FDS_PER_MESSAGE`] per
-    /// message, then `stop` if asked. Sent sockets move to the account's un-acked window,
-    /// stamped `now`; what could not be sent stays in the outbox, for the ledger to give to
-    /// someone else.
+    /// Sends the account's outbox, then `stop` if asked. Sent sockets move to the account's
+    /// un-acked window, stamped `now`; what could not be sent stays in the outbox, for the
+    /// ledger to give to someone else.
     pub fn flush(&mut self, account: &mut Sockets, now: Instant) -> Flush {
         let before = account.unacked_len();
-        let result = self.send_queued(account, now);
+        let socket = self.socket.as_fd();
+        let stop = &mut self.stop_pending;
+        let result = match &mut self.wire {
+            Wire::Native(native) => native.flush(socket, account, stop, now),
+            Wire::Node(node) => node.flush(socket, account, stop, now),
+        };
         account.flushed(
             account.unacked_len() != before,
             matches!(result, Flush::Blocked),
@@ -153,50 +90,15 @@ impl Channel {
         result
     }
 
-    fn send_queued(&mut self, account: &mut Sockets, now: Instant) -> Flush {
-        if let Some(node) = &mut self.node {
-            return node.flush(self.socket.as_fd(), account, &mut self.stop_pending, now);
-        }
-        while !account.outbox().is_empty() {
-            let outbox = account.outbox();
-            let n = outbox.len().min(MAX_FDS_PER_MESSAGE);
-            self.batch.clear();
-            for handoff in outbox.iter().take(n) {
-                self.batch.push(handoff.listener, handoff.peer);
-            }
-            let fds = outbox.iter().take(n).map(|h| h.socket.as_fd());
-            let (header, body) = self.batch.parts();
-            let parts = [IoSlice::new(header), IoSlice::new(body)];
-            match sys::send_with_fds(self.socket.as_fd(), &parts, fds, &mut self.cmsg) {
-                Ok(_) => account.mark_sent(n, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Flush::Broken(e),
-            }
-        }
-        if self.stop_pending {
-            match sys::send_with_fds(
-                self.socket.as_fd(),
-                &[IoSlice::new(protocol::STOP)],
-                [],
-                &mut self.cmsg,
-            ) {
-                Ok(_) => self.stop_pending = false,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
-                Err(e) => return Flush::Broken(e),
-            }
-        }
-        Flush::Done
-    }
-
-    /// Reads the messages waiting on the channel, until `WouldBlock` or at most
-    /// [`READ_BUDGET`] of them (then [`Channel::has_unread`] says to call again without
-    /// waiting for an event), applying acks and `idle` here and reporting the rest into `out`.
-    /// Stops at the first violation or at end of stream.
+    /// Reads what waits on the channel, until `WouldBlock` or the wire's budget (then
+    /// [`Channel::has_unread`] says to call again without waiting for an event), applying acks
+    /// and `idle` to `account` and reporting the rest into `out`. Stops at the first violation
+    /// or at end of stream.
     pub fn read(&mut self, account: &mut Sockets, out: &mut Vec<Incoming>) {
-        self.unread = match &mut self.node {
-            Some(node) => node.read(self.socket.as_fd(), account, out),
-            None => self.read_native(account, out),
+        let socket = self.socket.as_fd();
+        self.unread = match &mut self.wire {
+            Wire::Native(native) => native.read(socket, account, out),
+            Wire::Node(node) => node.read(socket, account, out),
         };
     }
 
@@ -204,60 +106,6 @@ impl Channel {
     /// edge-triggered: no new event will say so).
     pub fn has_unread(&self) -> bool {
         self.unread
-    }
-
-    fn read_native(&mut self, account: &mut Sockets, out: &mut Vec<Incoming>) -> bool {
-        for _ in 0..READ_BUDGET {
-            let Some(received) = receive(
-                self.socket.as_fd(),
-                &mut self.recv_buf,
-                &mut self.stray_fds,
-                &mut self.recv_cmsg,
-                out,
-            ) else {
-                return false;
-            };
-            if received.data_truncated {
-                out.push(Incoming::Violation(format!(
-                    "sent a message longer than {MAX_MESSAGE_LEN} bytes"
-                )));
-                return false;
-            }
-            match protocol::parse_worker_message(&self.recv_buf[..received.len]) {
-                Ok(WorkerMessage::Ack(n)) => {
-                    if let Err(sent) = account.ack_oldest(n) {
-                        out.push(Incoming::Violation(format!(
-                            "acked {n} sockets but only {sent} were sent"
-                        )));
-                        return false;
-                    }
-                    out.push(Incoming::Message(WorkerMessage::Ack(n)));
-                }
-                Ok(WorkerMessage::Idle) => account.on_idle(),
-                Ok(message @ WorkerMessage::Ready)
-                    if !std::mem::replace(&mut self.said_ready, true) =>
-                {
-                    out.push(Incoming::Message(message))
-                }
-                Ok(message @ WorkerMessage::Leaving)
-                    if !std::mem::replace(&mut self.said_leaving, true) =>
-                {
-                    out.push(Incoming::Message(message))
-                }
-                Ok(message) => {
-                    out.push(Incoming::Violation(format!(
-                        "protocol violation: said `{}` a second time",
-                        protocol::verb_name(&message)
-                    )));
-                    return false;
-                }
-                Err(e) => {
-                    out.push(Incoming::Violation(describe(&e)));
-                    return false;
-                }
-            }
-        }
-        true
     }
 }
 
@@ -267,58 +115,11 @@ impl AsFd for Channel {
     }
 }
 
-/// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when there
-/// is nothing more to read now — nothing waits, or the channel is done (closed, broken, or the
-/// worker sent fds, which are closed: it has no business sending any), reported into `out`.
-pub(super) fn receive(
-    socket: BorrowedFd<'_>,
-    buf: &mut [u8],
-    stray_fds: &mut Vec<OwnedFd>,
-    cmsg: &mut [u8],
-    out: &mut Vec<Incoming>,
-) -> Option<sys::Received> {
-    let mut resets = 0;
-    loop {
-        let received = match sys::recv_with_fds(socket, buf, stray_fds, cmsg, true) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // A worker that exits with messages of ours unread makes the kernel report
-            // ECONNRESET once, *before* the messages it sent last (its `leaving`, its acks).
-            // Those decide what happens next: read on.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && resets == 0 => {
-                resets += 1;
-                continue;
-            }
-            Err(_) => {
-                out.push(Incoming::Closed);
-                return None;
-            }
-        };
-        if !stray_fds.is_empty() || received.fds_truncated {
-            stray_fds.clear(); // closes them
-            out.push(Incoming::Violation(
-                "sent file descriptors to the master".into(),
-            ));
-            return None;
-        }
-        if received.len == 0 {
-            out.push(Incoming::Closed);
-            return None;
-        }
-        return Some(received);
-    }
-}
-
-fn describe(e: &ProtocolError) -> String {
-    format!("protocol violation: {e}")
-}
-
 #[cfg(test)]
 /// A channel with its worker's account in a ledger of its own.
 pub(super) struct Pair {
     pub ch: Channel,
-    pub ledger: super::ledger::Ledger<Handoff>,
+    pub ledger: super::ledger::Ledger<super::wire::Handoff>,
     pub key: usize,
 }
 
@@ -332,7 +133,7 @@ impl Pair {
     pub fn account(&self) -> &Sockets {
         self.ledger.account(self.key).unwrap()
     }
-    pub fn assign(&mut self, h: Handoff) {
+    pub fn assign(&mut self, h: super::wire::Handoff) {
         let key = self.key;
         assert!(self.ledger.place(h, 1, |_| Some(key), false).is_ok());
     }
@@ -369,7 +170,12 @@ impl Pair {
 
 #[cfg(test)]
 mod tests {
+    use std::io::IoSlice;
+
     use super::*;
+    use crate::master::native::READ_BUDGET;
+    use crate::master::wire::Handoff;
+    use crate::protocol::{MAX_FDS_PER_MESSAGE, Peer, WorkerMessage};
 
     fn handoff() -> (Handoff, OwnedFd) {
         let (a, b) = sys::stream_pair().unwrap();
@@ -386,7 +192,7 @@ mod tests {
 
     fn pair(window: usize) -> (Pair, OwnedFd) {
         let (master, worker) = sys::seqpacket_pair().unwrap();
-        (Pair::new(Channel::new(master).unwrap(), window), worker)
+        (Pair::new(Channel::native(master).unwrap(), window), worker)
     }
 
     fn send(worker: &OwnedFd, text: &str) {

@@ -285,7 +285,7 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
 fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
     let protocol = config.worker.protocol;
     if !protocol.is_node() {
-        return Channel::new(socket);
+        return Channel::native(socket);
     }
     let shared = listeners
         .iter()

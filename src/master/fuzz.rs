@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::channel::{Channel, Handoff, Incoming};
+use super::channel::Channel;
 use super::ledger::Ledger;
 use super::node::NodeWire;
+use super::wire::{Handoff, Incoming};
 use crate::config::NodeMessages;
 use crate::protocol::Peer;
 use crate::sys;
@@ -97,7 +98,7 @@ pub fn native_channel(data: &[u8]) {
     let Ok((master, worker)) = sys::seqpacket_pair() else {
         return;
     };
-    let Ok(channel) = Channel::new(master) else {
+    let Ok(channel) = Channel::native(master) else {
         return;
     };
     let mut held = Held::new(channel, 8);

@@ -20,6 +20,7 @@ mod fleet;
 pub mod fuzz;
 mod ledger;
 mod listeners;
+mod native;
 mod node;
 mod output;
 mod reload;
@@ -27,6 +28,7 @@ mod restart;
 mod signals;
 #[cfg(test)]
 mod sim;
+mod wire;
 
 use std::ffi::OsString;
 use std::io;
@@ -41,12 +43,12 @@ use nix::unistd::Pid;
 
 use crate::config::{Affinity, Config, SchedPolicy};
 use crate::protocol::WorkerMessage;
-use channel::{Flush, Handoff, Incoming};
 use fleet::{Fleet, Role, Seat, State, Worker};
 use ledger::Ledger;
 use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
+use wire::{Flush, Handoff, Incoming};
 
 pub use control::{ControlError, create_private_dir};
 pub use listeners::ListenError;

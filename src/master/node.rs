@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::channel::{Flush, Incoming, Sockets, receive};
+use super::wire::{Flush, Incoming, Sockets, receive};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
 use crate::protocol::WorkerMessage;
@@ -548,7 +548,8 @@ fn blocked_or_broken(e: io::Error) -> Flush {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::channel::{Channel, Handoff, Pair};
+    use crate::master::channel::{Channel, Pair};
+    use crate::master::wire::Handoff;
     use crate::protocol::Peer;
     use serde_json::Value;
 

@@ -1,0 +1,110 @@
+//! What both wires share — the native protocol ([`super::native`]) and Node's IPC
+//! ([`super::node`]): the socket on its way to a worker, what reading a channel produces, how a
+//! flush went, and the one careful `recvmsg` loop.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use super::ledger::{Account, Conn};
+use crate::protocol::{Peer, WorkerMessage};
+use crate::sys;
+
+/// An accepted connection on its way to a worker.
+#[derive(Debug)]
+pub struct Handoff {
+    pub socket: OwnedFd,
+    pub listener: usize,
+    pub peer: Peer,
+    /// When it was sent to the worker that holds it now; `None` while it is not out.
+    pub sent: Option<Instant>,
+}
+
+impl Conn for Handoff {
+    fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    fn sent(&self) -> Option<Instant> {
+        self.sent
+    }
+
+    fn set_sent(&mut self, at: Option<Instant>) {
+        self.sent = at;
+    }
+}
+
+/// A worker's account of real sockets.
+pub type Sockets = Account<Handoff>;
+
+/// What reading the channel produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Message(WorkerMessage),
+    /// Something worth a log line, nothing to act on.
+    Note(String),
+    /// A message of a Node worker's own, logged as `{what}: {value}` — formatted only when the
+    /// line is written, as a worker may send millions.
+    Said {
+        what: &'static str,
+        value: serde_json::Value,
+    },
+    /// The worker closed its end (or died).
+    Closed,
+    /// Garbage: the worker is to be replaced.
+    Violation(String),
+}
+
+/// How a flush went.
+#[derive(Debug)]
+pub enum Flush {
+    /// Everything queued was sent.
+    Done,
+    /// The channel's buffer is full; wait for it to be writable.
+    Blocked,
+    /// The channel is broken (the worker is gone).
+    Broken(io::Error),
+}
+
+/// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when there
+/// is nothing more to read now — nothing waits, or the channel is done (closed, broken, or the
+/// worker sent fds, which are closed: it has no business sending any), reported into `out`.
+pub fn receive(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    stray_fds: &mut Vec<OwnedFd>,
+    cmsg: &mut [u8],
+    out: &mut Vec<Incoming>,
+) -> Option<sys::Received> {
+    let mut resets = 0;
+    loop {
+        let received = match sys::recv_with_fds(socket, buf, stray_fds, cmsg, true) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A worker that exits with messages of ours unread makes the kernel report
+            // ECONNRESET once, *before* the messages it sent last (its `leaving`, its acks).
+            // Those decide what happens next: read on.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && resets == 0 => {
+                resets += 1;
+                continue;
+            }
+            Err(_) => {
+                out.push(Incoming::Closed);
+                return None;
+            }
+        };
+        if !stray_fds.is_empty() || received.fds_truncated {
+            stray_fds.clear(); // closes them
+            out.push(Incoming::Violation(
+                "sent file descriptors to the master".into(),
+            ));
+            return None;
+        }
+        if received.len == 0 {
+            out.push(Incoming::Closed);
+            return None;
+        }
+        return Some(received);
+    }
+}
