@@ -22,7 +22,8 @@ use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
 use super::fleet::{Role, State};
-use super::{CONTROL_CONN_BASE, Master, Phase};
+use super::sources::Source;
+use super::{Master, Phase};
 use crate::control::{MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
 
 /// Most control connections open at once; more are refused.
@@ -163,6 +164,7 @@ struct Conn {
     done: bool,
     /// Keep it open until the master exits (`stop`).
     hold: bool,
+    token: Token,
 }
 
 /// The listening control socket and its connections.
@@ -226,21 +228,24 @@ impl Master {
                 continue; // dropping closes it
             }
             let entry = control.conns.vacant_entry();
-            let key = entry.key();
+            let token = self.sources.add(Source::ControlConn(entry.key()));
             let mut conn = Conn {
                 stream,
                 input: Vec::new(),
                 output: Vec::new(),
                 done: false,
                 hold: false,
+                token,
             };
             let registered = self.poll.registry().register(
                 &mut conn.stream,
-                Token(CONTROL_CONN_BASE + key),
+                token,
                 Interest::READABLE | Interest::WRITABLE,
             );
             if registered.is_ok() {
                 entry.insert(conn);
+            } else {
+                self.sources.remove(token);
             }
         }
     }
@@ -369,6 +374,7 @@ impl Master {
         if conn.done && !conn.hold && !waiting_for_reload {
             let mut conn = control.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.sources.remove(conn.token);
         }
     }
 

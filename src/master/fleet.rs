@@ -51,6 +51,8 @@ pub struct Worker {
     pub channel: Option<Channel>,
     /// Its account in the ledger: the sockets that are its.
     pub account: usize,
+    /// The poll tokens of its channel and output pipes, forgotten when it is reaped.
+    pub tokens: Vec<mio::Token>,
     pub started: Instant,
     /// The worker has sent at least one valid message: it speaks the protocol, so `stop`
     /// reaches it; otherwise it is stopped with SIGTERM.
@@ -402,6 +404,7 @@ pub fn spawn(
         state: State::Starting,
         channel: Some(channel(config, master_end, listeners)?),
         account,
+        tokens: Vec::new(),
         started: now,
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
         spoke: protocol.is_node(),

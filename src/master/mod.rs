@@ -28,6 +28,7 @@ mod restart;
 mod signals;
 #[cfg(test)]
 mod sim;
+mod sources;
 mod wire;
 
 use std::ffi::OsString;
@@ -48,27 +49,12 @@ use ledger::Ledger;
 use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
+use sources::{Source, Sources};
 use wire::{Flush, Handoff, Incoming};
 
 pub use control::{ControlError, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
-
-const SIGNALS: Token = Token(0);
-const CONTROL: Token = Token(1);
-/// Listener `i` is `Token(LISTENER_BASE + i)`.
-const LISTENER_BASE: usize = 1 << 8;
-/// Control connection `c` is `Token(CONTROL_CONN_BASE + c)`.
-const CONTROL_CONN_BASE: usize = 1 << 12;
-/// Captured stdout/stderr (`s` = 0/1) of the worker with slab key `k`:
-/// `Token(OUTPUT_BASE + 2k + s)`.
-const OUTPUT_BASE: usize = 1 << 16;
-/// The channel of the worker with slab key `k` is `Token(WORKER_BASE + k)`.
-const WORKER_BASE: usize = 1 << 24;
-
-fn output_token(key: usize, stream: usize) -> Token {
-    Token(OUTPUT_BASE + 2 * key + stream)
-}
 
 /// Connections accepted from one listener per loop turn before the others get a look.
 const ACCEPT_BURST: usize = 256;
@@ -194,6 +180,10 @@ struct Master {
     /// freed (an ack, a closed channel), or after `FD_EXHAUSTED_PAUSE` at the latest.
     fd_shortage: Option<FdShortage>,
     signals: SignalSource,
+    /// What each poll token stands for.
+    sources: Sources,
+    /// The tokens of the listeners, in `listeners` order.
+    listener_tokens: Vec<Token>,
     fleet: Fleet,
     /// Every accepted socket until a worker acks it: queued, or in one worker's account.
     ledger: Ledger<Handoff>,
@@ -224,10 +214,17 @@ impl Master {
         mut control: control::Control,
     ) -> io::Result<Master> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(control.listener(), CONTROL, Interest::READABLE)?;
+        let mut sources = Sources::default();
+        poll.registry().register(
+            control.listener(),
+            sources.add(Source::Control),
+            Interest::READABLE,
+        )?;
         let sinks = output::open_sinks(&config.log)?;
-        let signals = SignalSource::new(poll.registry(), SIGNALS)?;
+        let signals = SignalSource::new(poll.registry(), sources.add(Source::Signals))?;
+        let listener_tokens = (0..listeners.len())
+            .map(|i| sources.add(Source::Listener(i)))
+            .collect();
         // The listeners are watched only while some worker is free (`watch_listeners`).
         let now = Instant::now();
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
@@ -240,6 +237,8 @@ impl Master {
             accept_paused_until: None,
             fd_shortage: None,
             signals,
+            sources,
+            listener_tokens,
             fleet: Fleet::new(config.workers, now),
             config,
             ledger: Ledger::default(),
@@ -273,29 +272,23 @@ impl Master {
                 }
             }
             for event in events.iter() {
-                match event.token() {
-                    SIGNALS => self.on_signals(),
-                    CONTROL => self.on_control_accept(),
-                    Token(t) if (CONTROL_CONN_BASE..OUTPUT_BASE).contains(&t) => {
-                        self.on_control_conn(t - CONTROL_CONN_BASE)
-                    }
-                    Token(t) if (LISTENER_BASE..CONTROL_CONN_BASE).contains(&t) => {
-                        if let Some(flag) = self.accept_ready.get_mut(t - LISTENER_BASE) {
+                match self.sources.get(event.token()) {
+                    Some(Source::Signals) => self.on_signals(),
+                    Some(Source::Control) => self.on_control_accept(),
+                    Some(Source::ControlConn(key)) => self.on_control_conn(key),
+                    Some(Source::Listener(i)) => {
+                        if let Some(flag) = self.accept_ready.get_mut(i) {
                             *flag = true;
                         }
                     }
-                    Token(t) if (OUTPUT_BASE..WORKER_BASE).contains(&t) => {
-                        let (key, stream) = ((t - OUTPUT_BASE) / 2, (t - OUTPUT_BASE) % 2);
-                        self.on_output(key, stream);
-                    }
-                    Token(t) if t >= WORKER_BASE => {
-                        let key = t - WORKER_BASE;
+                    Some(Source::Output { worker, stream }) => self.on_output(worker, stream),
+                    Some(Source::Channel(key)) => {
                         if event.is_writable() {
                             self.on_channel_writable(key);
                         }
                         self.on_channel(key, event.is_readable() || event.is_read_closed());
                     }
-                    _ => {} // not ours: ignore
+                    None => {} // a source already gone
                 }
             }
             self.read_unread();
@@ -364,7 +357,7 @@ impl Master {
             let mut source = SourceFd(&l.raw_fd());
             let registry = self.poll.registry();
             let done = if wanted {
-                registry.register(&mut source, Token(LISTENER_BASE + i), Interest::READABLE)
+                registry.register(&mut source, self.listener_tokens[i], Interest::READABLE)
             } else {
                 registry.deregister(&mut source)
             };
@@ -787,6 +780,9 @@ impl Master {
             self.reload_failed(key, cause.clone());
         }
         let (worker, role) = self.fleet.remove(key);
+        for &token in &worker.tokens {
+            self.sources.remove(token);
+        }
         let slot = worker.slot;
         if role == Role::Current && self.phase == Phase::Running {
             warn!(
@@ -933,20 +929,28 @@ impl Master {
         let pid = worker.pid;
         let key = self.fleet.insert(worker, role);
         let worker = &self.fleet.workers[key];
-        let mut sources: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
+        let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
         if let Some(channel) = &worker.channel {
-            sources.push((
+            let token = self.sources.add(Source::Channel(key));
+            watch.push((
                 channel.raw_fd(),
-                Token(WORKER_BASE + key),
+                token,
                 Interest::READABLE | Interest::WRITABLE,
             ));
         }
-        for (i, pipe) in worker.output.iter().enumerate() {
+        for (stream, pipe) in worker.output.iter().enumerate() {
             if let Some(pipe) = pipe {
-                sources.push((pipe.raw_fd(), output_token(key, i), Interest::READABLE));
+                let token = self.sources.add(Source::Output {
+                    worker: key,
+                    stream,
+                });
+                watch.push((pipe.raw_fd(), token, Interest::READABLE));
             }
         }
-        for (fd, token, interest) in sources {
+        self.fleet.workers[key]
+            .tokens
+            .extend(watch.iter().map(|&(_, token, _)| token));
+        for (fd, token, interest) in watch {
             if let Err(e) = self
                 .poll
                 .registry()

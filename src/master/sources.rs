@@ -1,0 +1,43 @@
+//! What each poll token stands for: a typed table, in place of token ranges decoded by
+//! arithmetic. A source is added when it is registered and removed when it is gone; a token
+//! may be reused afterwards, so handlers take a stale event as the spurious wake-up it is
+//! (edge-triggered reads find `WouldBlock`, a missing worker or connection is skipped).
+
+use mio::Token;
+use slab::Slab;
+
+/// An event source of the master's poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Signals,
+    /// The control socket's listener.
+    Control,
+    /// Listener `i` (clients).
+    Listener(usize),
+    /// The control connection with this key.
+    ControlConn(usize),
+    /// Captured stdout (`stream` 0) or stderr (1) of the worker with this key.
+    Output {
+        worker: usize,
+        stream: usize,
+    },
+    /// The channel of the worker with this key.
+    Channel(usize),
+}
+
+#[derive(Debug, Default)]
+pub struct Sources(Slab<Source>);
+
+impl Sources {
+    pub fn add(&mut self, source: Source) -> Token {
+        Token(self.0.insert(source))
+    }
+
+    pub fn get(&self, token: Token) -> Option<Source> {
+        self.0.get(token.0).copied()
+    }
+
+    pub fn remove(&mut self, token: Token) {
+        self.0.try_remove(token.0);
+    }
+}
