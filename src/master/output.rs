@@ -124,23 +124,31 @@ impl Pipe {
         }
     }
 
-    /// Splits `data` into lines, writing complete ones and bounding the partial one.
+    /// Splits `data` into lines and writes the complete ones; a line longer than [`MAX_LINE`]
+    /// goes out in pieces of that size (its newline may end the last full piece), whatever
+    /// sizes the reads came in. `partial` never holds [`MAX_LINE`] bytes or more.
     fn feed(&mut self, mut data: &[u8], sink: &mut Sink, slot: usize, pid: i32) {
-        while let Some(end) = data.iter().position(|&b| b == b'\n') {
-            if self.partial.is_empty() {
-                let _ = sink.write_line(slot, pid, &data[..=end]);
-            } else {
-                self.partial.extend_from_slice(&data[..=end]);
+        while !data.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &data[..data.len().min(room + 1)];
+            if let Some(end) = window.iter().position(|&b| b == b'\n') {
+                if self.partial.is_empty() {
+                    let _ = sink.write_line(slot, pid, &data[..=end]);
+                } else {
+                    self.partial.extend_from_slice(&data[..=end]);
+                    let _ = sink.write_line(slot, pid, &self.partial);
+                    self.partial.clear();
+                }
+                data = &data[end + 1..];
+                continue;
+            }
+            let taken = data.len().min(room);
+            self.partial.extend_from_slice(&data[..taken]);
+            data = &data[taken..];
+            if self.partial.len() == MAX_LINE {
                 let _ = sink.write_line(slot, pid, &self.partial);
                 self.partial.clear();
             }
-            data = &data[end + 1..];
-        }
-        self.partial.extend_from_slice(data);
-        while self.partial.len() >= MAX_LINE {
-            let rest = self.partial.split_off(MAX_LINE);
-            let _ = sink.write_line(slot, pid, &self.partial);
-            self.partial = rest;
         }
     }
 
@@ -255,6 +263,38 @@ mod tests {
         assert!(pipe.partial.len() < MAX_LINE, "memory stays bounded");
         let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_at_the_bound_whatever_the_read_sizes() {
+        // The operations test once saw 3 pieces of a 200,000-byte line instead of 4: a read
+        // that brought the newline wrote the partial line and the rest of the read as one.
+        let line: Vec<u8> = (0..200_000).map(|i| b'a' + (i % 26) as u8).collect();
+        for chunk in [1, 4096, 8192, 3737, 65_535, 65_536, 65_537, 200_001] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut sink = sink(dir.path());
+            let (r, _w) = nix::unistd::pipe().unwrap();
+            let mut pipe = Pipe::new(r).unwrap();
+            let mut input = line.clone();
+            input.extend_from_slice(b"\nend\n");
+            for piece in input.chunks(chunk) {
+                pipe.feed(piece, &mut sink, 0, 1);
+                assert!(pipe.partial.len() < MAX_LINE);
+            }
+            let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+            let pieces: Vec<&str> = text
+                .lines()
+                .map(|l| l.strip_prefix("[slot 0 pid 1] ").unwrap())
+                .collect();
+            assert_eq!(
+                pieces.len(),
+                5,
+                "chunk {chunk}: 3 × 65536 + 3392, then `end`"
+            );
+            assert!(pieces.iter().all(|p| p.len() <= MAX_LINE), "chunk {chunk}");
+            assert_eq!(pieces[..4].concat().as_bytes(), &line[..], "chunk {chunk}");
+            assert_eq!(pieces[4], "end");
+        }
     }
 
     #[test]
