@@ -13,12 +13,8 @@ use crate::control::{Reply, Request, Status};
 pub enum ClientError {
     #[error("no rrbalancer is running for this configuration (nothing answers at {0})")]
     NotRunning(String),
-    #[error("control socket {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("control socket {path}: {error}")]
+    Io { path: String, error: io::Error },
     #[error("the master's answer is not understood: {0}")]
     BadReply(String),
     #[error("{0}")]
@@ -80,9 +76,9 @@ fn connect_and_send(
     wait: Duration,
 ) -> Result<(UnixStream, BufReader<UnixStream>), ClientError> {
     let shown = socket.display().to_string();
-    let io_err = |source| ClientError::Io {
+    let io_err = |error| ClientError::Io {
         path: shown.clone(),
-        source,
+        error,
     };
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
@@ -108,9 +104,9 @@ fn read_reply(socket: &Path, reader: &mut BufReader<UnixStream>) -> Result<Reply
         Err(e) if is_timeout(&e) => Err(ClientError::Refused(
             "no answer from the master in time".into(),
         )),
-        Err(source) => Err(ClientError::Io {
+        Err(error) => Err(ClientError::Io {
             path: socket.display().to_string(),
-            source,
+            error,
         }),
     }
 }

@@ -718,10 +718,10 @@ pub struct Overrides {
 /// A configuration that cannot be used. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {message}", location(file, *line, *column))]
     Invalid {
@@ -746,9 +746,9 @@ fn location(file: &str, line: usize, column: usize) -> String {
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let (text, name, dir) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             (text, path.display().to_string(), Some(dir))

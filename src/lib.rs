@@ -7,26 +7,31 @@
 //! listeners (systemd socket activation) and accepts itself. Either way the master supervises the workers: starts them,
 //! restarts them within limits, stops them gracefully, and never leaves one behind.
 //!
+//! As a library it offers what workers use: [`worker`] (the channel, acks, the listeners of
+//! `none` mode) and [`protocol`] (the wire format both sides speak). The binary calls [`main`].
+//!
 //! The layout follows the architecture:
 //!
-//! - [`cli`] → [`config`] → `master` (the event loop: listeners, dispatch, channels, fleet,
-//!   restart policy, reload and scaling, control socket, captured output, signals);
-//! - [`control`]: what `status`/`reload`/`scale`/`stop` send to a running master; `client`
+//! - `cli` → `config` → `master` (the event loop: listeners, the hand-off ledger, dispatch,
+//!   channels and their wires, fleet, restart policy, reload and scaling, control socket,
+//!   captured output, signals);
+//! - `control`: what `status`/`reload`/`scale`/`stop` send to a running master; `client`
 //!   sends it and shows the answer;
-//! - [`protocol`]: the wire format of the worker channel, shared by both sides;
-//! - [`worker`]: the library a Rust worker uses; [`demo_worker`] is one;
+//! - [`protocol`]: the wire format of the worker channel, shared by both sides; `node_ipc`:
+//!   Node's;
+//! - [`worker`]: the library a Rust worker uses; `demo_worker` is one;
 //! - `sys`: every `unsafe` block and raw fd.
 
-pub mod cli;
+mod cli;
 mod client;
-pub mod config;
-pub mod control;
-pub mod demo_worker;
+mod config;
+mod control;
+mod demo_worker;
 mod master;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use master::fuzz;
-pub mod node_ipc;
+mod node_ipc;
 pub mod protocol;
 mod sys;
 mod text;
@@ -39,14 +44,23 @@ use std::process::ExitCode;
 use cli::{Cli, Command};
 
 /// Exit code for a clean stop.
-pub const EXIT_OK: u8 = 0;
+const EXIT_OK: u8 = 0;
 /// Exit code for a failure at run time (a port in use, every worker given up).
-pub const EXIT_RUNTIME: u8 = 1;
+const EXIT_RUNTIME: u8 = 1;
 /// Exit code for a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
+const EXIT_USAGE: u8 = 2;
+
+/// The `rrbalancer` binary: parses the command line, sets up logging, runs what it asks for;
+/// returns the process exit code.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    run(<Cli as clap::Parser>::parse())
+}
 
 /// Runs what the command line asks for; returns the process exit code.
-pub fn run(mut cli: Cli) -> ExitCode {
+fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
         Some(Command::DemoWorker(args)) => match demo_worker::run(args) {
             Ok(()) => ExitCode::from(EXIT_OK),
@@ -64,10 +78,13 @@ pub fn run(mut cli: Cli) -> ExitCode {
         },
         Some(Command::Run) | None => serve(&cli, false),
         Some(Command::Start { daemon }) => serve(&cli, daemon),
-        Some(command @ (Command::Status { .. } | Command::Reload | Command::Scale { .. })) => {
-            control_command(&cli, command)
-        }
-        Some(Command::Stop) => control_command(&cli, Command::Stop),
+        Some(Command::Status { json }) => control_command(&cli, Ask::Status { json }),
+        Some(Command::Reload) => control_command(&cli, Ask::Request(control::Request::Reload)),
+        Some(Command::Scale { count }) => control_command(
+            &cli,
+            Ask::Request(control::Request::Scale { workers: count }),
+        ),
+        Some(Command::Stop) => control_command(&cli, Ask::Stop),
     }
 }
 
@@ -131,7 +148,7 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            let text = error_chain(&e);
+            let text = e.to_string();
             log::error!("{text}");
             if let Some(mut out) = report.take() {
                 let prefix = if daemon { "err " } else { "rrbalancer: " };
@@ -165,8 +182,18 @@ fn wait_for_daemon(child: i32, report: std::fs::File, log: &std::path::Path) -> 
     }
 }
 
+/// What `status`, `reload`, `scale` and `stop` ask of a running master.
+enum Ask {
+    Status {
+        json: bool,
+    },
+    Stop,
+    /// `reload` or `scale`: answered with a message once done.
+    Request(control::Request),
+}
+
 /// `status`, `reload`, `scale`, `stop`: ask the running master.
-fn control_command(cli: &Cli, command: Command) -> ExitCode {
+fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
     let (socket, kill_timeout) = match &cli.control {
         Some(path) => (path.clone(), None),
         None => match load_config(cli) {
@@ -176,44 +203,38 @@ fn control_command(cli: &Cli, command: Command) -> ExitCode {
     };
     // A reload replaces every worker, each within its ready_timeout; be generous.
     let long = std::time::Duration::from_secs(600);
-    let outcome = match command {
-        Command::Status { json } => client::request(&socket, &control::Request::Status, long)
-            .and_then(|reply| match (reply.ok, reply.status) {
-                (true, Some(status)) if json => {
-                    Ok(serde_json::to_string_pretty(&status).expect("status serializes"))
-                }
-                (true, Some(status)) => Ok(client::format_status(&status)),
-                _ => Err(client::ClientError::Refused(
-                    reply.message.unwrap_or_default(),
-                )),
-            }),
-        Command::Stop => {
-            let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
-            client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
-        }
-        Command::Reload | Command::Scale { .. } => {
-            let request = match command {
-                Command::Scale { count } => control::Request::Scale { workers: count },
-                _ => control::Request::Reload,
-            };
-            client::request(&socket, &request, long).and_then(|reply| {
+    let outcome =
+        match ask {
+            Ask::Status { json } => client::request(&socket, &control::Request::Status, long)
+                .and_then(|reply| match (reply.ok, reply.status) {
+                    (true, Some(status)) if json => {
+                        Ok(serde_json::to_string_pretty(&status).expect("status serializes"))
+                    }
+                    (true, Some(status)) => Ok(client::format_status(&status)),
+                    _ => Err(client::ClientError::Refused(
+                        reply.message.unwrap_or_default(),
+                    )),
+                }),
+            Ask::Stop => {
+                let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
+                client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
+            }
+            Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
                 let message = reply.message.unwrap_or_default();
                 if reply.ok {
                     Ok(message)
                 } else {
                     Err(client::ClientError::Refused(message))
                 }
-            })
-        }
-        _ => unreachable!("only control commands come here"),
-    };
+            }),
+        };
     match outcome {
         Ok(text) => {
             let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
             ExitCode::from(EXIT_OK)
         }
         Err(e) => {
-            eprintln!("rrbalancer: {}", error_chain(&e));
+            eprintln!("rrbalancer: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -234,19 +255,4 @@ fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
         log::error!("{e}");
         ExitCode::from(EXIT_USAGE)
     })
-}
-
-/// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -1,10 +1,5 @@
-//! The `rrbalancer` binary: parse the command line, set up logging, run, exit with its code.
-
-use clap::Parser;
+//! The `rrbalancer` binary: everything is in the library's [`rrbalancer::main`].
 
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    rrbalancer::run(rrbalancer::cli::Cli::parse())
+    rrbalancer::main()
 }

@@ -100,11 +100,6 @@ impl LineReader {
         }
         Ok(())
     }
-
-    /// Bytes of an unfinished line.
-    pub fn pending(&self) -> usize {
-        self.partial.len()
-    }
 }
 
 /// What a worker said, as far as the master cares.
@@ -240,17 +235,8 @@ pub fn cluster(fields: Map<String, Value>, seq: u64) -> Value {
     Value::Object(message)
 }
 
-/// `newconn` for server `key`, to ride on a `net.Native` handle.
-pub fn newconn(key: &str, seq: u64) -> Value {
-    let mut fields = Map::new();
-    fields.insert("act".into(), "newconn".into());
-    fields.insert("key".into(), key.into());
-    cluster(fields, seq)
-}
-
 /// `newconn` for a server whose key, already JSON-encoded, is `key_json`, on a `net.Native`
-/// handle: the same bytes as `handle(Native, &newconn(key, seq))`, written without building a
-/// JSON tree (this is the line of every connection).
+/// handle, written without building a JSON tree (this is the line of every connection).
 pub fn newconn_line(key_json: &str, seq: u64, out: &mut Vec<u8>) {
     use std::io::Write;
     out.clear();
@@ -297,6 +283,14 @@ pub fn encode(value: &Value) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// `newconn` as a JSON tree: what `newconn_line` must write, byte for byte.
+    fn newconn(key: &str, seq: u64) -> Value {
+        let mut fields = Map::new();
+        fields.insert("act".into(), "newconn".into());
+        fields.insert("key".into(), key.into());
+        cluster(fields, seq)
+    }
+
     fn feed(reader: &mut LineReader, data: &[u8]) -> Result<Vec<FromWorker>, DecodeError> {
         let mut out = Vec::new();
         reader.feed(data, &mut out).map(|()| out)
@@ -309,7 +303,9 @@ mod tests {
         let got = feed(&mut r, b"NDLE_ACK\"}\n{\"act\":\"suicide\"}\n{").unwrap();
         assert_eq!(got[0], FromWorker::HandleAck);
         assert_eq!(got[1], FromWorker::User(json!({"act": "suicide"})));
-        assert_eq!(r.pending(), 1);
+        // The unfinished `{` waits for the rest of its line.
+        let rest = feed(&mut r, b"\"cmd\":\"NODE_HANDLE_ACK\"}\n").unwrap();
+        assert_eq!(rest, [FromWorker::HandleAck]);
         // Spelled differently, it is still an ACK.
         let spaced = feed(
             &mut LineReader::default(),

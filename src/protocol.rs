@@ -193,15 +193,6 @@ impl ConnBatch {
         self.count += 1;
     }
 
-    /// How many connections the batch announces.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// The message as two parts (header, lines), for one vectored send.
     pub fn parts(&mut self) -> (&[u8], &[u8]) {
         self.header.clear();
@@ -293,7 +284,7 @@ mod tests {
         assert_eq!(conns[1].listener, 1);
         assert_eq!(conns[1].peer, "[::1]:80");
         batch.clear();
-        assert!(batch.is_empty());
+        assert_eq!(batch.parts(), (&b"conn 0\n"[..], &b""[..]));
     }
 
     #[test]

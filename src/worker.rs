@@ -48,9 +48,9 @@ pub enum WorkerError {
     #[error("the channel was already taken by this process")]
     AlreadyTaken,
     #[error("channel I/O failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("the master sent something we do not understand: {0}")]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     #[error("a message from the master was longer than {MAX_MESSAGE_LEN} bytes")]
     Truncated,
     /// The kernel dropped sockets of a `conn` message because this process may not open more
@@ -60,6 +60,20 @@ pub enum WorkerError {
          (RLIMIT_NOFILE); raise it (ulimit -n)"
     )]
     FdLimit,
+}
+
+// The cause is in the message, not also a `source()`: printed with `{e}` or walked as a chain,
+// it appears once.
+impl From<io::Error> for WorkerError {
+    fn from(e: io::Error) -> Self {
+        WorkerError::Io(e)
+    }
+}
+
+impl From<ProtocolError> for WorkerError {
+    fn from(e: ProtocolError) -> Self {
+        WorkerError::Protocol(e)
+    }
 }
 
 static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -113,14 +127,6 @@ impl Stream {
         } else {
             Stream::Tcp(TcpStream::from(fd))
         })
-    }
-
-    /// The socket as an fd, whichever kind it is.
-    pub fn into_owned_fd(self) -> OwnedFd {
-        match self {
-            Stream::Tcp(s) => s.into(),
-            Stream::Unix(s) => s.into(),
-        }
     }
 }
 
@@ -386,16 +392,6 @@ fn wait_readable(fd: &OwnedFd) -> io::Result<()> {
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
-}
-
-impl Listener {
-    /// The socket as an fd, whichever kind it is.
-    pub fn into_owned_fd(self) -> OwnedFd {
-        match self {
-            Listener::Tcp(l) => l.into(),
-            Listener::Unix(l) => l.into(),
-        }
-    }
 }
 
 /// The listeners passed by socket activation (`LISTEN_FDS` at fd 3…, checked against

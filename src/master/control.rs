@@ -39,18 +39,14 @@ pub enum ControlError {
     AlreadyRunning { pid: String, path: PathBuf },
     #[error("refusing {path}: {reason}")]
     Unsafe { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
-    move |source| ControlError::Io {
+    move |error| ControlError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

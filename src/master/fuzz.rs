@@ -158,3 +158,20 @@ pub fn node_channel(data: &[u8], cluster: bool) {
     let _ = held.drain();
     held.check();
 }
+
+/// A config file: parsed, then validated with no overrides. Any outcome but a panic is fine.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = crate::config::parse(text, "fuzz.toml") else {
+        return;
+    };
+    let overrides = crate::config::Overrides::default();
+    let _ = crate::config::validate(file, text, "fuzz.toml", None, &overrides);
+}
+
+/// What a client sends on the control socket, as the master frames and parses it.
+pub fn control_request(data: &[u8]) {
+    let _ = crate::control::parse_request(data);
+}

@@ -28,20 +28,19 @@ pub struct Listener {
 
 /// Why a listener could not be made. A runtime failure (exit code 1), not a config error.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {error}")]
 pub struct ListenError {
     addr: String,
-    #[source]
-    source: io::Error,
+    error: io::Error,
 }
 
 impl Listener {
     /// Binds and listens with `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, the given backlog, and
     /// close-on-exec (only workers in `none` mode inherit it, explicitly).
     pub fn bind(addr: &ListenAddr, backlog: u32) -> Result<Listener, ListenError> {
-        let fail = |source| ListenError {
+        let fail = |error| ListenError {
             addr: addr.to_string(),
-            source,
+            error,
         };
         let (socket, unix_path) = match addr {
             ListenAddr::Tcp(sa) => {

@@ -73,7 +73,7 @@ pub enum MasterError {
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("cannot set up the event loop: {0}")]
-    EventLoop(#[source] io::Error),
+    EventLoop(io::Error),
     #[error("gave up: no worker could be kept running (see the errors above)")]
     GaveUp,
 }

@@ -15,10 +15,7 @@ use log::{error, info, warn};
 
 use super::fleet::{self, Role, State};
 use super::{Master, Phase};
-use crate::config::Config;
-
-/// Most workers `scale` accepts: far beyond any machine's cores, low enough to catch a typo.
-pub const MAX_WORKERS: usize = 1024;
+use crate::config::{Config, MAX_WORKERS};
 
 /// Who asked for a reload and waits for its outcome.
 pub type Waiter = super::control::Waiter;
