@@ -83,6 +83,47 @@ impl Protocol {
     }
 }
 
+/// `sched_policy` × `protocol`, resolved once: what the master does with its listeners and how
+/// it talks to workers. The master asks these questions, not the two settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    policy: SchedPolicy,
+    protocol: Protocol,
+}
+
+impl Mode {
+    pub fn new(policy: SchedPolicy, protocol: Protocol) -> Mode {
+        Mode { policy, protocol }
+    }
+
+    /// The master accepts every connection and hands it to a worker (`rr`).
+    pub fn master_accepts(self) -> bool {
+        self.policy == SchedPolicy::Rr
+    }
+
+    /// Every worker accepts on the listeners itself (`none`).
+    pub fn workers_accept(self) -> bool {
+        self.policy == SchedPolicy::None
+    }
+
+    /// Workers inherit the listeners at fd 3… with `LISTEN_FDS` (systemd socket activation):
+    /// `none` with the native protocol. Such servers expect blocking listeners; Node workers
+    /// get theirs as handles over the channel instead, and non-blocking.
+    pub fn socket_activation(self) -> bool {
+        self.workers_accept() && !self.node()
+    }
+
+    /// The channel speaks Node's IPC (over a stream pair), not the native protocol (seqpacket).
+    pub fn node(self) -> bool {
+        self.protocol.is_node()
+    }
+
+    /// Node's cluster protocol: rrbalancer is the primary.
+    pub fn cluster(self) -> bool {
+        self.protocol == Protocol::NodeCluster
+    }
+}
+
 /// Whether a client keeps going to the same worker slot (`[dispatch] affinity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -600,6 +641,11 @@ impl fmt::Display for PolicySource {
 }
 
 impl Config {
+    /// How connections reach workers and what their channel speaks.
+    pub fn mode(&self) -> Mode {
+        Mode::new(self.sched_policy, self.worker.protocol)
+    }
+
     /// The effective settings as a config file that loads back to the same settings (what
     /// `rrbalancer check` prints): defaults written out, flags and environment applied, paths
     /// made absolute.
@@ -1277,6 +1323,32 @@ mod tests {
                 key != "ack_timeout",
                 "{key}: a day is the bound (ack_timeout: an hour)"
             );
+        }
+    }
+
+    #[test]
+    fn the_mode_answers_what_the_master_asks_of_policy_and_protocol() {
+        use Protocol::*;
+        use SchedPolicy::{None as Shared, Rr};
+        // (policy, protocol): master accepts, socket activation, node, cluster
+        let table = [
+            (Rr, Native, (true, false, false, false)),
+            (Rr, Node, (true, false, true, false)),
+            (Rr, NodeCluster, (true, false, true, true)),
+            (Shared, Native, (false, true, false, false)),
+            (Shared, Node, (false, false, true, false)),
+            (Shared, NodeCluster, (false, false, true, true)),
+        ];
+        for (policy, protocol, want) in table {
+            let m = Mode::new(policy, protocol);
+            let got = (
+                m.master_accepts(),
+                m.socket_activation(),
+                m.node(),
+                m.cluster(),
+            );
+            assert_eq!(got, want, "{policy:?} {protocol:?}");
+            assert_eq!(m.workers_accept(), !m.master_accepts());
         }
     }
 

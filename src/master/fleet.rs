@@ -24,7 +24,7 @@ use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
 use super::restart::RestartTracker;
-use crate::config::{Config, Protocol, SchedPolicy};
+use crate::config::Config;
 use crate::sys;
 
 /// Notes of one worker logged at info level; the rest at debug.
@@ -285,8 +285,8 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
 
 /// The master's end of a new worker's channel, speaking the configured protocol.
 fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
-    let protocol = config.worker.protocol;
-    if !protocol.is_node() {
+    let mode = config.mode();
+    if !mode.node() {
         return Channel::native(socket);
     }
     let shared = listeners
@@ -299,8 +299,8 @@ fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Resu
         })
         .collect::<io::Result<Vec<_>>>()?;
     let wire = NodeWire::new(
-        protocol == Protocol::NodeCluster,
-        config.sched_policy == SchedPolicy::None,
+        mode.cluster(),
+        mode.workers_accept(),
         config.worker.node.clone(),
         shared,
     );
@@ -330,15 +330,14 @@ pub fn spawn(
         slots,
         account,
     } = seat;
-    let protocol = config.worker.protocol;
-    let (master_end, worker_end) = if protocol.is_node() {
+    let mode = config.mode();
+    let (master_end, worker_end) = if mode.node() {
         sys::stream_pair()? // Node's IPC is a byte stream
     } else {
         sys::seqpacket_pair()?
     };
-    let shared = config.sched_policy == SchedPolicy::None;
     // Node workers get the listeners as handles over the channel, not as inherited fds.
-    let activation = shared && !protocol.is_node();
+    let activation = mode.socket_activation();
     let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
     if activation {
         inherit.extend(listeners.iter().map(|l| l.as_fd()));
@@ -351,11 +350,11 @@ pub fn spawn(
     set("RRB_CHANNEL_FD", channel_fd.to_string());
     set("RRB_WORKER_ID", slot.to_string());
     set("RRB_WORKERS", slots.to_string());
-    if protocol.is_node() {
+    if mode.node() {
         set("NODE_CHANNEL_FD", channel_fd.to_string());
         set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
     }
-    if protocol == Protocol::NodeCluster {
+    if mode.cluster() {
         // `cluster.isWorker`; Node's worker ids start at 1.
         set("NODE_UNIQUE_ID", (slot + 1).to_string());
     }
@@ -407,7 +406,7 @@ pub fn spawn(
         tokens: Vec::new(),
         started: now,
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
-        spoke: protocol.is_node(),
+        spoke: mode.node(),
         kill_at: None,
         channel_closed_check: None,
         output,

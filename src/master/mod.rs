@@ -42,7 +42,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::config::{Affinity, Config, SchedPolicy};
+use crate::config::{Affinity, Config};
 use crate::protocol::WorkerMessage;
 use fleet::{Fleet, Role, Seat, State, Worker};
 use ledger::Ledger;
@@ -139,7 +139,7 @@ pub fn run(
     for l in &listeners {
         // Socket-activation servers expect a blocking listener (systemd hands them one); Node
         // (libuv) expects a non-blocking one and would block its event loop in accept().
-        if config.sched_policy == SchedPolicy::None && !config.worker.protocol.is_node() {
+        if config.mode().socket_activation() {
             l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
         }
         info!("listening on {}", l.local);
@@ -335,7 +335,7 @@ impl Master {
 
     fn can_accept_more(&self) -> bool {
         self.phase == Phase::Running
-            && self.config.sched_policy == SchedPolicy::Rr
+            && self.config.mode().master_accepts()
             && self.accept_paused_until.is_none()
             && self.accept_ready.iter().any(|&r| r)
             && self.ledger.queued() == 0
@@ -347,7 +347,7 @@ impl Master {
     /// listeners are watched again and tried at once, since clients may be waiting.
     fn watch_listeners(&mut self) {
         let wanted = self.phase == Phase::Running
-            && self.config.sched_policy == SchedPolicy::Rr
+            && self.config.mode().master_accepts()
             && self.free_slot().is_some();
         if wanted == self.watching {
             return;
@@ -591,7 +591,7 @@ impl Master {
 
     fn on_channel_closed(&mut self, key: usize) {
         let now = Instant::now();
-        let shared = self.config.sched_policy == SchedPolicy::None;
+        let shared = self.config.mode().workers_accept();
         self.release_channel(key);
         let worker = &mut self.fleet.workers[key];
         let (slot, pid) = (worker.slot, worker.pid);
@@ -984,7 +984,7 @@ impl Master {
     /// A connection is bound to a worker only here, just before [`Master::flush`] sends it;
     /// while nobody is free it waits in the backlog or, not yet accepted, in the kernel's.
     fn dispatch(&mut self, now: Instant) {
-        if self.config.sched_policy != SchedPolicy::Rr {
+        if !self.config.mode().master_accepts() {
             return;
         }
         let fleet = &self.fleet;

@@ -117,6 +117,8 @@ impl Master {
             warn!(
                 "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
             );
+            // The window goes with the protocol (Node's is one).
+            config.worker.max_unacked = self.config.worker.max_unacked;
         }
         config.worker.protocol = self.config.worker.protocol;
         config.listen = self.config.listen.clone();
