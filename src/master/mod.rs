@@ -19,6 +19,7 @@ mod fleet;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod ledger;
+mod lifecycle;
 mod listeners;
 mod native;
 mod node;
@@ -46,6 +47,7 @@ use crate::config::{Affinity, Config};
 use crate::protocol::WorkerMessage;
 use fleet::{Fleet, Role, Seat, State, Worker};
 use ledger::Ledger;
+use lifecycle::{Phase, REAP_GRACE, StopStep};
 use listeners::Listener;
 use restart::Decision;
 use signals::{Action, SignalSource};
@@ -62,8 +64,6 @@ const ACCEPT_BURST: usize = 256;
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
-/// How long to wait for SIGKILLed workers to be reaped before exiting anyway.
-const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// A failure that stops the master (exit code 1).
 #[derive(Debug, thiserror::Error)]
@@ -76,17 +76,6 @@ pub enum MasterError {
     EventLoop(io::Error),
     #[error("gave up: no worker could be kept running (see the errors above)")]
     GaveUp,
-}
-
-/// How the master is stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    /// Workers were told to stop; SIGKILL at `deadline`.
-    Stopping {
-        deadline: Instant,
-        killed: bool,
-    },
 }
 
 /// File descriptors the master may hold at once: per worker its window of sockets, its
@@ -302,27 +291,27 @@ impl Master {
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();
-            if let Phase::Stopping { deadline, .. } = self.phase {
-                if self.fleet.workers.is_empty() && self.hooks.is_empty() {
+            let left = self.fleet.workers.len() + self.hooks.len();
+            let exit = match self.phase.stop_step(now, left) {
+                Some(StopStep::Exit) => {
                     info!("all workers have exited; bye");
-                    return if self.gave_up {
-                        Err(MasterError::GaveUp)
-                    } else {
-                        Ok(())
-                    };
+                    true
                 }
-                if now >= deadline + REAP_GRACE {
+                Some(StopStep::ExitUnreaped) => {
                     error!(
-                        "{} process(es) not reaped {:?} after SIGKILL; exiting anyway",
-                        self.fleet.workers.len() + self.hooks.len(),
-                        REAP_GRACE
+                        "{left} process(es) not reaped {REAP_GRACE:?} after SIGKILL; exiting \
+                         anyway"
                     );
-                    return if self.gave_up {
-                        Err(MasterError::GaveUp)
-                    } else {
-                        Ok(())
-                    };
+                    true
                 }
+                _ => false,
+            };
+            if exit {
+                return if self.gave_up {
+                    Err(MasterError::GaveUp)
+                } else {
+                    Ok(())
+                };
             }
         }
     }
@@ -405,13 +394,11 @@ impl Master {
                     .chain(ack_deadline)
             })
             .chain(self.next_readiness_deadline());
-        let phase = match self.phase {
-            Phase::Stopping { deadline, killed } => Some(if killed {
-                deadline + REAP_GRACE
-            } else {
-                deadline
-            }),
-            Phase::Running => None,
+        let left = self.fleet.workers.len() + self.hooks.len();
+        let phase = match self.phase.stop_step(Instant::now(), left) {
+            Some(StopStep::Wait(t)) => Some(t),
+            Some(_) => Some(Instant::now()),
+            None => None,
         };
         slots
             .chain(kills)
@@ -841,8 +828,9 @@ impl Master {
                 }
                 self.step_reload(now);
             }
-            Phase::Stopping { deadline, killed } => {
-                if !killed && now >= deadline {
+            Phase::Stopping { .. } => {
+                let left = self.fleet.workers.len() + self.hooks.len();
+                if self.phase.stop_step(now, left) == Some(StopStep::KillAll) {
                     for (_, worker) in self.fleet.workers.iter() {
                         warn!(
                             "kill_timeout passed; SIGKILL slot={} pid={}",
@@ -853,10 +841,7 @@ impl Master {
                     for &hook in &self.hooks {
                         let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
                     }
-                    self.phase = Phase::Stopping {
-                        deadline,
-                        killed: true,
-                    };
+                    self.phase.mark_killed();
                 }
             }
         }
@@ -1111,10 +1096,7 @@ impl Master {
         if let Some(reload) = self.reload.take() {
             self.answer_all(reload.into_waiters(), Err("the master is stopping".into()));
         }
-        self.phase = Phase::Stopping {
-            deadline: now + grace,
-            killed: false,
-        };
+        self.phase = Phase::stopping(now, grace);
         self.watch_listeners(); // no longer: we are stopping
         self.accept_ready.iter_mut().for_each(|r| *r = false);
         // Give queued sockets to whoever can still take them, before `stop` follows them.
@@ -1147,9 +1129,6 @@ impl Master {
         for &hook in &self.hooks {
             let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
         }
-        self.phase = Phase::Stopping {
-            deadline: now,
-            killed: true,
-        };
+        self.phase = Phase::killed(now);
     }
 }

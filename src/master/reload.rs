@@ -14,6 +14,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 
 use super::fleet::{self, Role, State};
+use super::lifecycle::{ReadyRule, Start};
 use super::{Master, Phase};
 use crate::config::{Config, MAX_WORKERS};
 
@@ -33,7 +34,81 @@ pub struct Reload {
     waiters: Vec<Waiter>,
 }
 
+/// What a reload does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Start a candidate for this slot.
+    Roll(usize),
+    /// A candidate is starting: wait for it to be ready (or to fail).
+    Wait,
+    /// Every slot is replaced.
+    Done,
+}
+
+/// The reload as data: which slots are left, which one rolls now, who waits. Pure: the master
+/// starts candidates and promotes them; this decides the order and reports the outcome.
 impl Reload {
+    /// A reload of `slots`, in that order (the slots that have a current worker).
+    pub fn new(slots: VecDeque<usize>, started: Instant, waiter: Option<Waiter>) -> Reload {
+        Reload {
+            total: slots.len(),
+            pending: slots,
+            rolling: None,
+            replaced: 0,
+            started,
+            waiters: waiter.into_iter().collect(),
+        }
+    }
+
+    /// The next step. A slot that is no longer `live` (scaled away, or its worker gone and
+    /// restarting anyway, so its next worker is new) is skipped.
+    pub fn next(&mut self, live: impl Fn(usize) -> bool) -> Step {
+        if self.rolling.is_some() {
+            return Step::Wait;
+        }
+        while let Some(slot) = self.pending.pop_front() {
+            if live(slot) {
+                self.rolling = Some(slot);
+                return Step::Roll(slot);
+            }
+        }
+        Step::Done
+    }
+
+    /// The candidate of `slot` took over.
+    pub fn promoted(&mut self, slot: usize) {
+        if self.rolling == Some(slot) {
+            self.rolling = None;
+            self.replaced += 1;
+        }
+    }
+
+    /// Why another reload is refused now.
+    pub fn busy(&self) -> String {
+        format!(
+            "a reload is already in progress ({} of {} slots replaced); try again when it ends",
+            self.replaced, self.total
+        )
+    }
+
+    /// The outcome when every slot is done.
+    pub fn completed(&self, now: Instant) -> String {
+        format!(
+            "reload complete: {} worker(s) replaced in {:.1?}",
+            self.replaced,
+            now.duration_since(self.started)
+        )
+    }
+
+    /// The outcome when the candidate of `slot` failed: the old worker keeps serving.
+    pub fn failed(&self, slot: usize, cause: &str) -> String {
+        format!(
+            "reload failed at slot={slot}: the new worker did not become ready ({cause}); \
+             the old worker keeps serving; {} of {} slot(s) had been replaced",
+            self.replaced, self.total
+        )
+    }
+
     pub fn into_waiters(self) -> Vec<Waiter> {
         self.waiters
     }
@@ -56,10 +131,7 @@ impl Master {
             return Err("the master is stopping".into());
         }
         if let Some(r) = &self.reload {
-            return Err(format!(
-                "a reload is already in progress ({} of {} slots replaced); try again when it ends",
-                r.replaced, r.total
-            ));
+            return Err(r.busy());
         }
         let config = (self.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
@@ -86,14 +158,7 @@ impl Master {
             "reload: replacing {} worker(s), one at a time",
             pending.len()
         );
-        self.reload = Some(Reload {
-            total: pending.len(),
-            pending,
-            rolling: None,
-            replaced: 0,
-            started: now,
-            waiters: waiter.into_iter().collect(),
-        });
+        self.reload = Some(Reload::new(pending, now, waiter));
         self.step_reload(now);
         Ok(())
     }
@@ -141,38 +206,28 @@ impl Master {
 
     /// Moves the reload on: start the next candidate, or finish.
     pub(super) fn step_reload(&mut self, now: Instant) {
-        loop {
-            let Some(reload) = &mut self.reload else {
-                return;
-            };
-            if reload.rolling.is_some() {
-                return; // waiting for the candidate
-            }
-            let Some(slot) = reload.pending.pop_front() else {
-                let done = self.reload.take().expect("checked above");
-                let message = format!(
-                    "reload complete: {} worker(s) replaced in {:.1?}",
-                    done.replaced,
-                    now.duration_since(done.started)
-                );
-                info!("{message}");
-                self.answer_all(done.waiters, Ok(message));
-                return;
-            };
-            let live = self
-                .fleet
-                .slots
-                .get(slot)
-                .is_some_and(|s| s.current.is_some() && s.candidate.is_none());
-            if !live {
-                continue; // scaled away or restarting anyway: its next worker is new
-            }
-            reload.rolling = Some(slot);
-            if self.start_worker(slot, Role::Candidate, now).is_none() {
-                self.fail_reload(slot, "the candidate could not be started".into());
-                return;
-            }
+        let Some(reload) = &mut self.reload else {
             return;
+        };
+        let slots = &self.fleet.slots;
+        let live = |slot: usize| {
+            slots
+                .get(slot)
+                .is_some_and(|s| s.current.is_some() && s.candidate.is_none())
+        };
+        match reload.next(live) {
+            Step::Wait => {}
+            Step::Done => {
+                let done = self.reload.take().expect("checked above");
+                let message = done.completed(now);
+                info!("{message}");
+                self.answer_all(done.into_waiters(), Ok(message));
+            }
+            Step::Roll(slot) => {
+                if self.start_worker(slot, Role::Candidate, now).is_none() {
+                    self.fail_reload(slot, "the candidate could not be started".into());
+                }
+            }
         }
     }
 
@@ -194,10 +249,7 @@ impl Master {
             }
         }
         if let Some(reload) = &mut self.reload {
-            if reload.rolling == Some(slot) {
-                reload.rolling = None;
-                reload.replaced += 1;
-            }
+            reload.promoted(slot);
         }
         self.step_reload(now);
     }
@@ -223,13 +275,9 @@ impl Master {
         let Some(reload) = self.reload.take() else {
             return;
         };
-        let message = format!(
-            "reload failed at slot={slot}: the new worker did not become ready ({cause}); \
-             the old worker keeps serving; {} of {} slot(s) had been replaced",
-            reload.replaced, reload.total
-        );
+        let message = reload.failed(slot, &cause);
         error!("{message}");
-        self.answer_all(reload.waiters, Err(message));
+        self.answer_all(reload.into_waiters(), Err(message));
     }
 
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
@@ -284,7 +332,7 @@ impl Master {
     /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
     /// `ready_timeout` is killed and counts as a failed start.
     pub(super) fn check_readiness(&mut self, now: Instant) {
-        let delay = self.ready_after();
+        let rule = ReadyRule::new(&self.config.worker);
         let timeout = self.config.worker.ready_timeout;
         let mut ready = Vec::new();
         let mut late = Vec::new();
@@ -292,11 +340,10 @@ impl Master {
             if w.state != State::Starting {
                 continue;
             }
-            let up = w.uptime(now);
-            if delay.is_some_and(|d| up >= d) {
-                ready.push(key);
-            } else if up >= timeout {
-                late.push(key);
+            match rule.check(w.uptime(now)) {
+                Start::Ready => ready.push(key),
+                Start::Late => late.push(key),
+                Start::Waiting => {}
             }
         }
         for key in ready {
@@ -314,25 +361,82 @@ impl Master {
         }
     }
 
-    /// How long after its start a worker counts as ready without saying so, if at all.
-    fn ready_after(&self) -> Option<std::time::Duration> {
-        match self.config.worker.ready {
-            crate::config::Readiness::Message => None,
-            crate::config::Readiness::Delay => Some(self.config.worker.ready_delay),
-            crate::config::Readiness::Start => Some(std::time::Duration::ZERO),
-        }
-    }
-
     /// The nearest readiness deadline of a starting worker.
     pub(super) fn next_readiness_deadline(&self) -> Option<Instant> {
-        let delay = self.ready_after();
-        let timeout = self.config.worker.ready_timeout;
-        let wait = delay.map_or(timeout, |d| d.min(timeout));
+        let rule = ReadyRule::new(&self.config.worker);
         self.fleet
             .workers
             .iter()
             .filter(|(_, w)| w.state == State::Starting)
-            .map(|(_, w)| w.started + wait)
+            .map(|(_, w)| rule.deadline(w.started))
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reload(slots: &[usize]) -> Reload {
+        Reload::new(slots.iter().copied().collect(), Instant::now(), Some(7))
+    }
+
+    #[test]
+    fn slots_roll_one_at_a_time_in_order_each_after_the_last_is_promoted() {
+        let mut r = reload(&[0, 1, 2]);
+        assert_eq!(r.next(|_| true), Step::Roll(0));
+        assert_eq!(
+            r.next(|_| true),
+            Step::Wait,
+            "slot 0's candidate is not ready"
+        );
+        r.promoted(0);
+        assert_eq!(r.next(|_| true), Step::Roll(1));
+        r.promoted(1);
+        assert_eq!(r.next(|_| true), Step::Roll(2));
+        r.promoted(2);
+        assert_eq!(r.next(|_| true), Step::Done);
+        assert!(r.completed(Instant::now()).contains("3 worker(s) replaced"));
+        assert!(r.is_waiting(7) && !r.is_waiting(8));
+    }
+
+    #[test]
+    fn a_slot_scaled_away_or_restarting_meanwhile_is_skipped() {
+        let mut r = reload(&[0, 1, 2]);
+        assert_eq!(r.next(|s| s != 0), Step::Roll(1));
+        r.promoted(1);
+        assert_eq!(r.next(|s| s != 2), Step::Done);
+        assert!(r.completed(Instant::now()).contains("1 worker(s) replaced"));
+    }
+
+    #[test]
+    fn a_promotion_of_another_slot_does_not_move_it_on() {
+        let mut r = reload(&[0, 1]);
+        assert_eq!(r.next(|_| true), Step::Roll(0));
+        r.promoted(1); // e.g. a slot restarting on its own: not the one rolling
+        assert_eq!(r.next(|_| true), Step::Wait);
+    }
+
+    #[test]
+    fn refusals_and_failures_say_how_far_it_got() {
+        let mut r = reload(&[0, 1, 2]);
+        assert_eq!(r.next(|_| true), Step::Roll(0));
+        r.promoted(0);
+        assert_eq!(r.next(|_| true), Step::Roll(1));
+        assert!(r.busy().contains("1 of 3 slots replaced"), "{}", r.busy());
+        let failed = r.failed(1, "not ready within 30s");
+        assert!(
+            failed.contains("slot=1")
+                && failed.contains("not ready within 30s")
+                && failed.contains("old worker keeps serving")
+                && failed.contains("1 of 3"),
+            "{failed}"
+        );
+        assert_eq!(r.into_waiters(), [7]);
+    }
+
+    #[test]
+    fn an_empty_fleet_reloads_at_once() {
+        assert_eq!(reload(&[]).next(|_| true), Step::Done);
     }
 }
