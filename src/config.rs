@@ -210,6 +210,64 @@ impl FromStr for ListenAddr {
     }
 }
 
+/// The longest path a Unix socket may have (`sun_path` holds 108 bytes with the final NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// Addresses that cannot all be bound: the same one twice (port 0 excepted: each picks its
+/// own), a Unix socket path longer than the kernel takes.
+fn check_listen(listen: &[ListenAddr]) -> Result<(), String> {
+    for (i, addr) in listen.iter().enumerate() {
+        if let ListenAddr::Unix(path) = addr {
+            check_unix_path(path)?;
+        }
+        let fixed = !matches!(addr, ListenAddr::Tcp(sa) if sa.port() == 0);
+        if fixed && listen[..i].contains(addr) {
+            return Err(format!("{} appears twice", quoted(&addr.to_string())));
+        }
+    }
+    Ok(())
+}
+
+fn check_unix_path(path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > MAX_UNIX_PATH {
+        return Err(format!(
+            "the Unix socket path {} is {len} bytes; the system takes at most {MAX_UNIX_PATH}",
+            quoted(&path.to_string_lossy())
+        ));
+    }
+    Ok(())
+}
+
+/// Strings that `execve` cannot pass: a NUL byte anywhere, an environment name that is empty
+/// or holds `=` (the worker would see another variable).
+fn check_exec_strings(args: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(i) = args.iter().position(|a| a.contains('\0')) {
+        return Err(format!(
+            "key `worker.args`: argument {} ({}) contains a NUL byte, which no program can be \
+             given",
+            i + 1,
+            quoted(&args[i])
+        ));
+    }
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(format!(
+                "key `worker.env`: {} is not a variable name (empty, or with `=` or a NUL byte)",
+                quoted(k)
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!(
+                "key `worker.env`: the value of {} contains a NUL byte, which no program can \
+                 be given",
+                quoted(k)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a worker's arguments and environment (with the master's own, which it inherits) fit
 /// in what `execve` accepts: the system's `ARG_MAX` in all, and 128 KiB per string on Linux.
 fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
@@ -279,6 +337,11 @@ impl WorkerCount {
 /// The most workers one master runs; more is almost certainly a typo.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The shortest `[restart] window`.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The shortest `[restart] backoff_initial` and `backoff_max`.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
 /// The bound of `[restart] max_restarts`: the master remembers each exit within the window, so
 /// a slot's history stays below some 160 KB.
 pub const MAX_RESTARTS: u32 = 10_000;
@@ -331,7 +394,8 @@ impl<'de> Deserialize<'de> for HumanDuration {
             .map(HumanDuration)
             .map_err(|e| {
                 de::Error::custom(format!(
-                    "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"5s\", \"1m\")"
+                    "invalid duration {}: {e} (write e.g. \"500ms\", \"5s\", \"1m\")",
+                    quoted(&s)
                 ))
             })
     }
@@ -830,9 +894,11 @@ fn toml_error(error: toml::de::Error, text: &str, name: &str, path: &str) -> Con
     let (line, column) = error
         .span()
         .map_or((0, 0), |span| line_and_column(text, span));
-    let mut message = error.message().trim().replace('\n', " ");
+    // Both may hold what the file holds (an unknown key of a megabyte): cut each.
+    const SHOWN: usize = 300;
+    let mut message = crate::text::cut(&error.message().trim().replace('\n', " "), SHOWN);
     if !path.is_empty() && path != "." {
-        message = format!("key `{path}`: {message}");
+        message = format!("key `{}`: {message}", crate::text::cut(path, SHOWN));
     }
     ConfigError::Invalid {
         file: name.to_owned(),
@@ -877,8 +943,11 @@ pub fn validate(
         if listen.is_empty() {
             return Err(invalid(span, "listen", "needs at least one address".into()));
         }
+        check_listen(&listen).map_err(|e| invalid(span, "listen", e))?;
         listen
     } else {
+        check_listen(&overrides.listen)
+            .map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
         overrides.listen.clone()
     };
     let max_unacked = match file.worker.max_unacked {
@@ -948,8 +1017,20 @@ pub fn validate(
         None => None,
     };
 
-    check_exec_size(&file.worker.args, &file.worker.env)
+    check_exec_strings(&file.worker.args, &file.worker.env)
+        .and_then(|()| check_exec_size(&file.worker.args, &file.worker.env))
         .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
+    if let Some(command) = file
+        .restart
+        .on_giveup
+        .as_deref()
+        .filter(|c| c.contains('\0'))
+    {
+        return Err(ConfigError::Setting(format!(
+            "{name}: key `restart.on_giveup`: {} contains a NUL byte, which no shell can be given",
+            quoted(command)
+        )));
+    }
     let (program, arg0, args) = match file.worker.exec {
         Some(exec) => {
             let span = exec.span();
@@ -1003,11 +1084,42 @@ pub fn validate(
             format!("{max_restarts} is out of range (allowed: 0 to {MAX_RESTARTS})"),
         ));
     }
+    // Restart storm protection cannot be switched off by accident: a window shorter than a
+    // second never holds two exits of a worker that takes any time to start, and restarts
+    // closer than 10 ms apart only burn CPU.
+    let floor = |d: Spanned<HumanDuration>, key: &str, min: Duration, why: &str| {
+        let span = d.span();
+        let value = duration(d, key)?;
+        if value < min {
+            return Err(invalid(
+                span,
+                key,
+                format!(
+                    "{} is too short (at least {}: {why})",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min)
+                ),
+            ));
+        }
+        Ok(value)
+    };
+    let storm = "a shorter window never sees a restart storm";
+    let spin = "faster restarts only burn CPU";
     let restart = RestartConfig {
         max_restarts,
-        window: duration(file.restart.window, "restart.window")?,
-        backoff_initial: duration(file.restart.backoff_initial, "restart.backoff_initial")?,
-        backoff_max: duration(file.restart.backoff_max, "restart.backoff_max")?,
+        window: floor(file.restart.window, "restart.window", MIN_WINDOW, storm)?,
+        backoff_initial: floor(
+            file.restart.backoff_initial,
+            "restart.backoff_initial",
+            MIN_BACKOFF,
+            spin,
+        )?,
+        backoff_max: floor(
+            file.restart.backoff_max,
+            "restart.backoff_max",
+            MIN_BACKOFF,
+            spin,
+        )?,
         min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
     };
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
@@ -1045,12 +1157,19 @@ pub fn validate(
         pid_file: file.control.pid_file.map(relative).unwrap_or(pid_file),
         socket: file.control.socket.map(relative).unwrap_or(socket),
     };
+    check_unix_path(&control.socket).map_err(|e| {
+        ConfigError::Setting(format!(
+            "{name}: key `control.socket` (or its default beside the pid file): {e}; name a \
+             shorter one"
+        ))
+    })?;
     if let Some(format) = &file.log.date_format {
         use chrono::format::{Item, StrftimeItems};
         if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
             return Err(ConfigError::Setting(format!(
-                "{name}: key `log.date_format`: {format:?} is not a valid strftime format \
-                 (e.g. \"%Y-%m-%dT%H:%M:%S%.3f\")"
+                "{name}: key `log.date_format`: {} is not a valid strftime format \
+                 (e.g. \"%Y-%m-%dT%H:%M:%S%.3f\")",
+                quoted(format)
             )));
         }
     }
@@ -1152,16 +1271,22 @@ fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
         return if is_executable(&path) {
             Ok(path)
         } else if path.exists() {
-            Err(format!("{} is not an executable file", path.display()))
+            Err(format!(
+                "{} is not an executable file",
+                quoted(&path.to_string_lossy())
+            ))
         } else {
-            Err(format!("{} does not exist", path.display()))
+            Err(format!(
+                "{} does not exist",
+                quoted(&path.to_string_lossy())
+            ))
         };
     }
     let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&search)
         .map(|dir| dir.join(exec))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| format!("program {exec:?} not found on PATH"))
+        .ok_or_else(|| format!("program {} not found on PATH", quoted(exec)))
 }
 
 /// The policy in force and which setting chose it. Highest first: the flag, `RRB_SCHED_POLICY`,
@@ -1399,6 +1524,75 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         load_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn what_exec_cannot_pass_is_refused_naming_the_key() {
+        for (text, key) in [
+            ("[worker]\nargs = [\"ok\", \"a\\u0000b\"]\n", "worker.args"),
+            ("[worker]\nenv = { \"A=B\" = \"x\" }\n", "worker.env"),
+            ("[worker]\nenv = { \"\" = \"x\" }\n", "worker.env"),
+            ("[worker]\nenv = { A = \"a\\u0000b\" }\n", "worker.env"),
+            (
+                "[restart]\non_giveup = \"echo \\u0000\"\n",
+                "restart.on_giveup",
+            ),
+        ] {
+            let e = error_of(text);
+            let what = e.contains("NUL") || e.contains("variable name");
+            assert!(e.contains(&format!("`{key}`")) && what, "{e}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_that_cannot_all_be_bound_are_refused() {
+        let e = error_of("listen = [\"127.0.0.1:3000\", \"127.0.0.1:3000\"]\n");
+        assert!(
+            e.starts_with("cluster.toml:1:") && e.contains("appears twice"),
+            "{e}"
+        );
+        // Port 0 twice is two ports.
+        assert!(load_str("listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n").is_ok());
+        let long = format!("/tmp/{}", "s".repeat(120));
+        let e = error_of(&format!("listen = [\"unix:{long}\"]\n"));
+        assert!(e.contains("at most 107"), "{e}");
+        let e = error_of(&format!("[control]\nsocket = \"{long}\"\n"));
+        assert!(
+            e.contains("`control.socket`") && e.contains("at most 107"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn restart_storm_protection_cannot_be_switched_off() {
+        for (key, value) in [
+            ("window", "500ms"),
+            ("backoff_initial", "0s"),
+            ("backoff_max", "1ms"),
+        ] {
+            let e = error_of(&format!("[restart]\n{key} = \"{value}\"\n"));
+            assert!(
+                e.starts_with("cluster.toml:2:")
+                    && e.contains(&format!("`restart.{key}`"))
+                    && e.contains("too short"),
+                "{e}"
+            );
+        }
+        assert!(load_str("[restart]\nwindow = \"1s\"\nbackoff_initial = \"10ms\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_megabyte_where_a_word_goes_is_cut_in_every_message() {
+        let big = "z".repeat(1_000_000);
+        for text in [
+            format!("[shutdown]\nkill_timeout = \"{big}\"\n"),
+            format!("{big} = 1\n"),
+            format!("[log]\ndate_format = \"%Q{big}\"\n"),
+            format!("[worker]\nexec = \"{big}\"\n"),
+        ] {
+            let e = error_of(&text);
+            assert!(e.len() < 1_000, "{} bytes: {}", e.len(), &e[..200]);
+        }
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub fn quoted(value: &str) -> String {
     }
 }
 
+/// A message that may embed untrusted text (a key, a value), cut after `max` characters with its
+/// full size: one line stays readable whatever a file holds.
+pub fn cut(message: &str, max: usize) -> String {
+    match message.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &message[..at], message.len()),
+        None => message.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,5 +36,11 @@ mod tests {
             "{shown}"
         );
         assert!(shown.ends_with("(2000 bytes)"), "{shown}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_with_their_size() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("abcdef", 3), "abc… (6 bytes in all)");
     }
 }
