@@ -192,7 +192,7 @@ fn a_cluster_server_beyond_our_listeners_fails_its_listen_and_the_worker_is_repl
     // forever for connections that never come; this app does not handle the error and exits.
     let (_mark, config) = bad_once("listen2", "node-cluster");
     let rrb = Rrb::start(&config, 2);
-    let line = rrb.wait_for_log("refused server 2", Duration::from_secs(10));
+    let line = rrb.wait_for_log("refused its server on port 4000", Duration::from_secs(10));
     assert!(line.contains("add an address to `listen`"), "{line}");
     rrb.wait_for_log("EADDRNOTAVAIL", Duration::from_secs(10));
     rrb.wait_ready(3);

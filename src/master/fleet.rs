@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::debug;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use slab::Slab;
@@ -78,13 +78,23 @@ impl Worker {
     /// then at debug (a chatty or flooding worker cannot fill the master's log). Formatted only
     /// if the line is written.
     pub fn note(&mut self, note: std::fmt::Arguments<'_>) {
+        self.log(log::Level::Info, note);
+    }
+
+    /// The same, at WARN level while the budget lasts: something the operator must see.
+    pub fn warn(&mut self, warning: std::fmt::Arguments<'_>) {
+        self.log(log::Level::Warn, warning);
+    }
+
+    fn log(&mut self, level: log::Level, note: std::fmt::Arguments<'_>) {
         let (slot, pid) = (self.slot, self.pid);
         self.notes = self.notes.saturating_add(1);
         match self.notes {
-            ..=NOTES_AT_INFO => info!("worker slot={slot} pid={pid}: {note}"),
-            n if n == NOTES_AT_INFO + 1 => info!(
-                "worker slot={slot} pid={pid}: {note} (further messages of this worker are logged \
-                 at debug level)"
+            ..=NOTES_AT_INFO => log::log!(level, "worker slot={slot} pid={pid}: {note}"),
+            n if n == NOTES_AT_INFO + 1 => log::log!(
+                level,
+                "worker slot={slot} pid={pid}: {note} (further messages of this worker are \
+                 logged at debug level)"
             ),
             _ => debug!("worker slot={slot} pid={pid}: {note}"),
         }

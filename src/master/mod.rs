@@ -530,6 +530,10 @@ impl Master {
                 worker.spoke = true;
                 worker.note(format_args!("{note}"));
             }
+            Incoming::Warning(warning) => {
+                worker.spoke = true;
+                worker.warn(format_args!("{warning}"));
+            }
             Incoming::Said { what, value } => {
                 worker.spoke = true;
                 worker.note(format_args!("{what}: {value}"));

@@ -32,7 +32,7 @@ const READ_BUDGET: usize = 4;
 /// refused with.
 const UV_ENOTSUP: i64 = -95;
 /// uv's `UV_EADDRNOTAVAIL`: the errno a `queryServer` is refused with when every listener
-/// already has its server in that worker. Node reports it as `listen EADDRNOTAVAIL …`.
+/// already has its server in that worker. Node 20 reports it as `bind EADDRNOTAVAIL …`.
 const UV_EADDRNOTAVAIL: i64 = -99;
 
 /// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
@@ -41,6 +41,15 @@ pub struct SharedListener {
     pub fd: OwnedFd,
     /// `None` for a Unix socket.
     pub addr: Option<SocketAddr>,
+}
+
+/// A cluster worker's server (one `listen()`), and the listener whose connections it gets.
+#[derive(Debug)]
+struct Server {
+    key: String,
+    /// `key`, JSON-encoded, as every `newconn` carries it.
+    key_json: String,
+    listener: usize,
 }
 
 /// Which handle waits for its `NODE_HANDLE_ACK`.
@@ -86,9 +95,8 @@ pub struct NodeWire {
     resend_conn: bool,
     /// Cluster: the `seq` of each `newconn` in the un-acked window, in the same order.
     awaiting: VecDeque<u64>,
-    /// Cluster, round-robin: the keys of the worker's servers (and JSON-encoded), in
-    /// `queryServer` order.
-    servers: Vec<(String, String)>,
+    /// Cluster: the worker's servers, each bound to one of our listeners for its life.
+    servers: Vec<Server>,
     stop_sent: bool,
     /// `protocol = "node"`: the line every connection rides with (always the same).
     socket_line: Vec<u8>,
@@ -266,18 +274,18 @@ impl NodeWire {
         if !self.cluster {
             return Some(self.socket_line.clone());
         }
-        let index = if listener < self.servers.len() {
-            listener
-        } else {
-            0
-        };
-        if self.servers.is_empty() {
-            return None;
-        }
+        // The server bound to that listener; a listener without one (the app listens fewer
+        // times than we have addresses) goes to the worker's first server.
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.listener == listener)
+            .or(self.servers.first())?;
+        let key_json = server.key_json.clone();
         let seq = self.next_seq();
         self.awaiting.push_back(seq);
         let mut line = Vec::with_capacity(128);
-        node_ipc::newconn_line(&self.servers[index].1, seq, &mut line);
+        node_ipc::newconn_line(&key_json, seq, &mut line);
         Some(line)
     }
 
@@ -367,7 +375,7 @@ impl NodeWire {
             }
             FromWorker::Listening => self.say(WorkerMessage::Ready, out),
             FromWorker::Close { key } => {
-                self.servers.retain(|(k, _)| *k != key);
+                self.servers.retain(|s| s.key != key);
                 if self.servers.is_empty() && !self.shared {
                     // It closed its server: whatever we send now it would refuse.
                     self.say(WorkerMessage::Leaving, out);
@@ -452,12 +460,27 @@ impl NodeWire {
         }
     }
 
+    /// The listener a new server on `port` gets: a free one with that port, else the first
+    /// free one (so each port keeps its server whatever order the app listens in, and a server
+    /// closed and opened again gets its listener back).
+    fn free_listener(&self, port: i64) -> Option<usize> {
+        let free = |i: &usize| !self.servers.iter().any(|s| s.listener == *i);
+        let same_port = (0..self.listeners.len()).filter(free).find(|&i| {
+            self.listeners[i]
+                .addr
+                .is_some_and(|a| i64::from(a.port()) == port)
+        });
+        same_port.or_else(|| (0..self.listeners.len()).find(free))
+    }
+
     fn on_query_server(&mut self, query: node_ipc::QueryServer, out: &mut Vec<Incoming>) {
         let key = query.key();
         let udp = matches!(query.address_type.as_str(), "udp4" | "udp6");
         let reply_seq = self.next_seq();
-        // The worker's servers map onto our listeners in `queryServer` order; one more than
-        // we have listeners would get no connection, so its `listen()` fails instead.
+        // A server gets a listener of its own for its life: the free one with the port it asked
+        // for, else the first free one. With none free it would get no connection, so its
+        // `listen()` fails instead (Node's own message: `bind EADDRNOTAVAIL`).
+        let listener = self.free_listener(query.port);
         let refusal = if udp {
             Some((
                 UV_ENOTSUP,
@@ -466,15 +489,16 @@ impl NodeWire {
                     crate::text::quoted(&query.address_type)
                 ),
             ))
-        } else if self.servers.len() >= self.listeners.len() {
+        } else if listener.is_none() {
             Some((
                 UV_EADDRNOTAVAIL,
                 format!(
-                    "refused server {} ({}): rrbalancer has {} listener(s), each already taken by \
-                     one of this worker's servers; add an address to `listen` for it",
-                    self.servers.len() + 1,
-                    crate::text::quoted(&key),
-                    self.listeners.len()
+                    "refused its server on port {}: rrbalancer has {} listener(s), each already \
+                     given to one of this worker's {} server(s); add an address to `listen` for \
+                     it (the app's listen() fails with EADDRNOTAVAIL)",
+                    query.port,
+                    self.listeners.len(),
+                    self.servers.len()
                 ),
             ))
         } else {
@@ -483,16 +507,20 @@ impl NodeWire {
         if let Some((errno, note)) = refusal {
             let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
             reply["errno"] = errno.into();
-            out.push(Incoming::Note(note));
+            out.push(Incoming::Warning(note));
             self.queue.push_back(Line {
                 bytes: node_ipc::encode(&reply),
                 listener: None,
             });
             return;
         }
-        let index = self.servers.len();
+        let index = listener.expect("refused above when none is free");
         let key_json = serde_json::to_string(&key).unwrap_or_else(|_| "\"\"".into());
-        self.servers.push((key.clone(), key_json));
+        self.servers.push(Server {
+            key: key.clone(),
+            key_json,
+            listener: index,
+        });
         if self.shared {
             let reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
             self.queue.push_back(Line {
@@ -738,7 +766,12 @@ mod tests {
         for seq in 2..1000 {
             write(&worker, &query(seq, 4000));
             match incoming(&mut ch).as_slice() {
-                [Incoming::Note(note)] => assert!(note.contains("1 listener(s)"), "{note}"),
+                [Incoming::Warning(note)] => {
+                    assert!(
+                        note.contains("port 4000") && note.contains("1 listener(s)"),
+                        "{note}"
+                    )
+                }
                 other => panic!("{other:?}"),
             }
             let refused = reply(&mut ch);
@@ -759,6 +792,76 @@ mod tests {
         write(&worker, &query(1001, 5000));
         assert_eq!(incoming(&mut ch), []);
         assert_eq!(reply(&mut ch)["errno"], Value::Null);
+    }
+
+    #[test]
+    fn each_server_keeps_its_listener_matched_by_port_whatever_the_order() {
+        let (master, worker) = sys::stream_pair().unwrap();
+        let listeners: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let shared = listeners
+            .into_iter()
+            .map(|l| SharedListener {
+                addr: l.local_addr().ok(),
+                fd: l.into(),
+            })
+            .collect();
+        let wire = NodeWire::new(true, false, messages(), shared);
+        let mut ch = Pair::new(Channel::node(master, wire).unwrap(), 8);
+        let query = |seq: u64, port: u16| {
+            format!(
+                "{}\n",
+                json!({"cmd":"NODE_CLUSTER","act":"queryServer","index":0,"data":null,
+                    "address":null,"port":port,"addressType":4,"backlog":0,"seq":seq})
+            )
+        };
+        // The app listens on our second port first, then on the first.
+        write(&worker, &query(1, ports[1]));
+        write(&worker, &query(2, ports[0]));
+        assert_eq!(incoming(&mut ch), []);
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+        let _ = read(&worker);
+        // A connection on each listener goes to the server with its port.
+        let key_for = |ch: &mut Pair, listener: usize| {
+            let (mut h, _peer) = conn();
+            h.listener = listener;
+            ch.assign(h);
+            assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+            let (line, fds) = read(&worker);
+            assert_eq!(fds, 1);
+            let v: Value = serde_json::from_str(line.trim()).unwrap();
+            let key = v["msg"]["key"].as_str().unwrap().to_owned();
+            // Take it, so the next one can go.
+            let ack = format!(
+                "{{\"cmd\":\"NODE_HANDLE_ACK\"}}\n{{\"cmd\":\"NODE_CLUSTER\",\"ack\":{},\"accepted\":true,\"seq\":9}}\n",
+                v["msg"]["seq"]
+            );
+            write(&worker, &ack);
+            let _ = incoming(ch);
+            key
+        };
+        assert!(key_for(&mut ch, 0).contains(&format!(":{}:", ports[0])));
+        assert!(key_for(&mut ch, 1).contains(&format!(":{}:", ports[1])));
+        // The first server closes and listens again: it gets its listener back, the other
+        // keeps its own.
+        let closed = format!("null:{}:4:undefined:0", ports[1]);
+        write(
+            &worker,
+            &format!(
+                "{{\"cmd\":\"NODE_CLUSTER\",\"act\":\"close\",\"key\":\"{closed}\",\"seq\":3}}\n"
+            ),
+        );
+        write(&worker, &query(4, ports[1]));
+        assert_eq!(incoming(&mut ch), []);
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+        let _ = read(&worker);
+        assert!(key_for(&mut ch, 0).contains(&format!(":{}:", ports[0])));
+        assert!(key_for(&mut ch, 1).contains(&format!(":{}:", ports[1])));
     }
 
     #[test]

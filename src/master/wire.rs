@@ -43,6 +43,9 @@ pub enum Incoming {
     Message(WorkerMessage),
     /// Something worth a log line, nothing to act on.
     Note(String),
+    /// Something the operator must see (logged at WARN, as far as the worker's note budget
+    /// goes): a request we refused.
+    Warning(String),
     /// A message of a Node worker's own, logged as `{what}: {value}` — formatted only when the
     /// line is written, as a worker may send millions.
     Said {
