@@ -978,14 +978,20 @@ impl Master {
         }
         let fleet = &self.fleet;
         let affinity = self.config.affinity == Affinity::ClientIp;
-        if !self
+        let emptied = self
             .ledger
-            .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity)
-        {
-            return; // nobody has room: the kernel's backlog holds new clients meanwhile
-        }
+            .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
         if self.phase != Phase::Running {
+            // Stopping: what comes back now (from a worker that died holding it) finds nobody
+            // to take it. Close it at once, and say so, rather than silently at exit.
+            let dropped = self.ledger.drop_queue();
+            if dropped > 0 {
+                warn!("closing {dropped} connection(s) no worker could take");
+            }
             return;
+        }
+        if !emptied {
+            return; // nobody has room: the kernel's backlog holds new clients meanwhile
         }
         if let Some(until) = self.accept_paused_until {
             if now < until {
@@ -1071,7 +1077,12 @@ impl Master {
                     broken.push(key);
                 }
             }
-            self.ledger.requeue_unsent(worker.account);
+            // Running, what a full channel could not take goes to whoever is free next. Stopping,
+            // nobody takes new work: a draining worker keeps its outbox, sent when its channel
+            // is writable again, before its `stop`.
+            if self.phase == Phase::Running {
+                self.ledger.requeue_unsent(worker.account);
+            }
         }
         for key in broken {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
@@ -1103,12 +1114,9 @@ impl Master {
         self.phase = Phase::stopping(now, grace);
         self.watch_listeners(); // no longer: we are stopping
         self.accept_ready.iter_mut().for_each(|r| *r = false);
-        // Give queued sockets to whoever can still take them, before `stop` follows them.
+        // Give queued sockets to whoever can still take them, before `stop` follows them; the
+        // rest is closed (dispatch does, once stopping).
         self.dispatch(now);
-        let dropped = self.ledger.drop_queue();
-        if dropped > 0 {
-            warn!("closing {dropped} connection(s) no worker could take");
-        }
         self.listeners.clear(); // closes them (and removes Unix socket files)
         for slot in &mut self.fleet.slots {
             slot.start_at = None;

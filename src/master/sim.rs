@@ -12,7 +12,9 @@
 //!   nor beyond its window; no connection is ever sent to a second live worker while the one
 //!   it was sent to may still have it (its channel broke before its ack: it is held until that
 //!   worker is dead);
-//! - the stop closes queued connections only when no worker could take them;
+//! - nothing waits in the queue while a worker is free; new clients are accepted only once the
+//!   queue is empty (as the master does); once stopping, what nobody can take is closed at once,
+//!   and a draining worker keeps what it was assigned, to be sent before its `stop`;
 //! - at the end, with the clients gone and ready workers acking, every connection not closed
 //!   by the stop is served: none is lost.
 //!
@@ -197,6 +199,25 @@ impl Sim {
                 ));
             }
         }
+        let free = self
+            .ledger
+            .free_slot(self.slots.len(), self.serving())
+            .is_some();
+        if self.ledger.queued() > 0 && free {
+            return Err("connections left queued while a worker is free".into());
+        }
+        if self.stopping {
+            // As the master does once stopping: what nobody can take is closed at once.
+            self.ledger.each(|place, c| {
+                if place == Place::Queue {
+                    self.outcome.dropped.push(c.id);
+                }
+            });
+            let dropped = self.ledger.drop_queue();
+            if dropped > 0 {
+                self.log(format!("stopping: {dropped} closed"));
+            }
+        }
         Ok(())
     }
 
@@ -210,9 +231,12 @@ impl Sim {
             // A client arrives; it is accepted only while some worker is free, as the master
             // watches its listeners only then.
             0..=29 if !self.stopping => {
+                // As the master's dispatch: the queue first; it accepts only once the queue is
+                // empty and while someone is free.
+                self.dispatch()?;
                 let free = self.ledger.free_slot(self.slots.len(), self.serving());
-                if free.is_none() {
-                    self.log("arrive: nobody free, it waits in the kernel".into());
+                if free.is_none() || self.ledger.queued() > 0 {
+                    self.log("arrive: not accepted yet, it waits in the kernel".into());
                     return Ok(());
                 }
                 let id = self.next_id;
@@ -270,7 +294,13 @@ impl Sim {
                 self.now += Duration::from_millis(1);
                 account.mark_sent(sent, self.now);
                 account.flushed(sent > 0, blocked);
-                let back = self.ledger.requeue_unsent(key);
+                // Running, what a full channel could not take goes to someone else; stopping, a
+                // draining worker keeps it, to be sent before its `stop`.
+                let back = if self.stopping {
+                    0
+                } else {
+                    self.ledger.requeue_unsent(key)
+                };
                 self.log(format!(
                     "flush {key}: sent {sent}, {back} back to the queue"
                 ));
@@ -488,26 +518,13 @@ impl Sim {
     /// worker drains.
     fn stop(&mut self) -> Result<(), String> {
         self.stopping = true;
-        // Queued connections first go to whoever can still take them, then `stop` follows.
+        // Queued connections first go to whoever can still take them (the rest is closed),
+        // then every worker is told to stop.
         self.dispatch()?;
-        if self.ledger.queued() > 0
-            && self
-                .ledger
-                .free_slot(self.slots.len(), self.serving())
-                .is_some()
-        {
-            return Err("the stop would close connections a worker could take".into());
-        }
-        self.ledger.each(|place, c| {
-            if place == Place::Queue {
-                self.outcome.dropped.push(c.id);
-            }
-        });
         for key in self.workers.keys().copied().collect::<Vec<_>>() {
             self.detach(key);
         }
-        let dropped = self.ledger.drop_queue();
-        self.log(format!("stop: {dropped} closed"));
+        self.log("stop".into());
         Ok(())
     }
 
@@ -614,15 +631,6 @@ impl Sim {
             self.exit(key)?;
         }
         self.dispatch()?;
-        if self.ledger.queued() > 0
-            && self
-                .ledger
-                .free_slot(self.slots.len(), self.serving())
-                .is_some()
-        {
-            return Err("exiting with connections a worker could take".into());
-        }
-        self.stop()?;
         self.check()?;
         let (served, closed) = (self.outcome.served.len(), self.outcome.dropped.len());
         if (served + closed) as u64 != self.accepted {
@@ -718,7 +726,7 @@ fn no_connection_lost_none_served_twice_over_random_interleavings() {
     let started = Instant::now();
     let mut served = 0;
     for &seed in &seeds {
-        served += run(seed, 400).unwrap_or_else(|e| panic!("{e}"));
+        served += run(seed, 600).unwrap_or_else(|e| panic!("{e}"));
     }
     eprintln!(
         "{} seeds, {served} connections served, in {:?}",
@@ -726,5 +734,5 @@ fn no_connection_lost_none_served_twice_over_random_interleavings() {
         started.elapsed()
     );
     // Not a vacuous run: clients did get through.
-    assert!(served >= seeds.len() * 10, "only {served} served");
+    assert!(served >= seeds.len() * 5, "only {served} served");
 }
