@@ -7,7 +7,8 @@
 //! Each configuration is drawn from a seeded generator that favours the edges: durations and
 //! counts at their bounds and just beyond, empty and hostile strings (NUL bytes, `=` in an
 //! environment name, a megabyte where a word goes), workers that crash, never speak, or speak
-//! Node. `cargo test` runs a few dozen (`RRB_CONFIG_CASES`, default 40) from a fresh seed each
+//! Node, or ignore SIGTERM; with flags and environment overriding the file as an operator adds
+//! them. `cargo test` runs a few dozen (`RRB_CONFIG_CASES`, default 40) from a fresh seed each
 //! time; `scripts/config-property.sh` runs a thousand. A failure names the seed and case, and
 //! `RRB_CONFIG_SEED=<seed> RRB_CONFIG_CASE=<case>` runs that one case again.
 
@@ -158,6 +159,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
     // The program: the demo worker mostly; one that crashes at once, one that never speaks,
     // Node in both of its protocols; in hostile cases one that does not exist, or arguments
     // with a NUL byte or at the kernel's length limit.
+    let mut short_kill = false;
     let node = |script: &str| {
         toml_string(
             &repo()
@@ -178,6 +180,14 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         }
         10..=11 => {
             line("exec = \"sh\"\nargs = [\"-c\", \"exit 3\"]".into());
+            "native"
+        }
+        12 if g.rng.bool() => {
+            // Ignores SIGTERM (an ignored signal stays ignored across exec): the stop ends
+            // with SIGKILL at kill_timeout, kept short here.
+            line("exec = \"sh\"\nargs = [\"-c\", \"trap '' TERM; exec sleep 30\"]".into());
+            line("ready = \"delay\"\nready_delay = \"50ms\"".into());
+            short_kill = true;
             "native"
         }
         12..=13 => {
@@ -276,7 +286,9 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         let affinity = g.one(&["\"none\"", "\"client-ip\""], &["\"sticky\""]);
         line(format!("[dispatch]\naffinity = {affinity}"));
     }
-    if g.rng.bool() {
+    if short_kill {
+        line("[shutdown]\nkill_timeout = \"500ms\"".into());
+    } else if g.rng.bool() {
         let value = g.duration();
         line(format!("[shutdown]\nkill_timeout = {value}"));
     }
@@ -352,7 +364,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
 
 /// Runs `rrbalancer <args>` to its end in `dir`: exit code (`None`: killed by a signal) and
 /// stdout + stderr.
-fn run(args: &[&str], dir: &Path, marker: &str) -> (Option<i32>, String, String) {
+fn run(args: &[&str], dir: &Path, marker: &str, env: &Env) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("XDG_RUNTIME_DIR", dir)
@@ -360,6 +372,7 @@ fn run(args: &[&str], dir: &Path, marker: &str) -> (Option<i32>, String, String)
         .env("RUST_LOG", "info")
         .env_remove("RRB_SCHED_POLICY")
         .env_remove("NODE_CLUSTER_SCHED_POLICY")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(Stdio::null())
         .output();
@@ -402,6 +415,36 @@ fn signal(pid: i32, signal: i32) {
     }
 }
 
+/// Environment variables a case sets for every rrbalancer it runs.
+type Env = Vec<(String, String)>;
+
+/// Flags and environment that override the file, as an operator adds them: the same for
+/// `check`, the master and `status`.
+fn overrides(rng: &mut fastrand::Rng) -> (Vec<String>, Env) {
+    let mut flags = Vec::new();
+    let mut env = Vec::new();
+    if rng.u8(..4) == 0 {
+        let workers = ["1", "2", "auto", "0"][rng.usize(..4)];
+        flags.extend(["--workers".to_owned(), workers.to_owned()]);
+    }
+    if rng.u8(..6) == 0 {
+        let policy = ["rr", "none"][rng.usize(..2)];
+        flags.extend(["--sched-policy".to_owned(), policy.to_owned()]);
+    }
+    if rng.u8(..6) == 0 {
+        flags.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    }
+    if rng.u8(..6) == 0 {
+        let value = ["rr", "none", "fair"][rng.usize(..3)];
+        env.push(("RRB_SCHED_POLICY".to_owned(), value.to_owned()));
+    }
+    if rng.u8(..6) == 0 {
+        let value = ["rr", "none"][rng.usize(..2)];
+        env.push(("NODE_CLUSTER_SCHED_POLICY".to_owned(), value.to_owned()));
+    }
+    (flags, env)
+}
+
 /// What a case did when it kept the property.
 enum Passed {
     /// `check` accepted it, and the master ran it.
@@ -412,22 +455,30 @@ enum Passed {
 
 /// One case. `Err` describes what broke the property.
 fn case(seed: u64, index: usize) -> Result<Passed, String> {
-    let rng = fastrand::Rng::with_seed(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        fastrand::Rng::with_seed(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let (flags, env) = overrides(&mut rng);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = generate(rng, dir.path());
     let path = dir.path().join("cluster.toml");
     std::fs::write(&path, &config).map_err(|e| e.to_string())?;
     let path_arg = path.display().to_string();
     let marker = format!("{seed}-{index}-{}", std::process::id());
-    let cfg = ["--config", path_arg.as_str()];
+    let mut cfg = vec!["--config", path_arg.as_str()];
+    cfg.extend(flags.iter().map(String::as_str));
+    let with = |command: &'static str| {
+        let mut args = cfg.clone();
+        args.push(command);
+        args
+    };
 
-    let (code, printed, err) = run(&["--config", &path_arg, "check"], dir.path(), &marker);
+    let (code, printed, err) = run(&with("check"), dir.path(), &marker, &env);
     if err.contains("panicked") || !matches!(code, Some(0 | 2)) {
         return Err(format!("check: exit {code:?}: {}", tail(&err)));
     }
     if code == Some(2) {
         // Refused by check: the master refuses it the same way.
-        let (code, _, err) = run(&cfg, dir.path(), &marker);
+        let (code, _, err) = run(&cfg, dir.path(), &marker, &env);
         if code != Some(2) || err.contains("panicked") {
             return Err(format!(
                 "check refused it, the master: exit {code:?}: {}",
@@ -436,13 +487,14 @@ fn case(seed: u64, index: usize) -> Result<Passed, String> {
         }
         return Ok(Passed::Refused);
     }
-    // What check prints loads back.
+    // What check prints (flags and environment applied) loads back, alone.
     let echo = dir.path().join("printed.toml");
     std::fs::write(&echo, &printed).map_err(|e| e.to_string())?;
     let (code, _, err) = run(
         &["--config", &echo.display().to_string(), "check"],
         dir.path(),
         &marker,
+        &Env::new(),
     );
     if code != Some(0) {
         return Err(format!(
@@ -463,12 +515,13 @@ fn case(seed: u64, index: usize) -> Result<Passed, String> {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(BIN);
         command
-            .args(cfg)
+            .args(&cfg)
             .env("XDG_RUNTIME_DIR", dir.path())
             .env("RRB_PROPERTY_CASE", &marker)
             .env("RUST_LOG", "info")
             .env_remove("RRB_SCHED_POLICY")
             .env_remove("NODE_CLUSTER_SCHED_POLICY")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -495,7 +548,7 @@ fn case(seed: u64, index: usize) -> Result<Passed, String> {
             signal(pid, sig);
             pause(150);
         }
-        let (_, _, status_err) = run(&["--config", &path_arg, "status"], dir.path(), &marker);
+        let (_, _, status_err) = run(&with("status"), dir.path(), &marker, &env);
         if status_err.contains("panicked") {
             return Err(format!("status: {}", tail(&status_err)));
         }
