@@ -1,0 +1,298 @@
+//! The hand-off, the master's side of it: accepting while some worker is free, placing each
+//! socket through the [`Ledger`](super::ledger::Ledger), flushing accounts onto their channels,
+//! reading what workers say back, and releasing a channel's sockets when it closes. The rules
+//! are the ledger's; this is where they meet the sockets.
+
+use std::io;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use mio::Interest;
+use mio::unix::SourceFd;
+
+use super::fleet::Worker;
+use super::listeners;
+use super::wire::{Flush, Handoff};
+use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
+use crate::config::Affinity;
+
+impl Master {
+    pub(super) fn can_accept_more(&self) -> bool {
+        self.phase == Phase::Running
+            && self.config.mode().master_accepts()
+            && self.accept_paused_until.is_none()
+            && self.accept_ready.iter().any(|&r| r)
+            && self.ledger.queued() == 0
+            && self.free_slot().is_some()
+    }
+
+    /// Watches the listeners while some worker is free, and only then (`rr` mode). A client
+    /// that arrives meanwhile waits in the kernel's backlog; when a worker becomes free the
+    /// listeners are watched again and tried at once, since clients may be waiting.
+    pub(super) fn watch_listeners(&mut self) {
+        let wanted = self.phase == Phase::Running
+            && self.config.mode().master_accepts()
+            && self.free_slot().is_some();
+        if wanted == self.watching {
+            return;
+        }
+        self.watching = wanted;
+        for (i, l) in self.listeners.iter().enumerate() {
+            let mut source = SourceFd(&l.raw_fd());
+            let registry = self.poll.registry();
+            let done = if wanted {
+                registry.register(&mut source, self.listener_tokens[i], Interest::READABLE)
+            } else {
+                registry.deregister(&mut source)
+            };
+            if let Err(e) = done {
+                error!("cannot (un)watch the listener {}: {e}", l.local);
+            }
+            if wanted {
+                self.accept_ready[i] = true;
+            }
+        }
+    }
+
+    /// The slot whose turn it is among those free to take a connection now, without taking
+    /// the turn.
+    pub(super) fn free_slot(&self) -> Option<usize> {
+        let fleet = &self.fleet;
+        self.ledger
+            .free_slot(fleet.slots.len(), |s| fleet.serving(s))
+    }
+
+    /// When the oldest socket `worker` holds un-acked passes `ack_timeout`, unless it was
+    /// killed for that already.
+    pub(super) fn ack_deadline(&self, worker: &Worker) -> Option<Instant> {
+        if worker.stuck {
+            return None;
+        }
+        self.ledger
+            .account(worker.account)?
+            .oldest_unacked()?
+            .checked_add(self.config.worker.ack_timeout)
+    }
+
+    /// A file descriptor was closed: if accepting is paused for lack of them, try again now.
+    pub(super) fn fd_freed(&mut self) {
+        if self.fd_shortage.is_some() {
+            self.accept_paused_until = None;
+        }
+    }
+
+    /// Channels whose last read stopped for its budget, with messages perhaps still waiting.
+    pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
+        self.fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.channel.as_ref().is_some_and(|c| c.has_unread()))
+            .map(|(k, _)| k)
+    }
+
+    /// Reads on where a worker said more than one turn's budget: every worker gets a turn.
+    pub(super) fn read_unread(&mut self) {
+        let keys: Vec<usize> = self.unread_channels().collect();
+        for key in keys {
+            self.on_channel(key, true);
+        }
+    }
+
+    /// The channel of `key` takes writes again: it may be given connections again.
+    pub(super) fn on_channel_writable(&mut self, key: usize) {
+        let account = self.fleet.workers.get(key).map(|w| w.account);
+        if let Some(account) = account.and_then(|a| self.ledger.account_mut(a)) {
+            account.on_writable();
+        }
+    }
+
+    pub(super) fn on_channel(&mut self, key: usize, readable: bool) {
+        let Some(worker) = self.fleet.workers.get_mut(key) else {
+            return; // a stale event for a worker already reaped
+        };
+        let Some(channel) = worker.channel.as_mut() else {
+            return;
+        };
+        if readable {
+            let mut incoming = std::mem::take(&mut self.incoming);
+            if let Some(account) = self.ledger.account_mut(worker.account) {
+                channel.read(account, &mut incoming);
+            }
+            // Refused connections (Node's `accepted: false`) are first in line for another.
+            let refused = self.ledger.requeue_returned(worker.account);
+            if refused > 0 {
+                debug!(
+                    "pid={} refused {refused} connection(s); handing them to another",
+                    worker.pid
+                );
+            }
+            for message in incoming.drain(..) {
+                self.on_incoming(key, message);
+            }
+            self.incoming = incoming;
+        }
+        // Writable (or anything else): try to send what waits; `flush` runs every turn anyway.
+    }
+
+    /// Closes the master's side of the channel of `key`. Sockets the worker never got go to
+    /// the front of the queue for the next worker at once; those it was sent and had not
+    /// acked are held until it is dead (it may still have them: none is served twice).
+    pub(super) fn release_channel(&mut self, key: usize) {
+        let worker = &mut self.fleet.workers[key];
+        self.ledger.close(worker.account);
+        let Some(channel) = worker.channel.take() else {
+            return;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&channel.raw_fd()));
+        drop(channel);
+        self.fd_freed();
+    }
+
+    /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
+    /// line: they are older than anything still to be accepted.
+    pub(super) fn requeue_outbox(&mut self, key: usize) {
+        self.ledger.requeue_unsent(self.fleet.workers[key].account);
+    }
+
+    /// Gives `handoff` to its home slot's worker if client affinity is on and that worker can
+    /// queue it, else to the worker whose turn it is among those free now; `Err` gives it back
+    /// when nobody can take it.
+    pub(super) fn place(&mut self, handoff: Handoff) -> Result<usize, Handoff> {
+        let fleet = &self.fleet;
+        let affinity = self.config.affinity == Affinity::ClientIp;
+        self.ledger
+            .place(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity)
+    }
+
+    /// First the sockets waiting for a new owner, then new connections while anyone is free.
+    /// A connection is bound to a worker only here, just before [`Master::flush`] sends it;
+    /// while nobody is free it waits in the backlog or, not yet accepted, in the kernel's.
+    pub(super) fn dispatch(&mut self, now: Instant) {
+        if !self.config.mode().master_accepts() {
+            return;
+        }
+        let fleet = &self.fleet;
+        let affinity = self.config.affinity == Affinity::ClientIp;
+        let emptied = self
+            .ledger
+            .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
+        if self.phase != Phase::Running {
+            // Stopping: what comes back now (from a worker that died holding it) finds nobody
+            // to take it. Close it at once, and say so, rather than silently at exit.
+            let dropped = self.ledger.drop_queue();
+            if dropped > 0 {
+                warn!("closing {dropped} connection(s) no worker could take");
+            }
+            return;
+        }
+        if !emptied {
+            return; // nobody has room: the kernel's backlog holds new clients meanwhile
+        }
+        if let Some(until) = self.accept_paused_until {
+            if now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        for i in 0..self.listeners.len() {
+            let mut accepted = 0;
+            while self.accept_ready[i] && accepted < ACCEPT_BURST {
+                // Look for room without taking a turn: the accept may find nobody waiting.
+                if self.free_slot().is_none() {
+                    return;
+                }
+                match self.listeners[i].accept() {
+                    Ok((socket, peer)) => {
+                        accepted += 1;
+                        if let Some(shortage) = self.fd_shortage.take() {
+                            info!(
+                                "accepting again after {:.1?}: {} accept(s) had failed for lack \
+                                 of file descriptors",
+                                now.saturating_duration_since(shortage.since),
+                                shortage.refused
+                            );
+                        }
+                        let handoff = Handoff {
+                            socket,
+                            listener: i,
+                            peer,
+                            sent: None,
+                        };
+                        if let Err(handoff) = self.place(handoff) {
+                            self.ledger.enqueue(handoff); // unreachable: room was checked
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
+                    Err(e) if listeners::is_transient_accept_error(&e) => {}
+                    Err(e) if listeners::is_fd_exhaustion(&e) => {
+                        let shortage = self.fd_shortage.get_or_insert_with(|| {
+                            warn!(
+                                "accept on {}: {e}; pausing accepts until a file descriptor is \
+                                 freed",
+                                self.listeners[i].local
+                            );
+                            FdShortage {
+                                since: now,
+                                refused: 0,
+                            }
+                        });
+                        shortage.refused += 1;
+                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        return;
+                    }
+                    Err(e) => {
+                        error!("accept on {}: {e}", self.listeners[i].local);
+                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what each worker was assigned (and queued `stop`s). A socket that could not be
+    /// sent (the channel is full) is not left waiting for that worker: it goes back to the
+    /// front of the backlog, for whoever is free next.
+    pub(super) fn flush(&mut self, now: Instant) {
+        let mut broken = Vec::new();
+        for (key, worker) in self.fleet.workers.iter_mut() {
+            let Some(channel) = worker.channel.as_mut() else {
+                continue;
+            };
+            let Some(account) = self.ledger.account_mut(worker.account) else {
+                continue;
+            };
+            if !channel.wants_flush(account) {
+                continue;
+            }
+            match channel.flush(account, now) {
+                Flush::Done | Flush::Blocked => {}
+                Flush::Broken(e) => {
+                    debug!("channel of pid={} broke: {e}", worker.pid);
+                    broken.push(key);
+                }
+            }
+            // Running, what a full channel could not take goes to whoever is free next. Stopping,
+            // nobody takes new work: a draining worker keeps its outbox, sent when its channel
+            // is writable again, before its `stop`.
+            if self.phase == Phase::Running {
+                self.ledger.requeue_unsent(worker.account);
+            }
+        }
+        for key in broken {
+            // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
+            self.on_channel(key, true);
+            if self
+                .fleet
+                .workers
+                .get(key)
+                .is_some_and(|w| w.channel.is_some())
+            {
+                self.on_channel_closed(key);
+            }
+        }
+    }
+}
