@@ -31,7 +31,8 @@ Environment: RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY (rr|none) choose the po
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.")]
 pub struct Cli {
-    /// Configuration file (TOML). See config/cluster.toml for every key and its default.
+    /// Configuration file (TOML). Every key and its default: `rrbalancer check` prints them
+    /// (with no --config, the built-in defaults); config/cluster.toml in the source explains each.
     #[arg(short, long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
