@@ -4,10 +4,10 @@
 //! violation.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use super::wire::{Flush, Incoming, Sockets, receive};
+use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, ProtocolError, WorkerMessage,
 };
@@ -25,9 +25,7 @@ pub struct NativeWire {
     /// Scratch space reused by every send and receive.
     batch: ConnBatch,
     cmsg: Vec<u8>,
-    recv_buf: Box<[u8]>,
-    recv_cmsg: Vec<u8>,
-    stray_fds: Vec<OwnedFd>,
+    receiver: Receiver,
 }
 
 impl Default for NativeWire {
@@ -37,9 +35,7 @@ impl Default for NativeWire {
             said_leaving: false,
             batch: ConnBatch::default(),
             cmsg: Vec::with_capacity(sys::cmsg_space(MAX_FDS_PER_MESSAGE)),
-            recv_buf: vec![0; MAX_MESSAGE_LEN].into_boxed_slice(),
-            recv_cmsg: vec![0; sys::cmsg_space(4)],
-            stray_fds: Vec::new(),
+            receiver: Receiver::new(MAX_MESSAGE_LEN),
         }
     }
 }
@@ -88,22 +84,16 @@ impl NativeWire {
         out: &mut Vec<Incoming>,
     ) -> bool {
         for _ in 0..READ_BUDGET {
-            let Some(received) = receive(
-                socket,
-                &mut self.recv_buf,
-                &mut self.stray_fds,
-                &mut self.recv_cmsg,
-                out,
-            ) else {
+            let Some((message, truncated)) = self.receiver.receive(socket, out) else {
                 return false;
             };
-            if received.data_truncated {
+            if truncated {
                 out.push(Incoming::Violation(format!(
                     "sent a message longer than {MAX_MESSAGE_LEN} bytes"
                 )));
                 return false;
             }
-            match protocol::parse_worker_message(&self.recv_buf[..received.len]) {
+            match protocol::parse_worker_message(message) {
                 Ok(WorkerMessage::Ack(n)) => {
                     if let Err(sent) = account.ack_oldest(n) {
                         out.push(Incoming::Violation(format!(

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::wire::{Flush, Incoming, Sockets, receive};
+use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
 use crate::protocol::WorkerMessage;
@@ -77,9 +77,7 @@ pub struct NodeWire {
     listeners: Vec<SharedListener>,
     reader: LineReader,
     parsed: Vec<FromWorker>,
-    recv_buf: Box<[u8]>,
-    recv_cmsg: Vec<u8>,
-    stray_fds: Vec<OwnedFd>,
+    receiver: Receiver,
     cmsg: Vec<u8>,
     /// Our `seq` counter for cluster messages.
     seq: u64,
@@ -120,9 +118,7 @@ impl NodeWire {
             listeners,
             reader: LineReader::default(),
             parsed: Vec::new(),
-            recv_buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            recv_cmsg: vec![0; sys::cmsg_space(4)],
-            stray_fds: Vec::new(),
+            receiver: Receiver::new(READ_CHUNK),
             cmsg: Vec::with_capacity(sys::cmsg_space(1)),
             seq: 0,
             queue: VecDeque::new(),
@@ -289,8 +285,8 @@ impl NodeWire {
         Some(line)
     }
 
-    /// Reads what the worker said, at most [`READ_BUDGET`] chunks; `returned` gets
-    /// connections it refused. `true` if it stopped for the budget with more perhaps waiting.
+    /// Reads what the worker said, at most [`READ_BUDGET`] chunks, applying acks and refusals
+    /// to `account`. `true` if it stopped for the budget with more perhaps waiting.
     pub fn read(
         &mut self,
         socket: BorrowedFd<'_>,
@@ -298,19 +294,11 @@ impl NodeWire {
         out: &mut Vec<Incoming>,
     ) -> bool {
         for _ in 0..READ_BUDGET {
-            let Some(received) = receive(
-                socket,
-                &mut self.recv_buf,
-                &mut self.stray_fds,
-                &mut self.recv_cmsg,
-                out,
-            ) else {
+            let Some((bytes, _)) = self.receiver.receive(socket, out) else {
                 return false;
             };
             let mut parsed = std::mem::take(&mut self.parsed);
-            let fed = self
-                .reader
-                .feed(&self.recv_buf[..received.len], &mut parsed);
+            let fed = self.reader.feed(bytes, &mut parsed);
             let mut violation = None;
             for message in parsed.drain(..) {
                 if violation.is_none() {

@@ -69,10 +69,49 @@ pub enum Flush {
     Broken(io::Error),
 }
 
+/// A channel's receiving end: the buffers every read reuses.
+#[derive(Debug)]
+pub struct Receiver {
+    buf: Box<[u8]>,
+    cmsg: Vec<u8>,
+    /// Fds a worker attached (it has no business sending any): closed as soon as seen.
+    stray_fds: Vec<OwnedFd>,
+}
+
+impl Receiver {
+    /// Reads of up to `size` bytes.
+    pub fn new(size: usize) -> Receiver {
+        Receiver {
+            buf: vec![0; size].into_boxed_slice(),
+            cmsg: vec![0; sys::cmsg_space(4)],
+            stray_fds: Vec::new(),
+        }
+    }
+
+    /// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when
+    /// there is nothing more to read now — nothing waits, or the channel is done (closed,
+    /// broken, or the worker sent fds, which are closed), reported into `out`. The flag says
+    /// the message was longer than the buffer (cut).
+    pub fn receive(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        out: &mut Vec<Incoming>,
+    ) -> Option<(&[u8], bool)> {
+        let received = receive(
+            socket,
+            &mut self.buf,
+            &mut self.stray_fds,
+            &mut self.cmsg,
+            out,
+        )?;
+        Some((&self.buf[..received.len], received.data_truncated))
+    }
+}
+
 /// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when there
 /// is nothing more to read now — nothing waits, or the channel is done (closed, broken, or the
 /// worker sent fds, which are closed: it has no business sending any), reported into `out`.
-pub fn receive(
+fn receive(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
     stray_fds: &mut Vec<OwnedFd>,
