@@ -121,6 +121,56 @@ mod tests {
         assert!(t.recent() <= 3);
     }
 
+    /// The documented policy, written out plainly: an exit gives up the slot when more than
+    /// `max_restarts` exits (this one included) fall within `window` of it; otherwise the delay
+    /// is `backoff_initial`, times 1.5 for each consecutive exit since the last one that came
+    /// after `min_uptime` or more (that one starts again from `backoff_initial`), at most
+    /// `backoff_max`.
+    #[test]
+    fn decisions_follow_the_documented_policy_over_random_timelines() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let ms = Duration::from_millis;
+        for case in 0..2_000 {
+            let p = RestartConfig {
+                max_restarts: rng.u32(0..6),
+                window: ms(rng.u64(1_000..20_000)),
+                backoff_initial: ms(rng.u64(10..500)),
+                backoff_max: ms(rng.u64(10..3_000)),
+                min_uptime: ms(rng.u64(0..3_000)),
+            };
+            let mut tracker = RestartTracker::default();
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut exits: Vec<Instant> = Vec::new();
+            // The delay the spec expects next, built step by step (not by powi).
+            let mut next = p.backoff_initial.as_secs_f64();
+            for step in 0..40 {
+                now += ms(rng.u64(0..5_000));
+                let uptime = ms(rng.u64(0..4_000));
+                exits.push(now);
+                let recent = exits.iter().filter(|&&t| now - t <= p.window).count();
+                let decision = tracker.on_failure(&p, now, uptime);
+                if recent > p.max_restarts as usize {
+                    assert_eq!(decision, Decision::GiveUp, "case {case} step {step}: {p:?}");
+                    break; // a given-up slot is not restarted (until a reload)
+                }
+                if uptime >= p.min_uptime {
+                    next = p.backoff_initial.as_secs_f64();
+                }
+                let want = next.min(p.backoff_max.as_secs_f64());
+                let Decision::RestartAfter(got) = decision else {
+                    panic!("case {case} step {step}: gave up with {recent} recent: {p:?}");
+                };
+                assert!(
+                    (got.as_secs_f64() - want).abs() < 1e-6,
+                    "case {case} step {step}: {got:?} for {want}s: {p:?}"
+                );
+                assert_eq!(tracker.recent(), recent);
+                next *= 1.5;
+            }
+        }
+    }
+
     #[test]
     fn staying_up_resets_the_backoff() {
         let p = RestartConfig {
