@@ -27,6 +27,8 @@ pub struct Rrb {
     pub child: Child,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
+    /// The reader of its stderr reached the end: every line it wrote is in `log`.
+    log_done: Arc<std::sync::atomic::AtomicBool>,
     pub addr: String,
     known_workers: Mutex<Vec<i32>>,
 }
@@ -80,6 +82,8 @@ impl Rrb {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&log);
+        let log_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&log_done);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("RRB_TEST_ECHO").is_some() {
@@ -87,11 +91,13 @@ impl Rrb {
                 }
                 sink.lock().unwrap().push(line);
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let mut rrb = Rrb {
             child,
             dir,
             log,
+            log_done,
             addr: String::new(),
             known_workers: Mutex::new(Vec::new()),
         };
@@ -223,11 +229,19 @@ impl Rrb {
         }
     }
 
-    /// Waits for the master to exit.
+    /// Waits for the master to exit, and then (a little) for the last lines it wrote to be
+    /// read, so that a test looking at the log after the exit sees all of it. (Workers share
+    /// that stderr: the end of it may come a moment after the master's exit.)
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let read = Instant::now() + Duration::from_secs(2);
+                while !self.log_done.load(std::sync::atomic::Ordering::SeqCst)
+                    && Instant::now() < read
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(status);
             }
             if Instant::now() > deadline {
