@@ -178,6 +178,15 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
             }
             "native"
         }
+        10 if g.rng.bool() => {
+            // A relative exec: found from the config file's directory.
+            let script = dir.join("w.sh");
+            std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("write the script");
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&script, mode).expect("make it executable");
+            line("exec = \"./w.sh\"\nready = \"delay\"\nready_delay = \"20ms\"".into());
+            "native"
+        }
         10..=11 => {
             line("exec = \"sh\"\nargs = [\"-c\", \"exit 3\"]".into());
             "native"
@@ -235,7 +244,9 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
     }
     match g.rng.u8(..10) {
         0 => line(format!("cwd = {}", toml_string(&d.to_string()))),
-        1 if g.hostile => line("cwd = \"/nonexistent/dir\"".into()),
+        // Relative: to the config file's directory.
+        1 => line("cwd = \".\"".into()),
+        2 if g.hostile => line("cwd = \"/nonexistent/dir\"".into()),
         _ => {}
     }
     if protocol != "native" && g.hostile && g.one_in(4) {
@@ -335,7 +346,12 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         line("[control]".into());
         if g.rng.bool() {
             let pid = g.one(&["x.pid", "run/x.pid", "a/b/c/x.pid"], &[""]);
-            line(format!("pid_file = {}", toml_string(&format!("{d}/{pid}"))));
+            if g.rng.bool() {
+                // Relative: to the config file's directory.
+                line(format!("pid_file = {}", toml_string(pid)));
+            } else {
+                line(format!("pid_file = {}", toml_string(&format!("{d}/{pid}"))));
+            }
         }
         if g.rng.bool() {
             let sock = g.one(&["x.sock", "run/x.sock", "s/x.sock"], &["", "s/"]);
