@@ -424,3 +424,140 @@ pub fn spawn(
         notes: 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker record with no process behind it (a pid no process has: nothing is signalled).
+    fn worker(slot: usize, pid: i32) -> Worker {
+        Worker {
+            pid: Pid::from_raw(pid),
+            slot,
+            state: State::Starting,
+            channel: None,
+            account: 0,
+            tokens: Vec::new(),
+            started: Instant::now(),
+            spoke: false,
+            kill_at: None,
+            channel_closed_check: None,
+            output: [None, None],
+            stuck: false,
+            notes: 0,
+        }
+    }
+
+    /// The bookkeeping every step must keep: a slot's current and candidate are live workers of
+    /// that slot and not the same one; no worker holds two places; the pid index matches.
+    fn check(fleet: &Fleet) -> Result<(), String> {
+        let mut placed = HashMap::new();
+        for (i, s) in fleet.slots.iter().enumerate() {
+            if s.current.is_some() && s.current == s.candidate {
+                return Err(format!("slot {i}: current and candidate are one worker"));
+            }
+            for key in [s.current, s.candidate].into_iter().flatten() {
+                let w = fleet
+                    .workers
+                    .get(key)
+                    .ok_or(format!("slot {i}: dead worker {key}"))?;
+                if w.slot != i {
+                    return Err(format!("worker {key} of slot {} sits in slot {i}", w.slot));
+                }
+                if let Some(other) = placed.insert(key, i) {
+                    return Err(format!("worker {key} in slots {other} and {i}"));
+                }
+            }
+        }
+        for (key, w) in &fleet.workers {
+            if fleet.key_of(w.pid) != Some(key) {
+                return Err(format!("pid {} does not find worker {key}", w.pid));
+            }
+            let role = fleet.role(key);
+            if (role != Role::Detached) != placed.contains_key(&key) {
+                return Err(format!(
+                    "worker {key}: role {role:?} disagrees with the slots"
+                ));
+            }
+        }
+        if fleet.by_pid.len() != fleet.workers.len() {
+            return Err("the pid index keeps dead workers".into());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn roles_and_slots_stay_consistent_over_random_operations() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut next_pid = 1_000_000;
+        for case in 0..500 {
+            let mut fleet = Fleet::new(rng.usize(1..4), Instant::now());
+            for step in 0..200 {
+                let keys: Vec<usize> = fleet.workers.iter().map(|(k, _)| k).collect();
+                let any =
+                    |rng: &mut fastrand::Rng| keys.get(rng.usize(..keys.len().max(1))).copied();
+                let what = match rng.u8(..7) {
+                    // As the master starts workers: a current one only into an empty slot, a
+                    // candidate only beside a current one with none yet.
+                    0 | 1 => {
+                        let slot = rng.usize(..fleet.slots.len());
+                        let s = &fleet.slots[slot];
+                        let role = if s.current.is_none() && s.candidate.is_none() {
+                            Role::Current
+                        } else if s.current.is_some() && s.candidate.is_none() {
+                            Role::Candidate
+                        } else {
+                            continue;
+                        };
+                        next_pid += 1;
+                        fleet.insert(worker(slot, next_pid), role);
+                        format!("insert {role:?} into slot {slot}")
+                    }
+                    2 => match any(&mut rng) {
+                        Some(key) => {
+                            let old = fleet.promote(key);
+                            if let Some(old) = old {
+                                fleet.detach(old);
+                            }
+                            format!("promote {key} (replacing {old:?})")
+                        }
+                        None => continue,
+                    },
+                    3 => match any(&mut rng) {
+                        Some(key) => {
+                            fleet.detach(key);
+                            format!("detach {key}")
+                        }
+                        None => continue,
+                    },
+                    4 | 5 => match any(&mut rng) {
+                        Some(key) => {
+                            let (_, role) = fleet.remove(key);
+                            format!("remove {key} ({role:?})")
+                        }
+                        None => continue,
+                    },
+                    // Scaling, as Master::resize does: the last slot's workers are detached,
+                    // then the slot goes; or a slot is added.
+                    _ => {
+                        if rng.bool() && fleet.slots.len() > 1 {
+                            let last = fleet.slots.len() - 1;
+                            let s = &fleet.slots[last];
+                            for key in [s.current, s.candidate].into_iter().flatten() {
+                                fleet.detach(key);
+                            }
+                            fleet.slots.truncate(last);
+                            "scale down".to_owned()
+                        } else {
+                            fleet.slots.push(Slot::default());
+                            "scale up".to_owned()
+                        }
+                    }
+                };
+                if let Err(e) = check(&fleet) {
+                    panic!("case {case} step {step} ({what}): {e}");
+                }
+            }
+        }
+    }
+}
