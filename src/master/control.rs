@@ -308,7 +308,7 @@ impl Master {
             }
             Request::Stop => {
                 info!("stop requested on the control socket");
-                let reply = match self.phase {
+                let reply = match self.core.phase {
                     Phase::Running => Reply::ok(format!(
                         "stopping pid {} (kill_timeout {:?})",
                         getpid(),
@@ -366,7 +366,7 @@ impl Master {
                 }
             }
         }
-        let waiting_for_reload = self.reload.as_ref().is_some_and(|r| r.is_waiting(key));
+        let waiting_for_reload = self.core.reload.as_ref().is_some_and(|r| r.is_waiting(key));
         if conn.done && !conn.hold && !waiting_for_reload {
             let mut conn = control.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -378,13 +378,14 @@ impl Master {
     fn status(&self) -> Status {
         let now = Instant::now();
         let workers = self
+            .core
             .fleet
             .workers
             .iter()
             .map(|(key, w)| WorkerStatus {
                 slot: w.slot,
                 pid: w.pid.as_raw(),
-                state: match (w.state, self.fleet.role(key)) {
+                state: match (w.state, self.core.fleet.role(key)) {
                     _ if w.stuck => "stuck (killed)",
                     (State::Starting, _) => "starting",
                     (State::Ready, Role::Candidate) => "ready (candidate)",
@@ -392,14 +393,19 @@ impl Master {
                     (State::Draining, _) => "draining",
                 }
                 .to_owned(),
-                role: match self.fleet.role(key) {
+                role: match self.core.fleet.role(key) {
                     Role::Current => "current",
                     Role::Candidate => "candidate",
                     Role::Detached => "retiring",
                 }
                 .to_owned(),
                 uptime_secs: w.uptime(now).as_secs_f64(),
-                restarts: self.fleet.slots.get(w.slot).map_or(0, |s| s.restart_count),
+                restarts: self
+                    .core
+                    .fleet
+                    .slots
+                    .get(w.slot)
+                    .map_or(0, |s| s.restart_count),
                 handed: self.ledger.account(w.account).map_or(0, |a| a.handed()),
                 unacked: self.ledger.account(w.account).map_or(0, |a| a.in_flight()),
                 oldest_unacked_secs: self
@@ -410,6 +416,7 @@ impl Master {
             })
             .collect();
         let slots = self
+            .core
             .fleet
             .slots
             .iter()
@@ -434,9 +441,9 @@ impl Master {
             config: self.config.source.as_ref().map(|p| p.display().to_string()),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             listeners: self.listen_names.clone(),
-            workers_wanted: self.fleet.slots.len(),
-            stopping: self.phase != Phase::Running,
-            reload_in_progress: self.reload.is_some(),
+            workers_wanted: self.core.fleet.slots.len(),
+            stopping: self.core.phase != Phase::Running,
+            reload_in_progress: self.core.reload.is_some(),
             workers,
             empty_slots: slots,
         }

@@ -106,18 +106,6 @@ impl Worker {
             let _ = kill(self.pid, signal);
         }
     }
-
-    /// Asks it to finish and exit: `stop` on its channel if it speaks the protocol, SIGTERM if
-    /// not; SIGKILL after `grace`.
-    pub fn request_stop(&mut self, now: Instant, grace: Duration) {
-        self.state = State::Draining;
-        match &mut self.channel {
-            Some(channel) if self.spoke => channel.queue_stop(),
-            _ => self.signal_group(Signal::SIGTERM),
-        }
-        let deadline = now + grace;
-        self.kill_at = Some(self.kill_at.map_or(deadline, |t| t.min(deadline)));
-    }
 }
 
 /// A stable worker position: `RRB_WORKER_ID`.
@@ -425,27 +413,33 @@ pub fn spawn(
     })
 }
 
+/// A worker record with no process behind it, for tests of the bookkeeping and decisions.
+#[cfg(test)]
+pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
+    Worker {
+        pid: Pid::from_raw(pid),
+        slot,
+        state: State::Starting,
+        channel: None,
+        account: 0,
+        tokens: Vec::new(),
+        started,
+        spoke: false,
+        kill_at: None,
+        channel_closed_check: None,
+        output: [None, None],
+        stuck: false,
+        notes: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A worker record with no process behind it (a pid no process has: nothing is signalled).
     fn worker(slot: usize, pid: i32) -> Worker {
-        Worker {
-            pid: Pid::from_raw(pid),
-            slot,
-            state: State::Starting,
-            channel: None,
-            account: 0,
-            tokens: Vec::new(),
-            started: Instant::now(),
-            spoke: false,
-            kill_at: None,
-            channel_closed_check: None,
-            output: [None, None],
-            stuck: false,
-            notes: 0,
-        }
+        test_worker(slot, pid, Instant::now())
     }
 
     /// The bookkeeping every step must keep: a slot's current and candidate are live workers of

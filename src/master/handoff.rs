@@ -18,7 +18,7 @@ use crate::config::Affinity;
 
 impl Master {
     pub(super) fn can_accept_more(&self) -> bool {
-        self.phase == Phase::Running
+        self.core.phase == Phase::Running
             && self.config.mode().master_accepts()
             && self.accept_paused_until.is_none()
             && self.accept_ready.iter().any(|&r| r)
@@ -30,7 +30,7 @@ impl Master {
     /// that arrives meanwhile waits in the kernel's backlog; when a worker becomes free the
     /// listeners are watched again and tried at once, since clients may be waiting.
     pub(super) fn watch_listeners(&mut self) {
-        let wanted = self.phase == Phase::Running
+        let wanted = self.core.phase == Phase::Running
             && self.config.mode().master_accepts()
             && self.free_slot().is_some();
         if wanted == self.watching {
@@ -57,7 +57,7 @@ impl Master {
     /// The slot whose turn it is among those free to take a connection now, without taking
     /// the turn.
     pub(super) fn free_slot(&self) -> Option<usize> {
-        let fleet = &self.fleet;
+        let fleet = &self.core.fleet;
         self.ledger
             .free_slot(fleet.slots.len(), |s| fleet.serving(s))
     }
@@ -83,7 +83,8 @@ impl Master {
 
     /// Channels whose last read stopped for its budget, with messages perhaps still waiting.
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
-        self.fleet
+        self.core
+            .fleet
             .workers
             .iter()
             .filter(|(_, w)| w.channel.as_ref().is_some_and(|c| c.has_unread()))
@@ -100,14 +101,14 @@ impl Master {
 
     /// The channel of `key` takes writes again: it may be given connections again.
     pub(super) fn on_channel_writable(&mut self, key: usize) {
-        let account = self.fleet.workers.get(key).map(|w| w.account);
+        let account = self.core.fleet.workers.get(key).map(|w| w.account);
         if let Some(account) = account.and_then(|a| self.ledger.account_mut(a)) {
             account.on_writable();
         }
     }
 
     pub(super) fn on_channel(&mut self, key: usize, readable: bool) {
-        let Some(worker) = self.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return; // a stale event for a worker already reaped
         };
         let Some(channel) = worker.channel.as_mut() else {
@@ -138,7 +139,7 @@ impl Master {
     /// the front of the queue for the next worker at once; those it was sent and had not
     /// acked are held until it is dead (it may still have them: none is served twice).
     pub(super) fn release_channel(&mut self, key: usize) {
-        let worker = &mut self.fleet.workers[key];
+        let worker = &mut self.core.fleet.workers[key];
         self.ledger.close(worker.account);
         let Some(channel) = worker.channel.take() else {
             return;
@@ -154,14 +155,15 @@ impl Master {
     /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
     /// line: they are older than anything still to be accepted.
     pub(super) fn requeue_outbox(&mut self, key: usize) {
-        self.ledger.requeue_unsent(self.fleet.workers[key].account);
+        self.ledger
+            .requeue_unsent(self.core.fleet.workers[key].account);
     }
 
     /// Gives `handoff` to its home slot's worker if client affinity is on and that worker can
     /// queue it, else to the worker whose turn it is among those free now; `Err` gives it back
     /// when nobody can take it.
     pub(super) fn place(&mut self, handoff: Handoff) -> Result<usize, Handoff> {
-        let fleet = &self.fleet;
+        let fleet = &self.core.fleet;
         let affinity = self.config.affinity == Affinity::ClientIp;
         self.ledger
             .place(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity)
@@ -174,12 +176,12 @@ impl Master {
         if !self.config.mode().master_accepts() {
             return;
         }
-        let fleet = &self.fleet;
+        let fleet = &self.core.fleet;
         let affinity = self.config.affinity == Affinity::ClientIp;
         let emptied = self
             .ledger
             .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
-        if self.phase != Phase::Running {
+        if self.core.phase != Phase::Running {
             // Stopping: what comes back now (from a worker that died holding it) finds nobody
             // to take it. Close it at once, and say so, rather than silently at exit.
             let dropped = self.ledger.drop_queue();
@@ -258,7 +260,7 @@ impl Master {
     /// front of the backlog, for whoever is free next.
     pub(super) fn flush(&mut self, now: Instant) {
         let mut broken = Vec::new();
-        for (key, worker) in self.fleet.workers.iter_mut() {
+        for (key, worker) in self.core.fleet.workers.iter_mut() {
             let Some(channel) = worker.channel.as_mut() else {
                 continue;
             };
@@ -278,7 +280,7 @@ impl Master {
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel
             // is writable again, before its `stop`.
-            if self.phase == Phase::Running {
+            if self.core.phase == Phase::Running {
                 self.ledger.requeue_unsent(worker.account);
             }
         }
@@ -286,6 +288,7 @@ impl Master {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
             self.on_channel(key, true);
             if self
+                .core
                 .fleet
                 .workers
                 .get(key)

@@ -11,9 +11,11 @@
 //!   accepted socket until a worker acks it, and the rotation — pure, checked by the seeded
 //!   simulator `sim`) and `dispatch` (the cursor, affinity); `listeners` (sockets we accept on);
 //!   `channel` with its wires `native` and `node` (shared types in `wire`);
-//! - supervision: `supervise` (readiness, leaving, failures, give-up, stuck workers, stop) over
-//!   `fleet` (worker records, slots, spawning), `restart` (restart policy) and `lifecycle`
-//!   (readiness and stop timing), both pure; `reload` (rolling reload and scaling);
+//! - supervision: `supervisor` decides (facts in, effects out, no I/O: readiness, leaving,
+//!   failures, restart and give-up, reload, scaling, stop) over `fleet` (slots and worker
+//!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
+//!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
+//!   out its effects (spawning, signals, control answers);
 //! - around them: `control` (the control socket), `output` (captured worker output), `signals`
 //!   (what each signal means), `sources` (what each poll token stands for).
 
@@ -37,6 +39,7 @@ mod signals;
 mod sim;
 mod sources;
 mod supervise;
+mod supervisor;
 mod wire;
 
 use std::ffi::OsString;
@@ -48,12 +51,12 @@ use mio::{Events, Interest, Poll, Token};
 use nix::unistd::Pid;
 
 use crate::config::Config;
-use fleet::Fleet;
 use ledger::Ledger;
 use lifecycle::{Phase, REAP_GRACE, StopStep};
 use listeners::Listener;
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
+use supervisor::{Effect, Policy, Supervisor};
 use wire::{Handoff, Incoming};
 
 pub use control::{ControlError, create_private_dir};
@@ -64,8 +67,6 @@ pub use output::{open_append as open_log, redirect_stderr};
 const ACCEPT_BURST: usize = 256;
 /// Pause after `EMFILE`/`ENFILE` before accepting again.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
-/// How long a worker whose channel closed has to exit before that counts as a failure.
-const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 
 /// A failure that stops the master (exit code 1).
 #[derive(Debug, thiserror::Error)]
@@ -175,15 +176,14 @@ struct Master {
     sources: Sources,
     /// The tokens of the listeners, in `listeners` order.
     listener_tokens: Vec<Token>,
-    fleet: Fleet,
+    /// Every decision about the workers' lives (fleet, stop phase, reload), without I/O.
+    core: Supervisor,
+    /// What the core decided and the shell has yet to do (reused).
+    effects: Vec<Effect>,
     /// Every accepted socket until a worker acks it: queued, or in one worker's account.
     ledger: Ledger<Handoff>,
-    phase: Phase,
     /// A SIGCHLD arrived: exited children wait to be reaped.
     reap_due: bool,
-    gave_up: bool,
-    /// The rolling reload under way, if any.
-    reload: Option<reload::Reload>,
     loader: Loader,
     /// `on_giveup` commands still running (reaped like workers, killed at exit).
     hooks: Vec<Pid>,
@@ -230,13 +230,11 @@ impl Master {
             signals,
             sources,
             listener_tokens,
-            fleet: Fleet::new(config.workers, now),
+            core: Supervisor::new(config.workers, Policy::of(&config), now),
+            effects: Vec::new(),
             config,
             ledger: Ledger::default(),
-            phase: Phase::Running,
             reap_due: true,
-            gave_up: false,
-            reload: None,
             loader,
             hooks: Vec::new(),
             sinks,
@@ -285,7 +283,7 @@ impl Master {
             self.read_unread();
             // On SIGCHLD only (several exits may share one signal: `reap` takes them all), and
             // every turn while stopping, where nothing else is left to do.
-            if std::mem::take(&mut self.reap_due) || self.phase != Phase::Running {
+            if std::mem::take(&mut self.reap_due) || self.core.phase != Phase::Running {
                 self.reap();
             }
             let now = Instant::now();
@@ -293,8 +291,8 @@ impl Master {
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();
-            let left = self.fleet.workers.len() + self.hooks.len();
-            let exit = match self.phase.stop_step(now, left) {
+            let left = self.core.fleet.workers.len() + self.hooks.len();
+            let exit = match self.core.phase.stop_step(now, left) {
                 Some(StopStep::Exit) => {
                     info!("all workers have exited; bye");
                     true
@@ -309,7 +307,7 @@ impl Master {
                 _ => false,
             };
             if exit {
-                return if self.gave_up {
+                return if self.core.gave_up {
                     Err(MasterError::GaveUp)
                 } else {
                     Ok(())
@@ -326,8 +324,9 @@ impl Master {
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
-        let slots = self.fleet.slots.iter().filter_map(|s| s.start_at);
+        let slots = self.core.fleet.slots.iter().filter_map(|s| s.start_at);
         let kills = self
+            .core
             .fleet
             .workers
             .iter()
@@ -338,9 +337,9 @@ impl Master {
                     .chain(w.channel_closed_check)
                     .chain(ack_deadline)
             })
-            .chain(self.next_readiness_deadline());
-        let left = self.fleet.workers.len() + self.hooks.len();
-        let phase = match self.phase.stop_step(Instant::now(), left) {
+            .chain(self.core.next_readiness_deadline());
+        let left = self.core.fleet.workers.len() + self.hooks.len();
+        let phase = match self.core.phase.stop_step(Instant::now(), left) {
             Some(StopStep::Wait(t)) => Some(t),
             Some(_) => Some(Instant::now()),
             None => None,
@@ -362,7 +361,7 @@ impl Master {
                 info!("received {}", signals::name(sig));
             }
             match action {
-                Action::GracefulStop => match self.phase {
+                Action::GracefulStop => match self.core.phase {
                     Phase::Running => self.begin_stop(),
                     Phase::Stopping { .. } => {
                         info!("second stop signal: killing the workers now");
@@ -377,7 +376,7 @@ impl Master {
                     }
                 }
                 Action::ScaleUp | Action::ScaleDown => {
-                    let n = self.fleet.slots.len();
+                    let n = self.core.fleet.slots.len();
                     let n = if action == Action::ScaleUp {
                         n + 1
                     } else {

@@ -173,7 +173,7 @@ pub fn open_sinks(log: &LogConfig) -> io::Result<[Option<Sink>; 2]> {
 impl Master {
     /// A worker's stdout or stderr pipe is readable.
     pub(super) fn on_output(&mut self, key: usize, stream: usize) {
-        let Some(worker) = self.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
         let (slot, pid) = (worker.slot, worker.pid.as_raw());
@@ -195,6 +195,7 @@ impl Master {
         for stream in 0..2 {
             self.on_output(key, stream);
             if let Some(pipe) = self
+                .core
                 .fleet
                 .workers
                 .get_mut(key)

@@ -11,12 +11,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::warn;
 
-use super::fleet::{self, Role, State};
-use super::lifecycle::{ReadyRule, Start};
-use super::{Master, Phase};
-use crate::config::{Config, MAX_WORKERS};
+use super::Master;
+use super::fleet;
+use super::supervisor::Policy;
+use crate::config::Config;
 
 /// Who asked for a reload and waits for its outcome.
 pub type Waiter = super::control::Waiter;
@@ -127,39 +127,15 @@ impl Master {
     /// (one already runs, the master is stopping, the file no longer parses); otherwise the
     /// outcome is reported to `waiter` when the reload ends.
     pub(super) fn request_reload(&mut self, waiter: Option<Waiter>) -> Result<(), String> {
-        if self.phase != Phase::Running {
-            return Err("the master is stopping".into());
-        }
-        if let Some(r) = &self.reload {
-            return Err(r.busy());
-        }
+        self.core.can_reload()?;
         let config = (self.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
         self.apply_config(config);
-        let wanted = self.config.workers;
-        if wanted != self.fleet.slots.len() {
-            self.resize(wanted);
-        }
-        let now = Instant::now();
-        let mut pending = VecDeque::new();
-        for (slot, s) in self.fleet.slots.iter_mut().enumerate() {
-            if s.given_up {
-                // The new configuration deserves a fresh chance.
-                info!("reload: slot={slot} was given up; starting it again");
-                s.given_up = false;
-                s.restarts = Default::default();
-                s.start_at = Some(now);
-            } else if s.current.is_some() {
-                pending.push_back(slot);
-            }
-        }
-        info!(
-            "reload: replacing {} worker(s), one at a time",
-            pending.len()
-        );
-        self.reload = Some(Reload::new(pending, now, waiter));
-        self.step_reload(now);
+        self.core.set_policy(Policy::of(&self.config));
+        self.core
+            .begin_reload(waiter, self.config.workers, Instant::now());
+        self.apply_effects();
         Ok(())
     }
 
@@ -204,172 +180,15 @@ impl Master {
         self.config = config;
     }
 
-    /// Moves the reload on: start the next candidate, or finish.
-    pub(super) fn step_reload(&mut self, now: Instant) {
-        let Some(reload) = &mut self.reload else {
-            return;
-        };
-        let slots = &self.fleet.slots;
-        let live = |slot: usize| {
-            slots
-                .get(slot)
-                .is_some_and(|s| s.current.is_some() && s.candidate.is_none())
-        };
-        match reload.next(live) {
-            Step::Wait => {}
-            Step::Done => {
-                let done = self.reload.take().expect("checked above");
-                let message = done.completed(now);
-                info!("{message}");
-                self.answer_all(done.into_waiters(), Ok(message));
-            }
-            Step::Roll(slot) => {
-                if self.start_worker(slot, Role::Candidate, now).is_none() {
-                    self.fail_reload(slot, "the candidate could not be started".into());
-                }
-            }
-        }
-    }
-
-    /// A candidate is ready: it takes the slot and the old worker is asked to finish.
-    pub(super) fn promote(&mut self, key: usize) {
-        let now = Instant::now();
-        let slot = self.fleet.workers[key].slot;
-        let new_pid = self.fleet.workers[key].pid;
-        if let Some(old) = self.fleet.promote(key) {
-            let grace = self.config.kill_timeout;
-            self.fleet.detach(old);
-            self.requeue_outbox(old);
-            if let Some(worker) = self.fleet.workers.get_mut(old) {
-                info!(
-                    "reload: slot={slot} pid={} replaces pid={}; it finishes within {grace:?}",
-                    new_pid, worker.pid
-                );
-                worker.request_stop(now, grace);
-            }
-        }
-        if let Some(reload) = &mut self.reload {
-            reload.promoted(slot);
-        }
-        self.step_reload(now);
-    }
-
-    /// The candidate at `key` failed (exited, misbehaved, not ready in time): kill it, keep the
-    /// old worker, and end the reload as failed.
-    pub(super) fn reload_failed(&mut self, key: usize, cause: String) {
-        let now = Instant::now();
-        let grace = self.config.kill_timeout;
-        let slot = self.fleet.workers[key].slot;
-        self.fleet.detach(key);
-        if let Some(worker) = self.fleet.workers.get_mut(key) {
-            worker.signal_group(nix::sys::signal::Signal::SIGKILL);
-            worker.kill_at = Some(now + grace);
-        }
-        self.fail_reload(
-            slot,
-            format!("pid {}: {cause}", self.fleet.workers[key].pid),
-        );
-    }
-
-    fn fail_reload(&mut self, slot: usize, cause: String) {
-        let Some(reload) = self.reload.take() else {
-            return;
-        };
-        let message = reload.failed(slot, &cause);
-        error!("{message}");
-        self.answer_all(reload.into_waiters(), Err(message));
-    }
-
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
     /// have their workers stopped gracefully.
     pub(super) fn scale_to(&mut self, n: usize) -> Outcome {
-        if self.phase != Phase::Running {
-            return Err("the master is stopping".into());
+        let outcome = self.core.scale(n, Instant::now());
+        if outcome.is_ok() {
+            self.config.workers = n;
         }
-        if self.reload.is_some() {
-            return Err("a reload is in progress; scale when it ends".into());
-        }
-        if !(1..=MAX_WORKERS).contains(&n) {
-            return Err(format!(
-                "workers must be between 1 and {MAX_WORKERS}, not {n}"
-            ));
-        }
-        let before = self.fleet.slots.len();
-        if n == before {
-            return Ok(format!("already {n} worker(s)"));
-        }
-        self.resize(n);
-        self.config.workers = n;
-        let message = format!("scaled from {before} to {n} worker(s)");
-        info!("{message}");
-        Ok(message)
-    }
-
-    fn resize(&mut self, n: usize) {
-        let now = Instant::now();
-        let grace = self.config.kill_timeout;
-        let before = self.fleet.slots.len();
-        for slot in n..before {
-            let s = &self.fleet.slots[slot];
-            for key in [s.current, s.candidate].into_iter().flatten() {
-                self.fleet.detach(key);
-                self.requeue_outbox(key);
-                if let Some(worker) = self.fleet.workers.get_mut(key) {
-                    info!("retiring slot={slot} pid={}", worker.pid);
-                    worker.request_stop(now, grace);
-                }
-            }
-        }
-        self.fleet.slots.truncate(n);
-        for _ in before..n {
-            self.fleet.slots.push(fleet::Slot {
-                start_at: Some(now),
-                ..Default::default()
-            });
-        }
-    }
-
-    /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
-    /// `ready_timeout` is killed and counts as a failed start.
-    pub(super) fn check_readiness(&mut self, now: Instant) {
-        let rule = ReadyRule::new(&self.config.worker);
-        let timeout = self.config.worker.ready_timeout;
-        let mut ready = Vec::new();
-        let mut late = Vec::new();
-        for (key, w) in self.fleet.workers.iter() {
-            if w.state != State::Starting {
-                continue;
-            }
-            match rule.check(w.uptime(now)) {
-                Start::Ready => ready.push(key),
-                Start::Late => late.push(key),
-                Start::Waiting => {}
-            }
-        }
-        for key in ready {
-            self.on_ready(key);
-        }
-        for key in late {
-            let worker = &mut self.fleet.workers[key];
-            warn!(
-                "worker not ready within {timeout:?} slot={} pid={}; killing it",
-                worker.slot, worker.pid
-            );
-            worker.signal_group(nix::sys::signal::Signal::SIGKILL);
-            worker.state = State::Draining;
-            self.fail_slot(key, now, format!("not ready within {timeout:?}"));
-        }
-    }
-
-    /// The nearest readiness deadline of a starting worker.
-    pub(super) fn next_readiness_deadline(&self) -> Option<Instant> {
-        let rule = ReadyRule::new(&self.config.worker);
-        self.fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.state == State::Starting)
-            .map(|(_, w)| rule.deadline(w.started))
-            .min()
+        self.apply_effects();
+        outcome
     }
 }
 

@@ -1,9 +1,9 @@
-//! Supervision, the master's side of it: what a worker's words, its exit and the clock mean for
-//! its slot — readiness, leaving, failures under the restart policy and give-up, stuck workers,
-//! starting workers — and the graceful and quick stop. The timing rules are
-//! [`lifecycle`](super::lifecycle)'s and [`restart`](super::restart)'s.
+//! Supervision, the shell's side: it feeds the [`Supervisor`](super::supervisor::Supervisor)
+//! the facts it sees — what workers say, exits reaped on SIGCHLD, stuck workers, the clock — and
+//! carries out the [`Effect`]s it decides: spawning, stopping and killing workers, giving their
+//! sockets back, running `on_giveup`, answering control clients, closing the listeners.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
@@ -12,31 +12,29 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::fleet::{self, Role, Seat, State};
-use super::lifecycle::{Phase, StopStep};
-use super::restart::Decision;
+use super::Master;
+use super::fleet::{self, Role, Seat};
 use super::sources::Source;
+use super::supervisor::Effect;
 use super::wire::Incoming;
-use super::{CHANNEL_CLOSED_GRACE, Master};
 use crate::protocol::WorkerMessage;
 
 impl Master {
     pub(super) fn on_incoming(&mut self, key: usize, incoming: Incoming) {
-        let Some(worker) = self.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
         let (slot, pid) = (worker.slot, worker.pid);
+        let now = Instant::now();
         match incoming {
             Incoming::Message(message) => {
                 worker.spoke = true;
                 match message {
-                    WorkerMessage::Ready if worker.state == State::Starting => self.on_ready(key),
-                    // Already ready by `ready_delay`, or retiring: nothing changes.
-                    WorkerMessage::Ready => debug!("ready slot={slot} pid={pid} (ignored)"),
+                    WorkerMessage::Ready => self.core.ready(key, now),
                     // The master's copies are closed: if accepts wait for a descriptor, resume.
                     WorkerMessage::Ack(_) => self.fd_freed(),
                     WorkerMessage::Idle => {}
-                    WorkerMessage::Leaving => self.on_leaving(key),
+                    WorkerMessage::Leaving => self.core.leaving(key, now),
                 }
             }
             Incoming::Note(note) => {
@@ -54,128 +52,23 @@ impl Master {
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {
                 warn!("worker misbehaved slot={slot} pid={pid}: {detail}; replacing it");
-                self.replace_misbehaving(key, detail);
+                self.release_channel(key);
+                self.core.misbehaved(key, now, detail);
             }
         }
+        self.apply_effects();
     }
 
-    /// A worker is serving: by its `ready`, or `ready_delay` after its start.
-    pub(super) fn on_ready(&mut self, key: usize) {
-        let Some(worker) = self.fleet.workers.get_mut(key) else {
-            return;
-        };
-        worker.state = State::Ready;
-        let (slot, pid) = (worker.slot, worker.pid);
-        info!(
-            "worker ready slot={slot} pid={pid} after {:?}",
-            worker.uptime(Instant::now())
-        );
-        if self.fleet.role(key) == Role::Candidate {
-            self.promote(key);
-        }
-    }
-
-    /// The seeds' "suicide": route nothing more to it and start its successor now.
-    pub(super) fn on_leaving(&mut self, key: usize) {
-        let worker = &self.fleet.workers[key];
-        let (slot, pid) = (worker.slot, worker.pid);
-        let role = self.fleet.role(key);
-        if role == Role::Candidate {
-            self.reload_failed(key, "it said `leaving` before it was ready".into());
-        }
-        self.fleet.detach(key);
-        self.requeue_outbox(key);
-        if role == Role::Current && self.phase == Phase::Running {
-            info!("worker leaving slot={slot} pid={pid}; starting its successor");
-            if let Some(s) = self.fleet.slots.get_mut(slot) {
-                s.start_at = Some(Instant::now());
-            }
-        }
-    }
-
+    /// The worker closed its channel (or it broke): release it, let the supervisor judge.
     pub(super) fn on_channel_closed(&mut self, key: usize) {
-        let now = Instant::now();
-        let shared = self.config.mode().workers_accept();
-        self.release_channel(key);
-        let worker = &mut self.fleet.workers[key];
-        let (slot, pid) = (worker.slot, worker.pid);
-        if shared && !worker.spoke {
-            // A plain socket-activation server may close fds it does not know; it serves anyway.
-            debug!("worker closed its channel slot={slot} pid={pid} (it never used it)");
+        let Some(worker) = self.core.fleet.workers.get(key) else {
             return;
-        }
-        if worker.state == State::Draining {
-            return; // expected: it is on its way out
-        }
-        // Usually the worker is exiting and its exit status is the real story; give the exit a
-        // moment to be reaped before calling the closed channel itself the failure.
-        worker.channel_closed_check = Some(now + CHANNEL_CLOSED_GRACE);
-    }
-
-    pub(super) fn replace_misbehaving(&mut self, key: usize, detail: String) {
-        let now = Instant::now();
-        let grace = self.config.kill_timeout;
-        self.release_channel(key);
-        self.fleet.workers[key].request_stop(now, grace);
-        self.fail_slot(key, now, detail);
-    }
-
-    /// The worker at `key` failed: detach it and let the restart policy decide about its slot.
-    pub(super) fn fail_slot(&mut self, key: usize, now: Instant, cause: String) {
-        let worker = &self.fleet.workers[key];
-        let (slot, pid, uptime) = (worker.slot, worker.pid, worker.uptime(now));
-        match self.fleet.role(key) {
-            Role::Current => {
-                self.fleet.detach(key);
-                self.slot_failed(slot, pid, uptime, now, cause);
-            }
-            Role::Candidate => self.reload_failed(key, cause),
-            Role::Detached => {}
-        }
-    }
-
-    pub(super) fn slot_failed(
-        &mut self,
-        slot: usize,
-        pid: Pid,
-        uptime: Duration,
-        now: Instant,
-        cause: String,
-    ) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        let policy = self.config.restart;
-        let Some(s) = self.fleet.slots.get_mut(slot) else {
-            return; // scaled away meanwhile
         };
-        s.remember_cause(format!("pid {pid}: {cause}"));
-        match s.restarts.on_failure(&policy, now, uptime) {
-            Decision::RestartAfter(delay) => {
-                s.start_at = Some(now + delay);
-                s.restart_count += 1;
-                info!("restarting slot={slot} in {delay:?}");
-            }
-            Decision::GiveUp => {
-                s.given_up = true;
-                s.start_at = None;
-                let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
-                let reason = format!(
-                    "{} unasked exits within {:?} (max_restarts={}); last causes: {}",
-                    s.restarts.recent(),
-                    policy.window,
-                    policy.max_restarts,
-                    causes.join("; ")
-                );
-                error!("giveup slot={slot}: {reason}; not restarting it");
-                self.run_giveup_hook(slot, pid, &reason);
-                if self.fleet.ready_count() == 0 {
-                    error!("no ready worker is left; stopping");
-                    self.gave_up = true;
-                    self.begin_stop();
-                }
-            }
-        }
+        // A plain socket-activation server may close fds it does not know; it serves anyway.
+        let silent = self.config.mode().workers_accept() && !worker.spoke;
+        self.release_channel(key);
+        self.core.channel_closed(key, Instant::now(), silent);
+        self.apply_effects();
     }
 
     /// Runs `on_giveup` (if set) so someone gets paged: `sh -c` with the slot, pid and reason
@@ -232,7 +125,7 @@ impl Master {
     }
 
     pub(super) fn on_exit(&mut self, pid: Pid, cause: String) {
-        let Some(key) = self.fleet.key_of(pid) else {
+        let Some(key) = self.core.fleet.key_of(pid) else {
             if let Some(i) = self.hooks.iter().position(|&h| h == pid) {
                 self.hooks.swap_remove(i);
                 info!("on_giveup command pid={pid} finished: {cause}");
@@ -243,106 +136,30 @@ impl Master {
         };
         // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
         // both which sockets it owned and whether this exit was planned: read it first.
-        if self.fleet.workers[key].channel.is_some() {
+        if self.core.fleet.workers[key].channel.is_some() {
             self.on_channel(key, true);
         }
         self.release_channel(key);
-        let worker = &self.fleet.workers[key];
-        let held = self.ledger.remove(worker.account);
+        let account = self.core.fleet.workers[key].account;
+        let held = self.ledger.remove(account);
         if held > 0 {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
         }
         self.drain_output(key);
-        let now = Instant::now();
-        let role = self.fleet.role(key);
-        if role == Role::Candidate {
-            self.reload_failed(key, cause.clone());
+        if let Some(worker) = self.core.exited(key, Instant::now(), cause) {
+            for &token in &worker.tokens {
+                self.sources.remove(token);
+            }
         }
-        let (worker, role) = self.fleet.remove(key);
-        for &token in &worker.tokens {
-            self.sources.remove(token);
-        }
-        let slot = worker.slot;
-        if role == Role::Current && self.phase == Phase::Running {
-            warn!(
-                "worker exited unasked slot={slot} pid={pid}: {cause} (up {:?})",
-                worker.uptime(now)
-            );
-            self.slot_failed(slot, pid, worker.uptime(now), now, cause);
-        } else {
-            info!("worker exited slot={slot} pid={pid}: {cause}");
-        }
+        self.apply_effects();
     }
 
-    /// Wanted vs alive: start what is due, kill what overstayed its grace.
+    /// Wanted vs alive: workers stuck on an un-acked socket, then the supervisor's own look
+    /// at the clock; then what it decided is done.
     pub(super) fn supervise(&mut self, now: Instant) {
-        let closed: Vec<usize> = self
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.channel_closed_check.is_some_and(|t| t <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in closed {
-            let grace = self.config.kill_timeout;
-            let worker = &mut self.fleet.workers[key];
-            worker.channel_closed_check = None;
-            warn!(
-                "worker closed its channel but kept running slot={} pid={}; replacing it",
-                worker.slot, worker.pid
-            );
-            worker.request_stop(now, grace);
-            self.fail_slot(key, now, "closed its channel".into());
-        }
-        self.check_readiness(now);
-        self.check_acks(now);
-        for (_, worker) in self.fleet.workers.iter_mut() {
-            if worker.kill_at.is_some_and(|t| t <= now) {
-                warn!(
-                    "worker did not exit in time slot={} pid={}; sending SIGKILL",
-                    worker.slot, worker.pid
-                );
-                worker.signal_group(Signal::SIGKILL);
-                worker.kill_at = None;
-            }
-        }
-        match self.phase {
-            Phase::Running => {
-                for slot in 0..self.fleet.slots.len() {
-                    let s = &self.fleet.slots[slot];
-                    let empty = s.current.is_none() && s.candidate.is_none();
-                    if empty && s.start_at.is_some_and(|t| t <= now) {
-                        self.fleet.slots[slot].start_at = None;
-                        self.start_worker(slot, Role::Current, now);
-                    }
-                }
-                self.step_reload(now);
-            }
-            Phase::Stopping { .. } => {
-                let left = self.fleet.workers.len() + self.hooks.len();
-                if self.phase.stop_step(now, left) == Some(StopStep::KillAll) {
-                    for (_, worker) in self.fleet.workers.iter() {
-                        warn!(
-                            "kill_timeout passed; SIGKILL slot={} pid={}",
-                            worker.slot, worker.pid
-                        );
-                        worker.signal_group(Signal::SIGKILL);
-                    }
-                    for &hook in &self.hooks {
-                        let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
-                    }
-                    self.phase.mark_killed();
-                }
-            }
-        }
-    }
-
-    /// A worker holding a socket un-acked past `ack_timeout` is stuck: it gets nothing more,
-    /// is killed, and its slot is refilled under the restart policy. What it held goes to
-    /// other workers once it is reaped, not before: it might still serve it otherwise.
-    pub(super) fn check_acks(&mut self, now: Instant) {
         let timeout = self.config.worker.ack_timeout;
         let stuck: Vec<usize> = self
+            .core
             .fleet
             .workers
             .iter()
@@ -350,9 +167,7 @@ impl Master {
             .map(|(k, _)| k)
             .collect();
         for key in stuck {
-            let worker = &mut self.fleet.workers[key];
-            worker.stuck = true;
-            worker.state = State::Draining;
+            let worker = &self.core.fleet.workers[key];
             let (held, oldest) = self
                 .ledger
                 .account(worker.account)
@@ -363,19 +178,94 @@ impl Master {
                  {age:.1?} (ack_timeout {timeout:?}); killing it",
                 worker.slot, worker.pid
             );
-            worker.signal_group(Signal::SIGKILL);
-            self.fail_slot(key, now, format!("no ack within ack_timeout ({timeout:?})"));
+            self.core.stuck(key, now);
+        }
+        self.core.tick(now, self.hooks.len());
+        self.apply_effects();
+    }
+
+    /// Carries out what the supervisor decided, until it decides nothing more (a failed spawn
+    /// or the end of accepting may lead to further decisions).
+    pub(super) fn apply_effects(&mut self) {
+        let mut effects = std::mem::take(&mut self.effects);
+        loop {
+            self.core.drain_effects(&mut effects);
+            if effects.is_empty() {
+                break;
+            }
+            for effect in effects.drain(..) {
+                self.apply(effect);
+            }
+        }
+        self.effects = effects;
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        let now = Instant::now();
+        match effect {
+            Effect::Spawn { slot, role } => {
+                if let Err(e) = self.start_worker(slot, role, now) {
+                    self.core.spawn_failed(slot, role, now, e);
+                }
+            }
+            Effect::Stop(key) => {
+                if let Some(worker) = self.core.fleet.workers.get_mut(key) {
+                    match &mut worker.channel {
+                        Some(channel) if worker.spoke => channel.queue_stop(),
+                        _ => worker.signal_group(Signal::SIGTERM),
+                    }
+                }
+            }
+            Effect::Kill(key) => {
+                if let Some(worker) = self.core.fleet.workers.get(key) {
+                    worker.signal_group(Signal::SIGKILL);
+                }
+            }
+            Effect::KillHooks => {
+                for &hook in &self.hooks {
+                    let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
+                }
+            }
+            Effect::Requeue(key) => self.requeue_outbox(key),
+            Effect::Hook { slot, pid, reason } => self.run_giveup_hook(slot, pid, &reason),
+            Effect::Answer { waiters, outcome } => self.answer_all(waiters, outcome),
+            Effect::StopAccepting => {
+                self.watch_listeners(); // no longer: we are stopping
+                self.accept_ready.iter_mut().for_each(|r| *r = false);
+                // Queued sockets go to whoever can still take them, before `stop` follows
+                // them; the rest is closed (dispatch does, once stopping).
+                self.dispatch(now);
+                self.listeners.clear(); // closes them (and removes Unix socket files)
+                self.core.stop_workers(now);
+            }
+            Effect::CloseListeners => self.listeners.clear(),
         }
     }
 
-    /// Starts a worker for `slot` as its current worker or as a reload candidate. `None` if
-    /// it could not be started (already logged and, for a current worker, counted as a
-    /// failure).
-    pub(super) fn start_worker(&mut self, slot: usize, role: Role, now: Instant) -> Option<usize> {
+    /// Graceful stop (SIGTERM, SIGINT, `rrbalancer stop`, or every slot given up).
+    pub(super) fn begin_stop(&mut self) {
+        self.core.begin_stop(Instant::now());
+        self.apply_effects();
+    }
+
+    /// Quick stop: SIGKILL every worker now.
+    pub(super) fn quick_stop(&mut self) {
+        self.core.quick_stop(Instant::now());
+        self.apply_effects();
+    }
+
+    /// Starts a worker for `slot` as its current worker or as a reload candidate; why not if
+    /// it could not be started (logged here; the supervisor decides what follows).
+    pub(super) fn start_worker(
+        &mut self,
+        slot: usize,
+        role: Role,
+        now: Instant,
+    ) -> Result<usize, String> {
         let capture = [self.sinks[0].is_some(), self.sinks[1].is_some()];
         let seat = Seat {
             slot,
-            slots: self.fleet.slots.len(),
+            slots: self.core.fleet.slots.len(),
             account: self.ledger.open(self.config.worker.max_unacked),
         };
         let spawned = fleet::spawn(
@@ -394,16 +284,12 @@ impl Master {
                     "cannot start worker slot={slot} ({}): {e}",
                     self.config.worker.program.display()
                 );
-                if role == Role::Current {
-                    let cause = format!("spawn failed: {e}");
-                    self.slot_failed(slot, Pid::from_raw(0), Duration::ZERO, now, cause);
-                }
-                return None;
+                return Err(e.to_string());
             }
         };
         let pid = worker.pid;
-        let key = self.fleet.insert(worker, role);
-        let worker = &self.fleet.workers[key];
+        let key = self.core.fleet.insert(worker, role);
+        let worker = &self.core.fleet.workers[key];
         let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
         if let Some(channel) = &worker.channel {
             let token = self.sources.add(Source::Channel(key));
@@ -422,7 +308,7 @@ impl Master {
                 watch.push((pipe.raw_fd(), token, Interest::READABLE));
             }
         }
-        self.fleet.workers[key]
+        self.core.fleet.workers[key]
             .tokens
             .extend(watch.iter().map(|&(_, token, _)| token));
         for (fd, token, interest) in watch {
@@ -440,50 +326,6 @@ impl Master {
             ""
         };
         info!("worker started slot={slot} pid={pid}{what}");
-        Some(key)
-    }
-
-    /// Graceful stop: stop accepting, hand out what is queued, tell every worker to finish.
-    pub(super) fn begin_stop(&mut self) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        let now = Instant::now();
-        let grace = self.config.kill_timeout;
-        info!("stopping gracefully (kill_timeout {grace:?})");
-        if let Some(reload) = self.reload.take() {
-            self.answer_all(reload.into_waiters(), Err("the master is stopping".into()));
-        }
-        self.phase = Phase::stopping(now, grace);
-        self.watch_listeners(); // no longer: we are stopping
-        self.accept_ready.iter_mut().for_each(|r| *r = false);
-        // Give queued sockets to whoever can still take them, before `stop` follows them; the
-        // rest is closed (dispatch does, once stopping).
-        self.dispatch(now);
-        self.listeners.clear(); // closes them (and removes Unix socket files)
-        for slot in &mut self.fleet.slots {
-            slot.start_at = None;
-        }
-        for (_, worker) in self.fleet.workers.iter_mut() {
-            worker.request_stop(now, grace);
-        }
-    }
-
-    /// Quick stop: SIGKILL every worker now.
-    pub(super) fn quick_stop(&mut self) {
-        let now = Instant::now();
-        if self.phase == Phase::Running {
-            self.listeners.clear();
-        }
-        for slot in &mut self.fleet.slots {
-            slot.start_at = None;
-        }
-        for (_, worker) in self.fleet.workers.iter() {
-            worker.signal_group(Signal::SIGKILL);
-        }
-        for &hook in &self.hooks {
-            let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
-        }
-        self.phase = Phase::killed(now);
+        Ok(key)
     }
 }
