@@ -413,6 +413,47 @@ pub fn spawn(
     })
 }
 
+#[cfg(test)]
+impl Fleet {
+    /// The bookkeeping every step must keep: a slot's current and candidate are live workers of
+    /// that slot and not the same one; no worker holds two places; the pid index matches.
+    pub fn check(&self) -> Result<(), String> {
+        let mut placed = HashMap::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.current.is_some() && s.current == s.candidate {
+                return Err(format!("slot {i}: current and candidate are one worker"));
+            }
+            for key in [s.current, s.candidate].into_iter().flatten() {
+                let w = self
+                    .workers
+                    .get(key)
+                    .ok_or(format!("slot {i}: dead worker {key}"))?;
+                if w.slot != i {
+                    return Err(format!("worker {key} of slot {} sits in slot {i}", w.slot));
+                }
+                if let Some(other) = placed.insert(key, i) {
+                    return Err(format!("worker {key} in slots {other} and {i}"));
+                }
+            }
+        }
+        for (key, w) in &self.workers {
+            if self.key_of(w.pid) != Some(key) {
+                return Err(format!("pid {} does not find worker {key}", w.pid));
+            }
+            let role = self.role(key);
+            if (role != Role::Detached) != placed.contains_key(&key) {
+                return Err(format!(
+                    "worker {key}: role {role:?} disagrees with the slots"
+                ));
+            }
+        }
+        if self.by_pid.len() != self.workers.len() {
+            return Err("the pid index keeps dead workers".into());
+        }
+        Ok(())
+    }
+}
+
 /// A worker record with no process behind it, for tests of the bookkeeping and decisions.
 #[cfg(test)]
 pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
@@ -440,44 +481,6 @@ mod tests {
     /// A worker record with no process behind it (a pid no process has: nothing is signalled).
     fn worker(slot: usize, pid: i32) -> Worker {
         test_worker(slot, pid, Instant::now())
-    }
-
-    /// The bookkeeping every step must keep: a slot's current and candidate are live workers of
-    /// that slot and not the same one; no worker holds two places; the pid index matches.
-    fn check(fleet: &Fleet) -> Result<(), String> {
-        let mut placed = HashMap::new();
-        for (i, s) in fleet.slots.iter().enumerate() {
-            if s.current.is_some() && s.current == s.candidate {
-                return Err(format!("slot {i}: current and candidate are one worker"));
-            }
-            for key in [s.current, s.candidate].into_iter().flatten() {
-                let w = fleet
-                    .workers
-                    .get(key)
-                    .ok_or(format!("slot {i}: dead worker {key}"))?;
-                if w.slot != i {
-                    return Err(format!("worker {key} of slot {} sits in slot {i}", w.slot));
-                }
-                if let Some(other) = placed.insert(key, i) {
-                    return Err(format!("worker {key} in slots {other} and {i}"));
-                }
-            }
-        }
-        for (key, w) in &fleet.workers {
-            if fleet.key_of(w.pid) != Some(key) {
-                return Err(format!("pid {} does not find worker {key}", w.pid));
-            }
-            let role = fleet.role(key);
-            if (role != Role::Detached) != placed.contains_key(&key) {
-                return Err(format!(
-                    "worker {key}: role {role:?} disagrees with the slots"
-                ));
-            }
-        }
-        if fleet.by_pid.len() != fleet.workers.len() {
-            return Err("the pid index keeps dead workers".into());
-        }
-        Ok(())
     }
 
     #[test]
@@ -548,7 +551,7 @@ mod tests {
                         }
                     }
                 };
-                if let Err(e) = check(&fleet) {
+                if let Err(e) = fleet.check() {
                     panic!("case {case} step {step} ({what}): {e}");
                 }
             }

@@ -14,8 +14,9 @@
 //! - supervision: `supervisor` decides (facts in, effects out, no I/O: readiness, leaving,
 //!   failures, restart and give-up, reload, scaling, stop) over `fleet` (slots and worker
 //!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
-//!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
-//!   out its effects (spawning, signals, control answers);
+//!   `reload` (the reload plan), all pure and checked by the simulator `sim_supervisor`;
+//!   `supervise` is the shell that feeds it and carries out its effects (spawning, signals,
+//!   control answers);
 //! - around them: `control` (the control socket), `output` (captured worker output), `signals`
 //!   (what each signal means), `sources` (what each poll token stands for).
 
@@ -37,6 +38,8 @@ mod restart;
 mod signals;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_supervisor;
 mod sources;
 mod supervise;
 mod supervisor;

@@ -503,7 +503,16 @@ impl Supervisor {
     fn promote(&mut self, key: usize, now: Instant) {
         let slot = self.fleet.workers[key].slot;
         let new_pid = self.fleet.workers[key].pid;
-        if let Some(old) = self.fleet.promote(key) {
+        let old = self.fleet.promote(key);
+        if let Some(s) = self.fleet.slots.get_mut(slot).filter(|s| s.given_up) {
+            // Its old worker failed for good while this one started: the new one serves, so
+            // the slot is not given up any more (a reload's fresh chance, as for slots given up
+            // before it began).
+            info!("reload: slot={slot} was given up; pid={new_pid} serves it again");
+            s.given_up = false;
+            s.restarts = Default::default();
+        }
+        if let Some(old) = old {
             self.fleet.detach(old);
             self.effects.push(Effect::Requeue(old));
             if let Some(worker) = self.fleet.workers.get(old) {
@@ -959,6 +968,26 @@ mod tests {
         // Only the first one, still not exited at kill_timeout, is killed.
         assert_eq!(h.tick(10_000), [Effect::Kill(key)]);
         assert_eq!(h.current(0), Some(other));
+    }
+
+    #[test]
+    fn a_slot_given_up_while_its_candidate_starts_serves_again_once_it_is_ready() {
+        // Found by the supervision simulator (seed 345): the candidate was promoted into a
+        // slot still marked given up, which later restarted a worker there anyway.
+        let mut h = Harness::new(2, policy(0));
+        ready_fleet(&mut h, 0);
+        let old = h.current(0).unwrap();
+        h.sup.begin_reload(None, 2, h.at(10));
+        h.run(h.at(10));
+        let candidate = h.spawned.last().unwrap().2;
+        // The old worker of slot 0 fails for good (max_restarts 0); slot 1 still serves.
+        h.sup.exited(old, h.at(20), "exit code 1".into());
+        h.run(h.at(20));
+        assert!(h.sup.fleet.slots[0].given_up);
+        h.sup.ready(candidate, h.at(30));
+        h.run(h.at(30));
+        assert_eq!(h.current(0), Some(candidate));
+        assert!(!h.sup.fleet.slots[0].given_up, "it serves: not given up");
     }
 
     #[test]
