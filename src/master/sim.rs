@@ -8,6 +8,8 @@
 //! - every accepted connection is in exactly one place: the master's queue, one worker's
 //!   account (outbox, un-acked, refused, held), served (acked by exactly one worker), or closed
 //!   by the stop;
+//! - a new client goes to its home slot's worker when affinity is on and that worker's window
+//!   has room, else to the worker whose turn it is among those free;
 //! - nothing is assigned to a worker that is not serving (starting, draining, channel closed),
 //!   nor beyond its window; no connection is ever sent to a second live worker while the one
 //!   it was sent to may still have it (its channel broke before its ack: it is held until that
@@ -251,10 +253,28 @@ impl Sim {
                 };
                 let before = self.idle_outboxes();
                 let serving = self.serving();
+                // With affinity, a client whose home slot's worker has room in its window goes
+                // there; otherwise to the worker whose turn it is among those free.
+                let home = self
+                    .affinity
+                    .then(|| super::dispatch::home_slot(&conn.peer, self.slots.len()))
+                    .flatten()
+                    .and_then(self.serving())
+                    .filter(|&k| self.ledger.account(k).is_some_and(|a| a.has_window_room()));
+                let turn = self
+                    .ledger
+                    .free_slot(self.slots.len(), self.serving())
+                    .and_then(self.serving());
                 match self
                     .ledger
                     .place(conn, self.slots.len(), serving, self.affinity)
                 {
+                    Ok(key) if Some(key) != home.or(turn) => {
+                        return Err(format!(
+                            "conn {id} went to {key}, not {:?} (home {home:?}, turn {turn:?})",
+                            home.or(turn)
+                        ));
+                    }
                     Ok(key) => self.log(format!("arrive: conn {id} → worker {key}")),
                     Err(conn) => {
                         self.log(format!("arrive: conn {id} queued"));

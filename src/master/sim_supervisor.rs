@@ -347,6 +347,18 @@ impl Sim {
                 }
             }
         }
+        // A reload rolls one slot at a time: at most one candidate in the whole fleet, so it
+        // never has fewer serving workers than the target minus the one being replaced.
+        let candidates = self
+            .sup
+            .fleet
+            .slots
+            .iter()
+            .filter(|s| s.candidate.is_some())
+            .count();
+        if candidates > 1 {
+            return Err(format!("{candidates} candidates at once"));
+        }
         if self.sup.gave_up && self.sup.phase == Phase::Running {
             return Err("gave up but still running".into());
         }
