@@ -7,16 +7,19 @@
 //! `kill_timeout`). If a candidate fails to become ready, it is killed, the old worker keeps its
 //! slot and the reload stops there, reported as failed: the fleet never has fewer ready workers
 //! than before. One reload at a time; another request while one runs is refused.
+//!
+//! Here: the [`Reload`] plan, and the reload and scaling decisions of the
+//! [`Supervisor`](super::supervisor::Supervisor) — pure. Reading the configuration again is the
+//! shell's (`supervise.rs`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use log::warn;
+use log::{error, info};
 
-use super::Master;
-use super::fleet;
-use super::supervisor::Policy;
-use crate::config::Config;
+use super::fleet::{Role, Slot};
+use super::supervisor::{Effect, Supervisor};
+use crate::config::MAX_WORKERS;
 
 /// Who asked for a reload and waits for its outcome.
 pub type Waiter = super::control::Waiter;
@@ -122,73 +125,175 @@ impl Reload {
 /// The outcome of a request, for the log and the control client.
 pub type Outcome = Result<String, String>;
 
-impl Master {
-    /// Starts a rolling reload with the configuration read again. `Err` when refused at once
-    /// (one already runs, the master is stopping, the file no longer parses); otherwise the
-    /// outcome is reported to `waiter` when the reload ends.
-    pub(super) fn request_reload(&mut self, waiter: Option<Waiter>) -> Result<(), String> {
-        self.core.can_reload()?;
-        let config = (self.loader)().map_err(|e| {
-            format!("the configuration no longer loads, so the running fleet is kept: {e}")
-        })?;
-        self.apply_config(config);
-        self.core.set_policy(Policy::of(&self.config));
-        self.core
-            .begin_reload(waiter, self.config.workers, Instant::now());
-        self.apply_effects();
-        Ok(())
+/// The reload and scaling decisions of the [`Supervisor`]: pure, like the rest of it.
+impl Supervisor {
+    /// Whether a reload may begin now; why not otherwise.
+    pub fn can_reload(&self) -> Result<(), String> {
+        if !self.running() {
+            return Err("the master is stopping".into());
+        }
+        match &self.reload {
+            Some(r) => Err(r.busy()),
+            None => Ok(()),
+        }
     }
 
-    /// Takes what can change without rebinding; warns about what cannot.
-    fn apply_config(&mut self, mut config: Config) {
-        if config.listen != self.config.listen {
-            warn!("reload: `listen` changed; that needs a restart, keeping the current listeners");
+    /// Begins a rolling reload to `workers` slots (the configuration read again is applied):
+    /// slots given up get a fresh start, the others are replaced one at a time.
+    pub fn begin_reload(&mut self, waiter: Option<Waiter>, workers: usize, now: Instant) {
+        if workers != self.fleet.slots.len() {
+            self.resize(workers, now);
         }
-        if config.sched_policy != self.config.sched_policy {
-            warn!(
-                "reload: sched_policy changed to {}; that needs a restart, keeping {}",
-                config.sched_policy.as_str(),
-                self.config.sched_policy.as_str()
-            );
-        }
-        if config.control != self.config.control {
-            warn!("reload: `[control]` changed; that needs a restart, keeping the current paths");
-        }
-        if config.worker.protocol != self.config.worker.protocol {
-            warn!(
-                "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
-            );
-            // The window goes with the protocol (Node's is one).
-            config.worker.max_unacked = self.config.worker.max_unacked;
-        }
-        config.worker.protocol = self.config.worker.protocol;
-        config.listen = self.config.listen.clone();
-        config.sched_policy = self.config.sched_policy;
-        config.policy_source = self.config.policy_source;
-        config.control = self.config.control.clone();
-        config.source = self.config.source.clone();
-        if config.log != self.config.log {
-            match super::output::open_sinks(&config.log) {
-                Ok(sinks) => self.sinks = sinks,
-                Err(e) => {
-                    warn!("reload: cannot open the new log files ({e}); keeping the old ones");
-                    config.log = self.config.log.clone();
-                }
+        let mut pending = VecDeque::new();
+        for (slot, s) in self.fleet.slots.iter_mut().enumerate() {
+            if s.given_up {
+                // The new configuration deserves a fresh chance.
+                info!("reload: slot={slot} was given up; starting it again");
+                s.given_up = false;
+                s.restarts = Default::default();
+                s.start_at = Some(now);
+            } else if s.current.is_some() {
+                pending.push_back(slot);
             }
         }
-        self.base_env = fleet::base_env(&config);
-        self.config = config;
+        info!(
+            "reload: replacing {} worker(s), one at a time",
+            pending.len()
+        );
+        self.reload = Some(Reload::new(pending, now, waiter));
+        self.step_reload(now);
+    }
+
+    /// Moves the reload on: start the next candidate, or finish.
+    pub(super) fn step_reload(&mut self, now: Instant) {
+        let Some(reload) = &mut self.reload else {
+            return;
+        };
+        let slots = &self.fleet.slots;
+        let live = |slot: usize| {
+            slots
+                .get(slot)
+                .is_some_and(|s| s.current.is_some() && s.candidate.is_none())
+        };
+        match reload.next(live) {
+            Step::Wait => {}
+            Step::Done => {
+                let done = self.reload.take().expect("checked above");
+                let message = done.completed(now);
+                info!("{message}");
+                self.effects.push(Effect::Answer {
+                    waiters: done.into_waiters(),
+                    outcome: Ok(message),
+                });
+            }
+            Step::Roll(slot) => self.effects.push(Effect::Spawn {
+                slot,
+                role: Role::Candidate,
+            }),
+        }
+    }
+
+    /// A candidate is ready: it takes the slot and the old worker is asked to finish.
+    pub(super) fn promote(&mut self, key: usize, now: Instant) {
+        let slot = self.fleet.workers[key].slot;
+        let new_pid = self.fleet.workers[key].pid;
+        let old = self.fleet.promote(key);
+        if let Some(s) = self.fleet.slots.get_mut(slot).filter(|s| s.given_up) {
+            // Its old worker failed for good while this one started: the new one serves, so
+            // the slot is not given up any more (a reload's fresh chance, as for slots given up
+            // before it began).
+            info!("reload: slot={slot} was given up; pid={new_pid} serves it again");
+            s.given_up = false;
+            s.restarts = Default::default();
+        }
+        if let Some(old) = old {
+            self.fleet.detach(old);
+            self.effects.push(Effect::Requeue(old));
+            if let Some(worker) = self.fleet.workers.get(old) {
+                info!(
+                    "reload: slot={slot} pid={new_pid} replaces pid={}; it finishes within {:?}",
+                    worker.pid, self.policy.kill_timeout
+                );
+            }
+            self.drain(old, now);
+        }
+        if let Some(reload) = &mut self.reload {
+            reload.promoted(slot);
+        }
+        self.step_reload(now);
+    }
+
+    /// The candidate at `key` failed (exited, misbehaved, not ready in time): kill it, keep the
+    /// old worker, and end the reload as failed.
+    pub(super) fn reload_failed(&mut self, key: usize, now: Instant, cause: String) {
+        let Some(worker) = self.fleet.workers.get(key) else {
+            return;
+        };
+        let (slot, pid) = (worker.slot, worker.pid);
+        self.fleet.detach(key);
+        self.kill(key);
+        if let Some(worker) = self.fleet.workers.get_mut(key) {
+            worker.kill_at = Some(now + self.policy.kill_timeout);
+        }
+        self.fail_reload(slot, format!("pid {pid}: {cause}"));
+    }
+
+    pub(super) fn fail_reload(&mut self, slot: usize, cause: String) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let message = reload.failed(slot, &cause);
+        error!("{message}");
+        self.effects.push(Effect::Answer {
+            waiters: reload.into_waiters(),
+            outcome: Err(message),
+        });
     }
 
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
     /// have their workers stopped gracefully.
-    pub(super) fn scale_to(&mut self, n: usize) -> Outcome {
-        let outcome = self.core.scale(n, Instant::now());
-        if outcome.is_ok() {
-            self.config.workers = n;
+    pub fn scale(&mut self, n: usize, now: Instant) -> Outcome {
+        if !self.running() {
+            return Err("the master is stopping".into());
         }
-        self.apply_effects();
-        outcome
+        if self.reload.is_some() {
+            return Err("a reload is in progress; scale when it ends".into());
+        }
+        if !(1..=MAX_WORKERS).contains(&n) {
+            return Err(format!(
+                "workers must be between 1 and {MAX_WORKERS}, not {n}"
+            ));
+        }
+        let before = self.fleet.slots.len();
+        if n == before {
+            return Ok(format!("already {n} worker(s)"));
+        }
+        self.resize(n, now);
+        let message = format!("scaled from {before} to {n} worker(s)");
+        info!("{message}");
+        Ok(message)
+    }
+
+    pub(super) fn resize(&mut self, n: usize, now: Instant) {
+        let before = self.fleet.slots.len();
+        for slot in n..before {
+            let s = &self.fleet.slots[slot];
+            for key in [s.current, s.candidate].into_iter().flatten() {
+                self.fleet.detach(key);
+                self.effects.push(Effect::Requeue(key));
+                if let Some(worker) = self.fleet.workers.get(key) {
+                    info!("retiring slot={slot} pid={}", worker.pid);
+                }
+                self.drain(key, now);
+            }
+        }
+        self.fleet.slots.truncate(n);
+        for _ in before..n {
+            self.fleet.slots.push(Slot {
+                start_at: Some(now),
+                ..Default::default()
+            });
+        }
     }
 }
 

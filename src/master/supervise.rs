@@ -14,9 +14,11 @@ use nix::unistd::Pid;
 
 use super::Master;
 use super::fleet::{self, Role, Seat};
+use super::reload::{Outcome, Waiter};
 use super::sources::Source;
-use super::supervisor::Effect;
+use super::supervisor::{Effect, Policy};
 use super::wire::Incoming;
+use crate::config::Config;
 use crate::protocol::WorkerMessage;
 
 impl Master {
@@ -327,5 +329,73 @@ impl Master {
         };
         info!("worker started slot={slot} pid={pid}{what}");
         Ok(key)
+    }
+
+    /// Starts a rolling reload with the configuration read again. `Err` when refused at once
+    /// (one already runs, the master is stopping, the file no longer parses); otherwise the
+    /// outcome is reported to `waiter` when the reload ends.
+    pub(super) fn request_reload(&mut self, waiter: Option<Waiter>) -> Result<(), String> {
+        self.core.can_reload()?;
+        let config = (self.loader)().map_err(|e| {
+            format!("the configuration no longer loads, so the running fleet is kept: {e}")
+        })?;
+        self.apply_config(config);
+        self.core.set_policy(Policy::of(&self.config));
+        self.core
+            .begin_reload(waiter, self.config.workers, Instant::now());
+        self.apply_effects();
+        Ok(())
+    }
+
+    /// Takes what can change without rebinding; warns about what cannot.
+    fn apply_config(&mut self, mut config: Config) {
+        if config.listen != self.config.listen {
+            warn!("reload: `listen` changed; that needs a restart, keeping the current listeners");
+        }
+        if config.sched_policy != self.config.sched_policy {
+            warn!(
+                "reload: sched_policy changed to {}; that needs a restart, keeping {}",
+                config.sched_policy.as_str(),
+                self.config.sched_policy.as_str()
+            );
+        }
+        if config.control != self.config.control {
+            warn!("reload: `[control]` changed; that needs a restart, keeping the current paths");
+        }
+        if config.worker.protocol != self.config.worker.protocol {
+            warn!(
+                "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
+            );
+            // The window goes with the protocol (Node's is one).
+            config.worker.max_unacked = self.config.worker.max_unacked;
+        }
+        config.worker.protocol = self.config.worker.protocol;
+        config.listen = self.config.listen.clone();
+        config.sched_policy = self.config.sched_policy;
+        config.policy_source = self.config.policy_source;
+        config.control = self.config.control.clone();
+        config.source = self.config.source.clone();
+        if config.log != self.config.log {
+            match super::output::open_sinks(&config.log) {
+                Ok(sinks) => self.sinks = sinks,
+                Err(e) => {
+                    warn!("reload: cannot open the new log files ({e}); keeping the old ones");
+                    config.log = self.config.log.clone();
+                }
+            }
+        }
+        self.base_env = fleet::base_env(&config);
+        self.config = config;
+    }
+
+    /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
+    /// have their workers stopped gracefully.
+    pub(super) fn scale_to(&mut self, n: usize) -> Outcome {
+        let outcome = self.core.scale(n, Instant::now());
+        if outcome.is_ok() {
+            self.config.workers = n;
+        }
+        self.apply_effects();
+        outcome
     }
 }

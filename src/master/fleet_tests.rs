@@ -1,0 +1,82 @@
+//! Tests of the fleet's bookkeeping over random operations.
+
+use super::*;
+
+/// A worker record with no process behind it (a pid no process has: nothing is signalled).
+fn worker(slot: usize, pid: i32) -> Worker {
+    test_worker(slot, pid, Instant::now())
+}
+
+#[test]
+fn roles_and_slots_stay_consistent_over_random_operations() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut next_pid = 1_000_000;
+    for case in 0..500 {
+        let mut fleet = Fleet::new(rng.usize(1..4), Instant::now());
+        for step in 0..200 {
+            let keys: Vec<usize> = fleet.workers.iter().map(|(k, _)| k).collect();
+            let any = |rng: &mut fastrand::Rng| keys.get(rng.usize(..keys.len().max(1))).copied();
+            let what = match rng.u8(..7) {
+                // As the master starts workers: a current one only into an empty slot, a
+                // candidate only beside a current one with none yet.
+                0 | 1 => {
+                    let slot = rng.usize(..fleet.slots.len());
+                    let s = &fleet.slots[slot];
+                    let role = if s.current.is_none() && s.candidate.is_none() {
+                        Role::Current
+                    } else if s.current.is_some() && s.candidate.is_none() {
+                        Role::Candidate
+                    } else {
+                        continue;
+                    };
+                    next_pid += 1;
+                    fleet.insert(worker(slot, next_pid), role);
+                    format!("insert {role:?} into slot {slot}")
+                }
+                2 => match any(&mut rng) {
+                    Some(key) => {
+                        let old = fleet.promote(key);
+                        if let Some(old) = old {
+                            fleet.detach(old);
+                        }
+                        format!("promote {key} (replacing {old:?})")
+                    }
+                    None => continue,
+                },
+                3 => match any(&mut rng) {
+                    Some(key) => {
+                        fleet.detach(key);
+                        format!("detach {key}")
+                    }
+                    None => continue,
+                },
+                4 | 5 => match any(&mut rng) {
+                    Some(key) => {
+                        let (_, role) = fleet.remove(key);
+                        format!("remove {key} ({role:?})")
+                    }
+                    None => continue,
+                },
+                // Scaling, as Master::resize does: the last slot's workers are detached,
+                // then the slot goes; or a slot is added.
+                _ => {
+                    if rng.bool() && fleet.slots.len() > 1 {
+                        let last = fleet.slots.len() - 1;
+                        let s = &fleet.slots[last];
+                        for key in [s.current, s.candidate].into_iter().flatten() {
+                            fleet.detach(key);
+                        }
+                        fleet.slots.truncate(last);
+                        "scale down".to_owned()
+                    } else {
+                        fleet.slots.push(Slot::default());
+                        "scale up".to_owned()
+                    }
+                }
+            };
+            if let Err(e) = fleet.check() {
+                panic!("case {case} step {step} ({what}): {e}");
+            }
+        }
+    }
+}
