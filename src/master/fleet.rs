@@ -241,8 +241,13 @@ impl Fleet {
     /// The ledger account of the worker serving `slot` — current, ready, its channel open —
     /// if there is one.
     pub fn serving(&self, slot: usize) -> Option<usize> {
+        self.serving_if(slot, |w| w.channel.is_some())
+    }
+
+    /// [`Fleet::serving`], with what "its channel is open" means given (a simulator has none).
+    pub fn serving_if(&self, slot: usize, open: impl Fn(&Worker) -> bool) -> Option<usize> {
         let worker = self.workers.get(self.slots.get(slot)?.current?)?;
-        (worker.state == State::Ready && worker.channel.is_some()).then_some(worker.account)
+        (worker.state == State::Ready && open(worker)).then_some(worker.account)
     }
 
     pub fn ready_count(&self) -> usize {

@@ -471,6 +471,8 @@ impl Supervisor {
         }
         let keys: Vec<usize> = self.fleet.workers.iter().map(|(k, _)| k).collect();
         for key in keys {
+            // Killed: nothing more for it, not even what waits in the queue.
+            self.fleet.workers[key].state = State::Draining;
             self.kill(key);
         }
         self.effects.push(Effect::KillHooks);

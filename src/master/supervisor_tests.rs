@@ -288,6 +288,10 @@ fn a_quick_stop_kills_everything_at_once() {
         2
     );
     assert_eq!(effects.last(), Some(&Effect::KillHooks));
+    assert!(
+        (0..2).all(|s| h.sup.fleet.serving_if(s, |_| true).is_none()),
+        "a killed worker is handed nothing, not even the queue"
+    );
     assert!(h.tick(100_000).is_empty(), "nothing restarts");
 }
 
