@@ -89,11 +89,12 @@ class Worker:
     # -- serving -----------------------------------------------------------------------------
 
     def serve(self, conn):
-        """HTTP/1.1 with keep-alive, until the client closes, says close, or we stop."""
+        """HTTP/1.1 with keep-alive, until the client closes, says close, or we stop. A
+        connection taken is answered at least once, even if the stop came meanwhile."""
         conn.settimeout(5.0)
         buf = b""
         try:
-            while not self.stopping.is_set():
+            while True:
                 while b"\r\n\r\n" not in buf:
                     chunk = conn.recv(65536)
                     if not chunk:
@@ -133,7 +134,7 @@ class Worker:
                     self.log(f"served {self.served} requests, leaving")
                     self.channel.send("leaving\n")
                     self.finish_after_leaving()
-                if not keep:
+                if not keep or self.stopping.is_set():
                     return
         except OSError:
             pass
@@ -193,19 +194,30 @@ class Worker:
 
     def run_listeners(self):
         count = int(os.environ.get("LISTEN_FDS", "0"))
+        self.acceptors = []
         for i in range(count):
             listener = socket.socket(fileno=3 + i)
-            threading.Thread(target=self.accept_loop, args=(listener,), daemon=True).start()
+            # Wakes up now and then to see whether we stop, so that no connection is taken
+            # from the kernel's queue just as the process exits.
+            listener.settimeout(0.1)
+            t = threading.Thread(target=self.accept_loop, args=(listener,), daemon=True)
+            t.start()
+            self.acceptors.append(t)
 
     def accept_loop(self, listener):
         while not self.stopping.is_set():
             try:
                 conn, _ = listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
             self.spawn(conn)
 
     def drain(self):
+        # First no more accepts (what was taken is being served), then every connection.
+        for t in getattr(self, "acceptors", []):
+            t.join(timeout=1.0)
         with self.lock:
             threads = list(self.threads)
         for t in threads:
