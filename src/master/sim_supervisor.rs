@@ -8,6 +8,7 @@
 //!   slot, never the same; roles agree with the slots;
 //! - a candidate takes its slot only once ready (a reload never replaces a worker with one that
 //!   cannot serve);
+//! - a worker holding a client un-acked past `ack_timeout` is killed at the next turn;
 //! - every effect names a worker that exists when it is carried out (or one just reaped in the
 //!   same decision), never one started since under a reused key;
 //! - nothing is started once the stop began, nor for a slot that no longer exists, nor for a
@@ -289,10 +290,18 @@ impl Sim {
         match self.rng.u8(..100) {
             0..=34 => {
                 self.now += Duration::from_millis(self.rng.u64(0..300));
+                // As the shell does each turn: a worker holding a client un-acked past
+                // ack_timeout is stuck (the ledger knows since when); then the clock.
+                for key in self.overdue() {
+                    self.log(format!("{key} stuck (ack_timeout)"));
+                    self.sup.stuck(key, self.now);
+                    self.apply(None)?;
+                }
                 self.sup.tick(self.now, 0);
                 self.log("tick".into());
                 self.apply(None)?;
                 self.check_stop_bound()?;
+                self.check_ack_bound()?;
             }
             35..=49 => {
                 let starting: Vec<usize> = self
@@ -444,6 +453,36 @@ impl Sim {
             })
             .collect();
         move |slot| serving.get(slot).copied().flatten()
+    }
+
+    /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it (the
+    /// master's `ack_deadline`).
+    fn overdue(&self) -> Vec<usize> {
+        let timeout = self.policy.ack_timeout;
+        self.sup
+            .fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.stuck)
+            .filter(|(_, w)| {
+                self.ledger
+                    .account(w.account)
+                    .and_then(|a| a.oldest_unacked())
+                    .is_some_and(|t| t + timeout <= self.now)
+            })
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Right after a turn, no live worker holds a client un-acked past `ack_timeout` without
+    /// having been killed for it.
+    fn check_ack_bound(&self) -> Result<(), String> {
+        match self.overdue().first() {
+            Some(key) => Err(format!(
+                "worker {key} holds a client past ack_timeout, alive"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The shell closes a worker's channel: what it never got goes to the queue, what it was
