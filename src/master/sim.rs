@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 use super::ledger::{Conn, Ledger, Place};
 use crate::protocol::Peer;
 
+/// A simulated connection (both simulators use it).
 #[derive(Debug)]
-struct SimConn {
-    id: u64,
-    peer: Peer,
-    sent: Option<Instant>,
+pub(super) struct SimConn {
+    pub id: u64,
+    pub peer: Peer,
+    pub sent: Option<Instant>,
 }
 
 impl Conn for SimConn {

@@ -27,29 +27,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::fleet::{Role, State, test_worker};
-use super::ledger::{Conn, Ledger, Place};
+use super::ledger::{Ledger, Place};
 use super::lifecycle::{Phase, ReadyRule, StopStep};
+use super::sim::SimConn as Client;
 use super::supervisor::{Effect, Policy, Supervisor};
 use crate::config::{Readiness, RestartConfig};
 use crate::protocol::Peer;
-
-#[derive(Debug)]
-struct Client {
-    id: u64,
-    sent: Option<Instant>,
-}
-
-impl Conn for Client {
-    fn peer(&self) -> &Peer {
-        &Peer::Unix
-    }
-    fn sent(&self) -> Option<Instant> {
-        self.sent
-    }
-    fn set_sent(&mut self, at: Option<Instant>) {
-        self.sent = at;
-    }
-}
 
 /// What the simulated process of a worker does.
 #[derive(Debug, Clone, Copy)]
@@ -382,10 +365,12 @@ impl Sim {
                     let before = self.not_serving_outboxes();
                     let serving = self.serving();
                     let slots = self.sup.fleet.slots.len();
-                    if let Err(c) =
-                        self.ledger
-                            .place(Client { id, sent: None }, slots, serving, false)
-                    {
+                    let client = Client {
+                        id,
+                        peer: Peer::Unix,
+                        sent: None,
+                    };
+                    if let Err(c) = self.ledger.place(client, slots, serving, false) {
                         self.ledger.enqueue(c);
                     }
                     self.check_not_serving(before)?;
