@@ -10,7 +10,6 @@ use log::{debug, error, info, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
-use super::fleet::Worker;
 use super::listeners;
 use super::wire::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
@@ -60,18 +59,6 @@ impl Master {
         let fleet = &self.core.fleet;
         self.ledger
             .free_slot(fleet.slots.len(), |s| fleet.serving(s))
-    }
-
-    /// When the oldest socket `worker` holds un-acked passes `ack_timeout`, unless it was
-    /// killed for that already.
-    pub(super) fn ack_deadline(&self, worker: &Worker) -> Option<Instant> {
-        if worker.stuck {
-            return None;
-        }
-        self.ledger
-            .account(worker.account)?
-            .oldest_unacked()?
-            .checked_add(self.config.worker.ack_timeout)
     }
 
     /// A file descriptor was closed: if accepting is paused for lack of them, try again now.
@@ -155,8 +142,9 @@ impl Master {
     /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
     /// line: they are older than anything still to be accepted.
     pub(super) fn requeue_outbox(&mut self, key: usize) {
-        self.ledger
-            .requeue_unsent(self.core.fleet.workers[key].account);
+        if let Some(worker) = self.core.fleet.workers.get(key) {
+            self.ledger.requeue_unsent(worker.account);
+        }
     }
 
     /// Gives `handoff` to its home slot's worker if client affinity is on and that worker can

@@ -334,7 +334,8 @@ impl Master {
             .workers
             .iter()
             .flat_map(|(_, w)| {
-                let ack_deadline = self.ack_deadline(w);
+                let ack_deadline =
+                    supervisor::ack_deadline(w, &self.ledger, self.config.worker.ack_timeout);
                 w.kill_at
                     .into_iter()
                     .chain(w.channel_closed_check)

@@ -443,20 +443,12 @@ impl Sim {
     /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it (the
     /// master's `ack_deadline`).
     fn overdue(&self) -> Vec<usize> {
-        let timeout = self.policy.ack_timeout;
-        self.sup
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.stuck)
-            .filter(|(_, w)| {
-                self.ledger
-                    .account(w.account)
-                    .and_then(|a| a.oldest_unacked())
-                    .is_some_and(|t| t + timeout <= self.now)
-            })
-            .map(|(k, _)| k)
-            .collect()
+        super::supervisor::overdue(
+            &self.sup.fleet,
+            &self.ledger,
+            self.policy.ack_timeout,
+            self.now,
+        )
     }
 
     /// Right after a turn, no live worker holds a client un-acked past `ack_timeout` without

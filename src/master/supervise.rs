@@ -16,7 +16,7 @@ use super::Master;
 use super::fleet::{self, Role, Seat};
 use super::reload::{Outcome, Waiter};
 use super::sources::Source;
-use super::supervisor::{Effect, Policy};
+use super::supervisor::{self, Effect, Policy};
 use super::wire::Incoming;
 use crate::config::Config;
 use crate::protocol::WorkerMessage;
@@ -160,14 +160,7 @@ impl Master {
     /// at the clock; then what it decided is done.
     pub(super) fn supervise(&mut self, now: Instant) {
         let timeout = self.config.worker.ack_timeout;
-        let stuck: Vec<usize> = self
-            .core
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| self.ack_deadline(w).is_some_and(|t| t <= now))
-            .map(|(k, _)| k)
-            .collect();
+        let stuck = supervisor::overdue(&self.core.fleet, &self.ledger, timeout, now);
         for key in stuck {
             let worker = &self.core.fleet.workers[key];
             let (held, oldest) = self

@@ -15,6 +15,7 @@ use log::{debug, error, info, warn};
 use nix::unistd::Pid;
 
 use super::fleet::{Fleet, Role, State, Worker};
+use super::ledger::{Conn, Ledger};
 use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
 use super::reload::{Outcome, Reload, Waiter};
 use super::restart::Decision;
@@ -53,6 +54,37 @@ pub enum Effect {
     StopAccepting,
     /// A quick stop: close the listeners.
     CloseListeners,
+}
+
+/// When the oldest connection `worker` holds un-acked passes `timeout`, unless it was killed
+/// for that already. (The ledger knows since when; the shell and the simulator both ask here.)
+pub fn ack_deadline<C: Conn>(
+    worker: &Worker,
+    ledger: &Ledger<C>,
+    timeout: Duration,
+) -> Option<Instant> {
+    if worker.stuck {
+        return None;
+    }
+    ledger
+        .account(worker.account)?
+        .oldest_unacked()?
+        .checked_add(timeout)
+}
+
+/// The workers past their ack deadline at `now`: each is to be reported [`Supervisor::stuck`].
+pub fn overdue<C: Conn>(
+    fleet: &Fleet,
+    ledger: &Ledger<C>,
+    timeout: Duration,
+    now: Instant,
+) -> Vec<usize> {
+    fleet
+        .workers
+        .iter()
+        .filter(|(_, w)| ack_deadline(w, ledger, timeout).is_some_and(|t| t <= now))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// The settings the supervisor decides by (taken again on reload).
