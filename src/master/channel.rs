@@ -135,7 +135,7 @@ impl Pair {
     }
     pub fn assign(&mut self, h: super::wire::Handoff) {
         let key = self.key;
-        assert!(self.ledger.place(h, 1, |_| Some(key), false).is_ok());
+        assert!(self.ledger.admit(h, 1, |_| Some(key), false).is_some());
     }
     pub fn flush(&mut self, now: Instant) -> Flush {
         let account = self.ledger.account_mut(self.key).unwrap();

@@ -59,7 +59,11 @@ impl Held {
                 sent: None,
             };
             let key = self.key;
-            if self.ledger.place(handoff, 1, |_| Some(key), false).is_ok() {
+            if self
+                .ledger
+                .admit(handoff, 1, |_| Some(key), false)
+                .is_some()
+            {
                 peers.push(peer);
             }
         }

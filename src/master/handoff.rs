@@ -147,16 +147,6 @@ impl Master {
         }
     }
 
-    /// Gives `handoff` to its home slot's worker if client affinity is on and that worker can
-    /// queue it, else to the worker whose turn it is among those free now; `Err` gives it back
-    /// when nobody can take it.
-    pub(super) fn place(&mut self, handoff: Handoff) -> Result<usize, Handoff> {
-        let fleet = &self.core.fleet;
-        let affinity = self.config.affinity == Affinity::ClientIp;
-        self.ledger
-            .place(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity)
-    }
-
     /// First the sockets waiting for a new owner, then new connections while anyone is free.
     /// A connection is bound to a worker only here, just before [`Master::flush`] sends it;
     /// while nobody is free it waits in the backlog or, not yet accepted, in the kernel's.
@@ -211,9 +201,12 @@ impl Master {
                             peer,
                             sent: None,
                         };
-                        if let Err(handoff) = self.place(handoff) {
-                            self.ledger.enqueue(handoff); // unreachable: room was checked
-                        }
+                        // Room was checked: it is placed, not queued (either way it is the
+                        // ledger's now, until a worker acks it).
+                        let fleet = &self.core.fleet;
+                        let serving = |s| fleet.serving(s);
+                        self.ledger
+                            .admit(handoff, fleet.slots.len(), serving, affinity);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
                     Err(e) if listeners::is_transient_accept_error(&e) => {}

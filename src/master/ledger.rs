@@ -5,8 +5,8 @@
 //!
 //! A connection moves only by these rules:
 //!
-//! - accepted → given to the worker whose turn it is among those free now ([`Ledger::place`]),
-//!   else queued; queued ones go first ([`Ledger::dispatch`]);
+//! - accepted → given to the worker whose turn it is among those free now, else queued
+//!   ([`Ledger::admit`]); queued ones go first ([`Ledger::dispatch`]);
 //! - assigned → sent ([`Account::mark_sent`], by the wire) → acked: the master's copy is closed,
 //!   the worker serves it;
 //! - not sent (the channel was full) or refused by the worker → the front of the queue, for
@@ -234,10 +234,29 @@ impl<C: Conn> Ledger<C> {
         })
     }
 
-    /// Gives `c` to the worker of its home slot if `affinity` is on and that worker's window
-    /// has room, else to the one whose turn it is among those free now; its account key. `Err`
-    /// gives it back when nobody can take it.
-    pub fn place(
+    /// A connection just accepted: given to the worker of its home slot if `affinity` is on
+    /// and that worker's window has room, else to the one whose turn it is among those free
+    /// now, else queued, last in line. The account it went to; `None` if queued. Once admitted,
+    /// it leaves the ledger only acked (to the worker that acked it) or closed.
+    pub fn admit(
+        &mut self,
+        c: C,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        affinity: bool,
+    ) -> Option<usize> {
+        match self.place(c, slots, serving, affinity) {
+            Ok(key) => Some(key),
+            Err(c) => {
+                self.queue.push_back(c);
+                None
+            }
+        }
+    }
+
+    /// Gives `c` to its home slot's worker or to the one whose turn it is (as
+    /// [`Ledger::admit`]); `Err` gives it back when nobody can take it.
+    fn place(
         &mut self,
         c: C,
         slots: usize,
@@ -289,6 +308,7 @@ impl<C: Conn> Ledger<C> {
     }
 
     /// A connection nobody could take now waits, last in line.
+    #[cfg(test)]
     pub fn enqueue(&mut self, c: C) {
         self.queue.push_back(c);
     }
@@ -410,15 +430,17 @@ mod tests {
         let b = ledger.open(2);
         let serving = |s: usize| [Some(a), Some(b)][s];
         let placed: Vec<usize> = (0..4)
-            .map(|i| ledger.place(Id(i, None), 2, serving, false).unwrap())
+            .map(|i| ledger.admit(Id(i, None), 2, serving, false).unwrap())
             .collect();
         assert_eq!(placed, [a, b, a, b]);
-        // Both windows are full: the fifth waits.
-        assert!(ledger.place(Id(4, None), 2, serving, false).is_err());
+        // Both windows are full: the fifth waits in the queue.
+        assert_eq!(ledger.admit(Id(4, None), 2, serving, false), None);
+        assert_eq!(ledger.queued(), 1);
         let now = Instant::now();
         ledger.account_mut(a).unwrap().mark_sent(2, now);
         ledger.account_mut(a).unwrap().ack_oldest(1).unwrap();
-        assert_eq!(ledger.place(Id(4, None), 2, serving, false), Ok(a));
+        assert!(ledger.dispatch(2, serving, false), "a has room again");
+        assert_eq!(ledger.queued(), 0);
         assert_eq!(ledger.account(a).unwrap().handed(), 3);
     }
 
@@ -427,7 +449,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let a = ledger.open(4);
         for i in 0..3 {
-            ledger.place(Id(i, None), 1, |_| Some(a), false).unwrap();
+            ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
         }
         ledger.account_mut(a).unwrap().mark_sent(2, Instant::now());
         ledger.enqueue(Id(9, None));
@@ -451,7 +473,7 @@ mod tests {
     fn acking_more_than_was_sent_changes_nothing() {
         let mut ledger = Ledger::default();
         let a = ledger.open(4);
-        ledger.place(Id(0, None), 1, |_| Some(a), false).unwrap();
+        ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
         let account = ledger.account_mut(a).unwrap();
         account.mark_sent(1, Instant::now());
         assert_eq!(account.ack_oldest(2), Err(1));
@@ -463,7 +485,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let a = ledger.open(4);
         for i in 0..3 {
-            ledger.place(Id(i, None), 1, |_| Some(a), false).unwrap();
+            ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
         }
         ledger.enqueue(Id(7, None));
         let account = ledger.account_mut(a).unwrap();
@@ -483,7 +505,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let a = ledger.open(4);
         ledger.account_mut(a).unwrap().on_idle();
-        assert!(ledger.place(Id(0, None), 1, |_| Some(a), false).is_ok());
+        assert!(ledger.admit(Id(0, None), 1, |_| Some(a), false).is_some());
         let account = ledger.account_mut(a).unwrap();
         account.mark_sent(1, Instant::now());
         account.flushed(true, false);

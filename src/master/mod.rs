@@ -7,18 +7,24 @@
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
 //! This file is the loop and the master's state. Around it:
-//! - the hand-off: `handoff` (accept, place, flush, read back) over `ledger` (who owns each
-//!   accepted socket until a worker acks it, and the rotation — pure, checked by the seeded
-//!   simulator `sim`) and `dispatch` (the cursor, affinity); `listeners` (sockets we accept on);
-//!   `channel` with its wires `native` and `node` (shared types in `wire`);
+//! - the hand-off: `handoff` (accept, admit, flush, read back) over `ledger` (who owns each
+//!   accepted socket until a worker acks it, and the rotation — pure) and `dispatch` (the
+//!   cursor, affinity); `listeners` (sockets we accept on); `channel` with its wires `native`
+//!   and `node` (a Node cluster worker's servers in `node_servers`; shared types in `wire`);
 //! - supervision: `supervisor` decides (facts in, effects out, no I/O: readiness, leaving,
 //!   failures, restart and give-up, reload, scaling, stop) over `fleet` (slots and worker
 //!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
-//!   `reload` (the reload plan), all pure and checked by the simulator `sim_supervisor`;
-//!   `supervise` is the shell that feeds it and carries out its effects (spawning, signals,
-//!   control answers);
+//!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
+//!   out its effects (spawning, signals, control answers);
 //! - around them: `control` (the control socket), `output` (captured worker output), `signals`
-//!   (what each signal means), `sources` (what each poll token stands for).
+//!   (what each signal means), `sources` (what each poll token stands for);
+//! - in tests, `sim`: seeded simulators of the ledger and of the supervisor.
+//!
+//! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
+//! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it from then on (queue,
+//! a worker's outbox, its un-acked window) until the worker's ack drops the master's copy; the
+//! wire, `native` or `node`, borrows it from the outbox for `sendmsg` and applies the ack.
+//! (`channel` hands the wire the account, never a socket.)
 
 mod channel;
 mod control;
@@ -32,14 +38,13 @@ mod lifecycle;
 mod listeners;
 mod native;
 mod node;
+mod node_servers;
 mod output;
 mod reload;
 mod restart;
 mod signals;
 #[cfg(test)]
 mod sim;
-#[cfg(test)]
-mod sim_supervisor;
 mod sources;
 mod supervise;
 mod supervisor;

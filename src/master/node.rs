@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::node_servers::{Answer, Servers};
 use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
@@ -28,28 +29,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Chunks read from one worker per loop turn (256 KiB, some 10,000 short messages): a worker
 /// that writes as fast as we read cannot keep the master from everything else for long.
 const READ_BUDGET: usize = 4;
-/// uv's `UV_ENOTSUP`: the errno a `queryServer` for a kind of server we do not serve (UDP) is
-/// refused with.
-const UV_ENOTSUP: i64 = -95;
-/// uv's `UV_EADDRNOTAVAIL`: the errno a `queryServer` is refused with when every listener
-/// already has its server in that worker. Node 20 reports it as `bind EADDRNOTAVAIL …`.
-const UV_EADDRNOTAVAIL: i64 = -99;
-
 /// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
 #[derive(Debug)]
 pub struct SharedListener {
     pub fd: OwnedFd,
     /// `None` for a Unix socket.
     pub addr: Option<SocketAddr>,
-}
-
-/// A cluster worker's server (one `listen()`), and the listener whose connections it gets.
-#[derive(Debug)]
-struct Server {
-    key: String,
-    /// `key`, JSON-encoded, as every `newconn` carries it.
-    key_json: String,
-    listener: usize,
 }
 
 /// Which handle waits for its `NODE_HANDLE_ACK`.
@@ -94,7 +79,7 @@ pub struct NodeWire {
     /// Cluster: the `seq` of each `newconn` in the un-acked window, in the same order.
     awaiting: VecDeque<u64>,
     /// Cluster: the worker's servers, each bound to one of our listeners for its life.
-    servers: Vec<Server>,
+    servers: Servers,
     stop_sent: bool,
     /// `protocol = "node"`: the line every connection rides with (always the same).
     socket_line: Vec<u8>,
@@ -111,6 +96,7 @@ impl NodeWire {
         messages: NodeMessages,
         listeners: Vec<SharedListener>,
     ) -> NodeWire {
+        let servers = Servers::new(listeners.iter().map(|l| l.addr).collect());
         let mut wire = NodeWire {
             cluster,
             shared,
@@ -128,7 +114,7 @@ impl NodeWire {
             nacks: 0,
             resend_conn: false,
             awaiting: VecDeque::new(),
-            servers: Vec::new(),
+            servers,
             stop_sent: false,
             socket_line: Vec::new(),
             said_ready: false,
@@ -270,18 +256,12 @@ impl NodeWire {
         if !self.cluster {
             return Some(self.socket_line.clone());
         }
-        // The server bound to that listener; a listener without one (the app listens fewer
-        // times than we have addresses) goes to the worker's first server.
-        let server = self
-            .servers
-            .iter()
-            .find(|s| s.listener == listener)
-            .or(self.servers.first())?;
-        let key_json = server.key_json.clone();
-        let seq = self.next_seq();
-        self.awaiting.push_back(seq);
+        let key_json = self.servers.key_json(listener)?;
+        let seq = self.seq;
         let mut line = Vec::with_capacity(128);
-        node_ipc::newconn_line(&key_json, seq, &mut line);
+        node_ipc::newconn_line(key_json, seq, &mut line);
+        self.seq += 1;
+        self.awaiting.push_back(seq);
         Some(line)
     }
 
@@ -363,8 +343,7 @@ impl NodeWire {
             }
             FromWorker::Listening => self.say(WorkerMessage::Ready, out),
             FromWorker::Close { key } => {
-                self.servers.retain(|s| s.key != key);
-                if self.servers.is_empty() && !self.shared {
+                if self.servers.close(&key) && !self.shared {
                     // It closed its server: whatever we send now it would refuse.
                     self.say(WorkerMessage::Leaving, out);
                 }
@@ -448,94 +427,16 @@ impl NodeWire {
         }
     }
 
-    /// The listener a new server on `port` gets: a free one with that port, else the first
-    /// free one (so each port keeps its server whatever order the app listens in, and a server
-    /// closed and opened again gets its listener back).
-    fn free_listener(&self, port: i64) -> Option<usize> {
-        let free = |i: &usize| !self.servers.iter().any(|s| s.listener == *i);
-        let same_port = (0..self.listeners.len()).filter(free).find(|&i| {
-            self.listeners[i]
-                .addr
-                .is_some_and(|a| i64::from(a.port()) == port)
-        });
-        same_port.or_else(|| (0..self.listeners.len()).find(free))
-    }
-
     fn on_query_server(&mut self, query: node_ipc::QueryServer, out: &mut Vec<Incoming>) {
-        let key = query.key();
-        let udp = matches!(query.address_type.as_str(), "udp4" | "udp6");
         let reply_seq = self.next_seq();
-        // A server gets a listener of its own for its life: the free one with the port it asked
-        // for, else the first free one. With none free it would get no connection, so its
-        // `listen()` fails instead (Node's own message: `bind EADDRNOTAVAIL`).
-        let listener = self.free_listener(query.port);
-        let refusal = if udp {
-            Some((
-                UV_ENOTSUP,
-                format!(
-                    "refused a {} server: rrbalancer serves TCP and Unix listeners only",
-                    crate::text::quoted(&query.address_type)
-                ),
-            ))
-        } else if listener.is_none() {
-            Some((
-                UV_EADDRNOTAVAIL,
-                format!(
-                    "refused its server on port {}: rrbalancer has {} listener(s), each already \
-                     given to one of this worker's {} server(s); add an address to `listen` for \
-                     it (the app's listen() fails with EADDRNOTAVAIL)",
-                    query.port,
-                    self.listeners.len(),
-                    self.servers.len()
-                ),
-            ))
-        } else {
-            None
+        let (bytes, listener) = match self.servers.answer(&query, self.shared, reply_seq) {
+            Answer::Granted { line, handle } => (line, handle),
+            Answer::Refused { line, why } => {
+                out.push(Incoming::Warning(why));
+                (line, None)
+            }
         };
-        if let Some((errno, note)) = refusal {
-            let mut reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
-            reply["errno"] = errno.into();
-            out.push(Incoming::Warning(note));
-            self.queue.push_back(Line {
-                bytes: node_ipc::encode(&reply),
-                listener: None,
-            });
-            return;
-        }
-        let index = listener.expect("refused above when none is free");
-        let key_json = serde_json::to_string(&key).unwrap_or_else(|_| "\"\"".into());
-        self.servers.push(Server {
-            key: key.clone(),
-            key_json,
-            listener: index,
-        });
-        if self.shared {
-            let reply = node_ipc::query_server_reply(&key, query.seq, None, reply_seq);
-            self.queue.push_back(Line {
-                bytes: node_ipc::handle(HandleType::Native, &reply),
-                listener: Some(index),
-            });
-            return;
-        }
-        // Round-robin: no handle; `sockname` is what `server.address()` shows. It names the
-        // port the app asked for (Node checks it against the request), on our listener's IP.
-        let sockname = self.listeners[index].addr.map(|addr| {
-            let port = if query.port > 0 {
-                query.port
-            } else {
-                addr.port().into()
-            };
-            json!({
-                "address": addr.ip().to_string(),
-                "family": if addr.is_ipv4() { "IPv4" } else { "IPv6" },
-                "port": port,
-            })
-        });
-        let reply = node_ipc::query_server_reply(&key, query.seq, sockname, reply_seq);
-        self.queue.push_back(Line {
-            bytes: node_ipc::encode(&reply),
-            listener: None,
-        });
+        self.queue.push_back(Line { bytes, listener });
     }
 }
 

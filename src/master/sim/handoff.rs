@@ -23,32 +23,15 @@
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` runs that many (default 2,000). A
 //! failure names its seed and prints the last steps.
 
-use std::collections::{BTreeMap, VecDeque};
+mod invariants;
+
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::ledger::{Conn, Ledger, Place};
+use super::{SimConn, Trace};
+use crate::master::ledger::{Ledger, Place};
 use crate::protocol::Peer;
-
-/// A simulated connection (both simulators use it).
-#[derive(Debug)]
-pub(super) struct SimConn {
-    pub id: u64,
-    pub peer: Peer,
-    pub sent: Option<Instant>,
-}
-
-impl Conn for SimConn {
-    fn peer(&self) -> &Peer {
-        &self.peer
-    }
-    fn sent(&self) -> Option<Instant> {
-        self.sent
-    }
-    fn set_sent(&mut self, at: Option<Instant>) {
-        self.sent = at;
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -95,8 +78,7 @@ struct Sim {
     now: Instant,
     /// Which live worker each connection was last sent to (it may still have it).
     holders: BTreeMap<u64, usize>,
-    /// The last steps, for a failure's report.
-    trace: VecDeque<String>,
+    trace: Trace,
 }
 
 impl Sim {
@@ -119,7 +101,7 @@ impl Sim {
             holders: BTreeMap::new(),
             steps: 0,
             now: Instant::now(),
-            trace: VecDeque::new(),
+            trace: Trace::default(),
         };
         for slot in 0..slots {
             sim.spawn(slot);
@@ -166,10 +148,7 @@ impl Sim {
     }
 
     fn log(&mut self, step: String) {
-        if self.trace.len() == 40 {
-            self.trace.pop_front();
-        }
-        self.trace.push_back(step);
+        self.trace.push(step);
     }
 
     fn pick_worker(&mut self) -> Option<usize> {
@@ -258,7 +237,7 @@ impl Sim {
                 // there; otherwise to the worker whose turn it is among those free.
                 let home = self
                     .affinity
-                    .then(|| super::dispatch::home_slot(&conn.peer, self.slots.len()))
+                    .then(|| crate::master::dispatch::home_slot(&conn.peer, self.slots.len()))
                     .flatten()
                     .and_then(self.serving())
                     .filter(|&k| self.ledger.account(k).is_some_and(|a| a.has_window_room()));
@@ -268,19 +247,16 @@ impl Sim {
                     .and_then(self.serving());
                 match self
                     .ledger
-                    .place(conn, self.slots.len(), serving, self.affinity)
+                    .admit(conn, self.slots.len(), serving, self.affinity)
                 {
-                    Ok(key) if Some(key) != home.or(turn) => {
+                    Some(key) if Some(key) != home.or(turn) => {
                         return Err(format!(
                             "conn {id} went to {key}, not {:?} (home {home:?}, turn {turn:?})",
                             home.or(turn)
                         ));
                     }
-                    Ok(key) => self.log(format!("arrive: conn {id} → worker {key}")),
-                    Err(conn) => {
-                        self.log(format!("arrive: conn {id} queued"));
-                        self.ledger.enqueue(conn);
-                    }
+                    Some(key) => self.log(format!("arrive: conn {id} → worker {key}")),
+                    None => self.log(format!("arrive: conn {id} queued")),
                 }
                 for (key, len) in before {
                     let now = self.ledger.account(key).map_or(0, |a| a.outbox().len());
@@ -548,169 +524,6 @@ impl Sim {
         self.log("stop".into());
         Ok(())
     }
-
-    /// The invariants that hold after every step.
-    fn check(&self) -> Result<(), String> {
-        let mut seen: BTreeMap<u64, String> = BTreeMap::new();
-        let mut twice = None;
-        let mut misplaced = None;
-        self.ledger.each(|place, c| {
-            if seen.insert(c.id, format!("{place:?}")).is_some() {
-                twice.get_or_insert(c.id);
-            }
-            let owner = match place {
-                Place::Queue => None,
-                Place::Outbox(k) | Place::Unacked(k) | Place::Returned(k) | Place::Held(k) => {
-                    Some(k)
-                }
-            };
-            if let Some(k) = owner {
-                match self.workers.get(&k) {
-                    None => _ = misplaced.get_or_insert(format!("conn {} with dead {k}", c.id)),
-                    Some(w) if matches!(place, Place::Held(_)) && w.channel_open => {
-                        _ = misplaced.get_or_insert(format!("conn {} held by open {k}", c.id))
-                    }
-                    Some(w) if !matches!(place, Place::Held(_)) && !w.channel_open => {
-                        _ = misplaced.get_or_insert(format!("conn {} {place:?}, closed", c.id))
-                    }
-                    _ => {}
-                }
-            }
-            if c.sent.is_some() != matches!(place, Place::Unacked(_)) {
-                misplaced.get_or_insert(format!("conn {} at {place:?} marked {:?}", c.id, c.sent));
-            }
-        });
-        if let Some(id) = twice {
-            return Err(format!("conn {id} is in the ledger twice"));
-        }
-        if let Some(m) = misplaced {
-            return Err(m);
-        }
-        for (&id, &key) in &self.outcome.served {
-            if let Some(place) = seen.insert(id, format!("served by {key}")) {
-                return Err(format!("conn {id} served by {key} and still at {place}"));
-            }
-        }
-        for &id in &self.outcome.dropped {
-            if let Some(place) = seen.insert(id, "closed at stop".into()) {
-                return Err(format!("conn {id} closed at stop and still at {place}"));
-            }
-        }
-        if seen.len() as u64 != self.accepted {
-            let lost: Vec<u64> = (0..self.next_id)
-                .filter(|i| !seen.contains_key(i))
-                .collect();
-            return Err(format!("lost: {lost:?}"));
-        }
-        for (&key, w) in &self.workers {
-            let a = self
-                .ledger
-                .account(key)
-                .ok_or(format!("worker {key} has no account"))?;
-            if w.channel_open && a.outbox().len() + a.unacked_len() > self.window {
-                return Err(format!("worker {key} holds more than its window"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every worker with an open channel is sent what it was assigned and acks all of it.
-    fn serve_all(&mut self) -> Result<(), String> {
-        let keys: Vec<usize> = self.workers.keys().copied().collect();
-        for key in keys {
-            if !self.workers[&key].channel_open {
-                continue;
-            }
-            let n = self.ledger.account(key).expect("live").outbox().len();
-            self.sending(key, n)?;
-            let account = self.ledger.account_mut(key).expect("live");
-            account.on_writable();
-            account.mark_sent(n, self.now);
-            account.flushed(n > 0, false);
-            account.on_idle();
-            // As every flush ends: what it gave back goes to the queue.
-            self.ledger.requeue_unsent(key);
-            let unacked = self.unacked_of(key);
-            self.ledger
-                .account_mut(key)
-                .expect("live")
-                .ack_oldest(unacked.len())
-                .map_err(|e| format!("settle: {e}"))?;
-            for id in unacked {
-                self.served(id, key)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Stopping: the workers finish what they were sent and exit; what comes back from those
-    /// whose channel had broken finds nobody, and is closed as the master exits.
-    fn finish_stop(&mut self) -> Result<(), String> {
-        self.serve_all()?;
-        let keys: Vec<usize> = self.workers.keys().copied().collect();
-        for key in keys {
-            self.exit(key)?;
-        }
-        self.dispatch()?;
-        self.check()?;
-        let (served, closed) = (self.outcome.served.len(), self.outcome.dropped.len());
-        if (served + closed) as u64 != self.accepted {
-            return Err(format!(
-                "stopped with {served} served + {closed} closed of {}",
-                self.accepted
-            ));
-        }
-        Ok(())
-    }
-
-    /// The clients are gone: workers become ready and ack everything. Every connection not
-    /// closed by the stop must end up served.
-    fn settle(&mut self) -> Result<(), String> {
-        if self.stopping {
-            return self.finish_stop();
-        }
-        // Dead workers' connections come back; detached ones exit.
-        let gone: Vec<usize> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.state == State::Draining || !w.channel_open)
-            .map(|(&k, _)| k)
-            .collect();
-        for key in gone {
-            self.exit(key)?;
-        }
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].is_none() {
-                self.spawn(slot);
-            }
-        }
-        for w in self.workers.values_mut() {
-            w.state = State::Ready;
-        }
-        for _ in 0..10_000 {
-            self.dispatch()?;
-            self.serve_all()?;
-            self.check()?;
-            let empty = self.ledger.queued() == 0
-                && self
-                    .workers
-                    .keys()
-                    .all(|&k| self.ledger.account(k).is_some_and(|a| a.in_flight() == 0));
-            if empty {
-                let closed = self.outcome.dropped.len() as u64;
-                let served = self.outcome.served.len() as u64;
-                return if served + closed == self.accepted {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "settled with {served} served + {closed} closed of {}",
-                        self.accepted
-                    ))
-                };
-            }
-        }
-        Err("never settled: ready workers could not take the queue".into())
-    }
 }
 
 /// Runs one seed; how many connections were served.
@@ -724,26 +537,21 @@ fn run(seed: u64, steps: usize) -> Result<usize, String> {
         sim.settle()
     })();
     result.map(|()| sim.outcome.served.len()).map_err(|e| {
-        let trace: Vec<String> = sim.trace.iter().cloned().collect();
         format!(
             "seed {seed} (SIM_SEED={seed} replays it; {} slots, window {}, node {}, affinity \
-             {}): {e}\nlast steps:\n  {}",
+             {}): {e}\n{}",
             sim.slots.len(),
             sim.window,
             sim.node,
             sim.affinity,
-            trace.join("\n  ")
+            sim.trace.report()
         )
     })
 }
 
 #[test]
 fn no_connection_lost_none_served_twice_over_random_interleavings() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let seeds: Vec<u64> = match env("SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env("SIM_SEEDS").unwrap_or(2_000)).collect(),
-    };
+    let seeds = super::seeds();
     let started = Instant::now();
     let mut served = 0;
     for &seed in &seeds {

@@ -23,15 +23,17 @@
 //!
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` runs that many (default 2,000).
 
+mod invariants;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::fleet::{Role, State, test_worker};
-use super::ledger::{Ledger, Place};
-use super::lifecycle::{Phase, ReadyRule, StopStep};
-use super::sim::SimConn as Client;
-use super::supervisor::{Effect, Policy, Supervisor};
+use super::{SimConn as Client, Trace};
 use crate::config::{Readiness, RestartConfig};
+use crate::master::fleet::{Role, State, test_worker};
+use crate::master::ledger::{Ledger, Place};
+use crate::master::lifecycle::{Phase, ReadyRule};
+use crate::master::supervisor::{Effect, Policy, Supervisor};
 use crate::protocol::Peer;
 
 /// What the simulated process of a worker does.
@@ -58,8 +60,7 @@ struct Sim {
     stopping: BTreeSet<usize>,
     /// Live workers started as reload candidates.
     candidates: BTreeSet<usize>,
-    /// The last steps, for a failure's report.
-    trace: Vec<String>,
+    trace: Trace,
     ledger: Ledger<Client>,
     /// Workers (by pid) whose channel is open.
     open: BTreeSet<i32>,
@@ -120,7 +121,7 @@ impl Sim {
             killed: BTreeSet::new(),
             stopping: BTreeSet::new(),
             candidates: BTreeSet::new(),
-            trace: Vec::new(),
+            trace: Trace::default(),
             ledger: Ledger::default(),
             open: BTreeSet::new(),
             accepted: 0,
@@ -131,9 +132,6 @@ impl Sim {
     }
 
     fn log(&mut self, step: String) {
-        if self.trace.len() == 40 {
-            self.trace.remove(0);
-        }
         self.trace.push(step);
     }
 
@@ -370,9 +368,7 @@ impl Sim {
                         peer: Peer::Unix,
                         sent: None,
                     };
-                    if let Err(c) = self.ledger.place(client, slots, serving, false) {
-                        self.ledger.enqueue(c);
-                    }
+                    self.ledger.admit(client, slots, serving, false);
                     self.check_not_serving(before)?;
                 }
             }
@@ -443,23 +439,12 @@ impl Sim {
     /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it (the
     /// master's `ack_deadline`).
     fn overdue(&self) -> Vec<usize> {
-        super::supervisor::overdue(
+        crate::master::supervisor::overdue(
             &self.sup.fleet,
             &self.ledger,
             self.policy.ack_timeout,
             self.now,
         )
-    }
-
-    /// Right after a turn, no live worker holds a client un-acked past `ack_timeout` without
-    /// having been killed for it.
-    fn check_ack_bound(&self) -> Result<(), String> {
-        match self.overdue().first() {
-            Some(key) => Err(format!(
-                "worker {key} holds a client past ack_timeout, alive"
-            )),
-            None => Ok(()),
-        }
     }
 
     /// The shell closes a worker's channel: what it never got goes to the queue, what it was
@@ -522,60 +507,6 @@ impl Sim {
         Ok(())
     }
 
-    /// Outbox sizes of the accounts of workers the supervisor does not count as serving.
-    fn not_serving_outboxes(&self) -> Vec<(usize, usize)> {
-        let serving: BTreeSet<usize> = (0..self.sup.fleet.slots.len())
-            .filter_map(self.serving())
-            .collect();
-        self.sup
-            .fleet
-            .workers
-            .iter()
-            .filter(|(k, w)| !serving.contains(&w.account) || self.stopping.contains(k))
-            .map(|(_, w)| w.account)
-            .map(|a| (a, self.ledger.account(a).map_or(0, |x| x.outbox().len())))
-            .collect()
-    }
-
-    fn check_not_serving(&self, before: Vec<(usize, usize)>) -> Result<(), String> {
-        for (account, len) in before {
-            let now = self.ledger.account(account).map_or(0, |a| a.outbox().len());
-            if now > len {
-                return Err(format!(
-                    "account {account}, not serving (or told to stop), was given a client"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Each client accepted is in exactly one place: the ledger, served, or closed by the stop.
-    fn check_clients(&self) -> Result<(), String> {
-        let mut seen = BTreeMap::new();
-        let mut twice = None;
-        self.ledger.each(|place, c| {
-            if seen.insert(c.id, place).is_some() {
-                twice = Some(c.id);
-            }
-        });
-        if let Some(id) = twice {
-            return Err(format!("client {id} is in the ledger twice"));
-        }
-        for id in self.served.keys().chain(self.dropped.iter()) {
-            if let Some(place) = seen.get(id) {
-                return Err(format!("client {id} is done and still at {place:?}"));
-            }
-        }
-        let total = seen.len() + self.served.len() + self.dropped.len();
-        if total as u64 != self.accepted {
-            return Err(format!(
-                "{total} clients accounted for of {}",
-                self.accepted
-            ));
-        }
-        Ok(())
-    }
-
     fn begin_stop(&mut self, quick: bool) -> Result<(), String> {
         if self.stop_began.is_none() {
             self.stop_began = Some(self.now);
@@ -587,99 +518,6 @@ impl Sim {
             self.sup.begin_stop(self.now);
         }
         self.apply(None)
-    }
-
-    /// By the first tick at `kill_timeout` after the stop began, every worker left is killed.
-    fn check_stop_bound(&self) -> Result<(), String> {
-        let Some(began) = self.stop_began else {
-            return Ok(());
-        };
-        if self.now < began + self.policy.kill_timeout {
-            return Ok(());
-        }
-        for (key, _) in self.sup.fleet.workers.iter() {
-            if !self.killed.contains(&key) {
-                return Err(format!(
-                    "worker {key} not killed {:?} after the stop began (kill_timeout {:?})",
-                    self.now - began,
-                    self.policy.kill_timeout
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn check(&mut self) -> Result<(), String> {
-        self.sup.fleet.check()?;
-        self.check_clients()?;
-        for (slot, s) in self.sup.fleet.slots.iter().enumerate() {
-            if let Some(key) = s.current {
-                let w = &self.sup.fleet.workers[key];
-                // A worker that was a candidate and is current now was promoted: ready.
-                if w.state == State::Starting && self.candidates.contains(&key) {
-                    return Err(format!("slot {slot}: candidate {key} took over, not ready"));
-                }
-            }
-        }
-        // A reload rolls one slot at a time: at most one candidate in the whole fleet, so it
-        // never has fewer serving workers than the target minus the one being replaced.
-        let candidates = self
-            .sup
-            .fleet
-            .slots
-            .iter()
-            .filter(|s| s.candidate.is_some())
-            .count();
-        if candidates > 1 {
-            return Err(format!("{candidates} candidates at once"));
-        }
-        if self.sup.gave_up && self.sup.phase == Phase::Running {
-            return Err("gave up but still running".into());
-        }
-        if self.sup.phase != Phase::Running && self.stop_began.is_none() {
-            // The supervisor stopped on its own (every slot given up).
-            self.stop_began = Some(self.now);
-        }
-        Ok(())
-    }
-
-    /// Ends the run: a stop (if none began), ticks on the virtual clock until every worker is
-    /// reaped; it must end within `kill_timeout` plus a tick and the reaping.
-    fn finish(&mut self) -> Result<(), String> {
-        if self.stop_began.is_none() {
-            self.begin_stop(false)?;
-            self.reap()?;
-        }
-        let began = self.stop_began.expect("set above");
-        let tick = Duration::from_millis(50);
-        let bound = began + self.policy.kill_timeout + 2 * tick;
-        while !self.sup.fleet.workers.is_empty() {
-            if self.now > bound {
-                return Err(format!(
-                    "{} worker(s) left {:?} after the stop began",
-                    self.sup.fleet.workers.len(),
-                    self.now - began
-                ));
-            }
-            self.now += tick;
-            self.sup.tick(self.now, 0);
-            self.apply(None)?;
-            self.check_stop_bound()?;
-            self.reap()?;
-            self.check()?;
-        }
-        match self.sup.phase.stop_step(self.now, 0) {
-            Some(StopStep::Exit) => {}
-            other => return Err(format!("all reaped, yet the stop says {other:?}")),
-        }
-        // The master exits: the ledger holds nothing any more (every account is gone with its
-        // worker, the queue was closed), so every client was served or closed by the stop.
-        self.dispatch()?;
-        self.check_clients()?;
-        if self.served.len() + self.dropped.len() != self.accepted as usize {
-            return Err("clients left in the ledger at exit".into());
-        }
-        Ok(())
     }
 }
 
@@ -696,19 +534,15 @@ fn run(seed: u64, steps: usize) -> Result<(u64, usize), String> {
         .map(|()| (sim.accepted, sim.served.len()))
         .map_err(|e| {
             format!(
-                "seed {seed} (SIM_SEED={seed} replays it): {e}\nlast steps:\n  {}",
-                sim.trace.join("\n  ")
+                "seed {seed} (SIM_SEED={seed} replays it): {e}\n{}",
+                sim.trace.report()
             )
         })
 }
 
 #[test]
 fn supervision_keeps_its_invariants_over_random_interleavings() {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let seeds: Vec<u64> = match env("SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env("SIM_SEEDS").unwrap_or(2_000)).collect(),
-    };
+    let seeds = super::seeds();
     let started = Instant::now();
     let (mut accepted, mut served) = (0, 0);
     for &seed in &seeds {

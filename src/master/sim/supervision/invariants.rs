@@ -1,0 +1,169 @@
+//! The supervision simulator's invariants, checked after every step, and how a run ends: a
+//! stop that ends in bounded virtual time, every worker reaped, every client served or closed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::Sim;
+use crate::master::fleet::State;
+use crate::master::lifecycle::{Phase, StopStep};
+
+impl Sim {
+    /// Right after a turn, no live worker holds a client un-acked past `ack_timeout` without
+    /// having been killed for it.
+    pub(super) fn check_ack_bound(&self) -> Result<(), String> {
+        match self.overdue().first() {
+            Some(key) => Err(format!(
+                "worker {key} holds a client past ack_timeout, alive"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Outbox sizes of the accounts of workers the supervisor does not count as serving.
+    pub(super) fn not_serving_outboxes(&self) -> Vec<(usize, usize)> {
+        let serving: BTreeSet<usize> = (0..self.sup.fleet.slots.len())
+            .filter_map(self.serving())
+            .collect();
+        self.sup
+            .fleet
+            .workers
+            .iter()
+            .filter(|(k, w)| !serving.contains(&w.account) || self.stopping.contains(k))
+            .map(|(_, w)| w.account)
+            .map(|a| (a, self.ledger.account(a).map_or(0, |x| x.outbox().len())))
+            .collect()
+    }
+
+    pub(super) fn check_not_serving(&self, before: Vec<(usize, usize)>) -> Result<(), String> {
+        for (account, len) in before {
+            let now = self.ledger.account(account).map_or(0, |a| a.outbox().len());
+            if now > len {
+                return Err(format!(
+                    "account {account}, not serving (or told to stop), was given a client"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each client accepted is in exactly one place: the ledger, served, or closed by the stop.
+    pub(super) fn check_clients(&self) -> Result<(), String> {
+        let mut seen = BTreeMap::new();
+        let mut twice = None;
+        self.ledger.each(|place, c| {
+            if seen.insert(c.id, place).is_some() {
+                twice = Some(c.id);
+            }
+        });
+        if let Some(id) = twice {
+            return Err(format!("client {id} is in the ledger twice"));
+        }
+        for id in self.served.keys().chain(self.dropped.iter()) {
+            if let Some(place) = seen.get(id) {
+                return Err(format!("client {id} is done and still at {place:?}"));
+            }
+        }
+        let total = seen.len() + self.served.len() + self.dropped.len();
+        if total as u64 != self.accepted {
+            return Err(format!(
+                "{total} clients accounted for of {}",
+                self.accepted
+            ));
+        }
+        Ok(())
+    }
+
+    /// By the first tick at `kill_timeout` after the stop began, every worker left is killed.
+    pub(super) fn check_stop_bound(&self) -> Result<(), String> {
+        let Some(began) = self.stop_began else {
+            return Ok(());
+        };
+        if self.now < began + self.policy.kill_timeout {
+            return Ok(());
+        }
+        for (key, _) in self.sup.fleet.workers.iter() {
+            if !self.killed.contains(&key) {
+                return Err(format!(
+                    "worker {key} not killed {:?} after the stop began (kill_timeout {:?})",
+                    self.now - began,
+                    self.policy.kill_timeout
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check(&mut self) -> Result<(), String> {
+        self.sup.fleet.check()?;
+        self.check_clients()?;
+        for (slot, s) in self.sup.fleet.slots.iter().enumerate() {
+            if let Some(key) = s.current {
+                let w = &self.sup.fleet.workers[key];
+                // A worker that was a candidate and is current now was promoted: ready.
+                if w.state == State::Starting && self.candidates.contains(&key) {
+                    return Err(format!("slot {slot}: candidate {key} took over, not ready"));
+                }
+            }
+        }
+        // A reload rolls one slot at a time: at most one candidate in the whole fleet, so it
+        // never has fewer serving workers than the target minus the one being replaced.
+        let candidates = self
+            .sup
+            .fleet
+            .slots
+            .iter()
+            .filter(|s| s.candidate.is_some())
+            .count();
+        if candidates > 1 {
+            return Err(format!("{candidates} candidates at once"));
+        }
+        if self.sup.gave_up && self.sup.phase == Phase::Running {
+            return Err("gave up but still running".into());
+        }
+        if self.sup.phase != Phase::Running && self.stop_began.is_none() {
+            // The supervisor stopped on its own (every slot given up).
+            self.stop_began = Some(self.now);
+        }
+        Ok(())
+    }
+
+    /// Ends the run: a stop (if none began), ticks on the virtual clock until every worker is
+    /// reaped; it must end within `kill_timeout` plus a tick and the reaping.
+    pub(super) fn finish(&mut self) -> Result<(), String> {
+        if self.stop_began.is_none() {
+            self.begin_stop(false)?;
+            self.reap()?;
+        }
+        let began = self.stop_began.expect("set above");
+        let tick = Duration::from_millis(50);
+        let bound = began + self.policy.kill_timeout + 2 * tick;
+        while !self.sup.fleet.workers.is_empty() {
+            if self.now > bound {
+                return Err(format!(
+                    "{} worker(s) left {:?} after the stop began",
+                    self.sup.fleet.workers.len(),
+                    self.now - began
+                ));
+            }
+            self.now += tick;
+            self.sup.tick(self.now, 0);
+            self.apply(None)?;
+            self.check_stop_bound()?;
+            self.reap()?;
+            self.check()?;
+        }
+        match self.sup.phase.stop_step(self.now, 0) {
+            Some(StopStep::Exit) => {}
+            other => return Err(format!("all reaped, yet the stop says {other:?}")),
+        }
+        // The master exits: the ledger holds nothing any more (every account is gone with its
+        // worker, the queue was closed), so every client was served or closed by the stop.
+        self.dispatch()?;
+        self.check_clients()?;
+        if self.served.len() + self.dropped.len() != self.accepted as usize {
+            return Err("clients left in the ledger at exit".into());
+        }
+        Ok(())
+    }
+}
