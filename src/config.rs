@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::text::quoted;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -541,12 +542,87 @@ pub struct FileDispatch {
 pub struct FileShutdown {
     /// How long workers get to finish after `stop` before they are killed.
     pub kill_timeout: Spanned<HumanDuration>,
+    /// The signal a worker is asked to stop with: `"auto"`, `"none"` or a name (`"SIGTERM"`).
+    pub signal: Spanned<String>,
 }
 
 impl Default for FileShutdown {
     fn default() -> Self {
         FileShutdown {
             kill_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(5))),
+            signal: Spanned::new(0..0, "auto".into()),
+        }
+    }
+}
+
+/// `[shutdown] signal`: what a worker gets when it is asked to stop (stop, reload,
+/// scale-down), before SIGKILL at `kill_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM, except for a native-protocol worker, which gets its `stop` message alone.
+    Auto,
+    /// No signal: the channel's `stop` (Node: `disconnect`) alone. A program that speaks no
+    /// protocol gets nothing until SIGKILL.
+    None,
+    /// This signal: after `stop` (Node: `disconnect`) for a worker that speaks a protocol.
+    Signal(Signal),
+}
+
+impl StopSignal {
+    /// The signal for a worker that was sent `stop` or `disconnect` on its channel (`node`:
+    /// that worker speaks Node's IPC), if any.
+    pub fn after_stop(self, node: bool) -> Option<Signal> {
+        match self {
+            StopSignal::Auto if node => Some(Signal::SIGTERM),
+            StopSignal::Auto | StopSignal::None => None,
+            StopSignal::Signal(signal) => Some(signal),
+        }
+    }
+
+    /// The signal for a worker that cannot be told on a channel (it never spoke, or its
+    /// channel is gone).
+    pub fn alone(self) -> Option<Signal> {
+        match self {
+            StopSignal::Auto => Some(Signal::SIGTERM),
+            StopSignal::None => None,
+            StopSignal::Signal(signal) => Some(signal),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopSignal::Auto => "auto",
+            StopSignal::None => "none",
+            StopSignal::Signal(signal) => signal.as_str(),
+        }
+    }
+
+    /// `"auto"`, `"none"`, or a signal by name, with or without `SIG`, in any case
+    /// (`"SIGINT"`, `"INT"`, `"sigint"`). SIGKILL and SIGSTOP ask nothing of a worker: refused.
+    fn parse(name: &str) -> Result<StopSignal, String> {
+        let upper = name.to_ascii_uppercase();
+        match upper.as_str() {
+            "AUTO" => return Ok(StopSignal::Auto),
+            "NONE" => return Ok(StopSignal::None),
+            _ => {}
+        }
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        match full.parse::<Signal>() {
+            Ok(Signal::SIGKILL | Signal::SIGSTOP) => Err(format!(
+                "{} cannot be handled, so it asks nothing of a worker (SIGKILL follows at \
+                 kill_timeout anyway); use a signal the worker handles, such as \"SIGTERM\"",
+                quoted(name)
+            )),
+            Ok(signal) => Ok(StopSignal::Signal(signal)),
+            Err(_) => Err(format!(
+                "{} is not a signal (use \"auto\", \"none\", or a name such as \"SIGTERM\", \
+                 \"SIGINT\", \"SIGQUIT\", \"SIGUSR2\")",
+                quoted(name)
+            )),
         }
     }
 }
@@ -624,6 +700,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub affinity: Affinity,
     pub kill_timeout: Duration,
+    pub stop_signal: StopSignal,
     pub restart: RestartConfig,
     pub on_giveup: Option<String>,
     pub control: ControlConfig,
@@ -777,6 +854,7 @@ impl Config {
 
         let mut shutdown = Table::new();
         shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));
+        shutdown.insert("signal".into(), text(self.stop_signal.as_str()));
         top.insert("shutdown".into(), Value::Table(shutdown));
 
         let r = &self.restart;
@@ -1125,6 +1203,9 @@ pub fn validate(
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
     let ready_timeout = duration(file.worker.ready_timeout, "worker.ready_timeout")?;
     let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
+    let signal_span = file.shutdown.signal.span();
+    let stop_signal = StopSignal::parse(file.shutdown.signal.get_ref())
+        .map_err(|message| invalid(signal_span, "shutdown.signal", message))?;
 
     let protocol = file.worker.protocol;
     let ready = match file.worker.ready {
@@ -1203,6 +1284,7 @@ pub fn validate(
         },
         affinity: file.dispatch.affinity,
         kill_timeout,
+        stop_signal,
         restart,
         on_giveup: file.restart.on_giveup,
         control,
@@ -1683,6 +1765,44 @@ mod tests {
         assert!(e.starts_with("cluster.toml:2:8: key `worker.exec`"), "{e}");
         let e = error_of("[worker]\nexec = \"/nonexistent/bin\"\n");
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_stop_signal_is_auto_none_or_a_signal_a_worker_can_handle() {
+        let signal = |text: &str| load_str(&format!("[shutdown]\nsignal = {text}\n"));
+        assert_eq!(load_str("").unwrap().stop_signal, StopSignal::Auto);
+        for (text, want) in [
+            ("\"auto\"", StopSignal::Auto),
+            ("\"none\"", StopSignal::None),
+            ("\"SIGINT\"", StopSignal::Signal(Signal::SIGINT)),
+            ("\"INT\"", StopSignal::Signal(Signal::SIGINT)),
+            ("\"SIGQUIT\"", StopSignal::Signal(Signal::SIGQUIT)),
+            ("\"sigterm\"", StopSignal::Signal(Signal::SIGTERM)),
+        ] {
+            assert_eq!(signal(text).unwrap().stop_signal, want, "{text}");
+        }
+        for text in ["\"SIGKILL\"", "\"STOP\"", "\"TERMINATE\"", "\"\""] {
+            let e = signal(text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("cluster.toml:2:") && e.contains("key `shutdown.signal`"),
+                "{text}: {e}"
+            );
+        }
+        // What each kind of worker gets.
+        let auto = StopSignal::Auto;
+        assert_eq!(
+            auto.after_stop(true),
+            Some(Signal::SIGTERM),
+            "Node: disconnect, SIGTERM"
+        );
+        assert_eq!(auto.after_stop(false), None, "native: `stop` alone");
+        assert_eq!(auto.alone(), Some(Signal::SIGTERM), "a plain program");
+        assert_eq!(StopSignal::None.alone(), None);
+        let int = StopSignal::Signal(Signal::SIGINT);
+        assert_eq!(
+            (int.after_stop(false), int.alone()),
+            (Some(Signal::SIGINT), Some(Signal::SIGINT))
+        );
     }
 
     #[test]

@@ -297,11 +297,25 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         let affinity = g.one(&["\"none\"", "\"client-ip\""], &["\"sticky\""]);
         line(format!("[dispatch]\naffinity = {affinity}"));
     }
+    line("[shutdown]".into());
     if short_kill {
-        line("[shutdown]\nkill_timeout = \"500ms\"".into());
+        line("kill_timeout = \"500ms\"".into());
     } else if g.rng.bool() {
         let value = g.duration();
-        line(format!("[shutdown]\nkill_timeout = {value}"));
+        line(format!("kill_timeout = {value}"));
+    }
+    if g.one_in(3) {
+        let signal = g.one(
+            &[
+                "\"auto\"",
+                "\"none\"",
+                "\"SIGTERM\"",
+                "\"INT\"",
+                "\"SIGUSR2\"",
+            ],
+            &["\"SIGKILL\"", "\"STOP\"", "\"TERMINATE\"", "15", "\"\""],
+        );
+        line(format!("signal = {signal}"));
     }
     if g.rng.bool() {
         line("[restart]".into());

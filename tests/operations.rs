@@ -527,3 +527,41 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn the_stop_signal_follows_a_native_workers_stop_only_when_configured() {
+    let worker = common::repo().join("tests/support/signal_worker.py");
+    for (signal, env, want) in [
+        ("", "", "message stop\n"),
+        (
+            "signal = \"SIGUSR2\"\n",
+            "WAIT_SIGNAL = \"1\"",
+            "message stop\nsignal SIGUSR2\n",
+        ),
+        // A program that never spoke the protocol gets the signal alone (auto: SIGTERM).
+        (
+            "",
+            "WAIT_SIGNAL = \"1\", SILENT = \"1\"",
+            "signal SIGTERM\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("mark");
+        let ready = if env.contains("SILENT") {
+            "ready = \"delay\"\nready_delay = \"200ms\"\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "workers = 1\n[worker]\nexec = \"python3\"\nargs = [{:?}]\n{ready}env = {{ MARK = {:?}, {env} }}\n[shutdown]\nkill_timeout = \"5s\"\n{signal}",
+            worker.display().to_string(),
+            mark.display().to_string()
+        );
+        let mut rrb = Rrb::start(&config, 1);
+        rrb.signal(libc::SIGTERM);
+        let status = rrb.wait_exit(Duration::from_secs(10)).expect("stopped");
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(rrb.count_log("exit code 0"), 1, "{config}\n{:?}", rrb.log());
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), want, "{config}");
+    }
+}

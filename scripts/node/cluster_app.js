@@ -1,6 +1,8 @@
-// A textbook Node.js cluster app, unchanged: run it with `node cluster_app.js` and Node's own
-// primary forks the workers; run it under rrbalancer (config/node-cluster.toml) and rrbalancer
-// is the primary: `cluster.isPrimary` is false in every process it starts.
+// A textbook Node.js cluster app: run it with `node cluster_app.js` and Node's own primary
+// forks the workers; run it under rrbalancer (config/node-cluster.toml) and rrbalancer is the
+// primary: `cluster.isPrimary` is false in every process it starts. Its one addition to the
+// textbook is the SIGTERM handler every Node server needs to stop without cutting requests
+// (Docker, Kubernetes, systemd, PM2 and rrbalancer all stop a process with a signal).
 'use strict';
 const cluster = require('cluster');
 const http = require('http');
@@ -17,9 +19,11 @@ if (cluster.isPrimary) {
     cluster.fork();
   });
 } else {
-  http
+  const server = http
     .createServer((req, res) => {
       res.end(`handled by worker ${cluster.worker.id}, pid ${process.pid}\n`);
     })
     .listen(port);
+  // Stopping: take nothing new, finish the requests in progress, then exit 0.
+  process.on('SIGTERM', () => server.close(() => process.exit(0)));
 }

@@ -35,8 +35,12 @@ process.on('message', (m, handle) => {
   }
 });
 
-// The master disconnected (graceful stop): finish what we have, then exit.
-process.on('disconnect', () => {
+// Stopping (stop, reload, scale-down): the master disconnects, then sends SIGTERM
+// (`[shutdown] signal`). Either way: take nothing new, finish what we have, then exit 0.
+// Without a SIGTERM handler Node would exit at once, cutting requests in progress.
+function finish() {
   server.close(() => process.exit(0));
   server.closeIdleConnections?.();
-});
+}
+process.on('disconnect', finish);
+process.on('SIGTERM', finish);

@@ -65,6 +65,11 @@ impl Channel {
         self.stop_pending = true;
     }
 
+    /// `stop` was asked and has not left yet.
+    pub fn stop_pending(&self) -> bool {
+        self.stop_pending
+    }
+
     /// Whether anything waits to be sent.
     pub fn wants_flush(&self, account: &Sockets) -> bool {
         !account.outbox().is_empty()

@@ -59,6 +59,9 @@ pub struct Worker {
     pub spoke: bool,
     /// When to SIGKILL it if it has not exited.
     pub kill_at: Option<Instant>,
+    /// The signal it gets once its `stop` (Node: `disconnect`) has left on the channel
+    /// (`[shutdown] signal`).
+    pub signal_after_stop: Option<Signal>,
     /// Its channel closed; if it has not exited by then, replace it.
     pub channel_closed_check: Option<Instant>,
     /// Its stdout and stderr, when `[log]` captures them.
@@ -101,6 +104,14 @@ impl Worker {
     }
 
     /// Sends a signal to the worker's process group (it leads one), reaching its own children.
+    /// Sends the signal due after `stop`, if one is (once).
+    pub fn send_signal_after_stop(&mut self) {
+        if let Some(signal) = self.signal_after_stop.take() {
+            debug!("pid={}: `stop` sent; now {signal}", self.pid);
+            self.signal_group(signal);
+        }
+    }
+
     pub fn signal_group(&self, signal: Signal) {
         if killpg(self.pid, signal).is_err() {
             let _ = kill(self.pid, signal);
@@ -411,6 +422,7 @@ pub fn spawn(
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
         spoke: mode.node(),
         kill_at: None,
+        signal_after_stop: None,
         channel_closed_check: None,
         output,
         stuck: false,
@@ -472,6 +484,7 @@ pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
         started,
         spoke: false,
         kill_at: None,
+        signal_after_stop: None,
         channel_closed_check: None,
         output: [None, None],
         stuck: false,

@@ -128,6 +128,8 @@ impl Master {
     pub(super) fn release_channel(&mut self, key: usize) {
         let worker = &mut self.core.fleet.workers[key];
         self.ledger.close(worker.account);
+        // Asked to stop, and its `stop` will never leave now: the signal goes at once.
+        worker.send_signal_after_stop();
         let Some(channel) = worker.channel.take() else {
             return;
         };
@@ -257,6 +259,9 @@ impl Master {
                     debug!("channel of pid={} broke: {e}", worker.pid);
                     broken.push(key);
                 }
+            }
+            if !channel.stop_pending() {
+                worker.send_signal_after_stop();
             }
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel

@@ -204,10 +204,21 @@ impl Master {
                 }
             }
             Effect::Stop(key) => {
+                let signal = self.config.stop_signal;
+                let node = self.config.mode().node();
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
                     match &mut worker.channel {
-                        Some(channel) if worker.spoke => channel.queue_stop(),
-                        _ => worker.signal_group(Signal::SIGTERM),
+                        Some(channel) if worker.spoke => {
+                            // The signal follows once `stop` has left (see `flush`).
+                            channel.queue_stop();
+                            worker.signal_after_stop = signal.after_stop(node);
+                        }
+                        _ => {
+                            if let Some(signal) = signal.alone() {
+                                debug!("pid={}: sending {signal} to stop it", worker.pid);
+                                worker.signal_group(signal);
+                            }
+                        }
                     }
                 }
             }

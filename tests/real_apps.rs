@@ -1,0 +1,157 @@
+//! Real programs nobody here wrote, from the npm registry (tests/support/npm: `ws`, Express),
+//! under rrbalancer as a user runs them. The packages are installed by the first test that
+//! needs them (`npm ci`, from the committed lock file); when the registry cannot be reached
+//! each such test says so on stderr and passes without running.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Rrb, repo};
+
+/// tests/support/npm with its packages installed, or `None` (said on stderr) when they cannot
+/// be.
+fn npm_apps() -> Option<PathBuf> {
+    static INSTALLED: OnceLock<Option<PathBuf>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = repo().join("tests/support/npm");
+            if dir.join("node_modules/ws/package.json").exists()
+                && dir.join("node_modules/express/package.json").exists()
+            {
+                return Some(dir);
+            }
+            let out = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(out) if out.status.success() => Some(dir),
+                Ok(out) => {
+                    eprintln!(
+                        "SKIPPED: `npm ci` in {} failed (is the npm registry reachable?):\n{}",
+                        dir.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: cannot run npm: {e}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A helper process (in its own process group, killed with it when dropped) whose stdout lines
+/// arrive on a channel.
+struct Helper {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Helper {
+    fn start(command: &mut Command) -> Helper {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start helper");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, lines }
+    }
+
+    /// The next line starting with `prefix`, within `timeout`.
+    fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // SAFETY: killing the process group this test created.
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn ws_config(apps: &std::path::Path, signal: Option<&str>) -> String {
+    let app = apps.join("ws_app.js");
+    let (key, env) = match signal {
+        Some(s) => (format!("signal = \"{s}\"\n"), s),
+        None => (String::new(), "SIGTERM"),
+    };
+    format!(
+        "workers = 2\n[worker]\nexec = \"node\"\nargs = [{app:?}]\nprotocol = \"node-cluster\"\n\
+         env = {{ STOP_SIGNAL = \"{env}\" }}\n[shutdown]\nkill_timeout = \"20s\"\n{key}"
+    )
+}
+
+/// 200 WebSocket clients on the ws app; `stop` ends their workers' lives; the close code
+/// each client saw, as the client script reports it.
+fn close_codes(apps: &std::path::Path, signal: Option<&str>, reload: bool) -> String {
+    let mut rrb = Rrb::start(&ws_config(apps, signal), 2);
+    let clients = Helper::start(
+        Command::new("node")
+            .arg(apps.join("ws_clients.js"))
+            .arg(rrb.port().to_string())
+            .arg("200")
+            .arg("15000"),
+    );
+    clients.wait_line("open 200", Duration::from_secs(20));
+    if reload {
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload: {out}{err}");
+    } else {
+        rrb.signal(libc::SIGTERM);
+    }
+    let closed = clients.wait_line("closed ", Duration::from_secs(20));
+    if !reload {
+        let status = rrb.wait_exit(Duration::from_secs(25)).expect("stopped");
+        assert_eq!(status.code(), Some(0));
+    }
+    closed
+}
+
+#[test]
+fn websocket_clients_are_closed_by_the_app_with_1001_on_reload_and_on_stop() {
+    let Some(apps) = npm_apps() else { return };
+    // kill_timeout is 20 s and the clients report after 15 s: a worker that never got the
+    // signal would leave its clients open (then cut with 1006 by SIGKILL).
+    for signal in [None, Some("SIGINT")] {
+        for reload in [true, false] {
+            let closed = close_codes(&apps, signal, reload);
+            assert_eq!(
+                closed,
+                "closed {\"1001\":200}",
+                "signal {signal:?}, {}",
+                if reload { "reload" } else { "stop" }
+            );
+        }
+    }
+}
