@@ -77,8 +77,14 @@ pub enum Command {
         json: bool,
     },
     /// Rolling reload: replace every worker, one at a time, each only once its successor is
-    /// ready; re-reads the configuration. Waits until it is done.
-    Reload,
+    /// ready; re-reads the configuration. Keeps the current number of workers (a `scale` stays)
+    /// unless the configuration's `workers` changed. Answers once the new workers are ready,
+    /// saying how many old ones are still finishing their connections.
+    Reload {
+        /// Answer only once the old workers have exited too (at most `kill_timeout` more).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Set the number of workers (new ones start now, removed ones stop gracefully).
     Scale {
         /// The number of workers wanted.

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! → {"cmd":"status"}              ← {"ok":true,"status":{…}}
-//! → {"cmd":"reload"}              ← {"ok":true,"message":"reload complete: …"}  (when it ends)
+//! → {"cmd":"reload"}              ← {"ok":true,"message":"reload complete: …"}  (new workers ready)
+//! → {"cmd":"reload","wait":true}  ← the same, once the old workers have exited too
 //! → {"cmd":"scale","workers":4}   ← {"ok":true,"message":"scaled from 2 to 4 worker(s)"}
 //! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
 //! ```
@@ -18,8 +19,14 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
     Status,
-    Reload,
-    Scale { workers: usize },
+    /// `wait`: answer once the old workers have exited, not as soon as the new ones are ready.
+    Reload {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
+    },
+    Scale {
+        workers: usize,
+    },
     Stop,
 }
 
@@ -161,9 +168,13 @@ mod tests {
         let scale: Request = serde_json::from_str(r#"{"cmd":"scale","workers":4}"#).unwrap();
         assert_eq!(scale, Request::Scale { workers: 4 });
         assert_eq!(
-            serde_json::to_string(&Request::Reload).unwrap(),
+            serde_json::to_string(&Request::Reload { wait: false }).unwrap(),
             r#"{"cmd":"reload"}"#
         );
+        let wait: Request = serde_json::from_str(r#"{"cmd":"reload","wait":true}"#).unwrap();
+        assert_eq!(wait, Request::Reload { wait: true });
+        let plain: Request = serde_json::from_str(r#"{"cmd":"reload"}"#).unwrap();
+        assert_eq!(plain, Request::Reload { wait: false });
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
     }

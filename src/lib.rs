@@ -79,7 +79,9 @@ fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Run) | None => serve(&cli, false),
         Some(Command::Start { daemon }) => serve(&cli, daemon),
         Some(Command::Status { json }) => control_command(&cli, Ask::Status { json }),
-        Some(Command::Reload) => control_command(&cli, Ask::Request(control::Request::Reload)),
+        Some(Command::Reload { wait }) => {
+            control_command(&cli, Ask::Request(control::Request::Reload { wait }))
+        }
         Some(Command::Scale { count }) => control_command(
             &cli,
             Ask::Request(control::Request::Scale { workers: count }),
@@ -201,8 +203,9 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             Err(code) => return code,
         },
     };
-    // A reload replaces every worker, each within its ready_timeout; be generous.
-    let long = std::time::Duration::from_secs(600);
+    // A reload replaces every worker, each within its ready_timeout (and with --wait the old
+    // ones within kill_timeout); be generous.
+    let long = std::time::Duration::from_secs(600) + kill_timeout.unwrap_or_default();
     let outcome =
         match ask {
             Ask::Status { json } => client::request(&socket, &control::Request::Status, long)

@@ -565,3 +565,70 @@ fn the_stop_signal_follows_a_native_workers_stop_only_when_configured() {
         assert_eq!(std::fs::read_to_string(&mark).unwrap(), want, "{config}");
     }
 }
+
+/// Slots in `status --json` (current workers, retiring ones excepted).
+fn slots(rrb: &Rrb) -> usize {
+    let (code, json, err) = rrb.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["role"] == "current")
+        .count()
+}
+
+#[test]
+fn a_reload_keeps_the_scale_unless_the_configuration_changes_workers() {
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let (code, out, err) = rrb.ctl(&["scale", "4"]);
+    assert_eq!(code, 0, "{out}{err}");
+    rrb.wait_ready(4);
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 worker(s) replaced"), "{out}");
+    assert_eq!(slots(&rrb), 4);
+    rrb.wait_for_log("reload: keeping the 4 worker(s) running", Duration::from_secs(1));
+    // The file now says 3: the new value wins.
+    std::fs::write(rrb.config_path(), "listen = [\"127.0.0.1:0\"]\nworkers = 3\n").unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(slots(&rrb), 3);
+    rrb.wait_for_log("`workers` changed from 2 to 3", Duration::from_secs(1));
+}
+
+#[test]
+fn reload_answers_when_the_new_workers_are_ready_and_with_wait_when_the_old_ones_are_gone() {
+    // Workers that ignore `stop` and get no signal: each old one lives until SIGKILL at
+    // kill_timeout (1s).
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "workers = 1\n[worker]\nexec = \"python3\"\nargs = [{:?}]\nenv = {{ MARK = {:?}, WAIT_SIGNAL = \"1\" }}\n[shutdown]\nkill_timeout = \"1s\"\nsignal = \"none\"\n",
+        common::repo()
+            .join("tests/support/signal_worker.py")
+            .display()
+            .to_string(),
+        dir.path().join("mark").display().to_string()
+    );
+    let rrb = Rrb::start(&config, 1);
+    let first = rrb.wait_workers(1, Duration::from_secs(5))[0];
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("the new ones ready; 1 old worker(s) still finishing"),
+        "{out}"
+    );
+    assert!(common::alive(first), "answered before the old worker was gone");
+    let second = rrb
+        .workers()
+        .into_iter()
+        .find(|&p| p != first)
+        .expect("the new worker");
+    let started = std::time::Instant::now();
+    let (code, out, err) = rrb.ctl(&["reload", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("the 1 old worker(s) have exited"), "{out}");
+    assert!(!common::alive(second), "answered while the old worker lived");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{out}");
+}

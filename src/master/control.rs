@@ -291,9 +291,9 @@ impl Master {
                 let status = self.status();
                 self.answer(key, Reply::status(status));
             }
-            Request::Reload => {
+            Request::Reload { wait } => {
                 info!("reload requested on the control socket");
-                if let Err(e) = self.request_reload(Some(key)) {
+                if let Err(e) = self.request_reload(Some(key), wait) {
                     warn!("reload refused: {e}");
                     self.answer(key, Reply::error(e));
                 }
@@ -366,7 +366,7 @@ impl Master {
                 }
             }
         }
-        let waiting_for_reload = self.core.reload.as_ref().is_some_and(|r| r.is_waiting(key));
+        let waiting_for_reload = self.core.is_waiting(key);
         if conn.done && !conn.hold && !waiting_for_reload {
             let mut conn = control.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);

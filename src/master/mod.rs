@@ -193,6 +193,9 @@ struct Master {
     /// A SIGCHLD arrived: exited children wait to be reaped.
     reap_due: bool,
     loader: Loader,
+    /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
+    /// unless the configuration's own count changed.
+    configured_workers: usize,
     /// `on_giveup` commands still running (reaped like workers, killed at exit).
     hooks: Vec<Pid>,
     /// Files for the workers' stdout and stderr, when `[log]` names them.
@@ -239,6 +242,7 @@ impl Master {
             sources,
             listener_tokens,
             core: Supervisor::new(config.workers, Policy::of(&config), now),
+            configured_workers: config.workers,
             effects: Vec::new(),
             config,
             ledger: Ledger::default(),
@@ -380,7 +384,7 @@ impl Master {
                 Action::QuickStop => self.quick_stop(),
                 Action::Reap => self.reap_due = true,
                 Action::Reload => {
-                    if let Err(e) = self.request_reload(None) {
+                    if let Err(e) = self.request_reload(None, false) {
                         warn!("reload refused: {e}");
                     }
                 }

@@ -13,9 +13,10 @@
 //! shell's (`supervise.rs`).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{error, info};
+use nix::unistd::Pid;
 
 use super::fleet::{Role, Slot};
 use super::supervisor::{Effect, Supervisor};
@@ -35,6 +36,21 @@ pub struct Reload {
     total: usize,
     started: Instant,
     waiters: Vec<Waiter>,
+    /// Those that asked to be answered only once the old workers have exited (`--wait`).
+    drain_waiters: Vec<Waiter>,
+    /// The old workers it asked to stop.
+    retired: Vec<Pid>,
+}
+
+/// Control clients waiting, after a reload completed, for the old workers it retired to exit
+/// (`rrbalancer reload --wait`).
+#[derive(Debug)]
+pub struct DrainWait {
+    waiters: Vec<Waiter>,
+    pids: Vec<Pid>,
+    /// The reload's outcome, to which the wait adds its own.
+    completed: String,
+    since: Instant,
 }
 
 /// What a reload does next.
@@ -52,14 +68,26 @@ pub enum Step {
 /// starts candidates and promotes them; this decides the order and reports the outcome.
 impl Reload {
     /// A reload of `slots`, in that order (the slots that have a current worker).
-    pub fn new(slots: VecDeque<usize>, started: Instant, waiter: Option<Waiter>) -> Reload {
+    /// `wait_drained`: the waiter is answered once the old workers have exited too.
+    pub fn new(
+        slots: VecDeque<usize>,
+        started: Instant,
+        waiter: Option<Waiter>,
+        wait_drained: bool,
+    ) -> Reload {
+        let (waiters, drain_waiters) = match waiter {
+            Some(w) if wait_drained => (Vec::new(), vec![w]),
+            w => (w.into_iter().collect(), Vec::new()),
+        };
         Reload {
             total: slots.len(),
             pending: slots,
             rolling: None,
             replaced: 0,
             started,
-            waiters: waiter.into_iter().collect(),
+            waiters,
+            drain_waiters,
+            retired: Vec::new(),
         }
     }
 
@@ -78,8 +106,9 @@ impl Reload {
         Step::Done
     }
 
-    /// The candidate of `slot` took over.
-    pub fn promoted(&mut self, slot: usize) {
+    /// The candidate of `slot` took over; `old`, the worker it replaced, was asked to stop.
+    pub fn promoted(&mut self, slot: usize, old: Option<Pid>) {
+        self.retired.extend(old);
         if self.rolling == Some(slot) {
             self.rolling = None;
             self.replaced += 1;
@@ -94,13 +123,31 @@ impl Reload {
         )
     }
 
-    /// The outcome when every slot is done.
-    pub fn completed(&self, now: Instant) -> String {
-        format!(
-            "reload complete: {} worker(s) replaced in {:.1?}",
+    /// The outcome when every slot is done: the new workers are ready; `draining` of the old
+    /// ones have not exited yet (they have `kill_timeout` to).
+    pub fn completed(&self, now: Instant, draining: usize, kill_timeout: Duration) -> String {
+        let mut message = format!(
+            "reload complete: {} worker(s) replaced in {:.1?}, the new ones ready",
             self.replaced,
             now.duration_since(self.started)
-        )
+        );
+        if draining > 0 {
+            message.push_str(&format!(
+                "; {draining} old worker(s) still finishing their connections (SIGKILL after \
+                 {kill_timeout:?})"
+            ));
+        }
+        message
+    }
+
+    /// The old workers retired, with their waiters, once every slot is done: who still waits.
+    pub fn into_drain_wait(self, completed: String, now: Instant) -> DrainWait {
+        DrainWait {
+            waiters: self.drain_waiters,
+            pids: self.retired,
+            completed,
+            since: now,
+        }
     }
 
     /// The outcome when the candidate of `slot` failed: the old worker keeps serving.
@@ -112,13 +159,55 @@ impl Reload {
         )
     }
 
-    pub fn into_waiters(self) -> Vec<Waiter> {
+    /// Everyone waiting for its outcome (a failed reload answers them all at once).
+    pub fn into_waiters(mut self) -> Vec<Waiter> {
+        self.waiters.append(&mut self.drain_waiters);
         self.waiters
     }
 
     /// Whether control connection `key` waits for this reload's outcome.
     pub fn is_waiting(&self, key: Waiter) -> bool {
-        self.waiters.contains(&key)
+        self.waiters.contains(&key) || self.drain_waiters.contains(&key)
+    }
+}
+
+impl DrainWait {
+    /// The answer once none of its old workers is `alive` any more, else `None`.
+    fn answer(&self, alive: impl Fn(Pid) -> bool, now: Instant) -> Option<String> {
+        if self.pids.iter().any(|&pid| alive(pid)) {
+            return None;
+        }
+        Some(format!(
+            "{}; the {} old worker(s) have exited, the last {:.1?} after the new ones were ready",
+            self.completed.split("; ").next().unwrap_or(&self.completed),
+            self.pids.len(),
+            now.duration_since(self.since)
+        ))
+    }
+}
+
+/// How many workers a reload runs: the number running now (a `scale` since the last read of the
+/// configuration stays), unless the configuration's own count changed since that read — then
+/// the new value wins. With what to log.
+pub fn reload_size(
+    running: usize,
+    configured_before: usize,
+    configured_now: usize,
+) -> (usize, String) {
+    if configured_now != configured_before {
+        let note = format!(
+            "reload: `workers` changed from {configured_before} to {configured_now} in the \
+             configuration; running {configured_now}"
+        );
+        (configured_now, note)
+    } else if running != configured_now {
+        let note = format!(
+            "reload: keeping the {running} worker(s) running (scaled since the configuration, which \
+             says {configured_now}, was read)"
+        );
+        (running, note)
+    } else {
+        (running, format!("reload: {running} worker(s)"))
     }
 }
 
@@ -140,7 +229,14 @@ impl Supervisor {
 
     /// Begins a rolling reload to `workers` slots (the configuration read again is applied):
     /// slots given up get a fresh start, the others are replaced one at a time.
-    pub fn begin_reload(&mut self, waiter: Option<Waiter>, workers: usize, now: Instant) {
+    /// `wait_drained`: `waiter` is answered only once the old workers have exited too.
+    pub fn begin_reload(
+        &mut self,
+        waiter: Option<Waiter>,
+        wait_drained: bool,
+        workers: usize,
+        now: Instant,
+    ) {
         if workers != self.fleet.slots.len() {
             self.resize(workers, now);
         }
@@ -160,7 +256,7 @@ impl Supervisor {
             "reload: replacing {} worker(s), one at a time",
             pending.len()
         );
-        self.reload = Some(Reload::new(pending, now, waiter));
+        self.reload = Some(Reload::new(pending, now, waiter, wait_drained));
         self.step_reload(now);
     }
 
@@ -178,13 +274,25 @@ impl Supervisor {
         match reload.next(live) {
             Step::Wait => {}
             Step::Done => {
-                let done = self.reload.take().expect("checked above");
-                let message = done.completed(now);
+                let mut done = self.reload.take().expect("checked above");
+                let fleet = &self.fleet;
+                let draining = done
+                    .retired
+                    .iter()
+                    .filter(|&&p| fleet.key_of(p).is_some())
+                    .count();
+                let message = done.completed(now, draining, self.policy.kill_timeout);
                 info!("{message}");
-                self.effects.push(Effect::Answer {
-                    waiters: done.into_waiters(),
-                    outcome: Ok(message),
-                });
+                if done.drain_waiters.is_empty() || !done.waiters.is_empty() {
+                    self.effects.push(Effect::Answer {
+                        waiters: std::mem::take(&mut done.waiters),
+                        outcome: Ok(message.clone()),
+                    });
+                }
+                if !done.drain_waiters.is_empty() {
+                    self.drain_waits.push(done.into_drain_wait(message, now));
+                    self.old_workers_exited(now);
+                }
             }
             Step::Roll(slot) => self.effects.push(Effect::Spawn {
                 slot,
@@ -206,6 +314,7 @@ impl Supervisor {
             s.given_up = false;
             s.restarts = Default::default();
         }
+        let old_pid = old.and_then(|k| self.fleet.workers.get(k)).map(|w| w.pid);
         if let Some(old) = old {
             self.fleet.detach(old);
             self.effects.push(Effect::Requeue(old));
@@ -218,7 +327,7 @@ impl Supervisor {
             self.drain(old, now);
         }
         if let Some(reload) = &mut self.reload {
-            reload.promoted(slot);
+            reload.promoted(slot, old_pid);
         }
         self.step_reload(now);
     }
@@ -248,6 +357,31 @@ impl Supervisor {
             waiters: reload.into_waiters(),
             outcome: Err(message),
         });
+    }
+
+    /// A worker exited: answers the `reload --wait` clients whose old workers are all gone.
+    pub(super) fn old_workers_exited(&mut self, now: Instant) {
+        let fleet = &self.fleet;
+        let mut i = 0;
+        while i < self.drain_waits.len() {
+            match self.drain_waits[i].answer(|pid| fleet.key_of(pid).is_some(), now) {
+                Some(message) => {
+                    info!("{message}");
+                    let wait = self.drain_waits.swap_remove(i);
+                    self.effects.push(Effect::Answer {
+                        waiters: wait.waiters,
+                        outcome: Ok(message),
+                    });
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Whether control connection `key` waits for a reload, or for its old workers to exit.
+    pub fn is_waiting(&self, key: Waiter) -> bool {
+        self.reload.as_ref().is_some_and(|r| r.is_waiting(key))
+            || self.drain_waits.iter().any(|w| w.waiters.contains(&key))
     }
 
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
@@ -302,7 +436,12 @@ mod tests {
     use super::*;
 
     fn reload(slots: &[usize]) -> Reload {
-        Reload::new(slots.iter().copied().collect(), Instant::now(), Some(7))
+        Reload::new(
+            slots.iter().copied().collect(),
+            Instant::now(),
+            Some(7),
+            false,
+        )
     }
 
     #[test]
@@ -314,13 +453,17 @@ mod tests {
             Step::Wait,
             "slot 0's candidate is not ready"
         );
-        r.promoted(0);
+        r.promoted(0, None);
         assert_eq!(r.next(|_| true), Step::Roll(1));
-        r.promoted(1);
+        r.promoted(1, None);
         assert_eq!(r.next(|_| true), Step::Roll(2));
-        r.promoted(2);
+        r.promoted(2, None);
         assert_eq!(r.next(|_| true), Step::Done);
-        assert!(r.completed(Instant::now()).contains("3 worker(s) replaced"));
+        let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
+        assert!(
+            done.contains("3 worker(s) replaced") && !done.contains("old"),
+            "{done}"
+        );
         assert!(r.is_waiting(7) && !r.is_waiting(8));
     }
 
@@ -328,16 +471,18 @@ mod tests {
     fn a_slot_scaled_away_or_restarting_meanwhile_is_skipped() {
         let mut r = reload(&[0, 1, 2]);
         assert_eq!(r.next(|s| s != 0), Step::Roll(1));
-        r.promoted(1);
+        r.promoted(1, None);
         assert_eq!(r.next(|s| s != 2), Step::Done);
-        assert!(r.completed(Instant::now()).contains("1 worker(s) replaced"));
+        let done = r.completed(Instant::now(), 1, Duration::from_secs(5));
+        assert!(done.contains("1 worker(s) replaced"), "{done}");
+        assert!(done.contains("1 old worker(s) still finishing"), "{done}");
     }
 
     #[test]
     fn a_promotion_of_another_slot_does_not_move_it_on() {
         let mut r = reload(&[0, 1]);
         assert_eq!(r.next(|_| true), Step::Roll(0));
-        r.promoted(1); // e.g. a slot restarting on its own: not the one rolling
+        r.promoted(1, None); // e.g. a slot restarting on its own: not the one rolling
         assert_eq!(r.next(|_| true), Step::Wait);
     }
 
@@ -345,7 +490,7 @@ mod tests {
     fn refusals_and_failures_say_how_far_it_got() {
         let mut r = reload(&[0, 1, 2]);
         assert_eq!(r.next(|_| true), Step::Roll(0));
-        r.promoted(0);
+        r.promoted(0, None);
         assert_eq!(r.next(|_| true), Step::Roll(1));
         assert!(r.busy().contains("1 of 3 slots replaced"), "{}", r.busy());
         let failed = r.failed(1, "not ready within 30s");
@@ -357,6 +502,18 @@ mod tests {
             "{failed}"
         );
         assert_eq!(r.into_waiters(), [7]);
+    }
+
+    #[test]
+    fn a_reload_keeps_a_scale_unless_the_configured_count_changed() {
+        assert_eq!(reload_size(2, 2, 2).0, 2);
+        let (n, note) = reload_size(4, 2, 2);
+        assert_eq!(n, 4, "scaled to 4 since: stays 4");
+        assert!(note.contains("keeping the 4"), "{note}");
+        let (n, note) = reload_size(4, 2, 3);
+        assert_eq!(n, 3, "the file now says 3: 3");
+        assert!(note.contains("changed from 2 to 3"), "{note}");
+        assert_eq!(reload_size(2, 2, 5).0, 5);
     }
 
     #[test]

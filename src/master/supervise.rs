@@ -338,15 +338,29 @@ impl Master {
     /// Starts a rolling reload with the configuration read again. `Err` when refused at once
     /// (one already runs, the master is stopping, the file no longer parses); otherwise the
     /// outcome is reported to `waiter` when the reload ends.
-    pub(super) fn request_reload(&mut self, waiter: Option<Waiter>) -> Result<(), String> {
+    /// `wait_drained`: `waiter` is answered once the old workers have exited, not when the new
+    /// ones are ready.
+    pub(super) fn request_reload(
+        &mut self,
+        waiter: Option<Waiter>,
+        wait_drained: bool,
+    ) -> Result<(), String> {
         self.core.can_reload()?;
         let config = (self.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
+        let (workers, note) = super::reload::reload_size(
+            self.config.workers,
+            self.configured_workers,
+            config.workers,
+        );
+        info!("{note}");
+        self.configured_workers = config.workers;
         self.apply_config(config);
+        self.config.workers = workers;
         self.core.set_policy(Policy::of(&self.config));
         self.core
-            .begin_reload(waiter, self.config.workers, Instant::now());
+            .begin_reload(waiter, wait_drained, workers, Instant::now());
         self.apply_effects();
         Ok(())
     }

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use super::fleet::{Fleet, Role, State, Worker};
 use super::ledger::{Conn, Ledger};
 use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
-use super::reload::{Outcome, Reload, Waiter};
+use super::reload::{DrainWait, Outcome, Reload, Waiter};
 use super::restart::Decision;
 use crate::config::{Config, RestartConfig};
 
@@ -115,6 +115,8 @@ pub struct Supervisor {
     pub phase: Phase,
     /// The rolling reload under way, if any.
     pub reload: Option<Reload>,
+    /// `reload --wait` clients whose reload completed, waiting for its old workers to exit.
+    pub(super) drain_waits: Vec<DrainWait>,
     /// Every slot was given up: the master stops and exits with an error.
     pub gave_up: bool,
     pub(super) policy: Policy,
@@ -127,6 +129,7 @@ impl Supervisor {
             fleet: Fleet::new(slots, now),
             phase: Phase::Running,
             reload: None,
+            drain_waits: Vec::new(),
             gave_up: false,
             policy,
             effects: Vec::new(),
@@ -254,6 +257,7 @@ impl Supervisor {
         } else {
             info!("worker exited slot={slot} pid={pid}: {cause}");
         }
+        self.old_workers_exited(now);
         Some(worker)
     }
 

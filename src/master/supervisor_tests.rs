@@ -143,7 +143,7 @@ fn a_reload_replaces_each_worker_only_once_its_successor_is_ready() {
     ready_fleet(&mut h, 0);
     let old: Vec<usize> = (0..2).map(|s| h.current(s).unwrap()).collect();
     assert_eq!(h.sup.can_reload(), Ok(()));
-    h.sup.begin_reload(Some(7), 2, h.at(10));
+    h.sup.begin_reload(Some(7), false, 2, h.at(10));
     let effects = h.run(h.at(10));
     assert_eq!(
         effects,
@@ -193,7 +193,7 @@ fn a_candidate_never_ready_fails_the_reload_and_the_old_worker_keeps_serving() {
     let mut h = Harness::new(1, policy(10));
     ready_fleet(&mut h, 0);
     let old = h.current(0).unwrap();
-    h.sup.begin_reload(None, 1, h.at(10));
+    h.sup.begin_reload(None, false, 1, h.at(10));
     h.run(h.at(10));
     let candidate = h.spawned.last().unwrap().2;
     assert!(h.tick(1009).is_empty(), "not late yet");
@@ -252,7 +252,7 @@ fn a_stop_tells_everyone_then_kills_at_kill_timeout_and_refuses_more_requests() 
     let mut h = Harness::new(2, policy(10));
     ready_fleet(&mut h, 0);
     let keys: Vec<usize> = (0..2).map(|s| h.current(s).unwrap()).collect();
-    h.sup.begin_reload(Some(3), 2, h.at(1));
+    h.sup.begin_reload(Some(3), false, 2, h.at(1));
     h.run(h.at(1));
     h.sup.begin_stop(h.at(10));
     let effects = h.run(h.at(10));
@@ -329,7 +329,7 @@ fn a_slot_given_up_while_its_candidate_starts_serves_again_once_it_is_ready() {
     let mut h = Harness::new(2, policy(0));
     ready_fleet(&mut h, 0);
     let old = h.current(0).unwrap();
-    h.sup.begin_reload(None, 2, h.at(10));
+    h.sup.begin_reload(None, false, 2, h.at(10));
     h.run(h.at(10));
     let candidate = h.spawned.last().unwrap().2;
     // The old worker of slot 0 fails for good (max_restarts 0); slot 1 still serves.
@@ -362,4 +362,51 @@ fn a_failed_spawn_counts_as_a_failure_of_its_slot() {
         matches!(&effects[0], Effect::Hook { reason, .. } if reason.contains("spawn failed: ENOENT"))
     );
     assert!(h.sup.gave_up);
+}
+
+#[test]
+fn reload_wait_is_answered_once_the_old_workers_have_exited() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let old = h.current(0).unwrap();
+    h.sup.begin_reload(Some(5), true, 1, h.at(10));
+    h.run(h.at(10));
+    let candidate = h.spawned.last().unwrap().2;
+    h.sup.ready(candidate, h.at(20));
+    let effects = h.run(h.at(20));
+    // The new worker serves; the old one is finishing: no answer yet, the client still waits.
+    assert_eq!(effects, [Effect::Requeue(old), Effect::Stop(old)]);
+    assert!(h.sup.reload.is_none() && h.sup.is_waiting(5));
+    assert!(
+        h.sup.can_reload().is_ok(),
+        "the next reload need not wait for the old workers"
+    );
+    h.sup.exited(old, h.at(320), "exit code 0".into());
+    let effects = h.run(h.at(320));
+    assert!(
+        matches!(&effects[..], [Effect::Answer { waiters, outcome: Ok(m) }]
+            if waiters == &[5] && m.contains("1 worker(s) replaced")
+                && m.contains("the 1 old worker(s) have exited, the last 300.0ms after")),
+        "{effects:?}"
+    );
+    assert!(!h.sup.is_waiting(5));
+}
+
+#[test]
+fn a_plain_reload_answers_when_the_new_workers_are_ready_and_counts_the_old_ones() {
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    h.sup.begin_reload(Some(5), false, 2, h.at(10));
+    for t in [20, 30] {
+        h.run(h.at(t));
+        let candidate = h.spawned.last().unwrap().2;
+        h.sup.ready(candidate, h.at(t));
+    }
+    let effects = h.run(h.at(30));
+    assert!(
+        matches!(effects.last(), Some(Effect::Answer { waiters, outcome: Ok(m) })
+            if waiters == &[5] && m.contains("2 old worker(s) still finishing")),
+        "{effects:?}"
+    );
+    assert!(!h.sup.is_waiting(5));
 }

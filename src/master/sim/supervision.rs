@@ -341,8 +341,9 @@ impl Sim {
             68..=73 if self.sup.can_reload().is_ok() => {
                 let slots = (self.sup.fleet.slots.len() as isize + self.rng.isize(-1..=1))
                     .clamp(1, 5) as usize;
-                self.log(format!("reload to {slots}"));
-                self.sup.begin_reload(Some(1), slots, self.now);
+                let wait = self.rng.bool();
+                self.log(format!("reload to {slots} (wait {wait})"));
+                self.sup.begin_reload(Some(1), wait, slots, self.now);
                 self.apply(None)?;
             }
             74..=78 => {
