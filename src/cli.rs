@@ -24,7 +24,8 @@ Signals: TERM/INT graceful stop (a second one: quick), QUIT quick stop, HUP roll
 TTIN/TTOU one worker more/fewer, USR1 reopen log files.
 
 status, reload, scale and stop find the running master through the control socket named by
-the same --config (and --listen) it was started with, or by --control.
+the --config it was started with (whatever other flags), or by --control; with neither, the one
+master running for this user (several: they are listed, to choose from).
 
 Environment: RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY (rr|none) choose the policy when
 --sched-policy is not given; RUST_LOG sets the log level (default: info).

@@ -13,12 +13,74 @@ use crate::control::{Reply, Request, Status};
 pub enum ClientError {
     #[error("no rrbalancer is running for this configuration (nothing answers at {0})")]
     NotRunning(String),
+    #[error("no rrbalancer is running (no control socket in {0} answers)")]
+    NoneRunning(String),
+    #[error(
+        "{} rrbalancer masters are running; name one with --config FILE or --control SOCKET:\n{}",
+        .0.len(),
+        .0.iter().map(Found::to_string).collect::<Vec<_>>().join("\n")
+    )]
+    Several(Vec<Found>),
     #[error("control socket {path}: {error}")]
     Io { path: String, error: io::Error },
     #[error("the master's answer is not understood: {0}")]
     BadReply(String),
     #[error("{0}")]
     Refused(String),
+}
+
+/// A running master found by [`discover`].
+#[derive(Debug)]
+pub struct Found {
+    pub socket: std::path::PathBuf,
+    pub pid: i32,
+    pub config: Option<String>,
+    pub listeners: Vec<String>,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  pid {}  config {}  listening on {}  (--control {})",
+            self.pid,
+            self.config.as_deref().unwrap_or("(embedded default)"),
+            self.listeners.join(", "),
+            self.socket.display()
+        )
+    }
+}
+
+/// The one master running for this user: every control socket in `dir` (the default runtime
+/// directory) is asked for its status; those that answer are the running masters (a socket
+/// left by a master that was killed answers nothing). Several: which, for the user to choose.
+pub fn discover(dir: &Path) -> Result<Found, ClientError> {
+    let none = || ClientError::NoneRunning(dir.display().to_string());
+    let entries = std::fs::read_dir(dir).map_err(|_| none())?;
+    let mut sockets: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    sockets.sort();
+    let mut found: Vec<Found> = sockets
+        .into_iter()
+        .filter_map(|socket| {
+            let reply = request(&socket, &Request::Status, Duration::from_secs(2)).ok()?;
+            let status = reply.status?;
+            Some(Found {
+                socket,
+                pid: status.pid,
+                config: status.config,
+                listeners: status.listeners,
+            })
+        })
+        .collect();
+    match found.len() {
+        0 => Err(none()),
+        1 => Ok(found.remove(0)),
+        _ => Err(ClientError::Several(found)),
+    }
 }
 
 /// Sends `request` and returns the master's reply. `wait` bounds how long the answer may take

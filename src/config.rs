@@ -632,7 +632,7 @@ impl StopSignal {
 #[serde(deny_unknown_fields, default)]
 pub struct FileControl {
     /// The master's pid file. Default: `$XDG_RUNTIME_DIR/rrbalancer/<name>.pid` (or
-    /// `/tmp/rrbalancer-<uid>/…`), `<name>` from the config file's name and path.
+    /// `/tmp/rrbalancer-<uid>/…`), `<name>` from the config file's name and path only.
     pub pid_file: Option<PathBuf>,
     /// The control socket (`rrbalancer status|reload|scale|stop`). Default: beside the pid
     /// file, `<name>.sock`.
@@ -1233,7 +1233,7 @@ pub fn validate(
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p,
     };
-    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name), &listen);
+    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name));
     let control = ControlConfig {
         pid_file: file.control.pid_file.map(relative).unwrap_or(pid_file),
         socket: file.control.socket.map(relative).unwrap_or(socket),
@@ -1301,31 +1301,31 @@ pub fn default_runtime_dir() -> PathBuf {
 }
 
 /// The default pid file and control socket: in the user's runtime directory, named after the
-/// config file (or `default` for the embedded one) and a hash of the file's full path and the
-/// listen addresses, so two configs, or one config started twice with different `--listen`, do
-/// not collide, while `rrbalancer status` with the same arguments finds the same master.
-pub fn default_control_paths(file: Option<&str>, listen: &[ListenAddr]) -> (PathBuf, PathBuf) {
+/// config file and a hash of its full path (`cluster-1a2b3c4d.sock`), or `default` for the
+/// embedded one. They depend on nothing else (not on `--listen` or `--workers`): the file names
+/// the master, so two files never collide, one file runs one master, and `rrbalancer status
+/// --config F` finds it whatever flags started it.
+pub fn default_control_paths(file: Option<&str>) -> (PathBuf, PathBuf) {
     let base = default_runtime_dir();
-    let (stem, mut key) = match file {
+    let name = match file {
         Some(name) => {
             let path = Path::new(name);
             let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
             let stem = path
                 .file_stem()
                 .map_or("rrbalancer".into(), |s| s.to_string_lossy().into_owned());
-            (stem, full.to_string_lossy().into_owned())
+            // FNV-1a: stable across runs and builds (std's hasher is not).
+            let hash = full
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .fold(0xcbf29ce484222325u64, |h, &b| {
+                    (h ^ b as u64).wrapping_mul(0x100000001b3)
+                });
+            format!("{stem}-{:08x}", hash as u32)
         }
-        None => ("default".to_owned(), String::new()),
+        None => "default".to_owned(),
     };
-    for addr in listen {
-        key.push(' ');
-        key.push_str(&addr.to_string());
-    }
-    // FNV-1a: stable across runs and builds (std's hasher is not).
-    let hash = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    let name = format!("{stem}-{:08x}", hash as u32);
     (
         base.join(format!("{name}.pid")),
         base.join(format!("{name}.sock")),

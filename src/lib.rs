@@ -196,11 +196,24 @@ enum Ask {
 
 /// `status`, `reload`, `scale`, `stop`: ask the running master.
 fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
-    let (socket, kill_timeout) = match &cli.control {
-        Some(path) => (path.clone(), None),
-        None => match load_config(cli) {
+    let (socket, kill_timeout) = match (&cli.control, &cli.config) {
+        (Some(path), _) => (path.clone(), None),
+        (None, Some(_)) => match load_config(cli) {
             Ok(config) => (config.control.socket, Some(config.kill_timeout)),
             Err(code) => return code,
+        },
+        // No file named: the one master running for this user, whatever started it.
+        (None, None) => match client::discover(&config::default_runtime_dir()) {
+            Ok(found) => {
+                if !matches!(ask, Ask::Status { .. }) {
+                    eprintln!("rrbalancer: the running master:{found}");
+                }
+                (found.socket, None)
+            }
+            Err(e) => {
+                eprintln!("rrbalancer: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
         },
     };
     // A reload replaces every worker, each within its ready_timeout (and with --wait the old

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rrb, alive, http_get, pid_of};
+use common::{BIN, Rrb, Start, alive, http_get, pid_of};
 
 /// Fires new-connection requests from `threads` threads until `stop` is set (or `limit`
 /// requests or 20 s pass); returns (ok, failed, failure messages).
@@ -589,9 +589,16 @@ fn a_reload_keeps_the_scale_unless_the_configuration_changes_workers() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("4 worker(s) replaced"), "{out}");
     assert_eq!(slots(&rrb), 4);
-    rrb.wait_for_log("reload: keeping the 4 worker(s) running", Duration::from_secs(1));
+    rrb.wait_for_log(
+        "reload: keeping the 4 worker(s) running",
+        Duration::from_secs(1),
+    );
     // The file now says 3: the new value wins.
-    std::fs::write(rrb.config_path(), "listen = [\"127.0.0.1:0\"]\nworkers = 3\n").unwrap();
+    std::fs::write(
+        rrb.config_path(),
+        "listen = [\"127.0.0.1:0\"]\nworkers = 3\n",
+    )
+    .unwrap();
     let (code, out, err) = rrb.ctl(&["reload"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(slots(&rrb), 3);
@@ -619,7 +626,10 @@ fn reload_answers_when_the_new_workers_are_ready_and_with_wait_when_the_old_ones
         out.contains("the new ones ready; 1 old worker(s) still finishing"),
         "{out}"
     );
-    assert!(common::alive(first), "answered before the old worker was gone");
+    assert!(
+        common::alive(first),
+        "answered before the old worker was gone"
+    );
     let second = rrb
         .workers()
         .into_iter()
@@ -629,6 +639,65 @@ fn reload_answers_when_the_new_workers_are_ready_and_with_wait_when_the_old_ones
     let (code, out, err) = rrb.ctl(&["reload", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("the 1 old worker(s) have exited"), "{out}");
-    assert!(!common::alive(second), "answered while the old worker lived");
+    assert!(
+        !common::alive(second),
+        "answered while the old worker lived"
+    );
     assert!(started.elapsed() >= Duration::from_millis(900), "{out}");
+}
+
+/// `rrbalancer <args>` with no --config, in the runtime directory `xdg`, from elsewhere.
+fn ctl_bare(xdg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", xdg)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn control_commands_find_the_master_whatever_flags_started_it_and_name_several() {
+    let first = Rrb::start_with(Start {
+        config: "workers = 1\n",
+        args: &["--listen", "127.0.0.1:0", "--workers", "2"],
+        ready: 2,
+        ..Start::default()
+    });
+    // Its file names it: found with --config alone.
+    let (code, out, err) = first.ctl(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {}", first.pid())), "{out}");
+    // With no argument at all: the one running.
+    let xdg = first.dir.path();
+    let (code, out, err) = ctl_bare(xdg, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {}", first.pid())), "{out}");
+    // A second one, another file, same user directory: the bare command names both.
+    let xdg_env = xdg.display().to_string();
+    let second = Rrb::start_with(Start {
+        config: "workers = 1\n",
+        env: &[("XDG_RUNTIME_DIR", &xdg_env)],
+        ready: 1,
+        ..Start::default()
+    });
+    for cmd in [&["status"][..], &["stop"]] {
+        let (code, out, err) = ctl_bare(xdg, cmd);
+        assert_eq!(code, 1, "{cmd:?}: {out}{err}");
+        assert!(err.contains("2 rrbalancer masters are running"), "{err}");
+        for rrb in [&first, &second] {
+            assert!(err.contains(&format!("pid {} ", rrb.pid())), "{err}");
+            assert!(
+                err.contains(&rrb.config_path().display().to_string()),
+                "{err}"
+            );
+        }
+    }
+    assert!(common::alive(first.pid()) && common::alive(second.pid()));
 }
