@@ -70,6 +70,17 @@ impl Channel {
         self.stop_pending
     }
 
+    /// `stop` is the next thing to send: asked, with no socket of the account left to send
+    /// before it (nor, for Node, a handle waiting for its ack).
+    pub fn stop_is_next(&self, account: &Sockets) -> bool {
+        self.stop_pending
+            && account.outbox().is_empty()
+            && match &self.wire {
+                Wire::Native(_) => true,
+                Wire::Node(node) => node.idle(),
+            }
+    }
+
     /// Whether anything waits to be sent.
     pub fn wants_flush(&self, account: &Sockets) -> bool {
         !account.outbox().is_empty()

@@ -59,9 +59,12 @@ pub struct Worker {
     pub spoke: bool,
     /// When to SIGKILL it if it has not exited.
     pub kill_at: Option<Instant>,
-    /// The signal it gets once its `stop` (Node: `disconnect`) has left on the channel
-    /// (`[shutdown] signal`).
-    pub signal_after_stop: Option<Signal>,
+    /// The signal due with its `stop` (`[shutdown] signal`), sent once.
+    pub stop_signal: Option<StopSignalDue>,
+    /// It has said something on its channel since it started. For a Node worker: its app is
+    /// running (the message was sent from its event loop, after its first tick), so it has
+    /// had the chance to install its signal handlers.
+    pub heard: bool,
     /// Its channel closed; if it has not exited by then, replace it.
     pub channel_closed_check: Option<Instant>,
     /// Its stdout and stderr, when `[log]` captures them.
@@ -103,20 +106,45 @@ impl Worker {
         }
     }
 
-    /// Sends a signal to the worker's process group (it leads one), reaching its own children.
-    /// Sends the signal due after `stop`, if one is (once).
-    pub fn send_signal_after_stop(&mut self) {
-        if let Some(signal) = self.signal_after_stop.take() {
-            debug!("pid={}: `stop` sent; now {signal}", self.pid);
-            self.signal_group(signal);
+    /// Sends the signal due with `stop`, if one is still due and may go now: a Node worker's
+    /// only once its app runs (before that, the signal would kill it while it still loads,
+    /// before it could install its handler; its `disconnect` stops it then).
+    pub fn send_stop_signal(&mut self) {
+        if self.heard || self.stop_signal.is_some_and(|due| !due.first) {
+            send_stop_signal(self.pid, &mut self.stop_signal);
         }
     }
 
+    /// Sends a signal to the worker's process group (it leads one), reaching its own children.
     pub fn signal_group(&self, signal: Signal) {
-        if killpg(self.pid, signal).is_err() {
-            let _ = kill(self.pid, signal);
-        }
+        signal_group(self.pid, signal);
     }
+}
+
+/// Sends the signal in `due` to the process group of `pid`, once (for callers that hold another
+/// part of the worker borrowed).
+pub fn send_stop_signal(pid: Pid, due: &mut Option<StopSignalDue>) {
+    if let Some(due) = due.take() {
+        debug!("pid={pid}: {} with its `stop`", due.signal);
+        signal_group(pid, due.signal);
+    }
+}
+
+fn signal_group(pid: Pid, signal: Signal) {
+    if killpg(pid, signal).is_err() {
+        let _ = kill(pid, signal);
+    }
+}
+
+/// A signal to send with a worker's `stop` on its channel (`[shutdown] signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSignalDue {
+    pub signal: Signal,
+    /// A Node worker's: just before the `disconnect` leaves (the signal is then delivered
+    /// while the app runs, not while it is exiting because of the `disconnect`), and only once
+    /// its app runs ([`Worker::heard`]). Else (a native worker, which reads its `stop` first):
+    /// once the `stop` has left.
+    pub first: bool,
 }
 
 /// A stable worker position: `RRB_WORKER_ID`.
@@ -422,7 +450,8 @@ pub fn spawn(
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
         spoke: mode.node(),
         kill_at: None,
-        signal_after_stop: None,
+        stop_signal: None,
+        heard: false,
         channel_closed_check: None,
         output,
         stuck: false,
@@ -484,7 +513,8 @@ pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
         started,
         spoke: false,
         kill_at: None,
-        signal_after_stop: None,
+        stop_signal: None,
+        heard: false,
         channel_closed_check: None,
         output: [None, None],
         stuck: false,

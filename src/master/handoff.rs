@@ -10,9 +10,9 @@ use log::{debug, error, info, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
-use super::listeners;
 use super::wire::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
+use super::{fleet, listeners};
 use crate::config::Affinity;
 
 impl Master {
@@ -129,7 +129,7 @@ impl Master {
         let worker = &mut self.core.fleet.workers[key];
         self.ledger.close(worker.account);
         // Asked to stop, and its `stop` will never leave now: the signal goes at once.
-        worker.send_signal_after_stop();
+        worker.send_stop_signal();
         let Some(channel) = worker.channel.take() else {
             return;
         };
@@ -253,6 +253,11 @@ impl Master {
             if !channel.wants_flush(account) {
                 continue;
             }
+            // Node: the signal just before the `disconnect` (see `StopSignalDue::first`).
+            let node_signal_due = worker.heard && worker.stop_signal.is_some_and(|due| due.first);
+            if node_signal_due && channel.stop_is_next(account) {
+                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
+            }
             match channel.flush(account, now) {
                 Flush::Done | Flush::Blocked => {}
                 Flush::Broken(e) => {
@@ -260,8 +265,9 @@ impl Master {
                     broken.push(key);
                 }
             }
-            if !channel.stop_pending() {
-                worker.send_signal_after_stop();
+            let may_signal = worker.heard || worker.stop_signal.is_some_and(|due| !due.first);
+            if !channel.stop_pending() && may_signal {
+                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
             }
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel

@@ -139,6 +139,11 @@ impl NodeWire {
         self.seq - 1
     }
 
+    /// No handle waits for its ack, and nothing is half sent.
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_none() && self.partial.is_empty() && !self.resend_conn
+    }
+
     pub fn wants_flush(&self) -> bool {
         !self.queue.is_empty() || !self.partial.is_empty() || self.resend_conn
     }

@@ -13,7 +13,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::fleet::{self, Role, Seat};
+use super::fleet::{self, Role, Seat, StopSignalDue};
 use super::reload::{Outcome, Waiter};
 use super::sources::Source;
 use super::supervisor::{self, Effect, Policy};
@@ -28,6 +28,15 @@ impl Master {
         };
         let (slot, pid) = (worker.slot, worker.pid);
         let now = Instant::now();
+        if matches!(
+            incoming,
+            Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. }
+        ) && !std::mem::replace(&mut worker.heard, true)
+            && worker.channel.as_ref().is_some_and(|c| !c.stop_pending())
+        {
+            // Its app runs now, and its `stop` has left already: the signal it was owed.
+            worker.send_stop_signal();
+        }
         match incoming {
             Incoming::Message(message) => {
                 worker.spoke = true;
@@ -209,9 +218,13 @@ impl Master {
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
                     match &mut worker.channel {
                         Some(channel) if worker.spoke => {
-                            // The signal follows once `stop` has left (see `flush`).
+                            // The signal goes with the `stop` (see `flush`).
                             channel.queue_stop();
-                            worker.signal_after_stop = signal.after_stop(node);
+                            worker.stop_signal =
+                                signal.after_stop(node).map(|signal| StopSignalDue {
+                                    signal,
+                                    first: node,
+                                });
                         }
                         _ => {
                             if let Some(signal) = signal.alone() {
