@@ -544,6 +544,8 @@ pub struct FileShutdown {
     pub kill_timeout: Spanned<HumanDuration>,
     /// The signal a worker is asked to stop with: `"auto"`, `"none"` or a name (`"SIGTERM"`).
     pub signal: Spanned<String>,
+    /// Node workers: send Node's `disconnect` when asking them to stop (else the signal alone).
+    pub disconnect: Spanned<bool>,
 }
 
 impl Default for FileShutdown {
@@ -551,6 +553,7 @@ impl Default for FileShutdown {
         FileShutdown {
             kill_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(5))),
             signal: Spanned::new(0..0, "auto".into()),
+            disconnect: Spanned::new(0..0, true),
         }
     }
 }
@@ -701,6 +704,8 @@ pub struct Config {
     pub affinity: Affinity,
     pub kill_timeout: Duration,
     pub stop_signal: StopSignal,
+    /// Node workers get Node's `disconnect` when asked to stop (`[shutdown] disconnect`).
+    pub disconnect: bool,
     pub restart: RestartConfig,
     pub on_giveup: Option<String>,
     pub control: ControlConfig,
@@ -855,6 +860,7 @@ impl Config {
         let mut shutdown = Table::new();
         shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));
         shutdown.insert("signal".into(), text(self.stop_signal.as_str()));
+        shutdown.insert("disconnect".into(), Value::Boolean(self.disconnect));
         top.insert("shutdown".into(), Value::Table(shutdown));
 
         let r = &self.restart;
@@ -1206,6 +1212,17 @@ pub fn validate(
     let signal_span = file.shutdown.signal.span();
     let stop_signal = StopSignal::parse(file.shutdown.signal.get_ref())
         .map_err(|message| invalid(signal_span, "shutdown.signal", message))?;
+    let disconnect_span = file.shutdown.disconnect.span();
+    let disconnect = file.shutdown.disconnect.into_inner();
+    if !disconnect && stop_signal == StopSignal::None && file.worker.protocol.is_node() {
+        return Err(invalid(
+            disconnect_span,
+            "shutdown.disconnect",
+            "false with signal = \"none\" would ask nothing of a Node worker: it would run \
+             until SIGKILL at kill_timeout; keep the disconnect or name a signal"
+                .into(),
+        ));
+    }
 
     let protocol = file.worker.protocol;
     let ready = match file.worker.ready {
@@ -1285,6 +1302,7 @@ pub fn validate(
         affinity: file.dispatch.affinity,
         kill_timeout,
         stop_signal,
+        disconnect,
         restart,
         on_giveup: file.restart.on_giveup,
         control,
@@ -1788,6 +1806,21 @@ mod tests {
                 "{text}: {e}"
             );
         }
+        // A Node worker asked nothing at all is refused.
+        let e = load_str(
+            "[worker]\nexec = \"sh\"\nprotocol = \"node\"\n[shutdown]\nsignal = \"none\"\ndisconnect = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("cluster.toml:6:") && e.contains("shutdown.disconnect"),
+            "{e}"
+        );
+        assert!(
+            !load_str("[shutdown]\ndisconnect = false\n")
+                .unwrap()
+                .disconnect
+        );
         // What each kind of worker gets.
         let auto = StopSignal::Auto;
         assert_eq!(

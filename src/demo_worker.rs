@@ -4,8 +4,10 @@
 //! `Connection: close`, and shows how an event-loop worker uses [`crate::worker`]: the channel is
 //! one more fd in its mio `Poll`. It gets connections from the channel (`rr`), accepts on
 //! inherited listeners (`none`), or — outside rrbalancer, as the benchmark's reference — binds
-//! its own `SO_REUSEPORT` listener (`--standalone ADDR`). It stops gracefully on `stop` or SIGTERM:
-//! no new connections, finish each request in progress, close idle keep-alive connections.
+//! its own `SO_REUSEPORT` listener (`--standalone ADDR`). It stops gracefully on `stop` or SIGTERM
+//! ([`worker::Drain`]): no new connections, finish each request in progress, answer the next
+//! request on each keep-alive connection with `Connection: close`, and close those still idle
+//! after `--drain-grace` (2s) — never one whose client may be sending its next request.
 //!
 //! For the benchmark's uneven-work scenario, `--slow-every N --slow-ms M` makes every Nth
 //! request this process answers hold its only thread for M ms of CPU before the answer — a
@@ -25,7 +27,7 @@ use signal_hook::consts::signal::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::worker::{self, Channel, Event, Listener, Stream, WorkerError};
+use crate::worker::{self, Channel, Drain, Event, Listener, Stream, WorkerError};
 
 /// Options of `rrbalancer demo-worker`.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +51,11 @@ pub struct DemoArgs {
     /// sleep: the worker does nothing else meanwhile).
     #[arg(long, value_name = "MS", default_value_t = 20)]
     pub slow_ms: u64,
+    /// After `stop`: how long a keep-alive connection may stay idle before it is closed (each
+    /// one's next request is answered with `Connection: close` meanwhile).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "2s")]
+    pub drain_grace: Duration,
 }
 
 /// The uneven-work setting: which requests are slow and for how long.
@@ -162,6 +169,11 @@ struct Server {
     max_requests: u64,
     slow: Option<SlowWork>,
     stopping: bool,
+    /// Keep-alive connections while stopping: closed after their next answer, or once idle
+    /// past the grace.
+    drain: Drain,
+    /// The connections left idle were closed at the grace's end.
+    idle_closed: bool,
     /// Connections arrived since we last told the master we are `idle`.
     owe_idle: bool,
     /// Clients whose answers wait until we have said `idle` (see [`Server::run`]).
@@ -226,6 +238,8 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         max_requests: args.max_requests,
         slow: SlowWork::from_args(&args),
         stopping: false,
+        drain: Drain::new(args.drain_grace),
+        idle_closed: false,
         owe_idle: false,
         deferred: Vec::new(),
         awaited: 0,
@@ -277,7 +291,20 @@ impl Server {
             // again as soon as it has its answer finds us idle already.
             // A connection whose request has not arrived yet is work about to start: wait for it
             // a moment (`FIRST_REQUEST_GRACE`) before saying idle.
-            let mut timeout = stop_deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            if self.drain.close_idle(now) && !std::mem::replace(&mut self.idle_closed, true) {
+                self.close_idle_clients();
+                continue;
+            }
+            let wake = [
+                stop_deadline,
+                self.drain.deadline().filter(|_| !self.idle_closed),
+            ];
+            let mut timeout = wake
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(now));
             if self.owe_idle && !self.stopping {
                 let since = self.conns_at.elapsed();
                 if self.awaited > 0 && since < FIRST_REQUEST_GRACE {
@@ -474,8 +501,8 @@ impl Server {
                 all_written && (client.close_after_write || (closed && client.output.is_empty()))
             }
         };
-        // While stopping, an idle keep-alive connection is closed at once.
-        if finished || closed || (self.stopping && client.is_idle()) {
+        // While stopping, an idle keep-alive connection is closed once the grace is over.
+        if finished || closed || (self.idle_closed && client.is_idle()) {
             let mut client = self.clients.remove(key);
             self.awaited -= usize::from(client.awaited);
             let _ = self.poll.registry().deregister(client.conn.source());
@@ -501,12 +528,22 @@ impl Server {
             // Dropping closes our copy; in `none` mode the master and the others keep theirs.
             *l = None;
         }
+        // Idle keep-alive connections stay open for the grace: a client's next request may be
+        // on its way already, and is answered (with `Connection: close`) rather than refused.
+        self.drain.begin(Instant::now());
+    }
+
+    /// The grace is over: connections still idle are closed.
+    fn close_idle_clients(&mut self) {
         let idle: Vec<usize> = self
             .clients
             .iter()
             .filter(|(_, c)| c.is_idle())
             .map(|(k, _)| k)
             .collect();
+        if !idle.is_empty() {
+            debug!("stop: closing {} idle keep-alive connection(s)", idle.len());
+        }
         for key in idle {
             let mut client = self.clients.remove(key);
             self.awaited -= usize::from(client.awaited);
@@ -634,6 +671,7 @@ mod tests {
             ready_delay: None,
             slow_every: every,
             slow_ms: 20,
+            drain_grace: Drain::DEFAULT_GRACE,
         };
         assert!(SlowWork::from_args(&args(0)).is_none());
         let slow = SlowWork::from_args(&args(3)).expect("on with --slow-every 3");

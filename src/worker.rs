@@ -32,6 +32,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::protocol::{
     self, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, MasterMessage, ProtocolError, WorkerMessage,
@@ -428,4 +429,81 @@ pub fn worker_id() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Stopping a keep-alive server without a race its clients can lose.
+///
+/// Closing an idle keep-alive connection the moment `stop` arrives races the client's next
+/// request: already on its way, it meets a closed socket, and the client sees an error (a
+/// reload under `wrk` made about 55 such errors each). A `Drain` says what to do instead, from
+/// [`Drain::begin`] on: finish the requests in progress; answer the next request on each
+/// connection with `Connection: close` ([`Drain::keep_alive`] is then false) and close it once
+/// that answer is written; close a connection that stays idle only once [`Drain::grace`] has
+/// passed ([`Drain::close_idle`]), which a client that is still using it will not reach.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rrbalancer::worker::Drain;
+///
+/// let mut drain = Drain::new(Duration::from_secs(2));
+/// let t0 = Instant::now();
+/// assert!(drain.keep_alive());
+/// drain.begin(t0); // `stop` received, or SIGTERM
+/// assert!(!drain.keep_alive(), "every answer from now on says `Connection: close`");
+/// assert!(!drain.close_idle(t0 + Duration::from_secs(1)), "idle ones wait for their grace");
+/// assert!(drain.close_idle(t0 + Duration::from_secs(2)));
+/// assert_eq!(drain.deadline(), Some(t0 + Duration::from_secs(2)), "when to wake up for it");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    grace: Duration,
+    since: Option<Instant>,
+}
+
+impl Drain {
+    /// How long an idle keep-alive connection is left open after `stop` by default: longer
+    /// than a busy client waits between two requests, shorter than the master's default
+    /// `kill_timeout` (5s).
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+
+    pub fn new(grace: Duration) -> Drain {
+        Drain { grace, since: None }
+    }
+
+    /// The stop began at `now` (a second call changes nothing).
+    pub fn begin(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    /// Whether the stop began.
+    pub fn draining(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Whether an answer may keep its connection open; once draining, it says
+    /// `Connection: close` and the connection closes after it.
+    pub fn keep_alive(&self) -> bool {
+        self.since.is_none()
+    }
+
+    /// The idle-connection grace.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// When connections still idle are to be closed, once draining.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + self.grace)
+    }
+
+    /// Whether a connection idle between two requests is to be closed at `now`.
+    pub fn close_idle(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|deadline| now >= deadline)
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain::new(Drain::DEFAULT_GRACE)
+    }
 }

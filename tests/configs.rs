@@ -317,6 +317,10 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         );
         line(format!("signal = {signal}"));
     }
+    if g.one_in(4) {
+        let disconnect = g.one(&["true", "false"], &["\"no\"", "0"]);
+        line(format!("disconnect = {disconnect}"));
+    }
     if g.rng.bool() {
         line("[restart]".into());
         if g.rng.bool() {

@@ -701,3 +701,27 @@ fn control_commands_find_the_master_whatever_flags_started_it_and_name_several()
     }
     assert!(common::alive(first.pid()) && common::alive(second.pid()));
 }
+
+#[test]
+fn keep_alive_clients_see_no_error_across_ten_reloads() {
+    let rrb = Rrb::start("workers = 2\n[shutdown]\nkill_timeout = \"5s\"\n", 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::keep_alive_load(rrb.addr.clone(), 16, "handled by worker", stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    for round in 0..10 {
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {round}: {out}{err}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert_eq!(
+        seen.errors.len(),
+        0,
+        "errors: {:?}",
+        &seen.errors[..seen.errors.len().min(10)]
+    );
+    assert!(seen.ok > 1000, "the load really ran: {seen:?}");
+    // Each reload's old workers ended their connections with `connection: close`.
+    assert!(seen.closed_by_server >= 16, "{seen:?}");
+}

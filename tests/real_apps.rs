@@ -9,8 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{Rrb, repo};
@@ -154,4 +155,34 @@ fn websocket_clients_are_closed_by_the_app_with_1001_on_reload_and_on_stop() {
             );
         }
     }
+}
+
+/// README's advice for keep-alive clients, followed: the app drains on SIGTERM (tests/support/
+/// npm/express_app.js), and `disconnect = false`, since Node's own `disconnect` closes the
+/// app's idle keep-alive connections at once (Node ≥ 19), racing each client's next request.
+#[test]
+fn express_keep_alive_clients_see_no_error_across_three_reloads() {
+    let Some(apps) = npm_apps() else { return };
+    let app = apps.join("express_app.js");
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"node\"\nargs = [{app:?}]\nprotocol = \"node-cluster\"\n[shutdown]\nkill_timeout = \"5s\"\ndisconnect = false\n"
+    );
+    let rrb = Rrb::start(&config, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::keep_alive_load(rrb.addr.clone(), 16, "express pid", stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {round}: {out}{err}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert_eq!(
+        seen.errors.len(),
+        0,
+        "errors: {:?} ({seen:?})",
+        &seen.errors[..seen.errors.len().min(10)]
+    );
+    assert!(seen.ok > 300, "the load really ran: {seen:?}");
 }

@@ -215,9 +215,11 @@ impl Master {
             Effect::Stop(key) => {
                 let signal = self.config.stop_signal;
                 let node = self.config.mode().node();
+                // A Node worker stopped PM2's way: the signal alone, its app drains and exits.
+                let tell = !node || self.config.disconnect;
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
                     match &mut worker.channel {
-                        Some(channel) if worker.spoke => {
+                        Some(channel) if worker.spoke && tell => {
                             // The signal goes with the `stop` (see `flush`).
                             channel.queue_stop();
                             worker.stop_signal =

@@ -410,3 +410,121 @@ pub fn run_to_exit(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (i32, Str
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// What a keep-alive load saw.
+#[derive(Debug, Default)]
+pub struct KeepAliveLoad {
+    /// Complete answers whose body contained the expected text.
+    pub ok: usize,
+    /// Requests that got no complete answer (connect refused, reset, closed before the answer
+    /// was whole) or a wrong one, as wrk counts its errors.
+    pub errors: Vec<String>,
+    /// Connections the server closed after an answer saying `connection: close`.
+    pub closed_by_server: usize,
+}
+
+/// Like `wrk -c conns`: `conns` keep-alive connections to `addr`, each sending `GET /` again as
+/// soon as it has its answer, reconnecting only when an answer said `connection: close`; until
+/// `stop` is set (or 60 s pass). Each answer's body must contain `expect`.
+pub fn keep_alive_load(
+    addr: String,
+    conns: usize,
+    expect: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<KeepAliveLoad> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let threads: Vec<_> = (0..conns)
+            .map(|_| {
+                let (addr, stop) = (addr.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seen = KeepAliveLoad::default();
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let reader = match conn.as_mut() {
+                            Some(reader) => reader,
+                            None => match TcpStream::connect(&addr) {
+                                Ok(s) => {
+                                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                                    conn.insert(BufReader::new(s))
+                                }
+                                Err(e) => {
+                                    seen.errors.push(format!("connect: {e}"));
+                                    continue;
+                                }
+                            },
+                        };
+                        match keep_alive_request(reader, expect) {
+                            Ok(keep) => {
+                                seen.ok += 1;
+                                if !keep {
+                                    seen.closed_by_server += 1;
+                                    conn = None;
+                                }
+                            }
+                            Err(e) => {
+                                seen.errors.push(e);
+                                conn = None;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut all = KeepAliveLoad::default();
+        for t in threads {
+            let seen = t.join().unwrap();
+            all.ok += seen.ok;
+            all.closed_by_server += seen.closed_by_server;
+            all.errors.extend(seen.errors);
+        }
+        all
+    })
+}
+
+/// One request on a keep-alive connection: `Ok(keep)`, `keep` false when the answer said
+/// `connection: close`.
+fn keep_alive_request(reader: &mut BufReader<TcpStream>, expect: &str) -> Result<bool, String> {
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut length = None;
+    let mut keep = true;
+    let mut status = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err("closed before the answer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if status.is_empty() {
+            status = line.trim().to_owned();
+            continue;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let (name, value) = (name.to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        if name == "content-length" {
+            length = value.parse::<usize>().ok();
+        } else if name == "connection" && value.contains("close") {
+            keep = false;
+        }
+    }
+    let length = length.ok_or_else(|| format!("no content-length: {status}"))?;
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("body: {e}"))?;
+    let body = String::from_utf8_lossy(&body);
+    if !status.contains(" 200 ") || !body.contains(expect) {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(keep)
+}
