@@ -6,13 +6,15 @@ connection. In `rr` mode it receives connections over its channel; in `none` mod
 the listeners it inherits (LISTEN_FDS) and still uses the channel for ready/stop.
 
 Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage] [--never-ack]
-                        [--flood MESSAGE]
+                        [--flood MESSAGE] [--leak-mb-per-sec N]
 
   --leave-after N  after N requests say `leaving`, finish, and exit 0 (a planned exit)
   --no-ack-die     test aid: exit with code 3 on the first connection without acking it
   --garbage        test aid: send a message that is not part of the protocol after `ready`
   --never-ack      test aid: say `ready`, then never read the channel (a stuck worker)
   --flood MESSAGE  test aid: after `ready`, send MESSAGE (e.g. "ready") over and over
+  --leak-mb-per-sec N  test aid: hold N more MB of memory every second, never freed (a leak,
+                   for `[recycle] max_memory`)
 """
 
 import argparse
@@ -26,6 +28,12 @@ import time
 
 MAX_MESSAGE = 8192
 MAX_FDS = 64
+# After a stop, an idle keep-alive connection is closed only after this long (seconds).
+DRAIN_GRACE = 2.0
+# A keep-alive connection idle this long is closed (seconds).
+IDLE_TIMEOUT = 5.0
+# How often a connection waiting for its next request looks at the clock (seconds).
+POLL = 0.1
 
 
 class Channel:
@@ -81,6 +89,8 @@ class Worker:
         # Re-entrant: the SIGTERM handler runs on the main thread, which may hold it.
         self.lock = threading.RLock()
         self.stopping = threading.Event()
+        # When the stop began (monotonic), for DRAIN_GRACE.
+        self.stopped_at = None
         self.threads = []
 
     def log(self, text):
@@ -89,14 +99,30 @@ class Worker:
     # -- serving -----------------------------------------------------------------------------
 
     def serve(self, conn):
-        """HTTP/1.1 with keep-alive, until the client closes, says close, or we stop. A
-        connection taken is answered at least once, even if the stop came meanwhile."""
-        conn.settimeout(5.0)
+        """HTTP/1.1 with keep-alive, until the client closes or says close. After a stop, a
+        connection keeps being served without a race its client can lose (README, "Keep-alive
+        clients"): the request in progress is answered, the next one with `Connection: close`,
+        and a connection that stays idle is closed only after DRAIN_GRACE. A connection taken
+        is answered at least once, even if the stop came meanwhile."""
+        conn.settimeout(POLL)
         buf = b""
+        idle_since = time.monotonic()
+        answered = False
         try:
             while True:
                 while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
+                    try:
+                        chunk = conn.recv(65536)
+                    except socket.timeout:
+                        now = time.monotonic()
+                        stopped = self.stopped_at
+                        if buf:
+                            continue
+                        if stopped is not None and answered and now - stopped >= DRAIN_GRACE:
+                            return
+                        if now - idle_since >= IDLE_TIMEOUT:
+                            return
+                        continue
                     if not chunk:
                         return
                     buf += chunk
@@ -119,7 +145,7 @@ class Worker:
                     )
                     if leave:
                         self.leaving = True
-                if leave:
+                if leave or self.stopping.is_set():
                     keep = False
                 body = f"handled by worker {self.ident}, pid {os.getpid()}\n".encode()
                 reply = (
@@ -130,11 +156,13 @@ class Worker:
                     + body
                 )
                 conn.sendall(reply)
+                answered = True
+                idle_since = time.monotonic()
                 if leave and self.channel:
                     self.log(f"served {self.served} requests, leaving")
                     self.channel.send("leaving\n")
                     self.finish_after_leaving()
-                if not keep or self.stopping.is_set():
+                if not keep:
                     return
         except OSError:
             pass
@@ -223,9 +251,14 @@ class Worker:
         for t in threads:
             t.join(timeout=5.0)
 
+    def begin_stop(self):
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
+        self.stopping.set()
+
     def main(self):
         def on_term(*_):
-            self.stopping.set()
+            self.begin_stop()
             self.drain()
             os._exit(0)
 
@@ -245,7 +278,7 @@ class Worker:
         if self.args.flood:
             threading.Thread(target=self.flood, daemon=True).start()
         self.run_channel()
-        self.stopping.set()
+        self.begin_stop()
         self.drain()
 
 
@@ -257,7 +290,19 @@ def main():
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--never-ack", action="store_true")
     parser.add_argument("--flood", metavar="MESSAGE")
-    Worker(parser.parse_args()).main()
+    parser.add_argument("--leak-mb-per-sec", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+    if args.leak_mb_per_sec:
+        threading.Thread(target=leak, args=(args.leak_mb_per_sec,), daemon=True).start()
+    Worker(args).main()
+
+
+def leak(mb_per_sec):
+    """Holds `mb_per_sec` more MB each second, written so that it is resident."""
+    hoard = []
+    while True:
+        hoard.append(b"\x01" * (mb_per_sec * 1000 * 1000))
+        time.sleep(1)
 
 
 if __name__ == "__main__":

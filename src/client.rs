@@ -199,10 +199,13 @@ pub fn format_status(s: &Status) -> String {
         },
         if s.stopping { "  (stopping)" } else { "" },
     ));
+    if let Some(recycling) = &s.recycling {
+        out.push_str(&format!("recycling {recycling}\n\n"));
+    }
     let header = [
-        "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "HANDED", "UNACKED",
+        "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "RECYCLED", "HANDED", "UNACKED", "RSS",
     ];
-    let mut rows: Vec<[String; 7]> = s
+    let mut rows: Vec<[String; 9]> = s
         .workers
         .iter()
         .map(|w| {
@@ -217,11 +220,15 @@ pub fn format_status(s: &Status) -> String {
                 state,
                 uptime(w.uptime_secs),
                 w.restarts.to_string(),
+                w.recycled.to_string(),
                 w.handed.to_string(),
                 match w.oldest_unacked_secs {
                     Some(age) if w.unacked > 0 => format!("{} (oldest {age:.1}s)", w.unacked),
                     _ => w.unacked.to_string(),
                 },
+                w.rss_bytes.map_or("-".into(), |b| {
+                    bytesize::ByteSize::b(b).display().iec_short().to_string()
+                }),
             ]
         })
         .collect();
@@ -232,6 +239,8 @@ pub fn format_status(s: &Status) -> String {
             e.state.clone(),
             "-".into(),
             e.restarts.to_string(),
+            "-".into(),
+            "-".into(),
             "-".into(),
             "-".into(),
         ]
@@ -289,6 +298,8 @@ mod tests {
             role: role.into(),
             uptime_secs: 75.0,
             restarts: 1,
+            recycled: 2,
+            rss_bytes: Some(70 << 20),
             handed: 1234,
             unacked: 0,
             oldest_unacked_secs: None,
@@ -302,6 +313,7 @@ mod tests {
             workers_wanted: 3,
             stopping: false,
             reload_in_progress: false,
+            recycling: None,
             workers: vec![
                 worker(1, 12, "ready", "current"),
                 worker(0, 11, "ready", "current"),

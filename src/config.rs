@@ -432,6 +432,7 @@ pub struct FileConfig {
     pub dispatch: FileDispatch,
     pub shutdown: FileShutdown,
     pub restart: FileRestart,
+    pub recycle: FileRecycle,
     pub control: FileControl,
     pub log: FileLog,
 }
@@ -447,6 +448,7 @@ impl Default for FileConfig {
             dispatch: FileDispatch::default(),
             shutdown: FileShutdown::default(),
             restart: FileRestart::default(),
+            recycle: FileRecycle::default(),
             control: FileControl::default(),
             log: FileLog::default(),
         }
@@ -689,6 +691,52 @@ impl Default for FileRestart {
     }
 }
 
+/// `[recycle]`: replacing a healthy worker before it has served too much, grown too big or
+/// lived too long (PM2's `max_memory_restart`, gunicorn's `max_requests` and its jitter).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileRecycle {
+    /// Connections handed to one worker (± `jitter`) before it is replaced. 0: no limit.
+    pub max_connections: Spanned<u64>,
+    /// Resident memory of the worker's process group ("512MiB", "1GB") beyond which it is
+    /// replaced. Unset: no limit.
+    pub max_memory: Option<Spanned<String>>,
+    /// Age (± `jitter`) at which a worker is replaced. Unset: no limit.
+    pub max_age: Option<Spanned<HumanDuration>>,
+    /// How far each worker's own `max_connections` and `max_age` are moved, at random, from
+    /// the configured value, so that workers do not all recycle together: 0.1 is ± 10 %.
+    pub jitter: Spanned<f64>,
+}
+
+impl Default for FileRecycle {
+    fn default() -> Self {
+        FileRecycle {
+            max_connections: Spanned::new(0..0, 0),
+            max_memory: None,
+            max_age: None,
+            jitter: Spanned::new(0..0, 0.1),
+        }
+    }
+}
+
+/// The validated `[recycle]`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RecycleConfig {
+    pub max_connections: Option<u64>,
+    /// Bytes.
+    pub max_memory: Option<u64>,
+    pub max_age: Option<Duration>,
+    /// 0 to [`MAX_JITTER`].
+    pub jitter: f64,
+}
+
+/// The most `[recycle] jitter` may spread the limits: ± 50 %.
+pub const MAX_JITTER: f64 = 0.5;
+/// The smallest `[recycle] max_memory`: below this a worker is recycled as soon as it starts.
+pub const MIN_MEMORY: u64 = 1 << 20;
+/// The shortest `[recycle] max_age`.
+pub const MIN_AGE: Duration = Duration::from_secs(1);
+
 /// The validated configuration the program runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -707,6 +755,7 @@ pub struct Config {
     /// Node workers get Node's `disconnect` when asked to stop (`[shutdown] disconnect`).
     pub disconnect: bool,
     pub restart: RestartConfig,
+    pub recycle: RecycleConfig,
     pub on_giveup: Option<String>,
     pub control: ControlConfig,
     pub log: LogConfig,
@@ -874,6 +923,21 @@ impl Config {
             restart.insert("on_giveup".into(), text(command));
         }
         top.insert("restart".into(), Value::Table(restart));
+
+        let c = &self.recycle;
+        let mut recycle = Table::new();
+        recycle.insert(
+            "max_connections".into(),
+            int(c.max_connections.unwrap_or(0)),
+        );
+        if let Some(bytes) = c.max_memory {
+            recycle.insert("max_memory".into(), text(&bytes.to_string()));
+        }
+        if let Some(age) = c.max_age {
+            recycle.insert("max_age".into(), duration(age));
+        }
+        recycle.insert("jitter".into(), Value::Float(c.jitter));
+        top.insert("recycle".into(), Value::Table(recycle));
 
         let mut control = Table::new();
         control.insert("pid_file".into(), path(&self.control.pid_file));
@@ -1206,6 +1270,7 @@ pub fn validate(
         )?,
         min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
     };
+    let recycle = recycle_config(file.recycle, sched_policy, &duration, &invalid)?;
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
     let ready_timeout = duration(file.worker.ready_timeout, "worker.ready_timeout")?;
     let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
@@ -1277,6 +1342,20 @@ pub fn validate(
         date_format: file.log.date_format,
         master_log: file.log.master_log.map(relative),
     };
+    for (key, path) in [
+        ("control.pid_file", Some(&control.pid_file)),
+        ("control.socket", Some(&control.socket)),
+        ("log.stdout", log.stdout.as_ref()),
+        ("log.stderr", log.stderr.as_ref()),
+        ("log.master_log", log.master_log.as_ref()),
+    ] {
+        if let Some(path) = path.filter(|p| names_a_directory(p)) {
+            return Err(ConfigError::Setting(format!(
+                "{name}: key `{key}`: {} is a directory; name a file",
+                quoted(&path.display().to_string())
+            )));
+        }
+    }
 
     Ok(Config {
         source: None,
@@ -1304,9 +1383,105 @@ pub fn validate(
         stop_signal,
         disconnect,
         restart,
+        recycle,
         on_giveup: file.restart.on_giveup,
         control,
         log,
+    })
+}
+
+/// Whether `path` names a directory rather than a file: it ends with `/`, or is one already.
+fn names_a_directory(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.is_dir()
+}
+
+/// `validate`'s check of one duration (bounded, naming its key).
+type DurationCheck<'a> = dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration, ConfigError> + 'a;
+
+/// `[recycle]`, checked: sizes parsed, limits within bounds, and `max_connections` only where
+/// the master hands out the connections (`rr`).
+fn recycle_config(
+    file: FileRecycle,
+    policy: SchedPolicy,
+    duration: &DurationCheck<'_>,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<RecycleConfig, ConfigError> {
+    let span = file.max_connections.span();
+    let max_connections = Some(file.max_connections.into_inner()).filter(|&n| n > 0);
+    if max_connections.is_some() && policy != SchedPolicy::Rr {
+        return Err(invalid(
+            span,
+            "recycle.max_connections",
+            "counts the connections rrbalancer hands to each worker, which it does with \
+             sched_policy = \"rr\" only (with \"none\" the workers accept themselves)"
+                .into(),
+        ));
+    }
+    let max_memory = match file.max_memory {
+        None => None,
+        Some(text) => {
+            let span = text.span();
+            let bytes = text
+                .get_ref()
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| {
+                    invalid(
+                        span.clone(),
+                        "recycle.max_memory",
+                        format!(
+                            "{} is not a size (e.g. \"512MiB\", \"1.5GB\", \"800000000\")",
+                            quoted(text.get_ref())
+                        ),
+                    )
+                })?;
+            if bytes < MIN_MEMORY {
+                return Err(invalid(
+                    span,
+                    "recycle.max_memory",
+                    format!(
+                        "{} is too small (at least 1MiB: below that every worker is recycled \
+                         as it starts)",
+                        quoted(text.get_ref())
+                    ),
+                ));
+            }
+            Some(bytes)
+        }
+    };
+    let max_age = match file.max_age {
+        None => None,
+        Some(d) => {
+            let span = d.span();
+            let age = duration(d, "recycle.max_age")?;
+            if age < MIN_AGE {
+                return Err(invalid(
+                    span,
+                    "recycle.max_age",
+                    format!(
+                        "{} is too short (at least 1s)",
+                        humantime::format_duration(age)
+                    ),
+                ));
+            }
+            Some(age)
+        }
+    };
+    let span = file.jitter.span();
+    let jitter = file.jitter.into_inner();
+    if !(0.0..=MAX_JITTER).contains(&jitter) {
+        return Err(invalid(
+            span,
+            "recycle.jitter",
+            format!("{jitter} is out of range (0 to {MAX_JITTER}: 0.1 is ± 10 %)"),
+        ));
+    }
+    Ok(RecycleConfig {
+        max_connections,
+        max_memory,
+        max_age,
+        jitter,
     })
 }
 
@@ -1835,6 +2010,58 @@ mod tests {
         assert_eq!(
             (int.after_stop(false), int.alone()),
             (Some(Signal::SIGINT), Some(Signal::SIGINT))
+        );
+    }
+
+    #[test]
+    fn a_file_setting_that_names_a_directory_is_refused() {
+        for (text, key) in [
+            ("[control]\npid_file = \"/tmp/\"\n", "control.pid_file"),
+            ("[control]\nsocket = \"/tmp\"\n", "control.socket"),
+            ("[log]\nstdout = \"/tmp/\"\n", "log.stdout"),
+            ("[log]\nmaster_log = \"/\"\n", "log.master_log"),
+        ] {
+            let e = error_of(text);
+            assert!(
+                e.contains(&format!("key `{key}`")) && e.contains("is a directory"),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn recycle_limits_are_parsed_and_bounded() {
+        let c = load_str(
+            "[recycle]\nmax_connections = 1000\nmax_memory = \"64MiB\"\nmax_age = \"1h\"\njitter = 0.2\n",
+        )
+        .unwrap()
+        .recycle;
+        assert_eq!(c.max_connections, Some(1000));
+        assert_eq!(c.max_memory, Some(64 << 20));
+        assert_eq!(c.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(c.jitter, 0.2);
+        let off = load_str("").unwrap().recycle;
+        assert_eq!(
+            (off.max_connections, off.max_memory, off.max_age),
+            (None, None, None)
+        );
+        for (text, key) in [
+            ("max_memory = \"lots\"", "recycle.max_memory"),
+            ("max_memory = \"100KiB\"", "recycle.max_memory"),
+            ("max_age = \"10ms\"", "recycle.max_age"),
+            ("jitter = 0.9", "recycle.jitter"),
+            ("jitter = -0.1", "recycle.jitter"),
+        ] {
+            let e = error_of(&format!("[recycle]\n{text}\n"));
+            assert!(
+                e.starts_with("cluster.toml:2:") && e.contains(&format!("key `{key}`")),
+                "{text}: {e}"
+            );
+        }
+        let e = error_of("sched_policy = \"none\"\n[recycle]\nmax_connections = 10\n");
+        assert!(
+            e.contains("recycle.max_connections") && e.contains("\"rr\""),
+            "{e}"
         );
     }
 

@@ -106,6 +106,9 @@ pub struct Status {
     pub workers_wanted: usize,
     pub stopping: bool,
     pub reload_in_progress: bool,
+    /// The worker being recycled and why (`[recycle]`), if one is.
+    #[serde(default)]
+    pub recycling: Option<String>,
     /// Every live worker process, including those on their way out.
     pub workers: Vec<WorkerStatus>,
     /// Slots with no serving worker right now (restarting, given up).
@@ -124,6 +127,12 @@ pub struct WorkerStatus {
     pub uptime_secs: f64,
     /// Restarts of its slot so far.
     pub restarts: u64,
+    /// Workers of its slot recycled so far (`[recycle]`), apart from restarts.
+    #[serde(default)]
+    pub recycled: u64,
+    /// Its process group's resident memory when last measured (with `[recycle] max_memory`).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
     /// Connections handed to it.
     pub handed: u64,
     /// Connections sent and not yet acknowledged.

@@ -321,6 +321,37 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         let disconnect = g.one(&["true", "false"], &["\"no\"", "0"]);
         line(format!("disconnect = {disconnect}"));
     }
+    if g.one_in(3) {
+        // Recycling, with limits low enough to recycle during the run.
+        line("[recycle]".into());
+        for (key, valid, invalid) in [
+            (
+                "max_connections",
+                &["0", "1", "1000"][..],
+                &["-1", "\"many\""][..],
+            ),
+            (
+                "max_memory",
+                &["\"1MiB\"", "\"64MiB\"", "\"1GB\""],
+                &["\"lots\"", "\"1KiB\"", "5"],
+            ),
+            (
+                "max_age",
+                &["\"1s\"", "\"2s\"", "\"1h\""],
+                &["\"0s\"", "\"999ms\"", "\"2days\""],
+            ),
+            (
+                "jitter",
+                &["0.0", "0.1", "0.5"],
+                &["0.9", "-0.1", "\"10%\""],
+            ),
+        ] {
+            if g.rng.bool() {
+                let value = g.one(valid, invalid);
+                line(format!("{key} = {value}"));
+            }
+        }
+    }
     if g.rng.bool() {
         line("[restart]".into());
         if g.rng.bool() {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Rrb, alive, children_of, pid_of, repo, worker_id_of};
@@ -307,4 +309,74 @@ fn in_none_mode_garbage_or_a_ready_flood_gets_the_worker_replaced_and_the_servic
         }
         assert!(alive(rrb.pid()), "{flag}: the master survives");
     }
+}
+
+/// `[recycle]` log lines: (reason text) of each "recycled slot=" line.
+fn recycled(rrb: &Rrb) -> Vec<String> {
+    rrb.log()
+        .into_iter()
+        .filter(|l| l.contains("recycled slot="))
+        .collect()
+}
+
+#[test]
+fn a_leaking_worker_is_recycled_by_memory_before_100_mib_and_no_request_fails() {
+    let worker = repo().join("scripts/python_worker.py");
+    let config = format!(
+        "workers = 1\n[worker]\nexec = \"python3\"\nargs = [{:?}, \"--leak-mb-per-sec\", \"5\"]\n[recycle]\nmax_memory = \"64MiB\"\n",
+        worker.display().to_string()
+    );
+    let rrb = Rrb::start(&config, 1);
+    let first = rrb.wait_workers(1, Duration::from_secs(5))[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::keep_alive_load(rrb.addr.clone(), 4, "handled by worker", stop.clone());
+    // 64 MiB at 5 MB/s from Python's own ~10 MiB: about 12 s.
+    let line = rrb.wait_for_log("recycled slot=0", Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(line.contains(&format!("replaces pid={first}")), "{line}");
+    // "max_memory: 65.3 MiB resident in its process group (limit 64.0 MiB)"
+    let mib: f64 = line
+        .split("max_memory: ")
+        .nth(1)
+        .and_then(|r| r.split(" MiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((64.0..100.0).contains(&mib), "{line}");
+    assert_eq!(seen.errors.len(), 0, "{:?}", seen.errors);
+    assert!(seen.ok > 100, "{seen:?}");
+    let (_, status, _) = rrb.ctl(&["status"]);
+    let row = status.lines().find(|l| l.starts_with("0 ")).expect(&status);
+    assert!(
+        row.split_whitespace().nth(5) == Some("1"),
+        "RECYCLED 1, RESTARTS 0: {status}"
+    );
+    assert_eq!(rrb.count_log("exited unasked"), 0);
+}
+
+#[test]
+fn max_connections_recycles_each_worker_within_its_jitter_and_no_request_fails() {
+    let rrb = Rrb::start(
+        "workers = 2\n[recycle]\nmax_connections = 1000\njitter = 0.1\n",
+        2,
+    );
+    let mut ok = 0;
+    let started = Instant::now();
+    while recycled(&rrb).len() < 2 && started.elapsed() < Duration::from_secs(30) {
+        // New connections: max_connections counts connections, not requests.
+        common::http_get(&rrb.addr).expect("no request fails");
+        ok += 1;
+    }
+    let lines = recycled(&rrb);
+    assert_eq!(lines.len(), 2, "after {ok} requests: {lines:?}");
+    for line in &lines {
+        // "max_connections: 1043 connections handed (its limit 1043)"
+        let limit: u64 = line
+            .split("(its limit ")
+            .nth(1)
+            .and_then(|r| r.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((900..=1100).contains(&limit), "{line}");
+    }
+    assert!(ok < 2 * 1100 + 100, "{ok} requests");
 }

@@ -406,6 +406,8 @@ impl Master {
                     .slots
                     .get(w.slot)
                     .map_or(0, |s| s.restart_count),
+                recycled: self.core.fleet.slots.get(w.slot).map_or(0, |s| s.recycled),
+                rss_bytes: w.rss,
                 handed: self.ledger.account(w.account).map_or(0, |a| a.handed()),
                 unacked: self.ledger.account(w.account).map_or(0, |a| a.in_flight()),
                 oldest_unacked_secs: self
@@ -444,6 +446,11 @@ impl Master {
             workers_wanted: self.core.fleet.slots.len(),
             stopping: self.core.phase != Phase::Running,
             reload_in_progress: self.core.reload.is_some(),
+            recycling: self
+                .core
+                .recycling
+                .as_ref()
+                .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
             workers,
             empty_slots: slots,
         }

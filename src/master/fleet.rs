@@ -23,6 +23,7 @@ use super::channel::Channel;
 use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
+use super::recycle::{self, Limits};
 use super::restart::RestartTracker;
 use crate::config::Config;
 use crate::sys;
@@ -71,6 +72,10 @@ pub struct Worker {
     pub output: [Option<Pipe>; 2],
     /// It held a socket un-acked past `ack_timeout` and was killed for it.
     pub stuck: bool,
+    /// Its own `[recycle]` limits (the configured ones, jittered).
+    pub limits: Limits,
+    /// The resident memory of its process group when last measured (`[recycle] max_memory`).
+    pub rss: Option<u64>,
     /// Notes (its own messages, for Node workers) logged so far at info level.
     pub notes: u32,
 }
@@ -162,6 +167,9 @@ pub struct Slot {
     /// Exit causes of recent failures, for the give-up report.
     pub last_causes: VecDeque<String>,
     pub given_up: bool,
+    /// Workers recycled here (`[recycle]`), and why the last one was.
+    pub recycled: u64,
+    pub last_recycle: Option<String>,
 }
 
 const CAUSES_KEPT: usize = 5;
@@ -455,8 +463,18 @@ pub fn spawn(
         channel_closed_check: None,
         output,
         stuck: false,
+        limits: recycle::limits(&config.recycle, jitter_seed(child.id())),
+        rss: None,
         notes: 0,
     })
+}
+
+/// A seed for a worker's share of the `[recycle]` jitter: its pid and the time it started.
+fn jitter_seed(pid: u32) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (u64::from(pid) << 32) | u64::from(nanos)
 }
 
 #[cfg(test)]
@@ -518,6 +536,8 @@ pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
         channel_closed_check: None,
         output: [None, None],
         stuck: false,
+        limits: Limits::default(),
+        rss: None,
         notes: 0,
     }
 }

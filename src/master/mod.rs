@@ -36,10 +36,12 @@ mod handoff;
 mod ledger;
 mod lifecycle;
 mod listeners;
+mod memory;
 mod native;
 mod node;
 mod node_servers;
 mod output;
+mod recycle;
 mod reload;
 mod restart;
 mod signals;
@@ -193,6 +195,8 @@ struct Master {
     /// A SIGCHLD arrived: exited children wait to be reaped.
     reap_due: bool,
     loader: Loader,
+    /// When to measure the workers' memory next (`[recycle] max_memory`).
+    next_memory_sample: Instant,
     /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
     /// unless the configuration's own count changed.
     configured_workers: usize,
@@ -243,6 +247,7 @@ impl Master {
             listener_tokens,
             core: Supervisor::new(config.workers, Policy::of(&config), now),
             configured_workers: config.workers,
+            next_memory_sample: now,
             effects: Vec::new(),
             config,
             ledger: Ledger::default(),
@@ -357,10 +362,17 @@ impl Master {
             Some(_) => Some(Instant::now()),
             None => None,
         };
+        let memory = self
+            .config
+            .recycle
+            .max_memory
+            .map(|_| self.next_memory_sample);
         slots
             .chain(kills)
             .chain(phase)
             .chain(self.accept_paused_until)
+            .chain(self.core.next_recycle_check(Instant::now()))
+            .chain(memory)
             .min()
     }
 

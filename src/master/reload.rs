@@ -237,6 +237,7 @@ impl Supervisor {
         workers: usize,
         now: Instant,
     ) {
+        self.abandon_recycle("a reload replaces every worker");
         if workers != self.fleet.slots.len() {
             self.resize(workers, now);
         }
@@ -326,6 +327,7 @@ impl Supervisor {
             }
             self.drain(old, now);
         }
+        self.recycled(slot, new_pid);
         if let Some(reload) = &mut self.reload {
             reload.promoted(slot, old_pid);
         }
@@ -344,10 +346,12 @@ impl Supervisor {
         if let Some(worker) = self.fleet.workers.get_mut(key) {
             worker.kill_at = Some(now + self.policy.kill_timeout);
         }
-        self.fail_reload(slot, format!("pid {pid}: {cause}"));
+        self.fail_reload(slot, format!("pid {pid}: {cause}"), now);
     }
 
-    pub(super) fn fail_reload(&mut self, slot: usize, cause: String) {
+    /// The candidate of `slot` failed: the reload (or the recycle) it belonged to ends there.
+    pub(super) fn fail_reload(&mut self, slot: usize, cause: String, now: Instant) {
+        self.recycle_failed(slot, &cause, now);
         let Some(reload) = self.reload.take() else {
             return;
         };
@@ -409,6 +413,9 @@ impl Supervisor {
     }
 
     pub(super) fn resize(&mut self, n: usize, now: Instant) {
+        if self.recycling.as_ref().is_some_and(|r| r.slot >= n) {
+            self.abandon_recycle("its slot is scaled away");
+        }
         let before = self.fleet.slots.len();
         for slot in n..before {
             let s = &self.fleet.slots[slot];

@@ -3,7 +3,7 @@
 //! carries out the [`Effect`]s it decides: spawning, stopping and killing workers, giving their
 //! sockets back, running `on_giveup`, answering control clients, closing the listeners.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
@@ -18,6 +18,10 @@ use super::reload::{Outcome, Waiter};
 use super::sources::Source;
 use super::supervisor::{self, Effect, Policy};
 use super::wire::Incoming;
+use super::{memory, recycle};
+
+/// How often the workers' memory is measured, with `[recycle] max_memory` set.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 use crate::config::Config;
 use crate::protocol::WorkerMessage;
 
@@ -184,8 +188,27 @@ impl Master {
             );
             self.core.stuck(key, now);
         }
+        self.measure_memory(now);
+        let max_memory = self.config.recycle.max_memory;
+        if let Some((key, reason)) = recycle::due(&self.core, &self.ledger, max_memory, now) {
+            self.core.recycle(key, &reason, now);
+        }
         self.core.tick(now, self.hooks.len());
         self.apply_effects();
+    }
+
+    /// Every [`MEMORY_SAMPLE_EVERY`], with `[recycle] max_memory` set: each worker's resident
+    /// memory (its process group's), for `recycle::due`.
+    fn measure_memory(&mut self, now: Instant) {
+        if self.config.recycle.max_memory.is_none() || now < self.next_memory_sample {
+            return;
+        }
+        self.next_memory_sample = now + MEMORY_SAMPLE_EVERY;
+        let groups: Vec<Pid> = self.core.fleet.workers.iter().map(|(_, w)| w.pid).collect();
+        let resident = memory::resident_by_group(&groups);
+        for (_, worker) in self.core.fleet.workers.iter_mut() {
+            worker.rss = resident.get(&worker.pid).copied();
+        }
     }
 
     /// Carries out what the supervisor decided, until it decides nothing more (a failed spawn

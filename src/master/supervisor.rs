@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use super::fleet::{Fleet, Role, State, Worker};
 use super::ledger::{Conn, Ledger};
 use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
+use super::recycle::Recycling;
 use super::reload::{DrainWait, Outcome, Reload, Waiter};
 use super::restart::Decision;
 use crate::config::{Config, RestartConfig};
@@ -117,6 +118,10 @@ pub struct Supervisor {
     pub reload: Option<Reload>,
     /// `reload --wait` clients whose reload completed, waiting for its old workers to exit.
     pub(super) drain_waits: Vec<DrainWait>,
+    /// The slot being recycled (`[recycle]`), if one is.
+    pub recycling: Option<Recycling>,
+    /// A recycle's successor failed: no other begins before then.
+    pub(super) recycle_paused_until: Option<Instant>,
     /// Every slot was given up: the master stops and exits with an error.
     pub gave_up: bool,
     pub(super) policy: Policy,
@@ -130,6 +135,8 @@ impl Supervisor {
             phase: Phase::Running,
             reload: None,
             drain_waits: Vec::new(),
+            recycling: None,
+            recycle_paused_until: None,
             gave_up: false,
             policy,
             effects: Vec::new(),
@@ -268,7 +275,9 @@ impl Supervisor {
                 let cause = format!("spawn failed: {error}");
                 self.slot_failed(slot, Pid::from_raw(0), Duration::ZERO, now, cause);
             }
-            Role::Candidate => self.fail_reload(slot, "the candidate could not be started".into()),
+            Role::Candidate => {
+                self.fail_reload(slot, "the candidate could not be started".into(), now)
+            }
             Role::Detached => {}
         }
     }
@@ -476,6 +485,7 @@ impl Supervisor {
         }
         let grace = self.policy.kill_timeout;
         info!("stopping gracefully (kill_timeout {grace:?})");
+        self.recycling = None; // its successor is stopped with the others
         if let Some(reload) = self.reload.take() {
             self.effects.push(Effect::Answer {
                 waiters: reload.into_waiters(),

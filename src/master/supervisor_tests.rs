@@ -410,3 +410,107 @@ fn a_plain_reload_answers_when_the_new_workers_are_ready_and_counts_the_old_ones
     );
     assert!(!h.sup.is_waiting(5));
 }
+
+// ---- recycling ------------------------------------------------------------------------------
+
+fn aged(h: &mut Harness, slot: usize, age_ms: u64) {
+    let key = h.current(slot).unwrap();
+    h.sup.fleet.workers[key].limits.age = Some(Duration::from_millis(age_ms));
+}
+
+fn due_at(h: &Harness, ms: u64) -> Option<(usize, super::super::recycle::Reason)> {
+    let ledger = Ledger::<crate::master::wire::Handoff>::default();
+    super::super::recycle::due(&h.sup, &ledger, None, h.at(ms))
+}
+
+#[test]
+fn a_recycle_replaces_one_slot_once_its_successor_is_ready_and_counts_apart() {
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    aged(&mut h, 0, 1_000);
+    aged(&mut h, 1, 1_000);
+    assert!(due_at(&h, 999).is_none());
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), Some(h.at(1_000)));
+    let (key, reason) = due_at(&h, 1_000).expect("slot 0 is due");
+    let old = h.current(0).unwrap();
+    assert_eq!(key, old);
+    assert!(h.sup.recycle(key, &reason, h.at(1_000)));
+    assert_eq!(
+        h.run(h.at(1_000)),
+        [Effect::Spawn {
+            slot: 0,
+            role: Role::Candidate
+        }]
+    );
+    // One at a time: slot 1 is due too, but waits; so does a second request for slot 0.
+    assert!(due_at(&h, 1_001).is_none());
+    let other = h.current(1).unwrap();
+    assert!(!h.sup.recycle(other, &reason, h.at(1_001)));
+    assert!(h.sup.recycling.is_some());
+    // The old worker serves until its successor is ready.
+    let successor = h.spawned.last().unwrap().2;
+    assert_eq!(h.current(0), Some(old));
+    h.sup.ready(successor, h.at(1_100));
+    assert_eq!(
+        h.run(h.at(1_100)),
+        [Effect::Requeue(old), Effect::Stop(old)]
+    );
+    assert_eq!(h.current(0), Some(successor));
+    let slot = &h.sup.fleet.slots[0];
+    assert_eq!((slot.recycled, slot.restart_count), (1, 0), "not a restart");
+    assert!(
+        slot.last_recycle
+            .as_deref()
+            .unwrap()
+            .starts_with("max_age: up")
+    );
+    // Now slot 1's turn.
+    assert_eq!(due_at(&h, 1_101).map(|d| d.0), Some(other));
+}
+
+#[test]
+fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    aged(&mut h, 0, 1_000);
+    let (key, reason) = due_at(&h, 1_000).unwrap();
+    assert!(h.sup.recycle(key, &reason, h.at(1_000)));
+    h.run(h.at(1_000));
+    let successor = h.spawned.last().unwrap().2;
+    h.sup.exited(successor, h.at(1_050), "exit code 1".into());
+    h.run(h.at(1_050));
+    assert_eq!(h.current(0), Some(key), "the old worker keeps serving");
+    assert!(h.sup.recycling.is_none());
+    assert_eq!(h.sup.fleet.slots[0].recycled, 0);
+    let pause = super::super::recycle::RETRY_PAUSE.as_millis() as u64;
+    assert!(due_at(&h, 1_050 + pause - 1).is_none(), "paused");
+    assert_eq!(
+        h.sup.next_recycle_check(h.at(1_060)),
+        Some(h.at(1_050 + pause))
+    );
+    assert_eq!(due_at(&h, 1_050 + pause).map(|d| d.0), Some(key));
+}
+
+#[test]
+fn a_reload_abandons_a_recycle_and_replaces_that_worker_too() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    aged(&mut h, 0, 1_000);
+    let (key, reason) = due_at(&h, 1_000).unwrap();
+    assert!(h.sup.recycle(key, &reason, h.at(1_000)));
+    h.run(h.at(1_000));
+    let successor = h.spawned.last().unwrap().2;
+    h.sup.begin_reload(None, false, 1, h.at(1_010));
+    let effects = h.run(h.at(1_010));
+    assert_eq!(
+        effects,
+        [
+            Effect::Kill(successor),
+            Effect::Spawn {
+                slot: 0,
+                role: Role::Candidate
+            }
+        ]
+    );
+    assert!(h.sup.recycling.is_none() && !h.sup.may_recycle(h.at(1_010)));
+}

@@ -33,6 +33,7 @@ use crate::config::{Readiness, RestartConfig};
 use crate::master::fleet::{Role, State, test_worker};
 use crate::master::ledger::{Ledger, Place};
 use crate::master::lifecycle::{Phase, ReadyRule};
+use crate::master::recycle::Reason;
 use crate::master::supervisor::{Effect, Policy, Supervisor};
 use crate::protocol::Peer;
 
@@ -414,6 +415,19 @@ impl Sim {
                             }
                         }
                     }
+                }
+            }
+            // A worker past a `[recycle]` limit, as `recycle::due` finds one; the supervisor
+            // refuses what it may not do now (another recycle, a reload, not current).
+            97..=99 => {
+                if let Some(key) = self.any_worker() {
+                    let reason = Reason::Age {
+                        age: Duration::from_secs(60),
+                        limit: Duration::from_secs(60),
+                    };
+                    let began = self.sup.recycle(key, &reason, self.now);
+                    self.log(format!("recycle {key}: {began}"));
+                    self.apply(None)?;
                 }
             }
             79 if self.rng.u8(..4) == 0 => self.begin_stop(false)?,

@@ -118,6 +118,22 @@ impl Sim {
         if candidates > 1 {
             return Err(format!("{candidates} candidates at once"));
         }
+        // A recycle replaces its one slot, alone: no reload, no stop, no candidate elsewhere.
+        if let Some(r) = &self.sup.recycling {
+            let elsewhere = self
+                .sup
+                .fleet
+                .slots
+                .iter()
+                .enumerate()
+                .any(|(slot, s)| s.candidate.is_some() && slot != r.slot);
+            if self.sup.reload.is_some() || !self.sup.running() || elsewhere {
+                return Err(format!("recycling slot {} beside other work", r.slot));
+            }
+            if r.slot >= self.sup.fleet.slots.len() {
+                return Err(format!("recycling slot {}, which is gone", r.slot));
+            }
+        }
         if self.sup.gave_up && self.sup.phase == Phase::Running {
             return Err("gave up but still running".into());
         }

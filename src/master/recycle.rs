@@ -1,0 +1,289 @@
+//! Recycling: replacing a healthy worker before it has been handed too many connections, grown
+//! too big or lived too long (`[recycle]`: PM2's `max_memory_restart`, gunicorn's
+//! `max_requests` with its jitter, a maximum age).
+//!
+//! A recycle is a rolling replacement of that one slot, as a reload does it: its successor is
+//! started, and only once it is ready does it take the slot and the old worker get asked to stop
+//! (it finishes what it has, like any draining worker). One slot at a time; none while a reload
+//! runs (a reload replaces every worker anyway), nor while stopping. A successor that fails to
+//! become ready leaves the old worker serving, and recycling pauses for [`RETRY_PAUSE`]. Counted
+//! per slot apart from restarts, shown by `status`, logged with its reason.
+//!
+//! Pure, like the rest of the [`Supervisor`]: the shell measures (memory) and asks [`due`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use nix::unistd::Pid;
+
+use super::fleet::{Role, State};
+use super::ledger::{Conn, Ledger};
+use super::supervisor::{Effect, Supervisor};
+use crate::config::RecycleConfig;
+
+/// After a successor failed to become ready, recycling waits this long before it tries again.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// One worker's own limits: the configured ones moved by its share of the jitter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub connections: Option<u64>,
+    pub age: Option<Duration>,
+}
+
+/// The limits of a worker, from the configured ones and a random `seed` (the shell draws it):
+/// each moved by the same factor, uniform in `1 ± jitter`.
+pub fn limits(config: &RecycleConfig, seed: u64) -> Limits {
+    let factor = 1.0 + config.jitter * (2.0 * unit(seed) - 1.0);
+    Limits {
+        connections: config
+            .max_connections
+            .map(|n| ((n as f64 * factor).round() as u64).max(1)),
+        age: config.max_age.map(|age| age.mul_f64(factor)),
+    }
+}
+
+/// A number in [0, 1) from `seed` (splitmix64's finaliser: neighbouring seeds, such as
+/// consecutive pids, spread evenly).
+fn unit(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Why a worker is recycled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    Connections { handed: u64, limit: u64 },
+    Memory { rss: u64, limit: u64 },
+    Age { age: Duration, limit: Duration },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
+        let time = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+        match *self {
+            Reason::Connections { handed, limit } => write!(
+                f,
+                "max_connections: {handed} connections handed (its limit {limit})"
+            ),
+            Reason::Memory { rss, limit } => write!(
+                f,
+                "max_memory: {} resident in its process group (limit {})",
+                size(rss),
+                size(limit)
+            ),
+            Reason::Age { age, limit } => {
+                write!(f, "max_age: up {} (its limit {})", time(age), time(limit))
+            }
+        }
+    }
+}
+
+/// A recycle under way.
+#[derive(Debug, Clone)]
+pub struct Recycling {
+    pub slot: usize,
+    /// The worker being replaced.
+    pub pid: Pid,
+    pub reason: String,
+}
+
+/// The first worker to recycle at `now`, if any may be now: a slot's current worker, ready,
+/// past one of its limits (`max_memory` against the resident size the shell last measured).
+pub fn due<C: Conn>(
+    sup: &Supervisor,
+    ledger: &Ledger<C>,
+    max_memory: Option<u64>,
+    now: Instant,
+) -> Option<(usize, Reason)> {
+    if !sup.may_recycle(now) {
+        return None;
+    }
+    sup.fleet.slots.iter().find_map(|slot| {
+        let key = slot.current.filter(|_| slot.candidate.is_none())?;
+        let worker = sup.fleet.workers.get(key)?;
+        if worker.state != State::Ready || worker.stuck {
+            return None;
+        }
+        let handed = ledger.account(worker.account).map_or(0, |a| a.handed());
+        let reason = match (worker.limits, max_memory, worker.rss) {
+            (
+                Limits {
+                    connections: Some(limit),
+                    ..
+                },
+                _,
+                _,
+            ) if handed >= limit => Reason::Connections { handed, limit },
+            (_, Some(limit), Some(rss)) if rss > limit => Reason::Memory { rss, limit },
+            (
+                Limits {
+                    age: Some(limit), ..
+                },
+                _,
+                _,
+            ) if worker.uptime(now) >= limit => Reason::Age {
+                age: worker.uptime(now),
+                limit,
+            },
+            _ => return None,
+        };
+        Some((key, reason))
+    })
+}
+
+/// The recycling decisions of the [`Supervisor`].
+impl Supervisor {
+    /// Whether a recycle may begin now: running, no reload, none under way, not paused.
+    pub fn may_recycle(&self, now: Instant) -> bool {
+        self.running()
+            && self.reload.is_none()
+            && self.recycling.is_none()
+            && self.recycle_paused_until.is_none_or(|t| now >= t)
+    }
+
+    /// When a worker next reaches its `max_age`, or recycling may resume, for the master's
+    /// poll timeout. Nothing while a recycle or reload is under way: their own events move on.
+    pub fn next_recycle_check(&self, now: Instant) -> Option<Instant> {
+        if !self.running() || self.reload.is_some() || self.recycling.is_some() {
+            return None;
+        }
+        if let Some(t) = self.recycle_paused_until.filter(|&t| t > now) {
+            return Some(t);
+        }
+        self.fleet
+            .slots
+            .iter()
+            .filter_map(|s| self.fleet.workers.get(s.current?))
+            .filter_map(|w| Some(w.started + w.limits.age?))
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// Recycles the worker at `key` (see [`due`]): its successor starts now. `false` if it
+    /// may not be now.
+    pub fn recycle(&mut self, key: usize, reason: &Reason, now: Instant) -> bool {
+        if !self.may_recycle(now) || self.fleet.role(key) != Role::Current {
+            return false;
+        }
+        let worker = &self.fleet.workers[key];
+        let (slot, pid) = (worker.slot, worker.pid);
+        if self.fleet.slots[slot].candidate.is_some() {
+            return false;
+        }
+        info!("recycling slot={slot} pid={pid} ({reason}); starting its successor");
+        self.recycling = Some(Recycling {
+            slot,
+            pid,
+            reason: reason.to_string(),
+        });
+        self.effects.push(Effect::Spawn {
+            slot,
+            role: Role::Candidate,
+        });
+        true
+    }
+
+    /// The successor of a recycled slot took over (the old worker is draining).
+    pub(super) fn recycled(&mut self, slot: usize, new_pid: Pid) {
+        let Some(r) = self.recycling.take_if(|r| r.slot == slot) else {
+            return;
+        };
+        info!(
+            "recycled slot={slot}: pid={new_pid} replaces pid={} ({})",
+            r.pid, r.reason
+        );
+        if let Some(s) = self.fleet.slots.get_mut(slot) {
+            s.recycled += 1;
+            s.last_recycle = Some(r.reason);
+        }
+    }
+
+    /// The successor of a recycled slot failed: the old worker keeps serving; recycling pauses.
+    pub(super) fn recycle_failed(&mut self, slot: usize, cause: &str, now: Instant) {
+        let Some(r) = self.recycling.take_if(|r| r.slot == slot) else {
+            return;
+        };
+        warn!(
+            "recycling slot={slot} failed: the successor did not become ready ({cause}); pid={} \
+             keeps serving; recycling again in {RETRY_PAUSE:?} at the earliest",
+            r.pid
+        );
+        self.recycle_paused_until = Some(now + RETRY_PAUSE);
+    }
+
+    /// A reload begins, or the slot went away: a recycle under way is dropped (the reload
+    /// replaces that worker too). Its successor, if started, is killed.
+    pub(super) fn abandon_recycle(&mut self, why: &str) {
+        let Some(r) = self.recycling.take() else {
+            return;
+        };
+        info!("recycling slot={} abandoned: {why}", r.slot);
+        if let Some(candidate) = self.fleet.slots.get(r.slot).and_then(|s| s.candidate) {
+            self.fleet.detach(candidate);
+            self.kill(candidate);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(connections: u64, age_secs: u64, jitter: f64) -> RecycleConfig {
+        RecycleConfig {
+            max_connections: Some(connections),
+            max_memory: None,
+            max_age: Some(Duration::from_secs(age_secs)),
+            jitter,
+        }
+    }
+
+    #[test]
+    fn each_worker_gets_its_own_limits_within_the_jitter() {
+        let c = config(1000, 3600, 0.1);
+        let all: Vec<Limits> = (4000..5000).map(|pid| limits(&c, pid)).collect();
+        let conns: Vec<u64> = all.iter().map(|l| l.connections.unwrap()).collect();
+        assert!(
+            conns.iter().all(|&n| (900..=1100).contains(&n)),
+            "{conns:?}"
+        );
+        // Spread over the whole range, not bunched: consecutive pids differ.
+        assert!(conns.iter().any(|&n| n < 920) && conns.iter().any(|&n| n > 1080));
+        let mean = conns.iter().sum::<u64>() as f64 / conns.len() as f64;
+        assert!((990.0..1010.0).contains(&mean), "{mean}");
+        for l in &all {
+            let age = l.age.unwrap().as_secs_f64();
+            assert!((3240.0..=3960.0).contains(&age), "{age}");
+        }
+        // No jitter: exactly the configured values.
+        let exact = limits(&config(1000, 60, 0.0), 12345);
+        assert_eq!(exact.connections, Some(1000));
+        assert_eq!(exact.age, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn reasons_say_what_was_measured_against_what() {
+        let r = Reason::Memory {
+            rss: 70 << 20,
+            limit: 64 << 20,
+        };
+        assert_eq!(
+            r.to_string(),
+            "max_memory: 70.0 MiB resident in its process group (limit 64.0 MiB)"
+        );
+        let r = Reason::Connections {
+            handed: 1043,
+            limit: 1021,
+        };
+        assert_eq!(
+            r.to_string(),
+            "max_connections: 1043 connections handed (its limit 1021)"
+        );
+    }
+}
