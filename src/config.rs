@@ -1019,6 +1019,39 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     Ok(config)
 }
 
+/// Where the master started with the config file at `path` is found, and its `kill_timeout`:
+/// what `status`, `reload`, `scale` and `stop` need, read without the rest of the checks (a
+/// control command run from a shell whose PATH lacks the worker's program must still reach the
+/// master that found it).
+pub fn load_control(path: &Path) -> Result<(ControlConfig, Duration), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let name = path.display().to_string();
+    let file = parse(&text, &name)?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let kill_timeout = file.shutdown.kill_timeout.into_inner().0.min(MAX_DURATION);
+    Ok((
+        control_config(file.control, &name, Some(&dir)),
+        kill_timeout,
+    ))
+}
+
+/// `[control]`: its paths, relative ones taken from the config file's directory, or the
+/// defaults named after the file.
+fn control_config(control: FileControl, name: &str, dir: Option<&Path>) -> ControlConfig {
+    let relative = |p: PathBuf| match dir {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    };
+    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name));
+    ControlConfig {
+        pid_file: control.pid_file.map(relative).unwrap_or(pid_file),
+        socket: control.socket.map(relative).unwrap_or(socket),
+    }
+}
+
 /// Step one: TOML text to [`FileConfig`], with the key path in every error.
 pub fn parse(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
@@ -1315,11 +1348,7 @@ pub fn validate(
         Some(dir) if p.is_relative() => dir.join(p),
         _ => p,
     };
-    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name));
-    let control = ControlConfig {
-        pid_file: file.control.pid_file.map(relative).unwrap_or(pid_file),
-        socket: file.control.socket.map(relative).unwrap_or(socket),
-    };
+    let control = control_config(file.control, name, dir);
     check_unix_path(&control.socket).map_err(|e| {
         ConfigError::Setting(format!(
             "{name}: key `control.socket` (or its default beside the pid file): {e}; name a \

@@ -198,9 +198,12 @@ enum Ask {
 fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
     let (socket, kill_timeout) = match (&cli.control, &cli.config) {
         (Some(path), _) => (path.clone(), None),
-        (None, Some(_)) => match load_config(cli) {
-            Ok(config) => (config.control.socket, Some(config.kill_timeout)),
-            Err(code) => return code,
+        (None, Some(path)) => match config::load_control(path) {
+            Ok((control, kill_timeout)) => (control.socket, Some(kill_timeout)),
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
         },
         // No file named: the one master running for this user, whatever started it.
         (None, None) => match client::discover(&config::default_runtime_dir()) {

@@ -135,4 +135,31 @@ fn check_validates_the_shipped_config_files() {
             assert_eq!(code, 0, "{}: {out}", path.display());
         }
     }
+    // config/servers/ runs third-party servers (gunicorn, uvicorn): checked with a stand-in
+    // executable of each name first on PATH, so that everything but their installation is.
+    let bin = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut checked = 0;
+    for entry in std::fs::read_dir(common::repo().join("config/servers")).unwrap() {
+        let file = entry.unwrap().path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let exec: toml::Table = toml::from_str(&text).unwrap();
+        let program = exec["worker"]["exec"].as_str().unwrap();
+        let stand_in = bin.path().join(program);
+        std::fs::write(&stand_in, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (code, out) = run_to_exit(
+            &["--config", &file.display().to_string(), "check"],
+            &common::repo(),
+            &[("PATH", &path)],
+        );
+        assert_eq!(code, 0, "{}: {out}", file.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
 }

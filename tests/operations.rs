@@ -725,3 +725,30 @@ fn keep_alive_clients_see_no_error_across_ten_reloads() {
     // Each reload's old workers ended their connections with `connection: close`.
     assert!(seen.closed_by_server >= 16, "{seen:?}");
 }
+
+#[test]
+fn control_commands_need_only_the_config_file_not_the_workers_program_on_path() {
+    let worker = common::repo().join("scripts/python_worker.py");
+    let config = format!(
+        "workers = 1\n[worker]\nexec = \"python3\"\nargs = [{:?}]\n",
+        worker.display().to_string()
+    );
+    let rrb = Rrb::start(&config, 1);
+    // A shell whose PATH has no python3 (another user's, a cron job's).
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(rrb.config_path())
+        .arg("reload")
+        .env("XDG_RUNTIME_DIR", rrb.dir.path())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("reload complete"), "{text}");
+}

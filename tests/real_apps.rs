@@ -1,7 +1,9 @@
-//! Real programs nobody here wrote, from the npm registry (tests/support/npm: `ws`, Express),
-//! under rrbalancer as a user runs them. The packages are installed by the first test that
-//! needs them (`npm ci`, from the committed lock file); when the registry cannot be reached
-//! each such test says so on stderr and passes without running.
+//! Real programs nobody here wrote, under rrbalancer as a user runs them: from the npm registry
+//! (tests/support/npm: `ws`, Express) and from PyPI (tests/support/pypi: gunicorn, uvicorn, with
+//! the example configs in config/servers/ as shipped). The packages
+//! are installed by the first test that needs them (`npm ci` from the committed lock file; `pip
+//! install` of pinned versions into target/test-venv); when a registry cannot be reached each
+//! such test says so on stderr and passes without running.
 
 mod common;
 
@@ -14,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{Rrb, repo};
+use common::{Rrb, Start, repo};
 
 /// tests/support/npm with its packages installed, or `None` (said on stderr) when they cannot
 /// be.
@@ -48,6 +50,51 @@ fn npm_apps() -> Option<PathBuf> {
                     None
                 }
             }
+        })
+        .clone()
+}
+
+/// The bin directory of target/test-venv with tests/support/pypi installed, or `None` (said on
+/// stderr) when it cannot be.
+fn pypi_apps() -> Option<PathBuf> {
+    static INSTALLED: OnceLock<Option<PathBuf>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let venv = repo().join("target/test-venv");
+            let bin = venv.join("bin");
+            let requirements = repo().join("tests/support/pypi/requirements.txt");
+            if bin.join("gunicorn").exists() && bin.join("uvicorn").exists() {
+                return Some(bin);
+            }
+            let steps = [
+                Command::new("python3")
+                    .arg("-m")
+                    .arg("venv")
+                    .arg(&venv)
+                    .output(),
+                Command::new(bin.join("pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements)
+                    .output(),
+            ];
+            for step in steps {
+                match step {
+                    Ok(out) if out.status.success() => {}
+                    Ok(out) => {
+                        eprintln!(
+                            "SKIPPED: installing {} failed (is PyPI reachable?):\n{}",
+                            requirements.display(),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        eprintln!("SKIPPED: cannot set up a Python venv: {e}");
+                        return None;
+                    }
+                }
+            }
+            Some(bin)
         })
         .clone()
 }
@@ -185,4 +232,58 @@ fn express_keep_alive_clients_see_no_error_across_three_reloads() {
         &seen.errors[..seen.errors.len().min(10)]
     );
     assert!(seen.ok > 300, "the load really ran: {seen:?}");
+}
+
+/// config/servers/<name> as shipped, with its `cwd` (the repository root) made absolute.
+fn shipped(name: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("config/servers").join(name)).unwrap();
+    let root = format!("cwd = {:?}", repo().display().to_string());
+    text.replace("cwd = \"../..\"", &root)
+}
+
+#[test]
+fn gunicorn_and_uvicorn_serve_reload_and_stop_with_the_shipped_configs() {
+    let Some(bin) = pypi_apps() else { return };
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (config, answer, clean_exit) in [
+        (
+            "gunicorn.toml",
+            "handled by gunicorn worker pid",
+            "exit code 0",
+        ),
+        (
+            "uvicorn.toml",
+            "handled by uvicorn pid",
+            "killed by SIGTERM",
+        ),
+    ] {
+        let text = shipped(config);
+        let mut rrb = Rrb::start_with(Start {
+            config: &text,
+            args: &["--listen", "127.0.0.1:0"],
+            env: &[("PATH", &path)],
+            ready: 2,
+        });
+        for _ in 0..4 {
+            let body = rrb.get().unwrap_or_else(|e| panic!("{config}: {e}"));
+            assert!(body.contains(answer), "{config}: {body}");
+        }
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "{config}: {out}{err}");
+        assert!(rrb.get().unwrap().contains(answer));
+        rrb.signal(libc::SIGTERM);
+        let status = rrb.wait_exit(Duration::from_secs(40)).expect("stopped");
+        assert_eq!(status.code(), Some(0), "{config}");
+        assert_eq!(
+            rrb.count_log("exited unasked"),
+            0,
+            "{config}: {:?}",
+            rrb.log()
+        );
+        assert_eq!(rrb.count_log(clean_exit), 4, "{config}: {:?}", rrb.log());
+    }
 }
