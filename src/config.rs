@@ -836,6 +836,30 @@ impl fmt::Display for PolicySource {
 }
 
 impl Config {
+    /// What the file allows but is most likely a mistake, for the log (at start and by
+    /// `check`), each naming the key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let name = self
+            .source
+            .as_ref()
+            .map_or("<embedded default config>".into(), |p| {
+                p.display().to_string()
+            });
+        if self.mode().socket_activation() {
+            if let Some(arg) = self.worker.args.iter().find(|a| a.contains("fd://")) {
+                warnings.push(format!(
+                    "{name}: key `worker.args`: {} names a descriptor, while the workers also \
+                     get LISTEN_FDS: a server that reads LISTEN_FDS itself (gunicorn) then opens \
+                     that descriptor twice and dies at start with EBADF; give such a server no \
+                     --bind (see config/servers/gunicorn.toml)",
+                    quoted(arg)
+                ));
+            }
+        }
+        warnings
+    }
+
     /// How connections reach workers and what their channel speaks.
     pub fn mode(&self) -> Mode {
         Mode::new(self.sched_policy, self.worker.protocol)
@@ -2056,6 +2080,23 @@ mod tests {
                 "{text}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_descriptor_in_the_args_of_a_socket_activated_worker_is_warned_about() {
+        let config = |policy: &str| {
+            load_str(&format!(
+                "sched_policy = \"{policy}\"\n[worker]\nexec = \"sh\"\nargs = [\"--bind\", \"fd://3\"]\nready = \"delay\"\n"
+            ))
+            .unwrap()
+        };
+        let warnings = config("none").warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("key `worker.args`") && warnings[0].contains("\"fd://3\""),
+            "{warnings:?}"
+        );
+        assert!(config("rr").warnings().is_empty(), "no LISTEN_FDS in rr");
     }
 
     #[test]

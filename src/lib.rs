@@ -270,8 +270,12 @@ fn overrides(cli: &Cli) -> config::Overrides {
 }
 
 fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
-    config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| {
+    let config = config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| {
         log::error!("{e}");
         ExitCode::from(EXIT_USAGE)
-    })
+    })?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
+    Ok(config)
 }
