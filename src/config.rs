@@ -566,8 +566,9 @@ impl Default for FileShutdown {
 pub enum StopSignal {
     /// SIGTERM, except for a native-protocol worker, which gets its `stop` message alone.
     Auto,
-    /// No signal: the channel's `stop` (Node: `disconnect`) alone. A program that speaks no
-    /// protocol gets nothing until SIGKILL.
+    /// No signal beside the channel's `stop` (Node: `disconnect`). A worker that cannot be told
+    /// on its channel (it never spoke the protocol) still gets SIGTERM: nothing else would ask
+    /// it to stop.
     None,
     /// This signal: after `stop` (Node: `disconnect`) for a worker that speaks a protocol.
     Signal(Signal),
@@ -585,12 +586,11 @@ impl StopSignal {
     }
 
     /// The signal for a worker that cannot be told on a channel (it never spoke, or its
-    /// channel is gone).
-    pub fn alone(self) -> Option<Signal> {
+    /// channel is gone): always one, or nothing would ask it to stop before SIGKILL.
+    pub fn alone(self) -> Signal {
         match self {
-            StopSignal::Auto => Some(Signal::SIGTERM),
-            StopSignal::None => None,
-            StopSignal::Signal(signal) => Some(signal),
+            StopSignal::Auto | StopSignal::None => Signal::SIGTERM,
+            StopSignal::Signal(signal) => signal,
         }
     }
 
@@ -1333,7 +1333,7 @@ pub fn validate(
     let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
     let signal_span = file.shutdown.signal.span();
     let stop_signal = StopSignal::parse(file.shutdown.signal.get_ref())
-        .map_err(|message| invalid(signal_span, "shutdown.signal", message))?;
+        .map_err(|message| invalid(signal_span.clone(), "shutdown.signal", message))?;
     let disconnect_span = file.shutdown.disconnect.span();
     let disconnect = file.shutdown.disconnect.into_inner();
     if !disconnect && stop_signal == StopSignal::None && file.worker.protocol.is_node() {
@@ -2057,12 +2057,16 @@ mod tests {
             "Node: disconnect, SIGTERM"
         );
         assert_eq!(auto.after_stop(false), None, "native: `stop` alone");
-        assert_eq!(auto.alone(), Some(Signal::SIGTERM), "a plain program");
-        assert_eq!(StopSignal::None.alone(), None);
+        assert_eq!(auto.alone(), Signal::SIGTERM, "a plain program");
+        assert_eq!(
+            StopSignal::None.alone(),
+            Signal::SIGTERM,
+            "nothing else would ask it"
+        );
         let int = StopSignal::Signal(Signal::SIGINT);
         assert_eq!(
             (int.after_stop(false), int.alone()),
-            (Some(Signal::SIGINT), Some(Signal::SIGINT))
+            (Some(Signal::SIGINT), Signal::SIGINT)
         );
     }
 

@@ -252,10 +252,9 @@ impl Master {
                                 });
                         }
                         _ => {
-                            if let Some(signal) = signal.alone() {
-                                debug!("pid={}: sending {signal} to stop it", worker.pid);
-                                worker.signal_group(signal);
-                            }
+                            let signal = signal.alone();
+                            debug!("pid={}: sending {signal} to stop it", worker.pid);
+                            worker.signal_group(signal);
                         }
                     }
                 }
