@@ -444,11 +444,7 @@ fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        common::outcome(out)
     };
     // A stale pid file (a master that crashed) is taken over. The runtime directory exists
     // already, as a previous master made it: private to us (a looser one is refused).
@@ -655,11 +651,7 @@ fn ctl_bare(xdg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::outcome(out)
 }
 
 #[test]

@@ -468,8 +468,8 @@ fn a_recycle_replaces_one_slot_once_its_successor_is_ready_and_counts_apart() {
     assert_eq!(due_at(&h, 1_101).map(|d| d.0), Some(other));
 }
 
-#[test]
-fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
+/// One slot, its worker past max_age at 1s and being recycled: (its key, its successor's).
+fn recycling_one() -> (Harness, usize, usize) {
     let mut h = Harness::new(1, policy(10));
     ready_fleet(&mut h, 0);
     aged(&mut h, 0, 1_000);
@@ -477,6 +477,12 @@ fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
     assert!(h.sup.recycle(key, &reason, h.at(1_000)));
     h.run(h.at(1_000));
     let successor = h.spawned.last().unwrap().2;
+    (h, key, successor)
+}
+
+#[test]
+fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
+    let (mut h, key, successor) = recycling_one();
     h.sup.exited(successor, h.at(1_050), "exit code 1".into());
     h.run(h.at(1_050));
     assert_eq!(h.current(0), Some(key), "the old worker keeps serving");
@@ -493,13 +499,7 @@ fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
 
 #[test]
 fn a_reload_abandons_a_recycle_and_replaces_that_worker_too() {
-    let mut h = Harness::new(1, policy(10));
-    ready_fleet(&mut h, 0);
-    aged(&mut h, 0, 1_000);
-    let (key, reason) = due_at(&h, 1_000).unwrap();
-    assert!(h.sup.recycle(key, &reason, h.at(1_000)));
-    h.run(h.at(1_000));
-    let successor = h.spawned.last().unwrap().2;
+    let (mut h, _, successor) = recycling_one();
     h.sup.begin_reload(None, false, 1, h.at(1_010));
     let effects = h.run(h.at(1_010));
     assert_eq!(

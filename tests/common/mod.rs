@@ -133,11 +133,7 @@ impl Rrb {
             .stdin(Stdio::null())
             .output()
             .expect("run rrbalancer");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(out)
     }
 
     pub fn port(&self) -> u16 {
@@ -264,6 +260,15 @@ impl Drop for Rrb {
         }
         let _ = self.child.wait();
     }
+}
+
+/// What a finished command said: exit code (-1 for a signal), stdout, stderr.
+pub fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The pids whose parent is `parent`, from /proc.
