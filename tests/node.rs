@@ -307,3 +307,29 @@ fn flood(protocol: &str) {
     assert!(chatter <= 21, "{protocol}: {chatter} info lines of chatter");
     assert!(alive(rrb.pid()));
 }
+
+#[test]
+fn a_node_worker_that_never_had_a_connection_still_gets_its_stop_signal() {
+    // Two child_process workers, one request: one worker has spoken (it acked a handle), the
+    // other has said nothing at all. Both must get SIGTERM — the idle one once it has handled
+    // the `disconnect` — and exit 0 well before kill_timeout.
+    let app = repo().join("tests/support/node/interval_child.js");
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"node\"\nargs = [{:?}]\nprotocol = \"node\"\n[shutdown]\nkill_timeout = \"10s\"\n",
+        app.display().to_string()
+    );
+    let mut rrb = Rrb::start(&config, 2);
+    rrb.wait_workers(2, Duration::from_secs(5));
+    rrb.get().unwrap();
+    let asked = Instant::now();
+    rrb.signal(libc::SIGTERM);
+    let status = rrb.wait_exit(Duration::from_secs(15)).expect("stopped");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(rrb.count_log("exit code 0"), 2, "{:?}", rrb.log());
+    assert_eq!(rrb.count_log("SIGKILL"), 0, "{:?}", rrb.log());
+}

@@ -62,6 +62,10 @@ pub struct Worker {
     pub kill_at: Option<Instant>,
     /// The signal due with its `stop` (`[shutdown] signal`), sent once.
     pub stop_signal: Option<StopSignalDue>,
+    /// A Node worker stopped before it said anything: its signal goes at this time (its channel
+    /// closed after the `disconnect`, so its app ran its `disconnect` handling: it runs, its
+    /// handlers are in place), unless it has exited by then.
+    pub stop_signal_at: Option<Instant>,
     /// It has said something on its channel since it started. For a Node worker: its app is
     /// running (the message was sent from its event loop, after its first tick), so it has
     /// had the chance to install its signal handlers.
@@ -460,6 +464,7 @@ pub fn spawn(
         kill_at: None,
         stop_signal: None,
         heard: false,
+        stop_signal_at: None,
         channel_closed_check: None,
         output,
         stuck: false,
@@ -533,6 +538,7 @@ pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
         kill_at: None,
         stop_signal: None,
         heard: false,
+        stop_signal_at: None,
         channel_closed_check: None,
         output: [None, None],
         stuck: false,

@@ -10,6 +10,7 @@ use log::{debug, error, info, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
+use super::supervisor::CHANNEL_CLOSED_GRACE;
 use super::wire::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
 use super::{fleet, listeners};
@@ -128,8 +129,15 @@ impl Master {
     pub(super) fn release_channel(&mut self, key: usize) {
         let worker = &mut self.core.fleet.workers[key];
         self.ledger.close(worker.account);
-        // Asked to stop, and its `stop` will never leave now: the signal goes at once.
-        worker.send_stop_signal();
+        if worker.stop_signal.is_some_and(|due| due.first) && !worker.heard {
+            // A Node worker that had said nothing when asked to stop: its channel closing shows
+            // that its app handled the `disconnect`. If it has not exited a moment later, its
+            // signal follows.
+            worker.stop_signal_at = Some(Instant::now() + CHANNEL_CLOSED_GRACE);
+        } else {
+            // Asked to stop, and its `stop` will never leave now: the signal goes at once.
+            worker.send_stop_signal();
+        }
         let Some(channel) = worker.channel.take() else {
             return;
         };

@@ -353,6 +353,7 @@ impl Master {
                 w.kill_at
                     .into_iter()
                     .chain(w.channel_closed_check)
+                    .chain(w.stop_signal_at)
                     .chain(ack_deadline)
             })
             .chain(self.core.next_readiness_deadline());

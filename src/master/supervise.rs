@@ -188,6 +188,12 @@ impl Master {
             );
             self.core.stuck(key, now);
         }
+        for (_, worker) in self.core.fleet.workers.iter_mut() {
+            if worker.stop_signal_at.is_some_and(|t| t <= now) {
+                worker.stop_signal_at = None;
+                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
+            }
+        }
         self.measure_memory(now);
         let max_memory = self.config.recycle.max_memory;
         if let Some((key, reason)) = recycle::due(&self.core, &self.ledger, max_memory, now) {
