@@ -38,16 +38,17 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// rr: the master hands out connections in turn; none: workers accept themselves.
-    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file.
+    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file (run, start, check).
     #[arg(long, value_name = "POLICY", global = true)]
     pub sched_policy: Option<SchedPolicy>,
 
-    /// Number of workers (or "auto": one per CPU), overriding the file.
+    /// Number of workers (or "auto": one per CPU), overriding the file (run, start, check; a
+    /// running master: `rrbalancer scale N`).
     #[arg(short, long, value_name = "N", value_parser = parse_workers, global = true)]
     pub workers: Option<WorkerCount>,
 
     /// Address to listen on, overriding the file's `listen` (repeat for several):
-    /// 127.0.0.1:3000, [::1]:3000, unix:/path/to.sock.
+    /// 127.0.0.1:3000, [::1]:3000, unix:/path/to.sock (run, start, check).
     #[arg(short, long, value_name = "ADDR", value_parser = parse_listen, global = true)]
     pub listen: Vec<ListenAddr>,
 

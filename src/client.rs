@@ -227,7 +227,7 @@ pub fn format_status(s: &Status) -> String {
                     _ => w.unacked.to_string(),
                 },
                 w.rss_bytes.map_or("-".into(), |b| {
-                    bytesize::ByteSize::b(b).display().iec_short().to_string()
+                    bytesize::ByteSize::b(b).display().iec().to_string()
                 }),
             ]
         })

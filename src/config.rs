@@ -622,6 +622,16 @@ impl StopSignal {
                  kill_timeout anyway); use a signal the worker handles, such as \"SIGTERM\"",
                 quoted(name)
             )),
+            Ok(Signal::SIGCHLD | Signal::SIGCONT | Signal::SIGURG) => Err(format!(
+                "{} is ignored unless handled and means something else; use a signal the \
+                 worker stops on, such as \"SIGTERM\"",
+                quoted(name)
+            )),
+            Ok(Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE) => Err(format!(
+                "{} reports a fault: a worker would take it for a crash; use a signal the \
+                 worker stops on, such as \"SIGTERM\"",
+                quoted(name)
+            )),
             Ok(signal) => Ok(StopSignal::Signal(signal)),
             Err(_) => Err(format!(
                 "{} is not a signal (use \"auto\", \"none\", or a name such as \"SIGTERM\", \
@@ -736,6 +746,8 @@ pub const MAX_JITTER: f64 = 0.5;
 pub const MIN_MEMORY: u64 = 1 << 20;
 /// The shortest `[recycle] max_age`.
 pub const MIN_AGE: Duration = Duration::from_secs(1);
+/// The longest `[recycle] max_age` (weekly recycling fits; deadlines from it cannot overflow).
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The validated configuration the program runs with.
 #[derive(Debug, Clone)]
@@ -1039,7 +1051,8 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     };
     let file = parse(&text, &name)?;
     let mut config = validate(file, &text, &name, dir.as_deref(), overrides)?;
-    config.source = path.map(Path::to_path_buf);
+    // Absolute, as `status` shows it: usable from any directory.
+    config.source = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     Ok(config)
 }
 
@@ -1327,7 +1340,7 @@ pub fn validate(
         )?,
         min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
     };
-    let recycle = recycle_config(file.recycle, sched_policy, &duration, &invalid)?;
+    let recycle = recycle_config(file.recycle, sched_policy, &invalid)?;
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
     let ready_timeout = duration(file.worker.ready_timeout, "worker.ready_timeout")?;
     let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
@@ -1448,15 +1461,11 @@ fn names_a_directory(path: &Path) -> bool {
     path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.is_dir()
 }
 
-/// `validate`'s check of one duration (bounded, naming its key).
-type DurationCheck<'a> = dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration, ConfigError> + 'a;
-
 /// `[recycle]`, checked: sizes parsed, limits within bounds, and `max_connections` only where
 /// the master hands out the connections (`rr`).
 fn recycle_config(
     file: FileRecycle,
     policy: SchedPolicy,
-    duration: &DurationCheck<'_>,
     invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
 ) -> Result<RecycleConfig, ConfigError> {
     let span = file.max_connections.span();
@@ -1507,13 +1516,13 @@ fn recycle_config(
         None => None,
         Some(d) => {
             let span = d.span();
-            let age = duration(d, "recycle.max_age")?;
-            if age < MIN_AGE {
+            let age = d.into_inner().0;
+            if !(MIN_AGE..=MAX_AGE).contains(&age) {
                 return Err(invalid(
                     span,
                     "recycle.max_age",
                     format!(
-                        "{} is too short (at least 1s)",
+                        "{} is out of range (allowed: 1s to 30days)",
                         humantime::format_duration(age)
                     ),
                 ));
@@ -2027,7 +2036,14 @@ mod tests {
         ] {
             assert_eq!(signal(text).unwrap().stop_signal, want, "{text}");
         }
-        for text in ["\"SIGKILL\"", "\"STOP\"", "\"TERMINATE\"", "\"\""] {
+        for text in [
+            "\"SIGKILL\"",
+            "\"STOP\"",
+            "\"TERMINATE\"",
+            "\"\"",
+            "\"SIGCHLD\"",
+            "\"SEGV\"",
+        ] {
             let e = signal(text).unwrap_err().to_string();
             assert!(
                 e.starts_with("cluster.toml:2:") && e.contains("key `shutdown.signal`"),
@@ -2114,6 +2130,10 @@ mod tests {
         assert_eq!(c.max_memory, Some(64 << 20));
         assert_eq!(c.max_age, Some(Duration::from_secs(3600)));
         assert_eq!(c.jitter, 0.2);
+        let weekly = load_str("[recycle]\nmax_age = \"7days\"\n")
+            .unwrap()
+            .recycle;
+        assert_eq!(weekly.max_age, Some(Duration::from_secs(7 * 24 * 3600)));
         let off = load_str("").unwrap().recycle;
         assert_eq!(
             (off.max_connections, off.max_memory, off.max_age),
@@ -2123,6 +2143,7 @@ mod tests {
             ("max_memory = \"lots\"", "recycle.max_memory"),
             ("max_memory = \"100KiB\"", "recycle.max_memory"),
             ("max_age = \"10ms\"", "recycle.max_age"),
+            ("max_age = \"31days\"", "recycle.max_age"),
             ("jitter = 0.9", "recycle.jitter"),
             ("jitter = -0.1", "recycle.jitter"),
         ] {

@@ -196,6 +196,23 @@ enum Ask {
 
 /// `status`, `reload`, `scale`, `stop`: ask the running master.
 fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
+    // Flags that shape a master being started mean nothing to one that runs: say so rather
+    // than seem to obey.
+    for (given, flag) in [
+        (
+            cli.workers.is_some(),
+            "--workers (for a running master: `rrbalancer scale N`)",
+        ),
+        (!cli.listen.is_empty(), "--listen"),
+        (cli.sched_policy.is_some(), "--sched-policy"),
+    ] {
+        if given {
+            eprintln!(
+                "rrbalancer: {flag} is ignored here: it applies to run, start and check (a \
+                 running master keeps what it was started with)"
+            );
+        }
+    }
     let (socket, kill_timeout) = match (&cli.control, &cli.config) {
         (Some(path), _) => (path.clone(), None),
         (None, Some(path)) => match config::load_control(path) {

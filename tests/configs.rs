@@ -346,7 +346,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
             (
                 "max_age",
                 &["\"1s\"", "\"2s\"", "\"1h\""],
-                &["\"0s\"", "\"999ms\"", "\"2days\""],
+                &["\"0s\"", "\"999ms\"", "\"31days\""],
             ),
             (
                 "jitter",

@@ -589,6 +589,11 @@ fn a_reload_keeps_the_scale_unless_the_configuration_changes_workers() {
         "reload: keeping the 4 worker(s) running",
         Duration::from_secs(1),
     );
+    // A start-up flag given to a control command is said to be ignored, not silently dropped.
+    let (code, out, err) = rrb.ctl(&["--workers", "3", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("--workers (for a running master"), "{err}");
+    assert_eq!(slots(&rrb), 4);
     // The file now says 3: the new value wins.
     std::fs::write(
         rrb.config_path(),
@@ -597,6 +602,7 @@ fn a_reload_keeps_the_scale_unless_the_configuration_changes_workers() {
     .unwrap();
     let (code, out, err) = rrb.ctl(&["reload"]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("scaled from 4 to 3 worker(s)"), "{out}");
     assert_eq!(slots(&rrb), 3);
     rrb.wait_for_log("`workers` changed from 2 to 3", Duration::from_secs(1));
 }

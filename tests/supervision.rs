@@ -334,7 +334,10 @@ fn a_leaking_worker_is_recycled_by_memory_before_100_mib_and_no_request_fails() 
     let line = rrb.wait_for_log("recycled slot=0", Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     let seen = load.join().unwrap();
-    assert!(line.contains(&format!("replaces pid={first}")), "{line}");
+    assert!(
+        line.contains(&format!("took over from pid={first}")),
+        "{line}"
+    );
     // "max_memory: 65.3 MiB resident in its process group (limit 64.0 MiB)"
     let mib: f64 = line
         .split("max_memory: ")

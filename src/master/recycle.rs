@@ -195,7 +195,7 @@ impl Supervisor {
             return;
         };
         info!(
-            "recycled slot={slot}: pid={new_pid} replaces pid={} ({})",
+            "recycled slot={slot}: pid={new_pid} took over from pid={} ({})",
             r.pid, r.reason
         );
         if let Some(s) = self.fleet.slots.get_mut(slot) {
@@ -218,15 +218,16 @@ impl Supervisor {
     }
 
     /// A reload begins, or the slot went away: a recycle under way is dropped (the reload
-    /// replaces that worker too). Its successor, if started, is killed.
-    pub(super) fn abandon_recycle(&mut self, why: &str) {
+    /// replaces that worker too). Its successor, if started, is asked to stop (it has no
+    /// connection yet).
+    pub(super) fn abandon_recycle(&mut self, why: &str, now: Instant) {
         let Some(r) = self.recycling.take() else {
             return;
         };
         info!("recycling slot={} abandoned: {why}", r.slot);
         if let Some(candidate) = self.fleet.slots.get(r.slot).and_then(|s| s.candidate) {
             self.fleet.detach(candidate);
-            self.kill(candidate);
+            self.drain(candidate, now);
         }
     }
 }

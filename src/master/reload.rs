@@ -40,6 +40,8 @@ pub struct Reload {
     drain_waiters: Vec<Waiter>,
     /// The old workers it asked to stop.
     retired: Vec<Pid>,
+    /// It changed the number of workers (from, to): the configuration's `workers` changed.
+    resized: Option<(usize, usize)>,
 }
 
 /// Control clients waiting, after a reload completed, for the old workers it retired to exit
@@ -88,6 +90,7 @@ impl Reload {
             waiters,
             drain_waiters,
             retired: Vec::new(),
+            resized: None,
         }
     }
 
@@ -131,6 +134,18 @@ impl Reload {
             self.replaced,
             now.duration_since(self.started)
         );
+        match self.resized {
+            Some((from, to)) if to > from => message.push_str(&format!(
+                "; scaled from {from} to {to} worker(s) as the configuration says ({} new \
+                 worker(s) started beside, `status` shows when they are ready)",
+                to - from
+            )),
+            Some((from, to)) => message.push_str(&format!(
+                "; scaled from {from} to {to} worker(s) as the configuration says ({} retired)",
+                from - to
+            )),
+            None => {}
+        }
         if draining > 0 {
             message.push_str(&format!(
                 "; {draining} old worker(s) still finishing their connections (SIGKILL after \
@@ -237,8 +252,9 @@ impl Supervisor {
         workers: usize,
         now: Instant,
     ) {
-        self.abandon_recycle("a reload replaces every worker");
-        if workers != self.fleet.slots.len() {
+        self.abandon_recycle("a reload replaces every worker", now);
+        let before = self.fleet.slots.len();
+        if workers != before {
             self.resize(workers, now);
         }
         let mut pending = VecDeque::new();
@@ -257,7 +273,9 @@ impl Supervisor {
             "reload: replacing {} worker(s), one at a time",
             pending.len()
         );
-        self.reload = Some(Reload::new(pending, now, waiter, wait_drained));
+        let mut reload = Reload::new(pending, now, waiter, wait_drained);
+        reload.resized = (workers != before).then_some((before, workers));
+        self.reload = Some(reload);
         self.step_reload(now);
     }
 
@@ -319,9 +337,13 @@ impl Supervisor {
         if let Some(old) = old {
             self.fleet.detach(old);
             self.effects.push(Effect::Requeue(old));
+            let what = match &self.recycling {
+                Some(r) if r.slot == slot => "recycle",
+                _ => "reload",
+            };
             if let Some(worker) = self.fleet.workers.get(old) {
                 info!(
-                    "reload: slot={slot} pid={new_pid} replaces pid={}; it finishes within {:?}",
+                    "{what}: slot={slot} pid={new_pid} replaces pid={}; it finishes within {:?}",
                     worker.pid, self.policy.kill_timeout
                 );
             }
@@ -414,7 +436,7 @@ impl Supervisor {
 
     pub(super) fn resize(&mut self, n: usize, now: Instant) {
         if self.recycling.as_ref().is_some_and(|r| r.slot >= n) {
-            self.abandon_recycle("its slot is scaled away");
+            self.abandon_recycle("its slot is scaled away", now);
         }
         let before = self.fleet.slots.len();
         for slot in n..before {

@@ -505,7 +505,7 @@ fn a_reload_abandons_a_recycle_and_replaces_that_worker_too() {
     assert_eq!(
         effects,
         [
-            Effect::Kill(successor),
+            Effect::Stop(successor),
             Effect::Spawn {
                 slot: 0,
                 role: Role::Candidate
