@@ -195,8 +195,14 @@ impl Master {
             }
         }
         self.measure_memory(now);
-        let max_memory = self.config.recycle.max_memory;
-        if let Some((key, reason)) = recycle::due(&self.core, &self.ledger, max_memory, now) {
+        let limits = self.config.recycle;
+        let any = limits.max_connections.is_some()
+            || limits.max_memory.is_some()
+            || limits.max_age.is_some();
+        if let Some((key, reason)) = any
+            .then(|| recycle::due(&self.core, &self.ledger, limits.max_memory, now))
+            .flatten()
+        {
             self.core.recycle(key, &reason, now);
         }
         self.core.tick(now, self.hooks.len());
