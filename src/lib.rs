@@ -150,13 +150,18 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
+            let code = if matches!(e, master::MasterError::Inherited(_)) {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
             let text = e.to_string();
             log::error!("{text}");
             if let Some(mut out) = report.take() {
                 let prefix = if daemon { "err " } else { "rrbalancer: " };
                 let _ = writeln!(out, "{prefix}{text}");
             }
-            ExitCode::from(EXIT_RUNTIME)
+            ExitCode::from(code)
         }
     }
 }

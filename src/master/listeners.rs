@@ -1,4 +1,5 @@
-//! The listening sockets: made once at start with socket2, owned by the master for its whole life
+//! The listening sockets: made once at start with socket2 — or taken from systemd when it
+//! started the master with them (socket activation) — owned by the master for its whole life
 //! (workers come and go; in `none` mode each new worker inherits them).
 //!
 //! Accepted sockets are left in **blocking** mode: `O_NONBLOCK` belongs to the open file
@@ -112,6 +113,131 @@ impl Drop for Listener {
     }
 }
 
+/// A listening socket the master was started with (systemd's socket activation).
+#[derive(Debug)]
+pub struct Inherited {
+    socket: Socket,
+    /// Its address, from the socket itself.
+    pub addr: Option<ListenAddr>,
+    /// Its name in `LISTEN_FDNAMES`, if given.
+    pub name: Option<String>,
+}
+
+/// The listening sockets this process was started with: `LISTEN_PID` is our pid, `LISTEN_FDS`
+/// of them from fd 3 on, `LISTEN_FDNAMES` their names (systemd's contract, also
+/// `systemd-socket-activate`'s). `None` when there are none for us. Each must be a listening
+/// stream socket. (Workers never see these variables: see `fleet::base_env`.)
+pub fn inherited() -> io::Result<Option<Vec<Inherited>>> {
+    let var = |k: &str| std::env::var(k).ok();
+    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None); // meant for the process that started us, not for us
+    }
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let count: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| bad(format!("LISTEN_FDS={count:?} is not a count of sockets")))?;
+    let names: Vec<String> = var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut got = Vec::new();
+    for i in 0..count {
+        let fd = crate::sys::take_inherited_fd(3 + i)
+            .map_err(|e| bad(format!("LISTEN_FDS: fd {}: {e}", 3 + i)))?;
+        let socket = Socket::from(fd);
+        let listening =
+            socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
+        if !listening {
+            return Err(bad(format!(
+                "LISTEN_FDS: fd {} is not a listening stream socket",
+                3 + i
+            )));
+        }
+        let addr = socket.local_addr().ok().and_then(|a| match a.as_socket() {
+            Some(sa) => Some(ListenAddr::Tcp(sa)),
+            None => a.as_pathname().map(|p| ListenAddr::Unix(p.to_path_buf())),
+        });
+        let name = names.get(i as usize).filter(|n| !n.is_empty()).cloned();
+        got.push(Inherited { socket, addr, name });
+    }
+    Ok(Some(got))
+}
+
+/// Which inherited socket serves each `listen` entry (indexes into `got`): the one bound to that
+/// address, else the one named like it in `LISTEN_FDNAMES` (`"127.0.0.1:3000"`), else, in order,
+/// the ones left — systemd decides the addresses. As many sockets as entries, or an error
+/// naming both lists.
+pub fn assign(
+    listen: &[ListenAddr],
+    got: &[(Option<ListenAddr>, Option<String>)],
+) -> Result<Vec<usize>, String> {
+    let show = |g: &(Option<ListenAddr>, Option<String>)| match g {
+        (Some(addr), _) => addr.to_string(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => "?".into(),
+    };
+    if got.len() != listen.len() {
+        let passed: Vec<String> = got.iter().map(show).collect();
+        let wanted: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "started with {} listening socket(s) ({}), but `listen` names {} ({}): name as many \
+             addresses as the unit passes sockets (ListenStream= in the .socket unit)",
+            got.len(),
+            passed.join(", "),
+            listen.len(),
+            wanted.join(", ")
+        ));
+    }
+    let mut taken = vec![false; got.len()];
+    let mut chosen: Vec<Option<usize>> = vec![None; listen.len()];
+    let rules: [&dyn Fn(&ListenAddr, &(Option<ListenAddr>, Option<String>)) -> bool; 2] =
+        [&|want, g| g.0.as_ref() == Some(want), &|want, g| {
+            g.1.as_deref() == Some(want.to_string().as_str())
+        }];
+    for rule in rules {
+        for (i, want) in listen.iter().enumerate() {
+            if chosen[i].is_some() {
+                continue;
+            }
+            if let Some(j) = (0..got.len()).find(|&j| !taken[j] && rule(want, &got[j])) {
+                taken[j] = true;
+                chosen[i] = Some(j);
+            }
+        }
+    }
+    let mut left = (0..got.len()).filter(|&j| !taken[j]);
+    Ok(chosen
+        .into_iter()
+        .map(|c| {
+            c.or_else(|| left.next())
+                .expect("as many sockets as entries")
+        })
+        .collect())
+}
+
+impl Listener {
+    /// A listener from a socket the master was started with: non-blocking like ours; its
+    /// socket file (if Unix) is not ours to remove.
+    pub fn from_inherited(got: Inherited) -> io::Result<Listener> {
+        got.socket.set_nonblocking(true)?;
+        let local = match &got.addr {
+            Some(ListenAddr::Unix(path)) => format!("unix:{}", path.display()),
+            Some(addr) => addr.to_string(),
+            None => "an inherited socket".into(),
+        };
+        Ok(Listener {
+            socket: got.socket,
+            local,
+            unix_path: None,
+        })
+    }
+}
+
 /// A socket file left by a master that died: remove it. One that still answers is in use.
 fn remove_stale_unix_socket(path: &std::path::Path) -> io::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
@@ -199,5 +325,31 @@ mod tests {
         );
         drop(live);
         assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn inherited_sockets_go_to_listen_entries_by_address_then_name_then_order() {
+        let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
+        let got = |addr: &str, name: Option<&str>| (Some(tcp(addr)), name.map(str::to_owned));
+        let listen = [tcp("127.0.0.1:80"), tcp("[::1]:81")];
+        // By address, whatever the order systemd passed them in.
+        let passed = [got("[::1]:81", None), got("127.0.0.1:80", None)];
+        assert_eq!(assign(&listen, &passed), Ok(vec![1, 0]));
+        // By name (FileDescriptorName=127.0.0.1:80), when the addresses differ.
+        let passed = [
+            got("0.0.0.0:9", None),
+            got("0.0.0.0:8", Some("127.0.0.1:80")),
+        ];
+        assert_eq!(assign(&listen, &passed), Ok(vec![1, 0]));
+        // Else in order: systemd decides the addresses.
+        let passed = [got("0.0.0.0:9", None), got("0.0.0.0:8", None)];
+        assert_eq!(assign(&listen, &passed), Ok(vec![0, 1]));
+        // A count that differs is a configuration error naming both lists.
+        let e = assign(&listen, &[got("0.0.0.0:9", None)]).unwrap_err();
+        assert!(
+            e.contains("1 listening socket(s) (0.0.0.0:9)")
+                && e.contains("`listen` names 2 (127.0.0.1:80, [::1]:81)"),
+            "{e}"
+        );
     }
 }

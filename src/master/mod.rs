@@ -89,6 +89,10 @@ pub enum MasterError {
     EventLoop(io::Error),
     #[error("gave up: no worker could be kept running (see the errors above)")]
     GaveUp,
+    /// The listening sockets the master was started with do not fit `listen`: a configuration
+    /// error (exit 2).
+    #[error("socket activation: {0}")]
+    Inherited(io::Error),
 }
 
 /// File descriptors the master may hold at once: per worker its window of sockets, its
@@ -133,11 +137,34 @@ pub fn run(
     }
     // First: a second master for the same configuration must fail on this, not on the port.
     let pid_file = control::PidFile::acquire(&config.control.pid_file)?;
-    let listeners = config
-        .listen
-        .iter()
-        .map(|addr| Listener::bind(addr, config.backlog))
-        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = match listeners::inherited().map_err(MasterError::Inherited)? {
+        // Socket activation: systemd bound them; we use them as they are.
+        Some(got) => {
+            let seen: Vec<_> = got
+                .iter()
+                .map(|g| (g.addr.clone(), g.name.clone()))
+                .collect();
+            let order = listeners::assign(&config.listen, &seen)
+                .map_err(|why| MasterError::Inherited(io::Error::other(why)))?;
+            let mut got: Vec<Option<listeners::Inherited>> = got.into_iter().map(Some).collect();
+            let mut taken = Vec::new();
+            for (want, j) in config.listen.iter().zip(order) {
+                let socket = got[j].take().expect("each socket assigned once");
+                let listener = Listener::from_inherited(socket).map_err(MasterError::EventLoop)?;
+                info!(
+                    "`listen` {want}: the socket systemd passed, {}",
+                    listener.local
+                );
+                taken.push(listener);
+            }
+            taken
+        }
+        None => config
+            .listen
+            .iter()
+            .map(|addr| Listener::bind(addr, config.backlog))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     for l in &listeners {
         // Socket-activation servers expect a blocking listener (systemd hands them one); Node
         // (libuv) expects a non-blocking one and would block its event loop in accept().

@@ -1,0 +1,150 @@
+//! rrbalancer started by systemd's socket activation, as `systemd-socket-activate` (Debian's
+//! systemd package) does it: the listening sockets are bound by the parent and passed as fd 3…
+//! with `LISTEN_FDS`/`LISTEN_PID`, and the program gets no environment but those and what `-E`
+//! names. Skipped, saying so, where `systemd-socket-activate` is absent.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, http_get, pid_of};
+
+fn activator() -> Option<&'static str> {
+    let path = "/usr/bin/systemd-socket-activate";
+    if std::path::Path::new(path).exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: {path} is absent (apt-get install systemd)");
+        None
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `systemd-socket-activate -l ADDR… rrbalancer ARGS…`, in a process group of its own (killed
+/// on drop); the master starts on the first connection, as the same process.
+struct Activated {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Activated {
+    fn start(activator: &str, listen: &[String], args: &[&str]) -> Activated {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(activator);
+        for addr in listen {
+            command.args(["-l", addr]);
+        }
+        command
+            .arg("-E")
+            .arg(format!("XDG_RUNTIME_DIR={}", dir.path().display()))
+            .args(["-E", "RUST_LOG=info"])
+            .arg(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = command.spawn().expect("start systemd-socket-activate");
+        Activated { child, _dir: dir }
+    }
+
+    /// Waits (bounded) for the process to exit: its status and what it wrote.
+    fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+                return (status.code(), err);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Still running: say what it wrote so far.
+        // SAFETY: killing the process group this test created.
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        (None, err)
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        // SAFETY: killing the process group this test created.
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// GET until it answers (the first connection starts the master), bounded.
+fn first_answer(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(addr) {
+            Ok(body) => return body,
+            Err(e) if Instant::now() > deadline => panic!("no answer from {addr}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn the_master_serves_on_the_sockets_systemd_passes_in_rr_and_none_mode() {
+    let Some(activator) = activator() else { return };
+    for policy in ["rr", "none"] {
+        let addr = format!("127.0.0.1:{}", free_port());
+        // The file's default `listen` (127.0.0.1:3000) is not what systemd bound: the socket
+        // passed serves it, nothing binds port 3000.
+        let master = Activated::start(
+            activator,
+            std::slice::from_ref(&addr),
+            &["--workers", "2", "--sched-policy", policy],
+        );
+        let mut pids = std::collections::BTreeSet::new();
+        pids.insert(pid_of(&first_answer(&addr)));
+        for _ in 0..20 {
+            pids.insert(pid_of(&http_get(&addr).expect("served")));
+        }
+        if policy == "rr" {
+            assert_eq!(pids.len(), 2, "both workers serve in rr: {pids:?}");
+        }
+        // The master is the activator's process (it execs): SIGTERM stops it cleanly.
+        // SAFETY: signalling the process this test started.
+        unsafe { libc::kill(master.child.id() as i32, libc::SIGTERM) };
+        let (code, err) = master.wait(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{policy}: {err}");
+        assert!(err.contains("the socket systemd passed"), "{err}");
+        assert!(err.contains(&format!("listening on {addr}")), "{err}");
+        assert!(!err.contains("listening on 127.0.0.1:3000"), "{err}");
+    }
+}
+
+#[test]
+fn more_sockets_than_listen_entries_is_a_configuration_error() {
+    let Some(activator) = activator() else { return };
+    let (a, b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let master = Activated::start(activator, &[a.clone(), b], &["--workers", "1"]);
+    // A connection starts it (once the activator listens); it refuses to run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&a).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, err) = master.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("started with 2 listening socket(s)") && err.contains("`listen` names 1"),
+        "{err}"
+    );
+}
