@@ -168,15 +168,15 @@ pub fn inherited() -> io::Result<Option<Vec<Inherited>>> {
     Ok(Some(got))
 }
 
+/// What is known of a passed socket: its address, its `LISTEN_FDNAMES` name.
+pub type Passed = (Option<ListenAddr>, Option<String>);
+
 /// Which inherited socket serves each `listen` entry (indexes into `got`): the one bound to that
 /// address, else the one named like it in `LISTEN_FDNAMES` (`"127.0.0.1:3000"`), else, in order,
 /// the ones left — systemd decides the addresses. As many sockets as entries, or an error
 /// naming both lists.
-pub fn assign(
-    listen: &[ListenAddr],
-    got: &[(Option<ListenAddr>, Option<String>)],
-) -> Result<Vec<usize>, String> {
-    let show = |g: &(Option<ListenAddr>, Option<String>)| match g {
+pub fn assign(listen: &[ListenAddr], got: &[Passed]) -> Result<Vec<usize>, String> {
+    let show = |g: &Passed| match g {
         (Some(addr), _) => addr.to_string(),
         (None, Some(name)) => name.clone(),
         (None, None) => "?".into(),
@@ -195,16 +195,17 @@ pub fn assign(
     }
     let mut taken = vec![false; got.len()];
     let mut chosen: Vec<Option<usize>> = vec![None; listen.len()];
-    let rules: [&dyn Fn(&ListenAddr, &(Option<ListenAddr>, Option<String>)) -> bool; 2] =
-        [&|want, g| g.0.as_ref() == Some(want), &|want, g| {
-            g.1.as_deref() == Some(want.to_string().as_str())
-        }];
-    for rule in rules {
+    // First by address, then by name.
+    for by_name in [false, true] {
+        let fits = |want: &ListenAddr, g: &Passed| match by_name {
+            false => g.0.as_ref() == Some(want),
+            true => g.1.as_deref() == Some(want.to_string().as_str()),
+        };
         for (i, want) in listen.iter().enumerate() {
             if chosen[i].is_some() {
                 continue;
             }
-            if let Some(j) = (0..got.len()).find(|&j| !taken[j] && rule(want, &got[j])) {
+            if let Some(j) = (0..got.len()).find(|&j| !taken[j] && fits(want, &got[j])) {
                 taken[j] = true;
                 chosen[i] = Some(j);
             }
