@@ -148,3 +148,53 @@ fn more_sockets_than_listen_entries_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let path_env = path.display().to_string();
+    let mut rrb = common::Rrb::start_with(common::Start {
+        config: "workers = 2\n",
+        env: &[("NOTIFY_SOCKET", &path_env)],
+        ready: 2,
+        ..common::Start::default()
+    });
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=2/2 workers ready"),
+        "{ready}"
+    );
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reloading = next();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let done = next();
+    assert!(done.contains("READY=1"), "{done}");
+    rrb.signal(libc::SIGTERM);
+    let stopping = next();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    // Workers do not inherit NOTIFY_SOCKET: nothing else arrived.
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(socket.recv(&mut buf).is_err(), "only the master notifies");
+}

@@ -322,6 +322,9 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
         "RRB_CHANNEL_FD",
         "RRB_WORKER_ID",
         "RRB_WORKERS",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
     ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))

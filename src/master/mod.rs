@@ -40,6 +40,7 @@ mod memory;
 mod native;
 mod node;
 mod node_servers;
+mod notify;
 mod output;
 mod recycle;
 mod reload;
@@ -224,6 +225,8 @@ struct Master {
     loader: Loader,
     /// When to measure the workers' memory next (`[recycle] max_memory`).
     next_memory_sample: Instant,
+    /// What systemd is told (`NOTIFY_SOCKET`).
+    notifier: notify::Notifier,
     /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
     /// unless the configuration's own count changed.
     configured_workers: usize,
@@ -275,6 +278,7 @@ impl Master {
             core: Supervisor::new(config.workers, Policy::of(&config), now),
             configured_workers: config.workers,
             next_memory_sample: now,
+            notifier: notify::Notifier::from_env(now),
             effects: Vec::new(),
             config,
             ledger: Ledger::default(),
@@ -335,6 +339,13 @@ impl Master {
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();
+            self.notifier.turn(
+                self.core.fleet.ready_count(),
+                self.core.fleet.slots.len(),
+                self.core.reload.is_some(),
+                self.core.phase != Phase::Running,
+                now,
+            );
             let left = self.core.fleet.workers.len() + self.hooks.len();
             let exit = match self.core.phase.stop_step(now, left) {
                 Some(StopStep::Exit) => {
@@ -401,6 +412,7 @@ impl Master {
             .chain(self.accept_paused_until)
             .chain(self.core.next_recycle_check(Instant::now()))
             .chain(memory)
+            .chain(self.notifier.deadline())
             .min()
     }
 

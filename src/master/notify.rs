@@ -1,0 +1,90 @@
+//! systemd's readiness protocol (`sd_notify`, for `Type=notify` units): `READY=1` once the first
+//! workers are ready, `RELOADING=1` (with `MONOTONIC_USEC`) when a reload begins and `READY=1`
+//! when it ends, `STOPPING=1`, a one-line `STATUS=`, and `WATCHDOG=1` at half of `WATCHDOG_USEC`.
+//! Silent when `NOTIFY_SOCKET` is unset. Workers never see these variables (`fleet::base_env`).
+
+use std::time::{Duration, Instant};
+
+use log::debug;
+use sd_notify::NotifyState;
+
+/// What the master has told systemd, and when the watchdog is next due.
+#[derive(Debug)]
+pub struct Notifier {
+    enabled: bool,
+    ready_sent: bool,
+    reloading: bool,
+    stopping: bool,
+    watchdog: Option<Duration>,
+    next_watchdog: Option<Instant>,
+}
+
+impl Notifier {
+    pub fn from_env(now: Instant) -> Notifier {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        Notifier {
+            enabled,
+            ready_sent: false,
+            reloading: false,
+            stopping: false,
+            watchdog,
+            next_watchdog: watchdog.map(|w| now + w),
+        }
+    }
+
+    /// The loop's turn: `ready` workers serve of `wanted`, a reload runs or not, the master is
+    /// stopping or not.
+    pub fn turn(
+        &mut self,
+        ready: usize,
+        wanted: usize,
+        reloading: bool,
+        stopping: bool,
+        now: Instant,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let status = format!("{ready}/{wanted} workers ready");
+        if stopping {
+            if !std::mem::replace(&mut self.stopping, true) {
+                self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+            }
+            return;
+        }
+        if !self.ready_sent && ready >= wanted && wanted > 0 {
+            self.ready_sent = true;
+            self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        }
+        if reloading && !self.reloading {
+            self.reloading = true;
+            let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading")];
+            if let Ok(usec) = NotifyState::monotonic_usec_now() {
+                states.push(usec);
+            }
+            self.send(&states);
+        } else if !reloading && self.reloading {
+            self.reloading = false;
+            self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        }
+        if let (Some(every), Some(due)) = (self.watchdog, self.next_watchdog) {
+            if now >= due {
+                self.next_watchdog = Some(now + every);
+                self.send(&[NotifyState::Watchdog]);
+            }
+        }
+    }
+
+    /// When the watchdog is next due, for the poll timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.next_watchdog
+            .filter(|_| self.enabled && !self.stopping)
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if let Err(e) = sd_notify::notify(states) {
+            debug!("sd_notify: {e}");
+        }
+    }
+}
