@@ -163,3 +163,41 @@ fn check_validates_the_shipped_config_files() {
     }
     assert_eq!(checked, 2);
 }
+
+#[test]
+fn the_shipped_systemd_units_agree_with_the_master() {
+    let dir = common::repo().join("contrib/systemd");
+    let service = std::fs::read_to_string(dir.join("rrbalancer.service")).unwrap();
+    let socket = std::fs::read_to_string(dir.join("rrbalancer.socket")).unwrap();
+    let value = |unit: &str, key: &str| -> String {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_owned()
+    };
+    // Ready when the master says so; the master alone gets SIGTERM and stops its workers.
+    assert_eq!(value(&service, "Type"), "notify");
+    assert_eq!(value(&service, "KillMode"), "mixed");
+    assert_eq!(value(&service, "KillSignal"), "SIGTERM");
+    assert!(value(&service, "ExecReload").ends_with(" reload"));
+    assert!(value(&service, "ExecStart").ends_with(" run"));
+    // systemd's SIGKILL for the cgroup only after the master's own kill_timeout.
+    let (_, checked) = run_to_exit(
+        &["--config", "config/cluster.toml", "check"],
+        &common::repo(),
+        &[],
+    );
+    let config: toml::Table = toml::from_str(&checked).unwrap();
+    let kill = config["shutdown"]["kill_timeout"].as_str().unwrap();
+    let kill_secs: u64 = kill.trim_end_matches('s').parse().unwrap();
+    let stop_secs: u64 = value(&service, "TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop_secs >= kill_secs + 5,
+        "TimeoutStopSec {stop_secs} vs kill_timeout {kill}"
+    );
+    // The socket unit passes what the config listens on, to the service as a whole.
+    let listen = config["listen"].as_array().unwrap();
+    assert_eq!(listen.len(), 1);
+    assert_eq!(value(&socket, "ListenStream"), listen[0].as_str().unwrap());
+    assert_eq!(value(&socket, "Accept"), "no");
+}
