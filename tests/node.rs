@@ -69,6 +69,12 @@ fn cluster_app_workers_take_turns_exactly() {
 fn none_mode_every_node_worker_accepts_itself() {
     for config in [child_config(2, "none", ""), cluster_config(2, "none")] {
         let rrb = Rrb::start(&config, 2);
+        if config.contains("worker.js") {
+            // child_process workers count as ready when started (`ready = "start"`): wait until
+            // each has taken the listening socket (it acks the handle), or a slow start (CI, Node
+            // 18 after the fuzzers: seen once) leaves the first worker serving alone.
+            rrb.wait_for_log_count("took the listening socket", 2, Duration::from_secs(10));
+        }
         // The kernel decides who accepts, and may favour one process for a while: ask from
         // several threads until both have answered (at most 4 × 100 requests).
         let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
