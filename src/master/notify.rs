@@ -46,7 +46,8 @@ impl Notifier {
         if !self.enabled {
             return;
         }
-        let status = format!("{ready}/{wanted} workers ready");
+        // Built only when sent: this runs every loop turn.
+        let status = || format!("{ready}/{wanted} workers ready");
         if stopping {
             if !std::mem::replace(&mut self.stopping, true) {
                 self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
@@ -55,7 +56,7 @@ impl Notifier {
         }
         if !self.ready_sent && ready >= wanted && wanted > 0 {
             self.ready_sent = true;
-            self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            self.send(&[NotifyState::Ready, NotifyState::Status(&status())]);
         }
         if reloading && !self.reloading {
             self.reloading = true;
@@ -66,7 +67,7 @@ impl Notifier {
             self.send(&states);
         } else if !reloading && self.reloading {
             self.reloading = false;
-            self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            self.send(&[NotifyState::Ready, NotifyState::Status(&status())]);
         }
         if let (Some(every), Some(due)) = (self.watchdog, self.next_watchdog) {
             if now >= due {
