@@ -119,7 +119,7 @@ impl Worker {
     /// only once its app runs (before that, the signal would kill it while it still loads,
     /// before it could install its handler; its `disconnect` stops it then).
     pub fn send_stop_signal(&mut self) {
-        if self.heard || self.stop_signal.is_some_and(|due| !due.first) {
+        if may_signal(self.heard, self.stop_signal) {
             send_stop_signal(self.pid, &mut self.stop_signal);
         }
     }
@@ -128,6 +128,12 @@ impl Worker {
     pub fn signal_group(&self, signal: Signal) {
         signal_group(self.pid, signal);
     }
+}
+
+/// Whether a signal `due` with a stop may go now (for callers holding part of the worker
+/// borrowed): a Node worker's only once it was `heard`.
+pub fn may_signal(heard: bool, due: Option<StopSignalDue>) -> bool {
+    due.is_some_and(|due| heard || !due.first)
 }
 
 /// Sends the signal in `due` to the process group of `pid`, once (for callers that hold another

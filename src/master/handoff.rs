@@ -262,8 +262,9 @@ impl Master {
                 continue;
             }
             // Node: the signal just before the `disconnect` (see `StopSignalDue::first`).
-            let node_signal_due = worker.heard && worker.stop_signal.is_some_and(|due| due.first);
-            if node_signal_due && channel.stop_is_next(account) {
+            let may_signal = fleet::may_signal(worker.heard, worker.stop_signal);
+            let first = worker.stop_signal.is_some_and(|due| due.first);
+            if may_signal && first && channel.stop_is_next(account) {
                 fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
             }
             match channel.flush(account, now) {
@@ -273,8 +274,7 @@ impl Master {
                     broken.push(key);
                 }
             }
-            let may_signal = worker.heard || worker.stop_signal.is_some_and(|due| !due.first);
-            if !channel.stop_pending() && may_signal {
+            if may_signal && !channel.stop_pending() {
                 fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
             }
             // Running, what a full channel could not take goes to whoever is free next. Stopping,

@@ -19,11 +19,11 @@ use super::sources::Source;
 use super::supervisor::{self, Effect, Policy};
 use super::wire::Incoming;
 use super::{memory, recycle};
+use crate::config::Config;
+use crate::protocol::WorkerMessage;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
-use crate::config::Config;
-use crate::protocol::WorkerMessage;
 
 impl Master {
     pub(super) fn on_incoming(&mut self, key: usize, incoming: Incoming) {
