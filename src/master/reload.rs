@@ -50,7 +50,8 @@ pub struct Reload {
 pub struct DrainWait {
     waiters: Vec<Waiter>,
     pids: Vec<Pid>,
-    /// The reload's outcome, to which the wait adds its own.
+    /// The reload's outcome (without its old workers still draining), to which the wait adds
+    /// its own.
     completed: String,
     since: Instant,
 }
@@ -194,7 +195,7 @@ impl DrainWait {
         }
         Some(format!(
             "{}; the {} old worker(s) have exited, the last {:.1?} after the new ones were ready",
-            self.completed.split("; ").next().unwrap_or(&self.completed),
+            self.completed,
             self.pids.len(),
             now.duration_since(self.since)
         ))
@@ -305,11 +306,14 @@ impl Supervisor {
                 if done.drain_waiters.is_empty() || !done.waiters.is_empty() {
                     self.effects.push(Effect::Answer {
                         waiters: std::mem::take(&mut done.waiters),
-                        outcome: Ok(message.clone()),
+                        outcome: Ok(message),
                     });
                 }
                 if !done.drain_waiters.is_empty() {
-                    self.drain_waits.push(done.into_drain_wait(message, now));
+                    // Its answer comes later, when none is still draining: said without them.
+                    let kill_timeout = self.policy.kill_timeout;
+                    let summary = done.completed(now, 0, kill_timeout);
+                    self.drain_waits.push(done.into_drain_wait(summary, now));
                     self.old_workers_exited(now);
                 }
             }
