@@ -21,9 +21,9 @@ use crate::demo_worker::DemoArgs;
 #[command(name = "rrbalancer", version, max_term_width = 100)]
 #[command(after_help = "\
 Signals: TERM/INT graceful stop (a second one: quick), QUIT quick stop, HUP rolling reload,
-TTIN/TTOU one worker more/fewer, USR1 reopen log files.
+TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 in-place upgrade.
 
-status, reload, scale and stop find the running master through the control socket named by
+status, reload, scale, upgrade and stop find the running master through the control socket named by
 the --config it was started with (whatever other flags), or by --control; with neither, the one
 master running for this user (several: they are listed, to choose from).
 
@@ -95,6 +95,17 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
+    /// In-place upgrade: start the binary found at the running master's path (after you
+    /// replaced it) as a new master with the same arguments, which re-reads the configuration
+    /// and takes the listening sockets over — no client is refused. Once its workers are ready
+    /// it takes the pid file and control socket, and the old master stops gracefully. If it
+    /// fails or its workers do not become ready, the old master serves on and this exits 1
+    /// with the reason. Also on SIGUSR2.
+    Upgrade {
+        /// Start this binary instead of the one at the running master's path.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Check the configuration and print the effective settings as a config file that loads
     /// back to the same (defaults written out, flags and environment applied, absolute paths).
     Check,
@@ -129,6 +140,14 @@ mod tests {
             &["rrbalancer", "-w", "2", "scale", "3"],
             &["rrbalancer", "-l", "127.0.0.1:1", "status", "--json"],
             &["rrbalancer", "start", "--daemon"],
+            &[
+                "rrbalancer",
+                "-c",
+                "x.toml",
+                "upgrade",
+                "--binary",
+                "/tmp/rrb",
+            ],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

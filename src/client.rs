@@ -199,6 +199,9 @@ pub fn format_status(s: &Status) -> String {
         },
         if s.stopping { "  (stopping)" } else { "" },
     ));
+    if let Some(upgrade) = &s.upgrade {
+        out.push_str(&format!("upgrade {upgrade}\n\n"));
+    }
     if let Some(recycling) = &s.recycling {
         out.push_str(&format!("recycling {recycling}\n\n"));
     }
@@ -314,6 +317,7 @@ mod tests {
             stopping: false,
             reload_in_progress: false,
             recycling: None,
+            upgrade: None,
             workers: vec![
                 worker(1, 12, "ready", "current"),
                 worker(0, 11, "ready", "current"),

@@ -8,6 +8,8 @@
 //! → {"cmd":"reload","wait":true}  ← the same, once the old workers have exited too
 //! → {"cmd":"scale","workers":4}   ← {"ok":true,"message":"scaled from 2 to 4 worker(s)"}
 //! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
+//! → {"cmd":"upgrade"}             ← {"ok":true,"message":"upgraded: pid … serves …"}  (handed over)
+//! → {"cmd":"upgrade","binary":"/usr/local/bin/rrbalancer.new"}
 //! ```
 //!
 //! A refused or failed request answers `{"ok":false,"message":"…why…"}`.
@@ -28,6 +30,12 @@ pub enum Request {
         workers: usize,
     },
     Stop,
+    /// In-place upgrade: start `binary` (default: the running master's own path) as a new
+    /// master and hand over to it. Answered once it took over, or with why it did not.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<std::path::PathBuf>,
+    },
 }
 
 /// Longest request a master reads; anything longer is not one of ours.
@@ -109,6 +117,9 @@ pub struct Status {
     /// The worker being recycled and why (`[recycle]`), if one is.
     #[serde(default)]
     pub recycling: Option<String>,
+    /// An in-place upgrade this master started, and where it stands, if one is under way.
+    #[serde(default)]
+    pub upgrade: Option<String>,
     /// Every live worker process, including those on their way out.
     pub workers: Vec<WorkerStatus>,
     /// Slots with no serving worker right now (restarting, given up).
@@ -184,6 +195,18 @@ mod tests {
         assert_eq!(wait, Request::Reload { wait: true });
         let plain: Request = serde_json::from_str(r#"{"cmd":"reload"}"#).unwrap();
         assert_eq!(plain, Request::Reload { wait: false });
+        assert_eq!(
+            serde_json::to_string(&Request::Upgrade { binary: None }).unwrap(),
+            r#"{"cmd":"upgrade"}"#
+        );
+        let to: Request =
+            serde_json::from_str(r#"{"cmd":"upgrade","binary":"/opt/rrb/new"}"#).unwrap();
+        assert_eq!(
+            to,
+            Request::Upgrade {
+                binary: Some("/opt/rrb/new".into())
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
     }

@@ -87,21 +87,52 @@ fn run(mut cli: Cli) -> ExitCode {
             Ask::Request(control::Request::Scale { workers: count }),
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Upgrade { binary }) => {
+            // The master may run elsewhere (`start --daemon`): the path must not depend on our
+            // working directory.
+            let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
+            control_command(&cli, Ask::Request(control::Request::Upgrade { binary }))
+        }
     }
 }
 
-/// Runs the master, in the foreground or detached.
+/// Runs the master, in the foreground or detached. Started by an upgrade, it takes over from
+/// the old master instead (and does not detach again: it is detached already, or not).
 fn serve(cli: &Cli, daemon: bool) -> ExitCode {
+    let predecessor = match master::Predecessor::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("upgrade: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let reporter = predecessor.as_ref().map(master::Predecessor::reporter);
     let mut config = match load_config(cli) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(code) => {
+            if let Some(reporter) = reporter {
+                reporter.fail("its configuration does not load (see the log above)");
+            }
+            return code;
+        }
     };
+    let upgrading = predecessor.is_some();
     if daemon && config.log.master_log.is_none() {
         config.log.master_log = Some(config.control.pid_file.with_extension("log"));
     }
     // Where a fatal error is shown besides the log: the terminal we were started from.
     let mut report: Option<Box<dyn std::io::Write>> = None;
-    if daemon {
+    if daemon && upgrading {
+        // Detached already: our stderr is the log the old master writes to.
+        let path = config.log.master_log.clone().expect("set above");
+        if let Err(e) = master::redirect_stderr(&path) {
+            log::error!("cannot open the log file: {e}");
+            if let Some(reporter) = &reporter {
+                reporter.fail(&format!("cannot open the log file: {e}"));
+            }
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    } else if daemon {
         let log_path = config.log.master_log.clone().expect("set above");
         // Beside the pid file by default: that directory is made private before anything in it.
         if let Err(e) = master::create_private_dir(&config.control.pid_file) {
@@ -146,7 +177,7 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             }
         }
     };
-    let result = master::run(config, loader, &mut started);
+    let result = master::run(config, loader, &mut started, predecessor);
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {

@@ -232,13 +232,17 @@ pub struct SpawnSpec<'a> {
     pub inherit: &'a [BorrowedFd<'a>],
     /// Also set `LISTEN_PID` to the worker's own pid, which only the child can know.
     pub listen_pid: bool,
+    /// A new master (in-place upgrade) rather than a worker: it stays in our process group and
+    /// outlives us (no death signal).
+    pub new_master: bool,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
 
 /// Starts a worker: its own process group (so a terminal's Ctrl-C reaches only the master, which
 /// then stops the workers gracefully), `SIGKILL` when the master dies, stdin from `/dev/null`,
-/// the inherited fds in place, an empty signal mask and default dispositions.
+/// the inherited fds in place, an empty signal mask and default dispositions. A new master
+/// (`new_master`) gets neither the process group nor the death signal.
 ///
 /// std's `Command` does the fork, stdio and the reporting of a failed exec back to us; the
 /// `pre_exec` hook does the rest and calls `execve` itself, because `LISTEN_PID` must hold the
@@ -283,12 +287,15 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
         with_listen_pid: spec.listen_pid,
     };
 
+    let new_master = spec.new_master;
     let mut command = Command::new(spec.program);
     command
         .stdin(Stdio::null())
         .stdout(spec.stdout)
-        .stderr(spec.stderr)
-        .process_group(0);
+        .stderr(spec.stderr);
+    if !new_master {
+        command.process_group(0);
+    }
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
@@ -303,12 +310,14 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
             // Capture the whole struct (not its raw-pointer fields one by one) so its Send
             // impl applies.
             let state = &mut state;
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The master may have died between fork and prctl: then nobody would kill us.
-            if libc::getppid() != master_pid {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            if !new_master {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The master may have died between fork and prctl: then nobody would kill us.
+                if libc::getppid() != master_pid {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
@@ -485,6 +494,7 @@ mod tests {
             cwd: None,
             inherit: &[],
             listen_pid: false,
+            new_master: false,
             stdout: Stdio::null(),
             stderr: Stdio::null(),
         })

@@ -99,10 +99,32 @@ fn check_private_dir(dir: &Path) -> Result<(), ControlError> {
 
 /// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
 /// stale file from a crashed one does not, so it is simply taken over.
+///
+/// A new master started by an upgrade first holds one at a staged path beside it and renames it
+/// into place when it takes over ([`PidFile::install`]); the old master's then no longer sits at
+/// the path, which is why each removes the file at exit only if it is still its own.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    _lock: Flock<File>,
+    lock: Flock<File>,
+    /// Where it is to be renamed on [`PidFile::install`], while it is staged.
+    target: Option<PathBuf>,
+}
+
+/// Where a new master started by an upgrade keeps its pid file or control socket until it takes
+/// over: beside `path`, named for its pid (and not ending in `.sock`, so that `status` without
+/// `--config` does not list it).
+pub fn staged_path(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{pid}.new"));
+    PathBuf::from(name)
+}
+
+/// The file at `path` is the one with identity `id` (device, inode).
+fn same_file(path: &Path, id: Option<(u64, u64)>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let now = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    now.is_some() && now == id
 }
 
 impl PidFile {
@@ -139,14 +161,39 @@ impl PidFile {
         writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
         Ok(PidFile {
             path: path.to_owned(),
-            _lock: lock,
+            lock,
+            target: None,
         })
+    }
+
+    /// A new master's pid file, at [`staged_path`] until [`PidFile::install`].
+    pub fn acquire_staged(path: &Path) -> Result<PidFile, ControlError> {
+        let mut staged = PidFile::acquire(&staged_path(path, std::process::id()))?;
+        staged.target = Some(path.to_owned());
+        Ok(staged)
+    }
+
+    /// Renames a staged pid file into place (atomically: the path always names a live master).
+    pub fn install(&mut self) -> Result<(), ControlError> {
+        if let Some(target) = self.target.take() {
+            fs::rename(&self.path, &target).map_err(io_err(&target))?;
+            self.path = target;
+        }
+        Ok(())
+    }
+
+    fn id(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.lock.metadata().ok().map(|m| (m.dev(), m.ino()))
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        // Not if a new master's has replaced it (an upgrade).
+        if same_file(&self.path, self.id()) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -168,11 +215,16 @@ struct Conn {
 pub struct Control {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's identity: it is removed at exit only if still ours.
+    id: Option<(u64, u64)>,
+    /// Where it is to be renamed on [`Control::install`], while it is staged.
+    target: Option<PathBuf>,
     conns: Slab<Conn>,
 }
 
 impl Control {
     pub fn bind(path: &Path) -> Result<Control, ControlError> {
+        use std::os::unix::fs::MetadataExt;
         create_private_dir(path)?;
         // We hold the pid file's lock, so a socket file here is a dead master's.
         match fs::remove_file(path) {
@@ -181,11 +233,32 @@ impl Control {
         }
         let listener = UnixListener::bind(path).map_err(io_err(path))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+        let id = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
         Ok(Control {
             listener,
             path: path.to_owned(),
+            id,
+            target: None,
             conns: Slab::new(),
         })
+    }
+
+    /// A new master's control socket, at [`staged_path`] until [`Control::install`]: clients
+    /// keep reaching the old master until then.
+    pub fn bind_staged(path: &Path) -> Result<Control, ControlError> {
+        let mut staged = Control::bind(&staged_path(path, std::process::id()))?;
+        staged.target = Some(path.to_owned());
+        Ok(staged)
+    }
+
+    /// Renames a staged control socket into place: from then on clients reach this master (the
+    /// path never names nothing).
+    pub fn install(&mut self) -> Result<(), ControlError> {
+        if let Some(target) = self.target.take() {
+            fs::rename(&self.path, &target).map_err(io_err(&target))?;
+            self.path = target;
+        }
+        Ok(())
     }
 
     pub fn listener(&mut self) -> &mut UnixListener {
@@ -195,7 +268,9 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if same_file(&self.path, self.id) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -323,6 +398,10 @@ impl Master {
                 self.answer(key, reply);
                 self.begin_stop();
             }
+            Request::Upgrade { binary } => {
+                info!("upgrade requested on the control socket");
+                self.request_upgrade(Some(key), binary);
+            }
         }
     }
 
@@ -366,8 +445,12 @@ impl Master {
                 }
             }
         }
-        let waiting_for_reload = self.core.is_waiting(key);
-        if conn.done && !conn.hold && !waiting_for_reload {
+        let waiting = self.core.is_waiting(key)
+            || self
+                .upgrade
+                .as_ref()
+                .is_some_and(|u| u.waiters.contains(&key));
+        if conn.done && !conn.hold && !waiting {
             let mut conn = control.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.sources.remove(conn.token);
@@ -451,6 +534,11 @@ impl Master {
                 .recycling
                 .as_ref()
                 .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
+            upgrade: self
+                .upgrade
+                .as_ref()
+                .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
+                .map(super::upgrade::Handover::describe),
             workers,
             empty_slots: slots,
         }

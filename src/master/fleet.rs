@@ -331,6 +331,7 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
+        super::upgrade::ENV_FD,
     ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
@@ -442,6 +443,7 @@ pub fn spawn(
         cwd: config.worker.cwd.as_deref(),
         inherit: &inherit,
         listen_pid: activation,
+        new_master: false,
         stdout: stdio(capture[0]),
         stderr: stdio(capture[1]),
     })?;

@@ -171,7 +171,11 @@ impl Master {
             .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
         if self.core.phase != Phase::Running {
             // Stopping: what comes back now (from a worker that died holding it) finds nobody
-            // to take it. Close it at once, and say so, rather than silently at exit.
+            // to take it here. After an upgrade the new master takes it; else close it at
+            // once, and say so, rather than silently at exit.
+            if self.successor.is_some() && !self.pass_leftovers() {
+                return; // more when the channel has room
+            }
             let dropped = self.ledger.drop_queue();
             if dropped > 0 {
                 warn!("closing {dropped} connection(s) no worker could take");

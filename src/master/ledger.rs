@@ -369,6 +369,21 @@ impl<C: Conn> Ledger<C> {
         n
     }
 
+    /// Up to `max` connections from the front of the queue, to pass to another master (an
+    /// upgrade's new one): they leave the ledger.
+    pub fn take_queued(&mut self, max: usize) -> Vec<C> {
+        let n = max.min(self.queue.len());
+        self.queue.drain(..n).collect()
+    }
+
+    /// Connections [`Ledger::take_queued`] took that could not be passed: back to the front,
+    /// in their order.
+    pub fn return_queued(&mut self, back: Vec<C>) {
+        for c in back.into_iter().rev() {
+            self.queue.push_front(c);
+        }
+    }
+
     /// The master is stopping: what is still queued is closed. How many.
     pub fn drop_queue(&mut self) -> usize {
         let n = self.queue.len();

@@ -25,6 +25,8 @@ pub struct Listener {
     pub local: String,
     /// A Unix socket file we created and must remove when we exit.
     unix_path: Option<PathBuf>,
+    /// Passed by the master this one upgrades: shared with it and its workers, as it is.
+    pub carried: bool,
 }
 
 /// Why a listener could not be made. A runtime failure (exit code 1), not a config error.
@@ -77,6 +79,7 @@ impl Listener {
             socket,
             local,
             unix_path,
+            carried: false,
         })
     }
 
@@ -235,8 +238,58 @@ impl Listener {
             socket: got.socket,
             local,
             unix_path: None,
+            carried: false,
         })
     }
+
+    /// A listener passed by the master this one upgrades: as it was (blocking or not, bound,
+    /// listening), with `backlog` applied again. Its socket file (if Unix) stays the old
+    /// master's until this one takes over ([`Listener::claim_path`]).
+    pub fn from_carried(fd: OwnedFd, local: String, backlog: u32) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let listening =
+            socket.r#type().ok() == Some(Type::STREAM) && socket.is_listener().unwrap_or(false);
+        if !listening {
+            return Err(io::Error::other(format!(
+                "{local}: the passed socket is not a listening stream socket"
+            )));
+        }
+        // listen() again on a listening socket only changes its backlog.
+        socket.listen(backlog as i32)?;
+        Ok(Listener {
+            socket,
+            local,
+            unix_path: None,
+            carried: true,
+        })
+    }
+
+    /// The Unix socket file is ours to remove at exit (an upgrade's new master, once it took
+    /// over from the one that created it).
+    pub fn claim_path(&mut self, path: PathBuf) {
+        self.unix_path = Some(path);
+    }
+
+    /// The Unix socket file is no longer ours to remove (it serves the master we upgraded to).
+    /// Returns it, if it was.
+    pub fn release_path(&mut self) -> Option<PathBuf> {
+        self.unix_path.take()
+    }
+
+    /// Whether the Unix socket file is ours to remove at exit.
+    pub fn owns_path(&self) -> bool {
+        self.unix_path.is_some()
+    }
+}
+
+/// The peer of an accepted socket passed by another master.
+pub fn peer_of(fd: BorrowedFd<'_>) -> Peer {
+    let socket = socket2::SockRef::from(&fd);
+    socket
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(Peer::Unix, Peer::Inet)
 }
 
 /// A socket file left by a master that died: remove it. One that still answers is in use.

@@ -33,6 +33,7 @@ mod fleet;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod handoff;
+mod handover;
 mod ledger;
 mod lifecycle;
 mod listeners;
@@ -51,6 +52,7 @@ mod sim;
 mod sources;
 mod supervise;
 mod supervisor;
+mod upgrade;
 mod wire;
 
 use std::ffi::OsString;
@@ -71,6 +73,7 @@ use supervisor::{Effect, Policy, Supervisor};
 use wire::{Handoff, Incoming};
 
 pub use control::{ControlError, create_private_dir};
+pub use handover::Predecessor;
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
 
@@ -94,6 +97,9 @@ pub enum MasterError {
     /// error (exit 2).
     #[error("socket activation: {0}")]
     Inherited(io::Error),
+    /// Started by an upgrade, this master did not take over (the old one serves on).
+    #[error("upgrade: {0}")]
+    Upgrade(String),
 }
 
 /// File descriptors the master may hold at once: per worker its window of sockets, its
@@ -115,11 +121,27 @@ struct FdShortage {
 pub type Loader = Box<dyn FnMut() -> Result<Config, String>>;
 
 /// Runs the master until it is stopped. `Ok` is a clean stop.
-/// `started` is called once the master listens, with the listeners' addresses.
+/// `started` is called once the master listens, with the listeners' addresses. `predecessor`:
+/// this master was started by an upgrade, to take over from that one.
 pub fn run(
     config: Config,
     loader: Loader,
     started: &mut dyn FnMut(&[String]),
+    predecessor: Option<Predecessor>,
+) -> Result<(), MasterError> {
+    let reporter = predecessor.as_ref().map(Predecessor::reporter);
+    let result = run_master(config, loader, started, predecessor);
+    if let (Err(e), Some(reporter)) = (&result, reporter) {
+        reporter.fail(&e.to_string());
+    }
+    result
+}
+
+fn run_master(
+    mut config: Config,
+    loader: Loader,
+    started: &mut dyn FnMut(&[String]),
+    mut predecessor: Option<Predecessor>,
 ) -> Result<(), MasterError> {
     match crate::sys::raise_fd_limit() {
         Ok(limit) => {
@@ -137,8 +159,21 @@ pub fn run(
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
     // First: a second master for the same configuration must fail on this, not on the port.
-    let pid_file = control::PidFile::acquire(&config.control.pid_file)?;
-    let listeners = match listeners::inherited().map_err(MasterError::Inherited)? {
+    // (A new master started by an upgrade stages its own beside the old one's.)
+    let pid_file = match predecessor {
+        Some(_) => control::PidFile::acquire_staged(&config.control.pid_file)?,
+        None => control::PidFile::acquire(&config.control.pid_file)?,
+    };
+    // What the file says, before an upgrade keeps the old master's scale.
+    let configured_workers = config.workers;
+    if let Some(p) = &predecessor {
+        config.workers = p.workers(config.workers);
+    }
+    let inherited = match &predecessor {
+        Some(_) => None,
+        None => listeners::inherited().map_err(MasterError::Inherited)?,
+    };
+    let listeners = match inherited {
         // Socket activation: systemd bound them; we use them as they are.
         Some(got) => {
             let seen: Vec<_> = got
@@ -160,16 +195,21 @@ pub fn run(
             }
             taken
         }
-        None => config
-            .listen
-            .iter()
-            .map(|addr| Listener::bind(addr, config.backlog))
-            .collect::<Result<Vec<_>, _>>()?,
+        None => match &mut predecessor {
+            Some(p) => p.listeners(&config).map_err(MasterError::Upgrade)?,
+            None => config
+                .listen
+                .iter()
+                .map(|addr| Listener::bind(addr, config.backlog))
+                .collect::<Result<Vec<_>, _>>()?,
+        },
     };
     for l in &listeners {
         // Socket-activation servers expect a blocking listener (systemd hands them one); Node
-        // (libuv) expects a non-blocking one and would block its event loop in accept().
-        if config.mode().socket_activation() {
+        // (libuv) expects a non-blocking one and would block its event loop in accept(). A
+        // listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
+        // master's workers, which may have set it their way and accept on it still.
+        if config.mode().socket_activation() && !l.carried {
             l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
         }
         info!("listening on {}", l.local);
@@ -181,17 +221,21 @@ pub fn run(
         config.workers,
         config.worker.program.display()
     );
-    let control = control::Control::bind(&config.control.socket)?;
+    let control = match predecessor {
+        Some(_) => control::Control::bind_staged(&config.control.socket)?,
+        None => control::Control::bind(&config.control.socket)?,
+    };
     debug!(
         "control socket {}, pid file {}",
         config.control.socket.display(),
         config.control.pid_file.display()
     );
-    let master = Master::new(config, listeners, loader, control).map_err(MasterError::EventLoop)?;
+    let mut master = Master::new(config, listeners, loader, control, pid_file, predecessor)
+        .map_err(MasterError::EventLoop)?;
+    master.configured_workers = configured_workers;
+    master.announce_start();
     started(&master.listen_names);
-    let result = master.run();
-    drop(pid_file); // removes it, last
-    result
+    master.run()
 }
 
 struct Master {
@@ -240,6 +284,18 @@ struct Master {
     /// Scratch buffers reused every turn.
     incoming: Vec<Incoming>,
     pending_signals: Vec<(i32, Action)>,
+    /// This program and its arguments, as started: an upgrade starts them again.
+    exe: std::path::PathBuf,
+    argv: Vec<OsString>,
+    /// An upgrade this master started (the new master), and the channel to it.
+    upgrade: Option<upgrade::Handover>,
+    successor: Option<handover::Link>,
+    /// The master this one was started to take over from (an upgrade).
+    predecessor: Option<Predecessor>,
+    /// Started by an upgrade, this master failed to take over: why (it exits with an error).
+    upgrade_failed: Option<String>,
+    /// Dropped last: removes the pid file (if still ours) once everything else is gone.
+    pid_file: Option<control::PidFile>,
 }
 
 impl Master {
@@ -248,6 +304,8 @@ impl Master {
         listeners: Vec<Listener>,
         loader: Loader,
         mut control: control::Control,
+        pid_file: control::PidFile,
+        predecessor: Option<Predecessor>,
     ) -> io::Result<Master> {
         let poll = Poll::new()?;
         let mut sources = Sources::default();
@@ -278,7 +336,8 @@ impl Master {
             core: Supervisor::new(config.workers, Policy::of(&config), now),
             configured_workers: config.workers,
             next_memory_sample: now,
-            notifier: notify::Notifier::from_env(now),
+            // A new master speaks to systemd only once it took over.
+            notifier: notify::Notifier::from_env(now, predecessor.is_some()),
             effects: Vec::new(),
             config,
             ledger: Ledger::default(),
@@ -290,6 +349,13 @@ impl Master {
             listen_names,
             incoming: Vec::new(),
             pending_signals: Vec::new(),
+            exe: handover::own_executable(),
+            argv: std::env::args_os().skip(1).collect(),
+            upgrade: None,
+            successor: None,
+            predecessor,
+            upgrade_failed: None,
+            pid_file: Some(pid_file),
         })
     }
 
@@ -319,6 +385,8 @@ impl Master {
                         }
                     }
                     Some(Source::Output { worker, stream }) => self.on_output(worker, stream),
+                    Some(Source::Successor) => self.on_successor(event.is_writable()),
+                    Some(Source::Predecessor) => self.on_predecessor(),
                     Some(Source::Channel(key)) => {
                         if event.is_writable() {
                             self.on_channel_writable(key);
@@ -336,6 +404,8 @@ impl Master {
             }
             let now = Instant::now();
             self.supervise(now);
+            self.upgrade_turn(now);
+            self.succession_turn();
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();
@@ -346,7 +416,7 @@ impl Master {
                 self.core.phase != Phase::Running,
                 now,
             );
-            let left = self.core.fleet.workers.len() + self.hooks.len();
+            let left = self.processes_left();
             let exit = match self.core.phase.stop_step(now, left) {
                 Some(StopStep::Exit) => {
                     info!("all workers have exited; bye");
@@ -364,6 +434,8 @@ impl Master {
             if exit {
                 return if self.core.gave_up {
                     Err(MasterError::GaveUp)
+                } else if let Some(reason) = self.upgrade_failed.take() {
+                    Err(MasterError::Upgrade(reason))
                 } else {
                     Ok(())
                 };
@@ -395,7 +467,7 @@ impl Master {
                     .chain(ack_deadline)
             })
             .chain(self.core.next_readiness_deadline());
-        let left = self.core.fleet.workers.len() + self.hooks.len();
+        let left = self.processes_left();
         let phase = match self.core.phase.stop_step(Instant::now(), left) {
             Some(StopStep::Wait(t)) => Some(t),
             Some(_) => Some(Instant::now()),
@@ -413,7 +485,14 @@ impl Master {
             .chain(self.core.next_recycle_check(Instant::now()))
             .chain(memory)
             .chain(self.notifier.deadline())
+            .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
             .min()
+    }
+
+    /// Children this master must reap before it exits: workers, `on_giveup` commands, and a new
+    /// master it gave up on (one that took over outlives it).
+    fn processes_left(&self) -> usize {
+        self.core.fleet.workers.len() + self.hooks.len() + self.successor_to_reap()
     }
 
     // ---- events -------------------------------------------------------------------------------
@@ -452,6 +531,7 @@ impl Master {
                     }
                 }
                 Action::ReopenLogs => self.reopen_logs(),
+                Action::Upgrade => self.request_upgrade(None, None),
             }
         }
         self.pending_signals = pending;

@@ -7,6 +7,7 @@
 //! | HUP       | rolling reload of the workers                                       |
 //! | TTIN/TTOU | one worker more / fewer                                             |
 //! | USR1      | reopen log files                                                    |
+//! | USR2      | in-place upgrade: start the binary again as a new master, hand over |
 //! | CHLD      | a worker exited: reap it and apply the restart policy               |
 //!
 //! Delivery goes through signal-hook's self-pipe, registered with the master's `Poll`, so a
@@ -27,6 +28,7 @@ pub enum Action {
     ScaleUp,
     ScaleDown,
     ReopenLogs,
+    Upgrade,
     Reap,
 }
 
@@ -39,13 +41,14 @@ pub fn meaning(signal: i32) -> Option<Action> {
         SIGTTIN => Action::ScaleUp,
         SIGTTOU => Action::ScaleDown,
         SIGUSR1 => Action::ReopenLogs,
+        SIGUSR2 => Action::Upgrade,
         SIGCHLD => Action::Reap,
         _ => return None,
     })
 }
 
-const HANDLED: [i32; 8] = [
-    SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD,
+const HANDLED: [i32; 9] = [
+    SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGCHLD,
 ];
 
 /// The master's signal source.
@@ -85,7 +88,8 @@ mod tests {
             assert!(meaning(sig).is_some(), "{}", name(sig));
         }
         assert_eq!(meaning(SIGINT), meaning(SIGTERM));
-        assert_eq!(meaning(SIGUSR2), None);
+        assert_eq!(meaning(SIGUSR2), Some(Action::Upgrade));
+        assert_eq!(meaning(SIGWINCH), None);
         assert_eq!(name(SIGTERM), "SIGTERM");
     }
 }

@@ -23,6 +23,10 @@ pub enum Source {
     },
     /// The channel of the worker with this key.
     Channel(usize),
+    /// The channel to the new master of an upgrade this master started.
+    Successor,
+    /// The channel to the old master this one was started to take over from.
+    Predecessor,
 }
 
 #[derive(Debug, Default)]

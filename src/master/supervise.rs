@@ -104,6 +104,7 @@ impl Master {
             cwd: self.config.worker.cwd.as_deref(),
             inherit: &[],
             listen_pid: false,
+            new_master: false,
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         });
@@ -141,6 +142,9 @@ impl Master {
 
     pub(super) fn on_exit(&mut self, pid: Pid, cause: String) {
         let Some(key) = self.core.fleet.key_of(pid) else {
+            if self.successor_exited(pid, &cause) {
+                return;
+            }
             if let Some(i) = self.hooks.iter().position(|&h| h == pid) {
                 self.hooks.swap_remove(i);
                 info!("on_giveup command pid={pid} finished: {cause}");
@@ -280,6 +284,7 @@ impl Master {
                 for &hook in &self.hooks {
                     let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
                 }
+                self.kill_successor();
             }
             Effect::Requeue(key) => self.requeue_outbox(key),
             Effect::Hook { slot, pid, reason } => self.run_giveup_hook(slot, pid, &reason),
@@ -299,12 +304,14 @@ impl Master {
 
     /// Graceful stop (SIGTERM, SIGINT, `rrbalancer stop`, or every slot given up).
     pub(super) fn begin_stop(&mut self) {
+        self.upgrade_on_stop();
         self.core.begin_stop(Instant::now());
         self.apply_effects();
     }
 
     /// Quick stop: SIGKILL every worker now.
     pub(super) fn quick_stop(&mut self) {
+        self.upgrade_on_stop();
         self.core.quick_stop(Instant::now());
         self.apply_effects();
     }
@@ -417,7 +424,10 @@ impl Master {
     /// Takes what can change without rebinding; warns about what cannot.
     fn apply_config(&mut self, mut config: Config) {
         if config.listen != self.config.listen {
-            warn!("reload: `listen` changed; that needs a restart, keeping the current listeners");
+            warn!(
+                "reload: `listen` changed; keeping the current listeners (new ones take a \
+                 restart or `rrbalancer upgrade`)"
+            );
         }
         if config.sched_policy != self.config.sched_policy {
             warn!(

@@ -1,0 +1,397 @@
+//! The new master's side of an upgrade: what the old master passed, the listeners made from
+//! it, the report of its own start, the take-over, and the sockets passed after it.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+
+use super::super::listeners::{self, Listener};
+use super::super::sources::Source;
+use super::super::upgrade::{self, Carried, Message, Verdict};
+use super::super::wire::Handoff;
+use super::super::{Master, Phase};
+use super::{HELLO_TIMEOUT, Link, Read};
+use crate::config::{Config, ListenAddr};
+use crate::sys;
+
+/// Where the new master stands with the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// Its workers are starting.
+    Starting,
+    /// It said `ready`; waiting for `take_over`.
+    Ready,
+    /// It serves alone, or will once the old master's workers are done.
+    TookOver,
+}
+
+/// What the old master passed to this one.
+#[derive(Debug)]
+pub struct Predecessor {
+    link: Option<Link>,
+    pid: i32,
+    passed: Vec<(Carried, Option<OwnedFd>)>,
+    blocking: bool,
+    workers: usize,
+    configured_workers: usize,
+    pub state: Succession,
+    /// The old master went away without a word: take over once ready, nobody else serves.
+    orphaned: bool,
+    /// For each passed listener, which of ours it became (for sockets passed later).
+    ours: Vec<Option<usize>>,
+    /// Unix socket files to own once we took over: (our listener, path).
+    claims: Vec<(usize, PathBuf)>,
+}
+
+/// A second handle on the channel, to report a failure from wherever it happens.
+#[derive(Debug)]
+pub struct Reporter(Option<OwnedFd>);
+
+impl Reporter {
+    /// Tells the old master this one failed (and will exit), if the channel is still there.
+    pub fn fail(&self, reason: &str) {
+        if let Some(fd) = &self.0 {
+            let bytes = Message::Failed {
+                reason: reason.to_owned(),
+            }
+            .encode();
+            let _ = sys::send_with_fds(fd.as_fd(), &[IoSlice::new(&bytes)], [], &mut Vec::new());
+        }
+    }
+}
+
+impl Predecessor {
+    /// Takes the channel named by `RRB_UPGRADE_FD`, if this master was started by an upgrade,
+    /// and reads the old master's `hello`. Called once, first thing.
+    pub fn from_env() -> Result<Option<Predecessor>, String> {
+        let Some(value) = std::env::var_os(upgrade::ENV_FD) else {
+            return Ok(None);
+        };
+        let fd: RawFd = value
+            .to_str()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{}={value:?} is not a file descriptor", upgrade::ENV_FD))?;
+        let fd = sys::take_inherited_fd(fd).map_err(|e| format!("{}: {e}", upgrade::ENV_FD))?;
+        let mut link = Link::new(fd);
+        let ready = nix::poll::poll(
+            &mut [nix::poll::PollFd::new(
+                link.fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )],
+            nix::poll::PollTimeout::try_from(HELLO_TIMEOUT).unwrap_or(nix::poll::PollTimeout::MAX),
+        );
+        if !matches!(ready, Ok(n) if n > 0) {
+            return Err(format!(
+                "started for an upgrade, but the old master sent nothing within {HELLO_TIMEOUT:?}"
+            ));
+        }
+        let (message, fds) = match link.read(true) {
+            Read::Message(message, fds) => (message?, fds),
+            _ => return Err("started for an upgrade, but the old master went away".into()),
+        };
+        let Message::Hello {
+            pid,
+            listeners,
+            blocking,
+            workers,
+            configured_workers,
+        } = message
+        else {
+            return Err(format!("the old master's first message was {message:?}"));
+        };
+        if fds.len() != listeners.len() {
+            return Err(format!(
+                "the old master passed {} socket(s) for {} listener(s)",
+                fds.len(),
+                listeners.len()
+            ));
+        }
+        info!(
+            "upgrade: taking over from pid {pid} ({} listening socket(s) passed)",
+            fds.len()
+        );
+        Ok(Some(Predecessor {
+            link: Some(link),
+            pid,
+            passed: listeners
+                .into_iter()
+                .zip(fds.into_iter().map(Some))
+                .collect(),
+            blocking,
+            workers,
+            configured_workers,
+            state: Succession::Starting,
+            orphaned: false,
+            ours: Vec::new(),
+            claims: Vec::new(),
+        }))
+    }
+
+    pub fn reporter(&self) -> Reporter {
+        Reporter(self.link.as_ref().and_then(|l| l.fd.try_clone().ok()))
+    }
+
+    /// The listeners for `config`: the passed ones it still names (by the text it was
+    /// configured with, else by address), new ones bound. Passed ones it no longer names are
+    /// closed (the old master closes its copies when it exits).
+    pub fn listeners(&mut self, config: &Config) -> Result<Vec<Listener>, String> {
+        let activation = config.mode().socket_activation();
+        if activation != self.blocking && !self.passed.is_empty() {
+            return Err(format!(
+                "the new configuration changes how the listening sockets are used ({} → {}): \
+                 they are shared with the old master while it serves, so this takes a stop and \
+                 a start, not an upgrade",
+                if self.blocking {
+                    "workers accept on them"
+                } else {
+                    "the master accepts"
+                },
+                if activation {
+                    "workers accept on them"
+                } else {
+                    "the master accepts"
+                },
+            ));
+        }
+        let carried: Vec<Carried> = self.passed.iter().map(|(c, _)| c.clone()).collect();
+        let plan = upgrade::carry_over(&config.listen, &carried);
+        self.ours = vec![None; carried.len()];
+        let mut out = Vec::with_capacity(config.listen.len());
+        for (i, (want, got)) in config.listen.iter().zip(plan).enumerate() {
+            let listener = match got {
+                Some(j) => {
+                    let (carried, fd) = &mut self.passed[j];
+                    let fd = fd.take().expect("each passed socket is taken once");
+                    let l = Listener::from_carried(fd, carried.local.clone(), config.backlog)
+                        .map_err(|e| format!("`listen` {want}: {e}"))?;
+                    if let (true, ListenAddr::Unix(path)) = (carried.owned, want) {
+                        self.claims.push((i, path.clone()));
+                    }
+                    self.ours[j] = Some(i);
+                    info!("`listen` {want}: the socket passed by pid {}", self.pid);
+                    l
+                }
+                None => Listener::bind(want, config.backlog).map_err(|e| e.to_string())?,
+            };
+            out.push(listener);
+        }
+        for (carried, fd) in &self.passed {
+            if fd.is_some() {
+                warn!(
+                    "upgrade: {} is no longer in `listen`: this master does not serve it (the \
+                     old one closes it when it exits)",
+                    carried.local
+                );
+            }
+        }
+        self.passed.clear(); // closes what no entry took
+        Ok(out)
+    }
+
+    /// The worker count to start with: the old master's, if it was scaled since its
+    /// configuration was read and ours says the same as its did (as a reload keeps it).
+    pub fn workers(&self, configured_now: usize) -> usize {
+        let (workers, note) = super::super::reload::reload_size(
+            self.workers,
+            self.configured_workers,
+            configured_now,
+        );
+        if workers != configured_now || configured_now != self.configured_workers {
+            info!("upgrade: {}", note.trim_start_matches("reload: "));
+        }
+        workers
+    }
+}
+
+/// Which listener a socket came from, as the old master numbered them, and the socket.
+type Adopted = (usize, OwnedFd);
+
+impl Master {
+    // ---- the new master -------------------------------------------------------------------
+
+    /// Says `starting` to the old master and watches the channel.
+    pub(in crate::master) fn announce_start(&mut self) {
+        let timeout = self.config.worker.ready_timeout;
+        let token = self.sources.add(Source::Predecessor);
+        let Some(p) = self.predecessor.as_mut() else {
+            return;
+        };
+        let Some(link) = p.link.as_mut() else {
+            return;
+        };
+        let said = link
+            .send(
+                &Message::Starting {
+                    pid: std::process::id() as i32,
+                    ready_timeout_ms: timeout.as_millis() as u64,
+                },
+                &[],
+            )
+            .and_then(|()| link.register(self.poll.registry(), token));
+        if let Err(e) = said {
+            warn!("upgrade: the old master cannot be reached: {e}");
+        }
+    }
+
+    /// Each turn, until it took over: is the fleet ready, or has it failed?
+    pub(in crate::master) fn succession_turn(&mut self) {
+        let Some(p) = self.predecessor.as_mut() else {
+            return;
+        };
+        if p.state != Succession::Starting || self.core.phase != Phase::Running {
+            return;
+        }
+        match upgrade::verdict(&self.core.fleet) {
+            Verdict::Waiting => {}
+            Verdict::Ready(workers) => {
+                p.state = Succession::Ready;
+                info!(
+                    "upgrade: {workers} worker(s) ready; asking pid {} to hand over",
+                    p.pid
+                );
+                let sent = p
+                    .link
+                    .as_mut()
+                    .map(|l| l.send(&Message::Ready { workers }, &[]));
+                if p.orphaned || !matches!(sent, Some(Ok(()))) {
+                    self.take_over();
+                }
+            }
+            Verdict::Failed(reason) => self.fail_succession(reason),
+        }
+    }
+
+    fn fail_succession(&mut self, reason: String) {
+        error!("upgrade failed: {reason}; stopping (the old master serves on)");
+        if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) {
+            let _ = link.send(
+                &Message::Failed {
+                    reason: reason.clone(),
+                },
+                &[],
+            );
+        }
+        self.upgrade_failed = Some(reason);
+        self.begin_stop();
+    }
+
+    /// Pid file and control socket into place, Unix socket files ours; systemd hears from us.
+    fn take_over(&mut self) {
+        if self.predecessor.is_none() {
+            return;
+        }
+        let installed = self
+            .pid_file
+            .as_mut()
+            .map_or(Ok(()), |f| f.install())
+            .and_then(|()| self.control.as_mut().map_or(Ok(()), |c| c.install()));
+        if let Err(e) = installed {
+            return self.fail_succession(format!("cannot take over: {e}"));
+        }
+        let Some(p) = self.predecessor.as_mut() else {
+            return;
+        };
+        p.state = Succession::TookOver;
+        for (i, path) in p.claims.drain(..) {
+            if let Some(l) = self.listeners.get_mut(i) {
+                l.claim_path(path);
+            }
+        }
+        if let Some(link) = p.link.as_mut() {
+            if let Err(e) = link.send(&Message::TookOver, &[]) {
+                debug!("upgrade: took_over not delivered: {e}");
+            }
+        }
+        self.notifier.release();
+        info!(
+            "upgrade: took over from pid {} (pid file and control socket are this master's)",
+            p.pid
+        );
+    }
+
+    /// The old master's channel is readable (or writable: nothing is sent on it here that
+    /// could wait).
+    pub(in crate::master) fn on_predecessor(&mut self) {
+        loop {
+            let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) else {
+                return;
+            };
+            match link.read(true) {
+                Read::Empty => return,
+                Read::Closed => return self.predecessor_gone(),
+                Read::Message(Ok(Message::TakeOver), _) => self.take_over(),
+                Read::Message(Ok(Message::Abort { reason }), _) => {
+                    self.predecessor_gone();
+                    if self.core.phase == Phase::Running {
+                        self.fail_succession(format!("the old master gave up on it: {reason}"));
+                    }
+                }
+                Read::Message(Ok(Message::Adopt { listeners }), fds) => {
+                    self.adopt(listeners.into_iter().zip(fds).collect())
+                }
+                Read::Message(other, fds) => {
+                    drop(fds);
+                    warn!("upgrade: unexpected from the old master: {other:?}");
+                }
+            }
+        }
+    }
+
+    fn predecessor_gone(&mut self) {
+        let Some(p) = self.predecessor.as_mut() else {
+            return;
+        };
+        if let Some(link) = p.link.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&link.raw_fd()));
+            if let Some(token) = link.token {
+                self.sources.remove(token);
+            }
+        }
+        match p.state {
+            Succession::TookOver => debug!("upgrade: the old master (pid {}) is gone", p.pid),
+            _ => {
+                warn!(
+                    "upgrade: the old master (pid {}) went away before handing over; this master \
+                     takes over once its workers are ready",
+                    p.pid
+                );
+                p.orphaned = true;
+                if p.state == Succession::Ready {
+                    self.take_over();
+                }
+            }
+        }
+    }
+
+    /// Sockets the old master accepted and no worker of its took: ours now, in the queue.
+    fn adopt(&mut self, sockets: Vec<Adopted>) {
+        let Some(p) = self.predecessor.as_ref() else {
+            return;
+        };
+        let count = sockets.len();
+        let affinity = self.config.affinity == crate::config::Affinity::ClientIp;
+        for (theirs, socket) in sockets {
+            let Some(listener) = p.ours.get(theirs).copied().flatten() else {
+                warn!("upgrade: closing a passed connection whose listener this master dropped");
+                continue;
+            };
+            let peer = listeners::peer_of(socket.as_fd());
+            let handoff = Handoff {
+                socket,
+                listener,
+                peer,
+                sent: None,
+            };
+            let fleet = &self.core.fleet;
+            self.ledger
+                .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity);
+        }
+        info!("upgrade: took {count} connection(s) the old master's workers could not");
+    }
+}

@@ -1,0 +1,401 @@
+//! The old master's side of an upgrade: start the new master with the listeners, follow what
+//! it says through the [`Handover`], carry out each [`Step`], and after the handover pass it the
+//! sockets no old worker could take.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::super::Master;
+use super::super::control::{Waiter, staged_path};
+use super::super::sources::Source;
+use super::super::upgrade::{self, Carried, Handover, Message, Stage, Step};
+use super::predecessor::Succession;
+use super::{Link, Read};
+use crate::sys;
+
+impl Master {
+    // ---- the old master -------------------------------------------------------------------
+
+    /// `rrbalancer upgrade` or SIGUSR2: start the new master. Refused (and answered) if it
+    /// cannot begin; otherwise `waiter` is answered when it ends.
+    pub(in crate::master) fn request_upgrade(
+        &mut self,
+        waiter: Option<Waiter>,
+        binary: Option<PathBuf>,
+    ) {
+        let refused = self.start_upgrade(waiter, binary);
+        if let Err(reason) = refused {
+            warn!("upgrade refused: {reason}");
+            if let Some(key) = waiter {
+                self.answer(key, crate::control::Reply::error(reason));
+            }
+        }
+    }
+
+    fn start_upgrade(
+        &mut self,
+        waiter: Option<Waiter>,
+        binary: Option<PathBuf>,
+    ) -> Result<(), String> {
+        let taking_over = self
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| p.state != Succession::TookOver);
+        if taking_over {
+            return Err("this master has not taken over from the previous one yet".into());
+        }
+        upgrade::may_begin(
+            self.core.phase,
+            self.core.reload.is_some(),
+            self.upgrade
+                .as_ref()
+                .filter(|h| h.in_progress())
+                .map(|h| h.child),
+            std::process::id() == 1,
+        )?;
+        let serves_on = |e: String| format!("{e}; pid {} serves on", std::process::id());
+        let binary = binary.unwrap_or_else(|| self.exe.clone());
+        check_executable(&binary).map_err(serves_on)?;
+        let args: Vec<String> = self
+            .argv
+            .iter()
+            .map(|a| {
+                a.clone().into_string().map_err(|a| {
+                    format!("the command line has an argument that is not UTF-8: {a:?}")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let (ours, theirs) = sys::seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
+        let env = successor_env();
+        let child = sys::spawn(sys::SpawnSpec {
+            program: &binary,
+            arg0: binary.as_os_str(),
+            args: &args,
+            env: &env,
+            cwd: None,
+            inherit: &[theirs.as_fd()],
+            listen_pid: false,
+            new_master: true,
+            stdout: std::process::Stdio::inherit(),
+            stderr: std::process::Stdio::inherit(),
+        })
+        .map_err(|e| serves_on(format!("cannot start {}: {e}", binary.display())))?;
+        drop(theirs);
+        let pid = Pid::from_raw(child.id() as i32);
+        info!(
+            "upgrade: started pid {pid} ({}); this master serves until its workers are ready",
+            binary.display()
+        );
+        let now = Instant::now();
+        self.upgrade = Some(Handover::new(
+            pid,
+            binary,
+            waiter.into_iter().collect(),
+            now,
+        ));
+        let mut link = Link::new(ours);
+        let hello = Message::Hello {
+            pid: std::process::id() as i32,
+            listeners: self
+                .listeners
+                .iter()
+                .zip(&self.config.listen)
+                .map(|(l, configured)| Carried {
+                    configured: configured.to_string(),
+                    local: l.local.clone(),
+                    owned: l.owns_path(),
+                })
+                .collect(),
+            blocking: self.config.mode().socket_activation(),
+            workers: self.core.fleet.slots.len(),
+            configured_workers: self.configured_workers,
+        };
+        let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|l| l.as_fd()).collect();
+        let token = self.sources.add(Source::Successor);
+        let sent = link
+            .send(&hello, &fds)
+            .and_then(|()| link.register(self.poll.registry(), token));
+        self.successor = Some(link);
+        if let Err(e) = sent {
+            warn!("upgrade: cannot talk to pid {pid}: {e}");
+            self.close_successor_link();
+            if let Some(h) = self.upgrade.as_mut() {
+                h.on_channel_closed(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The new master's channel: what it says, or room to pass it sockets.
+    pub(in crate::master) fn on_successor(&mut self, writable: bool) {
+        let now = Instant::now();
+        let kill_timeout = self.config.kill_timeout;
+        loop {
+            let Some(link) = self.successor.as_mut() else {
+                return;
+            };
+            let step = match link.read(true) {
+                Read::Empty => break,
+                Read::Closed => {
+                    self.close_successor_link();
+                    if let Some(h) = self.upgrade.as_mut() {
+                        h.on_channel_closed(now);
+                    }
+                    Step::Nothing
+                }
+                Read::Message(message, fds) => {
+                    drop(fds); // it has no sockets to give us
+                    match message {
+                        Ok(message) => {
+                            debug!("upgrade: the new master says {message:?}");
+                            self.upgrade
+                                .as_mut()
+                                .map_or(Step::Nothing, |h| h.on_message(message, now, kill_timeout))
+                        }
+                        Err(e) => {
+                            self.close_successor_link();
+                            warn!("upgrade: the new master sent {e}");
+                            if let Some(h) = self.upgrade.as_mut() {
+                                h.on_channel_closed(now);
+                            }
+                            Step::Nothing
+                        }
+                    }
+                }
+            };
+            self.upgrade_step(step);
+        }
+        if writable {
+            self.pass_leftovers();
+        }
+    }
+
+    /// Each turn: the handover's clock, and the SIGKILL of a new master given up on.
+    pub(in crate::master) fn upgrade_turn(&mut self, now: Instant) {
+        let kill_timeout = self.config.kill_timeout;
+        let Some(h) = self.upgrade.as_mut() else {
+            return;
+        };
+        if h.kill_at.is_some_and(|t| t <= now) && !h.exited {
+            warn!("upgrade: pid {} has not exited; SIGKILL", h.child);
+            h.kill_at = None;
+            let _ = kill(h.child, Signal::SIGKILL);
+        }
+        let step = h.tick(now, kill_timeout);
+        self.upgrade_step(step);
+    }
+
+    /// The new master was reaped. Whether `pid` was it.
+    pub(in crate::master) fn successor_exited(&mut self, pid: Pid, cause: &str) -> bool {
+        if self.upgrade.as_ref().is_none_or(|h| h.child != pid) {
+            return false;
+        }
+        // The channel may still hold its last words (`failed`): they come first.
+        self.on_successor(false);
+        self.close_successor_link();
+        let kill_timeout = self.config.kill_timeout;
+        let Some(h) = self.upgrade.as_mut() else {
+            return true;
+        };
+        let step = h.on_exit(cause, Instant::now(), kill_timeout);
+        if step == Step::Nothing {
+            info!("upgrade: pid {pid} exited: {cause}");
+        }
+        self.upgrade_step(step);
+        true
+    }
+
+    /// This master stops: an upgrade under way is called off.
+    pub(in crate::master) fn upgrade_on_stop(&mut self) {
+        let kill_timeout = self.config.kill_timeout;
+        if let Some(h) = self.upgrade.as_mut() {
+            let step = h.on_stop(Instant::now(), kill_timeout);
+            self.upgrade_step(step);
+        }
+    }
+
+    /// A new master to wait for before exiting (one given up on, still stopping).
+    pub(in crate::master) fn successor_to_reap(&self) -> usize {
+        self.upgrade.as_ref().is_some_and(Handover::must_reap) as usize
+    }
+
+    /// SIGKILL a new master given up on (this master's stop reached its SIGKILL).
+    pub(in crate::master) fn kill_successor(&mut self) {
+        if let Some(h) = self.upgrade.as_ref().filter(|h| h.must_reap()) {
+            let _ = kill(h.child, Signal::SIGKILL);
+        }
+    }
+
+    fn upgrade_step(&mut self, step: Step) {
+        let Some(child) = self.upgrade.as_ref().map(|h| h.child) else {
+            return;
+        };
+        match step {
+            Step::Nothing => {}
+            Step::TakeOver => {
+                info!("upgrade: pid {child} is ready; handing over");
+                self.notifier.hand_over(child.as_raw() as u32);
+                let sent = self
+                    .successor
+                    .as_mut()
+                    .map(|l| l.send(&Message::TakeOver, &[]));
+                if !matches!(sent, Some(Ok(()))) {
+                    self.close_successor_link();
+                    if let Some(h) = self.upgrade.as_mut() {
+                        h.on_channel_closed(Instant::now());
+                    }
+                }
+            }
+            Step::HandedOver(message) => {
+                info!(
+                    "{message}; stopping this master (pid {})",
+                    std::process::id()
+                );
+                let waiters = self
+                    .upgrade
+                    .as_mut()
+                    .map(|h| std::mem::take(&mut h.waiters))
+                    .unwrap_or_default();
+                self.answer_all(waiters, Ok(message));
+                for l in &mut self.listeners {
+                    l.release_path();
+                }
+                self.begin_stop();
+            }
+            Step::Failed { reason, abort } => {
+                error!("upgrade failed: {reason}; this master serves on");
+                let waiters = self
+                    .upgrade
+                    .as_mut()
+                    .map(|h| std::mem::take(&mut h.waiters))
+                    .unwrap_or_default();
+                let exited = self.upgrade.as_ref().is_some_and(|h| h.exited);
+                if abort {
+                    if let Some(link) = self.successor.as_mut() {
+                        let _ = link.send(
+                            &Message::Abort {
+                                reason: reason.clone(),
+                            },
+                            &[],
+                        );
+                    }
+                    if !exited {
+                        let _ = kill(child, Signal::SIGTERM);
+                    }
+                }
+                self.close_successor_link();
+                self.notifier.reclaim();
+                // What it may have left staged beside ours.
+                for path in [&self.config.control.socket, &self.config.control.pid_file] {
+                    let _ = std::fs::remove_file(staged_path(path, child.as_raw() as u32));
+                }
+                let outcome = Err(format!("{reason}; pid {} serves on", std::process::id()));
+                self.answer_all(waiters, outcome);
+            }
+        }
+    }
+
+    fn close_successor_link(&mut self) {
+        if let Some(link) = self.successor.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&link.raw_fd()));
+            if let Some(token) = link.token {
+                self.sources.remove(token);
+            }
+        }
+    }
+
+    /// After the handover, while this master stops: sockets in its queue (no worker of its
+    /// could take them, or one died holding them) go to the new master rather than being
+    /// closed. Whether the queue is now empty.
+    pub(in crate::master) fn pass_leftovers(&mut self) -> bool {
+        let handed_over = self
+            .upgrade
+            .as_ref()
+            .is_some_and(|h| h.stage == Stage::HandedOver);
+        let Some(link) = self.successor.as_mut().filter(|_| handed_over) else {
+            return self.ledger.queued() == 0;
+        };
+        while self.ledger.queued() > 0 {
+            let batch = self.ledger.take_queued(upgrade::ADOPT_BATCH);
+            let message = Message::Adopt {
+                listeners: batch.iter().map(|h| h.listener).collect(),
+            };
+            let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|h| h.socket.as_fd()).collect();
+            match link.send(&message, &fds) {
+                Ok(()) => {
+                    info!(
+                        "upgrade: passed {} connection(s) to the new master",
+                        batch.len()
+                    );
+                    drop(fds);
+                    drop(batch); // our copies; the new master has its own
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(fds);
+                    self.ledger.return_queued(batch);
+                    return false; // the channel's writable event brings us back
+                }
+                Err(e) => {
+                    drop(fds);
+                    self.ledger.return_queued(batch);
+                    warn!("upgrade: cannot pass connections to the new master: {e}");
+                    self.close_successor_link();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The new master's environment: ours, without what was meant for this process alone
+/// (systemd's sockets and watchdog, an upgrade channel of our own start), with its channel.
+fn successor_env() -> Vec<(OsString, OsString)> {
+    const NOT_PASSED: &[&str] = &[
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_PID",
+        upgrade::ENV_FD,
+    ];
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !NOT_PASSED.iter().any(|n| k == n))
+        .collect();
+    env.push((
+        upgrade::ENV_FD.into(),
+        sys::FIRST_INHERITED_FD.to_string().into(),
+    ));
+    env
+}
+
+/// Why `path` cannot be started as the new master, if it cannot.
+fn check_executable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not an executable file", path.display()));
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// This program's path, as started (a binary replaced since is found at the same path).
+pub fn own_executable() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}

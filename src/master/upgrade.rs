@@ -1,0 +1,729 @@
+//! In-place upgrade (`rrbalancer upgrade`, SIGUSR2): a new master — usually a new binary at the
+//! same path — takes over from this one without a listening socket ever being closed.
+//!
+//! The old master starts the new one with one end of a `SOCK_SEQPACKET` channel (fd 3,
+//! `RRB_UPGRADE_FD`) and sends it, in the first message, its listening sockets (`SCM_RIGHTS`).
+//! Then, one message per packet, JSON:
+//!
+//! ```text
+//! old → new  hello {listeners, …} + fds   the sockets, how they were configured, the scale
+//! new → old  starting {ready_timeout_ms}  configuration read, listeners taken, workers starting
+//! new → old  ready {workers}              every worker ready (both masters now serve)
+//!            failed {reason}              it gives up and stops; the old master serves on
+//! old → new  take_over                    the old master has told systemd MAINPID=new
+//! new → old  took_over                    pid file and control socket renamed into place
+//! old → new  adopt {conns} + fds          after the handover: sockets no old worker could take
+//! old → new  abort {reason}               the old master gives up on it (it is stopping, or
+//!                                         the new one took too long): stop
+//! ```
+//!
+//! After `took_over` the old master stops gracefully, as on SIGTERM (its workers finish what
+//! they hold) and exits. Until then it serves as before; if the new master fails, exits or
+//! stays silent too long, it answers the `upgrade` with the reason and carries on.
+//!
+//! Here, pure: the messages, the old master's [`Handover`], the new master's [`verdict`] on its
+//! own start, which inherited listener serves which `listen` entry ([`carry_over`]), and when
+//! an upgrade may begin ([`may_begin`]). The I/O is `handover.rs`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::fleet::Fleet;
+use super::lifecycle::Phase;
+use super::reload::Waiter;
+use crate::config::ListenAddr;
+
+/// The environment variable naming the new master's end of the channel.
+pub const ENV_FD: &str = "RRB_UPGRADE_FD";
+/// From the new master's start until it says `starting`: reading its configuration, taking the
+/// listeners.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to the new master's `ready_timeout`: its workers' start, bounded by its own rules.
+pub const READY_SLACK: Duration = Duration::from_secs(15);
+/// From `take_over` to `took_over`: two renames.
+pub const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// From its channel closing to its exit being reaped: the exit status is the better reason.
+pub const EXIT_GRACE: Duration = Duration::from_millis(300);
+/// Most sockets attached to one `adopt` message (the kernel's limit per message is 253).
+pub const ADOPT_BATCH: usize = 200;
+/// Longest message on the channel.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// One message on the upgrade channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    Hello {
+        /// The old master's pid.
+        pid: i32,
+        /// The attached sockets, in order.
+        listeners: Vec<Carried>,
+        /// The sockets are in blocking mode (`none` mode for socket-activation servers).
+        blocking: bool,
+        /// Workers running, and the configuration's count when last read: the new master keeps a
+        /// `scale` made since, as a reload does.
+        workers: usize,
+        configured_workers: usize,
+    },
+    Starting {
+        pid: i32,
+        ready_timeout_ms: u64,
+    },
+    Ready {
+        workers: usize,
+    },
+    Failed {
+        reason: String,
+    },
+    TakeOver,
+    TookOver,
+    Adopt {
+        /// For each attached socket, the index (in `hello`'s order) of the listener it came
+        /// from.
+        listeners: Vec<usize>,
+    },
+    Abort {
+        reason: String,
+    },
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("upgrade messages serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("not an upgrade message: {e}"))
+    }
+}
+
+/// A listening socket passed to the new master: the `listen` entry as the old master's
+/// configuration wrote it (`127.0.0.1:0`), and the address it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Carried {
+    pub configured: String,
+    pub local: String,
+    /// Its socket file (Unix) was created by the old master, to be removed by whichever master
+    /// exits last (not one systemd passed).
+    pub owned: bool,
+}
+
+/// Why an upgrade cannot begin now, if it cannot.
+pub fn may_begin(
+    phase: Phase,
+    reloading: bool,
+    upgrading: Option<Pid>,
+    am_pid_one: bool,
+) -> Result<(), String> {
+    if phase != Phase::Running {
+        Err("the master is stopping".into())
+    } else if let Some(pid) = upgrading {
+        Err(format!(
+            "an upgrade is already under way (new master pid {pid})"
+        ))
+    } else if reloading {
+        Err("a reload is under way: upgrade once it is done".into())
+    } else if am_pid_one {
+        Err(
+            "the master is PID 1 (a container's init): when it exits the container ends; \
+             replace the container instead"
+                .into(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
+/// Which passed socket serves each `listen` entry of the new configuration: the one configured
+/// with the same text, else the one bound to that address. `None`: a new address, to bind.
+/// Passed sockets no entry takes are closed by the new master (the old one closes its copies
+/// when it exits).
+pub fn carry_over(listen: &[ListenAddr], passed: &[Carried]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; passed.len()];
+    let mut pick = |matches: &dyn Fn(&Carried) -> bool| {
+        let i = (0..passed.len()).find(|&i| !taken[i] && matches(&passed[i]))?;
+        taken[i] = true;
+        Some(i)
+    };
+    let by_text: Vec<Option<usize>> = listen
+        .iter()
+        .map(|want| {
+            let want = want.to_string();
+            pick(&|c| c.configured == want)
+        })
+        .collect();
+    listen
+        .iter()
+        .zip(by_text)
+        .map(|(want, got)| {
+            got.or_else(|| {
+                let want = want.to_string();
+                pick(&|c| c.local == want)
+            })
+        })
+        .collect()
+}
+
+/// The new master's judgement of its own start, before it takes over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Waiting,
+    /// Every slot has a ready worker.
+    Ready(usize),
+    /// A worker failed before every slot was ready: the new version (or its configuration) is
+    /// not trusted with the service.
+    Failed(String),
+}
+
+/// Every slot ready, or the first failure — a worker that exited, was not ready in time, could
+/// not be started. Stricter than a normal start (which restarts and carries on): the old master
+/// still serves, so a doubtful new one is refused, not given time.
+pub fn verdict(fleet: &Fleet) -> Verdict {
+    for (slot, s) in fleet.slots.iter().enumerate() {
+        if s.given_up || s.restart_count > 0 || !s.last_causes.is_empty() {
+            let cause = s.last_causes.back().map_or("given up", String::as_str);
+            return Verdict::Failed(format!("its worker in slot {slot} failed: {cause}"));
+        }
+    }
+    let wanted = fleet.slots.len();
+    let ready = (0..wanted).filter(|&s| fleet.serving_if(s, |_| true).is_some());
+    if wanted > 0 && ready.count() == wanted {
+        Verdict::Ready(wanted)
+    } else {
+        Verdict::Waiting
+    }
+}
+
+/// Where an upgrade stands, on the old master's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Started; not heard from yet.
+    Launched,
+    /// It has its configuration and listeners; its workers are starting.
+    Starting,
+    /// `take_over` sent.
+    TakingOver,
+    /// It took over: this master is stopping.
+    HandedOver,
+    /// It failed or was given up on; this master serves on. It may still be exiting.
+    Failed,
+}
+
+/// What the old master does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Tell systemd `MAINPID=new`, then send `take_over`.
+    TakeOver,
+    /// It took over: answer the waiters with this, release the pid file, the control socket
+    /// and the Unix socket paths, and stop gracefully.
+    HandedOver(String),
+    /// Answer the waiters with this error and serve on. `abort`: send `abort`, and SIGTERM the
+    /// new master (it is still running and may not know).
+    Failed {
+        reason: String,
+        abort: bool,
+    },
+}
+
+/// The old master's account of an upgrade.
+#[derive(Debug)]
+pub struct Handover {
+    pub child: Pid,
+    pub binary: PathBuf,
+    pub stage: Stage,
+    /// Control clients waiting for the outcome.
+    pub waiters: Vec<Waiter>,
+    /// When the current stage must have ended.
+    deadline: Option<Instant>,
+    /// The new master's process has been reaped.
+    pub exited: bool,
+    /// SIGKILL it then if it has not exited (after an abort).
+    pub kill_at: Option<Instant>,
+    /// Its channel closed before the handover: failed, unless its exit (the better reason)
+    /// is reaped before then.
+    closed_at: Option<Instant>,
+    started: Instant,
+    workers: usize,
+}
+
+impl Handover {
+    pub fn new(child: Pid, binary: PathBuf, waiters: Vec<Waiter>, now: Instant) -> Handover {
+        Handover {
+            child,
+            binary,
+            stage: Stage::Launched,
+            waiters,
+            deadline: Some(now + START_TIMEOUT),
+            exited: false,
+            kill_at: None,
+            closed_at: None,
+            started: now,
+            workers: 0,
+        }
+    }
+
+    /// Under way: neither handed over nor failed.
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Launched | Stage::Starting | Stage::TakingOver
+        )
+    }
+
+    /// The new master is a process this one must still reap before it may exit itself: one it
+    /// failed and stopped. (One that took over outlives us.)
+    pub fn must_reap(&self) -> bool {
+        !self.exited && self.stage != Stage::HandedOver
+    }
+
+    /// The nearest moment something is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+            .filter(|_| self.in_progress())
+            .into_iter()
+            .chain(self.closed_at.map(|t| t + EXIT_GRACE))
+            .chain(self.kill_at.filter(|_| !self.exited))
+            .min()
+    }
+
+    /// What the new master said.
+    pub fn on_message(&mut self, message: Message, now: Instant, kill_timeout: Duration) -> Step {
+        match (self.stage, message) {
+            (
+                Stage::Launched,
+                Message::Starting {
+                    ready_timeout_ms, ..
+                },
+            ) => {
+                self.stage = Stage::Starting;
+                let ready = Duration::from_millis(ready_timeout_ms.min(86_400_000));
+                self.deadline = Some(now + ready + READY_SLACK);
+                Step::Nothing
+            }
+            (Stage::Launched | Stage::Starting, Message::Ready { workers }) => {
+                self.stage = Stage::TakingOver;
+                self.workers = workers;
+                self.deadline = Some(now + TAKE_OVER_TIMEOUT);
+                Step::TakeOver
+            }
+            (Stage::TakingOver, Message::TookOver) => {
+                self.stage = Stage::HandedOver;
+                self.deadline = None;
+                Step::HandedOver(format!(
+                    "upgraded: pid {} serves with {} worker(s), started {:.1?} ago from {}",
+                    self.child,
+                    self.workers,
+                    now.saturating_duration_since(self.started),
+                    self.binary.display()
+                ))
+            }
+            (Stage::Launched | Stage::Starting | Stage::TakingOver, Message::Failed { reason }) => {
+                // It stops by itself; make sure it does.
+                self.fail(now, kill_timeout);
+                Step::Failed {
+                    reason: format!("the new master (pid {}) failed: {reason}", self.child),
+                    abort: false,
+                }
+            }
+            (stage, message) if self.in_progress() => {
+                self.fail(now, kill_timeout);
+                Step::Failed {
+                    reason: format!(
+                        "the new master (pid {}) broke the upgrade protocol: {message:?} while \
+                         {stage:?}",
+                        self.child
+                    ),
+                    abort: true,
+                }
+            }
+            _ => Step::Nothing, // after the outcome: nothing it says changes it
+        }
+    }
+
+    /// Its end of the channel closed (it exited, or closed it). Before the handover, a
+    /// failure — reported with its exit status if that comes within [`EXIT_GRACE`].
+    pub fn on_channel_closed(&mut self, now: Instant) {
+        if self.in_progress() && self.closed_at.is_none() {
+            self.closed_at = Some(now);
+        }
+    }
+
+    /// Its process was reaped.
+    pub fn on_exit(&mut self, cause: &str, now: Instant, kill_timeout: Duration) -> Step {
+        self.exited = true;
+        self.kill_at = None;
+        if !self.in_progress() {
+            return Step::Nothing;
+        }
+        self.fail(now, kill_timeout);
+        Step::Failed {
+            reason: format!(
+                "the new master (pid {}, {}) exited before it was ready: {cause} (its reason is \
+                 in the log)",
+                self.child,
+                self.binary.display()
+            ),
+            abort: false,
+        }
+    }
+
+    /// The clock: a stage that lasted too long, or a channel closed by a process that does not
+    /// exit, fails the upgrade.
+    pub fn tick(&mut self, now: Instant, kill_timeout: Duration) -> Step {
+        if !self.in_progress() {
+            return Step::Nothing;
+        }
+        if self.closed_at.is_some_and(|t| t + EXIT_GRACE <= now) {
+            self.fail(now, kill_timeout);
+            return Step::Failed {
+                reason: format!(
+                    "the new master (pid {}, {}) closed its channel before it was ready",
+                    self.child,
+                    self.binary.display()
+                ),
+                abort: true,
+            };
+        }
+        if self.deadline.is_none_or(|d| d > now) {
+            return Step::Nothing;
+        }
+        let what = match self.stage {
+            Stage::Launched => format!("did not start within {START_TIMEOUT:?}"),
+            Stage::Starting => "did not have its workers ready in time".to_owned(),
+            _ => format!("did not take over within {TAKE_OVER_TIMEOUT:?}"),
+        };
+        self.fail(now, kill_timeout);
+        Step::Failed {
+            reason: format!("the new master (pid {}) {what}", self.child),
+            abort: true,
+        }
+    }
+
+    /// This master stops: an upgrade under way ends here.
+    pub fn on_stop(&mut self, now: Instant, kill_timeout: Duration) -> Step {
+        if !self.in_progress() {
+            return Step::Nothing;
+        }
+        self.fail(now, kill_timeout);
+        Step::Failed {
+            reason: "the master is stopping".into(),
+            abort: true,
+        }
+    }
+
+    fn fail(&mut self, now: Instant, kill_timeout: Duration) {
+        self.stage = Stage::Failed;
+        self.deadline = None;
+        self.closed_at = None;
+        if !self.exited {
+            // Its own graceful stop takes up to its kill_timeout; ours is the best guess.
+            self.kill_at = Some(now + kill_timeout + Duration::from_secs(5));
+        }
+    }
+
+    /// For `status`.
+    pub fn describe(&self) -> String {
+        let stage = match self.stage {
+            Stage::Launched => "starting",
+            Stage::Starting => "starting its workers",
+            Stage::TakingOver => "taking over",
+            Stage::HandedOver => "took over; this master is stopping",
+            Stage::Failed => "failed; stopping it",
+        };
+        format!("to pid {} ({}): {stage}", self.child, self.binary.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KILL: Duration = Duration::from_secs(5);
+
+    fn handover(now: Instant) -> Handover {
+        Handover::new(
+            Pid::from_raw(42),
+            "/usr/bin/rrbalancer".into(),
+            vec![7],
+            now,
+        )
+    }
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let hello = Message::Hello {
+            pid: 1,
+            listeners: vec![Carried {
+                configured: "127.0.0.1:0".into(),
+                local: "127.0.0.1:4000".into(),
+                owned: false,
+            }],
+            blocking: false,
+            workers: 3,
+            configured_workers: 2,
+        };
+        for m in [
+            hello,
+            Message::TakeOver,
+            Message::Adopt {
+                listeners: vec![0, 0],
+            },
+            Message::Failed { reason: "x".into() },
+        ] {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+        assert_eq!(
+            String::from_utf8(Message::TookOver.encode()).unwrap(),
+            r#"{"msg":"took_over"}"#
+        );
+        assert!(Message::decode(b"{\"msg\":\"launch_missiles\"}").is_err());
+        assert!(Message::decode(b"\xff\x00").is_err());
+    }
+
+    #[test]
+    fn a_clean_upgrade_takes_over_then_hands_over() {
+        let t0 = Instant::now();
+        let mut h = handover(t0);
+        assert_eq!(h.deadline(), Some(t0 + START_TIMEOUT));
+        let starting = Message::Starting {
+            pid: 42,
+            ready_timeout_ms: 2_000,
+        };
+        assert_eq!(h.on_message(starting, t0, KILL), Step::Nothing);
+        assert_eq!(
+            h.deadline(),
+            Some(t0 + Duration::from_secs(2) + READY_SLACK)
+        );
+        assert_eq!(
+            h.on_message(Message::Ready { workers: 4 }, t0, KILL),
+            Step::TakeOver
+        );
+        let Step::HandedOver(message) = h.on_message(Message::TookOver, t0, KILL) else {
+            panic!("not handed over")
+        };
+        assert!(
+            message.contains("pid 42 serves with 4 worker(s)"),
+            "{message}"
+        );
+        assert!(
+            !h.in_progress() && !h.must_reap(),
+            "the new master outlives us"
+        );
+        // Its exit later, or its channel closing, changes nothing.
+        h.on_channel_closed(t0);
+        assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), Step::Nothing);
+        assert_eq!(h.on_exit("exit code 0", t0, KILL), Step::Nothing);
+    }
+
+    #[test]
+    fn an_exit_or_silence_before_the_handover_fails_it_and_the_child_is_reaped() {
+        let t0 = Instant::now();
+        let mut h = handover(t0);
+        let Step::Failed { reason, abort } = h.on_exit("exit code 1", t0, KILL) else {
+            panic!()
+        };
+        assert!(!abort, "nothing left to abort");
+        assert!(
+            reason.contains("exited before it was ready: exit code 1"),
+            "{reason}"
+        );
+        assert!(!h.must_reap());
+
+        let mut h = handover(t0);
+        assert_eq!(h.tick(t0 + START_TIMEOUT / 2, KILL), Step::Nothing);
+        let Step::Failed { reason, abort } = h.tick(t0 + START_TIMEOUT, KILL) else {
+            panic!()
+        };
+        assert!(abort && reason.contains("did not start within"), "{reason}");
+        assert!(h.must_reap(), "an aborted child is waited for");
+        assert_eq!(
+            h.deadline(),
+            Some(t0 + START_TIMEOUT + KILL + Duration::from_secs(5))
+        );
+        assert_eq!(
+            h.tick(t0 + START_TIMEOUT * 9, KILL),
+            Step::Nothing,
+            "fails once"
+        );
+    }
+
+    #[test]
+    fn a_reported_failure_or_a_closed_channel_fails_it_once() {
+        let t0 = Instant::now();
+        let mut h = handover(t0);
+        let failed = Message::Failed {
+            reason: "its worker in slot 0 failed: not ready within 1s".into(),
+        };
+        let Step::Failed { reason, abort } = h.on_message(failed, t0, KILL) else {
+            panic!()
+        };
+        assert!(!abort && reason.contains("not ready within 1s"), "{reason}");
+        h.on_channel_closed(t0);
+        assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), Step::Nothing);
+
+        // A closed channel: the exit status, if it comes soon, is the reason given.
+        let mut h = handover(t0);
+        h.on_message(Message::Ready { workers: 1 }, t0, KILL);
+        h.on_channel_closed(t0);
+        assert_eq!(h.deadline(), Some(t0 + EXIT_GRACE));
+        let Step::Failed { reason, .. } = h.on_exit("killed by SIGSEGV", t0, KILL) else {
+            panic!()
+        };
+        assert!(reason.contains("SIGSEGV"), "{reason}");
+        // Else the closed channel is.
+        let mut h = handover(t0);
+        h.on_channel_closed(t0);
+        assert_eq!(h.tick(t0 + EXIT_GRACE / 2, KILL), Step::Nothing);
+        let step = h.tick(t0 + EXIT_GRACE, KILL);
+        assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+    }
+
+    #[test]
+    fn out_of_order_messages_fail_the_upgrade() {
+        let t0 = Instant::now();
+        let mut h = handover(t0);
+        let step = h.on_message(Message::TookOver, t0, KILL);
+        assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+    }
+
+    #[test]
+    fn stopping_ends_an_upgrade_under_way_but_not_one_done() {
+        let t0 = Instant::now();
+        let mut h = handover(t0);
+        assert!(matches!(
+            h.on_stop(t0, KILL),
+            Step::Failed { abort: true, .. }
+        ));
+        let mut h = handover(t0);
+        h.on_message(Message::Ready { workers: 1 }, t0, KILL);
+        h.on_message(Message::TookOver, t0, KILL);
+        assert_eq!(h.on_stop(t0, KILL), Step::Nothing);
+    }
+
+    #[test]
+    fn upgrades_are_refused_while_stopping_reloading_upgrading_or_as_pid_one() {
+        let now = Instant::now();
+        assert!(may_begin(Phase::Running, false, None, false).is_ok());
+        let stopping = Phase::stopping(now, KILL);
+        assert!(may_begin(stopping, false, None, false).is_err());
+        let e = may_begin(Phase::Running, false, Some(Pid::from_raw(9)), false).unwrap_err();
+        assert!(e.contains("pid 9"), "{e}");
+        assert!(may_begin(Phase::Running, true, None, false).is_err());
+        assert!(
+            may_begin(Phase::Running, false, None, true)
+                .unwrap_err()
+                .contains("PID 1")
+        );
+    }
+
+    #[test]
+    fn the_new_master_is_ready_when_every_slot_is_and_fails_at_the_first_failure() {
+        use super::super::fleet::{Role, State, test_worker};
+        let t0 = Instant::now();
+        let mut fleet = Fleet::new(2, t0);
+        assert_eq!(verdict(&fleet), Verdict::Waiting);
+        let a = fleet.insert(test_worker(0, 2_000_001, t0), Role::Current);
+        let b = fleet.insert(test_worker(1, 2_000_002, t0), Role::Current);
+        fleet.workers[a].state = State::Ready;
+        assert_eq!(verdict(&fleet), Verdict::Waiting, "one of two");
+        fleet.workers[b].state = State::Ready;
+        assert_eq!(verdict(&fleet), Verdict::Ready(2));
+        // A failure, even one the restart policy would simply restart, refuses the upgrade.
+        fleet.slots[1].remember_cause("pid 2000002: not ready within 1s".into());
+        fleet.slots[1].restart_count = 1;
+        let Verdict::Failed(why) = verdict(&fleet) else {
+            panic!()
+        };
+        assert!(
+            why.contains("slot 1") && why.contains("not ready within 1s"),
+            "{why}"
+        );
+        assert_eq!(
+            verdict(&Fleet::new(0, t0)),
+            Verdict::Waiting,
+            "nothing to be ready"
+        );
+    }
+
+    #[test]
+    fn any_sequence_of_events_ends_in_at_most_one_outcome_and_keeps_it() {
+        for seed in 0..2_000u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut h = handover(t0);
+            let (mut took_over, mut outcomes) = (false, Vec::new());
+            for _ in 0..rng.usize(1..12) {
+                now += Duration::from_millis(rng.u64(0..40_000));
+                let step = match rng.u8(..8) {
+                    0 => h.on_message(
+                        Message::Starting {
+                            pid: 42,
+                            ready_timeout_ms: rng.u64(..60_000),
+                        },
+                        now,
+                        KILL,
+                    ),
+                    1 => h.on_message(Message::Ready { workers: 2 }, now, KILL),
+                    2 => h.on_message(Message::TookOver, now, KILL),
+                    3 => h.on_message(Message::TakeOver, now, KILL),
+                    4 => {
+                        h.on_channel_closed(now);
+                        Step::Nothing
+                    }
+                    5 => h.on_exit("exit code 1", now, KILL),
+                    6 => h.on_stop(now, KILL),
+                    _ => h.tick(now, KILL),
+                };
+                match step {
+                    Step::Nothing => {}
+                    Step::TakeOver => {
+                        assert!(!took_over && outcomes.is_empty(), "seed {seed}");
+                        took_over = true;
+                    }
+                    Step::HandedOver(_) => {
+                        assert!(took_over, "seed {seed}: handed over unasked");
+                        outcomes.push("handed over");
+                    }
+                    Step::Failed { .. } => outcomes.push("failed"),
+                }
+                assert!(outcomes.len() <= 1, "seed {seed}: {outcomes:?}");
+                assert_eq!(h.in_progress(), outcomes.is_empty(), "seed {seed}");
+                // Something is always due while it is under way: it cannot hang.
+                if h.in_progress() {
+                    assert!(h.deadline().is_some(), "seed {seed}: {:?}", h.stage);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn listeners_carry_over_by_configured_text_then_by_address() {
+        let carried = |configured: &str, local: &str| Carried {
+            configured: configured.into(),
+            local: local.into(),
+            owned: false,
+        };
+        let passed = [
+            carried("127.0.0.1:0", "127.0.0.1:41000"),
+            carried("[::1]:3000", "[::1]:3000"),
+            carried("unix:/run/a.sock", "unix:/run/a.sock"),
+        ];
+        let listen: Vec<ListenAddr> = ["[::1]:3000", "127.0.0.1:0", "127.0.0.1:5000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(carry_over(&listen, &passed), [Some(1), Some(0), None]);
+        // By the address it is bound to, once the port is written out.
+        let listen: Vec<ListenAddr> = vec!["127.0.0.1:41000".parse().unwrap()];
+        assert_eq!(carry_over(&listen, &passed), [Some(0)]);
+        // One socket serves one entry.
+        let listen: Vec<ListenAddr> = vec!["[::1]:3000".parse().unwrap(); 2];
+        assert_eq!(carry_over(&listen, &passed), [Some(1), None]);
+    }
+}
