@@ -7,68 +7,10 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Rrb, Start, alive, http_get, pid_of};
-
-/// Fires new-connection requests from `threads` threads until `stop` is set (or `limit`
-/// requests or 20 s pass); returns (ok, failed, failure messages).
-fn load(
-    addr: String,
-    threads: usize,
-    limit: usize,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let ok = Arc::new(AtomicUsize::new(0));
-        let issued = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (addr, stop, ok, failed, messages, issued) = (
-                    addr.clone(),
-                    stop.clone(),
-                    ok.clone(),
-                    failed.clone(),
-                    messages.clone(),
-                    issued.clone(),
-                );
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed)
-                        && Instant::now() < deadline
-                        && issued.fetch_add(1, Ordering::Relaxed) < limit
-                    {
-                        match http_get(&addr) {
-                            Ok(body) if body.contains("handled by worker") => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(other) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                messages.lock().unwrap().push(other);
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                messages.lock().unwrap().push(e);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        let messages = messages.lock().unwrap().clone();
-        (
-            ok.load(Ordering::Relaxed),
-            failed.load(Ordering::Relaxed),
-            messages,
-        )
-    })
-}
+use common::{BIN, Rrb, Start, alive, close_load as load, http_get, pid_of};
 
 #[test]
 fn zero_failed_requests_while_reloading_three_times_and_scaling_up_and_down() {

@@ -198,3 +198,99 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
     let mut buf = [0u8; 64];
     assert!(socket.recv(&mut buf).is_err(), "only the master notifies");
 }
+
+#[test]
+fn an_upgrade_moves_mainpid_to_the_new_master_which_then_says_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let path_env = path.display().to_string();
+    let mut rrb = common::Rrb::start_with(common::Start {
+        config: "workers = 2\n",
+        env: &[("NOTIFY_SOCKET", &path_env)],
+        ready: 2,
+        ..common::Start::default()
+    });
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"));
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let new: i32 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The old master names its successor; the successor, once in charge, says it is ready.
+    let handing = next();
+    assert!(handing.contains(&format!("MAINPID={new}")), "{handing}");
+    let ready = next();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=2/2 workers ready"),
+        "{ready}"
+    );
+    // The old master's stop is not the service's: it says nothing more.
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    // The new one's stop is.
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let stopping = next();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(socket.recv(&mut buf).is_err(), "nothing else was said");
+}
+
+#[test]
+fn a_socket_activated_master_passes_systemds_sockets_to_its_upgrade() {
+    let Some(activator) = activator() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let master = Activated::start(activator, std::slice::from_ref(&addr), &["--workers", "2"]);
+    let first = pid_of(&first_answer(&addr));
+    let runtime = master._dir.path().to_owned();
+    let upgrade = Command::new(BIN)
+        .arg("upgrade")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    let (code, out, err) = common::outcome(upgrade);
+    assert_eq!(code, 0, "{out}{err}");
+    // The activator's process (the old master) exits; the new one serves on the same socket.
+    // (Its stderr stays open in the new master: only the exit is waited for.)
+    let mut master = master;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = master.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the old master did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    let after = pid_of(&http_get(&addr).expect("served after the upgrade"));
+    assert_ne!(after, first, "a new worker answers");
+    let stop = Command::new(BIN)
+        .arg("stop")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    let (code, out, err) = common::outcome(stop);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        http_get(&addr).is_err(),
+        "nobody serves the port after the stop"
+    );
+}

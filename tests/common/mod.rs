@@ -533,3 +533,61 @@ fn keep_alive_request(reader: &mut BufReader<TcpStream>, expect: &str) -> Result
     }
     Ok(keep)
 }
+
+/// Fires new-connection requests from `threads` threads until `stop` is set (or `limit`
+/// requests or 20 s pass); returns (ok, failed, failure messages).
+pub fn close_load(
+    addr: String,
+    threads: usize,
+    limit: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
+    std::thread::spawn(move || {
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (addr, stop, ok, failed, messages, issued) = (
+                    addr.clone(),
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    messages.clone(),
+                    issued.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                        && issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < limit
+                    {
+                        match http_get(&addr) {
+                            Ok(body) if body.contains("handled by worker") => {
+                                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(other) => {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                messages.lock().unwrap().push(other);
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                messages.lock().unwrap().push(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let messages = messages.lock().unwrap().clone();
+        (
+            ok.load(std::sync::atomic::Ordering::Relaxed),
+            failed.load(std::sync::atomic::Ordering::Relaxed),
+            messages,
+        )
+    })
+}
