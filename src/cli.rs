@@ -74,9 +74,14 @@ pub enum Command {
     },
     /// Show the running master's workers: slot, pid, state, uptime, restarts, connections.
     Status {
-        /// Print the status as JSON.
+        /// Print the status as JSON (with no master named and several running: an array, one
+        /// status each).
         #[arg(long)]
         json: bool,
+        /// A readiness check (for a container's probe): one line, and exit 1 unless the master
+        /// serves — at least one worker ready, not stopping (with --json: the JSON, same exit).
+        #[arg(long)]
+        ready: bool,
     },
     /// Rolling reload: replace every worker, one at a time, each only once its successor is
     /// ready; re-reads the configuration. Keeps the current number of workers (a `scale` stays)
@@ -139,6 +144,7 @@ mod tests {
             &["rrbalancer", "demo-worker", "--standalone", "127.0.0.1:0"][..],
             &["rrbalancer", "-w", "2", "scale", "3"],
             &["rrbalancer", "-l", "127.0.0.1:1", "status", "--json"],
+            &["rrbalancer", "status", "--ready"],
             &["rrbalancer", "start", "--daemon"],
             &[
                 "rrbalancer",

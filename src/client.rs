@@ -27,6 +27,33 @@ pub enum ClientError {
     BadReply(String),
     #[error("{0}")]
     Refused(String),
+    /// `status --ready`: the master answers but does not serve.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// Whether the master serves (`status --ready`): at least one worker ready in its slot, and not
+/// stopping. The line to print either way.
+pub fn readiness(s: &Status) -> Result<String, String> {
+    let ready = s
+        .workers
+        .iter()
+        .filter(|w| w.role == "current" && w.state.starts_with("ready"))
+        .count();
+    let wanted = s.workers_wanted;
+    if s.stopping {
+        Err(format!("not ready: pid {} is stopping", s.pid))
+    } else if ready == 0 {
+        Err(format!(
+            "not ready: 0/{wanted} workers ready (pid {})",
+            s.pid
+        ))
+    } else {
+        Ok(format!(
+            "ready: {ready}/{wanted} workers ready (pid {})",
+            s.pid
+        ))
+    }
 }
 
 /// A running master found by [`discover`].
@@ -336,5 +363,23 @@ mod tests {
         assert!(lines[4].starts_with("0     11   ready     1m15s"), "{text}");
         assert!(lines[6].starts_with("2     -    given up"), "{text}");
         assert!(text.ends_with("slot 2 last exit: pid 9: exit code 7\n"));
+
+        // Ready while one worker serves its slot; not once stopping, nor with none.
+        assert_eq!(
+            readiness(&status),
+            Ok("ready: 2/3 workers ready (pid 10)".into())
+        );
+        let mut stopping = status.clone();
+        stopping.stopping = true;
+        assert!(readiness(&stopping).unwrap_err().contains("stopping"));
+        let mut starting = status;
+        starting.workers = vec![
+            worker(0, 11, "starting", "current"),
+            worker(1, 12, "ready", "retiring"),
+        ];
+        assert_eq!(
+            readiness(&starting),
+            Err("not ready: 0/3 workers ready (pid 10)".into())
+        );
     }
 }

@@ -78,7 +78,7 @@ fn run(mut cli: Cli) -> ExitCode {
         },
         Some(Command::Run) | None => serve(&cli, false),
         Some(Command::Start { daemon }) => serve(&cli, daemon),
-        Some(Command::Status { json }) => control_command(&cli, Ask::Status { json }),
+        Some(Command::Status { json, ready }) => control_command(&cli, Ask::Status { json, ready }),
         Some(Command::Reload { wait }) => {
             control_command(&cli, Ask::Request(control::Request::Reload { wait }))
         }
@@ -224,6 +224,8 @@ fn wait_for_daemon(child: i32, report: std::fs::File, log: &std::path::Path) -> 
 enum Ask {
     Status {
         json: bool,
+        /// Exit 1 unless the master serves.
+        ready: bool,
     },
     Stop,
     /// `reload` or `scale`: answered with a message once done.
@@ -266,6 +268,23 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
                 }
                 (found.socket, None)
             }
+            // Several, and JSON asked for: the status of each, for a script to choose.
+            Err(client::ClientError::Several(found))
+                if matches!(ask, Ask::Status { json: true, .. }) =>
+            {
+                let all: Vec<_> = found
+                    .iter()
+                    .filter_map(|f| {
+                        let wait = std::time::Duration::from_secs(2);
+                        client::request(&f.socket, &control::Request::Status, wait)
+                            .ok()?
+                            .status
+                    })
+                    .collect();
+                let text = serde_json::to_string_pretty(&all).expect("status serializes");
+                let _ = writeln!(std::io::stdout(), "{text}");
+                return ExitCode::from(EXIT_OK);
+            }
             Err(e) => {
                 eprintln!("rrbalancer: {e}");
                 return ExitCode::from(EXIT_RUNTIME);
@@ -275,31 +294,42 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
     // A reload replaces every worker, each within its ready_timeout (and with --wait the old
     // ones within kill_timeout); be generous.
     let long = std::time::Duration::from_secs(600) + kill_timeout.unwrap_or_default();
-    let outcome =
-        match ask {
-            Ask::Status { json } => client::request(&socket, &control::Request::Status, long)
-                .and_then(|reply| match (reply.ok, reply.status) {
-                    (true, Some(status)) if json => {
-                        Ok(serde_json::to_string_pretty(&status).expect("status serializes"))
-                    }
-                    (true, Some(status)) => Ok(client::format_status(&status)),
-                    _ => Err(client::ClientError::Refused(
+    let outcome = match ask {
+        Ask::Status { json, ready } => client::request(&socket, &control::Request::Status, long)
+            .and_then(|reply| {
+                let Some(status) = reply.status.filter(|_| reply.ok) else {
+                    return Err(client::ClientError::Refused(
                         reply.message.unwrap_or_default(),
-                    )),
-                }),
-            Ask::Stop => {
-                let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
-                client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
-            }
-            Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
-                let message = reply.message.unwrap_or_default();
-                if reply.ok {
-                    Ok(message)
+                    ));
+                };
+                let serving = client::readiness(&status);
+                let text = if json {
+                    serde_json::to_string_pretty(&status).expect("status serializes")
+                } else if ready {
+                    match &serving {
+                        Ok(line) | Err(line) => line.clone(),
+                    }
                 } else {
-                    Err(client::ClientError::Refused(message))
+                    client::format_status(&status)
+                };
+                match serving {
+                    Err(_) if ready => Err(client::ClientError::NotReady(text)),
+                    _ => Ok(text),
                 }
             }),
-        };
+        Ask::Stop => {
+            let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
+            client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
+        }
+        Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
+            let message = reply.message.unwrap_or_default();
+            if reply.ok {
+                Ok(message)
+            } else {
+                Err(client::ClientError::Refused(message))
+            }
+        }),
+    };
     match outcome {
         Ok(text) => {
             let _ = writeln!(std::io::stdout(), "{}", text.trim_end());

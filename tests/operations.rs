@@ -639,7 +639,44 @@ fn control_commands_find_the_master_whatever_flags_started_it_and_name_several()
             );
         }
     }
+    // For a script, `status --json` gives both statuses.
+    let (code, out, err) = ctl_bare(xdg, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pids: BTreeSet<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        pids,
+        BTreeSet::from([first.pid() as i64, second.pid() as i64])
+    );
     assert!(common::alive(first.pid()) && common::alive(second.pid()));
+}
+
+#[test]
+fn status_ready_is_a_readiness_probe() {
+    let mut rrb = Rrb::start(
+        "workers = 2\n[worker]\nargs = [\"--ready-delay\", \"1s\"]\n",
+        0,
+    );
+    let (code, out, err) = rrb.ctl(&["status", "--ready"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not ready: 0/2 workers ready"), "{err}");
+    rrb.wait_ready(2);
+    let (code, out, err) = rrb.ctl(&["status", "--ready"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!("ready: 2/2 workers ready (pid {})", rrb.pid())
+    );
+    rrb.signal(libc::SIGTERM);
+    rrb.wait_exit(Duration::from_secs(10)).expect("stopped");
+    let (code, _, err) = rrb.ctl(&["status", "--ready"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no rrbalancer is running"), "{err}");
 }
 
 #[test]
