@@ -201,3 +201,132 @@ fn the_shipped_systemd_units_agree_with_the_master() {
     assert_eq!(value(&socket, "ListenStream"), listen[0].as_str().unwrap());
     assert_eq!(value(&socket, "Accept"), "no");
 }
+
+/// The JSON array of a Dockerfile instruction in exec form (`CMD ["a", "b"]`; for
+/// `HEALTHCHECK [OPTIONS] CMD [...]`, its command).
+fn dockerfile_exec_form(dockerfile: &str, instruction: &str) -> Vec<String> {
+    // Continuation lines joined, so that `HEALTHCHECK … \ CMD [...]` is one instruction.
+    let joined = dockerfile.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find(|l| l.starts_with(&format!("{instruction} ")))
+        .unwrap_or_else(|| panic!("no {instruction} in the Dockerfile"));
+    let array = &line[line.find('[').expect("exec form")..];
+    serde_json::from_str(array).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+#[test]
+fn the_dockerfile_and_kubernetes_manifests_agree_with_the_shipped_config() {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let repo = common::repo();
+    let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).unwrap();
+    // The image's config directory is the repository's config/.
+    assert!(dockerfile.contains("\nCOPY config /etc/rrbalancer\n"));
+    let local = |arg: &str| {
+        arg.replace(
+            "/etc/rrbalancer",
+            &repo.join("config").display().to_string(),
+        )
+    };
+    let entrypoint = dockerfile_exec_form(&dockerfile, "ENTRYPOINT");
+    assert_eq!(entrypoint, ["rrbalancer"]);
+    let cmd = dockerfile_exec_form(&dockerfile, "CMD");
+    let health = dockerfile_exec_form(&dockerfile, "HEALTHCHECK");
+    let config_arg = cmd[cmd.iter().position(|a| a == "--config").unwrap() + 1].clone();
+    assert_eq!(
+        health,
+        ["rrbalancer", "--config", &config_arg, "status", "--ready"]
+    );
+    let uid = dockerfile
+        .split("--uid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|u| u.parse::<i64>().ok())
+        .expect("useradd --uid");
+
+    // What the image runs is a valid configuration: check it as the container would.
+    let args: Vec<String> = cmd.iter().map(|a| local(a)).collect();
+    let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
+    check.push("check");
+    let (code, checked) = run_to_exit(&check, &repo, &[]);
+    assert_eq!(code, 0, "{checked}");
+    let config: toml::Table = toml::from_str(&checked).unwrap();
+    let kill_secs: i64 = config["shutdown"]["kill_timeout"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+
+    let load = |name: &str| -> Yaml {
+        let text = std::fs::read_to_string(repo.join("contrib/kubernetes").join(name)).unwrap();
+        let mut docs = YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(docs.len(), 1, "{name}: one document");
+        docs.remove(0)
+    };
+    let strings = |y: &Yaml| -> Vec<String> {
+        y.as_vec()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deployment = load("deployment.yaml");
+    let service = load("service.yaml");
+    assert_eq!(deployment["kind"].as_str(), Some("Deployment"));
+    assert_eq!(service["kind"].as_str(), Some("Service"));
+    let pod = &deployment["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(&service["spec"]["selector"], labels);
+    let containers = pod["spec"]["containers"].as_vec().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    // rrbalancer is PID 1: the container runs the image's entrypoint with the image's command.
+    assert!(
+        c["command"].is_badvalue(),
+        "no command: the image's ENTRYPOINT"
+    );
+    assert_eq!(strings(&c["args"]), cmd);
+    // The port it listens on is the one declared, and the one the Service targets.
+    let listen = &cmd[cmd.iter().position(|a| a == "--listen").unwrap() + 1];
+    let port: i64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let ports = c["ports"].as_vec().unwrap();
+    assert_eq!(ports[0]["containerPort"].as_i64(), Some(port));
+    let target = &service["spec"]["ports"][0]["targetPort"];
+    assert!(
+        target.as_str() == ports[0]["name"].as_str() || target.as_i64() == Some(port),
+        "the Service targets the container's port"
+    );
+    // Probes: the same config file; readiness is `status --ready`, as the HEALTHCHECK.
+    let probe = |name: &str| strings(&c[name]["exec"]["command"]);
+    assert_eq!(probe("readinessProbe"), health);
+    assert_eq!(
+        probe("livenessProbe"),
+        ["rrbalancer", "--config", config_arg.as_str(), "status"]
+    );
+    // The grace period covers the preStop pause and the master's own kill_timeout.
+    let pre_stop = strings(&c["lifecycle"]["preStop"]["exec"]["command"]);
+    assert_eq!(pre_stop[0], "sleep");
+    let pause: i64 = pre_stop[1].parse().unwrap();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        grace >= pause + kill_secs + 5,
+        "terminationGracePeriodSeconds {grace} vs preStop {pause} s + kill_timeout {kill_secs} s"
+    );
+    // The image's user; a read-only root needs /tmp (pid file, control socket) writable.
+    assert_eq!(
+        pod["spec"]["securityContext"]["runAsUser"].as_i64(),
+        Some(uid)
+    );
+    if c["securityContext"]["readOnlyRootFilesystem"].as_bool() == Some(true) {
+        let mounts = c["volumeMounts"].as_vec().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["mountPath"].as_str() == Some("/tmp"))
+        );
+    }
+}
