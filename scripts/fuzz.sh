@@ -8,7 +8,8 @@
 #
 # Targets (fuzz/fuzz_targets/): native_channel (a native worker's messages), node_channel (a
 # Node worker's IPC stream, node and node-cluster), control_request (the control socket),
-# config (a config file, parsed and validated). Seeds are in fuzz/seeds/<target>; what the
+# config (a config file, parsed and validated), upgrade_channel (what a new master says to the old
+# one during an upgrade). Seeds are in fuzz/seeds/<target>; what the
 # fuzzer finds grows fuzz/corpus/<target> (not committed). A crash leaves its input in
 # fuzz/artifacts/<target>/ and makes this script fail: keep that input as a regression test.
 #
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(native_channel node_channel control_request config)
+[ ${#targets[@]} -gt 0 ] || targets=(native_channel node_channel control_request config upgrade_channel)
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz.sh: needs the nightly toolchain (rustup toolchain install nightly)" >&2
   exit 1

@@ -179,3 +179,43 @@ pub fn config(data: &[u8]) {
 pub fn control_request(data: &[u8]) {
     let _ = crate::control::parse_request(data);
 }
+
+/// What a new master says on the upgrade channel (packets: the input split at NUL bytes), read
+/// as the old master reads it and fed to its [`Handover`](super::upgrade::Handover) as the clock
+/// moves. Whatever it says, the upgrade ends at most once, and stays decidable (something is
+/// always due while it is under way).
+pub fn upgrade_channel(data: &[u8]) {
+    use super::upgrade::{Handover, Message, Step};
+    use std::time::Duration;
+    let t0 = Instant::now();
+    let kill = Duration::from_secs(5);
+    let mut h = Handover::new(
+        nix::unistd::Pid::from_raw(i32::MAX),
+        "/x".into(),
+        vec![1],
+        t0,
+    );
+    let mut outcomes = 0;
+    for (i, packet) in data.split(|&b| b == 0).enumerate().take(64) {
+        let now = t0 + Duration::from_millis(i as u64 * 700);
+        let step = match Message::decode(packet) {
+            Ok(message) => h.on_message(message, now, kill),
+            Err(_) => {
+                h.on_channel_closed(now);
+                Step::Nothing
+            }
+        };
+        let ticked = h.tick(now, kill);
+        for step in [step, ticked] {
+            if matches!(step, Step::HandedOver(_) | Step::Failed { .. }) {
+                outcomes += 1;
+            }
+        }
+        assert!(outcomes <= 1, "an upgrade ends once");
+        assert!(
+            !h.in_progress() || h.deadline().is_some(),
+            "{:?}",
+            h.describe()
+        );
+    }
+}
