@@ -460,6 +460,22 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_passed_to_another_master_leaves_in_order_and_what_fails_comes_back_first() {
+        let mut ledger: Ledger<Id> = Ledger::default();
+        for i in 0..5 {
+            ledger.enqueue(Id(i, None));
+        }
+        let batch = ledger.take_queued(3);
+        assert_eq!(batch.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(ledger.queued(), 2);
+        // The send failed: they go back ahead of the rest, in their order.
+        ledger.return_queued(batch);
+        assert_eq!(ids(&ledger.queue), [0, 1, 2, 3, 4]);
+        assert_eq!(ledger.take_queued(99).len(), 5);
+        assert_eq!(ledger.queued(), 0);
+    }
+
+    #[test]
     fn a_closed_channel_holds_what_was_sent_until_the_worker_is_dead() {
         let mut ledger = Ledger::default();
         let a = ledger.open(4);
