@@ -220,3 +220,41 @@ fn sigusr2_upgrades_and_a_unix_socket_listener_survives_the_old_master() {
     wait_gone(&[new], Duration::from_secs(10));
     assert!(!path.exists(), "the last master removes the socket file");
 }
+
+#[test]
+fn sockets_an_old_worker_never_took_go_to_the_new_master_not_closed() {
+    // The old version's worker says `ready`, then never reads its channel again: every socket
+    // sent to it waits there, un-acked (its window is 8).
+    let stuck = "workers = 1\n[worker]\nmax_unacked = 8\nexec = \"python3\"\nargs = [\"-c\", \"import os,socket,time\\nsocket.socket(fileno=int(os.environ['RRB_CHANNEL_FD'])).send(b'ready')\\ntime.sleep(60)\"]\n[shutdown]\nkill_timeout = \"1s\"\n";
+    let rrb = Rrb::start(stuck, 1);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = rrb.addr.clone();
+            std::thread::spawn(move || http_get(&addr))
+        })
+        .collect();
+    // Until all six wait, un-acked, in the old worker's channel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&rrb)["workers"][0]["unacked"].as_u64() != Some(6) {
+        assert!(Instant::now() < deadline, "{}", status(&rrb));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new version works.
+    std::fs::write(
+        rrb.config_path(),
+        "workers = 1\nlisten = [\"127.0.0.1:0\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The old worker does not stop when asked; killed after kill_timeout, it gives back what it
+    // never acked, and the old master — stopping — passes it to the new one.
+    for client in clients {
+        let body = client.join().unwrap().expect("every client is answered");
+        assert!(body.contains("handled by worker"), "{body}");
+    }
+    let passed = rrb.wait_for_log("connection(s) to the new master", Duration::from_secs(5));
+    assert!(passed.contains("upgrade: passed 6"), "{passed}");
+    assert!(rrb.count_log("took 6 connection(s) the old master's workers could not") == 1);
+    assert_eq!(rrb.count_log("no worker could take"), 0, "none closed");
+}
