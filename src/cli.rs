@@ -110,6 +110,10 @@ pub enum Command {
         /// Start this binary instead of the one at the running master's path.
         #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
+        /// Return only once the old master has exited too (its workers done, at most its
+        /// `kill_timeout` more): then the old binary is no longer running.
+        #[arg(long)]
+        wait: bool,
     },
     /// Check the configuration and print the effective settings as a config file that loads
     /// back to the same (defaults written out, flags and environment applied, absolute paths).

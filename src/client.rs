@@ -119,9 +119,10 @@ pub fn request(socket: &Path, request: &Request, wait: Duration) -> Result<Reply
     Ok(reply)
 }
 
-/// `stop`: asks the master to stop, then waits (up to `wait`) until it has exited.
-pub fn stop(socket: &Path, wait: Duration) -> Result<String, ClientError> {
-    let (_stream, mut reader) = connect_and_send(socket, &Request::Stop, wait)?;
+/// `stop`, `upgrade --wait`: sends `request`, then waits (up to `wait`) until the master that
+/// answered has exited.
+pub fn until_exit(socket: &Path, request: &Request, wait: Duration) -> Result<String, ClientError> {
+    let (_stream, mut reader) = connect_and_send(socket, request, wait)?;
     let reply = read_reply(socket, &mut reader)?;
     let message = reply.message.unwrap_or_default();
     if !reply.ok {
@@ -186,8 +187,10 @@ fn connect_and_send(
 fn read_reply(socket: &Path, reader: &mut BufReader<UnixStream>) -> Result<Reply, ClientError> {
     let mut line = String::new();
     match reader.read_line(&mut line) {
-        Ok(0) => Err(ClientError::BadReply(
-            "the master closed the connection".into(),
+        Ok(0) => Err(ClientError::Refused(
+            "the master closed the connection without answering: it exited, or was killed (see \
+             its log)"
+                .into(),
         )),
         Ok(_) => serde_json::from_str(&line).map_err(|e| ClientError::BadReply(e.to_string())),
         Err(e) if is_timeout(&e) => Err(ClientError::Refused(

@@ -10,6 +10,7 @@
 //! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
 //! → {"cmd":"upgrade"}             ← {"ok":true,"message":"upgraded: pid … serves …"}  (handed over)
 //! → {"cmd":"upgrade","binary":"/usr/local/bin/rrbalancer.new"}
+//! → {"cmd":"upgrade","wait":true}  ← the same answer, then EOF once the old master has exited
 //! ```
 //!
 //! A refused or failed request answers `{"ok":false,"message":"…why…"}`.
@@ -35,6 +36,9 @@ pub enum Request {
     Upgrade {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<std::path::PathBuf>,
+        /// Once handed over, keep the connection open until the old master has exited.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
     },
 }
 
@@ -196,7 +200,11 @@ mod tests {
         let plain: Request = serde_json::from_str(r#"{"cmd":"reload"}"#).unwrap();
         assert_eq!(plain, Request::Reload { wait: false });
         assert_eq!(
-            serde_json::to_string(&Request::Upgrade { binary: None }).unwrap(),
+            serde_json::to_string(&Request::Upgrade {
+                binary: None,
+                wait: false
+            })
+            .unwrap(),
             r#"{"cmd":"upgrade"}"#
         );
         let to: Request =
@@ -204,7 +212,8 @@ mod tests {
         assert_eq!(
             to,
             Request::Upgrade {
-                binary: Some("/opt/rrb/new".into())
+                binary: Some("/opt/rrb/new".into()),
+                wait: false
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());

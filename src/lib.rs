@@ -53,8 +53,21 @@ const EXIT_USAGE: u8 = 2;
 /// The `rrbalancer` binary: parses the command line, sets up logging, runs what it asks for;
 /// returns the process exit code.
 pub fn main() -> ExitCode {
+    // env_logger's own line, with the process id after the level: during an upgrade two
+    // masters (and the demo workers) write to the same stream, and each line says whose it is.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
+        .format(|buf, record| {
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {} {}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                std::process::id(),
+                record.target(),
+                record.args()
+            )
+        })
         .init();
     run(<Cli as clap::Parser>::parse())
 }
@@ -87,11 +100,16 @@ fn run(mut cli: Cli) -> ExitCode {
             Ask::Request(control::Request::Scale { workers: count }),
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
-        Some(Command::Upgrade { binary }) => {
+        Some(Command::Upgrade { binary, wait }) => {
             // The master may run elsewhere (`start --daemon`): the path must not depend on our
             // working directory.
             let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
-            control_command(&cli, Ask::Request(control::Request::Upgrade { binary }))
+            let request = control::Request::Upgrade { binary, wait };
+            if wait {
+                control_command(&cli, Ask::UntilExit(request))
+            } else {
+                control_command(&cli, Ask::Request(request))
+            }
         }
     }
 }
@@ -107,13 +125,14 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
         }
     };
     let reporter = predecessor.as_ref().map(master::Predecessor::reporter);
-    let mut config = match load_config(cli) {
+    let mut config = match load_config_or_why(cli) {
         Ok(config) => config,
-        Err(code) => {
+        Err(e) => {
+            log::error!("{e}");
             if let Some(reporter) = reporter {
-                reporter.fail("its configuration does not load (see the log above)");
+                reporter.fail(&format!("its configuration does not load: {e}"));
             }
-            return code;
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let upgrading = predecessor.is_some();
@@ -228,8 +247,10 @@ enum Ask {
         ready: bool,
     },
     Stop,
-    /// `reload` or `scale`: answered with a message once done.
+    /// `reload`, `scale`, `upgrade`: answered with a message once done.
     Request(control::Request),
+    /// `upgrade --wait`: answered, then the connection stays open until the master exits.
+    UntilExit(control::Request),
 }
 
 /// `status`, `reload`, `scale`, `stop`: ask the running master.
@@ -255,8 +276,19 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
         (Some(path), _) => (path.clone(), None),
         (None, Some(path)) => match config::load_control(path) {
             Ok((control, kill_timeout)) => (control.socket, Some(kill_timeout)),
+            // The file exists but does not read (edited since the master started): the master
+            // is still where the file's name puts it, unless `[control]` moved it.
+            Err(e) if path.is_file() => {
+                let (_, socket) = config::default_control_paths(path.to_str());
+                eprintln!(
+                    "rrbalancer: {e}\nrrbalancer: trying the control socket named after the \
+                     file, {} (--control PATH names another)",
+                    socket.display()
+                );
+                (socket, None)
+            }
             Err(e) => {
-                log::error!("{e}");
+                eprintln!("rrbalancer: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         },
@@ -319,7 +351,11 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             }),
         Ask::Stop => {
             let wait = kill_timeout.map_or(long, |t| t + std::time::Duration::from_secs(10));
-            client::stop(&socket, wait).map(|m| format!("{m}; stopped"))
+            client::until_exit(&socket, &control::Request::Stop, wait)
+                .map(|m| format!("{m}; stopped"))
+        }
+        Ask::UntilExit(request) => {
+            client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))
         }
         Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
             let message = reply.message.unwrap_or_default();
@@ -353,10 +389,15 @@ fn overrides(cli: &Cli) -> config::Overrides {
 }
 
 fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
-    let config = config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| {
+    load_config_or_why(cli).map_err(|e| {
         log::error!("{e}");
         ExitCode::from(EXIT_USAGE)
-    })?;
+    })
+}
+
+/// The configuration (its warnings logged), or why it does not load.
+fn load_config_or_why(cli: &Cli) -> Result<config::Config, String> {
+    let config = config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| e.to_string())?;
     for warning in config.warnings() {
         log::warn!("{warning}");
     }

@@ -232,8 +232,7 @@ pub struct SpawnSpec<'a> {
     pub inherit: &'a [BorrowedFd<'a>],
     /// Also set `LISTEN_PID` to the worker's own pid, which only the child can know.
     pub listen_pid: bool,
-    /// A new master (in-place upgrade) rather than a worker: it stays in our process group and
-    /// outlives us (no death signal).
+    /// A new master (in-place upgrade) rather than a worker: it outlives us (no death signal).
     pub new_master: bool,
     pub stdout: Stdio,
     pub stderr: Stdio,
@@ -242,7 +241,8 @@ pub struct SpawnSpec<'a> {
 /// Starts a worker: its own process group (so a terminal's Ctrl-C reaches only the master, which
 /// then stops the workers gracefully), `SIGKILL` when the master dies, stdin from `/dev/null`,
 /// the inherited fds in place, an empty signal mask and default dispositions. A new master
-/// (`new_master`) gets neither the process group nor the death signal.
+/// (`new_master`) gets its process group (so that one given up on is stopped with whatever it
+/// started) but not the death signal.
 ///
 /// std's `Command` does the fork, stdio and the reporting of a failed exec back to us; the
 /// `pre_exec` hook does the rest and calls `execve` itself, because `LISTEN_PID` must hold the
@@ -292,10 +292,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
     command
         .stdin(Stdio::null())
         .stdout(spec.stdout)
-        .stderr(spec.stderr);
-    if !new_master {
-        command.process_group(0);
-    }
+        .stderr(spec.stderr)
+        .process_group(0);
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }

@@ -79,6 +79,7 @@ impl Activated {
 
 impl Drop for Activated {
     fn drop(&mut self) {
+        common::kill_upgraded_masters(self._dir.path());
         // SAFETY: killing the process group this test created.
         unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
         let _ = self.child.wait();

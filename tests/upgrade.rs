@@ -39,6 +39,19 @@ fn pid_file(rrb: &Rrb) -> std::path::PathBuf {
     line["pid_file = ".len()..].trim_matches('"').into()
 }
 
+/// Whether a live process's command line is `cmdline` (arguments joined by spaces).
+fn processes_running(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let pid = e.file_name().to_string_lossy().parse::<i32>();
+        let Ok(pid) = pid else { return false };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+        text.trim_end() == cmdline && alive(pid)
+    })
+}
+
 fn wait_gone(pids: &[i32], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while pids.iter().any(|&p| alive(p)) {
@@ -169,6 +182,23 @@ fn an_upgrade_that_cannot_serve_leaves_the_old_master_serving() {
     // A configuration that does not load.
     std::fs::write(&config, format!("backlog = 0\n{good}")).unwrap();
     failed_upgrade(&rrb, &["upgrade"], "configuration does not load");
+    failed_upgrade(&rrb, &["upgrade"], "key `backlog`: 0 is out of range");
+    // A script that leaves a child behind and exits: the child goes too.
+    let script = rrb.dir.path().join("leaves-a-child.sh");
+    std::fs::write(&script, "#!/bin/sh\nsleep 61237 &\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&config, &good).unwrap();
+    failed_upgrade(
+        &rrb,
+        &["upgrade", "--binary", script.to_str().unwrap()],
+        "exited before it was ready: exit code 3",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_running("sleep 61237") {
+        assert!(Instant::now() < deadline, "the script's child outlived it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Each failed new master has exited (its workers with it): nothing but ours is left.
     std::fs::write(&config, &good).unwrap();
     let (_, workers) = master_and_workers(&rrb);
@@ -257,4 +287,90 @@ fn sockets_an_old_worker_never_took_go_to_the_new_master_not_closed() {
     assert!(passed.contains("upgrade: passed 6"), "{passed}");
     assert!(rrb.count_log("took 6 connection(s) the old master's workers could not") == 1);
     assert_eq!(rrb.count_log("no worker could take"), 0, "none closed");
+}
+
+#[test]
+fn upgrade_wait_and_stop_return_only_once_the_old_master_is_gone() {
+    let rrb = Rrb::start(
+        "workers = 1\n[worker]\nargs = [\"--drain-grace\", \"1500ms\"]\n",
+        1,
+    );
+    // An idle keep-alive client keeps the old worker (and so the old master) finishing for up
+    // to its drain grace.
+    let idle = || {
+        let mut conn = std::net::TcpStream::connect(&rrb.addr).unwrap();
+        use std::io::{Read, Write};
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("handled by worker"));
+        conn
+    };
+    let _first = idle();
+    let (old, _) = master_and_workers(&rrb);
+    let (code, out, err) = rrb.ctl(&["upgrade", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("it has exited"), "{out}");
+    assert!(
+        !alive(old),
+        "upgrade --wait returned with pid {old} still running"
+    );
+
+    // Without --wait it answers at the handover; the new master's status shows the old one
+    // finishing, and a `stop` returns only once both are gone.
+    let _second = idle();
+    let (old, _) = master_and_workers(&rrb);
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {old} stops")), "{out}");
+    let (new, _) = master_and_workers(&rrb);
+    let upgrade = status(&rrb)["upgrade"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(upgrade.contains(&format!("from pid {old}")), "{upgrade}");
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !alive(old) && !alive(new),
+        "stop returned before both masters were gone"
+    );
+    assert!(http_get(&rrb.addr).is_err(), "the port is free");
+}
+
+#[test]
+fn reload_and_scale_are_refused_while_an_upgrade_is_under_way() {
+    let rrb = Rrb::start("workers = 1\n", 1);
+    // The new version's workers take a while to be ready.
+    let config = rrb.config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{good}[worker]\nargs = [\"--ready-delay\", \"1500ms\"]\n"),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let dir = rrb.dir.path().to_owned();
+    let upgrade = std::thread::spawn(move || {
+        let out = std::process::Command::new(common::BIN)
+            .args(["--config", &config_arg, "upgrade"])
+            .env("XDG_RUNTIME_DIR", &dir)
+            .output()
+            .unwrap();
+        common::outcome(out)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&rrb)["upgrade"].is_null() {
+        assert!(Instant::now() < deadline, "the upgrade did not begin");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for cmd in [&["reload"][..], &["scale", "3"]] {
+        let (code, out, err) = rrb.ctl(cmd);
+        assert_eq!(code, 1, "{cmd:?}: {out}{err}");
+        assert!(err.contains("an upgrade is under way"), "{err}");
+    }
+    let (code, out, err) = upgrade.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("serves with 1 worker(s)"), "{out}");
 }

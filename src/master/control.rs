@@ -392,16 +392,22 @@ impl Master {
                     Phase::Stopping { .. } => Reply::ok("already stopping".into()),
                 };
                 // Held open until we exit: the client reads to EOF to wait for the end.
-                if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
-                    conn.hold = true;
-                }
+                self.hold_until_exit(key);
                 self.answer(key, reply);
                 self.begin_stop();
             }
-            Request::Upgrade { binary } => {
+            Request::Upgrade { binary, wait } => {
                 info!("upgrade requested on the control socket");
-                self.request_upgrade(Some(key), binary);
+                self.request_upgrade(Some(key), binary, wait);
             }
+        }
+    }
+
+    /// Keeps connection `key` open until this master exits (the client reads to EOF to wait for
+    /// the end).
+    pub(super) fn hold_until_exit(&mut self, key: Waiter) {
+        if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+            conn.hold = true;
         }
     }
 
@@ -538,7 +544,8 @@ impl Master {
                 .upgrade
                 .as_ref()
                 .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
-                .map(super::upgrade::Handover::describe),
+                .map(super::upgrade::Handover::describe)
+                .or_else(|| self.predecessor_status()),
             workers,
             empty_slots: slots,
         }

@@ -489,10 +489,15 @@ impl Master {
             .min()
     }
 
-    /// Children this master must reap before it exits: workers, `on_giveup` commands, and a new
-    /// master it gave up on (one that took over outlives it).
+    /// Processes this master waits for before it exits: its children — workers, `on_giveup`
+    /// commands, a new master it gave up on (one that took over outlives it) — and the old
+    /// master it took over from while that one finishes (so that `stop` returns when both are
+    /// gone, and the port is free).
     fn processes_left(&self) -> usize {
-        self.core.fleet.workers.len() + self.hooks.len() + self.successor_to_reap()
+        self.core.fleet.workers.len()
+            + self.hooks.len()
+            + self.successor_to_reap()
+            + self.predecessor_draining()
     }
 
     // ---- events -------------------------------------------------------------------------------
@@ -531,7 +536,7 @@ impl Master {
                     }
                 }
                 Action::ReopenLogs => self.reopen_logs(),
-                Action::Upgrade => self.request_upgrade(None, None),
+                Action::Upgrade => self.request_upgrade(None, None, false),
             }
         }
         self.pending_signals = pending;

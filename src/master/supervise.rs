@@ -402,6 +402,7 @@ impl Master {
         wait_drained: bool,
     ) -> Result<(), String> {
         self.core.can_reload()?;
+        self.not_while_upgrading("reload")?;
         let config = (self.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
@@ -468,6 +469,7 @@ impl Master {
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)
     /// have their workers stopped gracefully.
     pub(super) fn scale_to(&mut self, n: usize) -> Outcome {
+        self.not_while_upgrading("scale")?;
         let outcome = self.core.scale(n, Instant::now());
         if outcome.is_ok() {
             self.config.workers = n;

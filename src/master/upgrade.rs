@@ -17,6 +17,9 @@
 //!                                         the new one took too long): stop
 //! ```
 //!
+//! An upgrade is also from one version to the next: a field may be added to a message in a later
+//! version, so unknown fields are ignored (an unknown message is still an error).
+//!
 //! After `took_over` the old master stops gracefully, as on SIGTERM (its workers finish what
 //! they hold) and exits. Until then it serves as before; if the new master fails, exits or
 //! stays silent too long, it answers the `upgrade` with the reason and carries on.
@@ -54,7 +57,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// One message on the upgrade channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "msg", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "msg", rename_all = "snake_case")]
 pub enum Message {
     Hello {
         /// The old master's pid.
@@ -71,6 +74,9 @@ pub enum Message {
     Starting {
         pid: i32,
         ready_timeout_ms: u64,
+        /// Its version (`CARGO_PKG_VERSION`), for the outcome.
+        #[serde(default)]
+        version: String,
     },
     Ready {
         workers: usize,
@@ -103,7 +109,6 @@ impl Message {
 /// A listening socket passed to the new master: the `listen` entry as the old master's
 /// configuration wrote it (`127.0.0.1:0`), and the address it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Carried {
     pub configured: String,
     pub local: String,
@@ -222,11 +227,13 @@ pub enum Step {
     /// It took over: answer the waiters with this, release the pid file, the control socket
     /// and the Unix socket paths, and stop gracefully.
     HandedOver(String),
-    /// Answer the waiters with this error and serve on. `abort`: send `abort`, and SIGTERM the
-    /// new master (it is still running and may not know).
+    /// Answer the waiters with this error. `abort`: send `abort`, and SIGTERM the new master (it
+    /// is still running and may not know). `serves_on`: this master carries on (not when the
+    /// upgrade ended because it stops).
     Failed {
         reason: String,
         abort: bool,
+        serves_on: bool,
     },
 }
 
@@ -238,6 +245,9 @@ pub struct Handover {
     pub stage: Stage,
     /// Control clients waiting for the outcome.
     pub waiters: Vec<Waiter>,
+    /// Those of them to keep connected, once handed over, until this master has exited
+    /// (`upgrade --wait`).
+    pub wait_exit: Vec<Waiter>,
     /// When the current stage must have ended.
     deadline: Option<Instant>,
     /// The new master's process has been reaped.
@@ -249,6 +259,8 @@ pub struct Handover {
     closed_at: Option<Instant>,
     started: Instant,
     workers: usize,
+    /// The new master's version, once it said.
+    version: String,
 }
 
 impl Handover {
@@ -258,12 +270,14 @@ impl Handover {
             binary,
             stage: Stage::Launched,
             waiters,
+            wait_exit: Vec::new(),
             deadline: Some(now + START_TIMEOUT),
             exited: false,
             kill_at: None,
             closed_at: None,
             started: now,
             workers: 0,
+            version: String::new(),
         }
     }
 
@@ -314,8 +328,13 @@ impl Handover {
             (Stage::TakingOver, Message::TookOver) => {
                 self.stage = Stage::HandedOver;
                 self.deadline = None;
+                let versions = match self.version.as_str() {
+                    "" => String::new(),
+                    new => format!(" (rrbalancer {} → {new})", env!("CARGO_PKG_VERSION")),
+                };
                 Step::HandedOver(format!(
-                    "upgraded: pid {} serves with {} worker(s), started {:.1?} ago from {}",
+                    "upgraded: pid {}{versions} serves with {} worker(s), started {:.1?} ago \
+                     from {}",
                     self.child,
                     self.workers,
                     now.saturating_duration_since(self.started),
@@ -328,6 +347,7 @@ impl Handover {
                 Step::Failed {
                     reason: format!("the new master (pid {}) failed: {reason}", self.child),
                     abort: false,
+                    serves_on: true,
                 }
             }
             (stage, message) if self.in_progress() => {
@@ -339,6 +359,7 @@ impl Handover {
                         self.child
                     ),
                     abort: true,
+                    serves_on: true,
                 }
             }
             _ => Step::Nothing, // after the outcome: nothing it says changes it
@@ -369,6 +390,7 @@ impl Handover {
                 self.binary.display()
             ),
             abort: false,
+            serves_on: true,
         }
     }
 
@@ -387,6 +409,7 @@ impl Handover {
                     self.binary.display()
                 ),
                 abort: true,
+                serves_on: true,
             };
         }
         if self.deadline.is_none_or(|d| d > now) {
@@ -401,6 +424,7 @@ impl Handover {
         Step::Failed {
             reason: format!("the new master (pid {}) {what}", self.child),
             abort: true,
+            serves_on: true,
         }
     }
 
@@ -411,8 +435,9 @@ impl Handover {
         }
         self.fail(now, kill_timeout);
         Step::Failed {
-            reason: "the master is stopping".into(),
+            reason: "called off: the master is stopping".into(),
             abort: true,
+            serves_on: false,
         }
     }
 
@@ -482,6 +507,19 @@ mod tests {
             r#"{"msg":"took_over"}"#
         );
         assert!(Message::decode(b"{\"msg\":\"launch_missiles\"}").is_err());
+        // A later version's extra field is ignored; an earlier one's missing version is empty.
+        assert_eq!(
+            Message::decode(br#"{"msg":"ready","workers":2,"color":"blue"}"#),
+            Ok(Message::Ready { workers: 2 })
+        );
+        assert_eq!(
+            Message::decode(br#"{"msg":"starting","pid":1,"ready_timeout_ms":5}"#),
+            Ok(Message::Starting {
+                pid: 1,
+                ready_timeout_ms: 5,
+                version: String::new()
+            })
+        );
         assert!(Message::decode(b"\xff\x00").is_err());
     }
 
@@ -493,6 +531,7 @@ mod tests {
         let starting = Message::Starting {
             pid: 42,
             ready_timeout_ms: 2_000,
+            version: "9.9.9".into(),
         };
         assert_eq!(h.on_message(starting, t0, KILL), Step::Nothing);
         assert_eq!(
@@ -524,7 +563,7 @@ mod tests {
     fn an_exit_or_silence_before_the_handover_fails_it_and_the_child_is_reaped() {
         let t0 = Instant::now();
         let mut h = handover(t0);
-        let Step::Failed { reason, abort } = h.on_exit("exit code 1", t0, KILL) else {
+        let Step::Failed { reason, abort, .. } = h.on_exit("exit code 1", t0, KILL) else {
             panic!()
         };
         assert!(!abort, "nothing left to abort");
@@ -536,7 +575,7 @@ mod tests {
 
         let mut h = handover(t0);
         assert_eq!(h.tick(t0 + START_TIMEOUT / 2, KILL), Step::Nothing);
-        let Step::Failed { reason, abort } = h.tick(t0 + START_TIMEOUT, KILL) else {
+        let Step::Failed { reason, abort, .. } = h.tick(t0 + START_TIMEOUT, KILL) else {
             panic!()
         };
         assert!(abort && reason.contains("did not start within"), "{reason}");
@@ -559,7 +598,7 @@ mod tests {
         let failed = Message::Failed {
             reason: "its worker in slot 0 failed: not ready within 1s".into(),
         };
-        let Step::Failed { reason, abort } = h.on_message(failed, t0, KILL) else {
+        let Step::Failed { reason, abort, .. } = h.on_message(failed, t0, KILL) else {
             panic!()
         };
         assert!(!abort && reason.contains("not ready within 1s"), "{reason}");
@@ -665,6 +704,7 @@ mod tests {
                         Message::Starting {
                             pid: 42,
                             ready_timeout_ms: rng.u64(..60_000),
+                            version: String::new(),
                         },
                         now,
                         KILL,

@@ -251,6 +251,7 @@ impl Rrb {
 impl Drop for Rrb {
     fn drop(&mut self) {
         let _ = self.workers();
+        kill_upgraded_masters(self.dir.path());
         // SAFETY: signalling process groups this test created.
         unsafe {
             libc::killpg(self.pid(), libc::SIGKILL);
@@ -259,6 +260,25 @@ impl Drop for Rrb {
             }
         }
         let _ = self.child.wait();
+    }
+}
+
+/// SIGKILLs the process group of every master whose pid file (staged or in place) is in the
+/// runtime directory `xdg` (`$XDG_RUNTIME_DIR/rrbalancer/`): a master started by an upgrade
+/// has a process group of its own, which the test's group kill does not reach. (Its workers
+/// die with it.)
+pub fn kill_upgraded_masters(xdg: &Path) {
+    let Ok(entries) = std::fs::read_dir(xdg.join("rrbalancer")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(".pid") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(pid) = text.trim().parse::<i32>().ok().filter(|&p| p > 1) {
+                // SAFETY: a master the test started, directly or through an upgrade.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 

@@ -212,6 +212,20 @@ type Adopted = (usize, OwnedFd);
 impl Master {
     // ---- the new master -------------------------------------------------------------------
 
+    /// 1 while the master this one took over from still runs (finishing its connections).
+    pub(in crate::master) fn predecessor_draining(&self) -> usize {
+        self.predecessor
+            .as_ref()
+            .is_some_and(|p| p.state == Succession::TookOver && p.link.is_some()) as usize
+    }
+
+    /// For `status`: the old master still finishing, seen from the new one.
+    pub(in crate::master) fn predecessor_status(&self) -> Option<String> {
+        let p = self.predecessor.as_ref()?;
+        (p.state == Succession::TookOver && p.link.is_some())
+            .then(|| format!("from pid {}: it finishes its connections and exits", p.pid))
+    }
+
     /// Says `starting` to the old master and watches the channel.
     pub(in crate::master) fn announce_start(&mut self) {
         let timeout = self.config.worker.ready_timeout;
@@ -227,6 +241,7 @@ impl Master {
                 &Message::Starting {
                     pid: std::process::id() as i32,
                     ready_timeout_ms: timeout.as_millis() as u64,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
                 },
                 &[],
             )
@@ -248,15 +263,20 @@ impl Master {
             Verdict::Waiting => {}
             Verdict::Ready(workers) => {
                 p.state = Succession::Ready;
-                info!(
-                    "upgrade: {workers} worker(s) ready; asking pid {} to hand over",
-                    p.pid
-                );
                 let sent = p
                     .link
                     .as_mut()
                     .map(|l| l.send(&Message::Ready { workers }, &[]));
-                if p.orphaned || !matches!(sent, Some(Ok(()))) {
+                if matches!(sent, Some(Ok(()))) {
+                    info!(
+                        "upgrade: {workers} worker(s) ready; asking pid {} to hand over",
+                        p.pid
+                    );
+                } else {
+                    info!(
+                        "upgrade: {workers} worker(s) ready; pid {} is gone: taking over",
+                        p.pid
+                    );
                     self.take_over();
                 }
             }
@@ -265,7 +285,7 @@ impl Master {
     }
 
     fn fail_succession(&mut self, reason: String) {
-        error!("upgrade failed: {reason}; stopping (the old master serves on)");
+        error!("upgrade failed: {reason}; stopping this master");
         if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) {
             let _ = link.send(
                 &Message::Failed {
@@ -324,7 +344,7 @@ impl Master {
                 Read::Closed => return self.predecessor_gone(),
                 Read::Message(Ok(Message::TakeOver), _) => self.take_over(),
                 Read::Message(Ok(Message::Abort { reason }), _) => {
-                    self.predecessor_gone();
+                    self.close_predecessor_link();
                     if self.core.phase == Phase::Running {
                         self.fail_succession(format!("the old master gave up on it: {reason}"));
                     }
@@ -340,11 +360,8 @@ impl Master {
         }
     }
 
-    fn predecessor_gone(&mut self) {
-        let Some(p) = self.predecessor.as_mut() else {
-            return;
-        };
-        if let Some(link) = p.link.take() {
+    fn close_predecessor_link(&mut self) {
+        if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.take()) {
             let _ = self
                 .poll
                 .registry()
@@ -353,8 +370,18 @@ impl Master {
                 self.sources.remove(token);
             }
         }
+    }
+
+    /// The old master's end closed: it exited (after the handover, as it should), or died.
+    fn predecessor_gone(&mut self) {
+        self.close_predecessor_link();
+        let stopping = self.core.phase != Phase::Running;
+        let Some(p) = self.predecessor.as_mut() else {
+            return;
+        };
         match p.state {
-            Succession::TookOver => debug!("upgrade: the old master (pid {}) is gone", p.pid),
+            Succession::TookOver => info!("upgrade: the old master (pid {}) has exited", p.pid),
+            _ if stopping => debug!("upgrade: the old master (pid {}) closed the channel", p.pid),
             _ => {
                 warn!(
                     "upgrade: the old master (pid {}) went away before handing over; this master \

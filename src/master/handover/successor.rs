@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::super::Master;
@@ -30,14 +30,41 @@ impl Master {
         &mut self,
         waiter: Option<Waiter>,
         binary: Option<PathBuf>,
+        wait_exit: bool,
     ) {
         let refused = self.start_upgrade(waiter, binary);
+        if let (Ok(()), Some(key), true) = (&refused, waiter, wait_exit) {
+            if let Some(h) = self.upgrade.as_mut() {
+                h.wait_exit.push(key);
+            }
+        }
         if let Err(reason) = refused {
             warn!("upgrade refused: {reason}");
             if let Some(key) = waiter {
                 self.answer(key, crate::control::Reply::error(reason));
             }
         }
+    }
+
+    /// A reload or a scale would change a fleet about to be replaced, the new one not knowing:
+    /// refused while an upgrade is under way, on either side.
+    pub(in crate::master) fn not_while_upgrading(&self, what: &str) -> Result<(), String> {
+        if let Some(h) = self.upgrade.as_ref().filter(|h| h.in_progress()) {
+            return Err(format!(
+                "an upgrade is under way (new master pid {}): {what} once it is done",
+                h.child
+            ));
+        }
+        if self
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| p.state != Succession::TookOver)
+        {
+            return Err(format!(
+                "this master is taking over from another (an upgrade): {what} once it is done"
+            ));
+        }
+        Ok(())
     }
 
     fn start_upgrade(
@@ -187,7 +214,7 @@ impl Master {
         if h.kill_at.is_some_and(|t| t <= now) && !h.exited {
             warn!("upgrade: pid {} has not exited; SIGKILL", h.child);
             h.kill_at = None;
-            let _ = kill(h.child, Signal::SIGKILL);
+            let _ = killpg(h.child, Signal::SIGKILL);
         }
         let step = h.tick(now, kill_timeout);
         self.upgrade_step(step);
@@ -208,6 +235,11 @@ impl Master {
         let step = h.on_exit(cause, Instant::now(), kill_timeout);
         if step == Step::Nothing {
             info!("upgrade: pid {pid} exited: {cause}");
+        }
+        if h.stage != Stage::HandedOver {
+            // A new master given up on: whatever it started in its process group goes with it
+            // (a script given as --binary that left a child behind).
+            let _ = killpg(pid, Signal::SIGKILL);
         }
         self.upgrade_step(step);
         true
@@ -230,7 +262,7 @@ impl Master {
     /// SIGKILL a new master given up on (this master's stop reached its SIGKILL).
     pub(in crate::master) fn kill_successor(&mut self) {
         if let Some(h) = self.upgrade.as_ref().filter(|h| h.must_reap()) {
-            let _ = kill(h.child, Signal::SIGKILL);
+            let _ = killpg(h.child, Signal::SIGKILL);
         }
     }
 
@@ -259,19 +291,42 @@ impl Master {
                     "{message}; stopping this master (pid {})",
                     std::process::id()
                 );
-                let waiters = self
+                let (waiters, holds) = self
                     .upgrade
                     .as_mut()
-                    .map(|h| std::mem::take(&mut h.waiters))
+                    .map(|h| {
+                        (
+                            std::mem::take(&mut h.waiters),
+                            std::mem::take(&mut h.wait_exit),
+                        )
+                    })
                     .unwrap_or_default();
+                let message = format!(
+                    "{message}; pid {} stops: its {} worker(s) finish what they hold (at most \
+                     {:?})",
+                    std::process::id(),
+                    self.core.fleet.workers.len(),
+                    self.config.kill_timeout
+                );
+                for &key in &holds {
+                    self.hold_until_exit(key);
+                }
                 self.answer_all(waiters, Ok(message));
                 for l in &mut self.listeners {
                     l.release_path();
                 }
                 self.begin_stop();
             }
-            Step::Failed { reason, abort } => {
-                error!("upgrade failed: {reason}; this master serves on");
+            Step::Failed {
+                reason,
+                abort,
+                serves_on,
+            } => {
+                if serves_on {
+                    error!("upgrade failed: {reason}; this master serves on");
+                } else {
+                    warn!("upgrade {reason}");
+                }
                 let waiters = self
                     .upgrade
                     .as_mut()
@@ -288,7 +343,7 @@ impl Master {
                         );
                     }
                     if !exited {
-                        let _ = kill(child, Signal::SIGTERM);
+                        let _ = killpg(child, Signal::SIGTERM);
                     }
                 }
                 self.close_successor_link();
@@ -297,7 +352,11 @@ impl Master {
                 for path in [&self.config.control.socket, &self.config.control.pid_file] {
                     let _ = std::fs::remove_file(staged_path(path, child.as_raw() as u32));
                 }
-                let outcome = Err(format!("{reason}; pid {} serves on", std::process::id()));
+                let outcome = Err(if serves_on {
+                    format!("{reason}; pid {} serves on", std::process::id())
+                } else {
+                    format!("upgrade {reason}")
+                });
                 self.answer_all(waiters, outcome);
             }
         }
