@@ -150,27 +150,61 @@ fn more_sockets_than_listen_entries_is_a_configuration_error() {
     );
 }
 
+/// The test's own `NOTIFY_SOCKET`: a datagram socket in a temp directory.
+struct Notify {
+    socket: std::os::unix::net::UnixDatagram,
+    path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Notify {
+    fn new() -> Notify {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Notify {
+            socket,
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// rrbalancer with this socket as its `NOTIFY_SOCKET`, `ready` workers ready.
+    fn start(&self, config: &str, ready: usize) -> common::Rrb {
+        common::Rrb::start_with(common::Start {
+            config,
+            env: &[("NOTIFY_SOCKET", &self.path)],
+            ready,
+            ..common::Start::default()
+        })
+    }
+
+    /// The next notification (within 10 s, or the test fails).
+    fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// A notification arriving within 200 ms, if one does.
+    fn quiet(&self) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let got = self.socket.recv(&mut buf).ok();
+        got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
 #[test]
 fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
-    use std::os::unix::net::UnixDatagram;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let path_env = path.display().to_string();
-    let mut rrb = common::Rrb::start_with(common::Start {
-        config: "workers = 2\n",
-        env: &[("NOTIFY_SOCKET", &path_env)],
-        ready: 2,
-        ..common::Start::default()
-    });
-    let next = || {
-        let mut buf = [0u8; 4096];
-        let n = socket.recv(&mut buf).expect("a notification in time");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let notify = Notify::new();
+    let mut rrb = notify.start("workers = 2\n", 2);
+    let next = || notify.next();
     let ready = next();
     assert!(
         ready.contains("READY=1") && ready.contains("STATUS=2/2 workers ready"),
@@ -193,34 +227,14 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
         Some(0)
     );
     // Workers do not inherit NOTIFY_SOCKET: nothing else arrived.
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    assert!(socket.recv(&mut buf).is_err(), "only the master notifies");
+    assert_eq!(notify.quiet(), None, "only the master notifies");
 }
 
 #[test]
 fn an_upgrade_moves_mainpid_to_the_new_master_which_then_says_ready() {
-    use std::os::unix::net::UnixDatagram;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let path_env = path.display().to_string();
-    let mut rrb = common::Rrb::start_with(common::Start {
-        config: "workers = 2\n",
-        env: &[("NOTIFY_SOCKET", &path_env)],
-        ready: 2,
-        ..common::Start::default()
-    });
-    let next = || {
-        let mut buf = [0u8; 4096];
-        let n = socket.recv(&mut buf).expect("a notification in time");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let notify = Notify::new();
+    let mut rrb = notify.start("workers = 2\n", 2);
+    let next = || notify.next();
     assert!(next().contains("READY=1"));
     let (code, out, err) = rrb.ctl(&["upgrade"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -248,11 +262,7 @@ fn an_upgrade_moves_mainpid_to_the_new_master_which_then_says_ready() {
     assert_eq!(code, 0, "{out}{err}");
     let stopping = next();
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    assert!(socket.recv(&mut buf).is_err(), "nothing else was said");
+    assert_eq!(notify.quiet(), None, "nothing else was said");
 }
 
 #[test]

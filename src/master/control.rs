@@ -105,10 +105,35 @@ fn check_private_dir(dir: &Path) -> Result<(), ControlError> {
 /// the path, which is why each removes the file at exit only if it is still its own.
 #[derive(Debug)]
 pub struct PidFile {
-    path: PathBuf,
+    place: Place,
     lock: Flock<File>,
-    /// Where it is to be renamed on [`PidFile::install`], while it is staged.
+}
+
+/// Where a pid file or control socket is, and — while staged by a new master — where it is to
+/// be renamed when it takes over.
+#[derive(Debug)]
+struct Place {
+    path: PathBuf,
     target: Option<PathBuf>,
+}
+
+impl Place {
+    fn at(path: &Path) -> Place {
+        Place {
+            path: path.to_owned(),
+            target: None,
+        }
+    }
+
+    /// Renames a staged file into place, atomically: the target path always names a live
+    /// master (the old one's until now).
+    fn install(&mut self) -> Result<(), ControlError> {
+        if let Some(target) = self.target.take() {
+            fs::rename(&self.path, &target).map_err(io_err(&target))?;
+            self.path = target;
+        }
+        Ok(())
+    }
 }
 
 /// Where a new master started by an upgrade keeps its pid file or control socket until it takes
@@ -160,26 +185,21 @@ impl PidFile {
         lock.set_len(0).map_err(io_err(path))?;
         writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
         Ok(PidFile {
-            path: path.to_owned(),
+            place: Place::at(path),
             lock,
-            target: None,
         })
     }
 
     /// A new master's pid file, at [`staged_path`] until [`PidFile::install`].
     pub fn acquire_staged(path: &Path) -> Result<PidFile, ControlError> {
         let mut staged = PidFile::acquire(&staged_path(path, std::process::id()))?;
-        staged.target = Some(path.to_owned());
+        staged.place.target = Some(path.to_owned());
         Ok(staged)
     }
 
-    /// Renames a staged pid file into place (atomically: the path always names a live master).
+    /// Renames a staged pid file into place.
     pub fn install(&mut self) -> Result<(), ControlError> {
-        if let Some(target) = self.target.take() {
-            fs::rename(&self.path, &target).map_err(io_err(&target))?;
-            self.path = target;
-        }
-        Ok(())
+        self.place.install()
     }
 
     fn id(&self) -> Option<(u64, u64)> {
@@ -191,8 +211,8 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Not if a new master's has replaced it (an upgrade).
-        if same_file(&self.path, self.id()) {
-            let _ = fs::remove_file(&self.path);
+        if same_file(&self.place.path, self.id()) {
+            let _ = fs::remove_file(&self.place.path);
         }
     }
 }
@@ -214,11 +234,9 @@ struct Conn {
 #[derive(Debug)]
 pub struct Control {
     listener: UnixListener,
-    path: PathBuf,
+    place: Place,
     /// The socket file's identity: it is removed at exit only if still ours.
     id: Option<(u64, u64)>,
-    /// Where it is to be renamed on [`Control::install`], while it is staged.
-    target: Option<PathBuf>,
     conns: Slab<Conn>,
 }
 
@@ -236,9 +254,8 @@ impl Control {
         let id = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
         Ok(Control {
             listener,
-            path: path.to_owned(),
+            place: Place::at(path),
             id,
-            target: None,
             conns: Slab::new(),
         })
     }
@@ -247,18 +264,13 @@ impl Control {
     /// keep reaching the old master until then.
     pub fn bind_staged(path: &Path) -> Result<Control, ControlError> {
         let mut staged = Control::bind(&staged_path(path, std::process::id()))?;
-        staged.target = Some(path.to_owned());
+        staged.place.target = Some(path.to_owned());
         Ok(staged)
     }
 
-    /// Renames a staged control socket into place: from then on clients reach this master (the
-    /// path never names nothing).
+    /// Renames a staged control socket into place: from then on clients reach this master.
     pub fn install(&mut self) -> Result<(), ControlError> {
-        if let Some(target) = self.target.take() {
-            fs::rename(&self.path, &target).map_err(io_err(&target))?;
-            self.path = target;
-        }
-        Ok(())
+        self.place.install()
     }
 
     pub fn listener(&mut self) -> &mut UnixListener {
@@ -268,8 +280,8 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        if same_file(&self.path, self.id) {
-            let _ = fs::remove_file(&self.path);
+        if same_file(&self.place.path, self.id) {
+            let _ = fs::remove_file(&self.place.path);
         }
     }
 }

@@ -109,3 +109,16 @@ impl Link {
         self.fd.as_raw_fd()
     }
 }
+
+impl super::Master {
+    /// Stops watching `link` and closes it.
+    fn release_link(&mut self, link: Link) {
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&link.raw_fd()));
+        if let Some(token) = link.token {
+            self.sources.remove(token);
+        }
+    }
+}

@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use log::{debug, error, info, warn};
-use mio::unix::SourceFd;
 
 use super::super::listeners::{self, Listener};
 use super::super::sources::Source;
@@ -362,13 +361,7 @@ impl Master {
 
     fn close_predecessor_link(&mut self) {
         if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.take()) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&link.raw_fd()));
-            if let Some(token) = link.token {
-                self.sources.remove(token);
-            }
+            self.release_link(link);
         }
     }
 

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
-use mio::unix::SourceFd;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -364,13 +363,7 @@ impl Master {
 
     fn close_successor_link(&mut self) {
         if let Some(link) = self.successor.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&link.raw_fd()));
-            if let Some(token) = link.token {
-                self.sources.remove(token);
-            }
+            self.release_link(link);
         }
     }
 
