@@ -219,6 +219,7 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
     );
     let done = next();
     assert!(done.contains("READY=1"), "{done}");
+    assert!(done.contains(" connections handed"), "{done}");
     rrb.signal(libc::SIGTERM);
     let stopping = next();
     assert!(stopping.contains("STOPPING=1"), "{stopping}");

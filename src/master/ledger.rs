@@ -189,6 +189,8 @@ pub struct Ledger<C> {
     queue: VecDeque<C>,
     accounts: Slab<Account<C>>,
     rr: RoundRobin,
+    /// Hand-offs to workers whose accounts are gone.
+    retired_handed: u64,
 }
 
 impl<C> Default for Ledger<C> {
@@ -197,6 +199,7 @@ impl<C> Default for Ledger<C> {
             queue: VecDeque::new(),
             accounts: Slab::new(),
             rr: RoundRobin::default(),
+            retired_handed: 0,
         }
     }
 }
@@ -213,6 +216,12 @@ impl<C: Conn> Ledger<C> {
 
     pub fn account_mut(&mut self, key: usize) -> Option<&mut Account<C>> {
         self.accounts.get_mut(key)
+    }
+
+    /// Hand-offs to workers so far, over the master's life (what `status` shows per worker,
+    /// summed, with the workers gone).
+    pub fn handed_total(&self) -> u64 {
+        self.retired_handed + self.accounts.iter().map(|(_, a)| a.handed).sum::<u64>()
     }
 
     /// Connections waiting in the master's queue.
@@ -362,6 +371,7 @@ impl<C: Conn> Ledger<C> {
         let Some(account) = self.accounts.try_remove(key) else {
             return 0;
         };
+        self.retired_handed += account.handed;
         let n = account.held.len();
         for c in account.held.into_iter().rev() {
             self.queue.push_front(c);
@@ -457,6 +467,13 @@ mod tests {
         assert!(ledger.dispatch(2, serving, false), "a has room again");
         assert_eq!(ledger.queued(), 0);
         assert_eq!(ledger.account(a).unwrap().handed(), 3);
+        assert_eq!(ledger.handed_total(), 5);
+        // A worker gone keeps its count in the total, less what it was never sent. Both come
+        // back to the queue (the one sent, un-acked, from a dead worker), to be handed again.
+        ledger.account_mut(b).unwrap().mark_sent(1, now);
+        ledger.remove(b);
+        assert_eq!(ledger.queued(), 2);
+        assert_eq!(ledger.handed_total(), 4);
     }
 
     #[test]

@@ -409,13 +409,22 @@ impl Master {
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();
-            self.notifier.turn(
-                self.core.fleet.ready_count(),
-                self.core.fleet.slots.len(),
-                self.core.reload.is_some(),
-                self.core.phase != Phase::Running,
-                now,
-            );
+            if self.notifier.active() {
+                let fleet = notify::Fleet {
+                    ready: self.core.fleet.ready_count(),
+                    wanted: self.core.fleet.slots.len(),
+                    handed: self
+                        .config
+                        .mode()
+                        .master_accepts()
+                        .then(|| self.ledger.handed_total()),
+                };
+                let (reloading, stopping) = (
+                    self.core.reload.is_some(),
+                    self.core.phase != Phase::Running,
+                );
+                self.notifier.turn(fleet, reloading, stopping, now);
+            }
             let left = self.processes_left();
             let exit = match self.core.phase.stop_step(now, left) {
                 Some(StopStep::Exit) => {
