@@ -100,6 +100,9 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
+    /// Print the running master's metrics in the Prometheus text format (what `[metrics]
+    /// listen` serves at /metrics).
+    Metrics,
     /// In-place upgrade: start the binary found at the running master's path (after you
     /// replaced it) as a new master with the same arguments, which re-reads the configuration
     /// and takes the listening sockets over — no client is refused. Once its workers are ready

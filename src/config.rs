@@ -434,6 +434,7 @@ pub struct FileConfig {
     pub restart: FileRestart,
     pub recycle: FileRecycle,
     pub control: FileControl,
+    pub metrics: FileMetrics,
     pub log: FileLog,
 }
 
@@ -450,6 +451,7 @@ impl Default for FileConfig {
             restart: FileRestart::default(),
             recycle: FileRecycle::default(),
             control: FileControl::default(),
+            metrics: FileMetrics::default(),
             log: FileLog::default(),
         }
     }
@@ -654,6 +656,15 @@ pub struct FileControl {
     pub socket: Option<PathBuf>,
 }
 
+/// `[metrics]`: an HTTP listener for monitoring, served by the master's own event loop.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileMetrics {
+    /// Where to serve `/metrics` (Prometheus text format), `/healthz` and `/readyz`, e.g.
+    /// `"127.0.0.1:9100"`. Default: none (`rrbalancer metrics` still prints the metrics).
+    pub listen: Option<Spanned<String>>,
+}
+
 /// `[log]`: where output goes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -770,6 +781,8 @@ pub struct Config {
     pub recycle: RecycleConfig,
     pub on_giveup: Option<String>,
     pub control: ControlConfig,
+    /// `[metrics] listen`: the monitoring listener, if any.
+    pub metrics: Option<std::net::SocketAddr>,
     pub log: LogConfig,
 }
 
@@ -979,6 +992,12 @@ impl Config {
         control.insert("pid_file".into(), path(&self.control.pid_file));
         control.insert("socket".into(), path(&self.control.socket));
         top.insert("control".into(), Value::Table(control));
+
+        let mut metrics = Table::new();
+        if let Some(addr) = self.metrics {
+            metrics.insert("listen".into(), text(&addr.to_string()));
+        }
+        top.insert("metrics".into(), Value::Table(metrics));
 
         let mut log = Table::new();
         let l = &self.log;
@@ -1268,6 +1287,25 @@ pub fn validate(
         }
     };
 
+    let metrics = match file.metrics.listen {
+        Some(listen) => {
+            let span = listen.span();
+            let text = listen.into_inner();
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                invalid(
+                    span,
+                    "metrics.listen",
+                    format!(
+                        "{} is not IP:PORT (e.g. \"127.0.0.1:9100\", \"[::1]:9100\")",
+                        quoted(&text)
+                    ),
+                )
+            })?;
+            Some(addr)
+        }
+        None => None,
+    };
+
     let (sched_policy, policy_source) = effective_policy(
         overrides.sched_policy,
         overrides.rrb_env_policy.as_deref(),
@@ -1452,6 +1490,7 @@ pub fn validate(
         recycle,
         on_giveup: file.restart.on_giveup,
         control,
+        metrics,
         log,
     })
 }

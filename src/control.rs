@@ -8,6 +8,7 @@
 //! → {"cmd":"reload","wait":true}  ← the same, once the old workers have exited too
 //! → {"cmd":"scale","workers":4}   ← {"ok":true,"message":"scaled from 2 to 4 worker(s)"}
 //! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
+//! → {"cmd":"metrics"}             ← {"ok":true,"message":"# HELP rrbalancer_build_info …"}
 //! → {"cmd":"upgrade"}             ← {"ok":true,"message":"upgraded: pid … serves …"}  (handed over)
 //! → {"cmd":"upgrade","binary":"/usr/local/bin/rrbalancer.new"}
 //! → {"cmd":"upgrade","wait":true}  ← the same answer, then EOF once the old master has exited
@@ -31,6 +32,8 @@ pub enum Request {
         workers: usize,
     },
     Stop,
+    /// The metrics, in the Prometheus text format (the `message`).
+    Metrics,
     /// In-place upgrade: start `binary` (default: the running master's own path) as a new
     /// master and hand over to it. Answered once it took over, or with why it did not.
     Upgrade {

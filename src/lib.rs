@@ -100,6 +100,7 @@ fn run(mut cli: Cli) -> ExitCode {
             Ask::Request(control::Request::Scale { workers: count }),
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Metrics) => control_command(&cli, Ask::Request(control::Request::Metrics)),
         Some(Command::Upgrade { binary, wait }) => {
             // The master may run elsewhere (`start --daemon`): the path must not depend on our
             // working directory.

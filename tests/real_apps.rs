@@ -54,51 +54,6 @@ fn npm_apps() -> Option<PathBuf> {
         .clone()
 }
 
-/// The bin directory of target/test-venv with tests/support/pypi installed, or `None` (said on
-/// stderr) when it cannot be.
-fn pypi_apps() -> Option<PathBuf> {
-    static INSTALLED: OnceLock<Option<PathBuf>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let venv = repo().join("target/test-venv");
-            let bin = venv.join("bin");
-            let requirements = repo().join("tests/support/pypi/requirements.txt");
-            if bin.join("gunicorn").exists() && bin.join("uvicorn").exists() {
-                return Some(bin);
-            }
-            let steps = [
-                Command::new("python3")
-                    .arg("-m")
-                    .arg("venv")
-                    .arg(&venv)
-                    .output(),
-                Command::new(bin.join("pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                    .arg(&requirements)
-                    .output(),
-            ];
-            for step in steps {
-                match step {
-                    Ok(out) if out.status.success() => {}
-                    Ok(out) => {
-                        eprintln!(
-                            "SKIPPED: installing {} failed (is PyPI reachable?):\n{}",
-                            requirements.display(),
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                        return None;
-                    }
-                    Err(e) => {
-                        eprintln!("SKIPPED: cannot set up a Python venv: {e}");
-                        return None;
-                    }
-                }
-            }
-            Some(bin)
-        })
-        .clone()
-}
-
 /// A helper process (in its own process group, killed with it when dropped) whose stdout lines
 /// arrive on a channel.
 struct Helper {
@@ -243,7 +198,9 @@ fn shipped(name: &str) -> String {
 
 #[test]
 fn gunicorn_and_uvicorn_serve_reload_and_stop_with_the_shipped_configs() {
-    let Some(bin) = pypi_apps() else { return };
+    let Some(bin) = common::pypi_venv() else {
+        return;
+    };
     let path = format!(
         "{}:{}",
         bin.display(),

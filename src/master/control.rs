@@ -408,6 +408,10 @@ impl Master {
                 self.answer(key, reply);
                 self.begin_stop();
             }
+            Request::Metrics => {
+                let text = self.metrics_text();
+                self.answer(key, Reply::ok(text));
+            }
             Request::Upgrade { binary, wait } => {
                 info!("upgrade requested on the control socket");
                 self.request_upgrade(Some(key), binary, wait);

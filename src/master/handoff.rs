@@ -36,6 +36,9 @@ impl Master {
         if wanted == self.watching {
             return;
         }
+        if !wanted && self.core.phase == Phase::Running {
+            self.counters.paused_no_worker += 1;
+        }
         self.watching = wanted;
         for (i, l) in self.listeners.iter().enumerate() {
             let mut source = SourceFd(&l.raw_fd());
@@ -201,6 +204,7 @@ impl Master {
                 match self.listeners[i].accept() {
                     Ok((socket, peer)) => {
                         accepted += 1;
+                        super::metrics::Counters::add(&mut self.counters.accepted, i, 1);
                         if let Some(shortage) = self.fd_shortage.take() {
                             info!(
                                 "accepting again after {:.1?}: {} accept(s) had failed for lack \
@@ -237,6 +241,7 @@ impl Master {
                             }
                         });
                         shortage.refused += 1;
+                        self.counters.fd_exhausted += 1;
                         self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
                         return;
                     }

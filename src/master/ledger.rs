@@ -367,16 +367,21 @@ impl<C: Conn> Ledger<C> {
     /// The worker of `key` is dead: what it held goes to the front of the queue, and its
     /// account is closed. How many it held.
     pub fn remove(&mut self, key: usize) -> usize {
+        self.retire(key).0
+    }
+
+    /// [`Ledger::remove`], also saying how many connections the account was handed in all.
+    pub fn retire(&mut self, key: usize) -> (usize, u64) {
         self.close(key);
         let Some(account) = self.accounts.try_remove(key) else {
-            return 0;
+            return (0, 0);
         };
         self.retired_handed += account.handed;
         let n = account.held.len();
         for c in account.held.into_iter().rev() {
             self.queue.push_front(c);
         }
-        n
+        (n, account.handed)
     }
 
     /// Up to `max` connections from the front of the queue, to pass to another master (an

@@ -33,7 +33,7 @@ pub fn resident_by_group(groups: &[Pid]) -> HashMap<Pid, u64> {
     out
 }
 
-fn page_size() -> u64 {
+pub fn page_size() -> u64 {
     use nix::unistd::{SysconfVar, sysconf};
     match sysconf(SysconfVar::PAGE_SIZE) {
         Ok(Some(n)) if n > 0 => n as u64,

@@ -38,6 +38,8 @@ mod ledger;
 mod lifecycle;
 mod listeners;
 mod memory;
+mod metrics;
+mod monitor;
 mod native;
 mod node;
 mod node_servers;
@@ -100,6 +102,8 @@ pub enum MasterError {
     /// Started by an upgrade, this master did not take over (the old one serves on).
     #[error("upgrade: {0}")]
     Upgrade(String),
+    #[error("cannot listen for metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, io::Error),
 }
 
 /// File descriptors the master may hold at once: per worker its window of sockets, its
@@ -225,6 +229,18 @@ fn run_master(
         Some(_) => control::Control::bind_staged(&config.control.socket)?,
         None => control::Control::bind(&config.control.socket)?,
     };
+    let monitor = match config.metrics {
+        Some(addr) => {
+            let monitor =
+                monitor::Monitor::bind(addr).map_err(|e| MasterError::Metrics(addr, e))?;
+            info!(
+                "metrics on http://{}/metrics (health: /healthz, /readyz)",
+                monitor.local
+            );
+            Some(monitor)
+        }
+        None => None,
+    };
     debug!(
         "control socket {}, pid file {}",
         config.control.socket.display(),
@@ -232,6 +248,15 @@ fn run_master(
     );
     let mut master = Master::new(config, listeners, loader, control, pid_file, predecessor)
         .map_err(MasterError::EventLoop)?;
+    if let Some(mut monitor) = monitor {
+        let token = master.sources.add(Source::Monitor);
+        master
+            .poll
+            .registry()
+            .register(monitor.listener(), token, Interest::READABLE)
+            .map_err(MasterError::EventLoop)?;
+        master.monitor = Some(monitor);
+    }
     master.configured_workers = configured_workers;
     master.announce_start();
     started(&master.listen_names);
@@ -294,6 +319,12 @@ struct Master {
     predecessor: Option<Predecessor>,
     /// Started by an upgrade, this master failed to take over: why (it exits with an error).
     upgrade_failed: Option<String>,
+    /// What is counted for `/metrics`.
+    counters: metrics::Counters,
+    /// The monitoring listener (`[metrics] listen`), if any.
+    monitor: Option<monitor::Monitor>,
+    /// Every initial worker has been ready (for `/readyz`).
+    started_serving: bool,
     /// Dropped last: removes the pid file (if still ours) once everything else is gone.
     pid_file: Option<control::PidFile>,
 }
@@ -355,6 +386,9 @@ impl Master {
             successor: None,
             predecessor,
             upgrade_failed: None,
+            counters: metrics::Counters::default(),
+            monitor: None,
+            started_serving: false,
             pid_file: Some(pid_file),
         })
     }
@@ -387,6 +421,8 @@ impl Master {
                     Some(Source::Output { worker, stream }) => self.on_output(worker, stream),
                     Some(Source::Successor) => self.on_successor(event.is_writable()),
                     Some(Source::Predecessor) => self.on_predecessor(),
+                    Some(Source::Monitor) => self.on_monitor_accept(),
+                    Some(Source::MonitorConn(key)) => self.on_monitor_conn(key),
                     Some(Source::Channel(key)) => {
                         if event.is_writable() {
                             self.on_channel_writable(key);
@@ -406,6 +442,10 @@ impl Master {
             self.supervise(now);
             self.upgrade_turn(now);
             self.succession_turn();
+            if !self.started_serving {
+                let wanted = self.core.fleet.slots.len();
+                self.started_serving = wanted > 0 && self.core.fleet.ready_count() >= wanted;
+            }
             self.dispatch(now);
             self.flush(now);
             self.watch_listeners();

@@ -27,6 +27,10 @@ pub enum Source {
     Successor,
     /// The channel to the old master this one was started to take over from.
     Predecessor,
+    /// The monitoring listener (`[metrics] listen`).
+    Monitor,
+    /// The monitoring connection with this key.
+    MonitorConn(usize),
 }
 
 #[derive(Debug, Default)]

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::Master;
 use super::fleet::{self, Role, Seat, StopSignalDue};
+use super::metrics;
 use super::reload::{Outcome, Waiter};
 use super::sources::Source;
 use super::supervisor::{self, Effect, Policy};
@@ -159,8 +160,12 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
-        let account = self.core.fleet.workers[key].account;
-        let held = self.ledger.remove(account);
+        let (account, slot) = {
+            let w = &self.core.fleet.workers[key];
+            (w.account, w.slot)
+        };
+        let (held, handed) = self.ledger.retire(account);
+        metrics::Counters::add(&mut self.counters.handed_retired, slot, handed);
         if held > 0 {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
         }

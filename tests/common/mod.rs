@@ -611,3 +611,52 @@ pub fn close_load(
         )
     })
 }
+
+/// The bin directory of target/test-venv with tests/support/pypi/requirements.txt installed
+/// (real servers, a Prometheus parser), or `None` (said on stderr) when it cannot be. Installed
+/// again when the requirements change (a copy is kept beside the venv).
+pub fn pypi_venv() -> Option<PathBuf> {
+    static INSTALLED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let venv = repo().join("target/test-venv");
+            let bin = venv.join("bin");
+            let requirements = repo().join("tests/support/pypi/requirements.txt");
+            let wanted = std::fs::read_to_string(&requirements).unwrap_or_default();
+            let stamp = venv.join("requirements.installed");
+            if std::fs::read_to_string(&stamp).ok().as_ref() == Some(&wanted) {
+                return Some(bin);
+            }
+            let steps = [
+                Command::new("python3")
+                    .arg("-m")
+                    .arg("venv")
+                    .arg(&venv)
+                    .output(),
+                Command::new(bin.join("pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements)
+                    .output(),
+            ];
+            for step in steps {
+                match step {
+                    Ok(out) if out.status.success() => {}
+                    Ok(out) => {
+                        eprintln!(
+                            "SKIPPED: installing {} failed (is PyPI reachable?):\n{}",
+                            requirements.display(),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        return None;
+                    }
+                    Err(e) => {
+                        eprintln!("SKIPPED: cannot set up a Python venv: {e}");
+                        return None;
+                    }
+                }
+            }
+            let _ = std::fs::write(&stamp, wanted);
+            Some(bin)
+        })
+        .clone()
+}

@@ -1,0 +1,199 @@
+//! Monitoring: `[metrics] listen` serves `/metrics` (checked with a real Prometheus parser, the
+//! `prometheus-client` Python package), `/healthz` and `/readyz`; `rrbalancer metrics` prints
+//! the same text over the control socket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Rrb, http_get};
+
+/// Starts rrbalancer with `[metrics] listen` on a free port; the address it serves on.
+fn start(config: &str, ready: usize) -> (Rrb, String) {
+    let rrb = Rrb::start(
+        &format!("listen = [\"127.0.0.1:0\"]\n{config}[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+        ready,
+    );
+    let line = rrb.wait_for_log("metrics on http://", Duration::from_secs(10));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_owned();
+    (rrb, addr)
+}
+
+/// `GET path` on the metrics listener: (status code, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (code, body)
+}
+
+/// The samples of `text` as the `prometheus-client` parser reads them: one `name{labels} value`
+/// line each, or `None` where the parser cannot be installed.
+fn parsed(text: &str) -> Option<Vec<String>> {
+    let bin = common::pypi_venv()?;
+    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+                  for f in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   for s in f.samples:\n\
+                  \x20       print(s.name, sorted(s.labels.items()), s.value)\n";
+    let mut child = std::process::Command::new(bin.join("python"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// The sum of the samples named `name`.
+fn sum(samples: &[String], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|l| l.split(' ').next() == Some(name))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn metrics_parse_and_count_every_connection_handed_exactly() {
+    let (rrb, addr) = start("workers = 3\n", 3);
+    const N: usize = 300;
+    for _ in 0..N {
+        assert!(http_get(&rrb.addr).unwrap().contains("handled by worker"));
+    }
+    let (code, text) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let Some(samples) = parsed(&text) else { return };
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_handed_total"),
+        N as f64,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_accepted_total"),
+        N as f64
+    );
+    assert_eq!(sum(&samples, "rrbalancer_workers_ready"), 3.0);
+    assert_eq!(
+        sum(&samples, "rrbalancer_worker_state"),
+        3.0,
+        "one state per slot"
+    );
+    assert!(sum(&samples, "process_resident_memory_bytes") > 1e6);
+    // The same text over the control socket (`rrbalancer metrics`).
+    let (code, out, err) = rrb.ctl(&["metrics"]);
+    assert_eq!(code, 0, "{err}");
+    let samples = parsed(&out).unwrap();
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_handed_total"),
+        N as f64
+    );
+    // Counts survive a worker's replacement (a reload): the slot keeps them.
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let samples = parsed(&get(&addr, "/metrics").1).unwrap();
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_handed_total"),
+        N as f64
+    );
+}
+
+fn wait_for(addr: &str, path: &str, code: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = get(addr, path);
+        if got == code {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {got} {body}, not {code}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn healthz_and_readyz_follow_start_reload_and_stop() {
+    let (mut rrb, addr) = start(
+        "workers = 2\n[worker]\nargs = [\"--ready-delay\", \"1s\", \"--drain-grace\", \"1500ms\"]\n",
+        0,
+    );
+    // Before the workers are ready.
+    assert_eq!(get(&addr, "/healthz"), (503, "no worker is ready\n".into()));
+    assert_eq!(get(&addr, "/readyz"), (503, "not ready\n".into()));
+    rrb.wait_ready(2);
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(get(&addr, "/readyz"), (200, "ready\n".into()));
+    // During a reload the old workers serve: both stay 200 throughout.
+    let config = rrb.config_path().display().to_string();
+    let dir = rrb.dir.path().to_owned();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(common::BIN)
+            .args(["--config", &config, "reload"])
+            .env("XDG_RUNTIME_DIR", &dir)
+            .output()
+            .unwrap()
+    });
+    while !reload.is_finished() {
+        assert_eq!(get(&addr, "/healthz").0, 200);
+        assert_eq!(get(&addr, "/readyz").0, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reload.join().unwrap().status.success());
+    // An idle keep-alive client keeps a worker draining: the stop takes a moment, during which
+    // /readyz says so while the listener still answers.
+    let mut idle = TcpStream::connect(&rrb.addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let _ = idle.read(&mut buf).unwrap();
+    rrb.signal(libc::SIGTERM);
+    assert_eq!(wait_for(&addr, "/readyz", 503), "stopping\n");
+    assert!(rrb.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "the listener is gone with the master"
+    );
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[metrics]\nlisten = \"localhost\"\n",
+    )
+    .unwrap();
+    let (code, err) = common::run_to_exit(&["--config", "m.toml", "check"], dir.path(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("m.toml:2:10: key `metrics.listen`"), "{err}");
+}
