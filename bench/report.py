@@ -173,6 +173,14 @@ def targets(res, key):
         out.append(verdict(ok, text))
     if name == "rrb-rr" and scenario == "uneven":
         out.append(uneven_native(res, key))
+    if name == "rrb-rr-metrics" and scenario == "close":
+        # Issue 14: metrics on and scraped every second cost (almost) nothing.
+        plain = ("rrb-rr", scenario)
+        if plain not in res.rows:
+            out.append("? needs rrb-rr in the same run")
+        else:
+            ratio = res.ratio(key, plain, "rate")
+            out.append(verdict(ratio >= 0.98 and errors_ok, f"{ratio:.2f}× rrb-rr (≥0.98×)"))
     if name in NODE_CONTENDERS and scenario in NODE_TARGETS:
         lo, p99_max = NODE_TARGETS[scenario]
         node = ("node-rr", scenario)

@@ -10,7 +10,7 @@
 # Options:
 #   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
 #   -r RUNS     runs per measurement, median (3)   -c CONNS     wrk connections (50)
-#   --only A,B  contenders: reference rrb-rr rrb-none haproxy haproxy-leastconn node-rr
+#   --only A,B  contenders: reference rrb-rr rrb-rr-metrics rrb-none haproxy haproxy-leastconn node-rr
 #               node-none rrb-node-cluster rrb-node, and the scenario "memory"
 #   --scenario A,B     scenarios: close keepalive uneven (all three)
 #   --uneven-conns N   wrk connections in the uneven scenario (20)
@@ -70,7 +70,7 @@ for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "
 done
 for c in ${only//,/ }; do
   case "$c" in
-    reference | rrb-rr | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
+    reference | rrb-rr | rrb-rr-metrics | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
     rrb-node-cluster | rrb-node | memory) ;;
     *) bad "unknown contender $c in --only" ;;
   esac
@@ -187,6 +187,7 @@ rrb_config() {
     echo "[worker]"
     if [ -n "$3" ]; then echo "args = [\"--slow-every\", \"$slow_every\", \"--slow-ms\", \"$slow_ms\"]"; fi
     if [ -n "$2" ]; then echo "max_unacked = $2"; fi
+    if [ -n "${4:-}" ]; then printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$4"; fi
   } >"$1"
 }
 
@@ -202,12 +203,17 @@ contender() {
   fi
   port=$(free_port)
   case "$name" in
-    rrb-rr | rrb-none | rrb-rr-w*)
-      local cfg=$tmp/rrb-$name-$kind.toml policy=rr window=""
+    rrb-rr | rrb-rr-metrics | rrb-none | rrb-rr-w*)
+      local cfg=$tmp/rrb-$name-$kind.toml policy=rr window="" metrics=""
       [ "$name" = rrb-none ] && policy=none
       [[ $name == rrb-rr-w* ]] && window=${name#rrb-rr-w}
-      rrb_config "$cfg" "$window" "$slow"
-      master=$(spawn "$bin" --config "$cfg" -w "$workers" -l "127.0.0.1:$port" --sched-policy "$policy" run) ;;
+      [ "$name" = rrb-rr-metrics ] && metrics=$(free_port)
+      rrb_config "$cfg" "$window" "$slow" "$metrics"
+      master=$(spawn "$bin" --config "$cfg" -w "$workers" -l "127.0.0.1:$port" --sched-policy "$policy" run)
+      # Scraped every second while it runs, as a Prometheus server would.
+      if [ -n "$metrics" ]; then
+        spawn sh -c "while sleep 1; do curl -s -o /dev/null http://127.0.0.1:$metrics/metrics; done" >/dev/null
+      fi ;;
     reference)
       for _ in $(seq "$workers"); do spawn "$bin" demo-worker --standalone "127.0.0.1:$port" "${demo[@]}" >/dev/null; done ;;
     haproxy | haproxy-leastconn)
@@ -258,7 +264,7 @@ scenarios_of() {
   done
 }
 
-contenders=(reference rrb-rr)
+contenders=(reference rrb-rr rrb-rr-metrics)
 for w in ${windows//,/ }; do contenders+=("rrb-rr-w$w"); done
 contenders+=(rrb-none)
 [ -n "$have_haproxy" ] && contenders+=(haproxy haproxy-leastconn)
