@@ -678,6 +678,29 @@ pub struct FileLog {
     pub date_format: Option<String>,
     /// File for the master's own log. Unset: stderr.
     pub master_log: Option<PathBuf>,
+    /// The master's own log lines: `"text"` (default) or `"json"` (one object per line).
+    pub format: LogFormat,
+}
+
+/// How the master writes its own log (`[log] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[time LEVEL pid target] message`.
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, pid, target, event, message, and the message's
+    /// `key=value` fields as keys.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// `[restart]`: what happens when a worker exits unasked.
@@ -836,6 +859,7 @@ pub struct LogConfig {
     pub stderr: Option<PathBuf>,
     pub date_format: Option<String>,
     pub master_log: Option<PathBuf>,
+    pub format: LogFormat,
 }
 
 /// Which setting chose the scheduling policy.
@@ -1013,6 +1037,7 @@ impl Config {
         if let Some(format) = &l.date_format {
             log.insert("date_format".into(), text(format));
         }
+        log.insert("format".into(), text(l.format.as_str()));
         top.insert("log".into(), Value::Table(log));
         toml::to_string(&top).unwrap_or_default()
     }
@@ -1445,6 +1470,7 @@ pub fn validate(
         stderr: file.log.stderr.map(relative),
         date_format: file.log.date_format,
         master_log: file.log.master_log.map(relative),
+        format: file.log.format,
     };
     for (key, path) in [
         ("control.pid_file", Some(&control.pid_file)),

@@ -27,6 +27,7 @@ mod client;
 mod config;
 mod control;
 mod demo_worker;
+mod logging;
 mod master;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -53,22 +54,7 @@ const EXIT_USAGE: u8 = 2;
 /// The `rrbalancer` binary: parses the command line, sets up logging, runs what it asks for;
 /// returns the process exit code.
 pub fn main() -> ExitCode {
-    // env_logger's own line, with the process id after the level: during an upgrade two
-    // masters (and the demo workers) write to the same stream, and each line says whose it is.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let style = buf.default_level_style(record.level());
-            writeln!(
-                buf,
-                "[{} {style}{:<5}{style:#} {} {}] {}",
-                buf.timestamp_millis(),
-                record.level(),
-                std::process::id(),
-                record.target(),
-                record.args()
-            )
-        })
-        .init();
+    logging::init();
     run(<Cli as clap::Parser>::parse())
 }
 
@@ -136,6 +122,7 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    logging::set_format(config.log.format);
     let upgrading = predecessor.is_some();
     if daemon && config.log.master_log.is_none() {
         config.log.master_log = Some(config.control.pid_file.with_extension("log"));

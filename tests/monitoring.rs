@@ -197,3 +197,43 @@ fn a_bad_metrics_address_is_a_config_error_naming_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("m.toml:2:10: key `metrics.listen`"), "{err}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_through_starts_a_crash_a_reload_and_a_stop() {
+    let mut rrb = Rrb::start("workers = 2\n[log]\nformat = \"json\"\n", 2);
+    let (_, status, _) = rrb.ctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let victim = status["workers"][0]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: a worker this test's master started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    rrb.wait_for_log("restarting slot=", Duration::from_secs(10));
+    rrb.wait_ready(3);
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(http_get(&rrb.addr).unwrap().contains("handled by worker"));
+    rrb.signal(libc::SIGTERM);
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let lines = rrb.log();
+    let mut events = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["time", "level", "process", "target", "event", "message"] {
+            assert!(!v[key].is_null(), "{key} missing: {line}");
+        }
+        events.push(v);
+    }
+    let has = |event: &str, key: &str| {
+        events
+            .iter()
+            .any(|v| v["event"] == event && (key.is_empty() || v[key].is_i64()))
+    };
+    assert!(has("worker started", "slot"), "{lines:#?}");
+    assert!(has("worker exited unasked", "pid"), "the crash");
+    assert!(has("restarting", "slot"));
+    assert!(has("reload complete", ""));
+    assert!(has("all workers have exited", ""), "the stop");
+}

@@ -332,11 +332,21 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
         super::upgrade::ENV_FD,
+        crate::logging::ENV,
     ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
         .filter(|(k, _)| !config.worker.env.iter().any(|(ck, _)| k == ck.as_str()))
         .collect();
+    let named = config
+        .worker
+        .env
+        .iter()
+        .any(|(k, _)| k == crate::logging::ENV);
+    if config.log.format == crate::config::LogFormat::Json && !named {
+        // The demo worker writes the same format; other programs may use it.
+        env.push((crate::logging::ENV.into(), "json".into()));
+    }
     env.extend(
         config
             .worker

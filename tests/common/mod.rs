@@ -102,11 +102,12 @@ impl Rrb {
             known_workers: Mutex::new(Vec::new()),
         };
         let line = rrb.wait_for_log("listening on ", Duration::from_secs(10));
+        // (A JSON log line quotes it.)
         rrb.addr = line
             .split("listening on ")
             .nth(1)
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .expect("address")
-            .trim()
             .to_owned();
         rrb.wait_ready(start.ready);
         rrb
