@@ -100,6 +100,14 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
+    /// A live view of the running master, refreshed every second: one row per slot (state,
+    /// pid, uptime, connections/s, un-acked, restarts, memory, CPU%) and totals. `q` or Ctrl-C
+    /// quits. Not on a terminal: a plain table each second.
+    Top {
+        /// Stop after this many refreshes.
+        #[arg(short = 'n', long, value_name = "N")]
+        iterations: Option<u64>,
+    },
     /// Print the running master's metrics in the Prometheus text format (what `[metrics]
     /// listen` serves at /metrics).
     Metrics,
@@ -152,6 +160,7 @@ mod tests {
             &["rrbalancer", "-w", "2", "scale", "3"],
             &["rrbalancer", "-l", "127.0.0.1:1", "status", "--json"],
             &["rrbalancer", "status", "--ready"],
+            &["rrbalancer", "top", "-n", "2"],
             &["rrbalancer", "start", "--daemon"],
             &[
                 "rrbalancer",

@@ -279,8 +279,19 @@ pub fn format_status(s: &Status) -> String {
         ]
     }));
     rows.sort_by_key(|r| r[0].parse::<usize>().unwrap_or(usize::MAX));
+    out.push_str(&table(header, &rows));
+    for e in &s.empty_slots {
+        if let Some(cause) = e.last_causes.last() {
+            out.push_str(&format!("slot {} last exit: {cause}\n", e.slot));
+        }
+    }
+    out
+}
+
+/// Columns aligned to their widest cell, two spaces apart, a header first.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
@@ -296,19 +307,14 @@ pub fn format_status(s: &Status) -> String {
         l.push('\n');
         l
     };
-    out.push_str(&line(&header));
-    for row in &rows {
+    let mut out = line(&header);
+    for row in rows {
         out.push_str(&line(&row.each_ref().map(String::as_str)));
-    }
-    for e in &s.empty_slots {
-        if let Some(cause) = e.last_causes.last() {
-            out.push_str(&format!("slot {} last exit: {cause}\n", e.slot));
-        }
     }
     out
 }
 
-fn uptime(secs: f64) -> String {
+pub fn uptime(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

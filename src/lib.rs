@@ -36,6 +36,7 @@ mod node_ipc;
 pub mod protocol;
 mod sys;
 mod text;
+mod top;
 pub mod worker;
 
 use std::io::Write;
@@ -87,6 +88,7 @@ fn run(mut cli: Cli) -> ExitCode {
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
         Some(Command::Metrics) => control_command(&cli, Ask::Request(control::Request::Metrics)),
+        Some(Command::Top { iterations }) => control_command(&cli, Ask::Top { iterations }),
         Some(Command::Upgrade { binary, wait }) => {
             // The master may run elsewhere (`start --daemon`): the path must not depend on our
             // working directory.
@@ -239,6 +241,10 @@ enum Ask {
     Request(control::Request),
     /// `upgrade --wait`: answered, then the connection stays open until the master exits.
     UntilExit(control::Request),
+    /// `top`: the live view.
+    Top {
+        iterations: Option<u64>,
+    },
 }
 
 /// `status`, `reload`, `scale`, `stop`: ask the running master.
@@ -345,6 +351,7 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
         Ask::UntilExit(request) => {
             client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))
         }
+        Ask::Top { iterations } => top::run(&socket, iterations).map(|()| String::new()),
         Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
             let message = reply.message.unwrap_or_default();
             if reply.ok {
@@ -356,7 +363,9 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
     };
     match outcome {
         Ok(text) => {
-            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+            if !text.is_empty() {
+                let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+            }
             ExitCode::from(EXIT_OK)
         }
         Err(e) => {

@@ -237,3 +237,113 @@ fn json_logs_are_one_object_per_line_through_starts_a_crash_a_reload_and_a_stop(
     assert!(has("reload complete", ""));
     assert!(has("all workers have exited", ""), "the stop");
 }
+
+/// `tmux -L NAME ARGS…` on a private server; its output.
+fn tmux(server: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .arg("-L")
+        .arg(server)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: tmux is absent (apt-get install tmux)");
+        return;
+    }
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = common::close_load(rrb.addr.clone(), 2, usize::MAX, stop.clone());
+    let dir = rrb.dir.path();
+    let server = format!("rrb-top-{}", std::process::id());
+    // Its tmux server goes, however the test ends.
+    struct Server(String);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            tmux(&self.0, &["kill-server"]);
+        }
+    }
+    let _server = Server(server.clone());
+    for key in ["q", "C-c"] {
+        let marker = dir.join(format!("tty-{key}"));
+        // The terminal's settings before and after; the same if top restored them.
+        let command = format!(
+            "stty -g > {m}.before; env XDG_RUNTIME_DIR={x} {bin} --config {c} top; echo EXIT=$?; \
+             stty -g > {m}.after; cmp -s {m}.before {m}.after && echo TTY=same; sleep 30",
+            m = marker.display(),
+            x = dir.display(),
+            bin = common::BIN,
+            c = rrb.config_path().display()
+        );
+        tmux(
+            &server,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                &command,
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let screen = loop {
+            let screen = tmux(&server, &["capture-pane", "-p", "-t", "top"]);
+            let serving = screen
+                .lines()
+                .filter(|l| l.starts_with('0') || l.starts_with('1'))
+                .filter(|l| l.split_whitespace().nth(4).is_some_and(|r| r != "0"))
+                .count();
+            if serving == 2 {
+                break screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "top never showed both slots serving:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            screen.contains("CONN/S") && screen.contains("total"),
+            "{screen}"
+        );
+        tmux(&server, &["send-keys", "-t", "top", key]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let screen = tmux(&server, &["capture-pane", "-p", "-t", "top"]);
+            if screen.contains("TTY=same") {
+                assert!(screen.contains("EXIT=0"), "{screen}");
+                assert!(
+                    !screen.contains("CONN/S"),
+                    "the alternate screen is left: {screen}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} did not quit cleanly:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tmux(&server, &["kill-server"]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, failed, messages) = load.join().unwrap();
+    assert_eq!(failed, 0, "{messages:?}");
+    // Not on a terminal: a plain table per refresh, and -n stops it.
+    let (code, out, err) = rrb.ctl(&["top", "-n", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("CONN/S").count(), 2, "{out}");
+    assert!(!out.contains('\x1b'), "no escape sequences off a terminal");
+}

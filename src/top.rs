@@ -1,0 +1,379 @@
+//! `rrbalancer top`: a live view of a running master, refreshed every second — one row per
+//! slot (state, pid, uptime, connections/s, un-acked, restarts, memory, CPU%) and totals.
+//!
+//! It asks the master for its `status` each second; rates are differences between two samples
+//! (connections handed, from the status; CPU time, from `/proc/<pid>/stat` of each worker, on
+//! this machine). On a terminal it draws on the alternate screen, reads keys unbuffered and
+//! quits on `q` or Ctrl-C, restoring the terminal; otherwise it prints a plain table each
+//! second (`--iterations N` to stop after N).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::client::{self, ClientError};
+use crate::control::{Request, Status};
+
+const EVERY: Duration = Duration::from_secs(1);
+
+/// What one worker had at one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seen {
+    pub handed: u64,
+    /// CPU time so far, in seconds.
+    pub cpu: f64,
+}
+
+/// The previous sample: per worker pid, and when.
+#[derive(Debug, Default)]
+pub struct Sample {
+    at: Option<Instant>,
+    workers: HashMap<i32, Seen>,
+}
+
+/// One row of the view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub slot: usize,
+    pub pid: Option<i32>,
+    pub state: String,
+    pub uptime_secs: Option<f64>,
+    pub rate: f64,
+    pub unacked: usize,
+    pub restarts: u64,
+    pub rss: Option<u64>,
+    pub cpu_percent: Option<f64>,
+}
+
+/// The rows of `status` given what each worker has now (`now`, by pid: handed and CPU), and
+/// the previous sample, which becomes this one. A worker not in the previous sample has no rate
+/// yet (0); one per slot-and-pid, the slot's empty rows after.
+pub fn rows(
+    status: &Status,
+    now: &HashMap<i32, Seen>,
+    rss: &HashMap<i32, u64>,
+    at: Instant,
+    previous: &mut Sample,
+) -> Vec<Row> {
+    let elapsed = previous
+        .at
+        .map(|t| at.saturating_duration_since(t).as_secs_f64())
+        .filter(|&e| e > 0.0);
+    let mut out: Vec<Row> = status
+        .workers
+        .iter()
+        .map(|w| {
+            let seen = now.get(&w.pid).copied();
+            let before = previous.workers.get(&w.pid).copied();
+            let (rate, cpu_percent) = match (seen, before, elapsed) {
+                (Some(n), Some(b), Some(e)) => (
+                    n.handed.saturating_sub(b.handed) as f64 / e,
+                    Some(((n.cpu - b.cpu).max(0.0) / e) * 100.0),
+                ),
+                _ => (0.0, None),
+            };
+            Row {
+                slot: w.slot,
+                pid: Some(w.pid),
+                state: if w.role == "retiring" && w.state != "draining" {
+                    format!("{} (retiring)", w.state)
+                } else {
+                    w.state.clone()
+                },
+                uptime_secs: Some(w.uptime_secs),
+                rate,
+                unacked: w.unacked,
+                restarts: w.restarts,
+                rss: w.rss_bytes.or_else(|| rss.get(&w.pid).copied()),
+                cpu_percent,
+            }
+        })
+        .collect();
+    out.extend(status.empty_slots.iter().map(|e| Row {
+        slot: e.slot,
+        pid: None,
+        state: e.state.clone(),
+        uptime_secs: None,
+        rate: 0.0,
+        unacked: 0,
+        restarts: e.restarts,
+        rss: None,
+        cpu_percent: None,
+    }));
+    out.sort_by_key(|r| (r.slot, r.pid.is_none()));
+    previous.at = Some(at);
+    previous.workers = now.clone();
+    out
+}
+
+/// The view: a header, the rows, the totals.
+pub fn render(status: &Status, rows: &[Row]) -> String {
+    let ready = status
+        .workers
+        .iter()
+        .filter(|w| w.role == "current" && w.state.starts_with("ready"))
+        .count();
+    let total: f64 = rows.iter().map(|r| r.rate).sum();
+    let cpu: f64 = rows.iter().filter_map(|r| r.cpu_percent).sum();
+    let rss: u64 = rows.iter().filter_map(|r| r.rss).sum();
+    let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
+    let mut out = format!(
+        "rrbalancer {} pid {}  policy {}  {}\nworkers {ready}/{} ready{}{}  —  q to quit\n\n",
+        status.version,
+        status.pid,
+        status.sched_policy,
+        status.listeners.join(", "),
+        status.workers_wanted,
+        if status.reload_in_progress {
+            "  (reload in progress)"
+        } else {
+            ""
+        },
+        if status.stopping { "  (stopping)" } else { "" },
+    );
+    let header = [
+        "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",
+    ];
+    let dash = || "-".to_owned();
+    let mut table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.slot.to_string(),
+                r.pid.map_or_else(dash, |p| p.to_string()),
+                r.state.clone(),
+                r.uptime_secs.map_or_else(dash, client::uptime),
+                format!("{:.0}", r.rate),
+                r.unacked.to_string(),
+                r.restarts.to_string(),
+                r.rss.map_or_else(dash, bytes),
+                r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
+            ]
+        })
+        .collect();
+    table.push([
+        "total".into(),
+        String::new(),
+        String::new(),
+        String::new(),
+        format!("{total:.0}"),
+        rows.iter().map(|r| r.unacked).sum::<usize>().to_string(),
+        rows.iter().map(|r| r.restarts).sum::<u64>().to_string(),
+        bytes(rss),
+        format!("{cpu:.1}"),
+    ]);
+    out.push_str(&client::table(header, &table));
+    out
+}
+
+/// Handed counts (from the status) and CPU seconds (from `/proc`) of each worker now, and the
+/// resident memory of those the master does not measure itself.
+fn measure(status: &Status) -> (HashMap<i32, Seen>, HashMap<i32, u64>) {
+    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(n)) if n > 0 => n as f64,
+        _ => 100.0,
+    };
+    let page = match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    };
+    let mut seen = HashMap::new();
+    let mut rss = HashMap::new();
+    for w in &status.workers {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid)).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        // After the name: utime is field 14, stime 15, rss 24 (1-based, in the whole line).
+        let field =
+            |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
+        let cpu = (field(14) + field(15)) as f64 / ticks;
+        seen.insert(
+            w.pid,
+            Seen {
+                handed: w.handed,
+                cpu,
+            },
+        );
+        if !fields.is_empty() {
+            rss.insert(w.pid, field(24) * page);
+        }
+    }
+    (seen, rss)
+}
+
+/// The terminal as it was, restored on drop: raw keys, the alternate screen, no cursor.
+struct Screen {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl Screen {
+    fn enter() -> Screen {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(stdin.as_fd()).ok();
+        if let Some(saved) = &saved {
+            let mut raw = saved.clone();
+            // Keys one by one, not echoed; Ctrl-C arrives as a byte, so we restore before exit.
+            raw.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG);
+            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
+        }
+        print!("\x1b[?1049h\x1b[?25l");
+        let _ = std::io::stdout().flush();
+        Screen { saved }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        print!("\x1b[?25h\x1b[?1049l");
+        let _ = std::io::stdout().flush();
+        if let Some(saved) = &self.saved {
+            let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, saved);
+        }
+    }
+}
+
+/// Waits up to `timeout` for a key on stdin: whether it asks to quit (`q`, `Q`, Ctrl-C) or
+/// stdin ended.
+fn quit_key(timeout: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    if !matches!(poll(&mut fds, timeout), Ok(n) if n > 0) {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    match stdin.lock().read(&mut buf) {
+        Ok(0) | Err(_) => true,
+        Ok(n) => buf[..n].iter().any(|&b| matches!(b, b'q' | b'Q' | 0x03)),
+    }
+}
+
+/// Runs the view until `q`/Ctrl-C (a terminal) or `iterations` refreshes.
+pub fn run(socket: &Path, iterations: Option<u64>) -> Result<(), ClientError> {
+    let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let _screen = terminal.then(Screen::enter);
+    let mut previous = Sample::default();
+    let mut shown = 0u64;
+    loop {
+        let reply = client::request(socket, &Request::Status, Duration::from_secs(5))?;
+        let Some(status) = reply.status.filter(|_| reply.ok) else {
+            return Err(ClientError::Refused(reply.message.unwrap_or_default()));
+        };
+        let (now, rss) = measure(&status);
+        let rows = rows(&status, &now, &rss, Instant::now(), &mut previous);
+        let view = render(&status, &rows);
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home, draw, clear what the last frame left below.
+            let _ = write!(out, "\x1b[H{}\x1b[J", view.replace('\n', "\x1b[K\r\n"));
+        } else {
+            let _ = writeln!(out, "{view}");
+        }
+        let _ = out.flush();
+        drop(out);
+        shown += 1;
+        if iterations.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+        if terminal {
+            if quit_key(EVERY) {
+                return Ok(());
+            }
+        } else {
+            std::thread::sleep(EVERY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::WorkerStatus;
+
+    fn status(handed: [u64; 2]) -> Status {
+        let worker = |slot: usize, pid: i32, handed: u64| WorkerStatus {
+            slot,
+            pid,
+            state: "ready".into(),
+            role: "current".into(),
+            uptime_secs: 10.0,
+            restarts: 0,
+            recycled: 0,
+            rss_bytes: None,
+            handed,
+            unacked: 0,
+            oldest_unacked_secs: None,
+        };
+        Status {
+            pid: 1,
+            version: "0.1.0".into(),
+            config: None,
+            sched_policy: "rr".into(),
+            listeners: vec!["127.0.0.1:3000".into()],
+            workers_wanted: 2,
+            stopping: false,
+            reload_in_progress: false,
+            recycling: None,
+            upgrade: None,
+            workers: vec![worker(0, 10, handed[0]), worker(1, 11, handed[1])],
+            empty_slots: vec![],
+        }
+    }
+
+    fn seen(s: &Status, cpu: f64) -> HashMap<i32, Seen> {
+        s.workers
+            .iter()
+            .map(|w| {
+                (
+                    w.pid,
+                    Seen {
+                        handed: w.handed,
+                        cpu,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rates_are_differences_over_the_interval_and_start_at_zero() {
+        let t0 = Instant::now();
+        let mut previous = Sample::default();
+        let first = status([100, 50]);
+        let rows0 = rows(
+            &first,
+            &seen(&first, 1.0),
+            &HashMap::new(),
+            t0,
+            &mut previous,
+        );
+        assert!(
+            rows0
+                .iter()
+                .all(|r| r.rate == 0.0 && r.cpu_percent.is_none())
+        );
+        let second = status([300, 150]);
+        let t1 = t0 + Duration::from_secs(2);
+        let rows1 = rows(
+            &second,
+            &seen(&second, 1.5),
+            &HashMap::new(),
+            t1,
+            &mut previous,
+        );
+        assert_eq!(rows1[0].rate, 100.0);
+        assert_eq!(rows1[1].rate, 50.0);
+        assert_eq!(rows1[0].cpu_percent, Some(25.0));
+        let view = render(&second, &rows1);
+        assert!(view.contains("workers 2/2 ready"), "{view}");
+        let total = view.lines().find(|l| l.starts_with("total")).unwrap();
+        assert!(total.contains("150"), "{total}");
+    }
+}
