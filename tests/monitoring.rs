@@ -124,6 +124,31 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
         sum(&samples, "rrbalancer_connections_handed_total"),
         N as f64
     );
+    // The reload's old workers exit as asked; a worker killed outright counts as killed.
+    let exits = |cause: &str| {
+        let samples = parsed(&get(&addr, "/metrics").1).unwrap();
+        samples
+            .iter()
+            .filter(|l| l.starts_with("rrbalancer_worker_exits_total "))
+            .filter(|l| l.contains(&format!("('cause', '{cause}')")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exits("stopped") < 3.0 {
+        assert!(Instant::now() < deadline, "{}", get(&addr, "/metrics").1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, status, _) = rrb.ctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let victim = status["workers"][0]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: a worker this test's master started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    while exits("killed") < 1.0 {
+        assert!(Instant::now() < deadline, "{}", get(&addr, "/metrics").1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(exits("stopped"), 3.0);
 }
 
 fn wait_for(addr: &str, path: &str, code: u16) -> String {

@@ -20,9 +20,36 @@ pub struct Counters {
     pub paused_no_worker: u64,
     /// `accept` failures for lack of file descriptors.
     pub fd_exhausted: u64,
+    /// Connections a worker died holding un-acked, handed again, per slot.
+    pub rerouted: Vec<u64>,
+    /// Worker exits per slot, by [`EXIT_CAUSES`] (same order).
+    pub exits: Vec<[u64; 3]>,
+}
+
+/// Why a worker exited: asked to (a stop, reload, scale, recycle), or not — then its own exit
+/// status, or a signal.
+pub const EXIT_CAUSES: [&str; 3] = ["stopped", "exited", "killed"];
+
+/// The index in [`EXIT_CAUSES`] of an exit: `asked` (it was draining), else by its `cause` text
+/// (`exit code 3`, `killed by SIGSEGV`).
+pub fn exit_cause(asked: bool, cause: &str) -> usize {
+    if asked {
+        0
+    } else if cause.starts_with("killed") {
+        2
+    } else {
+        1
+    }
 }
 
 impl Counters {
+    pub fn count_exit(&mut self, slot: usize, cause: usize) {
+        if self.exits.len() <= slot {
+            self.exits.resize(slot + 1, [0; 3]);
+        }
+        self.exits[slot][cause] += 1;
+    }
+
     /// `v[i] += n`, growing `v` if `i` is new (a listener or slot count changes rarely).
     pub fn add(v: &mut Vec<u64>, i: usize, n: u64) {
         if v.len() <= i {
@@ -43,6 +70,8 @@ pub struct Slot {
     pub restarts: u64,
     pub recycles: u64,
     pub rss_bytes: Option<u64>,
+    /// CPU time of the slot's current worker process so far.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// The master process itself.
@@ -212,6 +241,44 @@ pub fn render(s: &Snapshot<'_>) -> String {
 
     head(
         &mut out,
+        "rrbalancer_worker_cpu_seconds_total",
+        "counter",
+        "CPU time of the slot's current worker process (resets when it is replaced).",
+    );
+    per_slot(&mut out, "rrbalancer_worker_cpu_seconds_total", &|v| {
+        v.cpu_seconds.map(|c| format!("{c:.3}"))
+    });
+    head(
+        &mut out,
+        "rrbalancer_connections_rerouted_total",
+        "counter",
+        "Connections a worker of the slot died holding un-acknowledged, handed to another worker.",
+    );
+    for slot in 0..s.slots.len() {
+        let n = s.counters.rerouted.get(slot).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "rrbalancer_connections_rerouted_total{{slot=\"{slot}\"}} {n}"
+        );
+    }
+    head(
+        &mut out,
+        "rrbalancer_worker_exits_total",
+        "counter",
+        "Worker exits by cause: stopped (asked to), exited (on its own), killed (by a signal it was not asked for).",
+    );
+    for slot in 0..s.slots.len() {
+        let counts = s.counters.exits.get(slot).copied().unwrap_or_default();
+        for (cause, n) in EXIT_CAUSES.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "rrbalancer_worker_exits_total{{slot=\"{slot}\",cause=\"{cause}\"}} {n}"
+            );
+        }
+    }
+
+    head(
+        &mut out,
         "rrbalancer_worker_state",
         "gauge",
         "The state of each slot: 1 for its state, 0 for the others.",
@@ -264,23 +331,34 @@ fn escape(value: &str) -> String {
 
 /// The master's own memory, CPU and open fds, from `/proc/self` (zeros where unreadable).
 pub fn own_process() -> Process {
+    let (cpu_seconds, rss_bytes) = proc_stat("self");
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    Process {
+        rss_bytes,
+        cpu_seconds,
+        open_fds,
+    }
+}
+
+/// CPU seconds of process `pid` so far (0 if it is gone).
+pub fn cpu_seconds(pid: i32) -> f64 {
+    proc_stat(&pid.to_string()).0
+}
+
+/// (CPU seconds, resident bytes) of `/proc/<which>/stat`; zeros where unreadable.
+fn proc_stat(which: &str) -> (f64, u64) {
     let page = super::memory::page_size();
     let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(n)) if n > 0 => n as f64,
         _ => 100.0,
     };
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
     // After the command name: utime is field 14, stime 15, rss 24 (1-based, in the whole line).
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    Process {
-        rss_bytes: field(24) * page,
-        cpu_seconds: (field(14) + field(15)) as f64 / ticks,
-        open_fds,
-    }
+    ((field(14) + field(15)) as f64 / ticks, field(24) * page)
 }
 
 #[cfg(test)]
@@ -296,6 +374,7 @@ mod tests {
             restarts: 2,
             recycles: 0,
             rss_bytes: None,
+            cpu_seconds: None,
         }
     }
 
@@ -306,6 +385,8 @@ mod tests {
             handed_retired: vec![],
             paused_no_worker: 1,
             fd_exhausted: 0,
+            rerouted: vec![0, 4],
+            exits: vec![[1, 0, 2]],
         };
         let listeners = [
             "127.0.0.1:3000".to_owned(),
@@ -337,6 +418,9 @@ mod tests {
             !text.contains("rrbalancer_worker_resident_memory_bytes{"),
             "not measured"
         );
+        assert!(text.contains("rrbalancer_connections_rerouted_total{slot=\"1\"} 4\n"));
+        assert!(text.contains("rrbalancer_worker_exits_total{slot=\"0\",cause=\"killed\"} 2\n"));
+        assert!(text.contains("rrbalancer_worker_exits_total{slot=\"1\",cause=\"stopped\"} 0\n"));
         // Every sample belongs to a family declared before it, once.
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
@@ -350,6 +434,19 @@ mod tests {
                 assert!(declared.contains(name), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn exits_are_stopped_when_asked_else_by_their_status() {
+        assert_eq!(
+            EXIT_CAUSES[exit_cause(true, "killed by SIGKILL")],
+            "stopped"
+        );
+        assert_eq!(EXIT_CAUSES[exit_cause(false, "exit code 3")], "exited");
+        assert_eq!(
+            EXIT_CAUSES[exit_cause(false, "killed by SIGSEGV (core dumped)")],
+            "killed"
+        );
     }
 
     #[test]

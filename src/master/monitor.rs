@@ -290,6 +290,7 @@ impl Master {
                     restarts: slot.restart_count,
                     recycles: slot.recycled,
                     rss_bytes: current.and_then(|w| w.rss),
+                    cpu_seconds: current.map(|w| metrics::cpu_seconds(w.pid.as_raw())),
                 }
             })
             .collect();

@@ -160,12 +160,15 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
-        let (account, slot) = {
+        let (account, slot, asked) = {
             let w = &self.core.fleet.workers[key];
-            (w.account, w.slot)
+            (w.account, w.slot, w.state == super::fleet::State::Draining)
         };
         let (held, handed) = self.ledger.retire(account);
-        metrics::Counters::add(&mut self.counters.handed_retired, slot, handed);
+        let c = &mut self.counters;
+        metrics::Counters::add(&mut c.handed_retired, slot, handed);
+        metrics::Counters::add(&mut c.rerouted, slot, held as u64);
+        c.count_exit(slot, metrics::exit_cause(asked, &cause));
         if held > 0 {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
         }
