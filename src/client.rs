@@ -215,19 +215,14 @@ pub fn format_status(s: &Status) -> String {
     let mut out = String::new();
     let config = s.config.as_deref().unwrap_or("(embedded default)");
     out.push_str(&format!(
-        "rrbalancer {} pid {}  config {}\npolicy {}  listening on {}  workers {}{}{}\n\n",
+        "rrbalancer {} pid {}  config {}\npolicy {}  listening on {}  workers {}{}\n\n",
         s.version,
         s.pid,
         config,
         s.sched_policy,
         s.listeners.join(", "),
         s.workers_wanted,
-        if s.reload_in_progress {
-            "  (reload in progress)"
-        } else {
-            ""
-        },
-        if s.stopping { "  (stopping)" } else { "" },
+        notes(s),
     ));
     if let Some(upgrade) = &s.upgrade {
         out.push_str(&format!("upgrade {upgrade}\n\n"));
@@ -286,6 +281,16 @@ pub fn format_status(s: &Status) -> String {
         }
     }
     out
+}
+
+/// What the master is in the middle of, for a header line: `  (reload in progress)`,
+/// `  (stopping)`, or nothing.
+pub fn notes(s: &Status) -> &'static str {
+    match (s.reload_in_progress, s.stopping) {
+        (_, true) => "  (stopping)",
+        (true, false) => "  (reload in progress)",
+        (false, false) => "",
+    }
 }
 
 /// Columns aligned to their widest cell, two spaces apart, a header first.

@@ -120,18 +120,13 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
     let rss: u64 = rows.iter().filter_map(|r| r.rss).sum();
     let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
     let mut out = format!(
-        "rrbalancer {} pid {}  policy {}  {}\nworkers {ready}/{} ready{}{}  —  q to quit\n\n",
+        "rrbalancer {} pid {}  policy {}  {}\nworkers {ready}/{} ready{}  —  q to quit\n\n",
         status.version,
         status.pid,
         status.sched_policy,
         status.listeners.join(", "),
         status.workers_wanted,
-        if status.reload_in_progress {
-            "  (reload in progress)"
-        } else {
-            ""
-        },
-        if status.stopping { "  (stopping)" } else { "" },
+        client::notes(status),
     );
     let header = [
         "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",

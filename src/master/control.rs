@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use log::{debug, info, warn};
+use mio::Token;
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Token};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Uid, getpid};
@@ -289,10 +289,10 @@ impl Drop for Control {
 impl Master {
     /// New control connections: accept, check who it is, watch it.
     pub(super) fn on_control_accept(&mut self) {
-        let Some(control) = &mut self.control else {
-            return;
-        };
         loop {
+            let Some(control) = &mut self.control else {
+                return;
+            };
             let (stream, _) = match control.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -310,25 +310,20 @@ impl Master {
                 warn!("control socket: refused a client (another user, or too many clients)");
                 continue; // dropping closes it
             }
-            let entry = control.conns.vacant_entry();
-            let token = self.sources.add(Source::ControlConn(entry.key()));
-            let mut conn = Conn {
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-                done: false,
-                hold: false,
-                token,
+            let key = control.conns.vacant_key();
+            let mut stream = stream;
+            let Some(token) = self.watch_conn(&mut stream, Source::ControlConn(key)) else {
+                continue;
             };
-            let registered = self.poll.registry().register(
-                &mut conn.stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            );
-            if registered.is_ok() {
-                entry.insert(conn);
-            } else {
-                self.sources.remove(token);
+            if let Some(control) = self.control.as_mut() {
+                control.conns.insert(Conn {
+                    stream,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    done: false,
+                    hold: false,
+                    token,
+                });
             }
         }
     }

@@ -538,6 +538,25 @@ impl Master {
             .min()
     }
 
+    /// Watches a new connection (control, monitoring) for reading and writing under a token
+    /// for `source`; the token, or `None` (the token freed) if the poll refuses it.
+    fn watch_conn(
+        &mut self,
+        stream: &mut impl mio::event::Source,
+        source: Source,
+    ) -> Option<Token> {
+        let token = self.sources.add(source);
+        let registered =
+            self.poll
+                .registry()
+                .register(stream, token, Interest::READABLE | Interest::WRITABLE);
+        if registered.is_err() {
+            self.sources.remove(token);
+            return None;
+        }
+        Some(token)
+    }
+
     /// Processes this master waits for before it exits: its children — workers, `on_giveup`
     /// commands, a new master it gave up on (one that took over outlives it) — and the old
     /// master it took over from while that one finishes (so that `stop` returns when both are

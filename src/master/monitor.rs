@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use log::{debug, warn};
+use mio::Token;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
 use slab::Slab;
 
 use super::fleet::{Role, State};
@@ -113,25 +113,20 @@ impl Master {
             let Some(monitor) = self.monitor.as_mut() else {
                 return;
             };
-            let entry = monitor.conns.vacant_entry();
-            let token = self.sources.add(Source::MonitorConn(entry.key()));
-            let mut conn = Conn {
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-                answered: false,
-                token,
-                since: Instant::now(),
+            let key = monitor.conns.vacant_key();
+            let mut stream = stream;
+            let Some(token) = self.watch_conn(&mut stream, Source::MonitorConn(key)) else {
+                continue;
             };
-            let registered = self.poll.registry().register(
-                &mut conn.stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            );
-            if registered.is_ok() {
-                entry.insert(conn);
-            } else {
-                self.sources.remove(token);
+            if let Some(monitor) = self.monitor.as_mut() {
+                monitor.conns.insert(Conn {
+                    stream,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    answered: false,
+                    token,
+                    since: Instant::now(),
+                });
             }
         }
     }
