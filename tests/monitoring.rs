@@ -271,6 +271,9 @@ fn tmux(server: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
+    if !out.status.success() && args[0] == "new-session" {
+        panic!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -288,16 +291,17 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = common::close_load(rrb.addr.clone(), 2, usize::MAX, stop.clone());
     let dir = rrb.dir.path();
-    let server = format!("rrb-top-{}", std::process::id());
-    // Its tmux server goes, however the test ends.
+    // A tmux server of its own for each key (a server being killed is not reused), killed
+    // however the test ends.
     struct Server(String);
     impl Drop for Server {
         fn drop(&mut self) {
             tmux(&self.0, &["kill-server"]);
         }
     }
-    let _server = Server(server.clone());
     for key in ["q", "C-c"] {
+        let server = format!("rrb-top-{}-{}", std::process::id(), key.len());
+        let _server = Server(server.clone());
         let marker = dir.join(format!("tty-{key}"));
         // The terminal's settings before and after; the same if top restored them.
         let command = format!(
@@ -322,7 +326,7 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
                 &command,
             ],
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let screen = loop {
             let screen = tmux(&server, &["capture-pane", "-p", "-t", "top"]);
             let serving = screen
@@ -335,7 +339,7 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
             }
             assert!(
                 Instant::now() < deadline,
-                "top never showed both slots serving:\n{screen}"
+                "{key}: top never showed both slots serving:\n{screen}"
             );
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -361,7 +365,6 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        tmux(&server, &["kill-server"]);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (_, failed, messages) = load.join().unwrap();
