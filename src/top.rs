@@ -166,25 +166,11 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
 /// Handed counts (from the status) and CPU seconds (from `/proc`) of each worker now, and the
 /// resident memory of those the master does not measure itself.
 fn measure(status: &Status) -> (HashMap<i32, Seen>, HashMap<i32, u64>) {
-    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(n)) if n > 0 => n as f64,
-        _ => 100.0,
-    };
-    let page = match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
-        Ok(Some(n)) if n > 0 => n as u64,
-        _ => 4096,
-    };
     let mut seen = HashMap::new();
     let mut rss = HashMap::new();
     for w in &status.workers {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid)).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-        // After the name: utime is field 14, stime 15, rss 24 (1-based, in the whole line).
-        let field =
-            |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-        let cpu = (field(14) + field(15)) as f64 / ticks;
+        let stat = crate::master::cpu_and_resident(&w.pid.to_string());
+        let cpu = stat.map_or(0.0, |(cpu, _)| cpu);
         seen.insert(
             w.pid,
             Seen {
@@ -192,8 +178,8 @@ fn measure(status: &Status) -> (HashMap<i32, Seen>, HashMap<i32, u64>) {
                 cpu,
             },
         );
-        if !fields.is_empty() {
-            rss.insert(w.pid, field(24) * page);
+        if let Some((_, bytes)) = stat {
+            rss.insert(w.pid, bytes);
         }
     }
     (seen, rss)

@@ -1,5 +1,6 @@
-//! How much memory each worker holds: the resident size of its process group (a worker leads
-//! one, so its own children count), read from `/proc`, for `[recycle] max_memory`.
+//! What `/proc/<pid>/stat` says of a process — its group, CPU time, resident memory — read in
+//! one place: for `[recycle] max_memory` (the resident size of a worker's process group: a
+//! worker leads one, so its own children count), `/metrics` and `rrbalancer top`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,14 +27,14 @@ pub fn resident_by_group(groups: &[Pid]) -> HashMap<Pid, u64> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        if let Some((group, pages)) = parse_stat(&stat).filter(|(g, _)| wanted.contains(g)) {
-            *out.entry(Pid::from_raw(group)).or_default() += pages * page;
+        if let Some(stat) = parse_stat(&stat).filter(|s| wanted.contains(&s.group)) {
+            *out.entry(Pid::from_raw(stat.group)).or_default() += stat.rss_pages * page;
         }
     }
     out
 }
 
-pub fn page_size() -> u64 {
+fn page_size() -> u64 {
     use nix::unistd::{SysconfVar, sysconf};
     match sysconf(SysconfVar::PAGE_SIZE) {
         Ok(Some(n)) if n > 0 => n as u64,
@@ -41,15 +42,38 @@ pub fn page_size() -> u64 {
     }
 }
 
-/// (process group, resident pages) from a `/proc/<pid>/stat` line. The command name may hold
-/// spaces and parentheses: the fields are counted after its last `)`.
-fn parse_stat(stat: &str) -> Option<(i32, u64)> {
+/// What one process's stat line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    group: i32,
+    /// User and system CPU time, in clock ticks.
+    cpu_ticks: u64,
+    rss_pages: u64,
+}
+
+/// A `/proc/<pid>/stat` line's fields. The command name may hold spaces and parentheses: the
+/// fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace();
-    // After the name: state (field 3), ppid (4), pgrp (5), …, rss (24).
-    let group = fields.nth(2)?.parse().ok()?;
-    let pages = fields.nth(18)?.parse().ok()?;
-    Some((group, pages))
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Numbered as in proc(5): state is field 3, the first after the name.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(Stat {
+        group: fields.get(5 - 3)?.parse().ok()?,
+        cpu_ticks: field(14)? + field(15)?,
+        rss_pages: field(24)?,
+    })
+}
+
+/// CPU seconds and resident bytes of a process (`which`: a pid, or `self`), if it can be read.
+pub fn cpu_and_resident(which: &str) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?;
+    let stat = parse_stat(&stat)?;
+    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(n)) if n > 0 => n as f64,
+        _ => 100.0,
+    };
+    Some((stat.cpu_ticks as f64 / ticks, stat.rss_pages * page_size()))
 }
 
 #[cfg(test)]
@@ -60,7 +84,14 @@ mod tests {
     fn stat_lines_with_odd_names_parse() {
         let line = "4242 (a (weird) name) S 1 4200 4200 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
                     500 1000000 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_stat(line), Some((4200, 2560)));
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                group: 4200,
+                cpu_ticks: 3,
+                rss_pages: 2560
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
     }
 

@@ -331,34 +331,13 @@ fn escape(value: &str) -> String {
 
 /// The master's own memory, CPU and open fds, from `/proc/self` (zeros where unreadable).
 pub fn own_process() -> Process {
-    let (cpu_seconds, rss_bytes) = proc_stat("self");
+    let (cpu_seconds, rss_bytes) = super::memory::cpu_and_resident("self").unwrap_or_default();
     let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     Process {
         rss_bytes,
         cpu_seconds,
         open_fds,
     }
-}
-
-/// CPU seconds of process `pid` so far (0 if it is gone).
-pub fn cpu_seconds(pid: i32) -> f64 {
-    proc_stat(&pid.to_string()).0
-}
-
-/// (CPU seconds, resident bytes) of `/proc/<which>/stat`; zeros where unreadable.
-fn proc_stat(which: &str) -> (f64, u64) {
-    let page = super::memory::page_size();
-    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(n)) if n > 0 => n as f64,
-        _ => 100.0,
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
-    // After the command name: utime is field 14, stime 15, rss 24 (1-based, in the whole line).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    ((field(14) + field(15)) as f64 / ticks, field(24) * page)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::fleet::{Role, State};
+use super::memory;
 use super::metrics::{self, Snapshot};
 use super::sources::Source;
 use super::{Master, Phase};
@@ -285,7 +286,9 @@ impl Master {
                     restarts: slot.restart_count,
                     recycles: slot.recycled,
                     rss_bytes: current.and_then(|w| w.rss),
-                    cpu_seconds: current.map(|w| metrics::cpu_seconds(w.pid.as_raw())),
+                    cpu_seconds: current
+                        .and_then(|w| memory::cpu_and_resident(&w.pid.to_string()))
+                        .map(|(cpu, _)| cpu),
                 }
             })
             .collect();
