@@ -70,7 +70,8 @@ impl Link {
         .map(drop)
     }
 
-    fn read(&mut self, dontwait: bool) -> Read {
+    /// One message, without waiting (`Empty` when none is there).
+    fn read(&mut self) -> Read {
         let mut fds = Vec::new();
         loop {
             let got = sys::recv_with_fds(
@@ -78,7 +79,7 @@ impl Link {
                 &mut self.buf,
                 &mut fds,
                 &mut self.cmsg_in,
-                dontwait,
+                true,
             );
             return match got {
                 Ok(r) if r.len == 0 && fds.is_empty() => Read::Closed,

@@ -87,7 +87,7 @@ impl Predecessor {
                 "started for an upgrade, but the old master sent nothing within {HELLO_TIMEOUT:?}"
             ));
         }
-        let (message, fds) = match link.read(true) {
+        let (message, fds) = match link.read() {
             Read::Message(message, fds) => (message?, fds),
             _ => return Err("started for an upgrade, but the old master went away".into()),
         };
@@ -338,7 +338,7 @@ impl Master {
             let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) else {
                 return;
             };
-            match link.read(true) {
+            match link.read() {
                 Read::Empty => return,
                 Read::Closed => return self.predecessor_gone(),
                 Read::Message(Ok(Message::TakeOver), _) => self.take_over(),

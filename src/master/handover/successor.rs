@@ -168,7 +168,7 @@ impl Master {
             let Some(link) = self.successor.as_mut() else {
                 return;
             };
-            let step = match link.read(true) {
+            let step = match link.read() {
                 Read::Empty => break,
                 Read::Closed => {
                     self.close_successor_link();
