@@ -21,6 +21,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
+use super::client_io;
 use super::fleet::{Role, State};
 use super::sources::Source;
 use super::{Master, Phase};
@@ -335,25 +336,9 @@ impl Master {
         };
         let mut request = None;
         if !conn.done {
-            let mut buf = [0u8; 1024];
-            loop {
-                match conn.stream.read(&mut buf) {
-                    Ok(0) => {
-                        conn.done = true; // the client gave up
-                        break;
-                    }
-                    Ok(n) => conn.input.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        conn.done = true;
-                        break;
-                    }
-                }
-                if conn.input.len() > MAX_REQUEST {
-                    break;
-                }
-            }
+            // Ended: the client gave up.
+            let got = client_io::read_available(&mut conn.stream, &mut conn.input, MAX_REQUEST);
+            conn.done = got != client_io::Got::Open;
             request = crate::control::parse_request(&conn.input);
             conn.done |= request.is_some();
         }
@@ -449,18 +434,10 @@ impl Master {
         let Some(conn) = control.conns.get_mut(key) else {
             return;
         };
-        while !conn.output.is_empty() {
-            match conn.stream.write(&conn.output) {
-                Ok(n) => {
-                    conn.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    conn.output.clear();
-                    conn.hold = false;
-                }
-            }
+        match client_io::write_pending(&mut conn.stream, &mut conn.output) {
+            client_io::Sent::All => {}
+            client_io::Sent::Blocked => return,
+            client_io::Sent::Broken => conn.hold = false,
         }
         let waiting = self.core.is_waiting(key)
             || self

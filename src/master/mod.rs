@@ -27,6 +27,7 @@
 //! (`channel` hands the wire the account, never a socket.)
 
 mod channel;
+mod client_io;
 mod control;
 mod dispatch;
 mod fleet;

@@ -3,7 +3,7 @@
 //! A minimal HTTP/1.1 server: one request per connection, answered and closed; requests are
 //! read into a bounded buffer, connections are bounded in number (the oldest idle one goes).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use mio::Token;
 use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
+use super::client_io;
 use super::fleet::{Role, State};
 use super::memory;
 use super::metrics::{self, Snapshot};
@@ -139,18 +140,10 @@ impl Master {
                 return;
             };
             if !conn.answered {
-                let mut buf = [0u8; 2048];
-                loop {
-                    match conn.stream.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => conn.input.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => return self.close_monitor_conn(key),
-                    }
-                    if conn.input.len() > MAX_REQUEST {
-                        break;
-                    }
+                // Ended: the request may still be whole (the client shut its side after it).
+                let got = client_io::read_available(&mut conn.stream, &mut conn.input, MAX_REQUEST);
+                if got == client_io::Got::Broken {
+                    return self.close_monitor_conn(key);
                 }
                 if conn.input.len() > MAX_REQUEST {
                     request = Some(None);
@@ -211,15 +204,9 @@ impl Master {
         let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
             return;
         };
-        while !conn.output.is_empty() {
-            match conn.stream.write(&conn.output) {
-                Ok(n) => {
-                    conn.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
+        if client_io::write_pending(&mut conn.stream, &mut conn.output) == client_io::Sent::Blocked
+        {
+            return;
         }
         if conn.answered {
             self.close_monitor_conn(key);
