@@ -175,20 +175,22 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
     let _ = writeln!(out, "rrbalancer_workers_ready {}", s.workers_ready);
 
-    let per_slot = |out: &mut String, name: &str, value: &dyn Fn(&Slot) -> Option<String>| {
-        for (slot, v) in s.slots.iter().enumerate() {
-            if let Some(v) = value(v) {
-                let _ = writeln!(out, "{name}{{slot=\"{slot}\"}} {v}");
+    // One sample per slot (`value` gets the slot's number and its snapshot), where it has one.
+    let per_slot =
+        |out: &mut String, name: &str, value: &dyn Fn(usize, &Slot) -> Option<String>| {
+            for (slot, v) in s.slots.iter().enumerate() {
+                if let Some(v) = value(slot, v) {
+                    let _ = writeln!(out, "{name}{{slot=\"{slot}\"}} {v}");
+                }
             }
-        }
-    };
+        };
     head(
         &mut out,
         "rrbalancer_connections_handed_total",
         "counter",
         "Connections handed to the workers of each slot.",
     );
-    per_slot(&mut out, "rrbalancer_connections_handed_total", &|v| {
+    per_slot(&mut out, "rrbalancer_connections_handed_total", &|_, v| {
         Some(v.handed.to_string())
     });
     head(
@@ -197,7 +199,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "gauge",
         "Connections sent to the slot's worker and not yet acknowledged.",
     );
-    per_slot(&mut out, "rrbalancer_connections_unacked", &|v| {
+    per_slot(&mut out, "rrbalancer_connections_unacked", &|_, v| {
         Some(v.unacked.to_string())
     });
     head(
@@ -209,7 +211,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     per_slot(
         &mut out,
         "rrbalancer_connections_oldest_unacked_seconds",
-        &|v| Some(format!("{:.3}", v.oldest_unacked_secs.unwrap_or(0.0))),
+        &|_, v| Some(format!("{:.3}", v.oldest_unacked_secs.unwrap_or(0.0))),
     );
     head(
         &mut out,
@@ -217,7 +219,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Restarts of the slot's worker after a failure.",
     );
-    per_slot(&mut out, "rrbalancer_worker_restarts_total", &|v| {
+    per_slot(&mut out, "rrbalancer_worker_restarts_total", &|_, v| {
         Some(v.restarts.to_string())
     });
     head(
@@ -226,7 +228,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Workers of the slot replaced by [recycle] limits.",
     );
-    per_slot(&mut out, "rrbalancer_worker_recycles_total", &|v| {
+    per_slot(&mut out, "rrbalancer_worker_recycles_total", &|_, v| {
         Some(v.recycles.to_string())
     });
     head(
@@ -235,9 +237,11 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "gauge",
         "Resident memory of the slot's worker process group, when measured ([recycle] max_memory).",
     );
-    per_slot(&mut out, "rrbalancer_worker_resident_memory_bytes", &|v| {
-        v.rss_bytes.map(|b| b.to_string())
-    });
+    per_slot(
+        &mut out,
+        "rrbalancer_worker_resident_memory_bytes",
+        &|_, v| v.rss_bytes.map(|b| b.to_string()),
+    );
 
     head(
         &mut out,
@@ -245,7 +249,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "CPU time of the slot's current worker process (resets when it is replaced).",
     );
-    per_slot(&mut out, "rrbalancer_worker_cpu_seconds_total", &|v| {
+    per_slot(&mut out, "rrbalancer_worker_cpu_seconds_total", &|_, v| {
         v.cpu_seconds.map(|c| format!("{c:.3}"))
     });
     head(
@@ -254,13 +258,20 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Connections a worker of the slot died holding un-acknowledged, handed to another worker.",
     );
-    for slot in 0..s.slots.len() {
-        let n = s.counters.rerouted.get(slot).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "rrbalancer_connections_rerouted_total{{slot=\"{slot}\"}} {n}"
-        );
-    }
+    per_slot(
+        &mut out,
+        "rrbalancer_connections_rerouted_total",
+        &|slot, _| {
+            Some(
+                s.counters
+                    .rerouted
+                    .get(slot)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
+            )
+        },
+    );
     head(
         &mut out,
         "rrbalancer_worker_exits_total",
