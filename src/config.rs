@@ -1652,15 +1652,17 @@ pub fn default_control_paths(file: Option<&str>) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A regular file (links followed) with an execute bit: what `execvp` would try.
+pub fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Finds the program the way `execvp` would, so a typo fails at start with the file's line
 /// rather than as a restart storm. A relative path with a `/` is taken from `base` (the worker's
 /// `cwd`, else the config file's directory), so a config file works from anywhere.
 fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if exec.is_empty() {
         return Err("is empty (name a program, or remove the key for the demo worker)".into());
     }
@@ -1670,7 +1672,7 @@ fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
             Some(base) if path.is_relative() => base.join(path),
             _ => std::env::current_dir().unwrap_or_default().join(path),
         };
-        return if is_executable(&path) {
+        return if is_executable_file(&path) {
             Ok(path)
         } else if path.exists() {
             Err(format!(
@@ -1687,7 +1689,7 @@ fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
     let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&search)
         .map(|dir| dir.join(exec))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| is_executable_file(candidate))
         .ok_or_else(|| format!("program {} not found on PATH", quoted(exec)))
 }
 

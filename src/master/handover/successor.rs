@@ -433,9 +433,8 @@ fn successor_env() -> Vec<(OsString, OsString)> {
 
 /// Why `path` cannot be started as the new master, if it cannot.
 fn check_executable(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !crate::config::is_executable_file(path) {
         return Err(format!("{} is not an executable file", path.display()));
     }
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
