@@ -254,8 +254,9 @@ fn sigusr2_upgrades_and_a_unix_socket_listener_survives_the_old_master() {
 #[test]
 fn sockets_an_old_worker_never_took_go_to_the_new_master_not_closed() {
     // The old version's worker says `ready`, then never reads its channel again: every socket
-    // sent to it waits there, un-acked (its window is 8).
-    let stuck = "workers = 1\n[worker]\nmax_unacked = 8\nexec = \"python3\"\nargs = [\"-c\", \"import os,socket,time\\nsocket.socket(fileno=int(os.environ['RRB_CHANNEL_FD'])).send(b'ready')\\ntime.sleep(60)\"]\n[shutdown]\nkill_timeout = \"1s\"\n";
+    // sent to it waits there, un-acked (its window is 8). It keeps the channel open (`c` holds
+    // it; a dropped socket object would close it, which the master treats as a failure).
+    let stuck = "workers = 1\n[worker]\nmax_unacked = 8\nexec = \"python3\"\nargs = [\"-c\", \"import os,socket,time\\nc=socket.socket(fileno=int(os.environ['RRB_CHANNEL_FD']))\\nc.send(b'ready')\\ntime.sleep(60)\"]\n[shutdown]\nkill_timeout = \"1s\"\n";
     let rrb = Rrb::start(stuck, 1);
     let clients: Vec<_> = (0..6)
         .map(|_| {
