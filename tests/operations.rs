@@ -496,6 +496,15 @@ fn the_stop_signal_follows_a_native_workers_stop_only_when_configured() {
             mark.display().to_string()
         );
         let mut rrb = Rrb::start(&config, 1);
+        if env.contains("SILENT") {
+            // Ready by delay: wait until it really takes signals.
+            let up = dir.path().join("mark.up");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !up.exists() {
+                assert!(Instant::now() < deadline, "the worker never started");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         rrb.signal(libc::SIGTERM);
         let status = rrb.wait_exit(Duration::from_secs(10)).expect("stopped");
         assert_eq!(status.code(), Some(0));
