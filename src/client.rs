@@ -231,9 +231,10 @@ pub fn format_status(s: &Status) -> String {
         out.push_str(&format!("recycling {recycling}\n\n"));
     }
     let header = [
-        "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "RECYCLED", "HANDED", "UNACKED", "RSS",
+        "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "RECYCLED", "HANDED", "CONN/S", "UNACKED",
+        "RSS", "CPU",
     ];
-    let mut rows: Vec<[String; 9]> = s
+    let mut rows: Vec<[String; 11]> = s
         .workers
         .iter()
         .map(|w| {
@@ -250,6 +251,7 @@ pub fn format_status(s: &Status) -> String {
                 w.restarts.to_string(),
                 w.recycled.to_string(),
                 w.handed.to_string(),
+                w.conn_per_sec.map_or("-".into(), |r| format!("{r:.1}")),
                 match w.oldest_unacked_secs {
                     Some(age) if w.unacked > 0 => format!("{} (oldest {age:.1}s)", w.unacked),
                     _ => w.unacked.to_string(),
@@ -257,6 +259,7 @@ pub fn format_status(s: &Status) -> String {
                 w.rss_bytes.map_or("-".into(), |b| {
                     bytesize::ByteSize::b(b).display().iec().to_string()
                 }),
+                w.cpu_seconds.map_or("-".into(), |c| format!("{c:.2}s")),
             ]
         })
         .collect();
@@ -267,6 +270,8 @@ pub fn format_status(s: &Status) -> String {
             e.state.clone(),
             "-".into(),
             e.restarts.to_string(),
+            "-".into(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),
@@ -344,6 +349,8 @@ mod tests {
             restarts: 1,
             recycled: 2,
             rss_bytes: Some(70 << 20),
+            cpu_seconds: Some(1.5),
+            conn_per_sec: Some(12.25),
             handed: 1234,
             unacked: 0,
             oldest_unacked_secs: None,
@@ -375,6 +382,14 @@ mod tests {
         assert!(lines[0].contains("pid 10") && lines[1].contains("127.0.0.1:3000"));
         assert!(lines[3].starts_with("SLOT  PID  STATE"), "{text}");
         assert!(lines[4].starts_with("0     11   ready     1m15s"), "{text}");
+        assert!(
+            lines[3].contains("CONN/S") && lines[3].ends_with("RSS       CPU"),
+            "{text}"
+        );
+        assert!(
+            lines[4].contains("  12.2  ") && lines[4].ends_with("70.0 MiB  1.50s"),
+            "{text}"
+        );
         assert!(lines[6].starts_with("2     -    given up"), "{text}");
         assert!(text.ends_with("slot 2 last exit: pid 9: exit code 7\n"));
 

@@ -148,9 +148,17 @@ pub struct WorkerStatus {
     /// Workers of its slot recycled so far (`[recycle]`), apart from restarts.
     #[serde(default)]
     pub recycled: u64,
-    /// Its process group's resident memory when last measured (with `[recycle] max_memory`).
+    /// Its resident memory: its process group's when last measured (with `[recycle]
+    /// max_memory`), else its own process's now.
     #[serde(default)]
     pub rss_bytes: Option<u64>,
+    /// CPU time its process has used (user and system), when readable.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+    /// Connections sent to it per second over the last 10 whole seconds (rr mode; none in its
+    /// first second).
+    #[serde(default)]
+    pub conn_per_sec: Option<f64>,
     /// Connections handed to it.
     pub handed: u64,
     /// Connections sent and not yet acknowledged.

@@ -288,6 +288,8 @@ mod tests {
             restarts: 0,
             recycled: 0,
             rss_bytes: None,
+            cpu_seconds: None,
+            conn_per_sec: None,
             handed,
             unacked: 0,
             oldest_unacked_secs: None,

@@ -91,12 +91,43 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
     }
     let (code, text) = get(&addr, "/metrics");
     assert_eq!(code, 200);
-    let Some(samples) = parsed(&text) else { return };
+    let Some(mut samples) = parsed(&text) else {
+        return;
+    };
     assert_eq!(
         sum(&samples, "rrbalancer_connections_handed_total"),
         N as f64,
         "{text}"
     );
+    // Every one acked, each with its hand-off time (an ack may still wait in a channel when
+    // the response reached the client: the master reads it at its next turn).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sum(&samples, "rrbalancer_connections_acked_total") < N as f64 {
+        assert!(Instant::now() < deadline, "{samples:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+        samples = parsed(&get(&addr, "/metrics").1).unwrap();
+    }
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_acked_total"),
+        N as f64
+    );
+    assert_eq!(
+        sum(&samples, "rrbalancer_handoff_latency_seconds_count"),
+        N as f64
+    );
+    let infinite = samples
+        .iter()
+        .filter(|l| l.starts_with("rrbalancer_handoff_latency_seconds_bucket "))
+        .filter(|l| l.contains("('le', '+Inf')"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum::<f64>();
+    assert_eq!(infinite, N as f64);
+    let latency = sum(&samples, "rrbalancer_handoff_latency_seconds_sum") / N as f64;
+    assert!(
+        latency > 0.0 && latency < 1.0,
+        "mean hand-off {latency} s on an idle fleet"
+    );
+    assert_eq!(sum(&samples, "rrbalancer_worker_starts_total"), 3.0);
     assert_eq!(
         sum(&samples, "rrbalancer_connections_accepted_total"),
         N as f64
@@ -123,6 +154,25 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
     assert_eq!(
         sum(&samples, "rrbalancer_connections_handed_total"),
         N as f64
+    );
+    assert_eq!(
+        sum(&samples, "rrbalancer_connections_acked_total"),
+        N as f64
+    );
+    let reloads = |samples: &[String], outcome: &str| {
+        samples
+            .iter()
+            .filter(|l| l.starts_with("rrbalancer_reloads_total "))
+            .filter(|l| l.contains(&format!("('outcome', '{outcome}')")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(reloads(&samples, "completed"), 1.0);
+    assert_eq!(reloads(&samples, "failed"), 0.0);
+    assert_eq!(
+        sum(&samples, "rrbalancer_worker_starts_total"),
+        6.0,
+        "3 candidates"
     );
     // The reload's old workers exit as asked; a worker killed outright counts as killed.
     let exits = |cause: &str| {
@@ -208,6 +258,92 @@ fn healthz_and_readyz_follow_start_reload_and_stop() {
         TcpStream::connect(&addr).is_err(),
         "the listener is gone with the master"
     );
+}
+
+/// `GET path`: its status code, or `None` if nothing answers (the master is gone).
+fn try_get(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response.get(9..12)?.parse().ok()
+}
+
+#[test]
+fn health_with_a_slot_given_up_and_once_every_slot_gave_up() {
+    // Slot 1 never starts; slot 0 serves until the test breaks it too.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let worker = common::repo().join("scripts/python_worker.py");
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 1 ] || [ -e '{}' ]; then exit 7; fi; exec python3 '{}'",
+        broken.display(),
+        worker.display()
+    );
+    let (mut rrb, addr) = start(
+        &format!(
+            "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
+             [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n"
+        ),
+        0,
+    );
+    rrb.wait_for_log("giveup slot=1", Duration::from_secs(10));
+    rrb.wait_ready(1);
+    // One slot serves: healthy, and ready (waiting for slot 1 would be waiting forever).
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(wait_for(&addr, "/readyz", 200), "ready\n");
+    let samples = parsed(&get(&addr, "/metrics").1);
+    if let Some(samples) = samples {
+        let one = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|l| l.starts_with(&format!("{name} ")) && l.contains(labels))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        };
+        assert_eq!(
+            one("rrbalancer_worker_giveups_total", "[('slot', '1')]"),
+            Some(1.0)
+        );
+        assert_eq!(
+            one("rrbalancer_worker_giveups_total", "[('slot', '0')]"),
+            Some(0.0)
+        );
+        assert_eq!(
+            one(
+                "rrbalancer_worker_state",
+                "[('slot', '1'), ('state', 'given_up')]"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            one("rrbalancer_worker_starts_total", "[('slot', '1')]"),
+            Some(3.0),
+            "1 start + max_restarts"
+        );
+    }
+    // Slot 0 fails for good as well: no worker serves; the master stops and exits 1, and its
+    // health answers never say 200 again.
+    std::fs::write(&broken, "").unwrap();
+    let (_, status, _) = rrb.ctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let pid = status["workers"][0]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: the worker of slot 0, started by this test's master.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answers = Vec::new();
+    while let Some(code) = try_get(&addr, "/healthz") {
+        answers.push(code);
+        assert!(Instant::now() < deadline, "{answers:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        answers.iter().skip_while(|&&c| c == 200).all(|&c| c == 503),
+        "{answers:?}"
+    );
+    let exit = rrb.wait_exit(Duration::from_secs(10)).expect("gave up");
+    assert_eq!(exit.code(), Some(1));
+    rrb.wait_for_log("every slot gave up", Duration::from_secs(1));
 }
 
 #[test]

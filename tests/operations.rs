@@ -272,7 +272,9 @@ fn status_and_control_commands_explain_themselves() {
     let (code, table, _) = rrb.ctl(&["status"]);
     assert_eq!(code, 0);
     let header = table.lines().find(|l| l.starts_with("SLOT")).expect(&table);
-    for column in ["PID", "STATE", "UPTIME", "RESTARTS", "HANDED", "UNACKED"] {
+    for column in [
+        "PID", "STATE", "UPTIME", "RESTARTS", "HANDED", "CONN/S", "UNACKED", "RSS", "CPU",
+    ] {
         assert!(header.contains(column), "{table}");
     }
     assert!(
@@ -291,6 +293,20 @@ fn status_and_control_commands_explain_themselves() {
         .map(|w| w["handed"].as_u64().unwrap())
         .sum();
     assert_eq!(handed, 4);
+    // Once the second of those requests is over: a rate, and each worker's memory and CPU.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, json, _) = rrb.ctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let workers = status["workers"].as_array().unwrap();
+    let rate: f64 = workers
+        .iter()
+        .map(|w| w["conn_per_sec"].as_f64().unwrap())
+        .sum();
+    assert!(rate > 0.0 && rate <= 4.0, "{json}");
+    for w in workers {
+        assert!(w["rss_bytes"].as_u64().unwrap() > 100_000, "{json}");
+        assert!(w["cpu_seconds"].as_f64().unwrap() >= 0.0, "{json}");
+    }
     // The socket is private to its user.
     let sock = std::fs::read_dir(rrb.dir.path().join("rrbalancer"))
         .unwrap()

@@ -239,6 +239,19 @@ fn a_worker_that_never_acks_is_killed_at_ack_timeout_and_every_client_is_served(
     assert!(line.contains("un-acked"), "{line}");
     // Its sockets went elsewhere only after it was reaped, and its slot was refilled.
     rrb.wait_for_log("re-dispatching", Duration::from_secs(3));
+    // `/metrics` counts them as re-routed for the ack deadline, apart from crashes.
+    let (code, metrics, err) = rrb.ctl(&["metrics"]);
+    assert_eq!(code, 0, "{err}");
+    let rerouted = |cause: &str| {
+        let series =
+            format!("rrbalancer_connections_rerouted_total{{slot=\"0\",cause=\"{cause}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|n| n.parse::<u64>().unwrap())
+    };
+    assert!(rerouted("ack_timeout").unwrap() > 0, "{metrics}");
+    assert_eq!(rerouted("worker_exited"), Some(0));
     rrb.wait_ready(3);
     let ids: std::collections::BTreeSet<usize> =
         (0..6).map(|_| worker_id_of(&rrb.get().unwrap())).collect();

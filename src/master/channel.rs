@@ -108,13 +108,13 @@ impl Channel {
 
     /// Reads what waits on the channel, until `WouldBlock` or the wire's budget (then
     /// [`Channel::has_unread`] says to call again without waiting for an event), applying acks
-    /// and `idle` to `account` and reporting the rest into `out`. Stops at the first violation
-    /// or at end of stream.
-    pub fn read(&mut self, account: &mut Sockets, out: &mut Vec<Incoming>) {
+    /// and `idle` to `account` (acks as of `now`) and reporting the rest into `out`. Stops at
+    /// the first violation or at end of stream.
+    pub fn read(&mut self, account: &mut Sockets, now: Instant, out: &mut Vec<Incoming>) {
         let socket = self.socket.as_fd();
         self.unread = match &mut self.wire {
-            Wire::Native(native) => native.read(socket, account, out),
-            Wire::Node(node) => node.read(socket, account, out),
+            Wire::Native(native) => native.read(socket, account, now, out),
+            Wire::Node(node) => node.read(socket, account, now, out),
         };
     }
 
@@ -159,7 +159,7 @@ impl Pair {
     }
     pub fn read(&mut self, out: &mut Vec<Incoming>) {
         let account = self.ledger.account_mut(self.key).unwrap();
-        self.ch.read(account, out)
+        self.ch.read(account, Instant::now(), out)
     }
     pub fn in_flight(&self) -> usize {
         self.account().in_flight()
@@ -200,6 +200,7 @@ mod tests {
                 socket: a,
                 listener: 0,
                 peer: Peer::Unix,
+                accepted: Instant::now(),
                 sent: None,
             },
             b,

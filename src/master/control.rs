@@ -459,39 +459,45 @@ impl Master {
             .fleet
             .workers
             .iter()
-            .map(|(key, w)| WorkerStatus {
-                slot: w.slot,
-                pid: w.pid.as_raw(),
-                state: match (w.state, self.core.fleet.role(key)) {
-                    _ if w.stuck => "stuck (killed)",
-                    (State::Starting, _) => "starting",
-                    (State::Ready, Role::Candidate) => "ready (candidate)",
-                    (State::Ready, _) => "ready",
-                    (State::Draining, _) => "draining",
+            .map(|(key, w)| {
+                let account = self.ledger.account(w.account);
+                let stat = super::memory::cpu_and_resident(&w.pid.to_string());
+                WorkerStatus {
+                    slot: w.slot,
+                    pid: w.pid.as_raw(),
+                    state: match (w.state, self.core.fleet.role(key)) {
+                        _ if w.stuck => "stuck (killed)",
+                        (State::Starting, _) => "starting",
+                        (State::Ready, Role::Candidate) => "ready (candidate)",
+                        (State::Ready, _) => "ready",
+                        (State::Draining, _) => "draining",
+                    }
+                    .to_owned(),
+                    role: match self.core.fleet.role(key) {
+                        Role::Current => "current",
+                        Role::Candidate => "candidate",
+                        Role::Detached => "retiring",
+                    }
+                    .to_owned(),
+                    uptime_secs: w.uptime(now).as_secs_f64(),
+                    restarts: self
+                        .core
+                        .fleet
+                        .slots
+                        .get(w.slot)
+                        .map_or(0, |s| s.restart_count),
+                    recycled: self.core.fleet.slots.get(w.slot).map_or(0, |s| s.recycled),
+                    rss_bytes: w.rss.or(stat.map(|(_, rss)| rss)),
+                    cpu_seconds: stat.map(|(cpu, _)| cpu),
+                    conn_per_sec: account
+                        .filter(|_| self.config.mode().master_accepts())
+                        .and_then(|a| a.rate().per_second(w.started, now)),
+                    handed: account.map_or(0, |a| a.handed()),
+                    unacked: account.map_or(0, |a| a.in_flight()),
+                    oldest_unacked_secs: account
+                        .and_then(|a| a.oldest_unacked())
+                        .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                 }
-                .to_owned(),
-                role: match self.core.fleet.role(key) {
-                    Role::Current => "current",
-                    Role::Candidate => "candidate",
-                    Role::Detached => "retiring",
-                }
-                .to_owned(),
-                uptime_secs: w.uptime(now).as_secs_f64(),
-                restarts: self
-                    .core
-                    .fleet
-                    .slots
-                    .get(w.slot)
-                    .map_or(0, |s| s.restart_count),
-                recycled: self.core.fleet.slots.get(w.slot).map_or(0, |s| s.recycled),
-                rss_bytes: w.rss,
-                handed: self.ledger.account(w.account).map_or(0, |a| a.handed()),
-                unacked: self.ledger.account(w.account).map_or(0, |a| a.in_flight()),
-                oldest_unacked_secs: self
-                    .ledger
-                    .account(w.account)
-                    .and_then(|a| a.oldest_unacked())
-                    .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             })
             .collect();
         let slots = self

@@ -177,6 +177,8 @@ pub struct Slot {
     /// Exit causes of recent failures, for the give-up report.
     pub last_causes: VecDeque<String>,
     pub given_up: bool,
+    /// Times it was given up (a reload gives it a fresh chance: it can be given up again).
+    pub giveups: u64,
     /// Workers recycled here (`[recycle]`), and why the last one was.
     pub recycled: u64,
     pub last_recycle: Option<String>,
@@ -305,6 +307,29 @@ impl Fleet {
     pub fn serving_if(&self, slot: usize, open: impl Fn(&Worker) -> bool) -> Option<usize> {
         let worker = self.workers.get(self.slots.get(slot)?.current?)?;
         (worker.state == State::Ready && open(worker)).then_some(worker.account)
+    }
+
+    /// Every slot has had its start: each is served by a ready worker or was given up (a
+    /// restart storm: waiting for it would be waiting forever), and one at least serves.
+    /// `/readyz` says ready from then on, while the master is not stopping.
+    pub fn started(&self) -> bool {
+        let mut serving = 0;
+        for (i, slot) in self.slots.iter().enumerate() {
+            match self.serving_if(i, |_| true) {
+                Some(_) => serving += 1,
+                None if slot.given_up => {}
+                None => return false,
+            }
+        }
+        serving > 0
+    }
+
+    /// Every slot was given up and no reload candidate may revive one: nothing will serve
+    /// again. (A slot still starting, or waiting to restart, may yet serve: it is waited for.)
+    pub fn none_left(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| s.given_up && s.candidate.is_none())
     }
 
     pub fn ready_count(&self) -> usize {

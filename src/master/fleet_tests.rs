@@ -80,3 +80,21 @@ fn roles_and_slots_stay_consistent_over_random_operations() {
         }
     }
 }
+
+#[test]
+fn started_once_every_slot_serves_or_was_given_up_and_one_serves() {
+    let mut fleet = Fleet::new(2, Instant::now());
+    assert!(!fleet.started(), "nothing runs");
+    let a = fleet.insert(worker(0, 1_000_001), Role::Current);
+    fleet.workers[a].state = State::Ready;
+    assert!(!fleet.started(), "slot 1 has not had its start");
+    fleet.slots[1].given_up = true;
+    assert!(fleet.started(), "slot 1 gave up: slot 0 serves");
+    fleet.workers[a].state = State::Starting;
+    assert!(!fleet.started(), "none serves");
+    fleet.slots[1].given_up = false;
+    let b = fleet.insert(worker(1, 1_000_002), Role::Current);
+    fleet.workers[a].state = State::Ready;
+    fleet.workers[b].state = State::Ready;
+    assert!(fleet.started());
+}

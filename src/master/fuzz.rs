@@ -56,6 +56,7 @@ impl Held {
                 socket,
                 listener: 0,
                 peer: Peer::Unix,
+                accepted: Instant::now(),
                 sent: None,
             };
             let key = self.key;
@@ -76,7 +77,7 @@ impl Held {
     fn drain(&mut self) -> Vec<Incoming> {
         let mut out = Vec::new();
         while let Some(account) = self.ledger.account_mut(self.key) {
-            self.channel.read(account, &mut out);
+            self.channel.read(account, Instant::now(), &mut out);
             if !self.channel.has_unread() {
                 break;
             }

@@ -108,11 +108,14 @@ impl Master {
         if readable {
             let mut incoming = std::mem::take(&mut self.incoming);
             if let Some(account) = self.ledger.account_mut(worker.account) {
-                channel.read(account, &mut incoming);
+                channel.read(account, Instant::now(), &mut incoming);
             }
             // Refused connections (Node's `accepted: false`) are first in line for another.
             let refused = self.ledger.requeue_returned(worker.account);
             if refused > 0 {
+                let cause = super::metrics::REFUSED;
+                self.counters
+                    .count_rerouted(worker.slot, cause, refused as u64);
                 debug!(
                     "pid={} refused {refused} connection(s); handing them to another",
                     worker.pid
@@ -217,6 +220,7 @@ impl Master {
                             socket,
                             listener: i,
                             peer,
+                            accepted: Instant::now(),
                             sent: None,
                         };
                         // Room was checked: it is placed, not queued (either way it is the

@@ -24,12 +24,15 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::dispatch::{self, RoundRobin};
+use super::metrics::{Rate, Served};
 use crate::protocol::Peer;
 
 /// What the ledger needs of a connection.
 pub trait Conn {
     /// The client, for affinity.
     fn peer(&self) -> &Peer;
+    /// When the master accepted it (for the hand-off latency).
+    fn accepted(&self) -> Instant;
     /// When it was sent to the worker that holds it un-acked; `None` while it is not out.
     fn sent(&self) -> Option<Instant>;
     fn set_sent(&mut self, at: Option<Instant>);
@@ -55,8 +58,11 @@ pub struct Account<C> {
     /// The worker says `idle` (it is pulled): it takes connections only while idle.
     pulled: bool,
     idle: bool,
-    /// Connections assigned to it in all (those it could not be sent excepted).
-    handed: u64,
+    /// Connections assigned to it in all (those it could not be sent excepted), acked, and
+    /// how long each took from accept to ack.
+    served: Served,
+    /// Connections sent to it, per second lately.
+    rate: Rate,
 }
 
 impl<C: Conn> Account<C> {
@@ -71,7 +77,8 @@ impl<C: Conn> Account<C> {
             blocked: false,
             pulled: false,
             idle: false,
-            handed: 0,
+            served: Served::default(),
+            rate: Rate::default(),
         }
     }
 
@@ -92,7 +99,15 @@ impl<C: Conn> Account<C> {
     }
 
     pub fn handed(&self) -> u64 {
-        self.handed
+        self.served.handed
+    }
+
+    pub fn served(&self) -> &Served {
+        &self.served
+    }
+
+    pub fn rate(&self) -> &Rate {
+        &self.rate
     }
 
     /// When the oldest connection still un-acked was sent.
@@ -128,6 +143,7 @@ impl<C: Conn> Account<C> {
     /// The wire sent the first `n` of the outbox at `now`: they wait for their ack.
     pub fn mark_sent(&mut self, n: usize, now: Instant) {
         let n = n.min(self.outbox.len());
+        self.rate.add(now, n as u64);
         self.unacked.extend(self.outbox.drain(..n).map(|mut c| {
             c.set_sent(Some(now));
             c
@@ -143,20 +159,26 @@ impl<C: Conn> Account<C> {
         self.unacked.len()
     }
 
-    /// The worker acked its `n` oldest un-acked connections; `Err` with how many it had if it
-    /// acked more than that (nothing is changed then).
-    pub fn ack_oldest(&mut self, n: usize) -> Result<(), usize> {
+    /// The worker acked its `n` oldest un-acked connections at `now`; `Err` with how many it
+    /// had if it acked more than that (nothing is changed then).
+    pub fn ack_oldest(&mut self, n: usize, now: Instant) -> Result<(), usize> {
         if n > self.unacked.len() {
             return Err(self.unacked.len());
         }
         // Dropping them closes the master's copies; the worker holds its own.
-        self.unacked.drain(..n);
+        for c in self.unacked.drain(..n) {
+            self.served.acked(c.accepted(), now);
+        }
         Ok(())
     }
 
-    /// The worker took the `i`-th oldest un-acked connection (Node: in any order).
-    pub fn ack_at(&mut self, i: usize) -> bool {
-        self.unacked.remove(i).is_some()
+    /// The worker took the `i`-th oldest un-acked connection at `now` (Node: in any order).
+    pub fn ack_at(&mut self, i: usize, now: Instant) -> bool {
+        let Some(c) = self.unacked.remove(i) else {
+            return false;
+        };
+        self.served.acked(c.accepted(), now);
+        true
     }
 
     /// The worker refused the `i`-th oldest un-acked connection: it goes to someone else.
@@ -171,13 +193,18 @@ impl<C: Conn> Account<C> {
         }
     }
 
-    /// The newest un-acked connection was acked (Node's child_process rule: one in flight).
-    pub fn ack_newest(&mut self) -> bool {
-        self.unacked.pop_back().is_some()
+    /// The newest un-acked connection was acked at `now` (Node's child_process rule: one in
+    /// flight).
+    pub fn ack_newest(&mut self, now: Instant) -> bool {
+        let Some(c) = self.unacked.pop_back() else {
+            return false;
+        };
+        self.served.acked(c.accepted(), now);
+        true
     }
 
     fn assign(&mut self, c: C) {
-        self.handed += 1;
+        self.served.handed += 1;
         self.outbox.push_back(c);
     }
 }
@@ -221,7 +248,7 @@ impl<C: Conn> Ledger<C> {
     /// Hand-offs to workers so far, over the master's life (what `status` shows per worker,
     /// summed, with the workers gone).
     pub fn handed_total(&self) -> u64 {
-        self.retired_handed + self.accounts.iter().map(|(_, a)| a.handed).sum::<u64>()
+        self.retired_handed + self.accounts.iter().map(|(_, a)| a.handed()).sum::<u64>()
     }
 
     /// Connections waiting in the master's queue.
@@ -329,7 +356,7 @@ impl<C: Conn> Ledger<C> {
             return 0;
         };
         let n = account.returned.len() + account.outbox.len();
-        account.handed -= account.outbox.len() as u64;
+        account.served.handed -= account.outbox.len() as u64;
         let unsent = account.returned.drain(..).chain(account.outbox.drain(..));
         for mut c in unsent.rev() {
             c.set_sent(None);
@@ -370,18 +397,18 @@ impl<C: Conn> Ledger<C> {
         self.retire(key).0
     }
 
-    /// [`Ledger::remove`], also saying how many connections the account was handed in all.
-    pub fn retire(&mut self, key: usize) -> (usize, u64) {
+    /// [`Ledger::remove`], also saying what the account served in all.
+    pub fn retire(&mut self, key: usize) -> (usize, Served) {
         self.close(key);
         let Some(account) = self.accounts.try_remove(key) else {
-            return (0, 0);
+            return (0, Served::default());
         };
-        self.retired_handed += account.handed;
+        self.retired_handed += account.handed();
         let n = account.held.len();
         for c in account.held.into_iter().rev() {
             self.queue.push_front(c);
         }
-        (n, account.handed)
+        (n, account.served)
     }
 
     /// Up to `max` connections from the front of the queue, to pass to another master (an
@@ -437,9 +464,18 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Id(u32, Option<Instant>);
 
+    /// The moment every test connection was accepted.
+    fn accepted_at() -> Instant {
+        static AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *AT.get_or_init(Instant::now)
+    }
+
     impl Conn for Id {
         fn peer(&self) -> &Peer {
             &Peer::Unix
+        }
+        fn accepted(&self) -> Instant {
+            accepted_at()
         }
         fn sent(&self) -> Option<Instant> {
             self.1
@@ -468,7 +504,7 @@ mod tests {
         assert_eq!(ledger.queued(), 1);
         let now = Instant::now();
         ledger.account_mut(a).unwrap().mark_sent(2, now);
-        ledger.account_mut(a).unwrap().ack_oldest(1).unwrap();
+        ledger.account_mut(a).unwrap().ack_oldest(1, now).unwrap();
         assert!(ledger.dispatch(2, serving, false), "a has room again");
         assert_eq!(ledger.queued(), 0);
         assert_eq!(ledger.account(a).unwrap().handed(), 3);
@@ -529,8 +565,43 @@ mod tests {
         ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
         let account = ledger.account_mut(a).unwrap();
         account.mark_sent(1, Instant::now());
-        assert_eq!(account.ack_oldest(2), Err(1));
+        assert_eq!(account.ack_oldest(2, Instant::now()), Err(1));
         assert_eq!(account.unacked_len(), 1);
+        assert_eq!(account.served().acked, 0);
+    }
+
+    #[test]
+    fn every_ack_is_counted_with_its_time_from_accept_and_retiring_gives_the_tally() {
+        use std::time::Duration;
+        let t0 = accepted_at();
+        let mut ledger = Ledger::default();
+        let a = ledger.open(8);
+        for i in 0..5 {
+            ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        }
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(5, t0);
+        // Native: the two oldest; Node: one by position, the newest; one refused.
+        account
+            .ack_oldest(2, t0 + Duration::from_micros(50))
+            .unwrap();
+        assert!(account.ack_at(1, t0 + Duration::from_millis(3)));
+        assert!(account.ack_newest(t0 + Duration::from_secs(20)));
+        assert!(account.refuse_at(0));
+        let served = account.served();
+        assert_eq!(
+            (served.handed, served.acked, served.latency.count()),
+            (5, 4, 4)
+        );
+        let buckets: Vec<(Option<f64>, u64)> = served.latency.cumulative().collect();
+        assert_eq!(buckets[0], (Some(0.0001), 2), "50 µs twice");
+        assert_eq!(buckets[5], (Some(0.005), 3), "and 3 ms");
+        assert_eq!(buckets[15], (Some(10.0), 3));
+        assert_eq!(buckets[16], (None, 4), "+Inf: 20 s too");
+        assert!((served.latency.sum_seconds() - 20.0031).abs() < 1e-9);
+        let (held, tally) = ledger.retire(a);
+        assert_eq!((held, tally.acked, tally.handed), (0, 4, 5));
+        assert_eq!(ledger.handed_total(), 5);
     }
 
     #[test]

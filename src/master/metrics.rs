@@ -8,22 +8,187 @@
 //! never a pid label. The master's own process metrics use the standard `process_` names.
 
 use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 /// Counters the master keeps for its whole life.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Connections accepted, per listener.
     pub accepted: Vec<u64>,
-    /// Hand-offs to workers gone, per slot (those of live workers are in the ledger).
-    pub handed_retired: Vec<u64>,
+    /// What workers gone served, per slot (that of live workers is in their ledger accounts).
+    pub retired: Vec<Served>,
     /// Times accepting paused because no worker had room.
     pub paused_no_worker: u64,
     /// `accept` failures for lack of file descriptors.
     pub fd_exhausted: u64,
-    /// Connections a worker died holding un-acked, handed again, per slot.
-    pub rerouted: Vec<u64>,
+    /// Connections handed again to another worker, per slot they left, by [`REROUTE_CAUSES`].
+    pub rerouted: Vec<[u64; 3]>,
     /// Worker exits per slot, by [`EXIT_CAUSES`] (same order).
     pub exits: Vec<[u64; 3]>,
+    /// Worker processes started per slot (first starts, restarts, reload candidates, recycles).
+    pub starts: Vec<u64>,
+}
+
+/// Why a connection went to another worker than the one it was handed to: that worker died
+/// holding it un-acked, was killed for holding it past `ack_timeout`, or refused it (a Node
+/// cluster worker's `accepted: false`).
+pub const REROUTE_CAUSES: [&str; 3] = ["worker_exited", "ack_timeout", "refused"];
+
+/// The index in [`REROUTE_CAUSES`] of a dead worker's un-acked connections: `stuck` if it was
+/// killed at `ack_timeout`.
+pub fn reroute_cause(stuck: bool) -> usize {
+    if stuck { 1 } else { 0 }
+}
+
+/// A refused connection's index in [`REROUTE_CAUSES`].
+pub const REFUSED: usize = 2;
+
+/// How a reload ended: every slot replaced, a candidate failed (the old workers serve on), or
+/// the master began to stop first.
+pub const RELOAD_OUTCOMES: [&str; 3] = ["completed", "failed", "aborted"];
+
+/// What one worker — or, summed, every worker a slot had — did with the connections handed to
+/// it. Fixed size: counting is never an allocation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    /// Connections assigned to it (those it could not be sent excepted).
+    pub handed: u64,
+    /// Connections it acked (took for good).
+    pub acked: u64,
+    /// From accept to ack, of the acked ones.
+    pub latency: Latency,
+}
+
+impl Served {
+    pub fn add(&mut self, other: &Served) {
+        self.handed += other.handed;
+        self.acked += other.acked;
+        self.latency.add(&other.latency);
+    }
+
+    /// A connection accepted at `accepted` was acked at `now`.
+    pub fn acked(&mut self, accepted: Instant, now: Instant) {
+        self.acked += 1;
+        self.latency
+            .observe(now.saturating_duration_since(accepted));
+    }
+}
+
+/// Upper bounds of the hand-off latency buckets, in nanoseconds (100 µs … 10 s; a hand-off on
+/// an idle machine takes tens of microseconds, a queued one waits for a worker with room).
+pub const LATENCY_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A latency histogram: a count per bucket of [`LATENCY_BOUNDS_NS`] (not cumulative; the last
+/// one is `+Inf`) and the sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latency {
+    counts: [u64; LATENCY_BOUNDS_NS.len() + 1],
+    sum_ns: u64,
+}
+
+impl Latency {
+    pub fn observe(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NS.partition_point(|&bound| bound < ns);
+        self.counts[i] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub fn add(&mut self, other: &Latency) {
+        for (c, o) in self.counts.iter_mut().zip(other.counts) {
+            *c += o;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound in seconds or None for +Inf, cumulative count)`, in order.
+    pub fn cumulative(&self) -> impl Iterator<Item = (Option<f64>, u64)> + '_ {
+        let bounds = LATENCY_BOUNDS_NS
+            .iter()
+            .map(|&ns| Some(ns as f64 / 1e9))
+            .chain([None]);
+        bounds.zip(self.counts.iter().scan(0, |total, &n| {
+            *total += n;
+            Some(*total)
+        }))
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns as f64 / 1e9
+    }
+}
+
+/// Connections per second over the last [`Rate::WINDOW`] whole seconds, counted into one bucket
+/// per second as they are sent: O(1) per send, no allocation, no timer waking the master.
+#[derive(Debug, Clone, Default)]
+pub struct Rate {
+    /// The first count's moment: seconds are numbered from it.
+    origin: Option<Instant>,
+    /// Counts of the seconds `last - WINDOW ..= last`, at index `second % buckets`.
+    buckets: [u64; Rate::WINDOW as usize + 1],
+    last: u64,
+}
+
+impl Rate {
+    pub const WINDOW: u64 = 10;
+
+    pub fn add(&mut self, now: Instant, n: u64) {
+        let origin = *self.origin.get_or_insert(now);
+        let second = now.saturating_duration_since(origin).as_secs();
+        let len = self.buckets.len() as u64;
+        // Seconds passed since the last count start empty (at most a full turn to clear).
+        for s in (self.last + 1..=second).take(self.buckets.len()) {
+            self.buckets[(s % len) as usize] = 0;
+        }
+        self.last = self.last.max(second);
+        self.buckets[(second % len) as usize] += n;
+    }
+
+    /// The mean per second over the whole seconds of the window before `now` (fewer where the
+    /// counting began less than a window ago); `since` is when the counted thing began (a
+    /// worker's start), `None` before a second has passed.
+    pub fn per_second(&self, since: Instant, now: Instant) -> Option<f64> {
+        let age = now.saturating_duration_since(since).as_secs();
+        if age == 0 {
+            return None;
+        }
+        let window = age.min(Rate::WINDOW);
+        let Some(origin) = self.origin else {
+            return Some(0.0);
+        };
+        let current = now.saturating_duration_since(origin).as_secs();
+        let len = self.buckets.len() as u64;
+        // Whole seconds `current - window .. current`, of those still kept (`last - WINDOW ..=
+        // last`): the current second is not whole yet.
+        let from = current
+            .saturating_sub(window)
+            .max(self.last.saturating_sub(Rate::WINDOW));
+        let total: u64 = (from..current.min(self.last + 1))
+            .map(|s| self.buckets[(s % len) as usize])
+            .sum();
+        Some(total as f64 / window as f64)
+    }
 }
 
 /// Why a worker exited: asked to (a stop, reload, scale, recycle), or not — then its own exit
@@ -44,18 +209,29 @@ pub fn exit_cause(asked: bool, cause: &str) -> usize {
 
 impl Counters {
     pub fn count_exit(&mut self, slot: usize, cause: usize) {
-        if self.exits.len() <= slot {
-            self.exits.resize(slot + 1, [0; 3]);
+        Counters::at(&mut self.exits, slot)[cause] += 1;
+    }
+
+    pub fn count_rerouted(&mut self, slot: usize, cause: usize, n: u64) {
+        Counters::at(&mut self.rerouted, slot)[cause] += n;
+    }
+
+    /// What a worker of `slot` served, now that it is gone.
+    pub fn retire(&mut self, slot: usize, served: &Served) {
+        Counters::at(&mut self.retired, slot).add(served);
+    }
+
+    /// `v[i]`, growing `v` if `i` is new (a slot count changes rarely).
+    fn at<T: Default + Clone>(v: &mut Vec<T>, i: usize) -> &mut T {
+        if v.len() <= i {
+            v.resize(i + 1, T::default());
         }
-        self.exits[slot][cause] += 1;
+        &mut v[i]
     }
 
     /// `v[i] += n`, growing `v` if `i` is new (a listener or slot count changes rarely).
     pub fn add(v: &mut Vec<u64>, i: usize, n: u64) {
-        if v.len() <= i {
-            v.resize(i + 1, 0);
-        }
-        v[i] += n;
+        *Counters::at(v, i) += n;
     }
 }
 
@@ -64,11 +240,14 @@ impl Counters {
 pub struct Slot {
     /// `starting`, `ready`, `restarting`, `given_up`, `stopping`.
     pub state: &'static str,
-    pub handed: u64,
+    /// By every worker the slot had, the current one included.
+    pub served: Served,
     pub unacked: usize,
     pub oldest_unacked_secs: Option<f64>,
     pub restarts: u64,
     pub recycles: u64,
+    /// Times the slot was given up (a restart storm).
+    pub giveups: u64,
     pub rss_bytes: Option<u64>,
     /// CPU time of the slot's current worker process so far.
     pub cpu_seconds: Option<f64>,
@@ -92,6 +271,8 @@ pub struct Snapshot<'a> {
     pub queued: usize,
     pub workers_wanted: usize,
     pub workers_ready: usize,
+    /// Reloads ended, by [`RELOAD_OUTCOMES`].
+    pub reloads: [u64; 3],
     pub slots: Vec<Slot>,
     pub process: Process,
 }
@@ -191,8 +372,37 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "Connections handed to the workers of each slot.",
     );
     per_slot(&mut out, "rrbalancer_connections_handed_total", &|_, v| {
-        Some(v.handed.to_string())
+        Some(v.served.handed.to_string())
     });
+    head(
+        &mut out,
+        "rrbalancer_connections_acked_total",
+        "counter",
+        "Connections the workers of each slot acknowledged (took for good).",
+    );
+    per_slot(&mut out, "rrbalancer_connections_acked_total", &|_, v| {
+        Some(v.served.acked.to_string())
+    });
+    head(
+        &mut out,
+        "rrbalancer_handoff_latency_seconds",
+        "histogram",
+        "Time from accept to the worker's acknowledgement, queueing in the master included.",
+    );
+    for (slot, v) in s.slots.iter().enumerate() {
+        let name = "rrbalancer_handoff_latency_seconds";
+        for (le, n) in v.served.latency.cumulative() {
+            let le = le.map_or("+Inf".to_owned(), |s| s.to_string());
+            let _ = writeln!(out, "{name}_bucket{{slot=\"{slot}\",le=\"{le}\"}} {n}");
+        }
+        let latency = &v.served.latency;
+        let _ = writeln!(
+            out,
+            "{name}_sum{{slot=\"{slot}\"}} {:.6}\n{name}_count{{slot=\"{slot}\"}} {}",
+            latency.sum_seconds(),
+            latency.count()
+        );
+    }
     head(
         &mut out,
         "rrbalancer_connections_unacked",
@@ -213,6 +423,31 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "rrbalancer_connections_oldest_unacked_seconds",
         &|_, v| Some(format!("{:.3}", v.oldest_unacked_secs.unwrap_or(0.0))),
     );
+    head(
+        &mut out,
+        "rrbalancer_worker_starts_total",
+        "counter",
+        "Worker processes started for the slot: the first, restarts, reload candidates, recycles.",
+    );
+    per_slot(&mut out, "rrbalancer_worker_starts_total", &|slot, _| {
+        Some(
+            s.counters
+                .starts
+                .get(slot)
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
+        )
+    });
+    head(
+        &mut out,
+        "rrbalancer_worker_giveups_total",
+        "counter",
+        "Times the slot was given up after too many failures in [restart] window.",
+    );
+    per_slot(&mut out, "rrbalancer_worker_giveups_total", &|_, v| {
+        Some(v.giveups.to_string())
+    });
     head(
         &mut out,
         "rrbalancer_worker_restarts_total",
@@ -256,22 +491,17 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "rrbalancer_connections_rerouted_total",
         "counter",
-        "Connections a worker of the slot died holding un-acknowledged, handed to another worker.",
+        "Connections handed to the slot's worker that went to another, by cause: it exited holding them un-acknowledged, was killed at ack_timeout, or refused them.",
     );
-    per_slot(
-        &mut out,
-        "rrbalancer_connections_rerouted_total",
-        &|slot, _| {
-            Some(
-                s.counters
-                    .rerouted
-                    .get(slot)
-                    .copied()
-                    .unwrap_or(0)
-                    .to_string(),
-            )
-        },
-    );
+    for slot in 0..s.slots.len() {
+        let counts = s.counters.rerouted.get(slot).copied().unwrap_or_default();
+        for (cause, n) in REROUTE_CAUSES.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "rrbalancer_connections_rerouted_total{{slot=\"{slot}\",cause=\"{cause}\"}} {n}"
+            );
+        }
+    }
     head(
         &mut out,
         "rrbalancer_worker_exits_total",
@@ -286,6 +516,16 @@ pub fn render(s: &Snapshot<'_>) -> String {
                 "rrbalancer_worker_exits_total{{slot=\"{slot}\",cause=\"{cause}\"}} {n}"
             );
         }
+    }
+
+    head(
+        &mut out,
+        "rrbalancer_reloads_total",
+        "counter",
+        "Rolling reloads by outcome: completed, failed (a candidate failed; the old workers serve on), aborted (the master began to stop).",
+    );
+    for (outcome, n) in RELOAD_OUTCOMES.iter().zip(s.reloads) {
+        let _ = writeln!(out, "rrbalancer_reloads_total{{outcome=\"{outcome}\"}} {n}");
     }
 
     head(
@@ -356,13 +596,20 @@ mod tests {
     use super::*;
 
     fn slot(state: &'static str, handed: u64) -> Slot {
+        let mut served = Served {
+            handed,
+            ..Served::default()
+        };
+        let t0 = Instant::now();
+        served.acked(t0, t0 + Duration::from_micros(300));
         Slot {
             state,
-            handed,
+            served,
             unacked: 1,
             oldest_unacked_secs: Some(0.25),
             restarts: 2,
             recycles: 0,
+            giveups: 1,
             rss_bytes: None,
             cpu_seconds: None,
         }
@@ -372,11 +619,12 @@ mod tests {
     fn the_text_has_a_help_and_type_per_family_and_a_series_per_slot() {
         let counters = Counters {
             accepted: vec![7],
-            handed_retired: vec![],
+            retired: vec![],
             paused_no_worker: 1,
             fd_exhausted: 0,
-            rerouted: vec![0, 4],
+            rerouted: vec![[0; 3], [4, 0, 1]],
             exits: vec![[1, 0, 2]],
+            starts: vec![3],
         };
         let listeners = [
             "127.0.0.1:3000".to_owned(),
@@ -390,6 +638,7 @@ mod tests {
             queued: 0,
             workers_wanted: 2,
             workers_ready: 1,
+            reloads: [2, 1, 0],
             slots: vec![slot("ready", 4), slot("restarting", 3)],
             process: Process::default(),
         });
@@ -408,7 +657,30 @@ mod tests {
             !text.contains("rrbalancer_worker_resident_memory_bytes{"),
             "not measured"
         );
-        assert!(text.contains("rrbalancer_connections_rerouted_total{slot=\"1\"} 4\n"));
+        assert!(text.contains(
+            "rrbalancer_connections_rerouted_total{slot=\"1\",cause=\"worker_exited\"} 4\n"
+        ));
+        assert!(
+            text.contains(
+                "rrbalancer_connections_rerouted_total{slot=\"1\",cause=\"refused\"} 1\n"
+            )
+        );
+        assert!(text.contains("rrbalancer_connections_acked_total{slot=\"0\"} 1\n"));
+        // 300 µs: above the 250 µs bucket, in the 500 µs one and every one after.
+        let bucket = "rrbalancer_handoff_latency_seconds_bucket{slot=\"1\"";
+        assert!(
+            text.contains(&format!("{bucket},le=\"0.00025\"}} 0\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{bucket},le=\"0.0005\"}} 1\n")));
+        assert!(text.contains(&format!("{bucket},le=\"+Inf\"}} 1\n")));
+        assert!(text.contains("rrbalancer_handoff_latency_seconds_sum{slot=\"1\"} 0.000300\n"));
+        assert!(text.contains("rrbalancer_handoff_latency_seconds_count{slot=\"1\"} 1\n"));
+        assert!(text.contains("rrbalancer_worker_starts_total{slot=\"0\"} 3\n"));
+        assert!(text.contains("rrbalancer_worker_starts_total{slot=\"1\"} 0\n"));
+        assert!(text.contains("rrbalancer_worker_giveups_total{slot=\"1\"} 1\n"));
+        assert!(text.contains("rrbalancer_reloads_total{outcome=\"completed\"} 2\n"));
+        assert!(text.contains("rrbalancer_reloads_total{outcome=\"aborted\"} 0\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"0\",cause=\"killed\"} 2\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"1\",cause=\"stopped\"} 0\n"));
         // Every sample belongs to a family declared before it, once.
@@ -421,7 +693,12 @@ mod tests {
                 );
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert!(declared.contains(name), "{line}");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|f| declared.contains(*f))
+                    .unwrap_or(name);
+                assert!(declared.contains(family), "{line}");
             }
         }
     }
@@ -437,6 +714,50 @@ mod tests {
             EXIT_CAUSES[exit_cause(false, "killed by SIGSEGV (core dumped)")],
             "killed"
         );
+    }
+
+    #[test]
+    fn latency_buckets_hold_their_upper_bound_and_add_up() {
+        let mut a = Latency::default();
+        a.observe(Duration::from_micros(100)); // on a bound: in that bucket (`le`)
+        a.observe(Duration::from_nanos(100_001));
+        a.observe(Duration::from_secs(3600));
+        let mut b = Latency::default();
+        b.observe(Duration::ZERO);
+        a.add(&b);
+        let cumulative: Vec<u64> = a.cumulative().map(|(_, n)| n).collect();
+        assert_eq!(cumulative[0], 2);
+        assert_eq!(cumulative[1], 3);
+        assert_eq!(cumulative[15], 3);
+        assert_eq!(cumulative[16], 4);
+        assert_eq!(a.count(), 4);
+        assert!((a.sum_seconds() - 3600.000200001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_rate_is_the_mean_of_the_last_whole_seconds() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = Rate::default();
+        assert_eq!(r.per_second(t0, at(500)), None, "not a whole second yet");
+        assert_eq!(r.per_second(t0, at(1500)), Some(0.0), "nothing sent");
+        // 10 a second for 20 seconds.
+        for tenth in 0..200 {
+            r.add(at(tenth * 100), 1);
+        }
+        assert_eq!(r.per_second(t0, at(20_050)), Some(10.0));
+        // Younger than the window: the mean over its whole seconds so far.
+        let mut young = Rate::default();
+        young.add(at(0), 6);
+        young.add(at(1200), 2);
+        assert_eq!(young.per_second(t0, at(2100)), Some(4.0));
+        // Silence since: the window forgets, second by second, then entirely.
+        assert_eq!(r.per_second(t0, at(25_000)), Some(5.0));
+        assert_eq!(r.per_second(t0, at(31_000)), Some(0.0));
+        assert_eq!(r.per_second(t0, at(500_000)), Some(0.0));
+        // Counting again after a long gap starts from empty buckets.
+        r.add(at(500_100), 30);
+        assert_eq!(r.per_second(t0, at(501_000)), Some(3.0));
     }
 
     #[test]

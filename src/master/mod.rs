@@ -445,8 +445,7 @@ impl Master {
             self.upgrade_turn(now);
             self.succession_turn();
             if !self.started_serving {
-                let wanted = self.core.fleet.slots.len();
-                self.started_serving = wanted > 0 && self.core.fleet.ready_count() >= wanted;
+                self.started_serving = self.core.fleet.started();
             }
             self.dispatch(now);
             self.flush(now);

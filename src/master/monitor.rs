@@ -242,13 +242,14 @@ impl Master {
             .iter()
             .enumerate()
             .map(|(i, slot)| {
-                let handed_live: u64 = fleet
+                // Workers gone, and those alive (current, candidate, draining).
+                let mut served = self.counters.retired.get(i).cloned().unwrap_or_default();
+                fleet
                     .workers
                     .iter()
                     .filter(|(_, w)| w.slot == i)
                     .filter_map(|(_, w)| self.ledger.account(w.account))
-                    .map(|a| a.handed())
-                    .sum();
+                    .for_each(|a| served.add(a.served()));
                 let current = slot
                     .current
                     .and_then(|k| fleet.workers.get(k))
@@ -265,13 +266,14 @@ impl Master {
                 };
                 metrics::Slot {
                     state,
-                    handed: self.counters.handed_retired.get(i).copied().unwrap_or(0) + handed_live,
+                    served,
                     unacked: account.map_or(0, |a| a.in_flight()),
                     oldest_unacked_secs: account
                         .and_then(|a| a.oldest_unacked())
                         .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                     restarts: slot.restart_count,
                     recycles: slot.recycled,
+                    giveups: slot.giveups,
                     rss_bytes: current.and_then(|w| w.rss),
                     cpu_seconds: current
                         .and_then(|w| memory::cpu_and_resident(&w.pid.to_string()))
@@ -288,6 +290,7 @@ impl Master {
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
+            reloads: self.core.reloads,
             slots,
             process: metrics::own_process(),
         })

@@ -81,6 +81,7 @@ impl NativeWire {
         &mut self,
         socket: BorrowedFd<'_>,
         account: &mut Sockets,
+        now: Instant,
         out: &mut Vec<Incoming>,
     ) -> bool {
         for _ in 0..READ_BUDGET {
@@ -95,7 +96,7 @@ impl NativeWire {
             }
             match protocol::parse_worker_message(message) {
                 Ok(WorkerMessage::Ack(n)) => {
-                    if let Err(sent) = account.ack_oldest(n) {
+                    if let Err(sent) = account.ack_oldest(n, now) {
                         out.push(Incoming::Violation(format!(
                             "acked {n} sockets but only {sent} were sent"
                         )));

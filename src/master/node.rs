@@ -276,6 +276,7 @@ impl NodeWire {
         &mut self,
         socket: BorrowedFd<'_>,
         account: &mut Sockets,
+        now: Instant,
         out: &mut Vec<Incoming>,
     ) -> bool {
         for _ in 0..READ_BUDGET {
@@ -287,7 +288,7 @@ impl NodeWire {
             let mut violation = None;
             for message in parsed.drain(..) {
                 if violation.is_none() {
-                    violation = self.on_message(message, account, out).err();
+                    violation = self.on_message(message, account, now, out).err();
                 }
             }
             self.parsed = parsed;
@@ -307,13 +308,14 @@ impl NodeWire {
         &mut self,
         message: FromWorker,
         account: &mut Sockets,
+        now: Instant,
         out: &mut Vec<Incoming>,
     ) -> Result<(), String> {
         match message {
             FromWorker::HandleAck => match self.in_flight.take() {
                 Some(InFlight::Conn) if !self.cluster => {
                     // Dropping it closes the master's copy; the worker holds its own.
-                    account.ack_newest();
+                    account.ack_newest(now);
                     out.push(Incoming::Message(WorkerMessage::Ack(1)));
                 }
                 Some(InFlight::Listener(i)) => {
@@ -367,7 +369,7 @@ impl NodeWire {
                 };
                 self.awaiting.remove(i);
                 if accepted {
-                    if !account.ack_at(i) {
+                    if !account.ack_at(i, now) {
                         return Err("newconn bookkeeping out of step".into());
                     }
                     out.push(Incoming::Message(WorkerMessage::Ack(1)));

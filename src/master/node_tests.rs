@@ -33,6 +33,7 @@ fn conn() -> (Handoff, OwnedFd) {
         socket: a,
         listener: 0,
         peer: Peer::Unix,
+        accepted: std::time::Instant::now(),
         sent: None,
     };
     (handoff, b)

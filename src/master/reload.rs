@@ -295,6 +295,7 @@ impl Supervisor {
             Step::Wait => {}
             Step::Done => {
                 let mut done = self.reload.take().expect("checked above");
+                self.reloads[0] += 1;
                 let fleet = &self.fleet;
                 let draining = done
                     .retired
@@ -381,6 +382,7 @@ impl Supervisor {
         let Some(reload) = self.reload.take() else {
             return;
         };
+        self.reloads[1] += 1;
         let message = reload.failed(slot, &cause);
         error!("{message}");
         self.effects.push(Effect::Answer {

@@ -160,14 +160,19 @@ impl Master {
             self.on_channel(key, true);
         }
         self.release_channel(key);
-        let (account, slot, asked) = {
+        let (account, slot, asked, stuck) = {
             let w = &self.core.fleet.workers[key];
-            (w.account, w.slot, w.state == super::fleet::State::Draining)
+            (
+                w.account,
+                w.slot,
+                w.state == super::fleet::State::Draining,
+                w.stuck,
+            )
         };
-        let (held, handed) = self.ledger.retire(account);
+        let (held, served) = self.ledger.retire(account);
         let c = &mut self.counters;
-        metrics::Counters::add(&mut c.handed_retired, slot, handed);
-        metrics::Counters::add(&mut c.rerouted, slot, held as u64);
+        c.retire(slot, &served);
+        c.count_rerouted(slot, metrics::reroute_cause(stuck), held as u64);
         c.count_exit(slot, metrics::exit_cause(asked, &cause));
         if held > 0 {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
@@ -358,6 +363,7 @@ impl Master {
             }
         };
         let pid = worker.pid;
+        metrics::Counters::add(&mut self.counters.starts, slot, 1);
         let key = self.core.fleet.insert(worker, role);
         let worker = &self.core.fleet.workers[key];
         let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);

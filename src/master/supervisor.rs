@@ -124,6 +124,8 @@ pub struct Supervisor {
     pub(super) recycle_paused_until: Option<Instant>,
     /// Every slot was given up: the master stops and exits with an error.
     pub gave_up: bool,
+    /// Reloads ended, by [`metrics::RELOAD_OUTCOMES`](super::metrics::RELOAD_OUTCOMES).
+    pub reloads: [u64; 3],
     pub(super) policy: Policy,
     pub(super) effects: Vec<Effect>,
 }
@@ -138,6 +140,7 @@ impl Supervisor {
             recycling: None,
             recycle_paused_until: None,
             gave_up: false,
+            reloads: [0; 3],
             policy,
             effects: Vec::new(),
         }
@@ -455,6 +458,7 @@ impl Supervisor {
             }
             Decision::GiveUp => {
                 s.given_up = true;
+                s.giveups += 1;
                 s.start_at = None;
                 let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
                 let reason = format!(
@@ -466,8 +470,8 @@ impl Supervisor {
                 );
                 error!("giveup slot={slot}: {reason}; not restarting it");
                 self.effects.push(Effect::Hook { slot, pid, reason });
-                if self.fleet.ready_count() == 0 {
-                    error!("no ready worker is left; stopping");
+                if self.fleet.none_left() {
+                    error!("every slot gave up: no worker is left to serve; stopping");
                     self.gave_up = true;
                     self.begin_stop(now);
                 }
@@ -487,6 +491,7 @@ impl Supervisor {
         info!("stopping gracefully (kill_timeout {grace:?})");
         self.recycling = None; // its successor is stopped with the others
         if let Some(reload) = self.reload.take() {
+            self.reloads[2] += 1;
             self.effects.push(Effect::Answer {
                 waiters: reload.into_waiters(),
                 outcome: Err("the master is stopping".into()),

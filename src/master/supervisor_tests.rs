@@ -514,3 +514,25 @@ fn a_reload_abandons_a_recycle_and_replaces_that_worker_too() {
     );
     assert!(h.sup.recycling.is_none() && !h.sup.may_recycle(h.at(1_010)));
 }
+
+#[test]
+fn a_slot_given_up_while_another_starts_leaves_the_master_running_until_every_slot_gave_up() {
+    let mut h = Harness::new(2, policy(0));
+    h.sup.tick(h.at(0), 0);
+    h.run(h.at(0));
+    let (a, b) = (h.current(0).unwrap(), h.current(1).unwrap());
+    // Slot 1 fails for good while slot 0 is still starting: slot 0 may yet serve.
+    h.sup.exited(b, h.at(5), "exit code 7".into());
+    let effects = h.run(h.at(5));
+    assert!(h.sup.fleet.slots[1].given_up);
+    assert!(!effects.contains(&Effect::StopAccepting), "{effects:?}");
+    assert!(!h.sup.gave_up && h.sup.phase == Phase::Running);
+    h.sup.ready(a, h.at(10));
+    h.run(h.at(10));
+    assert_eq!(h.sup.fleet.workers[a].state, State::Ready);
+    // Then slot 0 fails for good as well: nothing is left; the master stops.
+    h.sup.exited(a, h.at(20), "exit code 7".into());
+    let effects = h.run(h.at(20));
+    assert!(effects.contains(&Effect::StopAccepting), "{effects:?}");
+    assert!(h.sup.gave_up);
+}

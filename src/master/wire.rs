@@ -16,6 +16,8 @@ pub struct Handoff {
     pub socket: OwnedFd,
     pub listener: usize,
     pub peer: Peer,
+    /// When the master accepted it (or was passed it by another master).
+    pub accepted: Instant,
     /// When it was sent to the worker that holds it now; `None` while it is not out.
     pub sent: Option<Instant>,
 }
@@ -23,6 +25,10 @@ pub struct Handoff {
 impl Conn for Handoff {
     fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    fn accepted(&self) -> Instant {
+        self.accepted
     }
 
     fn sent(&self) -> Option<Instant> {

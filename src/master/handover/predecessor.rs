@@ -406,6 +406,7 @@ impl Master {
                 socket,
                 listener,
                 peer,
+                accepted: std::time::Instant::now(),
                 sent: None,
             };
             let fleet = &self.core.fleet;

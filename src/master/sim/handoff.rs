@@ -55,6 +55,8 @@ struct Outcome {
     served: BTreeMap<u64, usize>,
     /// Closed by the stop.
     dropped: Vec<u64>,
+    /// Acks the accounts of dead workers counted (for `/metrics`).
+    retired_acks: u64,
 }
 
 struct Sim {
@@ -229,6 +231,7 @@ impl Sim {
                 let conn = SimConn {
                     id,
                     peer,
+                    accepted: self.now,
                     sent: None,
                 };
                 let before = self.idle_outboxes();
@@ -339,7 +342,7 @@ impl Sim {
                 }
                 if !self.node && self.rng.u8(..20) == 0 {
                     let n = unacked.len() + 1;
-                    if account.ack_oldest(n).is_ok() {
+                    if account.ack_oldest(n, self.now).is_ok() {
                         return Err(format!("worker {key} acked {n} of {}", unacked.len()));
                     }
                     self.log(format!("worker {key} over-acks {n}: replaced"));
@@ -352,11 +355,11 @@ impl Sim {
                 if self.node {
                     // Node acks one at a time, in any order.
                     let i = self.rng.usize(..unacked.len());
-                    assert!(account.ack_at(i));
+                    assert!(account.ack_at(i, self.now));
                     self.served(unacked[i], key)?;
                     self.log(format!("worker {key} accepts conn {}", unacked[i]));
                 } else {
-                    account.ack_oldest(n).expect("n ≤ unacked");
+                    account.ack_oldest(n, self.now).expect("n ≤ unacked");
                     for &id in &unacked[..n] {
                         self.served(id, key)?;
                     }
@@ -504,7 +507,8 @@ impl Sim {
         if self.slots.get(w.slot) == Some(&Some(key)) {
             self.slots[w.slot] = None;
         }
-        let held = self.ledger.remove(key);
+        let (held, served) = self.ledger.retire(key);
+        self.outcome.retired_acks += served.acked;
         if self.ledger.account(key).is_some() {
             return Err(format!("the account of dead worker {key} is still open"));
         }

@@ -25,12 +25,16 @@ use crate::protocol::Peer;
 struct SimConn {
     id: u64,
     peer: Peer,
+    accepted: Instant,
     sent: Option<Instant>,
 }
 
 impl Conn for SimConn {
     fn peer(&self) -> &Peer {
         &self.peer
+    }
+    fn accepted(&self) -> Instant {
+        self.accepted
     }
     fn sent(&self) -> Option<Instant> {
         self.sent

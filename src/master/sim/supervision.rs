@@ -368,6 +368,7 @@ impl Sim {
                     let client = Client {
                         id,
                         peer: Peer::Unix,
+                        accepted: self.now,
                         sent: None,
                     };
                     self.ledger.admit(client, slots, serving, false);
@@ -408,7 +409,7 @@ impl Sim {
                             .ledger
                             .account_mut(account)
                             .expect("a live worker's account");
-                        a.ack_oldest(n).map_err(|e| format!("ack: {e}"))?;
+                        a.ack_oldest(n, self.now).map_err(|e| format!("ack: {e}"))?;
                         for &id in &unacked[..n] {
                             if let Some(first) = self.served.insert(id, account) {
                                 return Err(format!("client {id} served by {first} and {account}"));
@@ -512,7 +513,7 @@ impl Sim {
             }
         });
         let a = self.ledger.account_mut(account).expect("checked");
-        a.ack_oldest(unacked.len())
+        a.ack_oldest(unacked.len(), self.now)
             .map_err(|e| format!("ack: {e}"))?;
         for id in unacked {
             if let Some(first) = self.served.insert(id, account) {

@@ -59,14 +59,32 @@ impl Sim {
                 .collect();
             return Err(format!("lost: {lost:?}"));
         }
+        // What `/metrics` counts: every ack once, each with its latency (account keys are
+        // reused: the count is checked in all, not per key).
+        let mut acks = self.outcome.retired_acks;
         for (&key, w) in &self.workers {
             let a = self
                 .ledger
                 .account(key)
                 .ok_or(format!("worker {key} has no account"))?;
+            let served = a.served();
+            if served.latency.count() != served.acked {
+                return Err(format!(
+                    "worker {key} counted {} acks, {} timed",
+                    served.acked,
+                    served.latency.count()
+                ));
+            }
+            acks += served.acked;
             if w.channel_open && a.outbox().len() + a.unacked_len() > self.window {
                 return Err(format!("worker {key} holds more than its window"));
             }
+        }
+        if acks != self.outcome.served.len() as u64 {
+            return Err(format!(
+                "{acks} acks counted, {} connections served",
+                self.outcome.served.len()
+            ));
         }
         Ok(())
     }
@@ -91,7 +109,7 @@ impl Sim {
             self.ledger
                 .account_mut(key)
                 .expect("live")
-                .ack_oldest(unacked.len())
+                .ack_oldest(unacked.len(), self.now)
                 .map_err(|e| format!("settle: {e}"))?;
             for id in unacked {
                 self.served(id, key)?;
