@@ -183,6 +183,7 @@ fn a_reload_replaces_each_worker_only_once_its_successor_is_ready() {
         if waiters == &[7] && m.contains("2 worker(s) replaced")),
         "{effects:?}"
     );
+    assert_eq!(h.sup.reloads, [1, 0, 0], "completed");
     // The old ones get kill_timeout to finish, then SIGKILL.
     let effects = h.tick(20 + 500);
     assert_eq!(effects, [Effect::Kill(old[0])]);
@@ -202,6 +203,7 @@ fn a_candidate_never_ready_fails_the_reload_and_the_old_worker_keeps_serving() {
     assert!(matches!(&effects[1], Effect::Answer { outcome: Err(m), .. }
         if m.contains("did not become ready") && m.contains("old worker keeps serving")));
     assert_eq!(h.current(0), Some(old));
+    assert_eq!(h.sup.reloads, [0, 1, 0], "failed");
     assert_eq!(h.sup.can_reload(), Ok(()), "the next one may start");
 }
 
@@ -260,6 +262,7 @@ fn a_stop_tells_everyone_then_kills_at_kill_timeout_and_refuses_more_requests() 
         matches!(&effects[0], Effect::Answer { outcome: Err(m), .. } if m.contains("stopping"))
     );
     assert_eq!(effects[1], Effect::StopAccepting);
+    assert_eq!(h.sup.reloads, [0, 0, 1], "aborted");
     // Every worker, the reload's candidate too, is told to stop.
     assert_eq!(effects.len(), 2 + 3, "{effects:?}");
     assert!(h.sup.can_reload().is_err());
