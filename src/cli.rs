@@ -73,6 +73,12 @@ pub enum Command {
         daemon: bool,
     },
     /// Show the running master's workers: slot, pid, state, uptime, restarts, connections.
+    ///
+    /// One row per worker process: RESTARTS and RECYCLED of its slot, HANDED (connections
+    /// handed to it), CONN/S (sent to it per second over the last 10 whole seconds), UNACKED
+    /// (sent, not yet acknowledged, with the oldest's age), RSS (its process group's when
+    /// `[recycle] max_memory` measures it, else its own), CPU (CPU time it used). For live
+    /// rates and CPU% see `rrbalancer top`; for scrapers, `rrbalancer metrics`.
     Status {
         /// Print the status as JSON (with no master named and several running: an array, one
         /// status each).
