@@ -139,6 +139,23 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
         "one state per slot"
     );
     assert!(sum(&samples, "process_resident_memory_bytes") > 1e6);
+    // Each worker's memory and CPU, without [recycle] measuring anything.
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|l| l.starts_with("rrbalancer_worker_resident_memory_bytes "))
+            .count(),
+        3
+    );
+    assert!(sum(&samples, "rrbalancer_worker_resident_memory_bytes") > 3e5);
+    // (CPU time counts in clock ticks: a few idle workers may not have used one yet.)
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|l| l.starts_with("rrbalancer_worker_cpu_seconds_total "))
+            .count(),
+        3
+    );
     // The same text over the control socket (`rrbalancer metrics`).
     let (code, out, err) = rrb.ctl(&["metrics"]);
     assert_eq!(code, 0, "{err}");

@@ -470,7 +470,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "rrbalancer_worker_resident_memory_bytes",
         "gauge",
-        "Resident memory of the slot's worker process group, when measured ([recycle] max_memory).",
+        "Resident memory of the slot's worker: its process group's where [recycle] max_memory measures it, else its own process's.",
     );
     per_slot(
         &mut out,

@@ -255,6 +255,7 @@ impl Master {
                     .and_then(|k| fleet.workers.get(k))
                     .filter(|_| slot.current.is_some_and(|k| fleet.role(k) == Role::Current));
                 let account = current.and_then(|w| self.ledger.account(w.account));
+                let stat = current.and_then(|w| memory::cpu_and_resident(&w.pid.to_string()));
                 let state = match (current.map(|w| w.state), slot.given_up) {
                     (_, true) => "given_up",
                     (Some(State::Ready), _) => "ready",
@@ -274,10 +275,9 @@ impl Master {
                     restarts: slot.restart_count,
                     recycles: slot.recycled,
                     giveups: slot.giveups,
-                    rss_bytes: current.and_then(|w| w.rss),
-                    cpu_seconds: current
-                        .and_then(|w| memory::cpu_and_resident(&w.pid.to_string()))
-                        .map(|(cpu, _)| cpu),
+                    // Its process group's memory where `[recycle]` measures it, else its own.
+                    rss_bytes: current.and_then(|w| w.rss.or(stat.map(|(_, rss)| rss))),
+                    cpu_seconds: stat.map(|(cpu, _)| cpu),
                 }
             })
             .collect();
