@@ -6,7 +6,8 @@ connection. In `rr` mode it receives connections over its channel; in `none` mod
 the listeners it inherits (LISTEN_FDS) and still uses the channel for ready/stop.
 
 Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage] [--never-ack]
-                        [--flood MESSAGE] [--leak-mb-per-sec N]
+                        [--flood MESSAGE] [--leak-mb-per-sec N] [--subscribe]
+                        [--messages-log PREFIX] [--never-read] [--send-all N --go FILE]
 
   --leave-after N  after N requests say `leaving`, finish, and exit 0 (a planned exit)
   --no-ack-die     test aid: exit with code 3 on the first connection without acking it
@@ -15,6 +16,13 @@ Usage: python_worker.py [--leave-after N] [--no-ack-die] [--garbage] [--never-ac
   --flood MESSAGE  test aid: after `ready`, send MESSAGE (e.g. "ready") over and over
   --leak-mb-per-sec N  test aid: hold N more MB of memory every second, never freed (a leak,
                    for `[recycle] max_memory`)
+  --subscribe      take messages: say `subscribe`, keep the retained values (GET /state answers
+                   them as JSON), and say `ready` only once `subscribed` has arrived
+  --messages-log PREFIX  append each message received to PREFIX-<worker id>-<pid>, one line
+                   each: FROM KEY-or-"-" JSON
+  --never-read     test aid: say `subscribe` and `ready`, then never read the channel
+  --send-all N     test aid: `send all` N messages {"seq": i} once the file named by --go exists
+                   (the worker of slot 0)
 """
 
 import argparse
@@ -27,6 +35,8 @@ import threading
 import time
 
 MAX_MESSAGE = 8192
+# A worker that says `subscribe` may be sent `message`s this long.
+MAX_RELAY_MESSAGE = 64 * 1024 + 256
 MAX_FDS = 64
 # After a stop, an idle keep-alive connection is closed only after this long (seconds).
 DRAIN_GRACE = 2.0
@@ -46,14 +56,14 @@ class Channel:
 
     def send(self, text):
         with self.lock:
-            self.sock.send(text.encode("ascii"))
+            self.sock.send(text.encode("utf-8"))
 
-    def recv(self):
+    def recv(self, size=MAX_MESSAGE):
         """One message: (lines, fds). Empty lines means the master closed the channel."""
         fds = array.array("i")
         cmsg_room = socket.CMSG_SPACE(MAX_FDS * fds.itemsize)
         data, ancdata, flags, _ = self.sock.recvmsg(
-            MAX_MESSAGE, cmsg_room, socket.MSG_CMSG_CLOEXEC
+            size, cmsg_room, socket.MSG_CMSG_CLOEXEC
         )
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -67,7 +77,7 @@ class Channel:
             raise RuntimeError("a conn message lost sockets: at the open-file limit (ulimit -n)")
         if flags & socket.MSG_TRUNC:
             raise RuntimeError("truncated message from the master")
-        return data.decode("ascii").splitlines(), list(fds)
+        return data.decode("utf-8").split("\n"), list(fds)
 
 
 def raise_fd_limit():
@@ -92,6 +102,12 @@ class Worker:
         # When the stop began (monotonic), for DRAIN_GRACE.
         self.stopped_at = None
         self.threads = []
+        # Retained values by key, as JSON text (--subscribe).
+        self.state = {}
+        self.messages_log = None
+        if args.messages_log:
+            path = f"{args.messages_log}-{self.ident}-{os.getpid()}"
+            self.messages_log = open(path, "a", encoding="utf-8", buffering=1)
 
     def log(self, text):
         print(f"python worker {self.ident} pid {os.getpid()}: {text}", file=sys.stderr, flush=True)
@@ -147,7 +163,13 @@ class Worker:
                         self.leaving = True
                 if leave or self.stopping.is_set():
                     keep = False
-                body = f"handled by worker {self.ident}, pid {os.getpid()}\n".encode()
+                path = lines[0].split(" ")[1] if " " in lines[0] else "/"
+                if path == "/state":
+                    with self.lock:
+                        state = ",".join(f'"{k}":{v}' for k, v in sorted(self.state.items()))
+                    body = f'{{"pid":{os.getpid()},"state":{{{state}}}}}\n'.encode()
+                else:
+                    body = f"handled by worker {self.ident}, pid {os.getpid()}\n".encode()
                 reply = (
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                     + f"Content-Length: {len(body)}\r\n".encode()
@@ -177,11 +199,28 @@ class Worker:
 
     # -- rr: connections arrive over the channel ---------------------------------------------
 
+    def on_message(self, lines):
+        """`message FROM [KEY]`, then the JSON."""
+        head = lines[0].split(" ")
+        key = head[2] if len(head) > 2 else None
+        body = "\n".join(lines[1:]).rstrip("\n")
+        if key is not None:
+            with self.lock:
+                self.state[key] = body
+        if self.messages_log:
+            self.messages_log.write(f"{head[1]} {key or '-'} {body}\n")
+
     def run_channel(self):
+        size = MAX_RELAY_MESSAGE if self.args.subscribe else MAX_MESSAGE
         while True:
-            lines, fds = self.channel.recv()
-            if not lines or lines[0] == "stop":
+            lines, fds = self.channel.recv(size)
+            if not lines or lines == [""] or lines[0] == "stop":
                 return
+            if lines[0].startswith("message "):
+                self.on_message(lines)
+                continue
+            if lines[0] == "subscribed":
+                continue
             head = lines[0].split(" ")
             if head[0] != "conn" or int(head[1]) != len(fds):
                 self.log(f"unexpected message {lines!r}")
@@ -208,6 +247,13 @@ class Worker:
                     t.join(timeout=5.0)
 
         threading.Thread(target=wait_and_exit, daemon=True).start()
+
+    def send_all(self):
+        while not os.path.exists(self.args.go):
+            time.sleep(0.01)
+        for i in range(self.args.send_all):
+            self.channel.send(f'send all\n{{"seq":{i}}}')
+        self.log(f"sent {self.args.send_all} messages")
 
     def flood(self):
         """Sends the same message until the master closes the channel."""
@@ -268,7 +314,26 @@ class Worker:
         if self.channel is None:
             self.stopping.wait()
             return
+        if self.args.subscribe or self.args.never_read:
+            self.channel.send("subscribe\n")
+        if self.args.never_read:
+            self.channel.send("ready\n")
+            self.log("never reading the channel, as asked")
+            self.stopping.wait()
+            return
+        if self.args.subscribe:
+            # The retained values come first, then `subscribed`: ready with the current state.
+            while True:
+                lines, _ = self.channel.recv(MAX_RELAY_MESSAGE)
+                if not lines or lines == [""]:
+                    return
+                if lines[0] == "subscribed":
+                    break
+                if lines[0].startswith("message "):
+                    self.on_message(lines)
         self.channel.send("ready\n")
+        if self.args.send_all and self.ident == "0":
+            threading.Thread(target=self.send_all, daemon=True).start()
         if self.args.garbage:
             self.channel.send("hello garbage\n")
         if self.args.never_ack:
@@ -291,6 +356,11 @@ def main():
     parser.add_argument("--never-ack", action="store_true")
     parser.add_argument("--flood", metavar="MESSAGE")
     parser.add_argument("--leak-mb-per-sec", type=int, default=0, metavar="N")
+    parser.add_argument("--subscribe", action="store_true")
+    parser.add_argument("--messages-log", metavar="PREFIX")
+    parser.add_argument("--never-read", action="store_true")
+    parser.add_argument("--send-all", type=int, default=0, metavar="N")
+    parser.add_argument("--go", metavar="FILE")
     args = parser.parse_args()
     if args.leak_mb_per_sec:
         threading.Thread(target=leak, args=(args.leak_mb_per_sec,), daemon=True).start()

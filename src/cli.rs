@@ -106,6 +106,29 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
+    /// Send a message to the workers (every worker that takes messages: a Node process's
+    /// `process.on('message')`, a native worker that said `subscribe`), to one slot, or to the
+    /// agent. MESSAGE is JSON (`'{"color":"blue"}'`, `'"text"'`, `42`); with --text, any text,
+    /// sent as a JSON string. With --retain KEY the master keeps it as the current value of
+    /// KEY and gives it to every worker that starts later, before its first connection.
+    Send {
+        /// Only to the worker serving slot N.
+        #[arg(long, value_name = "N", conflicts_with_all = ["agent", "retain"])]
+        slot: Option<usize>,
+        /// Only to the agent (`[agent]`).
+        #[arg(long, conflicts_with = "retain")]
+        agent: bool,
+        /// Keep it as the current value of KEY (1–64 of A-Z a-z 0-9 _ . : -), for workers that
+        /// start later too (to all workers only).
+        #[arg(long, value_name = "KEY")]
+        retain: Option<String>,
+        /// MESSAGE is text, sent as a JSON string.
+        #[arg(long)]
+        text: bool,
+        /// The message: JSON (at most 64 KiB), or text with --text.
+        #[arg(value_name = "MESSAGE")]
+        message: String,
+    },
     /// A live view of the running master, refreshed every second: one row per slot (state,
     /// pid, uptime, connections/s, un-acked, restarts, memory, CPU%) and totals. `q` or Ctrl-C
     /// quits. Not on a terminal: a plain table each second.

@@ -34,6 +34,13 @@ pub enum Request {
     Stop,
     /// The metrics, in the Prometheus text format (the `message`).
     Metrics,
+    /// Relay `message` to `to` (`all`, `agent` or a slot number), retained under `retain`.
+    Send {
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retain: Option<String>,
+        message: serde_json::Value,
+    },
     /// In-place upgrade: start `binary` (default: the running master's own path) as a new
     /// master and hand over to it. Answered once it took over, or with why it did not.
     Upgrade {
@@ -45,8 +52,9 @@ pub enum Request {
     },
 }
 
-/// Longest request a master reads; anything longer is not one of ours.
-pub const MAX_REQUEST: usize = 4096;
+/// Longest request a master reads (a `send` of the longest message); anything longer is not
+/// one of ours.
+pub const MAX_REQUEST: usize = 65 * 1024;
 
 /// The request in what a client has sent so far: `None` while its line is incomplete (and
 /// short enough to wait for), else the request or why it is not one.

@@ -87,6 +87,39 @@ fn run(mut cli: Cli) -> ExitCode {
             Ask::Request(control::Request::Scale { workers: count }),
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Send {
+            slot,
+            agent,
+            retain,
+            text,
+            ref message,
+        }) => {
+            let message = if text {
+                serde_json::Value::String(message.clone())
+            } else {
+                match serde_json::from_str(message) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        eprintln!(
+                            "rrbalancer send: MESSAGE is not JSON ({e}); to send it as text, use \
+                             --text"
+                        );
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                }
+            };
+            let to = match (slot, agent) {
+                (Some(slot), _) => slot.to_string(),
+                (None, true) => "agent".into(),
+                (None, false) => "all".into(),
+            };
+            let request = control::Request::Send {
+                to,
+                retain,
+                message,
+            };
+            control_command(&cli, Ask::Request(request))
+        }
         Some(Command::Metrics) => control_command(&cli, Ask::Request(control::Request::Metrics)),
         Some(Command::Top { iterations }) => control_command(&cli, Ask::Top { iterations }),
         Some(Command::Upgrade { binary, wait }) => {

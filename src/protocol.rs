@@ -19,8 +19,12 @@ use std::net::SocketAddr;
 /// the extra ones and set `MSG_CTRUNC`.
 pub const MAX_FDS_PER_MESSAGE: usize = 64;
 
-/// A receive buffer this large holds any message either side sends.
+/// A receive buffer this large holds any message either side sends, but `send` and `message`.
 pub const MAX_MESSAGE_LEN: usize = 8 * 1024;
+
+/// The longest `send` or `message`: a first line of at most 256 bytes, then at most 64 KiB of
+/// JSON. A worker that says `subscribe` receives with a buffer this large.
+pub const MAX_RELAY_MESSAGE_LEN: usize = 64 * 1024 + 256;
 
 /// What a worker tells the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +42,58 @@ pub enum WorkerMessage {
     /// hands it up to its window in one go, then waits for the next `idle`), so nothing waits
     /// behind a request it is still busy with.
     Idle,
+    /// `subscribe`: the worker takes messages (`message`): the retained values now, each
+    /// message relayed to it from then on.
+    Subscribe,
 }
+
+/// A worker's `send TO [KEY]` and the JSON after its first line (checked by the master).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest<'a> {
+    /// `all`, `agent`, or a slot number.
+    pub to: &'a str,
+    /// Retained under this key.
+    pub retain: Option<&'a str>,
+    pub body: &'a str,
+}
+
+/// The `send` in `bytes`, `Ok(None)` if it is another message.
+pub fn parse_send(bytes: &[u8]) -> Result<Option<SendRequest<'_>>, ProtocolError> {
+    if bytes.split(|&b| b == b' ' || b == b'\n').next() != Some(b"send") {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::NotText)?;
+    let malformed = |detail: String| ProtocolError::Malformed {
+        verb: "send",
+        detail,
+    };
+    let (first, body) = text
+        .split_once('\n')
+        .ok_or_else(|| malformed("no JSON after the first line".into()))?;
+    let mut words = first.split(' ').skip(1);
+    let to = words
+        .next()
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| malformed(format!("expected `send TO [KEY]`, got {}", quoted(first))))?;
+    let retain = words.next();
+    if words.next().is_some() {
+        return Err(malformed(format!("too many fields in {}", quoted(first))));
+    }
+    Ok(Some(SendRequest { to, retain, body }))
+}
+
+/// The first line of a `message` from the master: who sent it (`agent`, `control` or a slot
+/// number) and the key it is retained under; the JSON follows.
+pub fn message_header(from: &dyn fmt::Display, retain: Option<&str>, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = match retain {
+        Some(key) => writeln!(out, "message {from} {key}"),
+        None => writeln!(out, "message {from}"),
+    };
+}
+
+/// Said by the master after the retained values that answer a `subscribe`.
+pub const SUBSCRIBED: &[u8] = b"subscribed\n";
 
 /// What the master tells a worker, as decoded by a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +102,15 @@ pub enum MasterMessage {
     Conn(Vec<ConnInfo>),
     /// `stop`: finish the connections you have, then exit. Nothing more will be sent.
     Stop,
+    /// `message FROM [KEY]` and its JSON: relayed from the agent, a worker (its slot) or
+    /// `rrbalancer send` (`control`); retained under `KEY` if it has one.
+    Message {
+        from: String,
+        retain: Option<String>,
+        body: String,
+    },
+    /// `subscribed`: the retained values were all sent (after a `subscribe`).
+    Subscribed,
 }
 
 /// One handed-off connection as announced in a `conn` message.
@@ -79,6 +143,7 @@ pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError
         "ready" => WorkerMessage::Ready,
         "leaving" => WorkerMessage::Leaving,
         "idle" => WorkerMessage::Idle,
+        "subscribe" => WorkerMessage::Subscribe,
         "ack" => {
             let n = words.next().and_then(|w| w.parse::<usize>().ok());
             match n {
@@ -110,6 +175,7 @@ pub fn encode_worker_message(message: WorkerMessage, out: &mut Vec<u8>) {
         WorkerMessage::Ready => out.write_all(b"ready\n"),
         WorkerMessage::Leaving => out.write_all(b"leaving\n"),
         WorkerMessage::Idle => out.write_all(b"idle\n"),
+        WorkerMessage::Subscribe => out.write_all(b"subscribe\n"),
         WorkerMessage::Ack(n) => writeln!(out, "ack {n}"),
     };
 }
@@ -122,6 +188,20 @@ pub fn parse_master_message(bytes: &[u8], fds: usize) -> Result<MasterMessage, P
     let first = lines.next().unwrap_or_default();
     if first == "stop" {
         return Ok(MasterMessage::Stop);
+    }
+    if first == "subscribed" {
+        return Ok(MasterMessage::Subscribed);
+    }
+    if let Some(rest) = first.strip_prefix("message ") {
+        let mut words = rest.split(' ');
+        let from = words.next().unwrap_or_default().to_owned();
+        let retain = words.next().map(str::to_owned);
+        let body = text.split_once('\n').map_or("", |(_, b)| b);
+        return Ok(MasterMessage::Message {
+            from,
+            retain,
+            body: body.strip_suffix('\n').unwrap_or(body).to_owned(),
+        });
     }
     let malformed = |detail: String| ProtocolError::Malformed {
         verb: "conn",
@@ -217,6 +297,7 @@ pub fn verb_name(message: &WorkerMessage) -> &'static str {
         WorkerMessage::Ack(_) => "ack",
         WorkerMessage::Leaving => "leaving",
         WorkerMessage::Idle => "idle",
+        WorkerMessage::Subscribe => "subscribe",
     }
 }
 
@@ -293,5 +374,60 @@ mod tests {
         assert!(parse_master_message(b"conn 2\n0 unix\n", 2).is_err());
         assert!(parse_master_message(b"conn x\n", 0).is_err());
         assert_eq!(parse_master_message(STOP, 0), Ok(MasterMessage::Stop));
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    #[test]
+    fn send_is_a_first_line_and_json_and_message_answers_it() {
+        assert_eq!(parse_send(b"ack 1"), Ok(None));
+        assert_eq!(parse_send(b"sender"), Ok(None));
+        assert_eq!(
+            parse_send(b"send all config\n{\"a\":1}"),
+            Ok(Some(SendRequest {
+                to: "all",
+                retain: Some("config"),
+                body: "{\"a\":1}"
+            }))
+        );
+        assert_eq!(
+            parse_send(b"send 2\n[1,\n2]\n").unwrap().unwrap().body,
+            "[1,\n2]\n"
+        );
+        for bad in [
+            &b"send"[..],
+            b"send all",
+            b"send \n1",
+            b"send a b c\n1",
+            b"send \xff\n1",
+        ] {
+            assert!(parse_send(bad).is_err(), "{bad:?}");
+        }
+        let mut header = Vec::new();
+        message_header(&"agent", Some("flags"), &mut header);
+        assert_eq!(header, b"message agent flags\n");
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(b"{\"on\":true}");
+        assert_eq!(
+            parse_master_message(&bytes, 0),
+            Ok(MasterMessage::Message {
+                from: "agent".into(),
+                retain: Some("flags".into()),
+                body: "{\"on\":true}".into()
+            })
+        );
+        message_header(&3, None, &mut header);
+        assert_eq!(header, b"message 3\n");
+        assert_eq!(
+            parse_master_message(SUBSCRIBED, 0),
+            Ok(MasterMessage::Subscribed)
+        );
+        assert_eq!(
+            parse_worker_message(b"subscribe\n"),
+            Ok(WorkerMessage::Subscribe)
+        );
     }
 }

@@ -258,6 +258,10 @@ impl Channel {
         }
         match protocol::parse_master_message(&self.buf[..received.len], self.fds.len())? {
             MasterMessage::Stop => Ok(Event::Stop),
+            // Sent only to a worker that said `subscribe`, which this one never does.
+            MasterMessage::Message { .. } | MasterMessage::Subscribed => Err(
+                ProtocolError::UnknownVerb("message (this worker did not subscribe)".into()).into(),
+            ),
             MasterMessage::Conn(infos) => {
                 let mut conns = Vec::with_capacity(infos.len());
                 for (info, fd) in infos.into_iter().zip(self.fds.drain(..)) {

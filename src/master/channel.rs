@@ -10,8 +10,11 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use std::rc::Rc;
+
 use super::native::NativeWire;
 use super::node::NodeWire;
+use super::relay::{Backlog, Message, Overflow, Retained};
 use super::wire::{Flush, Incoming, Sockets};
 use crate::sys;
 
@@ -31,6 +34,14 @@ pub struct Channel {
     unread: bool,
     /// `stop` is to be sent once the outbox is empty.
     stop_pending: bool,
+    /// Messages waiting to be sent, before any connection.
+    backlog: Backlog,
+    /// It takes messages: a Node process always (`process.on('message')`), a native one once
+    /// it said `subscribe`.
+    subscribed: bool,
+    /// It has sent messages to relay: its channel is not read while a receiver's backlog is
+    /// past the high-water mark (flow control, [`super::relay::HIGH_WATER`]).
+    sender: bool,
 }
 
 impl Channel {
@@ -50,10 +61,71 @@ impl Channel {
         sys::set_nonblocking(socket.as_fd(), true)?;
         Ok(Channel {
             socket,
-            wire,
             unread: false,
             stop_pending: false,
+            backlog: Backlog::default(),
+            subscribed: matches!(wire, Wire::Node(_)),
+            sender: false,
+            wire,
         })
+    }
+
+    /// It takes messages.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed
+    }
+
+    /// Queues `message` if this worker takes messages (`Ok(false)` if not); `Err` when its
+    /// backlog overflowed (it does not keep up: replace it).
+    pub fn send_message(&mut self, message: &Rc<Message>, now: Instant) -> Result<bool, Overflow> {
+        if !self.subscribed {
+            return Ok(false);
+        }
+        self.backlog.push(message, now).map(|()| true)
+    }
+
+    /// Bytes of messages waiting for this worker (overhead counted).
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog.bytes()
+    }
+
+    /// When its backlog counts as stalled if it does not move before.
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        self.backlog.stall_deadline()
+    }
+
+    /// Drops what waits for it, and takes no more: it is being replaced for not reading.
+    pub fn drop_backlog(&mut self) {
+        self.backlog = Backlog::default();
+        self.subscribed = false;
+    }
+
+    /// It sent a message to relay: flow control may hold its reads back from now on.
+    pub fn mark_sender(&mut self) {
+        self.sender = true;
+    }
+
+    pub fn is_sender(&self) -> bool {
+        self.sender
+    }
+
+    /// Its next read waits for the flow-control pause to end (kept as unread meanwhile).
+    pub fn defer_read(&mut self) {
+        self.unread = true;
+    }
+
+    /// The worker takes messages from now on (a native `subscribe`, a Node process at its
+    /// start): every retained value is queued for it first (then, native, `subscribed`).
+    pub fn subscribe(&mut self, retained: &Retained, now: Instant) -> Result<(), Overflow> {
+        self.subscribed = true;
+        let before = self.backlog.len();
+        for message in retained.values() {
+            self.backlog.push(message, now)?;
+        }
+        if let Wire::Native(native) = &mut self.wire {
+            native.subscribed_after(before + retained.len());
+        }
+        Ok(())
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -85,6 +157,8 @@ impl Channel {
     pub fn wants_flush(&self, account: &Sockets) -> bool {
         !account.outbox().is_empty()
             || self.stop_pending
+            || !self.backlog.is_empty()
+            || matches!(&self.wire, Wire::Native(native) if native.subscribed_pending())
             || matches!(&self.wire, Wire::Node(node) if node.wants_flush())
     }
 
@@ -95,9 +169,10 @@ impl Channel {
         let before = account.unacked_len();
         let socket = self.socket.as_fd();
         let stop = &mut self.stop_pending;
+        let backlog = &mut self.backlog;
         let result = match &mut self.wire {
-            Wire::Native(native) => native.flush(socket, account, stop, now),
-            Wire::Node(node) => node.flush(socket, account, stop, now),
+            Wire::Native(native) => native.flush(socket, account, backlog, stop, now),
+            Wire::Node(node) => node.flush(socket, account, backlog, stop, now),
         };
         account.flushed(
             account.unacked_len() != before,

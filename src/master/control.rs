@@ -392,6 +392,17 @@ impl Master {
                 let text = self.metrics_text();
                 self.answer(key, Reply::ok(text));
             }
+            Request::Send {
+                to,
+                retain,
+                message,
+            } => {
+                let reply = match self.send_from_control(&to, retain, &message) {
+                    Ok(n) => Reply::ok(format!("sent to {n} receiver(s)")),
+                    Err(why) => Reply::error(why),
+                };
+                self.answer(key, reply);
+            }
             Request::Upgrade { binary, wait } => {
                 info!("upgrade requested on the control socket");
                 self.request_upgrade(Some(key), binary, wait);

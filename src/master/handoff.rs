@@ -72,13 +72,19 @@ impl Master {
         }
     }
 
-    /// Channels whose last read stopped for its budget, with messages perhaps still waiting.
+    /// Channels whose last read stopped for its budget, with messages perhaps still waiting
+    /// (but those that flow control holds back).
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
+        let paused = self.relay_paused;
         self.core
             .fleet
             .workers
             .iter()
-            .filter(|(_, w)| w.channel.as_ref().is_some_and(|c| c.has_unread()))
+            .filter(move |(_, w)| {
+                w.channel
+                    .as_ref()
+                    .is_some_and(|c| c.has_unread() && !(paused && c.is_sender()))
+            })
             .map(|(k, _)| k)
     }
 
@@ -99,12 +105,24 @@ impl Master {
     }
 
     pub(super) fn on_channel(&mut self, key: usize, readable: bool) {
+        self.read_channel(key, readable, false);
+    }
+
+    /// Reads what the worker of `key` said (`readable`); `force`: even if flow control holds
+    /// its reads back (its last words, before it is reaped).
+    pub(super) fn read_channel(&mut self, key: usize, readable: bool, force: bool) {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return; // a stale event for a worker already reaped
         };
         let Some(channel) = worker.channel.as_mut() else {
             return;
         };
+        if readable && self.relay_paused && channel.is_sender() && !force {
+            // A receiver is behind: this sender waits (in its own socket buffer) until it
+            // catches up; read later.
+            channel.defer_read();
+            return;
+        }
         if readable {
             let mut incoming = std::mem::take(&mut self.incoming);
             if let Some(account) = self.ledger.account_mut(worker.account) {

@@ -27,6 +27,10 @@ pub struct Counters {
     pub exits: Vec<[u64; 3]>,
     /// Worker processes started per slot (first starts, restarts, reload candidates, recycles).
     pub starts: Vec<u64>,
+    /// Messages relayed (`send`, `process.send`, `rrbalancer send`), and copies queued for
+    /// their receivers.
+    pub messages: u64,
+    pub deliveries: u64,
 }
 
 /// Why a connection went to another worker than the one it was handed to: that worker died
@@ -273,6 +277,8 @@ pub struct Snapshot<'a> {
     pub workers_ready: usize,
     /// Reloads ended, by [`RELOAD_OUTCOMES`].
     pub reloads: [u64; 3],
+    /// Retained message keys, and their bodies' bytes.
+    pub retained: (usize, usize),
     pub slots: Vec<Slot>,
     pub process: Process,
 }
@@ -530,6 +536,43 @@ pub fn render(s: &Snapshot<'_>) -> String {
 
     head(
         &mut out,
+        "rrbalancer_messages_relayed_total",
+        "counter",
+        "Messages relayed between the workers and rrbalancer send.",
+    );
+    let _ = writeln!(
+        out,
+        "rrbalancer_messages_relayed_total {}",
+        s.counters.messages
+    );
+    head(
+        &mut out,
+        "rrbalancer_message_deliveries_total",
+        "counter",
+        "Copies of relayed messages queued for a receiver.",
+    );
+    let _ = writeln!(
+        out,
+        "rrbalancer_message_deliveries_total {}",
+        s.counters.deliveries
+    );
+    head(
+        &mut out,
+        "rrbalancer_retained_keys",
+        "gauge",
+        "Message keys whose latest value the master keeps for workers that start later.",
+    );
+    let _ = writeln!(out, "rrbalancer_retained_keys {}", s.retained.0);
+    head(
+        &mut out,
+        "rrbalancer_retained_bytes",
+        "gauge",
+        "Bytes of the retained values.",
+    );
+    let _ = writeln!(out, "rrbalancer_retained_bytes {}", s.retained.1);
+
+    head(
+        &mut out,
         "rrbalancer_worker_state",
         "gauge",
         "The state of each slot: 1 for its state, 0 for the others.",
@@ -625,6 +668,8 @@ mod tests {
             rerouted: vec![[0; 3], [4, 0, 1]],
             exits: vec![[1, 0, 2]],
             starts: vec![3],
+            messages: 5,
+            deliveries: 15,
         };
         let listeners = [
             "127.0.0.1:3000".to_owned(),
@@ -639,6 +684,7 @@ mod tests {
             workers_wanted: 2,
             workers_ready: 1,
             reloads: [2, 1, 0],
+            retained: (1, 12),
             slots: vec![slot("ready", 4), slot("restarting", 3)],
             process: Process::default(),
         });
@@ -681,6 +727,8 @@ mod tests {
         assert!(text.contains("rrbalancer_worker_giveups_total{slot=\"1\"} 1\n"));
         assert!(text.contains("rrbalancer_reloads_total{outcome=\"completed\"} 2\n"));
         assert!(text.contains("rrbalancer_reloads_total{outcome=\"aborted\"} 0\n"));
+        assert!(text.contains("rrbalancer_message_deliveries_total 15\n"));
+        assert!(text.contains("rrbalancer_retained_bytes 12\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"0\",cause=\"killed\"} 2\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"1\",cause=\"stopped\"} 0\n"));
         // Every sample belongs to a family declared before it, once.

@@ -39,6 +39,7 @@ mod ledger;
 mod lifecycle;
 mod listeners;
 mod memory;
+mod messaging;
 mod metrics;
 mod monitor;
 mod native;
@@ -47,6 +48,7 @@ mod node_servers;
 mod notify;
 mod output;
 mod recycle;
+mod relay;
 mod reload;
 mod restart;
 mod signals;
@@ -323,6 +325,11 @@ struct Master {
     upgrade_failed: Option<String>,
     /// What is counted for `/metrics`.
     counters: metrics::Counters,
+    /// The latest value of each retained message key.
+    retained: relay::Retained,
+    /// Flow control: some receiver's backlog passed the high-water mark; senders' channels
+    /// are not read until every backlog is back under the low-water mark.
+    relay_paused: bool,
     /// The monitoring listener (`[metrics] listen`), if any.
     monitor: Option<monitor::Monitor>,
     /// Every initial worker has been ready (for `/readyz`).
@@ -389,6 +396,8 @@ impl Master {
             predecessor,
             upgrade_failed: None,
             counters: metrics::Counters::default(),
+            retained: relay::Retained::default(),
+            relay_paused: false,
             monitor: None,
             started_serving: false,
             pid_file: Some(pid_file),
@@ -449,6 +458,7 @@ impl Master {
             }
             self.dispatch(now);
             self.flush(now);
+            self.relay_turn(now);
             self.watch_listeners();
             if self.notifier.active() {
                 let fleet = notify::Fleet {
@@ -536,6 +546,7 @@ impl Master {
             .chain(memory)
             .chain(self.notifier.deadline())
             .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
+            .chain(self.next_stall_deadline())
             .min()
     }
 

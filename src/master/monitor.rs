@@ -291,6 +291,7 @@ impl Master {
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
             reloads: self.core.reloads,
+            retained: (self.retained.len(), self.retained.bytes()),
             slots,
             process: metrics::own_process(),
         })

@@ -7,15 +7,19 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
+use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::protocol::{
-    self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, ProtocolError, WorkerMessage,
+    self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_RELAY_MESSAGE_LEN, ProtocolError, WorkerMessage,
 };
 use crate::sys;
 
 /// Messages read from one worker per loop turn: a worker that writes as fast as we read cannot
 /// keep the master from everything else.
 pub const READ_BUDGET: usize = 256;
+/// Bytes of messages to relay read from one worker per loop turn: flow control
+/// ([`relay::HIGH_WATER`]) looks between turns, so one turn brings at most this much past it.
+const RELAY_READ_BUDGET: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct NativeWire {
@@ -26,6 +30,10 @@ pub struct NativeWire {
     batch: ConnBatch,
     cmsg: Vec<u8>,
     receiver: Receiver,
+    /// The first line of a `message` being sent.
+    header: Vec<u8>,
+    /// `subscribed` is due once this many more messages of the backlog have been sent.
+    subscribed_after: Option<usize>,
 }
 
 impl Default for NativeWire {
@@ -35,20 +43,64 @@ impl Default for NativeWire {
             said_leaving: false,
             batch: ConnBatch::default(),
             cmsg: Vec::with_capacity(sys::cmsg_space(MAX_FDS_PER_MESSAGE)),
-            receiver: Receiver::new(MAX_MESSAGE_LEN),
+            // Untouched pages of it cost no memory: most messages are a few bytes.
+            receiver: Receiver::new(MAX_RELAY_MESSAGE_LEN),
+            header: Vec::new(),
+            subscribed_after: None,
         }
     }
 }
 
 impl NativeWire {
-    /// Sends the account's outbox, then `stop` if pending.
+    /// `subscribed` goes once the `n` messages queued now (the retained values) have left.
+    pub fn subscribed_after(&mut self, n: usize) {
+        self.subscribed_after = Some(n);
+    }
+
+    pub fn subscribed_pending(&self) -> bool {
+        self.subscribed_after.is_some()
+    }
+
+    /// Sends the backlog of messages, then the account's outbox (no connection overtakes a
+    /// message: a retained value queued for a new worker precedes its first connection), then
+    /// `stop` if pending.
     pub fn flush(
         &mut self,
         socket: BorrowedFd<'_>,
         account: &mut Sockets,
+        backlog: &mut Backlog,
         stop_pending: &mut bool,
         now: Instant,
     ) -> Flush {
+        loop {
+            if self.subscribed_after == Some(0) {
+                match send(
+                    socket,
+                    &[IoSlice::new(protocol::SUBSCRIBED)],
+                    &mut self.cmsg,
+                ) {
+                    Ok(()) => self.subscribed_after = None,
+                    Err(flush) => return flush,
+                }
+            }
+            let Some(message) = backlog.front() else {
+                break;
+            };
+            protocol::message_header(&message.from, message.retain.as_deref(), &mut self.header);
+            let parts = [
+                IoSlice::new(&self.header),
+                IoSlice::new(message.body.as_bytes()),
+            ];
+            match send(socket, &parts, &mut self.cmsg) {
+                Ok(()) => {
+                    backlog.pop(now);
+                    if let Some(n) = &mut self.subscribed_after {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                Err(flush) => return flush,
+            }
+        }
         while !account.outbox().is_empty() {
             let outbox = account.outbox();
             let n = outbox.len().min(MAX_FDS_PER_MESSAGE);
@@ -84,15 +136,37 @@ impl NativeWire {
         now: Instant,
         out: &mut Vec<Incoming>,
     ) -> bool {
+        let mut relay_bytes = 0;
         for _ in 0..READ_BUDGET {
+            if relay_bytes >= RELAY_READ_BUDGET {
+                return true;
+            }
             let Some((message, truncated)) = self.receiver.receive(socket, out) else {
                 return false;
             };
             if truncated {
                 out.push(Incoming::Violation(format!(
-                    "sent a message longer than {MAX_MESSAGE_LEN} bytes"
+                    "sent a message longer than {MAX_RELAY_MESSAGE_LEN} bytes"
                 )));
                 return false;
+            }
+            match protocol::parse_send(message) {
+                Ok(None) => {}
+                Ok(Some(send)) => match relayed(&send) {
+                    Ok(outgoing) => {
+                        relay_bytes += outgoing.body.len() + relay::MESSAGE_OVERHEAD;
+                        out.push(Incoming::Relay(outgoing));
+                        continue;
+                    }
+                    Err(detail) => {
+                        out.push(Incoming::Violation(format!("protocol violation: {detail}")));
+                        return false;
+                    }
+                },
+                Err(e) => {
+                    out.push(Incoming::Violation(describe(&e)));
+                    return false;
+                }
             }
             match protocol::parse_worker_message(message) {
                 Ok(WorkerMessage::Ack(n)) => {
@@ -105,6 +179,7 @@ impl NativeWire {
                     out.push(Incoming::Message(WorkerMessage::Ack(n)));
                 }
                 Ok(WorkerMessage::Idle) => account.on_idle(),
+                Ok(message @ WorkerMessage::Subscribe) => out.push(Incoming::Message(message)),
                 Ok(message @ WorkerMessage::Ready)
                     if !std::mem::replace(&mut self.said_ready, true) =>
                 {
@@ -129,6 +204,32 @@ impl NativeWire {
             }
         }
         true
+    }
+}
+
+/// What a worker's `send` asks for, checked: a known target, a valid key, JSON within bounds.
+fn relayed(send: &protocol::SendRequest<'_>) -> Result<Outgoing, String> {
+    let to = Target::parse(send.to)
+        .ok_or_else(|| format!("send to {:?}: not all, agent or a slot number", send.to))?;
+    if let Some(key) = send.retain {
+        relay::check_key(key)?;
+    }
+    Ok(Outgoing {
+        to: Some(to),
+        retain: send.retain.map(str::to_owned),
+        body: relay::body_from_text(send.body).map_err(|e| format!("send: {e}"))?,
+    })
+}
+
+/// One `sendmsg` of `parts` without fds, retried on `EINTR`; the flush's end otherwise.
+fn send(socket: BorrowedFd<'_>, parts: &[IoSlice<'_>], cmsg: &mut Vec<u8>) -> Result<(), Flush> {
+    loop {
+        match sys::send_with_fds(socket, parts, [], cmsg) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Flush::Blocked),
+            Err(e) => return Err(Flush::Broken(e)),
+        }
     }
 }
 

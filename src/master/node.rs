@@ -16,6 +16,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::node_servers::{Answer, Servers};
+use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
 use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
@@ -154,6 +155,7 @@ impl NodeWire {
         &mut self,
         socket: BorrowedFd<'_>,
         account: &mut Sockets,
+        backlog: &mut Backlog,
         stop_pending: &mut bool,
         now: Instant,
     ) -> Flush {
@@ -205,6 +207,14 @@ impl NodeWire {
                         return blocked_or_broken(e);
                     }
                 }
+            }
+            // A relayed message: one JSON line, as `worker.send()` writes it (before any
+            // connection still to go: a new worker's retained values precede its first one).
+            if let Some(message) = backlog.front() {
+                self.partial.extend_from_slice(message.body.as_bytes());
+                self.partial.push(b'\n');
+                backlog.pop(now);
+                continue;
             }
             if let (None, Some(next)) = (self.in_flight, account.outbox().front()) {
                 let Some(bytes) = self.conn_line(next.listener) else {
@@ -388,10 +398,10 @@ impl NodeWire {
                 } else if v == json!("ready") {
                     self.say(WorkerMessage::Ready, out);
                 } else {
-                    out.push(Incoming::Said {
-                        what: "message",
-                        value: v,
-                    });
+                    match relayed(v) {
+                        Ok(outgoing) => out.push(Incoming::Relay(outgoing)),
+                        Err(why) => out.push(Incoming::Warning(why)),
+                    }
                 }
             }
         }
@@ -446,6 +456,51 @@ impl NodeWire {
         self.queue.push_back(Line { bytes, listener });
     }
 }
+
+/// What a Node process's own message asks to relay: `{"cmd": "rrbalancer:send", "to":
+/// "all" | "agent" | N, "retain": KEY, "data": VALUE}` sends `data` as asked; any other message
+/// goes, whole, where the sender's messages go by default.
+fn relayed(v: serde_json::Value) -> Result<Outgoing, String> {
+    if v.get("cmd").and_then(|c| c.as_str()) != Some(RELAY_CMD) {
+        return Ok(Outgoing {
+            to: None,
+            retain: None,
+            body: relay::body_of(&v).map_err(|e| format!("message not relayed: {e}"))?,
+        });
+    }
+    let bad = |why: String| format!("{RELAY_CMD} not relayed: {why}");
+    let to = match v.get("to") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(
+            Target::parse(s).ok_or_else(|| bad(format!("\"to\": {s:?} is not all or agent")))?,
+        ),
+        Some(serde_json::Value::Number(n)) => Some(Target::Slot(
+            n.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(format!("\"to\": {n} is not a slot")))?,
+        )),
+        Some(other) => return Err(bad(format!("\"to\": {other} is not all, agent or a slot"))),
+    };
+    let retain = match v.get("retain") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(key)) => {
+            relay::check_key(key).map_err(bad)?;
+            Some(key.clone())
+        }
+        Some(other) => return Err(bad(format!("\"retain\": {other} is not a key"))),
+    };
+    let data = v
+        .get("data")
+        .ok_or_else(|| bad("it has no \"data\"".into()))?;
+    Ok(Outgoing {
+        to,
+        retain,
+        body: relay::body_of(data).map_err(bad)?,
+    })
+}
+
+/// The `cmd` of a Node process's message that says where to relay its `data`.
+pub const RELAY_CMD: &str = "rrbalancer:send";
 
 fn send(
     socket: BorrowedFd<'_>,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::master::channel::{Channel, Pair};
+use crate::master::relay::{Outgoing, Target};
 use crate::master::wire::Handoff;
 use crate::protocol::Peer;
 use serde_json::Value;
@@ -291,7 +292,54 @@ fn user_messages_leaving_ready_and_others() {
     let got = incoming(&mut ch);
     assert_eq!(got[0], Incoming::Message(WorkerMessage::Leaving));
     assert_eq!(got[1], Incoming::Message(WorkerMessage::Ready));
-    assert!(matches!(&got[2], Incoming::Said { what: "message", value } if value["hello"] == 1));
+    // Its own messages go where its messages go by default (the agent), whole and in their
+    // key order; `rrbalancer:send` says where, and what.
+    assert_eq!(
+        got[2],
+        Incoming::Relay(Outgoing {
+            to: None,
+            retain: None,
+            body: "{\"hello\":1}".into()
+        })
+    );
+    write(
+        &worker,
+        "{\"cmd\":\"rrbalancer:send\",\"to\":\"all\",\"retain\":\"cfg\",\"data\":{\"z\":1,\"a\":[2]}}\n\
+         {\"cmd\":\"rrbalancer:send\",\"to\":3,\"data\":\"x\"}\n\
+         {\"cmd\":\"rrbalancer:send\",\"to\":\"nobody\",\"data\":1}\n\
+         {\"cmd\":\"rrbalancer:send\",\"retain\":\"bad key\",\"data\":1}\n\
+         {\"cmd\":\"rrbalancer:send\",\"to\":\"all\"}\n",
+    );
+    let got = incoming(&mut ch);
+    assert_eq!(
+        got[0],
+        Incoming::Relay(Outgoing {
+            to: Some(Target::All),
+            retain: Some("cfg".into()),
+            body: "{\"z\":1,\"a\":[2]}".into()
+        })
+    );
+    assert_eq!(
+        got[1],
+        Incoming::Relay(Outgoing {
+            to: Some(Target::Slot(3)),
+            retain: None,
+            body: "\"x\"".into()
+        })
+    );
+    // Malformed ones are refused with a warning, not a violation: the worker stays.
+    assert!(
+        matches!(&got[2], Incoming::Warning(w) if w.contains("\"nobody\"")),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[3], Incoming::Warning(w) if w.contains("bad key")),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[4], Incoming::Warning(w) if w.contains("no \"data\"")),
+        "{got:?}"
+    );
     write(&worker, "{oops\n");
     assert!(matches!(
         incoming(&mut ch).as_slice(),

@@ -35,7 +35,7 @@ impl Master {
         let now = Instant::now();
         if matches!(
             incoming,
-            Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. }
+            Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. } | Incoming::Relay(_)
         ) && !std::mem::replace(&mut worker.heard, true)
             && worker.channel.as_ref().is_some_and(|c| !c.stop_pending())
         {
@@ -51,7 +51,12 @@ impl Master {
                     WorkerMessage::Ack(_) => self.fd_freed(),
                     WorkerMessage::Idle => {}
                     WorkerMessage::Leaving => self.core.leaving(key, now),
+                    WorkerMessage::Subscribe => self.subscribe(key),
                 }
+            }
+            Incoming::Relay(outgoing) => {
+                worker.spoke = true;
+                self.relay_from_worker(key, outgoing);
             }
             Incoming::Note(note) => {
                 worker.spoke = true;
@@ -157,7 +162,7 @@ impl Master {
         // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
         // both which sockets it owned and whether this exit was planned: read it first.
         if self.core.fleet.workers[key].channel.is_some() {
-            self.on_channel(key, true);
+            self.read_channel(key, true, true);
         }
         self.release_channel(key);
         let (account, slot, asked, stuck) = {
@@ -364,7 +369,12 @@ impl Master {
         };
         let pid = worker.pid;
         metrics::Counters::add(&mut self.counters.starts, slot, 1);
+        let node = worker.channel.as_ref().is_some_and(|c| c.subscribed());
         let key = self.core.fleet.insert(worker, role);
+        if node {
+            // A Node process takes messages from its start: the retained values go first.
+            self.subscribe(key);
+        }
         let worker = &self.core.fleet.workers[key];
         let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
         if let Some(channel) = &worker.channel {

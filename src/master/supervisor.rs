@@ -203,6 +203,21 @@ impl Supervisor {
         }
     }
 
+    /// A worker that does not keep up with its messages: replaced as one `leaving` is (its
+    /// successor starts now) and asked to stop. A recycle of its slot, not a failure.
+    pub fn replace_slow(&mut self, key: usize, now: Instant) {
+        let Some(worker) = self.fleet.workers.get(key) else {
+            return;
+        };
+        let slot = worker.slot;
+        let current = self.fleet.role(key) == Role::Current;
+        self.leaving(key, now);
+        self.drain(key, now);
+        if let Some(s) = self.fleet.slots.get_mut(slot).filter(|_| current) {
+            s.recycled += 1;
+        }
+    }
+
     /// Its channel closed (the shell has released it). `silent`: a worker that never spoke on
     /// a channel it did not need (a socket-activation server in `none` mode) — not a failure.
     pub fn channel_closed(&mut self, key: usize, now: Instant, silent: bool) {

@@ -58,6 +58,8 @@ pub enum Incoming {
         what: &'static str,
         value: serde_json::Value,
     },
+    /// A message to relay (`send`; a Node process's `process.send`).
+    Relay(super::relay::Outgoing),
     /// The worker closed its end (or died).
     Closed,
     /// Garbage: the worker is to be replaced.

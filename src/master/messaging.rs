@@ -1,0 +1,222 @@
+//! Relaying messages, the shell's side: a worker's `send` (a Node process's `process.send`) or
+//! `rrbalancer send` goes to every worker, one slot, or the agent; retained values are kept and
+//! given to each worker that subscribes (a native `subscribe`; a Node process at its start)
+//! before its first connection. What a message is and the bounds are [`super::relay`]'s.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use super::Master;
+use super::fleet::Role;
+use super::relay::{self, Message, Outgoing, Sender, Target};
+
+impl Master {
+    /// Relays what `sender` (the worker at `from`, if it is one) asked to send; how many
+    /// received it, or why nothing was sent.
+    pub(super) fn relay(
+        &mut self,
+        from: Option<usize>,
+        sender: Sender,
+        outgoing: Outgoing,
+    ) -> Result<usize, String> {
+        let to = outgoing.to.unwrap_or(match sender {
+            Sender::Slot(_) => Target::Agent,
+            Sender::Control => Target::All,
+        });
+        if outgoing.retain.is_some() && to != Target::All {
+            return Err(format!(
+                "only a message to all workers can be retained (this one: to {to})"
+            ));
+        }
+        let message = Rc::new(Message {
+            from: sender,
+            retain: outgoing.retain,
+            body: outgoing.body,
+        });
+        self.retained.keep(&message)?;
+        let fleet = &self.core.fleet;
+        let receivers: Vec<usize> = match to {
+            // Serving or about to (a reload's candidate, a worker still starting); not one on
+            // its way out, nor the sender.
+            Target::All => fleet
+                .workers
+                .iter()
+                .filter(|&(k, _)| Some(k) != from && fleet.role(k) != Role::Detached)
+                .map(|(k, _)| k)
+                .collect(),
+            Target::Slot(slot) => {
+                let current = fleet.slots.get(slot).and_then(|s| s.current);
+                vec![current.ok_or_else(|| format!("no worker serves slot {slot}"))?]
+            }
+            Target::Agent => return Err("no [agent] is configured".into()),
+        };
+        self.counters.messages += 1;
+        let mut sent = 0;
+        let now = Instant::now();
+        for key in receivers {
+            let Some(channel) = self
+                .core
+                .fleet
+                .workers
+                .get_mut(key)
+                .and_then(|w| w.channel.as_mut())
+            else {
+                continue;
+            };
+            match channel.send_message(&message, now) {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(overflow) => self.not_keeping_up(key, overflow.bytes, now),
+            }
+        }
+        self.counters.deliveries += sent as u64;
+        debug!(
+            "message from {sender} to {to}{}: {sent} receiver(s)",
+            message
+                .retain
+                .as_ref()
+                .map_or(String::new(), |k| format!(" (retained as {k})"))
+        );
+        Ok(sent)
+    }
+
+    /// `rrbalancer send`: checked as a worker's `send` is.
+    pub(super) fn send_from_control(
+        &mut self,
+        to: &str,
+        retain: Option<String>,
+        message: &serde_json::Value,
+    ) -> Result<usize, String> {
+        let to =
+            Target::parse(to).ok_or_else(|| format!("send to {to:?}: not all, agent or a slot"))?;
+        if let Some(key) = &retain {
+            relay::check_key(key)?;
+        }
+        let outgoing = Outgoing {
+            to: Some(to),
+            retain,
+            body: relay::body_of(message)?,
+        };
+        self.relay(None, Sender::Control, outgoing)
+    }
+
+    /// The worker at `key` takes messages from now on: the retained values first.
+    pub(super) fn subscribe(&mut self, key: usize) {
+        let Some(channel) = self
+            .core
+            .fleet
+            .workers
+            .get_mut(key)
+            .and_then(|w| w.channel.as_mut())
+        else {
+            return;
+        };
+        if let Err(overflow) = channel.subscribe(&self.retained, Instant::now()) {
+            self.not_keeping_up(key, overflow.bytes, Instant::now());
+        }
+    }
+
+    /// What a worker asked to relay: sent, or why not said in its log lines (not a protocol
+    /// violation: the message was well formed).
+    pub(super) fn relay_from_worker(&mut self, key: usize, outgoing: Outgoing) {
+        let Some(worker) = self.core.fleet.workers.get(key) else {
+            return;
+        };
+        let sender = Sender::Slot(worker.slot);
+        if let Some(channel) = self.core.fleet.workers[key].channel.as_mut() {
+            channel.mark_sender();
+        }
+        if outgoing.to.is_none() && outgoing.retain.is_none() {
+            // A Node worker's own message with nowhere to go (there is no agent): logged, as
+            // any message a worker says.
+            let body = outgoing.body.clone();
+            let worker = &mut self.core.fleet.workers[key];
+            worker.note(format_args!("message: {body}"));
+            return;
+        }
+        if let Err(why) = self.relay(Some(key), sender, outgoing) {
+            if let Some(worker) = self.core.fleet.workers.get_mut(key) {
+                worker.warn(format_args!("message not relayed: {why}"));
+            }
+        }
+    }
+
+    /// After the flush: the flow-control pause begins past the high-water mark of any
+    /// backlog and ends once all are under the low-water mark; a backlog that has not moved
+    /// for [`relay::STALL_TIMEOUT`] gets its receiver replaced.
+    pub(super) fn relay_turn(&mut self, now: Instant) {
+        let mut highest = 0;
+        let mut stalled = Vec::new();
+        for (key, w) in &self.core.fleet.workers {
+            if let Some(channel) = &w.channel {
+                highest = highest.max(channel.backlog_bytes());
+                if channel.stall_deadline().is_some_and(|t| t <= now) {
+                    stalled.push(key);
+                }
+            }
+        }
+        let paused = if self.relay_paused {
+            highest > relay::LOW_WATER
+        } else {
+            highest > relay::HIGH_WATER
+        };
+        if paused != self.relay_paused {
+            debug!(
+                "relay flow control: senders {}",
+                if paused { "paused" } else { "resumed" }
+            );
+            self.relay_paused = paused;
+        }
+        for key in stalled {
+            let bytes = self.core.fleet.workers[key]
+                .channel
+                .as_ref()
+                .map_or(0, |c| c.backlog_bytes());
+            let Some(worker) = self.core.fleet.workers.get_mut(key) else {
+                continue;
+            };
+            // It is replaced once; its channel is closed with its exit.
+            if let Some(channel) = worker.channel.as_mut() {
+                channel.drop_backlog();
+            }
+            warn!(
+                "worker not reading its messages slot={} pid={}: {bytes} bytes waited over {:?}; \
+                 replacing it",
+                worker.slot,
+                worker.pid,
+                relay::STALL_TIMEOUT
+            );
+            self.core.replace_slow(key, now);
+            self.apply_effects();
+        }
+    }
+
+    /// The nearest moment a backlog would count as stalled.
+    pub(super) fn next_stall_deadline(&self) -> Option<Instant> {
+        self.core
+            .fleet
+            .workers
+            .iter()
+            .filter_map(|(_, w)| w.channel.as_ref()?.stall_deadline())
+            .min()
+    }
+
+    /// Messages for the worker at `key` passed the backlog bound: it is not reading its
+    /// channel. It is replaced (its successor starts now) rather than the master buffering.
+    fn not_keeping_up(&mut self, key: usize, bytes: usize, now: Instant) {
+        let Some(worker) = self.core.fleet.workers.get(key) else {
+            return;
+        };
+        warn!(
+            "worker not keeping up with its messages slot={} pid={}: {bytes} bytes would wait \
+             (at most {}); replacing it",
+            worker.slot,
+            worker.pid,
+            super::relay::MAX_BACKLOG_BYTES
+        );
+        self.core.replace_slow(key, now);
+        self.apply_effects();
+    }
+}
