@@ -2,8 +2,7 @@
 //! slot (state, pid, uptime, connections/s, un-acked, restarts, memory, CPU%) and totals.
 //!
 //! It asks the master for its `status` each second; rates are differences between two samples
-//! (connections handed, from the status; CPU time, from `/proc/<pid>/stat` of each worker, on
-//! this machine). On a terminal it draws on the alternate screen, reads keys unbuffered and
+//! of what the status says of each worker (connections handed, CPU time). On a terminal it draws on the alternate screen, reads keys unbuffered and
 //! quits on `q` or Ctrl-C, restoring the terminal; otherwise it prints a plain table each
 //! second (`--iterations N` to stop after N).
 
@@ -22,8 +21,8 @@ const EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Seen {
     pub handed: u64,
-    /// CPU time so far, in seconds.
-    pub cpu: f64,
+    /// CPU time so far, in seconds, when the master could read it.
+    pub cpu: Option<f64>,
 }
 
 /// The previous sample: per worker pid, and when.
@@ -47,16 +46,21 @@ pub struct Row {
     pub cpu_percent: Option<f64>,
 }
 
-/// The rows of `status` given what each worker has now (`now`, by pid: handed and CPU), and
-/// the previous sample, which becomes this one. A worker not in the previous sample has no rate
-/// yet (0); one per slot-and-pid, the slot's empty rows after.
-pub fn rows(
-    status: &Status,
-    now: &HashMap<i32, Seen>,
-    rss: &HashMap<i32, u64>,
-    at: Instant,
-    previous: &mut Sample,
-) -> Vec<Row> {
+/// The rows of `status`, taken at `at`, given the previous sample, which becomes this one. A
+/// worker not in the previous sample has no rate yet (0); one per slot-and-pid, the slot's
+/// empty rows after.
+pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
+    let now: HashMap<i32, Seen> = status
+        .workers
+        .iter()
+        .map(|w| {
+            let seen = Seen {
+                handed: w.handed,
+                cpu: w.cpu_seconds,
+            };
+            (w.pid, seen)
+        })
+        .collect();
     let elapsed = previous
         .at
         .map(|t| at.saturating_duration_since(t).as_secs_f64())
@@ -70,7 +74,9 @@ pub fn rows(
             let (rate, cpu_percent) = match (seen, before, elapsed) {
                 (Some(n), Some(b), Some(e)) => (
                     n.handed.saturating_sub(b.handed) as f64 / e,
-                    Some(((n.cpu - b.cpu).max(0.0) / e) * 100.0),
+                    n.cpu
+                        .zip(b.cpu)
+                        .map(|(n, b)| ((n - b).max(0.0) / e) * 100.0),
                 ),
                 _ => (0.0, None),
             };
@@ -86,7 +92,7 @@ pub fn rows(
                 rate,
                 unacked: w.unacked,
                 restarts: w.restarts,
-                rss: w.rss_bytes.or_else(|| rss.get(&w.pid).copied()),
+                rss: w.rss_bytes,
                 cpu_percent,
             }
         })
@@ -104,7 +110,7 @@ pub fn rows(
     }));
     out.sort_by_key(|r| (r.slot, r.pid.is_none()));
     previous.at = Some(at);
-    previous.workers = now.clone();
+    previous.workers = now;
     out
 }
 
@@ -161,28 +167,6 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
     ]);
     out.push_str(&client::table(header, &table));
     out
-}
-
-/// Handed counts (from the status) and CPU seconds (from `/proc`) of each worker now, and the
-/// resident memory of those the master does not measure itself.
-fn measure(status: &Status) -> (HashMap<i32, Seen>, HashMap<i32, u64>) {
-    let mut seen = HashMap::new();
-    let mut rss = HashMap::new();
-    for w in &status.workers {
-        let stat = crate::master::cpu_and_resident(&w.pid.to_string());
-        let cpu = stat.map_or(0.0, |(cpu, _)| cpu);
-        seen.insert(
-            w.pid,
-            Seen {
-                handed: w.handed,
-                cpu,
-            },
-        );
-        if let Some((_, bytes)) = stat {
-            rss.insert(w.pid, bytes);
-        }
-    }
-    (seen, rss)
 }
 
 /// The terminal as it was, restored on drop: raw keys, the alternate screen, no cursor.
@@ -247,8 +231,7 @@ pub fn run(socket: &Path, iterations: Option<u64>) -> Result<(), ClientError> {
         let Some(status) = reply.status.filter(|_| reply.ok) else {
             return Err(ClientError::Refused(reply.message.unwrap_or_default()));
         };
-        let (now, rss) = measure(&status);
-        let rows = rows(&status, &now, &rss, Instant::now(), &mut previous);
+        let rows = rows(&status, Instant::now(), &mut previous);
         let view = render(&status, &rows);
         let mut out = std::io::stdout().lock();
         if terminal {
@@ -278,7 +261,7 @@ mod tests {
     use super::*;
     use crate::control::WorkerStatus;
 
-    fn status(handed: [u64; 2]) -> Status {
+    fn status(handed: [u64; 2], cpu: f64) -> Status {
         let worker = |slot: usize, pid: i32, handed: u64| WorkerStatus {
             slot,
             pid,
@@ -288,7 +271,7 @@ mod tests {
             restarts: 0,
             recycled: 0,
             rss_bytes: None,
-            cpu_seconds: None,
+            cpu_seconds: Some(cpu),
             conn_per_sec: None,
             handed,
             unacked: 0,
@@ -310,47 +293,20 @@ mod tests {
         }
     }
 
-    fn seen(s: &Status, cpu: f64) -> HashMap<i32, Seen> {
-        s.workers
-            .iter()
-            .map(|w| {
-                (
-                    w.pid,
-                    Seen {
-                        handed: w.handed,
-                        cpu,
-                    },
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn rates_are_differences_over_the_interval_and_start_at_zero() {
         let t0 = Instant::now();
         let mut previous = Sample::default();
-        let first = status([100, 50]);
-        let rows0 = rows(
-            &first,
-            &seen(&first, 1.0),
-            &HashMap::new(),
-            t0,
-            &mut previous,
-        );
+        let first = status([100, 50], 1.0);
+        let rows0 = rows(&first, t0, &mut previous);
         assert!(
             rows0
                 .iter()
                 .all(|r| r.rate == 0.0 && r.cpu_percent.is_none())
         );
-        let second = status([300, 150]);
+        let second = status([300, 150], 1.5);
         let t1 = t0 + Duration::from_secs(2);
-        let rows1 = rows(
-            &second,
-            &seen(&second, 1.5),
-            &HashMap::new(),
-            t1,
-            &mut previous,
-        );
+        let rows1 = rows(&second, t1, &mut previous);
         assert_eq!(rows1[0].rate, 100.0);
         assert_eq!(rows1[1].rate, 50.0);
         assert_eq!(rows1[0].cpu_percent, Some(25.0));

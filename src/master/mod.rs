@@ -80,7 +80,6 @@ use wire::{Handoff, Incoming};
 pub use control::{ControlError, create_private_dir};
 pub use handover::Predecessor;
 pub use listeners::ListenError;
-pub use memory::cpu_and_resident;
 pub use output::{open_append as open_log, redirect_stderr};
 
 /// Connections accepted from one listener per loop turn before the others get a look.
