@@ -1,6 +1,7 @@
 //! What `/proc/<pid>/stat` says of a process — its group, CPU time, resident memory — read in
 //! one place: for `[recycle] max_memory` (the resident size of a worker's process group: a
-//! worker leads one, so its own children count), `/metrics` and `rrbalancer top`.
+//! worker leads one, so its own children count), `/metrics` and `status` (which `rrbalancer top`
+//! shows).
 
 use std::collections::{HashMap, HashSet};
 
