@@ -332,6 +332,11 @@ impl Fleet {
             .all(|s| s.given_up && s.candidate.is_none())
     }
 
+    /// The open channel of the worker at `key`.
+    pub fn channel_mut(&mut self, key: usize) -> Option<&mut Channel> {
+        self.workers.get_mut(key)?.channel.as_mut()
+    }
+
     pub fn ready_count(&self) -> usize {
         self.workers
             .iter()

@@ -56,19 +56,13 @@ impl Master {
         let mut sent = 0;
         let now = Instant::now();
         for key in receivers {
-            let Some(channel) = self
-                .core
-                .fleet
-                .workers
-                .get_mut(key)
-                .and_then(|w| w.channel.as_mut())
-            else {
+            let Some(channel) = self.core.fleet.channel_mut(key) else {
                 continue;
             };
             match channel.send_message(&message, now) {
                 Ok(true) => sent += 1,
                 Ok(false) => {}
-                Err(overflow) => self.not_keeping_up(key, overflow.bytes, now),
+                Err(overflow) => self.replace_receiver(key, overflow.bytes, &overflowed(), now),
             }
         }
         self.counters.deliveries += sent as u64;
@@ -104,17 +98,12 @@ impl Master {
 
     /// The worker at `key` takes messages from now on: the retained values first.
     pub(super) fn subscribe(&mut self, key: usize) {
-        let Some(channel) = self
-            .core
-            .fleet
-            .workers
-            .get_mut(key)
-            .and_then(|w| w.channel.as_mut())
-        else {
+        let Some(channel) = self.core.fleet.channel_mut(key) else {
             return;
         };
-        if let Err(overflow) = channel.subscribe(&self.retained, Instant::now()) {
-            self.not_keeping_up(key, overflow.bytes, Instant::now());
+        let now = Instant::now();
+        if let Err(overflow) = channel.subscribe(&self.retained, now) {
+            self.replace_receiver(key, overflow.bytes, &overflowed(), now);
         }
     }
 
@@ -125,9 +114,6 @@ impl Master {
             return;
         };
         let sender = Sender::Slot(worker.slot);
-        if let Some(channel) = self.core.fleet.workers[key].channel.as_mut() {
-            channel.mark_sender();
-        }
         if outgoing.to.is_none() && outgoing.retain.is_none() {
             // A Node worker's own message with nowhere to go (there is no agent): logged, as
             // any message a worker says.
@@ -135,6 +121,9 @@ impl Master {
             let worker = &mut self.core.fleet.workers[key];
             worker.note(format_args!("message: {body}"));
             return;
+        }
+        if let Some(channel) = self.core.fleet.channel_mut(key) {
+            channel.mark_sender();
         }
         if let Err(why) = self.relay(Some(key), sender, outgoing) {
             if let Some(worker) = self.core.fleet.workers.get_mut(key) {
@@ -170,26 +159,13 @@ impl Master {
             self.relay_paused = paused;
         }
         for key in stalled {
-            let bytes = self.core.fleet.workers[key]
-                .channel
-                .as_ref()
+            let bytes = self
+                .core
+                .fleet
+                .channel_mut(key)
                 .map_or(0, |c| c.backlog_bytes());
-            let Some(worker) = self.core.fleet.workers.get_mut(key) else {
-                continue;
-            };
-            // It is replaced once; its channel is closed with its exit.
-            if let Some(channel) = worker.channel.as_mut() {
-                channel.drop_backlog();
-            }
-            warn!(
-                "worker not reading its messages slot={} pid={}: {bytes} bytes waited over {:?}; \
-                 replacing it",
-                worker.slot,
-                worker.pid,
-                relay::STALL_TIMEOUT
-            );
-            self.core.replace_slow(key, now);
-            self.apply_effects();
+            let why = format!("waited over {:?}", relay::STALL_TIMEOUT);
+            self.replace_receiver(key, bytes, &why, now);
         }
     }
 
@@ -203,20 +179,26 @@ impl Master {
             .min()
     }
 
-    /// Messages for the worker at `key` passed the backlog bound: it is not reading its
-    /// channel. It is replaced (its successor starts now) rather than the master buffering.
-    fn not_keeping_up(&mut self, key: usize, bytes: usize, now: Instant) {
-        let Some(worker) = self.core.fleet.workers.get(key) else {
+    /// The worker at `key` does not read its messages: `bytes` of them `why` (would wait past
+    /// the bound, waited past the stall timeout). What waits is dropped and it gets no more;
+    /// it is replaced (its successor starts now) rather than the master buffering for it.
+    fn replace_receiver(&mut self, key: usize, bytes: usize, why: &str, now: Instant) {
+        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
+        if let Some(channel) = worker.channel.as_mut() {
+            channel.drop_backlog();
+        }
         warn!(
-            "worker not keeping up with its messages slot={} pid={}: {bytes} bytes would wait \
-             (at most {}); replacing it",
-            worker.slot,
-            worker.pid,
-            super::relay::MAX_BACKLOG_BYTES
+            "worker not reading its messages slot={} pid={}: {bytes} bytes {why}; replacing it",
+            worker.slot, worker.pid
         );
         self.core.replace_slow(key, now);
         self.apply_effects();
     }
+}
+
+/// Why a receiver whose backlog passed the hard bound is replaced.
+fn overflowed() -> String {
+    format!("would wait (at most {})", relay::MAX_BACKLOG_BYTES)
 }
