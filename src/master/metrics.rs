@@ -7,7 +7,7 @@
 //! `_total` for counters, base units (seconds, bytes), a `slot` label (stable across restarts),
 //! never a pid label. The master's own process metrics use the standard `process_` names.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::time::{Duration, Instant};
 
 /// Counters the master keeps for its whole life.
@@ -293,6 +293,11 @@ pub fn render(s: &Snapshot<'_>) -> String {
     let head = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
+    // A family of one sample, with no label.
+    let single = |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Display| {
+        head(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
 
     head(
         &mut out,
@@ -339,29 +344,39 @@ pub fn render(s: &Snapshot<'_>) -> String {
         s.counters.fd_exhausted
     );
 
-    head(
+    single(
         &mut out,
         "rrbalancer_connections_queued",
         "gauge",
         "Accepted connections waiting in the master for a worker with room.",
+        &s.queued,
     );
-    let _ = writeln!(out, "rrbalancer_connections_queued {}", s.queued);
 
-    head(
+    single(
         &mut out,
         "rrbalancer_workers_wanted",
         "gauge",
         "Worker slots configured (or scaled to).",
+        &s.workers_wanted,
     );
-    let _ = writeln!(out, "rrbalancer_workers_wanted {}", s.workers_wanted);
-    head(
+    single(
         &mut out,
         "rrbalancer_workers_ready",
         "gauge",
         "Workers ready to serve.",
+        &s.workers_ready,
     );
-    let _ = writeln!(out, "rrbalancer_workers_ready {}", s.workers_ready);
 
+    // One sample per slot and cause, from counts per slot in `causes` order (0 where a slot
+    // has none counted yet).
+    let by_cause = |out: &mut String, name: &str, causes: &[&str; 3], counts: &[[u64; 3]]| {
+        for slot in 0..s.slots.len() {
+            let counts = counts.get(slot).copied().unwrap_or_default();
+            for (cause, n) in causes.iter().zip(counts) {
+                let _ = writeln!(out, "{name}{{slot=\"{slot}\",cause=\"{cause}\"}} {n}");
+            }
+        }
+    };
     // One sample per slot (`value` gets the slot's number and its snapshot), where it has one.
     let per_slot =
         |out: &mut String, name: &str, value: &dyn Fn(usize, &Slot) -> Option<String>| {
@@ -499,30 +514,24 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Connections handed to the slot's worker that went to another, by cause: it exited holding them un-acknowledged, was killed at ack_timeout, or refused them.",
     );
-    for slot in 0..s.slots.len() {
-        let counts = s.counters.rerouted.get(slot).copied().unwrap_or_default();
-        for (cause, n) in REROUTE_CAUSES.iter().zip(counts) {
-            let _ = writeln!(
-                out,
-                "rrbalancer_connections_rerouted_total{{slot=\"{slot}\",cause=\"{cause}\"}} {n}"
-            );
-        }
-    }
+    by_cause(
+        &mut out,
+        "rrbalancer_connections_rerouted_total",
+        &REROUTE_CAUSES,
+        &s.counters.rerouted,
+    );
     head(
         &mut out,
         "rrbalancer_worker_exits_total",
         "counter",
         "Worker exits by cause: stopped (asked to), exited (on its own), killed (by a signal it was not asked for).",
     );
-    for slot in 0..s.slots.len() {
-        let counts = s.counters.exits.get(slot).copied().unwrap_or_default();
-        for (cause, n) in EXIT_CAUSES.iter().zip(counts) {
-            let _ = writeln!(
-                out,
-                "rrbalancer_worker_exits_total{{slot=\"{slot}\",cause=\"{cause}\"}} {n}"
-            );
-        }
-    }
+    by_cause(
+        &mut out,
+        "rrbalancer_worker_exits_total",
+        &EXIT_CAUSES,
+        &s.counters.exits,
+    );
 
     head(
         &mut out,
@@ -534,42 +543,34 @@ pub fn render(s: &Snapshot<'_>) -> String {
         let _ = writeln!(out, "rrbalancer_reloads_total{{outcome=\"{outcome}\"}} {n}");
     }
 
-    head(
+    single(
         &mut out,
         "rrbalancer_messages_relayed_total",
         "counter",
         "Messages relayed between the workers and rrbalancer send.",
+        &s.counters.messages,
     );
-    let _ = writeln!(
-        out,
-        "rrbalancer_messages_relayed_total {}",
-        s.counters.messages
-    );
-    head(
+    single(
         &mut out,
         "rrbalancer_message_deliveries_total",
         "counter",
         "Copies of relayed messages queued for a receiver.",
+        &s.counters.deliveries,
     );
-    let _ = writeln!(
-        out,
-        "rrbalancer_message_deliveries_total {}",
-        s.counters.deliveries
-    );
-    head(
+    single(
         &mut out,
         "rrbalancer_retained_keys",
         "gauge",
         "Message keys whose latest value the master keeps for workers that start later.",
+        &s.retained.0,
     );
-    let _ = writeln!(out, "rrbalancer_retained_keys {}", s.retained.0);
-    head(
+    single(
         &mut out,
         "rrbalancer_retained_bytes",
         "gauge",
         "Bytes of the retained values.",
+        &s.retained.1,
     );
-    let _ = writeln!(out, "rrbalancer_retained_bytes {}", s.retained.1);
 
     head(
         &mut out,
@@ -587,31 +588,27 @@ pub fn render(s: &Snapshot<'_>) -> String {
         }
     }
 
-    head(
+    single(
         &mut out,
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory of the master process.",
+        &s.process.rss_bytes,
     );
-    let _ = writeln!(out, "process_resident_memory_bytes {}", s.process.rss_bytes);
-    head(
+    single(
         &mut out,
         "process_cpu_seconds_total",
         "counter",
         "CPU time of the master process (user and system).",
+        &format!("{:.3}", s.process.cpu_seconds),
     );
-    let _ = writeln!(
-        out,
-        "process_cpu_seconds_total {:.3}",
-        s.process.cpu_seconds
-    );
-    head(
+    single(
         &mut out,
         "process_open_fds",
         "gauge",
         "File descriptors the master holds open.",
+        &s.process.open_fds,
     );
-    let _ = writeln!(out, "process_open_fds {}", s.process.open_fds);
     out
 }
 
