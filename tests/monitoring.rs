@@ -75,9 +75,15 @@ fn parsed(text: &str) -> Option<Vec<String>> {
 
 /// The sum of the samples named `name`.
 fn sum(samples: &[String], name: &str) -> f64 {
+    sum_with(samples, name, "")
+}
+
+/// The sum of the samples named `name` with `label` among their labels, as the parser prints
+/// one: `('cause', 'stopped')`.
+fn sum_with(samples: &[String], name: &str, label: &str) -> f64 {
     samples
         .iter()
-        .filter(|l| l.split(' ').next() == Some(name))
+        .filter(|l| l.split(' ').next() == Some(name) && l.contains(label))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()
 }
@@ -115,12 +121,8 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
         sum(&samples, "rrbalancer_handoff_latency_seconds_count"),
         N as f64
     );
-    let infinite = samples
-        .iter()
-        .filter(|l| l.starts_with("rrbalancer_handoff_latency_seconds_bucket "))
-        .filter(|l| l.contains("('le', '+Inf')"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum::<f64>();
+    let bucket = "rrbalancer_handoff_latency_seconds_bucket";
+    let infinite = sum_with(&samples, bucket, "('le', '+Inf')");
     assert_eq!(infinite, N as f64);
     let latency = sum(&samples, "rrbalancer_handoff_latency_seconds_sum") / N as f64;
     assert!(
@@ -177,12 +179,8 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
         N as f64
     );
     let reloads = |samples: &[String], outcome: &str| {
-        samples
-            .iter()
-            .filter(|l| l.starts_with("rrbalancer_reloads_total "))
-            .filter(|l| l.contains(&format!("('outcome', '{outcome}')")))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum::<f64>()
+        let label = format!("('outcome', '{outcome}')");
+        sum_with(samples, "rrbalancer_reloads_total", &label)
     };
     assert_eq!(reloads(&samples, "completed"), 1.0);
     assert_eq!(reloads(&samples, "failed"), 0.0);
@@ -194,12 +192,8 @@ fn metrics_parse_and_count_every_connection_handed_exactly() {
     // The reload's old workers exit as asked; a worker killed outright counts as killed.
     let exits = |cause: &str| {
         let samples = parsed(&get(&addr, "/metrics").1).unwrap();
-        samples
-            .iter()
-            .filter(|l| l.starts_with("rrbalancer_worker_exits_total "))
-            .filter(|l| l.contains(&format!("('cause', '{cause}')")))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum::<f64>()
+        let label = format!("('cause', '{cause}')");
+        sum_with(&samples, "rrbalancer_worker_exits_total", &label)
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while exits("stopped") < 3.0 {
