@@ -279,11 +279,40 @@ pub fn format_status(s: &Status) -> String {
         ]
     }));
     rows.sort_by_key(|r| r[0].parse::<usize>().unwrap_or(usize::MAX));
+    if let Some(a) = &s.agent {
+        // Last, under the slots: it serves none.
+        let mut state = a.state.clone();
+        if !a.others.is_empty() {
+            let pids: Vec<String> = a.others.iter().map(i32::to_string).collect();
+            state.push_str(&format!(" (also pid {})", pids.join(", ")));
+        }
+        rows.push([
+            "agent".into(),
+            a.pid.map_or("-".into(), |p| p.to_string()),
+            state,
+            a.uptime_secs.map_or("-".into(), uptime),
+            a.restarts.to_string(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            a.rss_bytes.map_or("-".into(), |b| {
+                bytesize::ByteSize::b(b).display().iec().to_string()
+            }),
+            a.cpu_seconds.map_or("-".into(), |c| format!("{c:.2}s")),
+        ]);
+    }
     out.push_str(&table(header, &rows));
     for e in &s.empty_slots {
         if let Some(cause) = e.last_causes.last() {
             out.push_str(&format!("slot {} last exit: {cause}\n", e.slot));
         }
+    }
+    if let Some(cause) = (s.agent.iter())
+        .filter(|a| a.pid.is_none())
+        .find_map(|a| a.last_causes.last())
+    {
+        out.push_str(&format!("agent last exit: {cause}\n"));
     }
     out
 }
@@ -336,7 +365,7 @@ pub fn uptime(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{SlotStatus, WorkerStatus};
+    use crate::control::{AgentStatus, SlotStatus, WorkerStatus};
 
     #[test]
     fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
@@ -376,6 +405,20 @@ mod tests {
                 restarts: 10,
                 last_causes: vec!["pid 9: exit code 7".into()],
             }],
+            agent: None,
+        };
+        let with_agent = Status {
+            agent: Some(AgentStatus {
+                state: "ready".into(),
+                pid: Some(9),
+                uptime_secs: Some(80.0),
+                restarts: 1,
+                rss_bytes: None,
+                cpu_seconds: Some(0.25),
+                last_causes: vec!["pid 8: exit code 1".into()],
+                others: vec![],
+            }),
+            ..status.clone()
         };
         let text = format_status(&status);
         let lines: Vec<&str> = text.lines().collect();
@@ -392,6 +435,15 @@ mod tests {
         );
         assert!(lines[6].starts_with("2     -    given up"), "{text}");
         assert!(text.ends_with("slot 2 last exit: pid 9: exit code 7\n"));
+        // The agent last, its own row; its last exit is not news while it runs again.
+        let text = format_status(&with_agent);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[7].starts_with("agent  9    ready     1m20s"),
+            "{text}"
+        );
+        assert!(lines[7].ends_with("-         0.25s"), "{text}");
+        assert!(!text.contains("agent last exit"), "{text}");
 
         // Ready while one worker serves its slot; not once stopping, nor with none.
         assert_eq!(

@@ -429,6 +429,8 @@ pub struct FileConfig {
     /// Listen backlog: the kernel queue that holds clients while every worker is busy.
     pub backlog: Spanned<u32>,
     pub worker: FileWorker,
+    /// `[agent]`: an optional process that serves no connections, only messages.
+    pub agent: Option<FileAgent>,
     pub dispatch: FileDispatch,
     pub shutdown: FileShutdown,
     pub restart: FileRestart,
@@ -446,6 +448,7 @@ impl Default for FileConfig {
             sched_policy: None,
             backlog: Spanned::new(0..0, 511),
             worker: FileWorker::default(),
+            agent: None,
             dispatch: FileDispatch::default(),
             shutdown: FileShutdown::default(),
             restart: FileRestart::default(),
@@ -488,6 +491,42 @@ pub struct FileWorker {
     pub ready_timeout: Spanned<HumanDuration>,
     /// `[worker.node]`: the messages of the Node protocols.
     pub node: FileNode,
+}
+
+/// `[agent]`: the seeds' notification process. Supervised like a worker (restart policy,
+/// readiness, graceful stop, captured output); it gets no connection, starts before the workers
+/// and stops after them, and its messages go to every worker (docs/PROTOCOL.md "Messages").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileAgent {
+    /// Program to run, found as `[worker] exec` is. Required.
+    pub exec: Option<Spanned<String>>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<Spanned<PathBuf>>,
+    /// `"native"` or `"node"` (`process.send` / `process.on('message')`); not `"node-cluster"`:
+    /// an agent is no cluster worker.
+    pub protocol: Spanned<Protocol>,
+    /// As `[worker] ready`: default "start" for `node`, "message" otherwise.
+    pub ready: Option<Spanned<Readiness>>,
+    pub ready_delay: Spanned<HumanDuration>,
+    pub ready_timeout: Spanned<HumanDuration>,
+}
+
+impl Default for FileAgent {
+    fn default() -> Self {
+        let worker = FileWorker::default();
+        FileAgent {
+            exec: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            protocol: Spanned::new(0..0, Protocol::Native),
+            ready: None,
+            ready_delay: worker.ready_delay,
+            ready_timeout: worker.ready_timeout,
+        }
+    }
 }
 
 /// `[worker.node]`.
@@ -795,6 +834,8 @@ pub struct Config {
     pub policy_source: PolicySource,
     pub backlog: u32,
     pub worker: WorkerConfig,
+    /// `[agent]`, if configured.
+    pub agent: Option<AgentConfig>,
     pub affinity: Affinity,
     pub kill_timeout: Duration,
     pub stop_signal: StopSignal,
@@ -826,6 +867,22 @@ pub struct WorkerConfig {
     pub ready_delay: Duration,
     pub ready_timeout: Duration,
     pub node: NodeMessages,
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Absolute path of the program.
+    pub program: PathBuf,
+    pub arg0: OsString,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// `Native` or `Node`.
+    pub protocol: Protocol,
+    pub ready: Readiness,
+    pub ready_delay: Duration,
+    pub ready_timeout: Duration,
 }
 
 /// The messages of the Node protocols, as JSON.
@@ -974,6 +1031,25 @@ impl Config {
         }
         worker.insert("node".into(), Value::Table(node));
         top.insert("worker".into(), Value::Table(worker));
+
+        if let Some(a) = &self.agent {
+            let mut agent = Table::new();
+            agent.insert("exec".into(), path(&a.program));
+            agent.insert(
+                "args".into(),
+                Value::Array(a.args.iter().map(|s| text(s)).collect()),
+            );
+            let env = a.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+            agent.insert("env".into(), Value::Table(env));
+            if let Some(cwd) = &a.cwd {
+                agent.insert("cwd".into(), path(cwd));
+            }
+            agent.insert("protocol".into(), text(a.protocol.as_str()));
+            agent.insert("ready".into(), text(a.ready.as_str()));
+            agent.insert("ready_delay".into(), duration(a.ready_delay));
+            agent.insert("ready_timeout".into(), duration(a.ready_timeout));
+            top.insert("agent".into(), Value::Table(agent));
+        }
 
         let mut dispatch = Table::new();
         dispatch.insert("affinity".into(), text(self.affinity.as_str()));
@@ -1404,6 +1480,10 @@ pub fn validate(
         min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
     };
     let recycle = recycle_config(file.recycle, sched_policy, &invalid)?;
+    let agent = match file.agent {
+        Some(agent) => Some(agent_config(agent, name, dir, &duration, &invalid)?),
+        None => None,
+    };
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
     let ready_timeout = duration(file.worker.ready_timeout, "worker.ready_timeout")?;
     let kill_timeout = duration(file.shutdown.kill_timeout, "shutdown.kill_timeout")?;
@@ -1508,6 +1588,7 @@ pub fn validate(
             ready_timeout,
             node,
         },
+        agent,
         affinity: file.dispatch.affinity,
         kill_timeout,
         stop_signal,
@@ -1518,6 +1599,88 @@ pub fn validate(
         control,
         metrics,
         log,
+    })
+}
+
+/// Reads a duration key, checked against its bounds.
+type CheckDuration<'a> = dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration, ConfigError> + 'a;
+
+/// `[agent]`, checked as `[worker]` is: the program found, `cwd` a directory, the durations in
+/// bounds; and a protocol an agent can speak.
+fn agent_config(
+    file: FileAgent,
+    name: &str,
+    dir: Option<&Path>,
+    duration: &CheckDuration<'_>,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<AgentConfig, ConfigError> {
+    let protocol_span = file.protocol.span();
+    let protocol = file.protocol.into_inner();
+    if protocol == Protocol::NodeCluster {
+        return Err(invalid(
+            protocol_span,
+            "agent.protocol",
+            "an agent is no cluster worker (it serves no connection): use \"node\" for a Node \
+             script (`process.send`, `process.on('message')`) or \"native\""
+                .into(),
+        ));
+    }
+    let cwd = match file.cwd {
+        Some(cwd) => {
+            let span = cwd.span();
+            let cwd = cwd.into_inner();
+            let cwd = match dir {
+                Some(dir) if cwd.is_relative() => dir.join(cwd),
+                _ => cwd,
+            };
+            if !cwd.is_dir() {
+                return Err(invalid(
+                    span,
+                    "agent.cwd",
+                    format!("{} is not a directory", cwd.display()),
+                ));
+            }
+            Some(cwd)
+        }
+        None => None,
+    };
+    check_exec_strings(&file.args, &file.env)
+        .and_then(|()| check_exec_size(&file.args, &file.env))
+        .map_err(|e| ConfigError::Setting(format!("{name}: [agent]: {e}")))?;
+    let Some(exec) = file.exec else {
+        return Err(ConfigError::Setting(format!(
+            "{name}: key `agent.exec`: [agent] needs the program to run (e.g. exec = \"node\", \
+             args = [\"agent.js\"])"
+        )));
+    };
+    let span = exec.span();
+    let exec = exec.into_inner();
+    let program = resolve_program(&exec, cwd.as_deref().or(dir))
+        .map_err(|message| invalid(span, "agent.exec", message))?;
+    let ready = match file.ready {
+        None if protocol == Protocol::Node => Readiness::Start,
+        None => Readiness::Message,
+        Some(r) if *r.get_ref() == Readiness::Start && protocol != Protocol::Node => {
+            return Err(invalid(
+                r.span(),
+                "agent.ready",
+                "\"start\" needs protocol = \"node\" (a native agent says when it is ready; \
+                 use \"delay\" for a program that does not)"
+                    .into(),
+            ));
+        }
+        Some(r) => r.into_inner(),
+    };
+    Ok(AgentConfig {
+        program,
+        arg0: OsString::from(&exec),
+        args: file.args,
+        env: file.env.into_iter().collect(),
+        cwd,
+        protocol,
+        ready,
+        ready_delay: duration(file.ready_delay, "agent.ready_delay")?,
+        ready_timeout: duration(file.ready_timeout, "agent.ready_timeout")?,
     })
 }
 

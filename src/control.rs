@@ -139,6 +139,25 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// Slots with no serving worker right now (restarting, given up).
     pub empty_slots: Vec<SlotStatus>,
+    /// `[agent]`, if one is configured.
+    #[serde(default)]
+    pub agent: Option<AgentStatus>,
+}
+
+/// The agent: its current process, if one runs, and its place's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// starting, ready, restarting in …, given up, stopping.
+    pub state: String,
+    pub pid: Option<i32>,
+    pub uptime_secs: Option<f64>,
+    pub restarts: u64,
+    pub rss_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    /// Why its recent processes exited, oldest first.
+    pub last_causes: Vec<String>,
+    /// Its other processes still alive: a reload's candidate, or one finishing.
+    pub others: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -290,6 +290,7 @@ mod tests {
             upgrade: None,
             workers: vec![worker(0, 10, handed[0]), worker(1, 11, handed[1])],
             empty_slots: vec![],
+            agent: None,
         }
     }
 

@@ -22,10 +22,10 @@ use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
 use super::client_io;
-use super::fleet::{Role, State};
+use super::fleet::{self, Role, State};
 use super::sources::Source;
 use super::{Master, Phase};
-use crate::control::{MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
+use crate::control::{AgentStatus, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
 
 /// Most control connections open at once; more are refused.
 const MAX_CONNS: usize = 64;
@@ -470,11 +470,12 @@ impl Master {
             .fleet
             .workers
             .iter()
+            .filter(|(_, w)| w.place != fleet::Place::Agent)
             .map(|(key, w)| {
                 let account = self.ledger.account(w.account);
                 let stat = super::memory::cpu_and_resident(&w.pid.to_string());
                 WorkerStatus {
-                    slot: w.slot,
+                    slot: w.place.slot().unwrap_or_default(),
                     pid: w.pid.as_raw(),
                     state: match (w.state, self.core.fleet.role(key)) {
                         _ if w.stuck => "stuck (killed)",
@@ -494,10 +495,9 @@ impl Master {
                     restarts: self
                         .core
                         .fleet
-                        .slots
-                        .get(w.slot)
+                        .place(w.place)
                         .map_or(0, |s| s.restart_count),
-                    recycled: self.core.fleet.slots.get(w.slot).map_or(0, |s| s.recycled),
+                    recycled: self.core.fleet.place(w.place).map_or(0, |s| s.recycled),
                     rss_bytes: w.rss.or(stat.map(|(_, rss)| rss)),
                     cpu_seconds: stat.map(|(cpu, _)| cpu),
                     conn_per_sec: account
@@ -553,6 +553,39 @@ impl Master {
                 .or_else(|| self.predecessor_status()),
             workers,
             empty_slots: slots,
+            agent: self.agent_status(now),
         }
+    }
+
+    /// The agent's part of the status.
+    fn agent_status(&self, now: Instant) -> Option<AgentStatus> {
+        let fleet = &self.core.fleet;
+        let place = fleet.agent.as_ref()?;
+        let current = place.current.and_then(|k| fleet.workers.get(k));
+        let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));
+        let state = match current.map(|w| w.state) {
+            _ if self.core.phase != Phase::Running => "stopping".to_owned(),
+            Some(State::Ready) => "ready".to_owned(),
+            Some(State::Starting) => "starting".to_owned(),
+            Some(State::Draining) => "stopping".to_owned(),
+            None if place.given_up => "given up".to_owned(),
+            None => match place.start_at {
+                Some(at) => format!("restarting in {:.1?}", at.saturating_duration_since(now)),
+                None => "starting".to_owned(),
+            },
+        };
+        Some(AgentStatus {
+            state,
+            pid: current.map(|w| w.pid.as_raw()),
+            uptime_secs: current.map(|w| w.uptime(now).as_secs_f64()),
+            restarts: place.restart_count,
+            rss_bytes: current.and_then(|w| w.rss).or(stat.map(|(_, rss)| rss)),
+            cpu_seconds: stat.map(|(cpu, _)| cpu),
+            last_causes: place.last_causes.iter().cloned().collect(),
+            others: (fleet.workers.iter())
+                .filter(|&(k, w)| w.place == fleet::Place::Agent && Some(k) != place.current)
+                .map(|(_, w)| w.pid.as_raw())
+                .collect(),
+        })
     }
 }

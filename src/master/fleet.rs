@@ -8,9 +8,10 @@
 //! at the end (scaling), so a detached worker's slot number may no longer exist.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -42,11 +43,39 @@ pub enum State {
     Draining,
 }
 
-/// One live worker process.
+/// Where a process belongs: a slot (`RRB_WORKER_ID`), which serves connections, or the agent
+/// (`[agent]`), which serves none and only sends and receives messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    Slot(usize),
+    Agent,
+}
+
+impl Place {
+    /// The slot number, if it is a slot.
+    pub fn slot(self) -> Option<usize> {
+        match self {
+            Place::Slot(i) => Some(i),
+            Place::Agent => None,
+        }
+    }
+}
+
+/// As the log lines say it: `slot=3`, `agent`.
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Slot(i) => write!(f, "slot={i}"),
+            Place::Agent => f.write_str("agent"),
+        }
+    }
+}
+
+/// One live worker process (the agent's too: it is supervised the same way).
 #[derive(Debug)]
 pub struct Worker {
     pub pid: Pid,
-    pub slot: usize,
+    pub place: Place,
     pub state: State,
     /// `None` once the channel broke or was closed by the worker.
     pub channel: Option<Channel>,
@@ -102,16 +131,16 @@ impl Worker {
     }
 
     fn log(&mut self, level: log::Level, note: std::fmt::Arguments<'_>) {
-        let (slot, pid) = (self.slot, self.pid);
+        let (place, pid) = (self.place, self.pid);
         self.notes = self.notes.saturating_add(1);
         match self.notes {
-            ..=NOTES_AT_INFO => log::log!(level, "worker slot={slot} pid={pid}: {note}"),
+            ..=NOTES_AT_INFO => log::log!(level, "worker {place} pid={pid}: {note}"),
             n if n == NOTES_AT_INFO + 1 => log::log!(
                 level,
-                "worker slot={slot} pid={pid}: {note} (further messages of this worker are \
+                "worker {place} pid={pid}: {note} (further messages of this worker are \
                  logged at debug level)"
             ),
-            _ => debug!("worker slot={slot} pid={pid}: {note}"),
+            _ => debug!("worker {place} pid={pid}: {note}"),
         }
     }
 
@@ -206,31 +235,74 @@ pub enum Role {
     Detached,
 }
 
-/// All workers and slots.
+/// All workers and slots, and the agent's place if one is configured.
 #[derive(Debug, Default)]
 pub struct Fleet {
     pub workers: Slab<Worker>,
     pub slots: Vec<Slot>,
+    /// `[agent]`: its place, kept as a slot's is (current, candidate, restarts, give-up).
+    pub agent: Option<Slot>,
+    /// The agent has been ready once: the slots may start.
+    pub agent_started: bool,
     by_pid: HashMap<Pid, usize>,
 }
 
 impl Fleet {
-    pub fn new(slots: usize, now: Instant) -> Fleet {
+    /// `slots` to start at `now`; with `agent`, the agent's place too (its slots start once
+    /// it is ready: [`Fleet::may_start_slots`]).
+    pub fn new(slots: usize, agent: bool, now: Instant) -> Fleet {
         let mut fleet = Fleet::default();
         fleet.slots.resize_with(slots, Slot::default);
         for slot in &mut fleet.slots {
             slot.start_at = Some(now);
         }
+        fleet.agent = agent.then(|| Slot {
+            start_at: Some(now),
+            ..Slot::default()
+        });
         fleet
+    }
+
+    /// The place `place` stands for: a slot, or the agent's.
+    pub fn place(&self, place: Place) -> Option<&Slot> {
+        match place {
+            Place::Slot(i) => self.slots.get(i),
+            Place::Agent => self.agent.as_ref(),
+        }
+    }
+
+    pub fn place_mut(&mut self, place: Place) -> Option<&mut Slot> {
+        match place {
+            Place::Slot(i) => self.slots.get_mut(i),
+            Place::Agent => self.agent.as_mut(),
+        }
+    }
+
+    /// No slot, nor the agent, is to start again (stopping).
+    pub fn start_nothing(&mut self) {
+        for slot in self.slots.iter_mut().chain(self.agent.as_mut()) {
+            slot.start_at = None;
+        }
+    }
+
+    /// The agent process that gets messages now (its current one), if any.
+    pub fn agent_key(&self) -> Option<usize> {
+        self.agent.as_ref()?.current
+    }
+
+    /// Slots start only once the agent, if there is one, has been ready (it starts first, so
+    /// that its retained values are there before any worker serves) — or was given up.
+    pub fn may_start_slots(&self) -> bool {
+        self.agent_started || self.agent.is_none()
     }
 
     /// Records a started worker as its slot's current worker, or as its candidate.
     pub fn insert(&mut self, worker: Worker, role: Role) -> usize {
         let pid = worker.pid;
-        let slot = worker.slot;
+        let place = worker.place;
         let key = self.workers.insert(worker);
         self.by_pid.insert(pid, key);
-        if let Some(s) = self.slots.get_mut(slot) {
+        if let Some(s) = self.place_mut(place) {
             match role {
                 Role::Current => s.current = Some(key),
                 Role::Candidate => s.candidate = Some(key),
@@ -245,7 +317,7 @@ impl Fleet {
         let Some(worker) = self.workers.get(key) else {
             return Role::Detached;
         };
-        match self.slots.get(worker.slot) {
+        match self.place(worker.place) {
             Some(s) if s.current == Some(key) => Role::Current,
             Some(s) if s.candidate == Some(key) => Role::Candidate,
             _ => Role::Detached,
@@ -277,7 +349,8 @@ impl Fleet {
         let Some(worker) = self.workers.get(key) else {
             return;
         };
-        if let Some(slot) = self.slots.get_mut(worker.slot) {
+        let place = worker.place;
+        if let Some(slot) = self.place_mut(place) {
             if slot.current == Some(key) {
                 slot.current = None;
             }
@@ -289,7 +362,8 @@ impl Fleet {
 
     /// The candidate of its slot becomes current; returns the worker it replaces.
     pub fn promote(&mut self, key: usize) -> Option<usize> {
-        let slot = self.slots.get_mut(self.workers.get(key)?.slot)?;
+        let place = self.workers.get(key)?.place;
+        let slot = self.place_mut(place)?;
         if slot.candidate != Some(key) {
             return None;
         }
@@ -337,17 +411,19 @@ impl Fleet {
         self.workers.get_mut(key)?.channel.as_mut()
     }
 
+    /// Workers ready to serve (the agent serves nothing: not counted).
     pub fn ready_count(&self) -> usize {
         self.workers
             .iter()
-            .filter(|(_, w)| w.state == State::Ready)
+            .filter(|(_, w)| w.state == State::Ready && w.place != Place::Agent)
             .count()
     }
 }
 
 /// What every worker's environment starts from: the master's own, without variables that would
-/// mislead a worker (an inherited socket-activation or Node channel meant for the master).
-pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
+/// mislead a worker (an inherited socket-activation or Node channel meant for the master), with
+/// `own` (`[worker] env` or `[agent] env`) on top.
+pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsString)> {
     const NOT_INHERITED: &[&str] = &[
         "LISTEN_FDS",
         "LISTEN_PID",
@@ -358,6 +434,7 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
         "RRB_CHANNEL_FD",
         "RRB_WORKER_ID",
         "RRB_WORKERS",
+        "RRB_AGENT",
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
@@ -366,61 +443,121 @@ pub fn base_env(config: &Config) -> Vec<(OsString, OsString)> {
     ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
-        .filter(|(k, _)| !config.worker.env.iter().any(|(ck, _)| k == ck.as_str()))
+        .filter(|(k, _)| !own.iter().any(|(ck, _)| k == ck.as_str()))
         .collect();
-    let named = config
-        .worker
-        .env
-        .iter()
-        .any(|(k, _)| k == crate::logging::ENV);
+    let named = own.iter().any(|(k, _)| k == crate::logging::ENV);
     if config.log.format == crate::config::LogFormat::Json && !named {
         // The demo worker writes the same format; other programs may use it.
         env.push((crate::logging::ENV.into(), "json".into()));
     }
     env.extend(
-        config
-            .worker
-            .env
-            .iter()
+        own.iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
     env
 }
 
-/// The master's end of a new worker's channel, speaking the configured protocol.
-fn channel(config: &Config, socket: OwnedFd, listeners: &[Listener]) -> io::Result<Channel> {
-    let mode = config.mode();
-    if !mode.node() {
+/// What is started for a place: `[worker]` for a slot, `[agent]` for the agent.
+struct Launch<'a> {
+    program: &'a Path,
+    arg0: &'a OsStr,
+    args: &'a [String],
+    cwd: Option<&'a Path>,
+    /// Its channel speaks Node's IPC (else the native protocol).
+    node: bool,
+    /// Node's cluster protocol (workers only).
+    cluster: bool,
+    /// It inherits the listeners at fd 3… (`none` mode, native workers).
+    activation: bool,
+    /// Workers accept on the listeners themselves (`none` mode).
+    workers_accept: bool,
+    /// Its Node wire knows the listeners (a Node worker's servers are matched to them; in
+    /// `none` mode it gets them as handles). Not the agent's: it has no server.
+    listeners: bool,
+}
+
+impl<'a> Launch<'a> {
+    fn of(config: &'a Config, place: Place) -> io::Result<Launch<'a>> {
+        match place {
+            Place::Slot(_) => {
+                let (w, mode) = (&config.worker, config.mode());
+                Ok(Launch {
+                    program: &w.program,
+                    arg0: &w.arg0,
+                    args: &w.args,
+                    cwd: w.cwd.as_deref(),
+                    node: mode.node(),
+                    cluster: mode.cluster(),
+                    activation: mode.socket_activation(),
+                    workers_accept: mode.workers_accept(),
+                    listeners: true,
+                })
+            }
+            Place::Agent => {
+                let a = config
+                    .agent
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("no [agent] is configured"))?;
+                Ok(Launch {
+                    program: &a.program,
+                    arg0: &a.arg0,
+                    args: &a.args,
+                    cwd: a.cwd.as_deref(),
+                    node: a.protocol.is_node(),
+                    cluster: false,
+                    activation: false,
+                    workers_accept: false,
+                    listeners: false,
+                })
+            }
+        }
+    }
+}
+
+/// The master's end of a new process's channel, speaking its protocol.
+fn channel(
+    config: &Config,
+    launch: &Launch<'_>,
+    socket: OwnedFd,
+    listeners: &[Listener],
+) -> io::Result<Channel> {
+    if !launch.node {
         return Channel::native(socket);
     }
-    let shared = listeners
-        .iter()
-        .map(|l| {
-            Ok(SharedListener {
-                fd: l.as_fd().try_clone_to_owned()?,
-                addr: l.local.parse().ok(),
+    let shared = if launch.listeners {
+        listeners
+            .iter()
+            .map(|l| {
+                Ok(SharedListener {
+                    fd: l.as_fd().try_clone_to_owned()?,
+                    addr: l.local.parse().ok(),
+                })
             })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+            .collect::<io::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let wire = NodeWire::new(
-        mode.cluster(),
-        mode.workers_accept(),
+        launch.cluster,
+        launch.workers_accept,
         config.worker.node.clone(),
         shared,
     );
     Channel::node(socket, wire)
 }
 
-/// Where a new worker goes: its slot among `slots`, and its account in the ledger.
+/// Where a new worker goes: its place (a slot among `slots`, or the agent's), and its account
+/// in the ledger.
 #[derive(Debug, Clone, Copy)]
 pub struct Seat {
-    pub slot: usize,
+    pub place: Place,
     pub slots: usize,
     pub account: usize,
 }
 
-/// Starts a worker for `slot` and returns its record. In `none` mode it inherits the listeners
-/// at fd 3… (socket activation); its channel comes right after them.
+/// Starts a worker for `seat.place` and returns its record. In `none` mode a worker inherits
+/// the listeners at fd 3… (socket activation); its channel comes right after them. The agent
+/// gets no listener: only its channel (at fd 3) and `RRB_AGENT=1`.
 pub fn spawn(
     config: &Config,
     base_env: &[(OsString, OsString)],
@@ -430,20 +567,19 @@ pub fn spawn(
     now: Instant,
 ) -> io::Result<Worker> {
     let Seat {
-        slot,
+        place,
         slots,
         account,
     } = seat;
-    let mode = config.mode();
-    let (master_end, worker_end) = if mode.node() {
+    let launch = Launch::of(config, place)?;
+    let (master_end, worker_end) = if launch.node {
         sys::stream_pair()? // Node's IPC is a byte stream
     } else {
         sys::seqpacket_pair()?
     };
     // Node workers get the listeners as handles over the channel, not as inherited fds.
-    let activation = mode.socket_activation();
     let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
-    if activation {
+    if launch.activation {
         inherit.extend(listeners.iter().map(|l| l.as_fd()));
     }
     let channel_fd = sys::FIRST_INHERITED_FD + inherit.len() as i32;
@@ -452,17 +588,20 @@ pub fn spawn(
     let mut env = base_env.to_vec();
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
     set("RRB_CHANNEL_FD", channel_fd.to_string());
-    set("RRB_WORKER_ID", slot.to_string());
+    match place {
+        Place::Slot(slot) => set("RRB_WORKER_ID", slot.to_string()),
+        Place::Agent => set("RRB_AGENT", "1".into()),
+    }
     set("RRB_WORKERS", slots.to_string());
-    if mode.node() {
+    if launch.node {
         set("NODE_CHANNEL_FD", channel_fd.to_string());
         set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
     }
-    if mode.cluster() {
+    if let (true, Place::Slot(slot)) = (launch.cluster, place) {
         // `cluster.isWorker`; Node's worker ids start at 1.
         set("NODE_UNIQUE_ID", (slot + 1).to_string());
     }
-    if activation {
+    if launch.activation {
         set("LISTEN_FDS", listeners.len().to_string());
         let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
         set("LISTEN_FDNAMES", names.join(":"));
@@ -476,13 +615,13 @@ pub fn spawn(
         }
     };
     let mut child = sys::spawn(sys::SpawnSpec {
-        program: &config.worker.program,
-        arg0: &config.worker.arg0,
-        args: &config.worker.args,
+        program: launch.program,
+        arg0: launch.arg0,
+        args: launch.args,
         env: &env,
-        cwd: config.worker.cwd.as_deref(),
+        cwd: launch.cwd,
         inherit: &inherit,
-        listen_pid: activation,
+        listen_pid: launch.activation,
         new_master: false,
         stdout: stdio(capture[0]),
         stderr: stdio(capture[1]),
@@ -502,16 +641,20 @@ pub fn spawn(
     // Our copy of the worker's end must go, or we would never see the channel close.
     drop(inherit);
     drop(worker_end);
+    let limits = match place {
+        Place::Slot(_) => recycle::limits(&config.recycle, jitter_seed(child.id())),
+        Place::Agent => Limits::default(), // `[recycle]` is about serving: not the agent's
+    };
     Ok(Worker {
         pid: Pid::from_raw(child.id() as i32),
-        slot,
+        place,
         state: State::Starting,
-        channel: Some(channel(config, master_end, listeners)?),
+        channel: Some(channel(config, &launch, master_end, listeners)?),
         account,
         tokens: Vec::new(),
         started: now,
         // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
-        spoke: mode.node(),
+        spoke: launch.node,
         kill_at: None,
         stop_signal: None,
         heard: false,
@@ -519,7 +662,7 @@ pub fn spawn(
         channel_closed_check: None,
         output,
         stuck: false,
-        limits: recycle::limits(&config.recycle, jitter_seed(child.id())),
+        limits,
         rss: None,
         notes: 0,
     })
@@ -539,20 +682,23 @@ impl Fleet {
     /// that slot and not the same one; no worker holds two places; the pid index matches.
     pub fn check(&self) -> Result<(), String> {
         let mut placed = HashMap::new();
-        for (i, s) in self.slots.iter().enumerate() {
+        let places = (self.slots.iter().enumerate())
+            .map(|(i, s)| (Place::Slot(i), s))
+            .chain(self.agent.iter().map(|a| (Place::Agent, a)));
+        for (i, s) in places {
             if s.current.is_some() && s.current == s.candidate {
-                return Err(format!("slot {i}: current and candidate are one worker"));
+                return Err(format!("{i}: current and candidate are one worker"));
             }
             for key in [s.current, s.candidate].into_iter().flatten() {
                 let w = self
                     .workers
                     .get(key)
-                    .ok_or(format!("slot {i}: dead worker {key}"))?;
-                if w.slot != i {
-                    return Err(format!("worker {key} of slot {} sits in slot {i}", w.slot));
+                    .ok_or(format!("{i}: dead worker {key}"))?;
+                if w.place != i {
+                    return Err(format!("worker {key} of {} sits in {i}", w.place));
                 }
                 if let Some(other) = placed.insert(key, i) {
-                    return Err(format!("worker {key} in slots {other} and {i}"));
+                    return Err(format!("worker {key} in {other} and {i}"));
                 }
             }
         }
@@ -577,9 +723,15 @@ impl Fleet {
 /// A worker record with no process behind it, for tests of the bookkeeping and decisions.
 #[cfg(test)]
 pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
+    test_worker_at(Place::Slot(slot), pid, started)
+}
+
+/// [`test_worker`] for any place (the agent's too).
+#[cfg(test)]
+pub fn test_worker_at(place: Place, pid: i32, started: Instant) -> Worker {
     Worker {
         pid: Pid::from_raw(pid),
-        slot,
+        place,
         state: State::Starting,
         channel: None,
         account: 0,

@@ -12,7 +12,7 @@ fn roles_and_slots_stay_consistent_over_random_operations() {
     let mut rng = fastrand::Rng::with_seed(5);
     let mut next_pid = 1_000_000;
     for case in 0..500 {
-        let mut fleet = Fleet::new(rng.usize(1..4), Instant::now());
+        let mut fleet = Fleet::new(rng.usize(1..4), false, Instant::now());
         for step in 0..200 {
             let keys: Vec<usize> = fleet.workers.iter().map(|(k, _)| k).collect();
             let any = |rng: &mut fastrand::Rng| keys.get(rng.usize(..keys.len().max(1))).copied();
@@ -83,7 +83,7 @@ fn roles_and_slots_stay_consistent_over_random_operations() {
 
 #[test]
 fn started_once_every_slot_serves_or_was_given_up_and_one_serves() {
-    let mut fleet = Fleet::new(2, Instant::now());
+    let mut fleet = Fleet::new(2, false, Instant::now());
     assert!(!fleet.started(), "nothing runs");
     let a = fleet.insert(worker(0, 1_000_001), Role::Current);
     fleet.workers[a].state = State::Ready;

@@ -132,8 +132,9 @@ impl Master {
             let refused = self.ledger.requeue_returned(worker.account);
             if refused > 0 {
                 let cause = super::metrics::REFUSED;
-                self.counters
-                    .count_rerouted(worker.slot, cause, refused as u64);
+                if let Some(slot) = worker.place.slot() {
+                    self.counters.count_rerouted(slot, cause, refused as u64);
+                }
                 debug!(
                     "pid={} refused {refused} connection(s); handing them to another",
                     worker.pid

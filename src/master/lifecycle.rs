@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Readiness, WorkerConfig};
+use crate::config::{AgentConfig, Readiness, WorkerConfig};
 
 /// How long SIGKILLed processes have to be reaped before the master exits anyway.
 pub const REAP_GRACE: Duration = Duration::from_secs(2);
@@ -32,15 +32,21 @@ pub enum Start {
 
 impl ReadyRule {
     pub fn new(worker: &WorkerConfig) -> ReadyRule {
-        let after = match worker.ready {
+        ReadyRule::with(worker.ready, worker.ready_delay, worker.ready_timeout)
+    }
+
+    /// The agent's, from `[agent]`.
+    pub fn of_agent(agent: &AgentConfig) -> ReadyRule {
+        ReadyRule::with(agent.ready, agent.ready_delay, agent.ready_timeout)
+    }
+
+    fn with(ready: Readiness, delay: Duration, timeout: Duration) -> ReadyRule {
+        let after = match ready {
             Readiness::Message => None,
-            Readiness::Delay => Some(worker.ready_delay),
+            Readiness::Delay => Some(delay),
             Readiness::Start => Some(Duration::ZERO),
         };
-        ReadyRule {
-            after,
-            timeout: worker.ready_timeout,
-        }
+        ReadyRule { after, timeout }
     }
 
     /// A worker up for `up` that has not said `ready`. Reaching the delay wins over reaching

@@ -9,7 +9,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::Master;
-use super::fleet::Role;
+use super::fleet::{Place, Role};
 use super::relay::{self, Message, Outgoing, Sender, Target};
 
 impl Master {
@@ -23,7 +23,7 @@ impl Master {
     ) -> Result<usize, String> {
         let to = outgoing.to.unwrap_or(match sender {
             Sender::Slot(_) => Target::Agent,
-            Sender::Control => Target::All,
+            Sender::Agent | Sender::Control => Target::All,
         });
         if outgoing.retain.is_some() && to != Target::All {
             return Err(format!(
@@ -43,14 +43,25 @@ impl Master {
             Target::All => fleet
                 .workers
                 .iter()
-                .filter(|&(k, _)| Some(k) != from && fleet.role(k) != Role::Detached)
+                .filter(|&(k, w)| {
+                    Some(k) != from && w.place != Place::Agent && fleet.role(k) != Role::Detached
+                })
                 .map(|(k, _)| k)
                 .collect(),
             Target::Slot(slot) => {
                 let current = fleet.slots.get(slot).and_then(|s| s.current);
                 vec![current.ok_or_else(|| format!("no worker serves slot {slot}"))?]
             }
-            Target::Agent => return Err("no [agent] is configured".into()),
+            // Its current process; while a reload replaces it, the candidate takes over only
+            // once ready.
+            Target::Agent => match (&fleet.agent, fleet.agent_key()) {
+                (None, _) => return Err("no [agent] is configured".into()),
+                (Some(_), None) => return Err("the agent is not running now".into()),
+                (Some(_), Some(key)) if Some(key) == from => {
+                    return Err("the agent cannot send to itself".into());
+                }
+                (Some(_), Some(key)) => vec![key],
+            },
         };
         self.counters.messages += 1;
         let mut sent = 0;
@@ -113,8 +124,12 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get(key) else {
             return;
         };
-        let sender = Sender::Slot(worker.slot);
-        if outgoing.to.is_none() && outgoing.retain.is_none() {
+        let sender = match worker.place {
+            Place::Slot(slot) => Sender::Slot(slot),
+            Place::Agent => Sender::Agent,
+        };
+        let nowhere = self.core.fleet.agent.is_none() && sender != Sender::Agent;
+        if outgoing.to.is_none() && outgoing.retain.is_none() && nowhere {
             // A Node worker's own message with nowhere to go (there is no agent): logged, as
             // any message a worker says.
             let body = outgoing.body.clone();
@@ -190,8 +205,8 @@ impl Master {
             channel.drop_backlog();
         }
         warn!(
-            "worker not reading its messages slot={} pid={}: {bytes} bytes {why}; replacing it",
-            worker.slot, worker.pid
+            "worker not reading its messages {} pid={}: {bytes} bytes {why}; replacing it",
+            worker.place, worker.pid
         );
         self.core.replace_slow(key, now);
         self.apply_effects();

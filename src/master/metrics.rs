@@ -31,6 +31,9 @@ pub struct Counters {
     /// their receivers.
     pub messages: u64,
     pub deliveries: u64,
+    /// The agent's processes started, and its exits by [`EXIT_CAUSES`].
+    pub agent_starts: u64,
+    pub agent_exits: [u64; 3],
 }
 
 /// Why a connection went to another worker than the one it was handed to: that worker died
@@ -280,6 +283,8 @@ pub struct Snapshot<'a> {
     /// Retained message keys, and their bodies' bytes.
     pub retained: (usize, usize),
     pub slots: Vec<Slot>,
+    /// The agent's state (one of [`STATES`]), if an `[agent]` is configured.
+    pub agent: Option<&'a str>,
     pub process: Process,
 }
 
@@ -588,6 +593,35 @@ pub fn render(s: &Snapshot<'_>) -> String {
         }
     }
 
+    if let Some(agent) = s.agent {
+        head(
+            &mut out,
+            "rrbalancer_agent_state",
+            "gauge",
+            "The state of the agent ([agent]): 1 for its state, 0 for the others.",
+        );
+        for state in STATES {
+            let on = (agent == state) as u8;
+            let _ = writeln!(out, "rrbalancer_agent_state{{state=\"{state}\"}} {on}");
+        }
+        single(
+            &mut out,
+            "rrbalancer_agent_starts_total",
+            "counter",
+            "Agent processes started: the first, restarts, reload candidates.",
+            &s.counters.agent_starts,
+        );
+        head(
+            &mut out,
+            "rrbalancer_agent_exits_total",
+            "counter",
+            "Agent process exits by cause, as rrbalancer_worker_exits_total.",
+        );
+        for (cause, n) in EXIT_CAUSES.iter().zip(s.counters.agent_exits) {
+            let _ = writeln!(out, "rrbalancer_agent_exits_total{{cause=\"{cause}\"}} {n}");
+        }
+    }
+
     single(
         &mut out,
         "process_resident_memory_bytes",
@@ -667,6 +701,8 @@ mod tests {
             starts: vec![3],
             messages: 5,
             deliveries: 15,
+            agent_starts: 2,
+            agent_exits: [0, 1, 0],
         };
         let listeners = [
             "127.0.0.1:3000".to_owned(),
@@ -683,6 +719,7 @@ mod tests {
             reloads: [2, 1, 0],
             retained: (1, 12),
             slots: vec![slot("ready", 4), slot("restarting", 3)],
+            agent: Some("ready"),
             process: Process::default(),
         });
         assert!(
@@ -726,6 +763,10 @@ mod tests {
         assert!(text.contains("rrbalancer_reloads_total{outcome=\"aborted\"} 0\n"));
         assert!(text.contains("rrbalancer_message_deliveries_total 15\n"));
         assert!(text.contains("rrbalancer_retained_bytes 12\n"));
+        assert!(text.contains("rrbalancer_agent_state{state=\"ready\"} 1\n"));
+        assert!(text.contains("rrbalancer_agent_state{state=\"given_up\"} 0\n"));
+        assert!(text.contains("rrbalancer_agent_starts_total 2\n"));
+        assert!(text.contains("rrbalancer_agent_exits_total{cause=\"exited\"} 1\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"0\",cause=\"killed\"} 2\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"1\",cause=\"stopped\"} 0\n"));
         // Every sample belongs to a family declared before it, once.

@@ -363,7 +363,7 @@ impl Master {
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
             poll,
-            base_env: fleet::base_env(&config),
+            base_env: fleet::base_env(&config, &config.worker.env),
             accept_ready: vec![false; listeners.len()],
             watching: false,
             listeners,

@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::client_io;
-use super::fleet::{Role, State};
+use super::fleet::{Place, Role, Slot, State, Worker};
 use super::memory;
 use super::metrics::{self, Snapshot};
 use super::sources::Source;
@@ -247,7 +247,7 @@ impl Master {
                 fleet
                     .workers
                     .iter()
-                    .filter(|(_, w)| w.slot == i)
+                    .filter(|(_, w)| w.place == Place::Slot(i))
                     .filter_map(|(_, w)| self.ledger.account(w.account))
                     .for_each(|a| served.add(a.served()));
                 let current = slot
@@ -256,15 +256,7 @@ impl Master {
                     .filter(|_| slot.current.is_some_and(|k| fleet.role(k) == Role::Current));
                 let account = current.and_then(|w| self.ledger.account(w.account));
                 let stat = current.and_then(|w| memory::cpu_and_resident(&w.pid.to_string()));
-                let state = match (current.map(|w| w.state), slot.given_up) {
-                    (_, true) => "given_up",
-                    (Some(State::Ready), _) => "ready",
-                    (Some(State::Starting), _) => "starting",
-                    (Some(State::Draining), _) => "stopping",
-                    (None, _) if stopping => "stopping",
-                    (None, _) if slot.start_at.is_some() => "restarting",
-                    (None, _) => "starting",
-                };
+                let state = state_of(slot, current, stopping);
                 metrics::Slot {
                     state,
                     served,
@@ -293,8 +285,25 @@ impl Master {
             reloads: self.core.reloads,
             retained: (self.retained.len(), self.retained.bytes()),
             slots,
+            agent: fleet.agent.as_ref().map(|a| {
+                let current = a.current.and_then(|k| fleet.workers.get(k));
+                state_of(a, current, stopping)
+            }),
             process: metrics::own_process(),
         })
+    }
+}
+
+/// A slot's (or the agent's) state in [`metrics::STATES`], given its `current` process.
+fn state_of(slot: &Slot, current: Option<&Worker>, stopping: bool) -> &'static str {
+    match (current.map(|w| w.state), slot.given_up) {
+        (_, true) => "given_up",
+        (Some(State::Ready), _) => "ready",
+        (Some(State::Starting), _) => "starting",
+        (Some(State::Draining), _) => "stopping",
+        (None, _) if stopping => "stopping",
+        (None, _) if slot.start_at.is_some() => "restarting",
+        (None, _) => "starting",
     }
 }
 

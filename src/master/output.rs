@@ -1,6 +1,6 @@
 //! Workers' stdout and stderr, when `[log] stdout`/`stderr` name files: each worker writes into a
 //! pipe, the master reads it and appends each line to the file prefixed with `[slot N pid P]`
-//! (and a timestamp with `date_format`). Files are reopened on SIGUSR1, logrotate's convention.
+//! (`[agent pid P]` for the agent's; and a timestamp with `date_format`). Files are reopened on SIGUSR1, logrotate's convention.
 //!
 //! Memory is bounded per pipe: a line longer than [`MAX_LINE`] is written out in pieces, and a
 //! worker that never writes a newline cannot make the master buffer more than that.
@@ -14,6 +14,7 @@ use log::{error, info};
 use mio::unix::SourceFd;
 
 use super::Master;
+use super::fleet::Place;
 use crate::config::LogConfig;
 
 /// The longest piece of a line kept in memory before it is written out anyway.
@@ -47,12 +48,16 @@ impl Sink {
     }
 
     /// Writes one (piece of a) line with its prefix. Errors are the caller's to log.
-    fn write_line(&mut self, slot: usize, pid: i32, line: &[u8]) -> io::Result<()> {
+    fn write_line(&mut self, slot: Place, pid: i32, line: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(line.len() + 48);
         if let Some(format) = &self.date_format {
             let _ = write!(out, "{} ", chrono::Local::now().format(format));
         }
-        let _ = write!(out, "[slot {slot} pid {pid}] ");
+        match slot {
+            Place::Slot(n) => write!(out, "[slot {n} pid {pid}] "),
+            Place::Agent => write!(out, "[agent pid {pid}] "),
+        }
+        .ok();
         out.extend_from_slice(line);
         if out.last() != Some(&b'\n') {
             out.push(b'\n');
@@ -104,7 +109,7 @@ impl Pipe {
     }
 
     /// Reads what is available and writes every complete line to `sink`.
-    pub fn drain(&mut self, sink: &mut Sink, slot: usize, pid: i32) -> PipeState {
+    pub fn drain(&mut self, sink: &mut Sink, slot: Place, pid: i32) -> PipeState {
         let mut chunk = [0u8; 8192];
         loop {
             let n = match nix::unistd::read(&self.fd, &mut chunk).map_err(io::Error::from) {
@@ -127,7 +132,7 @@ impl Pipe {
     /// Splits `data` into lines and writes the complete ones; a line longer than [`MAX_LINE`]
     /// goes out in pieces of that size (its newline may end the last full piece), whatever
     /// sizes the reads came in. `partial` never holds [`MAX_LINE`] bytes or more.
-    fn feed(&mut self, mut data: &[u8], sink: &mut Sink, slot: usize, pid: i32) {
+    fn feed(&mut self, mut data: &[u8], sink: &mut Sink, slot: Place, pid: i32) {
         while !data.is_empty() {
             let room = MAX_LINE - self.partial.len();
             let window = &data[..data.len().min(room + 1)];
@@ -152,7 +157,7 @@ impl Pipe {
         }
     }
 
-    fn flush_partial(&mut self, sink: &mut Sink, slot: usize, pid: i32) {
+    fn flush_partial(&mut self, sink: &mut Sink, slot: Place, pid: i32) {
         if !self.partial.is_empty() {
             let _ = sink.write_line(slot, pid, &self.partial);
             self.partial.clear();
@@ -176,7 +181,7 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
-        let (slot, pid) = (worker.slot, worker.pid.as_raw());
+        let (slot, pid) = (worker.place, worker.pid.as_raw());
         let (Some(pipe), Some(sink)) = (
             worker.output.get_mut(stream).and_then(Option::as_mut),
             self.sinks.get_mut(stream).and_then(Option::as_mut),
@@ -247,8 +252,8 @@ mod tests {
         let mut sink = sink(dir.path());
         let (r, _w) = nix::unistd::pipe().unwrap();
         let mut pipe = Pipe::new(r).unwrap();
-        pipe.feed(b"one\ntw", &mut sink, 2, 77);
-        pipe.feed(b"o\n", &mut sink, 2, 77);
+        pipe.feed(b"one\ntw", &mut sink, Place::Slot(2), 77);
+        pipe.feed(b"o\n", &mut sink, Place::Slot(2), 77);
         let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
         assert_eq!(text, "[slot 2 pid 77] one\n[slot 2 pid 77] two\n");
     }
@@ -260,7 +265,7 @@ mod tests {
         let (r, _w) = nix::unistd::pipe().unwrap();
         let mut pipe = Pipe::new(r).unwrap();
         let big = vec![b'x'; MAX_LINE * 3 + 10];
-        pipe.feed(&big, &mut sink, 0, 1);
+        pipe.feed(&big, &mut sink, Place::Slot(0), 1);
         assert!(pipe.partial.len() < MAX_LINE, "memory stays bounded");
         let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
         assert_eq!(text.lines().count(), 3);
@@ -279,7 +284,7 @@ mod tests {
             let mut input = line.clone();
             input.extend_from_slice(b"\nend\n");
             for piece in input.chunks(chunk) {
-                pipe.feed(piece, &mut sink, 0, 1);
+                pipe.feed(piece, &mut sink, Place::Slot(0), 1);
                 assert!(pipe.partial.len() < MAX_LINE);
             }
             let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
@@ -302,10 +307,10 @@ mod tests {
     fn reopen_follows_a_rotated_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = sink(dir.path());
-        sink.write_line(0, 1, b"before").unwrap();
+        sink.write_line(Place::Slot(0), 1, b"before").unwrap();
         std::fs::rename(dir.path().join("out.log"), dir.path().join("out.log.1")).unwrap();
         sink.reopen().unwrap();
-        sink.write_line(0, 1, b"after").unwrap();
+        sink.write_line(Place::Slot(0), 1, b"after").unwrap();
         let new = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
         assert_eq!(new, "[slot 0 pid 1] after\n");
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use nix::unistd::Pid;
 
-use super::fleet::{Role, State};
+use super::fleet::{Place, Role, State};
 use super::ledger::{Conn, Ledger};
 use super::supervisor::{Effect, Supervisor};
 use crate::config::RecycleConfig;
@@ -172,8 +172,15 @@ impl Supervisor {
             return false;
         }
         let worker = &self.fleet.workers[key];
-        let (slot, pid) = (worker.slot, worker.pid);
-        if self.fleet.slots[slot].candidate.is_some() {
+        let (Place::Slot(slot), pid) = (worker.place, worker.pid) else {
+            return false; // the agent serves nothing: it has no limits to reach
+        };
+        if self
+            .fleet
+            .slots
+            .get(slot)
+            .is_none_or(|s| s.candidate.is_some())
+        {
             return false;
         }
         info!("recycling slot={slot} pid={pid} ({reason}); starting its successor");
@@ -183,7 +190,7 @@ impl Supervisor {
             reason: reason.to_string(),
         });
         self.effects.push(Effect::Spawn {
-            slot,
+            place: Place::Slot(slot),
             role: Role::Candidate,
         });
         true

@@ -43,6 +43,8 @@ pub const MAX_KEY_LEN: usize = 64;
 pub enum Sender {
     /// The worker of a slot.
     Slot(usize),
+    /// The agent (`[agent]`).
+    Agent,
     /// `rrbalancer send`.
     Control,
 }
@@ -51,6 +53,7 @@ impl fmt::Display for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Sender::Slot(slot) => write!(f, "{slot}"),
+            Sender::Agent => f.write_str("agent"),
             Sender::Control => f.write_str("control"),
         }
     }

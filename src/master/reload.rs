@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use log::{error, info};
 use nix::unistd::Pid;
 
-use super::fleet::{Role, Slot};
+use super::fleet::{Place, Role, Slot};
 use super::supervisor::{Effect, Supervisor};
 use crate::config::MAX_WORKERS;
 
@@ -28,10 +28,10 @@ pub type Waiter = super::control::Waiter;
 /// A rolling reload under way.
 #[derive(Debug)]
 pub struct Reload {
-    /// Slots still to roll, in order.
-    pending: VecDeque<usize>,
-    /// The slot whose candidate we wait for.
-    rolling: Option<usize>,
+    /// Places still to roll, in order (the agent first, if there is one).
+    pending: VecDeque<Place>,
+    /// The place whose candidate we wait for.
+    rolling: Option<Place>,
     replaced: usize,
     total: usize,
     started: Instant,
@@ -59,8 +59,8 @@ pub struct DrainWait {
 /// What a reload does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Start a candidate for this slot.
-    Roll(usize),
+    /// Start a candidate for this slot (or the agent).
+    Roll(Place),
     /// A candidate is starting: wait for it to be ready (or to fail).
     Wait,
     /// Every slot is replaced.
@@ -70,10 +70,10 @@ pub enum Step {
 /// The reload as data: which slots are left, which one rolls now, who waits. Pure: the master
 /// starts candidates and promotes them; this decides the order and reports the outcome.
 impl Reload {
-    /// A reload of `slots`, in that order (the slots that have a current worker).
+    /// A reload of `slots`, in that order (the places that have a current worker).
     /// `wait_drained`: the waiter is answered once the old workers have exited too.
     pub fn new(
-        slots: VecDeque<usize>,
+        slots: VecDeque<Place>,
         started: Instant,
         waiter: Option<Waiter>,
         wait_drained: bool,
@@ -97,7 +97,7 @@ impl Reload {
 
     /// The next step. A slot that is no longer `live` (scaled away, or its worker gone and
     /// restarting anyway, so its next worker is new) is skipped.
-    pub fn next(&mut self, live: impl Fn(usize) -> bool) -> Step {
+    pub fn next(&mut self, live: impl Fn(Place) -> bool) -> Step {
         if self.rolling.is_some() {
             return Step::Wait;
         }
@@ -111,7 +111,7 @@ impl Reload {
     }
 
     /// The candidate of `slot` took over; `old`, the worker it replaced, was asked to stop.
-    pub fn promoted(&mut self, slot: usize, old: Option<Pid>) {
+    pub fn promoted(&mut self, slot: Place, old: Option<Pid>) {
         self.retired.extend(old);
         if self.rolling == Some(slot) {
             self.rolling = None;
@@ -167,9 +167,9 @@ impl Reload {
     }
 
     /// The outcome when the candidate of `slot` failed: the old worker keeps serving.
-    pub fn failed(&self, slot: usize, cause: &str) -> String {
+    pub fn failed(&self, slot: Place, cause: &str) -> String {
         format!(
-            "reload failed at slot={slot}: the new worker did not become ready ({cause}); \
+            "reload failed at {slot}: the new worker did not become ready ({cause}); \
              the old worker keeps serving; {} of {} slot(s) had been replaced",
             self.replaced, self.total
         )
@@ -258,16 +258,26 @@ impl Supervisor {
         if workers != before {
             self.resize(workers, now);
         }
+        self.set_agent(self.policy.agent_ready.is_some(), now);
         let mut pending = VecDeque::new();
-        for (slot, s) in self.fleet.slots.iter_mut().enumerate() {
+        let fleet = &mut self.fleet;
+        // The agent first: the new workers get the new agent's messages.
+        let places = (fleet.agent.iter_mut().map(|a| (Place::Agent, a))).chain(
+            fleet
+                .slots
+                .iter_mut()
+                .enumerate()
+                .map(|(i, s)| (Place::Slot(i), s)),
+        );
+        for (place, s) in places {
             if s.given_up {
                 // The new configuration deserves a fresh chance.
-                info!("reload: slot={slot} was given up; starting it again");
+                info!("reload: {place} was given up; starting it again");
                 s.given_up = false;
                 s.restarts = Default::default();
                 s.start_at = Some(now);
             } else if s.current.is_some() {
-                pending.push_back(slot);
+                pending.push_back(place);
             }
         }
         info!(
@@ -285,10 +295,10 @@ impl Supervisor {
         let Some(reload) = &mut self.reload else {
             return;
         };
-        let slots = &self.fleet.slots;
-        let live = |slot: usize| {
-            slots
-                .get(slot)
+        let fleet = &self.fleet;
+        let live = |place: Place| {
+            fleet
+                .place(place)
                 .is_some_and(|s| s.current.is_some() && s.candidate.is_none())
         };
         match reload.next(live) {
@@ -318,8 +328,8 @@ impl Supervisor {
                     self.old_workers_exited(now);
                 }
             }
-            Step::Roll(slot) => self.effects.push(Effect::Spawn {
-                slot,
+            Step::Roll(place) => self.effects.push(Effect::Spawn {
+                place,
                 role: Role::Candidate,
             }),
         }
@@ -327,14 +337,14 @@ impl Supervisor {
 
     /// A candidate is ready: it takes the slot and the old worker is asked to finish.
     pub(super) fn promote(&mut self, key: usize, now: Instant) {
-        let slot = self.fleet.workers[key].slot;
+        let slot = self.fleet.workers[key].place;
         let new_pid = self.fleet.workers[key].pid;
         let old = self.fleet.promote(key);
-        if let Some(s) = self.fleet.slots.get_mut(slot).filter(|s| s.given_up) {
+        if let Some(s) = self.fleet.place_mut(slot).filter(|s| s.given_up) {
             // Its old worker failed for good while this one started: the new one serves, so
             // the slot is not given up any more (a reload's fresh chance, as for slots given up
             // before it began).
-            info!("reload: slot={slot} was given up; pid={new_pid} serves it again");
+            info!("reload: {slot} was given up; pid={new_pid} serves it again");
             s.given_up = false;
             s.restarts = Default::default();
         }
@@ -343,18 +353,20 @@ impl Supervisor {
             self.fleet.detach(old);
             self.effects.push(Effect::Requeue(old));
             let what = match &self.recycling {
-                Some(r) if r.slot == slot => "recycle",
+                Some(r) if Place::Slot(r.slot) == slot => "recycle",
                 _ => "reload",
             };
             if let Some(worker) = self.fleet.workers.get(old) {
                 info!(
-                    "{what}: slot={slot} pid={new_pid} replaces pid={}; it finishes within {:?}",
+                    "{what}: {slot} pid={new_pid} replaces pid={}; it finishes within {:?}",
                     worker.pid, self.policy.kill_timeout
                 );
             }
             self.drain(old, now);
         }
-        self.recycled(slot, new_pid);
+        if let Place::Slot(slot) = slot {
+            self.recycled(slot, new_pid);
+        }
         if let Some(reload) = &mut self.reload {
             reload.promoted(slot, old_pid);
         }
@@ -367,7 +379,7 @@ impl Supervisor {
         let Some(worker) = self.fleet.workers.get(key) else {
             return;
         };
-        let (slot, pid) = (worker.slot, worker.pid);
+        let (slot, pid) = (worker.place, worker.pid);
         self.fleet.detach(key);
         self.kill(key);
         if let Some(worker) = self.fleet.workers.get_mut(key) {
@@ -377,8 +389,10 @@ impl Supervisor {
     }
 
     /// The candidate of `slot` failed: the reload (or the recycle) it belonged to ends there.
-    pub(super) fn fail_reload(&mut self, slot: usize, cause: String, now: Instant) {
-        self.recycle_failed(slot, &cause, now);
+    pub(super) fn fail_reload(&mut self, slot: Place, cause: String, now: Instant) {
+        if let Place::Slot(slot) = slot {
+            self.recycle_failed(slot, &cause, now);
+        }
         let Some(reload) = self.reload.take() else {
             return;
         };
@@ -440,6 +454,34 @@ impl Supervisor {
         Ok(message)
     }
 
+    /// A reload's configuration has an `[agent]` (`wanted`) or none: one added starts now
+    /// (the workers run already: they do not wait for it); one removed is asked to stop.
+    fn set_agent(&mut self, wanted: bool, now: Instant) {
+        match (&self.fleet.agent, wanted) {
+            (None, true) => {
+                info!("reload: [agent] added; starting it");
+                self.fleet.agent = Some(Slot {
+                    start_at: Some(now),
+                    ..Default::default()
+                });
+                self.fleet.agent_started = true;
+            }
+            (Some(agent), false) => {
+                info!("reload: [agent] removed; stopping it");
+                let keys: Vec<usize> = [agent.current, agent.candidate]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for key in keys {
+                    self.fleet.detach(key);
+                    self.drain(key, now);
+                }
+                self.fleet.agent = None;
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn resize(&mut self, n: usize, now: Instant) {
         if self.recycling.as_ref().is_some_and(|r| r.slot >= n) {
             self.abandon_recycle("its slot is scaled away", now);
@@ -472,7 +514,7 @@ mod tests {
 
     fn reload(slots: &[usize]) -> Reload {
         Reload::new(
-            slots.iter().copied().collect(),
+            slots.iter().map(|&s| Place::Slot(s)).collect(),
             Instant::now(),
             Some(7),
             false,
@@ -482,17 +524,17 @@ mod tests {
     #[test]
     fn slots_roll_one_at_a_time_in_order_each_after_the_last_is_promoted() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|_| true), Step::Roll(0));
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
         assert_eq!(
             r.next(|_| true),
             Step::Wait,
             "slot 0's candidate is not ready"
         );
-        r.promoted(0, None);
-        assert_eq!(r.next(|_| true), Step::Roll(1));
-        r.promoted(1, None);
-        assert_eq!(r.next(|_| true), Step::Roll(2));
-        r.promoted(2, None);
+        r.promoted(Place::Slot(0), None);
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(1)));
+        r.promoted(Place::Slot(1), None);
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(2)));
+        r.promoted(Place::Slot(2), None);
         assert_eq!(r.next(|_| true), Step::Done);
         let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
         assert!(
@@ -505,9 +547,9 @@ mod tests {
     #[test]
     fn a_slot_scaled_away_or_restarting_meanwhile_is_skipped() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|s| s != 0), Step::Roll(1));
-        r.promoted(1, None);
-        assert_eq!(r.next(|s| s != 2), Step::Done);
+        assert_eq!(r.next(|s| s != Place::Slot(0)), Step::Roll(Place::Slot(1)));
+        r.promoted(Place::Slot(1), None);
+        assert_eq!(r.next(|s| s != Place::Slot(2)), Step::Done);
         let done = r.completed(Instant::now(), 1, Duration::from_secs(5));
         assert!(done.contains("1 worker(s) replaced"), "{done}");
         assert!(done.contains("1 old worker(s) still finishing"), "{done}");
@@ -516,19 +558,19 @@ mod tests {
     #[test]
     fn a_promotion_of_another_slot_does_not_move_it_on() {
         let mut r = reload(&[0, 1]);
-        assert_eq!(r.next(|_| true), Step::Roll(0));
-        r.promoted(1, None); // e.g. a slot restarting on its own: not the one rolling
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
+        r.promoted(Place::Slot(1), None); // e.g. a slot restarting on its own: not the one rolling
         assert_eq!(r.next(|_| true), Step::Wait);
     }
 
     #[test]
     fn refusals_and_failures_say_how_far_it_got() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|_| true), Step::Roll(0));
-        r.promoted(0, None);
-        assert_eq!(r.next(|_| true), Step::Roll(1));
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
+        r.promoted(Place::Slot(0), None);
+        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(1)));
         assert!(r.busy().contains("1 of 3 slots replaced"), "{}", r.busy());
-        let failed = r.failed(1, "not ready within 30s");
+        let failed = r.failed(Place::Slot(1), "not ready within 30s");
         assert!(
             failed.contains("slot=1")
                 && failed.contains("not ready within 30s")

@@ -13,7 +13,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::fleet::{self, Role, Seat, StopSignalDue};
+use super::fleet::{self, Place, Role, Seat, StopSignalDue};
 use super::metrics;
 use super::reload::{Outcome, Waiter};
 use super::sources::Source;
@@ -31,7 +31,7 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
-        let (slot, pid) = (worker.slot, worker.pid);
+        let (place, pid) = (worker.place, worker.pid);
         let now = Instant::now();
         if matches!(
             incoming,
@@ -72,7 +72,7 @@ impl Master {
             }
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {
-                warn!("worker misbehaved slot={slot} pid={pid}: {detail}; replacing it");
+                warn!("worker misbehaved {place} pid={pid}: {detail}; replacing it");
                 self.release_channel(key);
                 self.core.misbehaved(key, now, detail);
             }
@@ -86,20 +86,23 @@ impl Master {
             return;
         };
         // A plain socket-activation server may close fds it does not know; it serves anyway.
-        let silent = self.config.mode().workers_accept() && !worker.spoke;
+        let silent =
+            self.config.mode().workers_accept() && !worker.spoke && worker.place != Place::Agent;
         self.release_channel(key);
         self.core.channel_closed(key, Instant::now(), silent);
         self.apply_effects();
     }
 
-    /// Runs `on_giveup` (if set) so someone gets paged: `sh -c` with the slot, pid and reason
-    /// in its environment, its output where the workers' goes. Reaped like a worker.
-    pub(super) fn run_giveup_hook(&mut self, slot: usize, pid: Pid, reason: &str) {
+    /// Runs `on_giveup` (if set) so someone gets paged: `sh -c` with the slot (`agent` for the
+    /// agent), pid and reason in its environment, its output where the workers' goes. Reaped
+    /// like a worker.
+    pub(super) fn run_giveup_hook(&mut self, place: Place, pid: Pid, reason: &str) {
         let Some(command) = self.config.on_giveup.clone() else {
             return;
         };
         let mut env = self.base_env.clone();
-        env.push(("RRB_GIVEUP_SLOT".into(), slot.to_string().into()));
+        let slot = place.slot().map_or("agent".to_owned(), |s| s.to_string());
+        env.push(("RRB_GIVEUP_SLOT".into(), slot.into()));
         env.push(("RRB_GIVEUP_PID".into(), pid.to_string().into()));
         env.push(("RRB_GIVEUP_REASON".into(), reason.into()));
         let spawned = crate::sys::spawn(crate::sys::SpawnSpec {
@@ -165,20 +168,25 @@ impl Master {
             self.read_channel(key, true, true);
         }
         self.release_channel(key);
-        let (account, slot, asked, stuck) = {
+        let (account, place, asked, stuck) = {
             let w = &self.core.fleet.workers[key];
             (
                 w.account,
-                w.slot,
+                w.place,
                 w.state == super::fleet::State::Draining,
                 w.stuck,
             )
         };
         let (held, served) = self.ledger.retire(account);
         let c = &mut self.counters;
-        c.retire(slot, &served);
-        c.count_rerouted(slot, metrics::reroute_cause(stuck), held as u64);
-        c.count_exit(slot, metrics::exit_cause(asked, &cause));
+        match place {
+            Place::Slot(slot) => {
+                c.retire(slot, &served);
+                c.count_rerouted(slot, metrics::reroute_cause(stuck), held as u64);
+                c.count_exit(slot, metrics::exit_cause(asked, &cause));
+            }
+            Place::Agent => c.agent_exits[metrics::exit_cause(asked, &cause)] += 1,
+        }
         if held > 0 {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
         }
@@ -204,9 +212,9 @@ impl Master {
                 .map_or((0, None), |a| (a.in_flight(), a.oldest_unacked()));
             let age = oldest.map_or(timeout, |t| now.saturating_duration_since(t));
             warn!(
-                "worker stuck slot={} pid={}: {held} connection(s) un-acked, the oldest for \
+                "worker stuck {} pid={}: {held} connection(s) un-acked, the oldest for \
                  {age:.1?} (ack_timeout {timeout:?}); killing it",
-                worker.slot, worker.pid
+                worker.place, worker.pid
             );
             self.core.stuck(key, now);
         }
@@ -264,17 +272,25 @@ impl Master {
     fn apply(&mut self, effect: Effect) {
         let now = Instant::now();
         match effect {
-            Effect::Spawn { slot, role } => {
-                if let Err(e) = self.start_worker(slot, role, now) {
-                    self.core.spawn_failed(slot, role, now, e);
+            Effect::Spawn { place, role } => {
+                if let Err(e) = self.start_worker(place, role, now) {
+                    self.core.spawn_failed(place, role, now, e);
                 }
             }
             Effect::Stop(key) => {
                 let signal = self.config.stop_signal;
-                let node = self.config.mode().node();
-                // A Node worker stopped PM2's way: the signal alone, its app drains and exits.
-                let tell = !node || self.config.disconnect;
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
+                    let node = match worker.place {
+                        Place::Slot(_) => self.config.mode().node(),
+                        Place::Agent => self
+                            .config
+                            .agent
+                            .as_ref()
+                            .is_some_and(|a| a.protocol.is_node()),
+                    };
+                    // A Node worker stopped PM2's way: the signal alone, its app drains and
+                    // exits.
+                    let tell = !node || self.config.disconnect;
                     match &mut worker.channel {
                         Some(channel) if worker.spoke && tell => {
                             // The signal goes with the `stop` (see `flush`).
@@ -305,7 +321,7 @@ impl Master {
                 self.kill_successor();
             }
             Effect::Requeue(key) => self.requeue_outbox(key),
-            Effect::Hook { slot, pid, reason } => self.run_giveup_hook(slot, pid, &reason),
+            Effect::Hook { place, pid, reason } => self.run_giveup_hook(place, pid, &reason),
             Effect::Answer { waiters, outcome } => self.answer_all(waiters, outcome),
             Effect::StopAccepting => {
                 self.watch_listeners(); // no longer: we are stopping
@@ -334,41 +350,46 @@ impl Master {
         self.apply_effects();
     }
 
-    /// Starts a worker for `slot` as its current worker or as a reload candidate; why not if
-    /// it could not be started (logged here; the supervisor decides what follows).
+    /// Starts a worker for `place` (a slot, or the agent) as its current worker or as a reload
+    /// candidate; why not if it could not be started (logged here; the supervisor decides what
+    /// follows).
     pub(super) fn start_worker(
         &mut self,
-        slot: usize,
+        place: Place,
         role: Role,
         now: Instant,
     ) -> Result<usize, String> {
         let capture = [self.sinks[0].is_some(), self.sinks[1].is_some()];
+        // The agent takes no connection; its account stays empty.
         let seat = Seat {
-            slot,
+            place,
             slots: self.core.fleet.slots.len(),
             account: self.ledger.open(self.config.worker.max_unacked),
         };
-        let spawned = fleet::spawn(
-            &self.config,
-            &self.base_env,
-            &self.listeners,
-            seat,
-            capture,
-            now,
-        );
+        let (env, program) = match (place, &self.config.agent) {
+            (Place::Agent, Some(agent)) => (
+                std::borrow::Cow::Owned(fleet::base_env(&self.config, &agent.env)),
+                &agent.program,
+            ),
+            _ => (
+                std::borrow::Cow::Borrowed(&self.base_env),
+                &self.config.worker.program,
+            ),
+        };
+        let spawned = fleet::spawn(&self.config, &env, &self.listeners, seat, capture, now);
         let worker = match spawned {
             Ok(worker) => worker,
             Err(e) => {
                 self.ledger.remove(seat.account);
-                error!(
-                    "cannot start worker slot={slot} ({}): {e}",
-                    self.config.worker.program.display()
-                );
+                error!("cannot start worker {place} ({}): {e}", program.display());
                 return Err(e.to_string());
             }
         };
         let pid = worker.pid;
-        metrics::Counters::add(&mut self.counters.starts, slot, 1);
+        match place {
+            Place::Slot(slot) => metrics::Counters::add(&mut self.counters.starts, slot, 1),
+            Place::Agent => self.counters.agent_starts += 1,
+        }
         let node = worker.channel.as_ref().is_some_and(|c| c.subscribed());
         let key = self.core.fleet.insert(worker, role);
         if node {
@@ -411,7 +432,7 @@ impl Master {
         } else {
             ""
         };
-        info!("worker started slot={slot} pid={pid}{what}");
+        info!("worker started {place} pid={pid}{what}");
         Ok(key)
     }
 
@@ -486,7 +507,7 @@ impl Master {
                 }
             }
         }
-        self.base_env = fleet::base_env(&config);
+        self.base_env = fleet::base_env(&config, &config.worker.env);
         self.config = config;
     }
 

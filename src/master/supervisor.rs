@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use nix::unistd::Pid;
 
-use super::fleet::{Fleet, Role, State, Worker};
+use super::fleet::{Fleet, Place, Role, State, Worker};
 use super::ledger::{Conn, Ledger};
 use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
 use super::recycle::Recycling;
@@ -28,8 +28,9 @@ pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 /// What the shell is to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Start a worker for `slot`; report a failure back with [`Supervisor::spawn_failed`].
-    Spawn { slot: usize, role: Role },
+    /// Start a worker for `place` (a slot, or the agent); report a failure back with
+    /// [`Supervisor::spawn_failed`].
+    Spawn { place: Place, role: Role },
     /// Ask the worker to finish: `stop` on its channel if it speaks the protocol, else SIGTERM.
     Stop(usize),
     /// SIGKILL the worker's process group.
@@ -38,9 +39,9 @@ pub enum Effect {
     KillHooks,
     /// The worker's sockets not yet sent go to other workers.
     Requeue(usize),
-    /// Run `on_giveup` for a slot given up.
+    /// Run `on_giveup` for a slot (or the agent) given up.
     Hook {
-        slot: usize,
+        place: Place,
         pid: Pid,
         reason: String,
     },
@@ -95,6 +96,8 @@ pub struct Policy {
     pub kill_timeout: Duration,
     pub ready: ReadyRule,
     pub ready_timeout: Duration,
+    /// The agent's (`[agent] ready`…), if one is configured.
+    pub agent_ready: Option<(ReadyRule, Duration)>,
     pub ack_timeout: Duration,
 }
 
@@ -105,6 +108,10 @@ impl Policy {
             kill_timeout: config.kill_timeout,
             ready: ReadyRule::new(&config.worker),
             ready_timeout: config.worker.ready_timeout,
+            agent_ready: config
+                .agent
+                .as_ref()
+                .map(|a| (ReadyRule::of_agent(a), a.ready_timeout)),
             ack_timeout: config.worker.ack_timeout,
         }
     }
@@ -131,9 +138,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// `slots` workers, and the agent first if the policy has one.
     pub fn new(slots: usize, policy: Policy, now: Instant) -> Supervisor {
         Supervisor {
-            fleet: Fleet::new(slots, now),
+            fleet: Fleet::new(slots, policy.agent_ready.is_some(), now),
             phase: Phase::Running,
             reload: None,
             drain_waits: Vec::new(),
@@ -168,17 +176,23 @@ impl Supervisor {
             return;
         };
         if worker.state != State::Starting {
-            debug!("ready slot={} pid={} (ignored)", worker.slot, worker.pid);
+            debug!("ready {} pid={} (ignored)", worker.place, worker.pid);
             return;
         }
         worker.state = State::Ready;
         info!(
-            "worker ready slot={} pid={} after {:?}",
-            worker.slot,
+            "worker ready {} pid={} after {:?}",
+            worker.place,
             worker.pid,
             worker.uptime(now)
         );
-        if self.fleet.role(key) == Role::Candidate {
+        if worker.place == Place::Agent && !self.fleet.agent_started {
+            info!("the agent is ready: starting the workers");
+            self.fleet.agent_started = true;
+        }
+        // Once stopping, the reload it belonged to is over: it takes nothing over (an agent's
+        // candidate would have its predecessor stopped before the workers).
+        if self.fleet.role(key) == Role::Candidate && self.running() {
             self.promote(key, now);
         }
     }
@@ -188,7 +202,7 @@ impl Supervisor {
         let Some(worker) = self.fleet.workers.get(key) else {
             return;
         };
-        let (slot, pid) = (worker.slot, worker.pid);
+        let (place, pid) = (worker.place, worker.pid);
         let role = self.fleet.role(key);
         if role == Role::Candidate {
             self.reload_failed(key, now, "it said `leaving` before it was ready".into());
@@ -196,8 +210,8 @@ impl Supervisor {
         self.fleet.detach(key);
         self.effects.push(Effect::Requeue(key));
         if role == Role::Current && self.running() {
-            info!("worker leaving slot={slot} pid={pid}; starting its successor");
-            if let Some(s) = self.fleet.slots.get_mut(slot) {
+            info!("worker leaving {place} pid={pid}; starting its successor");
+            if let Some(s) = self.fleet.place_mut(place) {
                 s.start_at = Some(now);
             }
         }
@@ -209,11 +223,11 @@ impl Supervisor {
         let Some(worker) = self.fleet.workers.get(key) else {
             return;
         };
-        let slot = worker.slot;
+        let place = worker.place;
         let current = self.fleet.role(key) == Role::Current;
         self.leaving(key, now);
         self.drain(key, now);
-        if let Some(s) = self.fleet.slots.get_mut(slot).filter(|_| current) {
+        if let Some(s) = self.fleet.place_mut(place).filter(|_| current) {
             s.recycled += 1;
         }
     }
@@ -226,8 +240,8 @@ impl Supervisor {
         };
         if silent {
             debug!(
-                "worker closed its channel slot={} pid={} (it never used it)",
-                worker.slot, worker.pid
+                "worker closed its channel {} pid={} (it never used it)",
+                worker.place, worker.pid
             );
             return;
         }
@@ -272,29 +286,29 @@ impl Supervisor {
             self.reload_failed(key, now, cause.clone());
         }
         let (worker, role) = self.fleet.remove(key);
-        let (slot, pid) = (worker.slot, worker.pid);
+        let (place, pid) = (worker.place, worker.pid);
         if role == Role::Current && self.running() {
             warn!(
-                "worker exited unasked slot={slot} pid={pid}: {cause} (up {:?})",
+                "worker exited unasked {place} pid={pid}: {cause} (up {:?})",
                 worker.uptime(now)
             );
-            self.slot_failed(slot, pid, worker.uptime(now), now, cause);
+            self.slot_failed(place, pid, worker.uptime(now), now, cause);
         } else {
-            info!("worker exited slot={slot} pid={pid}: {cause}");
+            info!("worker exited {place} pid={pid}: {cause}");
         }
         self.old_workers_exited(now);
         Some(worker)
     }
 
-    /// A worker for `slot` could not be started.
-    pub fn spawn_failed(&mut self, slot: usize, role: Role, now: Instant, error: String) {
+    /// A worker for `place` could not be started.
+    pub fn spawn_failed(&mut self, place: Place, role: Role, now: Instant, error: String) {
         match role {
             Role::Current => {
                 let cause = format!("spawn failed: {error}");
-                self.slot_failed(slot, Pid::from_raw(0), Duration::ZERO, now, cause);
+                self.slot_failed(place, Pid::from_raw(0), Duration::ZERO, now, cause);
             }
             Role::Candidate => {
-                self.fail_reload(slot, "the candidate could not be started".into(), now)
+                self.fail_reload(place, "the candidate could not be started".into(), now)
             }
             Role::Detached => {}
         }
@@ -317,8 +331,8 @@ impl Supervisor {
             let worker = &mut self.fleet.workers[key];
             worker.channel_closed_check = None;
             warn!(
-                "worker closed its channel but kept running slot={} pid={}; replacing it",
-                worker.slot, worker.pid
+                "worker closed its channel but kept running {} pid={}; replacing it",
+                worker.place, worker.pid
             );
             self.drain(key, now);
             self.fail_slot(key, now, "closed its channel".into());
@@ -330,8 +344,8 @@ impl Supervisor {
             for key in keys {
                 let worker = &mut self.fleet.workers[key];
                 warn!(
-                    "kill_timeout passed; SIGKILL slot={} pid={}",
-                    worker.slot, worker.pid
+                    "kill_timeout passed; SIGKILL {} pid={}",
+                    worker.place, worker.pid
                 );
                 worker.kill_at = None;
                 self.kill(key);
@@ -350,25 +364,40 @@ impl Supervisor {
         for key in due {
             let worker = &mut self.fleet.workers[key];
             warn!(
-                "worker did not exit in time slot={} pid={}; sending SIGKILL",
-                worker.slot, worker.pid
+                "worker did not exit in time {} pid={}; sending SIGKILL",
+                worker.place, worker.pid
             );
             worker.kill_at = None;
             self.kill(key);
         }
         if self.running() {
-            for slot in 0..self.fleet.slots.len() {
-                let s = &mut self.fleet.slots[slot];
+            // The agent first; the slots once it has been ready.
+            let slots = (0..self.fleet.slots.len())
+                .map(Place::Slot)
+                .filter(|_| self.fleet.may_start_slots());
+            let places: Vec<Place> = self
+                .fleet
+                .agent
+                .iter()
+                .map(|_| Place::Agent)
+                .chain(slots)
+                .collect();
+            for place in places {
+                let Some(s) = self.fleet.place_mut(place) else {
+                    continue;
+                };
                 let empty = s.current.is_none() && s.candidate.is_none();
                 if empty && s.start_at.is_some_and(|t| t <= now) {
                     s.start_at = None;
                     self.effects.push(Effect::Spawn {
-                        slot,
+                        place,
                         role: Role::Current,
                     });
                 }
             }
             self.step_reload(now);
+        } else {
+            self.stop_agent_last(now);
         }
     }
 
@@ -381,25 +410,30 @@ impl Supervisor {
             if w.state != State::Starting {
                 continue;
             }
-            match self.policy.ready.check(w.uptime(now)) {
+            match self.ready_rule(w.place).0.check(w.uptime(now)) {
                 Start::Ready => ready.push(key),
                 Start::Late => late.push(key),
                 Start::Waiting => {}
             }
         }
-        for key in ready {
-            self.ready(key, now);
-        }
-        let timeout = self.policy.ready_timeout;
         for key in late {
             let worker = &mut self.fleet.workers[key];
+            let timeout = match (worker.place, self.policy.agent_ready) {
+                (Place::Agent, Some((_, timeout))) => timeout,
+                _ => self.policy.ready_timeout,
+            };
             warn!(
-                "worker not ready within {timeout:?} slot={} pid={}; killing it",
-                worker.slot, worker.pid
+                "worker not ready within {timeout:?} {} pid={}; killing it",
+                worker.place, worker.pid
             );
             worker.state = State::Draining;
             self.kill(key);
             self.fail_slot(key, now, format!("not ready within {timeout:?}"));
+        }
+        // After the failures: a promotion moves a reload on to the next slot, which must not be
+        // one that has just failed for good in this same look at the clock.
+        for key in ready {
+            self.ready(key, now);
         }
     }
 
@@ -409,8 +443,16 @@ impl Supervisor {
             .workers
             .iter()
             .filter(|(_, w)| w.state == State::Starting)
-            .map(|(_, w)| self.policy.ready.deadline(w.started))
+            .map(|(_, w)| self.ready_rule(w.place).0.deadline(w.started))
             .min()
+    }
+
+    /// The readiness rule of a process at `place`, and its timeout.
+    fn ready_rule(&self, place: Place) -> (ReadyRule, Duration) {
+        match (place, self.policy.agent_ready) {
+            (Place::Agent, Some(rule)) => rule,
+            _ => (self.policy.ready, self.policy.ready_timeout),
+        }
     }
 
     // ---- failures -----------------------------------------------------------------------------
@@ -438,11 +480,11 @@ impl Supervisor {
         let Some(worker) = self.fleet.workers.get(key) else {
             return;
         };
-        let (slot, pid, uptime) = (worker.slot, worker.pid, worker.uptime(now));
+        let (place, pid, uptime) = (worker.place, worker.pid, worker.uptime(now));
         match self.fleet.role(key) {
             Role::Current => {
                 self.fleet.detach(key);
-                self.slot_failed(slot, pid, uptime, now, cause);
+                self.slot_failed(place, pid, uptime, now, cause);
             }
             Role::Candidate => self.reload_failed(key, now, cause),
             Role::Detached => {}
@@ -451,7 +493,7 @@ impl Supervisor {
 
     fn slot_failed(
         &mut self,
-        slot: usize,
+        place: Place,
         pid: Pid,
         uptime: Duration,
         now: Instant,
@@ -461,7 +503,8 @@ impl Supervisor {
             return;
         }
         let policy = self.policy.restart;
-        let Some(s) = self.fleet.slots.get_mut(slot) else {
+        let agent_started = self.fleet.agent_started;
+        let Some(s) = self.fleet.place_mut(place) else {
             return; // scaled away meanwhile
         };
         s.remember_cause(format!("pid {pid}: {cause}"));
@@ -469,7 +512,7 @@ impl Supervisor {
             Decision::RestartAfter(delay) => {
                 s.start_at = Some(now + delay);
                 s.restart_count += 1;
-                info!("restarting slot={slot} in {delay:?}");
+                info!("restarting {place} in {delay:?}");
             }
             Decision::GiveUp => {
                 s.given_up = true;
@@ -483,9 +526,21 @@ impl Supervisor {
                     policy.max_restarts,
                     causes.join("; ")
                 );
-                error!("giveup slot={slot}: {reason}; not restarting it");
-                self.effects.push(Effect::Hook { slot, pid, reason });
-                if self.fleet.none_left() {
+                error!("giveup {place}: {reason}; not restarting it");
+                self.effects.push(Effect::Hook { place, pid, reason });
+                if place == Place::Agent && !agent_started {
+                    error!(
+                        "the agent never became ready, and the workers start only once it is; \
+                         stopping"
+                    );
+                    self.gave_up = true;
+                    self.begin_stop(now);
+                } else if place == Place::Agent {
+                    error!(
+                        "the workers serve on without the agent: no message comes from it until \
+                         a reload starts it again"
+                    );
+                } else if self.fleet.none_left() {
                     error!("every slot gave up: no worker is left to serve; stopping");
                     self.gave_up = true;
                     self.begin_stop(now);
@@ -513,16 +568,35 @@ impl Supervisor {
             });
         }
         self.phase = Phase::stopping(now, grace);
-        for slot in &mut self.fleet.slots {
-            slot.start_at = None;
-        }
+        self.fleet.start_nothing();
         self.effects.push(Effect::StopAccepting);
     }
 
-    /// Every worker is told to finish within `kill_timeout` (after the queue was handed out).
+    /// Every worker is told to finish within `kill_timeout` (after the queue was handed out);
+    /// the agent once they have exited ([`Supervisor::stop_agent_last`]).
     pub fn stop_workers(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.fleet.workers.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = (self.fleet.workers.iter())
+            .filter(|(_, w)| w.place != Place::Agent)
+            .map(|(k, _)| k)
+            .collect();
         for key in keys {
+            self.drain(key, now);
+        }
+        self.stop_agent_last(now);
+    }
+
+    /// While stopping: once no worker is left, the agent is told to finish too (it outlives
+    /// them, so they have its messages to the end).
+    fn stop_agent_last(&mut self, now: Instant) {
+        let workers_left = (self.fleet.workers.iter()).any(|(_, w)| w.place != Place::Agent);
+        if workers_left {
+            return;
+        }
+        let agents: Vec<usize> = (self.fleet.workers.iter())
+            .filter(|(_, w)| w.place == Place::Agent && w.kill_at.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        for key in agents {
             self.drain(key, now);
         }
     }
@@ -532,9 +606,7 @@ impl Supervisor {
         if self.running() {
             self.effects.push(Effect::CloseListeners);
         }
-        for slot in &mut self.fleet.slots {
-            slot.start_at = None;
-        }
+        self.fleet.start_nothing();
         let keys: Vec<usize> = self.fleet.workers.iter().map(|(k, _)| k).collect();
         for key in keys {
             // Killed: nothing more for it, not even what waits in the queue.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Readiness;
+use crate::master::fleet::Place;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -24,6 +25,7 @@ fn policy(max_restarts: u32) -> Policy {
         kill_timeout: 500 * MS,
         ready: ReadyRule::new(&worker),
         ready_timeout: 1000 * MS,
+        agent_ready: None,
         ack_timeout: 10_000 * MS,
     }
 }
@@ -35,7 +37,7 @@ struct Harness {
     next_pid: i32,
     /// Every effect so far, with spawns as (slot, role, key).
     log: Vec<Effect>,
-    spawned: Vec<(usize, Role, usize)>,
+    spawned: Vec<(Place, Role, usize)>,
 }
 
 impl Harness {
@@ -65,11 +67,11 @@ impl Harness {
             }
             for e in batch {
                 match &e {
-                    Effect::Spawn { slot, role } => {
+                    Effect::Spawn { place, role } => {
                         self.next_pid += 1;
-                        let w = crate::master::fleet::test_worker(*slot, self.next_pid, now);
+                        let w = crate::master::fleet::test_worker_at(*place, self.next_pid, now);
                         let key = self.sup.fleet.insert(w, *role);
-                        self.spawned.push((*slot, *role, key));
+                        self.spawned.push((*place, *role, key));
                     }
                     Effect::StopAccepting => self.sup.stop_workers(now),
                     _ => {}
@@ -119,7 +121,7 @@ fn a_worker_exiting_unasked_is_restarted_after_the_backoff_then_given_up() {
             assert_eq!(
                 h.tick(t + delay),
                 [Effect::Spawn {
-                    slot: 0,
+                    place: Place::Slot(0),
                     role: Role::Current
                 }]
             );
@@ -129,8 +131,10 @@ fn a_worker_exiting_unasked_is_restarted_after_the_backoff_then_given_up() {
         } else {
             // The third exit within the window: given up, someone paged, and with no
             // ready worker left the master stops.
-            assert!(matches!(&effects[0], Effect::Hook { slot: 0, reason, .. }
-                if reason.contains("3 unasked exits")));
+            assert!(
+                matches!(&effects[0], Effect::Hook { place: Place::Slot(0), reason, .. }
+                if reason.contains("3 unasked exits"))
+            );
             assert!(effects.contains(&Effect::StopAccepting), "{effects:?}");
             assert!(h.sup.gave_up && h.sup.fleet.slots[0].given_up);
         }
@@ -148,7 +152,7 @@ fn a_reload_replaces_each_worker_only_once_its_successor_is_ready() {
     assert_eq!(
         effects,
         [Effect::Spawn {
-            slot: 0,
+            place: Place::Slot(0),
             role: Role::Candidate
         }]
     );
@@ -169,7 +173,7 @@ fn a_reload_replaces_each_worker_only_once_its_successor_is_ready() {
             Effect::Requeue(old[0]),
             Effect::Stop(old[0]),
             Effect::Spawn {
-                slot: 1,
+                place: Place::Slot(1),
                 role: Role::Candidate
             }
         ]
@@ -218,7 +222,7 @@ fn scaling_starts_new_slots_and_retires_removed_ones_gracefully() {
     assert_eq!(
         h.tick(5),
         [Effect::Spawn {
-            slot: 2,
+            place: Place::Slot(2),
             role: Role::Current
         }]
     );
@@ -312,7 +316,7 @@ fn a_closed_channel_under_a_live_worker_fails_it_after_a_grace() {
     assert_eq!(
         h.tick(310),
         [Effect::Spawn {
-            slot: 0,
+            place: Place::Slot(0),
             role: Role::Current
         }]
     );
@@ -354,12 +358,12 @@ fn a_failed_spawn_counts_as_a_failure_of_its_slot() {
     assert_eq!(
         batch,
         [Effect::Spawn {
-            slot: 0,
+            place: Place::Slot(0),
             role: Role::Current
         }]
     );
     h.sup
-        .spawn_failed(0, Role::Current, h.at(0), "ENOENT".into());
+        .spawn_failed(Place::Slot(0), Role::Current, h.at(0), "ENOENT".into());
     let effects = h.run(h.at(0));
     assert!(
         matches!(&effects[0], Effect::Hook { reason, .. } if reason.contains("spawn failed: ENOENT"))
@@ -441,7 +445,7 @@ fn a_recycle_replaces_one_slot_once_its_successor_is_ready_and_counts_apart() {
     assert_eq!(
         h.run(h.at(1_000)),
         [Effect::Spawn {
-            slot: 0,
+            place: Place::Slot(0),
             role: Role::Candidate
         }]
     );
@@ -510,7 +514,7 @@ fn a_reload_abandons_a_recycle_and_replaces_that_worker_too() {
         [
             Effect::Stop(successor),
             Effect::Spawn {
-                slot: 0,
+                place: Place::Slot(0),
                 role: Role::Candidate
             }
         ]

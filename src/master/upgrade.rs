@@ -664,7 +664,7 @@ mod tests {
     fn the_new_master_is_ready_when_every_slot_is_and_fails_at_the_first_failure() {
         use super::super::fleet::{Role, State, test_worker};
         let t0 = Instant::now();
-        let mut fleet = Fleet::new(2, t0);
+        let mut fleet = Fleet::new(2, false, t0);
         assert_eq!(verdict(&fleet), Verdict::Waiting);
         let a = fleet.insert(test_worker(0, 2_000_001, t0), Role::Current);
         let b = fleet.insert(test_worker(1, 2_000_002, t0), Role::Current);
@@ -683,7 +683,7 @@ mod tests {
             "{why}"
         );
         assert_eq!(
-            verdict(&Fleet::new(0, t0)),
+            verdict(&Fleet::new(0, false, t0)),
             Verdict::Waiting,
             "nothing to be ready"
         );

@@ -14,6 +14,9 @@
 //! - nothing is started once the stop began, nor for a slot that no longer exists, nor for a
 //!   slot given up (until a reload);
 //! - giving up everything stops the master;
+//! - with an agent (half the seeds): no slot starts before the agent has been ready once; the
+//!   agent never holds a client; a graceful stop asks it to stop only once no worker is left
+//!   (unless it failed on its own);
 //! - a stop ends: every worker left is killed by the first tick at `kill_timeout` after it
 //!   began, and once they are reaped the stop is over;
 //! - and, with clients arriving through the real [`Ledger`] (serving workers taken from the
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::{SimConn as Client, Trace};
 use crate::config::{Readiness, RestartConfig};
-use crate::master::fleet::{Role, State, test_worker};
+use crate::master::fleet::{Place as Seat, Role, State, test_worker_at};
 use crate::master::ledger::{Ledger, Place};
 use crate::master::lifecycle::{Phase, ReadyRule};
 use crate::master::recycle::Reason;
@@ -61,6 +64,11 @@ struct Sim {
     stopping: BTreeSet<usize>,
     /// Live workers started as reload candidates.
     candidates: BTreeSet<usize>,
+    /// Workers that failed on their own (misbehaved, closed their channel): their `stop` may
+    /// come at any time.
+    faulted: BTreeSet<usize>,
+    /// The agent has been ready once.
+    agent_was_ready: bool,
     trace: Trace,
     ledger: Ledger<Client>,
     /// Workers (by pid) whose channel is open.
@@ -101,6 +109,15 @@ fn policy(rng: &mut fastrand::Rng) -> Policy {
         kill_timeout: ms(100, 2_000, rng),
         ready: ReadyRule::new(&worker),
         ready_timeout,
+        agent_ready: rng.bool().then(|| {
+            let timeout = ms(200, 3_000, rng);
+            let agent = crate::config::WorkerConfig {
+                ready: Readiness::Message,
+                ready_timeout: timeout,
+                ..worker.clone()
+            };
+            (ReadyRule::new(&agent), timeout)
+        }),
         ack_timeout: ms(1_000, 10_000, rng),
     }
 }
@@ -122,6 +139,8 @@ impl Sim {
             killed: BTreeSet::new(),
             stopping: BTreeSet::new(),
             candidates: BTreeSet::new(),
+            faulted: BTreeSet::new(),
+            agent_was_ready: false,
             trace: Trace::default(),
             ledger: Ledger::default(),
             open: BTreeSet::new(),
@@ -167,15 +186,24 @@ impl Sim {
                     }
                 }
                 match effect {
-                    Effect::Spawn { slot, role } => {
+                    Effect::Spawn { place: slot, role } => {
                         if self.stop_began.is_some() {
-                            return Err(format!("spawn for slot {slot} while stopping"));
+                            return Err(format!("spawn for {slot} while stopping"));
                         }
-                        let Some(s) = self.sup.fleet.slots.get(slot) else {
-                            return Err(format!("spawn for slot {slot}, which does not exist"));
+                        let Some(s) = self.sup.fleet.place(slot) else {
+                            return Err(format!("spawn for {slot}, which does not exist"));
                         };
                         if s.given_up {
-                            return Err(format!("spawn for slot {slot}, given up"));
+                            return Err(format!(
+                                "spawn for {slot} ({role:?}), given up (current {:?})",
+                                s.current
+                            ));
+                        }
+                        if slot != Seat::Agent
+                            && self.sup.fleet.agent.is_some()
+                            && !self.agent_ready()
+                        {
+                            return Err(format!("spawn for {slot} before the agent was ready"));
                         }
                         if self.rng.u8(..20) == 0 {
                             self.log(format!("spawn {slot} {role:?} fails"));
@@ -183,7 +211,7 @@ impl Sim {
                             continue;
                         }
                         self.next_pid += 1;
-                        let mut worker = test_worker(slot, self.next_pid, self.now);
+                        let mut worker = test_worker_at(slot, self.next_pid, self.now);
                         worker.account = self.ledger.open(self.window);
                         self.open.insert(self.next_pid);
                         let key = self.sup.fleet.insert(worker, role);
@@ -206,6 +234,7 @@ impl Sim {
                         if self.sup.fleet.workers.contains(key) {
                             self.stopping.insert(key);
                         }
+                        self.check_agent_stops_last(key)?;
                         let obeys = self.procs.get(&key).and_then(|p| p.obeys);
                         if let Some(after) = obeys {
                             // It finishes what it was given (`stop` comes after it), then exits.
@@ -256,6 +285,7 @@ impl Sim {
             self.killed.remove(&key);
             self.candidates.remove(&key);
             self.stopping.remove(&key);
+            self.faulted.remove(&key);
             self.log(format!("reaped {key}"));
             // As the shell does: its channel goes, then what it held goes back.
             self.release(key);
@@ -319,6 +349,7 @@ impl Sim {
                 if let Some(key) = self.any_worker() {
                     let silent = self.rng.u8(..4) == 0;
                     self.log(format!("channel of {key} closed (silent {silent})"));
+                    self.faulted.insert(key);
                     self.release(key);
                     self.sup.channel_closed(key, self.now, silent);
                     self.apply(None)?;
@@ -327,6 +358,7 @@ impl Sim {
             63..=65 => {
                 if let Some(key) = self.any_worker() {
                     self.log(format!("{key} misbehaves"));
+                    self.faulted.insert(key);
                     self.release(key);
                     self.sup.misbehaved(key, self.now, "garbage".into());
                     self.apply(None)?;

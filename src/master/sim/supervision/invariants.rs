@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::Sim;
-use crate::master::fleet::State;
+use crate::master::fleet::{Place as Seat, State};
 use crate::master::lifecycle::{Phase, StopStep};
 
 impl Sim {
@@ -94,8 +94,46 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether the agent has been ready (the slots may start): remembered once seen.
+    pub(super) fn agent_ready(&mut self) -> bool {
+        let fleet = &self.sup.fleet;
+        self.agent_was_ready |=
+            (fleet.workers.iter()).any(|(_, w)| w.place == Seat::Agent && w.state == State::Ready);
+        self.agent_was_ready
+    }
+
+    /// A graceful stop asks the agent to stop only once no worker is left (it sends to them to
+    /// the end), unless it failed on its own.
+    pub(super) fn check_agent_stops_last(&self, key: usize) -> Result<(), String> {
+        let fleet = &self.sup.fleet;
+        let Some(w) = fleet.workers.get(key) else {
+            return Ok(());
+        };
+        let stopping = self.sup.phase != Phase::Running;
+        if w.place != Seat::Agent || !stopping || self.faulted.contains(&key) {
+            return Ok(());
+        }
+        let workers: Vec<usize> = (fleet.workers.iter())
+            .filter(|(_, w)| w.place != Seat::Agent)
+            .map(|(k, _)| k)
+            .collect();
+        if !workers.is_empty() {
+            return Err(format!(
+                "agent {key} told to stop before workers {workers:?} exited"
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&mut self) -> Result<(), String> {
         self.sup.fleet.check()?;
+        self.agent_ready();
+        for (key, w) in &self.sup.fleet.workers {
+            let held = self.ledger.account(w.account).map_or(0, |a| a.handed());
+            if w.place == Seat::Agent && held > 0 {
+                return Err(format!("agent {key} was handed {held} client(s)"));
+            }
+        }
         self.check_clients()?;
         for (slot, s) in self.sup.fleet.slots.iter().enumerate() {
             if let Some(key) = s.current {
