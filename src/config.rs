@@ -2094,6 +2094,40 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_needs_a_program_and_speaks_native_or_node_not_node_cluster() {
+        let e = error_of("workers = 2\n[agent]\nargs = [\"x\"]\n");
+        assert!(e.contains("key `agent.exec`"), "{e}");
+        let e = error_of("[agent]\nexec = \"sh\"\nprotocol = \"node-cluster\"\n");
+        assert!(
+            e.starts_with("cluster.toml:3:12: key `agent.protocol`") && e.contains("\"node\""),
+            "{e}"
+        );
+        let e = error_of("[agent]\nexec = \"sh\"\nready = \"start\"\n");
+        assert!(e.contains("key `agent.ready`"), "{e}");
+        let e = error_of("[agent]\nexec = \"no-such-program-rrb\"\n");
+        assert!(e.contains("key `agent.exec`"), "{e}");
+        let node = load_str("[agent]\nexec = \"sh\"\nprotocol = \"node\"\n").unwrap();
+        let agent = node.agent.clone().unwrap();
+        assert_eq!(
+            (agent.protocol, agent.ready),
+            (Protocol::Node, Readiness::Start)
+        );
+        // `check` prints it, and what it prints loads back the same.
+        let text = node.to_toml();
+        assert!(text.contains("[agent]"), "{text}");
+        let back = load_str(&text).unwrap().agent.unwrap();
+        // (`exec` is written as the absolute path it resolved to: argv[0] says that.)
+        assert_eq!(
+            AgentConfig {
+                arg0: agent.arg0.clone(),
+                ..back
+            },
+            agent
+        );
+        assert!(load_str("").unwrap().agent.is_none());
+    }
+
+    #[test]
     fn what_exec_cannot_pass_is_refused_naming_the_key() {
         for (text, key) in [
             ("[worker]\nargs = [\"ok\", \"a\\u0000b\"]\n", "worker.args"),
