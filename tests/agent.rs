@@ -372,3 +372,44 @@ fn the_redis_example_serves_a_changed_value_from_every_worker_within_a_poll_inte
         "{worst:?} > one poll interval + 100 ms"
     );
 }
+
+#[test]
+fn a_node_agents_plain_process_send_reaches_every_cluster_workers_message_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // The agent: ready at once; one plain message once the workers run (not retained: only the
+    // workers running then get it).
+    std::fs::write(
+        dir.path().join("agent.js"),
+        "process.send('ready');\n\
+         setTimeout(() => process.send({ plain: [1, 'two'] }), 1000);\n\
+         setInterval(() => {}, 1000);\n\
+         process.on('disconnect', () => process.exit(0));\n",
+    )
+    .unwrap();
+    // A cluster app answering with every message it got.
+    std::fs::write(
+        dir.path().join("app.js"),
+        "const http = require('http'); const got = [];\n\
+         process.on('message', (m) => got.push(m));\n\
+         const s = http.createServer((q, r) => r.end(JSON.stringify(got) + '\\n')).listen(3000);\n\
+         process.on('SIGTERM', () => s.close(() => process.exit(0)));\n",
+    )
+    .unwrap();
+    let cwd = format!("{:?}", dir.path().display().to_string());
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"node\"\nargs = [\"app.js\"]\ncwd = {cwd}\n\
+         protocol = \"node-cluster\"\n\
+         [agent]\nexec = \"node\"\nargs = [\"agent.js\"]\ncwd = {cwd}\nprotocol = \"node\"\n\
+         ready = \"message\"\n"
+    );
+    let rrb = Rrb::start(&config, 1 + 2);
+    wait_until(
+        "the agent's message at both workers",
+        Duration::from_secs(10),
+        || {
+            (0..2).all(|_| {
+                http_get_path(&rrb.addr, "/").is_ok_and(|b| b.trim() == r#"[{"plain":[1,"two"]}]"#)
+            })
+        },
+    );
+}
