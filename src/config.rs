@@ -1335,25 +1335,7 @@ pub fn validate(
         ));
     }
 
-    let cwd = match file.worker.cwd {
-        Some(cwd) => {
-            let span = cwd.span();
-            let cwd = cwd.into_inner();
-            let cwd = match dir {
-                Some(dir) if cwd.is_relative() => dir.join(cwd),
-                _ => cwd,
-            };
-            if !cwd.is_dir() {
-                return Err(invalid(
-                    span,
-                    "worker.cwd",
-                    format!("{} is not a directory", cwd.display()),
-                ));
-            }
-            Some(cwd)
-        }
-        None => None,
-    };
+    let cwd = working_dir(file.worker.cwd, dir, "worker.cwd", &invalid)?;
 
     check_exec_strings(&file.worker.args, &file.worker.env)
         .and_then(|()| check_exec_size(&file.worker.args, &file.worker.env))
@@ -1602,6 +1584,32 @@ pub fn validate(
     })
 }
 
+/// A `cwd` key: relative to the config file's directory, and a directory.
+fn working_dir(
+    cwd: Option<Spanned<PathBuf>>,
+    dir: Option<&Path>,
+    key: &str,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(cwd) = cwd else {
+        return Ok(None);
+    };
+    let span = cwd.span();
+    let cwd = cwd.into_inner();
+    let cwd = match dir {
+        Some(dir) if cwd.is_relative() => dir.join(cwd),
+        _ => cwd,
+    };
+    if !cwd.is_dir() {
+        return Err(invalid(
+            span,
+            key,
+            format!("{} is not a directory", cwd.display()),
+        ));
+    }
+    Ok(Some(cwd))
+}
+
 /// Reads a duration key, checked against its bounds.
 type CheckDuration<'a> = dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration, ConfigError> + 'a;
 
@@ -1625,25 +1633,7 @@ fn agent_config(
                 .into(),
         ));
     }
-    let cwd = match file.cwd {
-        Some(cwd) => {
-            let span = cwd.span();
-            let cwd = cwd.into_inner();
-            let cwd = match dir {
-                Some(dir) if cwd.is_relative() => dir.join(cwd),
-                _ => cwd,
-            };
-            if !cwd.is_dir() {
-                return Err(invalid(
-                    span,
-                    "agent.cwd",
-                    format!("{} is not a directory", cwd.display()),
-                ));
-            }
-            Some(cwd)
-        }
-        None => None,
-    };
+    let cwd = working_dir(file.cwd, dir, "agent.cwd", invalid)?;
     check_exec_strings(&file.args, &file.env)
         .and_then(|()| check_exec_size(&file.args, &file.env))
         .map_err(|e| ConfigError::Setting(format!("{name}: [agent]: {e}")))?;
