@@ -206,7 +206,10 @@ fn an_agent_that_never_becomes_ready_stops_the_master_before_any_worker_starts()
     assert_eq!(status.code(), Some(1));
     let log = rrb.log().join("\n");
     assert!(log.contains("giveup agent:"), "{log}");
-    assert!(log.contains("the agent never became ready"), "{log}");
+    assert!(
+        log.contains("gave up: the agent never became ready, so no worker was started"),
+        "{log}"
+    );
     assert!(!log.contains("worker started slot="), "{log}");
 }
 
@@ -412,4 +415,78 @@ fn a_node_agents_plain_process_send_reaches_every_cluster_workers_message_event(
             })
         },
     );
+}
+
+#[test]
+fn an_upgrade_starts_the_new_masters_agent_first_and_the_old_master_stops_its_agent_last() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), r#""kept""#).unwrap();
+    let rrb = Rrb::start(&config(2, dir.path(), 0), 1 + 2);
+    let before = status(&rrb);
+    let (old_master, old_agent) = (before["pid"].as_i64().unwrap(), agent_pid(&rrb).unwrap());
+    let (code, out, err) = rrb.ctl(&["upgrade", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("its 2 worker(s) finish what they hold, then its agent"),
+        "{out}"
+    );
+    assert!(
+        !alive(old_agent as i32),
+        "the old agent is gone with its master"
+    );
+    let after = status(&rrb);
+    assert_ne!(after["pid"], before["pid"]);
+    assert_eq!(after["agent"]["state"], "ready", "{after}");
+    for _ in 0..4 {
+        assert_eq!(state(&rrb).1, serde_json::json!({"config": "kept"}));
+    }
+    // The old master's own lines: its workers exited, then its agent.
+    let log = rrb.log();
+    let mine: Vec<String> = (log.into_iter())
+        .filter(|l| l.contains(&format!(" {old_master} rrbalancer")))
+        .collect();
+    let agent_exit = at_in(&mine, &format!("worker exited agent pid={old_agent}"));
+    let last_worker_exit = mine
+        .iter()
+        .rposition(|l| l.contains("worker exited slot="))
+        .expect("its workers exited");
+    assert!(last_worker_exit < agent_exit, "{}", mine.join("\n"));
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_reload_starts_an_agent_the_file_now_has_and_stops_one_it_no_longer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), r#""added""#).unwrap();
+    let with = config(2, dir.path(), 0);
+    let (head, rest) = with.split_once("[agent]").unwrap();
+    let (agent, tail) = rest.split_once("[restart]").unwrap();
+    let without = format!("{head}[restart]{tail}");
+    let rrb = Rrb::start(&without, 2);
+    assert!(status(&rrb)["agent"].is_null());
+    let path = rrb.config_path();
+    let file = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{file}\n[agent]{agent}")).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until("the added agent ready", Duration::from_secs(10), || {
+        status(&rrb)["agent"]["state"] == "ready"
+    });
+    // The workers running took its retained value as it came.
+    wait_until("its value at the workers", Duration::from_secs(5), || {
+        (0..4).all(|_| state(&rrb).1 == serde_json::json!({"config": "added"}))
+    });
+    let agent = agent_pid(&rrb).unwrap();
+    std::fs::write(&path, file).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    rrb.wait_for_log(
+        "reload: [agent] removed; stopping it",
+        Duration::from_secs(5),
+    );
+    assert!(status(&rrb)["agent"].is_null());
+    wait_until("the removed agent gone", Duration::from_secs(10), || {
+        !alive(agent as i32)
+    });
 }

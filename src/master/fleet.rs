@@ -411,6 +411,13 @@ impl Fleet {
         self.workers.get_mut(key)?.channel.as_mut()
     }
 
+    /// Live worker processes, the agent's not counted.
+    pub fn workers_alive(&self) -> usize {
+        (self.workers.iter())
+            .filter(|(_, w)| w.place != Place::Agent)
+            .count()
+    }
+
     /// Workers ready to serve (the agent serves nothing: not counted).
     pub fn ready_count(&self) -> usize {
         self.workers

@@ -96,8 +96,9 @@ pub enum MasterError {
     Control(#[from] ControlError),
     #[error("cannot set up the event loop: {0}")]
     EventLoop(io::Error),
-    #[error("gave up: no worker could be kept running (see the errors above)")]
-    GaveUp,
+    /// Every slot was given up, or the agent before it was ever ready: why.
+    #[error("gave up: {0} (see the errors above)")]
+    GaveUp(&'static str),
     /// The listening sockets the master was started with do not fit `listen`: a configuration
     /// error (exit 2).
     #[error("socket activation: {0}")]
@@ -492,7 +493,7 @@ impl Master {
             };
             if exit {
                 return if self.core.gave_up {
-                    Err(MasterError::GaveUp)
+                    Err(MasterError::GaveUp(self.core.gave_up_why()))
                 } else if let Some(reason) = self.upgrade_failed.take() {
                     Err(MasterError::Upgrade(reason))
                 } else {

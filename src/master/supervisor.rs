@@ -549,6 +549,15 @@ impl Supervisor {
         }
     }
 
+    /// Why the master gave up (with [`Supervisor::gave_up`]).
+    pub fn gave_up_why(&self) -> &'static str {
+        if self.fleet.agent.is_some() && !self.fleet.agent_started {
+            "the agent never became ready, so no worker was started"
+        } else {
+            "no worker could be kept running"
+        }
+    }
+
     // ---- stopping -----------------------------------------------------------------------------
 
     /// Graceful stop: stop accepting (the shell hands out what is queued, then calls

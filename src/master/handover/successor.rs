@@ -300,11 +300,16 @@ impl Master {
                         )
                     })
                     .unwrap_or_default();
+                let agent = if self.core.fleet.agent.is_some() {
+                    ", then its agent"
+                } else {
+                    ""
+                };
                 let message = format!(
-                    "{message}; pid {} stops: its {} worker(s) finish what they hold (at most \
-                     {:?})",
+                    "{message}; pid {} stops: its {} worker(s) finish what they hold{agent} (at \
+                     most {:?})",
                     std::process::id(),
-                    self.core.fleet.workers.len(),
+                    self.core.fleet.workers_alive(),
                     self.config.kill_timeout
                 );
                 for &key in &holds {
