@@ -1,5 +1,6 @@
 //! `rrbalancer top`: a live view of a running master, refreshed every second — one row per
-//! slot (state, pid, uptime, connections/s, un-acked, restarts, memory, CPU%) and totals.
+//! slot (state, pid, uptime, connections/s, un-acked, restarts, memory, CPU%), the agent's if
+//! there is one, and totals.
 //!
 //! It asks the master for its `status` each second; rates are differences between two samples
 //! of what the status says of each worker (connections handed, CPU time). On a terminal it draws on the alternate screen, reads keys unbuffered and
@@ -35,7 +36,8 @@ pub struct Sample {
 /// One row of the view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    pub slot: usize,
+    /// `None`: the agent's row.
+    pub slot: Option<usize>,
     pub pid: Option<i32>,
     pub state: String,
     pub uptime_secs: Option<f64>,
@@ -50,6 +52,14 @@ pub struct Row {
 /// worker not in the previous sample has no rate yet (0); one per slot-and-pid, the slot's
 /// empty rows after.
 pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
+    let agent = status.agent.as_ref();
+    let agent_seen = agent.and_then(|a| {
+        let seen = Seen {
+            handed: 0,
+            cpu: a.cpu_seconds,
+        };
+        Some((a.pid?, seen))
+    });
     let now: HashMap<i32, Seen> = status
         .workers
         .iter()
@@ -60,6 +70,7 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
             };
             (w.pid, seen)
         })
+        .chain(agent_seen)
         .collect();
     let elapsed = previous
         .at
@@ -81,7 +92,7 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
                 _ => (0.0, None),
             };
             Row {
-                slot: w.slot,
+                slot: Some(w.slot),
                 pid: Some(w.pid),
                 state: if w.role == "retiring" && w.state != "draining" {
                     format!("{} (retiring)", w.state)
@@ -97,8 +108,26 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
             }
         })
         .collect();
+    out.extend(agent.map(|a| {
+        let cpu_percent = (a
+            .pid
+            .and_then(|p| Some((now.get(&p)?.cpu?, previous.workers.get(&p)?.cpu?))))
+        .zip(elapsed)
+        .map(|((n, b), e)| ((n - b).max(0.0) / e) * 100.0);
+        Row {
+            slot: None,
+            pid: a.pid,
+            state: a.state.clone(),
+            uptime_secs: a.uptime_secs,
+            rate: 0.0,
+            unacked: 0,
+            restarts: a.restarts,
+            rss: a.rss_bytes,
+            cpu_percent,
+        }
+    }));
     out.extend(status.empty_slots.iter().map(|e| Row {
-        slot: e.slot,
+        slot: Some(e.slot),
         pid: None,
         state: e.state.clone(),
         uptime_secs: None,
@@ -108,7 +137,8 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
         rss: None,
         cpu_percent: None,
     }));
-    out.sort_by_key(|r| (r.slot, r.pid.is_none()));
+    // The agent last (it serves no slot).
+    out.sort_by_key(|r| (r.slot.unwrap_or(usize::MAX), r.pid.is_none()));
     previous.at = Some(at);
     previous.workers = now;
     out
@@ -142,7 +172,7 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             [
-                r.slot.to_string(),
+                r.slot.map_or_else(|| "agent".into(), |s| s.to_string()),
                 r.pid.map_or_else(dash, |p| p.to_string()),
                 r.state.clone(),
                 r.uptime_secs.map_or_else(dash, client::uptime),
@@ -290,7 +320,16 @@ mod tests {
             upgrade: None,
             workers: vec![worker(0, 10, handed[0]), worker(1, 11, handed[1])],
             empty_slots: vec![],
-            agent: None,
+            agent: Some(crate::control::AgentStatus {
+                state: "ready".into(),
+                pid: Some(12),
+                uptime_secs: Some(10.0),
+                restarts: 1,
+                rss_bytes: Some(1 << 20),
+                cpu_seconds: Some(cpu / 2.0),
+                last_causes: vec![],
+                others: vec![],
+            }),
         }
     }
 
@@ -311,7 +350,14 @@ mod tests {
         assert_eq!(rows1[0].rate, 100.0);
         assert_eq!(rows1[1].rate, 50.0);
         assert_eq!(rows1[0].cpu_percent, Some(25.0));
+        // The agent's row last: no slot, no connections, its own CPU.
+        assert_eq!((rows1[2].slot, rows1[2].pid), (None, Some(12)));
+        assert_eq!((rows1[2].rate, rows1[2].cpu_percent), (0.0, Some(12.5)));
         let view = render(&second, &rows1);
+        assert!(
+            view.lines().any(|l| l.starts_with("agent  12   ready")),
+            "{view}"
+        );
         assert!(view.contains("workers 2/2 ready"), "{view}");
         let total = view.lines().find(|l| l.starts_with("total")).unwrap();
         assert!(total.contains("150"), "{total}");
