@@ -23,6 +23,12 @@
 //! }
 //! ```
 //!
+//! Messages (docs/PROTOCOL.md, "Messages"): a worker that calls [`Channel::subscribe`] gets
+//! [`Event::Message`]s from [`Channel::recv`] — the retained values first, then
+//! [`Event::Subscribed`], then each message relayed to it — and sends with
+//! [`Channel::send_message`]. The agent (`[agent]`, [`is_agent`]) uses the same channel and is
+//! never sent a connection.
+//!
 //! An event-loop worker sets the channel non-blocking ([`Channel::set_nonblocking`]), registers
 //! its fd ([`AsRawFd`]) with mio or epoll for readability, and calls [`Channel::recv`] until it
 //! returns [`Event::WouldBlock`]. See `src/demo_worker.rs` for a complete one.
@@ -88,6 +94,8 @@ pub struct Channel {
     cmsg: Vec<u8>,
     out: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// It said `subscribe`: messages may come.
+    subscribed: bool,
 }
 
 /// What the master said.
@@ -95,6 +103,18 @@ pub struct Channel {
 pub enum Event {
     /// New connections, in the order the master accepted them.
     Conns(Vec<Connection>),
+    /// A message relayed by the master (after [`Channel::subscribe`]).
+    Message {
+        /// Who sent it: `agent`, `control` (`rrbalancer send`) or a slot number.
+        from: String,
+        /// The key it is the current value of, if it is retained.
+        retain: Option<String>,
+        /// One JSON value, compact.
+        body: String,
+    },
+    /// After [`Channel::subscribe`]: every retained value has arrived. Say `ready` now to serve
+    /// with the current state.
+    Subscribed,
     /// Finish the connections you have and exit. Nothing more will come.
     Stop,
     /// The master is gone (the channel closed): finish up and exit.
@@ -176,7 +196,38 @@ impl Channel {
             cmsg: vec![0; sys::cmsg_space(MAX_FDS_PER_MESSAGE)],
             out: Vec::with_capacity(32),
             fds: Vec::with_capacity(MAX_FDS_PER_MESSAGE),
+            subscribed: false,
         }
+    }
+
+    /// Takes messages from now on: the master sends every retained value ([`Event::Message`]s),
+    /// then [`Event::Subscribed`], then each message relayed to this worker. Say it before
+    /// `ready` and read until `Subscribed` to serve with the current state from the first
+    /// connection. ([`Channel::incoming`] passes over messages: read them with
+    /// [`Channel::recv`].)
+    pub fn subscribe(&mut self) -> io::Result<()> {
+        if !self.subscribed {
+            self.buf = vec![0; protocol::MAX_RELAY_MESSAGE_LEN].into_boxed_slice();
+            self.subscribed = true;
+        }
+        self.send(WorkerMessage::Subscribe)
+    }
+
+    /// Sends `json` (one JSON value, at most 64 KiB compact) through the master `to` `"all"`
+    /// workers, `"agent"`, or a slot number; with `retain`, also as the current value of that
+    /// key (to `"all"` only) for every worker started later. The master checks it: anything
+    /// malformed is a protocol violation, and this worker is replaced.
+    pub fn send_message(&mut self, to: &str, retain: Option<&str>, json: &str) -> io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(b"send ");
+        self.out.extend_from_slice(to.as_bytes());
+        if let Some(key) = retain {
+            self.out.push(b' ');
+            self.out.extend_from_slice(key.as_bytes());
+        }
+        self.out.push(b'\n');
+        self.out.extend_from_slice(json.as_bytes());
+        self.send_out()
     }
 
     /// Tells the master we serve: it starts routing to us now.
@@ -258,10 +309,14 @@ impl Channel {
         }
         match protocol::parse_master_message(&self.buf[..received.len], self.fds.len())? {
             MasterMessage::Stop => Ok(Event::Stop),
-            // Sent only to a worker that said `subscribe`, which this one never does.
-            MasterMessage::Message { .. } | MasterMessage::Subscribed => Err(
+            // Sent only to a worker that said `subscribe`.
+            MasterMessage::Message { .. } | MasterMessage::Subscribed if !self.subscribed => Err(
                 ProtocolError::UnknownVerb("message (this worker did not subscribe)".into()).into(),
             ),
+            MasterMessage::Message { from, retain, body } => {
+                Ok(Event::Message { from, retain, body })
+            }
+            MasterMessage::Subscribed => Ok(Event::Subscribed),
             MasterMessage::Conn(infos) => {
                 let mut conns = Vec::with_capacity(infos.len());
                 for (info, fd) in infos.into_iter().zip(self.fds.drain(..)) {
@@ -290,6 +345,11 @@ impl Channel {
 
     fn send(&mut self, message: WorkerMessage) -> io::Result<()> {
         protocol::encode_worker_message(message, &mut self.out);
+        self.send_out()
+    }
+
+    /// Sends what `out` holds, as one message.
+    fn send_out(&mut self) -> io::Result<()> {
         loop {
             match sys::send_with_fds(
                 self.socket.as_fd(),
@@ -371,6 +431,8 @@ impl Iterator for Incoming<'_> {
                     self.queue.extend(conns);
                 }
                 Ok(Event::Stop | Event::Closed) => self.done = true,
+                // Not connections (see `Channel::subscribe`).
+                Ok(Event::Message { .. } | Event::Subscribed) => {}
                 Ok(Event::WouldBlock) => {
                     if let Err(e) = wait_readable(&self.channel.socket) {
                         return Some(Err(e.into()));
@@ -425,6 +487,11 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
             })
         })
         .collect()
+}
+
+/// Whether this process is the agent (`[agent]`: `RRB_AGENT=1`), which serves no connection.
+pub fn is_agent() -> bool {
+    std::env::var_os("RRB_AGENT").is_some_and(|v| v == "1")
 }
 
 /// This worker's slot number (`RRB_WORKER_ID`), 0 when not under rrbalancer.
@@ -509,5 +576,67 @@ impl Drain {
 impl Default for Drain {
     fn default() -> Self {
         Drain::new(Drain::DEFAULT_GRACE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{MsgFlags, recv, send};
+
+    fn say(master: &OwnedFd, bytes: &[u8]) {
+        send(master.as_raw_fd(), bytes, MsgFlags::empty()).unwrap();
+    }
+
+    fn heard(master: &OwnedFd) -> Vec<u8> {
+        let mut buf = vec![0; 128 * 1024];
+        let n = recv(master.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_subscribed_worker_gets_messages_up_to_the_bound_and_sends_them_framed() {
+        let (master, worker) = sys::seqpacket_pair().unwrap();
+        let mut channel = Channel::from_fd(worker);
+        // Unasked, a message breaks the protocol.
+        say(&master, b"message agent config\n{\"a\":1}");
+        assert!(matches!(channel.recv(), Err(WorkerError::Protocol(_))));
+
+        channel.subscribe().unwrap();
+        assert_eq!(heard(&master), b"subscribe\n");
+        // The largest body the master relays (64 KiB) fits.
+        let body = format!("\"{}\"", "x".repeat(64 * 1024 - 2));
+        say(&master, format!("message 2 big\n{body}").as_bytes());
+        match channel.recv().unwrap() {
+            Event::Message {
+                from,
+                retain,
+                body: got,
+            } => assert_eq!(
+                (from.as_str(), retain.as_deref(), got),
+                ("2", Some("big"), body)
+            ),
+            other => panic!("{other:?}"),
+        }
+        say(&master, b"message control\n[1,2]");
+        assert!(matches!(
+            channel.recv().unwrap(),
+            Event::Message { retain: None, .. }
+        ));
+        say(&master, b"subscribed\n");
+        assert!(matches!(channel.recv().unwrap(), Event::Subscribed));
+
+        channel
+            .send_message("all", Some("config"), r#"{"v":1}"#)
+            .unwrap();
+        let sent = heard(&master);
+        let request = protocol::parse_send(&sent).unwrap().unwrap();
+        assert_eq!(
+            (request.to, request.retain, request.body),
+            ("all", Some("config"), r#"{"v":1}"#)
+        );
+        channel.send_message("agent", None, "42").unwrap();
+        assert_eq!(heard(&master), b"send agent\n42");
     }
 }
