@@ -1547,6 +1547,13 @@ pub fn validate(
                 quoted(&path.display().to_string())
             )));
         }
+        if let Some(blocker) = path.and_then(|p| not_a_directory_above(p)) {
+            return Err(ConfigError::Setting(format!(
+                "{name}: key `{key}`: {} cannot be created: {} is not a directory",
+                quoted(&path.map(|p| p.display().to_string()).unwrap_or_default()),
+                blocker.display()
+            )));
+        }
     }
 
     Ok(Config {
@@ -1672,6 +1679,24 @@ fn agent_config(
         ready_delay: duration(file.ready_delay, "agent.ready_delay")?,
         ready_timeout: duration(file.ready_timeout, "agent.ready_timeout")?,
     })
+}
+
+/// The nearest existing ancestor of `path`, if it is not a directory: no file can be created
+/// there, by anyone (`/dev/null/x.log`). Whether one may write there depends on the user the
+/// master runs as, which `check` may not be: that is the master's to report.
+fn not_a_directory_above(path: &Path) -> Option<PathBuf> {
+    let existing = path
+        .ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())?;
+    (!existing.is_dir()).then(|| existing.to_path_buf())
 }
 
 /// Whether `path` names a directory rather than a file: it ends with `/`, or is one already.
@@ -2081,6 +2106,19 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         load_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_created_under_a_non_directory_is_refused_naming_its_key() {
+        let e = error_of("[log]\nmaster_log = \"/dev/null/dir/master.log\"\n");
+        assert!(
+            e.contains("key `log.master_log`") && e.contains("/dev/null is not a directory"),
+            "{e}"
+        );
+        let e = error_of("[control]\npid_file = \"/dev/null/x.pid\"\n");
+        assert!(e.contains("key `control.pid_file`"), "{e}");
+        // A directory still to be made is the master's to make.
+        assert!(load_str("[log]\nstdout = \"/tmp/rrb-not-yet/a/b/out.log\"\n").is_ok());
     }
 
     #[test]

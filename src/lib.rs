@@ -168,9 +168,11 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
         // Detached already: our stderr is the log the old master writes to.
         let path = config.log.master_log.clone().expect("set above");
         if let Err(e) = master::redirect_stderr(&path) {
-            log::error!("cannot open the log file: {e}");
+            log::error!("cannot open the log file (key `log.master_log`): {e}");
             if let Some(reporter) = &reporter {
-                reporter.fail(&format!("cannot open the log file: {e}"));
+                reporter.fail(&format!(
+                    "cannot open the log file (key `log.master_log`): {e}"
+                ));
             }
             return ExitCode::from(EXIT_RUNTIME);
         }
@@ -184,7 +186,7 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
         let log = match master::open_log(&log_path) {
             Ok(log) => log,
             Err(e) => {
-                log::error!("cannot open the log file: {e}");
+                log::error!("cannot open the log file (key `log.master_log`): {e}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
@@ -202,7 +204,7 @@ fn serve(cli: &Cli, daemon: bool) -> ExitCode {
         let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
         eprintln!("rrbalancer: logging to {}", path.display());
         if let Err(e) = master::redirect_stderr(path) {
-            log::error!("cannot open the log file: {e}");
+            log::error!("cannot open the log file (key `log.master_log`): {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
         report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Write>);

@@ -423,7 +423,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
                     "{key} = {}",
                     toml_string(&format!("{d}/{key}.log"))
                 )),
-                1 if g.hostile => line(format!("{key} = \"/nonexistent/dir/{key}.log\"")),
+                1 if g.hostile => line(format!("{key} = \"/dev/null/dir/{key}.log\"")),
                 _ => {}
             }
         }
