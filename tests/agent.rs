@@ -197,9 +197,15 @@ fn a_killed_agent_is_restarted_and_a_reload_replaces_it_first_while_workers_serv
 
 #[test]
 fn an_agent_that_never_becomes_ready_stops_the_master_before_any_worker_starts() {
-    let config = "workers = 2\n[agent]\nexec = \"sh\"\nargs = [\"-c\", \"exit 3\"]\n\
-                  [restart]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\n";
-    let mut rrb = Rrb::start(config, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let paged = dir.path().join("paged");
+    let config = format!(
+        "workers = 2\n[agent]\nexec = \"sh\"\nargs = [\"-c\", \"exit 3\"]\n\
+         [restart]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\n\
+         on_giveup = \"echo $RRB_GIVEUP_SLOT > '{}'\"\n",
+        paged.display()
+    );
+    let mut rrb = Rrb::start(&config, 0);
     let status = rrb
         .wait_exit(Duration::from_secs(10))
         .expect("the master exits");
@@ -211,6 +217,10 @@ fn an_agent_that_never_becomes_ready_stops_the_master_before_any_worker_starts()
         "{log}"
     );
     assert!(!log.contains("worker started slot="), "{log}");
+    // Someone was paged, told it was the agent.
+    wait_until("on_giveup", Duration::from_secs(5), || {
+        std::fs::read_to_string(&paged).is_ok_and(|t| t == "agent\n")
+    });
 }
 
 /// A `redis-server` from the distribution's package on a free loopback port, killed (with its
