@@ -242,11 +242,15 @@ fn check_unix_path(path: &Path) -> Result<(), String> {
 
 /// Strings that `execve` cannot pass: a NUL byte anywhere, an environment name that is empty
 /// or holds `=` (the worker would see another variable).
-fn check_exec_strings(args: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
+fn check_exec_strings(
+    section: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
     if let Some(i) = args.iter().position(|a| a.contains('\0')) {
         return Err(format!(
-            "key `worker.args`: argument {} ({}) contains a NUL byte, which no program can be \
-             given",
+            "key `{section}.args`: argument {} ({}) contains a NUL byte, which no program can \
+             be given",
             i + 1,
             quoted(&args[i])
         ));
@@ -254,13 +258,13 @@ fn check_exec_strings(args: &[String], env: &BTreeMap<String, String>) -> Result
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(format!(
-                "key `worker.env`: {} is not a variable name (empty, or with `=` or a NUL byte)",
+                "key `{section}.env`: {} is not a variable name (empty, or with `=` or a NUL byte)",
                 quoted(k)
             ));
         }
         if v.contains('\0') {
             return Err(format!(
-                "key `worker.env`: the value of {} contains a NUL byte, which no program can \
+                "key `{section}.env`: the value of {} contains a NUL byte, which no program can \
                  be given",
                 quoted(k)
             ));
@@ -271,7 +275,11 @@ fn check_exec_strings(args: &[String], env: &BTreeMap<String, String>) -> Result
 
 /// Whether a worker's arguments and environment (with the master's own, which it inherits) fit
 /// in what `execve` accepts: the system's `ARG_MAX` in all, and 128 KiB per string on Linux.
-fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
+fn check_exec_size(
+    section: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
     const MAX_ARG_STRLEN: usize = 128 * 1024;
     let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
         .ok()
@@ -280,7 +288,7 @@ fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<()
     let pointer = std::mem::size_of::<usize>();
     if let Some(long) = args.iter().find(|a| a.len() >= MAX_ARG_STRLEN) {
         return Err(format!(
-            "key `worker.args`: an argument of {} bytes ({}) is longer than one argument may be \
+            "key `{section}.args`: an argument of {} bytes ({}) is longer than one argument may be \
              ({MAX_ARG_STRLEN} bytes)",
             long.len(),
             quoted(long)
@@ -291,7 +299,7 @@ fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<()
         .find(|(k, v)| k.len() + v.len() + 1 >= MAX_ARG_STRLEN)
     {
         return Err(format!(
-            "key `worker.env`: {} is {} bytes, longer than one variable may be ({MAX_ARG_STRLEN} \
+            "key `{section}.env`: {} is {} bytes, longer than one variable may be ({MAX_ARG_STRLEN} \
              bytes)",
             quoted(k),
             k.len() + v.len() + 1
@@ -307,7 +315,7 @@ fn check_exec_size(args: &[String], env: &BTreeMap<String, String>) -> Result<()
             .sum::<usize>();
     if inherited + ours > arg_max {
         return Err(format!(
-            "keys `worker.args` and `worker.env`: {} arguments and {} variables take {} bytes \
+            "keys `{section}.args` and `{section}.env`: {} arguments and {} variables take {} bytes \
              with rrbalancer's own environment ({inherited} bytes); the system starts no program \
              with more than {arg_max} (ARG_MAX)",
             args.len(),
@@ -430,7 +438,7 @@ pub struct FileConfig {
     pub backlog: Spanned<u32>,
     pub worker: FileWorker,
     /// `[agent]`: an optional process that serves no connections, only messages.
-    pub agent: Option<FileAgent>,
+    pub agent: Option<Spanned<FileAgent>>,
     pub dispatch: FileDispatch,
     pub shutdown: FileShutdown,
     pub restart: FileRestart,
@@ -497,7 +505,7 @@ pub struct FileWorker {
 /// readiness, graceful stop, captured output); it gets no connection, starts before the workers
 /// and stops after them, and its messages go to every worker (docs/PROTOCOL.md "Messages").
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a table of [agent] keys")]
 pub struct FileAgent {
     /// Program to run, found as `[worker] exec` is. Required.
     pub exec: Option<Spanned<String>>,
@@ -852,13 +860,7 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Absolute path of the program.
-    pub program: PathBuf,
-    /// `argv[0]` and `argv[1..]`.
-    pub arg0: OsString,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
+    pub command: Command,
     pub protocol: Protocol,
     /// The window: sockets the worker may hold un-acked (1 for Node workers).
     pub max_unacked: usize,
@@ -869,15 +871,30 @@ pub struct WorkerConfig {
     pub node: NodeMessages,
 }
 
-/// `[agent]`, validated.
+/// What a process is started with: `[worker]`'s or `[agent]`'s `exec`, `args`, `env`, `cwd`,
+/// resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentConfig {
+pub struct Command {
     /// Absolute path of the program.
     pub program: PathBuf,
+    /// `argv[0]` and `argv[1..]`.
     pub arg0: OsString,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+}
+
+impl Command {
+    /// The built-in demo worker (`[worker]` without `exec`).
+    pub fn is_demo(&self) -> bool {
+        self.arg0 == "rrbalancer" && self.args.first().is_some_and(|a| a == "demo-worker")
+    }
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub command: Command,
     /// `Native` or `Node`.
     pub protocol: Protocol,
     pub ready: Readiness,
@@ -953,7 +970,7 @@ impl Config {
                 p.display().to_string()
             });
         if self.mode().socket_activation() {
-            if let Some(arg) = self.worker.args.iter().find(|a| a.contains("fd://")) {
+            if let Some(arg) = (self.worker.command.args.iter()).find(|a| a.contains("fd://")) {
                 warnings.push(format!(
                     "{name}: key `worker.args`: {} names a descriptor, while the workers also \
                      get LISTEN_FDS: a server that reads LISTEN_FDS itself (gunicorn) then opens \
@@ -991,25 +1008,28 @@ impl Config {
         top.insert("sched_policy".into(), text(self.sched_policy.as_str()));
         top.insert("backlog".into(), int(self.backlog.into()));
 
-        let w = &self.worker;
-        let mut worker = Table::new();
-        // The built-in demo worker is written as what selects it: no `exec`.
-        let demo = w.arg0 == "rrbalancer" && w.args.first().is_some_and(|a| a == "demo-worker");
-        let args = if demo {
-            &w.args[1..]
-        } else {
-            worker.insert("exec".into(), path(&w.program));
-            &w.args[..]
+        // `exec`, `args`, `env`, `cwd`; the built-in demo worker is written as what selects it:
+        // no `exec`.
+        let command = |c: &Command| {
+            let mut table = Table::new();
+            let args = if c.is_demo() {
+                &c.args[1..]
+            } else {
+                table.insert("exec".into(), path(&c.program));
+                &c.args[..]
+            };
+            let args = args.iter().map(|a| text(a)).collect();
+            table.insert("args".into(), Value::Array(args));
+            let env = c.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+            table.insert("env".into(), Value::Table(env));
+            if let Some(cwd) = &c.cwd {
+                table.insert("cwd".into(), path(cwd));
+            }
+            table
         };
-        worker.insert(
-            "args".into(),
-            Value::Array(args.iter().map(|a| text(a)).collect()),
-        );
-        let env = w.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-        worker.insert("env".into(), Value::Table(env));
-        if let Some(cwd) = &w.cwd {
-            worker.insert("cwd".into(), path(cwd));
-        }
+
+        let w = &self.worker;
+        let mut worker = command(&w.command);
         worker.insert("protocol".into(), text(w.protocol.as_str()));
         if !w.protocol.is_node() {
             worker.insert("max_unacked".into(), int(w.max_unacked as u64));
@@ -1033,17 +1053,7 @@ impl Config {
         top.insert("worker".into(), Value::Table(worker));
 
         if let Some(a) = &self.agent {
-            let mut agent = Table::new();
-            agent.insert("exec".into(), path(&a.program));
-            agent.insert(
-                "args".into(),
-                Value::Array(a.args.iter().map(|s| text(s)).collect()),
-            );
-            let env = a.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-            agent.insert("env".into(), Value::Table(env));
-            if let Some(cwd) = &a.cwd {
-                agent.insert("cwd".into(), path(cwd));
-            }
+            let mut agent = command(&a.command);
             agent.insert("protocol".into(), text(a.protocol.as_str()));
             agent.insert("ready".into(), text(a.ready.as_str()));
             agent.insert("ready_delay".into(), duration(a.ready_delay));
@@ -1335,11 +1345,15 @@ pub fn validate(
         ));
     }
 
-    let cwd = working_dir(file.worker.cwd, dir, "worker.cwd", &invalid)?;
-
-    check_exec_strings(&file.worker.args, &file.worker.env)
-        .and_then(|()| check_exec_size(&file.worker.args, &file.worker.env))
-        .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
+    let command = command_config(
+        "worker",
+        file.worker.exec,
+        file.worker.args,
+        file.worker.env,
+        file.worker.cwd,
+        (name, dir),
+        &invalid,
+    )?;
     if let Some(command) = file
         .restart
         .on_giveup
@@ -1351,24 +1365,6 @@ pub fn validate(
             quoted(command)
         )));
     }
-    let (program, arg0, args) = match file.worker.exec {
-        Some(exec) => {
-            let span = exec.span();
-            let exec = exec.into_inner();
-            let base = cwd.as_deref().or(dir);
-            let program = resolve_program(&exec, base)
-                .map_err(|message| invalid(span, "worker.exec", message))?;
-            (program, OsString::from(&exec), file.worker.args)
-        }
-        None => {
-            let me = std::env::current_exe().map_err(|e| {
-                ConfigError::Setting(format!("cannot find rrbalancer's own binary: {e}"))
-            })?;
-            let mut args = vec!["demo-worker".to_owned()];
-            args.extend(file.worker.args);
-            (me, OsString::from("rrbalancer"), args)
-        }
-    };
 
     let metrics = match file.metrics.listen {
         Some(listen) => {
@@ -1463,7 +1459,11 @@ pub fn validate(
     };
     let recycle = recycle_config(file.recycle, sched_policy, &invalid)?;
     let agent = match file.agent {
-        Some(agent) => Some(agent_config(agent, name, dir, &duration, &invalid)?),
+        Some(agent) => {
+            let span = agent.span();
+            let agent = agent.into_inner();
+            Some(agent_config(agent, span, name, dir, &duration, &invalid)?)
+        }
         None => None,
     };
     let ready_delay = duration(file.worker.ready_delay, "worker.ready_delay")?;
@@ -1564,11 +1564,7 @@ pub fn validate(
         policy_source,
         backlog,
         worker: WorkerConfig {
-            program,
-            arg0,
-            args,
-            env: file.worker.env.into_iter().collect(),
-            cwd,
+            command,
             protocol: file.worker.protocol,
             max_unacked,
             ack_timeout,
@@ -1588,6 +1584,52 @@ pub fn validate(
         control,
         metrics,
         log,
+    })
+}
+
+/// `[worker]`'s or `[agent]`'s program, arguments, environment and directory, checked: what
+/// `execve` cannot pass is refused, the program is found (from `cwd`, else the config file's
+/// directory, else `PATH`). `[worker]` without `exec` runs the built-in demo worker.
+fn command_config(
+    section: &str,
+    exec: Option<Spanned<String>>,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: Option<Spanned<PathBuf>>,
+    (name, dir): (&str, Option<&Path>),
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Command, ConfigError> {
+    let cwd = working_dir(cwd, dir, &format!("{section}.cwd"), invalid)?;
+    check_exec_strings(section, &args, &env)
+        .and_then(|()| check_exec_size(section, &args, &env))
+        .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
+    let (program, arg0, args) = match exec {
+        Some(exec) => {
+            let span = exec.span();
+            let exec = exec.into_inner();
+            if exec.is_empty() && section == "worker" {
+                let why = "is empty (name a program, or remove the key for the demo worker)";
+                return Err(invalid(span, "worker.exec", why.into()));
+            }
+            let program = resolve_program(&exec, cwd.as_deref().or(dir))
+                .map_err(|message| invalid(span, &format!("{section}.exec"), message))?;
+            (program, OsString::from(&exec), args)
+        }
+        None => {
+            let me = std::env::current_exe().map_err(|e| {
+                ConfigError::Setting(format!("cannot find rrbalancer's own binary: {e}"))
+            })?;
+            let mut demo = vec!["demo-worker".to_owned()];
+            demo.extend(args);
+            (me, OsString::from("rrbalancer"), demo)
+        }
+    };
+    Ok(Command {
+        program,
+        arg0,
+        args,
+        env: env.into_iter().collect(),
+        cwd,
     })
 }
 
@@ -1624,6 +1666,7 @@ type CheckDuration<'a> = dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration
 /// bounds; and a protocol an agent can speak.
 fn agent_config(
     file: FileAgent,
+    span: Range<usize>,
     name: &str,
     dir: Option<&Path>,
     duration: &CheckDuration<'_>,
@@ -1640,20 +1683,22 @@ fn agent_config(
                 .into(),
         ));
     }
-    let cwd = working_dir(file.cwd, dir, "agent.cwd", invalid)?;
-    check_exec_strings(&file.args, &file.env)
-        .and_then(|()| check_exec_size(&file.args, &file.env))
-        .map_err(|e| ConfigError::Setting(format!("{name}: [agent]: {e}")))?;
-    let Some(exec) = file.exec else {
-        return Err(ConfigError::Setting(format!(
-            "{name}: key `agent.exec`: [agent] needs the program to run (e.g. exec = \"node\", \
-             args = [\"agent.js\"])"
-        )));
-    };
-    let span = exec.span();
-    let exec = exec.into_inner();
-    let program = resolve_program(&exec, cwd.as_deref().or(dir))
-        .map_err(|message| invalid(span, "agent.exec", message))?;
+    if file.exec.is_none() {
+        return Err(invalid(
+            span,
+            "agent.exec",
+            "[agent] needs the program to run (e.g. exec = \"node\", args = [\"agent.js\"])".into(),
+        ));
+    }
+    let command = command_config(
+        "agent",
+        file.exec,
+        file.args,
+        file.env,
+        file.cwd,
+        (name, dir),
+        invalid,
+    )?;
     let ready = match file.ready {
         None if protocol == Protocol::Node => Readiness::Start,
         None => Readiness::Message,
@@ -1669,11 +1714,7 @@ fn agent_config(
         Some(r) => r.into_inner(),
     };
     Ok(AgentConfig {
-        program,
-        arg0: OsString::from(&exec),
-        args: file.args,
-        env: file.env.into_iter().collect(),
-        cwd,
+        command,
         protocol,
         ready,
         ready_delay: duration(file.ready_delay, "agent.ready_delay")?,
@@ -1842,7 +1883,7 @@ pub fn is_executable_file(path: &Path) -> bool {
 /// `cwd`, else the config file's directory), so a config file works from anywhere.
 fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
     if exec.is_empty() {
-        return Err("is empty (name a program, or remove the key for the demo worker)".into());
+        return Err("is empty: name a program".into());
     }
     if exec.contains('/') {
         let path = Path::new(exec);
@@ -1975,7 +2016,7 @@ mod tests {
             first.policy_source = again.policy_source; // now written in the file
             // `exec` is printed as the program's absolute path (so the text loads from any
             // directory), which then is also its argv[0].
-            first.worker.arg0 = again.worker.arg0.clone();
+            first.worker.command.arg0 = again.worker.command.arg0.clone();
             assert_eq!(format!("{first:?}"), format!("{again:?}"), "{printed}");
         }
     }
@@ -2134,6 +2175,10 @@ mod tests {
         assert!(e.contains("key `agent.ready`"), "{e}");
         let e = error_of("[agent]\nexec = \"no-such-program-rrb\"\n");
         assert!(e.contains("key `agent.exec`"), "{e}");
+        let e = error_of("[agent]\nexec = \"sh\"\nargs = [\"a\\u0000b\"]\n");
+        assert!(e.contains("key `agent.args`"), "{e}");
+        let e = error_of("[agent]\nexec = \"sh\"\ncwd = \"/nonexistent/dir\"\n");
+        assert!(e.contains("key `agent.cwd`"), "{e}");
         let node = load_str("[agent]\nexec = \"sh\"\nprotocol = \"node\"\n").unwrap();
         let agent = node.agent.clone().unwrap();
         assert_eq!(
@@ -2143,15 +2188,10 @@ mod tests {
         // `check` prints it, and what it prints loads back the same.
         let text = node.to_toml();
         assert!(text.contains("[agent]"), "{text}");
-        let back = load_str(&text).unwrap().agent.unwrap();
+        let mut back = load_str(&text).unwrap().agent.unwrap();
         // (`exec` is written as the absolute path it resolved to: argv[0] says that.)
-        assert_eq!(
-            AgentConfig {
-                arg0: agent.arg0.clone(),
-                ..back
-            },
-            agent
-        );
+        back.command.arg0 = agent.command.arg0.clone();
+        assert_eq!(back, agent);
         assert!(load_str("").unwrap().agent.is_none());
     }
 
@@ -2232,7 +2272,7 @@ mod tests {
         assert_eq!(config.policy_source, PolicySource::Default);
         assert_eq!(config.backlog, 511);
         assert_eq!(config.kill_timeout, Duration::from_secs(5));
-        assert_eq!(config.worker.args, vec!["demo-worker"]);
+        assert_eq!(config.worker.command.args, vec!["demo-worker"]);
         assert!(config.workers >= 1);
     }
 
@@ -2267,8 +2307,8 @@ mod tests {
         assert_eq!(config.sched_policy, SchedPolicy::None);
         assert_eq!(config.policy_source, PolicySource::File);
         assert_eq!(config.kill_timeout, Duration::from_millis(500));
-        assert!(config.worker.program.is_absolute());
-        assert_eq!(config.worker.env, vec![("A".into(), "1".into())]);
+        assert!(config.worker.command.program.is_absolute());
+        assert_eq!(config.worker.command.env, vec![("A".into(), "1".into())]);
         assert_eq!(config.restart.max_restarts, 3);
     }
 

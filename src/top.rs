@@ -152,7 +152,8 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
         .filter(|w| w.role == "current" && w.state.starts_with("ready"))
         .count();
     let total: f64 = rows.iter().map(|r| r.rate).sum();
-    let cpu: f64 = rows.iter().filter_map(|r| r.cpu_percent).sum();
+    // (From +0.0: `sum` of nothing is -0.0, shown as "-0.0" on the first sample.)
+    let cpu: f64 = (rows.iter().filter_map(|r| r.cpu_percent)).fold(0.0, |a, b| a + b);
     let rss: u64 = rows.iter().filter_map(|r| r.rss).sum();
     let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
     let mut out = format!(
@@ -339,6 +340,9 @@ mod tests {
         let mut previous = Sample::default();
         let first = status([100, 50], 1.0);
         let rows0 = rows(&first, t0, &mut previous);
+        let total = render(&first, &rows0);
+        let total = total.lines().find(|l| l.starts_with("total")).unwrap();
+        assert!(total.ends_with(" 0.0"), "no CPU% yet: {total}");
         assert!(
             rows0
                 .iter()

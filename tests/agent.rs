@@ -183,7 +183,7 @@ fn a_killed_agent_is_restarted_and_a_reload_replaces_it_first_while_workers_serv
     let second = agent_pid(&rrb).unwrap();
     let (code, out, err) = rrb.ctl(&["reload"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("3 worker(s) replaced"), "{out}");
+    assert!(out.contains("2 worker(s) and the agent replaced"), "{out}");
     let third = agent_pid(&rrb).unwrap();
     assert_ne!(second, third, "a new agent");
     let log = rrb.log();
@@ -499,4 +499,48 @@ fn a_reload_starts_an_agent_the_file_now_has_and_stops_one_it_no_longer_has() {
     wait_until("the removed agent gone", Duration::from_secs(10), || {
         !alive(agent as i32)
     });
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after "pid (comm) ".
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_master_waits_for_its_agent_without_spinning_and_restarts_it_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), "1").unwrap();
+    // The agent takes 1.5 s to get ready: the master waits, asleep, before starting workers.
+    let config = config(2, dir.path(), 0).replacen(
+        "[agent]\nexec = \"python3\"\nargs = [",
+        "[agent]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 1.5; exec python3 \\\"$@\\\"\", \"sh\", ",
+        1,
+    );
+    assert!(config.contains("sleep 1.5"), "{config}");
+    let rrb = Rrb::start(&config, 0);
+    let before = cpu_ticks(rrb.pid());
+    std::thread::sleep(Duration::from_millis(1000));
+    let spent = cpu_ticks(rrb.pid()) - before;
+    // A loop that does not sleep burns ~100 ticks a second.
+    assert!(
+        spent < 20,
+        "the master used {spent} ticks in 1 s while waiting"
+    );
+    let (_, text, _) = rrb.ctl(&["status"]);
+    assert!(text.contains("waiting for the agent"), "{text}");
+    rrb.wait_ready(1 + 2);
+
+    // Killed, the agent is back without anything else waking the master (no request, no
+    // status): its restart has a deadline of its own.
+    let agent = agent_pid(&rrb).unwrap() as i32;
+    let workers = 2;
+    // SAFETY: a process this test's master started.
+    unsafe { libc::kill(agent, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(2500)); // 1.5 s of it the new agent's own start
+    let children = common::children_of(rrb.pid());
+    assert_eq!(children.len(), workers + 1, "{children:?}");
+    assert!(!children.contains(&agent));
 }

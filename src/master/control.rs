@@ -522,6 +522,8 @@ impl Master {
                 slot,
                 state: if s.given_up {
                     "given up".to_owned()
+                } else if !self.core.fleet.may_start_slots() {
+                    "waiting for the agent".to_owned()
                 } else if let Some(at) = s.start_at {
                     format!("restarting in {:.1?}", at.saturating_duration_since(now))
                 } else {

@@ -8,10 +8,9 @@
 //! at the end (scaling), so a detached worker's slot number may no longer exist.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
 use super::recycle::{self, Limits};
 use super::restart::RestartTracker;
-use crate::config::Config;
+use crate::config::{Command, Config};
 use crate::sys;
 
 /// Notes of one worker logged at info level; the rest at debug.
@@ -278,6 +277,21 @@ impl Fleet {
         }
     }
 
+    /// When a slot or the agent is next due to (re)start: a place with neither a current
+    /// worker nor a candidate (one whose candidate is starting waits for it: it takes the place
+    /// when ready, or the place is empty once it failed). A slot's start counts only once the
+    /// agent (if any) has been ready; the agent's own (re)start always does. A start time
+    /// already past that the clock's next look would not act on must not be returned: the
+    /// master's loop would wake for it again and again.
+    pub fn next_start(&self) -> Option<Instant> {
+        (self.slots.iter())
+            .filter(|_| self.may_start_slots())
+            .chain(&self.agent)
+            .filter(|s| s.current.is_none() && s.candidate.is_none())
+            .filter_map(|s| s.start_at)
+            .min()
+    }
+
     /// No slot, nor the agent, is to start again (stopping).
     pub fn start_nothing(&mut self) {
         for slot in self.slots.iter_mut().chain(self.agent.as_mut()) {
@@ -368,6 +382,7 @@ impl Fleet {
             return None;
         }
         slot.candidate = None;
+        slot.start_at = None; // served again: nothing to start
         slot.current.replace(key)
     }
 
@@ -466,10 +481,7 @@ pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsS
 
 /// What is started for a place: `[worker]` for a slot, `[agent]` for the agent.
 struct Launch<'a> {
-    program: &'a Path,
-    arg0: &'a OsStr,
-    args: &'a [String],
-    cwd: Option<&'a Path>,
+    command: &'a Command,
     /// Its channel speaks Node's IPC (else the native protocol).
     node: bool,
     /// Node's cluster protocol (workers only).
@@ -489,10 +501,7 @@ impl<'a> Launch<'a> {
             Place::Slot(_) => {
                 let (w, mode) = (&config.worker, config.mode());
                 Ok(Launch {
-                    program: &w.program,
-                    arg0: &w.arg0,
-                    args: &w.args,
-                    cwd: w.cwd.as_deref(),
+                    command: &w.command,
                     node: mode.node(),
                     cluster: mode.cluster(),
                     activation: mode.socket_activation(),
@@ -506,10 +515,7 @@ impl<'a> Launch<'a> {
                     .as_ref()
                     .ok_or_else(|| io::Error::other("no [agent] is configured"))?;
                 Ok(Launch {
-                    program: &a.program,
-                    arg0: &a.arg0,
-                    args: &a.args,
-                    cwd: a.cwd.as_deref(),
+                    command: &a.command,
                     node: a.protocol.is_node(),
                     cluster: false,
                     activation: false,
@@ -622,11 +628,11 @@ pub fn spawn(
         }
     };
     let mut child = sys::spawn(sys::SpawnSpec {
-        program: launch.program,
-        arg0: launch.arg0,
-        args: launch.args,
+        program: &launch.command.program,
+        arg0: &launch.command.arg0,
+        args: &launch.command.args,
         env: &env,
-        cwd: launch.cwd,
+        cwd: launch.command.cwd.as_deref(),
         inherit: &inherit,
         listen_pid: launch.activation,
         new_master: false,

@@ -98,3 +98,29 @@ fn started_once_every_slot_serves_or_was_given_up_and_one_serves() {
     fleet.workers[b].state = State::Ready;
     assert!(fleet.started());
 }
+
+#[test]
+fn the_next_start_is_the_agents_until_it_was_ready_then_the_slots_too() {
+    let t0 = Instant::now();
+    let ms = std::time::Duration::from_millis;
+    let mut fleet = Fleet::new(2, true, t0);
+    // Every place is due at t0; the slots wait for the agent.
+    fleet.slots[0].start_at = Some(t0 - ms(5)); // overdue: must not count yet
+    fleet.agent.as_mut().unwrap().start_at = Some(t0 + ms(100));
+    assert!(!fleet.may_start_slots());
+    assert_eq!(fleet.next_start(), Some(t0 + ms(100)), "the agent's alone");
+    fleet.agent.as_mut().unwrap().start_at = None;
+    assert_eq!(
+        fleet.next_start(),
+        None,
+        "nothing due while the agent starts"
+    );
+    fleet.agent_started = true;
+    assert_eq!(fleet.next_start(), Some(t0 - ms(5)));
+    // An agent restarting later has its own deadline among the slots'.
+    fleet.slots[0].start_at = None;
+    fleet.slots[1].start_at = None;
+    fleet.agent.as_mut().unwrap().start_at = Some(t0 + ms(10));
+    assert_eq!(fleet.next_start(), Some(t0 + ms(10)));
+    assert_eq!(Fleet::new(1, false, t0).next_start(), Some(t0));
+}

@@ -227,7 +227,7 @@ fn run_master(
         config.sched_policy.as_str(),
         config.policy_source,
         config.workers,
-        config.worker.program.display()
+        config.worker.command.program.display()
     );
     let control = match predecessor {
         Some(_) => control::Control::bind_staged(&config.control.socket)?,
@@ -364,7 +364,7 @@ impl Master {
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
             poll,
-            base_env: fleet::base_env(&config, &config.worker.env),
+            base_env: fleet::base_env(&config, &config.worker.command.env),
             accept_ready: vec![false; listeners.len()],
             watching: false,
             listeners,
@@ -511,7 +511,7 @@ impl Master {
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
-        let slots = self.core.fleet.slots.iter().filter_map(|s| s.start_at);
+        let slots = self.core.fleet.next_start();
         let kills = self
             .core
             .fleet
@@ -539,6 +539,7 @@ impl Master {
             .max_memory
             .map(|_| self.next_memory_sample);
         slots
+            .into_iter()
             .chain(kills)
             .chain(phase)
             .chain(self.accept_paused_until)

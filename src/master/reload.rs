@@ -32,8 +32,10 @@ pub struct Reload {
     pending: VecDeque<Place>,
     /// The place whose candidate we wait for.
     rolling: Option<Place>,
+    /// Slots replaced so far, of `total`; and whether the agent was.
     replaced: usize,
     total: usize,
+    agent_replaced: bool,
     started: Instant,
     waiters: Vec<Waiter>,
     /// Those that asked to be answered only once the old workers have exited (`--wait`).
@@ -83,7 +85,8 @@ impl Reload {
             w => (w.into_iter().collect(), Vec::new()),
         };
         Reload {
-            total: slots.len(),
+            total: slots.iter().filter(|p| **p != Place::Agent).count(),
+            agent_replaced: false,
             pending: slots,
             rolling: None,
             replaced: 0,
@@ -115,7 +118,10 @@ impl Reload {
         self.retired.extend(old);
         if self.rolling == Some(slot) {
             self.rolling = None;
-            self.replaced += 1;
+            match slot {
+                Place::Agent => self.agent_replaced = true,
+                Place::Slot(_) => self.replaced += 1,
+            }
         }
     }
 
@@ -131,8 +137,13 @@ impl Reload {
     /// ones have not exited yet (they have `kill_timeout` to).
     pub fn completed(&self, now: Instant, draining: usize, kill_timeout: Duration) -> String {
         let mut message = format!(
-            "reload complete: {} worker(s) replaced in {:.1?}, the new ones ready",
+            "reload complete: {} worker(s){} replaced in {:.1?}, the new ones ready",
             self.replaced,
+            if self.agent_replaced {
+                " and the agent"
+            } else {
+                ""
+            },
             now.duration_since(self.started)
         );
         match self.resized {
@@ -280,9 +291,11 @@ impl Supervisor {
                 pending.push_back(place);
             }
         }
+        let agent = pending.contains(&Place::Agent);
         info!(
-            "reload: replacing {} worker(s), one at a time",
-            pending.len()
+            "reload: replacing {}{} worker(s), one at a time",
+            if agent { "the agent, then " } else { "" },
+            pending.len() - usize::from(agent)
         );
         let mut reload = Reload::new(pending, now, waiter, wait_drained);
         reload.resized = (workers != before).then_some((before, workers));

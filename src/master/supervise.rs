@@ -110,7 +110,7 @@ impl Master {
             arg0: "sh".as_ref(),
             args: &["-c".to_owned(), command.clone()],
             env: &env,
-            cwd: self.config.worker.cwd.as_deref(),
+            cwd: self.config.worker.command.cwd.as_deref(),
             inherit: &[],
             listen_pid: false,
             new_master: false,
@@ -368,12 +368,12 @@ impl Master {
         };
         let (env, program) = match (place, &self.config.agent) {
             (Place::Agent, Some(agent)) => (
-                std::borrow::Cow::Owned(fleet::base_env(&self.config, &agent.env)),
-                &agent.program,
+                std::borrow::Cow::Owned(fleet::base_env(&self.config, &agent.command.env)),
+                &agent.command.program,
             ),
             _ => (
                 std::borrow::Cow::Borrowed(&self.base_env),
-                &self.config.worker.program,
+                &self.config.worker.command.program,
             ),
         };
         let spawned = fleet::spawn(&self.config, &env, &self.listeners, seat, capture, now);
@@ -507,7 +507,7 @@ impl Master {
                 }
             }
         }
-        self.base_env = fleet::base_env(&config, &config.worker.env);
+        self.base_env = fleet::base_env(&config, &config.worker.command.env);
         self.config = config;
     }
 

@@ -14,6 +14,7 @@
 //! - nothing is started once the stop began, nor for a slot that no longer exists, nor for a
 //!   slot given up (until a reload);
 //! - giving up everything stops the master;
+//! - after a tick, no (re)start is left overdue (the master's loop would wake for it forever);
 //! - with an agent (half the seeds): no slot starts before the agent has been ready once; the
 //!   agent never holds a client; a graceful stop asks it to stop only once no worker is left
 //!   (unless it failed on its own);
@@ -312,6 +313,7 @@ impl Sim {
                 self.sup.tick(self.now, 0);
                 self.log("tick".into());
                 self.apply(None)?;
+                self.check_no_start_overdue()?;
                 self.check_stop_bound()?;
                 self.check_ack_bound()?;
             }

@@ -125,6 +125,29 @@ impl Sim {
         Ok(())
     }
 
+    /// Right after a tick, no start the master would wake for is already due: it would wake
+    /// at once, again and again, for a start the tick did not make (a spinning loop).
+    pub(super) fn check_no_start_overdue(&self) -> Result<(), String> {
+        match self.sup.fleet.next_start() {
+            Some(t) if t <= self.now && self.sup.phase == Phase::Running => {
+                let fleet = &self.sup.fleet;
+                let places: Vec<String> = (fleet.slots.iter().enumerate())
+                    .map(|(i, s)| (format!("slot {i}"), s))
+                    .chain(fleet.agent.iter().map(|a| ("agent".to_owned(), a)))
+                    .filter(|(_, s)| s.start_at.is_some_and(|a| a <= self.now))
+                    .map(|(p, s)| {
+                        format!("{p} (current {:?}, candidate {:?})", s.current, s.candidate)
+                    })
+                    .collect();
+                Err(format!(
+                    "a start due {:?} ago was not made by the tick: {places:?}",
+                    self.now - t
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn check(&mut self) -> Result<(), String> {
         self.sup.fleet.check()?;
         self.agent_ready();
