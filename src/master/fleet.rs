@@ -277,19 +277,24 @@ impl Fleet {
         }
     }
 
-    /// When a slot or the agent is next due to (re)start: a place with neither a current
-    /// worker nor a candidate (one whose candidate is starting waits for it: it takes the place
-    /// when ready, or the place is empty once it failed). A slot's start counts only once the
-    /// agent (if any) has been ready; the agent's own (re)start always does. A start time
-    /// already past that the clock's next look would not act on must not be returned: the
-    /// master's loop would wake for it again and again.
-    pub fn next_start(&self) -> Option<Instant> {
-        (self.slots.iter())
+    /// The places a worker may be started for, once their `start_at` is due: the agent first,
+    /// then the slots once it has been ready; each with neither a current worker nor a
+    /// candidate (one whose candidate is starting waits for it: it takes the place when
+    /// ready, or the place is empty once it failed).
+    pub fn startable(&self) -> impl Iterator<Item = (Place, &Slot)> {
+        let slots = (self.slots.iter().enumerate())
             .filter(|_| self.may_start_slots())
-            .chain(&self.agent)
-            .filter(|s| s.current.is_none() && s.candidate.is_none())
-            .filter_map(|s| s.start_at)
-            .min()
+            .map(|(i, s)| (Place::Slot(i), s));
+        (self.agent.iter().map(|a| (Place::Agent, a)))
+            .chain(slots)
+            .filter(|(_, s)| s.current.is_none() && s.candidate.is_none())
+    }
+
+    /// When a [startable](Fleet::startable) place is next due to (re)start. The clock's look
+    /// acts on exactly these, so no start time already past is returned that it would not
+    /// act on: the master's loop would wake for it again and again.
+    pub fn next_start(&self) -> Option<Instant> {
+        self.startable().filter_map(|(_, s)| s.start_at).min()
     }
 
     /// No slot, nor the agent, is to start again (stopping).
@@ -305,7 +310,8 @@ impl Fleet {
     }
 
     /// Slots start only once the agent, if there is one, has been ready (it starts first, so
-    /// that its retained values are there before any worker serves) — or was given up.
+    /// that its retained values are there before any worker serves; given up before that, the
+    /// master stops).
     pub fn may_start_slots(&self) -> bool {
         self.agent_started || self.agent.is_none()
     }
@@ -479,6 +485,15 @@ pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsS
     env
 }
 
+/// Whether the process at `place` speaks Node's IPC (`[worker] protocol` or
+/// `[agent] protocol`) rather than the native protocol.
+pub fn speaks_node(config: &Config, place: Place) -> bool {
+    match place {
+        Place::Slot(_) => config.mode().node(),
+        Place::Agent => (config.agent.as_ref()).is_some_and(|a| a.protocol.is_node()),
+    }
+}
+
 /// What is started for a place: `[worker]` for a slot, `[agent]` for the agent.
 struct Launch<'a> {
     command: &'a Command,
@@ -502,7 +517,7 @@ impl<'a> Launch<'a> {
                 let (w, mode) = (&config.worker, config.mode());
                 Ok(Launch {
                     command: &w.command,
-                    node: mode.node(),
+                    node: speaks_node(config, place),
                     cluster: mode.cluster(),
                     activation: mode.socket_activation(),
                     workers_accept: mode.workers_accept(),
@@ -516,7 +531,7 @@ impl<'a> Launch<'a> {
                     .ok_or_else(|| io::Error::other("no [agent] is configured"))?;
                 Ok(Launch {
                     command: &a.command,
-                    node: a.protocol.is_node(),
+                    node: speaks_node(config, place),
                     cluster: false,
                     activation: false,
                     workers_accept: false,

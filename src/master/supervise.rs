@@ -280,14 +280,7 @@ impl Master {
             Effect::Stop(key) => {
                 let signal = self.config.stop_signal;
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
-                    let node = match worker.place {
-                        Place::Slot(_) => self.config.mode().node(),
-                        Place::Agent => self
-                            .config
-                            .agent
-                            .as_ref()
-                            .is_some_and(|a| a.protocol.is_node()),
-                    };
+                    let node = fleet::speaks_node(&self.config, worker.place);
                     // A Node worker stopped PM2's way: the signal alone, its app drains and
                     // exits.
                     let tell = !node || self.config.disconnect;

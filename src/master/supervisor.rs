@@ -371,29 +371,18 @@ impl Supervisor {
             self.kill(key);
         }
         if self.running() {
-            // The agent first; the slots once it has been ready.
-            let slots = (0..self.fleet.slots.len())
-                .map(Place::Slot)
-                .filter(|_| self.fleet.may_start_slots());
-            let places: Vec<Place> = self
-                .fleet
-                .agent
-                .iter()
-                .map(|_| Place::Agent)
-                .chain(slots)
+            let due: Vec<Place> = (self.fleet.startable())
+                .filter(|(_, s)| s.start_at.is_some_and(|t| t <= now))
+                .map(|(place, _)| place)
                 .collect();
-            for place in places {
-                let Some(s) = self.fleet.place_mut(place) else {
-                    continue;
-                };
-                let empty = s.current.is_none() && s.candidate.is_none();
-                if empty && s.start_at.is_some_and(|t| t <= now) {
+            for place in due {
+                if let Some(s) = self.fleet.place_mut(place) {
                     s.start_at = None;
-                    self.effects.push(Effect::Spawn {
-                        place,
-                        role: Role::Current,
-                    });
                 }
+                self.effects.push(Effect::Spawn {
+                    place,
+                    role: Role::Current,
+                });
             }
             self.step_reload(now);
         } else {
@@ -417,11 +406,8 @@ impl Supervisor {
             }
         }
         for key in late {
+            let timeout = self.ready_rule(self.fleet.workers[key].place).1;
             let worker = &mut self.fleet.workers[key];
-            let timeout = match (worker.place, self.policy.agent_ready) {
-                (Place::Agent, Some((_, timeout))) => timeout,
-                _ => self.policy.ready_timeout,
-            };
             warn!(
                 "worker not ready within {timeout:?} {} pid={}; killing it",
                 worker.place, worker.pid
