@@ -2177,7 +2177,7 @@ mod tests {
         assert!(e.contains("key `agent.exec`"), "{e}");
         let e = error_of("[agent]\nexec = \"sh\"\nargs = [\"a\\u0000b\"]\n");
         assert!(e.contains("key `agent.args`"), "{e}");
-        let e = error_of("[agent]\nexec = \"sh\"\ncwd = \"/nonexistent/dir\"\n");
+        let e = error_of("[agent]\nexec = \"sh\"\ncwd = \"/dev/null/dir\"\n");
         assert!(e.contains("key `agent.cwd`"), "{e}");
         let node = load_str("[agent]\nexec = \"sh\"\nprotocol = \"node\"\n").unwrap();
         let agent = node.agent.clone().unwrap();

@@ -252,7 +252,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         0 => line(format!("cwd = {}", toml_string(&d.to_string()))),
         // Relative: to the config file's directory.
         1 => line("cwd = \".\"".into()),
-        2 if g.hostile => line("cwd = \"/nonexistent/dir\"".into()),
+        2 if g.hostile => line("cwd = \"/dev/null/dir\"".into()),
         _ => {}
     }
     if protocol != "native" && g.hostile && g.one_in(4) {
