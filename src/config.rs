@@ -146,6 +146,31 @@ impl Affinity {
     }
 }
 
+/// What the master does once every slot has given up (`[restart] on_all_given_up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllGivenUp {
+    /// Stay up: the listeners stay open (clients wait in the backlog), `/readyz` says 503, and
+    /// each slot is tried again `retry_after` after it was given up. An outage is never the
+    /// default reaction to workers that cannot be kept running (load, a database down).
+    #[default]
+    Wait,
+    /// Stop and exit 1, for a supervisor above (systemd, a container runtime) to act on.
+    Exit,
+}
+
+impl AllGivenUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllGivenUp::Wait => "wait",
+            AllGivenUp::Exit => "exit",
+        }
+    }
+}
+
+/// How long a slot given up stays empty before it is tried again, unless configured.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// The longest duration any key may have (a day): deadlines computed from it cannot overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -767,6 +792,11 @@ pub struct FileRestart {
     /// Shell command run when a slot is given up (`sh -c`), with RRB_GIVEUP_SLOT,
     /// RRB_GIVEUP_PID and RRB_GIVEUP_REASON in its environment.
     pub on_giveup: Option<String>,
+    /// A slot given up is started again after this, with a fresh window.
+    pub retry_after: Spanned<HumanDuration>,
+    /// What the master does once every slot has given up: wait for `retry_after` with its
+    /// listeners open, or exit.
+    pub on_all_given_up: AllGivenUp,
 }
 
 impl Default for FileRestart {
@@ -778,6 +808,8 @@ impl Default for FileRestart {
             backoff_max: Spanned::new(0..0, HumanDuration(Duration::from_secs(15))),
             min_uptime: Spanned::new(0..0, HumanDuration(Duration::from_secs(1))),
             on_giveup: None,
+            retry_after: Spanned::new(0..0, HumanDuration(DEFAULT_RETRY_AFTER)),
+            on_all_given_up: AllGivenUp::Wait,
         }
     }
 }
@@ -917,6 +949,9 @@ pub struct RestartConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub min_uptime: Duration,
+    /// A slot given up is started again after this.
+    pub retry_after: Duration,
+    pub on_all_given_up: AllGivenUp,
 }
 
 /// Where the running master is found.
@@ -1081,6 +1116,8 @@ impl Config {
         if let Some(command) = &self.on_giveup {
             restart.insert("on_giveup".into(), text(command));
         }
+        restart.insert("retry_after".into(), duration(r.retry_after));
+        restart.insert("on_all_given_up".into(), text(r.on_all_given_up.as_str()));
         top.insert("restart".into(), Value::Table(restart));
 
         let c = &self.recycle;
@@ -1456,6 +1493,13 @@ pub fn validate(
             spin,
         )?,
         min_uptime: duration(file.restart.min_uptime, "restart.min_uptime")?,
+        retry_after: floor(
+            file.restart.retry_after,
+            "restart.retry_after",
+            MIN_WINDOW,
+            "a slot that cannot run would only be restarted in a loop",
+        )?,
+        on_all_given_up: file.restart.on_all_given_up,
     };
     let recycle = recycle_config(file.recycle, sched_policy, &invalid)?;
     let agent = match file.agent {
@@ -2057,6 +2101,7 @@ mod tests {
             ("restart", "backoff_initial"),
             ("restart", "backoff_max"),
             ("restart", "min_uptime"),
+            ("restart", "retry_after"),
         ] {
             // What an issue found `check` accepting, and the master then panicking on.
             let e = error_of(&format!("[{table}]\n{key} = \"18446744073709551615s\"\n"));

@@ -45,6 +45,11 @@ pub enum WorkerMessage {
     /// `subscribe`: the worker takes messages (`message`): the retained values now, each
     /// message relayed to it from then on.
     Subscribe,
+    /// `full N`: the worker gives back the next `N` sockets it was sent and not acked, unread
+    /// (it is at its open-file limit: the kernel dropped fds of a `conn` message, or it chose
+    /// not to take more). The master hands them to others and sends this worker nothing more
+    /// until its next `idle` or `ack`. Not a failure.
+    Full(usize),
 }
 
 /// A worker's `send TO [KEY]` and the JSON after its first line (checked by the master).
@@ -144,18 +149,8 @@ pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError
         "leaving" => WorkerMessage::Leaving,
         "idle" => WorkerMessage::Idle,
         "subscribe" => WorkerMessage::Subscribe,
-        "ack" => {
-            let n = words.next().and_then(|w| w.parse::<usize>().ok());
-            match n {
-                Some(n) if n > 0 => WorkerMessage::Ack(n),
-                _ => {
-                    return Err(ProtocolError::Malformed {
-                        verb: "ack",
-                        detail: format!("expected `ack N` with N >= 1, got {text:?}"),
-                    });
-                }
-            }
-        }
+        "ack" => WorkerMessage::Ack(count("ack", words.next(), text)?),
+        "full" => WorkerMessage::Full(count("full", words.next(), text)?),
         _ => return Err(ProtocolError::UnknownVerb(quoted(text))),
     };
     if words.next().is_some() {
@@ -165,6 +160,17 @@ pub fn parse_worker_message(bytes: &[u8]) -> Result<WorkerMessage, ProtocolError
         });
     }
     Ok(message)
+}
+
+/// The `N` of `ack N` or `full N`: a decimal count of at least 1.
+fn count(verb: &'static str, word: Option<&str>, text: &str) -> Result<usize, ProtocolError> {
+    match word.and_then(|w| w.parse::<usize>().ok()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(ProtocolError::Malformed {
+            verb,
+            detail: format!("expected `{verb} N` with N >= 1, got {text:?}"),
+        }),
+    }
 }
 
 /// Encodes a worker's message (used by the worker library).
@@ -177,7 +183,16 @@ pub fn encode_worker_message(message: WorkerMessage, out: &mut Vec<u8>) {
         WorkerMessage::Idle => out.write_all(b"idle\n"),
         WorkerMessage::Subscribe => out.write_all(b"subscribe\n"),
         WorkerMessage::Ack(n) => writeln!(out, "ack {n}"),
+        WorkerMessage::Full(n) => writeln!(out, "full {n}"),
     };
+}
+
+/// How many sockets a `conn` message announces (its first line, `conn N`), whatever arrived
+/// with it: what a worker gives back with `full N` when the kernel dropped some of its fds.
+pub fn announced_conns(bytes: &[u8]) -> Option<usize> {
+    let first = bytes.split(|&b| b == b'\n').next()?;
+    let count = std::str::from_utf8(first).ok()?.strip_prefix("conn ")?;
+    count.parse().ok().filter(|&n| n > 0)
 }
 
 /// Decodes one message from the master (used by the worker library). `fds` is how many file
@@ -298,6 +313,7 @@ pub fn verb_name(message: &WorkerMessage) -> &'static str {
         WorkerMessage::Leaving => "leaving",
         WorkerMessage::Idle => "idle",
         WorkerMessage::Subscribe => "subscribe",
+        WorkerMessage::Full(_) => "full",
     }
 }
 
@@ -312,6 +328,22 @@ mod tests {
         assert_eq!(parse_worker_message(b"ack 3\n"), Ok(WorkerMessage::Ack(3)));
         assert_eq!(parse_worker_message(b"leaving"), Ok(WorkerMessage::Leaving));
         assert_eq!(parse_worker_message(b"idle\n"), Ok(WorkerMessage::Idle));
+        assert_eq!(
+            parse_worker_message(b"full 64\n"),
+            Ok(WorkerMessage::Full(64))
+        );
+    }
+
+    #[test]
+    fn a_conn_message_announces_its_count_even_when_fds_were_lost() {
+        assert_eq!(
+            announced_conns(b"conn 3\n0 unix\n0 unix\n0 unix\n"),
+            Some(3)
+        );
+        assert_eq!(announced_conns(b"conn 64"), Some(64));
+        for other in [&b"stop\n"[..], b"conn 0\n", b"conn x\n", b"", b"\xff"] {
+            assert_eq!(announced_conns(other), None, "{other:?}");
+        }
     }
 
     #[test]
@@ -327,6 +359,9 @@ mod tests {
             b"ready now",
             b"ack 1 2",
             b"idle 3",
+            b"full",
+            b"full 0",
+            b"full 2 3",
         ] {
             assert!(parse_worker_message(bad).is_err(), "{bad:?} was accepted");
         }
@@ -340,6 +375,7 @@ mod tests {
             WorkerMessage::Ack(17),
             WorkerMessage::Leaving,
             WorkerMessage::Idle,
+            WorkerMessage::Full(5),
         ] {
             encode_worker_message(m, &mut buf);
             assert_eq!(parse_worker_message(&buf), Ok(m));

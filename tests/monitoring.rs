@@ -295,7 +295,8 @@ fn health_with_a_slot_given_up_and_once_every_slot_gave_up() {
     let (mut rrb, addr) = start(
         &format!(
             "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
-             [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n"
+             [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n\
+             on_all_given_up = \"exit\"\n"
         ),
         0,
     );

@@ -202,7 +202,7 @@ fn a_worker_never_ready_is_killed_and_the_storm_limit_pages_someone() {
     let config = format!(
         "workers = 1\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready_timeout = \"300ms\"\n\
          [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n\
-         on_giveup = \"echo \\\"slot=$RRB_GIVEUP_SLOT pid=$RRB_GIVEUP_PID $RRB_GIVEUP_REASON\\\" > '{}'\"\n",
+         on_all_given_up = \"exit\"\non_giveup = \"echo \\\"slot=$RRB_GIVEUP_SLOT pid=$RRB_GIVEUP_PID $RRB_GIVEUP_REASON\\\" > '{}'\"\n",
         page.display()
     );
     let mut rrb = Rrb::start(&config, 0);

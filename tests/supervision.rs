@@ -187,9 +187,50 @@ fn a_worker_that_says_leaving_is_replaced_before_it_exits_and_no_request_fails()
     assert_eq!(rrb.count_log("exited unasked"), 0, "leaving is not a crash");
 }
 
+/// By default an outage is not the master's reaction to workers that cannot run: with every
+/// slot given up it keeps its port (clients wait in the backlog), and tries each slot again
+/// after `retry_after`; the first client is served once a worker can run again.
+#[test]
+fn by_default_a_master_whose_every_slot_gave_up_stays_and_tries_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "").unwrap();
+    let script = format!(
+        "if [ -e '{}' ]; then exit 7; fi; exec '{}' demo-worker",
+        broken.display(),
+        common::BIN
+    );
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nready = \"message\"\n\
+         [restart]\nmax_restarts = 1\nwindow = \"10s\"\nbackoff_initial = \"10ms\"\n\
+         retry_after = \"2s\"\n"
+    );
+    let mut rrb = Rrb::start(&config, 0);
+    rrb.wait_for_log(
+        "every slot gave up: no worker serves now",
+        Duration::from_secs(10),
+    );
+    // A client arrives meanwhile: it waits in the backlog, not refused.
+    let addr = rrb.addr.clone();
+    let client = std::thread::spawn(move || common::http_get(&addr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rrb.wait_exit(Duration::from_millis(200)).is_none(),
+        "still up"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    rrb.wait_for_log("trying it again", Duration::from_secs(5));
+    let body = client.join().unwrap().expect("served once a worker runs");
+    assert!(body.contains("handled by worker"), "{body}");
+    rrb.wait_ready(2);
+    rrb.signal(libc::SIGTERM);
+    let status = rrb.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[test]
 fn a_restart_storm_gives_up_and_the_master_exits_1() {
-    let config = "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"exit 7\"]\n[restart]\nmax_restarts = 3\nwindow = \"10s\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"20ms\"\n";
+    let config = "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"exit 7\"]\n[restart]\nmax_restarts = 3\nwindow = \"10s\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"20ms\"\non_all_given_up = \"exit\"\n";
     let mut rrb = Rrb::start(config, 0);
     let status = rrb.wait_exit(Duration::from_secs(10)).expect("gave up");
     assert_eq!(status.code(), Some(1));

@@ -44,7 +44,7 @@ pub enum State {
 
 /// Where a process belongs: a slot (`RRB_WORKER_ID`), which serves connections, or the agent
 /// (`[agent]`), which serves none and only sends and receives messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Place {
     Slot(usize),
     Agent,
@@ -110,11 +110,23 @@ pub struct Worker {
     pub rss: Option<u64>,
     /// Notes (its own messages, for Node workers) logged so far at info level.
     pub notes: u32,
+    /// When it last said `full` (out of file descriptors).
+    pub full_at: Option<Instant>,
 }
+
+/// An exit this soon after a `full` is load's doing (a worker at its open-file limit), not a
+/// crash: it does not count toward giving up.
+pub const LOAD_EXIT_WINDOW: Duration = Duration::from_secs(10);
 
 impl Worker {
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
+    }
+
+    /// It said `full` within [`LOAD_EXIT_WINDOW`] of `now`.
+    pub fn short_of_fds(&self, now: Instant) -> bool {
+        self.full_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= LOAD_EXIT_WINDOW)
     }
 
     /// Logs something the worker said: at info level for its first [`NOTES_AT_INFO`] notes,
@@ -693,6 +705,7 @@ pub fn spawn(
         limits,
         rss: None,
         notes: 0,
+        full_at: None,
     })
 }
 
@@ -776,6 +789,7 @@ pub fn test_worker_at(place: Place, pid: i32, started: Instant) -> Worker {
         limits: Limits::default(),
         rss: None,
         notes: 0,
+        full_at: None,
     }
 }
 

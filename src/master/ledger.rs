@@ -9,8 +9,9 @@
 //!   ([`Ledger::admit`]); queued ones go first ([`Ledger::dispatch`]);
 //! - assigned → sent ([`Account::mark_sent`], by the wire) → acked: the master's copy is closed,
 //!   the worker serves it;
-//! - not sent (the channel was full) or refused by the worker → the front of the queue, for
-//!   whoever is free next ([`Ledger::requeue_unsent`]);
+//! - not sent (the channel was full) or refused by the worker (Node's `accepted: false`, a
+//!   native worker's `full N`) → the front of the queue, for whoever is free next
+//!   ([`Ledger::requeue_unsent`], [`Ledger::requeue_returned`]);
 //! - sent, and the worker's channel closed before its ack → *held* while the worker may still
 //!   be alive ([`Ledger::close`]), back to the front of the queue once it is dead
 //!   ([`Ledger::remove`]): it may have read it, so nobody else gets it before;
@@ -58,6 +59,12 @@ pub struct Account<C> {
     /// The worker says `idle` (it is pulled): it takes connections only while idle.
     pulled: bool,
     idle: bool,
+    /// It said `full` (out of file descriptors): nothing goes to it until its next `idle` or
+    /// `ack`.
+    full: bool,
+    /// How many it may be sent un-acked now: its window, but after a `full` one, then doubled
+    /// by each `ack` (a worker just short of descriptors is not sent a whole window again).
+    cap: usize,
     /// Connections assigned to it in all (those it could not be sent excepted), acked, and
     /// how long each took from accept to ack.
     served: Served,
@@ -77,6 +84,8 @@ impl<C: Conn> Account<C> {
             blocked: false,
             pulled: false,
             idle: false,
+            full: false,
+            cap: window.max(1),
             served: Served::default(),
             rate: Rate::default(),
         }
@@ -95,7 +104,10 @@ impl<C: Conn> Account<C> {
 
     /// Whether the window has room, busy or not (client affinity waits for its own worker).
     pub fn has_window_room(&self) -> bool {
-        self.open && !self.blocked && self.outbox.len() + self.unacked.len() < self.window
+        self.open
+            && !self.blocked
+            && !self.full
+            && self.outbox.len() + self.unacked.len() < self.cap.min(self.window)
     }
 
     pub fn handed(&self) -> u64 {
@@ -124,6 +136,31 @@ impl<C: Conn> Account<C> {
     pub fn on_idle(&mut self) {
         self.pulled = true;
         self.idle = true;
+        self.full = false;
+    }
+
+    /// The worker said `full n`: its `n` oldest un-acked connections come back unread (they go
+    /// to someone else with [`Ledger::requeue_returned`]), and it gets nothing until its next
+    /// `idle` or `ack`, then one at a time at first. `Err` with how many it had if it gave back
+    /// more than that (nothing is changed then).
+    pub fn on_full(&mut self, n: usize) -> Result<(), usize> {
+        if n > self.unacked.len() {
+            return Err(self.unacked.len());
+        }
+        for mut c in self.unacked.drain(..n) {
+            c.set_sent(None);
+            self.returned.push(c);
+        }
+        self.full = true;
+        self.idle = false;
+        self.cap = 1;
+        Ok(())
+    }
+
+    /// Whether it said `full` and has not said `idle` or acked since.
+    #[cfg(test)]
+    pub fn is_full(&self) -> bool {
+        self.full
     }
 
     /// After a flush: the channel was found full or not, and something was sent or not (a
@@ -169,6 +206,8 @@ impl<C: Conn> Account<C> {
         for c in self.unacked.drain(..n) {
             self.served.acked(c.accepted(), now);
         }
+        self.full = false;
+        self.cap = self.cap.saturating_mul(2).min(self.window);
         Ok(())
     }
 
@@ -637,5 +676,51 @@ mod tests {
         assert!(account.has_window_room(), "affinity may still queue on it");
         account.on_idle();
         assert!(account.has_room());
+    }
+
+    #[test]
+    fn a_full_worker_gives_back_its_oldest_and_gets_nothing_until_idle_then_one_at_a_time() {
+        let mut ledger = Ledger::default();
+        let a = ledger.open(8);
+        let b = ledger.open(8);
+        for i in 0..4 {
+            ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        }
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(4, Instant::now());
+        assert_eq!(account.on_full(5), Err(4), "more than it was sent");
+        assert_eq!(account.unacked_len(), 4, "nothing changed");
+        account.on_full(3).unwrap();
+        assert!(account.is_full() && !account.has_room() && !account.has_window_room());
+        assert_eq!(account.unacked_len(), 1, "the newest is still its own");
+        assert_eq!(ledger.requeue_returned(a), 3);
+        assert_eq!(ids(&ledger.queue), [0, 1, 2]);
+        // Nobody free but the full one: they wait; another worker takes them.
+        assert!(!ledger.dispatch(1, |_| Some(a), false));
+        assert!(ledger.dispatch(1, |_| Some(b), false));
+        assert_eq!(ids(ledger.account(b).unwrap().outbox()), [0, 1, 2]);
+        // Then the last one too; `idle` again: room for one, then twice as many after each
+        // ack, up to the window.
+        let account = ledger.account_mut(a).unwrap();
+        account.on_full(1).unwrap();
+        assert_eq!(ledger.requeue_returned(a), 1);
+        assert!(!ledger.dispatch(1, |_| Some(a), false), "full: it waits");
+        ledger.account_mut(a).unwrap().on_idle();
+        assert!(ledger.dispatch(1, |_| Some(a), false));
+        ledger.admit(Id(10, None), 1, |_| Some(a), false);
+        assert_eq!(ids(ledger.account(a).unwrap().outbox()), [3]);
+        assert_eq!(ids(&ledger.queue), [10], "a cap of 1");
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(1, Instant::now());
+        account.ack_oldest(1, Instant::now()).unwrap();
+        assert!(ledger.dispatch(1, |_| Some(a), false));
+        for i in 20..24 {
+            ledger.admit(Id(i, None), 1, |_| Some(a), false);
+        }
+        assert_eq!(
+            ids(ledger.account(a).unwrap().outbox()),
+            [10, 20],
+            "a cap of 2"
+        );
     }
 }

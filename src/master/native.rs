@@ -1,6 +1,6 @@
 //! The native wire (docs/PROTOCOL.md) on the master's side: sockets go in batches of up to
-//! [`MAX_FDS_PER_MESSAGE`] per `conn` message, then `stop`; `ack` and `idle` are applied to the
-//! worker's account as they are read, `ready` and `leaving` reported once each, anything else a
+//! [`MAX_FDS_PER_MESSAGE`] per `conn` message, then `stop`; `ack`, `full` and `idle` are applied
+//! to the worker's account as they are read, `ready` and `leaving` reported once each, anything else a
 //! violation.
 
 use std::io::{self, IoSlice};
@@ -179,6 +179,15 @@ impl NativeWire {
                     out.push(Incoming::Message(WorkerMessage::Ack(n)));
                 }
                 Ok(WorkerMessage::Idle) => account.on_idle(),
+                Ok(WorkerMessage::Full(n)) => {
+                    if let Err(sent) = account.on_full(n) {
+                        out.push(Incoming::Violation(format!(
+                            "gave back {n} sockets (`full {n}`) but only {sent} were sent"
+                        )));
+                        return false;
+                    }
+                    out.push(Incoming::Message(WorkerMessage::Full(n)));
+                }
                 Ok(message @ WorkerMessage::Subscribe) => out.push(Incoming::Message(message)),
                 Ok(message @ WorkerMessage::Ready)
                     if !std::mem::replace(&mut self.said_ready, true) =>

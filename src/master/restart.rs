@@ -78,6 +78,8 @@ mod tests {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(300),
             min_uptime: Duration::from_secs(1),
+            retry_after: Duration::from_secs(60),
+            on_all_given_up: crate::config::AllGivenUp::Wait,
         }
     }
 
@@ -137,6 +139,7 @@ mod tests {
                 backoff_initial: ms(rng.u64(10..500)),
                 backoff_max: ms(rng.u64(10..3_000)),
                 min_uptime: ms(rng.u64(0..3_000)),
+                ..policy()
             };
             let mut tracker = RestartTracker::default();
             let t0 = Instant::now();

@@ -50,6 +50,13 @@ impl Master {
                     // The master's copies are closed: if accepts wait for a descriptor, resume.
                     WorkerMessage::Ack(_) => self.fd_freed(),
                     WorkerMessage::Idle => {}
+                    WorkerMessage::Full(n) => {
+                        worker.note(format_args!(
+                            "out of file descriptors (`full {n}`): its connections go to others \
+                             until it says `idle`"
+                        ));
+                        self.core.full(key, now);
+                    }
                     WorkerMessage::Leaving => self.core.leaving(key, now),
                     WorkerMessage::Subscribe => self.subscribe(key),
                 }

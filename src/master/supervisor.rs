@@ -20,7 +20,7 @@ use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
 use super::recycle::Recycling;
 use super::reload::{DrainWait, Outcome, Reload, Waiter};
 use super::restart::Decision;
-use crate::config::{Config, RestartConfig};
+use crate::config::{AllGivenUp, Config, RestartConfig};
 
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
@@ -217,6 +217,14 @@ impl Supervisor {
         }
     }
 
+    /// It said `full`: it is out of file descriptors (its connections were given back to
+    /// others by the ledger). Remembered: should it exit soon, load made it, not a bug.
+    pub fn full(&mut self, key: usize, now: Instant) {
+        if let Some(worker) = self.fleet.workers.get_mut(key) {
+            worker.full_at = Some(now);
+        }
+    }
+
     /// A worker that does not keep up with its messages: replaced as one `leaving` is (its
     /// successor starts now) and asked to stop. A recycle of its slot, not a failure.
     pub fn replace_slow(&mut self, key: usize, now: Instant) {
@@ -292,7 +300,8 @@ impl Supervisor {
                 "worker exited unasked {place} pid={pid}: {cause} (up {:?})",
                 worker.uptime(now)
             );
-            self.slot_failed(place, pid, worker.uptime(now), now, cause);
+            let load = worker.short_of_fds(now);
+            self.place_failed(place, pid, worker.uptime(now), now, cause, load);
         } else {
             info!("worker exited {place} pid={pid}: {cause}");
         }
@@ -378,6 +387,14 @@ impl Supervisor {
             for place in due {
                 if let Some(s) = self.fleet.place_mut(place) {
                     s.start_at = None;
+                    if std::mem::replace(&mut s.given_up, false) {
+                        info!(
+                            "{place} was given up {:?} ago (restart.retry_after): trying it \
+                             again",
+                            self.policy.restart.retry_after
+                        );
+                        s.restarts = Default::default();
+                    }
                 }
                 self.effects.push(Effect::Spawn {
                     place,
@@ -485,6 +502,21 @@ impl Supervisor {
         now: Instant,
         cause: String,
     ) {
+        self.place_failed(place, pid, uptime, now, cause, false);
+    }
+
+    /// [`Supervisor::slot_failed`]; `load`: the worker was out of file descriptors (it said
+    /// `full` lately), which clients caused: it is restarted after the first back-off, and
+    /// the exit does not count toward giving up.
+    fn place_failed(
+        &mut self,
+        place: Place,
+        pid: Pid,
+        uptime: Duration,
+        now: Instant,
+        cause: String,
+        load: bool,
+    ) {
         if !self.running() {
             return;
         }
@@ -494,7 +526,16 @@ impl Supervisor {
             return; // scaled away meanwhile
         };
         s.remember_cause(format!("pid {pid}: {cause}"));
-        match s.restarts.on_failure(&policy, now, uptime) {
+        let decision = if load {
+            info!(
+                "{place} pid={pid} exited at its open-file limit (load, not a crash): not \
+                 counted toward giving up"
+            );
+            Decision::RestartAfter(policy.backoff_initial)
+        } else {
+            s.restarts.on_failure(&policy, now, uptime)
+        };
+        match decision {
             Decision::RestartAfter(delay) => {
                 s.start_at = Some(now + delay);
                 s.restart_count += 1;
@@ -503,7 +544,9 @@ impl Supervisor {
             Decision::GiveUp => {
                 s.given_up = true;
                 s.giveups += 1;
-                s.start_at = None;
+                // Tried again later with a fresh window (the cause may pass: a database back,
+                // a disk freed), unless the master stops below.
+                s.start_at = Some(now + policy.retry_after);
                 let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
                 let reason = format!(
                     "{} unasked exits within {:?} (max_restarts={}); last causes: {}",
@@ -524,12 +567,23 @@ impl Supervisor {
                 } else if place == Place::Agent {
                     error!(
                         "the workers serve on without the agent: no message comes from it until \
-                         a reload starts it again"
+                         it is tried again in {:?} (restart.retry_after), or a reload",
+                        policy.retry_after
                     );
-                } else if self.fleet.none_left() {
-                    error!("every slot gave up: no worker is left to serve; stopping");
+                } else if self.fleet.none_left() && policy.on_all_given_up == AllGivenUp::Exit {
+                    error!(
+                        "every slot gave up: no worker is left to serve; stopping \
+                         (restart.on_all_given_up = \"exit\")"
+                    );
                     self.gave_up = true;
                     self.begin_stop(now);
+                } else if self.fleet.none_left() {
+                    error!(
+                        "every slot gave up: no worker serves now; the listeners stay open \
+                         (clients wait in the backlog) and each slot is tried again \
+                         {:?} after it was given up (restart.retry_after)",
+                        policy.retry_after
+                    );
                 }
             }
         }

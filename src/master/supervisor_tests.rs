@@ -21,6 +21,8 @@ fn policy(max_restarts: u32) -> Policy {
             backoff_initial: 100 * MS,
             backoff_max: 1_000 * MS,
             min_uptime: 1_000 * MS,
+            retry_after: 60_000 * MS,
+            on_all_given_up: crate::config::AllGivenUp::Exit,
         },
         kill_timeout: 500 * MS,
         ready: ReadyRule::new(&worker),
@@ -542,4 +544,66 @@ fn a_slot_given_up_while_another_starts_leaves_the_master_running_until_every_sl
     let effects = h.run(h.at(20));
     assert!(effects.contains(&Effect::StopAccepting), "{effects:?}");
     assert!(h.sup.gave_up);
+}
+
+#[test]
+fn exits_of_a_worker_out_of_descriptors_are_load_and_never_give_the_slot_up() {
+    let mut h = Harness::new(1, policy(2));
+    ready_fleet(&mut h, 0);
+    let mut t = 10;
+    for _ in 0..20 {
+        let key = h.current(0).expect("a worker serves slot 0");
+        h.sup.full(key, h.at(t));
+        // It exits soon after its `full`: restarted after the first back-off (100 ms) every
+        // time, 20 exits in 20 s, far beyond max_restarts (2 in 10 s).
+        h.sup.exited(key, h.at(t + 500), "exit code 1".into());
+        assert!(h.run(h.at(t + 500)).is_empty());
+        assert!(!h.sup.fleet.slots[0].given_up && !h.sup.gave_up);
+        let spawn = h.tick(t + 600);
+        assert_eq!(spawn.len(), 1, "{spawn:?}");
+        let new = h.current(0).unwrap();
+        h.sup.ready(new, h.at(t + 600));
+        t += 1_000;
+    }
+    // A `full` long past does not excuse a crash: three quick ones give the slot up.
+    let key = h.current(0).unwrap();
+    h.sup.full(key, h.at(t));
+    for i in 0..3 {
+        let key = h.current(0).expect("a worker serves slot 0");
+        let at = t + 10_001 + i * 1_000;
+        h.sup.exited(key, h.at(at), "exit code 1".into());
+        h.run(h.at(at));
+        h.tick(at + 500);
+        if let Some(new) = h.current(0) {
+            h.sup.ready(new, h.at(at + 500));
+        }
+    }
+    assert!(h.sup.fleet.slots[0].given_up);
+}
+
+#[test]
+fn by_default_a_master_whose_every_slot_gave_up_waits_and_tries_them_again() {
+    let mut p = policy(0);
+    p.restart.on_all_given_up = crate::config::AllGivenUp::Wait;
+    let mut h = Harness::new(2, p);
+    ready_fleet(&mut h, 0);
+    for slot in 0..2 {
+        let key = h.current(slot).unwrap();
+        h.sup.exited(key, h.at(10), "exit code 1".into());
+    }
+    let effects = h.run(h.at(10));
+    assert!(!effects.contains(&Effect::StopAccepting), "{effects:?}");
+    assert!(h.sup.fleet.none_left() && h.sup.running() && !h.sup.gave_up);
+    // Nothing before retry_after (60 s); then both slots start, no longer given up.
+    assert!(h.tick(60_009).is_empty());
+    let spawns = h.tick(60_010);
+    assert_eq!(spawns.len(), 2, "{spawns:?}");
+    assert!(h.sup.fleet.slots.iter().all(|s| !s.given_up));
+    assert_eq!(h.sup.fleet.slots[0].giveups, 1);
+    // With a fresh window: the next failure gives it up again (max_restarts = 0).
+    let key = h.current(0).unwrap();
+    h.sup.ready(key, h.at(60_010));
+    h.sup.exited(key, h.at(60_020), "exit code 1".into());
+    h.run(h.at(60_020));
+    assert!(h.sup.fleet.slots[0].given_up && h.sup.running());
 }

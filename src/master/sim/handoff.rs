@@ -160,11 +160,14 @@ impl Sim {
 
     /// Outbox lengths of the accounts of workers not serving, to check that dispatching gave
     /// them nothing.
+    /// The outbox lengths of the workers that may be assigned nothing now: not serving, or
+    /// `full` (out of descriptors) since their last `idle` or `ack`.
     fn idle_outboxes(&self) -> Vec<(usize, usize)> {
         let serving: Vec<usize> = (0..self.slots.len()).filter_map(self.serving()).collect();
+        let full = |k: &usize| self.ledger.account(*k).is_some_and(|a| a.is_full());
         self.workers
             .keys()
-            .filter(|k| !serving.contains(k))
+            .filter(|k| !serving.contains(k) || full(k))
             .map(|&k| (k, self.ledger.account(k).map_or(0, |a| a.outbox().len())))
             .collect()
     }
@@ -338,6 +341,22 @@ impl Sim {
                         "worker {key} refuses conn {}: {back} back",
                         unacked[i]
                     ));
+                    return Ok(());
+                }
+                if !self.node && !unacked.is_empty() && self.rng.u8(..6) == 0 {
+                    // Out of descriptors: it gives back its oldest, unread (it closed its
+                    // copies, or the kernel never gave them), and gets nothing till `idle`.
+                    let n = self.rng.usize(1..=unacked.len());
+                    account.on_full(n).expect("n ≤ unacked");
+                    for id in &unacked[..n] {
+                        self.holders.remove(id);
+                    }
+                    let back = if self.rng.bool() {
+                        self.ledger.requeue_returned(key)
+                    } else {
+                        0
+                    };
+                    self.log(format!("worker {key} full {n}: {back} back"));
                     return Ok(());
                 }
                 if !self.node && self.rng.u8(..20) == 0 {

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::{SimConn as Client, Trace};
-use crate::config::{Readiness, RestartConfig};
+use crate::config::{AllGivenUp, Readiness, RestartConfig};
 use crate::master::fleet::{Place as Seat, Role, State, test_worker_at};
 use crate::master::ledger::{Ledger, Place};
 use crate::master::lifecycle::{Phase, ReadyRule};
@@ -70,6 +70,9 @@ struct Sim {
     faulted: BTreeSet<usize>,
     /// The agent has been ready once.
     agent_was_ready: bool,
+    /// When each place was seen given up (by [`Sim::check`]): not restarted before
+    /// `retry_after` has passed since, unless a reload gives it a fresh chance.
+    given_up_at: BTreeMap<Seat, Instant>,
     trace: Trace,
     ledger: Ledger<Client>,
     /// Workers (by pid) whose channel is open.
@@ -106,6 +109,12 @@ fn policy(rng: &mut fastrand::Rng) -> Policy {
             backoff_initial,
             backoff_max: backoff_initial + ms(0, 2_000, rng),
             min_uptime: ms(0, 2_000, rng),
+            retry_after: ms(1_000, 10_000, rng),
+            on_all_given_up: if rng.bool() {
+                AllGivenUp::Wait
+            } else {
+                AllGivenUp::Exit
+            },
         },
         kill_timeout: ms(100, 2_000, rng),
         ready: ReadyRule::new(&worker),
@@ -142,6 +151,7 @@ impl Sim {
             candidates: BTreeSet::new(),
             faulted: BTreeSet::new(),
             agent_was_ready: false,
+            given_up_at: BTreeMap::new(),
             trace: Trace::default(),
             ledger: Ledger::default(),
             open: BTreeSet::new(),
@@ -199,6 +209,15 @@ impl Sim {
                                 "spawn for {slot} ({role:?}), given up (current {:?})",
                                 s.current
                             ));
+                        }
+                        let retry = self.policy.restart.retry_after;
+                        if let Some(&at) = self.given_up_at.get(&slot) {
+                            if self.now < at + retry {
+                                return Err(format!(
+                                    "spawn for {slot}, given up {:?} ago: before retry_after",
+                                    self.now - at
+                                ));
+                            }
                         }
                         if slot != Seat::Agent
                             && self.sup.fleet.agent.is_some()
@@ -378,6 +397,7 @@ impl Sim {
                     .clamp(1, 5) as usize;
                 let wait = self.rng.bool();
                 self.log(format!("reload to {slots} (wait {wait})"));
+                self.given_up_at.clear(); // a reload starts given-up slots again at once
                 self.sup.begin_reload(Some(1), wait, slots, self.now);
                 self.apply(None)?;
             }

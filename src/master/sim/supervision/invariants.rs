@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::Sim;
+use crate::config::AllGivenUp;
 use crate::master::fleet::{Place as Seat, State};
 use crate::master::lifecycle::{Phase, StopStep};
 
@@ -151,6 +152,7 @@ impl Sim {
     pub(super) fn check(&mut self) -> Result<(), String> {
         self.sup.fleet.check()?;
         self.agent_ready();
+        self.check_given_up()?;
         for (key, w) in &self.sup.fleet.workers {
             let held = self.ledger.account(w.account).map_or(0, |a| a.handed());
             if w.place == Seat::Agent && held > 0 {
@@ -240,6 +242,31 @@ impl Sim {
         self.check_clients()?;
         if self.served.len() + self.dropped.len() != self.accepted as usize {
             return Err("clients left in the ledger at exit".into());
+        }
+        Ok(())
+    }
+
+    /// Slots given up are remembered with when (for the spawn check: not before
+    /// `retry_after`); and with `on_all_given_up = "wait"` the master never stops because
+    /// slots gave up, only because an agent never became ready.
+    fn check_given_up(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let fleet = &self.sup.fleet;
+        let places = (fleet.slots.iter().enumerate())
+            .map(|(i, s)| (Seat::Slot(i), s))
+            .chain(fleet.agent.iter().map(|a| (Seat::Agent, a)));
+        for (place, s) in places {
+            if s.given_up {
+                self.given_up_at.entry(place).or_insert(now);
+            } else {
+                self.given_up_at.remove(&place);
+            }
+        }
+        if self.sup.gave_up
+            && self.policy.restart.on_all_given_up == AllGivenUp::Wait
+            && self.agent_was_ready
+        {
+            return Err("gave up (every slot) although on_all_given_up = \"wait\"".into());
         }
         Ok(())
     }
