@@ -9,6 +9,13 @@
 //! request on each keep-alive connection with `Connection: close`, and close those still idle
 //! after `--drain-grace` (2s) — never one whose client may be sending its next request.
 //!
+//! Load never makes it exit. A connection that sends nothing for `--idle-timeout` (5s) while it
+//! is owed no answer — an idle keep-alive client, one that never finishes its request — is
+//! closed, so idle clients cannot hold its file descriptors forever. At its open-file limit (a
+//! `conn` message cut short by the kernel) it gives the connections back to the master
+//! (`full N`), which hands them to other workers, and says `idle` again once a connection of
+//! its own has closed; in `none` mode it stops accepting until then.
+//!
 //! For the benchmark's uneven-work scenario, `--slow-every N --slow-ms M` makes every Nth
 //! request this process answers hold its only thread for M ms of CPU before the answer — a
 //! blocking `JSON.parse` or synchronous call in an event-loop worker, during which the worker
@@ -16,7 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -56,6 +63,12 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
           default_value = "2s")]
     pub drain_grace: Duration,
+    /// Close a connection that has sent nothing for this long while it is owed no answer: an
+    /// idle keep-alive connection, or a client that never finishes its request (Node's
+    /// `keepAliveTimeout` is 5s too). Idle clients cannot pin the worker's file descriptors.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "5s")]
+    pub idle_timeout: Duration,
 }
 
 /// The uneven-work setting: which requests are slow and for how long.
@@ -148,6 +161,8 @@ struct Client {
     eof: bool,
     /// Handed to us by the master, its first request not here yet.
     awaited: bool,
+    /// When it last sent us something, or we wrote to it.
+    last_active: Instant,
 }
 
 impl Client {
@@ -155,6 +170,11 @@ impl Client {
     /// first request yet is *not* idle: a client is waiting for its answer.
     fn is_idle(&self) -> bool {
         self.answered > 0 && self.input.is_empty() && self.output.is_empty()
+    }
+
+    /// Owed no answer: what it sent so far (nothing, or part of a request) asks for none yet.
+    fn is_quiet(&self) -> bool {
+        self.output.is_empty()
     }
 }
 
@@ -182,7 +202,17 @@ struct Server {
     /// connections came: such a client is work about to start, so `idle` waits for it a moment.
     awaited: usize,
     conns_at: Instant,
+    /// A `conn` message came cut (out of file descriptors): no `idle` until one is free.
+    fd_short: bool,
+    /// `accept` failed for want of a file descriptor: accept again once one is free.
+    accept_blocked: bool,
+    /// When quiet connections are next looked at (`--idle-timeout`).
+    next_sweep: Instant,
 }
+
+/// How often connections are looked at for `--idle-timeout` (and a worker short of file
+/// descriptors looks whether one is free).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How long `idle` waits for the first request of a connection just handed to us. A client
 /// sends it right after connecting; one that does not (a browser's speculative connection) does
@@ -238,12 +268,15 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         max_requests: args.max_requests,
         slow: SlowWork::from_args(&args),
         stopping: false,
-        drain: Drain::new(args.drain_grace),
+        drain: Drain::new(args.drain_grace).with_idle_timeout(args.idle_timeout),
         idle_closed: false,
         owe_idle: false,
         deferred: Vec::new(),
         awaited: 0,
         conns_at: Instant::now(),
+        fd_short: false,
+        accept_blocked: false,
+        next_sweep: Instant::now() + SWEEP_EVERY,
     };
     if let Some(delay) = args.ready_delay {
         std::thread::sleep(delay);
@@ -296,16 +329,20 @@ impl Server {
                 self.close_idle_clients();
                 continue;
             }
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
             let wake = [
                 stop_deadline,
                 self.drain.deadline().filter(|_| !self.idle_closed),
+                Some(self.next_sweep),
             ];
             let mut timeout = wake
                 .into_iter()
                 .flatten()
                 .min()
                 .map(|d| d.saturating_duration_since(now));
-            if self.owe_idle && !self.stopping {
+            if self.owe_idle && !self.stopping && !self.fd_short {
                 let since = self.conns_at.elapsed();
                 if self.awaited > 0 && since < FIRST_REQUEST_GRACE {
                     let rest = FIRST_REQUEST_GRACE - since;
@@ -379,6 +416,18 @@ impl Server {
                         self.add_client(stream, true);
                     }
                 }
+                Event::Full { refused } => {
+                    // The kernel cut a `conn` message: the channel gave it back (`full`).
+                    // `idle` again only once a connection of ours has closed.
+                    if !self.fd_short {
+                        warn!(
+                            "at the open-file limit with {} connection(s): {refused} given back \
+                             to the master until one closes",
+                            self.clients.len()
+                        );
+                    }
+                    self.fd_short = true;
+                }
                 Event::Stop => {
                     info!("stop received");
                     self.begin_stop();
@@ -419,6 +468,13 @@ impl Server {
                 Ok(conn) => self.add_client(conn, false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // The client waits in the backlog until one of ours closes.
+                    if !std::mem::replace(&mut self.accept_blocked, true) {
+                        warn!("accept: {e}; accepting again once a connection closes");
+                    }
+                    return;
+                }
                 Err(e) => {
                     warn!("accept: {e}");
                     return;
@@ -448,6 +504,7 @@ impl Server {
             answered: 0,
             eof: false,
             awaited,
+            last_active: Instant::now(),
         });
         self.awaited += usize::from(awaited);
         // A request may already be waiting: edge-triggered registration will not tell us.
@@ -466,7 +523,10 @@ impl Server {
                     closed = true;
                     break;
                 }
-                Ok(n) => client.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    client.input.extend_from_slice(&chunk[..n]);
+                    client.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -505,10 +565,7 @@ impl Server {
         };
         // While stopping, an idle keep-alive connection is closed once the grace is over.
         if finished || closed || (self.idle_closed && client.is_idle()) {
-            let mut client = self.clients.remove(key);
-            self.awaited -= usize::from(client.awaited);
-            let _ = self.poll.registry().deregister(client.conn.source());
-            client.conn.shutdown();
+            self.close_client(key);
         }
         if self.max_requests > 0 && self.served >= self.max_requests && !self.stopping {
             info!("served {} requests; leaving", self.served);
@@ -547,11 +604,65 @@ impl Server {
             debug!("stop: closing {} idle keep-alive connection(s)", idle.len());
         }
         for key in idle {
-            let mut client = self.clients.remove(key);
-            self.awaited -= usize::from(client.awaited);
-            let _ = self.poll.registry().deregister(client.conn.source());
-            client.conn.shutdown();
+            self.close_client(key);
         }
+    }
+
+    /// Closes the connection of `key`. A descriptor is free again: if we were short of them,
+    /// we may take connections again.
+    fn close_client(&mut self, key: usize) {
+        let Some(mut client) = self.clients.try_remove(key) else {
+            return;
+        };
+        self.awaited -= usize::from(client.awaited);
+        let _ = self.poll.registry().deregister(client.conn.source());
+        client.conn.shutdown();
+        drop(client);
+        self.fd_freed();
+    }
+
+    /// A file descriptor may be free: say `idle` again if a cut `conn` made us stop, accept
+    /// again if `accept` had failed for want of one.
+    fn fd_freed(&mut self) {
+        if std::mem::take(&mut self.fd_short) {
+            self.owe_idle = true;
+        }
+        if std::mem::take(&mut self.accept_blocked) {
+            for i in 0..self.listeners.len() {
+                self.on_listener(i);
+            }
+        }
+    }
+
+    /// Every [`SWEEP_EVERY`]: closes connections quiet past `--idle-timeout`; short of file
+    /// descriptors with none of ours closing, looks whether one is free anyway.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SWEEP_EVERY;
+        let drain = self.drain;
+        let expired: Vec<usize> = (self.clients.iter())
+            .filter(|(_, c)| c.is_quiet() && drain.close_idle_since(c.last_active, now))
+            .map(|(k, _)| k)
+            .collect();
+        if !expired.is_empty() {
+            debug!(
+                "closing {} connection(s) idle past the timeout",
+                expired.len()
+            );
+        }
+        for key in expired {
+            self.close_client(key);
+        }
+        if (self.fd_short || self.accept_blocked) && fd_available() {
+            self.fd_freed();
+        }
+    }
+}
+
+/// Whether this process may open one more file now (a `dup` of stdin's slot, closed at once).
+fn fd_available() -> bool {
+    match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(_) => true,
+        Err(e) => !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
     }
 }
 
@@ -640,7 +751,10 @@ fn write_out(client: &mut Client) -> io::Result<bool> {
     while client.written < client.output.len() {
         match client.conn.io_write(&client.output[client.written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => client.written += n,
+            Ok(n) => {
+                client.written += n;
+                client.last_active = Instant::now();
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -674,6 +788,7 @@ mod tests {
             slow_every: every,
             slow_ms: 20,
             drain_grace: Drain::DEFAULT_GRACE,
+            idle_timeout: Drain::DEFAULT_IDLE_TIMEOUT,
         };
         assert!(SlowWork::from_args(&args(0)).is_none());
         let slow = SlowWork::from_args(&args(3)).expect("on with --slow-every 3");

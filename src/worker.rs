@@ -60,8 +60,8 @@ pub enum WorkerError {
     Protocol(ProtocolError),
     #[error("a message from the master was longer than {MAX_MESSAGE_LEN} bytes")]
     Truncated,
-    /// The kernel dropped sockets of a `conn` message because this process may not open more
-    /// files: none of that message is acked, so the master gives its sockets to others.
+    /// The kernel dropped sockets of a message that announced none (never from a master that
+    /// follows the protocol: its only message with sockets is `conn`).
     #[error(
         "a `conn` message lost sockets on the way in: this process is at its open-file limit \
          (RLIMIT_NOFILE); raise it (ulimit -n)"
@@ -115,6 +115,12 @@ pub enum Event {
     /// After [`Channel::subscribe`]: every retained value has arrived. Say `ready` now to serve
     /// with the current state.
     Subscribed,
+    /// A `conn` message arrived with fewer sockets than it announced: this process is at its
+    /// open-file limit and the kernel dropped the rest. The channel has given all `refused`
+    /// back to the master (`full N`) without reading any, closed those that came, and the
+    /// master sends nothing more until the next `idle` (or `ack`): say `idle` once a
+    /// connection has closed. [`Channel::incoming`] waits for a free descriptor itself.
+    Full { refused: usize },
     /// Finish the connections you have and exit. Nothing more will come.
     Stop,
     /// The master is gone (the channel closed): finish up and exit.
@@ -251,6 +257,17 @@ impl Channel {
         self.send(WorkerMessage::Idle)
     }
 
+    /// Gives back, unread, the next `n` sockets received and not acked (`full N`): this
+    /// process cannot take them (its open-file limit). The master hands them to other workers
+    /// and sends this one nothing until its next `idle` or `ack`. [`Channel::recv`] does this
+    /// for you when the kernel drops sockets of a message.
+    pub fn full(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.send(WorkerMessage::Full(n))
+    }
+
     /// Takes ownership of the next `n` sockets received. [`Channel::recv`] does this for you.
     pub fn ack(&mut self, n: usize) -> io::Result<()> {
         if n == 0 {
@@ -294,15 +311,21 @@ impl Channel {
                 Err(e) => return Err(e.into()),
             }
         };
-        if received.fds_truncated || received.data_truncated {
-            // We cannot tell which sockets were lost; not acking lets the master re-dispatch
-            // the whole message once we are gone (docs/PROTOCOL.md, "fewer fds").
+        if received.fds_truncated && !received.data_truncated {
+            // At our open-file limit: the kernel dropped some of the message's sockets, and we
+            // cannot tell which lines the others belong to. Give the whole message back unread
+            // (docs/PROTOCOL.md, "fewer fds"): the master hands it to others.
             self.fds.clear();
-            return Err(if received.fds_truncated {
-                WorkerError::FdLimit
-            } else {
-                WorkerError::Truncated
-            });
+            let announced = protocol::announced_conns(&self.buf[..received.len]);
+            let Some(refused) = announced else {
+                return Err(WorkerError::FdLimit);
+            };
+            self.full(refused)?;
+            return Ok(Event::Full { refused });
+        }
+        if received.fds_truncated || received.data_truncated {
+            self.fds.clear();
+            return Err(WorkerError::Truncated);
         }
         if received.len == 0 && self.fds.is_empty() {
             return Ok(Event::Closed);
@@ -340,6 +363,7 @@ impl Channel {
             queue: std::collections::VecDeque::new(),
             done: false,
             said_idle: false,
+            full: false,
         }
     }
 
@@ -393,6 +417,8 @@ pub struct Incoming<'a> {
     done: bool,
     /// `idle` was sent since the last connections arrived.
     said_idle: bool,
+    /// A `conn` message was cut (out of descriptors) since the last `idle`.
+    full: bool,
 }
 
 impl Iterator for Incoming<'_> {
@@ -407,6 +433,11 @@ impl Iterator for Incoming<'_> {
                 return None;
             }
             if !self.said_idle {
+                if std::mem::take(&mut self.full) {
+                    // Out of descriptors: `idle` only once one is free again (a connection
+                    // handed out earlier was closed), or the next `conn` would be cut again.
+                    wait_for_a_free_fd(&self.channel.socket);
+                }
                 match self.channel.idle() {
                     Ok(()) => self.said_idle = true,
                     // The master is gone: nothing more will come.
@@ -430,6 +461,10 @@ impl Iterator for Incoming<'_> {
                     self.said_idle = false;
                     self.queue.extend(conns);
                 }
+                Ok(Event::Full { .. }) => {
+                    self.said_idle = false;
+                    self.full = true;
+                }
                 Ok(Event::Stop | Event::Closed) => self.done = true,
                 // Not connections (see `Channel::subscribe`).
                 Ok(Event::Message { .. } | Event::Subscribed) => {}
@@ -444,6 +479,19 @@ impl Iterator for Incoming<'_> {
                 }
             }
         }
+    }
+}
+
+/// Waits until this process may open one more file: probes with a `dup` (closed at once),
+/// 10 ms apart at first, then less often, up to a second.
+fn wait_for_a_free_fd(fd: &OwnedFd) {
+    let mut pause = Duration::from_millis(10);
+    while let Err(e) = fd.try_clone() {
+        if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            return; // not the limit: `idle` tells the truth
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -525,10 +573,26 @@ pub fn worker_id() -> usize {
 /// assert!(drain.close_idle(t0 + Duration::from_secs(2)));
 /// assert_eq!(drain.deadline(), Some(t0 + Duration::from_secs(2)), "when to wake up for it");
 /// ```
+///
+/// It also bounds how long a keep-alive connection may stay idle while serving
+/// ([`Drain::idle_timeout`], 5 s by default as in Node's `http` server): a client that keeps a
+/// connection open and sends nothing holds one of the worker's file descriptors, and enough of
+/// them would leave none for new clients.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rrbalancer::worker::Drain;
+///
+/// let drain = Drain::default().with_idle_timeout(Duration::from_secs(5));
+/// let last_request = Instant::now();
+/// assert!(!drain.close_idle_since(last_request, last_request + Duration::from_secs(4)));
+/// assert!(drain.close_idle_since(last_request, last_request + Duration::from_secs(5)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
     grace: Duration,
     since: Option<Instant>,
+    idle_timeout: Duration,
 }
 
 impl Drain {
@@ -537,8 +601,34 @@ impl Drain {
     /// `kill_timeout` (5s).
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 
+    /// How long a keep-alive connection may stay idle by default (Node's `keepAliveTimeout`).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
     pub fn new(grace: Duration) -> Drain {
-        Drain { grace, since: None }
+        Drain {
+            grace,
+            since: None,
+            idle_timeout: Drain::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The longest a connection may stay idle (between requests, or before its first one)
+    /// while serving.
+    pub fn with_idle_timeout(self, idle_timeout: Duration) -> Drain {
+        Drain {
+            idle_timeout,
+            ..self
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Whether a connection idle since `idle_since` (no request in progress, no answer owed)
+    /// is to be closed at `now`: past the idle timeout, or, once draining, past the grace.
+    pub fn close_idle_since(&self, idle_since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(idle_since) >= self.idle_timeout || self.close_idle(now)
     }
 
     /// The stop began at `now` (a second call changes nothing).

@@ -202,6 +202,7 @@ fn policy_comes_from_flag_then_rrb_env_then_node_env_then_file() {
             args,
             env,
             ready: 1,
+            ..Start::default()
         });
         assert!(
             rrb.log().iter().any(|l| l.contains(expected)),

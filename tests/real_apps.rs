@@ -224,6 +224,7 @@ fn gunicorn_and_uvicorn_serve_reload_and_stop_with_the_shipped_configs() {
             args: &["--listen", "127.0.0.1:0"],
             env: &[("PATH", &path)],
             ready: 2,
+            ..Start::default()
         });
         for _ in 0..4 {
             let body = rrb.get().unwrap_or_else(|e| panic!("{config}: {e}"));

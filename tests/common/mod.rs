@@ -41,6 +41,8 @@ pub struct Start<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Wait until this many workers have said `ready`.
     pub ready: usize,
+    /// Its open-file limit, soft and hard (`ulimit -n`), which its workers inherit.
+    pub nofile: Option<u32>,
 }
 
 impl Rrb {
@@ -62,7 +64,17 @@ impl Rrb {
             config = format!("listen = [\"127.0.0.1:0\"]\n{config}");
         }
         std::fs::write(&path, config).expect("write config");
-        let mut command = Command::new(BIN);
+        let mut command = match start.nofile {
+            // The same process (`exec`), in its own group as without.
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+            None => Command::new(BIN),
+        };
         command
             .arg("--config")
             .arg(&path)

@@ -1,0 +1,114 @@
+//! Client load alone never takes the balancer down: workers at their open-file limit give
+//! connections back (`full`) instead of exiting, idle clients are closed after the workers'
+//! idle timeout, and the master serves a fresh client as soon as the load is gone.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Rrb, Start, alive, http_get};
+
+/// Each slot's restarts and state, from `status --json`.
+fn slots(rrb: &Rrb) -> Vec<(u64, String)> {
+    let (code, json, err) = rrb.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    (status["workers"].as_array().unwrap().iter())
+        .filter(|w| w["role"] == "current")
+        .map(|w| {
+            let restarts = w["restarts"].as_u64().unwrap();
+            (restarts, w["state"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// A fresh client is answered within `within` (retrying while the backlog drains).
+fn served_within(rrb: &Rrb, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match http_get(&rrb.addr) {
+            Ok(body) if body.contains("handled by worker") => return start.elapsed(),
+            other if start.elapsed() > within => {
+                panic!("no answer within {within:?}: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The reproduction of issue 23 (`ulimit -n 128`, keep-alive clients beyond what the workers
+/// may hold): the workers hit their limit and say `full`, nothing exits, nothing is given up,
+/// and once the clients leave a new one is served at once.
+#[test]
+fn keep_alive_clients_beyond_the_workers_file_limit_never_stop_the_service() {
+    let rrb = Rrb::start_with(Start {
+        config: "workers = 2\n",
+        ready: 2,
+        nofile: Some(128),
+        ..Start::default()
+    });
+    let workers = rrb.workers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::keep_alive_load(rrb.addr.clone(), 400, "handled by worker", stop.clone());
+    rrb.wait_for_log("at the open-file limit", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(alive(rrb.pid()), "the master is alive");
+    let took = served_within(&rrb, Duration::from_secs(5));
+    for (restarts, state) in slots(&rrb) {
+        assert_eq!((restarts, state.as_str()), (0, "ready"));
+    }
+    assert_eq!(rrb.workers(), workers, "the same workers serve");
+    assert_eq!(rrb.count_log("giveup"), 0);
+    assert!(seen.ok > 1000, "{} answers", seen.ok);
+    eprintln!(
+        "400 keep-alive clients at 128 fds: {} answers, {} errors (first: {:?}); a new client \
+         served {took:?} after",
+        seen.ok,
+        seen.errors.len(),
+        seen.errors.first()
+    );
+}
+
+/// Idle keep-alive clients (one request each, then silence) beyond the workers' file limit:
+/// the workers close them after their idle timeout, and new clients are served.
+#[test]
+fn idle_clients_cannot_pin_the_workers_file_descriptors() {
+    let rrb = Rrb::start_with(Start {
+        config: "workers = 2\n[worker]\nargs = [\"--idle-timeout\", \"1s\"]\n",
+        ready: 2,
+        nofile: Some(128),
+        ..Start::default()
+    });
+    // Twice what the two workers may hold, each served once and then left open, idle.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        let mut s = TcpStream::connect(&rrb.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        idle.push(s);
+    }
+    rrb.wait_for_log("at the open-file limit", Duration::from_secs(10));
+    // Every one of them is answered in turn as the idle ones before it are closed, and is then
+    // closed itself: a read of its answer ends with the end of the stream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok() && answer.contains("handled by worker"),
+            "client {i}: {read:?} {answer:?}"
+        );
+    }
+    served_within(&rrb, Duration::from_secs(5));
+    for (restarts, state) in slots(&rrb) {
+        assert_eq!((restarts, state.as_str()), (0, "ready"));
+    }
+}
