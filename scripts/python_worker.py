@@ -69,15 +69,22 @@ class Channel:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % fds.itemsize
                 fds.frombytes(payload[:usable])
-        if flags & socket.MSG_CTRUNC:
-            # Sockets were dropped: we are at our open-file limit. Ack none of this message
-            # (the master gives all of it to another worker once we are gone) and exit.
-            for fd in fds:
-                os.close(fd)
-            raise RuntimeError("a conn message lost sockets: at the open-file limit (ulimit -n)")
         if flags & socket.MSG_TRUNC:
             raise RuntimeError("truncated message from the master")
-        return data.decode("utf-8").split("\n"), list(fds)
+        lines = data.decode("utf-8").split("\n")
+        if flags & socket.MSG_CTRUNC:
+            # Sockets were dropped: we are at our open-file limit, and cannot tell which line
+            # each fd that came belongs to. Read none: close them, give the whole message back
+            # (`full N`: the master hands it to other workers), and say `idle` once one of our
+            # connections has closed (docs/PROTOCOL.md, "Fewer fds than announced").
+            for fd in fds:
+                os.close(fd)
+            head = lines[0].split(" ")
+            if head[0] != "conn":
+                raise RuntimeError(f"sockets dropped from {lines[0]!r}")
+            self.send(f"full {int(head[1])}\n")
+            return ["full"], []
+        return lines, list(fds)
 
 
 def raise_fd_limit():
@@ -102,6 +109,11 @@ class Worker:
         # When the stop began (monotonic), for DRAIN_GRACE.
         self.stopped_at = None
         self.threads = []
+        # We gave a `conn` back (`full`): say `idle` once a connection of ours closes. After
+        # that first `idle` the master hands us connections only after an `idle`: being
+        # threaded, we say it after every `conn`.
+        self.full = False
+        self.pulled = False
         # Retained values by key, as JSON text (--subscribe).
         self.state = {}
         self.messages_log = None
@@ -192,7 +204,19 @@ class Worker:
             conn.close()
 
     def spawn(self, conn):
-        t = threading.Thread(target=self.serve, args=(conn,), daemon=True)
+        def serve_then_free():
+            try:
+                self.serve(conn)
+            finally:
+                conn.close()
+                with self.lock:
+                    free_again, self.full = self.full, False
+                    if free_again:
+                        self.pulled = True
+                if free_again:
+                    self.channel.send("idle\n")
+
+        t = threading.Thread(target=serve_then_free, daemon=True)
         t.start()
         with self.lock:
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
@@ -221,6 +245,12 @@ class Worker:
                 continue
             if lines[0] == "subscribed":
                 continue
+            if lines[0] == "full":
+                with self.lock:
+                    if not self.full:
+                        self.log("at the open-file limit: connections given back until one closes")
+                    self.full = True
+                continue
             head = lines[0].split(" ")
             if head[0] != "conn" or int(head[1]) != len(fds):
                 self.log(f"unexpected message {lines!r}")
@@ -231,6 +261,10 @@ class Worker:
             self.channel.send(f"ack {len(fds)}\n")
             for fd in fds:
                 self.spawn(socket.socket(fileno=fd))
+            with self.lock:
+                pulled = self.pulled
+            if pulled:
+                self.channel.send("idle\n")
 
     def finish_after_leaving(self):
         """The master sends nothing new after `leaving`: take what is already on its way
