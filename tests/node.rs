@@ -339,3 +339,31 @@ fn a_node_worker_that_never_had_a_connection_still_gets_its_stop_signal() {
     assert_eq!(rrb.count_log("exit code 0"), 2, "{:?}", rrb.log());
     assert_eq!(rrb.count_log("SIGKILL"), 0, "{:?}", rrb.log());
 }
+
+/// Node workers at their open-file limit: Node NACKs a connection whose fd the kernel dropped,
+/// four times; the master then hands it to another worker and sends that one nothing for a
+/// while. No worker is replaced, none given up, and a new client is served once the load goes.
+#[test]
+fn node_workers_at_their_file_limit_are_routed_around_not_replaced() {
+    for config in [child_config(2, "rr", ""), cluster_config(2, "rr")] {
+        let rrb = Rrb::start_with(common::Start {
+            config: &config,
+            ready: 2,
+            nofile: Some(128),
+            ..common::Start::default()
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load =
+            common::keep_alive_load(rrb.addr.clone(), 300, "handled by worker", stop.clone());
+        rrb.wait_for_log("out of file descriptors", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = load.join().unwrap();
+        rrb.served_within("handled by worker", Duration::from_secs(5));
+        for (restarts, state) in rrb.slot_states() {
+            assert_eq!((restarts, state.as_str()), (0, "ready"), "{config}");
+        }
+        assert_eq!(rrb.count_log("misbehaved"), 0, "{config}");
+        assert!(seen.ok > 100, "{config}: {} answers", seen.ok);
+    }
+}

@@ -10,35 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Rrb, Start, alive, http_get};
-
-/// Each slot's restarts and state, from `status --json`.
-fn slots(rrb: &Rrb) -> Vec<(u64, String)> {
-    let (code, json, err) = rrb.ctl(&["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
-    (status["workers"].as_array().unwrap().iter())
-        .filter(|w| w["role"] == "current")
-        .map(|w| {
-            let restarts = w["restarts"].as_u64().unwrap();
-            (restarts, w["state"].as_str().unwrap().to_owned())
-        })
-        .collect()
-}
-
-/// A fresh client is answered within `within` (retrying while the backlog drains).
-fn served_within(rrb: &Rrb, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        match http_get(&rrb.addr) {
-            Ok(body) if body.contains("handled by worker") => return start.elapsed(),
-            other if start.elapsed() > within => {
-                panic!("no answer within {within:?}: {other:?}")
-            }
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
+use common::{Rrb, Start, alive};
 
 /// The reproduction of issue 23 (`ulimit -n 128`, keep-alive clients beyond what the workers
 /// may hold): the workers hit their limit and say `full`, nothing exits, nothing is given up,
@@ -59,8 +31,8 @@ fn keep_alive_clients_beyond_the_workers_file_limit_never_stop_the_service() {
     stop.store(true, Ordering::Relaxed);
     let seen = load.join().unwrap();
     assert!(alive(rrb.pid()), "the master is alive");
-    let took = served_within(&rrb, Duration::from_secs(5));
-    for (restarts, state) in slots(&rrb) {
+    let took = rrb.served_within("handled by worker", Duration::from_secs(5));
+    for (restarts, state) in rrb.slot_states() {
         assert_eq!((restarts, state.as_str()), (0, "ready"));
     }
     assert_eq!(rrb.workers(), workers, "the same workers serve");
@@ -107,8 +79,8 @@ fn idle_clients_cannot_pin_the_workers_file_descriptors() {
             "client {i}: {read:?} {answer:?}"
         );
     }
-    served_within(&rrb, Duration::from_secs(5));
-    for (restarts, state) in slots(&rrb) {
+    rrb.served_within("handled by worker", Duration::from_secs(5));
+    for (restarts, state) in rrb.slot_states() {
         assert_eq!((restarts, state.as_str()), (0, "ready"));
     }
 }

@@ -20,13 +20,16 @@
 //! Connections are generic ([`Conn`]): real ones carry the socket, the simulator's an id.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::dispatch::{self, RoundRobin};
 use super::metrics::{Rate, Served};
 use crate::protocol::Peer;
+
+/// How long a worker that said `full` gets nothing unless it says `idle` or acks first.
+pub const FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// What the ledger needs of a connection.
 pub trait Conn {
@@ -60,8 +63,9 @@ pub struct Account<C> {
     pulled: bool,
     idle: bool,
     /// It said `full` (out of file descriptors): nothing goes to it until its next `idle` or
-    /// `ack`.
-    full: bool,
+    /// `ack`, or until this time (then one connection, as a probe: a worker that never says
+    /// `idle`, a Node worker, is not left out for good).
+    full_until: Option<Instant>,
     /// How many it may be sent un-acked now: its window, but after a `full` one, then doubled
     /// by each `ack` (a worker just short of descriptors is not sent a whole window again).
     cap: usize,
@@ -84,7 +88,7 @@ impl<C: Conn> Account<C> {
             blocked: false,
             pulled: false,
             idle: false,
-            full: false,
+            full_until: None,
             cap: window.max(1),
             served: Served::default(),
             rate: Rate::default(),
@@ -106,7 +110,7 @@ impl<C: Conn> Account<C> {
     pub fn has_window_room(&self) -> bool {
         self.open
             && !self.blocked
-            && !self.full
+            && self.full_until.is_none()
             && self.outbox.len() + self.unacked.len() < self.cap.min(self.window)
     }
 
@@ -136,14 +140,14 @@ impl<C: Conn> Account<C> {
     pub fn on_idle(&mut self) {
         self.pulled = true;
         self.idle = true;
-        self.full = false;
+        self.full_until = None;
     }
 
     /// The worker said `full n`: its `n` oldest un-acked connections come back unread (they go
     /// to someone else with [`Ledger::requeue_returned`]), and it gets nothing until its next
     /// `idle` or `ack`, then one at a time at first. `Err` with how many it had if it gave back
     /// more than that (nothing is changed then).
-    pub fn on_full(&mut self, n: usize) -> Result<(), usize> {
+    pub fn on_full(&mut self, n: usize, now: Instant) -> Result<(), usize> {
         if n > self.unacked.len() {
             return Err(self.unacked.len());
         }
@@ -151,16 +155,31 @@ impl<C: Conn> Account<C> {
             c.set_sent(None);
             self.returned.push(c);
         }
-        self.full = true;
-        self.idle = false;
-        self.cap = 1;
+        self.mark_full(now);
         Ok(())
     }
 
-    /// Whether it said `full` and has not said `idle` or acked since.
+    /// The newest un-acked connection did not reach the worker for want of a descriptor (a
+    /// Node worker NACKs it again and again): it comes back as [`Account::on_full`]'s do.
+    pub fn newest_full(&mut self, now: Instant) -> bool {
+        let Some(i) = self.unacked.len().checked_sub(1) else {
+            return false;
+        };
+        self.refuse_at(i);
+        self.mark_full(now);
+        true
+    }
+
+    fn mark_full(&mut self, now: Instant) {
+        self.full_until = Some(now + FULL_RETRY);
+        self.idle = false;
+        self.cap = 1;
+    }
+
+    /// Whether it said `full` and has not said `idle` or acked since, nor been retried.
     #[cfg(test)]
     pub fn is_full(&self) -> bool {
-        self.full
+        self.full_until.is_some()
     }
 
     /// After a flush: the channel was found full or not, and something was sent or not (a
@@ -206,7 +225,7 @@ impl<C: Conn> Account<C> {
         for c in self.unacked.drain(..n) {
             self.served.acked(c.accepted(), now);
         }
-        self.full = false;
+        self.full_until = None;
         self.cap = self.cap.saturating_mul(2).min(self.window);
         Ok(())
     }
@@ -465,6 +484,20 @@ impl<C: Conn> Ledger<C> {
         }
     }
 
+    /// Workers full since [`FULL_RETRY`] before `now` may be sent one connection again.
+    pub fn retry_full(&mut self, now: Instant) {
+        for (_, a) in &mut self.accounts {
+            if a.full_until.is_some_and(|t| t <= now) {
+                a.full_until = None;
+            }
+        }
+    }
+
+    /// When [`Ledger::retry_full`] has something to do next.
+    pub fn next_full_retry(&self) -> Option<Instant> {
+        self.accounts.iter().filter_map(|(_, a)| a.full_until).min()
+    }
+
     /// The master is stopping: what is still queued is closed. How many.
     pub fn drop_queue(&mut self) -> usize {
         let n = self.queue.len();
@@ -688,9 +721,13 @@ mod tests {
         }
         let account = ledger.account_mut(a).unwrap();
         account.mark_sent(4, Instant::now());
-        assert_eq!(account.on_full(5), Err(4), "more than it was sent");
+        assert_eq!(
+            account.on_full(5, Instant::now()),
+            Err(4),
+            "more than it was sent"
+        );
         assert_eq!(account.unacked_len(), 4, "nothing changed");
-        account.on_full(3).unwrap();
+        account.on_full(3, Instant::now()).unwrap();
         assert!(account.is_full() && !account.has_room() && !account.has_window_room());
         assert_eq!(account.unacked_len(), 1, "the newest is still its own");
         assert_eq!(ledger.requeue_returned(a), 3);
@@ -702,7 +739,7 @@ mod tests {
         // Then the last one too; `idle` again: room for one, then twice as many after each
         // ack, up to the window.
         let account = ledger.account_mut(a).unwrap();
-        account.on_full(1).unwrap();
+        account.on_full(1, Instant::now()).unwrap();
         assert_eq!(ledger.requeue_returned(a), 1);
         assert!(!ledger.dispatch(1, |_| Some(a), false), "full: it waits");
         ledger.account_mut(a).unwrap().on_idle();
@@ -722,5 +759,26 @@ mod tests {
             [10, 20],
             "a cap of 2"
         );
+    }
+
+    #[test]
+    fn a_full_worker_that_never_says_idle_is_tried_again_with_one_after_a_while() {
+        let t0 = accepted_at();
+        let mut ledger = Ledger::default();
+        let a = ledger.open(4);
+        ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
+        let account = ledger.account_mut(a).unwrap();
+        account.mark_sent(1, t0);
+        assert!(account.newest_full(t0));
+        assert!(!account.newest_full(t0), "nothing left to give back");
+        assert_eq!(ledger.requeue_returned(a), 1);
+        assert_eq!(ledger.next_full_retry(), Some(t0 + FULL_RETRY));
+        ledger.retry_full(t0 + FULL_RETRY - Duration::from_millis(1));
+        assert!(!ledger.dispatch(1, |_| Some(a), false), "not yet");
+        ledger.retry_full(t0 + FULL_RETRY);
+        assert_eq!(ledger.next_full_retry(), None);
+        ledger.enqueue(Id(1, None));
+        assert!(!ledger.dispatch(1, |_| Some(a), false), "one, as a probe");
+        assert_eq!(ids(ledger.account(a).unwrap().outbox()), [0]);
     }
 }

@@ -548,6 +548,7 @@ impl Master {
             .chain(self.notifier.deadline())
             .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
             .chain(self.next_stall_deadline())
+            .chain(self.ledger.next_full_retry())
             .min()
     }
 

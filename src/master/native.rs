@@ -180,7 +180,7 @@ impl NativeWire {
                 }
                 Ok(WorkerMessage::Idle) => account.on_idle(),
                 Ok(WorkerMessage::Full(n)) => {
-                    if let Err(sent) = account.on_full(n) {
+                    if let Err(sent) = account.on_full(n, now) {
                         out.push(Incoming::Violation(format!(
                             "gave back {n} sockets (`full {n}`) but only {sent} were sent"
                         )));

@@ -343,7 +343,24 @@ impl NodeWire {
                 }
                 self.nacks += 1;
                 if self.nacks > MAX_NACKS {
-                    return Err(format!("refused the same handle {} times", self.nacks));
+                    if self.in_flight != Some(InFlight::Conn) {
+                        return Err(format!("refused the same handle {} times", self.nacks));
+                    }
+                    // Node NACKs a message whose handle it could not receive: the kernel
+                    // dropped the fd, as the worker is at its open-file limit. Load, not a
+                    // fault: the connection goes to another worker, this one gets nothing for
+                    // a while (as a native worker's `full 1`).
+                    self.in_flight = None;
+                    self.nacks = 0;
+                    self.resend_conn = false;
+                    if self.cluster {
+                        self.awaiting.pop_back();
+                    }
+                    if !account.newest_full(now) {
+                        return Err("NODE_HANDLE_NACK bookkeeping out of step".into());
+                    }
+                    out.push(Incoming::Message(WorkerMessage::Full(1)));
+                    return Ok(());
                 }
                 self.resend();
             }

@@ -52,8 +52,8 @@ impl Master {
                     WorkerMessage::Idle => {}
                     WorkerMessage::Full(n) => {
                         worker.note(format_args!(
-                            "out of file descriptors (`full {n}`): its connections go to others \
-                             until it says `idle`"
+                            "out of file descriptors: {n} connection(s) given back, handed to \
+                             others; nothing more to it for now"
                         ));
                         self.core.full(key, now);
                     }
@@ -242,6 +242,7 @@ impl Master {
         {
             self.core.recycle(key, &reason, now);
         }
+        self.ledger.retry_full(now);
         self.core.tick(now, self.hooks.len());
         self.apply_effects();
     }

@@ -227,6 +227,35 @@ impl Rrb {
     }
 
     /// `GET /` with `Connection: close`; the body.
+    /// Each current worker's slot restarts and state, from `status --json`.
+    pub fn slot_states(&self) -> Vec<(u64, String)> {
+        let (code, json, err) = self.ctl(&["status", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (status["workers"].as_array().unwrap().iter())
+            .filter(|w| w["role"] == "current")
+            .map(|w| {
+                let restarts = w["restarts"].as_u64().unwrap();
+                (restarts, w["state"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    /// A fresh client is answered (with `expect` in the body) within `within`, retrying while
+    /// a backlog drains; how long it took.
+    pub fn served_within(&self, expect: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            match self.get() {
+                Ok(body) if body.contains(expect) => return start.elapsed(),
+                other if start.elapsed() > within => {
+                    panic!("no answer within {within:?}: {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     pub fn get(&self) -> Result<String, String> {
         http_get(&self.addr)
     }

@@ -347,7 +347,7 @@ impl Sim {
                     // Out of descriptors: it gives back its oldest, unread (it closed its
                     // copies, or the kernel never gave them), and gets nothing till `idle`.
                     let n = self.rng.usize(1..=unacked.len());
-                    account.on_full(n).expect("n ≤ unacked");
+                    account.on_full(n, self.now).expect("n ≤ unacked");
                     for id in &unacked[..n] {
                         self.holders.remove(id);
                     }
@@ -384,6 +384,12 @@ impl Sim {
                     }
                     self.log(format!("worker {key} acks {n}"));
                 }
+                Ok(())
+            }
+            68..=71 if self.rng.u8(..4) == 0 => {
+                self.now += crate::master::ledger::FULL_RETRY;
+                self.ledger.retry_full(self.now);
+                self.log("a second passes: full workers may be sent one again".into());
                 Ok(())
             }
             68..=71 => {
