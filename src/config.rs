@@ -24,6 +24,10 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+pub mod host;
+
+pub use host::default_runtime_dir;
+
 /// How accepted connections reach workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -240,11 +244,15 @@ impl FromStr for ListenAddr {
 const MAX_UNIX_PATH: usize = 107;
 
 /// Addresses that cannot all be bound: the same one twice (port 0 excepted: each picks its
-/// own), a Unix socket path longer than the kernel takes.
+/// own), a Unix socket path longer than the kernel takes or where none can be bound
+/// ([`host::unix_listen_problem`]).
 fn check_listen(listen: &[ListenAddr]) -> Result<(), String> {
     for (i, addr) in listen.iter().enumerate() {
         if let ListenAddr::Unix(path) = addr {
             check_unix_path(path)?;
+            if let Some(problem) = host::unix_listen_problem(path) {
+                return Err(problem);
+            }
         }
         let fixed = !matches!(addr, ListenAddr::Tcp(sa) if sa.port() == 0);
         if fixed && listen[..i].contains(addr) {
@@ -722,10 +730,10 @@ impl StopSignal {
 pub struct FileControl {
     /// The master's pid file. Default: `$XDG_RUNTIME_DIR/rrbalancer/<name>.pid` (or
     /// `/tmp/rrbalancer-<uid>/…`), `<name>` from the config file's name and path only.
-    pub pid_file: Option<PathBuf>,
+    pub pid_file: Option<Spanned<PathBuf>>,
     /// The control socket (`rrbalancer status|reload|scale|stop`). Default: beside the pid
     /// file, `<name>.sock`.
-    pub socket: Option<PathBuf>,
+    pub socket: Option<Spanned<PathBuf>>,
 }
 
 /// `[metrics]`: an HTTP listener for monitoring, served by the master's own event loop.
@@ -743,13 +751,13 @@ pub struct FileMetrics {
 pub struct FileLog {
     /// File that receives the workers' stdout, each line prefixed with slot and pid. Unset:
     /// workers inherit rrbalancer's stdout.
-    pub stdout: Option<PathBuf>,
+    pub stdout: Option<Spanned<PathBuf>>,
     /// The same for the workers' stderr.
-    pub stderr: Option<PathBuf>,
+    pub stderr: Option<Spanned<PathBuf>>,
     /// strftime-style timestamp put before each captured line (e.g. "%Y-%m-%dT%H:%M:%S%.3f").
     pub date_format: Option<String>,
     /// File for the master's own log. Unset: stderr.
-    pub master_log: Option<PathBuf>,
+    pub master_log: Option<Spanned<PathBuf>>,
     /// The master's own log lines: `"text"` (default) or `"json"` (one object per line).
     pub format: LogFormat,
 }
@@ -1245,9 +1253,9 @@ pub fn load_control(path: &Path) -> Result<(ControlConfig, Duration), ConfigErro
 /// `[control]`: its paths, relative ones taken from the config file's directory, or the
 /// defaults named after the file.
 fn control_config(control: FileControl, name: &str, dir: Option<&Path>) -> ControlConfig {
-    let relative = |p: PathBuf| match dir {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p,
+    let relative = |p: Spanned<PathBuf>| match dir {
+        Some(dir) if p.get_ref().is_relative() => dir.join(p.into_inner()),
+        _ => p.into_inner(),
     };
     let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name));
     ControlConfig {
@@ -1550,16 +1558,27 @@ pub fn validate(
         leaving: json(file.worker.node.leaving_message),
     };
 
-    let relative = |p: PathBuf| match dir {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p,
+    let relative = |p: Spanned<PathBuf>| match dir {
+        Some(dir) if p.get_ref().is_relative() => dir.join(p.into_inner()),
+        _ => p.into_inner(),
     };
+    // Where each path the master creates is written (a default is written nowhere: its error
+    // names the file alone).
+    let written = |p: &Option<Spanned<PathBuf>>| p.as_ref().map(Spanned::span);
+    let pid_at = written(&file.control.pid_file);
+    let socket_at = written(&file.control.socket);
+    let logs_at = [
+        written(&file.log.stdout),
+        written(&file.log.stderr),
+        written(&file.log.master_log),
+    ];
     let control = control_config(file.control, name, dir);
     check_unix_path(&control.socket).map_err(|e| {
-        ConfigError::Setting(format!(
-            "{name}: key `control.socket` (or its default beside the pid file): {e}; name a \
-             shorter one"
-        ))
+        invalid(
+            socket_at.clone().unwrap_or_default(),
+            "control.socket",
+            format!("{}{e}; name a shorter one", its_default(&socket_at)),
+        )
     })?;
     if let Some(format) = &file.log.date_format {
         use chrono::format::{Item, StrftimeItems};
@@ -1578,25 +1597,36 @@ pub fn validate(
         master_log: file.log.master_log.map(relative),
         format: file.log.format,
     };
-    for (key, path) in [
-        ("control.pid_file", Some(&control.pid_file)),
-        ("control.socket", Some(&control.socket)),
-        ("log.stdout", log.stdout.as_ref()),
-        ("log.stderr", log.stderr.as_ref()),
-        ("log.master_log", log.master_log.as_ref()),
+    let [stdout_at, stderr_at, own_log_at] = logs_at;
+    for (key, path, span, what) in [
+        (
+            "control.pid_file",
+            Some(&control.pid_file),
+            pid_at,
+            Created::PidFile,
+        ),
+        (
+            "control.socket",
+            Some(&control.socket),
+            socket_at,
+            Created::Socket,
+        ),
+        ("log.stdout", log.stdout.as_ref(), stdout_at, Created::Log),
+        ("log.stderr", log.stderr.as_ref(), stderr_at, Created::Log),
+        (
+            "log.master_log",
+            log.master_log.as_ref(),
+            own_log_at,
+            Created::Log,
+        ),
     ] {
-        if let Some(path) = path.filter(|p| names_a_directory(p)) {
-            return Err(ConfigError::Setting(format!(
-                "{name}: key `{key}`: {} is a directory; name a file",
-                quoted(&path.display().to_string())
-            )));
-        }
-        if let Some(blocker) = path.and_then(|p| not_a_directory_above(p)) {
-            return Err(ConfigError::Setting(format!(
-                "{name}: key `{key}`: {} cannot be created: {} is not a directory",
-                quoted(&path.map(|p| p.display().to_string()).unwrap_or_default()),
-                blocker.display()
-            )));
+        let Some(path) = path else { continue };
+        if let Some(problem) = created_path_problem(path, what) {
+            return Err(invalid(
+                span.clone().unwrap_or_default(),
+                key,
+                format!("{}{problem}", its_default(&span)),
+            ));
         }
     }
 
@@ -1766,27 +1796,54 @@ fn agent_config(
     })
 }
 
-/// The nearest existing ancestor of `path`, if it is not a directory: no file can be created
-/// there, by anyone (`/dev/null/x.log`). Whether one may write there depends on the user the
-/// master runs as, which `check` may not be: that is the master's to report.
-fn not_a_directory_above(path: &Path) -> Option<PathBuf> {
-    let existing = path
-        .ancestors()
-        .skip(1)
-        .map(|a| {
-            if a.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                a
-            }
-        })
-        .find(|a| a.exists())?;
-    (!existing.is_dir()).then(|| existing.to_path_buf())
+/// How an error about a path that took its default begins (the key is not in the file).
+fn its_default(span: &Option<Range<usize>>) -> &'static str {
+    if span.is_some() { "" } else { "its default, " }
 }
 
-/// Whether `path` names a directory rather than a file: it ends with `/`, or is one already.
-fn names_a_directory(path: &Path) -> bool {
-    path.as_os_str().as_encoded_bytes().ends_with(b"/") || path.is_dir()
+/// A file the master creates, for the rules it must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Created {
+    /// Opened without following a link, in a directory no other user controls.
+    PidFile,
+    /// In a directory no other user controls.
+    Socket,
+    /// Appended to, links followed; its directories made as needed.
+    Log,
+}
+
+/// Why the master could not create the file at `path`, as it will meet it at start: a name that
+/// is a directory, or under something that is not one; a pid file or control socket in a
+/// directory another user controls ([`host::check_control_dir`]); a pid file that is a symbolic
+/// link. What depends on the user `check` runs as (a directory it may not read) is the master's
+/// to report.
+fn created_path_problem(path: &Path, what: Created) -> Option<String> {
+    let shown = || quoted(&path.display().to_string());
+    if host::names_a_directory(path) {
+        return Some(format!("{} is a directory; name a file", shown()));
+    }
+    if let Some(blocker) = host::not_a_directory_above(path) {
+        return Some(format!(
+            "{} cannot be created: {} is not a directory",
+            shown(),
+            blocker.display()
+        ));
+    }
+    if what == Created::Log {
+        return None;
+    }
+    if let Err(unsafe_dir @ host::DirError::Unsafe { .. }) =
+        host::check_control_dir(host::parent_dir(path))
+    {
+        return Some(format!("{}: {unsafe_dir}", shown()));
+    }
+    let is_link = host::facts(path, false).is_ok_and(|f| f.kind == host::Kind::Symlink);
+    (what == Created::PidFile && is_link).then(|| {
+        format!(
+            "refusing {}: it is a symbolic link (the pid file is never written through one)",
+            shown()
+        )
+    })
 }
 
 /// `[recycle]`, checked: sizes parsed, limits within bounds, and `max_connections` only where
@@ -1873,14 +1930,6 @@ fn recycle_config(
         max_age,
         jitter,
     })
-}
-
-/// The directory rrbalancer keeps its pid file and control socket in when `[control]` names
-/// none: `$XDG_RUNTIME_DIR/rrbalancer`, else `/tmp/rrbalancer-<uid>`.
-pub fn default_runtime_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(|d| PathBuf::from(d).join("rrbalancer"))
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rrbalancer-{}", nix::unistd::getuid())))
 }
 
 /// The default pid file and control socket: in the user's runtime directory, named after the
@@ -2205,6 +2254,87 @@ mod tests {
         assert!(e.contains("key `control.pid_file`"), "{e}");
         // A directory still to be made is the master's to make.
         assert!(load_str("[log]\nstdout = \"/tmp/rrb-not-yet/a/b/out.log\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_listening_socket_where_none_can_be_bound_is_refused_naming_the_key_and_line() {
+        let e = error_of("workers = 1\nlisten = [\"unix:/dev/null/dir/x.sock\"]\n");
+        assert!(
+            e.starts_with("cluster.toml:2:") && e.contains("key `listen`"),
+            "{e}"
+        );
+        assert!(e.contains("/dev/null is not a directory"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        // The master makes no directory for a listening socket, and replaces only a socket.
+        let e = error_of(&format!("listen = [\"unix:{d}/missing/x.sock\"]\n"));
+        assert!(e.contains("its directory does not exist"), "{e}");
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let e = error_of(&format!("listen = [\"unix:{d}/file\"]\n"));
+        assert!(e.contains("is not a socket"), "{e}");
+        assert!(load_str(&format!("listen = [\"unix:{d}/x.sock\"]\n")).is_ok());
+        // The same for --listen, which names itself.
+        let overrides = Overrides {
+            listen: vec!["unix:/dev/null/dir/x.sock".parse().unwrap()],
+            ..Overrides::default()
+        };
+        let file = parse("", "cluster.toml").unwrap();
+        let e = validate(file, "", "cluster.toml", None, &overrides).unwrap_err();
+        assert!(e.to_string().starts_with("--listen: "), "{e}");
+    }
+
+    /// A directory of `dir` that another user owns (uid 65534, "nobody"): `None` if we may not
+    /// give one away (not root).
+    fn foreign_dir(dir: &Path) -> Option<PathBuf> {
+        let theirs = dir.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534))
+            .ok()
+            .map(|()| theirs)
+    }
+
+    #[test]
+    fn control_paths_in_a_directory_another_user_controls_are_refused_naming_key_and_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let text = format!(
+            "workers = 1\n[control]\nsocket = \"{}/x.sock\"\n",
+            open.display()
+        );
+        let e = error_of(&text);
+        assert!(
+            e.starts_with("cluster.toml:3:10: key `control.socket`")
+                && e.contains("anyone may write in it (mode 1777)"),
+            "{e}"
+        );
+        match foreign_dir(dir.path()) {
+            Some(theirs) => {
+                let text = format!("[control]\npid_file = \"{}/x.pid\"\n", theirs.display());
+                let e = error_of(&text);
+                assert!(
+                    e.starts_with("cluster.toml:2:12: key `control.pid_file`")
+                        && e.contains("belongs to uid 65534"),
+                    "{e}"
+                );
+            }
+            None => eprintln!("SKIPPED: a directory another user owns needs root to make"),
+        }
+        // A pid file is never written through a link.
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("x.pid")).unwrap();
+        let text = format!("[control]\npid_file = \"{}/x.pid\"\n", dir.path().display());
+        let e = error_of(&text);
+        assert!(
+            e.contains("key `control.pid_file`") && e.contains("it is a symbolic link"),
+            "{e}"
+        );
+        // One of ours, or one still to be made (the master makes it private), is fine.
+        let ours = format!("[control]\nsocket = \"{}/x.sock\"\n", dir.path().display());
+        assert!(load_str(&ours).is_ok());
+        let later = format!("[control]\nsocket = \"{}/new/x.sock\"\n", open.display());
+        assert!(load_str(&later).is_ok());
     }
 
     #[test]

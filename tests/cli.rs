@@ -74,6 +74,71 @@ fn config_errors_exit_2_with_file_line_key_and_what_is_allowed() {
     }
 }
 
+/// A directory under `dir` that another user owns (uid 65534, "nobody"); `None` when we may
+/// not give one away (not root: CI runs as root).
+fn foreign_dir(dir: &Path) -> Option<String> {
+    let theirs = dir.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534))
+        .ok()
+        .map(|()| theirs.display().to_string())
+}
+
+#[test]
+fn paths_the_master_cannot_create_or_should_not_trust_exit_2_from_check_and_the_master() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = open.display().to_string();
+    let mut cases = vec![
+        (
+            "listen = [\"unix:/dev/null/dir/x.sock\"]\n".to_owned(),
+            "cluster.toml:1:10: key `listen`",
+            "/dev/null is not a directory",
+        ),
+        (
+            format!("workers = 1\n[control]\npid_file = \"{open}/x.pid\"\n"),
+            "cluster.toml:3:12: key `control.pid_file`",
+            "anyone may write in it (mode 0777)",
+        ),
+    ];
+    match foreign_dir(dir.path()) {
+        Some(theirs) => cases.push((
+            format!("[control]\nsocket = \"{theirs}/x.sock\"\n"),
+            "cluster.toml:2:10: key `control.socket`",
+            "belongs to uid 65534",
+        )),
+        None => eprintln!("SKIPPED: a control directory another user owns needs root to make"),
+    }
+    for (text, location, detail) in cases {
+        let path = with_config(dir.path(), &text);
+        for command in ["check", "run"] {
+            let (code, err) = run_to_exit(&["--config", &path, command], dir.path(), &[]);
+            assert_eq!(code, 2, "{command}: {text:?}: {err}");
+            let line = error_line(&err);
+            assert!(
+                line.contains(location),
+                "{command}: {location:?} not in {line}"
+            );
+            assert!(line.contains(detail), "{command}: {detail:?} not in {line}");
+        }
+    }
+    // The default control paths under an XDG_RUNTIME_DIR anyone may write in.
+    for command in ["check", "run"] {
+        let (code, err) = run_to_exit(&[command], dir.path(), &[("XDG_RUNTIME_DIR", &open)]);
+        assert_eq!(code, 2, "{command}: {err}");
+        let line = error_line(&err);
+        assert!(
+            line.contains("key `control.pid_file`")
+                && line.contains(&format!("refusing {open}"))
+                && line.contains("it is XDG_RUNTIME_DIR, and anyone may write in it"),
+            "{command}: {line}"
+        );
+    }
+}
+
 #[test]
 fn bad_policy_values_exit_2() {
     let dir = tempfile::tempdir().unwrap();

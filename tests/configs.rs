@@ -6,10 +6,11 @@
 //!
 //! Each configuration is drawn from a seeded generator that favours the edges: durations and
 //! counts at their bounds and just beyond, empty and hostile strings (NUL bytes, `=` in an
-//! environment name, a megabyte where a word goes), workers that crash, never speak, or speak
-//! Node, or ignore SIGTERM; with flags and environment overriding the file as an operator adds
-//! them. `cargo test` runs a few dozen (`RRB_CONFIG_CASES`, default 40) from a fresh seed each
-//! time; `scripts/config-property.sh` runs a thousand. A failure names the seed and case, and
+//! environment name, a megabyte where a word goes), paths where nothing can be created or bound
+//! or that another user controls, workers that crash, never speak, or speak Node, or ignore
+//! SIGTERM; with flags and environment overriding the file as an operator adds them. `cargo
+//! test` runs a few dozen (`RRB_CONFIG_CASES`, default 40) from a fresh seed each time;
+//! `scripts/config-property.sh` runs a thousand. A failure names the seed and case, and
 //! `RRB_CONFIG_SEED=<seed> RRB_CONFIG_CASE=<case>` runs that one case again (`RRB_CONFIG_PRINT=1`
 //! prints its configuration).
 
@@ -115,6 +116,8 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
     // Beyond what a Unix socket path may hold (107 bytes).
     let long_unix = format!("unix:{d}/{}", "u".repeat(120));
     let unix = |i: usize| format!("unix:{d}/l{i}.sock");
+    // Where no socket can be bound: under a file, in a directory the master does not make.
+    let unbindable = format!("unix:{d}/missing/l.sock");
     let listen: Vec<String> = (0..g.rng.usize(1..=3))
         .map(|i| {
             let unix = unix(i);
@@ -126,6 +129,8 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
                     &long_address,
                     &long_unix,
                     "127.0.0.1:1",
+                    "unix:/dev/null/dir/l.sock",
+                    &unbindable,
                 ],
             )
             .to_owned()
@@ -402,7 +407,11 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
     if g.one_in(4) {
         line("[control]".into());
         if g.rng.bool() {
-            let pid = g.one(&["x.pid", "run/x.pid", "a/b/c/x.pid"], &[""]);
+            let pid = g.one(
+                &["x.pid", "run/x.pid", "a/b/c/x.pid"],
+                &["", "theirs/x.pid"],
+            );
+            untrusted_dir(dir, pid);
             if g.rng.bool() {
                 // Relative: to the config file's directory.
                 line(format!("pid_file = {}", toml_string(pid)));
@@ -411,7 +420,11 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
             }
         }
         if g.rng.bool() {
-            let sock = g.one(&["x.sock", "run/x.sock", "s/x.sock"], &["", "s/"]);
+            let sock = g.one(
+                &["x.sock", "run/x.sock", "s/x.sock"],
+                &["", "s/", "open/x.sock", "theirs/x.sock"],
+            );
+            untrusted_dir(dir, sock);
             line(format!("socket = {}", toml_string(&format!("{d}/{sock}"))));
         }
     }
@@ -433,6 +446,21 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         }
     }
     t
+}
+
+/// For a hostile control path: makes `open/` a directory anyone may write in, and `theirs/` one
+/// another user owns (uid 65534; as anyone but root, one anyone may write in: refused as well).
+fn untrusted_dir(dir: &Path, path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((name @ ("open" | "theirs"), _)) = path.split_once('/') else {
+        return;
+    };
+    let made = dir.join(name);
+    std::fs::create_dir_all(&made).expect("make the directory");
+    if name == "theirs" && std::os::unix::fs::chown(&made, Some(65534), Some(65534)).is_ok() {
+        return;
+    }
+    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o777)).expect("chmod it");
 }
 
 /// Runs `rrbalancer <args>` to its end in `dir`: exit code (`None`: killed by a signal) and

@@ -12,15 +12,16 @@ use common::run_to_exit;
 const CONFIG: &str = "listen = [\"127.0.0.1:0\"]\nworkers = 1\n";
 
 /// Starts a master in `dir` with the runtime directory under `runtime`; it must refuse to
-/// start. Its exit code and what it said.
+/// start, and `check` must refuse the same (what `check` accepts starts). The master's exit
+/// code and what it said.
 fn refused(dir: &Path, runtime: &Path, config: &str) -> (i32, String) {
     fs::write(dir.join("cluster.toml"), config).unwrap();
     let runtime = runtime.to_str().unwrap();
-    run_to_exit(
-        &["--config", "cluster.toml", "run"],
-        dir,
-        &[("XDG_RUNTIME_DIR", runtime)],
-    )
+    let env = [("XDG_RUNTIME_DIR", runtime)];
+    let (checked, check_said) = run_to_exit(&["--config", "cluster.toml", "check"], dir, &env);
+    let (code, said) = run_to_exit(&["--config", "cluster.toml", "run"], dir, &env);
+    assert_eq!(checked, code, "check: {check_said}\nthe master: {said}");
+    (code, said)
 }
 
 fn private_dir(path: &Path) {
@@ -37,7 +38,7 @@ fn a_pid_file_planted_as_a_symlink_is_refused_and_its_target_untouched() {
     let config =
         format!("{CONFIG}[control]\npid_file = \"run/app.pid\"\nsocket = \"run/app.sock\"\n");
     let (code, said) = refused(dir.path(), dir.path(), &config);
-    assert_eq!(code, 1, "{said}");
+    assert_eq!(code, 2, "{said}");
     assert!(
         said.contains("refusing") && said.contains("app.pid") && said.contains("symbolic link"),
         "{said}"
@@ -52,7 +53,7 @@ fn a_runtime_directory_open_to_others_is_refused() {
     private_dir(&runtime);
     fs::set_permissions(&runtime, fs::Permissions::from_mode(0o777)).unwrap();
     let (code, said) = refused(dir.path(), dir.path(), CONFIG);
-    assert_eq!(code, 1, "{said}");
+    assert_eq!(code, 2, "{said}");
     assert!(
         said.contains(&format!("refusing {}", runtime.display())) && said.contains("0777"),
         "{said}"
@@ -71,7 +72,7 @@ fn a_runtime_directory_that_is_a_symlink_is_refused() {
     private_dir(&elsewhere);
     symlink(&elsewhere, dir.path().join("rrbalancer")).unwrap();
     let (code, said) = refused(dir.path(), dir.path(), CONFIG);
-    assert_eq!(code, 1, "{said}");
+    assert_eq!(code, 2, "{said}");
     assert!(said.contains("symbolic link"), "{said}");
     assert_eq!(
         fs::read_dir(&elsewhere).unwrap().count(),
@@ -92,7 +93,7 @@ fn a_runtime_directory_of_another_user_is_refused() {
     let stranger = nix::unistd::Uid::from_raw(54_321);
     nix::unistd::chown(&runtime, Some(stranger), None).unwrap();
     let (code, said) = refused(dir.path(), dir.path(), CONFIG);
-    assert_eq!(code, 1, "{said}");
+    assert_eq!(code, 2, "{said}");
     assert!(said.contains("belongs to uid 54321"), "{said}");
     assert_eq!(
         fs::read_dir(&runtime).unwrap().count(),

@@ -25,6 +25,7 @@ use super::client_io;
 use super::fleet::{self, Role, State};
 use super::sources::Source;
 use super::{Master, Phase};
+use crate::config::host;
 use crate::control::{AgentStatus, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
 
 /// Most control connections open at once; more are refused.
@@ -42,6 +43,8 @@ pub enum ControlError {
     Unsafe { path: PathBuf, reason: String },
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Dir(#[from] host::DirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
@@ -51,51 +54,24 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
     }
 }
 
-/// Creates the directory that will hold `path`, private to our user (0700). The default
-/// runtime directory, and any directory we create, must then really be ours: a directory (not a
-/// link to one) owned by our effective uid, with no access for group or others — otherwise
-/// another user could plant a link where we write our pid or remove our control socket (tmux
-/// checks its socket directory the same way). A directory named in `[control]` that already
-/// existed is the operator's choice and is used as it is.
+/// Creates the directory that will hold `path`, private to our user (0700), after checking
+/// the one that holds it now as `check` did ([`host::check_control_dir`]: the default runtime
+/// directory must be ours alone, one named in `[control]` no other user's to change); one we
+/// create must then really be ours (someone may have made it first): otherwise another user
+/// could plant a link where we write our pid or remove our control socket.
 pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
+    let dir = host::parent_dir(path);
+    host::check_control_dir(dir)?;
     let existed = dir.symlink_metadata().is_ok();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(io_err(dir))?;
-    if !existed || dir == crate::config::default_runtime_dir() {
-        check_private_dir(dir)?;
+    if !existed {
+        host::check_created_dir(dir)?;
     }
     Ok(())
-}
-
-/// Why `dir` is not safe to keep our files in, if it is not.
-fn check_private_dir(dir: &Path) -> Result<(), ControlError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = dir.symlink_metadata().map_err(io_err(dir))?;
-    let me = nix::unistd::geteuid().as_raw();
-    let reason = if meta.file_type().is_symlink() {
-        "it is a symbolic link, not a directory of ours".to_owned()
-    } else if !meta.is_dir() {
-        "it is not a directory".to_owned()
-    } else if meta.uid() != me {
-        format!("it belongs to uid {}, not to us (uid {me})", meta.uid())
-    } else if meta.mode() & 0o077 != 0 {
-        format!(
-            "its mode is {:04o}: group and others must have no access (chmod 700 it)",
-            meta.mode() & 0o7777
-        )
-    } else {
-        return Ok(());
-    };
-    Err(ControlError::Unsafe {
-        path: dir.to_owned(),
-        reason,
-    })
 }
 
 /// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
