@@ -2140,6 +2140,30 @@ mod tests {
     }
 
     #[test]
+    fn giving_up_waits_and_retries_by_default_and_exit_is_a_choice() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.restart.on_all_given_up, AllGivenUp::Wait);
+        assert_eq!(config.restart.retry_after, DEFAULT_RETRY_AFTER);
+        let exit =
+            load_str("[restart]\non_all_given_up = \"exit\"\nretry_after = \"5m\"\n").unwrap();
+        assert_eq!(exit.restart.on_all_given_up, AllGivenUp::Exit);
+        assert_eq!(exit.restart.retry_after, Duration::from_secs(300));
+        let e = error_of("[restart]\non_all_given_up = \"never\"\n");
+        assert!(
+            e.starts_with("cluster.toml:2:")
+                && e.contains("restart.on_all_given_up")
+                && e.contains("wait")
+                && e.contains("exit"),
+            "{e}"
+        );
+        let e = error_of("[restart]\nretry_after = \"100ms\"\n");
+        assert!(
+            e.contains("`restart.retry_after`") && e.contains("at least 1s"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn every_duration_is_bounded_so_no_deadline_can_overflow() {
         for (table, key) in [
             ("worker", "ready_delay"),

@@ -384,6 +384,7 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
             ("window", window),
             ("backoff_initial", backoff),
             ("backoff_max", backoff),
+            ("retry_after", window),
         ] {
             if g.rng.bool() {
                 let value = g.one(valid, invalid);
@@ -393,6 +394,10 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         if g.rng.bool() {
             let value = g.duration();
             line(format!("min_uptime = {value}"));
+        }
+        if g.one_in(3) {
+            let value = g.one(&["wait", "exit"], &["never", "Wait", ""]);
+            line(format!("on_all_given_up = {value:?}"));
         }
         if g.one_in(3) {
             let command = match g.rng.u8(..4) {

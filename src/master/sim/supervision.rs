@@ -73,6 +73,9 @@ struct Sim {
     /// When each place was seen given up (by [`Sim::check`]): not restarted before
     /// `retry_after` has passed since, unless a reload gives it a fresh chance.
     given_up_at: BTreeMap<Seat, Instant>,
+    /// Workers that said `full` right before they crashed: such an exit is load, never
+    /// counted toward giving up their slot.
+    load_exits: BTreeSet<usize>,
     trace: Trace,
     ledger: Ledger<Client>,
     /// Workers (by pid) whose channel is open.
@@ -152,6 +155,7 @@ impl Sim {
             faulted: BTreeSet::new(),
             agent_was_ready: false,
             given_up_at: BTreeMap::new(),
+            load_exits: BTreeSet::new(),
             trace: Trace::default(),
             ledger: Ledger::default(),
             open: BTreeSet::new(),
@@ -309,10 +313,25 @@ impl Sim {
             self.log(format!("reaped {key}"));
             // As the shell does: its channel goes, then what it held goes back.
             self.release(key);
+            let place = self.sup.fleet.workers.get(key).map(|w| w.place);
             if let Some(w) = self.sup.fleet.workers.get(key) {
                 self.ledger.remove(w.account);
             }
+            let counted = |sim: &Sim| {
+                place
+                    .and_then(|p| sim.sup.fleet.place(p))
+                    .map(|s| (s.restarts.recent(), s.given_up))
+            };
+            let before = counted(self);
             self.sup.exited(key, self.now, "exit".into());
+            if self.load_exits.remove(&key) {
+                let after = counted(self);
+                if matches!((before, after), (Some((b, false)), Some((a, g))) if a > b || g) {
+                    return Err(format!(
+                        "{key} exited for want of descriptors, counted: {before:?} → {after:?}"
+                    ));
+                }
+            }
             self.apply(Some(key))?;
         }
         Ok(())
@@ -358,9 +377,15 @@ impl Sim {
                     self.apply(None)?;
                 }
             }
-            // A crash: the process is gone; reaped at once.
+            // A crash: the process is gone; reaped at once. Sometimes for want of descriptors:
+            // it said `full` just before.
             54..=59 => {
                 if let Some(key) = self.any_worker() {
+                    if self.rng.bool() {
+                        self.log(format!("{key} full"));
+                        self.sup.full(key, self.now);
+                        self.load_exits.insert(key);
+                    }
                     if let Some(p) = self.procs.get_mut(&key) {
                         p.exit_at = Some(self.now);
                     }
