@@ -16,8 +16,11 @@
 //!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
 //!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
 //!   out its effects (spawning, signals, control answers);
-//! - around them: `control` (the control socket), `output` (captured worker output), `signals`
-//!   (what each signal means), `sources` (what each poll token stands for);
+//! - around them: `control` (the control socket) and `monitor` (the metrics listener), with
+//!   `client_io` (their non-blocking reads and writes) and `client_limits` (their deadlines,
+//!   who gives way when they are full, refusals logged once per episode — pure); `output`
+//!   (captured worker output), `signals` (what each signal means), `sources` (what each poll
+//!   token stands for);
 //! - in tests, `sim`: seeded simulators of the ledger and of the supervisor.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
@@ -28,6 +31,7 @@
 
 mod channel;
 mod client_io;
+mod client_limits;
 mod control;
 mod dispatch;
 mod fleet;
@@ -450,6 +454,7 @@ impl Master {
                 self.reap();
             }
             let now = Instant::now();
+            self.control_turn(now);
             self.supervise(now);
             self.upgrade_turn(now);
             self.succession_turn();
@@ -548,6 +553,7 @@ impl Master {
             .chain(self.notifier.deadline())
             .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
             .chain(self.next_stall_deadline())
+            .chain(self.control_deadline())
             .min()
     }
 
