@@ -522,3 +522,73 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
     assert_eq!(out.matches("CONN/S").count(), 2, "{out}");
     assert!(!out.contains('\x1b'), "no escape sequences off a terminal");
 }
+
+/// What a client reads before the master closes (or `timeout` passes), even if the connection
+/// then ends with a reset.
+fn read_all(stream: &mut TcpStream, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn fifty_clients_closing_mid_request_or_sending_garbage_leave_no_fd_behind() {
+    let (rrb, addr) = start("workers = 1\n", 1);
+    let baseline = rrb.open_fds();
+    assert_eq!(get(&addr, "/metrics").0, 200);
+    let mut garbage = Vec::new();
+    for i in 0..50 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /metr").unwrap(); // and gone
+        } else {
+            s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n")
+                .unwrap();
+            garbage.push(s);
+        }
+    }
+    for mut s in garbage {
+        let answer = read_all(&mut s, Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    }
+    let after = Instant::now();
+    let fds = rrb.wait_open_fds_at_most(baseline, Duration::from_secs(2));
+    assert_eq!(fds, baseline, "the master holds no fd for the 50 clients");
+    eprintln!(
+        "master fds: {baseline} before, {fds} {:?} after the 50 clients",
+        after.elapsed()
+    );
+    // Slowloris: a head that never ends is answered 408 at the deadline, and closed while
+    // the clients still hold their side.
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let sent = Instant::now();
+    let held = rrb.wait_open_fds_at_least(baseline + 20, Duration::from_secs(2));
+    assert!(held >= baseline + 20, "accepted: {held}");
+    let fds = rrb.wait_open_fds_at_most(baseline, Duration::from_secs(8));
+    assert_eq!(
+        fds, baseline,
+        "slow heads are dropped at the header deadline"
+    );
+    eprintln!(
+        "20 slow heads: master fds back to {fds} after {:?}",
+        sent.elapsed()
+    );
+    for mut s in slow {
+        let answer = read_all(&mut s, Duration::from_secs(1));
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    }
+    let (_, text) = get(&addr, "/metrics");
+    for (cause, n) in [("bad_request", 25), ("timeout", 20)] {
+        let sample = format!(
+            "rrbalancer_clients_turned_away_total{{door=\"metrics\",cause=\"{cause}\"}} {n}\n"
+        );
+        assert!(text.contains(&sample), "{sample}{text}");
+    }
+}

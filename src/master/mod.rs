@@ -455,6 +455,7 @@ impl Master {
             }
             let now = Instant::now();
             self.control_turn(now);
+            self.monitor_turn(now);
             self.supervise(now);
             self.upgrade_turn(now);
             self.succession_turn();
@@ -554,6 +555,7 @@ impl Master {
             .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
             .chain(self.next_stall_deadline())
             .chain(self.control_deadline())
+            .chain(self.monitor_deadline())
             .min()
     }
 

@@ -164,6 +164,19 @@ impl Rrb {
         }
     }
 
+    /// Waits until the master holds at least `n` file descriptors (it has accepted clients
+    /// that connected); how many it holds then.
+    pub fn wait_open_fds_at_least(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let fds = self.open_fds();
+            if fds >= n || Instant::now() > deadline {
+                return fds;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
