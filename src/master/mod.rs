@@ -237,12 +237,16 @@ fn run_master(
         Some(_) => control::Control::bind_staged(&config.control.socket)?,
         None => control::Control::bind(&config.control.socket)?,
     };
-    let monitor = match config.metrics {
-        Some(addr) => {
+    let monitor = match &config.metrics {
+        Some(m) => {
             let monitor =
-                monitor::Monitor::bind(addr).map_err(|e| MasterError::Metrics(addr, e))?;
+                monitor::Monitor::bind(m.clone()).map_err(|e| MasterError::Metrics(m.listen, e))?;
+            let from = m.allow.as_ref().map_or(String::new(), |nets| {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                format!("; clients only from {}", nets.join(", "))
+            });
             info!(
-                "metrics on http://{}/metrics (health: /healthz, /readyz)",
+                "metrics on http://{}/metrics (health: /healthz, /readyz){from}",
                 monitor.local
             );
             Some(monitor)

@@ -3,8 +3,8 @@
 //! A minimal HTTP/1.1 server: one request per connection, answered and closed.
 //!
 //! Every connection is bounded, so that no client — closing mid-request, sending what is not
-//! HTTP, or sending its head a byte at a time — keeps a file descriptor for long: the request
-//! is read into a bounded buffer and
+//! HTTP, or sending its head a byte at a time — keeps a file descriptor for long: a client from
+//! outside `[metrics] allow` is closed at once; the request is read into a bounded buffer and
 //! judged as it comes ([`judge`]: input that cannot begin a `GET`/`HEAD` request line is
 //! answered 400 at once, without waiting for more); a client that closes before its request is
 //! whole is closed; one whose head is not whole within [`METRICS_HEADER_TIME`] is answered 408;
@@ -17,20 +17,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::Token;
 use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::client_io;
 use super::client_limits::{
-    METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
+    self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
+    Refusals,
 };
 use super::fleet::{Place, Role, Slot, State, Worker};
 use super::memory;
 use super::metrics::{self, Snapshot, TurnedAway};
 use super::sources::Source;
 use super::{Master, Phase};
+use crate::config::MetricsConfig;
 
 /// Longest request read; anything longer is answered 400.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -83,14 +85,19 @@ struct Conn {
 pub struct Monitor {
     listener: TcpListener,
     pub local: SocketAddr,
+    config: MetricsConfig,
     conns: Slab<Conn>,
+    /// Clients refused for their address (`[metrics] allow`), for the log.
+    refused: Refusals,
 }
 
 impl Monitor {
-    /// Binds `addr` with `SO_REUSEPORT` as well: during an in-place upgrade the new master binds
-    /// it while the old one still serves it (the kernel lets only the same user share it).
-    pub fn bind(addr: SocketAddr) -> io::Result<Monitor> {
+    /// Binds `config.listen` with `SO_REUSEPORT` as well: during an in-place upgrade the new
+    /// master binds it while the old one still serves it (the kernel lets only the same user
+    /// share it).
+    pub fn bind(config: MetricsConfig) -> io::Result<Monitor> {
         use socket2::{Domain, Socket, Type};
+        let addr = config.listen;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
@@ -105,12 +112,28 @@ impl Monitor {
         Ok(Monitor {
             listener: TcpListener::from_std(std),
             local,
+            config,
             conns: Slab::new(),
+            refused: Refusals::default(),
         })
     }
 
     pub fn listener(&mut self) -> &mut TcpListener {
         &mut self.listener
+    }
+
+    /// Takes a reloaded `[metrics]` with the same `listen`: who may connect from now on.
+    pub fn reconfigure(&mut self, config: MetricsConfig) {
+        if config.allow != self.config.allow {
+            info!(
+                "reload: metrics clients allowed from now on: {}",
+                config.allow.as_ref().map_or("any".to_owned(), |nets| {
+                    let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                    nets.join(", ")
+                })
+            );
+        }
+        self.config = config;
     }
 }
 
@@ -120,7 +143,7 @@ impl Master {
             let Some(monitor) = self.monitor.as_mut() else {
                 return;
             };
-            let (mut stream, _) = match monitor.listener.accept() {
+            let (mut stream, peer) = match monitor.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -130,6 +153,18 @@ impl Master {
                 }
             };
             let now = Instant::now();
+            if !monitor.config.allows(peer.ip()) {
+                self.counters.turn_away(TurnedAway::MetricsNotAllowed);
+                if monitor.refused.note(now) {
+                    warn!(
+                        "metrics listener: refused a client from {}: not in metrics.allow \
+                         (further refusals are counted until {:?} pass without one)",
+                        peer.ip(),
+                        client_limits::QUIET
+                    );
+                }
+                continue; // dropping closes it
+            }
             if monitor.conns.len() >= MAX_CONNS {
                 let oldest = make_room(monitor.conns.iter().map(|(k, c)| (k, c.stage, c.since)));
                 if let Some(key) = oldest {
@@ -283,18 +318,31 @@ impl Master {
         }
     }
 
-    /// The nearest moment a metrics client is due to be answered 408 or closed.
+    /// The nearest moment a metrics client is due to be answered 408 or closed, or an episode
+    /// of refusals over.
     pub(super) fn monitor_deadline(&self) -> Option<Instant> {
         let monitor = self.monitor.as_ref()?;
-        (monitor.conns.iter()).map(|(_, c)| c.deadline).min()
+        (monitor.conns.iter())
+            .map(|(_, c)| c.deadline)
+            .chain(monitor.refused.deadline())
+            .min()
     }
 
-    /// Answers 408 to the clients whose request head did not come in time, and closes those
-    /// whose time to read the answer or to close is up.
+    /// Answers 408 to the clients whose request head did not come in time, closes those whose
+    /// time to read the answer or to close is up, and tells of refusals that are over.
     pub(super) fn monitor_turn(&mut self, now: Instant) {
         let Some(monitor) = self.monitor.as_mut() else {
             return;
         };
+        if let Some(ended) = monitor.refused.ended(now) {
+            info!(
+                "metrics listener: {} client(s) from outside metrics.allow refused over {:.1?}; \
+                 none since {:?}",
+                ended.count,
+                ended.lasted,
+                client_limits::QUIET
+            );
+        }
         let due: Vec<(usize, Stage)> = (monitor.conns.iter())
             .filter(|(_, c)| c.deadline <= now)
             .map(|(key, c)| (key, c.stage))
