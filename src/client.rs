@@ -113,17 +113,14 @@ pub fn discover(dir: &Path) -> Result<Found, ClientError> {
 /// Sends `request` and returns the master's reply. `wait` bounds how long the answer may take
 /// (a reload answers when it is done).
 pub fn request(socket: &Path, request: &Request, wait: Duration) -> Result<Reply, ClientError> {
-    let (stream, mut reader) = connect_and_send(socket, request, wait)?;
-    let reply = read_reply(socket, &mut reader)?;
-    drop(stream);
+    let (_, reply) = exchange(socket, request, wait)?;
     Ok(reply)
 }
 
 /// `stop`, `upgrade --wait`: sends `request`, then waits (up to `wait`) until the master that
 /// answered has exited.
 pub fn until_exit(socket: &Path, request: &Request, wait: Duration) -> Result<String, ClientError> {
-    let (_stream, mut reader) = connect_and_send(socket, request, wait)?;
-    let reply = read_reply(socket, &mut reader)?;
+    let (mut reader, reply) = exchange(socket, request, wait)?;
     let message = reply.message.unwrap_or_default();
     if !reply.ok {
         return Err(ClientError::Refused(message));
@@ -160,11 +157,15 @@ fn running(pid: i32) -> bool {
     }
 }
 
-fn connect_and_send(
+/// Sends `request` and reads the reply line; the reader, for what follows it. A master that
+/// refuses a request before reading it all (too long, too many clients) answers why and closes:
+/// our write then fails (`EPIPE`) while its answer waits to be read, so the answer is read
+/// whatever became of the write, and the write's error is told only if none came.
+fn exchange(
     socket: &Path,
     request: &Request,
     wait: Duration,
-) -> Result<(UnixStream, BufReader<UnixStream>), ClientError> {
+) -> Result<(BufReader<UnixStream>, Reply), ClientError> {
     let shown = socket.display().to_string();
     let io_err = |error| ClientError::Io {
         path: shown.clone(),
@@ -177,11 +178,16 @@ fn connect_and_send(
         _ => io_err(e),
     })?;
     stream.set_read_timeout(Some(wait)).map_err(io_err)?;
+    stream.set_write_timeout(Some(wait)).map_err(io_err)?;
     let mut line = serde_json::to_vec(request).expect("requests serialize");
     line.push(b'\n');
-    stream.write_all(&line).map_err(io_err)?;
-    let reader = BufReader::new(stream.try_clone().map_err(io_err)?);
-    Ok((stream, reader))
+    let written = stream.write_all(&line);
+    let mut reader = BufReader::new(stream);
+    match (read_reply(socket, &mut reader), written) {
+        (Ok(reply), _) => Ok((reader, reply)),
+        (Err(_), Err(e)) => Err(io_err(e)),
+        (Err(e), Ok(())) => Err(e),
+    }
 }
 
 fn read_reply(socket: &Path, reader: &mut BufReader<UnixStream>) -> Result<Reply, ClientError> {
@@ -366,6 +372,42 @@ pub fn uptime(secs: f64) -> String {
 mod tests {
     use super::*;
     use crate::control::{AgentStatus, SlotStatus, WorkerStatus};
+
+    #[test]
+    fn a_refusal_sent_before_the_request_was_read_is_read_though_the_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // A master that reads a little of a long request, answers why not, and closes.
+        let master = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 100];
+            io::Read::read_exact(&mut conn, &mut head).unwrap();
+            conn.write_all(b"{\"ok\":false,\"message\":\"request too long\"}\n")
+                .unwrap();
+        });
+        let message = serde_json::Value::String("x".repeat(4 << 20));
+        let long = Request::Send {
+            to: "all".into(),
+            retain: None,
+            message,
+        };
+        let reply = request(&path, &long, Duration::from_secs(10)).unwrap();
+        assert!(!reply.ok);
+        assert_eq!(reply.message.as_deref(), Some("request too long"));
+        master.join().unwrap();
+
+        // No answer at all: the write's error is what is told.
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("d.sock")).unwrap();
+        let master = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let err = request(&dir.path().join("d.sock"), &long, Duration::from_secs(10));
+        master.join().unwrap();
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("Broken pipe") || err.contains("reset"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {

@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::text::quoted;
+use ipnet::IpNet;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
@@ -743,6 +744,27 @@ pub struct FileMetrics {
     /// Where to serve `/metrics` (Prometheus text format), `/healthz` and `/readyz`, e.g.
     /// `"127.0.0.1:9100"`. Default: none (`rrbalancer metrics` still prints the metrics).
     pub listen: Option<Spanned<String>>,
+    /// Who may connect to `listen`: addresses (`"192.0.2.7"`, `"::1"`) and networks in CIDR
+    /// notation (`"10.0.0.0/8"`, `"fd00::/8"`); a client from elsewhere is closed at once.
+    /// Unset: anyone who can reach `listen`.
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+    /// The networks clients may connect from (an address is a network of one); `None`: any.
+    pub allow: Option<Vec<IpNet>>,
+}
+
+impl MetricsConfig {
+    /// Whether a client at `ip` may connect (an IPv4 address mapped into IPv6 is taken as the
+    /// IPv4 address it is).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        (self.allow.as_ref()).is_none_or(|nets| nets.iter().any(|net| net.contains(&ip)))
+    }
 }
 
 /// `[log]`: where output goes.
@@ -893,8 +915,8 @@ pub struct Config {
     pub recycle: RecycleConfig,
     pub on_giveup: Option<String>,
     pub control: ControlConfig,
-    /// `[metrics] listen`: the monitoring listener, if any.
-    pub metrics: Option<std::net::SocketAddr>,
+    /// `[metrics]`: the monitoring listener, if any, and who may use it.
+    pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
 }
 
@@ -1020,6 +1042,16 @@ impl Config {
                      that descriptor twice and dies at start with EBADF; give such a server no \
                      --bind (see config/servers/gunicorn.toml)",
                     quoted(arg)
+                ));
+            }
+        }
+        if let Some(m) = self.metrics.as_ref().filter(|m| m.allow.is_none()) {
+            if !m.listen.ip().is_loopback() {
+                warnings.push(format!(
+                    "{name}: key `metrics.listen`: {} is reachable from beyond this host and \
+                     `metrics.allow` is unset: anyone who can connect reads the metrics; name \
+                     who may (allow = [\"10.0.0.0/8\"]), or listen on 127.0.0.1",
+                    m.listen
                 ));
             }
         }
@@ -1149,8 +1181,12 @@ impl Config {
         top.insert("control".into(), Value::Table(control));
 
         let mut metrics = Table::new();
-        if let Some(addr) = self.metrics {
-            metrics.insert("listen".into(), text(&addr.to_string()));
+        if let Some(m) = &self.metrics {
+            metrics.insert("listen".into(), text(&m.listen.to_string()));
+            if let Some(allow) = &m.allow {
+                let allow = allow.iter().map(|net| text(&net.to_string())).collect();
+                metrics.insert("allow".into(), Value::Array(allow));
+            }
         }
         top.insert("metrics".into(), Value::Table(metrics));
 
@@ -1411,24 +1447,7 @@ pub fn validate(
         )));
     }
 
-    let metrics = match file.metrics.listen {
-        Some(listen) => {
-            let span = listen.span();
-            let text = listen.into_inner();
-            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-                invalid(
-                    span,
-                    "metrics.listen",
-                    format!(
-                        "{} is not IP:PORT (e.g. \"127.0.0.1:9100\", \"[::1]:9100\")",
-                        quoted(&text)
-                    ),
-                )
-            })?;
-            Some(addr)
-        }
-        None => None,
-    };
+    let metrics = metrics_config(file.metrics, &invalid)?;
 
     let (sched_policy, policy_source) = effective_policy(
         overrides.sched_policy,
@@ -1659,6 +1678,66 @@ pub fn validate(
         metrics,
         log,
     })
+}
+
+/// `[metrics]`: the listener's address, and who may connect, each entry checked at its line.
+fn metrics_config(
+    metrics: FileMetrics,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Option<MetricsConfig>, ConfigError> {
+    let allow = match metrics.allow {
+        Some(list) => {
+            let span = list.span();
+            let list = list.into_inner();
+            if metrics.listen.is_none() {
+                let why = "means nothing without `metrics.listen`: set listen, or remove allow";
+                return Err(invalid(span, "metrics.allow", why.into()));
+            }
+            if list.is_empty() {
+                let why = "an empty list would let no one in; remove the key to let in anyone \
+                           who can reach `metrics.listen`";
+                return Err(invalid(span, "metrics.allow", why.into()));
+            }
+            let nets = list.into_iter().map(|entry| {
+                let span = entry.span();
+                parse_net(entry.get_ref()).map_err(|why| invalid(span, "metrics.allow", why))
+            });
+            Some(nets.collect::<Result<Vec<_>, _>>()?)
+        }
+        None => None,
+    };
+    let Some(listen) = metrics.listen else {
+        return Ok(None);
+    };
+    let span = listen.span();
+    let text = listen.into_inner();
+    let listen: SocketAddr = text.parse().map_err(|_| {
+        invalid(
+            span,
+            "metrics.listen",
+            format!(
+                "{} is not IP:PORT (e.g. \"127.0.0.1:9100\", \"[::1]:9100\")",
+                quoted(&text)
+            ),
+        )
+    })?;
+    Ok(Some(MetricsConfig { listen, allow }))
+}
+
+/// A `[metrics] allow` entry: a network in CIDR notation (host bits dropped: `10.1.2.3/8` is
+/// `10.0.0.0/8`), or one address (a network of one).
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{} is neither an address nor a network (write e.g. \"10.0.0.0/8\", \"192.0.2.7\", \
+         \"::1\", \"fd00::/8\")",
+        quoted(text)
+    ))
 }
 
 /// `[worker]`'s or `[agent]`'s program, arguments, environment and directory, checked: what
@@ -2096,6 +2175,7 @@ mod tests {
                  env = {{ A = \"1\" }}\ncwd = {:?}\nprotocol = \"node-cluster\"\n\
                  ready_timeout = \"1m 30s 5ms\"\n[worker.node]\nleaving_message = {{ bye = [1, 2] }}\n\
                  [dispatch]\naffinity = \"client-ip\"\n[restart]\non_giveup = \"true\"\n\
+                 [metrics]\nlisten = \"[::]:9100\"\nallow = [\"10.9.0.0/16\", \"::1\"]\n\
                  [log]\nstdout = {:?}\ndate_format = \"%H:%M\"\n",
                 dir.path().display(),
                 dir.path().join("out.log").display()
@@ -2648,6 +2728,83 @@ mod tests {
             "{warnings:?}"
         );
         assert!(config("rr").warnings().is_empty(), "no LISTEN_FDS in rr");
+    }
+
+    #[test]
+    fn metrics_allow_takes_addresses_and_networks_and_names_a_bad_entry_at_its_line() {
+        let config = load_str(
+            "[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"10.1.2.3/8\", \"192.0.2.7\", \"::1\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        let m = config.metrics.clone().unwrap();
+        let shown: Vec<String> = m.allow.iter().flatten().map(IpNet::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "::1/128", "fd00::/8"]);
+        assert!(config.warnings().is_empty(), "restricted: no warning");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for allowed in [
+            "10.200.0.1",
+            "192.0.2.7",
+            "::1",
+            "fd12::5",
+            "::ffff:10.0.0.9",
+        ] {
+            assert!(m.allows(ip(allowed)), "{allowed}");
+        }
+        for refused in ["11.0.0.1", "192.0.2.8", "127.0.0.1", "::2", "fe80::1"] {
+            assert!(!m.allows(ip(refused)), "{refused}");
+        }
+        let anyone = MetricsConfig { allow: None, ..m };
+        assert!(anyone.allows(ip("203.0.113.1")));
+
+        let e = error_of(
+            "[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+        );
+        assert!(
+            e.starts_with("cluster.toml:3:24: key `metrics.allow`: \"10.0.0.0/33\" is neither"),
+            "{e}"
+        );
+        let e = error_of("[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"localhost\"]\n");
+        assert!(
+            e.contains("key `metrics.allow`") && e.contains("\"10.0.0.0/8\""),
+            "{e}"
+        );
+        let e = error_of("[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = []\n");
+        assert!(
+            e.starts_with("cluster.toml:3:9: key `metrics.allow`: an empty list"),
+            "{e}"
+        );
+        let e = error_of("[metrics]\nallow = [\"::1\"]\n");
+        assert!(
+            e.contains("key `metrics.allow`: means nothing without"),
+            "{e}"
+        );
+        let e = error_of("[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = \"::1\"\n");
+        assert!(
+            e.contains("cluster.toml:3:9") && e.contains("metrics.allow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_metrics_listener_reachable_beyond_this_host_without_allow_is_warned_about() {
+        for (listen, warned) in [
+            ("127.0.0.1:9100", false),
+            ("[::1]:9100", false),
+            ("0.0.0.0:9100", true),
+            ("[::]:9100", true),
+            ("192.0.2.1:9100", true),
+        ] {
+            let config = load_str(&format!("[metrics]\nlisten = \"{listen}\"\n")).unwrap();
+            let warnings = config.warnings();
+            assert_eq!(warnings.len(), warned as usize, "{listen}: {warnings:?}");
+            if warned {
+                assert!(
+                    warnings[0].contains("key `metrics.listen`")
+                        && warnings[0].contains("`metrics.allow` is unset"),
+                    "{warnings:?}"
+                );
+            }
+        }
     }
 
     #[test]

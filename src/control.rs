@@ -14,7 +14,11 @@
 //! → {"cmd":"upgrade","wait":true}  ← the same answer, then EOF once the old master has exited
 //! ```
 //!
-//! A refused or failed request answers `{"ok":false,"message":"…why…"}`.
+//! A refused or failed request answers `{"ok":false,"message":"…why…"}`. A request is at most
+//! [`MAX_REQUEST`] bytes; a client that closes its side after its request may leave out the
+//! final newline (`printf '{"cmd":"status"}'`). A longer request is answered `request too long
+//! (limit …)` — the master reads (and drops) the rest up to a bound so that the client reads
+//! the answer, and a client whose write still fails (`EPIPE`) finds the answer in its socket.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,14 +60,30 @@ pub enum Request {
 /// one of ours.
 pub const MAX_REQUEST: usize = 65 * 1024;
 
+/// Why what a client sent is not a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    /// No end of line within [`MAX_REQUEST`] bytes.
+    #[error("request too long (limit {MAX_REQUEST} bytes: one JSON object on one line)")]
+    TooLong,
+    /// The line is not a request (not JSON, an unknown `cmd`, a missing field).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// The request in what a client has sent so far: `None` while its line is incomplete (and
-/// short enough to wait for), else the request or why it is not one.
-pub fn parse_request(input: &[u8]) -> Option<Result<Request, String>> {
-    match input.iter().position(|&b| b == b'\n') {
-        Some(end) => Some(serde_json::from_slice(&input[..end]).map_err(|e| e.to_string())),
-        None if input.len() > MAX_REQUEST => Some(Err("request too long".into())),
-        None => None,
-    }
+/// short enough to wait for), else the request or why it is not one. `ended`: the client closed
+/// its side, so what it sent is all there is — a last line without its newline is a request
+/// still (`echo -n`, `printf`), and nothing at all is `None`.
+pub fn parse_request(input: &[u8], ended: bool) -> Option<Result<Request, BadRequest>> {
+    let line = match input.iter().position(|&b| b == b'\n') {
+        Some(end) if end <= MAX_REQUEST => &input[..end],
+        Some(_) => return Some(Err(BadRequest::TooLong)),
+        None if input.len() > MAX_REQUEST => return Some(Err(BadRequest::TooLong)),
+        None if ended && !input.trim_ascii().is_empty() => input,
+        None => return None,
+    };
+    Some(serde_json::from_slice(line).map_err(|e| BadRequest::Invalid(e.to_string())))
 }
 
 /// The master's answer.
@@ -209,15 +229,63 @@ mod request_tests {
 
     #[test]
     fn a_request_is_one_json_line_and_nothing_else_is() {
-        assert_eq!(parse_request(b"{\"cmd\":\"stat"), None, "incomplete: wait");
         assert_eq!(
-            parse_request(b"{\"cmd\":\"scale\",\"workers\":3}\n"),
+            parse_request(b"{\"cmd\":\"stat", false),
+            None,
+            "incomplete: wait"
+        );
+        assert_eq!(
+            parse_request(b"{\"cmd\":\"scale\",\"workers\":3}\n", false),
             Some(Ok(Request::Scale { workers: 3 }))
         );
-        assert!(matches!(parse_request(b"{\"cmd\":\"rm\"}\n"), Some(Err(_))));
-        assert!(matches!(parse_request(b"\xff\n"), Some(Err(_))));
+        assert!(matches!(
+            parse_request(b"{\"cmd\":\"rm\"}\n", false),
+            Some(Err(BadRequest::Invalid(_)))
+        ));
+        assert!(matches!(
+            parse_request(b"\xff\n", false),
+            Some(Err(BadRequest::Invalid(_)))
+        ));
+    }
+
+    #[test]
+    fn a_last_line_without_its_newline_is_read_once_the_client_has_closed() {
+        let status = b"{\"cmd\":\"status\"}";
+        assert_eq!(parse_request(status, false), None, "more may come");
+        assert_eq!(parse_request(status, true), Some(Ok(Request::Status)));
+        assert!(matches!(
+            parse_request(b"{\"cmd\":\"stat", true),
+            Some(Err(BadRequest::Invalid(_)))
+        ));
+        // Nothing sent: nothing to answer.
+        assert_eq!(parse_request(b"", true), None);
+        assert!(matches!(
+            parse_request(b" \r\n", false),
+            Some(Err(BadRequest::Invalid(_)))
+        ));
+        assert_eq!(parse_request(b"  ", true), None);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_too_long_wherever_its_newline_is() {
         let long = vec![b' '; MAX_REQUEST + 1];
-        assert_eq!(parse_request(&long), Some(Err("request too long".into())));
+        assert_eq!(parse_request(&long, false), Some(Err(BadRequest::TooLong)));
+        assert_eq!(parse_request(&long, true), Some(Err(BadRequest::TooLong)));
+        let mut late = long.clone();
+        late.push(b'\n');
+        assert_eq!(parse_request(&late, false), Some(Err(BadRequest::TooLong)));
+        // At the limit exactly: still a line (here not a request).
+        let mut edge = vec![b' '; MAX_REQUEST];
+        edge.push(b'\n');
+        assert!(matches!(
+            parse_request(&edge, false),
+            Some(Err(BadRequest::Invalid(_)))
+        ));
+        assert!(
+            BadRequest::TooLong
+                .to_string()
+                .starts_with(&format!("request too long (limit {MAX_REQUEST} bytes"))
+        );
     }
 }
 

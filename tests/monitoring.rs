@@ -523,3 +523,155 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
     assert_eq!(out.matches("CONN/S").count(), 2, "{out}");
     assert!(!out.contains('\x1b'), "no escape sequences off a terminal");
 }
+
+/// What a client reads before the master closes (or `timeout` passes), even if the connection
+/// then ends with a reset.
+fn read_all(stream: &mut TcpStream, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn fifty_clients_closing_mid_request_or_sending_garbage_leave_no_fd_behind() {
+    let (rrb, addr) = start("workers = 1\n", 1);
+    let baseline = rrb.open_fds();
+    assert_eq!(get(&addr, "/metrics").0, 200);
+    let mut garbage = Vec::new();
+    for i in 0..50 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /metr").unwrap(); // and gone
+        } else {
+            s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n")
+                .unwrap();
+            garbage.push(s);
+        }
+    }
+    for mut s in garbage {
+        let answer = read_all(&mut s, Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    }
+    let after = Instant::now();
+    let fds = rrb.wait_open_fds_at_most(baseline, Duration::from_secs(2));
+    assert_eq!(fds, baseline, "the master holds no fd for the 50 clients");
+    eprintln!(
+        "master fds: {baseline} before, {fds} {:?} after the 50 clients",
+        after.elapsed()
+    );
+    // Slowloris: a head that never ends is answered 408 at the deadline, and closed while
+    // the clients still hold their side.
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    let sent = Instant::now();
+    let held = rrb.wait_open_fds_at_least(baseline + 20, Duration::from_secs(2));
+    assert!(held >= baseline + 20, "accepted: {held}");
+    let fds = rrb.wait_open_fds_at_most(baseline, Duration::from_secs(8));
+    assert_eq!(
+        fds, baseline,
+        "slow heads are dropped at the header deadline"
+    );
+    eprintln!(
+        "20 slow heads: master fds back to {fds} after {:?}",
+        sent.elapsed()
+    );
+    for mut s in slow {
+        let answer = read_all(&mut s, Duration::from_secs(1));
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    }
+    let (_, text) = get(&addr, "/metrics");
+    for (cause, n) in [("bad_request", 25), ("timeout", 20)] {
+        let sample = format!(
+            "rrbalancer_clients_turned_away_total{{door=\"metrics\",cause=\"{cause}\"}} {n}\n"
+        );
+        assert!(text.contains(&sample), "{sample}{text}");
+    }
+}
+
+#[test]
+fn metrics_allow_closes_other_clients_at_once_and_a_public_listener_is_warned_about() {
+    let rrb = Rrb::start(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         allow = [\"10.0.0.0/8\", \"::1\"]\n",
+        1,
+    );
+    let line = rrb.wait_for_log("metrics on http://", Duration::from_secs(10));
+    assert!(
+        line.contains("clients only from 10.0.0.0/8, ::1/128"),
+        "{line}"
+    );
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    for _ in 0..11 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            read_all(&mut s, Duration::from_secs(5)),
+            "",
+            "closed unanswered"
+        );
+    }
+    // Logged once, then counted.
+    rrb.wait_for_log(
+        "refused a client from 127.0.0.1: not in metrics.allow",
+        Duration::from_secs(5),
+    );
+    let end = rrb.wait_for_log(
+        "from outside metrics.allow refused",
+        Duration::from_secs(15),
+    );
+    assert!(end.contains(" 11 client(s) "), "{end}");
+    assert_eq!(rrb.count_log("not in metrics.allow"), 1);
+    let (code, text, _) = rrb.ctl(&["metrics"]);
+    assert_eq!(code, 0);
+    let sample = "rrbalancer_clients_turned_away_total{door=\"metrics\",cause=\"not_allowed\"} 11";
+    assert!(text.contains(sample), "{text}");
+
+    // A reload changes who may connect: a client in the new list is served.
+    let config = std::fs::read_to_string(rrb.config_path()).unwrap();
+    let config = config.replace("\"10.0.0.0/8\", \"::1\"", "\"127.0.0.0/8\"");
+    std::fs::write(rrb.config_path(), config).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    rrb.wait_for_log(
+        "metrics clients allowed from now on: 127.0.0.0/8",
+        Duration::from_secs(5),
+    );
+    assert_eq!(get(addr, "/healthz").0, 200);
+
+    // `check` warns of a listener beyond loopback with no `allow`, naming the key, and
+    // refuses a bad entry naming file, line and key.
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        std::fs::write(dir.path().join("m.toml"), config).unwrap();
+        common::run_to_exit(&["--config", "m.toml", "check"], dir.path(), &[])
+    };
+    let (code, said) = check("[metrics]\nlisten = \"0.0.0.0:9100\"\n");
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("key `metrics.listen`") && said.contains("`metrics.allow` is unset"),
+        "{said}"
+    );
+    let (code, said) = check("[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"10.0.0.0/8\"]\n");
+    assert_eq!(code, 0, "{said}");
+    assert!(!said.contains("metrics.allow` is unset"), "{said}");
+    assert!(
+        said.contains("allow = [\"10.0.0.0/8\"]"),
+        "check prints it: {said}"
+    );
+    let (code, said) =
+        check("[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"10.0.0.0/8\", \"10.0.0.300\"]\n");
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("m.toml:3:24: key `metrics.allow`"), "{said}");
+}

@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -753,4 +754,115 @@ fn control_commands_need_only_the_config_file_not_the_workers_program_on_path() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("reload complete"), "{text}");
+}
+
+/// What a control client reads before the master closes (or `timeout` passes): whatever came,
+/// even if the connection ended with a reset.
+fn read_answer(stream: &mut UnixStream, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_hundred_idle_control_clients_do_not_lock_the_operator_out() {
+    let rrb = Rrb::start("workers = 1\n", 1);
+    let socket = rrb.control_socket();
+    let baseline = rrb.open_fds();
+    let mut idle: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    let asked = Instant::now();
+    let (code, out, err) = rrb.ctl(&["status"]);
+    let took = asked.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("SLOT"), "{out}");
+    assert!(took < Duration::from_secs(15), "status took {took:?}");
+    eprintln!("status answered in {took:?} with 100 idle control clients held");
+    // 101 clients for 64 places: the 37 silent longest made room, each told why.
+    let mut told = 0;
+    let mut left = Vec::new();
+    for mut stream in idle.drain(..) {
+        stream.set_nonblocking(true).unwrap();
+        let mut answer = [0u8; 512];
+        match stream.read(&mut answer) {
+            Ok(n) if n > 0 => {
+                let answer = String::from_utf8_lossy(&answer[..n]);
+                assert!(answer.contains("too many control clients (64)"), "{answer}");
+                told += 1;
+            }
+            _ => {
+                stream.set_nonblocking(false).unwrap();
+                left.push(stream);
+            }
+        }
+    }
+    assert_eq!(told, 37);
+    // The reason, logged once; the episode's end with its count.
+    rrb.wait_for_log("too many control clients", Duration::from_secs(5));
+    let end = rrb.wait_for_log("turned away for want of room", Duration::from_secs(15));
+    assert!(end.contains(" 37 client(s) "), "{end}");
+    assert_eq!(rrb.count_log("too many control clients"), 1);
+    // The others are closed once their time to send a request is up, told why.
+    for stream in &mut left {
+        let answer = read_answer(stream, Duration::from_secs(15));
+        assert!(answer.contains("no whole request within 10s"), "{answer}");
+    }
+    let fds = rrb.wait_open_fds_at_most(baseline, Duration::from_secs(2));
+    assert_eq!(fds, baseline, "the master holds no fd for them");
+}
+
+#[test]
+fn a_ten_mib_control_request_is_answered_too_long_and_the_answer_arrives() {
+    let rrb = Rrb::start("workers = 1\n", 1);
+    let socket = rrb.control_socket();
+    let request = |size: usize| {
+        let mut line = br#"{"cmd":"send","to":"all","message":""#.to_vec();
+        line.resize(size, b'x');
+        line
+    };
+    // 10 MiB is read to its end: the client's write succeeds, then it reads why.
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sent = Instant::now();
+    let written = stream.write_all(&request(10 << 20));
+    assert!(written.is_ok(), "{written:?}");
+    let answer = read_answer(&mut stream, Duration::from_secs(10));
+    assert!(
+        answer.contains("request too long (limit 66560 bytes"),
+        "{answer}"
+    );
+    eprintln!("10 MiB request: answered in {:?}", sent.elapsed());
+    // 40 MiB passes the bound: the master closes; the write fails, the answer is there.
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let written = stream.write_all(&request(40 << 20));
+    assert!(written.is_err(), "not read to its end");
+    let answer = read_answer(&mut stream, Duration::from_secs(10));
+    assert!(answer.contains("request too long (limit"), "{answer}");
+    // Once each.
+    assert_eq!(rrb.count_log("a request longer than 66560 bytes"), 2);
+    // The CLI prints it too (an argument is at most 128 KiB).
+    let (code, _, err) = rrb.ctl(&["send", "--text", &"x".repeat(100 << 10)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("request too long (limit"), "{err}");
+    let (code, _, _) = rrb.ctl(&["status"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_control_request_without_its_final_newline_is_answered() {
+    let rrb = Rrb::start("workers = 1\n", 1);
+    let mut stream = UnixStream::connect(rrb.control_socket()).unwrap();
+    stream.write_all(br#"{"cmd":"status"}"#).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_answer(&mut stream, Duration::from_secs(10));
+    let reply: serde_json::Value = serde_json::from_str(answer.trim()).expect(&answer);
+    assert_eq!(reply["ok"], true, "{answer}");
+    assert_eq!(reply["status"]["pid"], rrb.pid(), "{answer}");
 }

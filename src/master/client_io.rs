@@ -32,6 +32,23 @@ pub fn read_available(stream: &mut impl Read, input: &mut Vec<u8>, max: usize) -
     }
 }
 
+/// Reads what `stream` has now and drops it, until it would block, ends, or `budget` bytes
+/// are read: how reading went, and how much was dropped.
+pub fn discard_available(stream: &mut impl Read, budget: usize) -> (Got, usize) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut dropped = 0;
+    while dropped < budget {
+        match stream.read(&mut buf) {
+            Ok(0) => return (Got::Ended, dropped),
+            Ok(n) => dropped += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (Got::Open, dropped),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return (Got::Broken, dropped),
+        }
+    }
+    (Got::Open, dropped)
+}
+
 /// How writing went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -77,6 +94,18 @@ mod tests {
         let mut input = Vec::new();
         assert_eq!(read_available(&mut &long[..], &mut input, 10), Got::Open);
         assert!(input.len() > 10 && input.len() <= 2048 + 10);
+    }
+
+    #[test]
+    fn discarding_stops_at_the_budget_or_the_end() {
+        let long = vec![b'x'; 100_000];
+        let (got, n) = discard_available(&mut &long[..], 20_000);
+        assert_eq!(got, Got::Open);
+        assert!((20_000..20_000 + 16 * 1024).contains(&n), "{n}");
+        assert_eq!(
+            discard_available(&mut &long[..], 1 << 20),
+            (Got::Ended, 100_000)
+        );
     }
 
     #[test]

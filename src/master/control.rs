@@ -6,6 +6,13 @@
 //! [`crate::control`] for the shapes). A `reload` is answered when it ends; a `stop` is answered
 //! at once and the connection then stays open until the master exits, so the client can wait
 //! for the end by reading to EOF.
+//!
+//! Its places are bounded, and no client keeps one for nothing ([`client_limits`]): a client
+//! has [`CONTROL_REQUEST_TIME`] to send its request, and when all [`MAX_CONNS`] places are
+//! taken a newcomer takes that of the client heard from longest ago that has not sent a whole
+//! request — so idle clients, however many, cannot lock the operator out. Whoever is turned
+//! away is told why in a reply line (`too many control clients`, `request too long`), and the
+//! log tells of each crowding once, with a count when it is over.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -22,13 +29,22 @@ use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
 use super::client_io;
+use super::client_limits::{
+    self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
+    Refusals,
+};
 use super::fleet::{self, Role, State};
+use super::metrics::TurnedAway;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::host;
-use crate::control::{AgentStatus, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus};
+use crate::control::{
+    AgentStatus, BadRequest, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus,
+};
 
-/// Most control connections open at once; more are refused.
+/// Most control connections open at once. A newcomer beyond this takes the place of the client
+/// heard from longest ago that has not sent a whole request; only when every client waits for
+/// an outcome it asked for (a reload, a stop) is the newcomer refused.
 const MAX_CONNS: usize = 64;
 
 /// A control connection waiting for the outcome of a reload.
@@ -194,17 +210,46 @@ impl Drop for PidFile {
     }
 }
 
+/// Where a client connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Its request is not whole yet.
+    Reading,
+    /// Answered, or waiting for the outcome it asked for: closed once `output` is written
+    /// (unless `hold`, or waited on).
+    Answered,
+    /// Its request was too long: answered, its side shut for writing once the answer is out,
+    /// and what it still sends read and dropped (`discarded` bytes so far) until it closes or
+    /// [`CONTROL_DISCARD_BYTES`] or [`CONTROL_DISCARD_TIME`] is reached.
+    Discarding { discarded: usize },
+}
+
 /// One client connection.
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
     input: Vec<u8>,
     output: Vec<u8>,
-    /// Answered: close once `output` is written (unless `hold`).
-    done: bool,
+    stage: Stage,
     /// Keep it open until the master exits (`stop`).
     hold: bool,
     token: Token,
+    /// When it last sent something: when places run out, the client heard from longest ago
+    /// gives way first.
+    heard: Instant,
+    /// When it is closed, whatever it is doing: `None` while it waits for an outcome it asked
+    /// for (with its answer written so far).
+    deadline: Option<Instant>,
+    /// Its side is shut for writing (a discarded request's answer is out).
+    shut: bool,
+}
+
+impl Conn {
+    /// It may give way to a newcomer (it has not sent a whole request): since when it has been
+    /// silent.
+    fn may_give_way(&self) -> Option<Instant> {
+        (self.stage != Stage::Answered).then_some(self.heard)
+    }
 }
 
 /// The listening control socket and its connections.
@@ -215,6 +260,10 @@ pub struct Control {
     /// The socket file's identity: it is removed at exit only if still ours.
     id: Option<(u64, u64)>,
     conns: Slab<Conn>,
+    /// Clients turned away for want of room (refused, or made to give way), for the log.
+    crowded: Refusals,
+    /// Clients of another user refused, for the log.
+    strangers: Refusals,
 }
 
 impl Control {
@@ -234,6 +283,8 @@ impl Control {
             place: Place::at(path),
             id,
             conns: Slab::new(),
+            crowded: Refusals::default(),
+            strangers: Refusals::default(),
         })
     }
 
@@ -263,14 +314,30 @@ impl Drop for Control {
     }
 }
 
+/// A reply as sent: one JSON line, with our pid.
+fn reply_line(mut reply: Reply) -> Vec<u8> {
+    reply.pid = Some(getpid().as_raw());
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Tells a client it is turned away and why, as far as its socket takes it now (a short line
+/// always fits an unread socket's buffer), before it is closed. What it sent stays unread: its
+/// own reads still get this line first.
+fn turn_away(stream: &mut UnixStream, why: &str) {
+    let mut line = reply_line(Reply::error(why.to_owned()));
+    let _ = client_io::write_pending(stream, &mut line);
+}
+
 impl Master {
-    /// New control connections: accept, check who it is, watch it.
+    /// New control connections: accept, check who it is, make room if need be, watch it.
     pub(super) fn on_control_accept(&mut self) {
         loop {
             let Some(control) = &mut self.control else {
                 return;
             };
-            let (stream, _) = match control.listener.accept() {
+            let (mut stream, _) = match control.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -279,16 +346,69 @@ impl Master {
                     return;
                 }
             };
-            let allowed = match getsockopt(&stream, PeerCredentials) {
-                Ok(cred) => cred.uid() == 0 || Uid::from_raw(cred.uid()) == Uid::effective(),
-                Err(_) => false,
-            };
-            if !allowed || control.conns.len() >= MAX_CONNS {
-                warn!("control socket: refused a client (another user, or too many clients)");
-                continue; // dropping closes it
+            let now = Instant::now();
+            let uid = getsockopt(&stream, PeerCredentials).map(|cred| cred.uid());
+            if !uid.is_ok_and(|uid| uid == 0 || Uid::from_raw(uid) == Uid::effective()) {
+                self.counters.turn_away(TurnedAway::ControlOtherUser);
+                if control.strangers.note(now) {
+                    warn!(
+                        "control socket: refused a client of another user ({}): only uid {} and \
+                         root may use it (further refusals are counted until {:?} pass without \
+                         one)",
+                        uid.map_or_else(|e| format!("uid unknown: {e}"), |u| format!("uid {u}")),
+                        Uid::effective(),
+                        client_limits::QUIET
+                    );
+                }
+                turn_away(
+                    &mut stream,
+                    "refused: only the master's own user (or root) may use its control socket",
+                );
+                continue;
             }
+            if control.conns.len() >= MAX_CONNS {
+                let idle = client_limits::give_way(
+                    control.conns.iter().map(|(k, c)| (k, c.may_give_way())),
+                );
+                self.counters.turn_away(TurnedAway::ControlCrowded);
+                if control.crowded.note(now) {
+                    warn!(
+                        "control socket: too many control clients ({MAX_CONNS} connected): each \
+                         newcomer takes the place of the client silent longest that has not sent \
+                         a whole request, or is refused if every one waits for an answer \
+                         (counted until {:?} pass without one)",
+                        client_limits::QUIET
+                    );
+                }
+                match idle {
+                    Some(key) => {
+                        if let Some(conn) = control.conns.get_mut(key) {
+                            turn_away(
+                                &mut conn.stream,
+                                &format!(
+                                    "too many control clients ({MAX_CONNS}): this one had sent \
+                                     no whole request and was closed to make room"
+                                ),
+                            );
+                        }
+                        self.close_control(key);
+                    }
+                    None => {
+                        turn_away(
+                            &mut stream,
+                            &format!(
+                                "too many control clients: all {MAX_CONNS} wait for a reload, \
+                                 stop or upgrade to end; try again later"
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some(control) = self.control.as_mut() else {
+                return;
+            };
             let key = control.conns.vacant_key();
-            let mut stream = stream;
             let Some(token) = self.watch_conn(&mut stream, Source::ControlConn(key)) else {
                 continue;
             };
@@ -297,9 +417,12 @@ impl Master {
                     stream,
                     input: Vec::new(),
                     output: Vec::new(),
-                    done: false,
+                    stage: Stage::Reading,
                     hold: false,
                     token,
+                    heard: now,
+                    deadline: Some(now + CONTROL_REQUEST_TIME),
+                    shut: false,
                 });
             }
         }
@@ -307,24 +430,87 @@ impl Master {
 
     /// A control connection is readable or writable.
     pub(super) fn on_control_conn(&mut self, key: usize) {
+        let now = Instant::now();
         let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
         let mut request = None;
-        if !conn.done {
-            // Ended: the client gave up.
+        if conn.stage == Stage::Reading {
+            let before = conn.input.len();
             let got = client_io::read_available(&mut conn.stream, &mut conn.input, MAX_REQUEST);
-            conn.done = got != client_io::Got::Open;
-            request = crate::control::parse_request(&conn.input);
-            conn.done |= request.is_some();
-        }
-        if let Some(request) = request {
-            match request {
-                Ok(request) => self.on_request(key, request),
-                Err(e) => self.answer(key, Reply::error(format!("bad request: {e}"))),
+            if conn.input.len() > before {
+                conn.heard = now;
+            }
+            request = crate::control::parse_request(&conn.input, got == client_io::Got::Ended);
+            match (&request, got) {
+                // Gone, or ended with nothing asked.
+                (_, client_io::Got::Broken) | (None, client_io::Got::Ended) => {
+                    return self.close_control(key);
+                }
+                (None, client_io::Got::Open) => {}
+                (Some(_), _) => {
+                    conn.stage = Stage::Answered;
+                    conn.deadline = None;
+                }
             }
         }
+        match request {
+            Some(Ok(request)) => self.on_request(key, request),
+            Some(Err(BadRequest::TooLong)) => self.on_request_too_long(key, now),
+            Some(Err(e)) => self.answer(key, Reply::error(format!("bad request: {e}"))),
+            None => {}
+        }
+        self.discard_control_input(key);
         self.write_control(key);
+    }
+
+    /// A request too long to be one: answered why (in full before the master closes: see
+    /// [`Stage::Discarding`]), logged once.
+    fn on_request_too_long(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+            return;
+        };
+        let discarded = std::mem::take(&mut conn.input).len();
+        conn.stage = Stage::Discarding { discarded };
+        conn.deadline = Some(now + CONTROL_DISCARD_TIME);
+        self.counters.turn_away(TurnedAway::ControlTooLong);
+        warn!(
+            "control socket: a request longer than {MAX_REQUEST} bytes: answered \
+             \"request too long\"; the rest is read and dropped (up to {} MiB, {:?}) so that the \
+             client reads the answer",
+            CONTROL_DISCARD_BYTES >> 20,
+            CONTROL_DISCARD_TIME
+        );
+        self.answer(
+            key,
+            Reply::error(format!("bad request: {}", BadRequest::TooLong)),
+        );
+    }
+
+    /// Reads and drops what a client whose request was too long still sends; closes it once it
+    /// has closed its side, or a bound is reached.
+    fn discard_control_input(&mut self, key: usize) {
+        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+            return;
+        };
+        let Stage::Discarding { discarded } = conn.stage else {
+            return;
+        };
+        let budget = CONTROL_DISCARD_BYTES.saturating_sub(discarded);
+        let (got, n) = client_io::discard_available(&mut conn.stream, budget);
+        conn.stage = Stage::Discarding {
+            discarded: discarded + n,
+        };
+        if got != client_io::Got::Open || n >= budget {
+            // Closed with its input unread past the bound: its write fails, but the answer
+            // waits in its socket.
+            if n >= budget {
+                debug!("control socket: a too-long request passed {CONTROL_DISCARD_BYTES} bytes");
+            }
+            // Whatever of the answer could go has gone (it fits in the socket's buffer).
+            let _ = client_io::write_pending(&mut conn.stream, &mut conn.output);
+            self.close_control(key);
+        }
     }
 
     fn on_request(&mut self, key: usize, request: Request) {
@@ -395,16 +581,15 @@ impl Master {
     }
 
     /// Queues `reply` on connection `key` (if it is still there) and writes what it can.
-    pub(super) fn answer(&mut self, key: Waiter, mut reply: Reply) {
-        reply.pid = Some(getpid().as_raw());
+    pub(super) fn answer(&mut self, key: Waiter, reply: Reply) {
         let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
-        if let Ok(mut line) = serde_json::to_vec(&reply) {
-            line.push(b'\n');
-            conn.output.extend_from_slice(&line);
+        conn.output.extend_from_slice(&reply_line(reply));
+        if conn.stage == Stage::Reading {
+            conn.stage = Stage::Answered;
+            conn.deadline = None;
         }
-        conn.done = true;
         self.write_control(key);
     }
 
@@ -421,20 +606,126 @@ impl Master {
         let Some(conn) = control.conns.get_mut(key) else {
             return;
         };
-        match client_io::write_pending(&mut conn.stream, &mut conn.output) {
-            client_io::Sent::All => {}
-            client_io::Sent::Blocked => return,
-            client_io::Sent::Broken => conn.hold = false,
+        let broken = match client_io::write_pending(&mut conn.stream, &mut conn.output) {
+            client_io::Sent::All => false,
+            client_io::Sent::Blocked => {
+                // Owed nothing more once its answer is out: it has that long to read it.
+                if conn.stage != Stage::Reading && conn.deadline.is_none() {
+                    conn.deadline = Some(Instant::now() + CONTROL_WRITE_TIME);
+                }
+                return;
+            }
+            client_io::Sent::Broken => {
+                conn.hold = false;
+                true
+            }
+        };
+        match conn.stage {
+            Stage::Reading => return,
+            Stage::Discarding { .. } if !broken => {
+                // The answer is out: the client reads it, then EOF.
+                if !conn.shut {
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                    conn.shut = true;
+                }
+                return;
+            }
+            Stage::Discarding { .. } | Stage::Answered => {}
         }
-        let waiting = self.core.is_waiting(key)
+        if !conn.hold && !self.is_control_waiter(key) {
+            self.close_control(key);
+        } else if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+            conn.deadline = None;
+        }
+    }
+
+    /// Connection `key` waits for the outcome of a reload or an upgrade it asked for.
+    fn is_control_waiter(&self, key: usize) -> bool {
+        self.core.is_waiting(key)
             || self
                 .upgrade
                 .as_ref()
-                .is_some_and(|u| u.waiters.contains(&key));
-        if conn.done && !conn.hold && !waiting {
-            let mut conn = control.conns.remove(key);
+                .is_some_and(|u| u.waiters.contains(&key))
+    }
+
+    fn close_control(&mut self, key: usize) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        if let Some(mut conn) = control.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.sources.remove(conn.token);
+        }
+    }
+
+    /// The nearest moment a control client is due to be closed, or a crowding over.
+    pub(super) fn control_deadline(&self) -> Option<Instant> {
+        let control = self.control.as_ref()?;
+        (control.conns.iter())
+            .filter_map(|(_, c)| c.deadline)
+            .chain(control.crowded.deadline())
+            .chain(control.strangers.deadline())
+            .min()
+    }
+
+    /// Closes the control clients whose time is up (a request not sent whole in time is
+    /// answered why), and tells of crowdings that are over.
+    pub(super) fn control_turn(&mut self, now: Instant) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        for (refusals, what) in [
+            (&mut control.crowded, "turned away for want of room"),
+            (&mut control.strangers, "of other users refused"),
+        ] {
+            if let Some(ended) = refusals.ended(now) {
+                info!(
+                    "control socket: {} client(s) {what} over {:.1?}; none since {:?}",
+                    ended.count,
+                    ended.lasted,
+                    client_limits::QUIET
+                );
+            }
+        }
+        let due: Vec<(usize, Stage)> = (control.conns.iter())
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(key, c)| (key, c.stage))
+            .collect();
+        for (key, stage) in due {
+            match stage {
+                Stage::Reading => {
+                    self.counters.turn_away(TurnedAway::ControlTimeout);
+                    debug!(
+                        "control socket: no whole request within {CONTROL_REQUEST_TIME:?}: closed"
+                    );
+                    let conn = self.control.as_mut().and_then(|c| c.conns.get_mut(key));
+                    if let Some(conn) = conn {
+                        turn_away(
+                            &mut conn.stream,
+                            &format!(
+                                "no whole request within {CONTROL_REQUEST_TIME:?} (one JSON \
+                                 object on one line): closed"
+                            ),
+                        );
+                    }
+                }
+                Stage::Answered => {
+                    self.counters.turn_away(TurnedAway::ControlTimeout);
+                    debug!("control socket: a client did not read its answer in time: closed");
+                }
+                Stage::Discarding { .. } => {
+                    debug!(
+                        "control socket: a too-long request still coming after \
+                         {CONTROL_DISCARD_TIME:?}: closed"
+                    );
+                }
+            }
+            if stage != Stage::Answered || !self.is_control_waiter(key) {
+                self.close_control(key);
+            } else if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+                // Still owed an outcome: kept, with no deadline until its answer is written.
+                conn.deadline = None;
+            }
         }
     }
 

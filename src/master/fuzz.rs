@@ -176,9 +176,27 @@ pub fn config(data: &[u8]) {
     let _ = crate::config::validate(file, text, "fuzz.toml", None, &overrides);
 }
 
-/// What a client sends on the control socket, as the master frames and parses it.
+/// What a client sends on the control socket, as the master frames and parses it: while the
+/// client may send more, and once it has closed its side. Whatever it sent, the framing is
+/// decided within the bound: past [`MAX_REQUEST`](crate::control::MAX_REQUEST) bytes nothing is
+/// left to wait for, and once the client closed only silence is.
 pub fn control_request(data: &[u8]) {
-    let _ = crate::control::parse_request(data);
+    use crate::control::{MAX_REQUEST, parse_request};
+    let open = parse_request(data, false);
+    let ended = parse_request(data, true);
+    if data.len() > MAX_REQUEST {
+        assert!(open.is_some(), "past the bound a request is decided");
+    }
+    if open.is_some() {
+        assert_eq!(
+            open, ended,
+            "a complete line reads the same once the client closed"
+        );
+    }
+    assert_eq!(
+        ended.is_none(),
+        data.trim_ascii().is_empty() && open.is_none()
+    );
 }
 
 /// What a new master says on the upgrade channel (packets: the input split at NUL bytes), read

@@ -34,7 +34,43 @@ pub struct Counters {
     /// The agent's processes started, and its exits by [`EXIT_CAUSES`].
     pub agent_starts: u64,
     pub agent_exits: [u64; 3],
+    /// Clients of the master's own doors closed unserved, by [`TurnedAway`].
+    pub turned_away: [u64; TURNED_AWAY.len()],
 }
+
+/// Why a client of the master's own doors (the control socket, the metrics listener) was
+/// closed unserved; its index in [`TURNED_AWAY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnedAway {
+    /// Every place was taken: it gave way to a newcomer, or was refused as one.
+    ControlCrowded,
+    /// No whole request in time, or its answer not read in time.
+    ControlTimeout,
+    /// A request longer than the limit.
+    ControlTooLong,
+    /// A client of another user.
+    ControlOtherUser,
+    /// Its address is not in `[metrics] allow`.
+    MetricsNotAllowed,
+    /// No request head in time (slowloris), or its answer not read in time.
+    MetricsTimeout,
+    /// Not an HTTP request for `GET`/`HEAD` (answered 400).
+    MetricsBadRequest,
+    /// Every place was taken: the oldest connection made room for a newcomer.
+    MetricsCrowded,
+}
+
+/// The `door` and `cause` labels of each [`TurnedAway`], in its order.
+pub const TURNED_AWAY: [(&str, &str); 8] = [
+    ("control", "crowded"),
+    ("control", "timeout"),
+    ("control", "too_long"),
+    ("control", "other_user"),
+    ("metrics", "not_allowed"),
+    ("metrics", "timeout"),
+    ("metrics", "bad_request"),
+    ("metrics", "crowded"),
+];
 
 /// Why a connection went to another worker than the one it was handed to: that worker died
 /// holding it un-acked, was killed for holding it past `ack_timeout`, or refused it (a Node
@@ -215,6 +251,10 @@ pub fn exit_cause(asked: bool, cause: &str) -> usize {
 }
 
 impl Counters {
+    pub fn turn_away(&mut self, why: TurnedAway) {
+        self.turned_away[why as usize] += 1;
+    }
+
     pub fn count_exit(&mut self, slot: usize, cause: usize) {
         Counters::at(&mut self.exits, slot)[cause] += 1;
     }
@@ -622,6 +662,19 @@ pub fn render(s: &Snapshot<'_>) -> String {
         }
     }
 
+    head(
+        &mut out,
+        "rrbalancer_clients_turned_away_total",
+        "counter",
+        "Clients of the master's control socket and metrics listener closed unserved, by door and cause.",
+    );
+    for ((door, cause), n) in TURNED_AWAY.iter().zip(s.counters.turned_away) {
+        let _ = writeln!(
+            out,
+            "rrbalancer_clients_turned_away_total{{door=\"{door}\",cause=\"{cause}\"}} {n}"
+        );
+    }
+
     single(
         &mut out,
         "process_resident_memory_bytes",
@@ -703,6 +756,7 @@ mod tests {
             deliveries: 15,
             agent_starts: 2,
             agent_exits: [0, 1, 0],
+            turned_away: [0, 0, 0, 0, 3, 0, 0, 0],
         };
         let listeners = [
             "127.0.0.1:3000".to_owned(),
@@ -769,6 +823,12 @@ mod tests {
         assert!(text.contains("rrbalancer_agent_exits_total{cause=\"exited\"} 1\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"0\",cause=\"killed\"} 2\n"));
         assert!(text.contains("rrbalancer_worker_exits_total{slot=\"1\",cause=\"stopped\"} 0\n"));
+        assert!(text.contains(
+            "rrbalancer_clients_turned_away_total{door=\"metrics\",cause=\"not_allowed\"} 3\n"
+        ));
+        assert!(text.contains(
+            "rrbalancer_clients_turned_away_total{door=\"control\",cause=\"crowded\"} 0\n"
+        ));
         // Every sample belongs to a family declared before it, once.
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
@@ -787,6 +847,26 @@ mod tests {
                 assert!(declared.contains(family), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn each_reason_to_turn_a_client_away_has_its_labels() {
+        use TurnedAway::*;
+        let mut counters = Counters::default();
+        for (why, labels) in [
+            (ControlCrowded, ("control", "crowded")),
+            (ControlTimeout, ("control", "timeout")),
+            (ControlTooLong, ("control", "too_long")),
+            (ControlOtherUser, ("control", "other_user")),
+            (MetricsNotAllowed, ("metrics", "not_allowed")),
+            (MetricsTimeout, ("metrics", "timeout")),
+            (MetricsBadRequest, ("metrics", "bad_request")),
+            (MetricsCrowded, ("metrics", "crowded")),
+        ] {
+            assert_eq!(TURNED_AWAY[why as usize], labels);
+            counters.turn_away(why);
+        }
+        assert_eq!(counters.turned_away, [1; TURNED_AWAY.len()]);
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
 //!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
 //!   out its effects (spawning, signals, control answers);
-//! - around them: `control` (the control socket), `output` (captured worker output), `signals`
-//!   (what each signal means), `sources` (what each poll token stands for);
+//! - around them: `control` (the control socket) and `monitor` (the metrics listener), with
+//!   `client_io` (their non-blocking reads and writes) and `client_limits` (their deadlines,
+//!   who gives way when they are full, refusals logged once per episode — pure); `output`
+//!   (captured worker output), `signals` (what each signal means), `sources` (what each poll
+//!   token stands for);
 //! - in tests, `sim`: seeded simulators of the ledger and of the supervisor.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
@@ -28,6 +31,7 @@
 
 mod channel;
 mod client_io;
+mod client_limits;
 mod control;
 mod dispatch;
 mod fleet;
@@ -233,12 +237,16 @@ fn run_master(
         Some(_) => control::Control::bind_staged(&config.control.socket)?,
         None => control::Control::bind(&config.control.socket)?,
     };
-    let monitor = match config.metrics {
-        Some(addr) => {
+    let monitor = match &config.metrics {
+        Some(m) => {
             let monitor =
-                monitor::Monitor::bind(addr).map_err(|e| MasterError::Metrics(addr, e))?;
+                monitor::Monitor::bind(m.clone()).map_err(|e| MasterError::Metrics(m.listen, e))?;
+            let from = m.allow.as_ref().map_or(String::new(), |nets| {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                format!("; clients only from {}", nets.join(", "))
+            });
             info!(
-                "metrics on http://{}/metrics (health: /healthz, /readyz)",
+                "metrics on http://{}/metrics (health: /healthz, /readyz){from}",
                 monitor.local
             );
             Some(monitor)
@@ -450,6 +458,8 @@ impl Master {
                 self.reap();
             }
             let now = Instant::now();
+            self.control_turn(now);
+            self.monitor_turn(now);
             self.supervise(now);
             self.upgrade_turn(now);
             self.succession_turn();
@@ -549,6 +559,8 @@ impl Master {
             .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
             .chain(self.next_stall_deadline())
             .chain(self.ledger.next_full_retry())
+            .chain(self.control_deadline())
+            .chain(self.monitor_deadline())
             .min()
     }
 

@@ -1,23 +1,38 @@
 //! The monitoring listener (`[metrics] listen`): `/metrics` (Prometheus text), `/healthz` and
 //! `/readyz`, answered by the master's own event loop — no thread, nothing on the hand-off path.
-//! A minimal HTTP/1.1 server: one request per connection, answered and closed; requests are
-//! read into a bounded buffer, connections are bounded in number (the oldest idle one goes).
+//! A minimal HTTP/1.1 server: one request per connection, answered and closed.
+//!
+//! Every connection is bounded, so that no client — closing mid-request, sending what is not
+//! HTTP, or sending its head a byte at a time — keeps a file descriptor for long: a client from
+//! outside `[metrics] allow` is closed at once; the request is read into a bounded buffer and
+//! judged as it comes ([`judge`]: input that cannot begin a `GET`/`HEAD` request line is
+//! answered 400 at once, without waiting for more); a client that closes before its request is
+//! whole is closed; one whose head is not whole within [`METRICS_HEADER_TIME`] is answered 408;
+//! after the answer the master shuts its side for writing and reads (and drops) what still
+//! comes until the client closes, for [`METRICS_LINGER_TIME`] at most (closing with unread
+//! input would reset the connection and could destroy the answer); at most [`MAX_CONNS`] are
+//! open (a newcomer closes the oldest).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::Token;
 use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::client_io;
+use super::client_limits::{
+    self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
+    Refusals,
+};
 use super::fleet::{Place, Role, Slot, State, Worker};
 use super::memory;
-use super::metrics::{self, Snapshot};
+use super::metrics::{self, Snapshot, TurnedAway};
 use super::sources::Source;
 use super::{Master, Phase};
+use crate::config::MetricsConfig;
 
 /// Longest request read; anything longer is answered 400.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -41,14 +56,28 @@ pub fn health(ready_workers: usize, started: bool, stopping: bool) -> Health {
     }
 }
 
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Its request head is not whole yet.
+    Reading,
+    /// Answered: the answer is being written.
+    Writing,
+    /// The answer is out and our side shut for writing: what still comes is read and dropped
+    /// (`discarded` bytes so far) until the client closes.
+    Lingering { discarded: usize },
+}
+
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
     input: Vec<u8>,
     output: Vec<u8>,
-    answered: bool,
+    stage: Stage,
     token: Token,
     since: Instant,
+    /// When it is closed (or, still reading, answered 408), whatever it is doing.
+    deadline: Instant,
 }
 
 /// The listener and its connections.
@@ -56,14 +85,19 @@ struct Conn {
 pub struct Monitor {
     listener: TcpListener,
     pub local: SocketAddr,
+    config: MetricsConfig,
     conns: Slab<Conn>,
+    /// Clients refused for their address (`[metrics] allow`), for the log.
+    refused: Refusals,
 }
 
 impl Monitor {
-    /// Binds `addr` with `SO_REUSEPORT` as well: during an in-place upgrade the new master binds
-    /// it while the old one still serves it (the kernel lets only the same user share it).
-    pub fn bind(addr: SocketAddr) -> io::Result<Monitor> {
+    /// Binds `config.listen` with `SO_REUSEPORT` as well: during an in-place upgrade the new
+    /// master binds it while the old one still serves it (the kernel lets only the same user
+    /// share it).
+    pub fn bind(config: MetricsConfig) -> io::Result<Monitor> {
         use socket2::{Domain, Socket, Type};
+        let addr = config.listen;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
@@ -78,12 +112,28 @@ impl Monitor {
         Ok(Monitor {
             listener: TcpListener::from_std(std),
             local,
+            config,
             conns: Slab::new(),
+            refused: Refusals::default(),
         })
     }
 
     pub fn listener(&mut self) -> &mut TcpListener {
         &mut self.listener
+    }
+
+    /// Takes a reloaded `[metrics]` with the same `listen`: who may connect from now on.
+    pub fn reconfigure(&mut self, config: MetricsConfig) {
+        if config.allow != self.config.allow {
+            info!(
+                "reload: metrics clients allowed from now on: {}",
+                config.allow.as_ref().map_or("any".to_owned(), |nets| {
+                    let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                    nets.join(", ")
+                })
+            );
+        }
+        self.config = config;
     }
 }
 
@@ -93,7 +143,7 @@ impl Master {
             let Some(monitor) = self.monitor.as_mut() else {
                 return;
             };
-            let (stream, _) = match monitor.listener.accept() {
+            let (mut stream, peer) = match monitor.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -102,13 +152,23 @@ impl Master {
                     return;
                 }
             };
+            let now = Instant::now();
+            if !monitor.config.allows(peer.ip()) {
+                self.counters.turn_away(TurnedAway::MetricsNotAllowed);
+                if monitor.refused.note(now) {
+                    warn!(
+                        "metrics listener: refused a client from {}: not in metrics.allow \
+                         (further refusals are counted until {:?} pass without one)",
+                        peer.ip(),
+                        client_limits::QUIET
+                    );
+                }
+                continue; // dropping closes it
+            }
             if monitor.conns.len() >= MAX_CONNS {
-                let oldest = monitor
-                    .conns
-                    .iter()
-                    .min_by_key(|(_, c)| c.since)
-                    .map(|(k, _)| k);
+                let oldest = make_room(monitor.conns.iter().map(|(k, c)| (k, c.stage, c.since)));
                 if let Some(key) = oldest {
+                    self.counters.turn_away(TurnedAway::MetricsCrowded);
                     self.close_monitor_conn(key);
                 }
             }
@@ -116,7 +176,6 @@ impl Master {
                 return;
             };
             let key = monitor.conns.vacant_key();
-            let mut stream = stream;
             let Some(token) = self.watch_conn(&mut stream, Source::MonitorConn(key)) else {
                 continue;
             };
@@ -125,91 +184,127 @@ impl Master {
                     stream,
                     input: Vec::new(),
                     output: Vec::new(),
-                    answered: false,
+                    stage: Stage::Reading,
                     token,
-                    since: Instant::now(),
+                    since: now,
+                    deadline: now + METRICS_HEADER_TIME,
                 });
             }
+            // What it sent before we accepted it is judged now, not after the rest of a burst
+            // of newcomers is accepted: a client gone or answered frees its place at once.
+            self.on_monitor_conn(key);
         }
     }
 
     pub(super) fn on_monitor_conn(&mut self, key: usize) {
-        let mut request = None;
-        {
-            let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
-                return;
-            };
-            if !conn.answered {
-                // Ended: the request may still be whole (the client shut its side after it).
-                let got = client_io::read_available(&mut conn.stream, &mut conn.input, MAX_REQUEST);
-                if got == client_io::Got::Broken {
-                    return self.close_monitor_conn(key);
-                }
-                if conn.input.len() > MAX_REQUEST {
-                    request = Some(None);
-                } else if let Some(end) = conn.input.windows(4).position(|w| w == b"\r\n\r\n") {
-                    request = Some(request_target(&conn.input[..end]));
-                }
-            }
-        }
-        if let Some(target) = request {
-            let (status, content_type, body) = match target.as_deref() {
-                None => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
-                Some("/metrics") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    self.metrics_text(),
-                ),
-                Some("/healthz") => {
-                    if self.health().healthy {
-                        ("200 OK", "text/plain", "ok\n".to_owned())
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "no worker is ready\n".into(),
-                        )
-                    }
-                }
-                Some("/readyz") => {
-                    let stopping = self.core.phase != Phase::Running;
-                    match (self.health().ready, stopping) {
-                        (true, _) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                        (false, true) => {
-                            ("503 Service Unavailable", "text/plain", "stopping\n".into())
-                        }
-                        (false, false) => (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "not ready\n".into(),
-                        ),
-                    }
-                }
-                Some(_) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: /metrics, /healthz, /readyz\n".into(),
-                ),
-            };
-            if let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) {
-                conn.answered = true;
-                conn.output = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes();
-            }
-        }
         let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
             return;
         };
-        if client_io::write_pending(&mut conn.stream, &mut conn.output) == client_io::Sent::Blocked
-        {
-            return;
+        if conn.stage == Stage::Reading {
+            // Ended: the request may still be whole (the client shut its side after it).
+            let got = client_io::read_available(&mut conn.stream, &mut conn.input, MAX_REQUEST);
+            match (judge(&conn.input), got) {
+                (_, client_io::Got::Broken) | (Head::Incomplete, client_io::Got::Ended) => {
+                    return self.close_monitor_conn(key);
+                }
+                (Head::Incomplete, client_io::Got::Open) => {}
+                (Head::Bad, _) => {
+                    self.counters.turn_away(TurnedAway::MetricsBadRequest);
+                    debug!("metrics listener: not an HTTP GET or HEAD request: answered 400");
+                    let bad = ("400 Bad Request", "text/plain", "bad request\n".to_owned());
+                    self.respond(key, bad);
+                }
+                (Head::Get(target), _) => {
+                    let answer = self.route(&target);
+                    self.respond(key, answer);
+                }
+            }
         }
-        if conn.answered {
-            self.close_monitor_conn(key);
+        self.flush_monitor_conn(key);
+    }
+
+    /// What a request for `target` is answered: status line, content type, body.
+    fn route(&self, target: &str) -> (&'static str, &'static str, String) {
+        match target {
+            "/metrics" => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics_text(),
+            ),
+            "/healthz" => {
+                if self.health().healthy {
+                    ("200 OK", "text/plain", "ok\n".to_owned())
+                } else {
+                    (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "no worker is ready\n".into(),
+                    )
+                }
+            }
+            "/readyz" => {
+                let stopping = self.core.phase != Phase::Running;
+                match (self.health().ready, stopping) {
+                    (true, _) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    (false, true) => ("503 Service Unavailable", "text/plain", "stopping\n".into()),
+                    (false, false) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "not ready\n".into(),
+                    ),
+                }
+            }
+            _ => (
+                "404 Not Found",
+                "text/plain",
+                "not found: /metrics, /healthz, /readyz\n".into(),
+            ),
+        }
+    }
+
+    /// Queues the answer on connection `key`; [`Master::flush_monitor_conn`] writes it.
+    fn respond(&mut self, key: usize, (status, content_type, body): (&str, &str, String)) {
+        let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
+            return;
+        };
+        conn.stage = Stage::Writing;
+        conn.deadline = Instant::now() + METRICS_WRITE_TIME;
+        conn.output = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+    }
+
+    /// Writes what the answer still has to go; once it is out, shuts our side and reads what
+    /// still comes until the client closes (or a bound is reached), then closes.
+    fn flush_monitor_conn(&mut self, key: usize) {
+        let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
+            return;
+        };
+        if conn.stage == Stage::Writing {
+            match client_io::write_pending(&mut conn.stream, &mut conn.output) {
+                client_io::Sent::Blocked => return,
+                client_io::Sent::Broken => return self.close_monitor_conn(key),
+                client_io::Sent::All => {
+                    if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                        return self.close_monitor_conn(key);
+                    }
+                    conn.stage = Stage::Lingering { discarded: 0 };
+                    conn.deadline = Instant::now() + METRICS_LINGER_TIME;
+                }
+            }
+        }
+        if let Stage::Lingering { discarded } = conn.stage {
+            let budget = METRICS_LINGER_BYTES.saturating_sub(discarded);
+            let (got, n) = client_io::discard_available(&mut conn.stream, budget);
+            conn.stage = Stage::Lingering {
+                discarded: discarded + n,
+            };
+            if got != client_io::Got::Open || n >= budget {
+                self.close_monitor_conn(key);
+            }
         }
     }
 
@@ -220,6 +315,61 @@ impl Master {
         if let Some(mut conn) = monitor.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.sources.remove(conn.token);
+        }
+    }
+
+    /// The nearest moment a metrics client is due to be answered 408 or closed, or an episode
+    /// of refusals over.
+    pub(super) fn monitor_deadline(&self) -> Option<Instant> {
+        let monitor = self.monitor.as_ref()?;
+        (monitor.conns.iter())
+            .map(|(_, c)| c.deadline)
+            .chain(monitor.refused.deadline())
+            .min()
+    }
+
+    /// Answers 408 to the clients whose request head did not come in time, closes those whose
+    /// time to read the answer or to close is up, and tells of refusals that are over.
+    pub(super) fn monitor_turn(&mut self, now: Instant) {
+        let Some(monitor) = self.monitor.as_mut() else {
+            return;
+        };
+        if let Some(ended) = monitor.refused.ended(now) {
+            info!(
+                "metrics listener: {} client(s) from outside metrics.allow refused over {:.1?}; \
+                 none since {:?}",
+                ended.count,
+                ended.lasted,
+                client_limits::QUIET
+            );
+        }
+        let due: Vec<(usize, Stage)> = (monitor.conns.iter())
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(key, c)| (key, c.stage))
+            .collect();
+        for (key, stage) in due {
+            match stage {
+                Stage::Reading => {
+                    self.counters.turn_away(TurnedAway::MetricsTimeout);
+                    debug!(
+                        "metrics listener: no whole request head within {METRICS_HEADER_TIME:?}: \
+                         answered 408"
+                    );
+                    let late = (
+                        "408 Request Timeout",
+                        "text/plain",
+                        "request head not received in time\n".to_owned(),
+                    );
+                    self.respond(key, late);
+                    self.flush_monitor_conn(key);
+                }
+                Stage::Writing => {
+                    self.counters.turn_away(TurnedAway::MetricsTimeout);
+                    debug!("metrics listener: a client did not read its answer in time: closed");
+                    self.close_monitor_conn(key);
+                }
+                Stage::Lingering { .. } => self.close_monitor_conn(key),
+            }
         }
     }
 
@@ -307,6 +457,69 @@ fn state_of(slot: &Slot, current: Option<&Worker>, stopping: bool) -> &'static s
     }
 }
 
+/// Which connection gives way to a newcomer when every place is taken: one already answered
+/// (lingering until the client closes) before one still reading its request, before one whose
+/// answer is being written; the oldest first within each.
+fn make_room<K>(conns: impl IntoIterator<Item = (K, Stage, Instant)>) -> Option<K> {
+    let rank = |stage: Stage| match stage {
+        Stage::Lingering { .. } => 0,
+        Stage::Reading => 1,
+        Stage::Writing => 2,
+    };
+    (conns.into_iter())
+        .min_by_key(|&(_, stage, since)| (rank(stage), since))
+        .map(|(key, _, _)| key)
+}
+
+/// What a client has sent so far, as a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Head {
+    /// It may still become a request: wait for more (or for the header deadline).
+    Incomplete,
+    /// A whole `GET`/`HEAD` request head for this target (without the query).
+    Get(String),
+    /// Not HTTP, another method, or too long: answered 400 without waiting for more.
+    Bad,
+}
+
+/// Judges what a client has sent so far, as soon as it can: bytes that cannot begin a
+/// `GET`/`HEAD` request line are [`Head::Bad`] at once; a whole request line that is not one is
+/// too; a request line is [`Head::Get`] once the head's blank line has come.
+fn judge(input: &[u8]) -> Head {
+    if input.len() > MAX_REQUEST {
+        return Head::Bad;
+    }
+    let Some(end) = input.iter().position(|&b| b == b'\n') else {
+        return if may_begin_request(input) {
+            Head::Incomplete
+        } else {
+            Head::Bad
+        };
+    };
+    match request_target(&input[..end]) {
+        None => Head::Bad,
+        Some(_) if !has_head_end(input) => Head::Incomplete,
+        Some(target) => Head::Get(target),
+    }
+}
+
+/// `input` (no line end yet) can begin `GET ` or `HEAD ` followed by printable text.
+fn may_begin_request(input: &[u8]) -> bool {
+    ["GET ", "HEAD "].iter().any(|method| {
+        let method = method.as_bytes();
+        let n = input.len().min(method.len());
+        input[..n] == method[..n]
+            && input[n..]
+                .iter()
+                .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r')
+    })
+}
+
+/// The head's blank line has come (`\r\n\r\n`, or a lenient `\n\n`).
+fn has_head_end(input: &[u8]) -> bool {
+    input.windows(4).any(|w| w == b"\r\n\r\n") || input.windows(2).any(|w| w == b"\n\n")
+}
+
 /// The target of a request line `GET /path?query HTTP/1.1` (without the query), if it is one.
 fn request_target(head: &[u8]) -> Option<String> {
     let line = head.split(|&b| b == b'\r').next()?;
@@ -378,5 +591,51 @@ mod tests {
         assert_eq!(request_target(b"POST /metrics HTTP/1.1"), None);
         assert_eq!(request_target(b"\xff\xfe"), None);
         assert_eq!(request_target(b"GET"), None);
+    }
+
+    #[test]
+    fn an_answered_connection_makes_room_first_then_the_oldest_still_reading() {
+        let t = Instant::now();
+        let at = |ms| t + std::time::Duration::from_millis(ms);
+        let lingering = Stage::Lingering { discarded: 0 };
+        let conns = [
+            (1, Stage::Writing, at(0)),
+            (2, Stage::Reading, at(2)),
+            (3, lingering, at(5)),
+            (4, Stage::Reading, at(1)),
+            (5, lingering, at(3)),
+        ];
+        assert_eq!(make_room(conns), Some(5));
+        assert_eq!(make_room(conns.into_iter().filter(|c| c.0 < 3)), Some(2));
+        assert_eq!(make_room(conns.into_iter().filter(|c| c.0 == 1)), Some(1));
+        assert_eq!(make_room(Vec::<(usize, Stage, Instant)>::new()), None);
+    }
+
+    #[test]
+    fn input_is_judged_as_soon_as_it_can_be() {
+        use Head::*;
+        let get = |t: &str| Get(t.to_owned());
+        for (input, head) in [
+            (&b""[..], Incomplete),
+            (b"GE", Incomplete),
+            (b"GET /metr", Incomplete),
+            (b"HEAD /healthz HTTP/1.1\r", Incomplete),
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", Incomplete),
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", get("/metrics")),
+            (b"GET /readyz?x=1 HTTP/1.0\n\n", get("/readyz")),
+            // Not HTTP: no need to wait for a line's end.
+            (b"hello", Bad),
+            (b"\x16\x03\x01\x02\x00", Bad),
+            (b"GET\x00", Bad),
+            (b"POST", Bad),
+            // A whole line that is not a request line.
+            (b"GET /metrics\r\n", Bad),
+            (b"GET / SMTP/1.0\r\n\r\n", Bad),
+            (b"POST /metrics HTTP/1.1\r\n\r\n", Bad),
+        ] {
+            assert_eq!(judge(input), head, "{:?}", String::from_utf8_lossy(input));
+        }
+        let long = [b"GET /".as_slice(), &[b'x'; MAX_REQUEST]].concat();
+        assert_eq!(judge(&long), Bad, "too long");
     }
 }

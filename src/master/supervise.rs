@@ -493,6 +493,17 @@ impl Master {
             // The window goes with the protocol (Node's is one).
             config.worker.max_unacked = self.config.worker.max_unacked;
         }
+        let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
+        if listen(&config) != listen(&self.config) {
+            warn!(
+                "reload: `[metrics] listen` changed; keeping the current listener (a new one \
+                 takes a restart or `rrbalancer upgrade`)"
+            );
+            config.metrics = self.config.metrics.clone();
+        } else if let (Some(metrics), Some(monitor)) = (&config.metrics, self.monitor.as_mut()) {
+            // Who may connect changes at once (connections open stay).
+            monitor.reconfigure(metrics.clone());
+        }
         config.worker.protocol = self.config.worker.protocol;
         config.listen = self.config.listen.clone();
         config.sched_policy = self.config.sched_policy;

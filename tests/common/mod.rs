@@ -149,6 +149,46 @@ impl Rrb {
         outcome(out)
     }
 
+    /// Its control socket (at the default place, in its runtime directory).
+    pub fn control_socket(&self) -> PathBuf {
+        std::fs::read_dir(self.dir.path().join("rrbalancer"))
+            .expect("runtime directory")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "sock"))
+            .expect("control socket")
+    }
+
+    /// How many file descriptors the master holds open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    /// Waits until the master holds at most `n` file descriptors; how many it holds then.
+    pub fn wait_open_fds_at_most(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let fds = self.open_fds();
+            if fds <= n || Instant::now() > deadline {
+                return fds;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the master holds at least `n` file descriptors (it has accepted clients
+    /// that connected); how many it holds then.
+    pub fn wait_open_fds_at_least(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let fds = self.open_fds();
+            if fds >= n || Instant::now() > deadline {
+                return fds;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
