@@ -638,9 +638,14 @@ impl Server {
     /// descriptors with none of ours closing, looks whether one is free anyway.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + SWEEP_EVERY;
-        let drain = self.drain;
+        // Quiet past the timeout: between requests, or in the middle of one (a client that
+        // stopped sending). While stopping, idle ones go at the grace's end already
+        // (`close_idle_clients`); one still sending its request is given the timeout.
+        let timeout = self.drain.idle_timeout();
         let expired: Vec<usize> = (self.clients.iter())
-            .filter(|(_, c)| c.is_quiet() && drain.close_idle_since(c.last_active, now))
+            .filter(|(_, c)| {
+                c.is_quiet() && now.saturating_duration_since(c.last_active) >= timeout
+            })
             .map(|(k, _)| k)
             .collect();
         if !expired.is_empty() {
