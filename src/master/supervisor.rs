@@ -301,7 +301,7 @@ impl Supervisor {
                 worker.uptime(now)
             );
             let load = worker.short_of_fds(now);
-            self.place_failed(place, pid, worker.uptime(now), now, cause, load);
+            self.slot_failed(place, pid, worker.uptime(now), now, cause, load);
         } else {
             info!("worker exited {place} pid={pid}: {cause}");
         }
@@ -314,7 +314,7 @@ impl Supervisor {
         match role {
             Role::Current => {
                 let cause = format!("spawn failed: {error}");
-                self.slot_failed(place, Pid::from_raw(0), Duration::ZERO, now, cause);
+                self.slot_failed(place, Pid::from_raw(0), Duration::ZERO, now, cause, false);
             }
             Role::Candidate => {
                 self.fail_reload(place, "the candidate could not be started".into(), now)
@@ -487,28 +487,17 @@ impl Supervisor {
         match self.fleet.role(key) {
             Role::Current => {
                 self.fleet.detach(key);
-                self.slot_failed(place, pid, uptime, now, cause);
+                self.slot_failed(place, pid, uptime, now, cause, false);
             }
             Role::Candidate => self.reload_failed(key, now, cause),
             Role::Detached => {}
         }
     }
 
+    /// The worker of `place` failed: the restart policy decides. `load`: it was out of file
+    /// descriptors (it said `full` lately), which clients caused: it is restarted after the
+    /// first back-off, and the failure does not count toward giving up.
     fn slot_failed(
-        &mut self,
-        place: Place,
-        pid: Pid,
-        uptime: Duration,
-        now: Instant,
-        cause: String,
-    ) {
-        self.place_failed(place, pid, uptime, now, cause, false);
-    }
-
-    /// [`Supervisor::slot_failed`]; `load`: the worker was out of file descriptors (it said
-    /// `full` lately), which clients caused: it is restarted after the first back-off, and
-    /// the exit does not count toward giving up.
-    fn place_failed(
         &mut self,
         place: Place,
         pid: Pid,
