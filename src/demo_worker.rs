@@ -10,8 +10,9 @@
 //! after `--drain-grace` (2s) — never one whose client may be sending its next request.
 //!
 //! Load never makes it exit. A connection that sends nothing for `--idle-timeout` (5s) while it
-//! is owed no answer — an idle keep-alive client, one that never finishes its request — is
-//! closed, so idle clients cannot hold its file descriptors forever. At its open-file limit (a
+//! is owed no answer — an idle keep-alive client, one that stopped in its request — is closed,
+//! and a request not whole within `--request-timeout` (10s) of its first byte is answered 408
+//! and closed, so idle and slow clients cannot hold its file descriptors forever. At its open-file limit (a
 //! `conn` message cut short by the kernel) it gives the connections back to the master
 //! (`full N`), which hands them to other workers, and says `idle` again once a connection of
 //! its own has closed; in `none` mode it stops accepting until then.
@@ -64,11 +65,18 @@ pub struct DemoArgs {
           default_value = "2s")]
     pub drain_grace: Duration,
     /// Close a connection that has sent nothing for this long while it is owed no answer: an
-    /// idle keep-alive connection, or a client that never finishes its request (Node's
-    /// `keepAliveTimeout` is 5s too). Idle clients cannot pin the worker's file descriptors.
+    /// idle keep-alive connection, or a client that stopped in the middle of its request
+    /// (Node's `keepAliveTimeout` is 5s too). Idle clients cannot pin the worker's file
+    /// descriptors. 0: never.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
           default_value = "5s")]
     pub idle_timeout: Duration,
+    /// A request must arrive whole (head and body) within this long of its first byte; else it
+    /// is answered 408 and the connection closed, so a client that trickles its headers cannot
+    /// hold a descriptor for good (slowloris). 0: never.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "10s")]
+    pub request_timeout: Duration,
 }
 
 /// The uneven-work setting: which requests are slow and for how long.
@@ -163,6 +171,8 @@ struct Client {
     awaited: bool,
     /// When it last sent us something, or we wrote to it.
     last_active: Instant,
+    /// When the first byte of the request it is sending came (`None` between requests).
+    request_since: Option<Instant>,
 }
 
 impl Client {
@@ -268,7 +278,9 @@ pub fn run(args: DemoArgs) -> Result<(), WorkerError> {
         max_requests: args.max_requests,
         slow: SlowWork::from_args(&args),
         stopping: false,
-        drain: Drain::new(args.drain_grace).with_idle_timeout(args.idle_timeout),
+        drain: Drain::new(args.drain_grace)
+            .with_idle_timeout(args.idle_timeout)
+            .with_request_timeout(args.request_timeout),
         idle_closed: false,
         owe_idle: false,
         deferred: Vec::new(),
@@ -505,6 +517,7 @@ impl Server {
             eof: false,
             awaited,
             last_active: Instant::now(),
+            request_since: None,
         });
         self.awaited += usize::from(awaited);
         // A request may already be waiting: edge-triggered registration will not tell us.
@@ -536,6 +549,12 @@ impl Server {
             }
         }
         let answered = answer_requests(client, &self.body, self.stopping, self.served, self.slow);
+        if client.input.is_empty() || client.close_after_write {
+            client.request_since = None;
+        } else if answered > 0 || client.request_since.is_none() {
+            // What is left is the start of the next request.
+            client.request_since = Some(client.last_active);
+        }
         client.answered += answered;
         client.eof |= closed;
         if client.awaited && (client.answered > 0 || closed || !client.output.is_empty()) {
@@ -634,28 +653,43 @@ impl Server {
         }
     }
 
-    /// Every [`SWEEP_EVERY`]: closes connections quiet past `--idle-timeout`; short of file
-    /// descriptors with none of ours closing, looks whether one is free anyway.
+    /// Every [`SWEEP_EVERY`]: closes connections quiet past `--idle-timeout`, answers 408 to
+    /// those whose request takes longer than `--request-timeout`; short of file descriptors
+    /// with none of ours closing, looks whether one is free anyway.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + SWEEP_EVERY;
         // Quiet past the timeout: between requests, or in the middle of one (a client that
         // stopped sending). While stopping, idle ones go at the grace's end already
         // (`close_idle_clients`); one still sending its request is given the timeout.
-        let timeout = self.drain.idle_timeout();
-        let expired: Vec<usize> = (self.clients.iter())
-            .filter(|(_, c)| {
-                c.is_quiet() && now.saturating_duration_since(c.last_active) >= timeout
-            })
-            .map(|(k, _)| k)
-            .collect();
-        if !expired.is_empty() {
+        let drain = self.drain;
+        let mut idle = Vec::new();
+        let mut slow = Vec::new();
+        for (key, c) in self.clients.iter().filter(|(_, c)| c.is_quiet()) {
+            if drain.idle_expired(c.last_active, now) {
+                idle.push(key);
+            } else if c
+                .request_since
+                .is_some_and(|t| drain.request_expired(t, now))
+            {
+                slow.push(key);
+            }
+        }
+        if !idle.is_empty() || !slow.is_empty() {
             debug!(
-                "closing {} connection(s) idle past the timeout",
-                expired.len()
+                "closing {} connection(s) idle past the timeout, {} whose request is too slow",
+                idle.len(),
+                slow.len()
             );
         }
-        for key in expired {
+        for key in idle {
             self.close_client(key);
+        }
+        for key in slow {
+            if let Some(client) = self.clients.get_mut(key) {
+                client.request_since = None;
+                respond(client, b"408 Request Timeout", b"request timeout\n", false);
+            }
+            self.settle(key);
         }
         if (self.fd_short || self.accept_blocked) && fd_available() {
             self.fd_freed();
@@ -794,6 +828,7 @@ mod tests {
             slow_ms: 20,
             drain_grace: Drain::DEFAULT_GRACE,
             idle_timeout: Drain::DEFAULT_IDLE_TIMEOUT,
+            request_timeout: Drain::DEFAULT_REQUEST_TIMEOUT,
         };
         assert!(SlowWork::from_args(&args(0)).is_none());
         let slow = SlowWork::from_args(&args(3)).expect("on with --slow-every 3");

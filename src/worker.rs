@@ -575,9 +575,10 @@ pub fn worker_id() -> usize {
 /// ```
 ///
 /// It also bounds how long a keep-alive connection may stay idle while serving
-/// ([`Drain::idle_timeout`], 5 s by default as in Node's `http` server): a client that keeps a
-/// connection open and sends nothing holds one of the worker's file descriptors, and enough of
-/// them would leave none for new clients.
+/// ([`Drain::idle_timeout`], 5 s by default as in Node's `http` server) and how long a request
+/// may take to arrive ([`Drain::request_timeout`], 10 s): a client that keeps a connection open
+/// and sends nothing, or trickles a header line now and then, holds one of the worker's file
+/// descriptors, and enough of them would leave none for new clients.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -587,12 +588,19 @@ pub fn worker_id() -> usize {
 /// let last_request = Instant::now();
 /// assert!(!drain.close_idle_since(last_request, last_request + Duration::from_secs(4)));
 /// assert!(drain.close_idle_since(last_request, last_request + Duration::from_secs(5)));
+/// // A request trickled in: 408 once it has taken longer than the request timeout (10 s).
+/// let first_byte = last_request;
+/// assert!(drain.request_expired(first_byte, first_byte + Duration::from_secs(10)));
+/// // Zero: no limit.
+/// let patient = drain.with_idle_timeout(Duration::ZERO);
+/// assert!(!patient.close_idle_since(last_request, last_request + Duration::from_secs(3600)));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
     grace: Duration,
     since: Option<Instant>,
     idle_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl Drain {
@@ -604,19 +612,32 @@ impl Drain {
     /// How long a keep-alive connection may stay idle by default (Node's `keepAliveTimeout`).
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+    /// How long a request may take to arrive whole, from its first byte, by default.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
     pub fn new(grace: Duration) -> Drain {
         Drain {
             grace,
             since: None,
             idle_timeout: Drain::DEFAULT_IDLE_TIMEOUT,
+            request_timeout: Drain::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
     /// The longest a connection may stay idle (between requests, or before its first one)
-    /// while serving.
+    /// while serving; zero: no limit.
     pub fn with_idle_timeout(self, idle_timeout: Duration) -> Drain {
         Drain {
             idle_timeout,
+            ..self
+        }
+    }
+
+    /// The longest a request may take to arrive whole, from its first byte (a client that
+    /// trickles its headers, slowloris); zero: no limit.
+    pub fn with_request_timeout(self, request_timeout: Duration) -> Drain {
+        Drain {
+            request_timeout,
             ..self
         }
     }
@@ -625,10 +646,26 @@ impl Drain {
         self.idle_timeout
     }
 
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Whether a connection quiet since `since` (it sent nothing since, and is owed no answer)
+    /// has passed the idle timeout at `now`.
+    pub fn idle_expired(&self, since: Instant, now: Instant) -> bool {
+        expired(self.idle_timeout, since, now)
+    }
+
+    /// Whether a request whose first byte came at `first_byte` and is not whole yet has
+    /// passed the request timeout at `now` (answer 408 and close).
+    pub fn request_expired(&self, first_byte: Instant, now: Instant) -> bool {
+        expired(self.request_timeout, first_byte, now)
+    }
+
     /// Whether a connection idle since `idle_since` (no request in progress, no answer owed)
     /// is to be closed at `now`: past the idle timeout, or, once draining, past the grace.
     pub fn close_idle_since(&self, idle_since: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(idle_since) >= self.idle_timeout || self.close_idle(now)
+        self.idle_expired(idle_since, now) || self.close_idle(now)
     }
 
     /// The stop began at `now` (a second call changes nothing).
@@ -661,6 +698,11 @@ impl Drain {
     pub fn close_idle(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|deadline| now >= deadline)
     }
+}
+
+/// `timeout` has passed since `since` at `now`; a zero timeout never passes.
+fn expired(timeout: Duration, since: Instant, now: Instant) -> bool {
+    !timeout.is_zero() && now.saturating_duration_since(since) >= timeout
 }
 
 impl Default for Drain {

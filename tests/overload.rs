@@ -84,3 +84,56 @@ fn idle_clients_cannot_pin_the_workers_file_descriptors() {
         assert_eq!((restarts, state.as_str()), (0, "ready"));
     }
 }
+
+/// Clients that trickle their request heads (a header line every second, slowloris) beyond the
+/// workers' file limit: each is answered 408 once its request has taken `--request-timeout`,
+/// and a new client is served meanwhile.
+#[test]
+fn clients_trickling_their_requests_are_answered_408_and_cannot_pin_the_workers() {
+    let rrb = Rrb::start_with(Start {
+        config: "workers = 2\n[worker]\nargs = [\"--request-timeout\", \"2s\"]\n",
+        ready: 2,
+        nofile: Some(128),
+        ..Start::default()
+    });
+    let mut tricklers: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(&rrb.addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+            s
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_secs(1));
+                for s in &mut tricklers {
+                    let _ = s.write_all(b"X-Trickle: 1\r\n");
+                }
+            }
+            tricklers
+        })
+    };
+    let took = rrb.served_within("handled by worker", Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    let tricklers = trickle.join().unwrap();
+    let timed_out = tricklers
+        .into_iter()
+        .filter(|s| {
+            let mut s = s;
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).contains(" 408 ")
+        })
+        .count();
+    assert!(timed_out >= 200, "{timed_out} of 300 answered 408");
+    for (restarts, state) in rrb.slot_states() {
+        assert_eq!((restarts, state.as_str()), (0, "ready"));
+    }
+    eprintln!("300 tricklers at 128 fds: a new client served after {took:?}; {timed_out} got 408");
+}
