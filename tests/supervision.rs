@@ -210,6 +210,13 @@ fn by_default_a_master_whose_every_slot_gave_up_stays_and_tries_them_again() {
         "every slot gave up: no worker serves now",
         Duration::from_secs(10),
     );
+    let (code, table, _) = rrb.ctl(&["status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("given up, retried in"), "{table}");
+    rrb.wait_for_log(
+        "trying it again in 2s (restart.retry_after)",
+        Duration::from_secs(1),
+    );
     // A client arrives meanwhile: it waits in the backlog, not refused.
     let addr = rrb.addr.clone();
     let client = std::thread::spawn(move || common::http_get(&addr));

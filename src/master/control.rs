@@ -788,7 +788,7 @@ impl Master {
             .map(|(slot, s)| SlotStatus {
                 slot,
                 state: if s.given_up {
-                    "given up".to_owned()
+                    given_up(s.start_at, now)
                 } else if !self.core.fleet.may_start_slots() {
                     "waiting for the agent".to_owned()
                 } else if let Some(at) = s.start_at {
@@ -837,7 +837,7 @@ impl Master {
             Some(State::Ready) => "ready".to_owned(),
             Some(State::Starting) => "starting".to_owned(),
             Some(State::Draining) => "stopping".to_owned(),
-            None if place.given_up => "given up".to_owned(),
+            None if place.given_up => given_up(place.start_at, now),
             None => match place.start_at {
                 Some(at) => format!("restarting in {:.1?}", at.saturating_duration_since(now)),
                 None => "starting".to_owned(),
@@ -856,5 +856,16 @@ impl Master {
                 .map(|(_, w)| w.pid.as_raw())
                 .collect(),
         })
+    }
+}
+
+/// A given-up place's state, with when it is tried again (`[restart] retry_after`).
+fn given_up(retry_at: Option<Instant>, now: Instant) -> String {
+    match retry_at {
+        Some(at) => format!(
+            "given up, retried in {:.0?}",
+            at.saturating_duration_since(now)
+        ),
+        None => "given up".to_owned(),
     }
 }

@@ -544,7 +544,19 @@ impl Supervisor {
                     policy.max_restarts,
                     causes.join("; ")
                 );
-                error!("giveup {place}: {reason}; not restarting it");
+                let stops = if place == Place::Agent {
+                    !agent_started
+                } else {
+                    self.fleet.none_left() && policy.on_all_given_up == AllGivenUp::Exit
+                };
+                if stops {
+                    error!("giveup {place}: {reason}; not restarting it");
+                } else {
+                    error!(
+                        "giveup {place}: {reason}; trying it again in {:?} (restart.retry_after)",
+                        policy.retry_after
+                    );
+                }
                 self.effects.push(Effect::Hook { place, pid, reason });
                 if place == Place::Agent && !agent_started {
                     error!(
