@@ -145,6 +145,55 @@ fn sigterm_kills_a_worker_that_ignores_it_once_kill_timeout_passes() {
     }
 }
 
+/// Workers that ignore SIGTERM, with a child each, and a minute to finish: what a stop has to
+/// cut short. The master, its workers and their children.
+fn stubborn_fleet() -> (Rrb, Vec<i32>) {
+    let config = "workers = 2\nsched_policy = \"none\"\n[worker]\nexec = \"sh\"\nargs = [\"-c\", \"trap '' TERM; sleep 600 & wait\"]\n[shutdown]\nkill_timeout = \"60s\"\n";
+    let rrb = Rrb::start(config, 0);
+    let workers = rrb.wait_workers(2, Duration::from_secs(5));
+    let mut all: Vec<i32> = workers.iter().flat_map(|&w| children_of(w)).collect();
+    all.extend(workers);
+    (rrb, all)
+}
+
+/// README: `QUIT` is a quick stop — workers are killed now, not after `kill_timeout`.
+#[test]
+fn sigquit_kills_the_workers_at_once_and_exits() {
+    let (mut rrb, processes) = stubborn_fleet();
+    rrb.signal(libc::SIGQUIT);
+    let status = rrb
+        .wait_exit(Duration::from_secs(10))
+        .expect("a quick stop does not wait for kill_timeout (60 s)");
+    assert!(status.code().is_some(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in processes {
+        assert!(!alive(pid), "process {pid} survived");
+    }
+}
+
+/// README: a second `TERM`/`INT` during a graceful stop skips what is left of it.
+#[test]
+fn a_second_sigterm_cuts_a_graceful_stop_short() {
+    for second in [libc::SIGTERM, libc::SIGINT] {
+        let (mut rrb, processes) = stubborn_fleet();
+        rrb.signal(libc::SIGTERM);
+        rrb.wait_for_log("stopping gracefully", Duration::from_secs(5));
+        assert!(
+            rrb.wait_exit(Duration::from_millis(500)).is_none(),
+            "the first one waits for the workers"
+        );
+        rrb.signal(second);
+        let status = rrb
+            .wait_exit(Duration::from_secs(10))
+            .expect("the second one does not wait for kill_timeout (60 s)");
+        assert!(status.code().is_some(), "{status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        for pid in processes {
+            assert!(!alive(pid), "process {pid} survived");
+        }
+    }
+}
+
 #[test]
 fn sigkill_to_the_master_takes_the_workers_down_within_a_second() {
     let mut rrb = Rrb::start("workers = 3\n", 3);
