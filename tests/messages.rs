@@ -111,6 +111,34 @@ fn a_broadcast_reaches_every_other_worker_complete_and_in_order() {
     }
 }
 
+/// `send --slot N` reaches the worker of slot N and no other; `send --text` sends its text as a
+/// JSON string.
+#[test]
+fn send_to_a_slot_reaches_that_worker_only_and_text_goes_as_a_json_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "exec python3 \"$W\" --subscribe --messages-log '{}'",
+        log.display()
+    );
+    let rrb = Rrb::start(&config(3, &script, ""), 3);
+    let (code, out, err) = rrb.ctl(&["send", "--slot", "2", r#"{"only":2}"#]);
+    assert_eq!((code, out.trim()), (0, "sent to 1 receiver(s)"), "{err}");
+    let (code, out, err) = rrb.ctl(&["send", "--text", "hello there"]);
+    assert_eq!((code, out.trim()), (0, "sent to 3 receiver(s)"), "{err}");
+    let wanted = |id: &str| 1 + usize::from(id.starts_with('2'));
+    wait_logs(&log, Duration::from_secs(10), |logs| {
+        logs.len() == 3 && logs.iter().all(|(id, l)| l.len() >= wanted(id))
+    });
+    for (id, lines) in logged(&log) {
+        let mut expected = vec![r#"control - "hello there""#.to_owned()];
+        if id.starts_with('2') {
+            expected.insert(0, r#"control - {"only":2}"#.to_owned());
+        }
+        assert_eq!(lines, expected, "worker {id}");
+    }
+}
+
 /// Requests `/state` over and over from a thread until told to stop: every answer, or the
 /// first failure.
 struct Load {
