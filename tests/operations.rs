@@ -74,6 +74,45 @@ fn nodejs_issue_3551_workers_leaving_every_50_requests_lose_nothing() {
     assert_eq!(rrb.count_log("exited unasked"), 0, "{:#?}", rrb.log());
 }
 
+/// README: "A given-up slot is started again by a reload" — at once, with a fresh restart
+/// window, long before `retry_after` would.
+#[test]
+fn a_reload_starts_a_given_up_slot_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "").unwrap();
+    let script = format!(
+        "if [ \"$RRB_WORKER_ID\" = 1 ] && [ -e '{}' ]; then exit 7; fi; exec '{}' demo-worker",
+        broken.display(),
+        common::BIN
+    );
+    let config = format!(
+        "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
+         [restart]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\nretry_after = \"1h\"\n"
+    );
+    let rrb = Rrb::start(&config, 1);
+    rrb.wait_for_log("giveup slot=1", Duration::from_secs(10));
+    std::fs::remove_file(&broken).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = rrb.slot_states();
+        if states.len() == 2 && states.iter().all(|(_, state)| state == "ready") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot 1 not serving again: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ids: std::collections::BTreeSet<usize> = (0..8)
+        .map(|_| common::worker_id_of(&rrb.get().unwrap()))
+        .collect();
+    assert_eq!(ids, [0, 1].into(), "both slots serve");
+}
+
 #[test]
 fn reload_keeps_the_old_worker_serving_until_the_new_one_is_ready() {
     // PM2 #3078/#1875: old processes killed before the new ones could serve.
