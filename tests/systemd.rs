@@ -220,6 +220,29 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
     let done = next();
     assert!(done.contains("READY=1"), "{done}");
     assert!(done.contains(" connections handed"), "{done}");
+    // Workers do not inherit NOTIFY_SOCKET: none could tell systemd anything in the master's
+    // name (their own environment, as the kernel keeps it).
+    let workers = rrb.wait_workers(2, Duration::from_secs(5));
+    let mut looked = 0;
+    for pid in workers {
+        // (One of a reload's old workers may have exited since.)
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        looked += 1;
+        let names: Vec<String> = (environ.split(|&b| b == 0))
+            .map(|kv| String::from_utf8_lossy(kv).into_owned())
+            .collect();
+        assert!(
+            names.iter().any(|kv| kv.starts_with("RRB_WORKER_ID=")),
+            "a worker's environment: {names:?}"
+        );
+        assert!(
+            !names.iter().any(|kv| kv.starts_with("NOTIFY_SOCKET=")),
+            "worker {pid} has NOTIFY_SOCKET"
+        );
+    }
+    assert!(looked > 0, "no worker to look at");
     rrb.signal(libc::SIGTERM);
     let stopping = next();
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
