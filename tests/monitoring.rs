@@ -295,8 +295,7 @@ fn health_with_a_slot_given_up_and_once_every_slot_gave_up() {
     let (mut rrb, addr) = start(
         &format!(
             "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
-             [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n\
-             on_all_given_up = \"exit\"\n"
+             [restart]\nmax_restarts = 2\nwindow = \"60s\"\nbackoff_initial = \"10ms\"\n"
         ),
         0,
     );
@@ -334,8 +333,9 @@ fn health_with_a_slot_given_up_and_once_every_slot_gave_up() {
             "1 start + max_restarts"
         );
     }
-    // Slot 0 fails for good as well: no worker serves; the master stops and exits 1, and its
-    // health answers never say 200 again.
+    // Slot 0 fails for good as well: no worker serves. The master stays up (on_all_given_up
+    // = "wait", the default) to try them again after retry_after (60 s), and both probes say
+    // 503 from then on.
     std::fs::write(&broken, "").unwrap();
     let (_, status, _) = rrb.ctl(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -344,18 +344,29 @@ fn health_with_a_slot_given_up_and_once_every_slot_gave_up() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answers = Vec::new();
-    while let Some(code) = try_get(&addr, "/healthz") {
+    loop {
+        let code = try_get(&addr, "/healthz").expect("the master stays up");
         answers.push(code);
+        if code != 200 {
+            break;
+        }
         assert!(Instant::now() < deadline, "{answers:?}");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(
-        answers.iter().skip_while(|&&c| c == 200).all(|&c| c == 503),
-        "{answers:?}"
+    assert_eq!(answers.last(), Some(&503), "{answers:?}");
+    rrb.wait_for_log(
+        "every slot gave up: no worker serves now",
+        Duration::from_secs(5),
     );
-    let exit = rrb.wait_exit(Duration::from_secs(10)).expect("gave up");
-    assert_eq!(exit.code(), Some(1));
-    rrb.wait_for_log("every slot gave up", Duration::from_secs(1));
+    assert_eq!(get(&addr, "/healthz").0, 503);
+    assert_eq!(get(&addr, "/readyz").0, 503);
+    assert!(
+        rrb.wait_exit(Duration::from_millis(300)).is_none(),
+        "still up"
+    );
+    rrb.signal(libc::SIGTERM);
+    let exit = rrb.wait_exit(Duration::from_secs(10)).expect("stopped");
+    assert_eq!(exit.code(), Some(0));
 }
 
 #[test]
