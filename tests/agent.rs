@@ -250,7 +250,7 @@ impl Redis {
                 .output();
         }
         if !found(()) {
-            eprintln!("SKIPPED: no redis-server here (apt-get install -y redis-server)");
+            common::skip("no redis-server here (apt-get install -y redis-server)");
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -270,10 +270,10 @@ impl Redis {
         let redis = Redis { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                eprintln!("SKIPPED: redis-server did not listen on {port}");
-                return None;
-            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port} within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(redis)
@@ -317,12 +317,16 @@ fn node_redis_example() -> Option<std::path::PathBuf> {
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
             .output();
-        if !out.as_ref().is_ok_and(|o| o.status.success()) {
-            eprintln!(
-                "SKIPPED: `npm ci` in {} failed (is the npm registry reachable?)",
-                dir.display()
-            );
-            return None;
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                common::install_failed(&format!("`npm ci` in {}", dir.display()), &out);
+                return None;
+            }
+            Err(e) => {
+                common::skip(&format!("cannot run npm: {e}"));
+                return None;
+            }
         }
     }
     Some(dir)

@@ -110,7 +110,7 @@ fn paths_the_master_cannot_create_or_should_not_trust_exit_2_from_check_and_the_
             "cluster.toml:2:10: key `control.socket`",
             "belongs to uid 65534",
         )),
-        None => eprintln!("SKIPPED: a control directory another user owns needs root to make"),
+        None => common::skip("a control directory another user owns needs root to make"),
     }
     for (text, location, detail) in cases {
         let path = with_config(dir.path(), &text);

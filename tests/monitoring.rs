@@ -524,7 +524,7 @@ fn top_under_tmux_shows_every_slot_serving_and_quits_restoring_the_terminal() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: tmux is absent (apt-get install tmux)");
+        common::skip("tmux is absent (apt-get install tmux)");
         return;
     }
     let rrb = Rrb::start("workers = 2\n", 2);

@@ -38,15 +38,11 @@ fn npm_apps() -> Option<PathBuf> {
             match out {
                 Ok(out) if out.status.success() => Some(dir),
                 Ok(out) => {
-                    eprintln!(
-                        "SKIPPED: `npm ci` in {} failed (is the npm registry reachable?):\n{}",
-                        dir.display(),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    common::install_failed(&format!("`npm ci` in {}", dir.display()), &out);
                     None
                 }
                 Err(e) => {
-                    eprintln!("SKIPPED: cannot run npm: {e}");
+                    common::skip(&format!("cannot run npm: {e}"));
                     None
                 }
             }

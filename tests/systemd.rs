@@ -16,7 +16,7 @@ fn activator() -> Option<&'static str> {
     if std::path::Path::new(path).exists() {
         Some(path)
     } else {
-        eprintln!("SKIPPED: {path} is absent (apt-get install systemd)");
+        common::skip(&format!("{path} is absent (apt-get install systemd)"));
         None
     }
 }
