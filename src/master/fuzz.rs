@@ -1,7 +1,8 @@
 //! Entry points for `cargo fuzz` (feature `fuzzing`, never in a normal build): the master's
 //! readers of untrusted bytes, driven exactly as the event loop drives them, over real socket
 //! pairs. Each returns normally for any input; a panic, a hang or an unbounded allocation is a
-//! finding. `fuzz/fuzz_targets/` calls them.
+//! finding. `fuzz/fuzz_targets/` calls them, and `cargo test` replays every seed in
+//! `fuzz/seeds/` through them on stable, so they cannot rot where no nightly toolchain is.
 
 use std::io::IoSlice;
 use std::os::fd::AsFd;
@@ -128,6 +129,14 @@ pub fn native_channel(data: &[u8]) {
     drop(out);
 }
 
+/// The `node_channel` target's input: a first byte choosing `node` (even) or `node-cluster`
+/// (odd), then what the worker writes.
+pub fn node_channel_input(data: &[u8]) {
+    if let Some((&kind, rest)) = data.split_first() {
+        node_channel(rest, kind % 2 == 1);
+    }
+}
+
 /// A Node worker (`node` or, with `cluster`, `node-cluster`) writes `data` on its IPC stream.
 pub fn node_channel(data: &[u8], cluster: bool) {
     let Ok((master, worker)) = sys::stream_pair() else {
@@ -236,5 +245,48 @@ pub fn upgrade_channel(data: &[u8]) {
             "{:?}",
             h.describe()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// A fuzz target's name and its entry point.
+    type Target = (&'static str, fn(&[u8]));
+
+    /// Every target of `fuzz/fuzz_targets/`.
+    const TARGETS: [Target; 5] = [
+        ("native_channel", super::native_channel),
+        ("node_channel", super::node_channel_input),
+        ("control_request", super::control_request),
+        ("config", super::config),
+        ("upgrade_channel", super::upgrade_channel),
+    ];
+
+    #[test]
+    fn every_fuzz_target_replays_its_seeds_on_stable() {
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut names: Vec<String> = std::fs::read_dir(fuzz.join("fuzz_targets"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| Some(e.path().file_stem()?.to_str()?.to_owned()))
+            .collect();
+        names.sort();
+        let mut listed: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+        listed.sort();
+        assert_eq!(
+            names, listed,
+            "a fuzz target without a replay here, or one gone"
+        );
+        for (name, run) in TARGETS {
+            let mut seeds = 0;
+            for entry in std::fs::read_dir(fuzz.join("seeds").join(name)).unwrap() {
+                let path = entry.unwrap().path();
+                run(&std::fs::read(&path).unwrap());
+                seeds += 1;
+            }
+            assert!(seeds > 0, "{name} has no seed");
+        }
     }
 }

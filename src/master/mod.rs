@@ -35,7 +35,7 @@ mod client_limits;
 mod control;
 mod dispatch;
 mod fleet;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod handoff;
 mod handover;
