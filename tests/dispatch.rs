@@ -175,14 +175,17 @@ fn a_worker_inherits_only_stdio_listeners_and_channel_in_none_mode() {
 
 #[test]
 fn policy_comes_from_flag_then_rrb_env_then_node_env_then_file() {
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 3] = [
+    // (The file's policy, the flags, the environment, what the master says it chose.)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         (
+            "rr",
             &["--sched-policy", "none"],
             &[("RRB_SCHED_POLICY", "rr")],
             "sched_policy=none (from --sched-policy)",
         ),
         (
+            "rr",
             &[],
             &[
                 ("RRB_SCHED_POLICY", "none"),
@@ -191,14 +194,21 @@ fn policy_comes_from_flag_then_rrb_env_then_node_env_then_file() {
             "sched_policy=none (from RRB_SCHED_POLICY)",
         ),
         (
+            "rr",
             &[],
             &[("NODE_CLUSTER_SCHED_POLICY", "none")],
             "sched_policy=none (from NODE_CLUSTER_SCHED_POLICY)",
         ),
+        ("none", &[], &[], "sched_policy=none (from the config file)"),
+        ("", &[], &[], "sched_policy=rr (from the default)"),
     ];
-    for (args, env, expected) in cases {
+    for (file, args, env, expected) in cases {
+        let config = match file {
+            "" => "workers = 1\n".to_owned(),
+            policy => format!("workers = 1\nsched_policy = \"{policy}\"\n"),
+        };
         let rrb = Rrb::start_with(Start {
-            config: "workers = 1\nsched_policy = \"rr\"\n",
+            config: &config,
             args,
             env,
             ready: 1,
