@@ -229,13 +229,24 @@ fn a_retained_value_reaches_workers_started_later_before_their_first_request() {
     for answer in &answers {
         assert_eq!(state(answer).1, current, "a worker answered with {answer}");
     }
-    // And each of the four serving now has it.
-    for _ in 0..8 {
-        assert_eq!(
-            state(&http_get_path(&rrb.addr, "/state").unwrap()).1,
-            current
-        );
+    // And each of the four serving now has it: each one answers (in turn), with it.
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (pid, value) = state(&http_get_path(&rrb.addr, "/state").unwrap());
+        assert_eq!(value, current, "worker {pid}");
+        answered.insert(pid);
+        if answered.len() == 4 {
+            break;
+        }
     }
+    let (_, json, _) = rrb.ctl(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let serving: std::collections::BTreeSet<i64> = (status["workers"].as_array().unwrap().iter())
+        .filter(|w| w["role"] == "current")
+        .map(|w| w["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(serving.len(), 4, "{json}");
+    assert_eq!(answered, serving, "every worker serving now answered");
     // What cannot be retained is refused, with why.
     let (code, _, err) = rrb.ctl(&["send", "--retain", "a b", "1"]);
     assert_eq!(code, 1);
