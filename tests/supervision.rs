@@ -234,6 +234,32 @@ fn a_worker_that_says_leaving_is_replaced_before_it_exits_and_no_request_fails()
     }
     assert!(rrb.count_log("worker leaving") >= 10, "{:?}", rrb.log());
     assert_eq!(rrb.count_log("exited unasked"), 0, "leaving is not a crash");
+    // Each one's successor was started before it exited.
+    rrb.wait_for_log_count("worker exited", 10, Duration::from_secs(10));
+    let log = rrb.log();
+    let position = |needle: &str, from: usize| {
+        (log.iter().enumerate().skip(from))
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i)
+    };
+    let mut checked = 0;
+    for (i, line) in log.iter().enumerate() {
+        let Some(rest) = line.split("worker leaving ").nth(1) else {
+            continue;
+        };
+        let (place, pid) = rest.split_once(' ').unwrap();
+        let pid = pid.split(';').next().unwrap();
+        let Some(exited) = position(&format!("worker exited {place} {pid}:"), i) else {
+            continue; // still finishing when the test ended
+        };
+        let started = position(&format!("worker started {place} "), i);
+        assert!(
+            started.is_some_and(|s| s < exited),
+            "{place} {pid}: its successor started at line {started:?}, it exited at {exited}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} leavings seen to the end");
 }
 
 /// By default an outage is not the master's reaction to workers that cannot run: with every
