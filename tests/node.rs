@@ -254,13 +254,15 @@ fn a_blocked_cluster_worker_is_routed_around_by_nodes_own_rule() {
     // The other worker serves what arrives meanwhile. Node's rule lets a worker take its next
     // connection as soon as it has accepted the previous one, before it runs the request: so
     // one connection, handed to the blocked worker before its block could be seen, may wait.
+    // One that waited behind the 2 s block waited more than 1.5 s (the requests begin 0.3 s
+    // into it); 1 s tells it from an ordinary request on a loaded machine.
     let mut slow = Vec::new();
     for i in 0..20 {
         let t = Instant::now();
         let body = rrb
             .get()
             .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
-        if t.elapsed() > Duration::from_millis(200) {
+        if t.elapsed() > Duration::from_secs(1) {
             slow.push((i, pid_of(&body), t.elapsed()));
         }
     }
@@ -293,14 +295,15 @@ fn flood(protocol: &str) {
         ..Start::default()
     });
     rrb.wait_for_log("further messages of this worker", Duration::from_secs(10));
-    // Two million messages are on their way; clients are served meanwhile, none held longer
-    // than the flooder's ack_timeout and a margin (the flood keeps both CPUs busy).
+    // Two million messages are on their way; clients are served meanwhile, none held much
+    // longer than the flooder's ack_timeout (1 s; a wide margin: the flood keeps both CPUs
+    // busy, and the machine may be loaded besides).
     for i in 0..20 {
         let t = std::time::Instant::now();
         rrb.get()
             .unwrap_or_else(|e| panic!("{protocol}: request {i} during the flood: {e}"));
         assert!(
-            t.elapsed() < Duration::from_millis(2500),
+            t.elapsed() < Duration::from_secs(5),
             "{protocol}: request {i} took {:?}",
             t.elapsed()
         );

@@ -341,7 +341,11 @@ fn a_worker_that_never_acks_is_killed_at_ack_timeout_and_every_client_is_served(
         .collect();
     // While it holds them, `status` shows how long the oldest has waited.
     let mut seen = String::new();
-    while start.elapsed() < Duration::from_millis(900) && !seen.contains("oldest") {
+    // (Until the worker is found stuck: then its sockets are no longer un-acked.)
+    while !seen.contains("oldest")
+        && rrb.count_log("worker stuck") == 0
+        && start.elapsed() < Duration::from_secs(5)
+    {
         seen = rrb.ctl(&["status"]).1;
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -354,8 +358,8 @@ fn a_worker_that_never_acks_is_killed_at_ack_timeout_and_every_client_is_served(
         let body = body.expect("every client is served");
         assert!(body.contains("handled by worker"), "{body:?}");
         assert!(
-            took < Duration::from_secs(2),
-            "served after {took:?} (ack_timeout 1 s)"
+            took < Duration::from_secs(6),
+            "served after {took:?} (ack_timeout 1 s, and a wide margin for a loaded machine)"
         );
     }
     let line = rrb.wait_for_log("worker stuck slot=0", Duration::from_secs(3));
