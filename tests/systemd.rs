@@ -254,6 +254,40 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
     assert_eq!(notify.quiet(), None, "only the master notifies");
 }
 
+/// README: `WATCHDOG=1` every half `WATCHDOG_USEC` (systemd's `WatchdogSec=`): never a gap
+/// as long as the deadline.
+#[test]
+fn the_watchdog_is_fed_every_half_interval() {
+    let notify = Notify::new();
+    let rrb = common::Rrb::start_with(common::Start {
+        config: "workers = 1\n",
+        env: &[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+        ready: 1,
+        ..common::Start::default()
+    });
+    let start = Instant::now();
+    let mut fed = Vec::new();
+    while start.elapsed() < Duration::from_millis(3200) {
+        if notify.next().contains("WATCHDOG=1") {
+            fed.push(start.elapsed());
+        }
+    }
+    assert!(fed.len() >= 4, "fed {} times in 3.2 s: {fed:?}", fed.len());
+    let gaps: Vec<Duration> = fed.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|&g| g < Duration::from_secs(1)),
+        "a gap as long as the 1 s deadline: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|&g| g > Duration::from_millis(200)),
+        "fed far more often than every 500 ms: {gaps:?}"
+    );
+    drop(rrb);
+}
+
 #[test]
 fn an_upgrade_moves_mainpid_to_the_new_master_which_then_says_ready() {
     let notify = Notify::new();
