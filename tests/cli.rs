@@ -395,3 +395,34 @@ fn the_dockerfile_and_kubernetes_manifests_agree_with_the_shipped_config() {
         );
     }
 }
+
+/// README: without `XDG_RUNTIME_DIR` (unset, or empty) the pid file and control socket go to
+/// `/tmp/rrbalancer-<uid>/`, never to a directory relative to wherever the master started.
+#[test]
+fn without_xdg_runtime_dir_the_control_paths_fall_back_to_tmp_rrbalancer_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_config(dir.path(), "workers = 1\n");
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let expected = format!("\"/tmp/rrbalancer-{uid}/");
+    for xdg in [None, Some("")] {
+        let mut command = std::process::Command::new(common::BIN);
+        command
+            .args(["--config", &config, "check"])
+            .current_dir(dir.path());
+        match xdg {
+            None => command.env_remove("XDG_RUNTIME_DIR"),
+            Some(value) => command.env("XDG_RUNTIME_DIR", value),
+        };
+        let out = command.output().unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        for key in ["socket = ", "pid_file = "] {
+            let line = printed
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} in {printed}"));
+            assert!(line.contains(&expected), "XDG_RUNTIME_DIR {xdg:?}: {line}");
+        }
+    }
+}

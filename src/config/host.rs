@@ -101,8 +101,12 @@ pub fn default_runtime_dir() -> PathBuf {
     }
 }
 
+/// `XDG_RUNTIME_DIR`, unless unset or empty (an empty one would make the runtime directory a
+/// relative path, wherever the master happened to start).
 fn xdg_runtime_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Rule for a directory that is rrbalancer's own (the default runtime directory, one the master
