@@ -216,6 +216,31 @@ fn an_upgrade_that_cannot_serve_leaves_the_old_master_serving() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// README: an upgrade that changes `sched_policy` between `rr` and `none` is refused (the
+/// listening sockets, and their blocking mode, are shared with the old master while it serves),
+/// and the old master serves on — both ways.
+#[test]
+fn an_upgrade_that_switches_rr_and_none_is_refused_and_the_old_master_serves_on() {
+    for (from, to) in [("rr", "none"), ("none", "rr")] {
+        let rrb = Rrb::start(&format!("workers = 2\nsched_policy = \"{from}\"\n"), 2);
+        let config = rrb.config_path();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(
+                &format!("sched_policy = \"{from}\""),
+                &format!("sched_policy = \"{to}\""),
+            ),
+        )
+        .unwrap();
+        failed_upgrade(
+            &rrb,
+            &["upgrade"],
+            "changes how the listening sockets are used",
+        );
+    }
+}
+
 #[test]
 fn sigusr2_upgrades_and_a_unix_socket_listener_survives_the_old_master() {
     let dir = tempfile::tempdir().unwrap();
