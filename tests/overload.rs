@@ -137,3 +137,37 @@ fn clients_trickling_their_requests_are_answered_408_and_cannot_pin_the_workers(
     }
     eprintln!("300 tricklers at 128 fds: a new client served after {took:?}; {timed_out} got 408");
 }
+
+/// The "Max open files" limits of `pid` (soft, hard), from /proc.
+fn nofile_of(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line.split_whitespace().skip(3);
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+/// README: the master raises its open-file soft limit to the hard limit at start (so do the
+/// workers, through the library), whatever soft limit it was started with.
+#[test]
+fn the_master_and_its_workers_raise_their_soft_file_limit_to_the_hard_one() {
+    let (_, hard) = nofile_of("self");
+    assert_ne!(hard, "256", "the test needs a hard limit above 256");
+    let rrb = Rrb::start_with(Start {
+        config: "workers = 1\n",
+        ready: 1,
+        soft_nofile: Some(256),
+        ..Start::default()
+    });
+    rrb.wait_for_log(&format!("open file limit: {hard}"), Duration::from_secs(5));
+    let master = rrb.pid().to_string();
+    assert_eq!(nofile_of(&master), (hard.clone(), hard.clone()));
+    for worker in rrb.workers() {
+        assert_eq!(nofile_of(&worker.to_string()), (hard.clone(), hard.clone()));
+    }
+}

@@ -79,6 +79,8 @@ pub struct Start<'a> {
     pub ready: usize,
     /// Its open-file limit, soft and hard (`ulimit -n`), which its workers inherit.
     pub nofile: Option<u32>,
+    /// Its soft open-file limit only (`ulimit -Sn`), the hard one left as the test's.
+    pub soft_nofile: Option<u32>,
 }
 
 impl Rrb {
@@ -100,12 +102,17 @@ impl Rrb {
             config = format!("listen = [\"127.0.0.1:0\"]\n{config}");
         }
         std::fs::write(&path, config).expect("write config");
-        let mut command = match start.nofile {
+        let ulimit = match (start.nofile, start.soft_nofile) {
+            (Some(n), _) => Some(format!("ulimit -n {n}")),
+            (None, Some(n)) => Some(format!("ulimit -Sn {n}")),
+            (None, None) => None,
+        };
+        let mut command = match ulimit {
             // The same process (`exec`), in its own group as without.
-            Some(n) => {
+            Some(ulimit) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
                     .arg(BIN);
                 sh
             }
