@@ -657,9 +657,23 @@ fn case(seed: u64, index: usize) -> Result<Passed, String> {
             signal(pid, sig);
             pause(150);
         }
-        let (_, _, status_err) = run(&with("status"), dir.path(), &marker, &env);
+        let (status_code, status_out, status_err) = run(&with("status"), dir.path(), &marker, &env);
         if status_err.contains("panicked") {
             return Err(format!("status: {}", tail(&status_err)));
+        }
+        // It answers, unless it has stopped on its own already: every slot given up with
+        // `on_all_given_up = "exit"` (a worker that cannot run).
+        if status_code != Some(0) {
+            let stopped = master.try_wait().map_err(|e| e.to_string())?.is_some();
+            if !(stopped && read_log().contains("every slot gave up")) {
+                return Err(format!(
+                    "status exited {status_code:?}: {}{}",
+                    tail(&status_out),
+                    tail(&status_err)
+                ));
+            }
+        } else if !status_out.contains("SLOT") {
+            return Err(format!("status printed no table: {}", tail(&status_out)));
         }
         signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
