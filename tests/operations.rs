@@ -81,11 +81,7 @@ fn a_reload_starts_a_given_up_slot_again_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken");
     std::fs::write(&broken, "").unwrap();
-    let script = format!(
-        "if [ \"$RRB_WORKER_ID\" = 1 ] && [ -e '{}' ]; then exit 7; fi; exec '{}' demo-worker",
-        broken.display(),
-        common::BIN
-    );
+    let script = common::failing_while(&broken, "[ \"$RRB_WORKER_ID\" = 1 ] &&");
     let config = format!(
         "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
          [restart]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\nretry_after = \"1h\"\n"

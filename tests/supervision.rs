@@ -270,11 +270,7 @@ fn by_default_a_master_whose_every_slot_gave_up_stays_and_tries_them_again() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken");
     std::fs::write(&broken, "").unwrap();
-    let script = format!(
-        "if [ -e '{}' ]; then exit 7; fi; exec '{}' demo-worker",
-        broken.display(),
-        common::BIN
-    );
+    let script = common::failing_while(&broken, "");
     let config = format!(
         "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\nready = \"message\"\n\
          [restart]\nmax_restarts = 1\nwindow = \"10s\"\nbackoff_initial = \"10ms\"\n\

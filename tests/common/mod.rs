@@ -53,6 +53,16 @@ pub fn install_failed(what: &str, output: &std::process::Output) {
     }
 }
 
+/// A worker's `sh -c` script: it exits 7 while `broken` exists (and `only_if`, a shell test,
+/// holds), else it runs the demo worker — a slot that fails until the test mends it by removing
+/// the file.
+pub fn failing_while(broken: &Path, only_if: &str) -> String {
+    format!(
+        "if {only_if} [ -e '{}' ]; then exit 7; fi; exec '{BIN}' demo-worker",
+        broken.display()
+    )
+}
+
 /// The repository root, for scripts the tests run as workers.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
