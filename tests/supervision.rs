@@ -516,6 +516,14 @@ fn max_connections_recycles_each_worker_within_its_jitter_and_no_request_fails()
             .and_then(|r| r.trim_end_matches(')').parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
         assert!((900..=1100).contains(&limit), "{line}");
+        // When: once it had handed its limit, and not long after (requests come one at a time:
+        // a few at most may be on their way when the limit is seen).
+        let handed: u64 = line
+            .split("max_connections: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((limit..=limit + 4).contains(&handed), "{line}");
     }
     assert!(ok < 2 * 1100 + 100, "{ok} requests");
 }
