@@ -527,3 +527,58 @@ fn max_connections_recycles_each_worker_within_its_jitter_and_no_request_fails()
     }
     assert!(ok < 2 * 1100 + 100, "{ok} requests");
 }
+
+/// README: a worker that has lived `max_age` is recycled (its successor first), with no failed
+/// request; if a successor fails to become ready, the old worker serves on and recycling pauses
+/// (30 s: nothing more is tried here meanwhile).
+#[test]
+fn max_age_recycles_each_worker_and_a_failing_successor_pauses_recycling() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let script = common::failing_while(&broken, "");
+    let rrb = Rrb::start(
+        &format!(
+            "workers = 2\n[worker]\nexec = \"sh\"\nargs = [\"-c\", {script:?}]\n\
+             [recycle]\nmax_age = \"1s\"\njitter = 0\n"
+        ),
+        2,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = common::close_load(rrb.addr.clone(), 2, usize::MAX, stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while recycled(&rrb).len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", recycled(&rrb));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for line in recycled(&rrb) {
+        assert!(line.contains("(max_age: "), "{line}");
+    }
+    // From now on a successor cannot start: the next recycle fails, the old worker serves on.
+    std::fs::write(&broken, "").unwrap();
+    let failed = rrb.wait_for_log(
+        "the successor did not become ready",
+        Duration::from_secs(10),
+    );
+    assert!(
+        failed.contains("recycling again in 30s at the earliest"),
+        "{failed}"
+    );
+    let serving = rrb.wait_workers(2, Duration::from_secs(5));
+    let recycles = recycled(&rrb).len();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed_requests, messages) = load.join().unwrap();
+    assert_eq!(failed_requests, 0, "{messages:?}");
+    assert!(ok > 100, "{ok} served");
+    assert_eq!(
+        recycled(&rrb).len(),
+        recycles,
+        "paused: nothing recycled since"
+    );
+    assert_eq!(
+        rrb.count_log("the successor did not become ready"),
+        1,
+        "paused: no other attempt"
+    );
+    assert_eq!(rrb.wait_workers(2, Duration::from_secs(1)), serving);
+}
