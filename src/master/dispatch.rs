@@ -26,8 +26,9 @@ impl RoundRobin {
         if n == 0 {
             return None;
         }
-        let start = self.next % n;
-        (0..n).map(|i| (start + i) % n).find(|&i| eligible(i))
+        // (The cursor is below the slot count it was set with, which may have changed since:
+        // reduced here, once, with each candidate.)
+        (0..n).map(|i| (self.next + i) % n).find(|&i| eligible(i))
     }
 
     /// `slot` takes its turn: the cursor moves just past it.
@@ -162,5 +163,36 @@ mod tests {
         );
         // About a fifth of the clients move: those whose new home is slot 4.
         assert!((600..=1000).contains(&moved.len()), "{} moved", moved.len());
+    }
+
+    /// Sticky sessions survive an upgrade to another build: the home of a client is the same
+    /// in every build and run. SplitMix64's finalizer, as computed independently (Python), and
+    /// the homes it gives six clients over 1 to 8 slots (an IPv4-mapped IPv6 address at home
+    /// where its IPv4 one is).
+    #[test]
+    fn homes_are_the_same_in_every_build() {
+        assert_eq!(mix(1), 0x5692_161d_100b_05e5);
+        assert_eq!(mix(0xdead_beef), 0x4e06_2702_ec92_9eea);
+        for (ip, homes) in [
+            ("10.0.0.1", [0, 1, 2, 3, 3, 3, 3, 7]),
+            ("192.168.7.42", [0, 0, 0, 0, 0, 0, 0, 0]),
+            ("203.0.113.9", [0, 0, 2, 2, 4, 4, 6, 6]),
+            ("::1", [0, 0, 0, 0, 0, 0, 0, 0]),
+            ("2001:db8::17", [0, 0, 0, 0, 0, 5, 5, 5]),
+            ("::ffff:10.0.0.1", [0, 1, 2, 3, 3, 3, 3, 7]),
+        ] {
+            let got: Vec<usize> = (1..=8).map(|n| home_slot(&peer(ip), n).unwrap()).collect();
+            assert_eq!(got, homes, "{ip}");
+        }
+    }
+
+    /// The cursor counts in the slots of the moment: after the last of 3 took its turn, with 4
+    /// slots the turn is slot 0's (the fleet grew), not one further on.
+    #[test]
+    fn the_turn_after_the_last_slot_is_the_first_whatever_the_count_becomes() {
+        let mut rr = RoundRobin::default();
+        rr.take(2, 3);
+        assert_eq!(rr.peek(4, |_| true), Some(0));
+        assert_eq!(rr.peek(2, |_| true), Some(0));
     }
 }
