@@ -691,17 +691,11 @@ impl Server {
             }
             self.settle(key);
         }
-        if (self.fd_short || self.accept_blocked) && fd_available() {
+        if (self.fd_short || self.accept_blocked)
+            && worker::may_open_a_file(std::io::stdin().as_fd())
+        {
             self.fd_freed();
         }
-    }
-}
-
-/// Whether this process may open one more file now (a `dup` of stdin's slot, closed at once).
-fn fd_available() -> bool {
-    match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(_) => true,
-        Err(e) => !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
     }
 }
 

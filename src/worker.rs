@@ -486,12 +486,18 @@ impl Iterator for Incoming<'_> {
 /// 10 ms apart at first, then less often, up to a second.
 fn wait_for_a_free_fd(fd: &OwnedFd) {
     let mut pause = Duration::from_millis(10);
-    while let Err(e) = fd.try_clone() {
-        if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-            return; // not the limit: `idle` tells the truth
-        }
+    while !may_open_a_file(fd.as_fd()) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Whether this process may open one more file now: a `dup` of `fd`, closed at once, does
+/// not fail for the open-file limit (any other failure is not the limit's: `true`).
+pub(crate) fn may_open_a_file(fd: BorrowedFd<'_>) -> bool {
+    match fd.try_clone_to_owned() {
+        Ok(_) => true,
+        Err(e) => !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
     }
 }
 
