@@ -671,6 +671,9 @@ mod tests {
         assert_eq!(buckets[15], (Some(10.0), 3));
         assert_eq!(buckets[16], (None, 4), "+Inf: 20 s too");
         assert!((served.latency.sum_seconds() - 20.0031).abs() < 1e-9);
+        // The five sent in second 0 make the account's rate over its first whole second.
+        let rate = account.rate().per_second(t0, t0 + Duration::from_secs(1));
+        assert_eq!(rate, Some(5.0), "what status shows as CONN/S");
         let (held, tally) = ledger.retire(a);
         assert_eq!((held, tally.acked, tally.handed), (0, 4, 5));
         assert_eq!(ledger.handed_total(), 5);
