@@ -1015,8 +1015,8 @@ impl fmt::Display for PolicySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PolicySource::Flag => "--sched-policy",
-            PolicySource::RrbEnv => "RRB_SCHED_POLICY",
-            PolicySource::NodeEnv => "NODE_CLUSTER_SCHED_POLICY",
+            PolicySource::RrbEnv => crate::wire::env::SCHED_POLICY,
+            PolicySource::NodeEnv => crate::wire::env::NODE_SCHED_POLICY,
             PolicySource::File => "the config file",
             PolicySource::Default => "the default",
         })

@@ -37,6 +37,7 @@ pub mod protocol;
 mod sys;
 mod text;
 mod top;
+mod wire;
 pub mod worker;
 
 use std::io::Write;
@@ -413,8 +414,8 @@ fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
 fn overrides(cli: &Cli) -> config::Overrides {
     config::Overrides {
         sched_policy: cli.sched_policy,
-        rrb_env_policy: std::env::var("RRB_SCHED_POLICY").ok(),
-        node_env_policy: std::env::var("NODE_CLUSTER_SCHED_POLICY").ok(),
+        rrb_env_policy: std::env::var(wire::env::SCHED_POLICY).ok(),
+        node_env_policy: std::env::var(wire::env::NODE_SCHED_POLICY).ok(),
         workers: cli.workers,
         listen: cli.listen.clone(),
     }

@@ -18,12 +18,9 @@ use crate::config::LogFormat;
 /// Set when lines are to be JSON.
 static JSON: AtomicBool = AtomicBool::new(false);
 
-/// The environment variable that carries the format to workers.
-pub const ENV: &str = "RRB_LOG_FORMAT";
-
 /// Installs the logger: level from `RUST_LOG` (default info), format from `RRB_LOG_FORMAT`.
 pub fn init() {
-    if std::env::var(ENV).is_ok_and(|v| v == "json") {
+    if std::env::var(crate::wire::env::LOG_FORMAT).is_ok_and(|v| v == "json") {
         set_format(LogFormat::Json);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

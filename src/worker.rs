@@ -44,6 +44,7 @@ use crate::protocol::{
     self, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, MasterMessage, ProtocolError, WorkerMessage,
 };
 use crate::sys;
+use crate::wire::env;
 
 /// Why the channel could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +182,7 @@ impl Write for Stream {
 impl Channel {
     /// Takes the channel named by `RRB_CHANNEL_FD` (once per process).
     pub fn from_env() -> Result<Channel, WorkerError> {
-        let value = std::env::var("RRB_CHANNEL_FD").map_err(|_| WorkerError::NotUnderRrbalancer)?;
+        let value = std::env::var(env::CHANNEL_FD).map_err(|_| WorkerError::NotUnderRrbalancer)?;
         let fd: RawFd = value
             .parse()
             .map_err(|_| WorkerError::BadChannelFd(value.clone()))?;
@@ -519,11 +520,11 @@ pub enum Listener {
 /// `LISTEN_PID`), in `listen` order. Empty when there are none (e.g. in `rr` mode). Taken once
 /// per process.
 pub fn listeners() -> io::Result<Vec<Listener>> {
-    let pid_matches = std::env::var("LISTEN_PID")
+    let pid_matches = std::env::var(env::LISTEN_PID)
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         .is_some_and(|p| p == std::process::id());
-    let count: i32 = std::env::var("LISTEN_FDS")
+    let count: i32 = std::env::var(env::LISTEN_FDS)
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
@@ -545,12 +546,12 @@ pub fn listeners() -> io::Result<Vec<Listener>> {
 
 /// Whether this process is the agent (`[agent]`: `RRB_AGENT=1`), which serves no connection.
 pub fn is_agent() -> bool {
-    std::env::var_os("RRB_AGENT").is_some_and(|v| v == "1")
+    std::env::var_os(env::AGENT).is_some_and(|v| v == "1")
 }
 
 /// This worker's slot number (`RRB_WORKER_ID`), 0 when not under rrbalancer.
 pub fn worker_id() -> usize {
-    std::env::var("RRB_WORKER_ID")
+    std::env::var(env::WORKER_ID)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)

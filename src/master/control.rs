@@ -33,7 +33,8 @@ use super::client_limits::{
     self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
     Refusals,
 };
-use super::fleet::{self, Role, State};
+use super::fleet::State;
+use super::ids::{self, Role, Waiter};
 use super::metrics::TurnedAway;
 use super::sources::Source;
 use super::{Master, Phase};
@@ -46,9 +47,6 @@ use crate::control::{
 /// heard from longest ago that has not sent a whole request; only when every client waits for
 /// an outcome it asked for (a reload, a stop) is the newcomer refused.
 const MAX_CONNS: usize = 64;
-
-/// A control connection waiting for the outcome of a reload.
-pub type Waiter = usize;
 
 /// Why the master could not set up its control socket or pid file.
 #[derive(Debug, thiserror::Error)]
@@ -737,7 +735,7 @@ impl Master {
             .fleet
             .workers
             .iter()
-            .filter(|(_, w)| w.place != fleet::Place::Agent)
+            .filter(|(_, w)| w.place != ids::Place::Agent)
             .map(|(key, w)| {
                 let account = self.ledger.account(w.account);
                 let stat = super::memory::cpu_and_resident(&w.pid.to_string());
@@ -852,7 +850,7 @@ impl Master {
             cpu_seconds: stat.map(|(cpu, _)| cpu),
             last_causes: place.last_causes.iter().cloned().collect(),
             others: (fleet.workers.iter())
-                .filter(|&(k, w)| w.place == fleet::Place::Agent && Some(k) != place.current)
+                .filter(|&(k, w)| w.place == ids::Place::Agent && Some(k) != place.current)
                 .map(|(_, w)| w.pid.as_raw())
                 .collect(),
         })

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use slab::Slab;
 
 use super::channel::Channel;
+use super::ids::{Place, Role};
 use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
@@ -27,6 +28,7 @@ use super::recycle::{self, Limits};
 use super::restart::RestartTracker;
 use crate::config::{Command, Config};
 use crate::sys;
+use crate::wire::env;
 
 /// Notes of one worker logged at info level; the rest at debug.
 const NOTES_AT_INFO: u32 = 20;
@@ -40,34 +42,6 @@ pub enum State {
     Ready,
     /// Gets nothing new: leaving, replaced, or told to stop. Waits to exit.
     Draining,
-}
-
-/// Where a process belongs: a slot (`RRB_WORKER_ID`), which serves connections, or the agent
-/// (`[agent]`), which serves none and only sends and receives messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Place {
-    Slot(usize),
-    Agent,
-}
-
-impl Place {
-    /// The slot number, if it is a slot.
-    pub fn slot(self) -> Option<usize> {
-        match self {
-            Place::Slot(i) => Some(i),
-            Place::Agent => None,
-        }
-    }
-}
-
-/// As the log lines say it: `slot=3`, `agent`.
-impl std::fmt::Display for Place {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Place::Slot(i) => write!(f, "slot={i}"),
-            Place::Agent => f.write_str("agent"),
-        }
-    }
 }
 
 /// One live worker process (the agent's too: it is supervised the same way).
@@ -233,17 +207,6 @@ impl Slot {
         }
         self.last_causes.push_back(cause);
     }
-}
-
-/// What a worker is to its slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Serves the slot.
-    Current,
-    /// Started by a reload to replace the current one once ready.
-    Candidate,
-    /// Neither: on its way out.
-    Detached,
 }
 
 /// All workers and slots, and the agent's place if one is configured.
@@ -464,31 +427,14 @@ impl Fleet {
 /// mislead a worker (an inherited socket-activation or Node channel meant for the master), with
 /// `own` (`[worker] env` or `[agent] env`) on top.
 pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    const NOT_INHERITED: &[&str] = &[
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "NODE_CHANNEL_FD",
-        "NODE_CHANNEL_SERIALIZATION_MODE",
-        "NODE_UNIQUE_ID",
-        "RRB_CHANNEL_FD",
-        "RRB_WORKER_ID",
-        "RRB_WORKERS",
-        "RRB_AGENT",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        super::upgrade::ENV_FD,
-        crate::logging::ENV,
-    ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| k == n))
+        .filter(|(k, _)| !env::NOT_INHERITED_BY_WORKERS.iter().any(|n| k == n))
         .filter(|(k, _)| !own.iter().any(|(ck, _)| k == ck.as_str()))
         .collect();
-    let named = own.iter().any(|(k, _)| k == crate::logging::ENV);
+    let named = own.iter().any(|(k, _)| k == env::LOG_FORMAT);
     if config.log.format == crate::config::LogFormat::Json && !named {
         // The demo worker writes the same format; other programs may use it.
-        env.push((crate::logging::ENV.into(), "json".into()));
+        env.push((env::LOG_FORMAT.into(), "json".into()));
     }
     env.extend(
         own.iter()
@@ -627,24 +573,24 @@ pub fn spawn(
 
     let mut env = base_env.to_vec();
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
-    set("RRB_CHANNEL_FD", channel_fd.to_string());
+    set(env::CHANNEL_FD, channel_fd.to_string());
     match place {
-        Place::Slot(slot) => set("RRB_WORKER_ID", slot.to_string()),
-        Place::Agent => set("RRB_AGENT", "1".into()),
+        Place::Slot(slot) => set(env::WORKER_ID, slot.to_string()),
+        Place::Agent => set(env::AGENT, "1".into()),
     }
-    set("RRB_WORKERS", slots.to_string());
+    set(env::WORKERS, slots.to_string());
     if launch.node {
-        set("NODE_CHANNEL_FD", channel_fd.to_string());
-        set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
+        set(env::NODE_CHANNEL_FD, channel_fd.to_string());
+        set(env::NODE_CHANNEL_SERIALIZATION_MODE, "json".into());
     }
     if let (true, Place::Slot(slot)) = (launch.cluster, place) {
         // `cluster.isWorker`; Node's worker ids start at 1.
-        set("NODE_UNIQUE_ID", (slot + 1).to_string());
+        set(env::NODE_UNIQUE_ID, (slot + 1).to_string());
     }
     if launch.activation {
-        set("LISTEN_FDS", listeners.len().to_string());
+        set(env::LISTEN_FDS, listeners.len().to_string());
         let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
-        set("LISTEN_FDNAMES", names.join(":"));
+        set(env::LISTEN_FDNAMES, names.join(":"));
     }
 
     let stdio = |captured: bool| {

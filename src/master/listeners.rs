@@ -16,6 +16,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::ListenAddr;
 use crate::protocol::Peer;
+use crate::wire::env;
 
 /// One listening socket.
 #[derive(Debug)]
@@ -132,7 +133,7 @@ pub struct Inherited {
 /// stream socket. (Workers never see these variables: see `fleet::base_env`.)
 pub fn inherited() -> io::Result<Option<Vec<Inherited>>> {
     let var = |k: &str| std::env::var(k).ok();
-    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
+    let (Some(pid), Some(count)) = (var(env::LISTEN_PID), var(env::LISTEN_FDS)) else {
         return Ok(None);
     };
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
@@ -145,7 +146,7 @@ pub fn inherited() -> io::Result<Option<Vec<Inherited>>> {
         .ok()
         .filter(|n| (1..=1024).contains(n))
         .ok_or_else(|| bad(format!("LISTEN_FDS={count:?} is not a count of sockets")))?;
-    let names: Vec<String> = var("LISTEN_FDNAMES")
+    let names: Vec<String> = var(env::LISTEN_FDNAMES)
         .map(|n| n.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
     let mut got = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::Master;
-use super::fleet::{Place, Role};
+use super::ids::{Place, Role};
 use super::relay::{self, Message, Outgoing, Sender, Target};
 
 impl Master {

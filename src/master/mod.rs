@@ -34,11 +34,13 @@ mod client_io;
 mod client_limits;
 mod control;
 mod dispatch;
+mod effect;
 mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod handoff;
 mod handover;
+mod ids;
 mod ledger;
 mod lifecycle;
 mod listeners;
@@ -73,12 +75,13 @@ use mio::{Events, Interest, Poll, Token};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use effect::Effect;
 use ledger::Ledger;
 use lifecycle::{Phase, REAP_GRACE, StopStep};
 use listeners::Listener;
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
-use supervisor::{Effect, Policy, Supervisor};
+use supervisor::{Policy, Supervisor};
 use wire::{Handoff, Incoming};
 
 pub use control::{ControlError, create_private_dir};

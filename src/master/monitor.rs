@@ -27,7 +27,8 @@ use super::client_limits::{
     self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
     Refusals,
 };
-use super::fleet::{Place, Role, Slot, State, Worker};
+use super::fleet::{Slot, State, Worker};
+use super::ids::{Place, Role};
 use super::memory;
 use super::metrics::{self, Snapshot, TurnedAway};
 use super::sources::Source;

@@ -44,7 +44,7 @@ pub struct Notifier {
 impl Notifier {
     /// `held`: silent until [`Notifier::release`] (a new master, until it took over).
     pub fn from_env(now: Instant, held: bool) -> Notifier {
-        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let enabled = std::env::var_os(crate::wire::env::NOTIFY_SOCKET).is_some();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         Notifier {
             enabled,

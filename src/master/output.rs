@@ -14,7 +14,7 @@ use log::{error, info};
 use mio::unix::SourceFd;
 
 use super::Master;
-use super::fleet::Place;
+use super::ids::Place;
 use crate::config::LogConfig;
 
 /// The longest piece of a line kept in memory before it is written out anyway.

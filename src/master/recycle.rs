@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use nix::unistd::Pid;
 
-use super::fleet::{Place, Role, State};
+use super::effect::Effect;
+use super::fleet::State;
+use super::ids::{Place, Role};
 use super::ledger::{Conn, Ledger};
-use super::supervisor::{Effect, Supervisor};
+use super::supervisor::Supervisor;
 use crate::config::RecycleConfig;
 
 /// After a successor failed to become ready, recycling waits this long before it tries again.

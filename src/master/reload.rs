@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use log::{error, info};
 use nix::unistd::Pid;
 
-use super::fleet::{Place, Role, Slot};
-use super::supervisor::{Effect, Supervisor};
+use super::effect::{Effect, Outcome};
+use super::fleet::Slot;
+use super::ids::{Place, Role, Waiter};
+use super::supervisor::Supervisor;
 use crate::config::MAX_WORKERS;
-
-/// Who asked for a reload and waits for its outcome.
-pub type Waiter = super::control::Waiter;
 
 /// A rolling reload under way.
 #[derive(Debug)]
@@ -237,9 +236,6 @@ pub fn reload_size(
         (running, format!("reload: {running} worker(s)"))
     }
 }
-
-/// The outcome of a request, for the log and the control client.
-pub type Outcome = Result<String, String>;
 
 /// The reload and scaling decisions of the [`Supervisor`]: pure, like the rest of it.
 impl Supervisor {

@@ -13,15 +13,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::fleet::{self, Place, Role, Seat, StopSignalDue};
+use super::effect::{Effect, Outcome};
+use super::fleet::{self, Seat, StopSignalDue};
+use super::ids::{Place, Role, Waiter};
 use super::metrics;
-use super::reload::{Outcome, Waiter};
 use super::sources::Source;
-use super::supervisor::{self, Effect, Policy};
+use super::supervisor::{self, Policy};
 use super::wire::Incoming;
 use super::{memory, recycle};
 use crate::config::Config;
 use crate::protocol::WorkerMessage;
+use crate::wire::env;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -109,9 +111,9 @@ impl Master {
         };
         let mut env = self.base_env.clone();
         let slot = place.slot().map_or("agent".to_owned(), |s| s.to_string());
-        env.push(("RRB_GIVEUP_SLOT".into(), slot.into()));
-        env.push(("RRB_GIVEUP_PID".into(), pid.to_string().into()));
-        env.push(("RRB_GIVEUP_REASON".into(), reason.into()));
+        env.push((env::GIVEUP_SLOT.into(), slot.into()));
+        env.push((env::GIVEUP_PID.into(), pid.to_string().into()));
+        env.push((env::GIVEUP_REASON.into(), reason.into()));
         let spawned = crate::sys::spawn(crate::sys::SpawnSpec {
             program: std::path::Path::new("/bin/sh"),
             arg0: "sh".as_ref(),

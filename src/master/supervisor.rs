@@ -14,49 +14,18 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use nix::unistd::Pid;
 
-use super::fleet::{Fleet, Place, Role, State, Worker};
+use super::effect::Effect;
+use super::fleet::{Fleet, State, Worker};
+use super::ids::{Place, Role};
 use super::ledger::{Conn, Ledger};
 use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
 use super::recycle::Recycling;
-use super::reload::{DrainWait, Outcome, Reload, Waiter};
+use super::reload::{DrainWait, Reload};
 use super::restart::Decision;
 use crate::config::{AllGivenUp, Config, RestartConfig};
 
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
-
-/// What the shell is to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Start a worker for `place` (a slot, or the agent); report a failure back with
-    /// [`Supervisor::spawn_failed`].
-    Spawn { place: Place, role: Role },
-    /// Ask the worker to finish: `stop` on its channel if it speaks the protocol, else SIGTERM.
-    Stop(usize),
-    /// SIGKILL the worker's process group.
-    Kill(usize),
-    /// SIGKILL the `on_giveup` commands still running.
-    KillHooks,
-    /// The worker's sockets not yet sent go to other workers.
-    Requeue(usize),
-    /// Run `on_giveup` for a slot (or the agent) given up.
-    Hook {
-        place: Place,
-        pid: Pid,
-        reason: String,
-    },
-    /// Tell the control clients waiting for a reload how it ended.
-    Answer {
-        waiters: Vec<Waiter>,
-        outcome: Outcome,
-    },
-    /// A graceful stop begins: stop watching the listeners, hand queued sockets to whoever can
-    /// still take them (the rest is closed), close the listeners; then call
-    /// [`Supervisor::stop_workers`].
-    StopAccepting,
-    /// A quick stop: close the listeners.
-    CloseListeners,
-}
 
 /// When the oldest connection `worker` holds un-acked passes `timeout`, unless it was killed
 /// for that already. (The ledger knows since when; the shell and the simulator both ask here.)

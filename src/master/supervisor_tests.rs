@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::Readiness;
-use crate::master::fleet::Place;
+use crate::master::ids::Place;
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -35,12 +35,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::Fleet;
+use super::ids::Waiter;
 use super::lifecycle::Phase;
-use super::reload::Waiter;
 use crate::config::ListenAddr;
 
-/// The environment variable naming the new master's end of the channel.
-pub const ENV_FD: &str = "RRB_UPGRADE_FD";
 /// From the new master's start until it says `starting`: reading its configuration, taking the
 /// listeners.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -662,7 +660,8 @@ mod tests {
 
     #[test]
     fn the_new_master_is_ready_when_every_slot_is_and_fails_at_the_first_failure() {
-        use super::super::fleet::{Role, State, test_worker};
+        use super::super::fleet::{State, test_worker};
+        use super::super::ids::Role;
         let t0 = Instant::now();
         let mut fleet = Fleet::new(2, false, t0);
         assert_eq!(verdict(&fleet), Verdict::Waiting);

@@ -15,6 +15,7 @@ use super::super::{Master, Phase};
 use super::{HELLO_TIMEOUT, Link, Read};
 use crate::config::{Config, ListenAddr};
 use crate::sys;
+use crate::wire::env;
 
 /// Where the new master stands with the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +67,14 @@ impl Predecessor {
     /// Takes the channel named by `RRB_UPGRADE_FD`, if this master was started by an upgrade,
     /// and reads the old master's `hello`. Called once, first thing.
     pub fn from_env() -> Result<Option<Predecessor>, String> {
-        let Some(value) = std::env::var_os(upgrade::ENV_FD) else {
+        let Some(value) = std::env::var_os(env::UPGRADE_FD) else {
             return Ok(None);
         };
         let fd: RawFd = value
             .to_str()
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("{}={value:?} is not a file descriptor", upgrade::ENV_FD))?;
-        let fd = sys::take_inherited_fd(fd).map_err(|e| format!("{}: {e}", upgrade::ENV_FD))?;
+            .ok_or_else(|| format!("{}={value:?} is not a file descriptor", env::UPGRADE_FD))?;
+        let fd = sys::take_inherited_fd(fd).map_err(|e| format!("{}: {e}", env::UPGRADE_FD))?;
         let mut link = Link::new(fd);
         let ready = nix::poll::poll(
             &mut [nix::poll::PollFd::new(

@@ -13,12 +13,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::super::Master;
-use super::super::control::{Waiter, staged_path};
+use super::super::control::staged_path;
+use super::super::ids::Waiter;
 use super::super::sources::Source;
 use super::super::upgrade::{self, Carried, Handover, Message, Stage, Step};
 use super::predecessor::Succession;
 use super::{Link, Read};
 use crate::sys;
+use crate::wire::env;
 
 impl Master {
     // ---- the old master -------------------------------------------------------------------
@@ -419,18 +421,11 @@ impl Master {
 /// The new master's environment: ours, without what was meant for this process alone
 /// (systemd's sockets and watchdog, an upgrade channel of our own start), with its channel.
 fn successor_env() -> Vec<(OsString, OsString)> {
-    const NOT_PASSED: &[&str] = &[
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "WATCHDOG_PID",
-        upgrade::ENV_FD,
-    ];
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !NOT_PASSED.iter().any(|n| k == n))
+        .filter(|(k, _)| !env::NOT_PASSED_TO_SUCCESSOR.iter().any(|n| k == n))
         .collect();
     env.push((
-        upgrade::ENV_FD.into(),
+        env::UPGRADE_FD.into(),
         sys::FIRST_INHERITED_FD.to_string().into(),
     ));
     env

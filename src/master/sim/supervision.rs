@@ -34,11 +34,13 @@ use std::time::{Duration, Instant};
 
 use super::{SimConn as Client, Trace};
 use crate::config::{AllGivenUp, Readiness, RestartConfig};
-use crate::master::fleet::{Place as Seat, Role, State, test_worker_at};
+use crate::master::effect::Effect;
+use crate::master::fleet::{State, test_worker_at};
+use crate::master::ids::{Place as Seat, Role};
 use crate::master::ledger::{Ledger, Place};
 use crate::master::lifecycle::{Phase, ReadyRule};
 use crate::master::recycle::Reason;
-use crate::master::supervisor::{Effect, Policy, Supervisor};
+use crate::master::supervisor::{Policy, Supervisor};
 use crate::protocol::Peer;
 
 /// What the simulated process of a worker does.

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::Sim;
 use crate::config::AllGivenUp;
-use crate::master::fleet::{Place as Seat, State};
+use crate::master::fleet::State;
+use crate::master::ids::Place as Seat;
 use crate::master::lifecycle::{Phase, StopStep};
 
 impl Sim {
