@@ -1,5 +1,5 @@
-//! The workers: one record per live process, grouped in slots (the stable `RRB_WORKER_ID`s), and
-//! how a worker is started.
+//! The workers as the core sees them: one record per live process (pid, place, state, timers —
+//! no fd: the shell keeps those in `process`), grouped in slots (the stable `RRB_WORKER_ID`s).
 //!
 //! A slot holds at most one *current* worker, the one that gets connections, and during a
 //! reload at most one *candidate*, its successor, which becomes current once it is ready. A
@@ -8,27 +8,16 @@
 //! at the end (scaling), so a detached worker's slot number may no longer exist.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use slab::Slab;
 
-use super::channel::Channel;
 use super::ids::{Place, Role};
-use super::listeners::Listener;
-use super::node::{NodeWire, SharedListener};
-use super::output::Pipe;
-use super::recycle::{self, Limits};
+use super::limits::Limits;
 use super::restart::RestartTracker;
-use crate::config::{Command, Config};
-use crate::sys;
-use crate::wire::env;
 
 /// Notes of one worker logged at info level; the rest at debug.
 const NOTES_AT_INFO: u32 = 20;
@@ -50,12 +39,10 @@ pub struct Worker {
     pub pid: Pid,
     pub place: Place,
     pub state: State,
-    /// `None` once the channel broke or was closed by the worker.
-    pub channel: Option<Channel>,
+    /// The master's end of its channel is open (the shell holds it, in its process record).
+    pub channel_open: bool,
     /// Its account in the ledger: the sockets that are its.
     pub account: usize,
-    /// The poll tokens of its channel and output pipes, forgotten when it is reaped.
-    pub tokens: Vec<mio::Token>,
     pub started: Instant,
     /// The worker has sent at least one valid message: it speaks the protocol, so `stop`
     /// reaches it; otherwise it is stopped with SIGTERM.
@@ -74,8 +61,6 @@ pub struct Worker {
     pub heard: bool,
     /// Its channel closed; if it has not exited by then, replace it.
     pub channel_closed_check: Option<Instant>,
-    /// Its stdout and stderr, when `[log]` captures them.
-    pub output: [Option<Pipe>; 2],
     /// It held a socket un-acked past `ack_timeout` and was killed for it.
     pub stuck: bool,
     /// Its own `[recycle]` limits (the configured ones, jittered).
@@ -128,41 +113,12 @@ impl Worker {
             _ => debug!("worker {place} pid={pid}: {note}"),
         }
     }
-
-    /// Sends the signal due with `stop`, if one is still due and may go now: a Node worker's
-    /// only once its app runs (before that, the signal would kill it while it still loads,
-    /// before it could install its handler; its `disconnect` stops it then).
-    pub fn send_stop_signal(&mut self) {
-        if may_signal(self.heard, self.stop_signal) {
-            send_stop_signal(self.pid, &mut self.stop_signal);
-        }
-    }
-
-    /// Sends a signal to the worker's process group (it leads one), reaching its own children.
-    pub fn signal_group(&self, signal: Signal) {
-        signal_group(self.pid, signal);
-    }
 }
 
 /// Whether a signal `due` with a stop may go now (for callers holding part of the worker
 /// borrowed): a Node worker's only once it was `heard`.
 pub fn may_signal(heard: bool, due: Option<StopSignalDue>) -> bool {
     due.is_some_and(|due| heard || !due.first)
-}
-
-/// Sends the signal in `due` to the process group of `pid`, once (for callers that hold another
-/// part of the worker borrowed).
-pub fn send_stop_signal(pid: Pid, due: &mut Option<StopSignalDue>) {
-    if let Some(due) = due.take() {
-        debug!("pid={pid}: {} with its `stop`", due.signal);
-        signal_group(pid, due.signal);
-    }
-}
-
-fn signal_group(pid: Pid, signal: Signal) {
-    if killpg(pid, signal).is_err() {
-        let _ = kill(pid, signal);
-    }
 }
 
 /// A signal to send with a worker's `stop` on its channel (`[shutdown] signal`).
@@ -370,7 +326,7 @@ impl Fleet {
     /// The ledger account of the worker serving `slot` — current, ready, its channel open —
     /// if there is one.
     pub fn serving(&self, slot: usize) -> Option<usize> {
-        self.serving_if(slot, |w| w.channel.is_some())
+        self.serving_if(slot, |w| w.channel_open)
     }
 
     /// [`Fleet::serving`], with what "its channel is open" means given (a simulator has none).
@@ -402,11 +358,6 @@ impl Fleet {
             .all(|s| s.given_up && s.candidate.is_none())
     }
 
-    /// The open channel of the worker at `key`.
-    pub fn channel_mut(&mut self, key: usize) -> Option<&mut Channel> {
-        self.workers.get_mut(key)?.channel.as_mut()
-    }
-
     /// Live worker processes, the agent's not counted.
     pub fn workers_alive(&self) -> usize {
         (self.workers.iter())
@@ -421,246 +372,6 @@ impl Fleet {
             .filter(|(_, w)| w.state == State::Ready && w.place != Place::Agent)
             .count()
     }
-}
-
-/// What every worker's environment starts from: the master's own, without variables that would
-/// mislead a worker (an inherited socket-activation or Node channel meant for the master), with
-/// `own` (`[worker] env` or `[agent] env`) on top.
-pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !env::NOT_INHERITED_BY_WORKERS.iter().any(|n| k == n))
-        .filter(|(k, _)| !own.iter().any(|(ck, _)| k == ck.as_str()))
-        .collect();
-    let named = own.iter().any(|(k, _)| k == env::LOG_FORMAT);
-    if config.log.format == crate::config::LogFormat::Json && !named {
-        // The demo worker writes the same format; other programs may use it.
-        env.push((env::LOG_FORMAT.into(), "json".into()));
-    }
-    env.extend(
-        own.iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-    );
-    env
-}
-
-/// Whether the process at `place` speaks Node's IPC (`[worker] protocol` or
-/// `[agent] protocol`) rather than the native protocol.
-pub fn speaks_node(config: &Config, place: Place) -> bool {
-    match place {
-        Place::Slot(_) => config.mode().node(),
-        Place::Agent => (config.agent.as_ref()).is_some_and(|a| a.protocol.is_node()),
-    }
-}
-
-/// What is started for a place: `[worker]` for a slot, `[agent]` for the agent.
-struct Launch<'a> {
-    command: &'a Command,
-    /// Its channel speaks Node's IPC (else the native protocol).
-    node: bool,
-    /// Node's cluster protocol (workers only).
-    cluster: bool,
-    /// It inherits the listeners at fd 3… (`none` mode, native workers).
-    activation: bool,
-    /// Workers accept on the listeners themselves (`none` mode).
-    workers_accept: bool,
-    /// Its Node wire knows the listeners (a Node worker's servers are matched to them; in
-    /// `none` mode it gets them as handles). Not the agent's: it has no server.
-    listeners: bool,
-}
-
-impl<'a> Launch<'a> {
-    fn of(config: &'a Config, place: Place) -> io::Result<Launch<'a>> {
-        match place {
-            Place::Slot(_) => {
-                let (w, mode) = (&config.worker, config.mode());
-                Ok(Launch {
-                    command: &w.command,
-                    node: speaks_node(config, place),
-                    cluster: mode.cluster(),
-                    activation: mode.socket_activation(),
-                    workers_accept: mode.workers_accept(),
-                    listeners: true,
-                })
-            }
-            Place::Agent => {
-                let a = config
-                    .agent
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("no [agent] is configured"))?;
-                Ok(Launch {
-                    command: &a.command,
-                    node: speaks_node(config, place),
-                    cluster: false,
-                    activation: false,
-                    workers_accept: false,
-                    listeners: false,
-                })
-            }
-        }
-    }
-}
-
-/// The master's end of a new process's channel, speaking its protocol.
-fn channel(
-    config: &Config,
-    launch: &Launch<'_>,
-    socket: OwnedFd,
-    listeners: &[Listener],
-) -> io::Result<Channel> {
-    if !launch.node {
-        return Channel::native(socket);
-    }
-    let shared = if launch.listeners {
-        listeners
-            .iter()
-            .map(|l| {
-                Ok(SharedListener {
-                    fd: l.as_fd().try_clone_to_owned()?,
-                    addr: l.local.parse().ok(),
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
-    let wire = NodeWire::new(
-        launch.cluster,
-        launch.workers_accept,
-        config.worker.node.clone(),
-        shared,
-    );
-    Channel::node(socket, wire)
-}
-
-/// Where a new worker goes: its place (a slot among `slots`, or the agent's), and its account
-/// in the ledger.
-#[derive(Debug, Clone, Copy)]
-pub struct Seat {
-    pub place: Place,
-    pub slots: usize,
-    pub account: usize,
-}
-
-/// Starts a worker for `seat.place` and returns its record. In `none` mode a worker inherits
-/// the listeners at fd 3… (socket activation); its channel comes right after them. The agent
-/// gets no listener: only its channel (at fd 3) and `RRB_AGENT=1`.
-pub fn spawn(
-    config: &Config,
-    base_env: &[(OsString, OsString)],
-    listeners: &[Listener],
-    seat: Seat,
-    capture: [bool; 2],
-    now: Instant,
-) -> io::Result<Worker> {
-    let Seat {
-        place,
-        slots,
-        account,
-    } = seat;
-    let launch = Launch::of(config, place)?;
-    let (master_end, worker_end) = if launch.node {
-        sys::stream_pair()? // Node's IPC is a byte stream
-    } else {
-        sys::seqpacket_pair()?
-    };
-    // Node workers get the listeners as handles over the channel, not as inherited fds.
-    let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
-    if launch.activation {
-        inherit.extend(listeners.iter().map(|l| l.as_fd()));
-    }
-    let channel_fd = sys::FIRST_INHERITED_FD + inherit.len() as i32;
-    inherit.push(worker_end.as_fd());
-
-    let mut env = base_env.to_vec();
-    let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
-    set(env::CHANNEL_FD, channel_fd.to_string());
-    match place {
-        Place::Slot(slot) => set(env::WORKER_ID, slot.to_string()),
-        Place::Agent => set(env::AGENT, "1".into()),
-    }
-    set(env::WORKERS, slots.to_string());
-    if launch.node {
-        set(env::NODE_CHANNEL_FD, channel_fd.to_string());
-        set(env::NODE_CHANNEL_SERIALIZATION_MODE, "json".into());
-    }
-    if let (true, Place::Slot(slot)) = (launch.cluster, place) {
-        // `cluster.isWorker`; Node's worker ids start at 1.
-        set(env::NODE_UNIQUE_ID, (slot + 1).to_string());
-    }
-    if launch.activation {
-        set(env::LISTEN_FDS, listeners.len().to_string());
-        let names: Vec<String> = (0..listeners.len()).map(|i| format!("listen{i}")).collect();
-        set(env::LISTEN_FDNAMES, names.join(":"));
-    }
-
-    let stdio = |captured: bool| {
-        if captured {
-            Stdio::piped()
-        } else {
-            Stdio::inherit()
-        }
-    };
-    let mut child = sys::spawn(sys::SpawnSpec {
-        program: &launch.command.program,
-        arg0: &launch.command.arg0,
-        args: &launch.command.args,
-        env: &env,
-        cwd: launch.command.cwd.as_deref(),
-        inherit: &inherit,
-        listen_pid: launch.activation,
-        new_master: false,
-        stdout: stdio(capture[0]),
-        stderr: stdio(capture[1]),
-    })?;
-    let output = [
-        child
-            .stdout
-            .take()
-            .map(|p| Pipe::new(p.into()))
-            .transpose()?,
-        child
-            .stderr
-            .take()
-            .map(|p| Pipe::new(p.into()))
-            .transpose()?,
-    ];
-    // Our copy of the worker's end must go, or we would never see the channel close.
-    drop(inherit);
-    drop(worker_end);
-    let limits = match place {
-        Place::Slot(_) => recycle::limits(&config.recycle, jitter_seed(child.id())),
-        Place::Agent => Limits::default(), // `[recycle]` is about serving: not the agent's
-    };
-    Ok(Worker {
-        pid: Pid::from_raw(child.id() as i32),
-        place,
-        state: State::Starting,
-        channel: Some(channel(config, &launch, master_end, listeners)?),
-        account,
-        tokens: Vec::new(),
-        started: now,
-        // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
-        spoke: launch.node,
-        kill_at: None,
-        stop_signal: None,
-        heard: false,
-        stop_signal_at: None,
-        channel_closed_check: None,
-        output,
-        stuck: false,
-        limits,
-        rss: None,
-        notes: 0,
-        full_at: None,
-    })
-}
-
-/// A seed for a worker's share of the `[recycle]` jitter: its pid and the time it started.
-fn jitter_seed(pid: u32) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (u64::from(pid) << 32) | u64::from(nanos)
 }
 
 #[cfg(test)]
@@ -720,9 +431,8 @@ pub fn test_worker_at(place: Place, pid: i32, started: Instant) -> Worker {
         pid: Pid::from_raw(pid),
         place,
         state: State::Starting,
-        channel: None,
+        channel_open: false,
         account: 0,
-        tokens: Vec::new(),
         started,
         spoke: false,
         kill_at: None,
@@ -730,7 +440,6 @@ pub fn test_worker_at(place: Place, pid: i32, started: Instant) -> Worker {
         heard: false,
         stop_signal_at: None,
         channel_closed_check: None,
-        output: [None, None],
         stuck: false,
         limits: Limits::default(),
         rss: None,

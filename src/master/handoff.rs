@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use super::supervisor::CHANNEL_CLOSED_GRACE;
 use super::wire::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
-use super::{fleet, listeners};
+use super::{fleet, listeners, process};
 use crate::config::Affinity;
 
 impl Master {
@@ -76,12 +76,10 @@ impl Master {
     /// (but those that flow control holds back).
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
         let paused = self.relay_paused;
-        self.core
-            .fleet
-            .workers
+        self.procs
             .iter()
-            .filter(move |(_, w)| {
-                w.channel
+            .filter(move |(_, p)| {
+                p.channel
                     .as_ref()
                     .is_some_and(|c| c.has_unread() && !(paused && c.is_sender()))
             })
@@ -114,7 +112,7 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return; // a stale event for a worker already reaped
         };
-        let Some(channel) = worker.channel.as_mut() else {
+        let Some(channel) = self.procs.channel_mut(key) else {
             return;
         };
         if readable && self.relay_paused && channel.is_sender() && !force {
@@ -161,9 +159,10 @@ impl Master {
             worker.stop_signal_at = Some(Instant::now() + CHANNEL_CLOSED_GRACE);
         } else {
             // Asked to stop, and its `stop` will never leave now: the signal goes at once.
-            worker.send_stop_signal();
+            process::send_stop_signal(worker);
         }
-        let Some(channel) = worker.channel.take() else {
+        worker.channel_open = false;
+        let Some(channel) = self.procs.get_mut(key).and_then(|p| p.channel.take()) else {
             return;
         };
         let _ = self
@@ -284,7 +283,7 @@ impl Master {
     pub(super) fn flush(&mut self, now: Instant) {
         let mut broken = Vec::new();
         for (key, worker) in self.core.fleet.workers.iter_mut() {
-            let Some(channel) = worker.channel.as_mut() else {
+            let Some(channel) = self.procs.channel_mut(key) else {
                 continue;
             };
             let Some(account) = self.ledger.account_mut(worker.account) else {
@@ -297,7 +296,7 @@ impl Master {
             let may_signal = fleet::may_signal(worker.heard, worker.stop_signal);
             let first = worker.stop_signal.is_some_and(|due| due.first);
             if may_signal && first && channel.stop_is_next(account) {
-                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
+                process::send_due_signal(worker.pid, &mut worker.stop_signal);
             }
             match channel.flush(account, now) {
                 Flush::Done | Flush::Blocked => {}
@@ -307,7 +306,7 @@ impl Master {
                 }
             }
             if may_signal && !channel.stop_pending() {
-                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
+                process::send_due_signal(worker.pid, &mut worker.stop_signal);
             }
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel
@@ -319,13 +318,7 @@ impl Master {
         for key in broken {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
             self.on_channel(key, true);
-            if self
-                .core
-                .fleet
-                .workers
-                .get(key)
-                .is_some_and(|w| w.channel.is_some())
-            {
+            if self.procs.channel(key).is_some() {
                 self.on_channel_closed(key);
             }
         }

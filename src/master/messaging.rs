@@ -67,7 +67,7 @@ impl Master {
         let mut sent = 0;
         let now = Instant::now();
         for key in receivers {
-            let Some(channel) = self.core.fleet.channel_mut(key) else {
+            let Some(channel) = self.procs.channel_mut(key) else {
                 continue;
             };
             match channel.send_message(&message, now) {
@@ -109,7 +109,7 @@ impl Master {
 
     /// The worker at `key` takes messages from now on: the retained values first.
     pub(super) fn subscribe(&mut self, key: usize) {
-        let Some(channel) = self.core.fleet.channel_mut(key) else {
+        let Some(channel) = self.procs.channel_mut(key) else {
             return;
         };
         let now = Instant::now();
@@ -137,7 +137,7 @@ impl Master {
             worker.note(format_args!("message: {body}"));
             return;
         }
-        if let Some(channel) = self.core.fleet.channel_mut(key) {
+        if let Some(channel) = self.procs.channel_mut(key) {
             channel.mark_sender();
         }
         if let Err(why) = self.relay(Some(key), sender, outgoing) {
@@ -153,8 +153,8 @@ impl Master {
     pub(super) fn relay_turn(&mut self, now: Instant) {
         let mut highest = 0;
         let mut stalled = Vec::new();
-        for (key, w) in &self.core.fleet.workers {
-            if let Some(channel) = &w.channel {
+        for (key, p) in self.procs.iter() {
+            if let Some(channel) = &p.channel {
                 highest = highest.max(channel.backlog_bytes());
                 if channel.stall_deadline().is_some_and(|t| t <= now) {
                     stalled.push(key);
@@ -174,11 +174,7 @@ impl Master {
             self.relay_paused = paused;
         }
         for key in stalled {
-            let bytes = self
-                .core
-                .fleet
-                .channel_mut(key)
-                .map_or(0, |c| c.backlog_bytes());
+            let bytes = self.procs.channel(key).map_or(0, |c| c.backlog_bytes());
             let why = format!("waited over {:?}", relay::STALL_TIMEOUT);
             self.replace_receiver(key, bytes, &why, now);
         }
@@ -186,11 +182,9 @@ impl Master {
 
     /// The nearest moment a backlog would count as stalled.
     pub(super) fn next_stall_deadline(&self) -> Option<Instant> {
-        self.core
-            .fleet
-            .workers
+        self.procs
             .iter()
-            .filter_map(|(_, w)| w.channel.as_ref()?.stall_deadline())
+            .filter_map(|(_, p)| p.channel.as_ref()?.stall_deadline())
             .min()
     }
 
@@ -201,7 +195,7 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
-        if let Some(channel) = worker.channel.as_mut() {
+        if let Some(channel) = self.procs.channel_mut(key) {
             channel.drop_backlog();
         }
         warn!(

@@ -41,8 +41,10 @@ pub mod fuzz;
 mod handoff;
 mod handover;
 mod ids;
+mod launch;
 mod ledger;
 mod lifecycle;
+mod limits;
 mod listeners;
 mod memory;
 mod messaging;
@@ -53,6 +55,7 @@ mod node;
 mod node_servers;
 mod notify;
 mod output;
+mod process;
 mod recycle;
 mod relay;
 mod reload;
@@ -300,6 +303,9 @@ struct Master {
     listener_tokens: Vec<Token>,
     /// Every decision about the workers' lives (fleet, stop phase, reload), without I/O.
     core: Supervisor,
+    /// What the master holds open for each worker (channel, captured output, their tokens), by
+    /// the key of the core's record of it.
+    procs: process::Processes,
     /// What the core decided and the shell has yet to do (reused).
     effects: Vec<Effect>,
     /// Every accepted socket until a worker acks it: queued, or in one worker's account.
@@ -375,7 +381,7 @@ impl Master {
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
             poll,
-            base_env: fleet::base_env(&config, &config.worker.command.env),
+            base_env: launch::base_env(&config, &config.worker.command.env),
             accept_ready: vec![false; listeners.len()],
             watching: false,
             listeners,
@@ -385,6 +391,7 @@ impl Master {
             sources,
             listener_tokens,
             core: Supervisor::new(config.workers, Policy::of(&config), now),
+            procs: process::Processes::default(),
             configured_workers: config.workers,
             next_memory_sample: now,
             // A new master speaks to systemd only once it took over.

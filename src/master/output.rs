@@ -182,8 +182,11 @@ impl Master {
             return;
         };
         let (slot, pid) = (worker.place, worker.pid.as_raw());
+        let Some(process) = self.procs.get_mut(key) else {
+            return;
+        };
         let (Some(pipe), Some(sink)) = (
-            worker.output.get_mut(stream).and_then(Option::as_mut),
+            process.output.get_mut(stream).and_then(Option::as_mut),
             self.sinks.get_mut(stream).and_then(Option::as_mut),
         ) else {
             return;
@@ -191,7 +194,7 @@ impl Master {
         if pipe.drain(sink, slot, pid) == PipeState::Closed {
             let fd = pipe.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            worker.output[stream] = None;
+            process.output[stream] = None;
         }
     }
 
@@ -200,11 +203,9 @@ impl Master {
         for stream in 0..2 {
             self.on_output(key, stream);
             if let Some(pipe) = self
-                .core
-                .fleet
-                .workers
+                .procs
                 .get_mut(key)
-                .and_then(|w| w.output[stream].take())
+                .and_then(|p| p.output[stream].take())
             {
                 // A grandchild may still hold the write end; we stop listening anyway.
                 let _ = self

@@ -21,40 +21,11 @@ use super::effect::Effect;
 use super::fleet::State;
 use super::ids::{Place, Role};
 use super::ledger::{Conn, Ledger};
+use super::limits::Limits;
 use super::supervisor::Supervisor;
-use crate::config::RecycleConfig;
 
 /// After a successor failed to become ready, recycling waits this long before it tries again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(30);
-
-/// One worker's own limits: the configured ones moved by its share of the jitter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub connections: Option<u64>,
-    pub age: Option<Duration>,
-}
-
-/// The limits of a worker, from the configured ones and a random `seed` (the shell draws it):
-/// each moved by the same factor, uniform in `1 ± jitter`.
-pub fn limits(config: &RecycleConfig, seed: u64) -> Limits {
-    let factor = 1.0 + config.jitter * (2.0 * unit(seed) - 1.0);
-    Limits {
-        connections: config
-            .max_connections
-            .map(|n| ((n as f64 * factor).round() as u64).max(1)),
-        age: config.max_age.map(|age| age.mul_f64(factor)),
-    }
-}
-
-/// A number in [0, 1) from `seed` (splitmix64's finaliser: neighbouring seeds, such as
-/// consecutive pids, spread evenly).
-fn unit(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// Why a worker is recycled.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,38 +215,6 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(connections: u64, age_secs: u64, jitter: f64) -> RecycleConfig {
-        RecycleConfig {
-            max_connections: Some(connections),
-            max_memory: None,
-            max_age: Some(Duration::from_secs(age_secs)),
-            jitter,
-        }
-    }
-
-    #[test]
-    fn each_worker_gets_its_own_limits_within_the_jitter() {
-        let c = config(1000, 3600, 0.1);
-        let all: Vec<Limits> = (4000..5000).map(|pid| limits(&c, pid)).collect();
-        let conns: Vec<u64> = all.iter().map(|l| l.connections.unwrap()).collect();
-        assert!(
-            conns.iter().all(|&n| (900..=1100).contains(&n)),
-            "{conns:?}"
-        );
-        // Spread over the whole range, not bunched: consecutive pids differ.
-        assert!(conns.iter().any(|&n| n < 920) && conns.iter().any(|&n| n > 1080));
-        let mean = conns.iter().sum::<u64>() as f64 / conns.len() as f64;
-        assert!((990.0..1010.0).contains(&mean), "{mean}");
-        for l in &all {
-            let age = l.age.unwrap().as_secs_f64();
-            assert!((3240.0..=3960.0).contains(&age), "{age}");
-        }
-        // No jitter: exactly the configured values.
-        let exact = limits(&config(1000, 60, 0.0), 12345);
-        assert_eq!(exact.connections, Some(1000));
-        assert_eq!(exact.age, Some(Duration::from_secs(60)));
-    }
 
     #[test]
     fn reasons_say_what_was_measured_against_what() {

@@ -14,13 +14,14 @@ use nix::unistd::Pid;
 
 use super::Master;
 use super::effect::{Effect, Outcome};
-use super::fleet::{self, Seat, StopSignalDue};
+use super::fleet::StopSignalDue;
 use super::ids::{Place, Role, Waiter};
+use super::launch::{self, Seat};
 use super::metrics;
 use super::sources::Source;
 use super::supervisor::{self, Policy};
 use super::wire::Incoming;
-use super::{memory, recycle};
+use super::{memory, process, recycle};
 use crate::config::Config;
 use crate::protocol::WorkerMessage;
 use crate::wire::env;
@@ -39,10 +40,10 @@ impl Master {
             incoming,
             Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. } | Incoming::Relay(_)
         ) && !std::mem::replace(&mut worker.heard, true)
-            && worker.channel.as_ref().is_some_and(|c| !c.stop_pending())
+            && self.procs.channel(key).is_some_and(|c| !c.stop_pending())
         {
             // Its app runs now, and its `stop` has left already: the signal it was owed.
-            worker.send_stop_signal();
+            process::send_stop_signal(worker);
         }
         match incoming {
             Incoming::Message(message) => {
@@ -173,7 +174,7 @@ impl Master {
         };
         // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
         // both which sockets it owned and whether this exit was planned: read it first.
-        if self.core.fleet.workers[key].channel.is_some() {
+        if self.procs.channel(key).is_some() {
             self.read_channel(key, true, true);
         }
         self.release_channel(key);
@@ -200,8 +201,9 @@ impl Master {
             info!("re-dispatching {held} connection(s) pid={pid} had not acked");
         }
         self.drain_output(key);
-        if let Some(worker) = self.core.exited(key, Instant::now(), cause) {
-            for &token in &worker.tokens {
+        self.core.exited(key, Instant::now(), cause);
+        if let Some(process) = self.procs.remove(key) {
+            for &token in &process.tokens {
                 self.sources.remove(token);
             }
         }
@@ -230,7 +232,7 @@ impl Master {
         for (_, worker) in self.core.fleet.workers.iter_mut() {
             if worker.stop_signal_at.is_some_and(|t| t <= now) {
                 worker.stop_signal_at = None;
-                fleet::send_stop_signal(worker.pid, &mut worker.stop_signal);
+                process::send_due_signal(worker.pid, &mut worker.stop_signal);
             }
         }
         self.measure_memory(now);
@@ -290,11 +292,11 @@ impl Master {
             Effect::Stop(key) => {
                 let signal = self.config.stop_signal;
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
-                    let node = fleet::speaks_node(&self.config, worker.place);
+                    let node = launch::speaks_node(&self.config, worker.place);
                     // A Node worker stopped PM2's way: the signal alone, its app drains and
                     // exits.
                     let tell = !node || self.config.disconnect;
-                    match &mut worker.channel {
+                    match self.procs.channel_mut(key) {
                         Some(channel) if worker.spoke && tell => {
                             // The signal goes with the `stop` (see `flush`).
                             channel.queue_stop();
@@ -307,14 +309,14 @@ impl Master {
                         _ => {
                             let signal = signal.alone();
                             debug!("pid={}: sending {signal} to stop it", worker.pid);
-                            worker.signal_group(signal);
+                            process::signal_group(worker.pid, signal);
                         }
                     }
                 }
             }
             Effect::Kill(key) => {
                 if let Some(worker) = self.core.fleet.workers.get(key) {
-                    worker.signal_group(Signal::SIGKILL);
+                    process::signal_group(worker.pid, Signal::SIGKILL);
                 }
             }
             Effect::KillHooks => {
@@ -371,7 +373,7 @@ impl Master {
         };
         let (env, program) = match (place, &self.config.agent) {
             (Place::Agent, Some(agent)) => (
-                std::borrow::Cow::Owned(fleet::base_env(&self.config, &agent.command.env)),
+                std::borrow::Cow::Owned(launch::base_env(&self.config, &agent.command.env)),
                 &agent.command.program,
             ),
             _ => (
@@ -379,9 +381,9 @@ impl Master {
                 &self.config.worker.command.program,
             ),
         };
-        let spawned = fleet::spawn(&self.config, &env, &self.listeners, seat, capture, now);
-        let worker = match spawned {
-            Ok(worker) => worker,
+        let spawned = launch::spawn(&self.config, &env, &self.listeners, seat, capture, now);
+        let (worker, process) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => {
                 self.ledger.remove(seat.account);
                 error!("cannot start worker {place} ({}): {e}", program.display());
@@ -393,15 +395,18 @@ impl Master {
             Place::Slot(slot) => metrics::Counters::add(&mut self.counters.starts, slot, 1),
             Place::Agent => self.counters.agent_starts += 1,
         }
-        let node = worker.channel.as_ref().is_some_and(|c| c.subscribed());
+        let node = process.channel.as_ref().is_some_and(|c| c.subscribed());
         let key = self.core.fleet.insert(worker, role);
+        self.procs.insert(key, process);
         if node {
             // A Node process takes messages from its start: the retained values go first.
             self.subscribe(key);
         }
-        let worker = &self.core.fleet.workers[key];
+        let Some(process) = self.procs.get_mut(key) else {
+            return Ok(key);
+        };
         let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
-        if let Some(channel) = &worker.channel {
+        if let Some(channel) = &process.channel {
             let token = self.sources.add(Source::Channel(key));
             watch.push((
                 channel.raw_fd(),
@@ -409,7 +414,7 @@ impl Master {
                 Interest::READABLE | Interest::WRITABLE,
             ));
         }
-        for (stream, pipe) in worker.output.iter().enumerate() {
+        for (stream, pipe) in process.output.iter().enumerate() {
             if let Some(pipe) = pipe {
                 let token = self.sources.add(Source::Output {
                     worker: key,
@@ -418,9 +423,7 @@ impl Master {
                 watch.push((pipe.raw_fd(), token, Interest::READABLE));
             }
         }
-        self.core.fleet.workers[key]
-            .tokens
-            .extend(watch.iter().map(|&(_, token, _)| token));
+        (process.tokens).extend(watch.iter().map(|&(_, token, _)| token));
         for (fd, token, interest) in watch {
             if let Err(e) = self
                 .poll
@@ -521,7 +524,7 @@ impl Master {
                 }
             }
         }
-        self.base_env = fleet::base_env(&config, &config.worker.command.env);
+        self.base_env = launch::base_env(&config, &config.worker.command.env);
         self.config = config;
     }
 
