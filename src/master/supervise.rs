@@ -21,7 +21,7 @@ use super::metrics;
 use super::sources::Source;
 use super::supervisor::{self, Policy};
 use super::wire::Incoming;
-use super::{memory, process, recycle};
+use super::{memory, process};
 use crate::config::Config;
 use crate::protocol::WorkerMessage;
 use crate::wire::env;
@@ -241,7 +241,7 @@ impl Master {
             || limits.max_memory.is_some()
             || limits.max_age.is_some();
         if let Some((key, reason)) = any
-            .then(|| recycle::due(&self.core, &self.ledger, limits.max_memory, now))
+            .then(|| self.core.recycle_due(&self.ledger, limits.max_memory, now))
             .flatten()
         {
             self.core.recycle(key, &reason, now);
@@ -252,7 +252,7 @@ impl Master {
     }
 
     /// Every [`MEMORY_SAMPLE_EVERY`], with `[recycle] max_memory` set: each worker's resident
-    /// memory (its process group's), for `recycle::due`.
+    /// memory (its process group's), for `Supervisor::recycle_due`.
     fn measure_memory(&mut self, now: Instant) {
         if self.config.recycle.max_memory.is_none() || now < self.next_memory_sample {
             return;

@@ -499,7 +499,7 @@ impl Sim {
                     }
                 }
             }
-            // A worker past a `[recycle]` limit, as `recycle::due` finds one; the supervisor
+            // A worker past a `[recycle]` limit, as `Supervisor::recycle_due` finds one; the supervisor
             // refuses what it may not do now (another recycle, a reload, not current).
             97..=99 => {
                 if let Some(key) = self.any_worker() {

@@ -24,6 +24,9 @@ use super::reload::{DrainWait, Reload};
 use super::restart::Decision;
 use crate::config::{AllGivenUp, Config, RestartConfig};
 
+mod recycling;
+mod reloading;
+
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 
@@ -638,5 +641,4 @@ impl Supervisor {
 }
 
 #[cfg(test)]
-#[path = "supervisor_tests.rs"]
 mod tests;

@@ -429,7 +429,7 @@ fn aged(h: &mut Harness, slot: usize, age_ms: u64) {
 
 fn due_at(h: &Harness, ms: u64) -> Option<(usize, super::super::recycle::Reason)> {
     let ledger = Ledger::<crate::master::wire::Handoff>::default();
-    super::super::recycle::due(&h.sup, &ledger, None, h.at(ms))
+    h.sup.recycle_due(&ledger, None, h.at(ms))
 }
 
 #[test]
