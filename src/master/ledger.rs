@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::dispatch::{self, RoundRobin};
-use super::metrics::{Rate, Served};
+use super::stats::{Rate, Served};
 use crate::protocol::Peer;
 
 /// How long a worker that said `full` gets nothing unless it says `idle` or acks first.

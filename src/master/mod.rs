@@ -64,6 +64,7 @@ mod signals;
 #[cfg(test)]
 mod sim;
 mod sources;
+mod stats;
 mod supervise;
 mod supervisor;
 mod upgrade;
