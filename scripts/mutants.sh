@@ -21,12 +21,17 @@ files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(
     src/master/restart.rs
     src/master/dispatch.rs
+    src/master/mix.rs
     src/master/ledger.rs
+    src/master/stats.rs
     src/master/lifecycle.rs
+    src/master/limits.rs
     src/master/recycle.rs
     src/master/relay.rs
-    src/master/supervisor.rs
     src/master/reload.rs
+    src/master/supervisor/mod.rs
+    src/master/supervisor/reloading.rs
+    src/master/supervisor/recycling.rs
     src/master/upgrade.rs
     src/config.rs
 )
@@ -39,7 +44,7 @@ if ! command -v cargo-mutants >/dev/null; then
 fi
 summary=()
 for file in "${files[@]}"; do
-    out="target/mutants/$(basename "$file" .rs)"
+    out="target/mutants/$(echo "${file#src/}" | sed 's|/|-|g; s|\.rs$||')"
     mkdir -p "$out"
     echo "== $file"
     # Exit code 2: some mutants were missed; that is a result, not a failure of the script.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::mix::unit;
 use crate::config::RecycleConfig;
 
 /// One worker's own limits: the configured ones moved by its share of the jitter.
@@ -24,16 +25,6 @@ pub fn limits(config: &RecycleConfig, seed: u64) -> Limits {
             .map(|n| ((n as f64 * factor).round() as u64).max(1)),
         age: config.max_age.map(|age| age.mul_f64(factor)),
     }
-}
-
-/// A number in [0, 1) from `seed` (splitmix64's finaliser: neighbouring seeds, such as
-/// consecutive pids, spread evenly).
-fn unit(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e3779b97f4a7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -6,22 +6,17 @@
 //! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
-//! This file is the loop and the master's state. Around it:
-//! - the hand-off: `handoff` (accept, admit, flush, read back) over `ledger` (who owns each
-//!   accepted socket until a worker acks it, and the rotation — pure) and `dispatch` (the
-//!   cursor, affinity); `listeners` (sockets we accept on); `channel` with its wires `native`
-//!   and `node` (a Node cluster worker's servers in `node_servers`; shared types in `wire`);
-//! - supervision: `supervisor` decides (facts in, effects out, no I/O: readiness, leaving,
-//!   failures, restart and give-up, reload, scaling, stop) over `fleet` (slots and worker
-//!   records), `restart` (the restart policy), `lifecycle` (readiness and stop timing) and
-//!   `reload` (the reload plan), all pure; `supervise` is the shell that feeds it and carries
-//!   out its effects (spawning, signals, control answers);
-//! - around them: `control` (the control socket) and `monitor` (the metrics listener), with
-//!   `client_io` (their non-blocking reads and writes) and `client_limits` (their deadlines,
-//!   who gives way when they are full, refusals logged once per episode — pure); `output`
-//!   (captured worker output), `signals` (what each signal means), `sources` (what each poll
-//!   token stands for);
-//! - in tests, `sim`: seeded simulators of the ledger and of the supervisor.
+//! This file is the loop and the master's state. Around it, two layers (`tests/tidy.rs`: the
+//! core imports nothing of the shell, does no I/O, reads no clock; no import cycle):
+//! - the core: `ids`, `effect` (leaves), `ledger` (who owns each accepted socket until its ack,
+//!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (facts in, effects out: the
+//!   workers' lives, reload, scaling, recycling, stop) over `fleet` (the core's worker records,
+//!   no fd), `restart`, `lifecycle`, `reload`, `recycle`, `limits`; `relay`, `upgrade`,
+//!   `client_limits`; in tests, `sim` (seeded simulators of the ledger and the supervisor);
+//! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
+//!   (`node_servers`, `wire`); `launch` (start a worker), `process` (its fds, signals),
+//!   `supervise` (carries out the supervisor's effects); `control`, `monitor`, `metrics`,
+//!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
 //! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it from then on (queue,
@@ -49,6 +44,7 @@ mod listeners;
 mod memory;
 mod messaging;
 mod metrics;
+mod mix;
 mod monitor;
 mod native;
 mod node;

@@ -6,8 +6,8 @@
 //! It reads no clock (`now` is an argument) and makes no system call, so its rules are tested
 //! here without processes.
 //!
-//! What it owns: the [`Fleet`] (slots, roles, states, timers), the stop [`Phase`], the rolling
-//! [`Reload`], and whether the master gave up.
+//! It owns the [`Fleet`], the stop [`Phase`], the [`Reload`] and the recycle under way (decided
+//! in `reloading.rs`, `recycling.rs`: the plans never name it), and whether it gave up.
 
 use std::time::{Duration, Instant};
 
