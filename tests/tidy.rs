@@ -35,6 +35,7 @@ const CORE: &[&str] = &[
     "client_limits.rs",
     "stats.rs",
     "mix.rs",
+    "projection.rs",
     "supervisor/mod.rs",
     "supervisor/reloading.rs",
     "supervisor/recycling.rs",

@@ -36,6 +36,7 @@ use super::client_limits::{
 use super::fleet::State;
 use super::ids::{self, Role, Waiter};
 use super::metrics::TurnedAway;
+use super::projection;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::host;
@@ -730,6 +731,7 @@ impl Master {
     /// What `rrbalancer status` shows.
     fn status(&self) -> Status {
         let now = Instant::now();
+        let stopping = self.core.phase != Phase::Running;
         let workers = self
             .core
             .fleet
@@ -785,15 +787,8 @@ impl Master {
             .filter(|(_, s)| s.current.is_none())
             .map(|(slot, s)| SlotStatus {
                 slot,
-                state: if s.given_up {
-                    given_up(s.start_at, now)
-                } else if !self.core.fleet.may_start_slots() {
-                    "waiting for the agent".to_owned()
-                } else if let Some(at) = s.start_at {
-                    format!("restarting in {:.1?}", at.saturating_duration_since(now))
-                } else {
-                    "starting".to_owned()
-                },
+                state: projection::of(&self.core.fleet, ids::Place::Slot(slot), stopping)
+                    .map_or_else(String::new, |state| state.describe(now)),
                 restarts: s.restart_count,
                 last_causes: s.last_causes.iter().cloned().collect(),
             })
@@ -805,7 +800,7 @@ impl Master {
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             listeners: self.listen_names.clone(),
             workers_wanted: self.core.fleet.slots.len(),
-            stopping: self.core.phase != Phase::Running,
+            stopping,
             reload_in_progress: self.core.reload.is_some(),
             recycling: self
                 .core
@@ -830,17 +825,9 @@ impl Master {
         let place = fleet.agent.as_ref()?;
         let current = place.current.and_then(|k| fleet.workers.get(k));
         let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));
-        let state = match current.map(|w| w.state) {
-            _ if self.core.phase != Phase::Running => "stopping".to_owned(),
-            Some(State::Ready) => "ready".to_owned(),
-            Some(State::Starting) => "starting".to_owned(),
-            Some(State::Draining) => "stopping".to_owned(),
-            None if place.given_up => given_up(place.start_at, now),
-            None => match place.start_at {
-                Some(at) => format!("restarting in {:.1?}", at.saturating_duration_since(now)),
-                None => "starting".to_owned(),
-            },
-        };
+        let stopping = self.core.phase != Phase::Running;
+        let state = projection::of(fleet, ids::Place::Agent, stopping)
+            .map_or_else(String::new, |s| s.describe(now));
         Some(AgentStatus {
             state,
             pid: current.map(|w| w.pid.as_raw()),
@@ -854,16 +841,5 @@ impl Master {
                 .map(|(_, w)| w.pid.as_raw())
                 .collect(),
         })
-    }
-}
-
-/// A given-up place's state, with when it is tried again (`[restart] retry_after`).
-fn given_up(retry_at: Option<Instant>, now: Instant) -> String {
-    match retry_at {
-        Some(at) => format!(
-            "given up, retried in {:.0?}",
-            at.saturating_duration_since(now)
-        ),
-        None => "given up".to_owned(),
     }
 }

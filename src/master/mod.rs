@@ -9,20 +9,19 @@
 //! This file is the loop and the master's state. Around it, two layers (`tests/tidy.rs`: the
 //! core imports nothing of the shell, does no I/O, reads no clock; no import cycle):
 //! - the core: `ids`, `effect` (leaves), `ledger` (who owns each accepted socket until its ack,
-//!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (facts in, effects out: the
-//!   workers' lives, reload, scaling, recycling, stop) over `fleet` (the core's worker records,
-//!   no fd), `restart`, `lifecycle`, `reload`, `recycle`, `limits`; `relay`, `upgrade`,
-//!   `client_limits`; in tests, `sim` (seeded simulators of the ledger and the supervisor);
+//!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (the workers' lives, reload,
+//!   scaling, recycling, stop) over `fleet` (worker records, no fd), `restart`, `lifecycle`,
+//!   `reload`, `recycle`, `limits`; `projection` (what every view says a slot is doing), `relay`,
+//!   `upgrade`, `client_limits`; in tests, `sim` (seeded simulators of ledger and supervisor);
 //! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
 //!   (`node_servers`, `wire`); `launch` (start a worker), `process` (its fds, signals),
 //!   `supervise` (carries out the supervisor's effects); `control`, `monitor`, `metrics`,
 //!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
-//! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it from then on (queue,
-//! a worker's outbox, its un-acked window) until the worker's ack drops the master's copy; the
-//! wire, `native` or `node`, borrows it from the outbox for `sendmsg` and applies the ack.
-//! (`channel` hands the wire the account, never a socket.)
+//! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
+//! un-acked window) until the worker's ack drops the master's copy; the wire, `native` or
+//! `node`, borrows it for `sendmsg` and applies the ack (`channel` gives it no socket).
 
 mod channel;
 mod client_io;
@@ -52,6 +51,7 @@ mod node_servers;
 mod notify;
 mod output;
 mod process;
+mod projection;
 mod recycle;
 mod relay;
 mod reload;

@@ -27,10 +27,10 @@ use super::client_limits::{
     self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
     Refusals,
 };
-use super::fleet::{Slot, State, Worker};
 use super::ids::{Place, Role};
 use super::memory;
 use super::metrics::{self, Snapshot, TurnedAway};
+use super::projection;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::MetricsConfig;
@@ -407,7 +407,8 @@ impl Master {
                     .filter(|_| slot.current.is_some_and(|k| fleet.role(k) == Role::Current));
                 let account = current.and_then(|w| self.ledger.account(w.account));
                 let stat = current.and_then(|w| memory::cpu_and_resident(&w.pid.to_string()));
-                let state = state_of(slot, current, stopping);
+                let state = projection::of(fleet, Place::Slot(i), stopping)
+                    .map_or("starting", |s| s.label());
                 metrics::Slot {
                     state,
                     served,
@@ -436,25 +437,9 @@ impl Master {
             reloads: self.core.reloads,
             retained: (self.retained.len(), self.retained.bytes()),
             slots,
-            agent: fleet.agent.as_ref().map(|a| {
-                let current = a.current.and_then(|k| fleet.workers.get(k));
-                state_of(a, current, stopping)
-            }),
+            agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),
             process: metrics::own_process(),
         })
-    }
-}
-
-/// A slot's (or the agent's) state in [`metrics::STATES`], given its `current` process.
-fn state_of(slot: &Slot, current: Option<&Worker>, stopping: bool) -> &'static str {
-    match (current.map(|w| w.state), slot.given_up) {
-        (_, true) => "given_up",
-        (Some(State::Ready), _) => "ready",
-        (Some(State::Starting), _) => "starting",
-        (Some(State::Draining), _) => "stopping",
-        (None, _) if stopping => "stopping",
-        (None, _) if slot.start_at.is_some() => "restarting",
-        (None, _) => "starting",
     }
 }
 
