@@ -78,6 +78,30 @@ pub struct Worker {
 pub const LOAD_EXIT_WINDOW: Duration = Duration::from_secs(10);
 
 impl Worker {
+    /// A worker just started at `now` for `place`, with its ledger `account` and its own
+    /// recycle `limits`: starting, its channel open, nothing heard from it yet.
+    pub fn new(pid: Pid, place: Place, account: usize, now: Instant, limits: Limits) -> Worker {
+        Worker {
+            pid,
+            place,
+            state: State::Starting,
+            channel_open: true,
+            account,
+            started: now,
+            spoke: false,
+            kill_at: None,
+            stop_signal: None,
+            heard: false,
+            stop_signal_at: None,
+            channel_closed_check: None,
+            stuck: false,
+            limits,
+            rss: None,
+            notes: 0,
+            full_at: None,
+        }
+    }
+
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
@@ -427,25 +451,9 @@ pub fn test_worker(slot: usize, pid: i32, started: Instant) -> Worker {
 /// [`test_worker`] for any place (the agent's too).
 #[cfg(test)]
 pub fn test_worker_at(place: Place, pid: i32, started: Instant) -> Worker {
-    Worker {
-        pid: Pid::from_raw(pid),
-        place,
-        state: State::Starting,
-        channel_open: false,
-        account: 0,
-        started,
-        spoke: false,
-        kill_at: None,
-        stop_signal: None,
-        heard: false,
-        stop_signal_at: None,
-        channel_closed_check: None,
-        stuck: false,
-        limits: Limits::default(),
-        rss: None,
-        notes: 0,
-        full_at: None,
-    }
+    let mut worker = Worker::new(Pid::from_raw(pid), place, 0, started, Limits::default());
+    worker.channel_open = false;
+    worker
 }
 
 #[cfg(test)]

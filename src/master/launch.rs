@@ -13,7 +13,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::channel::Channel;
-use super::fleet::{State, Worker};
+use super::fleet::Worker;
 use super::ids::Place;
 use super::limits::{self, Limits};
 use super::listeners::Listener;
@@ -232,26 +232,10 @@ pub fn spawn(
         Place::Slot(_) => limits::limits(&config.recycle, jitter_seed(child.id())),
         Place::Agent => Limits::default(), // `[recycle]` is about serving: not the agent's
     };
-    let worker = Worker {
-        pid: Pid::from_raw(child.id() as i32),
-        place,
-        state: State::Starting,
-        channel_open: true,
-        account,
-        started: now,
-        // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
-        spoke: launch.node,
-        kill_at: None,
-        stop_signal: None,
-        heard: false,
-        stop_signal_at: None,
-        channel_closed_check: None,
-        stuck: false,
-        limits,
-        rss: None,
-        notes: 0,
-        full_at: None,
-    };
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut worker = Worker::new(pid, place, account, now, limits);
+    // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
+    worker.spoke = launch.node;
     let process = Process {
         channel: Some(channel(config, &launch, master_end, listeners)?),
         output,
