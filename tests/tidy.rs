@@ -63,7 +63,7 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/client.rs", 508),
-    ("src/config.rs", 2876),
+    ("src/config/tests.rs", 751),
     ("src/demo_worker.rs", 838),
     ("src/sys.rs", 568),
     ("src/worker.rs", 781),
@@ -84,8 +84,8 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
 
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
-    ("src/config.rs", "to_toml", 142),
-    ("src/config.rs", "validate", 334),
+    ("src/config/print.rs", "to_toml", 142),
+    ("src/config/validate.rs", "validate", 334),
     ("src/lib.rs", "control_command", 126),
     ("src/master/metrics.rs", "render", 365),
     ("src/master/mod.rs", "run_master", 125),

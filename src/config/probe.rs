@@ -1,0 +1,176 @@
+//! What the machine says, asked while validating: a program found on `PATH` and executable, the
+//! size of an exec against `ARG_MAX`, the default control paths under the runtime directory,
+//! whether a path the master will create can be created.
+
+use super::*;
+
+/// Whether a worker's arguments and environment (with the master's own, which it inherits) fit
+/// in what `execve` accepts: the system's `ARG_MAX` in all, and 128 KiB per string on Linux.
+pub(super) fn check_exec_size(
+    section: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    const MAX_ARG_STRLEN: usize = 128 * 1024;
+    let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .map_or(2 * 1024 * 1024, |n| n as usize);
+    let pointer = std::mem::size_of::<usize>();
+    if let Some(long) = args.iter().find(|a| a.len() >= MAX_ARG_STRLEN) {
+        return Err(format!(
+            "key `{section}.args`: an argument of {} bytes ({}) is longer than one argument may be \
+             ({MAX_ARG_STRLEN} bytes)",
+            long.len(),
+            quoted(long)
+        ));
+    }
+    if let Some((k, v)) = env
+        .iter()
+        .find(|(k, v)| k.len() + v.len() + 1 >= MAX_ARG_STRLEN)
+    {
+        return Err(format!(
+            "key `{section}.env`: {} is {} bytes, longer than one variable may be ({MAX_ARG_STRLEN} \
+             bytes)",
+            quoted(k),
+            k.len() + v.len() + 1
+        ));
+    }
+    let inherited: usize = std::env::vars_os()
+        .map(|(k, v)| k.len() + v.len() + 2 + pointer)
+        .sum();
+    let ours: usize = args.iter().map(|a| a.len() + 1 + pointer).sum::<usize>()
+        + env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 + pointer)
+            .sum::<usize>();
+    if inherited + ours > arg_max {
+        return Err(format!(
+            "keys `{section}.args` and `{section}.env`: {} arguments and {} variables take {} bytes \
+             with rrbalancer's own environment ({inherited} bytes); the system starts no program \
+             with more than {arg_max} (ARG_MAX)",
+            args.len(),
+            env.len(),
+            inherited + ours
+        ));
+    }
+    Ok(())
+}
+
+/// A file the master creates, for the rules it must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Created {
+    /// Opened without following a link, in a directory no other user controls.
+    PidFile,
+    /// In a directory no other user controls.
+    Socket,
+    /// Appended to, links followed; its directories made as needed.
+    Log,
+}
+
+/// Why the master could not create the file at `path`, as it will meet it at start: a name that
+/// is a directory, or under something that is not one; a pid file or control socket in a
+/// directory another user controls ([`host::check_control_dir`]); a pid file that is a symbolic
+/// link. What depends on the user `check` runs as (a directory it may not read) is the master's
+/// to report.
+pub(super) fn created_path_problem(path: &Path, what: Created) -> Option<String> {
+    let shown = || quoted(&path.display().to_string());
+    if host::names_a_directory(path) {
+        return Some(format!("{} is a directory; name a file", shown()));
+    }
+    if let Some(blocker) = host::not_a_directory_above(path) {
+        return Some(format!(
+            "{} cannot be created: {} is not a directory",
+            shown(),
+            blocker.display()
+        ));
+    }
+    if what == Created::Log {
+        return None;
+    }
+    if let Err(unsafe_dir @ host::DirError::Unsafe { .. }) =
+        host::check_control_dir(host::parent_dir(path))
+    {
+        return Some(format!("{}: {unsafe_dir}", shown()));
+    }
+    let is_link = host::facts(path, false).is_ok_and(|f| f.kind == host::Kind::Symlink);
+    (what == Created::PidFile && is_link).then(|| {
+        format!(
+            "refusing {}: it is a symbolic link (the pid file is never written through one)",
+            shown()
+        )
+    })
+}
+
+/// The default pid file and control socket: in the user's runtime directory, named after the
+/// config file and a hash of its full path (`cluster-1a2b3c4d.sock`), or `default` for the
+/// embedded one. They depend on nothing else (not on `--listen` or `--workers`): the file names
+/// the master, so two files never collide, one file runs one master, and `rrbalancer status
+/// --config F` finds it whatever flags started it.
+pub fn default_control_paths(file: Option<&str>) -> (PathBuf, PathBuf) {
+    let base = default_runtime_dir();
+    let name = match file {
+        Some(name) => {
+            let path = Path::new(name);
+            let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+            let stem = path
+                .file_stem()
+                .map_or("rrbalancer".into(), |s| s.to_string_lossy().into_owned());
+            // FNV-1a: stable across runs and builds (std's hasher is not).
+            let hash = full
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .fold(0xcbf29ce484222325u64, |h, &b| {
+                    (h ^ b as u64).wrapping_mul(0x100000001b3)
+                });
+            format!("{stem}-{:08x}", hash as u32)
+        }
+        None => "default".to_owned(),
+    };
+    (
+        base.join(format!("{name}.pid")),
+        base.join(format!("{name}.sock")),
+    )
+}
+
+/// A regular file (links followed) with an execute bit: what `execvp` would try.
+pub fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds the program the way `execvp` would, so a typo fails at start with the file's line
+/// rather than as a restart storm. A relative path with a `/` is taken from `base` (the worker's
+/// `cwd`, else the config file's directory), so a config file works from anywhere.
+pub(super) fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf, String> {
+    if exec.is_empty() {
+        return Err("is empty: name a program".into());
+    }
+    if exec.contains('/') {
+        let path = Path::new(exec);
+        let path = match base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => std::env::current_dir().unwrap_or_default().join(path),
+        };
+        return if is_executable_file(&path) {
+            Ok(path)
+        } else if path.exists() {
+            Err(format!(
+                "{} is not an executable file",
+                quoted(&path.to_string_lossy())
+            ))
+        } else {
+            Err(format!(
+                "{} does not exist",
+                quoted(&path.to_string_lossy())
+            ))
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(exec))
+        .find(|candidate| is_executable_file(candidate))
+        .ok_or_else(|| format!("program {} not found on PATH", quoted(exec)))
+}
