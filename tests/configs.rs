@@ -676,13 +676,20 @@ fn case(seed: u64, index: usize) -> Result<Passed, String> {
             return Err(format!("status printed no table: {}", tail(&status_out)));
         }
         signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A graceful stop waits for `on_giveup` commands still running, as for workers, within
+        // `kill_timeout`: the generated one that sleeps 30 s may have just begun.
+        let bound = if config.contains("on_giveup = \"sleep 30\"") {
+            50
+        } else {
+            20
+        };
+        let deadline = Instant::now() + Duration::from_secs(bound);
         let status = loop {
             if let Some(status) = master.try_wait().map_err(|e| e.to_string())? {
                 break status;
             }
             if Instant::now() > deadline {
-                return Err("still running 20 s after SIGTERM".into());
+                return Err(format!("still running {bound} s after SIGTERM"));
             }
             pause(10);
         };
