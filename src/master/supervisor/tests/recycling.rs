@@ -245,3 +245,29 @@ fn by_default_a_master_whose_every_slot_gave_up_waits_and_tries_them_again() {
     h.run(h.at(60_020));
     assert!(h.sup.fleet.slots[0].given_up && h.sup.running());
 }
+
+#[test]
+fn max_memory_is_due_only_above_its_limit_and_nothing_is_checked_while_a_recycle_runs() {
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    let ledger = Ledger::<crate::master::wire::Handoff>::default();
+    let key = h.current(1).unwrap();
+    h.sup.fleet.workers[key].rss = Some(100 << 20);
+    let due = |h: &Harness, limit: Option<u64>| h.sup.recycle_due(&ledger, limit, h.at(10));
+    assert!(due(&h, None).is_none(), "no max_memory");
+    assert!(
+        due(&h, Some(100 << 20)).is_none(),
+        "at its limit, not above"
+    );
+    let (found, reason) = due(&h, Some((100 << 20) - 1)).expect("above");
+    assert_eq!(found, key);
+    assert!(
+        reason.to_string().starts_with("max_memory: 100.0 MiB"),
+        "{reason}"
+    );
+    // Slot 0 ages out later; while slot 1's recycle runs nothing else is checked.
+    aged(&mut h, 0, 5_000);
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), Some(h.at(5_000)));
+    assert!(h.sup.recycle(key, &reason, h.at(10)));
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), None);
+}
