@@ -271,3 +271,27 @@ fn max_memory_is_due_only_above_its_limit_and_nothing_is_checked_while_a_recycle
     assert!(h.sup.recycle(key, &reason, h.at(10)));
     assert_eq!(h.sup.next_recycle_check(h.at(10)), None);
 }
+
+/// The master sleeps until the next recycle check: one at or before `now` would wake it again
+/// at once, for nothing (`recycle_due` runs every turn anyway).
+#[test]
+fn the_next_recycle_check_is_always_in_the_future_and_none_during_a_reload() {
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    aged(&mut h, 0, 1_000);
+    aged(&mut h, 1, 2_000);
+    assert_eq!(h.sup.next_recycle_check(h.at(1_000)), Some(h.at(2_000)));
+    // A failed successor pauses recycling; at the pause's very end, the next age is next.
+    let (key, reason) = due_at(&h, 1_000).unwrap();
+    assert!(h.sup.recycle(key, &reason, h.at(1_000)));
+    h.run(h.at(1_000));
+    h.sup.recycle_failed(0, "not ready", h.at(1_000));
+    let end = h.at(1_000) + crate::master::recycle::RETRY_PAUSE;
+    assert_eq!(h.sup.next_recycle_check(h.at(1_500)), Some(end));
+    aged(&mut h, 1, 40_000);
+    assert_eq!(h.sup.next_recycle_check(end), Some(h.at(40_000)));
+    // A reload replaces every worker: no recycle is scheduled meanwhile.
+    h.sup.begin_reload(None, false, 2, end);
+    assert!(h.sup.reload.is_some() && h.sup.recycling.is_none());
+    assert_eq!(h.sup.next_recycle_check(end), None);
+}
