@@ -100,7 +100,9 @@ impl Supervisor {
                     .count();
                 let message = done.completed(now, draining, self.policy.kill_timeout);
                 info!("{message}");
-                if done.drain_waiters.is_empty() || !done.waiters.is_empty() {
+                // A reload has one waiter at most: answered now, or once its old workers
+                // have exited (`reload --wait`).
+                if !done.waiters.is_empty() {
                     self.effects.push(Effect::Answer {
                         waiters: std::mem::take(&mut done.waiters),
                         outcome: Ok(message),

@@ -421,3 +421,4 @@ fn a_plain_reload_answers_when_the_new_workers_are_ready_and_counts_the_old_ones
 }
 
 mod recycling;
+mod reloading;
