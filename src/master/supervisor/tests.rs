@@ -420,5 +420,24 @@ fn a_plain_reload_answers_when_the_new_workers_are_ready_and_counts_the_old_ones
     assert!(!h.sup.is_waiting(5));
 }
 
+/// A connection for a ledger of the tests: no socket, accepted at the harness's start.
+pub(super) struct Conn0(Instant, Option<Instant>);
+
+impl Conn for Conn0 {
+    fn peer(&self) -> &crate::protocol::Peer {
+        &crate::protocol::Peer::Unix
+    }
+    fn accepted(&self) -> Instant {
+        self.0
+    }
+    fn sent(&self) -> Option<Instant> {
+        self.1
+    }
+    fn set_sent(&mut self, at: Option<Instant>) {
+        self.1 = at;
+    }
+}
+
+mod lives;
 mod recycling;
 mod reloading;

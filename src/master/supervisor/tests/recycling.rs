@@ -12,24 +12,6 @@ fn due_at(h: &Harness, ms: u64) -> Option<(usize, crate::master::recycle::Reason
     h.sup.recycle_due(&ledger, None, h.at(ms))
 }
 
-/// A connection for a ledger of the tests: no socket, accepted at the harness's start.
-struct Conn0(Instant, Option<Instant>);
-
-impl Conn for Conn0 {
-    fn peer(&self) -> &crate::protocol::Peer {
-        &crate::protocol::Peer::Unix
-    }
-    fn accepted(&self) -> Instant {
-        self.0
-    }
-    fn sent(&self) -> Option<Instant> {
-        self.1
-    }
-    fn set_sent(&mut self, at: Option<Instant>) {
-        self.1 = at;
-    }
-}
-
 #[test]
 fn only_a_ready_worker_not_stuck_is_due_and_max_connections_waits_for_its_count() {
     let mut h = Harness::new(1, policy(10));

@@ -1,0 +1,106 @@
+//! What workers say and do, and the supervisor's answer: stuck on an un-acked socket, leaving,
+//! too slow for their messages, misbehaving; readiness while stopping; a policy replaced.
+
+use super::*;
+
+/// A ready fleet of `slots` whose workers each have an account in `ledger`.
+fn with_accounts(slots: usize, ledger: &mut Ledger<Conn0>) -> Harness {
+    let mut h = Harness::new(slots, policy(10));
+    ready_fleet(&mut h, 0);
+    let keys: Vec<usize> = h.sup.fleet.workers.iter().map(|(k, _)| k).collect();
+    for key in keys {
+        h.sup.fleet.workers[key].account = ledger.open(4);
+    }
+    h
+}
+
+#[test]
+fn a_worker_is_overdue_once_its_oldest_unacked_socket_is_ack_timeout_old() {
+    let mut ledger = Ledger::<Conn0>::default();
+    let mut h = with_accounts(2, &mut ledger);
+    let key = h.current(1).unwrap();
+    let account = h.sup.fleet.workers[key].account;
+    ledger.admit(Conn0(h.t0, None), 2, |s| (s == 1).then_some(account), false);
+    ledger.account_mut(account).unwrap().mark_sent(1, h.at(100));
+    let timeout = 50 * MS;
+    let worker = &h.sup.fleet.workers[key];
+    assert_eq!(ack_deadline(worker, &ledger, timeout), Some(h.at(150)));
+    let overdue_at = |h: &Harness, ms| overdue(&h.sup.fleet, &ledger, timeout, h.at(ms));
+    assert_eq!(overdue_at(&h, 149), Vec::<usize>::new());
+    assert_eq!(overdue_at(&h, 150), [key]);
+    // Killed for it: not reported again.
+    h.sup.stuck(key, h.at(150));
+    assert!(h.run(h.at(150)).contains(&Effect::Kill(key)));
+    assert_eq!(
+        ack_deadline(&h.sup.fleet.workers[key], &ledger, timeout),
+        None
+    );
+    assert_eq!(overdue_at(&h, 200), Vec::<usize>::new());
+}
+
+#[test]
+fn a_leaving_worker_gets_nothing_more_and_its_successor_starts_now() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let old = h.current(0).unwrap();
+    h.sup.leaving(old, h.at(50));
+    assert_eq!(h.run(h.at(50)), [Effect::Requeue(old)]);
+    assert_eq!(h.current(0), None, "detached");
+    let effects = h.tick(50);
+    assert!(
+        effects.contains(&Effect::Spawn {
+            place: Place::Slot(0),
+            role: Role::Current
+        }),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_slow_receiver_is_replaced_as_a_recycle_under_the_policy_in_force() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let mut longer = policy(10);
+    longer.kill_timeout = 2_000 * MS;
+    h.sup.set_policy(longer);
+    let old = h.current(0).unwrap();
+    h.sup.replace_slow(old, h.at(100));
+    assert_eq!(h.run(h.at(100)), [Effect::Requeue(old), Effect::Stop(old)]);
+    let slot = &h.sup.fleet.slots[0];
+    assert_eq!(
+        (slot.recycled, slot.restart_count),
+        (1, 0),
+        "a recycle, not a failure"
+    );
+    // Killed only after the new policy's kill_timeout, not the old one's 500 ms.
+    assert!(!h.tick(700).contains(&Effect::Kill(old)));
+    assert!(h.tick(2_101).contains(&Effect::Kill(old)));
+}
+
+#[test]
+fn a_misbehaving_worker_is_stopped_and_its_slot_restarted_as_a_failure() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let key = h.current(0).unwrap();
+    h.sup.misbehaved(key, h.at(100), "garbage".into());
+    let effects = h.run(h.at(100));
+    assert!(effects.contains(&Effect::Stop(key)), "{effects:?}");
+    assert_eq!(h.current(0), None);
+    assert!(h.sup.fleet.slots[0].start_at.is_some(), "restarted");
+}
+
+#[test]
+fn a_candidate_ready_while_stopping_takes_nothing_over() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let old = h.current(0).unwrap();
+    h.sup.begin_reload(None, false, 1, h.at(10));
+    h.run(h.at(10));
+    let (_, _, candidate) = *h.spawned.last().unwrap();
+    // The stop has begun; its effects (the workers' stops) are not carried out yet when the
+    // candidate's `ready` is read.
+    h.sup.begin_stop(h.at(20));
+    h.sup.ready(candidate, h.at(30));
+    assert_eq!(h.current(0), Some(old), "not promoted while stopping");
+    assert_eq!(h.sup.fleet.role(candidate), Role::Candidate);
+}
