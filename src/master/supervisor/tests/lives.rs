@@ -104,3 +104,19 @@ fn a_candidate_ready_while_stopping_takes_nothing_over() {
     assert_eq!(h.current(0), Some(old), "not promoted while stopping");
     assert_eq!(h.sup.fleet.role(candidate), Role::Candidate);
 }
+
+#[test]
+fn a_stop_waits_for_a_running_on_giveup_command_and_kills_it_at_the_deadline() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let key = h.current(0).unwrap();
+    h.sup.begin_stop(h.at(10));
+    h.run(h.at(10));
+    h.sup.exited(key, h.at(20), "exit code 0".into());
+    h.run(h.at(20));
+    // No worker left, one hook still running: not over; at kill_timeout (500 ms) it is killed.
+    h.sup.tick(h.at(30), 1);
+    assert!(h.run(h.at(30)).is_empty());
+    h.sup.tick(h.at(510), 1);
+    assert_eq!(h.run(h.at(510)), [Effect::KillHooks]);
+}
