@@ -530,7 +530,7 @@ impl Supervisor {
                     );
                 }
                 self.effects.push(Effect::Hook { place, pid, reason });
-                if place == Place::Agent && !agent_started {
+                if stops && place == Place::Agent {
                     error!(
                         "the agent never became ready, and the workers start only once it is; \
                          stopping"
@@ -543,7 +543,7 @@ impl Supervisor {
                          it is tried again in {:?} (restart.retry_after), or a reload",
                         policy.retry_after
                     );
-                } else if self.fleet.none_left() && policy.on_all_given_up == AllGivenUp::Exit {
+                } else if stops {
                     error!(
                         "every slot gave up: no worker is left to serve; stopping \
                          (restart.on_all_given_up = \"exit\")"

@@ -120,3 +120,38 @@ fn a_stop_waits_for_a_running_on_giveup_command_and_kills_it_at_the_deadline() {
     h.sup.tick(h.at(510), 1);
     assert_eq!(h.run(h.at(510)), [Effect::KillHooks]);
 }
+
+#[test]
+fn readiness_deadlines_are_the_starting_workers_and_the_agent_has_its_own() {
+    let mut with_agent = policy(10);
+    let agent_rule = crate::master::lifecycle::ReadyRule::new(&crate::config::WorkerConfig {
+        ready: Readiness::Message,
+        ready_timeout: 3_000 * MS,
+        ..crate::config::load(None, &Default::default())
+            .unwrap()
+            .worker
+    });
+    with_agent.agent_ready = Some((agent_rule, 3_000 * MS));
+    let mut h = Harness::new(1, with_agent);
+    h.tick(0);
+    // The agent starts first, with its own timeout (3 s, the workers' is 1 s).
+    assert_eq!(h.sup.next_readiness_deadline(), Some(h.at(3_000)));
+    let agent = h.sup.fleet.agent_key().unwrap();
+    h.sup.ready(agent, h.at(100));
+    assert_eq!(h.sup.next_readiness_deadline(), None, "nobody starting");
+    h.tick(100);
+    assert_eq!(h.sup.next_readiness_deadline(), Some(h.at(1_100)));
+}
+
+#[test]
+fn each_restart_is_counted() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    for (n, t) in [(1, 2_000), (2, 4_000)] {
+        let key = h.current(0).unwrap();
+        h.sup.exited(key, h.at(t), "exit code 1".into());
+        h.run(h.at(t));
+        assert_eq!(h.sup.fleet.slots[0].restart_count, n);
+        ready_fleet(&mut h, t + 1_000);
+    }
+}
