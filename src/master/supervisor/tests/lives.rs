@@ -155,3 +155,17 @@ fn each_restart_is_counted() {
         ready_fleet(&mut h, t + 1_000);
     }
 }
+
+#[test]
+fn why_the_master_gave_up_names_the_agent_only_when_it_never_became_ready() {
+    let mut h = Harness::new(1, policy(10));
+    let workers = "no worker could be kept running";
+    assert_eq!(h.sup.gave_up_why(), workers);
+    h.sup.fleet.agent = Some(crate::master::fleet::Slot::default());
+    assert_eq!(
+        h.sup.gave_up_why(),
+        "the agent never became ready, so no worker was started"
+    );
+    h.sup.fleet.agent_started = true;
+    assert_eq!(h.sup.gave_up_why(), workers);
+}
