@@ -169,3 +169,26 @@ fn why_the_master_gave_up_names_the_agent_only_when_it_never_became_ready() {
     h.sup.fleet.agent_started = true;
     assert_eq!(h.sup.gave_up_why(), workers);
 }
+
+#[test]
+fn the_agent_is_stopped_last_and_once() {
+    let mut with_agent = policy(10);
+    with_agent.agent_ready = Some((with_agent.ready, 1_000 * MS));
+    let mut h = Harness::new(1, with_agent);
+    h.tick(0);
+    let agent = h.sup.fleet.agent_key().unwrap();
+    h.sup.ready(agent, h.at(10));
+    ready_fleet(&mut h, 20);
+    let worker = h.current(0).unwrap();
+    h.sup.begin_stop(h.at(30));
+    let effects = h.run(h.at(30));
+    assert!(effects.contains(&Effect::Stop(worker)), "{effects:?}");
+    assert!(
+        !effects.contains(&Effect::Stop(agent)),
+        "the agent last: {effects:?}"
+    );
+    h.sup.exited(worker, h.at(40), "exit code 0".into());
+    h.run(h.at(40));
+    assert_eq!(h.tick(40), [Effect::Stop(agent)]);
+    assert!(h.tick(50).is_empty(), "asked once");
+}
