@@ -277,6 +277,21 @@ mod tests {
         })
     }
 
+    /// The flow-control marks: a pause begins past the high mark and ends under the low one, a
+    /// receiver is replaced past the hard bound, which keeps what the master holds per receiver
+    /// under the 1 MiB README measures. Tuning values: a change to one is deliberate, here too.
+    #[test]
+    #[allow(clippy::assertions_on_constants)] // the constants are what is checked
+    fn the_marks_are_ordered_and_bounded() {
+        assert_eq!((LOW_WATER, HIGH_WATER), (32 * 1024, 128 * 1024));
+        assert!(HIGH_WATER < MAX_BACKLOG_BYTES && MAX_BACKLOG_BYTES <= 1024 * 1024);
+        let names: Vec<String> = [Sender::Slot(3), Sender::Agent, Sender::Control]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["3", "agent", "control"], "as the log says them");
+    }
+
     #[test]
     fn bodies_are_compact_json_in_their_key_order_and_bounded() {
         assert_eq!(
