@@ -290,6 +290,11 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(names, ["3", "agent", "control"], "as the log says them");
+        let targets: Vec<String> = [Target::All, Target::Agent, Target::Slot(2)]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(targets, ["all", "agent", "slot 2"], "as `send`'s errors say them");
     }
 
     #[test]
