@@ -294,7 +294,11 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(targets, ["all", "agent", "slot 2"], "as `send`'s errors say them");
+        assert_eq!(
+            targets,
+            ["all", "agent", "slot 2"],
+            "as `send`'s errors say them"
+        );
     }
 
     #[test]
@@ -384,6 +388,14 @@ mod tests {
             .take_while(|_| small.push(&one, t0).is_ok())
             .count();
         assert_eq!(n, MAX_BACKLOG_BYTES / (1 + MESSAGE_OVERHEAD));
+        // The bound itself fits: 1,024 messages of 896 + 128 bytes make exactly 1 MiB.
+        let mut full = Backlog::default();
+        let kib = message(None, &"y".repeat(1024 - MESSAGE_OVERHEAD));
+        for i in 0..1024 {
+            assert_eq!(full.push(&kib, t0), Ok(()), "message {i}");
+        }
+        assert_eq!(full.bytes(), MAX_BACKLOG_BYTES);
+        assert!(full.push(&one, t0).is_err());
     }
 
     #[test]
