@@ -407,6 +407,7 @@ mod tests {
         b.push(&message(None, "1"), at(1)).unwrap();
         b.push(&message(None, "2"), at(3)).unwrap();
         assert_eq!(b.stall_deadline(), Some(at(1) + STALL_TIMEOUT));
+        assert_eq!((b.len(), b.is_empty()), (2, false));
         assert_eq!(b.front().map(|m| &*m.body), Some("1"), "in order");
         b.pop(at(4));
         assert_eq!(b.stall_deadline(), Some(at(4) + STALL_TIMEOUT), "it moved");
