@@ -192,3 +192,25 @@ fn the_agent_is_stopped_last_and_once() {
     assert_eq!(h.tick(40), [Effect::Stop(agent)]);
     assert!(h.tick(50).is_empty(), "asked once");
 }
+
+#[test]
+fn an_agent_given_up_before_it_was_ever_ready_stops_the_master() {
+    let mut with_agent = policy(1);
+    with_agent.agent_ready = Some((with_agent.ready, 1_000 * MS));
+    let mut h = Harness::new(1, with_agent);
+    let mut t = 0;
+    while !h.sup.gave_up && t < 10_000 {
+        h.tick(t);
+        if let Some(agent) = h.sup.fleet.agent_key() {
+            h.sup.exited(agent, h.at(t + 1), "exit code 1".into());
+            h.run(h.at(t + 1));
+        }
+        t += 100;
+    }
+    assert!(h.sup.gave_up, "given up");
+    assert!(!h.sup.running(), "stopping");
+    assert_eq!(
+        h.sup.gave_up_why(),
+        "the agent never became ready, so no worker was started"
+    );
+}
