@@ -75,7 +75,6 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/master/monitor.rs", 642),
     ("src/master/node.rs", 546),
     ("src/master/supervise.rs", 542),
-    ("src/master/upgrade.rs", 768),
     ("src/master/supervisor/mod.rs", 644),
     ("src/master/sim/handoff.rs", 596),
     ("src/master/sim/supervision.rs", 657),
