@@ -345,3 +345,28 @@ fn listeners_carry_over_by_configured_text_then_by_address() {
     let listen: Vec<ListenAddr> = vec!["[::1]:3000".parse().unwrap(); 2];
     assert_eq!(carry_over(&listen, &passed), [Some(1), None]);
 }
+
+/// What `status` says of an upgrade, and why a new master whose workers were not ready in time
+/// was refused.
+#[test]
+fn status_names_the_stage_and_a_late_start_says_what_was_late() {
+    let t0 = Instant::now();
+    let mut h = handover(t0);
+    assert!(h.describe().ends_with(": starting"), "{}", h.describe());
+    let starting = Message::Starting {
+        pid: 42,
+        ready_timeout_ms: 1_000,
+        version: String::new(),
+    };
+    assert_eq!(h.on_message(starting, t0, KILL), Step::Nothing);
+    assert!(h.describe().ends_with(": starting its workers"));
+    let late = t0 + Duration::from_secs(1) + READY_SLACK;
+    let Step::Failed { reason, .. } = h.tick(late, KILL) else {
+        panic!("not refused at its deadline")
+    };
+    assert!(
+        reason.ends_with("did not have its workers ready in time"),
+        "{reason}"
+    );
+    assert!(h.describe().ends_with(": failed; stopping it"));
+}
