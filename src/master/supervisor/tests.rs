@@ -32,6 +32,13 @@ fn policy(max_restarts: u32) -> Policy {
     }
 }
 
+/// [`policy`] with an `[agent]` that readies as the workers do, within 1 s.
+fn policy_with_agent(max_restarts: u32) -> Policy {
+    let mut p = policy(max_restarts);
+    p.agent_ready = Some((p.ready, 1_000 * MS));
+    p
+}
+
 /// A supervisor and a shell that records effects and starts a record for every Spawn.
 struct Harness {
     sup: Supervisor,

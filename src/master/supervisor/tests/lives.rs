@@ -172,9 +172,7 @@ fn why_the_master_gave_up_names_the_agent_only_when_it_never_became_ready() {
 
 #[test]
 fn the_agent_is_stopped_last_and_once() {
-    let mut with_agent = policy(10);
-    with_agent.agent_ready = Some((with_agent.ready, 1_000 * MS));
-    let mut h = Harness::new(1, with_agent);
+    let mut h = Harness::new(1, policy_with_agent(10));
     h.tick(0);
     let agent = h.sup.fleet.agent_key().unwrap();
     h.sup.ready(agent, h.at(10));
@@ -195,9 +193,7 @@ fn the_agent_is_stopped_last_and_once() {
 
 #[test]
 fn an_agent_given_up_before_it_was_ever_ready_stops_the_master() {
-    let mut with_agent = policy(1);
-    with_agent.agent_ready = Some((with_agent.ready, 1_000 * MS));
-    let mut h = Harness::new(1, with_agent);
+    let mut h = Harness::new(1, policy_with_agent(1));
     let mut t = 0;
     while !h.sup.gave_up && t < 10_000 {
         h.tick(t);

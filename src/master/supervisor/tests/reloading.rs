@@ -54,9 +54,7 @@ fn a_failed_candidate_is_killed_and_again_only_after_kill_timeout() {
 fn a_reload_starts_an_agent_the_file_now_has_and_stops_one_it_dropped() {
     let mut h = Harness::new(1, policy(10));
     ready_fleet(&mut h, 0);
-    let mut with_agent = policy(10);
-    with_agent.agent_ready = Some((with_agent.ready, 1000 * MS));
-    h.sup.set_policy(with_agent);
+    h.sup.set_policy(policy_with_agent(10));
     h.sup.begin_reload(None, false, 1, h.at(10));
     assert!(h.sup.fleet.agent.is_some() && h.sup.fleet.may_start_slots());
     let effects = h.tick(10);
