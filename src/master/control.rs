@@ -815,17 +815,16 @@ impl Master {
                 .or_else(|| self.predecessor_status()),
             workers,
             empty_slots: slots,
-            agent: self.agent_status(now),
+            agent: self.agent_status(stopping, now),
         }
     }
 
-    /// The agent's part of the status.
-    fn agent_status(&self, now: Instant) -> Option<AgentStatus> {
+    /// The agent's part of the status (`stopping`: the master is).
+    fn agent_status(&self, stopping: bool, now: Instant) -> Option<AgentStatus> {
         let fleet = &self.core.fleet;
         let place = fleet.agent.as_ref()?;
         let current = place.current.and_then(|k| fleet.workers.get(k));
         let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));
-        let stopping = self.core.phase != Phase::Running;
         let state = projection::of(fleet, ids::Place::Agent, stopping)
             .map_or_else(String::new, |s| s.describe(now));
         Some(AgentStatus {
