@@ -157,6 +157,30 @@ fn a_reported_failure_or_a_closed_channel_fails_it_once() {
 }
 
 #[test]
+fn the_grace_counts_from_the_first_close_and_a_close_after_the_outcome_wakes_nobody() {
+    let t0 = Instant::now();
+    // Closed twice (a read error, then the hang-up): the grace runs from the first.
+    let mut h = handover(t0);
+    h.on_channel_closed(t0);
+    h.on_channel_closed(t0 + EXIT_GRACE / 2);
+    assert_eq!(h.deadline(), Some(t0 + EXIT_GRACE));
+    let step = h.tick(t0 + EXIT_GRACE, KILL);
+    assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+
+    // Handed over, then its channel closes: no deadline is left to wake this master for.
+    let mut h = handover(t0);
+    h.on_message(Message::Ready { workers: 1 }, t0, KILL);
+    h.on_message(Message::TookOver, t0, KILL);
+    assert_eq!(h.deadline(), None);
+    h.on_channel_closed(t0);
+    assert_eq!(
+        h.deadline(),
+        None,
+        "a close after the outcome is not a failure to wait for"
+    );
+}
+
+#[test]
 fn out_of_order_messages_fail_the_upgrade() {
     let t0 = Instant::now();
     let mut h = handover(t0);
