@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use nix::unistd::Pid;
 
+use super::metrics::Process;
+
 /// The resident bytes of each process group in `groups` that has a process left: the sum over
 /// its processes. One pass over `/proc`.
 pub fn resident_by_group(groups: &[Pid]) -> HashMap<Pid, u64> {
@@ -77,6 +79,17 @@ pub fn cpu_and_resident(which: &str) -> Option<(f64, u64)> {
     Some((stat.cpu_ticks as f64 / ticks, stat.rss_pages * page_size()))
 }
 
+/// The master's own memory, CPU and open fds, from `/proc/self` (zeros where unreadable).
+pub fn own_process() -> Process {
+    let (cpu_seconds, rss_bytes) = cpu_and_resident("self").unwrap_or_default();
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    Process {
+        rss_bytes,
+        cpu_seconds,
+        open_fds,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +121,11 @@ mod tests {
         assert!(
             !resident_by_group(&[Pid::from_raw(i32::MAX)]).contains_key(&Pid::from_raw(i32::MAX))
         );
+    }
+
+    #[test]
+    fn our_own_process_is_measured() {
+        let p = own_process();
+        assert!(p.rss_bytes > 1 << 20 && p.open_fds >= 3, "{p:?}");
     }
 }

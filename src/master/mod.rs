@@ -12,10 +12,10 @@
 //!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (the workers' lives, reload,
 //!   scaling, recycling, stop) over `fleet` (worker records, no fd), `restart`, `lifecycle`,
 //!   `reload`, `recycle`, `limits`; `projection` (what every view says a slot is doing), `relay`,
-//!   `upgrade`, `client_limits`; in tests, `sim` (seeded simulators of ledger and supervisor);
+//!   `upgrade`, `client_limits`, `metrics` (counters, the families, the text); in tests, `sim` (seeded simulators of ledger and supervisor);
 //! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
 //!   (`node_servers`, `wire`); `launch` (start a worker), `process` (its fds, signals),
-//!   `supervise` (carries out the supervisor's effects); `control`, `monitor`, `metrics`,
+//!   `supervise` (carries out the supervisor's effects); `control`, `monitor`,
 //!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps

@@ -438,7 +438,7 @@ impl Master {
             retained: (self.retained.len(), self.retained.bytes()),
             slots,
             agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),
-            process: metrics::own_process(),
+            process: memory::own_process(),
         })
     }
 }

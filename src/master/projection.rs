@@ -1,5 +1,5 @@
 //! What a place — a slot or the agent — is doing, as every view says it: `status` and `top`
-//! (in words, with times), `/metrics` (a label of [`STATES`](super::metrics::STATES)). One
+//! (in words, with times), `/metrics` (a label of [`STATES`](super::metrics::render::STATES)). One
 //! function decides it, so the views cannot disagree (they did during a stop: `/metrics` said
 //! the agent was given up while `status` said it was stopping).
 
@@ -51,7 +51,7 @@ pub fn of(fleet: &Fleet, place: Place, stopping: bool) -> Option<PlaceState> {
 }
 
 impl PlaceState {
-    /// Its `state` label on `/metrics` (one of [`STATES`](super::metrics::STATES)).
+    /// Its `state` label on `/metrics` (one of [`STATES`](super::metrics::render::STATES)).
     pub fn label(self) -> &'static str {
         match self {
             PlaceState::Stopping | PlaceState::Draining => "stopping",
@@ -135,5 +135,24 @@ mod tests {
         );
         fleet.slots[0].start_at = None;
         assert_eq!(state(&fleet).describe(now), "starting");
+    }
+
+    #[test]
+    fn every_label_is_a_state_metrics_shows() {
+        let now = Instant::now();
+        for s in [
+            PlaceState::Stopping,
+            PlaceState::Ready,
+            PlaceState::Starting,
+            PlaceState::Draining,
+            PlaceState::GivenUp { retry_at: None },
+            PlaceState::WaitingForAgent,
+            PlaceState::Restarting { at: now },
+        ] {
+            assert!(
+                crate::master::metrics::render::STATES.contains(&s.label()),
+                "{s:?}"
+            );
+        }
     }
 }
