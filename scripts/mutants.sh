@@ -33,7 +33,9 @@ files=("$@")
     src/master/supervisor/reloading.rs
     src/master/supervisor/recycling.rs
     src/master/upgrade.rs
+    src/config/check.rs
     src/config/validate.rs
+    src/config/command.rs
     src/config/sections.rs
     src/config/probe.rs
 )

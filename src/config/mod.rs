@@ -11,10 +11,12 @@
 //! the embedded default configuration (no `--config`) is simply an empty file.
 //!
 //! One concept a file: `values` (value types and bounds), `schema` (what serde reads), `model`
-//! (the validated [`Config`]), `load` (reading, error positions), `validate` and `sections`
-//! (the rules), `probe` and `host` (what the machine and the file system say), `print` (`check`'s
-//! output). A new key: its field in `schema`, in `model`, a line in `validate` (or its
-//! section's function), a line in `print`, a row in README.
+//! (the validated [`Config`]), `load` (reading, error positions), `check` (what every rule
+//! needs: the file's name and lines, the bounds of durations, relative paths), `validate` (one
+//! section after another; listen, backlog, paths), `command` (`[worker]`, `[agent]`) and
+//! `sections` (`[restart]`, `[shutdown]`, `[recycle]`, `[metrics]`), `probe` and `host` (what
+//! the machine and the file system say), `print` (`check`'s output). A new key: its field in
+//! `schema` and `model`, a line in its section's function, a line in `print`, a row in README.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -31,6 +33,8 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+mod check;
+mod command;
 pub mod host;
 mod load;
 mod model;
@@ -41,6 +45,8 @@ mod sections;
 mod validate;
 mod values;
 
+use check::*;
+use command::*;
 pub use host::default_runtime_dir;
 pub use load::*;
 pub use model::*;

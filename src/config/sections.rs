@@ -1,12 +1,12 @@
-//! Validation of the sections that have their own rules: `[metrics]`, a command (`[worker]`,
-//! `[agent]`), its working directory, `[agent]`, `[recycle]`.
+//! The rules of the sections that are not a process to start: `[restart]`, `[shutdown]`,
+//! `[recycle]`, `[metrics]`.
 
 use super::*;
 
 /// `[metrics]`: the listener's address, and who may connect, each entry checked at its line.
 pub(super) fn metrics_config(
+    c: &Checker<'_>,
     metrics: FileMetrics,
-    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
 ) -> Result<Option<MetricsConfig>, ConfigError> {
     let allow = match metrics.allow {
         Some(list) => {
@@ -14,16 +14,16 @@ pub(super) fn metrics_config(
             let list = list.into_inner();
             if metrics.listen.is_none() {
                 let why = "means nothing without `metrics.listen`: set listen, or remove allow";
-                return Err(invalid(span, "metrics.allow", why.into()));
+                return Err(c.invalid(span, "metrics.allow", why.into()));
             }
             if list.is_empty() {
                 let why = "an empty list would let no one in; remove the key to let in anyone \
                            who can reach `metrics.listen`";
-                return Err(invalid(span, "metrics.allow", why.into()));
+                return Err(c.invalid(span, "metrics.allow", why.into()));
             }
             let nets = list.into_iter().map(|entry| {
                 let span = entry.span();
-                parse_net(entry.get_ref()).map_err(|why| invalid(span, "metrics.allow", why))
+                parse_net(entry.get_ref()).map_err(|why| c.invalid(span, "metrics.allow", why))
             });
             Some(nets.collect::<Result<Vec<_>, _>>()?)
         }
@@ -35,7 +35,7 @@ pub(super) fn metrics_config(
     let span = listen.span();
     let text = listen.into_inner();
     let listen: SocketAddr = text.parse().map_err(|_| {
-        invalid(
+        c.invalid(
             span,
             "metrics.listen",
             format!(
@@ -63,158 +63,17 @@ pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
     ))
 }
 
-/// `[worker]`'s or `[agent]`'s program, arguments, environment and directory, checked: what
-/// `execve` cannot pass is refused, the program is found (from `cwd`, else the config file's
-/// directory, else `PATH`). `[worker]` without `exec` runs the built-in demo worker.
-pub(super) fn command_config(
-    section: &str,
-    exec: Option<Spanned<String>>,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    cwd: Option<Spanned<PathBuf>>,
-    (name, dir): (&str, Option<&Path>),
-    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
-) -> Result<Command, ConfigError> {
-    let cwd = working_dir(cwd, dir, &format!("{section}.cwd"), invalid)?;
-    check_exec_strings(section, &args, &env)
-        .and_then(|()| check_exec_size(section, &args, &env))
-        .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
-    let (program, arg0, args) = match exec {
-        Some(exec) => {
-            let span = exec.span();
-            let exec = exec.into_inner();
-            if exec.is_empty() && section == "worker" {
-                let why = "is empty (name a program, or remove the key for the demo worker)";
-                return Err(invalid(span, "worker.exec", why.into()));
-            }
-            let program = resolve_program(&exec, cwd.as_deref().or(dir))
-                .map_err(|message| invalid(span, &format!("{section}.exec"), message))?;
-            (program, OsString::from(&exec), args)
-        }
-        None => {
-            let me = std::env::current_exe().map_err(|e| {
-                ConfigError::Setting(format!("cannot find rrbalancer's own binary: {e}"))
-            })?;
-            let mut demo = vec!["demo-worker".to_owned()];
-            demo.extend(args);
-            (me, OsString::from("rrbalancer"), demo)
-        }
-    };
-    Ok(Command {
-        program,
-        arg0,
-        args,
-        env: env.into_iter().collect(),
-        cwd,
-    })
-}
-
-/// A `cwd` key: relative to the config file's directory, and a directory.
-pub(super) fn working_dir(
-    cwd: Option<Spanned<PathBuf>>,
-    dir: Option<&Path>,
-    key: &str,
-    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
-) -> Result<Option<PathBuf>, ConfigError> {
-    let Some(cwd) = cwd else {
-        return Ok(None);
-    };
-    let span = cwd.span();
-    let cwd = cwd.into_inner();
-    let cwd = match dir {
-        Some(dir) if cwd.is_relative() => dir.join(cwd),
-        _ => cwd,
-    };
-    if !cwd.is_dir() {
-        return Err(invalid(
-            span,
-            key,
-            format!("{} is not a directory", cwd.display()),
-        ));
-    }
-    Ok(Some(cwd))
-}
-
-/// Reads a duration key, checked against its bounds.
-pub(super) type CheckDuration<'a> =
-    dyn Fn(Spanned<HumanDuration>, &str) -> Result<Duration, ConfigError> + 'a;
-
-/// `[agent]`, checked as `[worker]` is: the program found, `cwd` a directory, the durations in
-/// bounds; and a protocol an agent can speak.
-pub(super) fn agent_config(
-    file: FileAgent,
-    span: Range<usize>,
-    name: &str,
-    dir: Option<&Path>,
-    duration: &CheckDuration<'_>,
-    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
-) -> Result<AgentConfig, ConfigError> {
-    let protocol_span = file.protocol.span();
-    let protocol = file.protocol.into_inner();
-    if protocol == Protocol::NodeCluster {
-        return Err(invalid(
-            protocol_span,
-            "agent.protocol",
-            "an agent is no cluster worker (it serves no connection): use \"node\" for a Node \
-             script (`process.send`, `process.on('message')`) or \"native\""
-                .into(),
-        ));
-    }
-    if file.exec.is_none() {
-        return Err(invalid(
-            span,
-            "agent.exec",
-            "[agent] needs the program to run (e.g. exec = \"node\", args = [\"agent.js\"])".into(),
-        ));
-    }
-    let command = command_config(
-        "agent",
-        file.exec,
-        file.args,
-        file.env,
-        file.cwd,
-        (name, dir),
-        invalid,
-    )?;
-    let ready = match file.ready {
-        None if protocol == Protocol::Node => Readiness::Start,
-        None => Readiness::Message,
-        Some(r) if *r.get_ref() == Readiness::Start && protocol != Protocol::Node => {
-            return Err(invalid(
-                r.span(),
-                "agent.ready",
-                "\"start\" needs protocol = \"node\" (a native agent says when it is ready; \
-                 use \"delay\" for a program that does not)"
-                    .into(),
-            ));
-        }
-        Some(r) => r.into_inner(),
-    };
-    Ok(AgentConfig {
-        command,
-        protocol,
-        ready,
-        ready_delay: duration(file.ready_delay, "agent.ready_delay")?,
-        ready_timeout: duration(file.ready_timeout, "agent.ready_timeout")?,
-    })
-}
-
-/// How an error about a path that took its default begins (the key is not in the file).
-pub(super) fn its_default(span: &Option<Range<usize>>) -> &'static str {
-    if span.is_some() { "" } else { "its default, " }
-}
-
 /// `[recycle]`, checked: sizes parsed, limits within bounds, and `max_connections` only where
 /// the master hands out the connections (`rr`).
 pub(super) fn recycle_config(
+    c: &Checker<'_>,
     file: FileRecycle,
     policy: SchedPolicy,
-    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
 ) -> Result<RecycleConfig, ConfigError> {
     let span = file.max_connections.span();
     let max_connections = Some(file.max_connections.into_inner()).filter(|&n| n > 0);
     if max_connections.is_some() && policy != SchedPolicy::Rr {
-        return Err(invalid(
+        return Err(c.invalid(
             span,
             "recycle.max_connections",
             "counts the connections rrbalancer hands to each worker, which it does with \
@@ -232,7 +91,7 @@ pub(super) fn recycle_config(
                 .parse::<bytesize::ByteSize>()
                 .map(|b| b.as_u64())
                 .map_err(|_| {
-                    invalid(
+                    c.invalid(
                         span.clone(),
                         "recycle.max_memory",
                         format!(
@@ -242,7 +101,7 @@ pub(super) fn recycle_config(
                     )
                 })?;
             if bytes < MIN_MEMORY {
-                return Err(invalid(
+                return Err(c.invalid(
                     span,
                     "recycle.max_memory",
                     format!(
@@ -261,7 +120,7 @@ pub(super) fn recycle_config(
             let span = d.span();
             let age = d.into_inner().0;
             if !(MIN_AGE..=MAX_AGE).contains(&age) {
-                return Err(invalid(
+                return Err(c.invalid(
                     span,
                     "recycle.max_age",
                     format!(
@@ -276,7 +135,7 @@ pub(super) fn recycle_config(
     let span = file.jitter.span();
     let jitter = file.jitter.into_inner();
     if !(0.0..=MAX_JITTER).contains(&jitter) {
-        return Err(invalid(
+        return Err(c.invalid(
             span,
             "recycle.jitter",
             format!("{jitter} is out of range (0 to {MAX_JITTER}: 0.1 is ± 10 %)"),
@@ -288,4 +147,75 @@ pub(super) fn recycle_config(
         max_age,
         jitter,
     })
+}
+
+/// `[restart]`: the restart policy and its storm protection, which cannot be switched off by
+/// accident (a window shorter than a second never holds two exits of a worker that takes any
+/// time to start, and restarts closer than 10 ms apart only burn CPU); and the `on_giveup`
+/// command, which a shell must be able to take.
+pub(super) fn restart_config(
+    c: &Checker<'_>,
+    file: FileRestart,
+) -> Result<(RestartConfig, Option<String>), ConfigError> {
+    if let Some(command) = file.on_giveup.as_deref().filter(|c| c.contains('\0')) {
+        return Err(c.setting(
+            "restart.on_giveup",
+            format!(
+                "{} contains a NUL byte, which no shell can be given",
+                quoted(command)
+            ),
+        ));
+    }
+    let span = file.max_restarts.span();
+    let max_restarts = file.max_restarts.into_inner();
+    if max_restarts > MAX_RESTARTS {
+        return Err(c.invalid(
+            span,
+            "restart.max_restarts",
+            format!("{max_restarts} is out of range (allowed: 0 to {MAX_RESTARTS})"),
+        ));
+    }
+    let storm = "a shorter window never sees a restart storm";
+    let spin = "faster restarts only burn CPU";
+    let looping = "a slot that cannot run would only be restarted in a loop";
+    let restart = RestartConfig {
+        max_restarts,
+        window: c.at_least(file.window, "restart.window", MIN_WINDOW, storm)?,
+        backoff_initial: c.at_least(
+            file.backoff_initial,
+            "restart.backoff_initial",
+            MIN_BACKOFF,
+            spin,
+        )?,
+        backoff_max: c.at_least(file.backoff_max, "restart.backoff_max", MIN_BACKOFF, spin)?,
+        min_uptime: c.duration(file.min_uptime, "restart.min_uptime")?,
+        retry_after: c.at_least(file.retry_after, "restart.retry_after", MIN_WINDOW, looping)?,
+        on_all_given_up: file.on_all_given_up,
+    };
+    Ok((restart, file.on_giveup))
+}
+
+/// `[shutdown]`: how long a worker has to stop, the signal it is sent, and whether a Node
+/// worker gets Node's `disconnect` — one of the two must ask a Node worker to stop.
+pub(super) fn shutdown_config(
+    c: &Checker<'_>,
+    file: FileShutdown,
+    protocol: Protocol,
+) -> Result<(Duration, StopSignal, bool), ConfigError> {
+    let kill_timeout = c.duration(file.kill_timeout, "shutdown.kill_timeout")?;
+    let span = file.signal.span();
+    let stop_signal = StopSignal::parse(file.signal.get_ref())
+        .map_err(|message| c.invalid(span, "shutdown.signal", message))?;
+    let span = file.disconnect.span();
+    let disconnect = file.disconnect.into_inner();
+    if !disconnect && stop_signal == StopSignal::None && protocol.is_node() {
+        return Err(c.invalid(
+            span,
+            "shutdown.disconnect",
+            "false with signal = \"none\" would ask nothing of a Node worker: it would run \
+             until SIGKILL at kill_timeout; keep the disconnect or name a signal"
+                .into(),
+        ));
+    }
+    Ok((kill_timeout, stop_signal, disconnect))
 }
