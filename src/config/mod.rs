@@ -57,4 +57,6 @@ pub use validate::*;
 pub use values::*;
 
 #[cfg(test)]
+mod edges_tests;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,60 @@
+//! Each rule at its edge: the last value allowed and the first refused, and where an error
+//! points (cargo-mutants found these edges unguarded).
+
+use super::*;
+
+fn load_str(text: &str) -> Result<Config, ConfigError> {
+    let file = parse(text, "cluster.toml")?;
+    validate(file, text, "cluster.toml", None, &Overrides::default())
+}
+
+fn error_of(text: &str) -> String {
+    load_str(text).unwrap_err().to_string()
+}
+
+#[test]
+fn an_error_points_at_its_key_and_a_default_at_the_file_alone() {
+    let text = "backlog = 0\n";
+    let c = Checker {
+        text,
+        name: "cluster.toml",
+        dir: None,
+    };
+    let at = |span: Range<usize>| match c.invalid(span, "k", "bad".into()) {
+        ConfigError::Invalid { line, column, .. } => (line, column),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(at(0..0), (0, 0), "a key that took its default has no line");
+    assert_eq!(at(0..7), (1, 1), "a span at the very start is on line 1");
+    assert_eq!(at(10..11), (1, 11));
+    assert_eq!(
+        at(12..12),
+        (2, 1),
+        "an empty span elsewhere still has its place"
+    );
+}
+
+#[test]
+fn a_unix_socket_path_of_107_bytes_fits_and_108_does_not() {
+    let path = |n: usize| PathBuf::from(format!("/tmp/{}", "s".repeat(n - 5)));
+    assert_eq!(path(107).as_os_str().len(), 107);
+    assert_eq!(check_unix_path(&path(107)), Ok(()));
+    let e = check_unix_path(&path(108)).unwrap_err();
+    assert!(
+        e.contains("is 108 bytes") && e.contains("at most 107"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_backlog_is_a_positive_int() {
+    let e = error_of("backlog = 0\n");
+    assert!(e.starts_with("cluster.toml:1:11: key `backlog`"), "{e}");
+    assert_eq!(load_str("backlog = 1\n").unwrap().backlog, 1);
+    assert_eq!(
+        load_str("backlog = 2147483647\n").unwrap().backlog,
+        i32::MAX as u32
+    );
+    let e = error_of("backlog = 2147483648\n");
+    assert!(e.contains("out of range (allowed: 1 to 2147483647)"), "{e}");
+}
