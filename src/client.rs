@@ -1,12 +1,12 @@
 //! `rrbalancer status|reload|scale|stop`: talk to a running master over its control socket
-//! (see [`crate::control`]) and show the answer to a human, or as JSON.
+//! (see [`crate::wire::control`]) and show the answer to a human, or as JSON.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::control::{Reply, Request, Status};
+use crate::wire::control::{Reply, Request, Status};
 
 /// Why a control command failed; each is one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +371,7 @@ pub fn uptime(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{AgentStatus, SlotStatus, WorkerStatus};
+    use crate::wire::control::{AgentStatus, SlotStatus, WorkerStatus};
 
     #[test]
     fn a_refusal_sent_before_the_request_was_read_is_read_though_the_write_fails() {

@@ -15,36 +15,36 @@
 //! - `cli` → `config` → `master` (the event loop: listeners, the hand-off ledger, dispatch,
 //!   channels and their wires, fleet, restart policy, reload and scaling, control socket,
 //!   captured output, signals);
-//! - `control`: what `status`/`reload`/`scale`/`stop` send to a running master; `client`
-//!   sends it and shows the answer;
-//! - [`protocol`]: the wire format of the worker channel, shared by both sides; `node_ipc`:
-//!   Node's;
+//! - `wire`: every byte format and environment name that crosses a process boundary, used by
+//!   both sides: [`protocol`] (the worker channel), `node_ipc` (Node's), `control` (what
+//!   `status`/`reload`/`scale`/`stop` send to a running master; `client` sends it and shows the
+//!   answer), `upgrade` (master to master), `env`;
 //! - [`worker`]: the library a Rust worker uses; `demo_worker` is one;
 //! - `sys`: every `unsafe` block and raw fd.
 
 mod cli;
 mod client;
 mod config;
-mod control;
 mod demo_worker;
 mod logging;
 mod master;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use master::fuzz;
-mod node_ipc;
-pub mod protocol;
 mod sys;
 mod text;
 mod top;
 mod wire;
 pub mod worker;
 
+pub use wire::protocol;
+
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
+use wire::control;
 
 /// Exit code for a clean stop.
 const EXIT_OK: u8 = 0;

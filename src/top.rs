@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::client::{self, ClientError};
-use crate::control::{Request, Status};
+use crate::wire::control::{Request, Status};
 
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -290,7 +290,7 @@ pub fn run(socket: &Path, iterations: Option<u64>) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::WorkerStatus;
+    use crate::wire::control::WorkerStatus;
 
     fn status(handed: [u64; 2], cpu: f64) -> Status {
         let worker = |slot: usize, pid: i32, handed: u64| WorkerStatus {
@@ -321,7 +321,7 @@ mod tests {
             upgrade: None,
             workers: vec![worker(0, 10, handed[0]), worker(1, 11, handed[1])],
             empty_slots: vec![],
-            agent: Some(crate::control::AgentStatus {
+            agent: Some(crate::wire::control::AgentStatus {
                 state: "ready".into(),
                 pid: Some(12),
                 uptime_secs: Some(10.0),

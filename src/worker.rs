@@ -40,11 +40,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{
-    self, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, MasterMessage, ProtocolError, WorkerMessage,
-};
 use crate::sys;
 use crate::wire::env;
+use crate::wire::protocol::{
+    self, MAX_FDS_PER_MESSAGE, MAX_MESSAGE_LEN, MasterMessage, ProtocolError, WorkerMessage,
+};
 
 /// Why the channel could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -266,7 +266,7 @@ mod tests {
     use super::*;
     use crate::master::native::READ_BUDGET;
     use crate::master::wire::Handoff;
-    use crate::protocol::{MAX_FDS_PER_MESSAGE, Peer, WorkerMessage};
+    use crate::wire::protocol::{MAX_FDS_PER_MESSAGE, Peer, WorkerMessage};
 
     fn handoff() -> (Handoff, OwnedFd) {
         let (a, b) = sys::stream_pair().unwrap();

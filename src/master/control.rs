@@ -3,7 +3,7 @@
 //!
 //! A Unix stream socket, mode 0600 in a 0700 directory, accepting only clients of the same uid
 //! or root (`SO_PEERCRED`). One request per connection, one JSON object per line each way (see
-//! [`crate::control`] for the shapes). A `reload` is answered when it ends; a `stop` is answered
+//! [`crate::wire::control`] for the shapes). A `reload` is answered when it ends; a `stop` is answered
 //! at once and the connection then stays open until the master exits, so the client can wait
 //! for the end by reading to EOF.
 //!
@@ -40,7 +40,7 @@ use super::projection;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::host;
-use crate::control::{
+use crate::wire::control::{
     AgentStatus, BadRequest, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus,
 };
 
@@ -440,7 +440,8 @@ impl Master {
             if conn.input.len() > before {
                 conn.heard = now;
             }
-            request = crate::control::parse_request(&conn.input, got == client_io::Got::Ended);
+            request =
+                crate::wire::control::parse_request(&conn.input, got == client_io::Got::Ended);
             match (&request, got) {
                 // Gone, or ended with nothing asked.
                 (_, client_io::Got::Broken) | (None, client_io::Got::Ended) => {

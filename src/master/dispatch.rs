@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use super::mix::mix;
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 
 /// A round-robin cursor over `n` slots.
 #[derive(Debug, Default, Clone)]

@@ -15,8 +15,8 @@ use super::ledger::Ledger;
 use super::node::NodeWire;
 use super::wire::{Handoff, Incoming};
 use crate::config::NodeMessages;
-use crate::protocol::Peer;
 use crate::sys;
+use crate::wire::protocol::Peer;
 
 /// Sockets handed to the worker before it speaks, so acks and refusals have something to act on.
 const HANDED: usize = 3;
@@ -187,10 +187,10 @@ pub fn config(data: &[u8]) {
 
 /// What a client sends on the control socket, as the master frames and parses it: while the
 /// client may send more, and once it has closed its side. Whatever it sent, the framing is
-/// decided within the bound: past [`MAX_REQUEST`](crate::control::MAX_REQUEST) bytes nothing is
+/// decided within the bound: past [`MAX_REQUEST`](crate::wire::control::MAX_REQUEST) bytes nothing is
 /// left to wait for, and once the client closed only silence is.
 pub fn control_request(data: &[u8]) {
-    use crate::control::{MAX_REQUEST, parse_request};
+    use crate::wire::control::{MAX_REQUEST, parse_request};
     let open = parse_request(data, false);
     let ended = parse_request(data, true);
     if data.len() > MAX_REQUEST {
@@ -213,7 +213,8 @@ pub fn control_request(data: &[u8]) {
 /// moves. Whatever it says, the upgrade ends at most once, and stays decidable (something is
 /// always due while it is under way).
 pub fn upgrade_channel(data: &[u8]) {
-    use super::upgrade::{Handover, Message, Step};
+    use super::upgrade::{Handover, Step};
+    use crate::wire::upgrade::Message;
     use std::time::Duration;
     let t0 = Instant::now();
     let kill = Duration::from_secs(5);

@@ -15,8 +15,8 @@ use std::time::Duration;
 use mio::Interest;
 use mio::unix::SourceFd;
 
-use super::upgrade::{self, Message};
 use crate::sys;
+use crate::wire::upgrade::{MAX_MESSAGE, Message};
 
 mod predecessor;
 mod successor;
@@ -52,7 +52,7 @@ impl Link {
     fn new(fd: OwnedFd) -> Link {
         Link {
             fd,
-            buf: vec![0; upgrade::MAX_MESSAGE].into_boxed_slice(),
+            buf: vec![0; MAX_MESSAGE].into_boxed_slice(),
             cmsg_in: vec![0; sys::cmsg_space(MAX_FDS)],
             cmsg_out: Vec::new(),
             token: None,

@@ -26,7 +26,7 @@ use slab::Slab;
 
 use super::dispatch::{self, RoundRobin};
 use super::stats::{Rate, Served};
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 
 /// How long a worker that said `full` gets nothing unless it says `idle` or acks first.
 pub const FULL_RETRY: Duration = Duration::from_secs(1);

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::ListenAddr;
-use crate::protocol::Peer;
 use crate::wire::env;
+use crate::wire::protocol::Peer;
 
 /// One listening socket.
 #[derive(Debug)]

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire::{Flush, Incoming, Receiver, Sockets};
-use crate::protocol::{
+use crate::sys;
+use crate::wire::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_RELAY_MESSAGE_LEN, ProtocolError, WorkerMessage,
 };
-use crate::sys;
 
 /// Messages read from one worker per loop turn: a worker that writes as fast as we read cannot
 /// keep the master from everything else.

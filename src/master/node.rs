@@ -1,5 +1,5 @@
 //! The master's side of Node's IPC (`protocol = "node"` and `"node-cluster"`): what goes
-//! where on a worker's channel. The codec is [`crate::node_ipc`]; which sockets are the worker's
+//! where on a worker's channel. The codec is [`crate::wire::node_ipc`]; which sockets are the worker's
 //! (outbox, un-acked window) is its [`Account`](super::ledger::Account)'s, in the ledger.
 //!
 //! Ownership of a connection passes on `NODE_HANDLE_ACK` for child_process workers, and on the
@@ -19,9 +19,9 @@ use super::node_servers::{Answer, Servers};
 use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
-use crate::node_ipc::{self, FromWorker, HandleType, LineReader};
-use crate::protocol::WorkerMessage;
 use crate::sys;
+use crate::wire::node_ipc::{self, FromWorker, HandleType, LineReader};
+use crate::wire::protocol::WorkerMessage;
 
 /// NACKs of one handle before the worker is called broken (Node gives up after 3 too).
 const MAX_NACKS: u32 = 3;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 
-use crate::node_ipc::{self, HandleType, QueryServer};
+use crate::wire::node_ipc::{self, HandleType, QueryServer};
 
 /// uv's `UV_ENOTSUP`: the errno a `queryServer` for a kind of server we do not serve (UDP) is
 /// refused with.

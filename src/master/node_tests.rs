@@ -4,7 +4,7 @@ use super::*;
 use crate::master::channel::{Channel, Pair};
 use crate::master::relay::{Outgoing, Target};
 use crate::master::wire::Handoff;
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 use serde_json::Value;
 
 fn messages() -> NodeMessages {

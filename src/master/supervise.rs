@@ -23,8 +23,8 @@ use super::supervisor::{self, Policy};
 use super::wire::Incoming;
 use super::{memory, process};
 use crate::config::Config;
-use crate::protocol::WorkerMessage;
 use crate::wire::env;
+use crate::wire::protocol::WorkerMessage;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);

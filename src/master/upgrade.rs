@@ -1,30 +1,12 @@
 //! In-place upgrade (`rrbalancer upgrade`, SIGUSR2): a new master — usually a new binary at the
 //! same path — takes over from this one without a listening socket ever being closed.
 //!
-//! The old master starts the new one with one end of a `SOCK_SEQPACKET` channel (fd 3,
-//! `RRB_UPGRADE_FD`) and sends it, in the first message, its listening sockets (`SCM_RIGHTS`).
-//! Then, one message per packet, JSON:
+//! The messages on the channel between the two masters are `crate::wire::upgrade`'s. After
+//! `took_over` the old master stops gracefully, as on SIGTERM (its workers finish what they
+//! hold) and exits. Until then it serves as before; if the new master fails, exits or stays
+//! silent too long, it answers the `upgrade` with the reason and carries on.
 //!
-//! ```text
-//! old → new  hello {listeners, …} + fds   the sockets, how they were configured, the scale
-//! new → old  starting {ready_timeout_ms}  configuration read, listeners taken, workers starting
-//! new → old  ready {workers}              every worker ready (both masters now serve)
-//!            failed {reason}              it gives up and stops; the old master serves on
-//! old → new  take_over                    the old master has told systemd MAINPID=new
-//! new → old  took_over                    pid file and control socket renamed into place
-//! old → new  adopt {conns} + fds          after the handover: sockets no old worker could take
-//! old → new  abort {reason}               the old master gives up on it (it is stopping, or
-//!                                         the new one took too long): stop
-//! ```
-//!
-//! An upgrade is also from one version to the next: a field may be added to a message in a later
-//! version, so unknown fields are ignored (an unknown message is still an error).
-//!
-//! After `took_over` the old master stops gracefully, as on SIGTERM (its workers finish what
-//! they hold) and exits. Until then it serves as before; if the new master fails, exits or
-//! stays silent too long, it answers the `upgrade` with the reason and carries on.
-//!
-//! Here, pure: the messages, the old master's [`Handover`], the new master's [`verdict`] on its
+//! Here, pure: the old master's [`Handover`], the new master's [`verdict`] on its
 //! own start, which inherited listener serves which `listen` entry ([`carry_over`]), and when
 //! an upgrade may begin ([`may_begin`]). The I/O is `handover.rs`.
 
@@ -32,12 +14,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
 use super::fleet::Fleet;
 use super::ids::Waiter;
 use super::lifecycle::Phase;
 use crate::config::ListenAddr;
+use crate::wire::upgrade::{Carried, Message};
 
 /// From the new master's start until it says `starting`: reading its configuration, taking the
 /// listeners.
@@ -48,72 +30,6 @@ pub const READY_SLACK: Duration = Duration::from_secs(15);
 pub const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// From its channel closing to its exit being reaped: the exit status is the better reason.
 pub const EXIT_GRACE: Duration = Duration::from_millis(300);
-/// Most sockets attached to one `adopt` message (the kernel's limit per message is 253).
-pub const ADOPT_BATCH: usize = 200;
-/// Longest message on the channel.
-pub const MAX_MESSAGE: usize = 64 * 1024;
-
-/// One message on the upgrade channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "msg", rename_all = "snake_case")]
-pub enum Message {
-    Hello {
-        /// The old master's pid.
-        pid: i32,
-        /// The attached sockets, in order.
-        listeners: Vec<Carried>,
-        /// The sockets are in blocking mode (`none` mode for socket-activation servers).
-        blocking: bool,
-        /// Workers running, and the configuration's count when last read: the new master keeps a
-        /// `scale` made since, as a reload does.
-        workers: usize,
-        configured_workers: usize,
-    },
-    Starting {
-        pid: i32,
-        ready_timeout_ms: u64,
-        /// Its version (`CARGO_PKG_VERSION`), for the outcome.
-        #[serde(default)]
-        version: String,
-    },
-    Ready {
-        workers: usize,
-    },
-    Failed {
-        reason: String,
-    },
-    TakeOver,
-    TookOver,
-    Adopt {
-        /// For each attached socket, the index (in `hello`'s order) of the listener it came
-        /// from.
-        listeners: Vec<usize>,
-    },
-    Abort {
-        reason: String,
-    },
-}
-
-impl Message {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("upgrade messages serialize")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Message, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not an upgrade message: {e}"))
-    }
-}
-
-/// A listening socket passed to the new master: the `listen` entry as the old master's
-/// configuration wrote it (`127.0.0.1:0`), and the address it is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Carried {
-    pub configured: String,
-    pub local: String,
-    /// Its socket file (Unix) was created by the old master, to be removed by whichever master
-    /// exits last (not one systemd passed).
-    pub owned: bool,
-}
 
 /// Why an upgrade cannot begin now, if it cannot.
 pub fn may_begin(

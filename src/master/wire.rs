@@ -7,8 +7,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::ledger::{Account, Conn};
-use crate::protocol::{Peer, WorkerMessage};
 use crate::sys;
+use crate::wire::protocol::{Peer, WorkerMessage};
 
 /// An accepted connection on its way to a worker.
 #[derive(Debug)]

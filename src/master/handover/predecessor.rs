@@ -9,13 +9,14 @@ use log::{debug, error, info, warn};
 
 use super::super::listeners::{self, Listener};
 use super::super::sources::Source;
-use super::super::upgrade::{self, Carried, Message, Verdict};
+use super::super::upgrade::{self, Verdict};
 use super::super::wire::Handoff;
 use super::super::{Master, Phase};
 use super::{HELLO_TIMEOUT, Link, Read};
 use crate::config::{Config, ListenAddr};
 use crate::sys;
 use crate::wire::env;
+use crate::wire::upgrade::{Carried, Message};
 
 /// Where the new master stands with the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,12 @@ use super::super::Master;
 use super::super::control::staged_path;
 use super::super::ids::Waiter;
 use super::super::sources::Source;
-use super::super::upgrade::{self, Carried, Handover, Message, Stage, Step};
+use super::super::upgrade::{self, Handover, Stage, Step};
 use super::predecessor::Succession;
 use super::{Link, Read};
 use crate::sys;
 use crate::wire::env;
+use crate::wire::upgrade::{ADOPT_BATCH, Carried, Message};
 
 impl Master {
     // ---- the old master -------------------------------------------------------------------
@@ -42,7 +43,7 @@ impl Master {
         if let Err(reason) = refused {
             warn!("upgrade refused: {reason}");
             if let Some(key) = waiter {
-                self.answer(key, crate::control::Reply::error(reason));
+                self.answer(key, crate::wire::control::Reply::error(reason));
             }
         }
     }
@@ -386,7 +387,7 @@ impl Master {
             return self.ledger.queued() == 0;
         };
         while self.ledger.queued() > 0 {
-            let batch = self.ledger.take_queued(upgrade::ADOPT_BATCH);
+            let batch = self.ledger.take_queued(ADOPT_BATCH);
             let message = Message::Adopt {
                 listeners: batch.iter().map(|h| h.listener).collect(),
             };

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::{SimConn, Trace};
 use crate::master::ledger::{Ledger, Place};
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

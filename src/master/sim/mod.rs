@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::ledger::Conn;
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 
 /// A simulated connection: an id where the master has a socket.
 #[derive(Debug)]

@@ -41,7 +41,7 @@ use crate::master::ledger::{Ledger, Place};
 use crate::master::lifecycle::{Phase, ReadyRule};
 use crate::master::recycle::Reason;
 use crate::master::supervisor::{Policy, Supervisor};
-use crate::protocol::Peer;
+use crate::wire::protocol::Peer;
 
 /// What the simulated process of a worker does.
 #[derive(Debug, Clone, Copy)]

@@ -431,8 +431,8 @@ fn a_plain_reload_answers_when_the_new_workers_are_ready_and_counts_the_old_ones
 pub(super) struct Conn0(Instant, Option<Instant>);
 
 impl Conn for Conn0 {
-    fn peer(&self) -> &crate::protocol::Peer {
-        &crate::protocol::Peer::Unix
+    fn peer(&self) -> &crate::wire::protocol::Peer {
+        &crate::wire::protocol::Peer::Unix
     }
     fn accepted(&self) -> Instant {
         self.0
