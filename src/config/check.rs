@@ -78,11 +78,12 @@ impl Checker<'_> {
         Ok(value)
     }
 
-    /// A path from the file: a relative one is taken from the file's directory.
+    /// A path from the file: a relative one is taken from the file's directory (`join` keeps
+    /// an absolute one as it is).
     pub fn relative(&self, p: Spanned<PathBuf>) -> PathBuf {
         match self.dir {
-            Some(dir) if p.get_ref().is_relative() => dir.join(p.into_inner()),
-            _ => p.into_inner(),
+            Some(dir) => dir.join(p.into_inner()),
+            None => p.into_inner(),
         }
     }
 }

@@ -58,3 +58,43 @@ fn the_backlog_is_a_positive_int() {
     let e = error_of("backlog = 2147483648\n");
     assert!(e.contains("out of range (allowed: 1 to 2147483647)"), "{e}");
 }
+
+#[test]
+fn a_relative_path_is_taken_from_the_files_directory_and_an_absolute_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[log]\nstdout = \"out.log\"\nstderr = \"/tmp/err.log\"\n";
+    let file = parse(text, "cluster.toml").unwrap();
+    let config = validate(
+        file,
+        text,
+        "cluster.toml",
+        Some(dir.path()),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.log.stdout, Some(dir.path().join("out.log")));
+    assert_eq!(config.log.stderr, Some(PathBuf::from("/tmp/err.log")));
+}
+
+#[test]
+fn an_error_about_a_default_path_says_it_is_the_default() {
+    // The default control socket is named after the file: a long file name makes it too long.
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join(format!("{}.toml", "c".repeat(110)));
+    let name = name.to_str().unwrap();
+    let file = parse("", name).unwrap();
+    let e = validate(file, "", name, Some(dir.path()), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key `control.socket`: its default, the Unix socket path"),
+        "{e}"
+    );
+    // Written in the file, it is the key's value, at its line.
+    let text = format!("[control]\nsocket = \"/tmp/{}\"\n", "s".repeat(110));
+    let e = error_of(&text);
+    assert!(
+        e.starts_with("cluster.toml:2:10: key `control.socket`: the Unix socket path"),
+        "{e}"
+    );
+}
