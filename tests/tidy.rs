@@ -68,7 +68,6 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
-    ("src/client.rs", 508),
     ("src/config/tests.rs", 751),
     ("src/demo_worker.rs", 838),
     ("src/sys.rs", 568),
@@ -88,7 +87,6 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
     ("src/config/print.rs", "to_toml", 142),
-    ("src/lib.rs", "control_command", 126),
     ("src/master/mod.rs", "run_master", 125),
     ("src/master/sim/handoff.rs", "step", 260),
     ("src/master/sim/supervision.rs", "step", 180),

@@ -1,4 +1,4 @@
-//! The command line: what each flag and subcommand means. Parsing only; `lib.rs` runs it.
+//! The command line: what each flag and subcommand means. Parsing only; `cli/mod.rs` runs it.
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, ClientError};
+use super::client::{self, ClientError};
 use crate::wire::control::{Request, Status};
 
 const EVERY: Duration = Duration::from_secs(1);

@@ -1,0 +1,183 @@
+//! Asking a running master: which one (`--control`, `--config`, or the one found in the runtime
+//! directory), what (`status`, `reload`, `scale`, `stop`, `send`, `metrics`, `top`, `upgrade`),
+//! and the answer printed with the exit code it means.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::client::{self, ClientError};
+use super::{Cli, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, top};
+use crate::config;
+use crate::wire::control::Request;
+
+/// What `status`, `reload`, `scale` and `stop` ask of a running master.
+pub(super) enum Ask {
+    Status {
+        json: bool,
+        /// Exit 1 unless the master serves.
+        ready: bool,
+    },
+    Stop,
+    /// `reload`, `scale`, `upgrade`: answered with a message once done.
+    Request(Request),
+    /// `upgrade --wait`: answered, then the connection stays open until the master exits.
+    UntilExit(Request),
+    /// `top`: the live view.
+    Top {
+        iterations: Option<u64>,
+    },
+}
+
+/// Where the master asked is, or what was done instead of asking one.
+enum Found {
+    /// Its control socket, and its `kill_timeout` where its file says.
+    At(PathBuf, Option<Duration>),
+    /// Nothing to ask (no master, or several answered already): exit with this.
+    Done(ExitCode),
+}
+
+/// `status`, `reload`, `scale`, `stop` …: ask the running master, print its answer.
+pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
+    warn_of_ignored_flags(cli);
+    let (socket, kill_timeout) = match find_master(cli, &ask) {
+        Found::At(socket, kill_timeout) => (socket, kill_timeout),
+        Found::Done(code) => return code,
+    };
+    // A reload replaces every worker, each within its ready_timeout (and with --wait the old
+    // ones within kill_timeout); be generous.
+    let long = Duration::from_secs(600) + kill_timeout.unwrap_or_default();
+    let outcome = match ask {
+        Ask::Status { json, ready } => status(&socket, json, ready, long),
+        Ask::Stop => {
+            let wait = kill_timeout.map_or(long, |t| t + Duration::from_secs(10));
+            client::until_exit(&socket, &Request::Stop, wait).map(|m| format!("{m}; stopped"))
+        }
+        Ask::UntilExit(request) => {
+            client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))
+        }
+        Ask::Top { iterations } => top::run(&socket, iterations).map(|()| String::new()),
+        Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
+            let message = reply.message.unwrap_or_default();
+            if reply.ok {
+                Ok(message)
+            } else {
+                Err(ClientError::Refused(message))
+            }
+        }),
+    };
+    match outcome {
+        Ok(text) => {
+            if !text.is_empty() {
+                let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+            }
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("rrbalancer: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Flags that shape a master being started mean nothing to one that runs: say so rather than
+/// seem to obey.
+fn warn_of_ignored_flags(cli: &Cli) {
+    for (given, flag) in [
+        (
+            cli.workers.is_some(),
+            "--workers (for a running master: `rrbalancer scale N`)",
+        ),
+        (!cli.listen.is_empty(), "--listen"),
+        (cli.sched_policy.is_some(), "--sched-policy"),
+    ] {
+        if given {
+            eprintln!(
+                "rrbalancer: {flag} is ignored here: it applies to run, start and check (a \
+                 running master keeps what it was started with)"
+            );
+        }
+    }
+}
+
+/// The master to ask: at `--control`, where `--config`'s file puts it, or the one running for
+/// this user.
+fn find_master(cli: &Cli, ask: &Ask) -> Found {
+    match (&cli.control, &cli.config) {
+        (Some(path), _) => Found::At(path.clone(), None),
+        (None, Some(path)) => match config::load_control(path) {
+            Ok((control, kill_timeout)) => Found::At(control.socket, Some(kill_timeout)),
+            // The file exists but does not read (edited since the master started): the master
+            // is still where the file's name puts it, unless `[control]` moved it.
+            Err(e) if path.is_file() => {
+                let (_, socket) = config::default_control_paths(path.to_str());
+                eprintln!(
+                    "rrbalancer: {e}\nrrbalancer: trying the control socket named after the \
+                     file, {} (--control PATH names another)",
+                    socket.display()
+                );
+                Found::At(socket, None)
+            }
+            Err(e) => {
+                eprintln!("rrbalancer: {e}");
+                Found::Done(ExitCode::from(EXIT_USAGE))
+            }
+        },
+        // No file named: the one master running for this user, whatever started it.
+        (None, None) => match client::discover(&config::default_runtime_dir()) {
+            Ok(found) => {
+                if !matches!(ask, Ask::Status { .. }) {
+                    eprintln!("rrbalancer: the running master:{found}");
+                }
+                Found::At(found.socket, None)
+            }
+            // Several, and JSON asked for: the status of each, for a script to choose.
+            Err(ClientError::Several(found)) if matches!(ask, Ask::Status { json: true, .. }) => {
+                let all: Vec<_> = found
+                    .iter()
+                    .filter_map(|f| {
+                        let wait = Duration::from_secs(2);
+                        client::request(&f.socket, &Request::Status, wait)
+                            .ok()?
+                            .status
+                    })
+                    .collect();
+                let text = serde_json::to_string_pretty(&all).expect("status serializes");
+                let _ = writeln!(std::io::stdout(), "{text}");
+                Found::Done(ExitCode::from(EXIT_OK))
+            }
+            Err(e) => {
+                eprintln!("rrbalancer: {e}");
+                Found::Done(ExitCode::from(EXIT_RUNTIME))
+            }
+        },
+    }
+}
+
+/// `status`: the table, JSON, or (`--ready`) one line and an error unless the master serves.
+fn status(
+    socket: &std::path::Path,
+    json: bool,
+    ready: bool,
+    wait: Duration,
+) -> Result<String, ClientError> {
+    let reply = client::request(socket, &Request::Status, wait)?;
+    let Some(status) = reply.status.filter(|_| reply.ok) else {
+        return Err(ClientError::Refused(reply.message.unwrap_or_default()));
+    };
+    let serving = client::readiness(&status);
+    let text: String = if json {
+        serde_json::to_string_pretty(&status).expect("status serializes")
+    } else if ready {
+        match &serving {
+            Ok(line) | Err(line) => line.clone(),
+        }
+    } else {
+        client::format_status(&status)
+    };
+    match serving {
+        Err(_) if ready => Err(ClientError::NotReady(text)),
+        _ => Ok(text),
+    }
+}

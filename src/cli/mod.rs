@@ -1,0 +1,132 @@
+//! The binary's side of rrbalancer: the command line ([`flags`]) and what each command does —
+//! `run`/`start` serve ([`serve`]); `status`, `reload`, `scale`, `stop`, `send`, `metrics`,
+//! `top`, `upgrade` ask a running master over its control socket ([`ask`], with [`client`]
+//! speaking the control protocol and [`top`] the live view). `check` prints the effective
+//! configuration. Imports `config`, `master`, `wire`; nothing imports it but `lib.rs`.
+
+mod ask;
+mod client;
+mod flags;
+mod serve;
+mod top;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use flags::Cli;
+use flags::Command;
+
+use crate::wire::control;
+use crate::{config, demo_worker, wire};
+use ask::{Ask, control_command};
+use serve::serve;
+
+/// Exit code for a clean stop.
+const EXIT_OK: u8 = 0;
+/// Exit code for a failure at run time (a port in use, every worker given up).
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code for a usage or configuration error.
+const EXIT_USAGE: u8 = 2;
+
+/// Runs what the command line asks for; returns the process exit code.
+pub fn run(mut cli: Cli) -> ExitCode {
+    match cli.command.take() {
+        Some(Command::DemoWorker(args)) => match demo_worker::run(args) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(e) => {
+                log::error!("demo worker: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+        Some(Command::Check) => match load_config(&cli) {
+            Ok(config) => {
+                let _ = write!(std::io::stdout(), "{}", config.to_toml());
+                ExitCode::from(EXIT_OK)
+            }
+            Err(code) => code,
+        },
+        Some(Command::Run) | None => serve(&cli, false),
+        Some(Command::Start { daemon }) => serve(&cli, daemon),
+        Some(Command::Status { json, ready }) => control_command(&cli, Ask::Status { json, ready }),
+        Some(Command::Reload { wait }) => {
+            control_command(&cli, Ask::Request(control::Request::Reload { wait }))
+        }
+        Some(Command::Scale { count }) => control_command(
+            &cli,
+            Ask::Request(control::Request::Scale { workers: count }),
+        ),
+        Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Send {
+            slot,
+            agent,
+            retain,
+            text,
+            ref message,
+        }) => {
+            let message = if text {
+                serde_json::Value::String(message.clone())
+            } else {
+                match serde_json::from_str(message) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        eprintln!(
+                            "rrbalancer send: MESSAGE is not JSON ({e}); to send it as text, use \
+                             --text"
+                        );
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                }
+            };
+            let to = match (slot, agent) {
+                (Some(slot), _) => slot.to_string(),
+                (None, true) => "agent".into(),
+                (None, false) => "all".into(),
+            };
+            let request = control::Request::Send {
+                to,
+                retain,
+                message,
+            };
+            control_command(&cli, Ask::Request(request))
+        }
+        Some(Command::Metrics) => control_command(&cli, Ask::Request(control::Request::Metrics)),
+        Some(Command::Top { iterations }) => control_command(&cli, Ask::Top { iterations }),
+        Some(Command::Upgrade { binary, wait }) => {
+            // The master may run elsewhere (`start --daemon`): the path must not depend on our
+            // working directory.
+            let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
+            let request = control::Request::Upgrade { binary, wait };
+            if wait {
+                control_command(&cli, Ask::UntilExit(request))
+            } else {
+                control_command(&cli, Ask::Request(request))
+            }
+        }
+    }
+}
+
+fn overrides(cli: &Cli) -> config::Overrides {
+    config::Overrides {
+        sched_policy: cli.sched_policy,
+        rrb_env_policy: std::env::var(wire::env::SCHED_POLICY).ok(),
+        node_env_policy: std::env::var(wire::env::NODE_SCHED_POLICY).ok(),
+        workers: cli.workers,
+        listen: cli.listen.clone(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
+    load_config_or_why(cli).map_err(|e| {
+        log::error!("{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// The configuration (its warnings logged), or why it does not load.
+fn load_config_or_why(cli: &Cli) -> Result<config::Config, String> {
+    let config = config::load(cli.config.as_deref(), &overrides(cli)).map_err(|e| e.to_string())?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
+    Ok(config)
+}

@@ -1,0 +1,137 @@
+//! `run` and `start`: the master, in the foreground or detached (`--daemon`, its first process
+//! waiting for the detached one's report); started by an upgrade, the new master.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use super::{Cli, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, load_config_or_why, overrides};
+use crate::{config, logging, master, sys};
+
+/// Runs the master, in the foreground or detached. Started by an upgrade, it takes over from
+/// the old master instead (and does not detach again: it is detached already, or not).
+pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
+    let predecessor = match master::Predecessor::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("upgrade: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let reporter = predecessor.as_ref().map(master::Predecessor::reporter);
+    let mut config = match load_config_or_why(cli) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            if let Some(reporter) = reporter {
+                reporter.fail(&format!("its configuration does not load: {e}"));
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    logging::set_format(config.log.format);
+    let upgrading = predecessor.is_some();
+    if daemon && config.log.master_log.is_none() {
+        config.log.master_log = Some(config.control.pid_file.with_extension("log"));
+    }
+    // Where a fatal error is shown besides the log: the terminal we were started from.
+    let mut report: Option<Box<dyn std::io::Write>> = None;
+    if daemon && upgrading {
+        // Detached already: our stderr is the log the old master writes to.
+        let path = config.log.master_log.clone().expect("set above");
+        if let Err(e) = master::redirect_stderr(&path) {
+            log::error!("cannot open the log file (key `log.master_log`): {e}");
+            if let Some(reporter) = &reporter {
+                reporter.fail(&format!(
+                    "cannot open the log file (key `log.master_log`): {e}"
+                ));
+            }
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    } else if daemon {
+        let log_path = config.log.master_log.clone().expect("set above");
+        // Beside the pid file by default: that directory is made private before anything in it.
+        if let Err(e) = master::create_private_dir(&config.control.pid_file) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        let log = match master::open_log(&log_path) {
+            Ok(log) => log,
+            Err(e) => {
+                log::error!("cannot open the log file (key `log.master_log`): {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        match sys::daemonize(&log) {
+            Ok(sys::Daemon::Parent { child, report }) => {
+                return wait_for_daemon(child, report, &log_path);
+            }
+            Ok(sys::Daemon::Child { report: pipe }) => report = Some(Box::new(pipe)),
+            Err(e) => {
+                log::error!("cannot detach: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else if let Some(path) = &config.log.master_log {
+        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
+        eprintln!("rrbalancer: logging to {}", path.display());
+        if let Err(e) = master::redirect_stderr(path) {
+            log::error!("cannot open the log file (key `log.master_log`): {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Write>);
+    }
+    let loader = {
+        let path = cli.config.clone();
+        let overrides = overrides(cli);
+        Box::new(move || config::load(path.as_deref(), &overrides).map_err(|e| e.to_string()))
+    };
+    let mut started = |listening: &[String]| {
+        if daemon {
+            if let Some(mut out) = report.take() {
+                let _ = writeln!(out, "ok {} {}", std::process::id(), listening.join(" "));
+            }
+        }
+    };
+    let result = master::run(config, loader, &mut started, predecessor);
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let code = if matches!(e, master::MasterError::Inherited(_)) {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
+            let text = e.to_string();
+            log::error!("{text}");
+            if let Some(mut out) = report.take() {
+                let prefix = if daemon { "err " } else { "rrbalancer: " };
+                let _ = writeln!(out, "{prefix}{text}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The original process of `start --daemon`: wait for the detached master's report.
+fn wait_for_daemon(child: i32, report: std::fs::File, log: &std::path::Path) -> ExitCode {
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(report), &mut line);
+    if let Some(rest) = line.trim_end().strip_prefix("ok ") {
+        let (pid, listening) = rest.split_once(' ').unwrap_or((rest, ""));
+        println!(
+            "rrbalancer started in the background: pid {pid}, listening on {listening}; log: {}",
+            log.display()
+        );
+        ExitCode::from(EXIT_OK)
+    } else if let Some(reason) = line.trim_end().strip_prefix("err ") {
+        eprintln!("rrbalancer: cannot start: {reason}");
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        eprintln!(
+            "rrbalancer: the background master (pid {child}) exited during start-up; see {}",
+            log.display()
+        );
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
