@@ -38,6 +38,7 @@ const CORE: &[&str] = &[
     "stats.rs",
     "mix.rs",
     "projection.rs",
+    "reconfigure.rs",
     "metrics/mod.rs",
     "metrics/counters.rs",
     "metrics/families.rs",
@@ -87,7 +88,6 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
     ("src/config/print.rs", "to_toml", 142),
-    ("src/master/mod.rs", "run_master", 125),
     ("src/master/sim/handoff.rs", "step", 260),
     ("src/master/sim/supervision.rs", "step", 180),
 ];

@@ -333,7 +333,7 @@ impl Master {
     /// New control connections: accept, check who it is, make room if need be, watch it.
     pub(super) fn on_control_accept(&mut self) {
         loop {
-            let Some(control) = &mut self.control else {
+            let Some(control) = &mut self.ops.control else {
                 return;
             };
             let (mut stream, _) = match control.listener.accept() {
@@ -348,7 +348,7 @@ impl Master {
             let now = Instant::now();
             let uid = getsockopt(&stream, PeerCredentials).map(|cred| cred.uid());
             if !uid.is_ok_and(|uid| uid == 0 || Uid::from_raw(uid) == Uid::effective()) {
-                self.counters.turn_away(TurnedAway::ControlOtherUser);
+                self.ops.counters.turn_away(TurnedAway::ControlOtherUser);
                 if control.strangers.note(now) {
                     warn!(
                         "control socket: refused a client of another user ({}): only uid {} and \
@@ -369,7 +369,7 @@ impl Master {
                 let idle = client_limits::give_way(
                     control.conns.iter().map(|(k, c)| (k, c.may_give_way())),
                 );
-                self.counters.turn_away(TurnedAway::ControlCrowded);
+                self.ops.counters.turn_away(TurnedAway::ControlCrowded);
                 if control.crowded.note(now) {
                     warn!(
                         "control socket: too many control clients ({MAX_CONNS} connected): each \
@@ -404,14 +404,14 @@ impl Master {
                     }
                 }
             }
-            let Some(control) = self.control.as_mut() else {
+            let Some(control) = self.ops.control.as_mut() else {
                 return;
             };
             let key = control.conns.vacant_key();
             let Some(token) = self.watch_conn(&mut stream, Source::ControlConn(key)) else {
                 continue;
             };
-            if let Some(control) = self.control.as_mut() {
+            if let Some(control) = self.ops.control.as_mut() {
                 control.conns.insert(Conn {
                     stream,
                     input: Vec::new(),
@@ -430,7 +430,7 @@ impl Master {
     /// A control connection is readable or writable.
     pub(super) fn on_control_conn(&mut self, key: usize) {
         let now = Instant::now();
-        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
         let mut request = None;
@@ -467,13 +467,13 @@ impl Master {
     /// A request too long to be one: answered why (in full before the master closes: see
     /// [`Stage::Discarding`]), logged once.
     fn on_request_too_long(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
         let discarded = std::mem::take(&mut conn.input).len();
         conn.stage = Stage::Discarding { discarded };
         conn.deadline = Some(now + CONTROL_DISCARD_TIME);
-        self.counters.turn_away(TurnedAway::ControlTooLong);
+        self.ops.counters.turn_away(TurnedAway::ControlTooLong);
         warn!(
             "control socket: a request longer than {MAX_REQUEST} bytes: answered \
              \"request too long\"; the rest is read and dropped (up to {} MiB, {:?}) so that the \
@@ -490,7 +490,7 @@ impl Master {
     /// Reads and drops what a client whose request was too long still sends; closes it once it
     /// has closed its side, or a bound is reached.
     fn discard_control_input(&mut self, key: usize) {
-        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
         let Stage::Discarding { discarded } = conn.stage else {
@@ -575,14 +575,14 @@ impl Master {
     /// Keeps connection `key` open until this master exits (the client reads to EOF to wait for
     /// the end).
     pub(super) fn hold_until_exit(&mut self, key: Waiter) {
-        if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+        if let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
             conn.hold = true;
         }
     }
 
     /// Queues `reply` on connection `key` (if it is still there) and writes what it can.
     pub(super) fn answer(&mut self, key: Waiter, reply: Reply) {
-        let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) else {
             return;
         };
         conn.output.extend_from_slice(&reply_line(reply));
@@ -600,7 +600,7 @@ impl Master {
     }
 
     fn write_control(&mut self, key: usize) {
-        let Some(control) = self.control.as_mut() else {
+        let Some(control) = self.ops.control.as_mut() else {
             return;
         };
         let Some(conn) = control.conns.get_mut(key) else {
@@ -634,7 +634,7 @@ impl Master {
         }
         if !conn.hold && !self.is_control_waiter(key) {
             self.close_control(key);
-        } else if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+        } else if let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
             conn.deadline = None;
         }
     }
@@ -644,23 +644,24 @@ impl Master {
         self.core.is_waiting(key)
             || self
                 .upgrade
+                .handover
                 .as_ref()
                 .is_some_and(|u| u.waiters.contains(&key))
     }
 
     fn close_control(&mut self, key: usize) {
-        let Some(control) = self.control.as_mut() else {
+        let Some(control) = self.ops.control.as_mut() else {
             return;
         };
         if let Some(mut conn) = control.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.sources.remove(conn.token);
+            let _ = self.io.poll.registry().deregister(&mut conn.stream);
+            self.io.sources.remove(conn.token);
         }
     }
 
     /// The nearest moment a control client is due to be closed, or a crowding over.
     pub(super) fn control_deadline(&self) -> Option<Instant> {
-        let control = self.control.as_ref()?;
+        let control = self.ops.control.as_ref()?;
         (control.conns.iter())
             .filter_map(|(_, c)| c.deadline)
             .chain(control.crowded.deadline())
@@ -671,7 +672,7 @@ impl Master {
     /// Closes the control clients whose time is up (a request not sent whole in time is
     /// answered why), and tells of crowdings that are over.
     pub(super) fn control_turn(&mut self, now: Instant) {
-        let Some(control) = self.control.as_mut() else {
+        let Some(control) = self.ops.control.as_mut() else {
             return;
         };
         for (refusals, what) in [
@@ -694,11 +695,11 @@ impl Master {
         for (key, stage) in due {
             match stage {
                 Stage::Reading => {
-                    self.counters.turn_away(TurnedAway::ControlTimeout);
+                    self.ops.counters.turn_away(TurnedAway::ControlTimeout);
                     debug!(
                         "control socket: no whole request within {CONTROL_REQUEST_TIME:?}: closed"
                     );
-                    let conn = self.control.as_mut().and_then(|c| c.conns.get_mut(key));
+                    let conn = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key));
                     if let Some(conn) = conn {
                         turn_away(
                             &mut conn.stream,
@@ -710,7 +711,7 @@ impl Master {
                     }
                 }
                 Stage::Answered => {
-                    self.counters.turn_away(TurnedAway::ControlTimeout);
+                    self.ops.counters.turn_away(TurnedAway::ControlTimeout);
                     debug!("control socket: a client did not read its answer in time: closed");
                 }
                 Stage::Discarding { .. } => {
@@ -722,7 +723,8 @@ impl Master {
             }
             if stage != Stage::Answered || !self.is_control_waiter(key) {
                 self.close_control(key);
-            } else if let Some(conn) = self.control.as_mut().and_then(|c| c.conns.get_mut(key)) {
+            } else if let Some(conn) = self.ops.control.as_mut().and_then(|c| c.conns.get_mut(key))
+            {
                 // Still owed an outcome: kept, with no deadline until its answer is written.
                 conn.deadline = None;
             }
@@ -799,7 +801,7 @@ impl Master {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             config: self.config.source.as_ref().map(|p| p.display().to_string()),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
-            listeners: self.listen_names.clone(),
+            listeners: self.accept.listen_names.clone(),
             workers_wanted: self.core.fleet.slots.len(),
             stopping,
             reload_in_progress: self.core.reload.is_some(),
@@ -810,6 +812,7 @@ impl Master {
                 .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
             upgrade: self
                 .upgrade
+                .handover
                 .as_ref()
                 .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
                 .map(super::upgrade::Handover::describe)

@@ -10,9 +10,10 @@ use log::{debug, error, info, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
+use super::parts::FdShortage;
 use super::supervisor::CHANNEL_CLOSED_GRACE;
 use super::wire::{Flush, Handoff};
-use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, FdShortage, Master, Phase};
+use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{fleet, listeners, process};
 use crate::config::Affinity;
 
@@ -20,8 +21,8 @@ impl Master {
     pub(super) fn can_accept_more(&self) -> bool {
         self.core.phase == Phase::Running
             && self.config.mode().master_accepts()
-            && self.accept_paused_until.is_none()
-            && self.accept_ready.iter().any(|&r| r)
+            && self.accept.accept_paused_until.is_none()
+            && self.accept.accept_ready.iter().any(|&r| r)
             && self.ledger.queued() == 0
             && self.free_slot().is_some()
     }
@@ -33,18 +34,22 @@ impl Master {
         let wanted = self.core.phase == Phase::Running
             && self.config.mode().master_accepts()
             && self.free_slot().is_some();
-        if wanted == self.watching {
+        if wanted == self.accept.watching {
             return;
         }
         if !wanted && self.core.phase == Phase::Running {
-            self.counters.paused_no_worker += 1;
+            self.ops.counters.paused_no_worker += 1;
         }
-        self.watching = wanted;
-        for (i, l) in self.listeners.iter().enumerate() {
+        self.accept.watching = wanted;
+        for (i, l) in self.accept.listeners.iter().enumerate() {
             let mut source = SourceFd(&l.raw_fd());
-            let registry = self.poll.registry();
+            let registry = self.io.poll.registry();
             let done = if wanted {
-                registry.register(&mut source, self.listener_tokens[i], Interest::READABLE)
+                registry.register(
+                    &mut source,
+                    self.accept.listener_tokens[i],
+                    Interest::READABLE,
+                )
             } else {
                 registry.deregister(&mut source)
             };
@@ -52,7 +57,7 @@ impl Master {
                 error!("cannot (un)watch the listener {}: {e}", l.local);
             }
             if wanted {
-                self.accept_ready[i] = true;
+                self.accept.accept_ready[i] = true;
             }
         }
     }
@@ -67,16 +72,17 @@ impl Master {
 
     /// A file descriptor was closed: if accepting is paused for lack of them, try again now.
     pub(super) fn fd_freed(&mut self) {
-        if self.fd_shortage.is_some() {
-            self.accept_paused_until = None;
+        if self.accept.fd_shortage.is_some() {
+            self.accept.accept_paused_until = None;
         }
     }
 
     /// Channels whose last read stopped for its budget, with messages perhaps still waiting
     /// (but those that flow control holds back).
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
-        let paused = self.relay_paused;
-        self.procs
+        let paused = self.ops.relay_paused;
+        self.workers
+            .procs
             .iter()
             .filter(move |(_, p)| {
                 p.channel
@@ -112,17 +118,17 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return; // a stale event for a worker already reaped
         };
-        let Some(channel) = self.procs.channel_mut(key) else {
+        let Some(channel) = self.workers.procs.channel_mut(key) else {
             return;
         };
-        if readable && self.relay_paused && channel.is_sender() && !force {
+        if readable && self.ops.relay_paused && channel.is_sender() && !force {
             // A receiver is behind: this sender waits (in its own socket buffer) until it
             // catches up; read later.
             channel.defer_read();
             return;
         }
         if readable {
-            let mut incoming = std::mem::take(&mut self.incoming);
+            let mut incoming = std::mem::take(&mut self.accept.incoming);
             if let Some(account) = self.ledger.account_mut(worker.account) {
                 channel.read(account, Instant::now(), &mut incoming);
             }
@@ -131,7 +137,9 @@ impl Master {
             if refused > 0 {
                 let cause = super::metrics::REFUSED;
                 if let Some(slot) = worker.place.slot() {
-                    self.counters.count_rerouted(slot, cause, refused as u64);
+                    self.ops
+                        .counters
+                        .count_rerouted(slot, cause, refused as u64);
                 }
                 debug!(
                     "pid={} refused {refused} connection(s); handing them to another",
@@ -141,7 +149,7 @@ impl Master {
             for message in incoming.drain(..) {
                 self.on_incoming(key, message);
             }
-            self.incoming = incoming;
+            self.accept.incoming = incoming;
         }
         // Writable (or anything else): try to send what waits; `flush` runs every turn anyway.
     }
@@ -162,10 +170,16 @@ impl Master {
             process::send_stop_signal(worker);
         }
         worker.channel_open = false;
-        let Some(channel) = self.procs.get_mut(key).and_then(|p| p.channel.take()) else {
+        let Some(channel) = self
+            .workers
+            .procs
+            .get_mut(key)
+            .and_then(|p| p.channel.take())
+        else {
             return;
         };
         let _ = self
+            .io
             .poll
             .registry()
             .deregister(&mut SourceFd(&channel.raw_fd()));
@@ -197,7 +211,7 @@ impl Master {
             // Stopping: what comes back now (from a worker that died holding it) finds nobody
             // to take it here. After an upgrade the new master takes it; else close it at
             // once, and say so, rather than silently at exit.
-            if self.successor.is_some() && !self.pass_leftovers() {
+            if self.upgrade.successor.is_some() && !self.pass_leftovers() {
                 return; // more when the channel has room
             }
             let dropped = self.ledger.drop_queue();
@@ -209,24 +223,24 @@ impl Master {
         if !emptied {
             return; // nobody has room: the kernel's backlog holds new clients meanwhile
         }
-        if let Some(until) = self.accept_paused_until {
+        if let Some(until) = self.accept.accept_paused_until {
             if now < until {
                 return;
             }
-            self.accept_paused_until = None;
+            self.accept.accept_paused_until = None;
         }
-        for i in 0..self.listeners.len() {
+        for i in 0..self.accept.listeners.len() {
             let mut accepted = 0;
-            while self.accept_ready[i] && accepted < ACCEPT_BURST {
+            while self.accept.accept_ready[i] && accepted < ACCEPT_BURST {
                 // Look for room without taking a turn: the accept may find nobody waiting.
                 if self.free_slot().is_none() {
                     return;
                 }
-                match self.listeners[i].accept() {
+                match self.accept.listeners[i].accept() {
                     Ok((socket, peer)) => {
                         accepted += 1;
-                        super::metrics::Counters::add(&mut self.counters.accepted, i, 1);
-                        if let Some(shortage) = self.fd_shortage.take() {
+                        super::metrics::Counters::add(&mut self.ops.counters.accepted, i, 1);
+                        if let Some(shortage) = self.accept.fd_shortage.take() {
                             info!(
                                 "accepting again after {:.1?}: {} accept(s) had failed for lack \
                                  of file descriptors",
@@ -248,14 +262,16 @@ impl Master {
                         self.ledger
                             .admit(handoff, fleet.slots.len(), serving, affinity);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_ready[i] = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.accept.accept_ready[i] = false
+                    }
                     Err(e) if listeners::is_transient_accept_error(&e) => {}
                     Err(e) if listeners::is_fd_exhaustion(&e) => {
-                        let shortage = self.fd_shortage.get_or_insert_with(|| {
+                        let shortage = self.accept.fd_shortage.get_or_insert_with(|| {
                             warn!(
                                 "accept on {}: {e}; pausing accepts until a file descriptor is \
                                  freed",
-                                self.listeners[i].local
+                                self.accept.listeners[i].local
                             );
                             FdShortage {
                                 since: now,
@@ -263,13 +279,13 @@ impl Master {
                             }
                         });
                         shortage.refused += 1;
-                        self.counters.fd_exhausted += 1;
-                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        self.ops.counters.fd_exhausted += 1;
+                        self.accept.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
                         return;
                     }
                     Err(e) => {
-                        error!("accept on {}: {e}", self.listeners[i].local);
-                        self.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
+                        error!("accept on {}: {e}", self.accept.listeners[i].local);
+                        self.accept.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
                         return;
                     }
                 }
@@ -283,7 +299,7 @@ impl Master {
     pub(super) fn flush(&mut self, now: Instant) {
         let mut broken = Vec::new();
         for (key, worker) in self.core.fleet.workers.iter_mut() {
-            let Some(channel) = self.procs.channel_mut(key) else {
+            let Some(channel) = self.workers.procs.channel_mut(key) else {
                 continue;
             };
             let Some(account) = self.ledger.account_mut(worker.account) else {
@@ -318,7 +334,7 @@ impl Master {
         for key in broken {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
             self.on_channel(key, true);
-            if self.procs.channel(key).is_some() {
+            if self.workers.procs.channel(key).is_some() {
                 self.on_channel_closed(key);
             }
         }

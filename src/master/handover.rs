@@ -115,11 +115,12 @@ impl super::Master {
     /// Stops watching `link` and closes it.
     fn release_link(&mut self, link: Link) {
         let _ = self
+            .io
             .poll
             .registry()
             .deregister(&mut SourceFd(&link.raw_fd()));
         if let Some(token) = link.token {
-            self.sources.remove(token);
+            self.io.sources.remove(token);
         }
     }
 }

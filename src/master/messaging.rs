@@ -35,7 +35,7 @@ impl Master {
             retain: outgoing.retain,
             body: outgoing.body,
         });
-        self.retained.keep(&message)?;
+        self.ops.retained.keep(&message)?;
         let fleet = &self.core.fleet;
         let receivers: Vec<usize> = match to {
             // Serving or about to (a reload's candidate, a worker still starting); not one on
@@ -63,11 +63,11 @@ impl Master {
                 (Some(_), Some(key)) => vec![key],
             },
         };
-        self.counters.messages += 1;
+        self.ops.counters.messages += 1;
         let mut sent = 0;
         let now = Instant::now();
         for key in receivers {
-            let Some(channel) = self.procs.channel_mut(key) else {
+            let Some(channel) = self.workers.procs.channel_mut(key) else {
                 continue;
             };
             match channel.send_message(&message, now) {
@@ -76,7 +76,7 @@ impl Master {
                 Err(overflow) => self.replace_receiver(key, overflow.bytes, &overflowed(), now),
             }
         }
-        self.counters.deliveries += sent as u64;
+        self.ops.counters.deliveries += sent as u64;
         debug!(
             "message from {sender} to {to}{}: {sent} receiver(s)",
             message
@@ -109,11 +109,11 @@ impl Master {
 
     /// The worker at `key` takes messages from now on: the retained values first.
     pub(super) fn subscribe(&mut self, key: usize) {
-        let Some(channel) = self.procs.channel_mut(key) else {
+        let Some(channel) = self.workers.procs.channel_mut(key) else {
             return;
         };
         let now = Instant::now();
-        if let Err(overflow) = channel.subscribe(&self.retained, now) {
+        if let Err(overflow) = channel.subscribe(&self.ops.retained, now) {
             self.replace_receiver(key, overflow.bytes, &overflowed(), now);
         }
     }
@@ -137,7 +137,7 @@ impl Master {
             worker.note(format_args!("message: {body}"));
             return;
         }
-        if let Some(channel) = self.procs.channel_mut(key) {
+        if let Some(channel) = self.workers.procs.channel_mut(key) {
             channel.mark_sender();
         }
         if let Err(why) = self.relay(Some(key), sender, outgoing) {
@@ -153,7 +153,7 @@ impl Master {
     pub(super) fn relay_turn(&mut self, now: Instant) {
         let mut highest = 0;
         let mut stalled = Vec::new();
-        for (key, p) in self.procs.iter() {
+        for (key, p) in self.workers.procs.iter() {
             if let Some(channel) = &p.channel {
                 highest = highest.max(channel.backlog_bytes());
                 if channel.stall_deadline().is_some_and(|t| t <= now) {
@@ -161,20 +161,24 @@ impl Master {
                 }
             }
         }
-        let paused = if self.relay_paused {
+        let paused = if self.ops.relay_paused {
             highest > relay::LOW_WATER
         } else {
             highest > relay::HIGH_WATER
         };
-        if paused != self.relay_paused {
+        if paused != self.ops.relay_paused {
             debug!(
                 "relay flow control: senders {}",
                 if paused { "paused" } else { "resumed" }
             );
-            self.relay_paused = paused;
+            self.ops.relay_paused = paused;
         }
         for key in stalled {
-            let bytes = self.procs.channel(key).map_or(0, |c| c.backlog_bytes());
+            let bytes = self
+                .workers
+                .procs
+                .channel(key)
+                .map_or(0, |c| c.backlog_bytes());
             let why = format!("waited over {:?}", relay::STALL_TIMEOUT);
             self.replace_receiver(key, bytes, &why, now);
         }
@@ -182,7 +186,8 @@ impl Master {
 
     /// The nearest moment a backlog would count as stalled.
     pub(super) fn next_stall_deadline(&self) -> Option<Instant> {
-        self.procs
+        self.workers
+            .procs
             .iter()
             .filter_map(|(_, p)| p.channel.as_ref()?.stall_deadline())
             .min()
@@ -195,7 +200,7 @@ impl Master {
         let Some(worker) = self.core.fleet.workers.get_mut(key) else {
             return;
         };
-        if let Some(channel) = self.procs.channel_mut(key) {
+        if let Some(channel) = self.workers.procs.channel_mut(key) {
             channel.drop_backlog();
         }
         warn!(

@@ -50,8 +50,10 @@ mod node;
 mod node_servers;
 mod notify;
 mod output;
+mod parts;
 mod process;
 mod projection;
+mod reconfigure;
 mod recycle;
 mod relay;
 mod reload;
@@ -66,23 +68,21 @@ mod supervisor;
 mod upgrade;
 mod wire;
 
-use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
-use nix::unistd::Pid;
 
 use crate::config::Config;
-use effect::Effect;
 use ledger::Ledger;
 use lifecycle::{Phase, REAP_GRACE, StopStep};
 use listeners::Listener;
+use parts::{Accepting, EventLoop, Operations, Upgrading, Workers};
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use supervisor::{Policy, Supervisor};
-use wire::{Handoff, Incoming};
+use wire::Handoff;
 
 pub use control::{ControlError, create_private_dir};
 pub use handover::Predecessor;
@@ -125,13 +125,6 @@ fn fds_needed(config: &Config) -> u64 {
     config.workers as u64 * per_worker + config.listen.len() as u64 + 64
 }
 
-/// An episode of `accept` failing for lack of file descriptors.
-#[derive(Debug, Clone, Copy)]
-struct FdShortage {
-    since: Instant,
-    refused: u64,
-}
-
 /// Reads the configuration again (on reload), the way it was read at start.
 pub type Loader = Box<dyn FnMut() -> Result<Config, String>>;
 
@@ -158,21 +151,7 @@ fn run_master(
     started: &mut dyn FnMut(&[String]),
     mut predecessor: Option<Predecessor>,
 ) -> Result<(), MasterError> {
-    match crate::sys::raise_fd_limit() {
-        Ok(limit) => {
-            debug!("open file limit: {limit}");
-            let needed = fds_needed(&config);
-            if limit < needed {
-                warn!(
-                    "the open file limit is {limit}, below the {needed} this configuration may \
-                     need (workers × (max_unacked + 4) + listeners + 64): under load, accepts \
-                     will pause for lack of file descriptors; raise it (ulimit -n, systemd's \
-                     LimitNOFILE=)"
-                );
-            }
-        }
-        Err(e) => warn!("cannot raise the open file limit: {e}"),
-    }
+    raise_fd_limit(&config);
     // First: a second master for the same configuration must fail on this, not on the port.
     // (A new master started by an upgrade stages its own beside the old one's.)
     let pid_file = match predecessor {
@@ -184,51 +163,7 @@ fn run_master(
     if let Some(p) = &predecessor {
         config.workers = p.workers(config.workers);
     }
-    let inherited = match &predecessor {
-        Some(_) => None,
-        None => listeners::inherited().map_err(MasterError::Inherited)?,
-    };
-    let listeners = match inherited {
-        // Socket activation: systemd bound them; we use them as they are.
-        Some(got) => {
-            let seen: Vec<_> = got
-                .iter()
-                .map(|g| (g.addr.clone(), g.name.clone()))
-                .collect();
-            let order = listeners::assign(&config.listen, &seen)
-                .map_err(|why| MasterError::Inherited(io::Error::other(why)))?;
-            let mut got: Vec<Option<listeners::Inherited>> = got.into_iter().map(Some).collect();
-            let mut taken = Vec::new();
-            for (want, j) in config.listen.iter().zip(order) {
-                let socket = got[j].take().expect("each socket assigned once");
-                let listener = Listener::from_inherited(socket).map_err(MasterError::EventLoop)?;
-                info!(
-                    "`listen` {want}: the socket systemd passed, {}",
-                    listener.local
-                );
-                taken.push(listener);
-            }
-            taken
-        }
-        None => match &mut predecessor {
-            Some(p) => p.listeners(&config).map_err(MasterError::Upgrade)?,
-            None => config
-                .listen
-                .iter()
-                .map(|addr| Listener::bind(addr, config.backlog))
-                .collect::<Result<Vec<_>, _>>()?,
-        },
-    };
-    for l in &listeners {
-        // Socket-activation servers expect a blocking listener (systemd hands them one); Node
-        // (libuv) expects a non-blocking one and would block its event loop in accept(). A
-        // listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
-        // master's workers, which may have set it their way and accept on it still.
-        if config.mode().socket_activation() && !l.carried {
-            l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
-        }
-        info!("listening on {}", l.local);
-    }
+    let listeners = take_listeners(&config, &mut predecessor)?;
     info!(
         "sched_policy={} (from {}), workers={}, worker={}",
         config.sched_policy.as_str(),
@@ -264,92 +199,112 @@ fn run_master(
     let mut master = Master::new(config, listeners, loader, control, pid_file, predecessor)
         .map_err(MasterError::EventLoop)?;
     if let Some(mut monitor) = monitor {
-        let token = master.sources.add(Source::Monitor);
+        let token = master.io.sources.add(Source::Monitor);
         master
+            .io
             .poll
             .registry()
             .register(monitor.listener(), token, Interest::READABLE)
             .map_err(MasterError::EventLoop)?;
-        master.monitor = Some(monitor);
+        master.ops.monitor = Some(monitor);
     }
-    master.configured_workers = configured_workers;
+    master.workers.configured_workers = configured_workers;
     master.announce_start();
-    started(&master.listen_names);
+    started(&master.accept.listen_names);
     master.run()
 }
 
+/// The listening sockets: those systemd passed (socket activation), those an upgrade's old
+/// master passed, or bound here; each in the blocking mode its workers expect.
+fn take_listeners(
+    config: &Config,
+    predecessor: &mut Option<Predecessor>,
+) -> Result<Vec<Listener>, MasterError> {
+    let inherited = match &predecessor {
+        Some(_) => None,
+        None => listeners::inherited().map_err(MasterError::Inherited)?,
+    };
+    let listeners = match inherited {
+        // Socket activation: systemd bound them; we use them as they are.
+        Some(got) => {
+            let seen: Vec<_> = got
+                .iter()
+                .map(|g| (g.addr.clone(), g.name.clone()))
+                .collect();
+            let order = listeners::assign(&config.listen, &seen)
+                .map_err(|why| MasterError::Inherited(io::Error::other(why)))?;
+            let mut got: Vec<Option<listeners::Inherited>> = got.into_iter().map(Some).collect();
+            let mut taken = Vec::new();
+            for (want, j) in config.listen.iter().zip(order) {
+                let socket = got[j].take().expect("each socket assigned once");
+                let listener = Listener::from_inherited(socket).map_err(MasterError::EventLoop)?;
+                info!(
+                    "`listen` {want}: the socket systemd passed, {}",
+                    listener.local
+                );
+                taken.push(listener);
+            }
+            taken
+        }
+        None => match predecessor {
+            Some(p) => p.listeners(config).map_err(MasterError::Upgrade)?,
+            None => config
+                .listen
+                .iter()
+                .map(|addr| Listener::bind(addr, config.backlog))
+                .collect::<Result<Vec<_>, _>>()?,
+        },
+    };
+    for l in &listeners {
+        // Socket-activation servers expect a blocking listener (systemd hands them one); Node
+        // (libuv) expects a non-blocking one and would block its event loop in accept(). A
+        // listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
+        // master's workers, which may have set it their way and accept on it still.
+        if config.mode().socket_activation() && !l.carried {
+            l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
+        }
+        info!("listening on {}", l.local);
+    }
+    Ok(listeners)
+}
+
+/// Raises the open file limit as far as allowed, and warns if it stays below what the
+/// configuration may need.
+fn raise_fd_limit(config: &Config) {
+    match crate::sys::raise_fd_limit() {
+        Ok(limit) => {
+            debug!("open file limit: {limit}");
+            let needed = fds_needed(config);
+            if limit < needed {
+                warn!(
+                    "the open file limit is {limit}, below the {needed} this configuration may \
+                     need (workers × (max_unacked + 4) + listeners + 64): under load, accepts \
+                     will pause for lack of file descriptors; raise it (ulimit -n, systemd's \
+                     LimitNOFILE=)"
+                );
+            }
+        }
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+}
+
 struct Master {
-    poll: Poll,
+    /// The event loop's plumbing: the poll, what each token stands for, signals, reaping.
+    io: EventLoop,
     config: Config,
-    base_env: Vec<(OsString, OsString)>,
-    listeners: Vec<Listener>,
-    /// Listener `i` may have connections waiting (edge-triggered: set on event, cleared on
-    /// `WouldBlock`).
-    accept_ready: Vec<bool>,
-    /// The listeners are registered with the poll: only while some worker is free, so that
-    /// clients arriving while every worker is busy do not wake the master for nothing.
-    watching: bool,
-    accept_paused_until: Option<Instant>,
-    /// `accept` is failing for lack of file descriptors: accepting resumes as soon as one is
-    /// freed (an ack, a closed channel), or after `FD_EXHAUSTED_PAUSE` at the latest.
-    fd_shortage: Option<FdShortage>,
-    signals: SignalSource,
-    /// What each poll token stands for.
-    sources: Sources,
-    /// The tokens of the listeners, in `listeners` order.
-    listener_tokens: Vec<Token>,
+    /// The listeners and the state of accepting on them (rr mode).
+    accept: Accepting,
     /// Every decision about the workers' lives (fleet, stop phase, reload), without I/O.
     core: Supervisor,
-    /// What the master holds open for each worker (channel, captured output, their tokens), by
-    /// the key of the core's record of it.
-    procs: process::Processes,
-    /// What the core decided and the shell has yet to do (reused).
-    effects: Vec<Effect>,
     /// Every accepted socket until a worker acks it: queued, or in one worker's account.
     ledger: Ledger<Handoff>,
-    /// A SIGCHLD arrived: exited children wait to be reaped.
-    reap_due: bool,
-    loader: Loader,
-    /// When to measure the workers' memory next (`[recycle] max_memory`).
-    next_memory_sample: Instant,
-    /// What systemd is told (`NOTIFY_SOCKET`).
-    notifier: notify::Notifier,
-    /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
-    /// unless the configuration's own count changed.
-    configured_workers: usize,
-    /// `on_giveup` commands still running (reaped like workers, killed at exit).
-    hooks: Vec<Pid>,
-    /// Files for the workers' stdout and stderr, when `[log]` names them.
-    sinks: [Option<output::Sink>; 2],
-    control: Option<control::Control>,
-    /// The listeners' addresses as shown to users.
-    listen_names: Vec<String>,
-    /// Scratch buffers reused every turn.
-    incoming: Vec<Incoming>,
-    pending_signals: Vec<(i32, Action)>,
-    /// This program and its arguments, as started: an upgrade starts them again.
-    exe: std::path::PathBuf,
-    argv: Vec<OsString>,
-    /// An upgrade this master started (the new master), and the channel to it.
-    upgrade: Option<upgrade::Handover>,
-    successor: Option<handover::Link>,
-    /// The master this one was started to take over from (an upgrade).
-    predecessor: Option<Predecessor>,
-    /// Started by an upgrade, this master failed to take over: why (it exits with an error).
-    upgrade_failed: Option<String>,
-    /// What is counted for `/metrics`.
-    counters: metrics::Counters,
-    /// The latest value of each retained message key.
-    retained: relay::Retained,
-    /// Flow control: some receiver's backlog passed the high-water mark; senders' channels
-    /// are not read until every backlog is back under the low-water mark.
-    relay_paused: bool,
-    /// The monitoring listener (`[metrics] listen`), if any.
-    monitor: Option<monitor::Monitor>,
-    /// Every initial worker has been ready (for `/readyz`).
-    started_serving: bool,
-    /// Dropped last: removes the pid file (if still ours) once everything else is gone.
-    pid_file: Option<control::PidFile>,
+    /// What the master holds for the worker processes, and what it starts them with.
+    workers: Workers,
+    /// An in-place upgrade, on either side.
+    upgrade: Upgrading,
+    /// What operators see and ask: the control socket, metrics, systemd, the message relay.
+    /// Last: its pid file is removed once everything else is gone.
+    ops: Operations,
 }
 
 impl Master {
@@ -361,6 +316,7 @@ impl Master {
         pid_file: control::PidFile,
         predecessor: Option<Predecessor>,
     ) -> io::Result<Master> {
+        let predecessor_present = predecessor.is_some();
         let poll = Poll::new()?;
         let mut sources = Sources::default();
         poll.registry().register(
@@ -377,45 +333,55 @@ impl Master {
         let now = Instant::now();
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         Ok(Master {
-            poll,
-            base_env: launch::base_env(&config, &config.worker.command.env),
-            accept_ready: vec![false; listeners.len()],
-            watching: false,
-            listeners,
-            accept_paused_until: None,
-            fd_shortage: None,
-            signals,
-            sources,
-            listener_tokens,
+            io: EventLoop {
+                poll,
+                sources,
+                signals,
+                pending_signals: Vec::new(),
+                reap_due: true,
+            },
+            accept: Accepting {
+                accept_ready: vec![false; listeners.len()],
+                listeners,
+                listener_tokens,
+                listen_names,
+                watching: false,
+                accept_paused_until: None,
+                fd_shortage: None,
+                incoming: Vec::new(),
+            },
             core: Supervisor::new(config.workers, Policy::of(&config), now),
-            procs: process::Processes::default(),
-            configured_workers: config.workers,
-            next_memory_sample: now,
-            // A new master speaks to systemd only once it took over.
-            notifier: notify::Notifier::from_env(now, predecessor.is_some()),
-            effects: Vec::new(),
-            config,
             ledger: Ledger::default(),
-            reap_due: true,
-            loader,
-            hooks: Vec::new(),
-            sinks,
-            control: Some(control),
-            listen_names,
-            incoming: Vec::new(),
-            pending_signals: Vec::new(),
-            exe: handover::own_executable(),
-            argv: std::env::args_os().skip(1).collect(),
-            upgrade: None,
-            successor: None,
-            predecessor,
-            upgrade_failed: None,
-            counters: metrics::Counters::default(),
-            retained: relay::Retained::default(),
-            relay_paused: false,
-            monitor: None,
-            started_serving: false,
-            pid_file: Some(pid_file),
+            workers: Workers {
+                procs: process::Processes::default(),
+                effects: Vec::new(),
+                base_env: launch::base_env(&config, &config.worker.command.env),
+                sinks,
+                hooks: Vec::new(),
+                next_memory_sample: now,
+                configured_workers: config.workers,
+            },
+            upgrade: Upgrading {
+                handover: None,
+                successor: None,
+                predecessor,
+                failed: None,
+                exe: handover::own_executable(),
+                argv: std::env::args_os().skip(1).collect(),
+            },
+            ops: Operations {
+                control: Some(control),
+                monitor: None,
+                // A new master speaks to systemd only once it took over.
+                notifier: notify::Notifier::from_env(now, predecessor_present),
+                counters: metrics::Counters::default(),
+                retained: relay::Retained::default(),
+                relay_paused: false,
+                started_serving: false,
+                loader,
+                pid_file: Some(pid_file),
+            },
+            config,
         })
     }
 
@@ -429,18 +395,18 @@ impl Master {
                 self.next_deadline()
                     .map(|d| d.saturating_duration_since(now))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.io.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(MasterError::EventLoop(e));
                 }
             }
             for event in events.iter() {
-                match self.sources.get(event.token()) {
+                match self.io.sources.get(event.token()) {
                     Some(Source::Signals) => self.on_signals(),
                     Some(Source::Control) => self.on_control_accept(),
                     Some(Source::ControlConn(key)) => self.on_control_conn(key),
                     Some(Source::Listener(i)) => {
-                        if let Some(flag) = self.accept_ready.get_mut(i) {
+                        if let Some(flag) = self.accept.accept_ready.get_mut(i) {
                             *flag = true;
                         }
                     }
@@ -461,7 +427,7 @@ impl Master {
             self.read_unread();
             // On SIGCHLD only (several exits may share one signal: `reap` takes them all), and
             // every turn while stopping, where nothing else is left to do.
-            if std::mem::take(&mut self.reap_due) || self.core.phase != Phase::Running {
+            if std::mem::take(&mut self.io.reap_due) || self.core.phase != Phase::Running {
                 self.reap();
             }
             let now = Instant::now();
@@ -470,14 +436,14 @@ impl Master {
             self.supervise(now);
             self.upgrade_turn(now);
             self.succession_turn();
-            if !self.started_serving {
-                self.started_serving = self.core.fleet.started();
+            if !self.ops.started_serving {
+                self.ops.started_serving = self.core.fleet.started();
             }
             self.dispatch(now);
             self.flush(now);
             self.relay_turn(now);
             self.watch_listeners();
-            if self.notifier.active() {
+            if self.ops.notifier.active() {
                 let fleet = notify::Fleet {
                     ready: self.core.fleet.ready_count(),
                     wanted: self.core.fleet.slots.len(),
@@ -491,7 +457,7 @@ impl Master {
                     self.core.reload.is_some(),
                     self.core.phase != Phase::Running,
                 );
-                self.notifier.turn(fleet, reloading, stopping, now);
+                self.ops.notifier.turn(fleet, reloading, stopping, now);
             }
             let left = self.processes_left();
             let exit = match self.core.phase.stop_step(now, left) {
@@ -511,7 +477,7 @@ impl Master {
             if exit {
                 return if self.core.gave_up {
                     Err(MasterError::GaveUp(self.core.gave_up_why()))
-                } else if let Some(reason) = self.upgrade_failed.take() {
+                } else if let Some(reason) = self.upgrade.failed.take() {
                     Err(MasterError::Upgrade(reason))
                 } else {
                     Ok(())
@@ -554,16 +520,21 @@ impl Master {
             .config
             .recycle
             .max_memory
-            .map(|_| self.next_memory_sample);
+            .map(|_| self.workers.next_memory_sample);
         slots
             .into_iter()
             .chain(kills)
             .chain(phase)
-            .chain(self.accept_paused_until)
+            .chain(self.accept.accept_paused_until)
             .chain(self.core.next_recycle_check(Instant::now()))
             .chain(memory)
-            .chain(self.notifier.deadline())
-            .chain(self.upgrade.as_ref().and_then(upgrade::Handover::deadline))
+            .chain(self.ops.notifier.deadline())
+            .chain(
+                self.upgrade
+                    .handover
+                    .as_ref()
+                    .and_then(upgrade::Handover::deadline),
+            )
             .chain(self.next_stall_deadline())
             .chain(self.ledger.next_full_retry())
             .chain(self.control_deadline())
@@ -578,13 +549,14 @@ impl Master {
         stream: &mut impl mio::event::Source,
         source: Source,
     ) -> Option<Token> {
-        let token = self.sources.add(source);
-        let registered =
-            self.poll
-                .registry()
-                .register(stream, token, Interest::READABLE | Interest::WRITABLE);
+        let token = self.io.sources.add(source);
+        let registered = self.io.poll.registry().register(
+            stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if registered.is_err() {
-            self.sources.remove(token);
+            self.io.sources.remove(token);
             return None;
         }
         Some(token)
@@ -596,7 +568,7 @@ impl Master {
     /// gone, and the port is free).
     fn processes_left(&self) -> usize {
         self.core.fleet.workers.len()
-            + self.hooks.len()
+            + self.workers.hooks.len()
             + self.successor_to_reap()
             + self.predecessor_draining()
     }
@@ -604,8 +576,8 @@ impl Master {
     // ---- events -------------------------------------------------------------------------------
 
     fn on_signals(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending_signals);
-        self.signals.drain(&mut pending);
+        let mut pending = std::mem::take(&mut self.io.pending_signals);
+        self.io.signals.drain(&mut pending);
         for (sig, action) in pending.drain(..) {
             if action != Action::Reap {
                 info!("received {}", signals::name(sig));
@@ -619,7 +591,7 @@ impl Master {
                     }
                 },
                 Action::QuickStop => self.quick_stop(),
-                Action::Reap => self.reap_due = true,
+                Action::Reap => self.io.reap_due = true,
                 Action::Reload => {
                     if let Err(e) = self.request_reload(None, false) {
                         warn!("reload refused: {e}");
@@ -640,7 +612,7 @@ impl Master {
                 Action::Upgrade => self.request_upgrade(None, None, false),
             }
         }
-        self.pending_signals = pending;
+        self.io.pending_signals = pending;
     }
 
     // ---- reaping ------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ impl Monitor {
 impl Master {
     pub(super) fn on_monitor_accept(&mut self) {
         loop {
-            let Some(monitor) = self.monitor.as_mut() else {
+            let Some(monitor) = self.ops.monitor.as_mut() else {
                 return;
             };
             let (mut stream, peer) = match monitor.listener.accept() {
@@ -155,7 +155,7 @@ impl Master {
             };
             let now = Instant::now();
             if !monitor.config.allows(peer.ip()) {
-                self.counters.turn_away(TurnedAway::MetricsNotAllowed);
+                self.ops.counters.turn_away(TurnedAway::MetricsNotAllowed);
                 if monitor.refused.note(now) {
                     warn!(
                         "metrics listener: refused a client from {}: not in metrics.allow \
@@ -169,18 +169,18 @@ impl Master {
             if monitor.conns.len() >= MAX_CONNS {
                 let oldest = make_room(monitor.conns.iter().map(|(k, c)| (k, c.stage, c.since)));
                 if let Some(key) = oldest {
-                    self.counters.turn_away(TurnedAway::MetricsCrowded);
+                    self.ops.counters.turn_away(TurnedAway::MetricsCrowded);
                     self.close_monitor_conn(key);
                 }
             }
-            let Some(monitor) = self.monitor.as_mut() else {
+            let Some(monitor) = self.ops.monitor.as_mut() else {
                 return;
             };
             let key = monitor.conns.vacant_key();
             let Some(token) = self.watch_conn(&mut stream, Source::MonitorConn(key)) else {
                 continue;
             };
-            if let Some(monitor) = self.monitor.as_mut() {
+            if let Some(monitor) = self.ops.monitor.as_mut() {
                 monitor.conns.insert(Conn {
                     stream,
                     input: Vec::new(),
@@ -198,7 +198,7 @@ impl Master {
     }
 
     pub(super) fn on_monitor_conn(&mut self, key: usize) {
-        let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
             return;
         };
         if conn.stage == Stage::Reading {
@@ -210,7 +210,7 @@ impl Master {
                 }
                 (Head::Incomplete, client_io::Got::Open) => {}
                 (Head::Bad, _) => {
-                    self.counters.turn_away(TurnedAway::MetricsBadRequest);
+                    self.ops.counters.turn_away(TurnedAway::MetricsBadRequest);
                     debug!("metrics listener: not an HTTP GET or HEAD request: answered 400");
                     let bad = ("400 Bad Request", "text/plain", "bad request\n".to_owned());
                     self.respond(key, bad);
@@ -265,7 +265,7 @@ impl Master {
 
     /// Queues the answer on connection `key`; [`Master::flush_monitor_conn`] writes it.
     fn respond(&mut self, key: usize, (status, content_type, body): (&str, &str, String)) {
-        let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
             return;
         };
         conn.stage = Stage::Writing;
@@ -281,7 +281,7 @@ impl Master {
     /// Writes what the answer still has to go; once it is out, shuts our side and reads what
     /// still comes until the client closes (or a bound is reached), then closes.
     fn flush_monitor_conn(&mut self, key: usize) {
-        let Some(conn) = self.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
+        let Some(conn) = self.ops.monitor.as_mut().and_then(|m| m.conns.get_mut(key)) else {
             return;
         };
         if conn.stage == Stage::Writing {
@@ -310,19 +310,19 @@ impl Master {
     }
 
     fn close_monitor_conn(&mut self, key: usize) {
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Some(monitor) = self.ops.monitor.as_mut() else {
             return;
         };
         if let Some(mut conn) = monitor.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.sources.remove(conn.token);
+            let _ = self.io.poll.registry().deregister(&mut conn.stream);
+            self.io.sources.remove(conn.token);
         }
     }
 
     /// The nearest moment a metrics client is due to be answered 408 or closed, or an episode
     /// of refusals over.
     pub(super) fn monitor_deadline(&self) -> Option<Instant> {
-        let monitor = self.monitor.as_ref()?;
+        let monitor = self.ops.monitor.as_ref()?;
         (monitor.conns.iter())
             .map(|(_, c)| c.deadline)
             .chain(monitor.refused.deadline())
@@ -332,7 +332,7 @@ impl Master {
     /// Answers 408 to the clients whose request head did not come in time, closes those whose
     /// time to read the answer or to close is up, and tells of refusals that are over.
     pub(super) fn monitor_turn(&mut self, now: Instant) {
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Some(monitor) = self.ops.monitor.as_mut() else {
             return;
         };
         if let Some(ended) = monitor.refused.ended(now) {
@@ -351,7 +351,7 @@ impl Master {
         for (key, stage) in due {
             match stage {
                 Stage::Reading => {
-                    self.counters.turn_away(TurnedAway::MetricsTimeout);
+                    self.ops.counters.turn_away(TurnedAway::MetricsTimeout);
                     debug!(
                         "metrics listener: no whole request head within {METRICS_HEADER_TIME:?}: \
                          answered 408"
@@ -365,7 +365,7 @@ impl Master {
                     self.flush_monitor_conn(key);
                 }
                 Stage::Writing => {
-                    self.counters.turn_away(TurnedAway::MetricsTimeout);
+                    self.ops.counters.turn_away(TurnedAway::MetricsTimeout);
                     debug!("metrics listener: a client did not read its answer in time: closed");
                     self.close_monitor_conn(key);
                 }
@@ -378,7 +378,7 @@ impl Master {
     pub(super) fn health(&self) -> Health {
         health(
             self.core.fleet.ready_count(),
-            self.started_serving,
+            self.ops.started_serving,
             self.core.phase != Phase::Running,
         )
     }
@@ -394,7 +394,13 @@ impl Master {
             .enumerate()
             .map(|(i, slot)| {
                 // Workers gone, and those alive (current, candidate, draining).
-                let mut served = self.counters.retired.get(i).cloned().unwrap_or_default();
+                let mut served = self
+                    .ops
+                    .counters
+                    .retired
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_default();
                 fleet
                     .workers
                     .iter()
@@ -429,13 +435,13 @@ impl Master {
         metrics::render(&Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             sched_policy: self.config.sched_policy.as_str(),
-            listeners: &self.listen_names,
-            counters: &self.counters,
+            listeners: &self.accept.listen_names,
+            counters: &self.ops.counters,
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
             reloads: self.core.reloads,
-            retained: (self.retained.len(), self.retained.bytes()),
+            retained: (self.ops.retained.len(), self.ops.retained.bytes()),
             slots,
             agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),
             process: memory::own_process(),

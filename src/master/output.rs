@@ -182,18 +182,18 @@ impl Master {
             return;
         };
         let (slot, pid) = (worker.place, worker.pid.as_raw());
-        let Some(process) = self.procs.get_mut(key) else {
+        let Some(process) = self.workers.procs.get_mut(key) else {
             return;
         };
         let (Some(pipe), Some(sink)) = (
             process.output.get_mut(stream).and_then(Option::as_mut),
-            self.sinks.get_mut(stream).and_then(Option::as_mut),
+            self.workers.sinks.get_mut(stream).and_then(Option::as_mut),
         ) else {
             return;
         };
         if pipe.drain(sink, slot, pid) == PipeState::Closed {
             let fd = pipe.raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            let _ = self.io.poll.registry().deregister(&mut SourceFd(&fd));
             process.output[stream] = None;
         }
     }
@@ -203,12 +203,14 @@ impl Master {
         for stream in 0..2 {
             self.on_output(key, stream);
             if let Some(pipe) = self
+                .workers
                 .procs
                 .get_mut(key)
                 .and_then(|p| p.output[stream].take())
             {
                 // A grandchild may still hold the write end; we stop listening anyway.
                 let _ = self
+                    .io
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&pipe.raw_fd()));
@@ -218,7 +220,7 @@ impl Master {
 
     /// SIGUSR1: reopen the captured-output files and the master's own log file by name.
     pub(super) fn reopen_logs(&mut self) {
-        for sink in self.sinks.iter_mut().flatten() {
+        for sink in self.workers.sinks.iter_mut().flatten() {
             match sink.reopen() {
                 Ok(()) => info!("reopened {}", sink.path().display()),
                 Err(e) => error!("cannot reopen {}: {e}", sink.path().display()),

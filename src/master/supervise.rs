@@ -40,7 +40,11 @@ impl Master {
             incoming,
             Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. } | Incoming::Relay(_)
         ) && !std::mem::replace(&mut worker.heard, true)
-            && self.procs.channel(key).is_some_and(|c| !c.stop_pending())
+            && self
+                .workers
+                .procs
+                .channel(key)
+                .is_some_and(|c| !c.stop_pending())
         {
             // Its app runs now, and its `stop` has left already: the signal it was owed.
             process::send_stop_signal(worker);
@@ -110,7 +114,7 @@ impl Master {
         let Some(command) = self.config.on_giveup.clone() else {
             return;
         };
-        let mut env = self.base_env.clone();
+        let mut env = self.workers.base_env.clone();
         let slot = place.slot().map_or("agent".to_owned(), |s| s.to_string());
         env.push((env::GIVEUP_SLOT.into(), slot.into()));
         env.push((env::GIVEUP_PID.into(), pid.to_string().into()));
@@ -131,7 +135,7 @@ impl Master {
             Ok(child) => {
                 let hook = Pid::from_raw(child.id() as i32);
                 info!("on_giveup command started pid={hook}: {command}");
-                self.hooks.push(hook);
+                self.workers.hooks.push(hook);
             }
             Err(e) => error!("cannot run on_giveup command {command:?}: {e}"),
         }
@@ -164,8 +168,8 @@ impl Master {
             if self.successor_exited(pid, &cause) {
                 return;
             }
-            if let Some(i) = self.hooks.iter().position(|&h| h == pid) {
-                self.hooks.swap_remove(i);
+            if let Some(i) = self.workers.hooks.iter().position(|&h| h == pid) {
+                self.workers.hooks.swap_remove(i);
                 info!("on_giveup command pid={pid} finished: {cause}");
             } else {
                 debug!("reaped pid={pid} ({cause})");
@@ -174,7 +178,7 @@ impl Master {
         };
         // What it said last (an `ack`, a `leaving`) may still wait in its channel, and decides
         // both which sockets it owned and whether this exit was planned: read it first.
-        if self.procs.channel(key).is_some() {
+        if self.workers.procs.channel(key).is_some() {
             self.read_channel(key, true, true);
         }
         self.release_channel(key);
@@ -188,7 +192,7 @@ impl Master {
             )
         };
         let (held, served) = self.ledger.retire(account);
-        let c = &mut self.counters;
+        let c = &mut self.ops.counters;
         match place {
             Place::Slot(slot) => {
                 c.retire(slot, &served);
@@ -202,9 +206,9 @@ impl Master {
         }
         self.drain_output(key);
         self.core.exited(key, Instant::now(), cause);
-        if let Some(process) = self.procs.remove(key) {
+        if let Some(process) = self.workers.procs.remove(key) {
             for &token in &process.tokens {
-                self.sources.remove(token);
+                self.io.sources.remove(token);
             }
         }
         self.apply_effects();
@@ -247,17 +251,17 @@ impl Master {
             self.core.recycle(key, &reason, now);
         }
         self.ledger.retry_full(now);
-        self.core.tick(now, self.hooks.len());
+        self.core.tick(now, self.workers.hooks.len());
         self.apply_effects();
     }
 
     /// Every [`MEMORY_SAMPLE_EVERY`], with `[recycle] max_memory` set: each worker's resident
     /// memory (its process group's), for `Supervisor::recycle_due`.
     fn measure_memory(&mut self, now: Instant) {
-        if self.config.recycle.max_memory.is_none() || now < self.next_memory_sample {
+        if self.config.recycle.max_memory.is_none() || now < self.workers.next_memory_sample {
             return;
         }
-        self.next_memory_sample = now + MEMORY_SAMPLE_EVERY;
+        self.workers.next_memory_sample = now + MEMORY_SAMPLE_EVERY;
         let groups: Vec<Pid> = self.core.fleet.workers.iter().map(|(_, w)| w.pid).collect();
         let resident = memory::resident_by_group(&groups);
         for (_, worker) in self.core.fleet.workers.iter_mut() {
@@ -268,7 +272,7 @@ impl Master {
     /// Carries out what the supervisor decided, until it decides nothing more (a failed spawn
     /// or the end of accepting may lead to further decisions).
     pub(super) fn apply_effects(&mut self) {
-        let mut effects = std::mem::take(&mut self.effects);
+        let mut effects = std::mem::take(&mut self.workers.effects);
         loop {
             self.core.drain_effects(&mut effects);
             if effects.is_empty() {
@@ -278,7 +282,7 @@ impl Master {
                 self.apply(effect);
             }
         }
-        self.effects = effects;
+        self.workers.effects = effects;
     }
 
     fn apply(&mut self, effect: Effect) {
@@ -296,7 +300,7 @@ impl Master {
                     // A Node worker stopped PM2's way: the signal alone, its app drains and
                     // exits.
                     let tell = !node || self.config.disconnect;
-                    match self.procs.channel_mut(key) {
+                    match self.workers.procs.channel_mut(key) {
                         Some(channel) if worker.spoke && tell => {
                             // The signal goes with the `stop` (see `flush`).
                             channel.queue_stop();
@@ -320,7 +324,7 @@ impl Master {
                 }
             }
             Effect::KillHooks => {
-                for &hook in &self.hooks {
+                for &hook in &self.workers.hooks {
                     let _ = nix::sys::signal::killpg(hook, Signal::SIGKILL);
                 }
                 self.kill_successor();
@@ -330,14 +334,14 @@ impl Master {
             Effect::Answer { waiters, outcome } => self.answer_all(waiters, outcome),
             Effect::StopAccepting => {
                 self.watch_listeners(); // no longer: we are stopping
-                self.accept_ready.iter_mut().for_each(|r| *r = false);
+                self.accept.accept_ready.iter_mut().for_each(|r| *r = false);
                 // Queued sockets go to whoever can still take them, before `stop` follows
                 // them; the rest is closed (dispatch does, once stopping).
                 self.dispatch(now);
-                self.listeners.clear(); // closes them (and removes Unix socket files)
+                self.accept.listeners.clear(); // closes them (and removes Unix socket files)
                 self.core.stop_workers(now);
             }
-            Effect::CloseListeners => self.listeners.clear(),
+            Effect::CloseListeners => self.accept.listeners.clear(),
         }
     }
 
@@ -364,7 +368,10 @@ impl Master {
         role: Role,
         now: Instant,
     ) -> Result<usize, String> {
-        let capture = [self.sinks[0].is_some(), self.sinks[1].is_some()];
+        let capture = [
+            self.workers.sinks[0].is_some(),
+            self.workers.sinks[1].is_some(),
+        ];
         // The agent takes no connection; its account stays empty.
         let seat = Seat {
             place,
@@ -377,11 +384,18 @@ impl Master {
                 &agent.command.program,
             ),
             _ => (
-                std::borrow::Cow::Borrowed(&self.base_env),
+                std::borrow::Cow::Borrowed(&self.workers.base_env),
                 &self.config.worker.command.program,
             ),
         };
-        let spawned = launch::spawn(&self.config, &env, &self.listeners, seat, capture, now);
+        let spawned = launch::spawn(
+            &self.config,
+            &env,
+            &self.accept.listeners,
+            seat,
+            capture,
+            now,
+        );
         let (worker, process) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -392,22 +406,22 @@ impl Master {
         };
         let pid = worker.pid;
         match place {
-            Place::Slot(slot) => metrics::Counters::add(&mut self.counters.starts, slot, 1),
-            Place::Agent => self.counters.agent_starts += 1,
+            Place::Slot(slot) => metrics::Counters::add(&mut self.ops.counters.starts, slot, 1),
+            Place::Agent => self.ops.counters.agent_starts += 1,
         }
         let node = process.channel.as_ref().is_some_and(|c| c.subscribed());
         let key = self.core.fleet.insert(worker, role);
-        self.procs.insert(key, process);
+        self.workers.procs.insert(key, process);
         if node {
             // A Node process takes messages from its start: the retained values go first.
             self.subscribe(key);
         }
-        let Some(process) = self.procs.get_mut(key) else {
+        let Some(process) = self.workers.procs.get_mut(key) else {
             return Ok(key);
         };
         let mut watch: Vec<(i32, Token, Interest)> = Vec::with_capacity(3);
         if let Some(channel) = &process.channel {
-            let token = self.sources.add(Source::Channel(key));
+            let token = self.io.sources.add(Source::Channel(key));
             watch.push((
                 channel.raw_fd(),
                 token,
@@ -416,7 +430,7 @@ impl Master {
         }
         for (stream, pipe) in process.output.iter().enumerate() {
             if let Some(pipe) = pipe {
-                let token = self.sources.add(Source::Output {
+                let token = self.io.sources.add(Source::Output {
                     worker: key,
                     stream,
                 });
@@ -426,6 +440,7 @@ impl Master {
         (process.tokens).extend(watch.iter().map(|&(_, token, _)| token));
         for (fd, token, interest) in watch {
             if let Err(e) = self
+                .io
                 .poll
                 .registry()
                 .register(&mut SourceFd(&fd), token, interest)
@@ -454,16 +469,16 @@ impl Master {
     ) -> Result<(), String> {
         self.core.can_reload()?;
         self.not_while_upgrading("reload")?;
-        let config = (self.loader)().map_err(|e| {
+        let config = (self.ops.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
         let (workers, note) = super::reload::reload_size(
             self.config.workers,
-            self.configured_workers,
+            self.workers.configured_workers,
             config.workers,
         );
         info!("{note}");
-        self.configured_workers = config.workers;
+        self.workers.configured_workers = config.workers;
         self.apply_config(config);
         self.config.workers = workers;
         self.core.set_policy(Policy::of(&self.config));
@@ -474,57 +489,25 @@ impl Master {
     }
 
     /// Takes what can change without rebinding; warns about what cannot.
-    fn apply_config(&mut self, mut config: Config) {
-        if config.listen != self.config.listen {
-            warn!(
-                "reload: `listen` changed; keeping the current listeners (new ones take a \
-                 restart or `rrbalancer upgrade`)"
-            );
+    fn apply_config(&mut self, config: Config) {
+        let (mut config, warnings) = super::reconfigure::merge(&self.config, config);
+        for warning in warnings {
+            warn!("{warning}");
         }
-        if config.sched_policy != self.config.sched_policy {
-            warn!(
-                "reload: sched_policy changed to {}; that needs a restart, keeping {}",
-                config.sched_policy.as_str(),
-                self.config.sched_policy.as_str()
-            );
-        }
-        if config.control != self.config.control {
-            warn!("reload: `[control]` changed; that needs a restart, keeping the current paths");
-        }
-        if config.worker.protocol != self.config.worker.protocol {
-            warn!(
-                "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
-            );
-            // The window goes with the protocol (Node's is one).
-            config.worker.max_unacked = self.config.worker.max_unacked;
-        }
-        let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
-        if listen(&config) != listen(&self.config) {
-            warn!(
-                "reload: `[metrics] listen` changed; keeping the current listener (a new one \
-                 takes a restart or `rrbalancer upgrade`)"
-            );
-            config.metrics = self.config.metrics.clone();
-        } else if let (Some(metrics), Some(monitor)) = (&config.metrics, self.monitor.as_mut()) {
+        if let (Some(metrics), Some(monitor)) = (&config.metrics, self.ops.monitor.as_mut()) {
             // Who may connect changes at once (connections open stay).
             monitor.reconfigure(metrics.clone());
         }
-        config.worker.protocol = self.config.worker.protocol;
-        config.listen = self.config.listen.clone();
-        config.sched_policy = self.config.sched_policy;
-        config.policy_source = self.config.policy_source;
-        config.control = self.config.control.clone();
-        config.source = self.config.source.clone();
         if config.log != self.config.log {
             match super::output::open_sinks(&config.log) {
-                Ok(sinks) => self.sinks = sinks,
+                Ok(sinks) => self.workers.sinks = sinks,
                 Err(e) => {
                     warn!("reload: cannot open the new log files ({e}); keeping the old ones");
                     config.log = self.config.log.clone();
                 }
             }
         }
-        self.base_env = launch::base_env(&config, &config.worker.command.env);
+        self.workers.base_env = launch::base_env(&config, &config.worker.command.env);
         self.config = config;
     }
 

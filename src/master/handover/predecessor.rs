@@ -215,14 +215,15 @@ impl Master {
 
     /// 1 while the master this one took over from still runs (finishing its connections).
     pub(in crate::master) fn predecessor_draining(&self) -> usize {
-        self.predecessor
+        self.upgrade
+            .predecessor
             .as_ref()
             .is_some_and(|p| p.state == Succession::TookOver && p.link.is_some()) as usize
     }
 
     /// For `status`: the old master still finishing, seen from the new one.
     pub(in crate::master) fn predecessor_status(&self) -> Option<String> {
-        let p = self.predecessor.as_ref()?;
+        let p = self.upgrade.predecessor.as_ref()?;
         (p.state == Succession::TookOver && p.link.is_some())
             .then(|| format!("from pid {}: it finishes its connections and exits", p.pid))
     }
@@ -230,8 +231,8 @@ impl Master {
     /// Says `starting` to the old master and watches the channel.
     pub(in crate::master) fn announce_start(&mut self) {
         let timeout = self.config.worker.ready_timeout;
-        let token = self.sources.add(Source::Predecessor);
-        let Some(p) = self.predecessor.as_mut() else {
+        let token = self.io.sources.add(Source::Predecessor);
+        let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
         let Some(link) = p.link.as_mut() else {
@@ -246,7 +247,7 @@ impl Master {
                 },
                 &[],
             )
-            .and_then(|()| link.register(self.poll.registry(), token));
+            .and_then(|()| link.register(self.io.poll.registry(), token));
         if let Err(e) = said {
             warn!("upgrade: the old master cannot be reached: {e}");
         }
@@ -254,7 +255,7 @@ impl Master {
 
     /// Each turn, until it took over: is the fleet ready, or has it failed?
     pub(in crate::master) fn succession_turn(&mut self) {
-        let Some(p) = self.predecessor.as_mut() else {
+        let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
         if p.state != Succession::Starting || self.core.phase != Phase::Running {
@@ -287,7 +288,12 @@ impl Master {
 
     fn fail_succession(&mut self, reason: String) {
         error!("upgrade failed: {reason}; stopping this master");
-        if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) {
+        if let Some(link) = self
+            .upgrade
+            .predecessor
+            .as_mut()
+            .and_then(|p| p.link.as_mut())
+        {
             let _ = link.send(
                 &Message::Failed {
                     reason: reason.clone(),
@@ -295,29 +301,30 @@ impl Master {
                 &[],
             );
         }
-        self.upgrade_failed = Some(reason);
+        self.upgrade.failed = Some(reason);
         self.begin_stop();
     }
 
     /// Pid file and control socket into place, Unix socket files ours; systemd hears from us.
     fn take_over(&mut self) {
-        if self.predecessor.is_none() {
+        if self.upgrade.predecessor.is_none() {
             return;
         }
         let installed = self
+            .ops
             .pid_file
             .as_mut()
             .map_or(Ok(()), |f| f.install())
-            .and_then(|()| self.control.as_mut().map_or(Ok(()), |c| c.install()));
+            .and_then(|()| self.ops.control.as_mut().map_or(Ok(()), |c| c.install()));
         if let Err(e) = installed {
             return self.fail_succession(format!("cannot take over: {e}"));
         }
-        let Some(p) = self.predecessor.as_mut() else {
+        let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
         p.state = Succession::TookOver;
         for (i, path) in p.claims.drain(..) {
-            if let Some(l) = self.listeners.get_mut(i) {
+            if let Some(l) = self.accept.listeners.get_mut(i) {
                 l.claim_path(path);
             }
         }
@@ -326,7 +333,7 @@ impl Master {
                 debug!("upgrade: took_over not delivered: {e}");
             }
         }
-        self.notifier.release();
+        self.ops.notifier.release();
         info!(
             "upgrade: took over from pid {} (pid file and control socket are this master's)",
             p.pid
@@ -337,7 +344,12 @@ impl Master {
     /// could wait).
     pub(in crate::master) fn on_predecessor(&mut self) {
         loop {
-            let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.as_mut()) else {
+            let Some(link) = self
+                .upgrade
+                .predecessor
+                .as_mut()
+                .and_then(|p| p.link.as_mut())
+            else {
                 return;
             };
             match link.read() {
@@ -362,7 +374,12 @@ impl Master {
     }
 
     fn close_predecessor_link(&mut self) {
-        if let Some(link) = self.predecessor.as_mut().and_then(|p| p.link.take()) {
+        if let Some(link) = self
+            .upgrade
+            .predecessor
+            .as_mut()
+            .and_then(|p| p.link.take())
+        {
             self.release_link(link);
         }
     }
@@ -371,7 +388,7 @@ impl Master {
     fn predecessor_gone(&mut self) {
         self.close_predecessor_link();
         let stopping = self.core.phase != Phase::Running;
-        let Some(p) = self.predecessor.as_mut() else {
+        let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
         match p.state {
@@ -393,7 +410,7 @@ impl Master {
 
     /// Sockets the old master accepted and no worker of its took: ours now, in the queue.
     fn adopt(&mut self, sockets: Vec<Adopted>) {
-        let Some(p) = self.predecessor.as_ref() else {
+        let Some(p) = self.upgrade.predecessor.as_ref() else {
             return;
         };
         let count = sockets.len();

@@ -36,7 +36,7 @@ impl Master {
     ) {
         let refused = self.start_upgrade(waiter, binary);
         if let (Ok(()), Some(key), true) = (&refused, waiter, wait_exit) {
-            if let Some(h) = self.upgrade.as_mut() {
+            if let Some(h) = self.upgrade.handover.as_mut() {
                 h.wait_exit.push(key);
             }
         }
@@ -51,13 +51,14 @@ impl Master {
     /// A reload or a scale would change a fleet about to be replaced, the new one not knowing:
     /// refused while an upgrade is under way, on either side.
     pub(in crate::master) fn not_while_upgrading(&self, what: &str) -> Result<(), String> {
-        if let Some(h) = self.upgrade.as_ref().filter(|h| h.in_progress()) {
+        if let Some(h) = self.upgrade.handover.as_ref().filter(|h| h.in_progress()) {
             return Err(format!(
                 "an upgrade is under way (new master pid {}): {what} once it is done",
                 h.child
             ));
         }
         if self
+            .upgrade
             .predecessor
             .as_ref()
             .is_some_and(|p| p.state != Succession::TookOver)
@@ -75,6 +76,7 @@ impl Master {
         binary: Option<PathBuf>,
     ) -> Result<(), String> {
         let taking_over = self
+            .upgrade
             .predecessor
             .as_ref()
             .is_some_and(|p| p.state != Succession::TookOver);
@@ -85,15 +87,17 @@ impl Master {
             self.core.phase,
             self.core.reload.is_some(),
             self.upgrade
+                .handover
                 .as_ref()
                 .filter(|h| h.in_progress())
                 .map(|h| h.child),
             std::process::id() == 1,
         )?;
         let serves_on = |e: String| format!("{e}; pid {} serves on", std::process::id());
-        let binary = binary.unwrap_or_else(|| self.exe.clone());
+        let binary = binary.unwrap_or_else(|| self.upgrade.exe.clone());
         check_executable(&binary).map_err(serves_on)?;
         let args: Vec<String> = self
+            .upgrade
             .argv
             .iter()
             .map(|a| {
@@ -124,7 +128,7 @@ impl Master {
             binary.display()
         );
         let now = Instant::now();
-        self.upgrade = Some(Handover::new(
+        self.upgrade.handover = Some(Handover::new(
             pid,
             binary,
             waiter.into_iter().collect(),
@@ -134,6 +138,7 @@ impl Master {
         let hello = Message::Hello {
             pid: std::process::id() as i32,
             listeners: self
+                .accept
                 .listeners
                 .iter()
                 .zip(&self.config.listen)
@@ -145,18 +150,18 @@ impl Master {
                 .collect(),
             blocking: self.config.mode().socket_activation(),
             workers: self.core.fleet.slots.len(),
-            configured_workers: self.configured_workers,
+            configured_workers: self.workers.configured_workers,
         };
-        let fds: Vec<BorrowedFd<'_>> = self.listeners.iter().map(|l| l.as_fd()).collect();
-        let token = self.sources.add(Source::Successor);
+        let fds: Vec<BorrowedFd<'_>> = self.accept.listeners.iter().map(|l| l.as_fd()).collect();
+        let token = self.io.sources.add(Source::Successor);
         let sent = link
             .send(&hello, &fds)
-            .and_then(|()| link.register(self.poll.registry(), token));
-        self.successor = Some(link);
+            .and_then(|()| link.register(self.io.poll.registry(), token));
+        self.upgrade.successor = Some(link);
         if let Err(e) = sent {
             warn!("upgrade: cannot talk to pid {pid}: {e}");
             self.close_successor_link();
-            if let Some(h) = self.upgrade.as_mut() {
+            if let Some(h) = self.upgrade.handover.as_mut() {
                 h.on_channel_closed(now);
             }
         }
@@ -168,14 +173,14 @@ impl Master {
         let now = Instant::now();
         let kill_timeout = self.config.kill_timeout;
         loop {
-            let Some(link) = self.successor.as_mut() else {
+            let Some(link) = self.upgrade.successor.as_mut() else {
                 return;
             };
             let step = match link.read() {
                 Read::Empty => break,
                 Read::Closed => {
                     self.close_successor_link();
-                    if let Some(h) = self.upgrade.as_mut() {
+                    if let Some(h) = self.upgrade.handover.as_mut() {
                         h.on_channel_closed(now);
                     }
                     Step::Nothing
@@ -186,13 +191,14 @@ impl Master {
                         Ok(message) => {
                             debug!("upgrade: the new master says {message:?}");
                             self.upgrade
+                                .handover
                                 .as_mut()
                                 .map_or(Step::Nothing, |h| h.on_message(message, now, kill_timeout))
                         }
                         Err(e) => {
                             self.close_successor_link();
                             warn!("upgrade: the new master sent {e}");
-                            if let Some(h) = self.upgrade.as_mut() {
+                            if let Some(h) = self.upgrade.handover.as_mut() {
                                 h.on_channel_closed(now);
                             }
                             Step::Nothing
@@ -210,7 +216,7 @@ impl Master {
     /// Each turn: the handover's clock, and the SIGKILL of a new master given up on.
     pub(in crate::master) fn upgrade_turn(&mut self, now: Instant) {
         let kill_timeout = self.config.kill_timeout;
-        let Some(h) = self.upgrade.as_mut() else {
+        let Some(h) = self.upgrade.handover.as_mut() else {
             return;
         };
         if h.kill_at.is_some_and(|t| t <= now) && !h.exited {
@@ -224,14 +230,19 @@ impl Master {
 
     /// The new master was reaped. Whether `pid` was it.
     pub(in crate::master) fn successor_exited(&mut self, pid: Pid, cause: &str) -> bool {
-        if self.upgrade.as_ref().is_none_or(|h| h.child != pid) {
+        if self
+            .upgrade
+            .handover
+            .as_ref()
+            .is_none_or(|h| h.child != pid)
+        {
             return false;
         }
         // The channel may still hold its last words (`failed`): they come first.
         self.on_successor(false);
         self.close_successor_link();
         let kill_timeout = self.config.kill_timeout;
-        let Some(h) = self.upgrade.as_mut() else {
+        let Some(h) = self.upgrade.handover.as_mut() else {
             return true;
         };
         let step = h.on_exit(cause, Instant::now(), kill_timeout);
@@ -250,7 +261,7 @@ impl Master {
     /// This master stops: an upgrade under way is called off.
     pub(in crate::master) fn upgrade_on_stop(&mut self) {
         let kill_timeout = self.config.kill_timeout;
-        if let Some(h) = self.upgrade.as_mut() {
+        if let Some(h) = self.upgrade.handover.as_mut() {
             let step = h.on_stop(Instant::now(), kill_timeout);
             self.upgrade_step(step);
         }
@@ -258,32 +269,36 @@ impl Master {
 
     /// A new master to wait for before exiting (one given up on, still stopping).
     pub(in crate::master) fn successor_to_reap(&self) -> usize {
-        self.upgrade.as_ref().is_some_and(Handover::must_reap) as usize
+        self.upgrade
+            .handover
+            .as_ref()
+            .is_some_and(Handover::must_reap) as usize
     }
 
     /// SIGKILL a new master given up on (this master's stop reached its SIGKILL).
     pub(in crate::master) fn kill_successor(&mut self) {
-        if let Some(h) = self.upgrade.as_ref().filter(|h| h.must_reap()) {
+        if let Some(h) = self.upgrade.handover.as_ref().filter(|h| h.must_reap()) {
             let _ = killpg(h.child, Signal::SIGKILL);
         }
     }
 
     fn upgrade_step(&mut self, step: Step) {
-        let Some(child) = self.upgrade.as_ref().map(|h| h.child) else {
+        let Some(child) = self.upgrade.handover.as_ref().map(|h| h.child) else {
             return;
         };
         match step {
             Step::Nothing => {}
             Step::TakeOver => {
                 info!("upgrade: pid {child} is ready; handing over");
-                self.notifier.hand_over(child.as_raw() as u32);
+                self.ops.notifier.hand_over(child.as_raw() as u32);
                 let sent = self
+                    .upgrade
                     .successor
                     .as_mut()
                     .map(|l| l.send(&Message::TakeOver, &[]));
                 if !matches!(sent, Some(Ok(()))) {
                     self.close_successor_link();
-                    if let Some(h) = self.upgrade.as_mut() {
+                    if let Some(h) = self.upgrade.handover.as_mut() {
                         h.on_channel_closed(Instant::now());
                     }
                 }
@@ -295,6 +310,7 @@ impl Master {
                 );
                 let (waiters, holds) = self
                     .upgrade
+                    .handover
                     .as_mut()
                     .map(|h| {
                         (
@@ -319,7 +335,7 @@ impl Master {
                     self.hold_until_exit(key);
                 }
                 self.answer_all(waiters, Ok(message));
-                for l in &mut self.listeners {
+                for l in &mut self.accept.listeners {
                     l.release_path();
                 }
                 self.begin_stop();
@@ -336,12 +352,13 @@ impl Master {
                 }
                 let waiters = self
                     .upgrade
+                    .handover
                     .as_mut()
                     .map(|h| std::mem::take(&mut h.waiters))
                     .unwrap_or_default();
-                let exited = self.upgrade.as_ref().is_some_and(|h| h.exited);
+                let exited = self.upgrade.handover.as_ref().is_some_and(|h| h.exited);
                 if abort {
-                    if let Some(link) = self.successor.as_mut() {
+                    if let Some(link) = self.upgrade.successor.as_mut() {
                         let _ = link.send(
                             &Message::Abort {
                                 reason: reason.clone(),
@@ -354,7 +371,7 @@ impl Master {
                     }
                 }
                 self.close_successor_link();
-                self.notifier.reclaim();
+                self.ops.notifier.reclaim();
                 // What it may have left staged beside ours.
                 for path in [&self.config.control.socket, &self.config.control.pid_file] {
                     let _ = std::fs::remove_file(staged_path(path, child.as_raw() as u32));
@@ -370,7 +387,7 @@ impl Master {
     }
 
     fn close_successor_link(&mut self) {
-        if let Some(link) = self.successor.take() {
+        if let Some(link) = self.upgrade.successor.take() {
             self.release_link(link);
         }
     }
@@ -381,9 +398,10 @@ impl Master {
     pub(in crate::master) fn pass_leftovers(&mut self) -> bool {
         let handed_over = self
             .upgrade
+            .handover
             .as_ref()
             .is_some_and(|h| h.stage == Stage::HandedOver);
-        let Some(link) = self.successor.as_mut().filter(|_| handed_over) else {
+        let Some(link) = self.upgrade.successor.as_mut().filter(|_| handed_over) else {
             return self.ledger.queued() == 0;
         };
         while self.ledger.queued() > 0 {

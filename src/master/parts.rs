@@ -1,0 +1,116 @@
+//! The master's state, grouped by what belongs together: the event loop's plumbing, accepting,
+//! the worker processes, an upgrade, and the operators' side. [`Master`](super::Master) holds
+//! one of each beside the core (the supervisor and the ledger) and the configuration. Plain
+//! data: the behaviour is in the files that `impl Master`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mio::{Poll, Token};
+use nix::unistd::Pid;
+
+use super::effect::Effect;
+use super::handover::Link;
+use super::listeners::Listener;
+use super::signals::{Action, SignalSource};
+use super::sources::Sources;
+use super::upgrade::Handover;
+use super::wire::Incoming;
+use super::{Loader, Predecessor, control, metrics, monitor, notify, output, process, relay};
+
+/// The event loop's plumbing.
+pub(super) struct EventLoop {
+    pub poll: Poll,
+    /// What each poll token stands for.
+    pub sources: Sources,
+    pub signals: SignalSource,
+    /// Signals read this turn, to act on (reused).
+    pub pending_signals: Vec<(i32, Action)>,
+    /// A SIGCHLD arrived: exited children wait to be reaped.
+    pub reap_due: bool,
+}
+
+/// The listeners and the state of accepting on them.
+pub(super) struct Accepting {
+    pub listeners: Vec<Listener>,
+    /// The tokens of the listeners, in `listeners` order.
+    pub listener_tokens: Vec<Token>,
+    /// The listeners' addresses as shown to users.
+    pub listen_names: Vec<String>,
+    /// Listener `i` may have connections waiting (edge-triggered: set on event, cleared on
+    /// `WouldBlock`).
+    pub accept_ready: Vec<bool>,
+    /// The listeners are registered with the poll: only while some worker is free, so that
+    /// clients arriving while every worker is busy do not wake the master for nothing.
+    pub watching: bool,
+    pub accept_paused_until: Option<Instant>,
+    /// `accept` is failing for lack of file descriptors: accepting resumes as soon as one is
+    /// freed (an ack, a closed channel), or after `FD_EXHAUSTED_PAUSE` at the latest.
+    pub fd_shortage: Option<FdShortage>,
+    /// Sockets accepted this turn (reused).
+    pub incoming: Vec<Incoming>,
+}
+
+/// An episode of `accept` failing for lack of file descriptors.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FdShortage {
+    pub since: Instant,
+    pub refused: u64,
+}
+
+/// What the master holds for the worker processes, and what it starts them with.
+pub(super) struct Workers {
+    /// What the master holds open for each worker (channel, captured output, their tokens), by
+    /// the key of the core's record of it.
+    pub procs: process::Processes,
+    /// What the core decided and the shell has yet to do (reused).
+    pub effects: Vec<Effect>,
+    /// The environment every worker starts with, before its own variables.
+    pub base_env: Vec<(OsString, OsString)>,
+    /// Files for the workers' stdout and stderr, when `[log]` names them.
+    pub sinks: [Option<output::Sink>; 2],
+    /// `on_giveup` commands still running (reaped like workers, killed at exit).
+    pub hooks: Vec<Pid>,
+    /// When to measure the workers' memory next (`[recycle] max_memory`).
+    pub next_memory_sample: Instant,
+    /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
+    /// unless the configuration's own count changed.
+    pub configured_workers: usize,
+}
+
+/// An in-place upgrade, on either side.
+pub(super) struct Upgrading {
+    /// An upgrade this master started (the new master), and the channel to it.
+    pub handover: Option<Handover>,
+    pub successor: Option<Link>,
+    /// The master this one was started to take over from.
+    pub predecessor: Option<Predecessor>,
+    /// Started by an upgrade, this master failed to take over: why (it exits with an error).
+    pub failed: Option<String>,
+    /// This program and its arguments, as started: an upgrade starts them again.
+    pub exe: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+/// What operators see and ask of the master.
+pub(super) struct Operations {
+    pub control: Option<control::Control>,
+    /// The monitoring listener (`[metrics] listen`), if any.
+    pub monitor: Option<monitor::Monitor>,
+    /// What systemd is told (`NOTIFY_SOCKET`).
+    pub notifier: notify::Notifier,
+    /// What is counted for `/metrics`.
+    pub counters: metrics::Counters,
+    /// The latest value of each retained message key.
+    pub retained: relay::Retained,
+    /// Flow control: some receiver's backlog passed the high-water mark; senders' channels
+    /// are not read until every backlog is back under the low-water mark.
+    pub relay_paused: bool,
+    /// Every initial worker has been ready (for `/readyz`).
+    pub started_serving: bool,
+    /// Reads the configuration again on reload.
+    pub loader: Loader,
+    /// Dropped last: removes the pid file (if still ours) once everything else is gone.
+    pub pid_file: Option<control::PidFile>,
+}

@@ -1,0 +1,117 @@
+//! What a reload may change: the configuration read again, less what only a restart (or
+//! `rrbalancer upgrade`) can change — the listeners, the policy, the control paths, the worker
+//! protocol and its window, the metrics listener — each kept with a warning that says so.
+//! Pure: the shell applies the result (new log files, the metrics listener's `allow`).
+
+use crate::config::Config;
+
+/// `new`, with what cannot change on a reload taken from `current`; and a warning for each
+/// change refused.
+pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
+    let mut warnings = Vec::new();
+    if new.listen != current.listen {
+        warnings.push(
+            "reload: `listen` changed; keeping the current listeners (new ones take a restart \
+             or `rrbalancer upgrade`)"
+                .to_owned(),
+        );
+    }
+    if new.sched_policy != current.sched_policy {
+        warnings.push(format!(
+            "reload: sched_policy changed to {}; that needs a restart, keeping {}",
+            new.sched_policy.as_str(),
+            current.sched_policy.as_str()
+        ));
+    }
+    if new.control != current.control {
+        warnings.push(
+            "reload: `[control]` changed; that needs a restart, keeping the current paths"
+                .to_owned(),
+        );
+    }
+    if new.worker.protocol != current.worker.protocol {
+        warnings.push(
+            "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
+                .to_owned(),
+        );
+        // The window goes with the protocol (Node's is one).
+        new.worker.max_unacked = current.worker.max_unacked;
+    }
+    let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
+    if listen(&new) != listen(current) {
+        warnings.push(
+            "reload: `[metrics] listen` changed; keeping the current listener (a new one takes \
+             a restart or `rrbalancer upgrade`)"
+                .to_owned(),
+        );
+        new.metrics = current.metrics.clone();
+    }
+    new.worker.protocol = current.worker.protocol;
+    new.listen = current.listen.clone();
+    new.sched_policy = current.sched_policy;
+    new.policy_source = current.policy_source;
+    new.control = current.control.clone();
+    new.source = current.source.clone();
+    (new, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, Protocol, SchedPolicy, parse, validate};
+
+    fn config(text: &str) -> Config {
+        let file = parse(text, "cluster.toml").unwrap();
+        validate(file, text, "cluster.toml", None, &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn what_only_a_restart_can_change_is_kept_with_a_warning_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = config("listen = [\"127.0.0.1:4000\"]\n");
+        let new = config(&format!(
+            "listen = [\"127.0.0.1:4001\"]\nsched_policy = \"none\"\nworkers = 7\n\
+             [worker]\nexec = \"sh\"\nprotocol = \"node\"\n\
+             [control]\nsocket = \"{}/other.sock\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n",
+            dir.path().display()
+        ));
+        let (merged, warnings) = merge(&current, new);
+        assert_eq!(merged.listen, current.listen);
+        assert_eq!(merged.sched_policy, SchedPolicy::Rr);
+        assert_eq!(merged.control, current.control);
+        assert_eq!(merged.worker.protocol, Protocol::Native);
+        assert_eq!(
+            merged.worker.max_unacked, current.worker.max_unacked,
+            "the window goes with the protocol"
+        );
+        assert_eq!(merged.metrics, None);
+        assert_eq!(merged.workers, 7, "the rest is taken");
+        assert_eq!(merged.worker.command.arg0, "sh");
+        let said = warnings.join("\n");
+        for key in [
+            "`listen`",
+            "sched_policy changed to none",
+            "`[control]`",
+            "`worker.protocol`",
+            "`[metrics] listen`",
+        ] {
+            assert!(said.contains(key), "{key}: {said}");
+        }
+        assert_eq!(warnings.len(), 5);
+    }
+
+    #[test]
+    fn a_reload_that_changes_only_what_it_may_warns_of_nothing() {
+        let current = config("[metrics]\nlisten = \"127.0.0.1:9100\"\n");
+        let new = config(
+            "workers = 3\n[metrics]\nlisten = \"127.0.0.1:9100\"\nallow = [\"10.0.0.0/8\"]\n",
+        );
+        let (merged, warnings) = merge(&current, new);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(merged.workers, 3);
+        assert!(
+            merged.metrics.unwrap().allow.is_some(),
+            "who may connect changes at once"
+        );
+    }
+}
