@@ -46,6 +46,7 @@ const CORE: &[&str] = &[
     "supervisor/mod.rs",
     "supervisor/reloading.rs",
     "supervisor/recycling.rs",
+    "supervisor/deadline.rs",
 ];
 
 /// What the core may not name outside its tests, and why.
@@ -74,13 +75,13 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/sys.rs", 568),
     ("src/worker.rs", 781),
     ("src/master/channel.rs", 518),
-    ("src/master/control.rs", 869),
+    ("src/master/control.rs", 848),
     ("src/master/ledger.rs", 787),
-    ("src/master/mod.rs", 653),
-    ("src/master/monitor.rs", 642),
+    ("src/master/mod.rs", 608),
+    ("src/master/monitor.rs", 633),
     ("src/master/node.rs", 546),
-    ("src/master/supervise.rs", 542),
-    ("src/master/supervisor/mod.rs", 644),
+    ("src/master/supervise.rs", 525),
+    ("src/master/supervisor/mod.rs", 630),
     ("src/master/sim/handoff.rs", 596),
     ("src/master/sim/supervision.rs", 657),
 ];

@@ -6,17 +6,20 @@
 //! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
-//! This file is the loop and the master's state. Around it, two layers (`tests/tidy.rs`: the
+//! This file is the loop and `Master` (the configuration, the core's supervisor and ledger, and
+//! the shell's five groups of state in `parts`); the core says when it next has something to do
+//! (`Supervisor::next_deadline`), the shell adds its own timers. Around it, two layers (`tests/tidy.rs`: the
 //! core imports nothing of the shell, does no I/O, reads no clock; no import cycle):
 //! - the core: `ids`, `effect` (leaves), `ledger` (who owns each accepted socket until its ack,
 //!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (the workers' lives, reload,
 //!   scaling, recycling, stop) over `fleet` (worker records, no fd), `restart`, `lifecycle`,
-//!   `reload`, `recycle`, `limits`; `projection` (what every view says a slot is doing), `relay`,
+//!   `reload`, `recycle`, `limits`; `reconfigure` (what a reload may change); `projection` (what every view says a slot is doing), `relay`,
 //!   `upgrade`, `client_limits`, `metrics` (counters, the families, the text); in tests, `sim` (seeded simulators of ledger and supervisor);
 //! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
 //!   (`node_servers`, `wire`); `launch` (start a worker), `process` (its fds, signals),
 //!   `supervise` (carries out the supervisor's effects); `control`, `monitor`,
-//!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`.
+//!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`,
+//!   `parts`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
 //! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
@@ -494,39 +497,19 @@ impl Master {
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
     fn next_deadline(&self) -> Option<Instant> {
-        let slots = self.core.fleet.next_start();
-        let kills = self
-            .core
-            .fleet
-            .workers
-            .iter()
-            .flat_map(|(_, w)| {
-                let ack_deadline =
-                    supervisor::ack_deadline(w, &self.ledger, self.config.worker.ack_timeout);
-                w.kill_at
-                    .into_iter()
-                    .chain(w.channel_closed_check)
-                    .chain(w.stop_signal_at)
-                    .chain(ack_deadline)
-            })
-            .chain(self.core.next_readiness_deadline());
+        let now = Instant::now();
         let left = self.processes_left();
-        let phase = match self.core.phase.stop_step(Instant::now(), left) {
-            Some(StopStep::Wait(t)) => Some(t),
-            Some(_) => Some(Instant::now()),
-            None => None,
-        };
+        let ack_timeout = self.config.worker.ack_timeout;
         let memory = self
             .config
             .recycle
             .max_memory
             .map(|_| self.workers.next_memory_sample);
-        slots
-            .into_iter()
-            .chain(kills)
-            .chain(phase)
+        let core = self
+            .core
+            .next_deadline(now, &self.ledger, ack_timeout, left);
+        core.into_iter()
             .chain(self.accept.accept_paused_until)
-            .chain(self.core.next_recycle_check(Instant::now()))
             .chain(memory)
             .chain(self.ops.notifier.deadline())
             .chain(

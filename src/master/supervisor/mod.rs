@@ -24,27 +24,13 @@ use super::reload::{DrainWait, Reload};
 use super::restart::Decision;
 use crate::config::{AllGivenUp, Config, RestartConfig};
 
+mod deadline;
+pub use deadline::ack_deadline;
 mod recycling;
 mod reloading;
 
 /// How long a worker whose channel closed has to exit before that counts as a failure.
 pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
-
-/// When the oldest connection `worker` holds un-acked passes `timeout`, unless it was killed
-/// for that already. (The ledger knows since when; the shell and the simulator both ask here.)
-pub fn ack_deadline<C: Conn>(
-    worker: &Worker,
-    ledger: &Ledger<C>,
-    timeout: Duration,
-) -> Option<Instant> {
-    if worker.stuck {
-        return None;
-    }
-    ledger
-        .account(worker.account)?
-        .oldest_unacked()?
-        .checked_add(timeout)
-}
 
 /// The workers past their ack deadline at `now`: each is to be reported [`Supervisor::stuck`].
 pub fn overdue<C: Conn>(

@@ -210,3 +210,32 @@ fn an_agent_given_up_before_it_was_ever_ready_stops_the_master() {
         "the agent never became ready, so no worker was started"
     );
 }
+
+#[test]
+fn the_next_deadline_is_the_nearest_timer_of_any_worker_or_of_the_stop() {
+    let mut ledger = Ledger::<Conn0>::default();
+    let mut h = with_accounts(2, &mut ledger);
+    let timeout = 50 * MS;
+    let next = |h: &Harness, ledger: &Ledger<Conn0>, ms, left| {
+        h.sup.next_deadline(h.at(ms), ledger, timeout, left)
+    };
+    assert_eq!(next(&h, &ledger, 10, 2), None, "a ready fleet, nothing due");
+    // An un-acked socket: its ack_timeout.
+    let key = h.current(1).unwrap();
+    let account = h.sup.fleet.workers[key].account;
+    ledger.admit(Conn0(h.t0, None), 2, |s| (s == 1).then_some(account), false);
+    ledger.account_mut(account).unwrap().mark_sent(1, h.at(100));
+    assert_eq!(next(&h, &ledger, 100, 2), Some(h.at(150)));
+    // The other worker's timers, each sooner than the last.
+    let other = h.current(0).unwrap();
+    h.sup.fleet.workers[other].stop_signal_at = Some(h.at(130));
+    assert_eq!(next(&h, &ledger, 100, 2), Some(h.at(130)));
+    h.sup.fleet.workers[other].kill_at = Some(h.at(120));
+    assert_eq!(next(&h, &ledger, 100, 2), Some(h.at(120)));
+    h.sup.fleet.workers[other].channel_closed_check = Some(h.at(110));
+    assert_eq!(next(&h, &ledger, 100, 2), Some(h.at(110)));
+    // A stop with no process left to reap can end now.
+    h.sup.begin_stop(h.at(105));
+    h.run(h.at(105));
+    assert_eq!(next(&h, &ledger, 106, 0), Some(h.at(106)));
+}
