@@ -98,3 +98,16 @@ fn an_error_about_a_default_path_says_it_is_the_default() {
         "{e}"
     );
 }
+
+#[test]
+fn an_empty_program_is_refused_naming_its_own_section() {
+    let e = error_of("[worker]\nexec = \"\"\n");
+    assert!(
+        e.starts_with("cluster.toml:2:8: key `worker.exec`: is empty")
+            && e.contains("remove the key for the demo worker"),
+        "{e}"
+    );
+    let e = error_of("[agent]\nexec = \"\"\n");
+    assert!(e.contains("key `agent.exec`"), "{e}");
+    assert!(!e.contains("demo worker"), "an agent has no default: {e}");
+}
