@@ -26,12 +26,15 @@ files=("$@")
     src/master/stats.rs
     src/master/lifecycle.rs
     src/master/limits.rs
+    src/master/stop_signal.rs
+    src/master/reconfigure.rs
     src/master/recycle.rs
     src/master/relay.rs
     src/master/reload.rs
     src/master/supervisor/mod.rs
     src/master/supervisor/reloading.rs
     src/master/supervisor/recycling.rs
+    src/master/supervisor/deadline.rs
     src/master/upgrade.rs
     src/config/check.rs
     src/config/validate.rs

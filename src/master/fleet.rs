@@ -139,12 +139,6 @@ impl Worker {
     }
 }
 
-/// Whether a signal `due` with a stop may go now (for callers holding part of the worker
-/// borrowed): a Node worker's only once it was `heard`.
-pub fn may_signal(heard: bool, due: Option<StopSignalDue>) -> bool {
-    due.is_some_and(|due| heard || !due.first)
-}
-
 /// A signal to send with a worker's `stop` on its channel (`[shutdown] signal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopSignalDue {

@@ -11,10 +11,10 @@ use mio::Interest;
 use mio::unix::SourceFd;
 
 use super::parts::FdShortage;
-use super::supervisor::CHANNEL_CLOSED_GRACE;
+use super::stop_signal;
 use super::wire::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
-use super::{fleet, listeners, process};
+use super::{listeners, process};
 use crate::config::Affinity;
 
 impl Master {
@@ -160,15 +160,10 @@ impl Master {
     pub(super) fn release_channel(&mut self, key: usize) {
         let worker = &mut self.core.fleet.workers[key];
         self.ledger.close(worker.account);
-        if worker.stop_signal.is_some_and(|due| due.first) && !worker.heard {
-            // A Node worker that had said nothing when asked to stop: its channel closing shows
-            // that its app handled the `disconnect`. If it has not exited a moment later, its
-            // signal follows.
-            worker.stop_signal_at = Some(Instant::now() + CHANNEL_CLOSED_GRACE);
-        } else {
-            // Asked to stop, and its `stop` will never leave now: the signal goes at once.
-            process::send_stop_signal(worker);
-        }
+        // Its `stop` will never leave now: the signal goes (or, for a Node worker that said
+        // nothing, follows a moment later if it has not exited).
+        let signal = stop_signal::channel_closed(worker, Instant::now());
+        process::send_stop_signal(worker.pid, signal);
         worker.channel_open = false;
         let Some(channel) = self
             .workers
@@ -309,11 +304,8 @@ impl Master {
                 continue;
             }
             // Node: the signal just before the `disconnect` (see `StopSignalDue::first`).
-            let may_signal = fleet::may_signal(worker.heard, worker.stop_signal);
-            let first = worker.stop_signal.is_some_and(|due| due.first);
-            if may_signal && first && channel.stop_is_next(account) {
-                process::send_due_signal(worker.pid, &mut worker.stop_signal);
-            }
+            let signal = stop_signal::before_flush(worker, channel.stop_is_next(account));
+            process::send_stop_signal(worker.pid, signal);
             match channel.flush(account, now) {
                 Flush::Done | Flush::Blocked => {}
                 Flush::Broken(e) => {
@@ -321,9 +313,8 @@ impl Master {
                     broken.push(key);
                 }
             }
-            if may_signal && !channel.stop_pending() {
-                process::send_due_signal(worker.pid, &mut worker.stop_signal);
-            }
+            let signal = stop_signal::after_flush(worker, channel.stop_pending());
+            process::send_stop_signal(worker.pid, signal);
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel
             // is writable again, before its `stop`.

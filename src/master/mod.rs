@@ -6,20 +6,18 @@
 //! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
-//! This file is the loop and `Master` (the configuration, the core's supervisor and ledger, and
-//! the shell's five groups of state in `parts`); the core says when it next has something to do
-//! (`Supervisor::next_deadline`), the shell adds its own timers. Around it, two layers (`tests/tidy.rs`: the
-//! core imports nothing of the shell, does no I/O, reads no clock; no import cycle):
+//! This file is the loop and `Master`: the configuration, the core's supervisor and ledger, and
+//! the shell's state in `parts`. Around it, two layers (`tests/tidy.rs`: the core imports
+//! nothing of the shell, does no I/O, reads no clock; no import cycle):
 //! - the core: `ids`, `effect` (leaves), `ledger` (who owns each accepted socket until its ack,
 //!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (the workers' lives, reload,
-//!   scaling, recycling, stop) over `fleet` (worker records, no fd), `restart`, `lifecycle`,
-//!   `reload`, `recycle`, `limits`; `reconfigure` (what a reload may change); `projection` (what every view says a slot is doing), `relay`,
-//!   `upgrade`, `client_limits`, `metrics` (counters, the families, the text); in tests, `sim` (seeded simulators of ledger and supervisor);
+//!   scaling, recycling, stop, `next_deadline`) over `fleet` (worker records, no fd), `restart`,
+//!   `lifecycle`, `reload`, `recycle`, `limits`, `stop_signal`; `reconfigure`, `projection`,
+//!   `relay`, `upgrade`, `client_limits`, `metrics`; in tests, `sim` (seeded simulators);
 //! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
-//!   (`node_servers`, `wire`); `launch` (start a worker), `process` (its fds, signals),
-//!   `supervise` (carries out the supervisor's effects); `control`, `monitor`,
-//!   `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`, `sources`, `handover`,
-//!   `parts`.
+//!   (`node_servers`, `wire`); `launch`, `process`, `supervise` (carries out the effects);
+//!   `control`, `monitor`, `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`,
+//!   `sources`, `handover`, `parts`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
 //! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
@@ -66,6 +64,7 @@ mod signals;
 mod sim;
 mod sources;
 mod stats;
+mod stop_signal;
 mod supervise;
 mod supervisor;
 mod upgrade;

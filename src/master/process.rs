@@ -8,7 +8,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::channel::Channel;
-use super::fleet::{self, StopSignalDue, Worker};
+
 use super::output::Pipe;
 
 /// What the master holds open for one live worker.
@@ -68,20 +68,11 @@ impl Processes {
     }
 }
 
-/// Sends the signal due with a worker's `stop`, if one is still due and may go now (the core
-/// decides: [`fleet::may_signal`]; a Node worker's only once its app runs).
-pub fn send_stop_signal(worker: &mut Worker) {
-    if fleet::may_signal(worker.heard, worker.stop_signal) {
-        send_due_signal(worker.pid, &mut worker.stop_signal);
-    }
-}
-
-/// Sends the signal in `due` to the process group of `pid`, once (for callers that hold another
-/// part of the worker borrowed).
-pub fn send_due_signal(pid: Pid, due: &mut Option<StopSignalDue>) {
-    if let Some(due) = due.take() {
-        debug!("pid={pid}: {} with its `stop`", due.signal);
-        signal_group(pid, due.signal);
+/// Sends the stop signal the core found due ([`stop_signal`](super::stop_signal)), if any.
+pub fn send_stop_signal(pid: Pid, signal: Option<Signal>) {
+    if let Some(signal) = signal {
+        debug!("pid={pid}: {signal} with its `stop`");
+        signal_group(pid, signal);
     }
 }
 

@@ -14,11 +14,11 @@ use nix::unistd::Pid;
 
 use super::Master;
 use super::effect::{Effect, Outcome};
-use super::fleet::StopSignalDue;
 use super::ids::{Place, Role, Waiter};
 use super::launch::{self, Seat};
 use super::metrics;
 use super::sources::Source;
+use super::stop_signal::{self, Tell};
 use super::supervisor::{self, Policy};
 use super::wire::Incoming;
 use super::{memory, process};
@@ -39,15 +39,11 @@ impl Master {
         if matches!(
             incoming,
             Incoming::Message(_) | Incoming::Note(_) | Incoming::Said { .. } | Incoming::Relay(_)
-        ) && !std::mem::replace(&mut worker.heard, true)
-            && self
-                .workers
-                .procs
-                .channel(key)
-                .is_some_and(|c| !c.stop_pending())
-        {
-            // Its app runs now, and its `stop` has left already: the signal it was owed.
-            process::send_stop_signal(worker);
+        ) {
+            // Its first words: its app runs; if its `stop` has left, the signal it was owed.
+            let channel = self.workers.procs.channel(key);
+            let stop_left = channel.is_some_and(|c| !c.stop_pending());
+            process::send_stop_signal(pid, stop_signal::heard(worker, stop_left));
         }
         match incoming {
             Incoming::Message(message) => {
@@ -234,10 +230,7 @@ impl Master {
             self.core.stuck(key, now);
         }
         for (_, worker) in self.core.fleet.workers.iter_mut() {
-            if worker.stop_signal_at.is_some_and(|t| t <= now) {
-                worker.stop_signal_at = None;
-                process::send_due_signal(worker.pid, &mut worker.stop_signal);
-            }
+            process::send_stop_signal(worker.pid, stop_signal::tick(worker, now));
         }
         self.measure_memory(now);
         let limits = self.config.recycle;
@@ -297,21 +290,12 @@ impl Master {
                 let signal = self.config.stop_signal;
                 if let Some(worker) = self.core.fleet.workers.get_mut(key) {
                     let node = launch::speaks_node(&self.config, worker.place);
-                    // A Node worker stopped PM2's way: the signal alone, its app drains and
-                    // exits.
-                    let tell = !node || self.config.disconnect;
-                    match self.workers.procs.channel_mut(key) {
-                        Some(channel) if worker.spoke && tell => {
-                            // The signal goes with the `stop` (see `flush`).
-                            channel.queue_stop();
-                            worker.stop_signal =
-                                signal.after_stop(node).map(|signal| StopSignalDue {
-                                    signal,
-                                    first: node,
-                                });
-                        }
-                        _ => {
-                            let signal = signal.alone();
+                    let disconnect = self.config.disconnect;
+                    let channel = self.workers.procs.channel_mut(key);
+                    match stop_signal::ask(worker, signal, node, disconnect, channel.is_some()) {
+                        // The signal goes with the `stop` (see `flush`).
+                        Tell::Channel => channel.expect("asked on its channel").queue_stop(),
+                        Tell::Signal(signal) => {
                             debug!("pid={}: sending {signal} to stop it", worker.pid);
                             process::signal_group(worker.pid, signal);
                         }

@@ -29,8 +29,7 @@ pub use deadline::ack_deadline;
 mod recycling;
 mod reloading;
 
-/// How long a worker whose channel closed has to exit before that counts as a failure.
-pub const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
+use super::stop_signal::CHANNEL_CLOSED_GRACE;
 
 /// The workers past their ack deadline at `now`: each is to be reported [`Supervisor::stuck`].
 pub fn overdue<C: Conn>(
