@@ -111,3 +111,14 @@ fn an_empty_program_is_refused_naming_its_own_section() {
     assert!(e.contains("key `agent.exec`"), "{e}");
     assert!(!e.contains("demo worker"), "an agent has no default: {e}");
 }
+
+#[test]
+fn max_memory_of_one_mebibyte_is_taken_and_a_byte_less_refused() {
+    let config = load_str("[recycle]\nmax_memory = \"1MiB\"\n").unwrap();
+    assert_eq!(config.recycle.max_memory, Some(1 << 20));
+    let e = error_of("[recycle]\nmax_memory = \"1048575\"\n");
+    assert!(
+        e.contains("key `recycle.max_memory`") && e.contains("too small"),
+        "{e}"
+    );
+}
