@@ -15,7 +15,7 @@ use std::rc::Rc;
 use super::native::NativeWire;
 use super::node::NodeWire;
 use super::relay::{Backlog, Message, Overflow, Retained};
-use super::wire::{Flush, Incoming, Sockets};
+use super::wire_shared::{Flush, Incoming, Sockets};
 use crate::sys;
 
 /// The protocol a channel speaks.
@@ -210,7 +210,7 @@ impl AsFd for Channel {
 /// A channel with its worker's account in a ledger of its own.
 pub(super) struct Pair {
     pub ch: Channel,
-    pub ledger: super::ledger::Ledger<super::wire::Handoff>,
+    pub ledger: super::ledger::Ledger<super::wire_shared::Handoff>,
     pub key: usize,
 }
 
@@ -224,7 +224,7 @@ impl Pair {
     pub fn account(&self) -> &Sockets {
         self.ledger.account(self.key).unwrap()
     }
-    pub fn assign(&mut self, h: super::wire::Handoff) {
+    pub fn assign(&mut self, h: super::wire_shared::Handoff) {
         let key = self.key;
         assert!(self.ledger.admit(h, 1, |_| Some(key), false).is_some());
     }
@@ -265,7 +265,7 @@ mod tests {
 
     use super::*;
     use crate::master::native::READ_BUDGET;
-    use crate::master::wire::Handoff;
+    use crate::master::wire_shared::Handoff;
     use crate::wire::protocol::{MAX_FDS_PER_MESSAGE, Peer, WorkerMessage};
 
     fn handoff() -> (Handoff, OwnedFd) {

@@ -1,7 +1,7 @@
 //! Limits on the master's own clients — the control socket's and the metrics listener's — as
 //! pure decisions: how long each may take, who gives way when every place is taken, and which
 //! refusals the log tells of. Nothing here touches a socket or reads the clock (`now` is an
-//! argument); `control` and `monitor` act on the answers.
+//! argument); `control_socket` and `monitor` act on the answers.
 //!
 //! Why: the master serves these doors on its one thread with a bounded number of places, so a
 //! client that connects and sends nothing must neither keep a place (and a file descriptor) for

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::channel::Channel;
 use super::ledger::Ledger;
 use super::node::NodeWire;
-use super::wire::{Handoff, Incoming};
+use super::wire_shared::{Handoff, Incoming};
 use crate::config::NodeMessages;
 use crate::sys;
 use crate::wire::protocol::Peer;

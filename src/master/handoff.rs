@@ -12,7 +12,7 @@ use mio::unix::SourceFd;
 
 use super::parts::FdShortage;
 use super::stop_signal;
-use super::wire::{Flush, Handoff};
+use super::wire_shared::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{listeners, process};
 use crate::config::Affinity;

@@ -15,26 +15,25 @@
 //!   `lifecycle`, `reload`, `recycle`, `limits`, `stop_signal`; `reconfigure`, `projection`,
 //!   `relay`, `upgrade`, `client_limits`, `metrics`; in tests, `sim` (seeded simulators);
 //! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
-//!   (`node_servers`, `wire`); `launch`, `process`, `supervise` (carries out the effects);
-//!   `control`, `monitor`, `client_io`, `messaging`, `memory`, `notify`, `output`, `signals`,
-//!   `sources`, `handover`, `parts`.
+//!   (`node_servers`, `wire_shared`); `launch`, `process`, `supervisor_io` (the supervisor's
+//!   facts in, its effects carried out); `control_socket`, `monitor`, `client_io`, `relay_io`,
+//!   `memory`, `notify`, `output`, `signals`, `sources`, `upgrade_link`, `parts`.
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
-//! it as a [`wire::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
+//! it as a [`wire_shared::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
 //! un-acked window) until the worker's ack drops the master's copy; the wire, `native` or
 //! `node`, borrows it for `sendmsg` and applies the ack (`channel` gives it no socket).
 
 mod channel;
 mod client_io;
 mod client_limits;
-mod control;
+mod control_socket;
 mod dispatch;
 mod effect;
 mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod handoff;
-mod handover;
 mod ids;
 mod launch;
 mod ledger;
@@ -42,7 +41,6 @@ mod lifecycle;
 mod limits;
 mod listeners;
 mod memory;
-mod messaging;
 mod metrics;
 mod mix;
 mod monitor;
@@ -57,6 +55,7 @@ mod projection;
 mod reconfigure;
 mod recycle;
 mod relay;
+mod relay_io;
 mod reload;
 mod restart;
 mod signals;
@@ -65,10 +64,11 @@ mod sim;
 mod sources;
 mod stats;
 mod stop_signal;
-mod supervise;
 mod supervisor;
+mod supervisor_io;
 mod upgrade;
-mod wire;
+mod upgrade_link;
+mod wire_shared;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -84,12 +84,12 @@ use parts::{Accepting, EventLoop, Operations, Upgrading, Workers};
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use supervisor::{Policy, Supervisor};
-use wire::Handoff;
+use wire_shared::Handoff;
 
-pub use control::{ControlError, create_private_dir};
-pub use handover::Predecessor;
+pub use control_socket::{ControlError, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
+pub use upgrade_link::Predecessor;
 
 /// Connections accepted from one listener per loop turn before the others get a look.
 const ACCEPT_BURST: usize = 256;
@@ -157,8 +157,8 @@ fn run_master(
     // First: a second master for the same configuration must fail on this, not on the port.
     // (A new master started by an upgrade stages its own beside the old one's.)
     let pid_file = match predecessor {
-        Some(_) => control::PidFile::acquire_staged(&config.control.pid_file)?,
-        None => control::PidFile::acquire(&config.control.pid_file)?,
+        Some(_) => control_socket::PidFile::acquire_staged(&config.control.pid_file)?,
+        None => control_socket::PidFile::acquire(&config.control.pid_file)?,
     };
     // What the file says, before an upgrade keeps the old master's scale.
     let configured_workers = config.workers;
@@ -174,8 +174,8 @@ fn run_master(
         config.worker.command.program.display()
     );
     let control = match predecessor {
-        Some(_) => control::Control::bind_staged(&config.control.socket)?,
-        None => control::Control::bind(&config.control.socket)?,
+        Some(_) => control_socket::Control::bind_staged(&config.control.socket)?,
+        None => control_socket::Control::bind(&config.control.socket)?,
     };
     let monitor = match &config.metrics {
         Some(m) => {
@@ -314,8 +314,8 @@ impl Master {
         config: Config,
         listeners: Vec<Listener>,
         loader: Loader,
-        mut control: control::Control,
-        pid_file: control::PidFile,
+        mut control: control_socket::Control,
+        pid_file: control_socket::PidFile,
         predecessor: Option<Predecessor>,
     ) -> io::Result<Master> {
         let predecessor_present = predecessor.is_some();
@@ -368,7 +368,7 @@ impl Master {
                 successor: None,
                 predecessor,
                 failed: None,
-                exe: handover::own_executable(),
+                exe: upgrade_link::own_executable(),
                 argv: std::env::args_os().skip(1).collect(),
             },
             ops: Operations {

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use super::relay::{self, Backlog, Outgoing, Target};
-use super::wire::{Flush, Incoming, Receiver, Sockets};
+use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
 use crate::sys;
 use crate::wire::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_RELAY_MESSAGE_LEN, ProtocolError, WorkerMessage,

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::node_servers::{Answer, Servers};
 use super::relay::{self, Backlog, Outgoing, Target};
-use super::wire::{Flush, Incoming, Receiver, Sockets};
+use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
 use crate::sys;
 use crate::wire::node_ipc::{self, FromWorker, HandleType, LineReader};

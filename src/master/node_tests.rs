@@ -3,7 +3,7 @@
 use super::*;
 use crate::master::channel::{Channel, Pair};
 use crate::master::relay::{Outgoing, Target};
-use crate::master::wire::Handoff;
+use crate::master::wire_shared::Handoff;
 use crate::wire::protocol::Peer;
 use serde_json::Value;
 

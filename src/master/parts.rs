@@ -11,13 +11,15 @@ use mio::{Poll, Token};
 use nix::unistd::Pid;
 
 use super::effect::Effect;
-use super::handover::Link;
 use super::listeners::Listener;
 use super::signals::{Action, SignalSource};
 use super::sources::Sources;
 use super::upgrade::Handover;
-use super::wire::Incoming;
-use super::{Loader, Predecessor, control, metrics, monitor, notify, output, process, relay};
+use super::upgrade_link::Link;
+use super::wire_shared::Incoming;
+use super::{
+    Loader, Predecessor, control_socket, metrics, monitor, notify, output, process, relay,
+};
 
 /// The event loop's plumbing.
 pub(super) struct EventLoop {
@@ -95,7 +97,7 @@ pub(super) struct Upgrading {
 
 /// What operators see and ask of the master.
 pub(super) struct Operations {
-    pub control: Option<control::Control>,
+    pub control: Option<control_socket::Control>,
     /// The monitoring listener (`[metrics] listen`), if any.
     pub monitor: Option<monitor::Monitor>,
     /// What systemd is told (`NOTIFY_SOCKET`).
@@ -112,5 +114,5 @@ pub(super) struct Operations {
     /// Reads the configuration again on reload.
     pub loader: Loader,
     /// Dropped last: removes the pid file (if still ours) once everything else is gone.
-    pub pid_file: Option<control::PidFile>,
+    pub pid_file: Option<control_socket::PidFile>,
 }

@@ -10,7 +10,7 @@
 //!
 //! Here: the [`Reload`] plan and the `reload --wait` clients' [`DrainWait`] — pure, naming no
 //! supervisor. The decisions that move them are the supervisor's (`supervisor/reloading.rs`);
-//! reading the configuration again is the shell's (`supervise.rs`).
+//! reading the configuration again is the shell's (`supervisor_io.rs`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

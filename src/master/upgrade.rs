@@ -8,7 +8,7 @@
 //!
 //! Here, pure: the old master's [`Handover`], the new master's [`verdict`] on its
 //! own start, which inherited listener serves which `listen` entry ([`carry_over`]), and when
-//! an upgrade may begin ([`may_begin`]). The I/O is `handover.rs`.
+//! an upgrade may begin ([`may_begin`]). The I/O is `upgrade_link/`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

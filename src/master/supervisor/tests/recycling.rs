@@ -8,7 +8,7 @@ fn aged(h: &mut Harness, slot: usize, age_ms: u64) {
 }
 
 fn due_at(h: &Harness, ms: u64) -> Option<(usize, crate::master::recycle::Reason)> {
-    let ledger = Ledger::<crate::master::wire::Handoff>::default();
+    let ledger = Ledger::<crate::master::wire_shared::Handoff>::default();
     h.sup.recycle_due(&ledger, None, h.at(ms))
 }
 
@@ -232,7 +232,7 @@ fn by_default_a_master_whose_every_slot_gave_up_waits_and_tries_them_again() {
 fn max_memory_is_due_only_above_its_limit_and_nothing_is_checked_while_a_recycle_runs() {
     let mut h = Harness::new(2, policy(10));
     ready_fleet(&mut h, 0);
-    let ledger = Ledger::<crate::master::wire::Handoff>::default();
+    let ledger = Ledger::<crate::master::wire_shared::Handoff>::default();
     let key = h.current(1).unwrap();
     h.sup.fleet.workers[key].rss = Some(100 << 20);
     let due = |h: &Harness, limit: Option<u64>| h.sup.recycle_due(&ledger, limit, h.at(10));

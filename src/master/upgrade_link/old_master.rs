@@ -13,11 +13,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::super::Master;
-use super::super::control::staged_path;
+use super::super::control_socket::staged_path;
 use super::super::ids::Waiter;
 use super::super::sources::Source;
 use super::super::upgrade::{self, Handover, Stage, Step};
-use super::predecessor::Succession;
+use super::new_master::Succession;
 use super::{Link, Read};
 use crate::sys;
 use crate::wire::env;

@@ -6,7 +6,7 @@
 //! before the configuration is read, so that a failure can be reported) — the listeners made
 //! from it, the report of its own start, and the take-over (renaming the pid file and the
 //! control socket into place). Here: the channel both use; the two sides in
-//! `predecessor.rs` (the new master's) and `successor.rs` (the old master's).
+//! `new_master.rs` and `old_master.rs`, each named for the master that runs it.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -18,11 +18,11 @@ use mio::unix::SourceFd;
 use crate::sys;
 use crate::wire::upgrade::{MAX_MESSAGE, Message};
 
-mod predecessor;
-mod successor;
+mod new_master;
+mod old_master;
 
-pub use predecessor::Predecessor;
-pub use successor::own_executable;
+pub use new_master::Predecessor;
+pub use old_master::own_executable;
 
 /// Most fds one message may carry (the kernel's `SCM_MAX_FD`).
 const MAX_FDS: usize = 253;

@@ -20,7 +20,7 @@ use super::metrics;
 use super::sources::Source;
 use super::stop_signal::{self, Tell};
 use super::supervisor::{self, Policy};
-use super::wire::Incoming;
+use super::wire_shared::Incoming;
 use super::{memory, process};
 use crate::config::Config;
 use crate::wire::env;

@@ -10,7 +10,7 @@ use log::{debug, error, info, warn};
 use super::super::listeners::{self, Listener};
 use super::super::sources::Source;
 use super::super::upgrade::{self, Verdict};
-use super::super::wire::Handoff;
+use super::super::wire_shared::Handoff;
 use super::super::{Master, Phase};
 use super::{HELLO_TIMEOUT, Link, Read};
 use crate::config::{Config, ListenAddr};
