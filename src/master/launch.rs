@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Instant;
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::channel::Channel;
@@ -201,6 +202,9 @@ pub fn spawn(
             Stdio::inherit()
         }
     };
+    // Everything that can fail before the process exists: after, a failure must not leave it
+    // running untracked (see below).
+    let channel = channel(config, &launch, master_end, listeners)?;
     let mut child = sys::spawn(sys::SpawnSpec {
         program: &launch.command.program,
         arg0: &launch.command.arg0,
@@ -213,18 +217,15 @@ pub fn spawn(
         stdout: stdio(capture[0]),
         stderr: stdio(capture[1]),
     })?;
-    let output = [
-        child
-            .stdout
-            .take()
-            .map(|p| Pipe::new(p.into()))
-            .transpose()?,
-        child
-            .stderr
-            .take()
-            .map(|p| Pipe::new(p.into()))
-            .transpose()?,
-    ];
+    let output = match output_pipes(&mut child) {
+        Ok(output) => output,
+        Err(e) => {
+            // Not yet a worker the master knows: it must not outlive this failure.
+            super::process::signal_group(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     // Our copy of the worker's end must go, or we would never see the channel close.
     drop(inherit);
     drop(worker_end);
@@ -237,11 +238,20 @@ pub fn spawn(
     // Node itself speaks its IPC, whatever the script does: `stop` goes over the channel.
     worker.spoke = launch.node;
     let process = Process {
-        channel: Some(channel(config, &launch, master_end, listeners)?),
+        channel: Some(channel),
         output,
         tokens: Vec::new(),
     };
     Ok((worker, process))
+}
+
+/// The master's ends of the child's captured stdout and stderr, non-blocking.
+fn output_pipes(child: &mut std::process::Child) -> io::Result<[Option<Pipe>; 2]> {
+    let pipe = |p: Option<OwnedFd>| p.map(Pipe::new).transpose();
+    Ok([
+        pipe(child.stdout.take().map(OwnedFd::from))?,
+        pipe(child.stderr.take().map(OwnedFd::from))?,
+    ])
 }
 
 /// A seed for a worker's share of the `[recycle]` jitter: its pid and the time it started.
