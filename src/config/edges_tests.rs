@@ -122,3 +122,42 @@ fn max_memory_of_one_mebibyte_is_taken_and_a_byte_less_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn an_exec_fits_arg_max_to_the_byte() {
+    let p = std::mem::size_of::<usize>();
+    let args = vec!["ab".to_owned(), "c".to_owned()];
+    let env: BTreeMap<String, String> = [("K".to_owned(), "vv".to_owned())].into();
+    // "ab\0" "c\0" and "K=vv\0", each with its pointer, beside 1000 inherited bytes.
+    let size = 1000 + (3 + p) + (2 + p) + (5 + p);
+    assert_eq!(exec_size_problem("worker", &args, &env, 1000, size), Ok(()));
+    let e = exec_size_problem("worker", &args, &env, 1000, size - 1).unwrap_err();
+    assert!(
+        e.contains(&format!("take {size} bytes")) && e.contains("(1000 bytes)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn one_string_may_be_one_byte_shorter_than_max_arg_strlen() {
+    let big = usize::MAX / 2;
+    let none = BTreeMap::new();
+    let arg = |n: usize| vec!["a".repeat(n)];
+    assert_eq!(
+        exec_size_problem("worker", &arg(MAX_ARG_STRLEN - 1), &none, 0, big),
+        Ok(())
+    );
+    let e = exec_size_problem("worker", &arg(MAX_ARG_STRLEN), &none, 0, big).unwrap_err();
+    assert!(
+        e.contains("longer than one argument may be (131072 bytes)"),
+        "{e}"
+    );
+    // `K=value` and its NUL: the key and value may take MAX_ARG_STRLEN - 2 bytes.
+    let env = |n: usize| BTreeMap::from([("K".to_owned(), "v".repeat(n - 1))]);
+    assert_eq!(
+        exec_size_problem("agent", &[], &env(MAX_ARG_STRLEN - 2), 0, big),
+        Ok(())
+    );
+    let e = exec_size_problem("agent", &[], &env(MAX_ARG_STRLEN - 1), 0, big).unwrap_err();
+    assert!(e.contains("key `agent.env`: \"K\" is 131072 bytes"), "{e}");
+}

@@ -4,18 +4,41 @@
 
 use super::*;
 
+/// The longest single argument or environment string `execve` takes on Linux (its NUL
+/// included).
+pub(super) const MAX_ARG_STRLEN: usize = 128 * 1024;
+
 /// Whether a worker's arguments and environment (with the master's own, which it inherits) fit
-/// in what `execve` accepts: the system's `ARG_MAX` in all, and 128 KiB per string on Linux.
+/// in what `execve` accepts: the system's `ARG_MAX` in all, and [`MAX_ARG_STRLEN`] per string.
 pub(super) fn check_exec_size(
     section: &str,
     args: &[String],
     env: &BTreeMap<String, String>,
 ) -> Result<(), String> {
-    const MAX_ARG_STRLEN: usize = 128 * 1024;
+    // Linux always says; the fallback is its usual value.
     let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
         .ok()
         .flatten()
         .map_or(2 * 1024 * 1024, |n| n as usize);
+    let inherited: usize = std::env::vars_os()
+        .map(|(k, v)| env_entry_size(k.len(), v.len()))
+        .sum();
+    exec_size_problem(section, args, env, inherited, arg_max)
+}
+
+/// What one `KEY=value` costs `execve`: its bytes, `=` and NUL, and its pointer.
+fn env_entry_size(key: usize, value: usize) -> usize {
+    key + value + 2 + std::mem::size_of::<usize>()
+}
+
+/// [`check_exec_size`]'s rule, given the bytes the inherited environment takes and `ARG_MAX`.
+pub(super) fn exec_size_problem(
+    section: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    inherited: usize,
+    arg_max: usize,
+) -> Result<(), String> {
     let pointer = std::mem::size_of::<usize>();
     if let Some(long) = args.iter().find(|a| a.len() >= MAX_ARG_STRLEN) {
         return Err(format!(
@@ -36,13 +59,10 @@ pub(super) fn check_exec_size(
             k.len() + v.len() + 1
         ));
     }
-    let inherited: usize = std::env::vars_os()
-        .map(|(k, v)| k.len() + v.len() + 2 + pointer)
-        .sum();
     let ours: usize = args.iter().map(|a| a.len() + 1 + pointer).sum::<usize>()
         + env
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 2 + pointer)
+            .map(|(k, v)| env_entry_size(k.len(), v.len()))
             .sum::<usize>();
     if inherited + ours > arg_max {
         return Err(format!(
