@@ -1,16 +1,8 @@
 //! Each rule at its edge: the last value allowed and the first refused, and where an error
 //! points (cargo-mutants found these edges unguarded).
 
+use super::tests::{error_of, load_str};
 use super::*;
-
-fn load_str(text: &str) -> Result<Config, ConfigError> {
-    let file = parse(text, "cluster.toml")?;
-    validate(file, text, "cluster.toml", None, &Overrides::default())
-}
-
-fn error_of(text: &str) -> String {
-    load_str(text).unwrap_err().to_string()
-}
 
 #[test]
 fn an_error_points_at_its_key_and_a_default_at_the_file_alone() {

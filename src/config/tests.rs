@@ -214,12 +214,12 @@ fn readiness_defaults_per_protocol_and_start_is_for_node_only() {
     );
 }
 
-fn load_str(text: &str) -> Result<Config, ConfigError> {
+pub(super) fn load_str(text: &str) -> Result<Config, ConfigError> {
     let file = parse(text, "cluster.toml")?;
     validate(file, text, "cluster.toml", None, &Overrides::default())
 }
 
-fn error_of(text: &str) -> String {
+pub(super) fn error_of(text: &str) -> String {
     load_str(text).unwrap_err().to_string()
 }
 
