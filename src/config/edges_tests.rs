@@ -153,3 +153,53 @@ fn one_string_may_be_one_byte_shorter_than_max_arg_strlen() {
     let e = exec_size_problem("agent", &[], &env(MAX_ARG_STRLEN - 1), 0, big).unwrap_err();
     assert!(e.contains("key `agent.env`: \"K\" is 131072 bytes"), "{e}");
 }
+
+#[test]
+fn default_control_paths_are_named_after_the_file_the_same_way_in_every_version() {
+    // A master started by an older rrbalancer must be found by a newer `status --config`: the
+    // name is the file's stem and FNV-1a of its full path, a fixed function.
+    let base = default_runtime_dir();
+    let (pid, socket) = default_control_paths(Some("/nonexistent/dir/cluster.toml"));
+    assert_eq!(pid, base.join("cluster-3e544fbe.pid"));
+    assert_eq!(socket, base.join("cluster-3e544fbe.sock"));
+    let (_, other) = default_control_paths(Some("/nonexistent/other/cluster.toml"));
+    assert_eq!(
+        other,
+        base.join("cluster-65ce9bbd.sock"),
+        "another directory, another name"
+    );
+    assert_eq!(
+        default_control_paths(None),
+        (base.join("default.pid"), base.join("default.sock"))
+    );
+}
+
+#[test]
+fn an_executable_is_a_regular_file_with_an_execute_bit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    assert!(is_executable_file(&file("run", 0o755)));
+    assert!(is_executable_file(&file("owner", 0o700)));
+    assert!(!is_executable_file(&file("data", 0o644)));
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert!(
+        !is_executable_file(&sub),
+        "a directory is searched, not run"
+    );
+    // A relative program is taken from the base (the worker's cwd or the file's directory).
+    assert_eq!(
+        resolve_program("./run", Some(dir.path())),
+        Ok(dir.path().join("./run"))
+    );
+    let e = resolve_program("./data", Some(dir.path())).unwrap_err();
+    assert!(e.contains("is not an executable file"), "{e}");
+    let e = resolve_program("./missing", Some(dir.path())).unwrap_err();
+    assert!(e.contains("does not exist"), "{e}");
+}

@@ -170,9 +170,10 @@ pub(super) fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf
     }
     if exec.contains('/') {
         let path = Path::new(exec);
+        // `join` keeps an absolute path as it is.
         let path = match base {
-            Some(base) if path.is_relative() => base.join(path),
-            _ => std::env::current_dir().unwrap_or_default().join(path),
+            Some(base) => base.join(path),
+            None => std::env::current_dir().unwrap_or_default().join(path),
         };
         return if is_executable_file(&path) {
             Ok(path)
