@@ -97,21 +97,21 @@ pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
 /// the path, which is why each removes the file at exit only if it is still its own.
 #[derive(Debug)]
 pub struct PidFile {
-    place: Place,
+    place: Staged,
     lock: Flock<File>,
 }
 
 /// Where a pid file or control socket is, and — while staged by a new master — where it is to
 /// be renamed when it takes over.
 #[derive(Debug)]
-struct Place {
+struct Staged {
     path: PathBuf,
     target: Option<PathBuf>,
 }
 
-impl Place {
-    fn at(path: &Path) -> Place {
-        Place {
+impl Staged {
+    fn at(path: &Path) -> Staged {
+        Staged {
             path: path.to_owned(),
             target: None,
         }
@@ -177,7 +177,7 @@ impl PidFile {
         lock.set_len(0).map_err(io_err(path))?;
         writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
         Ok(PidFile {
-            place: Place::at(path),
+            place: Staged::at(path),
             lock,
         })
     }
@@ -255,7 +255,7 @@ impl Conn {
 #[derive(Debug)]
 pub struct Control {
     listener: UnixListener,
-    place: Place,
+    place: Staged,
     /// The socket file's identity: it is removed at exit only if still ours.
     id: Option<(u64, u64)>,
     conns: Slab<Conn>,
@@ -279,7 +279,7 @@ impl Control {
         let id = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
         Ok(Control {
             listener,
-            place: Place::at(path),
+            place: Staged::at(path),
             id,
             conns: Slab::new(),
             crowded: Refusals::default(),

@@ -213,7 +213,7 @@ pub fn control_request(data: &[u8]) {
 /// moves. Whatever it says, the upgrade ends at most once, and stays decidable (something is
 /// always due while it is under way).
 pub fn upgrade_channel(data: &[u8]) {
-    use super::upgrade::{Handover, Step};
+    use super::upgrade::{Handover, UpgradeStep};
     use crate::wire::upgrade::Message;
     use std::time::Duration;
     let t0 = Instant::now();
@@ -231,12 +231,15 @@ pub fn upgrade_channel(data: &[u8]) {
             Ok(message) => h.on_message(message, now, kill),
             Err(_) => {
                 h.on_channel_closed(now);
-                Step::Nothing
+                UpgradeStep::Nothing
             }
         };
         let ticked = h.tick(now, kill);
         for step in [step, ticked] {
-            if matches!(step, Step::HandedOver(_) | Step::Failed { .. }) {
+            if matches!(
+                step,
+                UpgradeStep::HandedOver(_) | UpgradeStep::Failed { .. }
+            ) {
                 outcomes += 1;
             }
         }

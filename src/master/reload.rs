@@ -54,7 +54,7 @@ pub struct DrainWait {
 
 /// What a reload does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum RollStep {
     /// Start a candidate for this slot (or the agent).
     Roll(Place),
     /// A candidate is starting: wait for it to be ready (or to fail).
@@ -94,17 +94,17 @@ impl Reload {
 
     /// The next step. A slot that is no longer `live` (scaled away, or its worker gone and
     /// restarting anyway, so its next worker is new) is skipped.
-    pub fn next(&mut self, live: impl Fn(Place) -> bool) -> Step {
+    pub fn next(&mut self, live: impl Fn(Place) -> bool) -> RollStep {
         if self.rolling.is_some() {
-            return Step::Wait;
+            return RollStep::Wait;
         }
         while let Some(slot) = self.pending.pop_front() {
             if live(slot) {
                 self.rolling = Some(slot);
-                return Step::Roll(slot);
+                return RollStep::Roll(slot);
             }
         }
-        Step::Done
+        RollStep::Done
     }
 
     /// The candidate of `slot` took over; `old`, the worker it replaced, was asked to stop.
@@ -248,18 +248,18 @@ mod tests {
     #[test]
     fn slots_roll_one_at_a_time_in_order_each_after_the_last_is_promoted() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(0)));
         assert_eq!(
             r.next(|_| true),
-            Step::Wait,
+            RollStep::Wait,
             "slot 0's candidate is not ready"
         );
         r.promoted(Place::Slot(0), None);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(1)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(1)));
         r.promoted(Place::Slot(1), None);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(2)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(2)));
         r.promoted(Place::Slot(2), None);
-        assert_eq!(r.next(|_| true), Step::Done);
+        assert_eq!(r.next(|_| true), RollStep::Done);
         let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
         assert!(
             done.contains("3 worker(s) replaced") && !done.contains("old"),
@@ -271,9 +271,12 @@ mod tests {
     #[test]
     fn a_slot_scaled_away_or_restarting_meanwhile_is_skipped() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|s| s != Place::Slot(0)), Step::Roll(Place::Slot(1)));
+        assert_eq!(
+            r.next(|s| s != Place::Slot(0)),
+            RollStep::Roll(Place::Slot(1))
+        );
         r.promoted(Place::Slot(1), None);
-        assert_eq!(r.next(|s| s != Place::Slot(2)), Step::Done);
+        assert_eq!(r.next(|s| s != Place::Slot(2)), RollStep::Done);
         let done = r.completed(Instant::now(), 1, Duration::from_secs(5));
         assert!(done.contains("1 worker(s) replaced"), "{done}");
         assert!(done.contains("1 old worker(s) still finishing"), "{done}");
@@ -282,17 +285,17 @@ mod tests {
     #[test]
     fn a_promotion_of_another_slot_does_not_move_it_on() {
         let mut r = reload(&[0, 1]);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(0)));
         r.promoted(Place::Slot(1), None); // e.g. a slot restarting on its own: not the one rolling
-        assert_eq!(r.next(|_| true), Step::Wait);
+        assert_eq!(r.next(|_| true), RollStep::Wait);
     }
 
     #[test]
     fn refusals_and_failures_say_how_far_it_got() {
         let mut r = reload(&[0, 1, 2]);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(0)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(0)));
         r.promoted(Place::Slot(0), None);
-        assert_eq!(r.next(|_| true), Step::Roll(Place::Slot(1)));
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(1)));
         assert!(r.busy().contains("1 of 3 slots replaced"), "{}", r.busy());
         let failed = r.failed(Place::Slot(1), "not ready within 30s");
         assert!(
@@ -319,6 +322,6 @@ mod tests {
 
     #[test]
     fn an_empty_fleet_reloads_at_once() {
-        assert_eq!(reload(&[]).next(|_| true), Step::Done);
+        assert_eq!(reload(&[]).next(|_| true), RollStep::Done);
     }
 }

@@ -134,7 +134,7 @@ pub enum Stage {
 
 /// What the old master does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum UpgradeStep {
     Nothing,
     /// Tell systemd `MAINPID=new`, then send `take_over`.
     TakeOver,
@@ -220,7 +220,12 @@ impl Handover {
     }
 
     /// What the new master said.
-    pub fn on_message(&mut self, message: Message, now: Instant, kill_timeout: Duration) -> Step {
+    pub fn on_message(
+        &mut self,
+        message: Message,
+        now: Instant,
+        kill_timeout: Duration,
+    ) -> UpgradeStep {
         match (self.stage, message) {
             (
                 Stage::Launched,
@@ -231,13 +236,13 @@ impl Handover {
                 self.stage = Stage::Starting;
                 let ready = Duration::from_millis(ready_timeout_ms.min(86_400_000));
                 self.deadline = Some(now + ready + READY_SLACK);
-                Step::Nothing
+                UpgradeStep::Nothing
             }
             (Stage::Launched | Stage::Starting, Message::Ready { workers }) => {
                 self.stage = Stage::TakingOver;
                 self.workers = workers;
                 self.deadline = Some(now + TAKE_OVER_TIMEOUT);
-                Step::TakeOver
+                UpgradeStep::TakeOver
             }
             (Stage::TakingOver, Message::TookOver) => {
                 self.stage = Stage::HandedOver;
@@ -246,7 +251,7 @@ impl Handover {
                     "" => String::new(),
                     new => format!(" (rrbalancer {} → {new})", env!("CARGO_PKG_VERSION")),
                 };
-                Step::HandedOver(format!(
+                UpgradeStep::HandedOver(format!(
                     "upgraded: pid {}{versions} serves with {} worker(s), started {:.1?} ago \
                      from {}",
                     self.child,
@@ -258,7 +263,7 @@ impl Handover {
             (Stage::Launched | Stage::Starting | Stage::TakingOver, Message::Failed { reason }) => {
                 // It stops by itself; make sure it does.
                 self.fail(now, kill_timeout);
-                Step::Failed {
+                UpgradeStep::Failed {
                     reason: format!("the new master (pid {}) failed: {reason}", self.child),
                     abort: false,
                     serves_on: true,
@@ -266,7 +271,7 @@ impl Handover {
             }
             (stage, message) if self.in_progress() => {
                 self.fail(now, kill_timeout);
-                Step::Failed {
+                UpgradeStep::Failed {
                     reason: format!(
                         "the new master (pid {}) broke the upgrade protocol: {message:?} while \
                          {stage:?}",
@@ -276,7 +281,7 @@ impl Handover {
                     serves_on: true,
                 }
             }
-            _ => Step::Nothing, // after the outcome: nothing it says changes it
+            _ => UpgradeStep::Nothing, // after the outcome: nothing it says changes it
         }
     }
 
@@ -289,14 +294,14 @@ impl Handover {
     }
 
     /// Its process was reaped.
-    pub fn on_exit(&mut self, cause: &str, now: Instant, kill_timeout: Duration) -> Step {
+    pub fn on_exit(&mut self, cause: &str, now: Instant, kill_timeout: Duration) -> UpgradeStep {
         self.exited = true;
         self.kill_at = None;
         if !self.in_progress() {
-            return Step::Nothing;
+            return UpgradeStep::Nothing;
         }
         self.fail(now, kill_timeout);
-        Step::Failed {
+        UpgradeStep::Failed {
             reason: format!(
                 "the new master (pid {}, {}) exited before it was ready: {cause} (its reason is \
                  in the log)",
@@ -310,13 +315,13 @@ impl Handover {
 
     /// The clock: a stage that lasted too long, or a channel closed by a process that does not
     /// exit, fails the upgrade.
-    pub fn tick(&mut self, now: Instant, kill_timeout: Duration) -> Step {
+    pub fn tick(&mut self, now: Instant, kill_timeout: Duration) -> UpgradeStep {
         if !self.in_progress() {
-            return Step::Nothing;
+            return UpgradeStep::Nothing;
         }
         if self.closed_at.is_some_and(|t| t + EXIT_GRACE <= now) {
             self.fail(now, kill_timeout);
-            return Step::Failed {
+            return UpgradeStep::Failed {
                 reason: format!(
                     "the new master (pid {}, {}) closed its channel before it was ready",
                     self.child,
@@ -327,7 +332,7 @@ impl Handover {
             };
         }
         if self.deadline.is_none_or(|d| d > now) {
-            return Step::Nothing;
+            return UpgradeStep::Nothing;
         }
         let what = match self.stage {
             Stage::Launched => format!("did not start within {START_TIMEOUT:?}"),
@@ -335,7 +340,7 @@ impl Handover {
             _ => format!("did not take over within {TAKE_OVER_TIMEOUT:?}"),
         };
         self.fail(now, kill_timeout);
-        Step::Failed {
+        UpgradeStep::Failed {
             reason: format!("the new master (pid {}) {what}", self.child),
             abort: true,
             serves_on: true,
@@ -343,12 +348,12 @@ impl Handover {
     }
 
     /// This master stops: an upgrade under way ends here.
-    pub fn on_stop(&mut self, now: Instant, kill_timeout: Duration) -> Step {
+    pub fn on_stop(&mut self, now: Instant, kill_timeout: Duration) -> UpgradeStep {
         if !self.in_progress() {
-            return Step::Nothing;
+            return UpgradeStep::Nothing;
         }
         self.fail(now, kill_timeout);
-        Step::Failed {
+        UpgradeStep::Failed {
             reason: "called off: the master is stopping".into(),
             abort: true,
             serves_on: false,

@@ -1,7 +1,7 @@
 //! The I/O of an in-place upgrade (the decisions and the protocol are `upgrade.rs`'s).
 //!
 //! On the old master: start the new one with the listeners and one end of the channel, read
-//! what it says, carry out each [`Step`], and after the handover pass it the sockets no old
+//! what it says, carry out each [`UpgradeStep`], and after the handover pass it the sockets no old
 //! worker could take. On the new master: the [`Predecessor`] — what the old one passed (taken
 //! before the configuration is read, so that a failure can be reported) — the listeners made
 //! from it, the report of its own start, and the take-over (renaming the pid file and the

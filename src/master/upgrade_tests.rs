@@ -23,16 +23,16 @@ fn a_clean_upgrade_takes_over_then_hands_over() {
         ready_timeout_ms: 2_000,
         version: "9.9.9".into(),
     };
-    assert_eq!(h.on_message(starting, t0, KILL), Step::Nothing);
+    assert_eq!(h.on_message(starting, t0, KILL), UpgradeStep::Nothing);
     assert_eq!(
         h.deadline(),
         Some(t0 + Duration::from_secs(2) + READY_SLACK)
     );
     assert_eq!(
         h.on_message(Message::Ready { workers: 4 }, t0, KILL),
-        Step::TakeOver
+        UpgradeStep::TakeOver
     );
-    let Step::HandedOver(message) = h.on_message(Message::TookOver, t0, KILL) else {
+    let UpgradeStep::HandedOver(message) = h.on_message(Message::TookOver, t0, KILL) else {
         panic!("not handed over")
     };
     assert!(
@@ -45,15 +45,15 @@ fn a_clean_upgrade_takes_over_then_hands_over() {
     );
     // Its exit later, or its channel closing, changes nothing.
     h.on_channel_closed(t0);
-    assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), Step::Nothing);
-    assert_eq!(h.on_exit("exit code 0", t0, KILL), Step::Nothing);
+    assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), UpgradeStep::Nothing);
+    assert_eq!(h.on_exit("exit code 0", t0, KILL), UpgradeStep::Nothing);
 }
 
 #[test]
 fn an_exit_or_silence_before_the_handover_fails_it_and_the_child_is_reaped() {
     let t0 = Instant::now();
     let mut h = handover(t0);
-    let Step::Failed { reason, abort, .. } = h.on_exit("exit code 1", t0, KILL) else {
+    let UpgradeStep::Failed { reason, abort, .. } = h.on_exit("exit code 1", t0, KILL) else {
         panic!()
     };
     assert!(!abort, "nothing left to abort");
@@ -64,8 +64,8 @@ fn an_exit_or_silence_before_the_handover_fails_it_and_the_child_is_reaped() {
     assert!(!h.must_reap());
 
     let mut h = handover(t0);
-    assert_eq!(h.tick(t0 + START_TIMEOUT / 2, KILL), Step::Nothing);
-    let Step::Failed { reason, abort, .. } = h.tick(t0 + START_TIMEOUT, KILL) else {
+    assert_eq!(h.tick(t0 + START_TIMEOUT / 2, KILL), UpgradeStep::Nothing);
+    let UpgradeStep::Failed { reason, abort, .. } = h.tick(t0 + START_TIMEOUT, KILL) else {
         panic!()
     };
     assert!(abort && reason.contains("did not start within"), "{reason}");
@@ -76,7 +76,7 @@ fn an_exit_or_silence_before_the_handover_fails_it_and_the_child_is_reaped() {
     );
     assert_eq!(
         h.tick(t0 + START_TIMEOUT * 9, KILL),
-        Step::Nothing,
+        UpgradeStep::Nothing,
         "fails once"
     );
 }
@@ -88,28 +88,31 @@ fn a_reported_failure_or_a_closed_channel_fails_it_once() {
     let failed = Message::Failed {
         reason: "its worker in slot 0 failed: not ready within 1s".into(),
     };
-    let Step::Failed { reason, abort, .. } = h.on_message(failed, t0, KILL) else {
+    let UpgradeStep::Failed { reason, abort, .. } = h.on_message(failed, t0, KILL) else {
         panic!()
     };
     assert!(!abort && reason.contains("not ready within 1s"), "{reason}");
     h.on_channel_closed(t0);
-    assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), Step::Nothing);
+    assert_eq!(h.tick(t0 + EXIT_GRACE, KILL), UpgradeStep::Nothing);
 
     // A closed channel: the exit status, if it comes soon, is the reason given.
     let mut h = handover(t0);
     h.on_message(Message::Ready { workers: 1 }, t0, KILL);
     h.on_channel_closed(t0);
     assert_eq!(h.deadline(), Some(t0 + EXIT_GRACE));
-    let Step::Failed { reason, .. } = h.on_exit("killed by SIGSEGV", t0, KILL) else {
+    let UpgradeStep::Failed { reason, .. } = h.on_exit("killed by SIGSEGV", t0, KILL) else {
         panic!()
     };
     assert!(reason.contains("SIGSEGV"), "{reason}");
     // Else the closed channel is.
     let mut h = handover(t0);
     h.on_channel_closed(t0);
-    assert_eq!(h.tick(t0 + EXIT_GRACE / 2, KILL), Step::Nothing);
+    assert_eq!(h.tick(t0 + EXIT_GRACE / 2, KILL), UpgradeStep::Nothing);
     let step = h.tick(t0 + EXIT_GRACE, KILL);
-    assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+    assert!(
+        matches!(step, UpgradeStep::Failed { abort: true, .. }),
+        "{step:?}"
+    );
 }
 
 #[test]
@@ -121,7 +124,10 @@ fn the_grace_counts_from_the_first_close_and_a_close_after_the_outcome_wakes_nob
     h.on_channel_closed(t0 + EXIT_GRACE / 2);
     assert_eq!(h.deadline(), Some(t0 + EXIT_GRACE));
     let step = h.tick(t0 + EXIT_GRACE, KILL);
-    assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+    assert!(
+        matches!(step, UpgradeStep::Failed { abort: true, .. }),
+        "{step:?}"
+    );
 
     // Handed over, then its channel closes: no deadline is left to wake this master for.
     let mut h = handover(t0);
@@ -141,7 +147,10 @@ fn out_of_order_messages_fail_the_upgrade() {
     let t0 = Instant::now();
     let mut h = handover(t0);
     let step = h.on_message(Message::TookOver, t0, KILL);
-    assert!(matches!(step, Step::Failed { abort: true, .. }), "{step:?}");
+    assert!(
+        matches!(step, UpgradeStep::Failed { abort: true, .. }),
+        "{step:?}"
+    );
 }
 
 #[test]
@@ -150,12 +159,12 @@ fn stopping_ends_an_upgrade_under_way_but_not_one_done() {
     let mut h = handover(t0);
     assert!(matches!(
         h.on_stop(t0, KILL),
-        Step::Failed { abort: true, .. }
+        UpgradeStep::Failed { abort: true, .. }
     ));
     let mut h = handover(t0);
     h.on_message(Message::Ready { workers: 1 }, t0, KILL);
     h.on_message(Message::TookOver, t0, KILL);
-    assert_eq!(h.on_stop(t0, KILL), Step::Nothing);
+    assert_eq!(h.on_stop(t0, KILL), UpgradeStep::Nothing);
 }
 
 #[test]
@@ -245,23 +254,23 @@ fn any_sequence_of_events_ends_in_at_most_one_outcome_and_keeps_it() {
                 3 => h.on_message(Message::TakeOver, now, KILL),
                 4 => {
                     h.on_channel_closed(now);
-                    Step::Nothing
+                    UpgradeStep::Nothing
                 }
                 5 => h.on_exit("exit code 1", now, KILL),
                 6 => h.on_stop(now, KILL),
                 _ => h.tick(now, KILL),
             };
             match step {
-                Step::Nothing => {}
-                Step::TakeOver => {
+                UpgradeStep::Nothing => {}
+                UpgradeStep::TakeOver => {
                     assert!(!took_over && outcomes.is_empty(), "seed {seed}");
                     took_over = true;
                 }
-                Step::HandedOver(_) => {
+                UpgradeStep::HandedOver(_) => {
                     assert!(took_over, "seed {seed}: handed over unasked");
                     outcomes.push("handed over");
                 }
-                Step::Failed { .. } => outcomes.push("failed"),
+                UpgradeStep::Failed { .. } => outcomes.push("failed"),
             }
             assert!(outcomes.len() <= 1, "seed {seed}: {outcomes:?}");
             assert_eq!(h.in_progress(), outcomes.is_empty(), "seed {seed}");
@@ -310,10 +319,10 @@ fn status_names_the_stage_and_a_late_start_says_what_was_late() {
         ready_timeout_ms: 1_000,
         version: String::new(),
     };
-    assert_eq!(h.on_message(starting, t0, KILL), Step::Nothing);
+    assert_eq!(h.on_message(starting, t0, KILL), UpgradeStep::Nothing);
     assert!(h.describe().ends_with(": starting its workers"));
     let late = t0 + Duration::from_secs(1) + READY_SLACK;
-    let Step::Failed { reason, .. } = h.tick(late, KILL) else {
+    let UpgradeStep::Failed { reason, .. } = h.tick(late, KILL) else {
         panic!("not refused at its deadline")
     };
     assert!(

@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{SimConn, Trace};
-use crate::master::ledger::{Ledger, Place};
+use crate::master::ledger::{Ledger, Whereabouts};
 use crate::wire::protocol::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +196,7 @@ impl Sim {
         if self.stopping {
             // As the master does once stopping: what nobody can take is closed at once.
             self.ledger.each(|place, c| {
-                if place == Place::Queue {
+                if place == Whereabouts::Queue {
                     self.outcome.dropped.push(c.id);
                 }
             });
@@ -475,7 +475,7 @@ impl Sim {
     fn sending(&mut self, key: usize, n: usize) -> Result<(), String> {
         let mut ids = Vec::new();
         self.ledger.each(|place, c| {
-            if place == Place::Outbox(key) && ids.len() < n {
+            if place == Whereabouts::Outbox(key) && ids.len() < n {
                 ids.push(c.id);
             }
         });
@@ -492,7 +492,7 @@ impl Sim {
     fn unacked_of(&self, key: usize) -> Vec<u64> {
         let mut ids = Vec::new();
         self.ledger.each(|place, c| {
-            if place == Place::Unacked(key) {
+            if place == Whereabouts::Unacked(key) {
                 ids.push(c.id);
             }
         });

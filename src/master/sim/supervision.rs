@@ -37,7 +37,7 @@ use crate::config::{AllGivenUp, Readiness, RestartConfig};
 use crate::master::effect::Effect;
 use crate::master::fleet::{State, test_worker_at};
 use crate::master::ids::{Place as Seat, Role};
-use crate::master::ledger::{Ledger, Place};
+use crate::master::ledger::{Ledger, Whereabouts};
 use crate::master::lifecycle::{Phase, ReadyRule};
 use crate::master::recycle::Reason;
 use crate::master::supervisor::{Policy, Supervisor};
@@ -477,7 +477,7 @@ impl Sim {
                         }
                         let mut unacked = Vec::new();
                         self.ledger.each(|place, c| {
-                            if place == Place::Unacked(account) {
+                            if place == Whereabouts::Unacked(account) {
                                 unacked.push(c.id);
                             }
                         });
@@ -563,7 +563,7 @@ impl Sim {
         if self.sup.phase != Phase::Running {
             let mut queued = Vec::new();
             self.ledger.each(|place, c| {
-                if place == Place::Queue {
+                if place == Whereabouts::Queue {
                     queued.push(c.id);
                 }
             });
@@ -589,7 +589,7 @@ impl Sim {
         a.mark_sent(n, self.now);
         let mut unacked = Vec::new();
         self.ledger.each(|place, c| {
-            if place == Place::Unacked(account) {
+            if place == Whereabouts::Unacked(account) {
                 unacked.push(c.id);
             }
         });

@@ -10,7 +10,7 @@ use log::{error, info};
 use super::super::effect::{Effect, Outcome};
 use super::super::fleet::Slot;
 use super::super::ids::{Place, Role, Waiter};
-use super::super::reload::{Reload, Step};
+use super::super::reload::{Reload, RollStep};
 use super::Supervisor;
 use crate::config::MAX_WORKERS;
 
@@ -88,8 +88,8 @@ impl Supervisor {
                 .is_some_and(|s| s.current.is_some() && s.candidate.is_none())
         };
         match reload.next(live) {
-            Step::Wait => {}
-            Step::Done => {
+            RollStep::Wait => {}
+            RollStep::Done => {
                 let mut done = self.reload.take().expect("checked above");
                 self.reloads[0] += 1;
                 let fleet = &self.fleet;
@@ -116,7 +116,7 @@ impl Supervisor {
                     self.old_workers_exited(now);
                 }
             }
-            Step::Roll(place) => self.effects.push(Effect::Spawn {
+            RollStep::Roll(place) => self.effects.push(Effect::Spawn {
                 place,
                 role: Role::Candidate,
             }),

@@ -1,5 +1,5 @@
 //! The old master's side of an upgrade: start the new master with the listeners, follow what
-//! it says through the [`Handover`], carry out each [`Step`], and after the handover pass it the
+//! it says through the [`Handover`], carry out each [`UpgradeStep`], and after the handover pass it the
 //! sockets no old worker could take.
 
 use std::ffi::OsString;
@@ -16,7 +16,7 @@ use super::super::Master;
 use super::super::control_socket::staged_path;
 use super::super::ids::Waiter;
 use super::super::sources::Source;
-use super::super::upgrade::{self, Handover, Stage, Step};
+use super::super::upgrade::{self, Handover, Stage, UpgradeStep};
 use super::new_master::Succession;
 use super::{Link, Read};
 use crate::sys;
@@ -183,7 +183,7 @@ impl Master {
                     if let Some(h) = self.upgrade.handover.as_mut() {
                         h.on_channel_closed(now);
                     }
-                    Step::Nothing
+                    UpgradeStep::Nothing
                 }
                 Read::Message(message, fds) => {
                     drop(fds); // it has no sockets to give us
@@ -193,7 +193,9 @@ impl Master {
                             self.upgrade
                                 .handover
                                 .as_mut()
-                                .map_or(Step::Nothing, |h| h.on_message(message, now, kill_timeout))
+                                .map_or(UpgradeStep::Nothing, |h| {
+                                    h.on_message(message, now, kill_timeout)
+                                })
                         }
                         Err(e) => {
                             self.close_successor_link();
@@ -201,7 +203,7 @@ impl Master {
                             if let Some(h) = self.upgrade.handover.as_mut() {
                                 h.on_channel_closed(now);
                             }
-                            Step::Nothing
+                            UpgradeStep::Nothing
                         }
                     }
                 }
@@ -246,7 +248,7 @@ impl Master {
             return true;
         };
         let step = h.on_exit(cause, Instant::now(), kill_timeout);
-        if step == Step::Nothing {
+        if step == UpgradeStep::Nothing {
             info!("upgrade: pid {pid} exited: {cause}");
         }
         if h.stage != Stage::HandedOver {
@@ -282,13 +284,13 @@ impl Master {
         }
     }
 
-    fn upgrade_step(&mut self, step: Step) {
+    fn upgrade_step(&mut self, step: UpgradeStep) {
         let Some(child) = self.upgrade.handover.as_ref().map(|h| h.child) else {
             return;
         };
         match step {
-            Step::Nothing => {}
-            Step::TakeOver => {
+            UpgradeStep::Nothing => {}
+            UpgradeStep::TakeOver => {
                 info!("upgrade: pid {child} is ready; handing over");
                 self.ops.notifier.hand_over(child.as_raw() as u32);
                 let sent = self
@@ -303,7 +305,7 @@ impl Master {
                     }
                 }
             }
-            Step::HandedOver(message) => {
+            UpgradeStep::HandedOver(message) => {
                 info!(
                     "{message}; stopping this master (pid {})",
                     std::process::id()
@@ -340,7 +342,7 @@ impl Master {
                 }
                 self.begin_stop();
             }
-            Step::Failed {
+            UpgradeStep::Failed {
                 reason,
                 abort,
                 serves_on,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Place, Sim, State};
+use super::{Sim, State, Whereabouts};
 
 impl Sim {
     /// The invariants that hold after every step.
@@ -16,24 +16,25 @@ impl Sim {
                 twice.get_or_insert(c.id);
             }
             let owner = match place {
-                Place::Queue => None,
-                Place::Outbox(k) | Place::Unacked(k) | Place::Returned(k) | Place::Held(k) => {
-                    Some(k)
-                }
+                Whereabouts::Queue => None,
+                Whereabouts::Outbox(k)
+                | Whereabouts::Unacked(k)
+                | Whereabouts::Returned(k)
+                | Whereabouts::Held(k) => Some(k),
             };
             if let Some(k) = owner {
                 match self.workers.get(&k) {
                     None => _ = misplaced.get_or_insert(format!("conn {} with dead {k}", c.id)),
-                    Some(w) if matches!(place, Place::Held(_)) && w.channel_open => {
+                    Some(w) if matches!(place, Whereabouts::Held(_)) && w.channel_open => {
                         _ = misplaced.get_or_insert(format!("conn {} held by open {k}", c.id))
                     }
-                    Some(w) if !matches!(place, Place::Held(_)) && !w.channel_open => {
+                    Some(w) if !matches!(place, Whereabouts::Held(_)) && !w.channel_open => {
                         _ = misplaced.get_or_insert(format!("conn {} {place:?}, closed", c.id))
                     }
                     _ => {}
                 }
             }
-            if c.sent.is_some() != matches!(place, Place::Unacked(_)) {
+            if c.sent.is_some() != matches!(place, Whereabouts::Unacked(_)) {
                 misplaced.get_or_insert(format!("conn {} at {place:?} marked {:?}", c.id, c.sent));
             }
         });

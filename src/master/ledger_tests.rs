@@ -1,0 +1,255 @@
+//! Tests of the ledger: who owns each accepted socket, and the rotation.
+
+use super::*;
+
+#[derive(Debug, PartialEq)]
+struct Id(u32, Option<Instant>);
+
+/// The moment every test connection was accepted.
+fn accepted_at() -> Instant {
+    static AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *AT.get_or_init(Instant::now)
+}
+
+impl Conn for Id {
+    fn peer(&self) -> &Peer {
+        &Peer::Unix
+    }
+    fn accepted(&self) -> Instant {
+        accepted_at()
+    }
+    fn sent(&self) -> Option<Instant> {
+        self.1
+    }
+    fn set_sent(&mut self, at: Option<Instant>) {
+        self.1 = at;
+    }
+}
+
+fn ids(q: &VecDeque<Id>) -> Vec<u32> {
+    q.iter().map(|c| c.0).collect()
+}
+
+#[test]
+fn rotation_among_free_workers_and_the_window() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(2);
+    let b = ledger.open(2);
+    let serving = |s: usize| [Some(a), Some(b)][s];
+    let placed: Vec<usize> = (0..4)
+        .map(|i| ledger.admit(Id(i, None), 2, serving, false).unwrap())
+        .collect();
+    assert_eq!(placed, [a, b, a, b]);
+    // Both windows are full: the fifth waits in the queue.
+    assert_eq!(ledger.admit(Id(4, None), 2, serving, false), None);
+    assert_eq!(ledger.queued(), 1);
+    let now = Instant::now();
+    ledger.account_mut(a).unwrap().mark_sent(2, now);
+    ledger.account_mut(a).unwrap().ack_oldest(1, now).unwrap();
+    assert!(ledger.dispatch(2, serving, false), "a has room again");
+    assert_eq!(ledger.queued(), 0);
+    assert_eq!(ledger.account(a).unwrap().handed(), 3);
+    assert_eq!(ledger.handed_total(), 5);
+    // A worker gone keeps its count in the total, less what it was never sent. Both come
+    // back to the queue (the one sent, un-acked, from a dead worker), to be handed again.
+    ledger.account_mut(b).unwrap().mark_sent(1, now);
+    ledger.remove(b);
+    assert_eq!(ledger.queued(), 2);
+    assert_eq!(ledger.handed_total(), 4);
+}
+
+#[test]
+fn the_queue_passed_to_another_master_leaves_in_order_and_what_fails_comes_back_first() {
+    let mut ledger: Ledger<Id> = Ledger::default();
+    for i in 0..5 {
+        ledger.enqueue(Id(i, None));
+    }
+    let batch = ledger.take_queued(3);
+    assert_eq!(batch.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(ledger.queued(), 2);
+    // The send failed: they go back ahead of the rest, in their order.
+    ledger.return_queued(batch);
+    assert_eq!(ids(&ledger.queue), [0, 1, 2, 3, 4]);
+    assert_eq!(ledger.take_queued(99).len(), 5);
+    assert_eq!(ledger.queued(), 0);
+}
+
+#[test]
+fn a_closed_channel_holds_what_was_sent_until_the_worker_is_dead() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    for i in 0..3 {
+        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+    }
+    ledger.account_mut(a).unwrap().mark_sent(2, Instant::now());
+    ledger.enqueue(Id(9, None));
+    ledger.close(a);
+    // The unsent one is first in line; the two sent ones wait for the worker's death.
+    assert_eq!(ids(&ledger.queue), [2, 9]);
+    assert_eq!(ledger.account(a).unwrap().in_flight(), 2);
+    assert!(
+        !ledger.account(a).unwrap().has_room(),
+        "closed: gets nothing"
+    );
+    assert_eq!(ledger.remove(a), 2);
+    assert_eq!(ids(&ledger.queue), [0, 1, 2, 9]);
+    assert!(
+        ledger.queue.iter().all(|c| c.1.is_none()),
+        "none is marked sent"
+    );
+}
+
+#[test]
+fn acking_more_than_was_sent_changes_nothing() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(1, Instant::now());
+    assert_eq!(account.ack_oldest(2, Instant::now()), Err(1));
+    assert_eq!(account.unacked_len(), 1);
+    assert_eq!(account.served().acked, 0);
+}
+
+#[test]
+fn every_ack_is_counted_with_its_time_from_accept_and_retiring_gives_the_tally() {
+    use std::time::Duration;
+    let t0 = accepted_at();
+    let mut ledger = Ledger::default();
+    let a = ledger.open(8);
+    for i in 0..5 {
+        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+    }
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(5, t0);
+    // Native: the two oldest; Node: one by position, the newest; one refused.
+    account
+        .ack_oldest(2, t0 + Duration::from_micros(50))
+        .unwrap();
+    assert!(account.ack_at(1, t0 + Duration::from_millis(3)));
+    assert!(account.ack_newest(t0 + Duration::from_secs(20)));
+    assert!(account.refuse_at(0));
+    let served = account.served();
+    assert_eq!(
+        (served.handed, served.acked, served.latency.count()),
+        (5, 4, 4)
+    );
+    let buckets: Vec<(Option<f64>, u64)> = served.latency.cumulative().collect();
+    assert_eq!(buckets[0], (Some(0.0001), 2), "50 µs twice");
+    assert_eq!(buckets[5], (Some(0.005), 3), "and 3 ms");
+    assert_eq!(buckets[15], (Some(10.0), 3));
+    assert_eq!(buckets[16], (None, 4), "+Inf: 20 s too");
+    assert!((served.latency.sum_seconds() - 20.0031).abs() < 1e-9);
+    // The five sent in second 0 make the account's rate over its first whole second.
+    let rate = account.rate().per_second(t0, t0 + Duration::from_secs(1));
+    assert_eq!(rate, Some(5.0), "what status shows as CONN/S");
+    let (held, tally) = ledger.retire(a);
+    assert_eq!((held, tally.acked, tally.handed), (0, 4, 5));
+    assert_eq!(ledger.handed_total(), 5);
+}
+
+#[test]
+fn refused_and_unsent_go_first_in_their_order() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    for i in 0..3 {
+        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+    }
+    ledger.enqueue(Id(7, None));
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(1, Instant::now());
+    assert!(account.refuse_at(0));
+    assert_eq!(ledger.requeue_unsent(a), 3);
+    assert_eq!(ids(&ledger.queue), [0, 1, 2, 7]);
+    assert_eq!(
+        ledger.account(a).unwrap().handed(),
+        1,
+        "the one it was sent"
+    );
+}
+
+#[test]
+fn a_pulled_worker_takes_connections_only_while_idle() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    ledger.account_mut(a).unwrap().on_idle();
+    assert!(ledger.admit(Id(0, None), 1, |_| Some(a), false).is_some());
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(1, Instant::now());
+    account.flushed(true, false);
+    assert!(!account.has_room(), "busy until it says idle");
+    assert!(account.has_window_room(), "affinity may still queue on it");
+    account.on_idle();
+    assert!(account.has_room());
+}
+
+#[test]
+fn a_full_worker_gives_back_its_oldest_and_gets_nothing_until_idle_then_one_at_a_time() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(8);
+    let b = ledger.open(8);
+    for i in 0..4 {
+        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+    }
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(4, Instant::now());
+    assert_eq!(
+        account.on_full(5, Instant::now()),
+        Err(4),
+        "more than it was sent"
+    );
+    assert_eq!(account.unacked_len(), 4, "nothing changed");
+    account.on_full(3, Instant::now()).unwrap();
+    assert!(account.is_full() && !account.has_room() && !account.has_window_room());
+    assert_eq!(account.unacked_len(), 1, "the newest is still its own");
+    assert_eq!(ledger.requeue_returned(a), 3);
+    assert_eq!(ids(&ledger.queue), [0, 1, 2]);
+    // Nobody free but the full one: they wait; another worker takes them.
+    assert!(!ledger.dispatch(1, |_| Some(a), false));
+    assert!(ledger.dispatch(1, |_| Some(b), false));
+    assert_eq!(ids(ledger.account(b).unwrap().outbox()), [0, 1, 2]);
+    // Then the last one too; `idle` again: room for one, then twice as many after each
+    // ack, up to the window.
+    let account = ledger.account_mut(a).unwrap();
+    account.on_full(1, Instant::now()).unwrap();
+    assert_eq!(ledger.requeue_returned(a), 1);
+    assert!(!ledger.dispatch(1, |_| Some(a), false), "full: it waits");
+    ledger.account_mut(a).unwrap().on_idle();
+    assert!(ledger.dispatch(1, |_| Some(a), false));
+    ledger.admit(Id(10, None), 1, |_| Some(a), false);
+    assert_eq!(ids(ledger.account(a).unwrap().outbox()), [3]);
+    assert_eq!(ids(&ledger.queue), [10], "a cap of 1");
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(1, Instant::now());
+    account.ack_oldest(1, Instant::now()).unwrap();
+    assert!(ledger.dispatch(1, |_| Some(a), false));
+    for i in 20..24 {
+        ledger.admit(Id(i, None), 1, |_| Some(a), false);
+    }
+    assert_eq!(
+        ids(ledger.account(a).unwrap().outbox()),
+        [10, 20],
+        "a cap of 2"
+    );
+}
+
+#[test]
+fn a_full_worker_that_never_says_idle_is_tried_again_with_one_after_a_while() {
+    let t0 = accepted_at();
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
+    let account = ledger.account_mut(a).unwrap();
+    account.mark_sent(1, t0);
+    assert!(account.newest_full(t0));
+    assert!(!account.newest_full(t0), "nothing left to give back");
+    assert_eq!(ledger.requeue_returned(a), 1);
+    assert_eq!(ledger.next_full_retry(), Some(t0 + FULL_RETRY));
+    ledger.retry_full(t0 + FULL_RETRY - Duration::from_millis(1));
+    assert!(!ledger.dispatch(1, |_| Some(a), false), "not yet");
+    ledger.retry_full(t0 + FULL_RETRY);
+    assert_eq!(ledger.next_full_retry(), None);
+    ledger.enqueue(Id(1, None));
+    assert!(!ledger.dispatch(1, |_| Some(a), false), "one, as a probe");
+    assert_eq!(ids(ledger.account(a).unwrap().outbox()), [0]);
+}
