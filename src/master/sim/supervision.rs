@@ -36,7 +36,7 @@ use super::{SimConn as Client, Trace};
 use crate::config::{AllGivenUp, Readiness, RestartConfig};
 use crate::master::effect::Effect;
 use crate::master::fleet::{State, test_worker_at};
-use crate::master::ids::{Place as Seat, Role};
+use crate::master::ids::{Place, Role};
 use crate::master::ledger::{Ledger, Whereabouts};
 use crate::master::lifecycle::{Phase, ReadyRule};
 use crate::master::recycle::Reason;
@@ -74,7 +74,7 @@ struct Sim {
     agent_was_ready: bool,
     /// When each place was seen given up (by [`Sim::check`]): not restarted before
     /// `retry_after` has passed since, unless a reload gives it a fresh chance.
-    given_up_at: BTreeMap<Seat, Instant>,
+    given_up_at: BTreeMap<Place, Instant>,
     /// Workers that said `full` right before they crashed: such an exit is load, never
     /// counted toward giving up their slot.
     load_exits: BTreeSet<usize>,
@@ -225,7 +225,7 @@ impl Sim {
                                 ));
                             }
                         }
-                        if slot != Seat::Agent
+                        if slot != Place::Agent
                             && self.sup.fleet.agent.is_some()
                             && !self.agent_ready()
                         {
