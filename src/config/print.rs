@@ -1,125 +1,43 @@
 //! `rrbalancer check`'s output: the effective configuration printed as a file that loads.
 
 use super::*;
+use toml::{Table, Value};
 
 impl Config {
     /// The effective settings as a config file that loads back to the same settings (what
     /// `rrbalancer check` prints): defaults written out, flags and environment applied, paths
     /// made absolute.
     pub fn to_toml(&self) -> String {
-        use toml::{Table, Value};
-        let text = |s: &str| Value::String(s.to_owned());
-        let path = |p: &Path| {
-            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            Value::String(p.display().to_string())
-        };
-        let duration = |d: Duration| Value::String(humantime::format_duration(d).to_string());
-        let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-
         let mut top = Table::new();
         let listen = self.listen.iter().map(|a| text(&a.to_string())).collect();
         top.insert("listen".into(), Value::Array(listen));
         top.insert("workers".into(), int(self.workers as u64));
         top.insert("sched_policy".into(), text(self.sched_policy.as_str()));
         top.insert("backlog".into(), int(self.backlog.into()));
-
-        // `exec`, `args`, `env`, `cwd`; the built-in demo worker is written as what selects it:
-        // no `exec`.
-        let command = |c: &Command| {
-            let mut table = Table::new();
-            let args = if c.is_demo() {
-                &c.args[1..]
-            } else {
-                table.insert("exec".into(), path(&c.program));
-                &c.args[..]
-            };
-            let args = args.iter().map(|a| text(a)).collect();
-            table.insert("args".into(), Value::Array(args));
-            let env = c.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-            table.insert("env".into(), Value::Table(env));
-            if let Some(cwd) = &c.cwd {
-                table.insert("cwd".into(), path(cwd));
-            }
-            table
-        };
-
-        let w = &self.worker;
-        let mut worker = command(&w.command);
-        worker.insert("protocol".into(), text(w.protocol.as_str()));
-        if !w.protocol.is_node() {
-            worker.insert("max_unacked".into(), int(w.max_unacked as u64));
-        }
-        worker.insert("ack_timeout".into(), duration(w.ack_timeout));
-        worker.insert("ready".into(), text(w.ready.as_str()));
-        worker.insert("ready_delay".into(), duration(w.ready_delay));
-        worker.insert("ready_timeout".into(), duration(w.ready_timeout));
-        let mut node = Table::new();
-        for (key, message) in [
-            ("socket_message", &w.node.socket),
-            ("server_message", &w.node.server),
-            ("leaving_message", &w.node.leaving),
-        ] {
-            // JSON's null has no TOML form; such a message came from no config file.
-            if let Ok(value) = Value::try_from(message) {
-                node.insert(key.into(), value);
-            }
-        }
-        worker.insert("node".into(), Value::Table(node));
-        top.insert("worker".into(), Value::Table(worker));
-
+        top.insert("worker".into(), Value::Table(worker_table(&self.worker)));
         if let Some(a) = &self.agent {
-            let mut agent = command(&a.command);
+            let mut agent = command_table(&a.command);
             agent.insert("protocol".into(), text(a.protocol.as_str()));
             agent.insert("ready".into(), text(a.ready.as_str()));
             agent.insert("ready_delay".into(), duration(a.ready_delay));
             agent.insert("ready_timeout".into(), duration(a.ready_timeout));
             top.insert("agent".into(), Value::Table(agent));
         }
-
         let mut dispatch = Table::new();
         dispatch.insert("affinity".into(), text(self.affinity.as_str()));
         top.insert("dispatch".into(), Value::Table(dispatch));
-
         let mut shutdown = Table::new();
         shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));
         shutdown.insert("signal".into(), text(self.stop_signal.as_str()));
         shutdown.insert("disconnect".into(), Value::Boolean(self.disconnect));
         top.insert("shutdown".into(), Value::Table(shutdown));
-
-        let r = &self.restart;
-        let mut restart = Table::new();
-        restart.insert("max_restarts".into(), int(r.max_restarts.into()));
-        restart.insert("window".into(), duration(r.window));
-        restart.insert("backoff_initial".into(), duration(r.backoff_initial));
-        restart.insert("backoff_max".into(), duration(r.backoff_max));
-        restart.insert("min_uptime".into(), duration(r.min_uptime));
-        if let Some(command) = &self.on_giveup {
-            restart.insert("on_giveup".into(), text(command));
-        }
-        restart.insert("retry_after".into(), duration(r.retry_after));
-        restart.insert("on_all_given_up".into(), text(r.on_all_given_up.as_str()));
+        let restart = restart_table(&self.restart, self.on_giveup.as_deref());
         top.insert("restart".into(), Value::Table(restart));
-
-        let c = &self.recycle;
-        let mut recycle = Table::new();
-        recycle.insert(
-            "max_connections".into(),
-            int(c.max_connections.unwrap_or(0)),
-        );
-        if let Some(bytes) = c.max_memory {
-            recycle.insert("max_memory".into(), text(&bytes.to_string()));
-        }
-        if let Some(age) = c.max_age {
-            recycle.insert("max_age".into(), duration(age));
-        }
-        recycle.insert("jitter".into(), Value::Float(c.jitter));
-        top.insert("recycle".into(), Value::Table(recycle));
-
+        top.insert("recycle".into(), Value::Table(recycle_table(&self.recycle)));
         let mut control = Table::new();
         control.insert("pid_file".into(), path(&self.control.pid_file));
         control.insert("socket".into(), path(&self.control.socket));
         top.insert("control".into(), Value::Table(control));
-
         let mut metrics = Table::new();
         if let Some(m) = &self.metrics {
             metrics.insert("listen".into(), text(&m.listen.to_string()));
@@ -129,23 +47,117 @@ impl Config {
             }
         }
         top.insert("metrics".into(), Value::Table(metrics));
-
-        let mut log = Table::new();
-        let l = &self.log;
-        for (key, value) in [
-            ("stdout", &l.stdout),
-            ("stderr", &l.stderr),
-            ("master_log", &l.master_log),
-        ] {
-            if let Some(p) = value {
-                log.insert(key.into(), path(p));
-            }
-        }
-        if let Some(format) = &l.date_format {
-            log.insert("date_format".into(), text(format));
-        }
-        log.insert("format".into(), text(l.format.as_str()));
-        top.insert("log".into(), Value::Table(log));
+        top.insert("log".into(), Value::Table(log_table(&self.log)));
         toml::to_string(&top).unwrap_or_default()
     }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+/// A path, made absolute (the printed file may be read from another directory).
+fn path(p: &Path) -> Value {
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    Value::String(p.display().to_string())
+}
+
+fn duration(d: Duration) -> Value {
+    Value::String(humantime::format_duration(d).to_string())
+}
+
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// `exec`, `args`, `env`, `cwd`; the built-in demo worker is written as what selects it: no
+/// `exec`.
+fn command_table(c: &Command) -> Table {
+    let mut table = Table::new();
+    let args = if c.is_demo() {
+        &c.args[1..]
+    } else {
+        table.insert("exec".into(), path(&c.program));
+        &c.args[..]
+    };
+    let args = args.iter().map(|a| text(a)).collect();
+    table.insert("args".into(), Value::Array(args));
+    let env = c.env.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+    table.insert("env".into(), Value::Table(env));
+    if let Some(cwd) = &c.cwd {
+        table.insert("cwd".into(), path(cwd));
+    }
+    table
+}
+
+fn worker_table(w: &WorkerConfig) -> Table {
+    let mut worker = command_table(&w.command);
+    worker.insert("protocol".into(), text(w.protocol.as_str()));
+    if !w.protocol.is_node() {
+        worker.insert("max_unacked".into(), int(w.max_unacked as u64));
+    }
+    worker.insert("ack_timeout".into(), duration(w.ack_timeout));
+    worker.insert("ready".into(), text(w.ready.as_str()));
+    worker.insert("ready_delay".into(), duration(w.ready_delay));
+    worker.insert("ready_timeout".into(), duration(w.ready_timeout));
+    let mut node = Table::new();
+    for (key, message) in [
+        ("socket_message", &w.node.socket),
+        ("server_message", &w.node.server),
+        ("leaving_message", &w.node.leaving),
+    ] {
+        // JSON's null has no TOML form; such a message came from no config file.
+        if let Ok(value) = Value::try_from(message) {
+            node.insert(key.into(), value);
+        }
+    }
+    worker.insert("node".into(), Value::Table(node));
+    worker
+}
+
+fn restart_table(r: &RestartConfig, on_giveup: Option<&str>) -> Table {
+    let mut restart = Table::new();
+    restart.insert("max_restarts".into(), int(r.max_restarts.into()));
+    restart.insert("window".into(), duration(r.window));
+    restart.insert("backoff_initial".into(), duration(r.backoff_initial));
+    restart.insert("backoff_max".into(), duration(r.backoff_max));
+    restart.insert("min_uptime".into(), duration(r.min_uptime));
+    if let Some(command) = on_giveup {
+        restart.insert("on_giveup".into(), text(command));
+    }
+    restart.insert("retry_after".into(), duration(r.retry_after));
+    restart.insert("on_all_given_up".into(), text(r.on_all_given_up.as_str()));
+    restart
+}
+
+fn recycle_table(c: &RecycleConfig) -> Table {
+    let mut recycle = Table::new();
+    let max_connections = int(c.max_connections.unwrap_or(0));
+    recycle.insert("max_connections".into(), max_connections);
+    if let Some(bytes) = c.max_memory {
+        recycle.insert("max_memory".into(), text(&bytes.to_string()));
+    }
+    if let Some(age) = c.max_age {
+        recycle.insert("max_age".into(), duration(age));
+    }
+    recycle.insert("jitter".into(), Value::Float(c.jitter));
+    recycle
+}
+
+fn log_table(l: &LogConfig) -> Table {
+    let mut log = Table::new();
+    for (key, value) in [
+        ("stdout", &l.stdout),
+        ("stderr", &l.stderr),
+        ("master_log", &l.master_log),
+    ] {
+        if let Some(p) = value {
+            log.insert(key.into(), path(p));
+        }
+    }
+    if let Some(format) = &l.date_format {
+        log.insert("date_format".into(), text(format));
+    }
+    log.insert("format".into(), text(l.format.as_str()));
+    log
 }
