@@ -14,16 +14,15 @@
 //! away is told why in a reply line (`too many control clients`, `request too long`), and the
 //! log tells of each crowding once, with a count when it is over.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::Token;
 use mio::net::{UnixListener, UnixStream};
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Uid, getpid};
 use slab::Slab;
@@ -33,181 +32,19 @@ use super::client_limits::{
     self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
     Refusals,
 };
-use super::fleet::State;
-use super::ids::{self, Role, Waiter};
+use super::control_files::{
+    ControlError, Staged, create_private_dir, io_err, same_file, staged_path,
+};
+use super::ids::Waiter;
 use super::metrics::TurnedAway;
-use super::projection;
 use super::sources::Source;
 use super::{Master, Phase};
-use crate::config::host;
-use crate::wire::control::{
-    AgentStatus, BadRequest, MAX_REQUEST, Reply, Request, SlotStatus, Status, WorkerStatus,
-};
+use crate::wire::control::{BadRequest, MAX_REQUEST, Reply, Request};
 
 /// Most control connections open at once. A newcomer beyond this takes the place of the client
 /// heard from longest ago that has not sent a whole request; only when every client waits for
 /// an outcome it asked for (a reload, a stop) is the newcomer refused.
 const MAX_CONNS: usize = 64;
-
-/// Why the master could not set up its control socket or pid file.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("rrbalancer is already running with this configuration (pid {pid}, pid file {path})")]
-    AlreadyRunning { pid: String, path: PathBuf },
-    #[error("refusing {path}: {reason}")]
-    Unsafe { path: PathBuf, reason: String },
-    #[error("{path}: {error}")]
-    Io { path: PathBuf, error: io::Error },
-    #[error(transparent)]
-    Dir(#[from] host::DirError),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
-    move |error| ControlError::Io {
-        path: path.to_owned(),
-        error,
-    }
-}
-
-/// Creates the directory that will hold `path`, private to our user (0700), after checking
-/// the one that holds it now as `check` did ([`host::check_control_dir`]: the default runtime
-/// directory must be ours alone, one named in `[control]` no other user's to change); one we
-/// create must then really be ours (someone may have made it first): otherwise another user
-/// could plant a link where we write our pid or remove our control socket.
-pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
-    let dir = host::parent_dir(path);
-    host::check_control_dir(dir)?;
-    let existed = dir.symlink_metadata().is_ok();
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))?;
-    if !existed {
-        host::check_created_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
-/// stale file from a crashed one does not, so it is simply taken over.
-///
-/// A new master started by an upgrade first holds one at a staged path beside it and renames it
-/// into place when it takes over ([`PidFile::install`]); the old master's then no longer sits at
-/// the path, which is why each removes the file at exit only if it is still its own.
-#[derive(Debug)]
-pub struct PidFile {
-    place: Staged,
-    lock: Flock<File>,
-}
-
-/// Where a pid file or control socket is, and — while staged by a new master — where it is to
-/// be renamed when it takes over.
-#[derive(Debug)]
-struct Staged {
-    path: PathBuf,
-    target: Option<PathBuf>,
-}
-
-impl Staged {
-    fn at(path: &Path) -> Staged {
-        Staged {
-            path: path.to_owned(),
-            target: None,
-        }
-    }
-
-    /// Renames a staged file into place, atomically: the target path always names a live
-    /// master (the old one's until now).
-    fn install(&mut self) -> Result<(), ControlError> {
-        if let Some(target) = self.target.take() {
-            fs::rename(&self.path, &target).map_err(io_err(&target))?;
-            self.path = target;
-        }
-        Ok(())
-    }
-}
-
-/// Where a new master started by an upgrade keeps its pid file or control socket until it takes
-/// over: beside `path`, named for its pid (and not ending in `.sock`, so that `status` without
-/// `--config` does not list it).
-pub fn staged_path(path: &Path, pid: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{pid}.new"));
-    PathBuf::from(name)
-}
-
-/// The file at `path` is the one with identity `id` (device, inode).
-fn same_file(path: &Path, id: Option<(u64, u64)>) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let now = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    now.is_some() && now == id
-}
-
-impl PidFile {
-    pub fn acquire(path: &Path) -> Result<PidFile, ControlError> {
-        create_private_dir(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            // Never write our pid through a link someone planted.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => ControlError::Unsafe {
-                    path: path.to_owned(),
-                    reason: "it is a symbolic link".into(),
-                },
-                _ => io_err(path)(e),
-            })?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(ControlError::AlreadyRunning {
-                    pid: pid.trim().to_owned(),
-                    path: path.to_owned(),
-                });
-            }
-        };
-        lock.set_len(0).map_err(io_err(path))?;
-        writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
-        Ok(PidFile {
-            place: Staged::at(path),
-            lock,
-        })
-    }
-
-    /// A new master's pid file, at [`staged_path`] until [`PidFile::install`].
-    pub fn acquire_staged(path: &Path) -> Result<PidFile, ControlError> {
-        let mut staged = PidFile::acquire(&staged_path(path, std::process::id()))?;
-        staged.place.target = Some(path.to_owned());
-        Ok(staged)
-    }
-
-    /// Renames a staged pid file into place.
-    pub fn install(&mut self) -> Result<(), ControlError> {
-        self.place.install()
-    }
-
-    fn id(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        self.lock.metadata().ok().map(|m| (m.dev(), m.ino()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        // Not if a new master's has replaced it (an upgrade).
-        if same_file(&self.place.path, self.id()) {
-            let _ = fs::remove_file(&self.place.path);
-        }
-    }
-}
 
 /// Where a client connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -729,120 +566,5 @@ impl Master {
                 conn.deadline = None;
             }
         }
-    }
-
-    /// What `rrbalancer status` shows.
-    fn status(&self) -> Status {
-        let now = Instant::now();
-        let stopping = self.core.phase != Phase::Running;
-        let workers = self
-            .core
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.place != ids::Place::Agent)
-            .map(|(key, w)| {
-                let account = self.ledger.account(w.account);
-                let stat = super::memory::cpu_and_resident(&w.pid.to_string());
-                WorkerStatus {
-                    slot: w.place.slot().unwrap_or_default(),
-                    pid: w.pid.as_raw(),
-                    state: match (w.state, self.core.fleet.role(key)) {
-                        _ if w.stuck => "stuck (killed)",
-                        (State::Starting, _) => "starting",
-                        (State::Ready, Role::Candidate) => "ready (candidate)",
-                        (State::Ready, _) => "ready",
-                        (State::Draining, _) => "draining",
-                    }
-                    .to_owned(),
-                    role: match self.core.fleet.role(key) {
-                        Role::Current => "current",
-                        Role::Candidate => "candidate",
-                        Role::Detached => "retiring",
-                    }
-                    .to_owned(),
-                    uptime_secs: w.uptime(now).as_secs_f64(),
-                    restarts: self
-                        .core
-                        .fleet
-                        .place(w.place)
-                        .map_or(0, |s| s.restart_count),
-                    recycled: self.core.fleet.place(w.place).map_or(0, |s| s.recycled),
-                    rss_bytes: w.rss.or(stat.map(|(_, rss)| rss)),
-                    cpu_seconds: stat.map(|(cpu, _)| cpu),
-                    conn_per_sec: account
-                        .filter(|_| self.config.mode().master_accepts())
-                        .and_then(|a| a.rate().per_second(w.started, now)),
-                    handed: account.map_or(0, |a| a.handed()),
-                    unacked: account.map_or(0, |a| a.in_flight()),
-                    oldest_unacked_secs: account
-                        .and_then(|a| a.oldest_unacked())
-                        .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                }
-            })
-            .collect();
-        let slots = self
-            .core
-            .fleet
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.current.is_none())
-            .map(|(slot, s)| SlotStatus {
-                slot,
-                state: projection::of(&self.core.fleet, ids::Place::Slot(slot), stopping)
-                    .map_or_else(String::new, |state| state.describe(now)),
-                restarts: s.restart_count,
-                last_causes: s.last_causes.iter().cloned().collect(),
-            })
-            .collect();
-        Status {
-            pid: getpid().as_raw(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            config: self.config.source.as_ref().map(|p| p.display().to_string()),
-            sched_policy: self.config.sched_policy.as_str().to_owned(),
-            listeners: self.accept.listen_names.clone(),
-            workers_wanted: self.core.fleet.slots.len(),
-            stopping,
-            reload_in_progress: self.core.reload.is_some(),
-            recycling: self
-                .core
-                .recycling
-                .as_ref()
-                .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
-            upgrade: self
-                .upgrade
-                .handover
-                .as_ref()
-                .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
-                .map(super::upgrade::Handover::describe)
-                .or_else(|| self.predecessor_status()),
-            workers,
-            empty_slots: slots,
-            agent: self.agent_status(stopping, now),
-        }
-    }
-
-    /// The agent's part of the status (`stopping`: the master is).
-    fn agent_status(&self, stopping: bool, now: Instant) -> Option<AgentStatus> {
-        let fleet = &self.core.fleet;
-        let place = fleet.agent.as_ref()?;
-        let current = place.current.and_then(|k| fleet.workers.get(k));
-        let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));
-        let state = projection::of(fleet, ids::Place::Agent, stopping)
-            .map_or_else(String::new, |s| s.describe(now));
-        Some(AgentStatus {
-            state,
-            pid: current.map(|w| w.pid.as_raw()),
-            uptime_secs: current.map(|w| w.uptime(now).as_secs_f64()),
-            restarts: place.restart_count,
-            rss_bytes: current.and_then(|w| w.rss).or(stat.map(|(_, rss)| rss)),
-            cpu_seconds: stat.map(|(cpu, _)| cpu),
-            last_causes: place.last_causes.iter().cloned().collect(),
-            others: (fleet.workers.iter())
-                .filter(|&(k, w)| w.place == ids::Place::Agent && Some(k) != place.current)
-                .map(|(_, w)| w.pid.as_raw())
-                .collect(),
-        })
     }
 }

@@ -14,10 +14,7 @@
 //!   scaling, recycling, stop, `next_deadline`) over `fleet` (worker records, no fd), `restart`,
 //!   `lifecycle`, `reload`, `recycle`, `limits`, `stop_signal`; `reconfigure`, `projection`,
 //!   `relay`, `upgrade`, `client_limits`, `metrics`; in tests, `sim` (seeded simulators);
-//! - the shell: `handoff`, `listeners`, `channel` with its wires `native` and `node`
-//!   (`node_servers`, `wire_shared`); `launch`, `process`, `supervisor_io` (the supervisor's
-//!   facts in, its effects carried out); `control_socket`, `monitor`, `client_io`, `relay_io`,
-//!   `memory`, `notify`, `output`, `signals`, `sources`, `upgrade_link`, `parts`.
+//! - the shell: the rest (README's "Source layout" walks both).
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
 //! it as a [`wire_shared::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
@@ -27,6 +24,7 @@
 mod channel;
 mod client_io;
 mod client_limits;
+mod control_files;
 mod control_socket;
 mod dispatch;
 mod effect;
@@ -63,6 +61,7 @@ mod signals;
 mod sim;
 mod sources;
 mod stats;
+mod status;
 mod stop_signal;
 mod supervisor;
 mod supervisor_io;
@@ -86,7 +85,7 @@ use sources::{Source, Sources};
 use supervisor::{Policy, Supervisor};
 use wire_shared::Handoff;
 
-pub use control_socket::{ControlError, create_private_dir};
+pub use control_files::{ControlError, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
 pub use upgrade_link::Predecessor;
@@ -157,8 +156,8 @@ fn run_master(
     // First: a second master for the same configuration must fail on this, not on the port.
     // (A new master started by an upgrade stages its own beside the old one's.)
     let pid_file = match predecessor {
-        Some(_) => control_socket::PidFile::acquire_staged(&config.control.pid_file)?,
-        None => control_socket::PidFile::acquire(&config.control.pid_file)?,
+        Some(_) => control_files::PidFile::acquire_staged(&config.control.pid_file)?,
+        None => control_files::PidFile::acquire(&config.control.pid_file)?,
     };
     // What the file says, before an upgrade keeps the old master's scale.
     let configured_workers = config.workers;
@@ -315,7 +314,7 @@ impl Master {
         listeners: Vec<Listener>,
         loader: Loader,
         mut control: control_socket::Control,
-        pid_file: control_socket::PidFile,
+        pid_file: control_files::PidFile,
         predecessor: Option<Predecessor>,
     ) -> io::Result<Master> {
         let predecessor_present = predecessor.is_some();

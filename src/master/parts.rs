@@ -18,7 +18,8 @@ use super::upgrade::Handover;
 use super::upgrade_link::Link;
 use super::wire_shared::Incoming;
 use super::{
-    Loader, Predecessor, control_socket, metrics, monitor, notify, output, process, relay,
+    Loader, Predecessor, control_files, control_socket, metrics, monitor, notify, output, process,
+    relay,
 };
 
 /// The event loop's plumbing.
@@ -114,5 +115,5 @@ pub(super) struct Operations {
     /// Reads the configuration again on reload.
     pub loader: Loader,
     /// Dropped last: removes the pid file (if still ours) once everything else is gone.
-    pub pid_file: Option<control_socket::PidFile>,
+    pub pid_file: Option<control_files::PidFile>,
 }

@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::super::Master;
-use super::super::control_socket::staged_path;
+use super::super::control_files::staged_path;
 use super::super::ids::Waiter;
 use super::super::sources::Source;
 use super::super::upgrade::{self, Handover, Stage, UpgradeStep};

@@ -1,0 +1,173 @@
+//! The files that say where a running master is: its pid file, locked for its lifetime, and
+//! the private directory that holds it and the control socket; and the staging of both beside
+//! their places while an upgrade's new master starts, renamed into place when it takes over.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::getpid;
+
+use crate::config::host;
+
+/// Why the master could not set up its control socket or pid file.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("rrbalancer is already running with this configuration (pid {pid}, pid file {path})")]
+    AlreadyRunning { pid: String, path: PathBuf },
+    #[error("refusing {path}: {reason}")]
+    Unsafe { path: PathBuf, reason: String },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error(transparent)]
+    Dir(#[from] host::DirError),
+}
+
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ControlError + '_ {
+    move |error| ControlError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// Creates the directory that will hold `path`, private to our user (0700), after checking
+/// the one that holds it now as `check` did ([`host::check_control_dir`]: the default runtime
+/// directory must be ours alone, one named in `[control]` no other user's to change); one we
+/// create must then really be ours (someone may have made it first): otherwise another user
+/// could plant a link where we write our pid or remove our control socket.
+pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
+    let dir = host::parent_dir(path);
+    host::check_control_dir(dir)?;
+    let existed = dir.symlink_metadata().is_ok();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    if !existed {
+        host::check_created_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
+/// stale file from a crashed one does not, so it is simply taken over.
+///
+/// A new master started by an upgrade first holds one at a staged path beside it and renames it
+/// into place when it takes over ([`PidFile::install`]); the old master's then no longer sits at
+/// the path, which is why each removes the file at exit only if it is still its own.
+#[derive(Debug)]
+pub struct PidFile {
+    place: Staged,
+    lock: Flock<File>,
+}
+
+/// Where a pid file or control socket is, and — while staged by a new master — where it is to
+/// be renamed when it takes over.
+#[derive(Debug)]
+pub(super) struct Staged {
+    pub path: PathBuf,
+    pub target: Option<PathBuf>,
+}
+
+impl Staged {
+    pub(super) fn at(path: &Path) -> Staged {
+        Staged {
+            path: path.to_owned(),
+            target: None,
+        }
+    }
+
+    /// Renames a staged file into place, atomically: the target path always names a live
+    /// master (the old one's until now).
+    pub(super) fn install(&mut self) -> Result<(), ControlError> {
+        if let Some(target) = self.target.take() {
+            fs::rename(&self.path, &target).map_err(io_err(&target))?;
+            self.path = target;
+        }
+        Ok(())
+    }
+}
+
+/// Where a new master started by an upgrade keeps its pid file or control socket until it takes
+/// over: beside `path`, named for its pid (and not ending in `.sock`, so that `status` without
+/// `--config` does not list it).
+pub fn staged_path(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{pid}.new"));
+    PathBuf::from(name)
+}
+
+/// The file at `path` is the one with identity `id` (device, inode).
+pub(super) fn same_file(path: &Path, id: Option<(u64, u64)>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let now = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    now.is_some() && now == id
+}
+
+impl PidFile {
+    pub fn acquire(path: &Path) -> Result<PidFile, ControlError> {
+        create_private_dir(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            // Never write our pid through a link someone planted.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => ControlError::Unsafe {
+                    path: path.to_owned(),
+                    reason: "it is a symbolic link".into(),
+                },
+                _ => io_err(path)(e),
+            })?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(ControlError::AlreadyRunning {
+                    pid: pid.trim().to_owned(),
+                    path: path.to_owned(),
+                });
+            }
+        };
+        lock.set_len(0).map_err(io_err(path))?;
+        writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
+        Ok(PidFile {
+            place: Staged::at(path),
+            lock,
+        })
+    }
+
+    /// A new master's pid file, at [`staged_path`] until [`PidFile::install`].
+    pub fn acquire_staged(path: &Path) -> Result<PidFile, ControlError> {
+        let mut staged = PidFile::acquire(&staged_path(path, std::process::id()))?;
+        staged.place.target = Some(path.to_owned());
+        Ok(staged)
+    }
+
+    /// Renames a staged pid file into place.
+    pub fn install(&mut self) -> Result<(), ControlError> {
+        self.place.install()
+    }
+
+    fn id(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.lock.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Not if a new master's has replaced it (an upgrade).
+        if same_file(&self.place.path, self.id()) {
+            let _ = fs::remove_file(&self.place.path);
+        }
+    }
+}

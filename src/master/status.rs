@@ -1,0 +1,129 @@
+//! What `rrbalancer status` shows (and `top`, and `status --json` for scripts): the running
+//! master's state read through the one [`projection`] every view shares.
+
+use std::time::Instant;
+
+use nix::unistd::getpid;
+
+use super::fleet::State;
+use super::ids::{self, Role};
+use super::projection;
+use super::{Master, Phase};
+use crate::wire::control::{AgentStatus, SlotStatus, Status, WorkerStatus};
+
+impl Master {
+    /// What `rrbalancer status` shows.
+    pub(super) fn status(&self) -> Status {
+        let now = Instant::now();
+        let stopping = self.core.phase != Phase::Running;
+        let workers = self
+            .core
+            .fleet
+            .workers
+            .iter()
+            .filter(|(_, w)| w.place != ids::Place::Agent)
+            .map(|(key, w)| {
+                let account = self.ledger.account(w.account);
+                let stat = super::memory::cpu_and_resident(&w.pid.to_string());
+                WorkerStatus {
+                    slot: w.place.slot().unwrap_or_default(),
+                    pid: w.pid.as_raw(),
+                    state: match (w.state, self.core.fleet.role(key)) {
+                        _ if w.stuck => "stuck (killed)",
+                        (State::Starting, _) => "starting",
+                        (State::Ready, Role::Candidate) => "ready (candidate)",
+                        (State::Ready, _) => "ready",
+                        (State::Draining, _) => "draining",
+                    }
+                    .to_owned(),
+                    role: match self.core.fleet.role(key) {
+                        Role::Current => "current",
+                        Role::Candidate => "candidate",
+                        Role::Detached => "retiring",
+                    }
+                    .to_owned(),
+                    uptime_secs: w.uptime(now).as_secs_f64(),
+                    restarts: self
+                        .core
+                        .fleet
+                        .place(w.place)
+                        .map_or(0, |s| s.restart_count),
+                    recycled: self.core.fleet.place(w.place).map_or(0, |s| s.recycled),
+                    rss_bytes: w.rss.or(stat.map(|(_, rss)| rss)),
+                    cpu_seconds: stat.map(|(cpu, _)| cpu),
+                    conn_per_sec: account
+                        .filter(|_| self.config.mode().master_accepts())
+                        .and_then(|a| a.rate().per_second(w.started, now)),
+                    handed: account.map_or(0, |a| a.handed()),
+                    unacked: account.map_or(0, |a| a.in_flight()),
+                    oldest_unacked_secs: account
+                        .and_then(|a| a.oldest_unacked())
+                        .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                }
+            })
+            .collect();
+        let slots = self
+            .core
+            .fleet
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.current.is_none())
+            .map(|(slot, s)| SlotStatus {
+                slot,
+                state: projection::of(&self.core.fleet, ids::Place::Slot(slot), stopping)
+                    .map_or_else(String::new, |state| state.describe(now)),
+                restarts: s.restart_count,
+                last_causes: s.last_causes.iter().cloned().collect(),
+            })
+            .collect();
+        Status {
+            pid: getpid().as_raw(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: self.config.source.as_ref().map(|p| p.display().to_string()),
+            sched_policy: self.config.sched_policy.as_str().to_owned(),
+            listeners: self.accept.listen_names.clone(),
+            workers_wanted: self.core.fleet.slots.len(),
+            stopping,
+            reload_in_progress: self.core.reload.is_some(),
+            recycling: self
+                .core
+                .recycling
+                .as_ref()
+                .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
+            upgrade: self
+                .upgrade
+                .handover
+                .as_ref()
+                .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
+                .map(super::upgrade::Handover::describe)
+                .or_else(|| self.predecessor_status()),
+            workers,
+            empty_slots: slots,
+            agent: self.agent_status(stopping, now),
+        }
+    }
+
+    /// The agent's part of the status (`stopping`: the master is).
+    fn agent_status(&self, stopping: bool, now: Instant) -> Option<AgentStatus> {
+        let fleet = &self.core.fleet;
+        let place = fleet.agent.as_ref()?;
+        let current = place.current.and_then(|k| fleet.workers.get(k));
+        let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));
+        let state = projection::of(fleet, ids::Place::Agent, stopping)
+            .map_or_else(String::new, |s| s.describe(now));
+        Some(AgentStatus {
+            state,
+            pid: current.map(|w| w.pid.as_raw()),
+            uptime_secs: current.map(|w| w.uptime(now).as_secs_f64()),
+            restarts: place.restart_count,
+            rss_bytes: current.and_then(|w| w.rss).or(stat.map(|(_, rss)| rss)),
+            cpu_seconds: stat.map(|(cpu, _)| cpu),
+            last_causes: place.last_causes.iter().cloned().collect(),
+            others: (fleet.workers.iter())
+                .filter(|&(k, w)| w.place == ids::Place::Agent && Some(k) != place.current)
+                .map(|(_, w)| w.pid.as_raw())
+                .collect(),
+        })
+    }
+}
