@@ -119,9 +119,9 @@ fn max_memory_of_one_mebibyte_is_taken_and_a_byte_less_refused() {
 fn an_exec_fits_arg_max_to_the_byte() {
     let p = std::mem::size_of::<usize>();
     let args = vec!["ab".to_owned(), "c".to_owned()];
-    let env: BTreeMap<String, String> = [("K".to_owned(), "vv".to_owned())].into();
-    // "ab\0" "c\0" and "K=vv\0", each with its pointer, beside 1000 inherited bytes.
-    let size = 1000 + (3 + p) + (2 + p) + (5 + p);
+    let env: BTreeMap<String, String> = [("K".to_owned(), "vvv".to_owned())].into();
+    // "ab\0" "c\0" and "K=vvv\0", each with its pointer, beside 1000 inherited bytes.
+    let size = 1000 + (3 + p) + (2 + p) + (6 + p);
     assert_eq!(exec_size_problem("worker", &args, &env, 1000, size), Ok(()));
     let e = exec_size_problem("worker", &args, &env, 1000, size - 1).unwrap_err();
     assert!(
