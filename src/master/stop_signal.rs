@@ -193,6 +193,15 @@ mod tests {
         // Its first words, with its `disconnect` gone already: the signal it was owed.
         assert_eq!(heard(&mut w, true), Some(TERM));
         assert_eq!(heard(&mut w, true), None, "only the first words");
+        // First words while its `disconnect` still waits to leave: the signal waits with it.
+        let mut w = worker(true, now);
+        ask(&mut w, StopSignal::Auto, true, true, true);
+        assert_eq!(heard(&mut w, false), None);
+        assert_eq!(
+            before_flush(&mut w, true),
+            Some(TERM),
+            "just before the disconnect"
+        );
         // Heard before it was asked: the signal goes just before the `disconnect`.
         let mut w = worker(true, now);
         assert_eq!(heard(&mut w, false), None, "nothing due yet");
