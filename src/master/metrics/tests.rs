@@ -216,3 +216,10 @@ fn a_scrape_declares_every_family_of_the_table_once_in_its_order() {
         "no agent, no agent families"
     );
 }
+
+#[test]
+fn a_reroute_is_labelled_by_why_the_first_worker_let_go() {
+    assert_eq!(REROUTE_CAUSES[reroute_cause(false)], "worker_exited");
+    assert_eq!(REROUTE_CAUSES[reroute_cause(true)], "ack_timeout");
+    assert_eq!(REROUTE_CAUSES[REFUSED], "refused");
+}
