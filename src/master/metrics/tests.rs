@@ -223,3 +223,23 @@ fn a_reroute_is_labelled_by_why_the_first_worker_let_go() {
     assert_eq!(REROUTE_CAUSES[reroute_cause(true)], "ack_timeout");
     assert_eq!(REROUTE_CAUSES[REFUSED], "refused");
 }
+
+#[test]
+fn exits_reroutes_and_what_gone_workers_served_add_up_per_slot() {
+    let mut c = Counters::default();
+    c.count_exit(1, 2);
+    c.count_exit(1, 2);
+    c.count_exit(0, 0);
+    assert_eq!(c.exits, [[1, 0, 0], [0, 0, 2]]);
+    c.count_rerouted(2, 1, 3);
+    c.count_rerouted(2, 1, 4);
+    assert_eq!(c.rerouted, [[0; 3], [0; 3], [0, 7, 0]]);
+    let served = |handed| Served {
+        handed,
+        ..Served::default()
+    };
+    c.retire(1, &served(5));
+    c.retire(1, &served(2));
+    assert_eq!(c.retired.len(), 2);
+    assert_eq!((c.retired[0].handed, c.retired[1].handed), (0, 7));
+}
