@@ -243,3 +243,29 @@ fn exits_reroutes_and_what_gone_workers_served_add_up_per_slot() {
     assert_eq!(c.retired.len(), 2);
     assert_eq!((c.retired[0].handed, c.retired[1].handed), (0, 7));
 }
+
+#[test]
+fn each_family_says_its_type() {
+    let counters = Counters::default();
+    let text = render(&Snapshot {
+        version: "0.1.0",
+        sched_policy: "rr",
+        listeners: &[],
+        counters: &counters,
+        queued: 0,
+        workers_wanted: 1,
+        workers_ready: 1,
+        reloads: [0; 3],
+        retained: (0, 0),
+        slots: vec![slot("ready", 1)],
+        agent: None,
+        process: Process::default(),
+    });
+    for line in [
+        "# TYPE rrbalancer_connections_accepted_total counter\n",
+        "# TYPE rrbalancer_worker_state gauge\n",
+        "# TYPE rrbalancer_handoff_latency_seconds histogram\n",
+    ] {
+        assert!(text.contains(line), "{line}");
+    }
+}
