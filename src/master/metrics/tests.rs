@@ -175,14 +175,13 @@ fn counters_grow_to_a_new_index() {
     assert_eq!(v, [0, 0, 6]);
 }
 
-#[test]
-fn a_scrape_declares_every_family_of_the_table_once_in_its_order() {
-    let counters = Counters::default();
-    let snapshot = |agent| Snapshot {
+/// A scrape of one ready slot and nothing counted.
+fn one_ready_slot<'a>(counters: &'a Counters, agent: Option<&'a str>) -> Snapshot<'a> {
+    Snapshot {
         version: "0.1.0",
         sched_policy: "rr",
         listeners: &[],
-        counters: &counters,
+        counters,
         queued: 0,
         workers_wanted: 1,
         workers_ready: 1,
@@ -191,7 +190,13 @@ fn a_scrape_declares_every_family_of_the_table_once_in_its_order() {
         slots: vec![slot("ready", 1)],
         agent,
         process: Process::default(),
-    };
+    }
+}
+
+#[test]
+fn a_scrape_declares_every_family_of_the_table_once_in_its_order() {
+    let counters = Counters::default();
+    let snapshot = |agent| one_ready_slot(&counters, agent);
     let declared = |text: String| -> Vec<String> {
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -247,20 +252,7 @@ fn exits_reroutes_and_what_gone_workers_served_add_up_per_slot() {
 #[test]
 fn each_family_says_its_type() {
     let counters = Counters::default();
-    let text = render(&Snapshot {
-        version: "0.1.0",
-        sched_policy: "rr",
-        listeners: &[],
-        counters: &counters,
-        queued: 0,
-        workers_wanted: 1,
-        workers_ready: 1,
-        reloads: [0; 3],
-        retained: (0, 0),
-        slots: vec![slot("ready", 1)],
-        agent: None,
-        process: Process::default(),
-    });
+    let text = render(&one_ready_slot(&counters, None));
     for line in [
         "# TYPE rrbalancer_connections_accepted_total counter\n",
         "# TYPE rrbalancer_worker_state gauge\n",
