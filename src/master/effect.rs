@@ -1,6 +1,7 @@
 //! What the supervisor asks of the shell: the [`Effect`]s it queues and the shell carries out in
 //! order. A leaf beside [`ids`](super::ids): the core names them, the shell executes them.
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::ids::{Place, Role, Waiter};
@@ -18,6 +19,9 @@ pub enum Effect {
     Stop(usize),
     /// SIGKILL the worker's process group.
     Kill(usize),
+    /// Send the worker's process group the stop signal its `stop` was owed, now due
+    /// ([`stop_signal::tick`](super::stop_signal::tick)).
+    Signal(usize, Signal),
     /// SIGKILL the `on_giveup` commands still running.
     KillHooks,
     /// The worker's sockets not yet sent go to other workers.

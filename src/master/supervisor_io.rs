@@ -229,9 +229,6 @@ impl Master {
             );
             self.core.stuck(key, now);
         }
-        for (_, worker) in self.core.fleet.workers.iter_mut() {
-            process::send_stop_signal(worker.pid, stop_signal::tick(worker, now));
-        }
         self.measure_memory(now);
         let limits = self.config.recycle;
         let any = limits.max_connections.is_some()
@@ -300,6 +297,11 @@ impl Master {
                             process::signal_group(worker.pid, signal);
                         }
                     }
+                }
+            }
+            Effect::Signal(key, signal) => {
+                if let Some(worker) = self.core.fleet.workers.get(key) {
+                    process::send_stop_signal(worker.pid, Some(signal));
                 }
             }
             Effect::Kill(key) => {

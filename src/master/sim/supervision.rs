@@ -28,6 +28,7 @@
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` runs that many (default 2,000).
 
 mod invariants;
+mod signals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -192,6 +193,7 @@ impl Sim {
             for effect in batch {
                 let target = match &effect {
                     Effect::Stop(k) | Effect::Kill(k) | Effect::Requeue(k) => Some(*k),
+                    Effect::Signal(k, _) => Some(*k),
                     _ => None,
                 };
                 if let Some(key) = target {
@@ -257,9 +259,7 @@ impl Sim {
                         self.log(format!("spawned {key} in slot {slot} as {role:?}"));
                     }
                     Effect::Stop(key) => {
-                        if self.sup.fleet.workers.contains(key) {
-                            self.stopping.insert(key);
-                        }
+                        self.tell_to_stop(key)?;
                         self.check_agent_stops_last(key)?;
                         let obeys = self.procs.get(&key).and_then(|p| p.obeys);
                         if let Some(after) = obeys {
@@ -289,6 +289,7 @@ impl Sim {
                             self.ledger.requeue_unsent(w.account);
                         }
                     }
+                    Effect::Signal(key, _) => self.signal(key)?,
                     Effect::KillHooks
                     | Effect::Hook { .. }
                     | Effect::Answer { .. }
@@ -398,8 +399,7 @@ impl Sim {
                     let silent = self.rng.u8(..4) == 0;
                     self.log(format!("channel of {key} closed (silent {silent})"));
                     self.faulted.insert(key);
-                    self.release(key);
-                    self.sup.channel_closed(key, self.now, silent);
+                    self.close_channel(key, silent)?;
                     self.apply(None)?;
                 }
             }

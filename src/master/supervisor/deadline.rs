@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::super::effect::Effect;
 use super::super::fleet::Worker;
 use super::super::ledger::{Conn, Ledger};
 use super::super::lifecycle::StopStep;
+use super::super::stop_signal;
 use super::Supervisor;
 
 /// When the oldest connection `worker` holds un-acked passes `timeout`, unless it was killed
@@ -57,5 +59,14 @@ impl Supervisor {
             .chain(stop)
             .chain(self.next_recycle_check(now))
             .min()
+    }
+
+    /// Stop signals deferred by [`stop_signal::channel_closed`] that are due at `now`.
+    pub(super) fn due_stop_signals(&mut self, now: Instant) {
+        for (key, worker) in self.fleet.workers.iter_mut() {
+            if let Some(signal) = stop_signal::tick(worker, now) {
+                self.effects.push(Effect::Signal(key, signal));
+            }
+        }
     }
 }

@@ -286,6 +286,7 @@ impl Supervisor {
     /// workers, kills due, slots to (re)start, the reload's next step, and the stop's SIGKILL.
     /// `hooks`: `on_giveup` commands still running (a stop waits for them too).
     pub fn tick(&mut self, now: Instant, hooks: usize) {
+        self.due_stop_signals(now);
         let closed: Vec<usize> = self
             .fleet
             .workers

@@ -239,3 +239,21 @@ fn the_next_deadline_is_the_nearest_timer_of_any_worker_or_of_the_stop() {
     h.run(h.at(105));
     assert_eq!(next(&h, &ledger, 106, 0), Some(h.at(106)));
 }
+
+#[test]
+fn a_deferred_stop_signal_is_an_effect_of_the_tick_once_due() {
+    let mut h = Harness::new(1, policy(10));
+    ready_fleet(&mut h, 0);
+    let key = h.current(0).unwrap();
+    let at = h.at(200);
+    let w = &mut h.sup.fleet.workers[key];
+    w.stop_signal = Some(crate::master::fleet::StopSignalDue {
+        signal: nix::sys::signal::Signal::SIGTERM,
+        first: true,
+    });
+    w.stop_signal_at = Some(at);
+    assert!(!h.tick(199).iter().any(|e| matches!(e, Effect::Signal(..))));
+    let due = Effect::Signal(key, nix::sys::signal::Signal::SIGTERM);
+    assert!(h.tick(200).contains(&due));
+    assert!(!h.tick(400).contains(&due), "once");
+}
