@@ -72,27 +72,21 @@ pub fn load_control(path: &Path) -> Result<(ControlConfig, Duration), ConfigErro
     let file = parse(&text, &name)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let kill_timeout = file.shutdown.kill_timeout.into_inner().0.min(MAX_DURATION);
-    Ok((
-        control_config(file.control, &name, Some(&dir)),
-        kill_timeout,
-    ))
+    let c = Checker {
+        text: &text,
+        name: &name,
+        dir: Some(&dir),
+    };
+    Ok((control_config(&c, file.control), kill_timeout))
 }
 
 /// `[control]`: its paths, relative ones taken from the config file's directory, or the
 /// defaults named after the file.
-pub(super) fn control_config(
-    control: FileControl,
-    name: &str,
-    dir: Option<&Path>,
-) -> ControlConfig {
-    let relative = |p: Spanned<PathBuf>| match dir {
-        Some(dir) if p.get_ref().is_relative() => dir.join(p.into_inner()),
-        _ => p.into_inner(),
-    };
-    let (pid_file, socket) = default_control_paths(dir.is_some().then_some(name));
+pub(super) fn control_config(c: &Checker<'_>, control: FileControl) -> ControlConfig {
+    let (pid_file, socket) = default_control_paths(c.dir.is_some().then_some(c.name));
     ControlConfig {
-        pid_file: control.pid_file.map(relative).unwrap_or(pid_file),
-        socket: control.socket.map(relative).unwrap_or(socket),
+        pid_file: control.pid_file.map(|p| c.relative(p)).unwrap_or(pid_file),
+        socket: control.socket.map(|p| c.relative(p)).unwrap_or(socket),
     }
 }
 

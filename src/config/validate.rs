@@ -142,7 +142,7 @@ fn paths_config(
         written(&file.stderr),
         written(&file.master_log),
     ];
-    let control = control_config(control, c.name, c.dir);
+    let control = control_config(c, control);
     check_unix_path(&control.socket).map_err(|e| {
         c.invalid(
             socket_at.clone().unwrap_or_default(),

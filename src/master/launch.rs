@@ -1,5 +1,5 @@
 //! How a worker process is started: its environment (the master's own, cleaned, with
-//! `[worker] env` on top and the variables of [`wire_shared::env`](crate::wire::env)), its channel
+//! `[worker] env` on top and the variables of [`wire::env`](crate::wire::env)), its channel
 //! (a socketpair speaking the native protocol or Node's IPC), the listeners it inherits in
 //! `none` mode, its captured output. Returns the core's record of the worker and the shell's
 //! record of its process.
