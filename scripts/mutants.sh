@@ -4,7 +4,7 @@
 # it; a mutant that no test kills is a behaviour nothing checks.
 #
 #   scripts/mutants.sh                      # the core's decision files (below), one after another
-#   scripts/mutants.sh src/master/ledger.rs # chosen files
+#   scripts/mutants.sh src/engine/ledger.rs # chosen files
 #   MUTANTS_JOBS=1 scripts/mutants.sh       # one build at a time (default 2: a 2-core machine)
 #
 # Installs cargo-mutants (`cargo install cargo-mutants --locked`) when missing. Two mutants are
@@ -19,23 +19,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(
-    src/master/restart.rs
-    src/master/dispatch.rs
-    src/master/mix.rs
-    src/master/ledger.rs
-    src/master/stats.rs
-    src/master/lifecycle.rs
-    src/master/limits.rs
-    src/master/stop_signal.rs
-    src/master/reconfigure.rs
-    src/master/recycle.rs
-    src/master/relay.rs
-    src/master/reload.rs
-    src/master/supervisor/mod.rs
-    src/master/supervisor/reloading.rs
-    src/master/supervisor/recycling.rs
-    src/master/supervisor/deadline.rs
-    src/master/upgrade.rs
+    src/engine/restart.rs
+    src/engine/dispatch.rs
+    src/engine/mix.rs
+    src/engine/ledger.rs
+    src/engine/stats.rs
+    src/engine/lifecycle.rs
+    src/engine/limits.rs
+    src/engine/stop_signal.rs
+    src/engine/reconfigure.rs
+    src/engine/recycle.rs
+    src/engine/relay.rs
+    src/engine/reload.rs
+    src/engine/supervisor/mod.rs
+    src/engine/supervisor/reloading.rs
+    src/engine/supervisor/recycling.rs
+    src/engine/supervisor/deadline.rs
+    src/engine/upgrade.rs
     src/config/check.rs
     src/config/validate.rs
     src/config/command.rs

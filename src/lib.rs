@@ -16,7 +16,9 @@
 //! - `cli`: the binary's commands — the flags, `run`/`start` (→ `config` → `master`), and the
 //!   control client (`status`, `reload`, `top` …);
 //! - `config`: the TOML file → the validated `Config`;
-//! - `master`: the event loop and the sans-I/O core it drives (see its header);
+//! - `master`: the shell — the event loop, every fd and process (see its header);
+//! - `engine`: the sans-I/O core the master drives: supervision, the connection ledger, the
+//!   upgrade's decisions; no I/O, no clock (`tests/tidy.rs` keeps it so);
 //! - `wire`: every byte format and environment name that crosses a process boundary, used by
 //!   both sides: [`protocol`] (the worker channel), `node_ipc` (Node's), `control` (the control
 //!   socket's), `upgrade` (master to master), `env`;
@@ -26,6 +28,7 @@
 mod cli;
 mod config;
 mod demo_worker;
+mod engine;
 mod logging;
 mod master;
 #[cfg(feature = "fuzzing")]

@@ -1,13 +1,15 @@
 //! Tidy: the layering rules of the source tree, checked on the text of `src/` so that they
 //! cannot drift (TigerBeetle's `tidy.zig` is the model). No process is started.
 //!
-//! 1. The sans-I/O core (the files in [`CORE`]) does no I/O and reads no clock outside its
+//! 1. Each top-level module of `src/` is one layer, and imports only the layers [`LAYERS`]
+//!    lists for it: `cli → master → engine → wire → text`, with `config` and `sys` beside
+//!    (README's "Source layout" draws it). Nothing imports `cli`; the engine never the master.
+//! 2. The engine (`src/engine/`, the sans-I/O core) does no I/O and reads no clock outside its
 //!    tests: no mio, socket2, libc, `std::fs`/`process`/`env`/`net` sockets, no `crate::sys`,
 //!    no `Instant::now`/`SystemTime`; of nix only the value types `Pid` and `Signal`. `now` and
 //!    seeds are arguments.
-//! 2. The core imports nothing of the shell (the other files of `src/master/`).
-//! 3. No import cycle between the modules of `src/master/` (a folder counts as one module; the
-//!    master's root, `mod.rs`, which declares them all, is left out).
+//! 3. No import cycle between the modules of `src/master/`, nor of `src/engine/` (a folder
+//!    counts as one module; a folder's root, `mod.rs`, which declares them all, is left out).
 //! 4. `src/wire/` (byte formats and environment names, used by both sides of a boundary)
 //!    imports nothing of the crate but `text`, and does no I/O of its own.
 //! 5. Files at most [`MAX_FILE_LINES`] lines, functions at most [`MAX_FN_LINES`]: today's
@@ -20,37 +22,51 @@ use std::path::{Path, PathBuf};
 const MAX_FILE_LINES: usize = 500;
 const MAX_FN_LINES: usize = 120;
 
-/// The decision code: facts in, effects out, `now` an argument (paths under `src/master/`).
-const CORE: &[&str] = &[
-    "ids.rs",
-    "effect.rs",
-    "ledger.rs",
-    "dispatch.rs",
-    "fleet.rs",
-    "restart.rs",
-    "lifecycle.rs",
-    "limits.rs",
-    "recycle.rs",
-    "reload.rs",
-    "relay.rs",
-    "upgrade.rs",
-    "client_limits.rs",
-    "stats.rs",
-    "mix.rs",
-    "projection.rs",
-    "reconfigure.rs",
-    "stop_signal.rs",
-    "metrics/mod.rs",
-    "metrics/counters.rs",
-    "metrics/families.rs",
-    "metrics/render.rs",
-    "supervisor/mod.rs",
-    "supervisor/reloading.rs",
-    "supervisor/recycling.rs",
-    "supervisor/deadline.rs",
+/// Each layer (a top-level module of `src/`) and the layers it may import.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "lib",
+        &[
+            "cli",
+            "config",
+            "demo_worker",
+            "engine",
+            "logging",
+            "master",
+            "sys",
+            "text",
+            "wire",
+            "worker",
+        ],
+    ),
+    ("main", &[]),
+    (
+        "cli",
+        &[
+            "config",
+            "demo_worker",
+            "logging",
+            "master",
+            "sys",
+            "text",
+            "wire",
+        ],
+    ),
+    (
+        "master",
+        &["config", "engine", "logging", "sys", "text", "wire"],
+    ),
+    ("engine", &["config", "text", "wire"]),
+    ("config", &["text", "wire"]),
+    ("logging", &["config", "wire"]),
+    ("worker", &["sys", "text", "wire"]),
+    ("demo_worker", &["text", "wire", "worker"]),
+    ("wire", &["text"]),
+    ("sys", &[]),
+    ("text", &[]),
 ];
 
-/// What the core may not name outside its tests, and why.
+/// What the engine may not name outside its tests, and why.
 const CORE_FORBIDDEN: &[(&str, &str)] = &[
     ("mio::", "the event loop is the shell's"),
     ("socket2", "sockets are the shell's"),
@@ -66,7 +82,7 @@ const CORE_FORBIDDEN: &[(&str, &str)] = &[
     ("thread::sleep", "the core never waits"),
 ];
 
-/// Of nix, the core may name these value types (a pid, a signal number), nothing that acts.
+/// Of nix, the engine may name these value types (a pid, a signal number), nothing that acts.
 const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
@@ -77,20 +93,20 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/worker.rs", 781),
     ("src/master/channel.rs", 518),
     ("src/master/control_socket.rs", 570),
-    ("src/master/ledger.rs", 538),
+    ("src/engine/ledger.rs", 538),
     ("src/master/mod.rs", 606),
     ("src/master/monitor.rs", 633),
     ("src/master/node.rs", 546),
     ("src/master/supervisor_io.rs", 525),
-    ("src/master/supervisor/mod.rs", 630),
-    ("src/master/sim/handoff.rs", 596),
-    ("src/master/sim/supervision.rs", 657),
+    ("src/engine/supervisor/mod.rs", 630),
+    ("src/engine/sim/handoff.rs", 596),
+    ("src/engine/sim/supervision.rs", 657),
 ];
 
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
-    ("src/master/sim/handoff.rs", "step", 260),
-    ("src/master/sim/supervision.rs", "step", 180),
+    ("src/engine/sim/handoff.rs", "step", 260),
+    ("src/engine/sim/supervision.rs", "step", 180),
 ];
 
 fn root() -> PathBuf {
@@ -130,11 +146,124 @@ fn code_before_tests(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
+/// A file that only tests compile: `tests.rs`, `*_tests.rs`, under a `tests/` folder, or a
+/// simulator's.
+fn test_only(path: &Path) -> bool {
+    path.iter().any(|c| c == "tests" || c == "sim")
+        || path
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().ends_with("tests.rs"))
+}
+
+/// The module path of a file: `src/master/upgrade_link/old_master.rs` →
+/// `[master, upgrade_link, old_master]`; a `mod.rs` is its folder; `lib.rs` the root, `[]`.
+fn module_path(path: &Path) -> Vec<String> {
+    let rel = path.strip_prefix("src").unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().unwrap();
+    match last.as_str() {
+        "mod.rs" | "lib.rs" => {}
+        other => parts.push(other.trim_end_matches(".rs").to_string()),
+    }
+    parts
+}
+
+/// Every crate path a file's non-test code names, resolved to an absolute module path and
+/// cut after its first name past the prefix: `super::super::x::Y` in `[master, a, b]` →
+/// `[master, x]`; `crate::{a, b::c}` → `[a]` and `[b]`.
+fn imports(path: &Path, text: &str) -> BTreeSet<Vec<String>> {
+    let own = module_path(path);
+    let mut out = BTreeSet::new();
+    for (_, line) in code_before_tests(text) {
+        let mut rest = line;
+        while let Some(at) = [rest.find("crate::"), rest.find("super::")]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            let longer = rest[..at].ends_with("::") || rest[..at].ends_with('$');
+            let mut base = Vec::new();
+            if let Some(r) = rest[at..].strip_prefix("crate::") {
+                rest = r;
+            } else {
+                base = own.clone();
+                rest = &rest[at..];
+                while let Some(r) = rest.strip_prefix("super::") {
+                    base.pop();
+                    rest = r;
+                }
+            }
+            if longer {
+                continue; // inside a longer path (`$crate::`, `x::super::`): not a path of ours
+            }
+            for name in first_names(rest) {
+                if !name.is_empty() {
+                    let mut p = base.clone();
+                    p.push(name);
+                    out.insert(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The layer of a module path: its first name (`lib` for the crate root).
+fn layer(module: &[String]) -> String {
+    module.first().cloned().unwrap_or_else(|| "lib".into())
+}
+
 #[test]
-fn the_core_does_no_io_and_reads_no_clock() {
+fn each_layer_imports_only_the_layers_below_it() {
+    let layers: BTreeMap<&str, &[&str]> = LAYERS.iter().copied().collect();
     let mut found = Vec::new();
-    for file in CORE {
-        let path = Path::new("src/master").join(file);
+    let mut edges = BTreeSet::new();
+    for path in sources(Path::new("src")) {
+        if test_only(&path) {
+            continue;
+        }
+        let from = layer(&module_path(&path));
+        let Some(allowed) = layers.get(from.as_str()) else {
+            found.push(format!(
+                "{}: layer `{from}` is not in LAYERS",
+                path.display()
+            ));
+            continue;
+        };
+        for to in imports(&path, &read(&path)) {
+            let to = layer(&to);
+            if to != from && layers.contains_key(to.as_str()) {
+                edges.insert((from.clone(), to.clone()));
+                if !allowed.contains(&to.as_str()) {
+                    found.push(format!("{}: {from} → {to}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "an arrow against the layers:\n{}",
+        found.join("\n")
+    );
+    // The graph is read at all: the master drives the engine.
+    assert!(
+        edges.contains(&("master".into(), "engine".into())),
+        "{edges:?}"
+    );
+}
+
+#[test]
+fn the_engine_does_no_io_and_reads_no_clock() {
+    let mut found = Vec::new();
+    let files: Vec<PathBuf> = sources(Path::new("src/engine"))
+        .into_iter()
+        .filter(|p| !test_only(p))
+        .collect();
+    assert!(files.len() > 20, "{files:?}");
+    for path in files {
         let text = read(&path);
         for (n, line) in code_before_tests(&text) {
             for (what, why) in CORE_FORBIDDEN {
@@ -147,7 +276,7 @@ fn the_core_does_no_io_and_reads_no_clock() {
                 let tail = &rest[at..];
                 if !NIX_VALUES.iter().any(|v| tail.starts_with(v)) {
                     found.push(format!(
-                        "{}:{n}: `{}`: of nix the core names only {NIX_VALUES:?}",
+                        "{}:{n}: `{}`: of nix the engine names only {NIX_VALUES:?}",
                         path.display(),
                         tail.split([';', ' ', ',']).next().unwrap_or(tail)
                     ));
@@ -156,7 +285,7 @@ fn the_core_does_no_io_and_reads_no_clock() {
             }
         }
     }
-    assert!(found.is_empty(), "I/O in the core:\n{}", found.join("\n"));
+    assert!(found.is_empty(), "I/O in the engine:\n{}", found.join("\n"));
 }
 
 #[test]
@@ -165,21 +294,7 @@ fn the_wire_layer_is_a_leaf() {
     for path in sources(Path::new("src/wire")) {
         let text = read(&path);
         for (n, line) in code_before_tests(&text) {
-            let mut rest = line;
-            while let Some(at) = rest.find("crate::") {
-                rest = &rest[at + "crate::".len()..];
-                if !rest.starts_with("text::") && !rest.starts_with("wire::") {
-                    found.push(format!("{}:{n}: {line}", path.display()));
-                }
-            }
-            for what in [
-                "super::super::",
-                "mio::",
-                "socket2",
-                "libc::",
-                "std::fs",
-                "Instant::now",
-            ] {
+            for what in ["mio::", "socket2", "libc::", "std::fs", "Instant::now"] {
                 if line.contains(what) {
                     found.push(format!("{}:{n}: `{what}`", path.display()));
                 }
@@ -188,45 +303,9 @@ fn the_wire_layer_is_a_leaf() {
     }
     assert!(
         found.is_empty(),
-        "wire/ names only byte formats and environment names (and `text`):\n{}",
+        "wire/ holds byte formats and environment names, no I/O:\n{}",
         found.join("\n")
     );
-}
-
-/// The modules of `src/master/` a file names (`super::x`, `super::{x, y::z}`,
-/// `crate::master::x`), seen from the file's own module: for a file in a folder `f/`,
-/// `super::x` is `f` itself (one module) and `super::super::x` is `x`.
-fn master_imports(path: &Path, text: &str) -> BTreeSet<String> {
-    let rel = path.strip_prefix("src/master").unwrap();
-    let folder = rel
-        .parent()
-        .and_then(|p| p.iter().next())
-        .map(|f| f.to_string_lossy().into_owned());
-    let mut out = BTreeSet::new();
-    for (_, line) in code_before_tests(text) {
-        for (prefix, own) in [
-            ("super::super::", None),
-            ("crate::master::", None),
-            ("super::", folder.clone()),
-        ] {
-            let mut rest = line;
-            while let Some(at) = rest.find(prefix) {
-                let before = &rest[..at];
-                rest = &rest[at + prefix.len()..];
-                if before.ends_with("super::") || before.ends_with("master::") {
-                    continue; // part of a longer prefix, handled by it
-                }
-                if let Some(own) = &own {
-                    out.insert(own.clone());
-                    continue;
-                }
-                for name in first_names(rest) {
-                    out.insert(name);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// `x::…` → [x]; `{x, y::{…}, z}` → [x, y, z].
@@ -259,88 +338,34 @@ fn first_names(rest: &str) -> Vec<String> {
     names
 }
 
-/// The module a file of `src/master/` belongs to: its folder, or its own name.
-fn module_of(path: &Path) -> String {
-    let rel = path.strip_prefix("src/master").unwrap();
-    let first = rel.iter().next().unwrap().to_string_lossy();
-    first.strip_suffix(".rs").unwrap_or(&first).to_string()
-}
-
-/// Module → the modules it imports, over the non-test code of `src/master/` (test files —
-/// `tests.rs`, `*_tests.rs`, under a `tests/` folder — and the simulators left out; `mod.rs` is
-/// the root and left out too).
-fn master_graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Module → the modules it imports, over the non-test code of one folder of `src/` (each
+/// file or sub-folder one module; the folder's `mod.rs`, its root, left out).
+fn folder_graph(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let modules: BTreeSet<String> = sources(Path::new("src/master"))
-        .iter()
-        .map(|p| module_of(p))
+    let files: Vec<PathBuf> = sources(&Path::new("src").join(folder))
+        .into_iter()
+        .filter(|p| !test_only(p))
         .collect();
-    for path in sources(Path::new("src/master")) {
-        let module = module_of(&path);
-        let test_only = path.iter().any(|c| c == "tests") || path.ends_with("tests.rs");
-        if module == "mod" || module == "sim" || test_only {
-            continue;
-        }
-        let text = read(&path);
+    let module_of = |path: &Path| module_path(path).get(1).cloned();
+    let modules: BTreeSet<String> = files.iter().filter_map(|p| module_of(p)).collect();
+    for path in &files {
+        let Some(module) = module_of(path) else {
+            continue; // the root
+        };
         let edges = graph.entry(module.clone()).or_default();
-        for name in master_imports(&path, &text) {
-            if name != module && name != "mod" && modules.contains(&name) {
-                edges.insert(name);
+        for to in imports(path, &read(path)) {
+            if to.first().map(String::as_str) == Some(folder) {
+                if let Some(to) = to.get(1).filter(|t| **t != module && modules.contains(*t)) {
+                    edges.insert(to.clone());
+                }
             }
         }
     }
     graph
 }
 
-#[test]
-fn the_core_imports_nothing_of_the_shell() {
-    let core: BTreeSet<String> = CORE
-        .iter()
-        .map(|f| module_of(&Path::new("src/master").join(f)))
-        .collect();
-    let graph = master_graph();
-    let mut found = Vec::new();
-    for module in &core {
-        for to in graph.get(module).into_iter().flatten() {
-            if !core.contains(to) {
-                found.push(format!("{module} → {to}"));
-            }
-        }
-    }
-    assert!(
-        found.is_empty(),
-        "the core imports the shell:\n{}",
-        found.join("\n")
-    );
-    let mod_rs = read(Path::new("src/master/mod.rs"));
-    for module in &core {
-        assert!(
-            !graph.get(module).is_some_and(|e| e.contains("mod"))
-                && !code_before_tests(&read(&core_path(module)))
-                    .iter()
-                    .any(|(_, l)| l.contains("Master")),
-            "{module} names the shell's Master"
-        );
-        assert!(
-            mod_rs.contains(&format!("mod {module};")),
-            "{module} is not a module of master"
-        );
-    }
-}
-
-fn core_path(module: &str) -> PathBuf {
-    let folder = Path::new("src/master").join(module).join("mod.rs");
-    if root().join(&folder).exists() {
-        folder
-    } else {
-        Path::new("src/master").join(format!("{module}.rs"))
-    }
-}
-
-#[test]
-fn no_import_cycle_in_the_master() {
-    let graph = master_graph();
-    // Depth-first search; a grey node met again closes a cycle.
+/// The first import cycle of a graph, if any (depth-first; a grey node met again closes one).
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Grey,
@@ -374,13 +399,29 @@ fn no_import_cycle_in_the_master() {
         None
     }
     let mut marks = BTreeMap::new();
-    for node in graph.keys() {
-        if let Some(cycle) = visit(node, &graph, &mut marks, &mut Vec::new()) {
-            panic!("import cycle in src/master: {}", cycle.join(" → "));
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut marks, &mut Vec::new()))
+}
+
+#[test]
+fn no_import_cycle_in_the_master_or_the_engine() {
+    for folder in ["master", "engine"] {
+        let graph = folder_graph(folder);
+        if let Some(cycle) = cycle(&graph) {
+            panic!("import cycle in src/{folder}: {}", cycle.join(" → "));
         }
     }
-    // The graph is read at all: the supervisor imports the fleet.
-    assert!(graph["supervisor"].contains("fleet"), "{graph:?}");
+    // The graphs are read at all: the supervisor imports the fleet; the process table the
+    // processes' output pipes.
+    assert!(folder_graph("engine")["supervisor"].contains("fleet"));
+    let master = folder_graph("master");
+    assert!(master.values().any(|e| e.contains("output")), "{master:?}");
+    let looped = BTreeMap::from([
+        ("a".to_string(), BTreeSet::from(["b".to_string()])),
+        ("b".to_string(), BTreeSet::from(["a".to_string()])),
+    ]);
+    assert_eq!(cycle(&looped).unwrap(), ["a", "b", "a"]);
 }
 
 /// Every function's length in lines, from its `fn` line to its closing brace (rustfmt's

@@ -3,7 +3,7 @@
 //! account and `stop`, reading what the worker says (acks and `idle` applied to its account,
 //! the rest reported as [`Incoming`]).
 //!
-//! Which sockets are whose is the [`super::ledger`]'s: the master holds its copy of every socket
+//! Which sockets are whose is the [`crate::engine::ledger`]'s: the master holds its copy of every socket
 //! until the worker acks it.
 
 use std::io;
@@ -14,8 +14,8 @@ use std::rc::Rc;
 
 use super::native::NativeWire;
 use super::node::NodeWire;
-use super::relay::{Backlog, Message, Overflow, Retained};
 use super::wire_shared::{Flush, Incoming, Sockets};
+use crate::engine::relay::{Backlog, Message, Overflow, Retained};
 use crate::sys;
 
 /// The protocol a channel speaks.
@@ -40,7 +40,7 @@ pub struct Channel {
     /// it said `subscribe`.
     subscribed: bool,
     /// It has sent messages to relay: its channel is not read while a receiver's backlog is
-    /// past the high-water mark (flow control, [`super::relay::HIGH_WATER`]).
+    /// past the high-water mark (flow control, [`crate::engine::relay::HIGH_WATER`]).
     sender: bool,
 }
 
@@ -210,14 +210,14 @@ impl AsFd for Channel {
 /// A channel with its worker's account in a ledger of its own.
 pub(super) struct Pair {
     pub ch: Channel,
-    pub ledger: super::ledger::Ledger<super::wire_shared::Handoff>,
+    pub ledger: crate::engine::ledger::Ledger<super::wire_shared::Handoff>,
     pub key: usize,
 }
 
 #[cfg(test)]
 impl Pair {
     pub fn new(ch: Channel, window: usize) -> Pair {
-        let mut ledger = super::ledger::Ledger::default();
+        let mut ledger = crate::engine::ledger::Ledger::default();
         let key = ledger.open(window);
         Pair { ch, ledger, key }
     }

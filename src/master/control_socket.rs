@@ -28,17 +28,17 @@ use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
 use super::client_io;
-use super::client_limits::{
-    self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
-    Refusals,
-};
 use super::control_files::{
     ControlError, Staged, create_private_dir, io_err, same_file, staged_path,
 };
-use super::ids::Waiter;
-use super::metrics::TurnedAway;
 use super::sources::Source;
 use super::{Master, Phase};
+use crate::engine::client_limits::{
+    self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
+    Refusals,
+};
+use crate::engine::ids::Waiter;
+use crate::engine::metrics::TurnedAway;
 use crate::wire::control::{BadRequest, MAX_REQUEST, Reply, Request};
 
 /// Most control connections open at once. A newcomer beyond this takes the place of the client

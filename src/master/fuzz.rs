@@ -11,10 +11,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::channel::Channel;
-use super::ledger::Ledger;
 use super::node::NodeWire;
 use super::wire_shared::{Handoff, Incoming};
 use crate::config::NodeMessages;
+use crate::engine::ledger::Ledger;
 use crate::sys;
 use crate::wire::protocol::Peer;
 
@@ -209,11 +209,11 @@ pub fn control_request(data: &[u8]) {
 }
 
 /// What a new master says on the upgrade channel (packets: the input split at NUL bytes), read
-/// as the old master reads it and fed to its [`Handover`](super::upgrade::Handover) as the clock
+/// as the old master reads it and fed to its [`Handover`](crate::engine::upgrade::Handover) as the clock
 /// moves. Whatever it says, the upgrade ends at most once, and stays decidable (something is
 /// always due while it is under way).
 pub fn upgrade_channel(data: &[u8]) {
-    use super::upgrade::{Handover, UpgradeStep};
+    use crate::engine::upgrade::{Handover, UpgradeStep};
     use crate::wire::upgrade::Message;
     use std::time::Duration;
     let t0 = Instant::now();

@@ -1,5 +1,5 @@
 //! The hand-off, the master's side of it: accepting while some worker is free, placing each
-//! socket through the [`Ledger`](super::ledger::Ledger), flushing accounts onto their channels,
+//! socket through the [`Ledger`](crate::engine::ledger::Ledger), flushing accounts onto their channels,
 //! reading what workers say back, and releasing a channel's sockets when it closes. The rules
 //! are the ledger's; this is where they meet the sockets.
 
@@ -11,11 +11,11 @@ use mio::Interest;
 use mio::unix::SourceFd;
 
 use super::parts::FdShortage;
-use super::stop_signal;
 use super::wire_shared::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{listeners, process};
 use crate::config::Affinity;
+use crate::engine::stop_signal;
 
 impl Master {
     pub(super) fn can_accept_more(&self) -> bool {
@@ -135,7 +135,7 @@ impl Master {
             // Refused connections (Node's `accepted: false`) are first in line for another.
             let refused = self.ledger.requeue_returned(worker.account);
             if refused > 0 {
-                let cause = super::metrics::REFUSED;
+                let cause = crate::engine::metrics::REFUSED;
                 if let Some(slot) = worker.place.slot() {
                     self.ops
                         .counters
@@ -234,7 +234,11 @@ impl Master {
                 match self.accept.listeners[i].accept() {
                     Ok((socket, peer)) => {
                         accepted += 1;
-                        super::metrics::Counters::add(&mut self.ops.counters.accepted, i, 1);
+                        crate::engine::metrics::Counters::add(
+                            &mut self.ops.counters.accepted,
+                            i,
+                            1,
+                        );
                         if let Some(shortage) = self.accept.fd_shortage.take() {
                             info!(
                                 "accepting again after {:.1?}: {} accept(s) had failed for lack \

@@ -14,14 +14,14 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::channel::Channel;
-use super::fleet::Worker;
-use super::ids::Place;
-use super::limits::{self, Limits};
 use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
 use super::process::Process;
 use crate::config::{Command, Config};
+use crate::engine::fleet::Worker;
+use crate::engine::ids::Place;
+use crate::engine::limits::{self, Limits};
 use crate::sys;
 use crate::wire::env;
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use nix::unistd::Pid;
 
-use super::metrics::Process;
+use crate::engine::metrics::Process;
 
 /// The resident bytes of each process group in `groups` that has a process left: the sum over
 /// its processes. One pass over `/proc`.

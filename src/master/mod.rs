@@ -6,41 +6,28 @@
 //! rotation) and *flush* (send what each worker was assigned, batched). Handlers record facts;
 //! the three passes act on them. Nothing here reads from a client socket.
 //!
-//! This file is the loop and `Master`: the configuration, the core's supervisor and ledger, and
-//! the shell's state in `parts`. Around it, two layers (`tests/tidy.rs`: the core imports
-//! nothing of the shell, does no I/O, reads no clock; no import cycle):
-//! - the core: `ids`, `effect` (leaves), `ledger` (who owns each accepted socket until its ack,
-//!   the rotation) with `dispatch`, `mix`, `stats`; `supervisor` (the workers' lives, reload,
-//!   scaling, recycling, stop, `next_deadline`) over `fleet` (worker records, no fd), `restart`,
-//!   `lifecycle`, `reload`, `recycle`, `limits`, `stop_signal`; `reconfigure`, `projection`,
-//!   `relay`, `upgrade`, `client_limits`, `metrics`; in tests, `sim` (seeded simulators);
-//! - the shell: the rest (README's "Source layout" walks both).
+//! This is the shell: it does the I/O and drives the sans-I/O core in `crate::engine` (the
+//! supervisor, the ledger, the upgrade's state machine …), which imports nothing of it. This
+//! file is the loop and `Master`: the configuration, the engine's supervisor and ledger, and
+//! the shell's state in `parts`. It may import `engine`, `config`, `wire`, `sys`, `text`
+//! (`tests/tidy.rs`; no import cycle between its modules).
 //!
 //! One accepted socket crosses four files, never back: `listeners` accepts it; `handoff` wraps
-//! it as a [`wire_shared::Handoff`] and admits it to the `ledger`, which owns it (queue, outbox,
-//! un-acked window) until the worker's ack drops the master's copy; the wire, `native` or
-//! `node`, borrows it for `sendmsg` and applies the ack (`channel` gives it no socket).
+//! it as a [`wire_shared::Handoff`] and admits it to the engine's `ledger`, which owns it
+//! (queue, outbox, un-acked window) until the worker's ack drops the master's copy; the wire,
+//! `native` or `node`, borrows it for `sendmsg` and applies the ack (`channel` gives it no
+//! socket).
 
 mod channel;
 mod client_io;
-mod client_limits;
 mod control_files;
 mod control_socket;
-mod dispatch;
-mod effect;
-mod fleet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod handoff;
-mod ids;
 mod launch;
-mod ledger;
-mod lifecycle;
-mod limits;
 mod listeners;
 mod memory;
-mod metrics;
-mod mix;
 mod monitor;
 mod native;
 mod node;
@@ -49,23 +36,11 @@ mod notify;
 mod output;
 mod parts;
 mod process;
-mod projection;
-mod reconfigure;
-mod recycle;
-mod relay;
 mod relay_io;
-mod reload;
-mod restart;
 mod signals;
-#[cfg(test)]
-mod sim;
 mod sources;
-mod stats;
 mod status;
-mod stop_signal;
-mod supervisor;
 mod supervisor_io;
-mod upgrade;
 mod upgrade_link;
 mod wire_shared;
 
@@ -76,13 +51,14 @@ use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
-use ledger::Ledger;
-use lifecycle::{Phase, REAP_GRACE, StopStep};
+use crate::engine::ledger::Ledger;
+use crate::engine::lifecycle::{Phase, REAP_GRACE, StopStep};
+use crate::engine::supervisor::{Policy, Supervisor};
+use crate::engine::{metrics, relay, upgrade};
 use listeners::Listener;
 use parts::{Accepting, EventLoop, Operations, Upgrading, Workers};
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
-use supervisor::{Policy, Supervisor};
 use wire_shared::Handoff;
 
 pub use control_files::{ControlError, create_private_dir};

@@ -23,17 +23,17 @@ use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::client_io;
-use super::client_limits::{
-    self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
-    Refusals,
-};
-use super::ids::{Place, Role};
 use super::memory;
-use super::metrics::{self, Snapshot, TurnedAway};
-use super::projection;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::MetricsConfig;
+use crate::engine::client_limits::{
+    self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
+    Refusals,
+};
+use crate::engine::ids::{Place, Role};
+use crate::engine::metrics::{self, Snapshot, TurnedAway};
+use crate::engine::projection;
 
 /// Longest request read; anything longer is answered 400.
 const MAX_REQUEST: usize = 8 * 1024;

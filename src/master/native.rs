@@ -7,8 +7,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
+use crate::engine::relay::{self, Backlog, Outgoing, Target};
 use crate::sys;
 use crate::wire::protocol::{
     self, ConnBatch, MAX_FDS_PER_MESSAGE, MAX_RELAY_MESSAGE_LEN, ProtocolError, WorkerMessage,

@@ -1,6 +1,6 @@
 //! The master's side of Node's IPC (`protocol = "node"` and `"node-cluster"`): what goes
 //! where on a worker's channel. The codec is [`crate::wire::node_ipc`]; which sockets are the worker's
-//! (outbox, un-acked window) is its [`Account`](super::ledger::Account)'s, in the ledger.
+//! (outbox, un-acked window) is its [`Account`](crate::engine::ledger::Account)'s, in the ledger.
 //!
 //! Ownership of a connection passes on `NODE_HANDLE_ACK` for child_process workers, and on the
 //! cluster's `accepted: true` for cluster workers (a worker that answers `accepted: false` gives
@@ -16,9 +16,9 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::node_servers::{Answer, Servers};
-use super::relay::{self, Backlog, Outgoing, Target};
 use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
+use crate::engine::relay::{self, Backlog, Outgoing, Target};
 use crate::sys;
 use crate::wire::node_ipc::{self, FromWorker, HandleType, LineReader};
 use crate::wire::protocol::WorkerMessage;

@@ -1,8 +1,8 @@
 //! Unit tests of the Node wire, over real socket pairs.
 
 use super::*;
+use crate::engine::relay::{Outgoing, Target};
 use crate::master::channel::{Channel, Pair};
-use crate::master::relay::{Outgoing, Target};
 use crate::master::wire_shared::Handoff;
 use crate::wire::protocol::Peer;
 use serde_json::Value;
@@ -124,7 +124,7 @@ fn a_nack_resends_the_same_handle_and_after_a_fourth_it_goes_to_another_worker()
     assert!(!ch.has_room(), "nothing more to it for now");
     // It may take one again after a while (it never says `idle`).
     ch.ledger
-        .retry_full(Instant::now() + crate::master::ledger::FULL_RETRY);
+        .retry_full(Instant::now() + crate::engine::ledger::FULL_RETRY);
     assert!(ch.has_room());
     let (c2, _p2) = conn();
     ch.assign(c2);

@@ -14,8 +14,8 @@ use log::{error, info};
 use mio::unix::SourceFd;
 
 use super::Master;
-use super::ids::Place;
 use crate::config::LogConfig;
+use crate::engine::ids::Place;
 
 /// The longest piece of a line kept in memory before it is written out anyway.
 pub const MAX_LINE: usize = 64 * 1024;

@@ -10,17 +10,17 @@ use std::time::Instant;
 use mio::{Poll, Token};
 use nix::unistd::Pid;
 
-use super::effect::Effect;
 use super::listeners::Listener;
 use super::signals::{Action, SignalSource};
 use super::sources::Sources;
-use super::upgrade::Handover;
 use super::upgrade_link::Link;
 use super::wire_shared::Incoming;
 use super::{
     Loader, Predecessor, control_files, control_socket, metrics, monitor, notify, output, process,
     relay,
 };
+use crate::engine::effect::Effect;
+use crate::engine::upgrade::Handover;
 
 /// The event loop's plumbing.
 pub(super) struct EventLoop {

@@ -1,6 +1,6 @@
 //! The shell's record of each worker process: what the master holds open for it — the master's
 //! end of its channel, the pipes of its captured output, their poll tokens — kept apart from the
-//! core's record of the same worker ([`fleet::Worker`](super::fleet::Worker): pid, place, state,
+//! core's record of the same worker ([`fleet::Worker`](crate::engine::fleet::Worker): pid, place, state,
 //! timers), under the same key. And the signals sent to a worker's process group.
 
 use log::debug;
@@ -23,7 +23,7 @@ pub struct Process {
 }
 
 /// The process records by worker key (the key of the core's record in
-/// [`Fleet::workers`](super::fleet::Fleet::workers)): indexed, not hashed, as the hand-off
+/// [`Fleet::workers`](crate::engine::fleet::Fleet::workers)): indexed, not hashed, as the hand-off
 /// reaches a worker's channel for every connection.
 #[derive(Debug, Default)]
 pub struct Processes {
@@ -68,7 +68,7 @@ impl Processes {
     }
 }
 
-/// Sends the stop signal the core found due ([`stop_signal`](super::stop_signal)), if any.
+/// Sends the stop signal the core found due ([`stop_signal`](crate::engine::stop_signal)), if any.
 pub fn send_stop_signal(pid: Pid, signal: Option<Signal>) {
     if let Some(signal) = signal {
         debug!("pid={pid}: {signal} with its `stop`");

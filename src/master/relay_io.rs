@@ -1,7 +1,7 @@
 //! Relaying messages, the shell's side: a worker's `send` (a Node process's `process.send`) or
 //! `rrbalancer send` goes to every worker, one slot, or the agent; retained values are kept and
 //! given to each worker that subscribes (a native `subscribe`; a Node process at its start)
-//! before its first connection. What a message is and the bounds are [`super::relay`]'s.
+//! before its first connection. What a message is and the bounds are [`crate::engine::relay`]'s.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -9,8 +9,8 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::Master;
-use super::ids::{Place, Role};
-use super::relay::{self, Message, Outgoing, Sender, Target};
+use crate::engine::ids::{Place, Role};
+use crate::engine::relay::{self, Message, Outgoing, Sender, Target};
 
 impl Master {
     /// Relays what `sender` (the worker at `from`, if it is one) asked to send; how many

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use nix::unistd::getpid;
 
-use super::fleet::State;
-use super::ids::{self, Role};
-use super::projection;
 use super::{Master, Phase};
+use crate::engine::fleet::State;
+use crate::engine::ids::{self, Role};
+use crate::engine::projection;
 use crate::wire::control::{AgentStatus, SlotStatus, Status, WorkerStatus};
 
 impl Master {
@@ -95,8 +95,8 @@ impl Master {
                 .upgrade
                 .handover
                 .as_ref()
-                .filter(|u| u.in_progress() || u.stage == super::upgrade::Stage::HandedOver)
-                .map(super::upgrade::Handover::describe)
+                .filter(|u| u.in_progress() || u.stage == crate::engine::upgrade::Stage::HandedOver)
+                .map(crate::engine::upgrade::Handover::describe)
                 .or_else(|| self.predecessor_status()),
             workers,
             empty_slots: slots,

@@ -1,4 +1,4 @@
-//! Supervision, the shell's side: it feeds the [`Supervisor`](super::supervisor::Supervisor)
+//! Supervision, the shell's side: it feeds the [`Supervisor`](crate::engine::supervisor::Supervisor)
 //! the facts it sees — what workers say, exits reaped on SIGCHLD, stuck workers, the clock — and
 //! carries out the [`Effect`]s it decides: spawning, stopping and killing workers, giving their
 //! sockets back, running `on_giveup`, answering control clients, closing the listeners.
@@ -13,16 +13,16 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::Master;
-use super::effect::{Effect, Outcome};
-use super::ids::{Place, Role, Waiter};
 use super::launch::{self, Seat};
-use super::metrics;
 use super::sources::Source;
-use super::stop_signal::{self, Tell};
-use super::supervisor::{self, Policy};
 use super::wire_shared::Incoming;
 use super::{memory, process};
 use crate::config::Config;
+use crate::engine::effect::{Effect, Outcome};
+use crate::engine::ids::{Place, Role, Waiter};
+use crate::engine::metrics;
+use crate::engine::stop_signal::{self, Tell};
+use crate::engine::supervisor::{self, Policy};
 use crate::wire::env;
 use crate::wire::protocol::WorkerMessage;
 
@@ -183,7 +183,7 @@ impl Master {
             (
                 w.account,
                 w.place,
-                w.state == super::fleet::State::Draining,
+                w.state == crate::engine::fleet::State::Draining,
                 w.stuck,
             )
         };
@@ -458,7 +458,7 @@ impl Master {
         let config = (self.ops.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
-        let (workers, note) = super::reload::reload_size(
+        let (workers, note) = crate::engine::reload::reload_size(
             self.config.workers,
             self.workers.configured_workers,
             config.workers,
@@ -476,7 +476,7 @@ impl Master {
 
     /// Takes what can change without rebinding; warns about what cannot.
     fn apply_config(&mut self, config: Config) {
-        let (mut config, warnings) = super::reconfigure::merge(&self.config, config);
+        let (mut config, warnings) = crate::engine::reconfigure::merge(&self.config, config);
         for warning in warnings {
             warn!("{warning}");
         }

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-use super::ledger::{Account, Conn};
+use crate::engine::ledger::{Account, Conn};
 use crate::sys;
 use crate::wire::protocol::{Peer, WorkerMessage};
 
@@ -59,7 +59,7 @@ pub enum Incoming {
         value: serde_json::Value,
     },
     /// A message to relay (`send`; a Node process's `process.send`).
-    Relay(super::relay::Outgoing),
+    Relay(crate::engine::relay::Outgoing),
     /// The worker closed its end (or died).
     Closed,
     /// Garbage: the worker is to be replaced.

@@ -9,11 +9,11 @@ use log::{debug, error, info, warn};
 
 use super::super::listeners::{self, Listener};
 use super::super::sources::Source;
-use super::super::upgrade::{self, Verdict};
 use super::super::wire_shared::Handoff;
 use super::super::{Master, Phase};
 use super::{HELLO_TIMEOUT, Link, Read};
 use crate::config::{Config, ListenAddr};
+use crate::engine::upgrade::{self, Verdict};
 use crate::sys;
 use crate::wire::env;
 use crate::wire::upgrade::{Carried, Message};
@@ -195,7 +195,7 @@ impl Predecessor {
     /// The worker count to start with: the old master's, if it was scaled since its
     /// configuration was read and ours says the same as its did (as a reload keeps it).
     pub fn workers(&self, configured_now: usize) -> usize {
-        let (workers, note) = super::super::reload::reload_size(
+        let (workers, note) = crate::engine::reload::reload_size(
             self.workers,
             self.configured_workers,
             configured_now,

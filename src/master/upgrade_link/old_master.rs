@@ -14,11 +14,11 @@ use nix::unistd::Pid;
 
 use super::super::Master;
 use super::super::control_files::staged_path;
-use super::super::ids::Waiter;
 use super::super::sources::Source;
-use super::super::upgrade::{self, Handover, Stage, UpgradeStep};
 use super::new_master::Succession;
 use super::{Link, Read};
+use crate::engine::ids::Waiter;
+use crate::engine::upgrade::{self, Handover, Stage, UpgradeStep};
 use crate::sys;
 use crate::wire::env;
 use crate::wire::upgrade::{ADOPT_BATCH, Carried, Message};

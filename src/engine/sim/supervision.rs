@@ -35,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use super::{SimConn as Client, Trace};
 use crate::config::{AllGivenUp, Readiness, RestartConfig};
-use crate::master::effect::Effect;
-use crate::master::fleet::{State, test_worker_at};
-use crate::master::ids::{Place, Role};
-use crate::master::ledger::{Ledger, Whereabouts};
-use crate::master::lifecycle::{Phase, ReadyRule};
-use crate::master::recycle::Reason;
-use crate::master::supervisor::{Policy, Supervisor};
+use crate::engine::effect::Effect;
+use crate::engine::fleet::{State, test_worker_at};
+use crate::engine::ids::{Place, Role};
+use crate::engine::ledger::{Ledger, Whereabouts};
+use crate::engine::lifecycle::{Phase, ReadyRule};
+use crate::engine::recycle::Reason;
+use crate::engine::supervisor::{Policy, Supervisor};
 use crate::wire::protocol::Peer;
 
 /// What the simulated process of a worker does.
@@ -536,7 +536,7 @@ impl Sim {
     /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it (the
     /// master's `ack_deadline`).
     fn overdue(&self) -> Vec<usize> {
-        crate::master::supervisor::overdue(
+        crate::engine::supervisor::overdue(
             &self.sup.fleet,
             &self.ledger,
             self.policy.ack_timeout,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::Readiness;
-use crate::master::ids::Place;
+use crate::engine::ids::Place;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -78,7 +78,7 @@ impl Harness {
                 match &e {
                     Effect::Spawn { place, role } => {
                         self.next_pid += 1;
-                        let w = crate::master::fleet::test_worker_at(*place, self.next_pid, now);
+                        let w = crate::engine::fleet::test_worker_at(*place, self.next_pid, now);
                         let key = self.sup.fleet.insert(w, *role);
                         self.spawned.push((*place, *role, key));
                     }

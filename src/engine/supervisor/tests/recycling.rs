@@ -7,8 +7,8 @@ fn aged(h: &mut Harness, slot: usize, age_ms: u64) {
     h.sup.fleet.workers[key].limits.age = Some(Duration::from_millis(age_ms));
 }
 
-fn due_at(h: &Harness, ms: u64) -> Option<(usize, crate::master::recycle::Reason)> {
-    let ledger = Ledger::<crate::master::wire_shared::Handoff>::default();
+fn due_at(h: &Harness, ms: u64) -> Option<(usize, crate::engine::recycle::Reason)> {
+    let ledger = Ledger::<Conn0>::default();
     h.sup.recycle_due(&ledger, None, h.at(ms))
 }
 
@@ -117,7 +117,7 @@ fn a_successor_that_fails_leaves_the_old_worker_and_pauses_recycling() {
     assert_eq!(h.current(0), Some(key), "the old worker keeps serving");
     assert!(h.sup.recycling.is_none());
     assert_eq!(h.sup.fleet.slots[0].recycled, 0);
-    let pause = crate::master::recycle::RETRY_PAUSE.as_millis() as u64;
+    let pause = crate::engine::recycle::RETRY_PAUSE.as_millis() as u64;
     assert!(due_at(&h, 1_050 + pause - 1).is_none(), "paused");
     assert_eq!(
         h.sup.next_recycle_check(h.at(1_060)),
@@ -232,7 +232,7 @@ fn by_default_a_master_whose_every_slot_gave_up_waits_and_tries_them_again() {
 fn max_memory_is_due_only_above_its_limit_and_nothing_is_checked_while_a_recycle_runs() {
     let mut h = Harness::new(2, policy(10));
     ready_fleet(&mut h, 0);
-    let ledger = Ledger::<crate::master::wire_shared::Handoff>::default();
+    let ledger = Ledger::<Conn0>::default();
     let key = h.current(1).unwrap();
     h.sup.fleet.workers[key].rss = Some(100 << 20);
     let due = |h: &Harness, limit: Option<u64>| h.sup.recycle_due(&ledger, limit, h.at(10));
@@ -268,7 +268,7 @@ fn the_next_recycle_check_is_always_in_the_future_and_none_during_a_reload() {
     assert!(h.sup.recycle(key, &reason, h.at(1_000)));
     h.run(h.at(1_000));
     h.sup.recycle_failed(0, "not ready", h.at(1_000));
-    let end = h.at(1_000) + crate::master::recycle::RETRY_PAUSE;
+    let end = h.at(1_000) + crate::engine::recycle::RETRY_PAUSE;
     assert_eq!(h.sup.next_recycle_check(h.at(1_500)), Some(end));
     aged(&mut h, 1, 40_000);
     assert_eq!(h.sup.next_recycle_check(end), Some(h.at(40_000)));

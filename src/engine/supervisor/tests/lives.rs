@@ -124,7 +124,7 @@ fn a_stop_waits_for_a_running_on_giveup_command_and_kills_it_at_the_deadline() {
 #[test]
 fn readiness_deadlines_are_the_starting_workers_and_the_agent_has_its_own() {
     let mut with_agent = policy(10);
-    let agent_rule = crate::master::lifecycle::ReadyRule::new(&crate::config::WorkerConfig {
+    let agent_rule = crate::engine::lifecycle::ReadyRule::new(&crate::config::WorkerConfig {
         ready: Readiness::Message,
         ready_timeout: 3_000 * MS,
         ..crate::config::load(None, &Default::default())
@@ -161,7 +161,7 @@ fn why_the_master_gave_up_names_the_agent_only_when_it_never_became_ready() {
     let mut h = Harness::new(1, policy(10));
     let workers = "no worker could be kept running";
     assert_eq!(h.sup.gave_up_why(), workers);
-    h.sup.fleet.agent = Some(crate::master::fleet::Slot::default());
+    h.sup.fleet.agent = Some(crate::engine::fleet::Slot::default());
     assert_eq!(
         h.sup.gave_up_why(),
         "the agent never became ready, so no worker was started"
@@ -247,7 +247,7 @@ fn a_deferred_stop_signal_is_an_effect_of_the_tick_once_due() {
     let key = h.current(0).unwrap();
     let at = h.at(200);
     let w = &mut h.sup.fleet.workers[key];
-    w.stop_signal = Some(crate::master::fleet::StopSignalDue {
+    w.stop_signal = Some(crate::engine::fleet::StopSignalDue {
         signal: nix::sys::signal::Signal::SIGTERM,
         first: true,
     });

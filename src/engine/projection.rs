@@ -84,7 +84,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::master::fleet::test_worker_at;
+    use crate::engine::fleet::test_worker_at;
 
     #[test]
     fn every_view_reads_one_state_and_a_stop_comes_first() {
@@ -150,7 +150,7 @@ mod tests {
             PlaceState::Restarting { at: now },
         ] {
             assert!(
-                crate::master::metrics::render::STATES.contains(&s.label()),
+                crate::engine::metrics::render::STATES.contains(&s.label()),
                 "{s:?}"
             );
         }

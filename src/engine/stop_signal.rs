@@ -131,8 +131,8 @@ pub fn tick(worker: &mut Worker, now: Instant) -> Option<Signal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::fleet::test_worker_at;
-    use crate::master::ids::Place;
+    use crate::engine::fleet::test_worker_at;
+    use crate::engine::ids::Place;
 
     const TERM: Signal = Signal::SIGTERM;
 

@@ -4,7 +4,7 @@
 
 use super::Sim;
 use crate::config::StopSignal;
-use crate::master::stop_signal::{self, Tell};
+use crate::engine::stop_signal::{self, Tell};
 
 impl Sim {
     /// The shell's `Effect::Stop`: told on its channel (a Node or a native worker, at random),

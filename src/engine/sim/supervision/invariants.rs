@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::Sim;
 use crate::config::AllGivenUp;
-use crate::master::fleet::State;
-use crate::master::ids::Place as Seat;
-use crate::master::lifecycle::{Phase, StopStep};
+use crate::engine::fleet::State;
+use crate::engine::ids::Place as Seat;
+use crate::engine::lifecycle::{Phase, StopStep};
 
 impl Sim {
     /// Right after a turn, no live worker holds a client un-acked past `ack_timeout` without

@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{SimConn, Trace};
-use crate::master::ledger::{Ledger, Whereabouts};
+use crate::engine::ledger::{Ledger, Whereabouts};
 use crate::wire::protocol::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl Sim {
                 // there; otherwise to the worker whose turn it is among those free.
                 let home = self
                     .affinity
-                    .then(|| crate::master::dispatch::home_slot(&conn.peer, self.slots.len()))
+                    .then(|| crate::engine::dispatch::home_slot(&conn.peer, self.slots.len()))
                     .flatten()
                     .and_then(self.serving())
                     .filter(|&k| self.ledger.account(k).is_some_and(|a| a.has_window_room()));
@@ -387,7 +387,7 @@ impl Sim {
                 Ok(())
             }
             68..=71 if self.rng.u8(..4) == 0 => {
-                self.now += crate::master::ledger::FULL_RETRY;
+                self.now += crate::engine::ledger::FULL_RETRY;
                 self.ledger.retry_full(self.now);
                 self.log("a second passes: full workers may be sent one again".into());
                 Ok(())
