@@ -13,8 +13,9 @@
 //! 4. `src/wire/` (byte formats and environment names, used by both sides of a boundary)
 //!    imports nothing of the crate but `text`, and does no I/O of its own.
 //! 5. Files at most [`MAX_FILE_LINES`] lines, functions at most [`MAX_FN_LINES`]: today's
-//!    exceptions are listed with their size now, which they may not outgrow; an exception that
-//!    got under the limit must leave the list (the ratchet only turns one way).
+//!    exceptions are listed with their size now, which they may not outgrow; one that shrank
+//!    must have its entry lowered, and one under the limit must leave the list (the ratchet
+//!    only turns one way).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -94,11 +95,11 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/master/channel.rs", 518),
     ("src/master/control_socket.rs", 570),
     ("src/engine/ledger.rs", 538),
-    ("src/master/mod.rs", 606),
+    ("src/master/mod.rs", 580),
     ("src/master/monitor.rs", 633),
     ("src/master/node.rs", 546),
-    ("src/master/supervisor_io.rs", 525),
-    ("src/engine/supervisor/mod.rs", 630),
+    ("src/master/supervisor_io.rs", 512),
+    ("src/engine/supervisor/mod.rs", 596),
     ("src/engine/sim/handoff.rs", 596),
     ("src/engine/sim/supervision.rs", 657),
 ];
@@ -106,7 +107,7 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
     ("src/engine/sim/handoff.rs", "step", 260),
-    ("src/engine/sim/supervision.rs", "step", 180),
+    ("src/engine/sim/supervision.rs", "step", 179),
 ];
 
 fn root() -> PathBuf {
@@ -481,6 +482,9 @@ fn files_and_functions_stay_within_their_limits() {
             .map(|&(_, n)| n);
         match limit {
             Some(n) if lines > n => found.push(format!("{name}: {lines} lines, grown past {n}")),
+            Some(n) if lines < n && lines > MAX_FILE_LINES => found.push(format!(
+                "{name}: {lines} lines, shrunk from {n}: lower its FILE_EXCEPTIONS entry to {lines}"
+            )),
             Some(_) if lines <= MAX_FILE_LINES => found.push(format!(
                 "{name}: {lines} lines, within {MAX_FILE_LINES} now: take it off FILE_EXCEPTIONS"
             )),
@@ -501,6 +505,10 @@ fn files_and_functions_stay_within_their_limits() {
                 Some(n) if len > n => {
                     found.push(format!("{name}: fn {func}: {len} lines, grown past {n}"))
                 }
+                Some(n) if len < n && len > MAX_FN_LINES => found.push(format!(
+                    "{name}: fn {func}: {len} lines, shrunk from {n}: lower its FN_EXCEPTIONS \
+                     entry to {len}"
+                )),
                 Some(_) if len <= MAX_FN_LINES => found.push(format!(
                     "{name}: fn {func}: {len} lines, within {MAX_FN_LINES} now: take it off \
                      FN_EXCEPTIONS"

@@ -374,7 +374,7 @@ impl Master {
             }
             Request::Stop => {
                 info!("stop requested on the control socket");
-                let reply = match self.core.phase {
+                let reply = match self.core.phase() {
                     Phase::Running => Reply::ok(format!(
                         "stopping pid {} (kill_timeout {:?})",
                         getpid(),

@@ -15,11 +15,10 @@ use super::wire_shared::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{listeners, process};
 use crate::config::Affinity;
-use crate::engine::stop_signal;
 
 impl Master {
     pub(super) fn can_accept_more(&self) -> bool {
-        self.core.phase == Phase::Running
+        self.core.phase() == Phase::Running
             && self.config.mode().master_accepts()
             && self.accept.accept_paused_until.is_none()
             && self.accept.accept_ready.iter().any(|&r| r)
@@ -31,13 +30,13 @@ impl Master {
     /// that arrives meanwhile waits in the kernel's backlog; when a worker becomes free the
     /// listeners are watched again and tried at once, since clients may be waiting.
     pub(super) fn watch_listeners(&mut self) {
-        let wanted = self.core.phase == Phase::Running
+        let wanted = self.core.phase() == Phase::Running
             && self.config.mode().master_accepts()
             && self.free_slot().is_some();
         if wanted == self.accept.watching {
             return;
         }
-        if !wanted && self.core.phase == Phase::Running {
+        if !wanted && self.core.phase() == Phase::Running {
             self.ops.counters.paused_no_worker += 1;
         }
         self.accept.watching = wanted;
@@ -65,7 +64,7 @@ impl Master {
     /// The slot whose turn it is among those free to take a connection now, without taking
     /// the turn.
     pub(super) fn free_slot(&self) -> Option<usize> {
-        let fleet = &self.core.fleet;
+        let fleet = &self.core.fleet();
         self.ledger
             .free_slot(fleet.slots.len(), |s| fleet.serving(s))
     }
@@ -102,7 +101,7 @@ impl Master {
 
     /// The channel of `key` takes writes again: it may be given connections again.
     pub(super) fn on_channel_writable(&mut self, key: usize) {
-        let account = self.core.fleet.workers.get(key).map(|w| w.account);
+        let account = self.core.fleet().workers.get(key).map(|w| w.account);
         if let Some(account) = account.and_then(|a| self.ledger.account_mut(a)) {
             account.on_writable();
         }
@@ -115,7 +114,7 @@ impl Master {
     /// Reads what the worker of `key` said (`readable`); `force`: even if flow control holds
     /// its reads back (its last words, before it is reaped).
     pub(super) fn read_channel(&mut self, key: usize, readable: bool, force: bool) {
-        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return; // a stale event for a worker already reaped
         };
         let Some(channel) = self.workers.procs.channel_mut(key) else {
@@ -158,13 +157,15 @@ impl Master {
     /// the front of the queue for the next worker at once; those it was sent and had not
     /// acked are held until it is dead (it may still have them: none is served twice).
     pub(super) fn release_channel(&mut self, key: usize) {
-        let worker = &mut self.core.fleet.workers[key];
-        self.ledger.close(worker.account);
+        let Some(worker) = self.core.fleet().workers.get(key) else {
+            return;
+        };
+        let (account, pid) = (worker.account, worker.pid);
+        self.ledger.close(account);
         // Its `stop` will never leave now: the signal goes (or, for a Node worker that said
         // nothing, follows a moment later if it has not exited).
-        let signal = stop_signal::channel_closed(worker, Instant::now());
-        process::send_stop_signal(worker.pid, signal);
-        worker.channel_open = false;
+        let signal = self.core.channel_released(key, Instant::now());
+        process::send_stop_signal(pid, signal);
         let Some(channel) = self
             .workers
             .procs
@@ -185,7 +186,7 @@ impl Master {
     /// Sockets assigned to `key` but not yet sent (or given back) go to someone else, first in
     /// line: they are older than anything still to be accepted.
     pub(super) fn requeue_outbox(&mut self, key: usize) {
-        if let Some(worker) = self.core.fleet.workers.get(key) {
+        if let Some(worker) = self.core.fleet().workers.get(key) {
             self.ledger.requeue_unsent(worker.account);
         }
     }
@@ -197,12 +198,12 @@ impl Master {
         if !self.config.mode().master_accepts() {
             return;
         }
-        let fleet = &self.core.fleet;
+        let fleet = &self.core.fleet();
         let affinity = self.config.affinity == Affinity::ClientIp;
         let emptied = self
             .ledger
             .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
-        if self.core.phase != Phase::Running {
+        if self.core.phase() != Phase::Running {
             // Stopping: what comes back now (from a worker that died holding it) finds nobody
             // to take it here. After an upgrade the new master takes it; else close it at
             // once, and say so, rather than silently at exit.
@@ -256,7 +257,7 @@ impl Master {
                         };
                         // Room was checked: it is placed, not queued (either way it is the
                         // ledger's now, until a worker acks it).
-                        let fleet = &self.core.fleet;
+                        let fleet = &self.core.fleet();
                         let serving = |s| fleet.serving(s);
                         self.ledger
                             .admit(handoff, fleet.slots.len(), serving, affinity);
@@ -297,33 +298,37 @@ impl Master {
     /// front of the backlog, for whoever is free next.
     pub(super) fn flush(&mut self, now: Instant) {
         let mut broken = Vec::new();
-        for (key, worker) in self.core.fleet.workers.iter_mut() {
-            let Some(channel) = self.workers.procs.channel_mut(key) else {
+        for (key, record) in self.workers.procs.iter_mut() {
+            let Some(channel) = record.channel.as_mut() else {
                 continue;
             };
-            let Some(account) = self.ledger.account_mut(worker.account) else {
+            let Some(worker) = self.core.fleet().workers.get(key) else {
+                continue;
+            };
+            let (account_id, pid) = (worker.account, worker.pid);
+            let Some(account) = self.ledger.account_mut(account_id) else {
                 continue;
             };
             if !channel.wants_flush(account) {
                 continue;
             }
             // Node: the signal just before the `disconnect` (see `StopSignalDue::first`).
-            let signal = stop_signal::before_flush(worker, channel.stop_is_next(account));
-            process::send_stop_signal(worker.pid, signal);
+            let signal = self.core.before_flush(key, channel.stop_is_next(account));
+            process::send_stop_signal(pid, signal);
             match channel.flush(account, now) {
                 Flush::Done | Flush::Blocked => {}
                 Flush::Broken(e) => {
-                    debug!("channel of pid={} broke: {e}", worker.pid);
+                    debug!("channel of pid={pid} broke: {e}");
                     broken.push(key);
                 }
             }
-            let signal = stop_signal::after_flush(worker, channel.stop_pending());
-            process::send_stop_signal(worker.pid, signal);
+            let signal = self.core.after_flush(key, channel.stop_pending());
+            process::send_stop_signal(pid, signal);
             // Running, what a full channel could not take goes to whoever is free next. Stopping,
             // nobody takes new work: a draining worker keeps its outbox, sent when its channel
             // is writable again, before its `stop`.
-            if self.core.phase == Phase::Running {
-                self.ledger.requeue_unsent(worker.account);
+            if self.core.phase() == Phase::Running {
+                self.ledger.requeue_unsent(account_id);
             }
         }
         for key in broken {

@@ -404,7 +404,7 @@ impl Master {
             self.read_unread();
             // On SIGCHLD only (several exits may share one signal: `reap` takes them all), and
             // every turn while stopping, where nothing else is left to do.
-            if std::mem::take(&mut self.io.reap_due) || self.core.phase != Phase::Running {
+            if std::mem::take(&mut self.io.reap_due) || self.core.phase() != Phase::Running {
                 self.reap();
             }
             let now = Instant::now();
@@ -414,7 +414,7 @@ impl Master {
             self.upgrade_turn(now);
             self.succession_turn();
             if !self.ops.started_serving {
-                self.ops.started_serving = self.core.fleet.started();
+                self.ops.started_serving = self.core.fleet().started();
             }
             self.dispatch(now);
             self.flush(now);
@@ -422,22 +422,20 @@ impl Master {
             self.watch_listeners();
             if self.ops.notifier.active() {
                 let fleet = notify::Fleet {
-                    ready: self.core.fleet.ready_count(),
-                    wanted: self.core.fleet.slots.len(),
+                    ready: self.core.fleet().ready_count(),
+                    wanted: self.core.fleet().slots.len(),
                     handed: self
                         .config
                         .mode()
                         .master_accepts()
                         .then(|| self.ledger.handed_total()),
                 };
-                let (reloading, stopping) = (
-                    self.core.reload.is_some(),
-                    self.core.phase != Phase::Running,
-                );
+                let (reloading, stopping) =
+                    (self.core.reloading(), self.core.phase() != Phase::Running);
                 self.ops.notifier.turn(fleet, reloading, stopping, now);
             }
             let left = self.processes_left();
-            let exit = match self.core.phase.stop_step(now, left) {
+            let exit = match self.core.phase().stop_step(now, left) {
                 Some(StopStep::Exit) => {
                     info!("all workers have exited; bye");
                     true
@@ -452,7 +450,7 @@ impl Master {
                 _ => false,
             };
             if exit {
-                return if self.core.gave_up {
+                return if self.core.gave_up() {
                     Err(MasterError::GaveUp(self.core.gave_up_why()))
                 } else if let Some(reason) = self.upgrade.failed.take() {
                     Err(MasterError::Upgrade(reason))
@@ -524,7 +522,7 @@ impl Master {
     /// master it took over from while that one finishes (so that `stop` returns when both are
     /// gone, and the port is free).
     fn processes_left(&self) -> usize {
-        self.core.fleet.workers.len()
+        self.core.fleet().workers.len()
             + self.workers.hooks.len()
             + self.successor_to_reap()
             + self.predecessor_draining()
@@ -540,7 +538,7 @@ impl Master {
                 info!("received {}", signals::name(sig));
             }
             match action {
-                Action::GracefulStop => match self.core.phase {
+                Action::GracefulStop => match self.core.phase() {
                     Phase::Running => self.begin_stop(),
                     Phase::Stopping { .. } => {
                         info!("second stop signal: killing the workers now");
@@ -555,7 +553,7 @@ impl Master {
                     }
                 }
                 Action::ScaleUp | Action::ScaleDown => {
-                    let n = self.core.fleet.slots.len();
+                    let n = self.core.fleet().slots.len();
                     let n = if action == Action::ScaleUp {
                         n + 1
                     } else {

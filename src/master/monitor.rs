@@ -244,7 +244,7 @@ impl Master {
                 }
             }
             "/readyz" => {
-                let stopping = self.core.phase != Phase::Running;
+                let stopping = self.core.phase() != Phase::Running;
                 match (self.health().ready, stopping) {
                     (true, _) => ("200 OK", "text/plain", "ready\n".to_owned()),
                     (false, true) => ("503 Service Unavailable", "text/plain", "stopping\n".into()),
@@ -377,17 +377,17 @@ impl Master {
     /// What `/healthz` and `/readyz` say now.
     pub(super) fn health(&self) -> Health {
         health(
-            self.core.fleet.ready_count(),
+            self.core.fleet().ready_count(),
             self.ops.started_serving,
-            self.core.phase != Phase::Running,
+            self.core.phase() != Phase::Running,
         )
     }
 
     /// The metrics text now (`/metrics`, `rrbalancer metrics`).
     pub(super) fn metrics_text(&self) -> String {
         let now = Instant::now();
-        let fleet = &self.core.fleet;
-        let stopping = self.core.phase != Phase::Running;
+        let fleet = &self.core.fleet();
+        let stopping = self.core.phase() != Phase::Running;
         let slots = fleet
             .slots
             .iter()
@@ -440,7 +440,7 @@ impl Master {
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
-            reloads: self.core.reloads,
+            reloads: self.core.reloads(),
             retained: (self.ops.retained.len(), self.ops.retained.bytes()),
             slots,
             agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),

@@ -178,7 +178,7 @@ pub fn open_sinks(log: &LogConfig) -> io::Result<[Option<Sink>; 2]> {
 impl Master {
     /// A worker's stdout or stderr pipe is readable.
     pub(super) fn on_output(&mut self, key: usize, stream: usize) {
-        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return;
         };
         let (slot, pid) = (worker.place, worker.pid.as_raw());

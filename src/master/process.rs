@@ -62,6 +62,11 @@ impl Processes {
         self.get_mut(key)?.channel.as_mut()
     }
 
+    /// Every live process with its key, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Process)> {
+        (self.by_key.iter_mut().enumerate()).filter_map(|(k, p)| Some((k, p.as_mut()?)))
+    }
+
     /// Every live process with its key.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Process)> {
         (self.by_key.iter().enumerate()).filter_map(|(k, p)| Some((k, p.as_ref()?)))

@@ -36,7 +36,7 @@ impl Master {
             body: outgoing.body,
         });
         self.ops.retained.keep(&message)?;
-        let fleet = &self.core.fleet;
+        let fleet = &self.core.fleet();
         let receivers: Vec<usize> = match to {
             // Serving or about to (a reload's candidate, a worker still starting); not one on
             // its way out, nor the sender.
@@ -121,29 +121,27 @@ impl Master {
     /// What a worker asked to relay: sent, or why not said in its log lines (not a protocol
     /// violation: the message was well formed).
     pub(super) fn relay_from_worker(&mut self, key: usize, outgoing: Outgoing) {
-        let Some(worker) = self.core.fleet.workers.get(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return;
         };
         let sender = match worker.place {
             Place::Slot(slot) => Sender::Slot(slot),
             Place::Agent => Sender::Agent,
         };
-        let nowhere = self.core.fleet.agent.is_none() && sender != Sender::Agent;
+        let nowhere = self.core.fleet().agent.is_none() && sender != Sender::Agent;
         if outgoing.to.is_none() && outgoing.retain.is_none() && nowhere {
             // A Node worker's own message with nowhere to go (there is no agent): logged, as
             // any message a worker says.
-            let body = outgoing.body.clone();
-            let worker = &mut self.core.fleet.workers[key];
-            worker.note(format_args!("message: {body}"));
+            let body = &outgoing.body;
+            self.core.note(key, format_args!("message: {body}"));
             return;
         }
         if let Some(channel) = self.workers.procs.channel_mut(key) {
             channel.mark_sender();
         }
         if let Err(why) = self.relay(Some(key), sender, outgoing) {
-            if let Some(worker) = self.core.fleet.workers.get_mut(key) {
-                worker.warn(format_args!("message not relayed: {why}"));
-            }
+            self.core
+                .warn(key, format_args!("message not relayed: {why}"));
         }
     }
 
@@ -197,7 +195,7 @@ impl Master {
     /// the bound, waited past the stall timeout). What waits is dropped and it gets no more;
     /// it is replaced (its successor starts now) rather than the master buffering for it.
     fn replace_receiver(&mut self, key: usize, bytes: usize, why: &str, now: Instant) {
-        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return;
         };
         if let Some(channel) = self.workers.procs.channel_mut(key) {

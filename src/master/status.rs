@@ -15,10 +15,10 @@ impl Master {
     /// What `rrbalancer status` shows.
     pub(super) fn status(&self) -> Status {
         let now = Instant::now();
-        let stopping = self.core.phase != Phase::Running;
+        let stopping = self.core.phase() != Phase::Running;
         let workers = self
             .core
-            .fleet
+            .fleet()
             .workers
             .iter()
             .filter(|(_, w)| w.place != ids::Place::Agent)
@@ -28,7 +28,7 @@ impl Master {
                 WorkerStatus {
                     slot: w.place.slot().unwrap_or_default(),
                     pid: w.pid.as_raw(),
-                    state: match (w.state, self.core.fleet.role(key)) {
+                    state: match (w.state, self.core.fleet().role(key)) {
                         _ if w.stuck => "stuck (killed)",
                         (State::Starting, _) => "starting",
                         (State::Ready, Role::Candidate) => "ready (candidate)",
@@ -36,7 +36,7 @@ impl Master {
                         (State::Draining, _) => "draining",
                     }
                     .to_owned(),
-                    role: match self.core.fleet.role(key) {
+                    role: match self.core.fleet().role(key) {
                         Role::Current => "current",
                         Role::Candidate => "candidate",
                         Role::Detached => "retiring",
@@ -45,10 +45,10 @@ impl Master {
                     uptime_secs: w.uptime(now).as_secs_f64(),
                     restarts: self
                         .core
-                        .fleet
+                        .fleet()
                         .place(w.place)
                         .map_or(0, |s| s.restart_count),
-                    recycled: self.core.fleet.place(w.place).map_or(0, |s| s.recycled),
+                    recycled: self.core.fleet().place(w.place).map_or(0, |s| s.recycled),
                     rss_bytes: w.rss.or(stat.map(|(_, rss)| rss)),
                     cpu_seconds: stat.map(|(cpu, _)| cpu),
                     conn_per_sec: account
@@ -64,14 +64,14 @@ impl Master {
             .collect();
         let slots = self
             .core
-            .fleet
+            .fleet()
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.current.is_none())
             .map(|(slot, s)| SlotStatus {
                 slot,
-                state: projection::of(&self.core.fleet, ids::Place::Slot(slot), stopping)
+                state: projection::of(self.core.fleet(), ids::Place::Slot(slot), stopping)
                     .map_or_else(String::new, |state| state.describe(now)),
                 restarts: s.restart_count,
                 last_causes: s.last_causes.iter().cloned().collect(),
@@ -83,13 +83,12 @@ impl Master {
             config: self.config.source.as_ref().map(|p| p.display().to_string()),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             listeners: self.accept.listen_names.clone(),
-            workers_wanted: self.core.fleet.slots.len(),
+            workers_wanted: self.core.fleet().slots.len(),
             stopping,
-            reload_in_progress: self.core.reload.is_some(),
+            reload_in_progress: self.core.reloading(),
             recycling: self
                 .core
-                .recycling
-                .as_ref()
+                .recycling()
                 .map(|r| format!("slot {} pid {}: {}", r.slot, r.pid, r.reason)),
             upgrade: self
                 .upgrade
@@ -106,7 +105,7 @@ impl Master {
 
     /// The agent's part of the status (`stopping`: the master is).
     fn agent_status(&self, stopping: bool, now: Instant) -> Option<AgentStatus> {
-        let fleet = &self.core.fleet;
+        let fleet = &self.core.fleet();
         let place = fleet.agent.as_ref()?;
         let current = place.current.and_then(|k| fleet.workers.get(k));
         let stat = current.and_then(|w| super::memory::cpu_and_resident(&w.pid.to_string()));

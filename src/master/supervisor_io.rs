@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::effect::{Effect, Outcome};
 use crate::engine::ids::{Place, Role, Waiter};
 use crate::engine::metrics;
-use crate::engine::stop_signal::{self, Tell};
+use crate::engine::stop_signal::Tell;
 use crate::engine::supervisor::{self, Policy};
 use crate::wire::env;
 use crate::wire::protocol::WorkerMessage;
@@ -31,7 +31,7 @@ const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Master {
     pub(super) fn on_incoming(&mut self, key: usize, incoming: Incoming) {
-        let Some(worker) = self.core.fleet.workers.get_mut(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return;
         };
         let (place, pid) = (worker.place, worker.pid);
@@ -43,43 +43,35 @@ impl Master {
             // Its first words: its app runs; if its `stop` has left, the signal it was owed.
             let channel = self.workers.procs.channel(key);
             let stop_left = channel.is_some_and(|c| !c.stop_pending());
-            process::send_stop_signal(pid, stop_signal::heard(worker, stop_left));
+            process::send_stop_signal(pid, self.core.heard(key, stop_left));
+        }
+        if !matches!(incoming, Incoming::Closed | Incoming::Violation(_)) {
+            // It speaks the protocol: its `stop` can go on its channel.
+            self.core.spoke(key);
         }
         match incoming {
-            Incoming::Message(message) => {
-                worker.spoke = true;
-                match message {
-                    WorkerMessage::Ready => self.core.ready(key, now),
-                    // The master's copies are closed: if accepts wait for a descriptor, resume.
-                    WorkerMessage::Ack(_) => self.fd_freed(),
-                    WorkerMessage::Idle => {}
-                    WorkerMessage::Full(n) => {
-                        worker.note(format_args!(
+            Incoming::Message(message) => match message {
+                WorkerMessage::Ready => self.core.ready(key, now),
+                // The master's copies are closed: if accepts wait for a descriptor, resume.
+                WorkerMessage::Ack(_) => self.fd_freed(),
+                WorkerMessage::Idle => {}
+                WorkerMessage::Full(n) => {
+                    self.core.note(
+                        key,
+                        format_args!(
                             "out of file descriptors: {n} connection(s) given back, handed to \
                              others; nothing more to it for now"
-                        ));
-                        self.core.full(key, now);
-                    }
-                    WorkerMessage::Leaving => self.core.leaving(key, now),
-                    WorkerMessage::Subscribe => self.subscribe(key),
+                        ),
+                    );
+                    self.core.full(key, now);
                 }
-            }
-            Incoming::Relay(outgoing) => {
-                worker.spoke = true;
-                self.relay_from_worker(key, outgoing);
-            }
-            Incoming::Note(note) => {
-                worker.spoke = true;
-                worker.note(format_args!("{note}"));
-            }
-            Incoming::Warning(warning) => {
-                worker.spoke = true;
-                worker.warn(format_args!("{warning}"));
-            }
-            Incoming::Said { what, value } => {
-                worker.spoke = true;
-                worker.note(format_args!("{what}: {value}"));
-            }
+                WorkerMessage::Leaving => self.core.leaving(key, now),
+                WorkerMessage::Subscribe => self.subscribe(key),
+            },
+            Incoming::Relay(outgoing) => self.relay_from_worker(key, outgoing),
+            Incoming::Note(note) => self.core.note(key, format_args!("{note}")),
+            Incoming::Warning(warning) => self.core.warn(key, format_args!("{warning}")),
+            Incoming::Said { what, value } => self.core.note(key, format_args!("{what}: {value}")),
             Incoming::Closed => self.on_channel_closed(key),
             Incoming::Violation(detail) => {
                 warn!("worker misbehaved {place} pid={pid}: {detail}; replacing it");
@@ -92,7 +84,7 @@ impl Master {
 
     /// The worker closed its channel (or it broke): release it, let the supervisor judge.
     pub(super) fn on_channel_closed(&mut self, key: usize) {
-        let Some(worker) = self.core.fleet.workers.get(key) else {
+        let Some(worker) = self.core.fleet().workers.get(key) else {
             return;
         };
         // A plain socket-activation server may close fds it does not know; it serves anyway.
@@ -160,7 +152,7 @@ impl Master {
     }
 
     pub(super) fn on_exit(&mut self, pid: Pid, cause: String) {
-        let Some(key) = self.core.fleet.key_of(pid) else {
+        let Some(key) = self.core.fleet().key_of(pid) else {
             if self.successor_exited(pid, &cause) {
                 return;
             }
@@ -179,7 +171,7 @@ impl Master {
         }
         self.release_channel(key);
         let (account, place, asked, stuck) = {
-            let w = &self.core.fleet.workers[key];
+            let w = &self.core.fleet().workers[key];
             (
                 w.account,
                 w.place,
@@ -214,9 +206,9 @@ impl Master {
     /// at the clock; then what it decided is done.
     pub(super) fn supervise(&mut self, now: Instant) {
         let timeout = self.config.worker.ack_timeout;
-        let stuck = supervisor::overdue(&self.core.fleet, &self.ledger, timeout, now);
+        let stuck = supervisor::overdue(self.core.fleet(), &self.ledger, timeout, now);
         for key in stuck {
-            let worker = &self.core.fleet.workers[key];
+            let worker = &self.core.fleet().workers[key];
             let (held, oldest) = self
                 .ledger
                 .account(worker.account)
@@ -252,11 +244,15 @@ impl Master {
             return;
         }
         self.workers.next_memory_sample = now + MEMORY_SAMPLE_EVERY;
-        let groups: Vec<Pid> = self.core.fleet.workers.iter().map(|(_, w)| w.pid).collect();
+        let groups: Vec<Pid> = self
+            .core
+            .fleet()
+            .workers
+            .iter()
+            .map(|(_, w)| w.pid)
+            .collect();
         let resident = memory::resident_by_group(&groups);
-        for (_, worker) in self.core.fleet.workers.iter_mut() {
-            worker.rss = resident.get(&worker.pid).copied();
-        }
+        self.core.memory_measured(|pid| resident.get(&pid).copied());
     }
 
     /// Carries out what the supervisor decided, until it decides nothing more (a failed spawn
@@ -285,27 +281,32 @@ impl Master {
             }
             Effect::Stop(key) => {
                 let signal = self.config.stop_signal;
-                if let Some(worker) = self.core.fleet.workers.get_mut(key) {
-                    let node = launch::speaks_node(&self.config, worker.place);
-                    let disconnect = self.config.disconnect;
-                    let channel = self.workers.procs.channel_mut(key);
-                    match stop_signal::ask(worker, signal, node, disconnect, channel.is_some()) {
-                        // The signal goes with the `stop` (see `flush`).
-                        Tell::Channel => channel.expect("asked on its channel").queue_stop(),
-                        Tell::Signal(signal) => {
-                            debug!("pid={}: sending {signal} to stop it", worker.pid);
-                            process::signal_group(worker.pid, signal);
-                        }
+                let Some(worker) = self.core.fleet().workers.get(key) else {
+                    return;
+                };
+                let node = launch::speaks_node(&self.config, worker.place);
+                let disconnect = self.config.disconnect;
+                let channel = self.workers.procs.channel_mut(key);
+                match self
+                    .core
+                    .ask_to_stop(key, signal, node, disconnect, channel.is_some())
+                {
+                    // The signal goes with the `stop` (see `flush`).
+                    Some((_, Tell::Channel)) => channel.expect("asked on its channel").queue_stop(),
+                    Some((pid, Tell::Signal(signal))) => {
+                        debug!("pid={pid}: sending {signal} to stop it");
+                        process::signal_group(pid, signal);
                     }
+                    None => {}
                 }
             }
             Effect::Signal(key, signal) => {
-                if let Some(worker) = self.core.fleet.workers.get(key) {
+                if let Some(worker) = self.core.fleet().workers.get(key) {
                     process::send_stop_signal(worker.pid, Some(signal));
                 }
             }
             Effect::Kill(key) => {
-                if let Some(worker) = self.core.fleet.workers.get(key) {
+                if let Some(worker) = self.core.fleet().workers.get(key) {
                     process::signal_group(worker.pid, Signal::SIGKILL);
                 }
             }
@@ -361,7 +362,7 @@ impl Master {
         // The agent takes no connection; its account stays empty.
         let seat = Seat {
             place,
-            slots: self.core.fleet.slots.len(),
+            slots: self.core.fleet().slots.len(),
             account: self.ledger.open(self.config.worker.max_unacked),
         };
         let (env, program) = match (place, &self.config.agent) {
@@ -396,7 +397,7 @@ impl Master {
             Place::Agent => self.ops.counters.agent_starts += 1,
         }
         let node = process.channel.as_ref().is_some_and(|c| c.subscribed());
-        let key = self.core.fleet.insert(worker, role);
+        let key = self.core.spawned(worker, role);
         self.workers.procs.insert(key, process);
         if node {
             // A Node process takes messages from its start: the retained values go first.

@@ -28,6 +28,8 @@ mod deadline;
 pub use deadline::ack_deadline;
 mod recycling;
 mod reloading;
+mod stopping;
+mod told;
 
 use super::stop_signal::CHANNEL_CLOSED_GRACE;
 
@@ -76,20 +78,20 @@ impl Policy {
 
 #[derive(Debug)]
 pub struct Supervisor {
-    pub fleet: Fleet,
-    pub phase: Phase,
+    pub(in crate::engine) fleet: Fleet,
+    pub(in crate::engine) phase: Phase,
     /// The rolling reload under way, if any.
-    pub reload: Option<Reload>,
+    pub(in crate::engine) reload: Option<Reload>,
     /// `reload --wait` clients whose reload completed, waiting for its old workers to exit.
     pub(super) drain_waits: Vec<DrainWait>,
     /// The slot being recycled (`[recycle]`), if one is.
-    pub recycling: Option<Recycling>,
+    pub(in crate::engine) recycling: Option<Recycling>,
     /// A recycle's successor failed: no other begins before then.
     pub(super) recycle_paused_until: Option<Instant>,
     /// Every slot was given up: the master stops and exits with an error.
-    pub gave_up: bool,
+    pub(in crate::engine) gave_up: bool,
     /// Reloads ended, by [`metrics::RELOAD_OUTCOMES`](super::metrics::RELOAD_OUTCOMES).
-    pub reloads: [u64; 3],
+    pub(in crate::engine) reloads: [u64; 3],
     pub(super) policy: Policy,
     pub(super) effects: Vec<Effect>,
 }
@@ -113,6 +115,38 @@ impl Supervisor {
 
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+    }
+
+    /// The slots and the workers, for the shell to read (it writes nothing of them: what it
+    /// sees of a worker it tells the supervisor, `told.rs`).
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Running, stopping (since when, until when) or killed.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The slot being recycled (`[recycle]`), if one is.
+    pub fn recycling(&self) -> Option<&Recycling> {
+        self.recycling.as_ref()
+    }
+
+    /// A rolling reload is under way.
+    pub fn reloading(&self) -> bool {
+        self.reload.is_some()
+    }
+
+    /// Every slot was given up (or the agent before it was ever ready): the master stops and
+    /// exits with an error ([`Supervisor::gave_up_why`]).
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// Reloads ended, by [`metrics::RELOAD_OUTCOMES`](super::metrics::RELOAD_OUTCOMES).
+    pub fn reloads(&self) -> [u64; 3] {
+        self.reloads
     }
 
     /// Moves the effects decided so far into `out`, in order.
@@ -555,74 +589,6 @@ impl Supervisor {
         } else {
             "no worker could be kept running"
         }
-    }
-
-    // ---- stopping -----------------------------------------------------------------------------
-
-    /// Graceful stop: stop accepting (the shell hands out what is queued, then calls
-    /// [`Supervisor::stop_workers`]), start nothing more.
-    pub fn begin_stop(&mut self, now: Instant) {
-        if !self.running() {
-            return;
-        }
-        let grace = self.policy.kill_timeout;
-        info!("stopping gracefully (kill_timeout {grace:?})");
-        self.recycling = None; // its successor is stopped with the others
-        if let Some(reload) = self.reload.take() {
-            self.reloads[2] += 1;
-            self.effects.push(Effect::Answer {
-                waiters: reload.into_waiters(),
-                outcome: Err("the master is stopping".into()),
-            });
-        }
-        self.phase = Phase::stopping(now, grace);
-        self.fleet.start_nothing();
-        self.effects.push(Effect::StopAccepting);
-    }
-
-    /// Every worker is told to finish within `kill_timeout` (after the queue was handed out);
-    /// the agent once they have exited ([`Supervisor::stop_agent_last`]).
-    pub fn stop_workers(&mut self, now: Instant) {
-        let keys: Vec<usize> = (self.fleet.workers.iter())
-            .filter(|(_, w)| w.place != Place::Agent)
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            self.drain(key, now);
-        }
-        self.stop_agent_last(now);
-    }
-
-    /// While stopping: once no worker is left, the agent is told to finish too (it outlives
-    /// them, so they have its messages to the end).
-    fn stop_agent_last(&mut self, now: Instant) {
-        let workers_left = (self.fleet.workers.iter()).any(|(_, w)| w.place != Place::Agent);
-        if workers_left {
-            return;
-        }
-        let agents: Vec<usize> = (self.fleet.workers.iter())
-            .filter(|(_, w)| w.place == Place::Agent && w.kill_at.is_none())
-            .map(|(k, _)| k)
-            .collect();
-        for key in agents {
-            self.drain(key, now);
-        }
-    }
-
-    /// Quick stop: SIGKILL every worker now.
-    pub fn quick_stop(&mut self, now: Instant) {
-        if self.running() {
-            self.effects.push(Effect::CloseListeners);
-        }
-        self.fleet.start_nothing();
-        let keys: Vec<usize> = self.fleet.workers.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            // Killed: nothing more for it, not even what waits in the queue.
-            self.fleet.workers[key].state = State::Draining;
-            self.kill(key);
-        }
-        self.effects.push(Effect::KillHooks);
-        self.phase = Phase::killed(now);
     }
 }
 

@@ -448,3 +448,49 @@ impl Conn for Conn0 {
 mod lives;
 mod recycling;
 mod reloading;
+
+#[test]
+fn what_the_shell_tells_of_a_worker_goes_through_the_supervisor() {
+    use crate::config::StopSignal;
+    use crate::engine::stop_signal::Tell;
+    use nix::sys::signal::Signal;
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    let (a, b) = (h.current(0).unwrap(), h.current(1).unwrap());
+    // Not heard from: asked to stop, it gets the signal alone; once it spoke, on its channel.
+    let term = StopSignal::Signal(Signal::SIGTERM);
+    assert!(matches!(
+        h.sup.ask_to_stop(a, term, false, true, true),
+        Some((_, Tell::Signal(_)))
+    ));
+    h.sup.spoke(a);
+    assert_eq!(
+        h.sup
+            .ask_to_stop(a, term, false, true, true)
+            .map(|(_, t)| t),
+        Some(Tell::Channel)
+    );
+    // A native worker's signal goes once its `stop` has left, and once only.
+    assert_eq!(h.sup.before_flush(a, true), None);
+    assert_eq!(h.sup.after_flush(a, false), Some(Signal::SIGTERM));
+    assert_eq!(h.sup.after_flush(a, false), None);
+    // A released channel: the worker serves no more; what was owed goes now.
+    h.sup.spoke(b);
+    h.sup.ask_to_stop(b, term, false, true, true);
+    h.sup.fleet.workers[b].channel_open = true; // the harness's records have no channel
+    assert!(h.sup.fleet().serving(1).is_some());
+    assert_eq!(h.sup.channel_released(b, h.at(10)), Some(Signal::SIGTERM));
+    assert!(h.sup.fleet().serving(1).is_none());
+    // Memory as measured, by pid.
+    let pid_a = h.sup.fleet().workers[a].pid;
+    h.sup
+        .memory_measured(|pid| (pid == pid_a).then_some(7 << 20));
+    assert_eq!(h.sup.fleet().workers[a].rss, Some(7 << 20));
+    assert_eq!(h.sup.fleet().workers[b].rss, None);
+    // A stale key changes nothing and answers nothing.
+    let stale = 1_000;
+    h.sup.spoke(stale);
+    assert_eq!(h.sup.heard(stale, true), None);
+    assert!(h.sup.ask_to_stop(stale, term, false, true, true).is_none());
+    assert_eq!(h.sup.channel_released(stale, h.at(10)), None);
+}

@@ -258,10 +258,10 @@ impl Master {
         let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
-        if p.state != Succession::Starting || self.core.phase != Phase::Running {
+        if p.state != Succession::Starting || self.core.phase() != Phase::Running {
             return;
         }
-        match upgrade::verdict(&self.core.fleet) {
+        match upgrade::verdict(self.core.fleet()) {
             Verdict::Waiting => {}
             Verdict::Ready(workers) => {
                 p.state = Succession::Ready;
@@ -358,7 +358,7 @@ impl Master {
                 Read::Message(Ok(Message::TakeOver), _) => self.take_over(),
                 Read::Message(Ok(Message::Abort { reason }), _) => {
                     self.close_predecessor_link();
-                    if self.core.phase == Phase::Running {
+                    if self.core.phase() == Phase::Running {
                         self.fail_succession(format!("the old master gave up on it: {reason}"));
                     }
                 }
@@ -387,7 +387,7 @@ impl Master {
     /// The old master's end closed: it exited (after the handover, as it should), or died.
     fn predecessor_gone(&mut self) {
         self.close_predecessor_link();
-        let stopping = self.core.phase != Phase::Running;
+        let stopping = self.core.phase() != Phase::Running;
         let Some(p) = self.upgrade.predecessor.as_mut() else {
             return;
         };
@@ -428,7 +428,7 @@ impl Master {
                 accepted: std::time::Instant::now(),
                 sent: None,
             };
-            let fleet = &self.core.fleet;
+            let fleet = &self.core.fleet();
             self.ledger
                 .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity);
         }

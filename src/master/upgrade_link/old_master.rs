@@ -84,8 +84,8 @@ impl Master {
             return Err("this master has not taken over from the previous one yet".into());
         }
         upgrade::may_begin(
-            self.core.phase,
-            self.core.reload.is_some(),
+            self.core.phase(),
+            self.core.reloading(),
             self.upgrade
                 .handover
                 .as_ref()
@@ -149,7 +149,7 @@ impl Master {
                 })
                 .collect(),
             blocking: self.config.mode().socket_activation(),
-            workers: self.core.fleet.slots.len(),
+            workers: self.core.fleet().slots.len(),
             configured_workers: self.workers.configured_workers,
         };
         let fds: Vec<BorrowedFd<'_>> = self.accept.listeners.iter().map(|l| l.as_fd()).collect();
@@ -321,7 +321,7 @@ impl Master {
                         )
                     })
                     .unwrap_or_default();
-                let agent = if self.core.fleet.agent.is_some() {
+                let agent = if self.core.fleet().agent.is_some() {
                     ", then its agent"
                 } else {
                     ""
@@ -330,7 +330,7 @@ impl Master {
                     "{message}; pid {} stops: its {} worker(s) finish what they hold{agent} (at \
                      most {:?})",
                     std::process::id(),
-                    self.core.fleet.workers_alive(),
+                    self.core.fleet().workers_alive(),
                     self.config.kill_timeout
                 );
                 for &key in &holds {
