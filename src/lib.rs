@@ -22,12 +22,12 @@
 //! - `wire`: every byte format and environment name that crosses a process boundary, used by
 //!   both sides: [`protocol`] (the worker channel), `node_ipc` (Node's), `control` (the control
 //!   socket's), `upgrade` (master to master), `env`;
-//! - [`worker`]: the library a Rust worker uses; `demo_worker` is one;
+//! - [`worker`]: the library a Rust worker uses; `demo` is one;
 //! - `sys`: every `unsafe` block and raw fd.
 
 mod cli;
 mod config;
-mod demo_worker;
+mod demo;
 mod engine;
 mod logging;
 mod master;

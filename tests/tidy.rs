@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "cli",
             "config",
-            "demo_worker",
+            "demo",
             "engine",
             "logging",
             "master",
@@ -46,7 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "cli",
         &[
             "config",
-            "demo_worker",
+            "demo",
             "logging",
             "master",
             "sys",
@@ -62,7 +62,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["text", "wire"]),
     ("logging", &["config", "wire"]),
     ("worker", &["sys", "text", "wire"]),
-    ("demo_worker", &["text", "wire", "worker"]),
+    ("demo", &["text", "wire", "worker"]),
     ("wire", &["text"]),
     ("sys", &[]),
     ("text", &[]),
@@ -90,8 +90,6 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/config/tests.rs", 751),
-    ("src/demo_worker.rs", 838),
-    ("src/worker.rs", 781),
     ("src/master/channel.rs", 518),
     ("src/master/control_socket.rs", 570),
     ("src/engine/ledger.rs", 538),

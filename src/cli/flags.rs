@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ListenAddr, SchedPolicy, WorkerCount};
-use crate::demo_worker::DemoArgs;
+use crate::demo::DemoArgs;
 
 /// A round-robin accepting TCP load balancer: a cluster master for any worker program.
 ///

@@ -17,7 +17,7 @@ pub use flags::Cli;
 use flags::Command;
 
 use crate::wire::control;
-use crate::{config, demo_worker, wire};
+use crate::{config, demo, wire};
 use ask::{Ask, control_command};
 use serve::serve;
 
@@ -31,7 +31,7 @@ const EXIT_USAGE: u8 = 2;
 /// Runs what the command line asks for; returns the process exit code.
 pub fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
-        Some(Command::DemoWorker(args)) => match demo_worker::run(args) {
+        Some(Command::DemoWorker(args)) => match demo::run(args) {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {
                 log::error!("demo worker: {e}");
