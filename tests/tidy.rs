@@ -29,30 +29,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "lib",
         &[
-            "cli",
-            "config",
-            "demo",
-            "engine",
-            "logging",
-            "master",
-            "sys",
-            "text",
-            "wire",
-            "worker",
+            "cli", "config", "demo", "engine", "logging", "master", "sys", "text", "wire", "worker",
         ],
     ),
     ("main", &[]),
     (
         "cli",
-        &[
-            "config",
-            "demo",
-            "logging",
-            "master",
-            "sys",
-            "text",
-            "wire",
-        ],
+        &["config", "demo", "logging", "master", "sys", "text", "wire"],
     ),
     (
         "master",
@@ -89,7 +72,6 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
-    ("src/config/tests.rs", 751),
     ("src/master/channel.rs", 518),
     ("src/master/control_socket.rs", 570),
     ("src/engine/ledger.rs", 538),

@@ -59,4 +59,6 @@ pub use values::*;
 #[cfg(test)]
 mod edges_tests;
 #[cfg(test)]
+mod keys_tests;
+#[cfg(test)]
 mod tests;
