@@ -72,13 +72,9 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
-    ("src/master/channel.rs", 518),
     ("src/master/control_socket.rs", 570),
     ("src/engine/ledger.rs", 538),
-    ("src/master/mod.rs", 580),
-    ("src/master/monitor.rs", 633),
     ("src/master/node.rs", 546),
-    ("src/master/supervisor_io.rs", 512),
     ("src/engine/supervisor/mod.rs", 596),
     ("src/engine/sim/handoff.rs", 596),
     ("src/engine/sim/supervision.rs", 657),

@@ -24,6 +24,7 @@ mod control_files;
 mod control_socket;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+mod giveup_hook;
 mod handoff;
 mod launch;
 mod listeners;
@@ -39,6 +40,7 @@ mod process;
 mod relay_io;
 mod signals;
 mod sources;
+mod startup;
 mod status;
 mod supervisor_io;
 mod upgrade_link;
@@ -47,7 +49,7 @@ mod wire_shared;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
@@ -64,6 +66,7 @@ use wire_shared::Handoff;
 pub use control_files::{ControlError, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
+pub use startup::{Loader, run};
 pub use upgrade_link::Predecessor;
 
 /// Connections accepted from one listener per loop turn before the others get a look.
@@ -92,177 +95,6 @@ pub enum MasterError {
     Upgrade(String),
     #[error("cannot listen for metrics on {0}: {1}")]
     Metrics(std::net::SocketAddr, io::Error),
-}
-
-/// File descriptors the master may hold at once: per worker its window of sockets, its
-/// channel, two output pipes and one spare; the listeners; and room for control connections,
-/// the pid file, the poll and the log.
-fn fds_needed(config: &Config) -> u64 {
-    let per_worker = config.worker.max_unacked as u64 + 4;
-    config.workers as u64 * per_worker + config.listen.len() as u64 + 64
-}
-
-/// Reads the configuration again (on reload), the way it was read at start.
-pub type Loader = Box<dyn FnMut() -> Result<Config, String>>;
-
-/// Runs the master until it is stopped. `Ok` is a clean stop.
-/// `started` is called once the master listens, with the listeners' addresses. `predecessor`:
-/// this master was started by an upgrade, to take over from that one.
-pub fn run(
-    config: Config,
-    loader: Loader,
-    started: &mut dyn FnMut(&[String]),
-    predecessor: Option<Predecessor>,
-) -> Result<(), MasterError> {
-    let reporter = predecessor.as_ref().map(Predecessor::reporter);
-    let result = run_master(config, loader, started, predecessor);
-    if let (Err(e), Some(reporter)) = (&result, reporter) {
-        reporter.fail(&e.to_string());
-    }
-    result
-}
-
-fn run_master(
-    mut config: Config,
-    loader: Loader,
-    started: &mut dyn FnMut(&[String]),
-    mut predecessor: Option<Predecessor>,
-) -> Result<(), MasterError> {
-    raise_fd_limit(&config);
-    // First: a second master for the same configuration must fail on this, not on the port.
-    // (A new master started by an upgrade stages its own beside the old one's.)
-    let pid_file = match predecessor {
-        Some(_) => control_files::PidFile::acquire_staged(&config.control.pid_file)?,
-        None => control_files::PidFile::acquire(&config.control.pid_file)?,
-    };
-    // What the file says, before an upgrade keeps the old master's scale.
-    let configured_workers = config.workers;
-    if let Some(p) = &predecessor {
-        config.workers = p.workers(config.workers);
-    }
-    let listeners = take_listeners(&config, &mut predecessor)?;
-    info!(
-        "sched_policy={} (from {}), workers={}, worker={}",
-        config.sched_policy.as_str(),
-        config.policy_source,
-        config.workers,
-        config.worker.command.program.display()
-    );
-    let control = match predecessor {
-        Some(_) => control_socket::Control::bind_staged(&config.control.socket)?,
-        None => control_socket::Control::bind(&config.control.socket)?,
-    };
-    let monitor = match &config.metrics {
-        Some(m) => {
-            let monitor =
-                monitor::Monitor::bind(m.clone()).map_err(|e| MasterError::Metrics(m.listen, e))?;
-            let from = m.allow.as_ref().map_or(String::new(), |nets| {
-                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
-                format!("; clients only from {}", nets.join(", "))
-            });
-            info!(
-                "metrics on http://{}/metrics (health: /healthz, /readyz){from}",
-                monitor.local
-            );
-            Some(monitor)
-        }
-        None => None,
-    };
-    debug!(
-        "control socket {}, pid file {}",
-        config.control.socket.display(),
-        config.control.pid_file.display()
-    );
-    let mut master = Master::new(config, listeners, loader, control, pid_file, predecessor)
-        .map_err(MasterError::EventLoop)?;
-    if let Some(mut monitor) = monitor {
-        let token = master.io.sources.add(Source::Monitor);
-        master
-            .io
-            .poll
-            .registry()
-            .register(monitor.listener(), token, Interest::READABLE)
-            .map_err(MasterError::EventLoop)?;
-        master.ops.monitor = Some(monitor);
-    }
-    master.workers.configured_workers = configured_workers;
-    master.announce_start();
-    started(&master.accept.listen_names);
-    master.run()
-}
-
-/// The listening sockets: those systemd passed (socket activation), those an upgrade's old
-/// master passed, or bound here; each in the blocking mode its workers expect.
-fn take_listeners(
-    config: &Config,
-    predecessor: &mut Option<Predecessor>,
-) -> Result<Vec<Listener>, MasterError> {
-    let inherited = match &predecessor {
-        Some(_) => None,
-        None => listeners::inherited().map_err(MasterError::Inherited)?,
-    };
-    let listeners = match inherited {
-        // Socket activation: systemd bound them; we use them as they are.
-        Some(got) => {
-            let seen: Vec<_> = got
-                .iter()
-                .map(|g| (g.addr.clone(), g.name.clone()))
-                .collect();
-            let order = listeners::assign(&config.listen, &seen)
-                .map_err(|why| MasterError::Inherited(io::Error::other(why)))?;
-            let mut got: Vec<Option<listeners::Inherited>> = got.into_iter().map(Some).collect();
-            let mut taken = Vec::new();
-            for (want, j) in config.listen.iter().zip(order) {
-                let socket = got[j].take().expect("each socket assigned once");
-                let listener = Listener::from_inherited(socket).map_err(MasterError::EventLoop)?;
-                info!(
-                    "`listen` {want}: the socket systemd passed, {}",
-                    listener.local
-                );
-                taken.push(listener);
-            }
-            taken
-        }
-        None => match predecessor {
-            Some(p) => p.listeners(config).map_err(MasterError::Upgrade)?,
-            None => config
-                .listen
-                .iter()
-                .map(|addr| Listener::bind(addr, config.backlog))
-                .collect::<Result<Vec<_>, _>>()?,
-        },
-    };
-    for l in &listeners {
-        // Socket-activation servers expect a blocking listener (systemd hands them one); Node
-        // (libuv) expects a non-blocking one and would block its event loop in accept(). A
-        // listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
-        // master's workers, which may have set it their way and accept on it still.
-        if config.mode().socket_activation() && !l.carried {
-            l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
-        }
-        info!("listening on {}", l.local);
-    }
-    Ok(listeners)
-}
-
-/// Raises the open file limit as far as allowed, and warns if it stays below what the
-/// configuration may need.
-fn raise_fd_limit(config: &Config) {
-    match crate::sys::raise_fd_limit() {
-        Ok(limit) => {
-            debug!("open file limit: {limit}");
-            let needed = fds_needed(config);
-            if limit < needed {
-                warn!(
-                    "the open file limit is {limit}, below the {needed} this configuration may \
-                     need (workers × (max_unacked + 4) + listeners + 64): under load, accepts \
-                     will pause for lack of file descriptors; raise it (ulimit -n, systemd's \
-                     LimitNOFILE=)"
-                );
-            }
-        }
-        Err(e) => warn!("cannot raise the open file limit: {e}"),
-    }
 }
 
 struct Master {

@@ -23,7 +23,6 @@ use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
 use super::client_io;
-use super::memory;
 use super::sources::Source;
 use super::{Master, Phase};
 use crate::config::MetricsConfig;
@@ -31,9 +30,7 @@ use crate::engine::client_limits::{
     self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
     Refusals,
 };
-use crate::engine::ids::{Place, Role};
-use crate::engine::metrics::{self, Snapshot, TurnedAway};
-use crate::engine::projection;
+use crate::engine::metrics::TurnedAway;
 
 /// Longest request read; anything longer is answered 400.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -373,80 +370,6 @@ impl Master {
             }
         }
     }
-
-    /// What `/healthz` and `/readyz` say now.
-    pub(super) fn health(&self) -> Health {
-        health(
-            self.core.fleet().ready_count(),
-            self.ops.started_serving,
-            self.core.phase() != Phase::Running,
-        )
-    }
-
-    /// The metrics text now (`/metrics`, `rrbalancer metrics`).
-    pub(super) fn metrics_text(&self) -> String {
-        let now = Instant::now();
-        let fleet = &self.core.fleet();
-        let stopping = self.core.phase() != Phase::Running;
-        let slots = fleet
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                // Workers gone, and those alive (current, candidate, draining).
-                let mut served = self
-                    .ops
-                    .counters
-                    .retired
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_default();
-                fleet
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.place == Place::Slot(i))
-                    .filter_map(|(_, w)| self.ledger.account(w.account))
-                    .for_each(|a| served.add(a.served()));
-                let current = slot
-                    .current
-                    .and_then(|k| fleet.workers.get(k))
-                    .filter(|_| slot.current.is_some_and(|k| fleet.role(k) == Role::Current));
-                let account = current.and_then(|w| self.ledger.account(w.account));
-                let stat = current.and_then(|w| memory::cpu_and_resident(&w.pid.to_string()));
-                let state = projection::of(fleet, Place::Slot(i), stopping)
-                    .map_or("starting", |s| s.label());
-                metrics::Slot {
-                    state,
-                    served,
-                    unacked: account.map_or(0, |a| a.in_flight()),
-                    oldest_unacked_secs: account
-                        .and_then(|a| a.oldest_unacked())
-                        .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                    restarts: slot.restart_count,
-                    recycles: slot.recycled,
-                    giveups: slot.giveups,
-                    // Its process group's memory where `[recycle]` measures it, else its own.
-                    rss_bytes: current.and_then(|w| w.rss.or(stat.map(|(_, rss)| rss))),
-                    cpu_seconds: stat.map(|(cpu, _)| cpu),
-                }
-            })
-            .collect();
-        debug!("metrics scraped");
-        metrics::render(&Snapshot {
-            version: env!("CARGO_PKG_VERSION"),
-            sched_policy: self.config.sched_policy.as_str(),
-            listeners: &self.accept.listen_names,
-            counters: &self.ops.counters,
-            queued: self.ledger.queued(),
-            workers_wanted: fleet.slots.len(),
-            workers_ready: fleet.ready_count(),
-            reloads: self.core.reloads(),
-            retained: (self.ops.retained.len(), self.ops.retained.bytes()),
-            slots,
-            agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),
-            process: memory::own_process(),
-        })
-    }
 }
 
 /// Which connection gives way to a newcomer when every place is taken: one already answered
@@ -526,108 +449,5 @@ fn request_target(head: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_follows_readiness_and_stop() {
-        assert_eq!(
-            health(0, false, false),
-            Health {
-                healthy: false,
-                ready: false
-            }
-        );
-        // Not ready until the initial workers all were.
-        assert_eq!(
-            health(1, false, false),
-            Health {
-                healthy: true,
-                ready: false
-            }
-        );
-        assert_eq!(
-            health(2, true, false),
-            Health {
-                healthy: true,
-                ready: true
-            }
-        );
-        // Every slot given up, or stopping.
-        assert_eq!(
-            health(0, true, false),
-            Health {
-                healthy: false,
-                ready: false
-            }
-        );
-        assert_eq!(
-            health(2, true, true),
-            Health {
-                healthy: true,
-                ready: false
-            }
-        );
-    }
-
-    #[test]
-    fn request_lines_parse_and_others_do_not() {
-        assert_eq!(
-            request_target(b"GET /metrics HTTP/1.1"),
-            Some("/metrics".into())
-        );
-        assert_eq!(
-            request_target(b"GET /readyz?x=1 HTTP/1.0\r\nHost: a"),
-            Some("/readyz".into())
-        );
-        assert_eq!(request_target(b"POST /metrics HTTP/1.1"), None);
-        assert_eq!(request_target(b"\xff\xfe"), None);
-        assert_eq!(request_target(b"GET"), None);
-    }
-
-    #[test]
-    fn an_answered_connection_makes_room_first_then_the_oldest_still_reading() {
-        let t = Instant::now();
-        let at = |ms| t + std::time::Duration::from_millis(ms);
-        let lingering = Stage::Lingering { discarded: 0 };
-        let conns = [
-            (1, Stage::Writing, at(0)),
-            (2, Stage::Reading, at(2)),
-            (3, lingering, at(5)),
-            (4, Stage::Reading, at(1)),
-            (5, lingering, at(3)),
-        ];
-        assert_eq!(make_room(conns), Some(5));
-        assert_eq!(make_room(conns.into_iter().filter(|c| c.0 < 3)), Some(2));
-        assert_eq!(make_room(conns.into_iter().filter(|c| c.0 == 1)), Some(1));
-        assert_eq!(make_room(Vec::<(usize, Stage, Instant)>::new()), None);
-    }
-
-    #[test]
-    fn input_is_judged_as_soon_as_it_can_be() {
-        use Head::*;
-        let get = |t: &str| Get(t.to_owned());
-        for (input, head) in [
-            (&b""[..], Incomplete),
-            (b"GE", Incomplete),
-            (b"GET /metr", Incomplete),
-            (b"HEAD /healthz HTTP/1.1\r", Incomplete),
-            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", Incomplete),
-            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", get("/metrics")),
-            (b"GET /readyz?x=1 HTTP/1.0\n\n", get("/readyz")),
-            // Not HTTP: no need to wait for a line's end.
-            (b"hello", Bad),
-            (b"\x16\x03\x01\x02\x00", Bad),
-            (b"GET\x00", Bad),
-            (b"POST", Bad),
-            // A whole line that is not a request line.
-            (b"GET /metrics\r\n", Bad),
-            (b"GET / SMTP/1.0\r\n\r\n", Bad),
-            (b"POST /metrics HTTP/1.1\r\n\r\n", Bad),
-        ] {
-            assert_eq!(judge(input), head, "{:?}", String::from_utf8_lossy(input));
-        }
-        let long = [b"GET /".as_slice(), &[b'x'; MAX_REQUEST]].concat();
-        assert_eq!(judge(&long), Bad, "too long");
-    }
-}
+#[path = "monitor_tests.rs"]
+mod tests;

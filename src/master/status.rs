@@ -1,13 +1,19 @@
-//! What `rrbalancer status` shows (and `top`, and `status --json` for scripts): the running
-//! master's state read through the one [`projection`] every view shares.
+//! What every view shows of the running master — `rrbalancer status` (and `top`, and `status
+//! --json` for scripts), `/metrics` (and `rrbalancer metrics`), `/healthz` and `/readyz` — read
+//! through the one [`projection`] they all share, so no two can disagree on a slot's state.
 
 use std::time::Instant;
 
 use nix::unistd::getpid;
 
-use super::{Master, Phase};
+use log::debug;
+
+use super::monitor::{Health, health};
+use super::{Master, Phase, memory};
 use crate::engine::fleet::State;
+use crate::engine::ids::Place;
 use crate::engine::ids::{self, Role};
+use crate::engine::metrics::{self, Snapshot};
 use crate::engine::projection;
 use crate::wire::control::{AgentStatus, SlotStatus, Status, WorkerStatus};
 
@@ -123,6 +129,80 @@ impl Master {
                 .filter(|&(k, w)| w.place == ids::Place::Agent && Some(k) != place.current)
                 .map(|(_, w)| w.pid.as_raw())
                 .collect(),
+        })
+    }
+
+    /// What `/healthz` and `/readyz` say now.
+    pub(super) fn health(&self) -> Health {
+        health(
+            self.core.fleet().ready_count(),
+            self.ops.started_serving,
+            self.core.phase() != Phase::Running,
+        )
+    }
+
+    /// The metrics text now (`/metrics`, `rrbalancer metrics`).
+    pub(super) fn metrics_text(&self) -> String {
+        let now = Instant::now();
+        let fleet = &self.core.fleet();
+        let stopping = self.core.phase() != Phase::Running;
+        let slots = fleet
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                // Workers gone, and those alive (current, candidate, draining).
+                let mut served = self
+                    .ops
+                    .counters
+                    .retired
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_default();
+                fleet
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.place == Place::Slot(i))
+                    .filter_map(|(_, w)| self.ledger.account(w.account))
+                    .for_each(|a| served.add(a.served()));
+                let current = slot
+                    .current
+                    .and_then(|k| fleet.workers.get(k))
+                    .filter(|_| slot.current.is_some_and(|k| fleet.role(k) == Role::Current));
+                let account = current.and_then(|w| self.ledger.account(w.account));
+                let stat = current.and_then(|w| memory::cpu_and_resident(&w.pid.to_string()));
+                let state = projection::of(fleet, Place::Slot(i), stopping)
+                    .map_or("starting", |s| s.label());
+                metrics::Slot {
+                    state,
+                    served,
+                    unacked: account.map_or(0, |a| a.in_flight()),
+                    oldest_unacked_secs: account
+                        .and_then(|a| a.oldest_unacked())
+                        .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                    restarts: slot.restart_count,
+                    recycles: slot.recycled,
+                    giveups: slot.giveups,
+                    // Its process group's memory where `[recycle]` measures it, else its own.
+                    rss_bytes: current.and_then(|w| w.rss.or(stat.map(|(_, rss)| rss))),
+                    cpu_seconds: stat.map(|(cpu, _)| cpu),
+                }
+            })
+            .collect();
+        debug!("metrics scraped");
+        metrics::render(&Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            sched_policy: self.config.sched_policy.as_str(),
+            listeners: &self.accept.listen_names,
+            counters: &self.ops.counters,
+            queued: self.ledger.queued(),
+            workers_wanted: fleet.slots.len(),
+            workers_ready: fleet.ready_count(),
+            reloads: self.core.reloads(),
+            retained: (self.ops.retained.len(), self.ops.retained.bytes()),
+            slots,
+            agent: projection::of(fleet, Place::Agent, stopping).map(|s| s.label()),
+            process: memory::own_process(),
         })
     }
 }

@@ -23,7 +23,6 @@ use crate::engine::ids::{Place, Role, Waiter};
 use crate::engine::metrics;
 use crate::engine::stop_signal::Tell;
 use crate::engine::supervisor::{self, Policy};
-use crate::wire::env;
 use crate::wire::protocol::WorkerMessage;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
@@ -93,40 +92,6 @@ impl Master {
         self.release_channel(key);
         self.core.channel_closed(key, Instant::now(), silent);
         self.apply_effects();
-    }
-
-    /// Runs `on_giveup` (if set) so someone gets paged: `sh -c` with the slot (`agent` for the
-    /// agent), pid and reason in its environment, its output where the workers' goes. Reaped
-    /// like a worker.
-    pub(super) fn run_giveup_hook(&mut self, place: Place, pid: Pid, reason: &str) {
-        let Some(command) = self.config.on_giveup.clone() else {
-            return;
-        };
-        let mut env = self.workers.base_env.clone();
-        let slot = place.slot().map_or("agent".to_owned(), |s| s.to_string());
-        env.push((env::GIVEUP_SLOT.into(), slot.into()));
-        env.push((env::GIVEUP_PID.into(), pid.to_string().into()));
-        env.push((env::GIVEUP_REASON.into(), reason.into()));
-        let spawned = crate::sys::spawn(crate::sys::SpawnSpec {
-            program: std::path::Path::new("/bin/sh"),
-            arg0: "sh".as_ref(),
-            args: &["-c".to_owned(), command.clone()],
-            env: &env,
-            cwd: self.config.worker.command.cwd.as_deref(),
-            inherit: &[],
-            listen_pid: false,
-            new_master: false,
-            stdout: std::process::Stdio::inherit(),
-            stderr: std::process::Stdio::inherit(),
-        });
-        match spawned {
-            Ok(child) => {
-                let hook = Pid::from_raw(child.id() as i32);
-                info!("on_giveup command started pid={hook}: {command}");
-                self.workers.hooks.push(hook);
-            }
-            Err(e) => error!("cannot run on_giveup command {command:?}: {e}"),
-        }
     }
 
     pub(super) fn reap(&mut self) {
