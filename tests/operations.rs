@@ -755,6 +755,62 @@ fn control_commands_find_the_master_whatever_flags_started_it_and_name_several()
     assert!(common::alive(first.pid()) && common::alive(second.pid()));
 }
 
+/// Issue 26: a master whose `[control]` paths are its own (as the systemd unit recommends) is
+/// still found by a bare command; beside another it is named, never passed over for it; a
+/// killed master's registration is dropped, not trusted.
+#[test]
+fn a_master_with_its_own_control_paths_is_found_and_never_passed_over() {
+    let mut own = Rrb::start_with(Start {
+        config: "workers = 1\n[control]\nsocket = \"ctl/own.sock\"\npid_file = \"ctl/own.pid\"\n",
+        ready: 1,
+        ..Start::default()
+    });
+    let xdg = own.dir.path().to_owned();
+    let (code, out, err) = ctl_bare(&xdg, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {}", own.pid())), "{out}");
+    // Another master, at the default place in the same runtime directory: a bare `stop` must
+    // not pick the one it happens to see first.
+    let xdg_env = xdg.display().to_string();
+    let other = Rrb::start_with(Start {
+        config: "workers = 1\n",
+        env: &[("XDG_RUNTIME_DIR", &xdg_env)],
+        ready: 1,
+        ..Start::default()
+    });
+    let (code, out, err) = ctl_bare(&xdg, &["stop"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("2 rrbalancer masters are running"), "{err}");
+    for pid in [own.pid(), other.pid()] {
+        assert!(err.contains(&format!("pid {pid} ")), "{err}");
+        assert!(common::alive(pid), "a bare stop stopped pid {pid}");
+    }
+    // Killed (no clean exit): its registration is stale, dropped at the next look.
+    own.signal(libc::SIGKILL);
+    own.wait_exit(Duration::from_secs(5)).expect("killed");
+    let (code, out, err) = ctl_bare(&xdg, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {}", other.pid())), "{out}");
+    let entries: Vec<String> = std::fs::read_dir(xdg.join("rrbalancer"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|e| e.contains(&own.pid().to_string())),
+        "{entries:?}"
+    );
+    // Now the only one: a bare `stop` stops it, and its clean exit removes its registration.
+    let (code, out, err) = ctl_bare(&xdg, &["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("pid {} ", other.pid())),
+        "names it: {err}"
+    );
+    let left = std::fs::read_dir(xdg.join("rrbalancer")).unwrap().count();
+    assert_eq!(left, 0, "nothing left in the runtime directory");
+}
+
 #[test]
 fn status_ready_is_a_readiness_probe() {
     let mut rrb = Rrb::start(

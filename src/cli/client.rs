@@ -3,10 +3,11 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::wire::control::{Reply, Request, Status};
+use crate::wire::registry;
 
 /// Why a control command failed; each is one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +80,30 @@ impl std::fmt::Display for Found {
 }
 
 /// The one master running for this user: every control socket in `dir` (the default runtime
-/// directory) is asked for its status; those that answer are the running masters (a socket
-/// left by a master that was killed answers nothing). Several: which, for the user to choose.
+/// directory) and every master registered there ([`registry`]: a master whose `[control]`
+/// puts its socket elsewhere) is asked for its status; those that answer are the running
+/// masters (a socket left by a master that was killed answers nothing, and a registration
+/// whose master is gone is removed). Several: which, for the user to choose — never one of
+/// them picked.
 pub fn discover(dir: &Path) -> Result<Found, ClientError> {
     let none = || ClientError::NoneRunning(dir.display().to_string());
     let entries = std::fs::read_dir(dir).map_err(|_| none())?;
-    let mut sockets: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-        .collect();
+    let mut sockets: Vec<PathBuf> = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(pid) = name.as_deref().and_then(registry::entry_pid) {
+            if !running(pid as i32) {
+                let _ = std::fs::remove_file(&path); // a killed master's: stale
+            } else if let Ok(target) = std::fs::read_link(&path) {
+                sockets.push(target);
+            }
+        } else if path.extension().is_some_and(|x| x == "sock") {
+            sockets.push(path);
+        }
+    }
+    // The same socket seen twice (in the directory and registered) is one master.
+    let mut seen = std::collections::BTreeSet::new();
+    sockets.retain(|s| seen.insert(std::fs::canonicalize(s).unwrap_or_else(|_| s.clone())));
     sockets.sort();
     let mut found: Vec<Found> = sockets
         .into_iter()

@@ -1,6 +1,7 @@
 //! The files that say where a running master is: its pid file, locked for its lifetime, and
-//! the private directory that holds it and the control socket; and the staging of both beside
-//! their places while an upgrade's new master starts, renamed into place when it takes over.
+//! the private directory that holds it and the control socket; the staging of both beside
+//! their places while an upgrade's new master starts, renamed into place when it takes over;
+//! and its entry in the registry of running masters ([`Registration`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -10,7 +11,10 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::getpid;
 
+use log::{debug, warn};
+
 use crate::config::host;
+use crate::wire::registry;
 
 /// Why the master could not set up its control socket or pid file.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +172,56 @@ impl Drop for PidFile {
         // Not if a new master's has replaced it (an upgrade).
         if same_file(&self.place.path, self.id()) {
             let _ = fs::remove_file(&self.place.path);
+        }
+    }
+}
+
+/// This master's entry in the registry of running masters ([`registry`]): a link in the user's
+/// default runtime directory, named after our pid, to our control socket wherever `[control]`
+/// put it, so that a bare `rrbalancer status` or `stop` finds us and knows when it must ask
+/// which master is meant. Removed when dropped (the master exits); a killed master's is
+/// dropped by the next reader.
+#[derive(Debug)]
+pub struct Registration {
+    entry: Option<PathBuf>,
+}
+
+impl Registration {
+    /// Registers the control socket at `socket` (its final place, also while an upgrade's new
+    /// master still has it staged). A failure costs only discovery: said, and the master runs.
+    pub fn make(socket: &Path) -> Registration {
+        let dir = host::default_runtime_dir();
+        let entry = dir.join(registry::entry_name(std::process::id()));
+        let made = (|| -> Result<(), String> {
+            let target = std::path::absolute(socket).map_err(|e| e.to_string())?;
+            create_private_dir(&entry).map_err(|e| e.to_string())?;
+            match fs::remove_file(&entry) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.to_string()),
+                _ => {}
+            }
+            std::os::unix::fs::symlink(&target, &entry).map_err(|e| e.to_string())
+        })();
+        match made {
+            Ok(()) => {
+                debug!("registered as {}", entry.display());
+                Registration { entry: Some(entry) }
+            }
+            Err(e) => {
+                warn!(
+                    "cannot register this master in {} ({e}): a control command without \
+                     --config or --control will not find it",
+                    dir.display()
+                );
+                Registration { entry: None }
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(entry) = &self.entry {
+            let _ = fs::remove_file(entry);
         }
     }
 }

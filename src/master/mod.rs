@@ -188,6 +188,7 @@ impl Master {
                 relay_paused: false,
                 started_serving: false,
                 loader,
+                _registration: control_files::Registration::make(&config.control.socket),
                 pid_file: Some(pid_file),
             },
             config,

@@ -114,6 +114,9 @@ pub(super) struct Operations {
     pub started_serving: bool,
     /// Reads the configuration again on reload.
     pub loader: Loader,
+    /// This master's entry in the registry of running masters: held for its `Drop`, which
+    /// removes it at exit.
+    pub _registration: control_files::Registration,
     /// Dropped last: removes the pid file (if still ours) once everything else is gone.
     pub pid_file: Option<control_files::PidFile>,
 }

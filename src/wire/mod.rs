@@ -6,7 +6,8 @@
 //! - `node_ipc`: Node's IPC channel (JSON lines, the `NODE_HANDLE` messages of `cluster`);
 //! - `control`: the control socket's requests and replies;
 //! - `upgrade`: the messages between an old and a new master during an in-place upgrade;
-//! - `env`: the environment a worker, a hook or a new master is started with.
+//! - `env`: the environment a worker, a hook or a new master is started with;
+//! - `registry`: the entries by which a bare control command finds every running master.
 //!
 //! Imports nothing of the crate but `text` (quoting untrusted text).
 
@@ -14,4 +15,5 @@ pub mod control;
 pub mod env;
 pub mod node_ipc;
 pub mod protocol;
+pub mod registry;
 pub mod upgrade;
