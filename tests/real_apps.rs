@@ -155,6 +155,43 @@ fn websocket_clients_are_closed_by_the_app_with_1001_on_reload_and_on_stop() {
     }
 }
 
+/// Issue 26: clients that reconnect as soon as they are told 1001 (browsers do) may reach a
+/// stopping worker — their upgrade handshake completes after its signal, so they are not among
+/// the `wss.clients` it closed. README's recipe closes those too: no client is cut with 1006,
+/// no worker waits for SIGKILL. (Before: 45 of 200 cut, a worker SIGKILLed.)
+#[test]
+fn websocket_clients_reconnecting_during_a_reload_are_never_cut() {
+    let Some(apps) = npm_apps() else { return };
+    // kill_timeout 4 s, the report at 9 s: a client left open on an old worker is cut by its
+    // SIGKILL (1006) before the report.
+    let config = ws_config(&apps, None).replace("kill_timeout = \"20s\"", "kill_timeout = \"4s\"");
+    let rrb = Rrb::start(&config, 2);
+    let clients = Helper::start(
+        Command::new("node")
+            .arg(apps.join("ws_clients.js"))
+            .arg(rrb.port().to_string())
+            .arg("200")
+            .arg("9000")
+            .arg("reconnect"),
+    );
+    clients.wait_line("open 200", Duration::from_secs(20));
+    for round in 0..2 {
+        let (code, out, err) = rrb.ctl(&["reload"]);
+        assert_eq!(code, 0, "reload {round}: {out}{err}");
+    }
+    let closed = clients.wait_line("closed ", Duration::from_secs(20));
+    let codes: serde_json::Value =
+        serde_json::from_str(closed.trim_start_matches("closed ")).unwrap();
+    assert!(codes.get("1006").is_none(), "{closed}");
+    assert!(codes["1001"].as_u64().unwrap_or(0) >= 200, "{closed}");
+    assert_eq!(
+        codes["open"].as_u64(),
+        Some(200),
+        "every client is open again: {closed}"
+    );
+    assert_eq!(rrb.count_log("killed by SIGKILL"), 0, "{:?}", rrb.log());
+}
+
 /// README's advice for keep-alive clients, followed: the app drains on SIGTERM (tests/support/
 /// npm/express_app.js), and `disconnect = false`, since Node's own `disconnect` closes the
 /// app's idle keep-alive connections at once (Node ≥ 19), racing each client's next request.

@@ -10,19 +10,33 @@ const http = require('http');
 
 const id = process.env.RRB_WORKER_ID ?? process.pid;
 const maxRequests = Number(process.env.MAX_REQUESTS) || 0;
+// How long idle keep-alive connections are kept once stopping (README: "Keep-alive clients: no
+// error on reload"): longer than a busy client waits between two requests.
+const DRAIN_GRACE_MS = 2000;
 let served = 0;
+let draining = false;
+const open = new Set();
+// The listening socket of shared-listener mode, once the master has sent it.
+let listening = null;
 
 const server = http.createServer((req, res) => {
   served += 1;
-  const leaving = maxRequests > 0 && served === maxRequests;
-  if (leaving) res.setHeader('Connection', 'close');
-  res.end(`handled by worker ${id}, pid ${process.pid}\n`);
-  if (leaving) {
+  if (maxRequests > 0 && served === maxRequests) {
+    // The seeds' "I am leaving, start my replacement", then finish as when stopped.
     process.send({ act: 'suicide' });
-    server.close(() => process.exit(0));
-    // Keep-alive connections of other clients close after their current request.
-    server.closeIdleConnections?.();
+    finish();
   }
+  if (draining) res.setHeader('Connection', 'close');
+  res.end(`handled by worker ${id}, pid ${process.pid}\n`);
+});
+// The server never listens (connections come from the master): it counts its connections
+// itself, to exit once the last one is closed.
+server.on('connection', (socket) => {
+  open.add(socket);
+  socket.on('close', () => {
+    open.delete(socket);
+    if (draining && open.size === 0) process.exit(0);
+  });
 });
 
 process.on('message', (m, handle) => {
@@ -32,15 +46,21 @@ process.on('message', (m, handle) => {
   } else if (m === 'server' && handle) {
     // Shared-listener mode: the master sent the listening socket itself.
     handle.on('connection', (socket) => server.emit('connection', socket));
+    listening = handle;
   }
 });
 
 // Stopping (stop, reload, scale-down): the master disconnects, then sends SIGTERM
-// (`[shutdown] signal`). Either way: take nothing new, finish what we have, then exit 0.
-// Without a SIGTERM handler Node would exit at once, cutting requests in progress.
+// (`[shutdown] signal`). Either way: take nothing new; each answer from now on closes its
+// connection; idle keep-alive connections are closed after the grace, not at once (that races
+// a request already on its way); exit once the last connection is closed. Without a SIGTERM
+// handler Node would exit at once, cutting requests in progress.
 function finish() {
-  server.close(() => process.exit(0));
-  server.closeIdleConnections?.();
+  if (draining) return;
+  draining = true;
+  listening?.close();
+  if (open.size === 0) process.exit(0);
+  setTimeout(() => server.closeIdleConnections?.(), DRAIN_GRACE_MS).unref();
 }
 process.on('disconnect', finish);
 process.on('SIGTERM', finish);
