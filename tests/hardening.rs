@@ -1,10 +1,12 @@
 //! What another local user cannot do to a master: plant a link where it writes its pid, or own
-//! the directory that holds its pid file and control socket.
+//! the directory that holds its pid file and control socket. And least privilege: workers run
+//! as the user `[worker] user` names, not as the master's root.
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use common::run_to_exit;
@@ -99,5 +101,130 @@ fn a_runtime_directory_of_another_user_is_refused() {
         fs::read_dir(&runtime).unwrap().count(),
         0,
         "nothing written"
+    );
+}
+
+/// The ids of a process, from /proc: (real uid, effective uid, real gid, effective gid,
+/// supplementary groups).
+fn ids_of(pid: i32) -> (u32, u32, u32, u32, Vec<u32>) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let (uid, gid) = (field("Uid:"), field("Gid:"));
+    (uid[0], uid[1], gid[0], gid[1], field("Groups:"))
+}
+
+/// Issue 26: `[worker] user` runs every worker as that user and its primary group; the
+/// channel (rr) and the inherited listener (none) still serve.
+#[test]
+fn workers_run_as_the_configured_user_and_serve() {
+    if !nix::unistd::geteuid().is_root() {
+        common::skip("needs root to start workers as another user");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a user nobody");
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    for policy in ["rr", "none"] {
+        let config =
+            format!("workers = 2\nsched_policy = \"{policy}\"\n[worker]\nuser = \"nobody\"\n");
+        let rrb = common::Rrb::start(&config, 2);
+        let workers = rrb.workers();
+        assert_eq!(workers.len(), 2, "{policy}");
+        for &w in &workers {
+            let (ruid, euid, rgid, egid, _) = ids_of(w);
+            assert_eq!(
+                (ruid, euid, rgid, egid),
+                (uid, uid, gid, gid),
+                "{policy}: worker {w}"
+            );
+        }
+        for _ in 0..6 {
+            let body = rrb.get().unwrap_or_else(|e| panic!("{policy}: {e}"));
+            assert!(body.contains("handled by worker"), "{body}");
+        }
+        assert_eq!(ids_of(rrb.pid()).1, 0, "the master itself stays root");
+    }
+}
+
+/// A worker started as another user has no supplementary group of the master's, and still
+/// dies with the master: a change of user clears the death signal, so it must be set after.
+/// (The worker is `sleep`, which would outlive a master whose channel closed.)
+#[test]
+fn a_worker_of_another_user_keeps_none_of_the_masters_groups_and_dies_with_it() {
+    if !nix::unistd::geteuid().is_root() {
+        common::skip("needs root to start workers as another user");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a user nobody");
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("cluster.toml"),
+        format!(
+            "{CONFIG}workers = 2\nsched_policy = \"none\"\n[worker]\nexec = \"sleep\"\n\
+             args = [\"600\"]\nuser = \"nobody\"\nready = \"delay\"\nready_delay = \"10ms\"\n"
+        )
+        .replace("workers = 1\n", ""),
+    )
+    .unwrap();
+    // The master with supplementary groups of its own (adm, sudo: 4 and 27).
+    let mut master = std::process::Command::new("setpriv")
+        .args([
+            "--groups",
+            "4,27",
+            "--reuid=0",
+            "--regid=0",
+            "--",
+            common::BIN,
+        ])
+        .args(["--config", "cluster.toml"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = master.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut workers = Vec::new();
+    while workers.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        workers = common::children_of(pid);
+    }
+    let seen: Vec<_> = workers.iter().map(|&w| ids_of(w)).collect();
+    assert_eq!(ids_of(pid).4, vec![4, 27], "the master's own groups");
+    // SAFETY: signalling the master this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = master.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while workers.iter().any(|&w| common::alive(w)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let survivors: Vec<i32> = workers
+        .iter()
+        .copied()
+        .filter(|&w| common::alive(w))
+        .collect();
+    for &w in &survivors {
+        // SAFETY: a worker of the master this test started, in its own process group.
+        unsafe { libc::killpg(w, libc::SIGKILL) };
+    }
+    assert_eq!(workers.len(), 2, "both workers started");
+    for ids in seen {
+        assert_eq!(ids, (uid, uid, gid, gid, vec![]));
+    }
+    assert!(
+        survivors.is_empty(),
+        "workers {survivors:?} outlived their killed master"
     );
 }

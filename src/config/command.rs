@@ -47,7 +47,12 @@ pub(super) fn worker_config(
             ),
         ));
     }
+    let identity = probe::identity(c, "worker", file.user, file.group)?;
     let command = command_config(c, "worker", file.exec, file.args, file.env, file.cwd)?;
+    let command = Command {
+        identity,
+        ..command
+    };
     let ready_delay = c.duration(file.ready_delay, "worker.ready_delay")?;
     let ready_timeout = c.duration(file.ready_timeout, "worker.ready_timeout")?;
     let other = "other workers say when they are ready";
@@ -95,7 +100,12 @@ pub(super) fn agent_config(
             "[agent] needs the program to run (e.g. exec = \"node\", args = [\"agent.js\"])".into(),
         ));
     }
+    let identity = probe::identity(c, "agent", file.user, file.group)?;
     let command = command_config(c, "agent", file.exec, file.args, file.env, file.cwd)?;
+    let command = Command {
+        identity,
+        ..command
+    };
     let native = "a native agent says when it is ready";
     let ready = readiness(c, "agent.ready", file.ready, protocol, native)?;
     Ok(AgentConfig {
@@ -175,6 +185,7 @@ pub(super) fn command_config(
         args,
         env: env.into_iter().collect(),
         cwd,
+        identity: None,
     })
 }
 

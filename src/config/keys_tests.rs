@@ -365,3 +365,46 @@ fn policy_precedence_is_flag_then_envs_then_file() {
     assert_eq!(p(None, Some(""), Some("bogus"), None), Ok((Rr, Default)));
     assert!(p(None, Some("bogus"), None, None).is_err());
 }
+
+#[test]
+fn a_user_and_group_resolve_and_a_bad_one_is_named_with_its_line() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let c = load_str("[worker]\nuser = \"nobody\"\n").unwrap();
+        let id = c.worker.command.identity.expect("an identity");
+        assert_eq!((id.uid, id.gid), (nobody.uid.as_raw(), nobody.gid.as_raw()));
+        assert_eq!(id.user, "nobody");
+        let c = load_str("[worker]\nuser = \"65534\"\ngroup = \"0\"\n").unwrap();
+        let id = c.worker.command.identity.unwrap();
+        assert_eq!((id.uid, id.gid), (65534, 0));
+    } else {
+        let e = error_of("[worker]\nuser = \"nobody\"\n");
+        assert!(e.contains(":2:") && e.contains("needs root"), "{e}");
+    }
+    let e = error_of("[worker]\nexec = \"sh\"\nuser = \"no-such-user-here\"\n");
+    assert!(
+        e.contains("cluster.toml:3:") && e.contains("`worker.user`") && e.contains("no user"),
+        "{e}"
+    );
+    let e = error_of("[agent]\nexec = \"sh\"\ngroup = \"no-such-group-here\"\n");
+    assert!(e.contains("`agent.group`") && e.contains("no group"), "{e}");
+    assert!(load_str("").unwrap().worker.command.identity.is_none());
+}
+
+#[test]
+fn only_root_may_start_a_process_as_someone_else() {
+    use super::probe::privilege_problem;
+    assert_eq!(privilege_problem(0, 0, 65534, 65534), None);
+    assert_eq!(
+        privilege_problem(1000, 1000, 1000, 1000),
+        None,
+        "its own ids"
+    );
+    for (uid, gid) in [(65534, 1000), (1000, 65534), (0, 0)] {
+        let why = privilege_problem(1000, 1000, uid, gid).expect("refused");
+        assert!(
+            why.contains("needs root") && why.contains("uid 1000"),
+            "{why}"
+        );
+    }
+}

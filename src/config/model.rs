@@ -83,6 +83,19 @@ pub struct Command {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// The user and group it runs as (`user`, `group`); `None`: the master's.
+    pub identity: Option<Identity>,
+}
+
+/// A user and group a process is started as, resolved when the file was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// As written (a name or a number), for `check` and the log.
+    pub user: String,
+    pub uid: u32,
+    /// As written, or the user's primary group's name (its number if it has none).
+    pub group: String,
+    pub gid: u32,
 }
 
 impl Command {

@@ -87,6 +87,10 @@ fn command_table(c: &Command) -> Table {
     if let Some(cwd) = &c.cwd {
         table.insert("cwd".into(), path(cwd));
     }
+    if let Some(id) = &c.identity {
+        table.insert("user".into(), text(&id.user));
+        table.insert("group".into(), text(&id.group));
+    }
     table
 }
 

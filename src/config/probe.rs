@@ -195,3 +195,107 @@ pub(super) fn resolve_program(exec: &str, base: Option<&Path>) -> Result<PathBuf
         .find(|candidate| is_executable_file(candidate))
         .ok_or_else(|| format!("program {} not found on PATH", quoted(exec)))
 }
+
+/// `[section] user` and `group`, looked up in the system's user and group databases: the ids a
+/// process of that section is started as. Unset both: `None` (the master's own). `group` unset:
+/// the user's primary group. Refused when the master could not take them (not root, and not
+/// its own ids already), naming the key and its line.
+pub(super) fn identity(
+    c: &Checker<'_>,
+    section: &str,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+) -> Result<Option<Identity>, ConfigError> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten();
+    let (user_key, group_key) = (format!("{section}.user"), format!("{section}.group"));
+    let (user, uid, primary, span) = match user {
+        Some(u) => {
+            let span = u.span();
+            let name = u.into_inner();
+            let found = lookup_user(&name).map_err(|m| c.invalid(span.clone(), &user_key, m))?;
+            (name, found.0, found.1, span)
+        }
+        None => {
+            let uid = nix::unistd::geteuid().as_raw();
+            let name = me.as_ref().map_or(uid.to_string(), |m| m.name.clone());
+            let span = group.as_ref().map(|g| g.span()).unwrap_or_default();
+            (name, uid, None, span)
+        }
+    };
+    let (group, gid, key, span) = match group {
+        Some(g) => {
+            let span = g.span();
+            let name = g.into_inner();
+            let gid = lookup_group(&name).map_err(|m| c.invalid(span.clone(), &group_key, m))?;
+            (name, gid, &group_key, span)
+        }
+        None => {
+            let Some(gid) = primary else {
+                let why = format!(
+                    "uid {uid} has no entry in the user database, so it has no primary group: \
+                     set `{group_key}` too"
+                );
+                return Err(c.invalid(span, &user_key, why));
+            };
+            let name = nix::unistd::Group::from_gid(gid.into())
+                .ok()
+                .flatten()
+                .map_or(gid.to_string(), |g| g.name);
+            (name, gid, &user_key, span)
+        }
+    };
+    let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    if let Some(why) = privilege_problem(euid.as_raw(), egid.as_raw(), uid, gid) {
+        return Err(c.invalid(span, key, why));
+    }
+    Ok(Some(Identity {
+        user,
+        uid,
+        group,
+        gid,
+    }))
+}
+
+/// A user by name or number: its uid and, if it has an entry, its primary gid.
+fn lookup_user(name: &str) -> Result<(u32, Option<u32>), String> {
+    let found = if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        let uid: u32 = name.parse().map_err(|_| format!("{name} is not a uid"))?;
+        let entry = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+        return Ok((uid, entry.map(|u| u.gid.as_raw())));
+    } else {
+        nix::unistd::User::from_name(name).ok().flatten()
+    };
+    found
+        .map(|u| (u.uid.as_raw(), Some(u.gid.as_raw())))
+        .ok_or_else(|| format!("there is no user {} on this system", quoted(name)))
+}
+
+/// A group by name or number: its gid.
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        return name.parse().map_err(|_| format!("{name} is not a gid"));
+    }
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .ok_or_else(|| format!("there is no group {} on this system", quoted(name)))
+}
+
+/// Why a master running as `euid`:`egid` cannot start a process as `uid`:`gid`, if it cannot:
+/// only root changes a process's user or group.
+pub(super) fn privilege_problem(euid: u32, egid: u32, uid: u32, gid: u32) -> Option<String> {
+    if euid == 0 || (uid == euid && gid == egid) {
+        return None;
+    }
+    Some(format!(
+        "running as {uid}:{gid} needs root, and rrbalancer runs as uid {euid} (gid {egid}): \
+         start it as root (it keeps root only to start and signal its workers), or remove the \
+         key"
+    ))
+}

@@ -61,6 +61,11 @@ pub struct FileWorker {
     pub env: BTreeMap<String, String>,
     /// Working directory; relative paths are taken from the config file's directory.
     pub cwd: Option<Spanned<PathBuf>>,
+    /// The user to run it as (a name or a uid), set between fork and exec; needs root. Unset:
+    /// the master's.
+    pub user: Option<Spanned<String>>,
+    /// Its group (a name or a gid); unset: `user`'s primary group.
+    pub group: Option<Spanned<String>>,
     /// `"native"`: rrbalancer's channel protocol (docs/PROTOCOL.md).
     pub protocol: Protocol,
     /// Sockets a native worker may hold un-acked (its window); a worker with a full window
@@ -91,6 +96,9 @@ pub struct FileAgent {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<Spanned<PathBuf>>,
+    /// As `[worker] user` and `group`.
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
     /// `"native"` or `"node"` (`process.send` / `process.on('message')`); not `"node-cluster"`:
     /// an agent is no cluster worker.
     pub protocol: Spanned<Protocol>,
@@ -108,6 +116,8 @@ impl Default for FileAgent {
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
+            user: None,
+            group: None,
             protocol: Spanned::new(0..0, Protocol::Native),
             ready: None,
             ready_delay: worker.ready_delay,
@@ -147,6 +157,8 @@ impl Default for FileWorker {
             args: Vec::new(),
             env: BTreeMap::new(),
             cwd: None,
+            user: None,
+            group: None,
             protocol: Protocol::Native,
             max_unacked: None,
             ack_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(10))),

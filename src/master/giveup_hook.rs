@@ -30,6 +30,7 @@ impl Master {
             inherit: &[],
             listen_pid: false,
             new_master: false,
+            identity: None,
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         });

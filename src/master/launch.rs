@@ -70,6 +70,14 @@ struct Launch<'a> {
     listeners: bool,
 }
 
+/// The command that starts the process of `place`, if it has one (an agent is configured).
+pub(super) fn command_of(config: &Config, place: Place) -> Option<&crate::config::Command> {
+    match place {
+        Place::Slot(_) => Some(&config.worker.command),
+        Place::Agent => config.agent.as_ref().map(|a| &a.command),
+    }
+}
+
 impl<'a> Launch<'a> {
     fn of(config: &'a Config, place: Place) -> io::Result<Launch<'a>> {
         match place {
@@ -214,6 +222,7 @@ pub fn spawn(
         inherit: &inherit,
         listen_pid: launch.activation,
         new_master: false,
+        identity: launch.command.identity.as_ref().map(|i| (i.uid, i.gid)),
         stdout: stdio(capture[0]),
         stderr: stdio(capture[1]),
     })?;

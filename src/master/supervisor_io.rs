@@ -405,7 +405,12 @@ impl Master {
         } else {
             ""
         };
-        info!("worker started {place} pid={pid}{what}");
+        let command = launch::command_of(&self.config, place);
+        let user = match command.and_then(|c| c.identity.as_ref()) {
+            Some(id) => format!(" as {}:{}", id.user, id.group),
+            None => String::new(),
+        };
+        info!("worker started {place} pid={pid}{user}{what}");
         Ok(key)
     }
 

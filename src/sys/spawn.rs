@@ -29,6 +29,9 @@ pub struct SpawnSpec<'a> {
     pub listen_pid: bool,
     /// A new master (in-place upgrade) rather than a worker: it outlives us (no death signal).
     pub new_master: bool,
+    /// The uid and gid to run it as (`[worker] user`, `group`), with no supplementary group;
+    /// `None`: ours. Changing them needs root (checked when the config was read).
+    pub identity: Option<(u32, u32)>,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -83,6 +86,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
     };
 
     let new_master = spec.new_master;
+    let identity = spec.identity;
     let mut command = Command::new(spec.program);
     command
         .stdin(Stdio::null())
@@ -93,8 +97,9 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
         command.current_dir(cwd);
     }
     // SAFETY: the closure runs in the forked child of a single-threaded master, before exec. It
-    // calls only async-signal-safe functions (prctl, getppid, getpid, sigprocmask, signal, fcntl,
-    // dup2, execve) and writes only into buffers allocated before the fork; it allocates nothing.
+    // calls only async-signal-safe functions (setgroups, setgid, setuid, prctl, getppid, getpid,
+    // sigprocmask, signal, fcntl, dup2, execve) and writes only into buffers allocated before
+    // the fork; it allocates nothing.
     // fds: `sources` are borrowed from the master for the duration of `spawn`; the child's
     // copies at 3.. become the new program's, and the temporary duplicates are close-on-exec.
     unsafe {
@@ -103,6 +108,17 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
             // Capture the whole struct (not its raw-pointer fields one by one) so its Send
             // impl applies.
             let state = &mut state;
+            // The user first: a change of credentials clears the death signal set below.
+            // Supplementary groups go before the gid, the gid before the uid (after which we
+            // could change neither).
+            if let Some((uid, gid)) = identity {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if !new_master {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                     return Err(io::Error::last_os_error());
@@ -246,6 +262,7 @@ mod tests {
             inherit: &[],
             listen_pid: false,
             new_master: false,
+            identity: None,
             stdout: Stdio::null(),
             stderr: Stdio::null(),
         })

@@ -117,6 +117,7 @@ impl Master {
             inherit: &[theirs.as_fd()],
             listen_pid: false,
             new_master: true,
+            identity: None,
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         })
