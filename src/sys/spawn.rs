@@ -109,15 +109,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
             // impl applies.
             let state = &mut state;
             // The user first: a change of credentials clears the death signal set below.
-            // Supplementary groups go before the gid, the gid before the uid (after which we
-            // could change neither).
             if let Some((uid, gid)) = identity {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                become_user(uid, gid)?;
             }
             if !new_master {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -166,6 +159,25 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
         });
     }
     command.spawn()
+}
+
+/// Takes on `uid` and `gid` with no supplementary group: the groups before the gid, the gid
+/// before the uid (after which neither could change). Async-signal-safe: used between fork and
+/// exec.
+///
+/// # Safety
+/// Only in a freshly forked child.
+unsafe fn become_user(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: setgroups with a count of 0 reads no pointer; setgid and setuid take plain ids.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+    };
+    if failed {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Marks every fd from `first` up close-on-exec, so none of them reaches the new program.
