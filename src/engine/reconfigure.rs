@@ -1,49 +1,57 @@
 //! What a reload may change: the configuration read again, less what only a restart (or
 //! `rrbalancer upgrade`) can change — the listeners, the policy, the control paths, the worker
-//! protocol and its window, the metrics listener — each kept with a warning that says so.
-//! Pure: the shell applies the result (new log files, the metrics listener's `allow`).
+//! protocol and its window, the metrics listener — each kept, and named in a line that the
+//! shell logs and the reload's answer repeats (then an error: not everything asked for was
+//! done). Pure: the shell applies the result (new log files, the metrics listener's `allow`).
 
 use crate::config::Config;
 
-/// `new`, with what cannot change on a reload taken from `current`; and a warning for each
-/// change refused.
+/// `new`, with what cannot change on a reload taken from `current`; and a line for each
+/// change kept, naming it.
 pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
     let mut warnings = Vec::new();
     if new.listen != current.listen {
-        warnings.push(
-            "reload: `listen` changed; keeping the current listeners (new ones take a restart \
-             or `rrbalancer upgrade`)"
-                .to_owned(),
-        );
+        let names = |c: &Config| {
+            let all: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
+            all.join(", ")
+        };
+        warnings.push(format!(
+            "`listen` changed ({} → {}): still listening on {0} (`rrbalancer upgrade` applies it)",
+            names(current),
+            names(&new)
+        ));
     }
     if new.sched_policy != current.sched_policy {
         warnings.push(format!(
-            "reload: sched_policy changed to {}; that needs a restart, keeping {}",
+            "`sched_policy` changed ({} → {}): still {0} (only a restart applies it: an upgrade \
+             refuses to switch between rr and none)",
+            current.sched_policy.as_str(),
             new.sched_policy.as_str(),
-            current.sched_policy.as_str()
         ));
     }
     if new.control != current.control {
         warnings.push(
-            "reload: `[control]` changed; that needs a restart, keeping the current paths"
-                .to_owned(),
+            "`[control]` changed: the control socket and pid file stay where they are".into(),
         );
     }
     if new.worker.protocol != current.worker.protocol {
-        warnings.push(
-            "reload: `worker.protocol` changed; that needs a restart, keeping the current one"
-                .to_owned(),
-        );
+        warnings.push(format!(
+            "`worker.protocol` changed ({} → {}): still {0} (`rrbalancer upgrade` applies it)",
+            current.worker.protocol.as_str(),
+            new.worker.protocol.as_str()
+        ));
         // The window goes with the protocol (Node's is one).
         new.worker.max_unacked = current.worker.max_unacked;
     }
     let listen = |c: &Config| c.metrics.as_ref().map(|m| m.listen);
     if listen(&new) != listen(current) {
-        warnings.push(
-            "reload: `[metrics] listen` changed; keeping the current listener (a new one takes \
-             a restart or `rrbalancer upgrade`)"
-                .to_owned(),
-        );
+        let name = |l: Option<std::net::SocketAddr>| l.map_or("none".into(), |a| a.to_string());
+        warnings.push(format!(
+            "`[metrics] listen` changed ({} → {}): the metrics listener stays as it is \
+             (`rrbalancer upgrade` applies it)",
+            name(listen(current)),
+            name(listen(&new))
+        ));
         new.metrics = current.metrics.clone();
     }
     new.worker.protocol = current.worker.protocol;
@@ -89,11 +97,11 @@ mod tests {
         assert_eq!(merged.worker.command.arg0, "sh");
         let said = warnings.join("\n");
         for key in [
-            "`listen`",
-            "sched_policy changed to none",
+            "`listen` changed (127.0.0.1:4000 → 127.0.0.1:4001)",
+            "`sched_policy` changed (rr → none)",
             "`[control]`",
-            "`worker.protocol`",
-            "`[metrics] listen`",
+            "`worker.protocol` changed (native → node)",
+            "`[metrics] listen` changed (none → 127.0.0.1:9100)",
         ] {
             assert!(said.contains(key), "{key}: {said}");
         }

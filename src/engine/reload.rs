@@ -38,6 +38,9 @@ pub struct Reload {
     pub(super) retired: Vec<Pid>,
     /// It changed the number of workers (from, to): the configuration's `workers` changed.
     pub(super) resized: Option<(usize, usize)>,
+    /// Changes in the file that a reload cannot apply (`reconfigure::merge`): said in the
+    /// outcome, which is then an error (the operator asked for something that did not happen).
+    pub(super) kept: Vec<String>,
 }
 
 /// Control clients waiting, after a reload completed, for the old workers it retired to exit
@@ -47,8 +50,9 @@ pub struct DrainWait {
     pub(super) waiters: Vec<Waiter>,
     pids: Vec<Pid>,
     /// The reload's outcome (without its old workers still draining), to which the wait adds
-    /// its own.
+    /// its own; and whether it is an error (changes were not applied).
     completed: String,
+    not_applied: bool,
     since: Instant,
 }
 
@@ -89,6 +93,7 @@ impl Reload {
             drain_waiters,
             retired: Vec::new(),
             resized: None,
+            kept: Vec::new(),
         }
     }
 
@@ -158,16 +163,32 @@ impl Reload {
                  {kill_timeout:?})"
             ));
         }
+        if !self.kept.is_empty() {
+            message.push_str(&format!(
+                "; NOT applied, kept as they were: {}",
+                self.kept.join("; ")
+            ));
+        }
         message
     }
 
     /// The old workers retired, with their waiters, once every slot is done: who still waits.
     pub fn into_drain_wait(self, completed: String, now: Instant) -> DrainWait {
         DrainWait {
+            not_applied: !self.kept.is_empty(),
             waiters: self.drain_waiters,
             pids: self.retired,
             completed,
             since: now,
+        }
+    }
+
+    /// `message` as the outcome: an error when some change was not applied.
+    pub fn outcome(&self, message: String) -> Result<String, String> {
+        if self.kept.is_empty() {
+            Ok(message)
+        } else {
+            Err(message)
         }
     }
 
@@ -193,17 +214,27 @@ impl Reload {
 }
 
 impl DrainWait {
-    /// The answer once none of its old workers is `alive` any more, else `None`.
-    pub(super) fn answer(&self, alive: impl Fn(Pid) -> bool, now: Instant) -> Option<String> {
+    /// The answer once none of its old workers is `alive` any more, else `None`: an error
+    /// when the reload did not apply every change.
+    pub(super) fn answer(
+        &self,
+        alive: impl Fn(Pid) -> bool,
+        now: Instant,
+    ) -> Option<Result<String, String>> {
         if self.pids.iter().any(|&pid| alive(pid)) {
             return None;
         }
-        Some(format!(
+        let message = format!(
             "{}; the {} old worker(s) have exited, the last {:.1?} after the new ones were ready",
             self.completed,
             self.pids.len(),
             now.duration_since(self.since)
-        ))
+        );
+        Some(if self.not_applied {
+            Err(message)
+        } else {
+            Ok(message)
+        })
     }
 }
 
@@ -323,5 +354,37 @@ mod tests {
     #[test]
     fn an_empty_fleet_reloads_at_once() {
         assert_eq!(reload(&[]).next(|_| true), RollStep::Done);
+    }
+
+    #[test]
+    fn a_reload_that_kept_changes_says_which_and_is_an_error_also_after_the_drain() {
+        let mut r = reload(&[0]);
+        r.kept = vec!["`listen` changed (a → b): still a (`rrbalancer upgrade` applies it)".into()];
+        assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(0)));
+        r.promoted(Place::Slot(0), Some(Pid::from_raw(41)));
+        let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
+        assert!(
+            done.contains("reload complete")
+                && done.contains("NOT applied")
+                && done.contains("`listen` changed (a → b)")
+                && done.contains("rrbalancer upgrade"),
+            "{done}"
+        );
+        assert_eq!(r.outcome(done.clone()), Err(done.clone()));
+        let wait = r.into_drain_wait(done, Instant::now());
+        assert!(
+            matches!(wait.answer(|_| false, Instant::now()), Some(Err(m)) if m.contains("NOT applied"))
+        );
+        let mut clean = reload(&[0]);
+        clean.next(|_| true);
+        clean.promoted(Place::Slot(0), None);
+        let done = clean.completed(Instant::now(), 0, Duration::from_secs(5));
+        assert!(!done.contains("NOT applied"), "{done}");
+        assert_eq!(clean.outcome(done.clone()), Ok(done.clone()));
+        let wait = clean.into_drain_wait(done, Instant::now());
+        assert!(matches!(
+            wait.answer(|_| false, Instant::now()),
+            Some(Ok(_))
+        ));
     }
 }

@@ -436,20 +436,21 @@ impl Master {
         );
         info!("{note}");
         self.workers.configured_workers = config.workers;
-        self.apply_config(config);
+        let kept = self.apply_config(config);
         self.config.workers = workers;
         self.core.set_policy(Policy::of(&self.config));
         self.core
             .begin_reload(waiter, wait_drained, workers, Instant::now());
+        self.core.keeping(kept);
         self.apply_effects();
         Ok(())
     }
 
-    /// Takes what can change without rebinding; warns about what cannot.
-    fn apply_config(&mut self, config: Config) {
-        let (mut config, warnings) = crate::engine::reconfigure::merge(&self.config, config);
-        for warning in warnings {
-            warn!("{warning}");
+    /// Takes what can change without rebinding; warns about what cannot, and returns it.
+    fn apply_config(&mut self, config: Config) -> Vec<String> {
+        let (mut config, kept) = crate::engine::reconfigure::merge(&self.config, config);
+        for change in &kept {
+            warn!("reload: {change}");
         }
         if let (Some(metrics), Some(monitor)) = (&config.metrics, self.ops.monitor.as_mut()) {
             // Who may connect changes at once (connections open stay).
@@ -466,6 +467,7 @@ impl Master {
         }
         self.workers.base_env = launch::base_env(&config, &config.worker.command.env);
         self.config = config;
+        kept
     }
 
     /// Sets the number of workers to `n`: new slots start now; removed slots (from the end)

@@ -105,7 +105,7 @@ impl Supervisor {
                 if !done.waiters.is_empty() {
                     self.effects.push(Effect::Answer {
                         waiters: std::mem::take(&mut done.waiters),
-                        outcome: Ok(message),
+                        outcome: done.outcome(message),
                     });
                 }
                 if !done.drain_waiters.is_empty() {
@@ -193,18 +193,26 @@ impl Supervisor {
         });
     }
 
+    /// The reload just begun leaves `kept` (changes in the file it cannot apply) as they
+    /// were: its outcome says so, as an error.
+    pub fn keeping(&mut self, kept: Vec<String>) {
+        if let Some(reload) = self.reload.as_mut() {
+            reload.kept = kept;
+        }
+    }
+
     /// A worker exited: answers the `reload --wait` clients whose old workers are all gone.
     pub(super) fn old_workers_exited(&mut self, now: Instant) {
         let fleet = &self.fleet;
         let mut i = 0;
         while i < self.drain_waits.len() {
             match self.drain_waits[i].answer(|pid| fleet.key_of(pid).is_some(), now) {
-                Some(message) => {
-                    info!("{message}");
+                Some(outcome) => {
+                    info!("{}", outcome.as_ref().unwrap_or_else(|e| e));
                     let wait = self.drain_waits.swap_remove(i);
                     self.effects.push(Effect::Answer {
                         waiters: wait.waiters,
-                        outcome: Ok(message),
+                        outcome,
                     });
                 }
                 None => i += 1,
