@@ -44,7 +44,28 @@ fn config_errors_exit_2_with_file_line_key_and_what_is_allowed() {
             "cluster.toml:2:11",
             "`backlog`",
         ),
-        ("sched_policy = \"fair\"\n", "cluster.toml:1:16", "`rr`"),
+        // The allowed values as they are written in the file: quoted.
+        (
+            "sched_policy = \"fair\"\n",
+            "cluster.toml:1:16",
+            "not one of \"rr\", \"none\"",
+        ),
+        // Issue 26: no Rust type names; the key meant.
+        (
+            "worker = 2\n",
+            "cluster.toml:1:10",
+            "did you mean `workers`?",
+        ),
+        (
+            "wrokers = 3\n",
+            "cluster.toml:1:1",
+            "did you mean `workers`?",
+        ),
+        (
+            "[restart]\nmax_restarts = -1\n",
+            "cluster.toml:2:16",
+            "a whole number, 0 or more",
+        ),
         (
             "[shutdown]\nkill_timeout = 5\n",
             "cluster.toml:2:16",
@@ -66,6 +87,9 @@ fn config_errors_exit_2_with_file_line_key_and_what_is_allowed() {
         let (code, err) = run_to_exit(&["--config", &path], dir.path(), &[]);
         assert_eq!(code, 2, "{text:?}: {err}");
         let line = error_line(&err);
+        for rust in ["struct File", "expected u", "a sequence", "wanted string"] {
+            assert!(!line.contains(rust), "{text:?}: Rust's words: {line}");
+        }
         assert!(
             line.contains(location),
             "{text:?}: {location:?} not in {line}"

@@ -408,3 +408,40 @@ fn only_root_may_start_a_process_as_someone_else() {
         );
     }
 }
+
+#[test]
+fn listen_takes_one_address_or_a_list_and_a_host_name_for_its_addresses() {
+    let one = load_str("listen = \"127.0.0.1:4200\"\n").unwrap();
+    assert_eq!(
+        one.listen,
+        [ListenAddr::Tcp("127.0.0.1:4200".parse().unwrap())]
+    );
+    let named = load_str("listen = [\"localhost:4201\", \"unix:/tmp/x.sock\"]\n").unwrap();
+    let tcp: Vec<_> = named
+        .listen
+        .iter()
+        .filter_map(|l| match l {
+            ListenAddr::Tcp(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        })
+        .collect();
+    assert!(!tcp.is_empty() && tcp.iter().all(|a| a.ip().is_loopback() && a.port() == 4201));
+    assert_eq!(
+        named.listen.last(),
+        Some(&ListenAddr::Unix("/tmp/x.sock".into()))
+    );
+    for (text, said) in [
+        ("listen = 5\n", "an address such as"),
+        ("listen = [\"127.0.0.1:99999\"]\n", "HOST:PORT"),
+        (
+            "listen = [\"localhost:4202\", \"localhost:4202\"]\n",
+            "appears twice",
+        ),
+    ] {
+        let e = error_of(text);
+        assert!(
+            e.contains("cluster.toml:1:") && e.contains(said),
+            "{text}: {e}"
+        );
+    }
+}

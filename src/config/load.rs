@@ -122,7 +122,8 @@ pub(super) fn toml_error(
     const SHOWN: usize = 300;
     let mut message = crate::text::cut(&error.message().trim().replace('\n', " "), SHOWN);
     if !path.is_empty() && path != "." {
-        message = format!("key `{}`: {message}", crate::text::cut(path, SHOWN));
+        let said = wording::for_people(path, &message);
+        message = format!("key `{}`: {said}", crate::text::cut(path, SHOWN));
     }
     ConfigError::Invalid {
         file: name.to_owned(),

@@ -15,7 +15,8 @@
 //! needs: the file's name and lines, the bounds of durations, relative paths), `validate` (one
 //! section after another; listen, backlog, paths), `command` (`[worker]`, `[agent]`) and
 //! `sections` (`[restart]`, `[shutdown]`, `[recycle]`, `[metrics]`), `probe` and `host` (what
-//! the machine and the file system say), `print` (`check`'s output). A new key: its field in
+//! the machine and the file system say), `print` (`check`'s output), `wording` (serde's
+//! messages in the file's terms: no Rust type names; "did you mean" for a mistyped key). A new key: its field in
 //! `schema` and `model`, a line in its section's function, a line in `print`, a row in README.
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ mod schema;
 mod sections;
 mod validate;
 mod values;
+mod wording;
 
 use check::*;
 use command::*;

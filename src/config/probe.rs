@@ -299,3 +299,45 @@ pub(super) fn privilege_problem(euid: u32, egid: u32, uid: u32, gid: u32) -> Opt
          key"
     ))
 }
+
+/// One `listen` entry as addresses: itself when it is one (`IP:PORT`, `unix:PATH`); for
+/// `HOST:PORT`, every address the name resolves to now (logged: what is bound is what the log
+/// says), in the resolver's order, each once.
+pub(super) fn resolve_listen(entry: &str) -> Result<Vec<ListenAddr>, String> {
+    let invalid = match entry.parse::<ListenAddr>() {
+        Ok(addr) => return Ok(vec![addr]),
+        Err(why) => why,
+    };
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return Err(invalid);
+    };
+    let looks_like_a_name = !host.is_empty()
+        && !host.contains(['[', ']', '/', ' '])
+        && host.parse::<std::net::IpAddr>().is_err();
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(invalid);
+    };
+    if !looks_like_a_name {
+        return Err(invalid);
+    }
+    use std::net::ToSocketAddrs;
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the host name in {}: {e}", quoted(entry)))?;
+    let mut addrs: Vec<ListenAddr> = Vec::new();
+    for addr in found.map(ListenAddr::Tcp) {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("{} resolves to no address", quoted(entry)));
+    }
+    let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    log::info!(
+        "listen {}: {} (resolved now)",
+        quoted(entry),
+        shown.join(", ")
+    );
+    Ok(addrs)
+}

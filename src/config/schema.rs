@@ -7,8 +7,9 @@ use super::*;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
-    /// Addresses to accept on: `"IP:PORT"`, `"[IPv6]:PORT"`, `"unix:/path"`.
-    pub listen: Spanned<Vec<ListenAddr>>,
+    /// Addresses to accept on: `"IP:PORT"`, `"[IPv6]:PORT"`, `"HOST:PORT"` (every address the
+    /// name resolves to), `"unix:/path"`; one, or a list.
+    pub listen: Spanned<ListenEntries>,
     /// How many workers to run: an integer or `"auto"` (one per CPU).
     pub workers: WorkerCount,
     /// `"rr"` (the master hands out connections in turn) or `"none"` (workers accept).
@@ -30,7 +31,7 @@ pub struct FileConfig {
 impl Default for FileConfig {
     fn default() -> Self {
         FileConfig {
-            listen: Spanned::new(0..0, vec![ListenAddr::Tcp(([127, 0, 0, 1], 3000).into())]),
+            listen: Spanned::new(0..0, ListenEntries(vec!["127.0.0.1:3000".into()])),
             workers: WorkerCount::Auto,
             sched_policy: None,
             backlog: Spanned::new(0..0, 511),
@@ -306,5 +307,36 @@ impl Default for FileRecycle {
             max_age: None,
             jitter: Spanned::new(0..0, 0.1),
         }
+    }
+}
+
+/// `listen` as written: one address, or a list of them, each still text (a host name is
+/// resolved when the file is validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenEntries(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for ListenEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ListenEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:3000\", or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ListenEntries, E> {
+                Ok(ListenEntries(vec![s.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ListenEntries, A::Error> {
+                let mut all = Vec::new();
+                while let Some(entry) = seq.next_element::<String>()? {
+                    all.push(entry);
+                }
+                Ok(ListenEntries(all))
+            }
+        }
+        d.deserialize_any(Entries)
     }
 }

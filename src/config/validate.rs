@@ -92,10 +92,11 @@ pub fn validate(
     })
 }
 
-/// `listen`, or `--listen` in its place: at least one address, each one bindable.
+/// `listen`, or `--listen` in its place: at least one address, each one bindable; a host name
+/// stands for every address it resolves to.
 fn listen_config(
     c: &Checker<'_>,
-    listen: Spanned<Vec<ListenAddr>>,
+    listen: Spanned<ListenEntries>,
     overrides: &Overrides,
 ) -> Result<Vec<ListenAddr>, ConfigError> {
     if !overrides.listen.is_empty() {
@@ -104,9 +105,19 @@ fn listen_config(
         return Ok(overrides.listen.clone());
     }
     let span = listen.span();
-    let listen = listen.into_inner();
-    if listen.is_empty() {
+    let entries = listen.into_inner().0;
+    if entries.is_empty() {
         return Err(c.invalid(span, "listen", "needs at least one address".into()));
+    }
+    let mut listen = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let key = if entries.len() == 1 {
+            "listen".to_owned()
+        } else {
+            format!("listen[{i}]")
+        };
+        let addrs = probe::resolve_listen(entry).map_err(|e| c.invalid(span.clone(), &key, e))?;
+        listen.extend(addrs);
     }
     check_listen(&listen).map_err(|e| c.invalid(span, "listen", e))?;
     Ok(listen)

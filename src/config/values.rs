@@ -209,7 +209,8 @@ impl FromStr for ListenAddr {
         s.parse().map(ListenAddr::Tcp).map_err(|_| {
             format!(
                 "invalid listen address {} (allowed: \"IP:PORT\" such as \"127.0.0.1:3000\", \
-                 \"[::1]:3000\", or \"unix:/path/to.sock\")",
+                 \"[::1]:3000\", \"HOST:PORT\" such as \"localhost:3000\", or \
+                 \"unix:/path/to.sock\")",
                 quoted(s)
             )
         })
