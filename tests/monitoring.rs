@@ -503,6 +503,38 @@ fn json_logs_are_one_object_per_line_through_starts_a_crash_a_reload_and_a_stop(
     assert!(has("all workers have exited", ""), "the stop");
 }
 
+/// Issue 26: with `format = "json"`, the workers' captured output is JSON too — one object a
+/// line naming slot, pid and stream — and a worker's own JSON line stays an object (the demo
+/// worker logs JSON when the master does). Before: `[slot 0 pid N] {…}`, not JSON.
+#[test]
+fn captured_worker_output_is_json_with_the_workers_own_objects_kept() {
+    let mut rrb = Rrb::start(
+        "workers = 2\n[log]\nformat = \"json\"\nstderr = \"workers.log\"\n",
+        2,
+    );
+    assert!(http_get(&rrb.addr).unwrap().contains("handled by worker"));
+    rrb.signal(libc::SIGTERM);
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let text = std::fs::read_to_string(rrb.dir.path().join("workers.log")).unwrap();
+    let mut slots = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["stream"], "stderr", "{line}");
+        assert!(v["pid"].is_i64() && v["time"].is_string(), "{line}");
+        assert!(
+            v["line"].is_object(),
+            "the worker's own JSON stays an object: {line}"
+        );
+        assert!(v["line"]["message"].is_string(), "{line}");
+        slots.insert(v["slot"].as_i64().unwrap());
+    }
+    assert_eq!(slots.len(), 2, "both workers' lines: {text}");
+}
+
 /// `tmux -L NAME ARGS…` on a private server; its output.
 fn tmux(server: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("tmux")

@@ -1,6 +1,9 @@
 //! Workers' stdout and stderr, when `[log] stdout`/`stderr` name files: each worker writes into a
 //! pipe, the master reads it and appends each line to the file prefixed with `[slot N pid P]`
-//! (`[agent pid P]` for the agent's; and a timestamp with `date_format`). Files are reopened on SIGUSR1, logrotate's convention.
+//! (`[agent pid P]` for the agent's; and a timestamp with `date_format`) — or, with `[log]
+//! format = "json"`, as one JSON object a line: `time`, `slot` (or `agent`), `pid`, `stream`,
+//! and `line`, the worker's own JSON object when the line is one, else its text. Files are
+//! reopened on SIGUSR1, logrotate's convention.
 //!
 //! Memory is bounded per pipe: a line longer than [`MAX_LINE`] is written out in pieces, and a
 //! worker that never writes a newline cannot make the master buffer more than that.
@@ -14,7 +17,7 @@ use log::{error, info};
 use mio::unix::SourceFd;
 
 use super::Master;
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
 use crate::engine::ids::Place;
 
 /// The longest piece of a line kept in memory before it is written out anyway.
@@ -26,14 +29,19 @@ pub struct Sink {
     path: PathBuf,
     file: File,
     date_format: Option<String>,
+    /// `[log] format = "json"`: one JSON object a line, naming this `stream`.
+    json: bool,
+    stream: &'static str,
 }
 
 impl Sink {
-    pub fn open(path: &Path, date_format: Option<String>) -> io::Result<Sink> {
+    pub fn open(path: &Path, log: &LogConfig, stream: &'static str) -> io::Result<Sink> {
         Ok(Sink {
             path: path.to_owned(),
             file: open_append(path)?,
-            date_format,
+            date_format: log.date_format.clone(),
+            json: log.format == LogFormat::Json,
+            stream,
         })
     }
 
@@ -49,6 +57,14 @@ impl Sink {
 
     /// Writes one (piece of a) line with its prefix. Errors are the caller's to log.
     fn write_line(&mut self, slot: Place, pid: i32, line: &[u8]) -> io::Result<()> {
+        if self.json {
+            let now = chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            let mut out = json_line(&now, slot, pid, self.stream, line);
+            out.push(b'\n');
+            return self.file.write_all(&out);
+        }
         let mut out = Vec::with_capacity(line.len() + 48);
         if let Some(format) = &self.date_format {
             let _ = write!(out, "{} ", chrono::Local::now().format(format));
@@ -64,6 +80,29 @@ impl Sink {
         }
         self.file.write_all(&out)
     }
+}
+
+/// A captured line as JSON: `{"time", "slot"|"agent", "pid", "stream", "line"}`, `line` the
+/// worker's own object when the line is a JSON object, else its text (lossy UTF-8), without
+/// its line ending.
+pub fn json_line(time: &str, place: Place, pid: i32, stream: &str, line: &[u8]) -> Vec<u8> {
+    use serde_json::{Map, Value};
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let value = match serde_json::from_slice::<Value>(line) {
+        Ok(object @ Value::Object(_)) => object,
+        _ => Value::from(String::from_utf8_lossy(line)),
+    };
+    let mut out = Map::new();
+    out.insert("time".into(), Value::from(time));
+    match place {
+        Place::Slot(n) => out.insert("slot".into(), Value::from(n)),
+        Place::Agent => out.insert("agent".into(), Value::from(true)),
+    };
+    out.insert("pid".into(), Value::from(pid));
+    out.insert("stream".into(), Value::from(stream));
+    out.insert("line".into(), value);
+    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
 }
 
 /// Opens a log file for appending, creating it (mode 0640) and its directory.
@@ -167,12 +206,12 @@ impl Pipe {
 
 /// The sinks `[log]` asks for: `[stdout, stderr]`, `None` where the workers inherit ours.
 pub fn open_sinks(log: &LogConfig) -> io::Result<[Option<Sink>; 2]> {
-    let open = |path: &Option<PathBuf>| {
+    let open = |path: &Option<PathBuf>, stream| {
         path.as_deref()
-            .map(|p| Sink::open(p, log.date_format.clone()))
+            .map(|p| Sink::open(p, log, stream))
             .transpose()
     };
-    Ok([open(&log.stdout)?, open(&log.stderr)?])
+    Ok([open(&log.stdout, "stdout")?, open(&log.stderr, "stderr")?])
 }
 
 impl Master {
@@ -246,7 +285,46 @@ mod tests {
     use super::*;
 
     fn sink(dir: &Path) -> Sink {
-        Sink::open(&dir.join("out.log"), None).unwrap()
+        Sink::open(&dir.join("out.log"), &LogConfig::default(), "stdout").unwrap()
+    }
+
+    #[test]
+    fn in_json_each_line_is_an_object_and_a_workers_object_stays_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogConfig {
+            format: LogFormat::Json,
+            ..LogConfig::default()
+        };
+        let mut sink = Sink::open(&dir.path().join("out.log"), &log, "stderr").unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut pipe = Pipe::new(r).unwrap();
+        pipe.feed(
+            b"{\"level\":\"info\",\"msg\":\"hi\"}\nplain \"text\"\r\n",
+            &mut sink,
+            Place::Slot(3),
+            9,
+        );
+        pipe.feed(b"[1, 2]\n", &mut sink, Place::Agent, 8);
+        let text = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0]["slot"], 3);
+        assert_eq!(lines[0]["pid"], 9);
+        assert_eq!(lines[0]["stream"], "stderr");
+        assert_eq!(
+            lines[0]["line"]["msg"], "hi",
+            "the worker's object, not a string"
+        );
+        assert_eq!(
+            lines[1]["line"], "plain \"text\"",
+            "text, without its line ending"
+        );
+        assert_eq!(lines[2]["agent"], true);
+        assert_eq!(lines[2]["line"], "[1, 2]", "only an object is taken as one");
+        assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
