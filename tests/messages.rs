@@ -310,3 +310,24 @@ fn a_worker_that_never_reads_is_replaced_and_the_master_stays_small() {
     let (code, out, _) = rrb.ctl(&["send", "1"]);
     assert_eq!((code, out.trim()), (0, "sent to 3 receiver(s)"));
 }
+
+/// Issue 26: a message nobody takes is an error, not a silent success (unless retained for
+/// workers started later), and one over the 64 KiB bound is refused by the command, naming it.
+#[test]
+fn a_message_nobody_takes_or_too_long_is_refused_saying_why() {
+    // The demo worker takes no messages.
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let (code, out, err) = rrb.ctl(&["send", r#"{"to":"nobody"}"#]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("nobody took it"), "{err}");
+    let (code, out, err) = rrb.ctl(&["send", "--retain", "later", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kept as \"later\""), "{out}");
+    let long = "x".repeat(70_000);
+    let (code, out, err) = rrb.ctl(&["send", "--text", &long]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("70002 bytes") && err.contains("64 KiB"),
+        "{err}"
+    );
+}

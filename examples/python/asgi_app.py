@@ -1,4 +1,4 @@
-"""A minimal ASGI app, for config/uvicorn.toml: `uvicorn asgi_app:app`."""
+"""A minimal ASGI app, for config/servers/uvicorn.toml: `uvicorn asgi_app:app`."""
 import os
 
 

@@ -1,4 +1,4 @@
-"""A minimal WSGI app, for config/gunicorn.toml: `gunicorn wsgi_app:app`."""
+"""A minimal WSGI app, for config/servers/gunicorn.toml: `gunicorn wsgi_app:app`."""
 import os
 
 

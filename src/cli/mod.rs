@@ -77,6 +77,14 @@ pub fn run(mut cli: Cli) -> ExitCode {
                     }
                 }
             };
+            let size = serde_json::to_string(&message).map_or(0, |t| t.len());
+            if size > control::MAX_MESSAGE {
+                eprintln!(
+                    "rrbalancer send: the message is {size} bytes of JSON; at most {} (64 KiB)",
+                    control::MAX_MESSAGE
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
             let to = match (slot, agent) {
                 (Some(slot), _) => slot.to_string(),
                 (None, true) => "agent".into(),

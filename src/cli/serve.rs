@@ -50,6 +50,10 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
         }
     } else if daemon {
         let log_path = config.log.master_log.clone().expect("set above");
+        if let Err(e) = master::PidFile::check_free(&config.control.pid_file) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
         // Beside the pid file by default: that directory is made private before anything in it.
         if let Err(e) = master::create_private_dir(&config.control.pid_file) {
             log::error!("{e}");

@@ -145,7 +145,7 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
 }
 
 /// The view: a header, the rows, the totals.
-pub fn render(status: &Status, rows: &[Row]) -> String {
+pub fn render(status: &Status, rows: &[Row], terminal: bool) -> String {
     let ready = status
         .workers
         .iter()
@@ -157,13 +157,15 @@ pub fn render(status: &Status, rows: &[Row]) -> String {
     let rss: u64 = rows.iter().filter_map(|r| r.rss).sum();
     let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
     let mut out = format!(
-        "rrbalancer {} pid {}  policy {}  {}\nworkers {ready}/{} ready{}  —  q to quit\n\n",
+        "rrbalancer {} pid {}  policy {}  {}\nworkers {ready}/{} ready{}{}\n\n",
         status.version,
         status.pid,
         status.sched_policy,
         status.listeners.join(", "),
         status.workers_wanted,
         client::notes(status),
+        // Keys are read on a terminal only.
+        if terminal { "  —  q to quit" } else { "" },
     );
     let header = [
         "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",
@@ -263,7 +265,7 @@ pub fn run(socket: &Path, iterations: Option<u64>) -> Result<(), ClientError> {
             return Err(ClientError::Refused(reply.message.unwrap_or_default()));
         };
         let rows = rows(&status, Instant::now(), &mut previous);
-        let view = render(&status, &rows);
+        let view = render(&status, &rows, terminal);
         let mut out = std::io::stdout().lock();
         if terminal {
             // Home, draw, clear what the last frame left below.
@@ -340,8 +342,12 @@ mod tests {
         let mut previous = Sample::default();
         let first = status([100, 50], 1.0);
         let rows0 = rows(&first, t0, &mut previous);
-        let total = render(&first, &rows0);
-        let total = total.lines().find(|l| l.starts_with("total")).unwrap();
+        let piped = render(&first, &rows0, false);
+        assert!(
+            !piped.contains("q to quit"),
+            "no key is read off a terminal: {piped}"
+        );
+        let total = piped.lines().find(|l| l.starts_with("total")).unwrap();
         assert!(total.ends_with(" 0.0"), "no CPU% yet: {total}");
         assert!(
             rows0
@@ -357,12 +363,15 @@ mod tests {
         // The agent's row last: no slot, no connections, its own CPU.
         assert_eq!((rows1[2].slot, rows1[2].pid), (None, Some(12)));
         assert_eq!((rows1[2].rate, rows1[2].cpu_percent), (0.0, Some(12.5)));
-        let view = render(&second, &rows1);
+        let view = render(&second, &rows1, true);
         assert!(
             view.lines().any(|l| l.starts_with("agent  12   ready")),
             "{view}"
         );
-        assert!(view.contains("workers 2/2 ready"), "{view}");
+        assert!(
+            view.contains("workers 2/2 ready") && view.contains("q to quit"),
+            "{view}"
+        );
         let total = view.lines().find(|l| l.starts_with("total")).unwrap();
         assert!(total.contains("150"), "{total}");
     }

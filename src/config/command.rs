@@ -203,7 +203,8 @@ pub(super) fn working_dir(
     if !cwd.is_dir() {
         return Err(c.invalid(span, key, format!("{} is not a directory", cwd.display())));
     }
-    Ok(Some(cwd))
+    // `config/..` as the directory it is (what `check` prints, what the log says).
+    Ok(Some(cwd.canonicalize().unwrap_or(cwd)))
 }
 
 /// Strings that `execve` cannot pass: a NUL byte anywhere, an environment name that is empty

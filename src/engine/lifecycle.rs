@@ -51,6 +51,11 @@ impl ReadyRule {
 
     /// A worker up for `up` that has not said `ready`. Reaching the delay wins over reaching
     /// the timeout at the same moment.
+    /// Ready the moment it starts (`ready = "start"`): nothing says its app has loaded.
+    pub fn at_start(self) -> bool {
+        self.after == Some(Duration::ZERO)
+    }
+
     pub fn check(self, up: Duration) -> Start {
         if self.after.is_some_and(|d| up >= d) {
             Start::Ready
@@ -207,5 +212,12 @@ mod tests {
             quick.stop_step(t0 + REAP_GRACE, 2),
             Some(StopStep::ExitUnreaped)
         );
+    }
+
+    #[test]
+    fn only_start_counts_a_worker_ready_at_start() {
+        assert!(rule(Readiness::Start, 0, 1000).at_start());
+        assert!(!rule(Readiness::Message, 0, 1000).at_start());
+        assert!(!rule(Readiness::Delay, 500, 1000).at_start());
     }
 }

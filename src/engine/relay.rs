@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The longest body, in bytes of compact JSON.
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = crate::wire::control::MAX_MESSAGE;
 /// Retained keys at most, and their bodies' bytes in all.
 pub const MAX_RETAINED_KEYS: usize = 64;
 pub const MAX_RETAINED_BYTES: usize = 1024 * 1024;
@@ -178,6 +178,20 @@ impl Retained {
         self.bytes = bytes;
         self.values.insert(key.clone(), Rc::clone(message));
         Ok(())
+    }
+
+    /// Whether `message` would replace, with another value, one that an operator set with
+    /// `rrbalancer send --retain` (a worker or the agent re-sending its own at a reload): worth
+    /// a line in the log, since the operator's value is gone.
+    pub fn overrides_operator(&self, message: &Message) -> bool {
+        let Some(key) = &message.retain else {
+            return false;
+        };
+        self.values.get(key).is_some_and(|old| {
+            old.from == Sender::Control
+                && message.from != Sender::Control
+                && old.body != message.body
+        })
     }
 
     /// Every retained message, by key.
@@ -415,5 +429,31 @@ mod tests {
         assert_eq!(b.bytes(), 1 + MESSAGE_OVERHEAD, "what is left");
         b.pop(at(5));
         assert_eq!((b.stall_deadline(), b.bytes()), (None, 0));
+    }
+
+    #[test]
+    fn an_operators_retained_value_replaced_by_a_workers_is_noticed() {
+        let mut r = Retained::default();
+        r.keep(&message(Some("config"), "1")).unwrap();
+        let from_agent = |body: &str| Message {
+            from: Sender::Agent,
+            retain: Some("config".into()),
+            body: body.into(),
+        };
+        assert!(r.overrides_operator(&from_agent("2")));
+        assert!(
+            !r.overrides_operator(&from_agent("1")),
+            "the same value: nothing lost"
+        );
+        assert!(
+            !r.overrides_operator(&message(Some("config"), "3")),
+            "the operator's own"
+        );
+        assert!(!r.overrides_operator(&message(None, "3")), "not retained");
+        r.keep(&Rc::new(from_agent("2"))).unwrap();
+        assert!(
+            !r.overrides_operator(&from_agent("4")),
+            "the agent's own value"
+        );
     }
 }

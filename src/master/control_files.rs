@@ -112,6 +112,30 @@ pub(super) fn same_file(path: &Path, id: Option<(u64, u64)>) -> bool {
 }
 
 impl PidFile {
+    /// `Err(AlreadyRunning)` when a master holds the pid file at `path` now (its lock is
+    /// taken); nothing is created or changed. For `start --daemon`, to refuse before it
+    /// detaches (then the error goes to the terminal, not into the running master's log).
+    pub fn check_free(path: &Path) -> Result<(), ControlError> {
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        else {
+            return Ok(()); // none, or not ours to read: `acquire` says what is wrong
+        };
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_) => Ok(()),
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Err(ControlError::AlreadyRunning {
+                    pid: pid.trim().to_owned(),
+                    path: path.to_owned(),
+                })
+            }
+        }
+    }
+
     pub fn acquire(path: &Path) -> Result<PidFile, ControlError> {
         create_private_dir(path)?;
         let file = OpenOptions::new()

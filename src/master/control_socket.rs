@@ -396,9 +396,18 @@ impl Master {
                 retain,
                 message,
             } => {
-                let reply = match self.send_from_control(&to, retain, &message) {
-                    Ok(n) => Reply::ok(format!("sent to {n} receiver(s)")),
-                    Err(why) => Reply::error(why),
+                let kept = retain.clone();
+                let reply = match (self.send_from_control(&to, retain, &message), kept) {
+                    (Ok(0), None) => Reply::error(
+                        "nobody took it: no worker takes messages now (a Node process with \
+                         process.on('message'), a native worker that said `subscribe`)"
+                            .into(),
+                    ),
+                    (Ok(0), Some(key)) => Reply::ok(format!(
+                        "no worker takes messages now; kept as {key:?} for those started later"
+                    )),
+                    (Ok(n), _) => Reply::ok(format!("sent to {n} receiver(s)")),
+                    (Err(why), _) => Reply::error(why),
                 };
                 self.answer(key, reply);
             }

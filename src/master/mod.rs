@@ -63,7 +63,7 @@ use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use wire_shared::Handoff;
 
-pub use control_files::{ControlError, create_private_dir};
+pub use control_files::{ControlError, PidFile, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
 pub use startup::{Loader, run};

@@ -113,7 +113,8 @@ impl Notifier {
     fn status(&mut self, fleet: Fleet, now: Instant) -> String {
         let mut line = format!("{}/{} workers ready", fleet.ready, fleet.wanted);
         if let Some(handed) = fleet.handed {
-            line.push_str(&format!(", {handed} connections handed"));
+            let s = if handed == 1 { "" } else { "s" };
+            line.push_str(&format!(", {handed} connection{s} handed"));
         }
         self.next_status = now + STATUS_EVERY;
         self.last_status = line.clone();

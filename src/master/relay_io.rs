@@ -35,6 +35,12 @@ impl Master {
             retain: outgoing.retain,
             body: outgoing.body,
         });
+        if self.ops.retained.overrides_operator(&message) {
+            warn!(
+                "retained {:?}: {sender}'s value replaces the one `rrbalancer send --retain` set",
+                message.retain.as_deref().unwrap_or_default()
+            );
+        }
         self.ops.retained.keep(&message)?;
         let fleet = &self.core.fleet();
         let receivers: Vec<usize> = match to {

@@ -133,10 +133,15 @@ fn take_listeners(
             for (want, j) in config.listen.iter().zip(order) {
                 let socket = got[j].take().expect("each socket assigned once");
                 let listener = Listener::from_inherited(socket).map_err(MasterError::EventLoop)?;
-                info!(
-                    "`listen` {want}: the socket systemd passed, {}",
-                    listener.local
-                );
+                if listener.local == want.to_string() {
+                    info!("`listen` {want}: the socket systemd passed");
+                } else {
+                    warn!(
+                        "`listen` {want}: systemd passed a socket bound to {} instead; serving \
+                         on it (the unit decides the addresses: make `listen` name them)",
+                        listener.local
+                    );
+                }
                 taken.push(listener);
             }
             taken

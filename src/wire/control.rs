@@ -22,6 +22,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest message `rrbalancer send` (or a worker) may send: its JSON text, compact.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]

@@ -98,7 +98,13 @@ impl Supervisor {
                     .iter()
                     .filter(|&&p| fleet.key_of(p).is_some())
                     .count();
-                let message = done.completed(now, draining, self.policy.kill_timeout);
+                let mut message = done.completed(now, draining, self.policy.kill_timeout);
+                if self.policy.ready.at_start() {
+                    message.push_str(
+                        "; with ready = \"start\" a worker counts as ready when started, before \
+                         its app has loaded (ready = \"message\" waits for it to say so)",
+                    );
+                }
                 info!("{message}");
                 // A reload has one waiter at most: answered now, or once its old workers
                 // have exited (`reload --wait`).
