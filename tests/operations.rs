@@ -860,6 +860,50 @@ fn a_reload_that_cannot_apply_a_change_says_so_and_exits_1() {
     );
 }
 
+/// Issue 26: `restart` stops the running master and starts a new one in the background with
+/// the same file (and the flags given); with none running, it starts one.
+#[test]
+fn restart_stops_then_starts_in_the_background_with_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    std::fs::write(&config, "listen = [\"127.0.0.1:0\"]\nworkers = 1\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::outcome(out)
+    };
+    // Nothing runs: it starts one.
+    let (code, out, err) = run(&["restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = started_pid(&out);
+    let _first = KillOnDrop(first);
+    assert!(err.contains("no rrbalancer is running"), "said so: {err}");
+    // One runs: stopped (waited for), a new one started with --workers 2.
+    let (code, out, err) = run(&["restart", "--workers", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert!(
+        !err.contains("is ignored"),
+        "its flags are the next master's: {err}"
+    );
+    let second = started_pid(&out[out.find("started in the background").expect(&out)..]);
+    let _second = KillOnDrop(second);
+    assert_ne!(first, second);
+    assert!(!alive(first), "the first has exited");
+    let (code, out, err) = run(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {second}")), "{out}");
+    assert_eq!(common::children_of(second).len(), 2, "--workers 2 applied");
+    let (code, out, err) = run(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn status_ready_is_a_readiness_probe() {
     let mut rrb = Rrb::start(

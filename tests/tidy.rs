@@ -72,7 +72,7 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
-    ("src/master/control_socket.rs", 570),
+    ("src/master/control_socket.rs", 567),
     ("src/engine/ledger.rs", 538),
     ("src/master/node.rs", 546),
     ("src/engine/supervisor/mod.rs", 596),

@@ -38,17 +38,17 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// rr: the master hands out connections in turn; none: workers accept themselves.
-    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file (run, start, check).
+    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file (run, start, restart, check).
     #[arg(long, value_name = "POLICY", global = true)]
     pub sched_policy: Option<SchedPolicy>,
 
-    /// Number of workers (or "auto": one per CPU), overriding the file (run, start, check; a
-    /// running master: `rrbalancer scale N`).
+    /// Number of workers (or "auto": one per CPU), overriding the file (run, start, restart,
+    /// check; a running master: `rrbalancer scale N`).
     #[arg(short, long, value_name = "N", value_parser = parse_workers, global = true)]
     pub workers: Option<WorkerCount>,
 
     /// Address to listen on, overriding the file's `listen` (repeat for several):
-    /// 127.0.0.1:3000, [::1]:3000, unix:/path/to.sock (run, start, check).
+    /// 127.0.0.1:3000, [::1]:3000, unix:/path/to.sock (run, start, restart, check).
     #[arg(short, long, value_name = "ADDR", value_parser = parse_listen, global = true)]
     pub listen: Vec<ListenAddr>,
 
@@ -106,6 +106,11 @@ pub enum Command {
     },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
+    /// Stop the running master (gracefully, waiting until it has exited), then start it again
+    /// in the background with the same configuration file and the flags given here, as `start
+    /// --daemon` does; with nothing running, just start it. Between the two, nothing listens:
+    /// `reload` (new workers) and `upgrade` (a new binary) refuse no connection.
+    Restart,
     /// Send a message to the workers (every worker that takes messages: a Node process's
     /// `process.on('message')`, a native worker that said `subscribe`), to one slot, or to the
     /// agent. MESSAGE is JSON (`'{"color":"blue"}'`, `'"text"'`, `42`); with --text, any text,

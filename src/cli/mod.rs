@@ -56,6 +56,22 @@ pub fn run(mut cli: Cli) -> ExitCode {
             Ask::Request(control::Request::Scale { workers: count }),
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Restart) => {
+            // The flags that shape a master are for the one started next, not the one stopped.
+            let (workers, listen, policy) = (
+                cli.workers.take(),
+                std::mem::take(&mut cli.listen),
+                cli.sched_policy.take(),
+            );
+            let stopped = control_command(&cli, Ask::Stop);
+            (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
+            // With no file named, a failed stop (none running, several) leaves nothing to
+            // restart; with one, the pid file refuses a second master if the first still runs.
+            if stopped != ExitCode::from(EXIT_OK) && cli.config.is_none() {
+                return stopped;
+            }
+            serve(&cli, true)
+        }
         Some(Command::Send {
             slot,
             agent,

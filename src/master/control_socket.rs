@@ -396,19 +396,7 @@ impl Master {
                 retain,
                 message,
             } => {
-                let kept = retain.clone();
-                let reply = match (self.send_from_control(&to, retain, &message), kept) {
-                    (Ok(0), None) => Reply::error(
-                        "nobody took it: no worker takes messages now (a Node process with \
-                         process.on('message'), a native worker that said `subscribe`)"
-                            .into(),
-                    ),
-                    (Ok(0), Some(key)) => Reply::ok(format!(
-                        "no worker takes messages now; kept as {key:?} for those started later"
-                    )),
-                    (Ok(n), _) => Reply::ok(format!("sent to {n} receiver(s)")),
-                    (Err(why), _) => Reply::error(why),
-                };
+                let reply = self.send_reply(&to, retain, &message);
                 self.answer(key, reply);
             }
             Request::Upgrade { binary, wait } => {

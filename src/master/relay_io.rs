@@ -11,6 +11,7 @@ use log::{debug, warn};
 use super::Master;
 use crate::engine::ids::{Place, Role};
 use crate::engine::relay::{self, Message, Outgoing, Sender, Target};
+use crate::wire::control::Reply;
 
 impl Master {
     /// Relays what `sender` (the worker at `from`, if it is one) asked to send; how many
@@ -91,6 +92,29 @@ impl Master {
                 .map_or(String::new(), |k| format!(" (retained as {k})"))
         );
         Ok(sent)
+    }
+
+    /// `rrbalancer send`'s answer: sent to how many, or why not — a message nobody takes is
+    /// an error (said once retained: those started later get it).
+    pub(super) fn send_reply(
+        &mut self,
+        to: &str,
+        retain: Option<String>,
+        message: &serde_json::Value,
+    ) -> Reply {
+        let kept = retain.clone();
+        match (self.send_from_control(to, retain, message), kept) {
+            (Ok(0), None) => Reply::error(
+                "nobody took it: no worker takes messages now (a Node process with \
+                 process.on('message'), a native worker that said `subscribe`)"
+                    .into(),
+            ),
+            (Ok(0), Some(key)) => Reply::ok(format!(
+                "no worker takes messages now; kept as {key:?} for those started later"
+            )),
+            (Ok(n), _) => Reply::ok(format!("sent to {n} receiver(s)")),
+            (Err(why), _) => Reply::error(why),
+        }
     }
 
     /// `rrbalancer send`: checked as a worker's `send` is.
