@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::{Rrb, Start, alive, http_get_path, pid_of, repo, worker_id_of};
@@ -419,4 +420,64 @@ fn the_shipped_node_examples_lose_no_keep_alive_request_across_reloads() {
         );
         assert!(seen.ok > 300, "{name}: the load really ran: {seen:?}");
     }
+}
+
+/// Issue 26: no file needed — `rrbalancer -w 2 -- node app.js` runs an unchanged cluster app
+/// clustered on the embedded defaults (the protocol picked from the program), a bare `status`
+/// finds it, and `check` prints the file it would take.
+#[test]
+fn a_node_app_named_on_the_command_line_runs_clustered_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = script("cluster_app.js");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let mut master = std::process::Command::new(common::BIN)
+        .args(["-w", "2", "--listen", &addr, "--", "node", &app])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = master.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pids = std::collections::BTreeSet::new();
+    while pids.len() < 2 && Instant::now() < deadline {
+        match common::http_get(&addr) {
+            Ok(body) => {
+                assert!(body.contains("handled by worker"), "{body}");
+                pids.insert(pid_of(&body));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let bare = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .current_dir("/")
+            .output()
+            .unwrap();
+        common::outcome(out)
+    };
+    let (code, out, err) = bare(&["status"]);
+    let (check_code, toml, _) = bare(&["check", "--", "node", &app]);
+    // SAFETY: the master this test started, and its process group.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = master.wait().unwrap();
+    unsafe { libc::killpg(pid, libc::SIGKILL) };
+    assert_eq!(pids.len(), 2, "both workers serve, in turn");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("pid {pid}")) && out.contains("cluster_app"),
+        "{out}"
+    );
+    assert_eq!(check_code, 0);
+    assert!(
+        toml.contains("protocol = \"node-cluster\"") && toml.contains("cluster_app.js"),
+        "{toml}"
+    );
+    assert_eq!(status.code(), Some(0));
 }

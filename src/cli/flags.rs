@@ -16,9 +16,11 @@ use crate::demo::DemoArgs;
 /// and stops the workers, and none outlives it.
 ///
 /// With no --config it runs the embedded default: listen on 127.0.0.1:3000, one built-in demo
-/// worker per CPU, round-robin.
+/// worker per CPU, round-robin. With a program after `--`, that program is the worker, no file
+/// needed: `rrbalancer -w 4 -- node app.js` runs an unchanged Node cluster app on 4 workers.
 #[derive(Debug, Parser)]
 #[command(name = "rrbalancer", version, max_term_width = 100)]
+#[command(override_usage = "rrbalancer [OPTIONS] [COMMAND] [-- PROGRAM [ARGS]...]")]
 #[command(after_help = "\
 Signals: TERM/INT graceful stop (a second one: quick), QUIT quick stop, HUP rolling reload,
 TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 in-place upgrade.
@@ -57,8 +59,33 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", global = true)]
     pub control: Option<PathBuf>,
 
+    /// How the worker program named after `--` talks to the master: `auto` (the default):
+    /// node-cluster for a Node program (`node app.js`, a .js/.mjs/.cjs script), native
+    /// otherwise; or native, node, node-cluster (run, start, restart, check).
+    #[arg(long, value_name = "PROTOCOL", global = true)]
+    pub protocol: Option<ProtocolChoice>,
+
+    /// The worker program and its arguments, instead of a file's `[worker]`: `rrbalancer -w 4
+    /// -- node app.js` runs app.js clustered on the embedded defaults (run, start, restart,
+    /// check; `check` prints the equivalent file).
+    #[arg(last = true, global = true, value_name = "PROGRAM")]
+    pub program: Vec<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--protocol`: a worker protocol, or `auto` to pick it from the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolChoice {
+    /// node-cluster for a Node program, native otherwise.
+    Auto,
+    /// rrbalancer's own protocol (docs/PROTOCOL.md).
+    Native,
+    /// Node's child_process IPC (`process.on('message', (m, socket) => …)`).
+    Node,
+    /// Node's cluster module: an unchanged `http.createServer().listen()` app.
+    NodeCluster,
 }
 
 #[derive(Debug, Subcommand)]

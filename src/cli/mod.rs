@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 pub use flags::Cli;
 use flags::Command;
+use flags::ProtocolChoice;
 
 use crate::wire::control;
 use crate::{config, demo, wire};
@@ -136,6 +137,13 @@ fn overrides(cli: &Cli) -> config::Overrides {
         node_env_policy: std::env::var(wire::env::NODE_SCHED_POLICY).ok(),
         workers: cli.workers,
         listen: cli.listen.clone(),
+        program: cli.program.clone(),
+        protocol: match cli.protocol {
+            None | Some(ProtocolChoice::Auto) => None,
+            Some(ProtocolChoice::Native) => Some(config::Protocol::Native),
+            Some(ProtocolChoice::Node) => Some(config::Protocol::Node),
+            Some(ProtocolChoice::NodeCluster) => Some(config::Protocol::NodeCluster),
+        },
     }
 }
 

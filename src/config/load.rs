@@ -10,6 +10,10 @@ pub struct Overrides {
     pub node_env_policy: Option<String>,
     pub workers: Option<WorkerCount>,
     pub listen: Vec<ListenAddr>,
+    /// The worker program and its arguments named on the command line (after `--`).
+    pub program: Vec<String>,
+    /// `--protocol`; `None`: auto (picked from `program`).
+    pub protocol: Option<Protocol>,
 }
 
 /// A configuration that cannot be used. Exit code 2.

@@ -41,6 +41,7 @@ mod load;
 mod model;
 mod print;
 mod probe;
+mod program;
 mod schema;
 mod sections;
 mod validate;

@@ -128,26 +128,31 @@ pub(super) fn created_path_problem(path: &Path, what: Created) -> Option<String>
 /// the master, so two files never collide, one file runs one master, and `rrbalancer status
 /// --config F` finds it whatever flags started it.
 pub fn default_control_paths(file: Option<&str>) -> (PathBuf, PathBuf) {
-    let base = default_runtime_dir();
-    let name = match file {
+    match file {
         Some(name) => {
             let path = Path::new(name);
             let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
             let stem = path
                 .file_stem()
                 .map_or("rrbalancer".into(), |s| s.to_string_lossy().into_owned());
-            // FNV-1a: stable across runs and builds (std's hasher is not).
-            let hash = full
-                .as_os_str()
-                .as_encoded_bytes()
-                .iter()
-                .fold(0xcbf29ce484222325u64, |h, &b| {
-                    (h ^ b as u64).wrapping_mul(0x100000001b3)
-                });
-            format!("{stem}-{:08x}", hash as u32)
+            control_paths_named(&stem, full.as_os_str().as_encoded_bytes())
         }
-        None => "default".to_owned(),
-    };
+        None => {
+            let base = default_runtime_dir();
+            (base.join("default.pid"), base.join("default.sock"))
+        }
+    }
+}
+
+/// The default pid file and control socket named `<stem>-<hash of key>` in the runtime
+/// directory.
+pub(super) fn control_paths_named(stem: &str, key: &[u8]) -> (PathBuf, PathBuf) {
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = key.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let name = format!("{stem}-{:08x}", hash as u32);
+    let base = default_runtime_dir();
     (
         base.join(format!("{name}.pid")),
         base.join(format!("{name}.sock")),

@@ -40,13 +40,19 @@ pub(super) fn check_unix_path(path: &Path) -> Result<(), String> {
 /// Step two: the checks serde cannot make, and the overrides from flags and environment. Each
 /// section has its rules in its function; the first error found is returned.
 pub fn validate(
-    file: FileConfig,
+    mut file: FileConfig,
     text: &str,
     name: &str,
     dir: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let c = Checker { text, name, dir };
+    program::apply(&mut file.worker, &overrides.program, overrides.protocol);
+    // With no file, a master started for a program is named after it, not `default`.
+    let named_after_program = dir
+        .is_none()
+        .then(|| program::control_name(&overrides.program))
+        .flatten();
     let listen = listen_config(&c, file.listen, overrides)?;
     let (sched_policy, policy_source) = effective_policy(
         overrides.sched_policy,
@@ -56,7 +62,16 @@ pub fn validate(
     )
     .map_err(ConfigError::Setting)?;
     let protocol = file.worker.protocol;
-    let worker = worker_config(&c, file.worker)?;
+    let worker = worker_config(&c, file.worker).map_err(|e| match (&e, dir) {
+        // No file: the command line named the program, so say that, not a key.
+        (ConfigError::Invalid { message, .. }, None) if !overrides.program.is_empty() => {
+            let why = message
+                .split_once("`: ")
+                .map_or(message.as_str(), |(_, why)| why);
+            ConfigError::Setting(format!("the program after `--`: {why}"))
+        }
+        _ => e,
+    })?;
     let backlog = backlog_config(&c, file.backlog)?;
     let (restart, on_giveup) = restart_config(&c, file.restart)?;
     let metrics = metrics_config(&c, file.metrics)?;
@@ -69,7 +84,10 @@ pub fn validate(
         None => None,
     };
     let (kill_timeout, stop_signal, disconnect) = shutdown_config(&c, file.shutdown, protocol)?;
-    let (control, log) = paths_config(&c, file.control, file.log)?;
+    let (mut control, log) = paths_config(&c, file.control, file.log)?;
+    if let Some((stem, key)) = named_after_program {
+        (control.pid_file, control.socket) = control_paths_named(&stem, key.as_bytes());
+    }
     Ok(Config {
         source: None,
         listen,

@@ -86,7 +86,20 @@ impl Master {
         Status {
             pid: getpid().as_raw(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            config: self.config.source.as_ref().map(|p| p.display().to_string()),
+            // The file; with none, the program the command line named (`-- node app.js`).
+            config: self
+                .config
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .or_else(|| {
+                    let command = &self.config.worker.command;
+                    (!command.is_demo()).then(|| {
+                        let mut argv = vec![command.arg0.to_string_lossy().into_owned()];
+                        argv.extend(command.args.iter().cloned());
+                        format!("-- {}", argv.join(" "))
+                    })
+                }),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             listeners: self.accept.listen_names.clone(),
             workers_wanted: self.core.fleet().slots.len(),
