@@ -799,3 +799,82 @@ fn metrics_allow_closes_other_clients_at_once_and_a_public_listener_is_warned_ab
     assert_eq!(code, 2, "{said}");
     assert!(said.contains("m.toml:3:24: key `metrics.allow`"), "{said}");
 }
+
+/// Issue 26: `rrbalancer logs` shows the workers' recent captured output (`--slot`, `-n`),
+/// `-f` follows it, and without capture it says why there is nothing.
+#[test]
+fn logs_shows_and_follows_the_workers_captured_output() {
+    let rrb = Rrb::start(
+        "workers = 2\n[log]\nstdout = \"out.log\"\nstderr = \"err.log\"\n",
+        2,
+    );
+    let (code, out, err) = rrb.ctl(&["logs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for slot in [0, 1] {
+        assert!(out.contains(&format!("[slot {slot} pid ")), "{out}");
+    }
+    assert!(out.contains(" stderr] "), "{out}");
+    let (code, out, err) = rrb.ctl(&["logs", "--slot", "1", "-n", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("[slot 1 pid "), "{out}");
+    // Followed: the new workers of a reload show up.
+    let mut follow = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(rrb.config_path())
+        .args(["logs", "-f", "-n", "0"])
+        .env("XDG_RUNTIME_DIR", rrb.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = rrb.workers();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after: Vec<i32> = rrb.wait_workers(2, Duration::from_secs(5));
+    let new_pid = *after
+        .iter()
+        .find(|p| !before.contains(p))
+        .expect("a new worker");
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let hit = line.contains(&format!(" pid {new_pid} "));
+            seen.push(line);
+            if hit {
+                break;
+            }
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.iter().any(|l| l.contains(&format!(" pid {new_pid} "))),
+        "{seen:#?}"
+    );
+    // `-n 0`: only what came after it started, none of the lines of the workers before.
+    assert!(
+        !seen.iter().any(|l| before
+            .iter()
+            .any(|p| l.contains(&format!(" pid {p} ")) && l.contains("serving"))),
+        "{seen:#?}"
+    );
+    // Not captured: nothing to show, and why.
+    let plain = Rrb::start("workers = 1\n", 1);
+    let (code, out, err) = plain.ctl(&["logs"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not captured"), "{err}");
+}

@@ -28,6 +28,13 @@ pub(super) enum Ask {
     Top {
         iterations: Option<u64>,
     },
+    /// `logs`: the workers' recent output, followed with `follow`.
+    Logs {
+        slot: Option<usize>,
+        agent: bool,
+        lines: usize,
+        follow: bool,
+    },
 }
 
 /// Where the master asked is, or what was done instead of asking one.
@@ -58,6 +65,12 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))
         }
         Ask::Top { iterations } => top::run(&socket, iterations).map(|()| String::new()),
+        Ask::Logs {
+            slot,
+            agent,
+            lines,
+            follow,
+        } => client::logs(&socket, slot, agent, lines, follow).map(|()| String::new()),
         Ask::Request(request) => client::request(&socket, &request, long).and_then(|reply| {
             let message = reply.message.unwrap_or_default();
             if reply.ok {

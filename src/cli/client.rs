@@ -386,3 +386,55 @@ pub fn uptime(secs: f64) -> String {
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+
+/// `logs`: prints the workers' last `lines` (of `slot`, or the agent's), one a line —
+/// `TIME [slot N pid P stream] text` — and with `follow` keeps asking for newer ones.
+pub fn logs(
+    socket: &Path,
+    slot: Option<usize>,
+    agent: bool,
+    lines: usize,
+    follow: bool,
+) -> Result<(), ClientError> {
+    // At least one line is asked for, so that `-f -n 0` learns where "now" is.
+    let (mut after, mut ask_for, mut show) = (None, lines.max(1), lines);
+    loop {
+        let ask = Request::Logs {
+            slot,
+            agent,
+            lines: ask_for,
+            after,
+        };
+        let reply = request(socket, &ask, Duration::from_secs(5))?;
+        if !reply.ok {
+            return Err(ClientError::Refused(reply.message.unwrap_or_default()));
+        }
+        let got = reply.logs.unwrap_or_default();
+        let mut out = io::stdout().lock();
+        for line in &got[got.len().saturating_sub(show)..] {
+            let time = chrono::DateTime::from_timestamp_millis(line.time_ms as i64)
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%H:%M:%S%.3f")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let place = line
+                .slot
+                .map_or("agent".to_owned(), |n| format!("slot {n}"));
+            let _ = writeln!(
+                out,
+                "{time} [{place} pid {} {}] {}",
+                line.pid, line.stream, line.line
+            );
+        }
+        let _ = out.flush();
+        if !follow {
+            return Ok(());
+        }
+        // From now on, everything newer than the last line seen.
+        after = got.last().map(|l| l.seq).or(after).or(Some(0));
+        (ask_for, show) = (1_000, 1_000);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -131,6 +131,23 @@ pub enum Command {
         #[arg(value_name = "N")]
         count: usize,
     },
+    /// The workers' recent output, as the master captured it (`[log] stdout`/`stderr` set): the
+    /// last lines of every worker and the agent, oldest first, each with its time, slot, pid and
+    /// stream. The master keeps the last 2,000 lines (1 MiB) over all workers.
+    Logs {
+        /// Only the worker of slot N.
+        #[arg(long, value_name = "N", conflicts_with = "agent")]
+        slot: Option<usize>,
+        /// Only the agent's.
+        #[arg(long)]
+        agent: bool,
+        /// How many lines (at most 1000).
+        #[arg(short = 'n', long, value_name = "LINES", default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Stop the running master gracefully and wait until it has exited.
     Stop,
     /// Stop the running master (gracefully, waiting until it has exited), then start it again

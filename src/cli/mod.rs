@@ -56,6 +56,20 @@ pub fn run(mut cli: Cli) -> ExitCode {
             &cli,
             Ask::Request(control::Request::Scale { workers: count }),
         ),
+        Some(Command::Logs {
+            slot,
+            agent,
+            lines,
+            follow,
+        }) => control_command(
+            &cli,
+            Ask::Logs {
+                slot,
+                agent,
+                lines,
+                follow,
+            },
+        ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
         Some(Command::Restart) => {
             // The flags that shape a master are for the one started next, not the one stopped.

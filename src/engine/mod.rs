@@ -11,7 +11,7 @@
 //!   `next_deadline`) over `fleet` (the core's worker record: pid, place, state, timers — no
 //!   fd), `restart`, `lifecycle`, `limits`, `reload`, `recycle`, `reconfigure`,
 //!   `stop_signal`;
-//! - views and messages: `projection` (the one slot/worker/agent state every view reads),
+//! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection` (the one slot/worker/agent state every view reads),
 //!   `metrics` (counters, the family table, the renderer), `relay` (worker-to-worker
 //!   messages, bounded), `upgrade` (the master-to-master upgrade's state machine);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
@@ -24,6 +24,7 @@ pub mod ids;
 pub mod ledger;
 pub mod lifecycle;
 pub mod limits;
+pub mod log_ring;
 pub mod metrics;
 pub mod mix;
 pub mod projection;

@@ -353,10 +353,7 @@ impl Master {
     fn on_request(&mut self, key: usize, request: Request) {
         debug!("control request: {request:?}");
         match request {
-            Request::Status => {
-                let status = self.status();
-                self.answer(key, Reply::status(status));
-            }
+            Request::Status => self.answer(key, Reply::status(self.status())),
             Request::Reload { wait } => {
                 info!("reload requested on the control socket");
                 if let Err(e) = self.request_reload(Some(key), wait) {
@@ -387,10 +384,7 @@ impl Master {
                 self.answer(key, reply);
                 self.begin_stop();
             }
-            Request::Metrics => {
-                let text = self.metrics_text();
-                self.answer(key, Reply::ok(text));
-            }
+            Request::Metrics => self.answer(key, Reply::ok(self.metrics_text())),
             Request::Send {
                 to,
                 retain,
@@ -399,6 +393,12 @@ impl Master {
                 let reply = self.send_reply(&to, retain, &message);
                 self.answer(key, reply);
             }
+            Request::Logs {
+                slot,
+                agent,
+                lines,
+                after,
+            } => self.answer(key, self.logs_reply(slot, agent, lines, after)),
             Request::Upgrade { binary, wait } => {
                 info!("upgrade requested on the control socket");
                 self.request_upgrade(Some(key), binary, wait);

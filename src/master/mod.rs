@@ -166,6 +166,7 @@ impl Master {
                 effects: Vec::new(),
                 base_env: launch::base_env(&config, &config.worker.command.env),
                 sinks,
+                log_ring: Default::default(),
                 hooks: Vec::new(),
                 next_memory_sample: now,
                 configured_workers: config.workers,

@@ -19,6 +19,8 @@ use mio::unix::SourceFd;
 use super::Master;
 use crate::config::{LogConfig, LogFormat};
 use crate::engine::ids::Place;
+use crate::engine::log_ring::LogRing;
+use crate::wire::control::{LogLine, Reply};
 
 /// The longest piece of a line kept in memory before it is written out anyway.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -79,6 +81,34 @@ impl Sink {
             out.push(b'\n');
         }
         self.file.write_all(&out)
+    }
+}
+
+/// Where a pipe's complete lines (or pieces of an endless one) go.
+pub trait LineSink {
+    fn line(&mut self, place: Place, pid: i32, line: &[u8]);
+}
+
+impl LineSink for Sink {
+    fn line(&mut self, place: Place, pid: i32, line: &[u8]) {
+        // A full disk must not stop the master; the file says nothing more until it has room.
+        let _ = self.write_line(place, pid, line);
+    }
+}
+
+/// A line to its file and to the ring `rrbalancer logs` reads.
+pub struct Tee<'a> {
+    pub sink: &'a mut Sink,
+    pub ring: &'a mut LogRing,
+    /// When the lines were read, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl LineSink for Tee<'_> {
+    fn line(&mut self, place: Place, pid: i32, line: &[u8]) {
+        self.sink.line(place, pid, line);
+        self.ring
+            .push(place, pid, self.sink.stream, self.time_ms, line);
     }
 }
 
@@ -148,7 +178,7 @@ impl Pipe {
     }
 
     /// Reads what is available and writes every complete line to `sink`.
-    pub fn drain(&mut self, sink: &mut Sink, slot: Place, pid: i32) -> PipeState {
+    pub fn drain(&mut self, sink: &mut impl LineSink, slot: Place, pid: i32) -> PipeState {
         let mut chunk = [0u8; 8192];
         loop {
             let n = match nix::unistd::read(&self.fd, &mut chunk).map_err(io::Error::from) {
@@ -171,16 +201,16 @@ impl Pipe {
     /// Splits `data` into lines and writes the complete ones; a line longer than [`MAX_LINE`]
     /// goes out in pieces of that size (its newline may end the last full piece), whatever
     /// sizes the reads came in. `partial` never holds [`MAX_LINE`] bytes or more.
-    fn feed(&mut self, mut data: &[u8], sink: &mut Sink, slot: Place, pid: i32) {
+    fn feed(&mut self, mut data: &[u8], sink: &mut impl LineSink, slot: Place, pid: i32) {
         while !data.is_empty() {
             let room = MAX_LINE - self.partial.len();
             let window = &data[..data.len().min(room + 1)];
             if let Some(end) = window.iter().position(|&b| b == b'\n') {
                 if self.partial.is_empty() {
-                    let _ = sink.write_line(slot, pid, &data[..=end]);
+                    sink.line(slot, pid, &data[..=end]);
                 } else {
                     self.partial.extend_from_slice(&data[..=end]);
-                    let _ = sink.write_line(slot, pid, &self.partial);
+                    sink.line(slot, pid, &self.partial);
                     self.partial.clear();
                 }
                 data = &data[end + 1..];
@@ -190,15 +220,15 @@ impl Pipe {
             self.partial.extend_from_slice(&data[..taken]);
             data = &data[taken..];
             if self.partial.len() == MAX_LINE {
-                let _ = sink.write_line(slot, pid, &self.partial);
+                sink.line(slot, pid, &self.partial);
                 self.partial.clear();
             }
         }
     }
 
-    fn flush_partial(&mut self, sink: &mut Sink, slot: Place, pid: i32) {
+    fn flush_partial(&mut self, sink: &mut impl LineSink, slot: Place, pid: i32) {
         if !self.partial.is_empty() {
-            let _ = sink.write_line(slot, pid, &self.partial);
+            sink.line(slot, pid, &self.partial);
             self.partial.clear();
         }
     }
@@ -230,7 +260,16 @@ impl Master {
         ) else {
             return;
         };
-        if pipe.drain(sink, slot, pid) == PipeState::Closed {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ring = &mut self.workers.log_ring;
+        let mut tee = Tee {
+            sink,
+            ring,
+            time_ms,
+        };
+        if pipe.drain(&mut tee, slot, pid) == PipeState::Closed {
             let fd = pipe.raw_fd();
             let _ = self.io.poll.registry().deregister(&mut SourceFd(&fd));
             process.output[stream] = None;
@@ -271,6 +310,45 @@ impl Master {
                 Err(e) => error!("cannot reopen {}: {e}", path.display()),
             }
         }
+    }
+}
+
+impl Master {
+    /// `rrbalancer logs`: the last `lines` captured of `slot` (or the agent's, or everyone's),
+    /// after line `after`; an error when nothing is captured.
+    pub(super) fn logs_reply(
+        &self,
+        slot: Option<usize>,
+        agent: bool,
+        lines: usize,
+        after: Option<u64>,
+    ) -> Reply {
+        if self.workers.sinks.iter().all(Option::is_none) {
+            return Reply::error(
+                "the workers' output is not captured: with [log] stdout and stderr unset it goes \
+                 straight to the master's stderr (or the journal); set them to keep it here"
+                    .into(),
+            );
+        }
+        let wanted = |place: Place| match (slot, agent) {
+            (Some(n), _) => place == Place::Slot(n),
+            (None, true) => place == Place::Agent,
+            (None, false) => true,
+        };
+        let picked = self.workers.log_ring.tail(wanted, after, lines);
+        Reply::logs(
+            picked
+                .into_iter()
+                .map(|l| LogLine {
+                    seq: l.seq,
+                    time_ms: l.time_ms,
+                    slot: l.place.slot(),
+                    pid: l.pid,
+                    stream: l.stream.into(),
+                    line: l.text.clone(),
+                })
+                .collect(),
+        )
     }
 }
 

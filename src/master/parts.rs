@@ -73,6 +73,8 @@ pub(super) struct Workers {
     pub base_env: Vec<(OsString, OsString)>,
     /// Files for the workers' stdout and stderr, when `[log]` names them.
     pub sinks: [Option<output::Sink>; 2],
+    /// The last lines captured, for `rrbalancer logs`.
+    pub log_ring: crate::engine::log_ring::LogRing,
     /// `on_giveup` commands still running (reaped like workers, killed at exit).
     pub hooks: Vec<Pid>,
     /// When to measure the workers' memory next (`[recycle] max_memory`).

@@ -137,8 +137,8 @@ fn take_listeners(
                     info!("`listen` {want}: the socket systemd passed");
                 } else {
                     warn!(
-                        "`listen` {want}: systemd passed a socket bound to {} instead; serving \
-                         on it (the unit decides the addresses: make `listen` name them)",
+                        "`listen` {want}: the socket systemd passed is bound to {} instead; \
+                         serving on it (the unit decides the addresses: make `listen` name them)",
                         listener.local
                     );
                 }

@@ -12,6 +12,8 @@
 //! → {"cmd":"upgrade"}             ← {"ok":true,"message":"upgraded: pid … serves …"}  (handed over)
 //! → {"cmd":"upgrade","binary":"/usr/local/bin/rrbalancer.new"}
 //! → {"cmd":"upgrade","wait":true}  ← the same answer, then EOF once the old master has exited
+//! → {"cmd":"logs","lines":50,"slot":1} ← {"ok":true,"logs":[{"seq":7,"time_ms":…,"slot":1,…}]}
+//! → {"cmd":"logs","lines":1000,"after":7} ← the lines after line 7 (`logs -f` asks this way)
 //! ```
 //!
 //! A refused or failed request answers `{"ok":false,"message":"…why…"}`. A request is at most
@@ -47,6 +49,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retain: Option<String>,
         message: serde_json::Value,
+    },
+    /// The workers' recent captured output: the last `lines` of `slot` (or the agent's, or
+    /// everyone's), after line `after` if given (`logs -f` asks again with the last it got).
+    Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<usize>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        agent: bool,
+        lines: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// In-place upgrade: start `binary` (default: the running master's own path) as a new
     /// master and hand over to it. Answered once it took over, or with why it did not.
@@ -100,6 +113,24 @@ pub struct Reply {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// `logs`: the lines, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogLine>>,
+}
+
+/// One line of a worker's captured output, as `logs` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Its number over all workers, from 1.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The slot; `None` for the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+    pub pid: i32,
+    pub stream: String,
+    pub line: String,
 }
 
 impl Reply {
@@ -109,6 +140,7 @@ impl Reply {
             pid: None,
             message: Some(message),
             status: None,
+            logs: None,
         }
     }
 
@@ -118,6 +150,7 @@ impl Reply {
             pid: None,
             message: Some(message),
             status: None,
+            logs: None,
         }
     }
 
@@ -127,6 +160,17 @@ impl Reply {
             pid: None,
             message: None,
             status: Some(status),
+            logs: None,
+        }
+    }
+
+    pub fn logs(lines: Vec<LogLine>) -> Reply {
+        Reply {
+            ok: true,
+            pid: None,
+            message: None,
+            status: None,
+            logs: Some(lines),
         }
     }
 }
