@@ -1089,3 +1089,49 @@ fn a_control_request_without_its_final_newline_is_answered() {
     assert_eq!(reply["ok"], true, "{answer}");
     assert_eq!(reply["status"]["pid"], rrb.pid(), "{answer}");
 }
+
+/// Issue 26: watch mode — a change under `[watch] paths` reloads the workers (never a stop),
+/// once per burst; an ignored name changes nothing; a directory made later is watched too.
+#[test]
+fn watch_mode_reloads_once_per_burst_of_changes_and_skips_ignored_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    let rrb = Rrb::start(
+        &format!(
+            "workers = 2\n[watch]\npaths = [{:?}]\ndebounce = \"150ms\"\n",
+            app.display().to_string()
+        ),
+        2,
+    );
+    let reloads = |rrb: &Rrb| rrb.count_log("reload complete");
+    // A burst: five writes within the debounce, one reload.
+    let before = rrb.workers();
+    for i in 0..5 {
+        std::fs::write(app.join("app.js"), format!("// {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rrb.wait_for_log_count("reload complete", 1, Duration::from_secs(10));
+    let after = rrb.wait_workers(2, Duration::from_secs(5));
+    assert!(
+        after.iter().all(|w| !before.contains(w)),
+        "{before:?} → {after:?}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(reloads(&rrb), 1, "one reload for the burst");
+    // An ignored name: nothing.
+    std::fs::write(app.join("debug.log"), "x\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(reloads(&rrb), 1, "*.log is ignored");
+    // A directory made now is watched: a file in it reloads.
+    std::fs::create_dir(app.join("lib")).unwrap();
+    rrb.wait_for_log_count("reload complete", 2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.join("lib/util.js"), "// new\n").unwrap();
+    rrb.wait_for_log_count("reload complete", 3, Duration::from_secs(10));
+    assert!(
+        rrb.get().unwrap().contains("handled by worker"),
+        "serving throughout"
+    );
+    assert_eq!(rrb.count_log("stopping gracefully"), 0, "never a stop");
+}

@@ -125,8 +125,14 @@ fn the_master_serves_on_the_sockets_systemd_passes_in_rr_and_none_mode() {
         assert_eq!(code, Some(0), "{policy}: {err}");
         assert!(err.contains("the socket systemd passed"), "{err}");
         // Another address than `listen` names is worth a warning (issue 26).
-        let line = err.lines().find(|l| l.contains("the socket systemd passed")).unwrap();
-        assert!(line.contains("WARN") && line.contains("is bound to"), "{line}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("the socket systemd passed"))
+            .unwrap();
+        assert!(
+            line.contains("WARN") && line.contains("is bound to"),
+            "{line}"
+        );
         assert!(err.contains(&format!("listening on {addr}")), "{err}");
         assert!(!err.contains("listening on 127.0.0.1:3000"), "{err}");
     }

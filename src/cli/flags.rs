@@ -65,6 +65,12 @@ pub struct Cli {
     #[arg(long, value_name = "PROTOCOL", global = true)]
     pub protocol: Option<ProtocolChoice>,
 
+    /// Reload the workers when files change: the `[watch]` paths, else the worker's directory
+    /// (`cwd`, else the current one) — never a stop, once per burst of changes (run, start,
+    /// restart, check).
+    #[arg(long, global = true)]
+    pub watch: bool,
+
     /// The worker program and its arguments, instead of a file's `[worker]`: `rrbalancer -w 4
     /// -- node app.js` runs app.js clustered on the embedded defaults (run, start, restart,
     /// check; `check` prints the equivalent file).

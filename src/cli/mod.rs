@@ -152,6 +152,7 @@ fn overrides(cli: &Cli) -> config::Overrides {
         workers: cli.workers,
         listen: cli.listen.clone(),
         program: cli.program.clone(),
+        watch: cli.watch,
         protocol: match cli.protocol {
             None | Some(ProtocolChoice::Auto) => None,
             Some(ProtocolChoice::Native) => Some(config::Protocol::Native),

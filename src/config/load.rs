@@ -14,6 +14,8 @@ pub struct Overrides {
     pub program: Vec<String>,
     /// `--protocol`; `None`: auto (picked from `program`).
     pub protocol: Option<Protocol>,
+    /// `--watch`: reload on changes (the `[watch]` paths, else the worker's directory).
+    pub watch: bool,
 }
 
 /// A configuration that cannot be used. Exit code 2.

@@ -57,6 +57,16 @@ pub struct Config {
     /// `[metrics]`: the monitoring listener, if any, and who may use it.
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
+    /// `[watch]` (or `--watch`): reload on changes, if any path is watched.
+    pub watch: Option<WatchConfig>,
+}
+
+/// `[watch]`, validated: existing paths, absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    pub paths: Vec<PathBuf>,
+    pub ignore: Vec<String>,
+    pub debounce: Duration,
 }
 
 #[derive(Debug, Clone)]

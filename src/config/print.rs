@@ -48,6 +48,19 @@ impl Config {
         }
         top.insert("metrics".into(), Value::Table(metrics));
         top.insert("log".into(), Value::Table(log_table(&self.log)));
+        if let Some(w) = &self.watch {
+            let mut watch = Table::new();
+            watch.insert(
+                "paths".into(),
+                Value::Array(w.paths.iter().map(|p| path(p)).collect()),
+            );
+            watch.insert(
+                "ignore".into(),
+                Value::Array(w.ignore.iter().map(|i| text(i)).collect()),
+            );
+            watch.insert("debounce".into(), duration(w.debounce));
+            top.insert("watch".into(), Value::Table(watch));
+        }
         toml::to_string(&top).unwrap_or_default()
     }
 }

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub control: FileControl,
     pub metrics: FileMetrics,
     pub log: FileLog,
+    pub watch: FileWatch,
 }
 
 impl Default for FileConfig {
@@ -44,6 +45,7 @@ impl Default for FileConfig {
             control: FileControl::default(),
             metrics: FileMetrics::default(),
             log: FileLog::default(),
+            watch: FileWatch::default(),
         }
     }
 }
@@ -241,6 +243,38 @@ pub struct FileLog {
     pub master_log: Option<Spanned<PathBuf>>,
     /// The master's own log lines: `"text"` (default) or `"json"` (one object per line).
     pub format: LogFormat,
+}
+
+/// `[watch]`: reload when files change (PM2's `--watch`, gunicorn's `--reload`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileWatch {
+    /// Files and directories (watched with everything under them) whose changes reload the
+    /// workers; relative to the config file's directory. Empty: no watching.
+    pub paths: Vec<Spanned<PathBuf>>,
+    /// Names left out: a name, `*.suffix` or `prefix*` (`node_modules`, `*.log`, `.git*`).
+    pub ignore: Vec<String>,
+    /// A burst of changes reloads once, this long after its last change.
+    pub debounce: Spanned<HumanDuration>,
+}
+
+impl Default for FileWatch {
+    fn default() -> Self {
+        FileWatch {
+            paths: Vec::new(),
+            ignore: [
+                ".git",
+                "node_modules",
+                "__pycache__",
+                "*.log",
+                "*.swp",
+                "*~",
+            ]
+            .map(String::from)
+            .to_vec(),
+            debounce: Spanned::new(0..0, HumanDuration(Duration::from_millis(500))),
+        }
+    }
 }
 
 /// `[restart]`: what happens when a worker exits unasked.

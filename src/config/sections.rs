@@ -219,3 +219,33 @@ pub(super) fn shutdown_config(
     }
     Ok((kill_timeout, stop_signal, disconnect))
 }
+
+/// `[watch]`: each path existing, relative ones from the config file's directory; with
+/// `--watch` and no paths, the worker's directory (else the current one). `None`: no watching.
+pub(super) fn watch_config(
+    c: &Checker<'_>,
+    file: FileWatch,
+    cli_watch: bool,
+    worker_dir: Option<&Path>,
+) -> Result<Option<WatchConfig>, ConfigError> {
+    let debounce = c.duration(file.debounce, "watch.debounce")?;
+    let mut paths = Vec::new();
+    for (i, path) in file.paths.into_iter().enumerate() {
+        let span = path.span();
+        let path = c.relative(path);
+        if !path.exists() {
+            let why = format!("{} does not exist", path.display());
+            return Err(c.invalid(span, &format!("watch.paths[{i}]"), why));
+        }
+        paths.push(path);
+    }
+    if paths.is_empty() && cli_watch {
+        let here = std::env::current_dir().unwrap_or_default();
+        paths.push(worker_dir.map_or(here, Path::to_path_buf));
+    }
+    Ok((!paths.is_empty()).then_some(WatchConfig {
+        paths,
+        ignore: file.ignore,
+        debounce,
+    }))
+}

@@ -84,6 +84,12 @@ pub fn validate(
         None => None,
     };
     let (kill_timeout, stop_signal, disconnect) = shutdown_config(&c, file.shutdown, protocol)?;
+    let watch = watch_config(
+        &c,
+        file.watch,
+        overrides.watch,
+        worker.command.cwd.as_deref(),
+    )?;
     let (mut control, log) = paths_config(&c, file.control, file.log)?;
     if let Some((stem, key)) = named_after_program {
         (control.pid_file, control.socket) = control_paths_named(&stem, key.as_bytes());
@@ -107,6 +113,7 @@ pub fn validate(
         control,
         metrics,
         log,
+        watch,
     })
 }
 

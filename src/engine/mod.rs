@@ -13,7 +13,8 @@
 //!   `stop_signal`;
 //! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection` (the one slot/worker/agent state every view reads),
 //!   `metrics` (counters, the family table, the renderer), `relay` (worker-to-worker
-//!   messages, bounded), `upgrade` (the master-to-master upgrade's state machine);
+//!   messages, bounded), `upgrade` (the master-to-master upgrade's state machine), `watch` (watch mode's
+//!   debounce);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
 
 pub mod client_limits;
@@ -39,3 +40,4 @@ pub mod stats;
 pub mod stop_signal;
 pub mod supervisor;
 pub mod upgrade;
+pub mod watch;

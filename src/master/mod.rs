@@ -44,6 +44,7 @@ mod startup;
 mod status;
 mod supervisor_io;
 mod upgrade_link;
+mod watch_io;
 mod wire_shared;
 
 use std::io;
@@ -182,6 +183,8 @@ impl Master {
             ops: Operations {
                 control: Some(control),
                 monitor: None,
+                watcher: None,
+                watch_token: None,
                 // A new master speaks to systemd only once it took over.
                 notifier: notify::Notifier::from_env(now, predecessor_present),
                 counters: metrics::Counters::default(),
@@ -226,6 +229,7 @@ impl Master {
                     Some(Source::Predecessor) => self.on_predecessor(),
                     Some(Source::Monitor) => self.on_monitor_accept(),
                     Some(Source::MonitorConn(key)) => self.on_monitor_conn(key),
+                    Some(Source::Watch) => self.on_watch(),
                     Some(Source::Channel(key)) => {
                         if event.is_writable() {
                             self.on_channel_writable(key);
@@ -246,6 +250,7 @@ impl Master {
             self.monitor_turn(now);
             self.supervise(now);
             self.upgrade_turn(now);
+            self.watch_turn(now);
             self.succession_turn();
             if !self.ops.started_serving {
                 self.ops.started_serving = self.core.fleet().started();
@@ -328,6 +333,12 @@ impl Master {
             .chain(self.ledger.next_full_retry())
             .chain(self.control_deadline())
             .chain(self.monitor_deadline())
+            .chain(
+                self.ops
+                    .watcher
+                    .as_ref()
+                    .and_then(watch_io::Watcher::deadline),
+            )
             .min()
     }
 

@@ -103,6 +103,9 @@ pub(super) struct Operations {
     pub control: Option<control_socket::Control>,
     /// The monitoring listener (`[metrics] listen`), if any.
     pub monitor: Option<monitor::Monitor>,
+    /// Watch mode (`[watch]`, `--watch`), if on.
+    pub watcher: Option<super::watch_io::Watcher>,
+    pub watch_token: Option<Token>,
     /// What systemd is told (`NOTIFY_SOCKET`).
     pub notifier: notify::Notifier,
     /// What is counted for `/metrics`.

@@ -31,6 +31,8 @@ pub enum Source {
     Monitor,
     /// The monitoring connection with this key.
     MonitorConn(usize),
+    /// Watch mode's inotify fd.
+    Watch,
 }
 
 #[derive(Debug, Default)]

@@ -103,6 +103,7 @@ fn run_master(
             .map_err(MasterError::EventLoop)?;
         master.ops.monitor = Some(monitor);
     }
+    master.set_watch();
     master.workers.configured_workers = configured_workers;
     master.announce_start();
     started(&master.accept.listen_names);

@@ -466,7 +466,11 @@ impl Master {
             }
         }
         self.workers.base_env = launch::base_env(&config, &config.worker.command.env);
+        let rewatch = config.watch != self.config.watch;
         self.config = config;
+        if rewatch {
+            self.set_watch();
+        }
         kept
     }
 
