@@ -47,5 +47,5 @@ use std::process::ExitCode;
 /// returns the process exit code.
 pub fn main() -> ExitCode {
     logging::init();
-    cli::run(<cli::Cli as clap::Parser>::parse())
+    cli::main()
 }

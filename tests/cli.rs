@@ -450,3 +450,30 @@ fn without_xdg_runtime_dir_the_control_paths_fall_back_to_tmp_rrbalancer_uid() {
         }
     }
 }
+
+/// Issue 26: `demo-worker --help` shows the demo worker's own options, none of the master's
+/// (global to the master's commands); the demo worker still starts from the master.
+#[test]
+fn demo_worker_help_lists_its_own_options_only() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["demo-worker", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: rrbalancer demo-worker"), "{help}");
+    assert!(
+        help.contains("--max-requests") && help.contains("--drain-grace"),
+        "{help}"
+    );
+    for master in [
+        "--config",
+        "--workers",
+        "--listen",
+        "--sched-policy",
+        "--control",
+        "PROGRAM",
+    ] {
+        assert!(!help.contains(master), "{master} in {help}");
+    }
+}

@@ -218,6 +218,35 @@ pub enum Command {
     DemoWorker(DemoArgs),
 }
 
+/// `rrbalancer demo-worker` parsed on its own: the master's flags are global to [`Cli`], and
+/// would otherwise fill the demo worker's `--help` although it reads none of them.
+#[derive(Debug, Parser)]
+#[command(name = "rrbalancer demo-worker", version, max_term_width = 100)]
+pub struct DemoCli {
+    #[command(flatten)]
+    pub args: DemoArgs,
+}
+
+/// `rrbalancer demo-worker …` (what the master starts), parsed as [`DemoCli`]; `None` for any
+/// other command line.
+pub fn demo_worker_args() -> Option<DemoArgs> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_none_or(|a| a != "demo-worker") {
+        return None;
+    }
+    let about = <Cli as clap::CommandFactory>::command()
+        .find_subcommand("demo-worker")
+        .and_then(|c| c.get_about().map(ToString::to_string))
+        .unwrap_or_default();
+    let matches = <DemoCli as clap::CommandFactory>::command()
+        .about(about)
+        .bin_name("rrbalancer demo-worker")
+        .get_matches_from(&argv[1..]);
+    let demo =
+        <DemoCli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    Some(demo.args)
+}
+
 fn parse_workers(s: &str) -> Result<WorkerCount, String> {
     s.parse()
 }

@@ -29,16 +29,28 @@ const EXIT_RUNTIME: u8 = 1;
 /// Exit code for a usage or configuration error.
 const EXIT_USAGE: u8 = 2;
 
+/// Parses the command line and runs it; returns the process exit code.
+pub fn main() -> ExitCode {
+    match flags::demo_worker_args() {
+        Some(args) => demo_worker(args),
+        None => run(<Cli as clap::Parser>::parse()),
+    }
+}
+
+fn demo_worker(args: demo::DemoArgs) -> ExitCode {
+    match demo::run(args) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            log::error!("demo worker: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 /// Runs what the command line asks for; returns the process exit code.
 pub fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
-        Some(Command::DemoWorker(args)) => match demo::run(args) {
-            Ok(()) => ExitCode::from(EXIT_OK),
-            Err(e) => {
-                log::error!("demo worker: {e}");
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        },
+        Some(Command::DemoWorker(args)) => demo_worker(args),
         Some(Command::Check) => match load_config(&cli) {
             Ok(config) => {
                 let _ = write!(std::io::stdout(), "{}", config.to_toml());
