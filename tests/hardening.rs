@@ -119,18 +119,24 @@ fn ids_of(pid: i32) -> (u32, u32, u32, u32, Vec<u32>) {
     (uid[0], uid[1], gid[0], gid[1], field("Groups:"))
 }
 
-/// Issue 26: `[worker] user` runs every worker as that user and its primary group; the
-/// channel (rr) and the inherited listener (none) still serve.
-#[test]
-fn workers_run_as_the_configured_user_and_serve() {
+/// The ids of the user `nobody`, when this test may start processes as another user (root);
+/// else `None`, said as a skip (a failure in CI).
+fn nobody() -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         common::skip("needs root to start workers as another user");
-        return;
+        return None;
     }
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("a user nobody");
-    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    Some((nobody.uid.as_raw(), nobody.gid.as_raw()))
+}
+
+/// Issue 26: `[worker] user` runs every worker as that user and its primary group; the
+/// channel (rr) and the inherited listener (none) still serve.
+#[test]
+fn workers_run_as_the_configured_user_and_serve() {
+    let Some((uid, gid)) = nobody() else { return };
     for policy in ["rr", "none"] {
         let config =
             format!("workers = 2\nsched_policy = \"{policy}\"\n[worker]\nuser = \"nobody\"\n");
@@ -158,14 +164,7 @@ fn workers_run_as_the_configured_user_and_serve() {
 /// (The worker is `sleep`, which would outlive a master whose channel closed.)
 #[test]
 fn a_worker_of_another_user_keeps_none_of_the_masters_groups_and_dies_with_it() {
-    if !nix::unistd::geteuid().is_root() {
-        common::skip("needs root to start workers as another user");
-        return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a user nobody");
-    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    let Some((uid, gid)) = nobody() else { return };
     let dir = tempfile::tempdir().unwrap();
     fs::write(
         dir.path().join("cluster.toml"),
