@@ -477,3 +477,18 @@ fn demo_worker_help_lists_its_own_options_only() {
         assert!(!help.contains(master), "{master} in {help}");
     }
 }
+
+/// `--protocol` without a program after `--` is refused, not silently ignored.
+#[test]
+fn protocol_without_a_program_is_a_usage_error() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["--protocol", "node", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--protocol is for the program named after `--`"),
+        "{err}"
+    );
+}

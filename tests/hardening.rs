@@ -150,6 +150,26 @@ fn workers_run_as_the_configured_user_and_serve() {
                 (uid, uid, gid, gid),
                 "{policy}: worker {w}"
             );
+            // Its environment as `su` makes it: nobody's home and name, not root's runtime
+            // directory.
+            let environ = fs::read(format!("/proc/{w}/environ")).unwrap();
+            let vars: Vec<String> = environ
+                .split(|&b| b == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            let home = nix::unistd::User::from_uid(uid.into())
+                .unwrap()
+                .unwrap()
+                .dir;
+            assert!(
+                vars.contains(&format!("HOME={}", home.display())),
+                "{vars:?}"
+            );
+            assert!(vars.contains(&"USER=nobody".to_string()), "{vars:?}");
+            assert!(
+                !vars.iter().any(|v| v.starts_with("XDG_RUNTIME_DIR=")),
+                "{vars:?}"
+            );
         }
         for _ in 0..6 {
             let body = rrb.get().unwrap_or_else(|e| panic!("{policy}: {e}"));

@@ -872,6 +872,13 @@ fn logs_shows_and_follows_the_workers_captured_output() {
             .any(|p| l.contains(&format!(" pid {p} ")) && l.contains("serving"))),
         "{seen:#?}"
     );
+    // A slot that is not there, and no agent: said, not an empty answer.
+    let (code, _, err) = rrb.ctl(&["logs", "--slot", "5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no slot 5: this master runs 2"), "{err}");
+    let (code, _, err) = rrb.ctl(&["logs", "--agent"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no [agent]"), "{err}");
     // Not captured: nothing to show, and why.
     let plain = Rrb::start("workers = 1\n", 1);
     let (code, out, err) = plain.ctl(&["logs"]);

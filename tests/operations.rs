@@ -1099,8 +1099,12 @@ fn watch_mode_reloads_once_per_burst_of_changes_and_skips_ignored_names() {
     std::fs::create_dir(&app).unwrap();
     let rrb = Rrb::start(
         &format!(
-            "workers = 2\n[watch]\npaths = [{:?}]\ndebounce = \"150ms\"\n",
-            app.display().to_string()
+            "workers = 2\n[watch]\npaths = [{:?}]\ndebounce = \"150ms\"\n\
+             [log]\nstderr = {:?}\n",
+            app.display().to_string(),
+            // Inside the watched directory: the workers' own output is no change (a reload
+            // writes to it: else one reload would set off the next, for ever).
+            app.join("workers.err").display().to_string()
         ),
         2,
     );
@@ -1134,4 +1138,45 @@ fn watch_mode_reloads_once_per_burst_of_changes_and_skips_ignored_names() {
         "serving throughout"
     );
     assert_eq!(rrb.count_log("stopping gracefully"), 0, "never a stop");
+}
+
+/// A bare `restart` of a master whose program was named on its command line does not start
+/// the embedded default in its place: it asks for the program again (the review found the demo
+/// worker replacing a Node app on port 3000).
+#[test]
+fn a_bare_restart_of_a_master_run_from_the_command_line_asks_for_its_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::outcome(out)
+    };
+    let (code, out, err) = run(&[
+        "-w",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "start",
+        "--daemon",
+        "--",
+        BIN,
+        "demo-worker",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid = started_pid(&out);
+    let _guard = KillOnDrop(pid);
+    let (code, out, err) = run(&["restart"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("name it again") && err.contains("demo-worker"),
+        "{err}"
+    );
+    assert!(alive(pid), "not stopped");
+    let (code, out, err) = run(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
 }

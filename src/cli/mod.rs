@@ -47,6 +47,40 @@ fn demo_worker(args: demo::DemoArgs) -> ExitCode {
     }
 }
 
+/// `restart`: stop what runs, then start it again in the background.
+fn restart(mut cli: Cli) -> ExitCode {
+    // Named by nothing: start again what runs — its file; a program named on its
+    // command line must be named again (its flags are not known here).
+    if cli.config.is_none() && cli.program.is_empty() && cli.control.is_none() {
+        match client::discover(&config::default_runtime_dir()).map(|f| f.config) {
+            Ok(Some(program)) if program.starts_with("-- ") => {
+                eprintln!(
+                    "rrbalancer restart: the running master runs `{}` from its command \
+                     line; name it again: rrbalancer restart [FLAGS] {program}",
+                    &program[3..]
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Ok(Some(file)) => cli.config = Some(file.into()),
+            _ => {}
+        }
+    }
+    // The flags that shape a master are for the one started next, not the one stopped.
+    let (workers, listen, policy) = (
+        cli.workers.take(),
+        std::mem::take(&mut cli.listen),
+        cli.sched_policy.take(),
+    );
+    let stopped = control_command(&cli, Ask::Stop);
+    (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
+    // With no file named, a failed stop (none running, several) leaves nothing to
+    // restart; with one, the pid file refuses a second master if the first still runs.
+    if stopped != ExitCode::from(EXIT_OK) && cli.config.is_none() {
+        return stopped;
+    }
+    serve(&cli, true)
+}
+
 /// Runs what the command line asks for; returns the process exit code.
 pub fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
@@ -83,22 +117,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
             },
         ),
         Some(Command::Stop) => control_command(&cli, Ask::Stop),
-        Some(Command::Restart) => {
-            // The flags that shape a master are for the one started next, not the one stopped.
-            let (workers, listen, policy) = (
-                cli.workers.take(),
-                std::mem::take(&mut cli.listen),
-                cli.sched_policy.take(),
-            );
-            let stopped = control_command(&cli, Ask::Stop);
-            (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
-            // With no file named, a failed stop (none running, several) leaves nothing to
-            // restart; with one, the pid file refuses a second master if the first still runs.
-            if stopped != ExitCode::from(EXIT_OK) && cli.config.is_none() {
-                return stopped;
-            }
-            serve(&cli, true)
-        }
+        Some(Command::Restart) => restart(cli),
         Some(Command::Send {
             slot,
             agent,

@@ -106,6 +106,8 @@ pub struct Identity {
     /// As written, or the user's primary group's name (its number if it has none).
     pub group: String,
     pub gid: u32,
+    /// The user's name and home directory from the user database, when it has an entry.
+    pub login: Option<(String, PathBuf)>,
 }
 
 impl Command {

@@ -258,11 +258,16 @@ pub(super) fn identity(
     if let Some(why) = privilege_problem(euid.as_raw(), egid.as_raw(), uid, gid) {
         return Err(c.invalid(span, key, why));
     }
+    let login = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| (u.name, u.dir));
     Ok(Some(Identity {
         user,
         uid,
         group,
         gid,
+        login,
     }))
 }
 

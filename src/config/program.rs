@@ -10,9 +10,6 @@ use super::*;
 /// Puts `program` (argv, at least the program) and `protocol` (`None`: auto) into `worker`.
 pub(super) fn apply(worker: &mut FileWorker, program: &[String], protocol: Option<Protocol>) {
     let Some((first, rest)) = program.split_first() else {
-        if let Some(protocol) = protocol {
-            worker.protocol = protocol;
-        }
         return;
     };
     let (exec, args) = if is_script(first) {
@@ -44,6 +41,19 @@ pub(super) fn control_name(program: &[String]) -> Option<(String, String)> {
         .map_or("rrbalancer".into(), |s| s.to_string_lossy().into_owned());
     let here = std::env::current_dir().unwrap_or_default();
     Some((stem, format!("{}\0{}", here.display(), program.join("\0"))))
+}
+
+/// The directory of the script `program` runs (`node srv/app.js` → `srv`, made absolute), if
+/// it names one: what `--watch` watches when nothing else says.
+pub(super) fn script_dir(program: &[String]) -> Option<PathBuf> {
+    let script = program.iter().find(|a| is_script(a))?;
+    let dir = Path::new(script).parent()?;
+    std::path::absolute(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .ok()
 }
 
 fn is_script(arg: &str) -> bool {
@@ -84,10 +94,10 @@ mod tests {
         assert_eq!(w.protocol, Protocol::Native);
         let w = applied(&["node", "worker.js"], Some(Protocol::Node));
         assert_eq!(w.protocol, Protocol::Node, "said outright");
-        let w = applied(&[], Some(Protocol::Node));
+        let w = applied(&[], None);
         assert!(
-            w.exec.is_none() && w.protocol == Protocol::Node,
-            "a protocol alone"
+            w.exec.is_none() && w.protocol == Protocol::Native,
+            "no program: the file's"
         );
     }
 

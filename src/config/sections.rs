@@ -241,7 +241,15 @@ pub(super) fn watch_config(
     }
     if paths.is_empty() && cli_watch {
         let here = std::env::current_dir().unwrap_or_default();
-        paths.push(worker_dir.map_or(here, Path::to_path_buf));
+        let dir = worker_dir.map_or(here, Path::to_path_buf);
+        if dir.parent().is_none() {
+            return Err(ConfigError::Setting(
+                "--watch would watch / (the worker's directory): name what to watch in \
+                 [watch] paths, or start from the app's directory"
+                    .into(),
+            ));
+        }
+        paths.push(dir);
     }
     Ok((!paths.is_empty()).then_some(WatchConfig {
         paths,

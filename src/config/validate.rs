@@ -47,6 +47,11 @@ pub fn validate(
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let c = Checker { text, name, dir };
+    if overrides.protocol.is_some() && overrides.program.is_empty() {
+        return Err(ConfigError::Setting(
+            "--protocol is for the program named after `--` (a file says [worker] protocol)".into(),
+        ));
+    }
     program::apply(&mut file.worker, &overrides.program, overrides.protocol);
     // With no file, a master started for a program is named after it, not `default`.
     let named_after_program = dir
@@ -84,12 +89,9 @@ pub fn validate(
         None => None,
     };
     let (kill_timeout, stop_signal, disconnect) = shutdown_config(&c, file.shutdown, protocol)?;
-    let watch = watch_config(
-        &c,
-        file.watch,
-        overrides.watch,
-        worker.command.cwd.as_deref(),
-    )?;
+    let script_dir = program::script_dir(&overrides.program);
+    let watched = worker.command.cwd.as_deref().or(script_dir.as_deref());
+    let watch = watch_config(&c, file.watch, overrides.watch, watched)?;
     let (mut control, log) = paths_config(&c, file.control, file.log)?;
     if let Some((stem, key)) = named_after_program {
         (control.pid_file, control.socket) = control_paths_named(&stem, key.as_bytes());

@@ -18,7 +18,7 @@ use super::listeners::Listener;
 use super::node::{NodeWire, SharedListener};
 use super::output::Pipe;
 use super::process::Process;
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, Identity};
 use crate::engine::fleet::Worker;
 use crate::engine::ids::Place;
 use crate::engine::limits::{self, Limits};
@@ -43,6 +43,26 @@ pub fn base_env(config: &Config, own: &[(String, String)]) -> Vec<(OsString, OsS
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
     env
+}
+
+/// The environment of a process started as `id` (`[worker] user`), as `su` makes it: its
+/// `HOME`, `USER` and `LOGNAME` (unless the section's `env` sets them), and not the master's
+/// `XDG_RUNTIME_DIR`.
+fn as_user(env: &mut Vec<(OsString, OsString)>, id: &Identity, own: &[(String, String)]) {
+    let replaced = [env::HOME, env::USER, env::LOGNAME, env::XDG_RUNTIME_DIR];
+    let set_by_section = |k: &str| own.iter().any(|(ok, _)| ok == k);
+    env.retain(|(k, _)| !replaced.iter().any(|r| k == r && !set_by_section(r)));
+    if let Some((name, home)) = &id.login {
+        for (key, value) in [
+            (env::HOME, home.as_os_str().to_owned()),
+            (env::USER, name.into()),
+            (env::LOGNAME, name.into()),
+        ] {
+            if !set_by_section(key) {
+                env.push((key.into(), value));
+            }
+        }
+    }
 }
 
 /// Whether the process at `place` speaks Node's IPC (`[worker] protocol` or
@@ -182,6 +202,9 @@ pub fn spawn(
     inherit.push(worker_end.as_fd());
 
     let mut env = base_env.to_vec();
+    if let Some(id) = &launch.command.identity {
+        as_user(&mut env, id, &launch.command.env);
+    }
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
     set(env::CHANNEL_FD, channel_fd.to_string());
     match place {

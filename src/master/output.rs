@@ -330,6 +330,16 @@ impl Master {
                     .into(),
             );
         }
+        let slots = self.core.fleet().slots.len();
+        if let Some(n) = slot.filter(|&n| n >= slots) {
+            return Reply::error(format!(
+                "no slot {n}: this master runs {slots} (0 to {})",
+                slots.saturating_sub(1)
+            ));
+        }
+        if agent && self.config.agent.is_none() {
+            return Reply::error("no [agent] is configured".into());
+        }
         let wanted = |place: Place| match (slot, agent) {
             (Some(n), _) => place == Place::Slot(n),
             (None, true) => place == Place::Agent,

@@ -60,11 +60,12 @@ fn run_master(
     }
     let listeners = take_listeners(&config, &mut predecessor)?;
     info!(
-        "sched_policy={} (from {}), workers={}, worker={}",
+        "sched_policy={} (from {}), workers={}, worker={}, protocol={}",
         config.sched_policy.as_str(),
         config.policy_source,
         config.workers,
-        config.worker.command.program.display()
+        config.worker.command.program.display(),
+        config.worker.protocol.as_str()
     );
     let control = match predecessor {
         Some(_) => control_socket::Control::bind_staged(&config.control.socket)?,

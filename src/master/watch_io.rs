@@ -34,6 +34,9 @@ pub struct Watcher {
     inotify: Inotify,
     dirs: HashMap<WatchDescriptor, PathBuf>,
     ignore: Vec<String>,
+    /// The master's own files (its log, the captured output, the pid file and control socket,
+    /// what stdout and stderr write to): written by every reload, so never a change.
+    own: Vec<PathBuf>,
     state: Watch,
     buffer: Vec<u8>,
     /// The watch limit was met (`fs.inotify.max_user_watches`): said once.
@@ -42,11 +45,12 @@ pub struct Watcher {
 
 impl Watcher {
     /// Watches every path of `config` (directories with all under them).
-    pub fn new(config: &WatchConfig) -> io::Result<Watcher> {
+    pub fn new(config: &WatchConfig, own: Vec<PathBuf>) -> io::Result<Watcher> {
         let mut watcher = Watcher {
             inotify: Inotify::init()?,
             dirs: HashMap::new(),
             ignore: config.ignore.clone(),
+            own: own.iter().map(|p| canonical(p)).collect(),
             state: Watch::new(config.debounce),
             buffer: vec![0; 16 * 1024],
             full: false,
@@ -139,6 +143,12 @@ impl Watcher {
                     continue;
                 }
                 let dir = self.dirs.get(&event.wd).cloned();
+                if dir
+                    .as_ref()
+                    .is_some_and(|d| self.own.contains(&canonical(&d.join(&name))))
+                {
+                    continue; // the master's own writing
+                }
                 if event.mask.contains(EventMask::ISDIR)
                     && event
                         .mask
@@ -163,7 +173,35 @@ impl Watcher {
     }
 }
 
+/// `path` with its directory resolved (the file itself may not exist yet).
+fn canonical(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or(path.to_path_buf(), |d| d.join(name)),
+        _ => path.to_path_buf(),
+    }
+}
+
 impl Master {
+    /// The files this master writes itself, which its watch leaves out: the `[log]` files, the
+    /// pid file and control socket, and the files its stdout and stderr are (a shell's `2>
+    /// master.err` inside a watched directory would otherwise reload it forever).
+    fn own_files(&self) -> Vec<PathBuf> {
+        let log = &self.config.log;
+        let mut own: Vec<PathBuf> = [&log.stdout, &log.stderr, &log.master_log]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        own.push(self.config.control.pid_file.clone());
+        own.push(self.config.control.socket.clone());
+        for fd in [1, 2] {
+            own.extend(std::fs::read_link(format!("/proc/self/fd/{fd}")).ok());
+        }
+        own
+    }
+
     /// Watches what the configuration's `[watch]` says (again, after a reload changed it):
     /// the old watcher, if any, is dropped. A watcher that cannot be set up is said, and the
     /// master runs without.
@@ -177,7 +215,7 @@ impl Master {
         let Some(config) = self.config.watch.clone() else {
             return;
         };
-        let watcher = match Watcher::new(&config) {
+        let watcher = match Watcher::new(&config, self.own_files()) {
             Ok(watcher) => watcher,
             Err(e) => {
                 warn!("watch: cannot watch ({e}); running without watch mode");

@@ -66,6 +66,13 @@ pub const NOT_INHERITED_BY_WORKERS: &[&str] = &[
     LOG_FORMAT,
 ];
 
+/// Set for a process started as another user (`[worker] user`), as `su` sets them: that user's
+/// home and name; and left out: the master's own runtime directory, which is not that user's.
+pub const HOME: &str = "HOME";
+pub const USER: &str = "USER";
+pub const LOGNAME: &str = "LOGNAME";
+pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
+
 /// What a new master (`rrbalancer upgrade`) is not given of the old one's environment:
 /// systemd's sockets and watchdog pid, meant for the old process, and an upgrade channel of the
 /// old one's own start.
