@@ -143,4 +143,22 @@ mod tests {
         );
         assert!(r.lines.back().unwrap().text.len() < MAX_KEPT_LINE + 10);
     }
+
+    #[test]
+    fn the_bounds_are_met_exactly() {
+        // A long line keeps its first 4 KiB, and says it was cut.
+        let mut r = LogRing::default();
+        r.push(Place::Slot(0), 1, "stdout", 0, &[b'y'; 5_000]);
+        let kept = &r.lines[0].text;
+        assert_eq!(kept.len(), 4096 + " […]".len());
+        assert!(kept.starts_with(&"y".repeat(4096)) && kept.ends_with(" […]"));
+        // Exactly 1 MiB of text is kept whole; one byte more drops the oldest line.
+        let mut r = LogRing::default();
+        for _ in 0..1024 {
+            r.push(Place::Slot(0), 1, "stdout", 0, &[b'z'; 1024]);
+        }
+        assert_eq!((r.lines.len(), r.bytes), (1024, 1 << 20));
+        r.push(Place::Slot(0), 1, "stdout", 0, b"!");
+        assert_eq!(r.lines.len(), 1024, "the oldest went");
+    }
 }
