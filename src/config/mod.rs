@@ -16,9 +16,9 @@
 //! section after another; listen, backlog, paths), `command` (`[worker]`, `[agent]`) and
 //! `sections` (`[restart]`, `[shutdown]`, `[recycle]`, `[metrics]`, `[watch]`), `probe` and
 //! `host` (what the machine and the file system say), `program` (a worker named on the command
-//! line), `print` (`check`'s output), `wording` (serde's
-//! messages in the file's terms: no Rust type names; "did you mean" for a mistyped key). A new key: its field in
-//! `schema` and `model`, a line in its section's function, a line in `print`, a row in README.
+//! line), `print` (`check`'s output), `wording` (serde's messages in the file's terms: no Rust
+//! type names; "did you mean" for a mistyped key). A new key: its field in `schema` and
+//! `model`, a line in its section's function, a line in `print`, a row in README.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
