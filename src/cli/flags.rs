@@ -40,7 +40,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// rr: the master hands out connections in turn; none: workers accept themselves.
-    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file (run, start, restart, check).
+    /// Overrides RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY and the file (run, start, restart,
+    /// check).
     #[arg(long, value_name = "POLICY", global = true)]
     pub sched_policy: Option<SchedPolicy>,
 

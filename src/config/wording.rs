@@ -15,7 +15,8 @@ pub(super) fn for_people(key: &str, message: &str) -> String {
     {
         let section = key.rsplit('.').next().unwrap_or(key);
         let mut said = format!(
-            "`{key}` is a section, written `[{key}]` on a line of its own with its keys below, not {got}"
+            "`{key}` is a section, written `[{key}]` on a line of its own with its keys \
+             below, not {got}"
         );
         if let Some(meant) = closest(section, TOP_LEVEL_VALUES) {
             said.push_str(&format!("; did you mean `{meant}`?"));
