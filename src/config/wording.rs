@@ -186,6 +186,14 @@ mod tests {
     fn nearness_is_edits_or_a_common_start() {
         assert_eq!(edits("kitten", "sitting"), 3);
         assert_eq!(edits("", "abc"), 3);
+        assert_eq!(
+            (edits("ab", "abc"), edits("abc", "ab"), edits("abc", "abd")),
+            (1, 1, 1)
+        );
+        // Two edits reach a long word, one a short one (a short word two edits away is
+        // another word).
+        assert_eq!(closest("bocklug", TOP_LEVEL_VALUES), Some("backlog"));
+        assert_eq!(closest("lstn", TOP_LEVEL_VALUES), None);
         assert_eq!(edits("exce", "exec"), 1, "a swap is one edit");
         assert_eq!(closest("worker", TOP_LEVEL_VALUES), Some("workers"));
         assert_eq!(closest("sched", TOP_LEVEL_VALUES), Some("sched_policy"));
