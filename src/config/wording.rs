@@ -195,6 +195,13 @@ mod tests {
         assert_eq!(closest("bocklug", TOP_LEVEL_VALUES), Some("backlog"));
         assert_eq!(closest("lstn", TOP_LEVEL_VALUES), None);
         assert_eq!(edits("exce", "exec"), 1, "a swap is one edit");
+        for (a, b) in [
+            ("bacdef", "abcdef"),
+            ("abcdfe", "abcdef"),
+            ("abdcef", "abcdef"),
+        ] {
+            assert_eq!(edits(a, b), 1, "a swap anywhere is one edit: {a}");
+        }
         assert_eq!(closest("worker", TOP_LEVEL_VALUES), Some("workers"));
         assert_eq!(closest("sched", TOP_LEVEL_VALUES), Some("sched_policy"));
         assert_eq!(closest("lisen", TOP_LEVEL_VALUES), Some("listen"));
