@@ -36,11 +36,15 @@ files=("$@")
     src/engine/supervisor/recycling.rs
     src/engine/supervisor/deadline.rs
     src/engine/upgrade.rs
+    src/engine/log_ring.rs
+    src/engine/watch.rs
     src/config/check.rs
     src/config/validate.rs
     src/config/command.rs
     src/config/sections.rs
     src/config/probe.rs
+    src/config/wording.rs
+    src/config/program.rs
 )
 jobs=${MUTANTS_JOBS:-2}
 if ! command -v cargo-mutants >/dev/null; then
