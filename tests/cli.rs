@@ -492,3 +492,21 @@ fn protocol_without_a_program_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// `--listen` takes a host name as `listen` does: every address it resolves to.
+#[test]
+fn listen_on_the_command_line_takes_a_host_name() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", "localhost:4312", "check"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("127.0.0.1:4312"), "{said}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--listen", "bogus", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen: invalid listen address"));
+}

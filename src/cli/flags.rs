@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ListenAddr, SchedPolicy, WorkerCount};
+use crate::config::{SchedPolicy, WorkerCount};
 use crate::demo::DemoArgs;
 
 /// A round-robin accepting TCP load balancer: a cluster master for any worker program.
@@ -51,9 +51,10 @@ pub struct Cli {
     pub workers: Option<WorkerCount>,
 
     /// Address to listen on, overriding the file's `listen` (repeat for several):
-    /// 127.0.0.1:3000, [::1]:3000, unix:/path/to.sock (run, start, restart, check).
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_listen, global = true)]
-    pub listen: Vec<ListenAddr>,
+    /// 127.0.0.1:3000, [::1]:3000, localhost:3000 (every address the name resolves to),
+    /// unix:/path/to.sock (run, start, restart, check).
+    #[arg(short, long, value_name = "ADDR", global = true)]
+    pub listen: Vec<String>,
 
     /// Control socket of the running master, for status/reload/scale/stop (default: the one
     /// the configuration names, see `[control]`).
@@ -249,10 +250,6 @@ pub fn demo_worker_args() -> Option<DemoArgs> {
 }
 
 fn parse_workers(s: &str) -> Result<WorkerCount, String> {
-    s.parse()
-}
-
-fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     s.parse()
 }
 

@@ -9,7 +9,8 @@ pub struct Overrides {
     pub rrb_env_policy: Option<String>,
     pub node_env_policy: Option<String>,
     pub workers: Option<WorkerCount>,
-    pub listen: Vec<ListenAddr>,
+    /// `--listen`, as given (`IP:PORT`, `HOST:PORT`, `unix:PATH`), resolved with the file.
+    pub listen: Vec<String>,
     /// The worker program and its arguments named on the command line (after `--`).
     pub program: Vec<String>,
     /// `--protocol`; `None`: auto (picked from `program`).

@@ -255,7 +255,7 @@ fn a_listening_socket_where_none_can_be_bound_is_refused_naming_the_key_and_line
     assert!(load_str(&format!("listen = [\"unix:{d}/x.sock\"]\n")).is_ok());
     // The same for --listen, which names itself.
     let overrides = Overrides {
-        listen: vec!["unix:/dev/null/dir/x.sock".parse().unwrap()],
+        listen: vec!["unix:/dev/null/dir/x.sock".into()],
         ..Overrides::default()
     };
     let file = parse("", "cluster.toml").unwrap();

@@ -127,9 +127,14 @@ fn listen_config(
     overrides: &Overrides,
 ) -> Result<Vec<ListenAddr>, ConfigError> {
     if !overrides.listen.is_empty() {
-        check_listen(&overrides.listen)
-            .map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
-        return Ok(overrides.listen.clone());
+        let mut listen = Vec::new();
+        for entry in &overrides.listen {
+            let addrs = probe::resolve_listen(entry)
+                .map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
+            listen.extend(addrs);
+        }
+        check_listen(&listen).map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
+        return Ok(listen);
     }
     let span = listen.span();
     let entries = listen.into_inner().0;
