@@ -214,24 +214,26 @@ pub(super) fn identity(
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten();
     let (user_key, group_key) = (format!("{section}.user"), format!("{section}.group"));
-    let (user, uid, primary, span) = match user {
+    // The user's entry in the user database (none for a bare uid without one): its primary
+    // group, its name and home for the environment.
+    let (user, uid, entry, span) = match user {
         Some(u) => {
             let span = u.span();
             let name = u.into_inner();
-            let found = lookup_user(&name).map_err(|m| c.invalid(span.clone(), &user_key, m))?;
-            (name, found.0, found.1, span)
+            let (uid, entry) =
+                lookup_user(&name).map_err(|m| c.invalid(span.clone(), &user_key, m))?;
+            (name, uid, entry, span)
         }
         None => {
             let uid = nix::unistd::geteuid().as_raw();
-            let name = me.as_ref().map_or(uid.to_string(), |m| m.name.clone());
+            let entry = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+            let name = entry.as_ref().map_or(uid.to_string(), |e| e.name.clone());
             let span = group.as_ref().map(|g| g.span()).unwrap_or_default();
-            (name, uid, None, span)
+            (name, uid, entry, span)
         }
     };
+    let primary = entry.as_ref().map(|e| e.gid.as_raw());
     let (group, gid, key, span) = match group {
         Some(g) => {
             let span = g.span();
@@ -258,10 +260,7 @@ pub(super) fn identity(
     if let Some(why) = privilege_problem(euid.as_raw(), egid.as_raw(), uid, gid) {
         return Err(c.invalid(span, key, why));
     }
-    let login = nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map(|u| (u.name, u.dir));
+    let login = entry.map(|e| (e.name, e.dir));
     Ok(Some(Identity {
         user,
         uid,
@@ -271,23 +270,21 @@ pub(super) fn identity(
     }))
 }
 
-/// A user by name or number: its uid and, if it has an entry, its primary gid.
-fn lookup_user(name: &str) -> Result<(u32, Option<u32>), String> {
-    let found = if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+/// A user by name or number: its uid, and its entry in the user database (a number may have
+/// none).
+fn lookup_user(name: &str) -> Result<(u32, Option<nix::unistd::User>), String> {
+    if is_number(name) {
         let uid: u32 = name.parse().map_err(|_| format!("{name} is not a uid"))?;
-        let entry = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-        return Ok((uid, entry.map(|u| u.gid.as_raw())));
-    } else {
-        nix::unistd::User::from_name(name).ok().flatten()
-    };
-    found
-        .map(|u| (u.uid.as_raw(), Some(u.gid.as_raw())))
-        .ok_or_else(|| format!("there is no user {} on this system", quoted(name)))
+        return Ok((uid, nix::unistd::User::from_uid(uid.into()).ok().flatten()));
+    }
+    let user = (nix::unistd::User::from_name(name).ok().flatten())
+        .ok_or_else(|| format!("there is no user {} on this system", quoted(name)))?;
+    Ok((user.uid.as_raw(), Some(user)))
 }
 
 /// A group by name or number: its gid.
 fn lookup_group(name: &str) -> Result<u32, String> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+    if is_number(name) {
         return name.parse().map_err(|_| format!("{name} is not a gid"));
     }
     nix::unistd::Group::from_name(name)
@@ -295,6 +292,11 @@ fn lookup_group(name: &str) -> Result<u32, String> {
         .flatten()
         .map(|g| g.gid.as_raw())
         .ok_or_else(|| format!("there is no group {} on this system", quoted(name)))
+}
+
+/// A uid or gid written as a number, not a name.
+fn is_number(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Why a master running as `euid`:`egid` cannot start a process as `uid`:`gid`, if it cannot:
