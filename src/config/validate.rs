@@ -127,31 +127,35 @@ fn listen_config(
     overrides: &Overrides,
 ) -> Result<Vec<ListenAddr>, ConfigError> {
     if !overrides.listen.is_empty() {
-        let mut listen = Vec::new();
-        for entry in &overrides.listen {
-            let addrs = probe::resolve_listen(entry)
-                .map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
-            listen.extend(addrs);
-        }
-        check_listen(&listen).map_err(|e| ConfigError::Setting(format!("--listen: {e}")))?;
-        return Ok(listen);
+        let flag = |_, e| ConfigError::Setting(format!("--listen: {e}"));
+        return resolve_entries(&overrides.listen, flag);
     }
     let span = listen.span();
     let entries = listen.into_inner().0;
     if entries.is_empty() {
         return Err(c.invalid(span, "listen", "needs at least one address".into()));
     }
+    let single = entries.len() == 1;
+    resolve_entries(&entries, |i, e| {
+        let key = match i {
+            Some(i) if !single => format!("listen[{i}]"),
+            _ => "listen".to_owned(),
+        };
+        c.invalid(span.clone(), &key, e)
+    })
+}
+
+/// Every entry's addresses, in order, checked together; `refused(i, why)` words why entry
+/// `i` (`None`: the list as a whole) is refused.
+fn resolve_entries(
+    entries: &[String],
+    refused: impl Fn(Option<usize>, String) -> ConfigError,
+) -> Result<Vec<ListenAddr>, ConfigError> {
     let mut listen = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let key = if entries.len() == 1 {
-            "listen".to_owned()
-        } else {
-            format!("listen[{i}]")
-        };
-        let addrs = probe::resolve_listen(entry).map_err(|e| c.invalid(span.clone(), &key, e))?;
-        listen.extend(addrs);
+        listen.extend(probe::resolve_listen(entry).map_err(|e| refused(Some(i), e))?);
     }
-    check_listen(&listen).map_err(|e| c.invalid(span, "listen", e))?;
+    check_listen(&listen).map_err(|e| refused(None, e))?;
     Ok(listen)
 }
 
