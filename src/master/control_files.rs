@@ -125,14 +125,7 @@ impl PidFile {
         };
         match Flock::lock(file, FlockArg::LockSharedNonblock) {
             Ok(_) => Ok(()),
-            Err((mut file, _)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                Err(ControlError::AlreadyRunning {
-                    pid: pid.trim().to_owned(),
-                    path: path.to_owned(),
-                })
-            }
+            Err((file, _)) => Err(already_running(file, path)),
         }
     }
 
@@ -156,14 +149,7 @@ impl PidFile {
             })?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(ControlError::AlreadyRunning {
-                    pid: pid.trim().to_owned(),
-                    path: path.to_owned(),
-                });
-            }
+            Err((file, _)) => return Err(already_running(file, path)),
         };
         lock.set_len(0).map_err(io_err(path))?;
         writeln!(*lock, "{}", getpid()).map_err(io_err(path))?;
@@ -200,6 +186,16 @@ impl Drop for PidFile {
     }
 }
 
+/// The pid file at `path`, locked by another master: which one.
+fn already_running(mut file: File, path: &Path) -> ControlError {
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    ControlError::AlreadyRunning {
+        pid: pid.trim().to_owned(),
+        path: path.to_owned(),
+    }
+}
+
 /// This master's entry in the registry of running masters ([`registry`]): a link in the user's
 /// default runtime directory, named after our pid, to our control socket wherever `[control]`
 /// put it, so that a bare `rrbalancer status` or `stop` finds us and knows when it must ask
@@ -216,16 +212,7 @@ impl Registration {
     pub fn make(socket: &Path) -> Registration {
         let dir = host::default_runtime_dir();
         let entry = dir.join(registry::entry_name(std::process::id()));
-        let made = (|| -> Result<(), String> {
-            let target = std::path::absolute(socket).map_err(|e| e.to_string())?;
-            create_private_dir(&entry).map_err(|e| e.to_string())?;
-            match fs::remove_file(&entry) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.to_string()),
-                _ => {}
-            }
-            std::os::unix::fs::symlink(&target, &entry).map_err(|e| e.to_string())
-        })();
-        match made {
+        match link(&entry, socket) {
             Ok(()) => {
                 debug!("registered as {}", entry.display());
                 Registration { entry: Some(entry) }
@@ -240,6 +227,18 @@ impl Registration {
             }
         }
     }
+}
+
+/// `entry`, in its private directory, made a link to `socket` (absolute), replacing a stale
+/// one of a pid used before.
+fn link(entry: &Path, socket: &Path) -> Result<(), String> {
+    let target = std::path::absolute(socket).map_err(|e| e.to_string())?;
+    create_private_dir(entry).map_err(|e| e.to_string())?;
+    match fs::remove_file(entry) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.to_string()),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(&target, entry).map_err(|e| e.to_string())
 }
 
 impl Drop for Registration {
