@@ -52,17 +52,16 @@ fn restart(mut cli: Cli) -> ExitCode {
     // Named by nothing: start again what runs — its file; a program named on its
     // command line must be named again (its flags are not known here).
     if cli.config.is_none() && cli.program.is_empty() && cli.control.is_none() {
-        match client::discover(&config::default_runtime_dir()).map(|f| f.config) {
-            Ok(Some(program)) if program.starts_with("-- ") => {
+        let running = client::discover(&config::default_runtime_dir()).ok();
+        if let Some(config) = running.and_then(|f| f.config) {
+            if let Some(program) = config.strip_prefix(control::PROGRAM) {
                 eprintln!(
-                    "rrbalancer restart: the running master runs `{}` from its command \
-                     line; name it again: rrbalancer restart [FLAGS] {program}",
-                    &program[3..]
+                    "rrbalancer restart: the running master runs `{program}` from its command \
+                     line; name it again: rrbalancer restart [FLAGS] {config}"
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
-            Ok(Some(file)) => cli.config = Some(file.into()),
-            _ => {}
+            cli.config = Some(config.into());
         }
     }
     // The flags that shape a master are for the one started next, not the one stopped.

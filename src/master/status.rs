@@ -11,11 +11,10 @@ use log::debug;
 use super::monitor::{Health, health};
 use super::{Master, Phase, memory};
 use crate::engine::fleet::State;
-use crate::engine::ids::Place;
-use crate::engine::ids::{self, Role};
+use crate::engine::ids::{self, Place, Role};
 use crate::engine::metrics::{self, Snapshot};
 use crate::engine::projection;
-use crate::wire::control::{AgentStatus, SlotStatus, Status, WorkerStatus};
+use crate::wire::control::{self, AgentStatus, SlotStatus, Status, WorkerStatus};
 
 impl Master {
     /// What `rrbalancer status` shows.
@@ -97,7 +96,7 @@ impl Master {
                     (!command.is_demo()).then(|| {
                         let mut argv = vec![command.arg0.to_string_lossy().into_owned()];
                         argv.extend(command.args.iter().cloned());
-                        format!("-- {}", argv.join(" "))
+                        format!("{}{}", control::PROGRAM, argv.join(" "))
                     })
                 }),
             sched_policy: self.config.sched_policy.as_str().to_owned(),

@@ -24,6 +24,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What [`Status::config`] starts with for a master whose worker program was named on its
+/// command line (`rrbalancer -- node app.js`), no file.
+pub const PROGRAM: &str = "-- ";
+
 /// The longest message `rrbalancer send` (or a worker) may send: its JSON text, compact.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -189,7 +193,9 @@ impl From<Result<String, String>> for Reply {
 pub struct Status {
     pub pid: i32,
     pub version: String,
-    /// The configuration file, if any (else the embedded default).
+    /// The configuration file; or, for a master started with a program on its command line
+    /// and no file, [`PROGRAM`] and that program (`-- node app.js`); `None`: the embedded
+    /// default.
     pub config: Option<String>,
     pub sched_policy: String,
     pub listeners: Vec<String>,
