@@ -467,17 +467,7 @@ fn daemon_mode_detaches_refuses_a_second_start_and_stop_waits() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cluster.toml");
     std::fs::write(&config, "listen = [\"127.0.0.1:0\"]\nworkers = 2\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        common::outcome(out)
-    };
+    let run = |args: &[&str]| with_config(&config, dir.path(), args);
     // A stale pid file (a master that crashed) is taken over. The runtime directory exists
     // already, as a previous master made it: private to us (a looser one is refused).
     let state = dir.path().join("rrbalancer");
@@ -697,6 +687,23 @@ fn reload_answers_when_the_new_workers_are_ready_and_with_wait_when_the_old_ones
     assert!(started.elapsed() >= Duration::from_millis(900), "{out}");
 }
 
+/// `rrbalancer --config <config> <args>` in the runtime directory `xdg`, stdin closed.
+fn with_config(
+    config: &std::path::Path,
+    xdg: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", xdg)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    common::outcome(out)
+}
+
 /// `rrbalancer <args>` with no --config, in the runtime directory `xdg`, from elsewhere.
 fn ctl_bare(xdg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(BIN)
@@ -867,17 +874,7 @@ fn restart_stops_then_starts_in_the_background_with_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("app.toml");
     std::fs::write(&config, "listen = [\"127.0.0.1:0\"]\nworkers = 1\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        common::outcome(out)
-    };
+    let run = |args: &[&str]| with_config(&config, dir.path(), args);
     // Nothing runs: it starts one.
     let (code, out, err) = run(&["restart"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -1146,16 +1143,7 @@ fn watch_mode_reloads_once_per_burst_of_changes_and_skips_ignored_names() {
 #[test]
 fn a_bare_restart_of_a_master_run_from_the_command_line_asks_for_its_program() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        common::outcome(out)
-    };
+    let run = |args: &[&str]| ctl_bare(dir.path(), args);
     let (code, out, err) = run(&[
         "-w",
         "1",
