@@ -9,12 +9,12 @@
 //!   `dispatch`, `client_limits`, `mix`, `stats` (served, latency, rates);
 //! - workers: `supervisor` (the only orchestrator: lives, reload, scaling, recycling, stop,
 //!   `next_deadline`) over `fleet` (the core's worker record: pid, place, state, timers — no
-//!   fd), `restart`, `lifecycle`, `limits`, `reload`, `recycle`, `reconfigure`,
+//!   fd), `restart`, `lifecycle`, `limits`, `reload`, `recycle`, `reconfigure`, `relisten`,
 //!   `stop_signal`;
-//! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection` (the one slot/worker/agent state every view reads),
-//!   `metrics` (counters, the family table, the renderer), `relay` (worker-to-worker
-//!   messages, bounded), `upgrade` (the master-to-master upgrade's state machine), `watch` (watch mode's
-//!   debounce);
+//! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection`
+//!   (the one slot/worker/agent state every view reads), `metrics` (counters, the family
+//!   table, the renderer), `relay` (worker-to-worker messages, bounded), `upgrade` (the
+//!   master-to-master upgrade's state machine), `watch` (watch mode's debounce);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
 
 pub mod client_limits;
@@ -32,6 +32,7 @@ pub mod projection;
 pub mod reconfigure;
 pub mod recycle;
 pub mod relay;
+pub mod relisten;
 pub mod reload;
 pub mod restart;
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! What a reload may change: the configuration read again, less what only a restart (or
-//! `rrbalancer upgrade`) can change — the listeners, the policy, the control paths, the worker
-//! protocol and its window, the metrics listener — each kept, and named in a line that the
-//! shell logs and the reload's answer repeats (then an error: not everything asked for was
-//! done). Pure: the shell applies the result (new log files, the metrics listener's `allow`).
+//! `rrbalancer upgrade`) can change — the policy, the control paths, the worker protocol and
+//! its window, the metrics listener — each kept, and named in a line that the shell logs and
+//! the reload's answer repeats (then an error: not everything asked for was done). Pure: the
+//! shell applies the result (new listeners: `relisten`; new log files, the metrics listener's
+//! `allow`).
 
 use crate::config::Config;
 
@@ -10,17 +11,6 @@ use crate::config::Config;
 /// change kept, naming it.
 pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
     let mut warnings = Vec::new();
-    if new.listen != current.listen {
-        let names = |c: &Config| {
-            let all: Vec<String> = c.listen.iter().map(ToString::to_string).collect();
-            all.join(", ")
-        };
-        warnings.push(format!(
-            "`listen` changed ({} → {}): still listening on {0} (`rrbalancer upgrade` applies it)",
-            names(current),
-            names(&new)
-        ));
-    }
     if new.sched_policy != current.sched_policy {
         warnings.push(format!(
             "`sched_policy` changed ({} → {}): still {0} (only a restart applies it: an upgrade \
@@ -55,7 +45,6 @@ pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
         new.metrics = current.metrics.clone();
     }
     new.worker.protocol = current.worker.protocol;
-    new.listen = current.listen.clone();
     new.sched_policy = current.sched_policy;
     new.policy_source = current.policy_source;
     new.control = current.control.clone();
@@ -84,7 +73,12 @@ mod tests {
             dir.path().display()
         ));
         let (merged, warnings) = merge(&current, new);
-        assert_eq!(merged.listen, current.listen);
+        assert_eq!(merged.listen.len(), 1);
+        assert_eq!(
+            merged.listen[0].to_string(),
+            "127.0.0.1:4001",
+            "`listen` is taken: the shell binds it (relisten)"
+        );
         assert_eq!(merged.sched_policy, SchedPolicy::Rr);
         assert_eq!(merged.control, current.control);
         assert_eq!(merged.worker.protocol, Protocol::Native);
@@ -97,7 +91,6 @@ mod tests {
         assert_eq!(merged.worker.command.arg0, "sh");
         let said = warnings.join("\n");
         for key in [
-            "`listen` changed (127.0.0.1:4000 → 127.0.0.1:4001)",
             "`sched_policy` changed (rr → none)",
             "`[control]`",
             "`worker.protocol` changed (native → node)",
@@ -105,7 +98,8 @@ mod tests {
         ] {
             assert!(said.contains(key), "{key}: {said}");
         }
-        assert_eq!(warnings.len(), 5);
+        assert!(!said.contains("`listen` changed"), "{said}");
+        assert_eq!(warnings.len(), 4);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Reload {
     /// Changes in the file that a reload cannot apply (`reconfigure::merge`): said in the
     /// outcome, which is then an error (the operator asked for something that did not happen).
     pub(super) kept: Vec<String>,
+    /// Changes in the file applied beside the workers (`relisten`): said in the outcome.
+    pub(super) applied: Vec<String>,
 }
 
 /// Control clients waiting, after a reload completed, for the old workers it retired to exit
@@ -94,6 +96,7 @@ impl Reload {
             retired: Vec::new(),
             resized: None,
             kept: Vec::new(),
+            applied: Vec::new(),
         }
     }
 
@@ -156,6 +159,10 @@ impl Reload {
                 from - to
             )),
             None => {}
+        }
+        for line in &self.applied {
+            message.push_str("; ");
+            message.push_str(line);
         }
         if draining > 0 {
             message.push_str(&format!(
@@ -357,17 +364,32 @@ mod tests {
     }
 
     #[test]
+    fn what_a_reload_applied_beside_the_workers_is_said_and_is_no_error() {
+        let mut r = reload(&[0]);
+        r.applied = vec!["`listen`: listening also on b".into()];
+        r.next(|_| true);
+        r.promoted(Place::Slot(0), None);
+        let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
+        assert!(
+            done.contains("1 worker(s) replaced")
+                && done.contains("; `listen`: listening also on b"),
+            "{done}"
+        );
+        assert_eq!(r.outcome(done.clone()), Ok(done));
+    }
+
+    #[test]
     fn a_reload_that_kept_changes_says_which_and_is_an_error_also_after_the_drain() {
         let mut r = reload(&[0]);
-        r.kept = vec!["`listen` changed (a → b): still a (`rrbalancer upgrade` applies it)".into()];
+        r.kept = vec!["`sched_policy` changed (a → b): still a (only a restart applies it)".into()];
         assert_eq!(r.next(|_| true), RollStep::Roll(Place::Slot(0)));
         r.promoted(Place::Slot(0), Some(Pid::from_raw(41)));
         let done = r.completed(Instant::now(), 0, Duration::from_secs(5));
         assert!(
             done.contains("reload complete")
                 && done.contains("NOT applied")
-                && done.contains("`listen` changed (a → b)")
-                && done.contains("rrbalancer upgrade"),
+                && done.contains("`sched_policy` changed (a → b)")
+                && done.contains("only a restart"),
             "{done}"
         );
         assert_eq!(r.outcome(done.clone()), Err(done.clone()));

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use std::rc::Rc;
 
+use super::listeners::ListenerId;
 use super::native::NativeWire;
 use super::node::NodeWire;
 use super::wire_shared::{Flush, Incoming, Sockets};
@@ -30,6 +31,8 @@ enum Wire {
 pub struct Channel {
     socket: OwnedFd,
     wire: Wire,
+    /// The listeners its worker was started with, in its `listen` order ([`Channel::knowing`]).
+    listeners: Box<[ListenerId]>,
     /// The last read stopped for its budget, with messages perhaps still waiting.
     unread: bool,
     /// `stop` is to be sent once the outbox is empty.
@@ -50,6 +53,18 @@ impl Channel {
         Channel::new(socket, Wire::Native(NativeWire::default()))
     }
 
+    /// Its worker was started with `listeners`, in this order (its `listen` order): how its
+    /// connections' lines name their listener.
+    pub fn knowing(mut self, listeners: Vec<ListenerId>) -> Channel {
+        self.listeners = listeners.into();
+        self
+    }
+
+    /// The worker was started knowing the listener `id`: it may be handed its connections.
+    pub fn knows_listener(&self, id: ListenerId) -> bool {
+        self.listeners.contains(&id)
+    }
+
     /// A channel that speaks Node's IPC over a stream socket pair. Its account's window is
     /// Node's own rule: one connection at a time, until the worker has taken it.
     pub fn node(socket: OwnedFd, wire: NodeWire) -> io::Result<Channel> {
@@ -61,6 +76,7 @@ impl Channel {
         sys::set_nonblocking(socket.as_fd(), true)?;
         Ok(Channel {
             socket,
+            listeners: Box::default(),
             unread: false,
             stop_pending: false,
             backlog: Backlog::default(),
@@ -170,9 +186,10 @@ impl Channel {
         let socket = self.socket.as_fd();
         let stop = &mut self.stop_pending;
         let backlog = &mut self.backlog;
+        let known = &self.listeners;
         let result = match &mut self.wire {
-            Wire::Native(native) => native.flush(socket, account, backlog, stop, now),
-            Wire::Node(node) => node.flush(socket, account, backlog, stop, now),
+            Wire::Native(native) => native.flush(socket, account, backlog, stop, known, now),
+            Wire::Node(node) => node.flush(socket, account, backlog, stop, known, now),
         };
         account.flushed(
             account.unacked_len() != before,

@@ -12,7 +12,7 @@ fn handoff() -> (Handoff, OwnedFd) {
     (
         Handoff {
             socket: a,
-            listener: 0,
+            listener: crate::master::listeners::ListenerId(0),
             peer: Peer::Unix,
             accepted: Instant::now(),
             sent: None,
@@ -252,4 +252,29 @@ fn more_than_a_message_holds_is_split_into_batches() {
     assert!(matches!(ch.flush(Instant::now()), Flush::Done));
     assert_eq!(recv(&worker).1, MAX_FDS_PER_MESSAGE);
     assert_eq!(recv(&worker).1, 5);
+}
+
+#[test]
+fn a_connection_line_names_its_listener_by_its_place_among_those_the_worker_knows() {
+    use crate::master::listeners::ListenerId;
+    // Started after a reload: it knows listeners 7 and 3, in that order.
+    let (master, worker) = sys::seqpacket_pair().unwrap();
+    let channel = Channel::native(master)
+        .unwrap()
+        .knowing(vec![ListenerId(7), ListenerId(3)]);
+    assert!(channel.knows_listener(ListenerId(3)) && !channel.knows_listener(ListenerId(0)));
+    let mut ch = Pair::new(channel, 8);
+    let mut peers = Vec::new();
+    for id in [3, 7, 0] {
+        let (mut h, p) = handoff();
+        h.listener = ListenerId(id);
+        ch.assign(h);
+        peers.push(p);
+    }
+    assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+    // One it does not know (a removed listener's queue, handed on) is called its first.
+    assert_eq!(
+        recv(&worker),
+        ("conn 3\n1 unix\n0 unix\n0 unix\n".into(), 3)
+    );
 }

@@ -55,7 +55,7 @@ impl Held {
             };
             let handoff = Handoff {
                 socket,
-                listener: 0,
+                listener: super::listeners::ListenerId(0),
                 peer: Peer::Unix,
                 accepted: Instant::now(),
                 sent: None,

@@ -10,7 +10,7 @@ use log::{debug, error, info, warn};
 use mio::Interest;
 use mio::unix::SourceFd;
 
-use super::parts::FdShortage;
+use super::parts::{FdShortage, Listening};
 use super::wire_shared::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{listeners, process};
@@ -21,7 +21,7 @@ impl Master {
         self.core.phase() == Phase::Running
             && self.config.mode().master_accepts()
             && self.accept.accept_paused_until.is_none()
-            && self.accept.accept_ready.iter().any(|&r| r)
+            && self.accept.listeners.iter().any(|l| l.ready && !l.held)
             && self.ledger.queued() == 0
             && self.free_slot().is_some()
     }
@@ -40,24 +40,8 @@ impl Master {
             self.ops.counters.paused_no_worker += 1;
         }
         self.accept.watching = wanted;
-        for (i, l) in self.accept.listeners.iter().enumerate() {
-            let mut source = SourceFd(&l.raw_fd());
-            let registry = self.io.poll.registry();
-            let done = if wanted {
-                registry.register(
-                    &mut source,
-                    self.accept.listener_tokens[i],
-                    Interest::READABLE,
-                )
-            } else {
-                registry.deregister(&mut source)
-            };
-            if let Err(e) = done {
-                error!("cannot (un)watch the listener {}: {e}", l.local);
-            }
-            if wanted {
-                self.accept.accept_ready[i] = true;
-            }
+        for l in &mut self.accept.listeners {
+            watch(self.io.poll.registry(), l, wanted);
         }
     }
 
@@ -227,12 +211,16 @@ impl Master {
         }
         for i in 0..self.accept.listeners.len() {
             let mut accepted = 0;
-            while self.accept.accept_ready[i] && accepted < ACCEPT_BURST {
+            let id = self.accept.listeners[i].id;
+            while self.accept.listeners[i].ready
+                && !self.accept.listeners[i].held
+                && accepted < ACCEPT_BURST
+            {
                 // Look for room without taking a turn: the accept may find nobody waiting.
                 if self.free_slot().is_none() {
                     return;
                 }
-                match self.accept.listeners[i].accept() {
+                match self.accept.listeners[i].socket.accept() {
                     Ok((socket, peer)) => {
                         accepted += 1;
                         crate::engine::metrics::Counters::add(
@@ -250,7 +238,7 @@ impl Master {
                         }
                         let handoff = Handoff {
                             socket,
-                            listener: i,
+                            listener: id,
                             peer,
                             accepted: Instant::now(),
                             sent: None,
@@ -263,7 +251,7 @@ impl Master {
                             .admit(handoff, fleet.slots.len(), serving, affinity);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.accept.accept_ready[i] = false
+                        self.accept.listeners[i].ready = false
                     }
                     Err(e) if listeners::is_transient_accept_error(&e) => {}
                     Err(e) if listeners::is_fd_exhaustion(&e) => {
@@ -271,7 +259,7 @@ impl Master {
                             warn!(
                                 "accept on {}: {e}; pausing accepts until a file descriptor is \
                                  freed",
-                                self.accept.listeners[i].local
+                                self.accept.listeners[i].socket.local
                             );
                             FdShortage {
                                 since: now,
@@ -284,7 +272,8 @@ impl Master {
                         return;
                     }
                     Err(e) => {
-                        error!("accept on {}: {e}", self.accept.listeners[i].local);
+                        let local = &self.accept.listeners[i].socket.local;
+                        error!("accept on {local}: {e}");
                         self.accept.accept_paused_until = Some(now + FD_EXHAUSTED_PAUSE);
                         return;
                     }
@@ -338,5 +327,22 @@ impl Master {
                 self.on_channel_closed(key);
             }
         }
+    }
+}
+
+/// Registers `l` with the poll (`wanted`) or deregisters it. Registered, it is tried at once:
+/// clients may have queued while it was not watched.
+pub(super) fn watch(registry: &mio::Registry, l: &mut Listening, wanted: bool) {
+    let mut source = SourceFd(&l.socket.raw_fd());
+    let done = if wanted {
+        registry.register(&mut source, l.token, Interest::READABLE)
+    } else {
+        registry.deregister(&mut source)
+    };
+    if let Err(e) = done {
+        error!("cannot (un)watch the listener {}: {e}", l.socket.local);
+    }
+    if wanted {
+        l.ready = true;
     }
 }

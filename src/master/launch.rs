@@ -14,9 +14,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::channel::Channel;
-use super::listeners::Listener;
-use super::node::{NodeWire, SharedListener};
+use super::node::NodeWire;
+use super::node_servers::SharedListener;
 use super::output::Pipe;
+use super::parts::Listening;
 use super::process::Process;
 use crate::config::{Command, Config, Identity};
 use crate::engine::fleet::Worker;
@@ -135,31 +136,35 @@ fn channel(
     config: &Config,
     launch: &Launch<'_>,
     socket: OwnedFd,
-    listeners: &[Listener],
+    listeners: &[Listening],
 ) -> io::Result<Channel> {
+    // The agent serves no connection: it knows no listener.
+    let listeners = if launch.listeners { listeners } else { &[] };
+    let known = listeners.iter().map(|l| l.id).collect();
     if !launch.node {
-        return Channel::native(socket);
+        return Ok(Channel::native(socket)?.knowing(known));
     }
-    let shared = if launch.listeners {
-        listeners
-            .iter()
-            .map(|l| {
-                Ok(SharedListener {
-                    fd: l.as_fd().try_clone_to_owned()?,
-                    addr: l.local.parse().ok(),
-                })
+    let shared = listeners
+        .iter()
+        .map(|l| {
+            // Its own copy only when it will be handed the listener itself (`none` mode).
+            let fd = match launch.workers_accept {
+                true => Some(l.socket.as_fd().try_clone_to_owned()?),
+                false => None,
+            };
+            Ok(SharedListener {
+                fd,
+                addr: l.socket.local.parse().ok(),
             })
-            .collect::<io::Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let wire = NodeWire::new(
         launch.cluster,
         launch.workers_accept,
         config.worker.node.clone(),
         shared,
     );
-    Channel::node(socket, wire)
+    Ok(Channel::node(socket, wire)?.knowing(known))
 }
 
 /// Where a new worker goes: its place (a slot among `slots`, or the agent's), and its account
@@ -177,7 +182,7 @@ pub struct Seat {
 pub fn spawn(
     config: &Config,
     base_env: &[(OsString, OsString)],
-    listeners: &[Listener],
+    listeners: &[Listening],
     seat: Seat,
     capture: [bool; 2],
     now: Instant,
@@ -196,7 +201,7 @@ pub fn spawn(
     // Node workers get the listeners as handles over the channel, not as inherited fds.
     let mut inherit: Vec<BorrowedFd<'_>> = Vec::with_capacity(listeners.len() + 1);
     if launch.activation {
-        inherit.extend(listeners.iter().map(|l| l.as_fd()));
+        inherit.extend(listeners.iter().map(|l| l.socket.as_fd()));
     }
     let channel_fd = sys::FIRST_INHERITED_FD + inherit.len() as i32;
     inherit.push(worker_end.as_fd());

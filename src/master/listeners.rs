@@ -18,6 +18,21 @@ use crate::config::ListenAddr;
 use crate::wire::env;
 use crate::wire::protocol::Peer;
 
+/// A listener's name for its whole life, never reused by another: connections carry it, and
+/// each worker knows the listeners it was started with by it (a reload may add and remove
+/// listeners, so a position in `listen` names different sockets over time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerId(pub u32);
+
+/// The place of `id` among the listeners a worker was started with (`known`): what its
+/// connections' lines call it (the index in a native `conn` line; the Node server it goes to).
+/// One it does not know — only a connection a reload's removed listener had queued, handed on
+/// after the workers that knew it left — is called 0, the first it knows, rather than not
+/// handed at all.
+pub fn place_of(known: &[ListenerId], id: ListenerId) -> usize {
+    known.iter().position(|&l| l == id).unwrap_or(0)
+}
+
 /// One listening socket.
 #[derive(Debug)]
 pub struct Listener {
@@ -28,6 +43,8 @@ pub struct Listener {
     unix_path: Option<PathBuf>,
     /// Passed by the master this one upgrades: shared with it and its workers, as it is.
     pub carried: bool,
+    /// Passed by systemd (socket activation), which keeps its own copy open.
+    pub activated: bool,
 }
 
 /// Why a listener could not be made. A runtime failure (exit code 1), not a config error.
@@ -36,6 +53,15 @@ pub struct Listener {
 pub struct ListenError {
     addr: String,
     error: io::Error,
+}
+
+impl ListenError {
+    pub fn new(addr: &str, error: io::Error) -> ListenError {
+        ListenError {
+            addr: addr.to_string(),
+            error,
+        }
+    }
 }
 
 impl Listener {
@@ -81,6 +107,7 @@ impl Listener {
             local,
             unix_path,
             carried: false,
+            activated: false,
         })
     }
 
@@ -96,6 +123,11 @@ impl Listener {
     /// blocking listener (`O_NONBLOCK` is shared by every process holding the socket).
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.socket.set_nonblocking(nonblocking)
+    }
+
+    /// `listen()` again: only the length of its queue changes (a reload's `backlog`).
+    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        self.socket.listen(backlog as i32)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -240,6 +272,7 @@ impl Listener {
             local,
             unix_path: None,
             carried: false,
+            activated: true,
         })
     }
 
@@ -262,6 +295,7 @@ impl Listener {
             local,
             unix_path: None,
             carried: true,
+            activated: false,
         })
     }
 

@@ -38,6 +38,7 @@ mod output;
 mod parts;
 mod process;
 mod relay_io;
+mod relisten;
 mod signals;
 mod sources;
 mod startup;
@@ -58,8 +59,8 @@ use crate::engine::ledger::Ledger;
 use crate::engine::lifecycle::{Phase, REAP_GRACE, StopStep};
 use crate::engine::supervisor::{Policy, Supervisor};
 use crate::engine::{metrics, relay, upgrade};
-use listeners::Listener;
-use parts::{Accepting, EventLoop, Operations, Upgrading, Workers};
+use listeners::{Listener, ListenerId};
+use parts::{Accepting, EventLoop, Listening, Operations, Upgrading, Workers};
 use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use wire_shared::Handoff;
@@ -136,12 +137,23 @@ impl Master {
         )?;
         let sinks = output::open_sinks(&config.log)?;
         let signals = SignalSource::new(poll.registry(), sources.add(Source::Signals))?;
-        let listener_tokens = (0..listeners.len())
-            .map(|i| sources.add(Source::Listener(i)))
-            .collect();
-        // The listeners are watched only while some worker is free (`watch_listeners`).
-        let now = Instant::now();
         let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
+        let next_id = listeners.len() as u32;
+        // The listeners are watched only while some worker is free (`watch_listeners`).
+        let listeners = (0..)
+            .zip(listeners)
+            .map(|(i, socket)| {
+                let id = ListenerId(i);
+                Listening {
+                    socket,
+                    id,
+                    token: sources.add(Source::Listener(id)),
+                    ready: false,
+                    held: false,
+                }
+            })
+            .collect();
+        let now = Instant::now();
         Ok(Master {
             io: EventLoop {
                 poll,
@@ -151,10 +163,9 @@ impl Master {
                 reap_due: true,
             },
             accept: Accepting {
-                accept_ready: vec![false; listeners.len()],
                 listeners,
-                listener_tokens,
                 listen_names,
+                next_id,
                 watching: false,
                 accept_paused_until: None,
                 fd_shortage: None,
@@ -219,9 +230,9 @@ impl Master {
                     Some(Source::Signals) => self.on_signals(),
                     Some(Source::Control) => self.on_control_accept(),
                     Some(Source::ControlConn(key)) => self.on_control_conn(key),
-                    Some(Source::Listener(i)) => {
-                        if let Some(flag) = self.accept.accept_ready.get_mut(i) {
-                            *flag = true;
+                    Some(Source::Listener(id)) => {
+                        if let Some(l) = self.accept.listeners.iter_mut().find(|l| l.id == id) {
+                            l.ready = true;
                         }
                     }
                     Some(Source::Output { worker, stream }) => self.on_output(worker, stream),
@@ -252,6 +263,7 @@ impl Master {
             self.upgrade_turn(now);
             self.watch_turn(now);
             self.succession_turn();
+            self.release_held();
             if !self.ops.started_serving {
                 self.ops.started_serving = self.core.fleet().started();
             }

@@ -7,6 +7,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
+use super::listeners::{self, ListenerId};
 use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
 use crate::engine::relay::{self, Backlog, Outgoing, Target};
 use crate::sys;
@@ -70,6 +71,7 @@ impl NativeWire {
         account: &mut Sockets,
         backlog: &mut Backlog,
         stop_pending: &mut bool,
+        listeners: &[ListenerId],
         now: Instant,
     ) -> Flush {
         loop {
@@ -106,7 +108,10 @@ impl NativeWire {
             let n = outbox.len().min(MAX_FDS_PER_MESSAGE);
             self.batch.clear();
             for handoff in outbox.iter().take(n) {
-                self.batch.push(handoff.listener, handoff.peer);
+                self.batch.push(
+                    listeners::place_of(listeners, handoff.listener),
+                    handoff.peer,
+                );
             }
             let fds = outbox.iter().take(n).map(|h| h.socket.as_fd());
             let (header, body) = self.batch.parts();

@@ -9,13 +9,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::node_servers::{Answer, Servers};
+use super::listeners::{self, ListenerId};
+use super::node_servers::{Answer, Servers, SharedListener};
 use super::wire_shared::{Flush, Incoming, Receiver, Sockets};
 use crate::config::NodeMessages;
 use crate::engine::relay::{self, Backlog, Outgoing, Target};
@@ -30,14 +30,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Chunks read from one worker per loop turn (256 KiB, some 10,000 short messages): a worker
 /// that writes as fast as we read cannot keep the master from everything else for long.
 const READ_BUDGET: usize = 4;
-/// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
-#[derive(Debug)]
-pub struct SharedListener {
-    pub fd: OwnedFd,
-    /// `None` for a Unix socket.
-    pub addr: Option<SocketAddr>,
-}
-
 /// Which handle waits for its `NODE_HANDLE_ACK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InFlight {
@@ -157,6 +149,7 @@ impl NodeWire {
         account: &mut Sockets,
         backlog: &mut Backlog,
         stop_pending: &mut bool,
+        listeners: &[ListenerId],
         now: Instant,
     ) -> Flush {
         loop {
@@ -191,7 +184,10 @@ impl NodeWire {
             );
             if ready_line {
                 let line = self.queue.pop_front().expect("checked");
-                let fd = line.listener.map(|i| self.listeners[i].fd.as_fd());
+                let fd = line
+                    .listener
+                    .and_then(|i| self.listeners[i].fd.as_ref())
+                    .map(|fd| fd.as_fd());
                 match send(socket, &line.bytes, fd, &mut self.cmsg) {
                     Ok(n) => {
                         if let Some(i) = line.listener {
@@ -217,7 +213,8 @@ impl NodeWire {
                 continue;
             }
             if let (None, Some(next)) = (self.in_flight, account.outbox().front()) {
-                let Some(bytes) = self.conn_line(next.listener) else {
+                let index = listeners::place_of(listeners, next.listener);
+                let Some(bytes) = self.conn_line(index) else {
                     return Flush::Done; // cluster worker with no server yet: hold it
                 };
                 match send(socket, &bytes, Some(next.socket.as_fd()), &mut self.cmsg) {

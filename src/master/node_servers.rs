@@ -4,6 +4,7 @@
 //! answer is a line for the wire ([`super::node`]) to send.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 
 use serde_json::json;
 
@@ -15,6 +16,15 @@ const UV_ENOTSUP: i64 = -95;
 /// uv's `UV_EADDRNOTAVAIL`: the errno a `queryServer` is refused with when every listener
 /// already has its server in that worker. Node 20 reports it as `bind EADDRNOTAVAIL …`.
 const UV_EADDRNOTAVAIL: i64 = -99;
+
+/// A listening socket as a Node worker may need it: its fd (for `none` mode) and address.
+#[derive(Debug)]
+pub struct SharedListener {
+    /// The listener itself, when workers accept on it (`none` mode); else only its address.
+    pub fd: Option<OwnedFd>,
+    /// `None` for a Unix socket.
+    pub addr: Option<SocketAddr>,
+}
 
 /// One `listen()` of the app, and the listener whose connections it gets.
 #[derive(Debug)]

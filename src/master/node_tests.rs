@@ -3,9 +3,11 @@
 use super::*;
 use crate::engine::relay::{Outgoing, Target};
 use crate::master::channel::{Channel, Pair};
+use crate::master::node_servers::SharedListener;
 use crate::master::wire_shared::Handoff;
 use crate::wire::protocol::Peer;
 use serde_json::Value;
+use std::os::fd::OwnedFd;
 
 fn messages() -> NodeMessages {
     NodeMessages {
@@ -21,7 +23,7 @@ fn pair(cluster: bool) -> (Pair, OwnedFd) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let shared = SharedListener {
         addr: listener.local_addr().ok(),
-        fd: listener.into(),
+        fd: Some(listener.into()),
     };
     let wire = NodeWire::new(cluster, false, messages(), vec![shared]);
     // A wide window: what is checked here is the wire's own rule, one handle at a time.
@@ -32,7 +34,7 @@ fn conn() -> (Handoff, OwnedFd) {
     let (a, b) = sys::stream_pair().unwrap();
     let handoff = Handoff {
         socket: a,
-        listener: 0,
+        listener: ListenerId(0),
         peer: Peer::Unix,
         accepted: std::time::Instant::now(),
         sent: None,
@@ -248,11 +250,13 @@ fn each_server_keeps_its_listener_matched_by_port_whatever_the_order() {
         .into_iter()
         .map(|l| SharedListener {
             addr: l.local_addr().ok(),
-            fd: l.into(),
+            fd: Some(l.into()),
         })
         .collect();
     let wire = NodeWire::new(true, false, messages(), shared);
-    let mut ch = Pair::new(Channel::node(master, wire).unwrap(), 8);
+    // Ids are not places: a reload may have added and removed listeners before.
+    let channel = Channel::node(master, wire).unwrap();
+    let mut ch = Pair::new(channel.knowing(vec![ListenerId(10), ListenerId(11)]), 8);
     let query = |seq: u64, port: u16| {
         format!(
             "{}\n",
@@ -269,7 +273,7 @@ fn each_server_keeps_its_listener_matched_by_port_whatever_the_order() {
     // A connection on each listener goes to the server with its port.
     let key_for = |ch: &mut Pair, listener: usize| {
         let (mut h, _peer) = conn();
-        h.listener = listener;
+        h.listener = ListenerId(10 + listener as u32);
         ch.assign(h);
         assert!(matches!(ch.flush(Instant::now()), Flush::Done));
         let (line, fds) = read(&worker);
@@ -287,6 +291,8 @@ fn each_server_keeps_its_listener_matched_by_port_whatever_the_order() {
     };
     assert!(key_for(&mut ch, 0).contains(&format!(":{}:", ports[0])));
     assert!(key_for(&mut ch, 1).contains(&format!(":{}:", ports[1])));
+    // A listener it does not know (a removed one's queue, handed on): the first one's server.
+    assert!(key_for(&mut ch, 90).contains(&format!(":{}:", ports[0])));
     // The first server closes and listens again: it gets its listener back, the other
     // keeps its own.
     let closed = format!("null:{}:4:undefined:0", ports[1]);

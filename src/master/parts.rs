@@ -10,7 +10,7 @@ use std::time::Instant;
 use mio::{Poll, Token};
 use nix::unistd::Pid;
 
-use super::listeners::Listener;
+use super::listeners::{Listener, ListenerId};
 use super::signals::{Action, SignalSource};
 use super::sources::Sources;
 use super::upgrade_link::Link;
@@ -34,16 +34,25 @@ pub(super) struct EventLoop {
     pub reap_due: bool,
 }
 
+/// One listener, in `listen` order, and the state of accepting on it.
+pub(super) struct Listening {
+    pub socket: Listener,
+    pub id: ListenerId,
+    pub token: Token,
+    /// Connections may be waiting (edge-triggered: set on event, cleared on `WouldBlock`).
+    pub ready: bool,
+    /// Added by a reload: not accepted on until every worker that may be handed its
+    /// connections was started knowing it (`relisten::release_held`).
+    pub held: bool,
+}
+
 /// The listeners and the state of accepting on them.
 pub(super) struct Accepting {
-    pub listeners: Vec<Listener>,
-    /// The tokens of the listeners, in `listeners` order.
-    pub listener_tokens: Vec<Token>,
+    pub listeners: Vec<Listening>,
     /// The listeners' addresses as shown to users.
     pub listen_names: Vec<String>,
-    /// Listener `i` may have connections waiting (edge-triggered: set on event, cleared on
-    /// `WouldBlock`).
-    pub accept_ready: Vec<bool>,
+    /// The id the next listener gets.
+    pub next_id: u32,
     /// The listeners are registered with the poll: only while some worker is free, so that
     /// clients arriving while every worker is busy do not wake the master for nothing.
     pub watching: bool,

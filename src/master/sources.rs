@@ -12,8 +12,8 @@ pub enum Source {
     Signals,
     /// The control socket's listener.
     Control,
-    /// Listener `i` (clients).
-    Listener(usize),
+    /// The listener with this id (clients).
+    Listener(super::listeners::ListenerId),
     /// The control connection with this key.
     ControlConn(usize),
     /// Captured stdout (`stream` 0) or stderr (1) of the worker with this key.

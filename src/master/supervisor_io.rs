@@ -286,7 +286,10 @@ impl Master {
             Effect::Answer { waiters, outcome } => self.answer_all(waiters, outcome),
             Effect::StopAccepting => {
                 self.watch_listeners(); // no longer: we are stopping
-                self.accept.accept_ready.iter_mut().for_each(|r| *r = false);
+                self.accept
+                    .listeners
+                    .iter_mut()
+                    .for_each(|l| l.ready = false);
                 // Queued sockets go to whoever can still take them, before `stop` follows
                 // them; the rest is closed (dispatch does, once stopping).
                 self.dispatch(now);
@@ -429,6 +432,11 @@ impl Master {
         let config = (self.ops.loader)().map_err(|e| {
             format!("the configuration no longer loads, so the running fleet is kept: {e}")
         })?;
+        // The last step that may refuse: after it, the reload goes ahead.
+        let relistened = self.relisten(&config)?;
+        if let Some(line) = &relistened {
+            info!("reload: {line}");
+        }
         let (workers, note) = crate::engine::reload::reload_size(
             self.config.workers,
             self.workers.configured_workers,
@@ -441,7 +449,7 @@ impl Master {
         self.core.set_policy(Policy::of(&self.config));
         self.core
             .begin_reload(waiter, wait_drained, workers, Instant::now());
-        self.core.keeping(kept);
+        self.core.keeping(kept, relistened.into_iter().collect());
         self.apply_effects();
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Instant;
 
+use super::listeners::ListenerId;
 use crate::engine::ledger::{Account, Conn};
 use crate::sys;
 use crate::wire::protocol::{Peer, WorkerMessage};
@@ -14,7 +15,8 @@ use crate::wire::protocol::{Peer, WorkerMessage};
 #[derive(Debug)]
 pub struct Handoff {
     pub socket: OwnedFd,
-    pub listener: usize,
+    /// The listener that accepted it.
+    pub listener: ListenerId,
     pub peer: Peer,
     /// When the master accepted it (or was passed it by another master).
     pub accepted: Instant,

@@ -200,10 +200,12 @@ impl Supervisor {
     }
 
     /// The reload just begun leaves `kept` (changes in the file it cannot apply) as they
-    /// were: its outcome says so, as an error.
-    pub fn keeping(&mut self, kept: Vec<String>) {
+    /// were: its outcome says so, as an error. `applied`: what the shell changed beside the
+    /// workers (the listeners), said in the outcome too.
+    pub fn keeping(&mut self, kept: Vec<String>, applied: Vec<String>) {
         if let Some(reload) = self.reload.as_mut() {
             reload.kept = kept;
+            reload.applied = applied;
         }
     }
 

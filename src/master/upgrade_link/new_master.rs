@@ -325,7 +325,7 @@ impl Master {
         p.state = Succession::TookOver;
         for (i, path) in p.claims.drain(..) {
             if let Some(l) = self.accept.listeners.get_mut(i) {
-                l.claim_path(path);
+                l.socket.claim_path(path);
             }
         }
         if let Some(link) = p.link.as_mut() {
@@ -416,10 +416,12 @@ impl Master {
         let count = sockets.len();
         let affinity = self.config.affinity == crate::config::Affinity::ClientIp;
         for (theirs, socket) in sockets {
-            let Some(listener) = p.ours.get(theirs).copied().flatten() else {
+            let ours = p.ours.get(theirs).copied().flatten();
+            let Some(listener) = ours.and_then(|i| self.accept.listeners.get(i)) else {
                 warn!("upgrade: closing a passed connection whose listener this master dropped");
                 continue;
             };
+            let listener = listener.id;
             let peer = listeners::peer_of(socket.as_fd());
             let handoff = Handoff {
                 socket,

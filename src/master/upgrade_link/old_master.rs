@@ -145,15 +145,20 @@ impl Master {
                 .zip(&self.config.listen)
                 .map(|(l, configured)| Carried {
                     configured: configured.to_string(),
-                    local: l.local.clone(),
-                    owned: l.owns_path(),
+                    local: l.socket.local.clone(),
+                    owned: l.socket.owns_path(),
                 })
                 .collect(),
             blocking: self.config.mode().socket_activation(),
             workers: self.core.fleet().slots.len(),
             configured_workers: self.workers.configured_workers,
         };
-        let fds: Vec<BorrowedFd<'_>> = self.accept.listeners.iter().map(|l| l.as_fd()).collect();
+        let fds: Vec<BorrowedFd<'_>> = self
+            .accept
+            .listeners
+            .iter()
+            .map(|l| l.socket.as_fd())
+            .collect();
         let token = self.io.sources.add(Source::Successor);
         let sent = link
             .send(&hello, &fds)
@@ -339,7 +344,7 @@ impl Master {
                 }
                 self.answer_all(waiters, Ok(message));
                 for l in &mut self.accept.listeners {
-                    l.release_path();
+                    l.socket.release_path();
                 }
                 self.begin_stop();
             }
@@ -410,7 +415,15 @@ impl Master {
         while self.ledger.queued() > 0 {
             let batch = self.ledger.take_queued(ADOPT_BATCH);
             let message = Message::Adopt {
-                listeners: batch.iter().map(|h| h.listener).collect(),
+                // By their place in what the new master was passed (the `listen` order of
+                // this one's; one a reload removed, were it still queued, as the first).
+                listeners: batch
+                    .iter()
+                    .map(|h| {
+                        let mut all = self.accept.listeners.iter();
+                        all.position(|l| l.id == h.listener).unwrap_or(0)
+                    })
+                    .collect(),
             };
             let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|h| h.socket.as_fd()).collect();
             match link.send(&message, &fds) {

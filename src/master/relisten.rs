@@ -1,0 +1,196 @@
+//! A reload that changes `listen`, the master's side: bind the new addresses (a failure
+//! refuses the reload and changes nothing), keep the sockets of the addresses that stay, and
+//! retire the others — their queue accepted and handed to workers, then closed. The plan is
+//! the engine's ([`Relisten`]).
+//!
+//! Which worker may be handed a connection is decided by what it was started with: a worker
+//! knows the listeners that existed when it started (their order is its `listen` order: the
+//! index in a native `conn` line, a Node server's port). So a listener the reload added is
+//! *held* — bound, its clients queued by the kernel — until every slot's worker is one started
+//! after it, that is until the rolling reload has replaced them all; then it is accepted on.
+//! In `none` mode the workers accept: each new worker inherits the new list, the old ones
+//! keep theirs until they exit.
+
+use std::io;
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::handoff::watch;
+use super::listeners::{Listener, ListenerId};
+use super::parts::Listening;
+use super::sources::Source;
+use super::wire_shared::Handoff;
+use super::{Master, listeners};
+use crate::config::{Affinity, Config};
+use crate::engine::relisten::Relisten;
+use crate::wire::upgrade::Carried;
+
+impl Master {
+    /// Makes the listeners `config.listen` names. `Ok` with the line for the reload's answer
+    /// (`None`: `listen` did not change); `Err`, everything left as it was, when an address
+    /// cannot be bound.
+    pub(super) fn relisten(&mut self, config: &Config) -> Result<Option<String>, String> {
+        let running: Vec<Carried> = self
+            .accept
+            .listeners
+            .iter()
+            .zip(&self.config.listen)
+            .map(|(l, configured)| Carried {
+                configured: configured.to_string(),
+                local: l.socket.local.clone(),
+                owned: l.socket.owns_path(),
+            })
+            .collect();
+        let plan = Relisten::plan(&config.listen, &running);
+        if config.backlog != self.config.backlog {
+            for l in &self.accept.listeners {
+                if let Err(e) = l.socket.set_backlog(config.backlog) {
+                    warn!("reload: cannot apply `backlog` to {}: {e}", l.socket.local);
+                }
+            }
+        }
+        if plan.unchanged() {
+            return Ok(None);
+        }
+        // Bind first: a failure leaves everything as it was.
+        let mut bound = Vec::new();
+        for (want, from) in config.listen.iter().zip(&plan.from) {
+            if from.is_none() {
+                let listener = Listener::bind(want, config.backlog)
+                    .and_then(|l| self.in_workers_mode(l))
+                    .map_err(|e| format!("{e}: the running fleet and its listeners are kept"))?;
+                bound.push(listener);
+            }
+        }
+        let configured: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+        let said = plan.describe(&configured, &self.accept.listen_names);
+        let mut old: Vec<Option<Listening>> = std::mem::take(&mut self.accept.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let counted = std::mem::take(&mut self.ops.counters.accepted);
+        let mut bound = bound.into_iter();
+        for from in &plan.from {
+            let (listening, accepted) = match from.and_then(|i| Some((old[i].take()?, i))) {
+                Some((kept, i)) => (kept, counted.get(i).copied().unwrap_or(0)),
+                None => {
+                    let socket = bound.next().expect("one bound per new entry");
+                    (self.new_listening(socket), 0)
+                }
+            };
+            self.accept.listeners.push(listening);
+            self.ops.counters.accepted.push(accepted);
+        }
+        self.accept.listen_names = (self.accept.listeners.iter())
+            .map(|l| l.socket.local.clone())
+            .collect();
+        for l in old.into_iter().flatten() {
+            self.retire(l);
+        }
+        Ok(said)
+    }
+
+    /// A listener for workers that accept themselves is blocking, as systemd would pass it
+    /// (see `startup::take_listeners`).
+    fn in_workers_mode(&self, listener: Listener) -> Result<Listener, listeners::ListenError> {
+        if self.config.mode().socket_activation() {
+            if let Err(e) = listener.set_nonblocking(false) {
+                return Err(listeners::ListenError::new(&listener.local, e));
+            }
+        }
+        Ok(listener)
+    }
+
+    /// A listener the reload bound: watched like the others, held until the workers know it.
+    fn new_listening(&mut self, socket: Listener) -> Listening {
+        let id = ListenerId(self.accept.next_id);
+        self.accept.next_id += 1;
+        info!("listening on {}", socket.local);
+        let mut l = Listening {
+            socket,
+            id,
+            token: self.io.sources.add(Source::Listener(id)),
+            ready: false,
+            held: self.config.mode().master_accepts(),
+        };
+        if self.accept.watching {
+            watch(self.io.poll.registry(), &mut l, true);
+        }
+        l
+    }
+
+    /// Stops listening on `l`: what the kernel had queued on it is accepted and handed to
+    /// workers (`rr` mode), then it is closed.
+    fn retire(&mut self, mut l: Listening) {
+        if self.accept.watching {
+            watch(self.io.poll.registry(), &mut l, false);
+        }
+        self.io.sources.remove(l.token);
+        let handed = if self.config.mode().master_accepts() {
+            self.accept_queued(&l)
+        } else {
+            0
+        };
+        info!(
+            "no longer listening on {} ({handed} queued connection(s) handed to workers)",
+            l.socket.local
+        );
+        if l.socket.activated {
+            warn!(
+                "{} was passed by systemd, which keeps it open: clients still connect to it and \
+                 wait; remove it from the .socket unit too",
+                l.socket.local
+            );
+        }
+    }
+
+    /// Accepts every connection queued on `l` into the ledger: placed with a worker that has
+    /// room, else queued for the next one. How many.
+    fn accept_queued(&mut self, l: &Listening) -> usize {
+        let affinity = self.config.affinity == Affinity::ClientIp;
+        let mut handed = 0;
+        loop {
+            match l.socket.accept() {
+                Ok((socket, peer)) => {
+                    handed += 1;
+                    let handoff = Handoff {
+                        socket,
+                        listener: l.id,
+                        peer,
+                        accepted: Instant::now(),
+                        sent: None,
+                    };
+                    let fleet = &self.core.fleet();
+                    self.ledger
+                        .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity);
+                }
+                Err(e) if listeners::is_transient_accept_error(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handed,
+                Err(e) => {
+                    warn!("accept on {} before closing it: {e}", l.socket.local);
+                    return handed;
+                }
+            }
+        }
+    }
+
+    /// Lets each held listener be accepted on once every slot's worker was started knowing
+    /// it. Costs a look at the slots only while one is held.
+    pub(super) fn release_held(&mut self) {
+        if !self.accept.listeners.iter().any(|l| l.held) {
+            return;
+        }
+        let fleet = self.core.fleet();
+        let procs = &self.workers.procs;
+        for l in self.accept.listeners.iter_mut().filter(|l| l.held) {
+            let known = (fleet.slots.iter().filter_map(|s| s.current))
+                .all(|key| procs.channel(key).is_none_or(|c| c.knows_listener(l.id)));
+            if known {
+                l.held = false;
+                l.ready = true; // clients may have queued meanwhile
+                info!("serving {}: every worker knows it", l.socket.local);
+            }
+        }
+    }
+}
