@@ -247,3 +247,98 @@ fn a_worker_of_another_user_keeps_none_of_the_masters_groups_and_dies_with_it() 
         "workers {survivors:?} outlived their killed master"
     );
 }
+
+/// SIGKILLs a process group when dropped: the master an upgrade started, which the test's own
+/// group kill does not reach.
+struct KillGroup(i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: a master this test started (through an upgrade), and its group.
+        unsafe { libc::killpg(self.0, libc::SIGKILL) };
+    }
+}
+
+/// A free port below 1024 on 127.0.0.1 (only root may bind one).
+fn privileged_port() -> u16 {
+    (600..1000)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below 1024")
+}
+
+/// Issue 26 (3.): `[master] user`: the master binds a port below 1024 as root, then becomes
+/// nobody for good (real, effective and saved ids; no group of root's), before any worker
+/// starts; as nobody it serves, reloads (a new port above 1023 too; one below is refused,
+/// saying why), upgrades and stops.
+#[test]
+fn the_master_drops_to_a_user_once_it_has_bound_a_privileged_port() {
+    let Some((uid, gid)) = nobody() else { return };
+    let port = privileged_port();
+    let rrb = common::Rrb::start(
+        &format!("listen = [\"127.0.0.1:{port}\"]\nworkers = 2\n[master]\nuser = \"nobody\"\n"),
+        2,
+    );
+    // The user reads the file again on reload.
+    let dir = rrb.config_path().parent().unwrap().to_owned();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let (ruid, euid, rgid, egid, groups) = ids_of(rrb.pid());
+    assert_eq!((ruid, euid, rgid, egid), (uid, uid, gid, gid), "the master");
+    assert!(groups.is_empty(), "no supplementary group: {groups:?}");
+    let saved = fs::read_to_string(format!("/proc/{}/status", rrb.pid())).unwrap();
+    assert!(
+        saved.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+        "no saved root: {saved}"
+    );
+    for w in rrb.workers() {
+        assert_eq!(ids_of(w).1, uid, "worker {w}");
+    }
+    let said = rrb.wait_for_log("dropped to nobody", std::time::Duration::from_secs(5));
+    assert!(said.contains(&format!("uid {uid}")), "{said}");
+    assert!(rrb.get().unwrap().contains("handled by worker"));
+    // Control files in the user's directory, made by root for it.
+    let (code, out, err) = rrb.ctl(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Reload: the workers are replaced, as nobody.
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A new port below 1024 needs root: refused, the fleet kept, and it says why.
+    let other = privileged_port();
+    let text = fs::read_to_string(rrb.config_path()).unwrap();
+    let two = text.replace(
+        &format!("\"127.0.0.1:{port}\""),
+        &format!("\"127.0.0.1:{port}\", \"127.0.0.1:{other}\""),
+    );
+    fs::write(rrb.config_path(), &two).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{other}"))
+            && err.contains("dropped root")
+            && err.contains("CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
+    fs::write(rrb.config_path(), &text).unwrap();
+    assert!(
+        rrb.get().unwrap().contains("handled by worker"),
+        "serves on"
+    );
+    // Upgrade: the new master, started by nobody, is nobody; it serves on the same socket.
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let new: i32 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let _new = KillGroup(new);
+    assert_eq!(ids_of(new).1, uid, "the new master");
+    assert!(rrb.get().unwrap().contains("handled by worker"));
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!common::alive(new) || common::stat_of(new).is_some_and(|(_, s)| s == 'Z'));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "stopped"
+    );
+}

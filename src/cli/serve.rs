@@ -54,8 +54,13 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             log::error!("{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
-        // Beside the pid file by default: that directory is made private before anything in it.
-        if let Err(e) = master::create_private_dir(&config.control.pid_file) {
+        // Beside the pid file by default: that directory is made private before anything in it
+        // (the user's, when the master drops to one).
+        let made = match &config.master_user {
+            Some(id) => master::create_dir_for(&config.control.pid_file, id.uid, id.gid),
+            None => master::create_private_dir(&config.control.pid_file),
+        };
+        if let Err(e) = made {
             log::error!("{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }

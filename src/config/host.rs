@@ -101,6 +101,22 @@ pub fn default_runtime_dir() -> PathBuf {
     }
 }
 
+/// The runtime directory of a master that drops to `uid` (`[master] user`): one that user can
+/// write, whoever started the master and whatever its `XDG_RUNTIME_DIR` (root's is no place
+/// for the user's files), so that the paths are the same before and after the drop, for an
+/// upgrade's new master, and for a control command of root's or the user's.
+pub fn runtime_dir_of(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/rrbalancer-{uid}"))
+}
+
+/// A default control path (in [`default_runtime_dir`]) moved to [`runtime_dir_of`] `uid`.
+pub fn for_owner(path: &Path, uid: u32) -> PathBuf {
+    match path.file_name() {
+        Some(name) => runtime_dir_of(uid).join(name),
+        None => path.to_path_buf(),
+    }
+}
+
 /// `XDG_RUNTIME_DIR`, unless unset or empty (an empty one would make the runtime directory a
 /// relative path, wherever the master happened to start).
 fn xdg_runtime_dir() -> Option<PathBuf> {
@@ -225,7 +241,11 @@ pub fn unix_listen_problem(path: &Path) -> Option<String> {
 /// directory that exists was named in `[control]` ([`shared_dir_problem`], links followed). One
 /// that does not exist yet is the master's to create, private ([`check_created_dir`]).
 pub fn check_control_dir(dir: &Path) -> Result<(), DirError> {
-    let me = euid();
+    check_control_dir_of(dir, euid())
+}
+
+/// [`check_control_dir`] for a master running as uid `me`.
+pub fn check_control_dir_of(dir: &Path, me: u32) -> Result<(), DirError> {
     let judge = |path: &Path, follow: bool, rule: fn(Facts, u32) -> Option<String>| {
         let found = facts(path, follow).map_err(|error| DirError::Io {
             path: path.to_owned(),

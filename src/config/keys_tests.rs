@@ -392,6 +392,35 @@ fn a_user_and_group_resolve_and_a_bad_one_is_named_with_its_line() {
 }
 
 #[test]
+fn a_master_that_drops_to_a_user_starts_its_processes_as_that_user_and_keeps_its_files_there() {
+    if !nix::unistd::geteuid().is_root() {
+        let e = error_of("[master]\nuser = \"nobody\"\n");
+        assert!(
+            e.contains("`master.user`") && e.contains("needs root"),
+            "{e}"
+        );
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let uid = nobody.uid.as_raw();
+    let c = load_str("[master]\nuser = \"nobody\"\n[agent]\nexec = \"sh\"\n").unwrap();
+    let master = c.master_user.clone().expect("[master] user");
+    assert_eq!(master.uid, uid);
+    assert_eq!(c.worker.command.identity.as_ref(), Some(&master));
+    assert_eq!(c.agent.unwrap().command.identity, Some(master));
+    let dir = std::path::PathBuf::from(format!("/tmp/rrbalancer-{uid}"));
+    assert_eq!(c.control.pid_file.parent(), Some(dir.as_path()));
+    assert_eq!(c.control.socket.parent(), Some(dir.as_path()));
+    // The same user again is no conflict; another is.
+    assert!(load_str("[master]\nuser = \"nobody\"\n[worker]\nuser = \"nobody\"\n").is_ok());
+    let e = error_of("[master]\nuser = \"nobody\"\n[worker]\nuser = \"root\"\n");
+    assert!(
+        e.contains("`worker.user`") && e.contains("`[master] user`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn only_root_may_start_a_process_as_someone_else() {
     use super::probe::privilege_problem;
     assert_eq!(privilege_problem(0, 0, 65534, 65534), None);

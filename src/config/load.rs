@@ -84,13 +84,26 @@ pub fn load_control(path: &Path) -> Result<(ControlConfig, Duration), ConfigErro
         name: &name,
         dir: Some(&dir),
     };
-    Ok((control_config(&c, file.control), kill_timeout))
+    let owner = (file.master.user.as_ref()).and_then(|u| probe::uid_of(u.get_ref()));
+    Ok((control_config(&c, file.control, owner), kill_timeout))
 }
 
 /// `[control]`: its paths, relative ones taken from the config file's directory, or the
 /// defaults named after the file.
-pub(super) fn control_config(c: &Checker<'_>, control: FileControl) -> ControlConfig {
+/// `owner`: the uid the master drops to (`[master] user`), whose directory the defaults are in.
+pub(super) fn control_config(
+    c: &Checker<'_>,
+    control: FileControl,
+    owner: Option<u32>,
+) -> ControlConfig {
     let (pid_file, socket) = default_control_paths(c.dir.is_some().then_some(c.name));
+    let (pid_file, socket) = match owner {
+        Some(uid) => (
+            host::for_owner(&pid_file, uid),
+            host::for_owner(&socket, uid),
+        ),
+        None => (pid_file, socket),
+    };
     ControlConfig {
         pid_file: control.pid_file.map(|p| c.relative(p)).unwrap_or(pid_file),
         socket: control.socket.map(|p| c.relative(p)).unwrap_or(socket),

@@ -59,6 +59,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[watch]` (or `--watch`): reload on changes, if any path is watched.
     pub watch: Option<WatchConfig>,
+    /// `[master] user`/`group`: whom the master becomes once its listeners are bound.
+    pub master_user: Option<Identity>,
 }
 
 /// `[watch]`, validated: existing paths, absolute.

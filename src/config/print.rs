@@ -48,6 +48,12 @@ impl Config {
         }
         top.insert("metrics".into(), Value::Table(metrics));
         top.insert("log".into(), Value::Table(log_table(&self.log)));
+        if let Some(id) = &self.master_user {
+            let mut master = Table::new();
+            master.insert("user".into(), text(&id.user));
+            master.insert("group".into(), text(&id.group));
+            top.insert("master".into(), Value::Table(master));
+        }
         if let Some(w) = &self.watch {
             let mut watch = Table::new();
             watch.insert(

@@ -92,8 +92,13 @@ pub(super) enum Created {
 /// is a directory, or under something that is not one; a pid file or control socket in a
 /// directory another user controls ([`host::check_control_dir`]); a pid file that is a symbolic
 /// link. What depends on the user `check` runs as (a directory it may not read) is the master's
-/// to report.
-pub(super) fn created_path_problem(path: &Path, what: Created) -> Option<String> {
+/// to report. `owner`: the user the master drops to before it creates them (`[master] user`),
+/// whose directory it must be.
+pub(super) fn created_path_problem(
+    path: &Path,
+    what: Created,
+    owner: Option<u32>,
+) -> Option<String> {
     let shown = || quoted(&path.display().to_string());
     if host::names_a_directory(path) {
         return Some(format!("{} is a directory; name a file", shown()));
@@ -108,8 +113,9 @@ pub(super) fn created_path_problem(path: &Path, what: Created) -> Option<String>
     if what == Created::Log {
         return None;
     }
+    let me = owner.unwrap_or_else(host::euid);
     if let Err(unsafe_dir @ host::DirError::Unsafe { .. }) =
-        host::check_control_dir(host::parent_dir(path))
+        host::check_control_dir_of(host::parent_dir(path), me)
     {
         return Some(format!("{}: {unsafe_dir}", shown()));
     }
@@ -268,6 +274,11 @@ pub(super) fn identity(
         gid,
         login,
     }))
+}
+
+/// The uid of `name` (a name or a number), if the system knows it.
+pub(super) fn uid_of(name: &str) -> Option<u32> {
+    lookup_user(name).ok().map(|(uid, _)| uid)
 }
 
 /// A user by name or number: its uid, and its entry in the user database (a number may have

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub metrics: FileMetrics,
     pub log: FileLog,
     pub watch: FileWatch,
+    pub master: FileMaster,
 }
 
 impl Default for FileConfig {
@@ -46,6 +47,7 @@ impl Default for FileConfig {
             metrics: FileMetrics::default(),
             log: FileLog::default(),
             watch: FileWatch::default(),
+            master: FileMaster::default(),
         }
     }
 }
@@ -201,6 +203,17 @@ impl Default for FileShutdown {
             disconnect: Spanned::new(0..0, true),
         }
     }
+}
+
+/// `[master]`: the master process itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileMaster {
+    /// The user the master drops to once it has bound its listeners (a name or a uid); needs
+    /// root to start. Unset: it stays who started it.
+    pub user: Option<Spanned<String>>,
+    /// Its group; unset: `user`'s primary group.
+    pub group: Option<Spanned<String>>,
 }
 
 /// `[control]`: where the running master can be found.

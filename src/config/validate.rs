@@ -92,10 +92,15 @@ pub fn validate(
     let script_dir = program::script_dir(&overrides.program);
     let watched = worker.command.cwd.as_deref().or(script_dir.as_deref());
     let watch = watch_config(&c, file.watch, overrides.watch, watched)?;
-    let (mut control, log) = paths_config(&c, file.control, file.log)?;
+    let master_user = probe::identity(&c, "master", file.master.user, file.master.group)?;
+    let owner = master_user.as_ref().map(|id| id.uid);
+    let (mut control, log) = paths_config(&c, file.control, file.log, owner)?;
     if let Some((stem, key)) = named_after_program {
-        (control.pid_file, control.socket) = control_paths_named(&stem, key.as_bytes());
+        let (pid_file, socket) = control_paths_named(&stem, key.as_bytes());
+        control.pid_file = owner.map_or(pid_file.clone(), |uid| host::for_owner(&pid_file, uid));
+        control.socket = owner.map_or(socket.clone(), |uid| host::for_owner(&socket, uid));
     }
+    let (worker, agent) = as_master_user(&c, master_user.as_ref(), worker, agent)?;
     Ok(Config {
         source: None,
         listen,
@@ -116,7 +121,39 @@ pub fn validate(
         metrics,
         log,
         watch,
+        master_user,
     })
+}
+
+/// `[master] user`: the master can start its workers and agent only as that user once it has
+/// dropped to it, so that is who they run as (`[worker] user` may name it again, no other).
+fn as_master_user(
+    c: &Checker<'_>,
+    master: Option<&Identity>,
+    mut worker: WorkerConfig,
+    mut agent: Option<AgentConfig>,
+) -> Result<(WorkerConfig, Option<AgentConfig>), ConfigError> {
+    let Some(master) = master else {
+        return Ok((worker, agent));
+    };
+    let commands = std::iter::once(("worker", &mut worker.command))
+        .chain(agent.as_mut().map(|a| ("agent", &mut a.command)));
+    for (section, command) in commands {
+        match &command.identity {
+            Some(id) if (id.uid, id.gid) != (master.uid, master.gid) => {
+                return Err(c.setting(
+                    &format!("{section}.user"),
+                    format!(
+                        "the master drops to {}:{} (`[master] user`) once it listens, and can                          then start processes only as that user: remove `{section}.user` and                          `{section}.group`, or make them the same",
+                        master.user, master.group
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => command.identity = Some(master.clone()),
+        }
+    }
+    Ok((worker, agent))
 }
 
 /// `listen`, or `--listen` in its place: at least one address, each one bindable; a host name
@@ -180,6 +217,7 @@ fn paths_config(
     c: &Checker<'_>,
     control: FileControl,
     file: FileLog,
+    owner: Option<u32>,
 ) -> Result<(ControlConfig, LogConfig), ConfigError> {
     let written = |p: &Option<Spanned<PathBuf>>| p.as_ref().map(Spanned::span);
     let pid_at = written(&control.pid_file);
@@ -189,7 +227,7 @@ fn paths_config(
         written(&file.stderr),
         written(&file.master_log),
     ];
-    let control = control_config(c, control);
+    let control = control_config(c, control, owner);
     check_unix_path(&control.socket).map_err(|e| {
         c.invalid(
             socket_at.clone().unwrap_or_default(),
@@ -241,7 +279,7 @@ fn paths_config(
     ];
     for (key, path, span, what) in created {
         let Some(path) = path else { continue };
-        if let Some(problem) = created_path_problem(path, what) {
+        if let Some(problem) = created_path_problem(path, what, owner) {
             return Err(c.invalid(
                 span.clone().unwrap_or_default(),
                 key,

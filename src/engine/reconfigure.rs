@@ -44,6 +44,19 @@ pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
         ));
         new.metrics = current.metrics.clone();
     }
+    if new.master_user != current.master_user {
+        let name = |c: &Config| {
+            (c.master_user.as_ref())
+                .map_or("unset".into(), |id| format!("{}:{}", id.user, id.group))
+        };
+        warnings.push(format!(
+            "`[master] user` changed ({} → {}): the master stays who it is (only a restart \
+             applies it)",
+            name(current),
+            name(&new)
+        ));
+        new.master_user = current.master_user.clone();
+    }
     new.worker.protocol = current.worker.protocol;
     new.sched_policy = current.sched_policy;
     new.policy_source = current.policy_source;

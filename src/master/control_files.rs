@@ -56,6 +56,22 @@ pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// [`create_private_dir`] for a master that drops to `uid`:`gid` (`[master] user`), while it
+/// still is root: a directory it makes is made that user's, to hold what the master creates
+/// after the drop. One that exists is left as it is: the master, as that user, judges it then.
+pub fn create_dir_for(path: &Path, uid: u32, gid: u32) -> Result<(), ControlError> {
+    let dir = host::parent_dir(path);
+    if dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(io_err(dir))
+}
+
 /// The pid file, locked (`flock`) for the master's lifetime: a live master holds the lock, a
 /// stale file from a crashed one does not, so it is simply taken over.
 ///

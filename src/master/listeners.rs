@@ -62,6 +62,11 @@ impl ListenError {
             error,
         }
     }
+
+    /// The system refused the address to this user (a port below 1024 without root).
+    pub fn is_refused_to_user(&self) -> bool {
+        self.error.kind() == io::ErrorKind::PermissionDenied
+    }
 }
 
 impl Listener {

@@ -65,7 +65,7 @@ use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use wire_shared::Handoff;
 
-pub use control_files::{ControlError, PidFile, create_private_dir};
+pub use control_files::{ControlError, PidFile, create_dir_for, create_private_dir};
 pub use listeners::ListenError;
 pub use output::{open_append as open_log, redirect_stderr};
 pub use startup::{Loader, run};
@@ -97,6 +97,9 @@ pub enum MasterError {
     Upgrade(String),
     #[error("cannot listen for metrics on {0}: {1}")]
     Metrics(std::net::SocketAddr, io::Error),
+    /// `[master] user`: the drop failed.
+    #[error("cannot drop to {0} (`[master] user`): {1}")]
+    Privileges(String, io::Error),
 }
 
 struct Master {
@@ -124,7 +127,7 @@ impl Master {
         listeners: Vec<Listener>,
         loader: Loader,
         mut control: control_socket::Control,
-        pid_file: control_files::PidFile,
+        (pid_file, registration): (control_files::PidFile, control_files::Registration),
         predecessor: Option<Predecessor>,
     ) -> io::Result<Master> {
         let predecessor_present = predecessor.is_some();
@@ -203,7 +206,7 @@ impl Master {
                 relay_paused: false,
                 started_serving: false,
                 loader,
-                _registration: control_files::Registration::make(&config.control.socket),
+                _registration: registration,
                 pid_file: Some(pid_file),
             },
             config,

@@ -59,7 +59,7 @@ impl Master {
             if from.is_none() {
                 let listener = Listener::bind(want, config.backlog)
                     .and_then(|l| self.in_workers_mode(l))
-                    .map_err(|e| format!("{e}: the running fleet and its listeners are kept"))?;
+                    .map_err(|e| self.bind_refused(e))?;
                 bound.push(listener);
             }
         }
@@ -89,6 +89,19 @@ impl Master {
             self.retire(l);
         }
         Ok(said)
+    }
+
+    /// Why the reload is refused, when an address cannot be bound.
+    fn bind_refused(&self, e: listeners::ListenError) -> String {
+        let dropped = match (&self.config.master_user, e.is_refused_to_user()) {
+            (Some(id), true) => format!(
+                " (the master runs as {} since it dropped root, `[master] user`: binding a \
+                 port below 1024 takes a restart, or the capability CAP_NET_BIND_SERVICE)",
+                id.user
+            ),
+            _ => String::new(),
+        };
+        format!("{e}{dropped}: the running fleet and its listeners are kept")
     }
 
     /// A listener for workers that accept themselves is blocking, as systemd would pass it

@@ -47,11 +47,21 @@ fn run_master(
     mut predecessor: Option<Predecessor>,
 ) -> Result<(), MasterError> {
     raise_fd_limit(&config);
+    // `[master] user`: what needs root (the listeners, the metrics listener, the registry
+    // entry) is made first; then the master drops to the user, and makes the rest as that user
+    // (an upgrade's new master, started by it, already is).
+    let drop_to = (config.master_user.clone()).filter(|id| !privileges_dropped(id.uid, id.gid));
     // First: a second master for the same configuration must fail on this, not on the port.
     // (A new master started by an upgrade stages its own beside the old one's.)
-    let pid_file = match predecessor {
-        Some(_) => control_files::PidFile::acquire_staged(&config.control.pid_file)?,
-        None => control_files::PidFile::acquire(&config.control.pid_file)?,
+    let mut pid_file = match (&predecessor, &drop_to) {
+        (Some(_), _) => Some(control_files::PidFile::acquire_staged(
+            &config.control.pid_file,
+        )?),
+        (None, None) => Some(control_files::PidFile::acquire(&config.control.pid_file)?),
+        (None, Some(_)) => {
+            control_files::PidFile::check_free(&config.control.pid_file)?;
+            None
+        }
     };
     // What the file says, before an upgrade keeps the old master's scale.
     let configured_workers = config.workers;
@@ -67,10 +77,6 @@ fn run_master(
         config.worker.command.program.display(),
         config.worker.protocol.as_str()
     );
-    let control = match predecessor {
-        Some(_) => control_socket::Control::bind_staged(&config.control.socket)?,
-        None => control_socket::Control::bind(&config.control.socket)?,
-    };
     let monitor = match &config.metrics {
         Some(m) => {
             let monitor =
@@ -87,12 +93,29 @@ fn run_master(
         }
         None => None,
     };
+    let registration = control_files::Registration::make(&config.control.socket);
+    if let Some(id) = &drop_to {
+        for path in [&config.control.pid_file, &config.control.socket] {
+            control_files::create_dir_for(path, id.uid, id.gid)?;
+        }
+        let who = format!("{}:{} (uid {}, gid {})", id.user, id.group, id.uid, id.gid);
+        crate::sys::drop_privileges(id.uid, id.gid)
+            .map_err(|e| MasterError::Privileges(who.clone(), e))?;
+        info!("dropped to {who}: the listeners are bound; no root from here on");
+        pid_file = Some(control_files::PidFile::acquire(&config.control.pid_file)?);
+    }
+    let pid_file = pid_file.expect("acquired before or after the drop");
+    let control = match predecessor {
+        Some(_) => control_socket::Control::bind_staged(&config.control.socket)?,
+        None => control_socket::Control::bind(&config.control.socket)?,
+    };
     debug!(
         "control socket {}, pid file {}",
         config.control.socket.display(),
         config.control.pid_file.display()
     );
-    let mut master = Master::new(config, listeners, loader, control, pid_file, predecessor)
+    let files = (pid_file, registration);
+    let mut master = Master::new(config, listeners, loader, control, files, predecessor)
         .map_err(MasterError::EventLoop)?;
     if let Some(mut monitor) = monitor {
         let token = master.io.sources.add(Source::Monitor);
@@ -188,4 +211,10 @@ fn raise_fd_limit(config: &Config) {
         }
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
+}
+
+/// The process already is `uid`:`gid` (an upgrade's new master started by one that dropped).
+fn privileges_dropped(uid: u32, gid: u32) -> bool {
+    let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    (euid.as_raw(), egid.as_raw()) == (uid, gid)
 }

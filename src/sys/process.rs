@@ -1,5 +1,5 @@
-//! Process-wide settings, made once at start-up: the open-file limit, and daemonizing
-//! (`start --daemon`).
+//! Process-wide settings, made once at start-up: the open-file limit, the user the master
+//! drops to, and daemonizing (`start --daemon`).
 
 use std::io;
 
@@ -12,6 +12,26 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard.max(soft))
+}
+
+/// Becomes `uid`:`gid` for good — real, effective and saved ids, no supplementary group —
+/// and checks that root cannot be taken back (`[master] user`, once the listeners are bound).
+/// Nothing to do when the process already is that user and group.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, setgroups, setresgid, setresuid};
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    if geteuid() == u && getegid() == g {
+        return Ok(());
+    }
+    setgroups(&[])?;
+    setresgid(g, g, g)?;
+    setresuid(u, u, u)?;
+    if uid != 0 && setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return Err(io::Error::other(
+            "root could be taken back after dropping it",
+        ));
+    }
+    Ok(())
 }
 
 /// Which side of [`daemonize`] we are on.

@@ -86,7 +86,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
     };
 
     let new_master = spec.new_master;
-    let identity = spec.identity;
+    // A master that dropped to this user already (`[master] user`) could not change it again,
+    // nor needs to: its children are that user. Root still clears the groups.
+    let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    let identity = (spec.identity)
+        .filter(|&(uid, gid)| euid.is_root() || (euid.as_raw(), egid.as_raw()) != (uid, gid));
     let mut command = Command::new(spec.program);
     command
         .stdin(Stdio::null())
