@@ -201,11 +201,19 @@ impl Reload {
 
     /// The outcome when the candidate of `slot` failed: the old worker keeps serving.
     pub fn failed(&self, slot: Place, cause: &str) -> String {
-        format!(
+        let mut message = format!(
             "reload failed at {slot}: the new worker did not become ready ({cause}); \
              the old worker keeps serving; {} of {} slot(s) had been replaced",
             self.replaced, self.total
-        )
+        );
+        for line in &self.applied {
+            // Applied all the same: a new address waits for workers that know it.
+            message.push_str(&format!(
+                "; {line} — a new address is served once every worker was started after it \
+                 (reload again once the cause is fixed)"
+            ));
+        }
+        message
     }
 
     /// Everyone waiting for its outcome (a failed reload answers them all at once).
@@ -361,6 +369,19 @@ mod tests {
     #[test]
     fn an_empty_fleet_reloads_at_once() {
         assert_eq!(reload(&[]).next(|_| true), RollStep::Done);
+    }
+
+    #[test]
+    fn a_failed_reload_still_says_what_it_applied_and_what_that_waits_for() {
+        let mut r = reload(&[0]);
+        r.applied = vec!["`listen`: listening also on b".into()];
+        let failed = r.failed(Place::Slot(0), "exited");
+        assert!(
+            failed.contains("reload failed at slot=0")
+                && failed.contains("`listen`: listening also on b")
+                && failed.contains("reload again"),
+            "{failed}"
+        );
     }
 
     #[test]
