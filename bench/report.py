@@ -208,13 +208,7 @@ def table(raw_path, meta_path):
         ratio = res.ratio(key, ("reference", scenario), "rate")
         m = meta.get(key, [])
         rss = max((int(x["rss"]) for x in m if x["rss"].isdigit()), default=None)
-        cpus = []
-        for x, r in zip(m, rows[key]):
-            parts = x["cpu"].split()
-            if len(parts) == 3 and r["total"] > 0:
-                t0, t1, clk = map(float, parts)
-                cpus.append((t1 - t0) / clk / r["total"] * 1e5)
-        cpu = f"{statistics.median(cpus):.2f}" if cpus else "-"
+        cpu = num(cpu_per_100k(res, key))
         lat = " | ".join(num(res.med(key, f)) for f in ("p50", "p90", "p99", "p999"))
         out.append(
             f"| {name} | {scenario} | {rate:,.0f} | {num(ratio)} | {lat} | {res.fair(key)} "
@@ -237,6 +231,56 @@ def table(raw_path, meta_path):
             out.append(f"| {name} | {res.med(key, 'rate'):,.0f} | {res.med(key, 'p99'):.2f} "
                        f"| {num(res.ratio(key, none, 'rate'))} "
                        f"| {num(res.ratio(key, none, 'p99'))} | {vs_node} |")
+    print("\n".join(out))
+
+
+def cpu_per_100k(res, key):
+    """Median master CPU seconds per 100,000 connections of `key`'s runs, nan without."""
+    cpus = []
+    for x, r in zip(res.meta.get(key, []), res.rows.get(key, [])):
+        parts = x["cpu"].split()
+        if len(parts) == 3 and r["total"] > 0:
+            t0, t1, clk = map(float, parts)
+            cpus.append((t1 - t0) / clk / r["total"] * 1e5)
+    return statistics.median(cpus) if cpus else float("nan")
+
+
+def peak_rss_kib(res, key):
+    rss = [int(x["rss"]) for x in res.meta.get(key, []) if x["rss"].isdigit()]
+    return max(rss) if rss else float("nan")
+
+
+def scale(raw_path, meta_path, counts):
+    """The worker-count sweep: per count, rr against the kernel's SO_REUSEPORT spread (the
+    reference) and none; then how rr's rate and master CPU per connection move from the
+    smallest count to the largest."""
+    res = Results(raw_path, meta_path)
+    counts = [int(n) for n in counts.split(",")]
+    lo, hi = min(counts), max(counts)
+    rss_lo = peak_rss_kib(res, (f"rrb-rr@{lo}", "close"))
+    out = ["| workers | rrb-rr req/s | reference req/s | rr ÷ reference | rrb-none req/s "
+           f"| rr master CPU s /100k conns | rr master peak RSS | RSS per worker above {lo} "
+           "| rr errors |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in counts:
+        rr, ref, none = (f"rrb-rr@{n}", "close"), (f"reference@{n}", "close"), \
+            (f"rrb-none@{n}", "close")
+        rss = peak_rss_kib(res, rr)
+        per = (rss - rss_lo) / (n - lo) if n > lo else float("nan")
+        out.append(
+            f"| {n} | {num(res.med(rr, 'rate'), ',.0f')} | {num(res.med(ref, 'rate'), ',.0f')} "
+            f"| {num(res.ratio(rr, ref, 'rate'))} | {num(res.med(none, 'rate'), ',.0f')} "
+            f"| {num(cpu_per_100k(res, rr))} | {num(rss / 1024, '.1f')} MiB "
+            f"| {num(per, '.0f')} KiB | {res.errors(rr)} |")
+    rr_lo, rr_hi = (f"rrb-rr@{lo}", "close"), (f"rrb-rr@{hi}", "close")
+    cpu_lo, cpu_hi = cpu_per_100k(res, rr_lo), cpu_per_100k(res, rr_hi)
+    cpu_ratio = cpu_hi / cpu_lo if cpu_lo == cpu_lo and cpu_lo > 0 else float("nan")
+    out += ["",
+            f"- rr at {hi} workers ÷ the reference at {hi}: "
+            f"{num(res.ratio(rr_hi, (f'reference@{hi}', 'close'), 'rate'))} (target ≥ 1.0)",
+            f"- rr at {hi} ÷ rr at {lo}: {num(res.ratio(rr_hi, rr_lo, 'rate'))} (target ≥ 0.85)",
+            f"- master CPU per 100k connections at {hi} ÷ at {lo}: {num(cpu_ratio)} "
+            f"(target ≤ 1.3)"]
     print("\n".join(out))
 
 
@@ -312,6 +356,8 @@ if __name__ == "__main__":
         table(sys.argv[2], sys.argv[3])
     elif cmd == "windows":
         windows(sys.argv[2], sys.argv[3])
+    elif cmd == "scale":
+        scale(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "plot":
         plot(sys.argv[2], sys.argv[3])
     else:

@@ -6,6 +6,7 @@
 #   scripts/bench.sh --quick         # 1 run of 2 s each, no memory scenario
 #   scripts/bench.sh --only rrb-rr,reference -r 5
 #   scripts/bench.sh --scenario close,uneven --windows 1,2,4,8,16,32,128 --only reference,rrb-rr,rrb-none
+#   scripts/bench.sh --workers 2,16,64,256      # cost per worker count: rr against the kernel
 #
 # Options:
 #   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
@@ -17,6 +18,10 @@
 #   --slow-every N     uneven scenario: every Nth request of each worker is slow (50)
 #   --slow-ms M        uneven scenario: a slow request burns M ms of CPU in its worker (20)
 #   --windows W,W      window sweep: rrb-rr once per max_unacked W, in close and uneven (none)
+#   --workers N,N      worker-count sweep instead of the contenders above: reference, rrb-rr
+#               and rrb-none (--only picks among them) in the close scenario once per count;
+#               prints req/s, master CPU per 100k connections, master peak RSS (and per
+#               worker) per count, and the ratios between the largest and smallest count
 #   --conns N   connections served in the memory scenario's growth check (1000000)
 #   --quick     -r 1 -d 2, and skip the memory scenario unless --only names it
 #
@@ -35,7 +40,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 workers=2 duration=5 runs=3 conns=50 only="" quick="" memory_conns=1000000
-scenarios=close,keepalive,uneven uneven_conns=20 slow_every=50 slow_ms=20 windows=""
+scenarios=close,keepalive,uneven uneven_conns=20 slow_every=50 slow_ms=20 windows="" sweep=""
+# Appended to a contender's name in its rows (the worker-count sweep: "rrb-rr@256").
+suffix=""
 # The comment block at the top of this file, up to its first line of code.
 usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; }
 while [ $# -gt 0 ]; do
@@ -51,6 +58,7 @@ while [ $# -gt 0 ]; do
     --slow-every) slow_every=$2; shift ;;
     --slow-ms) slow_ms=$2; shift ;;
     --windows) windows=$2; shift ;;
+    --workers) sweep=$2; shift ;;
     --quick) quick=1 runs=1 duration=2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -65,7 +73,7 @@ bad() { echo "$1 (see --help)" >&2; exit 2; }
 for s in ${scenarios//,/ }; do
   case "$s" in close | keepalive | uneven) ;; *) bad "unknown scenario $s (close, keepalive, uneven)" ;; esac
 done
-for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "$slow_ms" ${windows//,/ }; do
+for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "$slow_ms" ${windows//,/ } ${sweep//,/ }; do
   [[ $n =~ ^[0-9]+$ ]] || bad "not a number: $n"
 done
 for c in ${only//,/ }; do
@@ -175,9 +183,9 @@ measure() {
     rss=$(rss_peak_kib "$master")
     cpu="$t0 $t1 $clk"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$scenario" "$run" "$fairness" "$rss" "$cpu" >>"$tmp/meta"
-  echo "$text" | python3 bench/report.py parse "$name" "$scenario" "$run" >>"$raw"
-  printf '  run %s  %-17s %-9s %s req/s, p99 %s ms\n' "$run" "$name" "$scenario" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name$suffix" "$scenario" "$run" "$fairness" "$rss" "$cpu" >>"$tmp/meta"
+  echo "$text" | python3 bench/report.py parse "$name$suffix" "$scenario" "$run" >>"$raw"
+  printf '  run %s  %-17s %-9s %s req/s, p99 %s ms\n' "$run" "$name$suffix" "$scenario" \
     "$(tail -n1 "$raw" | cut -f4)" "$(tail -n1 "$raw" | cut -f8)" >&2
 }
 
@@ -263,6 +271,32 @@ scenarios_of() {
     echo "$s"
   done
 }
+
+# ---- the worker-count sweep ------------------------------------------------------------------
+if [ -n "$sweep" ]; then
+  echo "bench: worker counts ${sweep}, close scenario, ${duration}s × ${runs} runs; wrk -t1 -c${conns}" >&2
+  : >"$tmp/meta"
+  for run in $(seq "$runs"); do
+    for n in ${sweep//,/ }; do
+      workers=$n suffix="@$n"
+      for c in reference rrb-rr rrb-none; do
+        wanted "$c" || continue
+        contender "$c" "$run" uniform close
+      done
+    done
+  done
+  suffix=""
+  {
+    echo "# rrbalancer benchmark: cost per worker count"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Linux $(uname -r)"
+    echo "\`Connection: close\`, wrk -t1 -c${conns}; ${duration}s per run, median of ${runs} interleaved rounds; demo workers; load generator on the same machine."
+    echo
+    python3 bench/report.py scale "$raw" "$tmp/meta" "$sweep"
+  } >"$out/scale.md"
+  cat "$out/scale.md"
+  exit 0
+fi
 
 contenders=(reference rrb-rr rrb-rr-metrics)
 for w in ${windows//,/ }; do contenders+=("rrb-rr-w$w"); done
