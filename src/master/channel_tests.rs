@@ -278,3 +278,40 @@ fn a_connection_line_names_its_listener_by_its_place_among_those_the_worker_know
         ("conn 3\n1 unix\n0 unix\n0 unix\n".into(), 3)
     );
 }
+
+#[test]
+fn messages_read_two_at_a_time_are_all_read_in_order_and_a_later_one_is_read_next_time() {
+    // The kernel is asked for two at a time: one, two, three and five waiting are all read,
+    // in order, each once; one sent after a read that found nothing more is read by the next.
+    for waiting in [1usize, 2, 3, 5] {
+        let (mut ch, worker) = pair(64);
+        let mut peers = Vec::new();
+        for _ in 0..waiting + 1 {
+            let (h, p) = handoff();
+            ch.assign(h);
+            peers.push(p);
+        }
+        assert!(matches!(ch.flush(Instant::now()), Flush::Done));
+        let _ = recv(&worker);
+        for i in 1..=waiting {
+            send(&worker, &format!("ack {}", i.min(1)));
+        }
+        let mut out = Vec::new();
+        ch.read(&mut out);
+        assert!(!ch.ch.has_unread(), "{waiting}: all read in one go");
+        assert_eq!(out.len(), waiting, "{waiting}: {out:?}");
+        assert_eq!(
+            ch.in_flight(),
+            1,
+            "{waiting}: acked {waiting} of {}",
+            waiting + 1
+        );
+        out.clear();
+        ch.read(&mut out);
+        assert!(out.is_empty(), "{waiting}: nothing more: {out:?}");
+        send(&worker, "ack 1");
+        ch.read(&mut out);
+        assert_eq!(out, [Incoming::Message(WorkerMessage::Ack(1))], "{waiting}");
+        assert_eq!(ch.in_flight(), 0, "{waiting}");
+    }
+}

@@ -142,6 +142,7 @@ impl NativeWire {
         out: &mut Vec<Incoming>,
     ) -> bool {
         let mut relay_bytes = 0;
+        self.receiver.begin();
         for _ in 0..READ_BUDGET {
             if relay_bytes >= RELAY_READ_BUDGET {
                 return true;

@@ -286,6 +286,7 @@ impl NodeWire {
         now: Instant,
         out: &mut Vec<Incoming>,
     ) -> bool {
+        self.receiver.begin();
         for _ in 0..READ_BUDGET {
             let Some((bytes, _)) = self.receiver.receive(socket, out) else {
                 return false;
@@ -436,25 +437,18 @@ impl NodeWire {
 
     /// NACK: the fd did not arrive; send the same line with the same fd again.
     fn resend(&mut self) {
-        let listener = match self.in_flight {
-            Some(InFlight::Listener(i)) => Some(i),
-            _ => None,
-        };
         // Put it back at the front: `flush` sends it as a handle line. For a connection, the
         // fd is the newest un-acked socket.
         let bytes = std::mem::take(&mut self.in_flight_line);
-        match listener {
-            Some(i) => {
-                self.in_flight = None;
-                self.queue.push_front(Line {
-                    bytes,
-                    listener: Some(i),
-                });
-            }
-            None => {
-                self.in_flight_line = bytes;
-                self.resend_conn = true;
-            }
+        if let Some(InFlight::Listener(i)) = self.in_flight {
+            self.in_flight = None;
+            self.queue.push_front(Line {
+                bytes,
+                listener: Some(i),
+            });
+        } else {
+            self.in_flight_line = bytes;
+            self.resend_conn = true;
         }
     }
 

@@ -79,59 +79,117 @@ pub enum Flush {
     Broken(io::Error),
 }
 
-/// A channel's receiving end: the buffers every read reuses.
+/// A channel's receiving end: the buffers every read reuses. Each call to the kernel asks for
+/// two messages (`recvmmsg`): a worker's `ack` and `idle` often wait together, and when only
+/// one waits, the read can end without a second call that would only say `EAGAIN`
+/// ([`Receiver::drained`]).
 #[derive(Debug)]
 pub struct Receiver {
+    /// Two halves: the first message, and the second the same call brought. (Untouched
+    /// pages cost no memory.)
     buf: Box<[u8]>,
-    cmsg: Vec<u8>,
+    /// Two halves too, one per message.
+    cmsg: Box<[u8]>,
     /// Fds a worker attached (it has no business sending any): closed as soon as seen.
     stray_fds: Vec<OwnedFd>,
+    /// The second message of the last call, not yet returned: its length, and whether it was
+    /// cut.
+    pending: Option<(u32, bool)>,
+    /// The last call brought one message only, and it has been returned: nothing more was
+    /// waiting then.
+    drained: bool,
 }
 
 impl Receiver {
     /// Reads of up to `size` bytes.
     pub fn new(size: usize) -> Receiver {
         Receiver {
-            buf: vec![0; size].into_boxed_slice(),
-            cmsg: vec![0; sys::cmsg_space(4)],
+            buf: vec![0; 2 * size].into_boxed_slice(),
+            cmsg: vec![0; 2 * sys::cmsg_space(4)].into_boxed_slice(),
             stray_fds: Vec::new(),
+            pending: None,
+            drained: false,
         }
     }
 
-    /// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when
-    /// there is nothing more to read now — nothing waits, or the channel is done (closed,
-    /// broken, or the worker sent fds, which are closed), reported into `out`. The flag says
-    /// the message was longer than the buffer (cut).
+    /// Starts a read (woken by the poll, or going on after a budget): every read calls it
+    /// first, or [`Receiver::receive`] may say nothing waits without asking the kernel.
+    pub fn begin(&mut self) {
+        self.drained = false;
+    }
+
+    /// Receives one message from a worker's channel, retrying on `EINTR`: the bytes, or `None`
+    /// when there is nothing more to read now — nothing waits (or nothing did when the kernel
+    /// was last asked in this read: a message arriving since wakes the poll again), or the
+    /// channel is done (closed, broken, or the worker sent fds, which are closed), reported
+    /// into `out`. The flag says the message was longer than the buffer (cut).
     pub fn receive(
         &mut self,
         socket: BorrowedFd<'_>,
         out: &mut Vec<Incoming>,
     ) -> Option<(&[u8], bool)> {
-        let received = receive(
-            socket,
-            &mut self.buf,
-            &mut self.stray_fds,
-            &mut self.cmsg,
-            out,
-        )?;
-        Some((&self.buf[..received.len], received.data_truncated))
+        if self.drained {
+            return None;
+        }
+        let size = self.buf.len() / 2;
+        if let Some((len, truncated)) = self.pending.take() {
+            // Two came: more may wait, so the next call asks the kernel again.
+            if len == 0 {
+                out.push(Incoming::Closed);
+                return None;
+            }
+            return Some((&self.buf[size..size + len as usize], truncated));
+        }
+        let half = self.cmsg.len() / 2;
+        let (c0, c1) = self.cmsg.split_at_mut(half);
+        let (b0, b1) = self.buf.split_at_mut(size);
+        let (first, second) = receive(socket, [b0, b1], &mut self.stray_fds, [c0, c1], out)?;
+        // Fds with either message end the channel, at the first.
+        let fds_cut = second.as_ref().is_some_and(|s| s.fds_truncated);
+        let first = judge(first, fds_cut, &mut self.stray_fds, out)?;
+        self.drained = second.is_none();
+        self.pending = second.map(|s| (s.len as u32, s.data_truncated));
+        Some((&self.buf[..first.len], first.data_truncated))
     }
 }
 
-/// Receives once from a worker's channel, retrying on `EINTR`: the bytes, or `None` when there
-/// is nothing more to read now — nothing waits, or the channel is done (closed, broken, or the
-/// worker sent fds, which are closed: it has no business sending any), reported into `out`.
-fn receive(
-    socket: BorrowedFd<'_>,
-    buf: &mut [u8],
+/// A message received, or `None` (said into `out`) when it ends the channel: fds attached (a
+/// violation; closed), or the end of the stream.
+fn judge(
+    received: sys::Received,
+    fds_cut: bool,
     stray_fds: &mut Vec<OwnedFd>,
-    cmsg: &mut [u8],
     out: &mut Vec<Incoming>,
 ) -> Option<sys::Received> {
+    if !stray_fds.is_empty() || received.fds_truncated || fds_cut {
+        stray_fds.clear(); // closes them
+        out.push(Incoming::Violation(
+            "sent file descriptors to the master".into(),
+        ));
+        return None;
+    }
+    if received.len == 0 {
+        out.push(Incoming::Closed);
+        return None;
+    }
+    Some(received)
+}
+
+/// Asks the kernel for up to two messages of a worker's channel, retrying on `EINTR`: `None`
+/// when there is nothing more to read now — nothing waits (`drained`), or the channel is
+/// broken, reported into `out`.
+fn receive(
+    socket: BorrowedFd<'_>,
+    [b0, b1]: [&mut [u8]; 2],
+    stray_fds: &mut Vec<OwnedFd>,
+    [c0, c1]: [&mut [u8]; 2],
+    out: &mut Vec<Incoming>,
+) -> Option<(sys::Received, Option<sys::Received>)> {
     let mut resets = 0;
     loop {
-        let received = match sys::recv_with_fds(socket, buf, stray_fds, cmsg, true) {
-            Ok(r) => r,
+        let (bufs, cmsgs) = ([&mut *b0, &mut *b1], [&mut *c0, &mut *c1]);
+        match sys::recv_two(socket, bufs, stray_fds, cmsgs) {
+            Ok(got) => return Some(got),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // A worker that exits with messages of ours unread makes the kernel report
@@ -145,18 +203,6 @@ fn receive(
                 out.push(Incoming::Closed);
                 return None;
             }
-        };
-        if !stray_fds.is_empty() || received.fds_truncated {
-            stray_fds.clear(); // closes them
-            out.push(Incoming::Violation(
-                "sent file descriptors to the master".into(),
-            ));
-            return None;
         }
-        if received.len == 0 {
-            out.push(Incoming::Closed);
-            return None;
-        }
-        return Some(received);
     }
 }

@@ -148,11 +148,31 @@ pub fn recv_with_fds(
     if len < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `msg` was just filled by recvmsg.
+    unsafe { take_fds(&msg, fds) };
+    Ok(received(&msg, len as usize))
+}
+
+/// What `msg`, filled by the kernel with `len` bytes, says of itself.
+fn received(msg: &libc::msghdr, len: usize) -> Received {
+    Received {
+        len,
+        data_truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    }
+}
+
+/// Appends the fds that came with `msg` to `fds`, as owned descriptors.
+///
+/// # Safety
+/// `msg` was just filled by `recvmsg`/`recvmmsg`: its control buffer holds what the kernel
+/// wrote, and every fd in it is still ours alone, taken by no one.
+unsafe fn take_fds(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
     // SAFETY: the kernel filled msg_control with well-formed cmsghdrs up to msg_controllen;
     // CMSG_FIRSTHDR/CMSG_NXTHDR walk only within it. Each SCM_RIGHTS int is an fd the kernel has
     // just installed in our table for us alone, so wrapping it in OwnedFd makes us its only owner.
     unsafe {
-        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        let mut header = libc::CMSG_FIRSTHDR(msg);
         while !header.is_null() {
             if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(header).cast::<RawFd>();
@@ -161,14 +181,69 @@ pub fn recv_with_fds(
                     fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
             }
-            header = libc::CMSG_NXTHDR(&msg, header);
+            header = libc::CMSG_NXTHDR(msg, header);
         }
     }
-    Ok(Received {
-        len: len as usize,
-        data_truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-    })
+}
+
+/// Receives up to two messages in one call, without waiting (`recvmmsg`): the first into
+/// `bufs[0]`, the second, if one was waiting too, into `bufs[1]`; the fds that came with either
+/// are appended to `fds` (`cmsgs` sized as for [`recv_with_fds`]). One message back means
+/// nothing more was waiting when the call returned: a caller woken by an edge-triggered poll
+/// may stop there, without the call that would only say `EAGAIN` — a message arriving later
+/// wakes the poll again. `WouldBlock` when none was waiting.
+pub fn recv_two(
+    socket: BorrowedFd<'_>,
+    bufs: [&mut [u8]; 2],
+    fds: &mut Vec<OwnedFd>,
+    cmsgs: [&mut [u8]; 2],
+) -> io::Result<(Received, Option<Received>)> {
+    let [b0, b1] = bufs;
+    let [c0, c1] = cmsgs;
+    let mut iov = [
+        libc::iovec {
+            iov_base: b0.as_mut_ptr().cast(),
+            iov_len: b0.len(),
+        },
+        libc::iovec {
+            iov_base: b1.as_mut_ptr().cast(),
+            iov_len: b1.len(),
+        },
+    ];
+    // SAFETY: an all-zero mmsghdr is a valid empty message header.
+    let mut msgs: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+    for (i, (m, cmsg)) in msgs.iter_mut().zip([c0, c1]).enumerate() {
+        m.msg_hdr.msg_iov = &mut iov[i];
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = cmsg.len() as _;
+    }
+    let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+    // SAFETY: both headers point at live, writable buffers (iov, cmsg) of the stated lengths,
+    // which outlive the call; no timeout is passed.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            2,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::WouldBlock.into()); // not seen: one at least, or an error
+    }
+    let n = n as usize;
+    for m in &msgs[..n] {
+        // SAFETY: the first `n` headers were just filled by recvmmsg.
+        unsafe { take_fds(&m.msg_hdr, fds) };
+    }
+    let first = received(&msgs[0].msg_hdr, msgs[0].msg_len as usize);
+    let second = (n == 2).then(|| received(&msgs[1].msg_hdr, msgs[1].msg_len as usize));
+    Ok((first, second))
 }
 
 /// Takes ownership of an fd this process inherited under a documented contract (`RRB_CHANNEL_FD`,
