@@ -342,3 +342,62 @@ fn the_master_drops_to_a_user_once_it_has_bound_a_privileged_port() {
         "stopped"
     );
 }
+
+/// `[master] user` with `start --daemon`: the log root opened before detaching is the user's,
+/// so the new master of an upgrade appends to it and `SIGUSR1` opens it again after a rotation.
+#[test]
+fn a_daemon_that_drops_root_upgrades_and_reopens_its_log() {
+    let Some((uid, _)) = nobody() else { return };
+    let port = privileged_port();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let run = dir.path().join("run");
+    private_dir(&run);
+    let config =
+        format!("listen = [\"127.0.0.1:{port}\"]\nworkers = 1\n[master]\nuser = \"nobody\"\n");
+    fs::write(dir.path().join("d.toml"), config).unwrap();
+    let env = [("XDG_RUNTIME_DIR", run.to_str().unwrap())];
+    let ctl = |args: &[&str]| {
+        let all: Vec<&str> = ["--config", "d.toml"].iter().chain(args).copied().collect();
+        run_to_exit(&all, dir.path(), &env)
+    };
+    let (code, said) = ctl(&["start", "--daemon"]);
+    assert_eq!(code, 0, "{said}");
+    let log: std::path::PathBuf = said
+        .split("log: ")
+        .nth(1)
+        .map(|p| p.trim().into())
+        .unwrap_or_else(|| panic!("{said}"));
+    let pid_of_master = || -> i32 {
+        let pid_file = log.with_extension("pid");
+        fs::read_to_string(pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let _first = KillGroup(pid_of_master());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(&log).unwrap().uid(),
+        uid,
+        "the log is the user's"
+    );
+    let (code, said) = ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{said}");
+    let new = pid_of_master();
+    let _new = KillGroup(new);
+    assert_eq!(ids_of(new).1, uid);
+    // Rotated, then reopened by the new master, as the user.
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated).unwrap();
+    // SAFETY: the master this test started (through an upgrade).
+    unsafe { libc::kill(new, libc::SIGUSR1) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !fs::read_to_string(&log).is_ok_and(|t| t.contains("reopened")) {
+        assert!(std::time::Instant::now() < deadline, "not reopened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, said) = ctl(&["stop"]);
+    assert_eq!(code, 0, "{said}");
+}

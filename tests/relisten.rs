@@ -243,3 +243,28 @@ fn in_none_mode_new_workers_inherit_the_new_listeners() {
     );
     wait_served(&b, Duration::from_secs(5)).expect("b serves on");
 }
+
+/// A reload that adds an address and fails (its new workers never become ready) closes the
+/// new address again: its clients are refused, not left waiting for workers that never come,
+/// and the old workers serve on where they did.
+#[test]
+fn a_failed_reload_closes_the_address_it_added_again() {
+    let rrb = Rrb::start("workers = 2\n", 2);
+    let b = free_addr();
+    write_listen(
+        &rrb,
+        &[&rrb.addr, &b],
+        "workers = 2\n[worker]\nargs = [\"--no-such-flag\"]\n",
+    );
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("reload failed") && err.contains("closed again"),
+        "{err}"
+    );
+    rrb.wait_for_log(&format!("closed {b} again"), Duration::from_secs(5));
+    assert!(TcpStream::connect(&b).is_err(), "{b} refuses");
+    wait_served(&rrb.addr, Duration::from_secs(5)).expect("the old workers serve on");
+    let (_, out, _) = rrb.ctl(&["status"]);
+    assert!(!out.contains(&b), "{out}");
+}

@@ -14,7 +14,11 @@ use crate::wire::registry;
 pub enum ClientError {
     #[error("no rrbalancer is running for this configuration (nothing answers at {0})")]
     NotRunning(String),
-    #[error("no rrbalancer is running (no control socket in {0} answers)")]
+    #[error(
+        "no rrbalancer is running (no control socket in {0} answers); a master run by another \
+         user, or upgraded after it dropped root to one (`[master] user`), is not listed here: \
+         name it with --config FILE or --control SOCKET"
+    )]
     NoneRunning(String),
     #[error(
         "{} rrbalancer masters are running; name one with --config FILE or --control SOCKET:\n{}",

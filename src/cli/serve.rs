@@ -64,7 +64,13 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             log::error!("{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
-        let log = match master::open_log(&log_path) {
+        // The user the master drops to writes it from then on, and opens it again (an
+        // upgrade's new master, `SIGUSR1`).
+        let owner = config.master_user.as_ref().map(|id| (id.uid, id.gid));
+        let log = match master::open_log(&log_path).and_then(|log| match owner {
+            Some((uid, gid)) => std::os::unix::fs::fchown(&log, Some(uid), Some(gid)).map(|()| log),
+            None => Ok(log),
+        }) {
             Ok(log) => log,
             Err(e) => {
                 log::error!("cannot open the log file (key `log.master_log`): {e}");

@@ -423,16 +423,16 @@ fn a_master_that_drops_to_a_user_starts_its_processes_as_that_user_and_keeps_its
 #[test]
 fn only_root_may_start_a_process_as_someone_else() {
     use super::probe::privilege_problem;
-    assert_eq!(privilege_problem(0, 0, 65534, 65534), None);
+    assert_eq!(privilege_problem(0, 0, 65534, 65534, ""), None);
     assert_eq!(
-        privilege_problem(1000, 1000, 1000, 1000),
+        privilege_problem(1000, 1000, 1000, 1000, ""),
         None,
         "its own ids"
     );
     for (uid, gid) in [(65534, 1000), (1000, 65534), (0, 0)] {
-        let why = privilege_problem(1000, 1000, uid, gid).expect("refused");
+        let why = privilege_problem(1000, 1000, uid, gid, "it drops it").expect("refused");
         assert!(
-            why.contains("needs root") && why.contains("uid 1000"),
+            why.contains("needs root") && why.contains("uid 1000") && why.contains("(it drops it)"),
             "{why}"
         );
     }

@@ -263,7 +263,11 @@ pub(super) fn identity(
         }
     };
     let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-    if let Some(why) = privilege_problem(euid.as_raw(), egid.as_raw(), uid, gid) {
+    let root_for = match section {
+        "master" => "it binds its listeners as root, then drops root for good",
+        _ => "it keeps root only to start and signal its workers",
+    };
+    if let Some(why) = privilege_problem(euid.as_raw(), egid.as_raw(), uid, gid, root_for) {
         return Err(c.invalid(span, key, why));
     }
     let login = entry.map(|e| (e.name, e.dir));
@@ -312,14 +316,20 @@ fn is_number(name: &str) -> bool {
 
 /// Why a master running as `euid`:`egid` cannot start a process as `uid`:`gid`, if it cannot:
 /// only root changes a process's user or group.
-pub(super) fn privilege_problem(euid: u32, egid: u32, uid: u32, gid: u32) -> Option<String> {
+/// `root_for`: what the master does with root, said in the advice.
+pub(super) fn privilege_problem(
+    euid: u32,
+    egid: u32,
+    uid: u32,
+    gid: u32,
+    root_for: &str,
+) -> Option<String> {
     if euid == 0 || (uid == euid && gid == egid) {
         return None;
     }
     Some(format!(
         "running as {uid}:{gid} needs root, and rrbalancer runs as uid {euid} (gid {egid}): \
-         start it as root (it keeps root only to start and signal its workers), or remove the \
-         key"
+         start it as root ({root_for}), or remove the key"
     ))
 }
 

@@ -144,7 +144,9 @@ fn as_master_user(
                 return Err(c.setting(
                     &format!("{section}.user"),
                     format!(
-                        "the master drops to {}:{} (`[master] user`) once it listens, and can                          then start processes only as that user: remove `{section}.user` and                          `{section}.group`, or make them the same",
+                        "the master drops to {}:{} (`[master] user`) once it listens, and can then \
+                         start processes only as that user: remove `{section}.user` and \
+                         `{section}.group`, or make them the same",
                         master.user, master.group
                     ),
                 ));

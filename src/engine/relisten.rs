@@ -31,10 +31,15 @@ impl Relisten {
         self.removed.is_empty() && (0..).zip(&self.from).all(|(i, f)| *f == Some(i))
     }
 
-    /// The line for the reload's answer and the log: what was added and removed, and what is
-    /// listened on now. `listen` names the new entries (as configured), `running` what was
-    /// listened on (bound addresses). `None` when nothing changed.
-    pub fn describe(&self, listen: &[String], running: &[String]) -> Option<String> {
+    /// The line for the reload's answer and the log: what was added and removed. `listen`
+    /// names the new listeners, `running` the old ones (the addresses bound); `workers_accept`:
+    /// `none` mode, where the workers take them over. `None` when nothing changed.
+    pub fn describe(
+        &self,
+        listen: &[String],
+        running: &[String],
+        workers_accept: bool,
+    ) -> Option<String> {
         if self.unchanged() {
             return None;
         }
@@ -46,17 +51,21 @@ impl Relisten {
             .collect();
         let removed: Vec<&str> = self.removed.iter().map(|&i| running[i].as_str()).collect();
         let mut parts = Vec::new();
+        let (new, gone) = match workers_accept {
+            false => (
+                "served once every worker is a new one",
+                "what its queue held is handed to workers",
+            ),
+            true => (
+                "inherited by every worker started from now on",
+                "the old workers accept on it until they leave",
+            ),
+        };
         if !added.is_empty() {
-            parts.push(format!(
-                "listening also on {} (served once every worker is a new one)",
-                added.join(", ")
-            ));
+            parts.push(format!("listening also on {} ({new})", added.join(", ")));
         }
         if !removed.is_empty() {
-            parts.push(format!(
-                "no longer on {} (what its queue held is handed to workers)",
-                removed.join(", ")
-            ));
+            parts.push(format!("no longer on {} ({gone})", removed.join(", ")));
         }
         if parts.is_empty() {
             parts.push("the same addresses, in the new order".into());
@@ -89,7 +98,7 @@ mod tests {
         let now = running(&[("127.0.0.1:0", "127.0.0.1:4000"), ("[::1]:80", "[::1]:80")]);
         let plan = Relisten::plan(&[addr("127.0.0.1:0"), addr("[::1]:80")], &now);
         assert!(plan.unchanged());
-        assert_eq!(plan.describe(&[], &[]), None);
+        assert_eq!(plan.describe(&[], &[], false), None);
     }
 
     #[test]
@@ -102,15 +111,28 @@ mod tests {
         assert_eq!(plan.from, vec![Some(1), None]);
         assert_eq!(plan.removed, vec![0]);
         assert!(!plan.unchanged());
-        let said = plan
-            .describe(
-                &["127.0.0.1:3001".into(), "127.0.0.1:3002".into()],
-                &["127.0.0.1:3000".into(), "127.0.0.1:3001".into()],
-            )
-            .unwrap();
-        assert!(said.contains("also on 127.0.0.1:3002 "), "{said}");
-        assert!(said.contains("no longer on 127.0.0.1:3000 "), "{said}");
+        let new = ["127.0.0.1:3001".into(), "127.0.0.1:3002".into()];
+        let old = ["127.0.0.1:3000".into(), "127.0.0.1:3001".into()];
+        let said = plan.describe(&new, &old, false).unwrap();
+        assert!(
+            said.contains("also on 127.0.0.1:3002 (served once"),
+            "{said}"
+        );
+        assert!(
+            said.contains("no longer on 127.0.0.1:3000 (what its queue"),
+            "{said}"
+        );
         assert!(!said.contains("3001"), "kept, not named: {said}");
+        // `none` mode: the workers take them over.
+        let said = plan.describe(&new, &old, true).unwrap();
+        assert!(
+            said.contains("3002 (inherited by every worker started"),
+            "{said}"
+        );
+        assert!(
+            said.contains("3000 (the old workers accept on it"),
+            "{said}"
+        );
     }
 
     #[test]
@@ -135,7 +157,7 @@ mod tests {
             (vec![Some(1), Some(0)], vec![])
         );
         assert!(!plan.unchanged());
-        let said = plan.describe(&[], &[]).unwrap();
+        let said = plan.describe(&[], &[], false).unwrap();
         assert!(
             said.contains("the same addresses, in the new order"),
             "{said}"

@@ -207,10 +207,11 @@ impl Reload {
             self.replaced, self.total
         );
         for line in &self.applied {
-            // Applied all the same: a new address waits for workers that know it.
+            // Removed addresses stay removed; new ones are closed again (`relisten`).
             message.push_str(&format!(
-                "; {line} — a new address is served once every worker was started after it \
-                 (reload again once the cause is fixed)"
+                "; {line} — but as the reload failed, a new address is closed again in rr \
+                 mode, where only workers started knowing it may serve it (reload again once \
+                 the cause is fixed)"
             ));
         }
         message
@@ -379,6 +380,7 @@ mod tests {
         assert!(
             failed.contains("reload failed at slot=0")
                 && failed.contains("`listen`: listening also on b")
+                && failed.contains("closed again")
                 && failed.contains("reload again"),
             "{failed}"
         );

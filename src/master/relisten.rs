@@ -63,8 +63,7 @@ impl Master {
                 bound.push(listener);
             }
         }
-        let configured: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
-        let said = plan.describe(&configured, &self.accept.listen_names);
+        let running = std::mem::take(&mut self.accept.listen_names);
         let mut old: Vec<Option<Listening>> = std::mem::take(&mut self.accept.listeners)
             .into_iter()
             .map(Some)
@@ -88,7 +87,8 @@ impl Master {
         for l in old.into_iter().flatten() {
             self.retire(l);
         }
-        Ok(said)
+        let workers_accept = self.config.mode().workers_accept();
+        Ok(plan.describe(&self.accept.listen_names, &running, workers_accept))
     }
 
     /// Why the reload is refused, when an address cannot be bound.
@@ -189,21 +189,54 @@ impl Master {
     }
 
     /// Lets each held listener be accepted on once every slot's worker was started knowing
-    /// it. Costs a look at the slots only while one is held.
+    /// it; closes it again if the reload that bound it ended without that (it failed: its
+    /// clients are refused, not left waiting). Costs a look at the slots only while one is
+    /// held.
     pub(super) fn release_held(&mut self) {
         if !self.accept.listeners.iter().any(|l| l.held) {
             return;
         }
-        let fleet = self.core.fleet();
+        let (fleet, reloading) = (self.core.fleet(), self.core.reloading());
         let procs = &self.workers.procs;
-        for l in self.accept.listeners.iter_mut().filter(|l| l.held) {
+        let mut failed = Vec::new();
+        for (i, l) in self.accept.listeners.iter_mut().enumerate() {
+            if !l.held {
+                continue;
+            }
             let known = (fleet.slots.iter().filter_map(|s| s.current))
                 .all(|key| procs.channel(key).is_none_or(|c| c.knows_listener(l.id)));
             if known {
                 l.held = false;
                 l.ready = true; // clients may have queued meanwhile
                 info!("serving {}: every worker knows it", l.socket.local);
+            } else if !reloading {
+                failed.push(i);
             }
         }
+        for i in failed.into_iter().rev() {
+            self.close_held(i);
+        }
+    }
+
+    /// Closes the held listener at `i`, and takes its address out of `listen`: the reload that
+    /// bound it failed.
+    fn close_held(&mut self, i: usize) {
+        let mut l = self.accept.listeners.remove(i);
+        if self.accept.watching {
+            watch(self.io.poll.registry(), &mut l, false);
+        }
+        self.io.sources.remove(l.token);
+        self.accept.listen_names.remove(i);
+        if i < self.ops.counters.accepted.len() {
+            self.ops.counters.accepted.remove(i);
+        }
+        if i < self.config.listen.len() {
+            self.config.listen.remove(i);
+        }
+        warn!(
+            "closed {} again: the reload that bound it failed, so no worker was started \
+             knowing it (reload again once the cause is fixed)",
+            l.socket.local
+        );
     }
 }
