@@ -149,6 +149,15 @@ impl Master {
             "no longer listening on {} ({handed} queued connection(s) handed to workers)",
             l.socket.local
         );
+        let privileged =
+            (l.socket.local.parse::<std::net::SocketAddr>()).is_ok_and(|a| a.port() < 1024);
+        if let (Some(id), true) = (&self.config.master_user, privileged) {
+            warn!(
+                "{} is closed for good: the master runs as {} since it dropped root, and only a \
+                 restart binds a port below 1024 again",
+                l.socket.local, id.user
+            );
+        }
         if l.socket.activated {
             warn!(
                 "{} was passed by systemd, which keeps it open: clients still connect to it and \
