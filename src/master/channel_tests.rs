@@ -280,10 +280,10 @@ fn a_connection_line_names_its_listener_by_its_place_among_those_the_worker_know
 }
 
 #[test]
-fn messages_read_two_at_a_time_are_all_read_in_order_and_a_later_one_is_read_next_time() {
-    // The kernel is asked for two at a time: one, two, three and five waiting are all read,
+fn messages_read_several_at_a_time_are_all_read_in_order_and_a_later_one_is_read_next_time() {
+    // The kernel is asked for several at a time: fewer, as many and more waiting are all read,
     // in order, each once; one sent after a read that found nothing more is read by the next.
-    for waiting in [1usize, 2, 3, 5] {
+    for waiting in [1usize, 2, 3, 4, 5, 9] {
         let (mut ch, worker) = pair(64);
         let mut peers = Vec::new();
         for _ in 0..waiting + 1 {

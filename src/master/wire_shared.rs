@@ -79,35 +79,39 @@ pub enum Flush {
     Broken(io::Error),
 }
 
+/// Messages asked of the kernel per call: a worker's `ack` and `idle` often wait together.
+const BATCH: usize = 4;
+
 /// A channel's receiving end: the buffers every read reuses. Each call to the kernel asks for
-/// two messages (`recvmmsg`): a worker's `ack` and `idle` often wait together, and when only
-/// one waits, the read can end without a second call that would only say `EAGAIN`
-/// ([`Receiver::drained`]).
+/// up to [`BATCH`] messages (`recvmmsg`); when fewer come, nothing more was waiting, and the
+/// read ends without a call that would only say `EAGAIN`.
 #[derive(Debug)]
 pub struct Receiver {
-    /// Two halves: the first message, and the second the same call brought. (Untouched
-    /// pages cost no memory.)
+    /// `BATCH` slots, one per message of a call. (Untouched pages cost no memory.)
     buf: Box<[u8]>,
-    /// Two halves too, one per message.
+    /// `BATCH` slots too.
     cmsg: Box<[u8]>,
-    /// Fds a worker attached (it has no business sending any): closed as soon as seen.
-    stray_fds: Vec<OwnedFd>,
-    /// The second message of the last call, not yet returned: its length, and whether it was
-    /// cut.
-    pending: Option<(u32, bool)>,
-    /// The last call brought one message only, and it has been returned: nothing more was
-    /// waiting then.
+    /// What each message of the last call was: its length, [`CUT`] set if it was cut.
+    got: [u32; BATCH],
+    /// The next of them to return, and how many came.
+    next: u8,
+    count: u8,
+    /// Fewer than `BATCH` came, and all have been returned: nothing more was waiting then.
     drained: bool,
 }
+
+/// Set in [`Receiver::got`]: the message was longer than its slot.
+const CUT: u32 = 1 << 31;
 
 impl Receiver {
     /// Reads of up to `size` bytes.
     pub fn new(size: usize) -> Receiver {
         Receiver {
-            buf: vec![0; 2 * size].into_boxed_slice(),
-            cmsg: vec![0; 2 * sys::cmsg_space(4)].into_boxed_slice(),
-            stray_fds: Vec::new(),
-            pending: None,
+            buf: vec![0; BATCH * size].into_boxed_slice(),
+            cmsg: vec![0; BATCH * sys::cmsg_space(4)].into_boxed_slice(),
+            got: [0; BATCH],
+            next: 0,
+            count: 0,
             drained: false,
         }
     }
@@ -128,67 +132,77 @@ impl Receiver {
         socket: BorrowedFd<'_>,
         out: &mut Vec<Incoming>,
     ) -> Option<(&[u8], bool)> {
-        if self.drained {
-            return None;
-        }
-        let size = self.buf.len() / 2;
-        if let Some((len, truncated)) = self.pending.take() {
-            // Two came: more may wait, so the next call asks the kernel again.
-            if len == 0 {
-                out.push(Incoming::Closed);
+        if self.next == self.count {
+            if self.drained {
                 return None;
             }
-            return Some((&self.buf[size..size + len as usize], truncated));
+            self.fill(socket, out)?;
         }
-        let half = self.cmsg.len() / 2;
-        let (c0, c1) = self.cmsg.split_at_mut(half);
-        let (b0, b1) = self.buf.split_at_mut(size);
-        let (first, second) = receive(socket, [b0, b1], &mut self.stray_fds, [c0, c1], out)?;
-        // Fds with either message end the channel, at the first.
-        let fds_cut = second.as_ref().is_some_and(|s| s.fds_truncated);
-        let first = judge(first, fds_cut, &mut self.stray_fds, out)?;
-        self.drained = second.is_none();
-        self.pending = second.map(|s| (s.len as u32, s.data_truncated));
-        Some((&self.buf[..first.len], first.data_truncated))
+        let i = usize::from(self.next);
+        self.next += 1;
+        if self.next == self.count && usize::from(self.count) < BATCH {
+            self.drained = true;
+        }
+        let (len, cut) = ((self.got[i] & !CUT) as usize, self.got[i] & CUT != 0);
+        if len == 0 {
+            out.push(Incoming::Closed);
+            self.next = self.count; // nothing after the end
+            return None;
+        }
+        let size = self.buf.len() / BATCH;
+        Some((&self.buf[i * size..i * size + len], cut))
+    }
+
+    /// Asks the kernel for the next messages: `None` when none came (said into `out` if the
+    /// channel is done).
+    fn fill(&mut self, socket: BorrowedFd<'_>, out: &mut Vec<Incoming>) -> Option<()> {
+        let (size, csize) = (self.buf.len() / BATCH, self.cmsg.len() / BATCH);
+        let mut stray_fds = Vec::new();
+        let (got, n) = receive(
+            socket,
+            slots(&mut self.buf, size),
+            slots(&mut self.cmsg, csize),
+            &mut stray_fds,
+            out,
+        )?;
+        if !stray_fds.is_empty() || got[..n].iter().any(|r| r.fds_truncated) {
+            drop(stray_fds); // closes them
+            out.push(Incoming::Violation(
+                "sent file descriptors to the master".into(),
+            ));
+            return None;
+        }
+        for (slot, r) in self.got.iter_mut().zip(&got[..n]) {
+            *slot = r.len as u32 | if r.data_truncated { CUT } else { 0 };
+        }
+        (self.next, self.count) = (0, n as u8);
+        Some(())
     }
 }
 
-/// A message received, or `None` (said into `out`) when it ends the channel: fds attached (a
-/// violation; closed), or the end of the stream.
-fn judge(
-    received: sys::Received,
-    fds_cut: bool,
-    stray_fds: &mut Vec<OwnedFd>,
-    out: &mut Vec<Incoming>,
-) -> Option<sys::Received> {
-    if !stray_fds.is_empty() || received.fds_truncated || fds_cut {
-        stray_fds.clear(); // closes them
-        out.push(Incoming::Violation(
-            "sent file descriptors to the master".into(),
-        ));
-        return None;
-    }
-    if received.len == 0 {
-        out.push(Incoming::Closed);
-        return None;
-    }
-    Some(received)
+/// `buf` as `BATCH` slots of `size` bytes.
+fn slots(buf: &mut [u8], size: usize) -> [&mut [u8]; BATCH] {
+    let mut chunks = buf.chunks_exact_mut(size);
+    std::array::from_fn(|_| chunks.next().expect("BATCH slots"))
 }
 
-/// Asks the kernel for up to two messages of a worker's channel, retrying on `EINTR`: `None`
-/// when there is nothing more to read now — nothing waits (`drained`), or the channel is
-/// broken, reported into `out`.
+/// Asks the kernel for up to [`BATCH`] messages of a worker's channel, retrying on `EINTR`:
+/// `None` when there is nothing more to read now — nothing waits, or the channel is broken,
+/// reported into `out`.
 fn receive(
     socket: BorrowedFd<'_>,
-    [b0, b1]: [&mut [u8]; 2],
+    mut bufs: [&mut [u8]; BATCH],
+    mut cmsgs: [&mut [u8]; BATCH],
     stray_fds: &mut Vec<OwnedFd>,
-    [c0, c1]: [&mut [u8]; 2],
     out: &mut Vec<Incoming>,
-) -> Option<(sys::Received, Option<sys::Received>)> {
+) -> Option<([sys::Received; BATCH], usize)> {
     let mut resets = 0;
     loop {
-        let (bufs, cmsgs) = ([&mut *b0, &mut *b1], [&mut *c0, &mut *c1]);
-        match sys::recv_two(socket, bufs, stray_fds, cmsgs) {
+        let (b, c) = (
+            bufs.each_mut().map(|b| &mut **b),
+            cmsgs.each_mut().map(|c| &mut **c),
+        );
+        match sys::recv_many(socket, b, c, stray_fds) {
             Ok(got) => return Some(got),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -109,7 +109,7 @@ where
 }
 
 /// What one `recv_with_fds` call got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Received {
     /// Bytes of message data; 0 with no fds means the peer closed the channel.
     pub len: usize,
@@ -186,46 +186,38 @@ unsafe fn take_fds(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
     }
 }
 
-/// Receives up to two messages in one call, without waiting (`recvmmsg`): the first into
-/// `bufs[0]`, the second, if one was waiting too, into `bufs[1]`; the fds that came with either
-/// are appended to `fds` (`cmsgs` sized as for [`recv_with_fds`]). One message back means
-/// nothing more was waiting when the call returned: a caller woken by an edge-triggered poll
-/// may stop there, without the call that would only say `EAGAIN` — a message arriving later
-/// wakes the poll again. `WouldBlock` when none was waiting.
-pub fn recv_two(
+/// Receives up to `N` messages in one call, without waiting (`recvmmsg`): message `i` into
+/// `bufs[i]`, the fds that came with any appended to `fds` (`cmsgs` sized as for
+/// [`recv_with_fds`]). Fewer than `N` back means nothing more was waiting when the call
+/// returned: a caller woken by an edge-triggered poll may stop there, without the call that
+/// would only say `EAGAIN` — a message arriving later wakes the poll again. What each message
+/// was, and how many came; `WouldBlock` when none was waiting.
+pub fn recv_many<const N: usize>(
     socket: BorrowedFd<'_>,
-    bufs: [&mut [u8]; 2],
+    bufs: [&mut [u8]; N],
+    cmsgs: [&mut [u8]; N],
     fds: &mut Vec<OwnedFd>,
-    cmsgs: [&mut [u8]; 2],
-) -> io::Result<(Received, Option<Received>)> {
-    let [b0, b1] = bufs;
-    let [c0, c1] = cmsgs;
-    let mut iov = [
-        libc::iovec {
-            iov_base: b0.as_mut_ptr().cast(),
-            iov_len: b0.len(),
-        },
-        libc::iovec {
-            iov_base: b1.as_mut_ptr().cast(),
-            iov_len: b1.len(),
-        },
-    ];
+) -> io::Result<([Received; N], usize)> {
+    let mut iov = bufs.map(|b| libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: b.len(),
+    });
     // SAFETY: an all-zero mmsghdr is a valid empty message header.
-    let mut msgs: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
-    for (i, (m, cmsg)) in msgs.iter_mut().zip([c0, c1]).enumerate() {
-        m.msg_hdr.msg_iov = &mut iov[i];
+    let mut msgs: [libc::mmsghdr; N] = unsafe { std::mem::zeroed() };
+    for ((m, iov), cmsg) in msgs.iter_mut().zip(&mut iov).zip(cmsgs) {
+        m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
         m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
         m.msg_hdr.msg_controllen = cmsg.len() as _;
     }
     let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
-    // SAFETY: both headers point at live, writable buffers (iov, cmsg) of the stated lengths,
-    // which outlive the call; no timeout is passed.
+    // SAFETY: every header points at live, writable buffers (its iovec's, its cmsg) of the
+    // stated lengths, which outlive the call; no timeout is passed.
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
-            2,
+            N as libc::c_uint,
             flags,
             std::ptr::null_mut(),
         )
@@ -237,13 +229,13 @@ pub fn recv_two(
         return Err(io::ErrorKind::WouldBlock.into()); // not seen: one at least, or an error
     }
     let n = n as usize;
-    for m in &msgs[..n] {
+    let mut got = [Received::default(); N];
+    for (m, r) in msgs[..n].iter().zip(&mut got) {
         // SAFETY: the first `n` headers were just filled by recvmmsg.
         unsafe { take_fds(&m.msg_hdr, fds) };
+        *r = received(&m.msg_hdr, m.msg_len as usize);
     }
-    let first = received(&msgs[0].msg_hdr, msgs[0].msg_len as usize);
-    let second = (n == 2).then(|| received(&msgs[1].msg_hdr, msgs[1].msg_len as usize));
-    Ok((first, second))
+    Ok((got, n))
 }
 
 /// Takes ownership of an fd this process inherited under a documented contract (`RRB_CHANNEL_FD`,
