@@ -325,12 +325,7 @@ fn the_master_drops_to_a_user_once_it_has_bound_a_privileged_port() {
     // Upgrade: the new master, started by nobody, is nobody; it serves on the same socket.
     let (code, out, err) = rrb.ctl(&["upgrade"]);
     assert_eq!(code, 0, "{out}{err}");
-    let new: i32 = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
+    let new = common::upgraded_pid(&out);
     let _new = KillGroup(new);
     assert_eq!(ids_of(new).1, uid, "the new master");
     assert!(rrb.get().unwrap().contains("handled by worker"));

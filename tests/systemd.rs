@@ -305,12 +305,7 @@ fn an_upgrade_moves_mainpid_to_the_new_master_which_then_says_ready() {
     assert!(next().contains("READY=1"));
     let (code, out, err) = rrb.ctl(&["upgrade"]);
     assert_eq!(code, 0, "{out}{err}");
-    let new: i32 = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
+    let new = common::upgraded_pid(&out);
     // The old master names its successor; the successor, once in charge, says it is ready.
     let handing = next();
     assert!(handing.contains(&format!("MAINPID={new}")), "{handing}");

@@ -31,18 +31,7 @@ impl Master {
     /// (`None`: `listen` did not change); `Err`, everything left as it was, when an address
     /// cannot be bound.
     pub(super) fn relisten(&mut self, config: &Config) -> Result<Option<String>, String> {
-        let running: Vec<Carried> = self
-            .accept
-            .listeners
-            .iter()
-            .zip(&self.config.listen)
-            .map(|(l, configured)| Carried {
-                configured: configured.to_string(),
-                local: l.socket.local.clone(),
-                owned: l.socket.owns_path(),
-            })
-            .collect();
-        let plan = Relisten::plan(&config.listen, &running);
+        let plan = Relisten::plan(&config.listen, &self.running_listeners());
         if config.backlog != self.config.backlog {
             for l in &self.accept.listeners {
                 if let Err(e) = l.socket.set_backlog(config.backlog) {
@@ -102,6 +91,20 @@ impl Master {
             _ => String::new(),
         };
         format!("{e}{dropped}: the running fleet and its listeners are kept")
+    }
+
+    /// The listeners as they run: each with the `listen` entry it serves (as configured), the
+    /// address bound, and whether its socket file is ours — what a reload matches the new
+    /// `listen` against, and what an upgrade passes.
+    pub(super) fn running_listeners(&self) -> Vec<Carried> {
+        (self.accept.listeners.iter())
+            .zip(&self.config.listen)
+            .map(|(l, configured)| Carried {
+                configured: configured.to_string(),
+                local: l.socket.local.clone(),
+                owned: l.socket.owns_path(),
+            })
+            .collect()
     }
 
     /// A listener for workers that accept themselves is blocking, as systemd would pass it

@@ -417,6 +417,15 @@ pub fn kill_upgraded_masters(xdg: &Path) {
     }
 }
 
+/// The new master's pid in `upgrade`'s answer ("upgraded: pid N serves …").
+pub fn upgraded_pid(out: &str) -> i32 {
+    out.split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
 /// What a finished command said: exit code (-1 for a signal), stdout, stderr.
 pub fn outcome(out: std::process::Output) -> (i32, String, String) {
     (

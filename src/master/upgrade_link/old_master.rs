@@ -21,7 +21,7 @@ use crate::engine::ids::Waiter;
 use crate::engine::upgrade::{self, Handover, Stage, UpgradeStep};
 use crate::sys;
 use crate::wire::env;
-use crate::wire::upgrade::{ADOPT_BATCH, Carried, Message};
+use crate::wire::upgrade::{ADOPT_BATCH, Message};
 
 impl Master {
     // ---- the old master -------------------------------------------------------------------
@@ -138,17 +138,7 @@ impl Master {
         let mut link = Link::new(ours);
         let hello = Message::Hello {
             pid: std::process::id() as i32,
-            listeners: self
-                .accept
-                .listeners
-                .iter()
-                .zip(&self.config.listen)
-                .map(|(l, configured)| Carried {
-                    configured: configured.to_string(),
-                    local: l.socket.local.clone(),
-                    owned: l.socket.owns_path(),
-                })
-                .collect(),
+            listeners: self.running_listeners(),
             blocking: self.config.mode().socket_activation(),
             workers: self.core.fleet().slots.len(),
             configured_workers: self.workers.configured_workers,
