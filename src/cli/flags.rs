@@ -125,9 +125,11 @@ pub enum Command {
         ready: bool,
     },
     /// Rolling reload: replace every worker, one at a time, each only once its successor is
-    /// ready; re-reads the configuration. Keeps the current number of workers (a `scale` stays)
-    /// unless the configuration's `workers` changed. Answers once the new workers are ready,
-    /// saying how many old ones are still finishing their connections.
+    /// ready; re-reads the configuration, `listen` included (new addresses bound first, removed
+    /// ones closed once what they queued is handed on). Keeps the current number of workers (a
+    /// `scale` stays) unless the configuration's `workers` changed. Answers once the new
+    /// workers are ready, saying how many old ones are still finishing their connections, and
+    /// exits 1 naming any change only a restart or an upgrade applies.
     Reload {
         /// Answer only once the old workers have exited too (at most `kill_timeout` more).
         #[arg(long)]
