@@ -197,6 +197,13 @@ fn an_added_address_is_served_only_by_workers_started_after_it() {
         common::outcome(out)
     });
     rrb.wait_for_log(&format!("listening on {b}"), Duration::from_secs(5));
+    let (_, status, _) = rrb.ctl(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "{b} (served once the reload has replaced every worker)"
+        )),
+        "{status}"
+    );
     let asked = Instant::now();
     let on_b = http_get(&b).expect("served once the new workers are in");
     let waited = asked.elapsed();

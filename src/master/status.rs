@@ -100,7 +100,14 @@ impl Master {
                     })
                 }),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
-            listeners: self.accept.listen_names.clone(),
+            // A reload's new address, bound but not yet accepted on, says so.
+            listeners: (self.accept.listen_names.iter())
+                .zip(&self.accept.listeners)
+                .map(|(name, l)| match l.held {
+                    true => format!("{name} (served once the reload has replaced every worker)"),
+                    false => name.clone(),
+                })
+                .collect(),
             workers_wanted: self.core.fleet().slots.len(),
             stopping,
             reload_in_progress: self.core.reloading(),
