@@ -45,15 +45,20 @@ pub fn create_private_dir(path: &Path) -> Result<(), ControlError> {
     let dir = host::parent_dir(path);
     host::check_control_dir(dir)?;
     let existed = dir.symlink_metadata().is_ok();
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))?;
+    make_dir(dir)?;
     if !existed {
         host::check_created_dir(dir)?;
     }
     Ok(())
+}
+
+/// Creates `dir` and its parents, the last one private (0700).
+fn make_dir(dir: &Path) -> Result<(), ControlError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 /// [`create_private_dir`] for a master that drops to `uid`:`gid` (`[master] user`), while it
@@ -64,11 +69,7 @@ pub fn create_dir_for(path: &Path, uid: u32, gid: u32) -> Result<(), ControlErro
     if dir.symlink_metadata().is_ok() {
         return Ok(());
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err(dir))?;
+    make_dir(dir)?;
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(io_err(dir))
 }
 

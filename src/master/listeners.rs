@@ -29,8 +29,8 @@ pub struct ListenerId(pub u32);
 /// One it does not know — only a connection a reload's removed listener had queued, handed on
 /// after the workers that knew it left — is called 0, the first it knows, rather than not
 /// handed at all.
-pub fn place_of(known: &[ListenerId], id: ListenerId) -> usize {
-    known.iter().position(|&l| l == id).unwrap_or(0)
+pub fn place_of(known: impl IntoIterator<Item = ListenerId>, id: ListenerId) -> usize {
+    known.into_iter().position(|l| l == id).unwrap_or(0)
 }
 
 /// One listening socket.
@@ -128,6 +128,17 @@ impl Listener {
     /// blocking listener (`O_NONBLOCK` is shared by every process holding the socket).
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.socket.set_nonblocking(nonblocking)
+    }
+
+    /// Made blocking when the workers accept on it by socket activation (`activation`), as
+    /// systemd hands listeners to such servers; left non-blocking otherwise: Node (libuv)
+    /// expects that and would block its event loop in accept(), and the master accepts only
+    /// until `WouldBlock`.
+    pub fn set_mode_for(&self, activation: bool) -> io::Result<()> {
+        if activation {
+            self.set_nonblocking(false)?;
+        }
+        Ok(())
     }
 
     /// `listen()` again: only the length of its queue changes (a reload's `backlog`).

@@ -140,7 +140,6 @@ impl Master {
         )?;
         let sinks = output::open_sinks(&config.log)?;
         let signals = SignalSource::new(poll.registry(), sources.add(Source::Signals))?;
-        let listen_names = listeners.iter().map(|l| l.local.to_string()).collect();
         let next_id = listeners.len() as u32;
         // The listeners are watched only while some worker is free (`watch_listeners`).
         let listeners = (0..)
@@ -167,7 +166,6 @@ impl Master {
             },
             accept: Accepting {
                 listeners,
-                listen_names,
                 next_id,
                 watching: false,
                 accept_paused_until: None,

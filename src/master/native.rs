@@ -109,7 +109,7 @@ impl NativeWire {
             self.batch.clear();
             for handoff in outbox.iter().take(n) {
                 self.batch.push(
-                    listeners::place_of(listeners, handoff.listener),
+                    listeners::place_of(listeners.iter().copied(), handoff.listener),
                     handoff.peer,
                 );
             }

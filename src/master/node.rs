@@ -213,7 +213,7 @@ impl NodeWire {
                 continue;
             }
             if let (None, Some(next)) = (self.in_flight, account.outbox().front()) {
-                let index = listeners::place_of(listeners, next.listener);
+                let index = listeners::place_of(listeners.iter().copied(), next.listener);
                 let Some(bytes) = self.conn_line(index) else {
                     return Flush::Done; // cluster worker with no server yet: hold it
                 };

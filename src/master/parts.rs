@@ -49,8 +49,6 @@ pub(super) struct Listening {
 /// The listeners and the state of accepting on them.
 pub(super) struct Accepting {
     pub listeners: Vec<Listening>,
-    /// The listeners' addresses as shown to users.
-    pub listen_names: Vec<String>,
     /// The id the next listener gets.
     pub next_id: u32,
     /// The listeners are registered with the poll: only while some worker is free, so that

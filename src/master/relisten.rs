@@ -44,15 +44,19 @@ impl Master {
         }
         // Bind first: a failure leaves everything as it was.
         let mut bound = Vec::new();
+        let activation = self.config.mode().socket_activation();
         for (want, from) in config.listen.iter().zip(&plan.from) {
             if from.is_none() {
                 let listener = Listener::bind(want, config.backlog)
-                    .and_then(|l| self.in_workers_mode(l))
+                    .and_then(|l| match l.set_mode_for(activation) {
+                        Ok(()) => Ok(l),
+                        Err(e) => Err(listeners::ListenError::new(&l.local, e)),
+                    })
                     .map_err(|e| self.bind_refused(e))?;
                 bound.push(listener);
             }
         }
-        let running = std::mem::take(&mut self.accept.listen_names);
+        let running = self.listen_names();
         let mut old: Vec<Option<Listening>> = std::mem::take(&mut self.accept.listeners)
             .into_iter()
             .map(Some)
@@ -70,14 +74,11 @@ impl Master {
             self.accept.listeners.push(listening);
             self.ops.counters.accepted.push(accepted);
         }
-        self.accept.listen_names = (self.accept.listeners.iter())
-            .map(|l| l.socket.local.clone())
-            .collect();
         for l in old.into_iter().flatten() {
             self.retire(l);
         }
         let workers_accept = self.config.mode().workers_accept();
-        Ok(plan.describe(&self.accept.listen_names, &running, workers_accept))
+        Ok(plan.describe(&self.listen_names(), &running, workers_accept))
     }
 
     /// Why the reload is refused, when an address cannot be bound.
@@ -93,6 +94,13 @@ impl Master {
         format!("{e}{dropped}: the running fleet and its listeners are kept")
     }
 
+    /// The listeners' addresses, as bound, in `listen` order: what users are shown.
+    pub(super) fn listen_names(&self) -> Vec<String> {
+        (self.accept.listeners.iter())
+            .map(|l| l.socket.local.clone())
+            .collect()
+    }
+
     /// The listeners as they run: each with the `listen` entry it serves (as configured), the
     /// address bound, and whether its socket file is ours — what a reload matches the new
     /// `listen` against, and what an upgrade passes.
@@ -105,17 +113,6 @@ impl Master {
                 owned: l.socket.owns_path(),
             })
             .collect()
-    }
-
-    /// A listener for workers that accept themselves is blocking, as systemd would pass it
-    /// (see `startup::take_listeners`).
-    fn in_workers_mode(&self, listener: Listener) -> Result<Listener, listeners::ListenError> {
-        if self.config.mode().socket_activation() {
-            if let Err(e) = listener.set_nonblocking(false) {
-                return Err(listeners::ListenError::new(&listener.local, e));
-            }
-        }
-        Ok(listener)
     }
 
     /// A listener the reload bound: watched like the others, held until the workers know it.
@@ -139,10 +136,7 @@ impl Master {
     /// Stops listening on `l`: what the kernel had queued on it is accepted and handed to
     /// workers (`rr` mode), then it is closed.
     fn retire(&mut self, mut l: Listening) {
-        if self.accept.watching {
-            watch(self.io.poll.registry(), &mut l, false);
-        }
-        self.io.sources.remove(l.token);
+        self.unwatch(&mut l);
         let handed = if self.config.mode().master_accepts() {
             self.accept_queued(&l)
         } else {
@@ -168,6 +162,14 @@ impl Master {
                 l.socket.local
             );
         }
+    }
+
+    /// `l` leaves the poll for good: no event of it is waited for, its token is free.
+    fn unwatch(&mut self, l: &mut Listening) {
+        if self.accept.watching {
+            watch(self.io.poll.registry(), l, false);
+        }
+        self.io.sources.remove(l.token);
     }
 
     /// Accepts every connection queued on `l` into the ledger: placed with a worker that has
@@ -234,11 +236,7 @@ impl Master {
     /// bound it failed.
     fn close_held(&mut self, i: usize) {
         let mut l = self.accept.listeners.remove(i);
-        if self.accept.watching {
-            watch(self.io.poll.registry(), &mut l, false);
-        }
-        self.io.sources.remove(l.token);
-        self.accept.listen_names.remove(i);
+        self.unwatch(&mut l);
         if i < self.ops.counters.accepted.len() {
             self.ops.counters.accepted.remove(i);
         }

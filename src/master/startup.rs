@@ -130,7 +130,7 @@ fn run_master(
     master.set_watch();
     master.workers.configured_workers = configured_workers;
     master.announce_start();
-    started(&master.accept.listen_names);
+    started(&master.listen_names());
     master.run()
 }
 
@@ -181,12 +181,10 @@ fn take_listeners(
         },
     };
     for l in &listeners {
-        // Socket-activation servers expect a blocking listener (systemd hands them one); Node
-        // (libuv) expects a non-blocking one and would block its event loop in accept(). A
-        // listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
+        // A listener an upgrade passed is left as it is: `O_NONBLOCK` is shared with the old
         // master's workers, which may have set it their way and accept on it still.
-        if config.mode().socket_activation() && !l.carried {
-            l.set_nonblocking(false).map_err(MasterError::EventLoop)?;
+        if !l.carried {
+            (l.set_mode_for(config.mode().socket_activation())).map_err(MasterError::EventLoop)?;
         }
         info!("listening on {}", l.local);
     }

@@ -101,11 +101,13 @@ impl Master {
                 }),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             // A reload's new address, bound but not yet accepted on, says so.
-            listeners: (self.accept.listen_names.iter())
-                .zip(&self.accept.listeners)
-                .map(|(name, l)| match l.held {
-                    true => format!("{name} (served once the reload has replaced every worker)"),
-                    false => name.clone(),
+            listeners: (self.accept.listeners.iter())
+                .map(|l| match l.held {
+                    true => format!(
+                        "{} (served once the reload has replaced every worker)",
+                        l.socket.local
+                    ),
+                    false => l.socket.local.clone(),
                 })
                 .collect(),
             workers_wanted: self.core.fleet().slots.len(),
@@ -209,10 +211,11 @@ impl Master {
             })
             .collect();
         debug!("metrics scraped");
+        let listeners = self.listen_names();
         metrics::render(&Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             sched_policy: self.config.sched_policy.as_str(),
-            listeners: &self.accept.listen_names,
+            listeners: &listeners,
             counters: &self.ops.counters,
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),

@@ -156,15 +156,8 @@ impl Receiver {
     /// Asks the kernel for the next messages: `None` when none came (said into `out` if the
     /// channel is done).
     fn fill(&mut self, socket: BorrowedFd<'_>, out: &mut Vec<Incoming>) -> Option<()> {
-        let (size, csize) = (self.buf.len() / BATCH, self.cmsg.len() / BATCH);
         let mut stray_fds = Vec::new();
-        let (got, n) = receive(
-            socket,
-            slots(&mut self.buf, size),
-            slots(&mut self.cmsg, csize),
-            &mut stray_fds,
-            out,
-        )?;
+        let (got, n) = receive(socket, &mut self.buf, &mut self.cmsg, &mut stray_fds, out)?;
         if !stray_fds.is_empty() || got[..n].iter().any(|r| r.fds_truncated) {
             drop(stray_fds); // closes them
             out.push(Incoming::Violation(
@@ -180,29 +173,26 @@ impl Receiver {
     }
 }
 
-/// `buf` as `BATCH` slots of `size` bytes.
-fn slots(buf: &mut [u8], size: usize) -> [&mut [u8]; BATCH] {
-    let mut chunks = buf.chunks_exact_mut(size);
+/// `buf` as `BATCH` equal slots.
+fn slots(buf: &mut [u8]) -> [&mut [u8]; BATCH] {
+    let mut chunks = buf.chunks_exact_mut(buf.len() / BATCH);
     std::array::from_fn(|_| chunks.next().expect("BATCH slots"))
 }
 
-/// Asks the kernel for up to [`BATCH`] messages of a worker's channel, retrying on `EINTR`:
+/// Asks the kernel for up to [`BATCH`] messages of a worker's channel (one per slot of `buf`
+/// and `cmsg`), retrying on `EINTR`:
 /// `None` when there is nothing more to read now — nothing waits, or the channel is broken,
 /// reported into `out`.
 fn receive(
     socket: BorrowedFd<'_>,
-    mut bufs: [&mut [u8]; BATCH],
-    mut cmsgs: [&mut [u8]; BATCH],
+    buf: &mut [u8],
+    cmsg: &mut [u8],
     stray_fds: &mut Vec<OwnedFd>,
     out: &mut Vec<Incoming>,
 ) -> Option<([sys::Received; BATCH], usize)> {
     let mut resets = 0;
     loop {
-        let (b, c) = (
-            bufs.each_mut().map(|b| &mut **b),
-            cmsgs.each_mut().map(|c| &mut **c),
-        );
-        match sys::recv_many(socket, b, c, stray_fds) {
+        match sys::recv_many(socket, slots(buf), slots(cmsg), stray_fds) {
             Ok(got) => return Some(got),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::super::Master;
 use super::super::control_files::staged_path;
+use super::super::listeners::place_of;
 use super::super::sources::Source;
 use super::new_master::Succession;
 use super::{Link, Read};
@@ -410,8 +411,8 @@ impl Master {
                 listeners: batch
                     .iter()
                     .map(|h| {
-                        let mut all = self.accept.listeners.iter();
-                        all.position(|l| l.id == h.listener).unwrap_or(0)
+                        let ids = self.accept.listeners.iter().map(|l| l.id);
+                        place_of(ids, h.listener)
                     })
                     .collect(),
             };
