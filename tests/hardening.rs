@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use common::run_to_exit;
@@ -196,7 +195,8 @@ fn a_worker_of_another_user_keeps_none_of_the_masters_groups_and_dies_with_it() 
     )
     .unwrap();
     // The master with supplementary groups of its own (adm, sudo: 4 and 27).
-    let mut master = std::process::Command::new("setpriv")
+    let mut command = std::process::Command::new("setpriv");
+    command
         .args([
             "--groups",
             "4,27",
@@ -205,14 +205,8 @@ fn a_worker_of_another_user_keeps_none_of_the_masters_groups_and_dies_with_it() 
             "--",
             common::BIN,
         ])
-        .args(["--config", "cluster.toml"])
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .args(["--config", "cluster.toml"]);
+    let mut master = common::spawn_in(&mut command, dir.path());
     let pid = master.id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut workers = Vec::new();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::{Rrb, Start, alive, http_get_path, pid_of, repo, worker_id_of};
@@ -432,15 +431,9 @@ fn a_node_app_named_on_the_command_line_runs_clustered_without_a_file() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap().to_string();
     drop(free);
-    let mut master = std::process::Command::new(common::BIN)
-        .args(["-w", "2", "--listen", &addr, "--", "node", &app])
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut command = std::process::Command::new(common::BIN);
+    command.args(["-w", "2", "--listen", &addr, "--", "node", &app]);
+    let mut master = common::spawn_in(&mut command, dir.path());
     let pid = master.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut pids = std::collections::BTreeSet::new();

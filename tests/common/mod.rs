@@ -417,6 +417,19 @@ pub fn kill_upgraded_masters(xdg: &Path) {
     }
 }
 
+/// Starts `command` (a master) in its own process group, with `dir` as its runtime directory
+/// and working directory, stdin and stderr closed: for tests that start a master themselves.
+pub fn spawn_in(command: &mut Command, dir: &Path) -> std::process::Child {
+    command
+        .env("XDG_RUNTIME_DIR", dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
 /// The new master's pid in `upgrade`'s answer ("upgraded: pid N serves …").
 pub fn upgraded_pid(out: &str) -> i32 {
     out.split("pid ")
