@@ -251,36 +251,56 @@ def peak_rss_kib(res, key):
 
 
 def scale(raw_path, meta_path, counts):
-    """The worker-count sweep: per count, rr against the kernel's SO_REUSEPORT spread (the
-    reference) and none; then how rr's rate and master CPU per connection move from the
-    smallest count to the largest."""
+    """The worker-count sweep: per count, rr (spread, and with `[dispatch] batch`) against the
+    kernel's SO_REUSEPORT spread (the reference) and none; how rr's rate and master CPU per
+    connection move from the smallest count to the largest; and, where measured, what each rr
+    does when one request in N blocks its worker (uneven)."""
     res = Results(raw_path, meta_path)
     counts = [int(n) for n in counts.split(",")]
     lo, hi = min(counts), max(counts)
-    rss_lo = peak_rss_kib(res, (f"rrb-rr@{lo}", "close"))
-    out = ["| workers | rrb-rr req/s | reference req/s | rr ÷ reference | rrb-none req/s "
-           f"| rr master CPU s /100k conns | rr master peak RSS | RSS per worker above {lo} "
-           "| rr errors |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for n in counts:
-        rr, ref, none = (f"rrb-rr@{n}", "close"), (f"reference@{n}", "close"), \
-            (f"rrb-none@{n}", "close")
-        rss = peak_rss_kib(res, rr)
-        per = (rss - rss_lo) / (n - lo) if n > lo else float("nan")
-        out.append(
-            f"| {n} | {num(res.med(rr, 'rate'), ',.0f')} | {num(res.med(ref, 'rate'), ',.0f')} "
-            f"| {num(res.ratio(rr, ref, 'rate'))} | {num(res.med(none, 'rate'), ',.0f')} "
-            f"| {num(cpu_per_100k(res, rr))} | {num(rss / 1024, '.1f')} MiB "
-            f"| {num(per, '.0f')} KiB | {res.errors(rr)} |")
-    rr_lo, rr_hi = (f"rrb-rr@{lo}", "close"), (f"rrb-rr@{hi}", "close")
-    cpu_lo, cpu_hi = cpu_per_100k(res, rr_lo), cpu_per_100k(res, rr_hi)
-    cpu_ratio = cpu_hi / cpu_lo if cpu_lo == cpu_lo and cpu_lo > 0 else float("nan")
-    out += ["",
-            f"- rr at {hi} workers ÷ the reference at {hi}: "
-            f"{num(res.ratio(rr_hi, (f'reference@{hi}', 'close'), 'rate'))} (target ≥ 1.0)",
-            f"- rr at {hi} ÷ rr at {lo}: {num(res.ratio(rr_hi, rr_lo, 'rate'))} (target ≥ 0.85)",
-            f"- master CPU per 100k connections at {hi} ÷ at {lo}: {num(cpu_ratio)} "
-            f"(target ≤ 1.3)"]
+    out = []
+    for name, title in (("rrb-rr", "rr (`batch = false`, the default)"),
+                        ("rrb-rr-batch", "rr with `[dispatch] batch = true`")):
+        if not any(key == (f"{name}@{n}", "close") for n in counts for key in res.rows):
+            continue
+        rss_lo = peak_rss_kib(res, (f"{name}@{lo}", "close"))
+        out += [f"### {title}", "",
+                "| workers | req/s | reference req/s | ÷ reference | rrb-none req/s "
+                f"| master CPU s /100k conns | master peak RSS | RSS per worker above {lo} "
+                "| errors |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n in counts:
+            rr, ref, none = (f"{name}@{n}", "close"), (f"reference@{n}", "close"), \
+                (f"rrb-none@{n}", "close")
+            rss = peak_rss_kib(res, rr)
+            per = (rss - rss_lo) / (n - lo) if n > lo else float("nan")
+            out.append(
+                f"| {n} | {num(res.med(rr, 'rate'), ',.0f')} "
+                f"| {num(res.med(ref, 'rate'), ',.0f')} "
+                f"| {num(res.ratio(rr, ref, 'rate'))} | {num(res.med(none, 'rate'), ',.0f')} "
+                f"| {num(cpu_per_100k(res, rr))} | {num(rss / 1024, '.1f')} MiB "
+                f"| {num(per, '.0f')} KiB | {res.errors(rr)} |")
+        rr_lo, rr_hi = (f"{name}@{lo}", "close"), (f"{name}@{hi}", "close")
+        cpu_lo, cpu_hi = cpu_per_100k(res, rr_lo), cpu_per_100k(res, rr_hi)
+        cpu_ratio = cpu_hi / cpu_lo if cpu_lo == cpu_lo and cpu_lo > 0 else float("nan")
+        out += ["",
+                f"- at {hi} workers ÷ the reference at {hi}: "
+                f"{num(res.ratio(rr_hi, (f'reference@{hi}', 'close'), 'rate'))} (target ≥ 1.0)",
+                f"- at {hi} ÷ at {lo}: {num(res.ratio(rr_hi, rr_lo, 'rate'))} (target ≥ 0.85)",
+                f"- master CPU per 100k connections at {hi} ÷ at {lo}: {num(cpu_ratio)} "
+                "(target ≤ 1.3)", ""]
+    if any(s == "uneven" for _, s in res.rows):
+        out += ["### uneven: one request in N blocks its worker", "",
+                "| workers | rr req/s | rr p50 ms | rr p99 ms | batch req/s | batch p50 ms "
+                "| batch p99 ms | batch ÷ rr |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for n in counts:
+            rr, batch = (f"rrb-rr@{n}", "uneven"), (f"rrb-rr-batch@{n}", "uneven")
+            out.append(
+                f"| {n} | {num(res.med(rr, 'rate'), ',.0f')} | {num(res.med(rr, 'p50'))} "
+                f"| {num(res.med(rr, 'p99'))} | {num(res.med(batch, 'rate'), ',.0f')} "
+                f"| {num(res.med(batch, 'p50'))} | {num(res.med(batch, 'p99'))} "
+                f"| {num(res.ratio(batch, rr, 'rate'))} |")
     print("\n".join(out))
 
 

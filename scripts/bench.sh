@@ -11,17 +11,19 @@
 # Options:
 #   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
 #   -r RUNS     runs per measurement, median (3)   -c CONNS     wrk connections (50)
-#   --only A,B  contenders: reference rrb-rr rrb-rr-metrics rrb-none haproxy haproxy-leastconn node-rr
+#   --only A,B  contenders: reference rrb-rr rrb-rr-metrics rrb-rr-batch rrb-none haproxy
+#               haproxy-leastconn node-rr
 #               node-none rrb-node-cluster rrb-node, and the scenario "memory"
 #   --scenario A,B     scenarios: close keepalive uneven (all three)
 #   --uneven-conns N   wrk connections in the uneven scenario (20)
 #   --slow-every N     uneven scenario: every Nth request of each worker is slow (50)
 #   --slow-ms M        uneven scenario: a slow request burns M ms of CPU in its worker (20)
 #   --windows W,W      window sweep: rrb-rr once per max_unacked W, in close and uneven (none)
-#   --workers N,N      worker-count sweep instead of the contenders above: reference, rrb-rr
-#               and rrb-none (--only picks among them) in the close scenario once per count;
-#               prints req/s, master CPU per 100k connections, master peak RSS (and per
-#               worker) per count, and the ratios between the largest and smallest count
+#   --workers N,N      worker-count sweep instead of the contenders above: reference, rrb-rr,
+#               rrb-rr-batch and rrb-none (--only picks among them) in the close scenario once
+#               per count, and the two rr ones in the uneven scenario too (unless --scenario
+#               leaves it out); prints req/s, master CPU per 100k connections, master peak RSS
+#               (and per worker) per count, and the ratios between the largest and smallest
 #   --conns N   connections served in the memory scenario's growth check (1000000)
 #   --quick     -r 1 -d 2, and skip the memory scenario unless --only names it
 #
@@ -31,6 +33,7 @@
 # single demo workers; Node's own cluster primary (SCHED_RR and SCHED_NONE) with
 # bench/node_cluster.js; rrbalancer with that same Node app (node-cluster) and with
 # scripts/node/worker.js (node). With --windows, also rrb-rr-wW: rrb-rr with max_unacked = W.
+# rrb-rr-batch: rrb-rr with `[dispatch] batch = true`.
 # Scenarios: "close" (a new connection per request), "keepalive", and "uneven" (close, with
 # every worker started with --slow-every/--slow-ms: 1 request in N blocks its event loop).
 # Rounds outermost, contenders inside: each is started once per round and kind of worker.
@@ -78,7 +81,7 @@ for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "
 done
 for c in ${only//,/ }; do
   case "$c" in
-    reference | rrb-rr | rrb-rr-metrics | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
+    reference | rrb-rr | rrb-rr-metrics | rrb-rr-batch | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
     rrb-node-cluster | rrb-node | memory) ;;
     *) bad "unknown contender $c in --only" ;;
   esac
@@ -196,6 +199,7 @@ rrb_config() {
     if [ -n "$3" ]; then echo "args = [\"--slow-every\", \"$slow_every\", \"--slow-ms\", \"$slow_ms\"]"; fi
     if [ -n "$2" ]; then echo "max_unacked = $2"; fi
     if [ -n "${4:-}" ]; then printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$4"; fi
+    if [ -n "${5:-}" ]; then printf '[dispatch]\nbatch = true\n'; fi
   } >"$1"
 }
 
@@ -211,12 +215,13 @@ contender() {
   fi
   port=$(free_port)
   case "$name" in
-    rrb-rr | rrb-rr-metrics | rrb-none | rrb-rr-w*)
-      local cfg=$tmp/rrb-$name-$kind.toml policy=rr window="" metrics=""
+    rrb-rr | rrb-rr-metrics | rrb-rr-batch | rrb-none | rrb-rr-w*)
+      local cfg=$tmp/rrb-$name-$kind.toml policy=rr window="" metrics="" batch=""
       [ "$name" = rrb-none ] && policy=none
+      [ "$name" = rrb-rr-batch ] && batch=1
       [[ $name == rrb-rr-w* ]] && window=${name#rrb-rr-w}
       [ "$name" = rrb-rr-metrics ] && metrics=$(free_port)
-      rrb_config "$cfg" "$window" "$slow" "$metrics"
+      rrb_config "$cfg" "$window" "$slow" "$metrics" "$batch"
       master=$(spawn "$bin" --config "$cfg" -w "$workers" -l "127.0.0.1:$port" --sched-policy "$policy" run)
       # Scraped every second while it runs, as a Prometheus server would.
       if [ -n "$metrics" ]; then
@@ -279,9 +284,11 @@ if [ -n "$sweep" ]; then
   for run in $(seq "$runs"); do
     for n in ${sweep//,/ }; do
       workers=$n suffix="@$n"
-      for c in reference rrb-rr rrb-none; do
+      for c in reference rrb-rr rrb-rr-batch rrb-none; do
         wanted "$c" || continue
         contender "$c" "$run" uniform close
+        # What batching costs when one request in N blocks its worker: rr with and without.
+        if selected uneven && [[ $c == rrb-rr* ]]; then contender "$c" "$run" uneven uneven; fi
       done
     done
   done

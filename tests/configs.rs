@@ -308,6 +308,10 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
     if g.one_in(4) {
         let affinity = g.one(&["\"none\"", "\"client-ip\""], &["\"sticky\""]);
         line(format!("[dispatch]\naffinity = {affinity}"));
+        if g.rng.bool() {
+            let batch = g.one(&["true", "false"], &["\"yes\"", "1"]);
+            line(format!("batch = {batch}"));
+        }
     }
     line("[shutdown]".into());
     if short_kill {

@@ -73,16 +73,15 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/master/control_socket.rs", 567),
-    ("src/engine/ledger.rs", 538),
     ("src/master/node.rs", 537),
     ("src/engine/supervisor/mod.rs", 596),
-    ("src/engine/sim/handoff.rs", 596),
+    ("src/engine/sim/handoff.rs", 550),
     ("src/engine/sim/supervision.rs", 657),
 ];
 
 /// Functions over [`MAX_FN_LINES`] today (file, name), with their length now.
 const FN_EXCEPTIONS: &[(&str, &str, usize)] = &[
-    ("src/engine/sim/handoff.rs", "step", 260),
+    ("src/engine/sim/handoff.rs", "step", 206),
     ("src/engine/sim/supervision.rs", "step", 179),
 ];
 

@@ -46,6 +46,8 @@ pub struct Config {
     /// `[agent]`, if configured.
     pub agent: Option<AgentConfig>,
     pub affinity: Affinity,
+    /// `[dispatch] batch`: a worker takes up to its window of one turn's connections at once.
+    pub batch: bool,
     pub kill_timeout: Duration,
     pub stop_signal: StopSignal,
     /// Node workers get Node's `disconnect` when asked to stop (`[shutdown] disconnect`).

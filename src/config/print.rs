@@ -25,6 +25,7 @@ impl Config {
         }
         let mut dispatch = Table::new();
         dispatch.insert("affinity".into(), text(self.affinity.as_str()));
+        dispatch.insert("batch".into(), Value::Boolean(self.batch));
         top.insert("dispatch".into(), Value::Table(dispatch));
         let mut shutdown = Table::new();
         shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));

@@ -181,6 +181,10 @@ impl Default for FileWorker {
 pub struct FileDispatch {
     /// `"none"` or `"client-ip"` (a client address sticks to one slot).
     pub affinity: Affinity,
+    /// Connections accepted together go to one worker, up to its window, before the next
+    /// worker's turn (one message, one wake-up); `false` (the default): one per worker per
+    /// loop turn.
+    pub batch: bool,
 }
 
 /// `[shutdown]`.

@@ -39,6 +39,13 @@ fn the_window_is_native_only_and_the_ack_deadline_is_bounded() {
         e.contains("dispatch.affinity") && e.contains("client-ip"),
         "{e}"
     );
+    assert!(!native.batch, "batching is off by default");
+    assert!(load_str("[dispatch]\nbatch = true\n").unwrap().batch);
+    let e = error_of("[dispatch]\nbatch = \"no\"\n");
+    assert!(
+        e.starts_with("cluster.toml:2:9: key `dispatch.batch`") && e.contains("bool"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -52,7 +59,7 @@ fn the_effective_settings_print_as_toml_that_loads_back_the_same() {
              [worker]\nexec = \"sh\"\nargs = [\"-c\", \"echo 'hi' \\\"there\\\"\"]\n\
              env = {{ A = \"1\" }}\ncwd = {:?}\nprotocol = \"node-cluster\"\n\
              ready_timeout = \"1m 30s 5ms\"\n[worker.node]\nleaving_message = {{ bye = [1, 2] }}\n\
-             [dispatch]\naffinity = \"client-ip\"\n[restart]\non_giveup = \"true\"\n\
+             [dispatch]\naffinity = \"client-ip\"\nbatch = true\n[restart]\non_giveup = \"true\"\n\
              [metrics]\nlisten = \"[::]:9100\"\nallow = [\"10.9.0.0/16\", \"::1\"]\n\
              [log]\nstdout = {:?}\ndate_format = \"%H:%M\"\n",
             dir.path().display(),

@@ -111,6 +111,7 @@ pub fn validate(
         worker,
         agent,
         affinity: file.dispatch.affinity,
+        batch: file.dispatch.batch,
         kill_timeout,
         stop_signal,
         disconnect,

@@ -14,6 +14,27 @@ use std::net::IpAddr;
 use super::mix::mix;
 use crate::wire::protocol::Peer;
 
+/// The `[dispatch]` rules a connection is placed by.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// A client address goes to its home slot first ([`home_slot`]), while that worker's
+    /// window has room.
+    pub affinity: bool,
+    /// Connections placed in one loop turn stay with the worker that took the turn's first,
+    /// while it has room (up to its window), before the next worker's turn comes: the batch
+    /// reaches it in one message and one wake-up. Off, each goes to the next worker free.
+    pub batch: bool,
+}
+
+impl Placement {
+    /// Batching on, no affinity (for the tests and simulators).
+    #[cfg(test)]
+    pub const BATCH: Placement = Placement {
+        affinity: false,
+        batch: true,
+    };
+}
+
 /// A round-robin cursor over `n` slots.
 #[derive(Debug, Default, Clone)]
 pub struct RoundRobin {

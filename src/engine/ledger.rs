@@ -5,8 +5,9 @@
 //!
 //! A connection moves only by these rules:
 //!
-//! - accepted → given to the worker whose turn it is among those free now, else queued
-//!   ([`Ledger::admit`]); queued ones go first ([`Ledger::dispatch`]);
+//! - accepted → given to the worker whose turn it is among those free now (with batching, to
+//!   the one filling its batch in this turn first), else queued ([`Ledger::admit`], in
+//!   `placement.rs`); queued ones go first ([`Ledger::dispatch`]);
 //! - assigned → sent ([`Account::mark_sent`], by the wire) → acked: the master's copy is closed,
 //!   the worker serves it;
 //! - not sent (the channel was full) or refused by the worker (Node's `accepted: false`, a
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::dispatch::{self, RoundRobin};
+use super::dispatch::RoundRobin;
 use super::stats::{Rate, Served};
 use crate::wire::protocol::Peer;
 
@@ -276,6 +277,10 @@ pub struct Ledger<C> {
     rr: RoundRobin,
     /// Hand-offs to workers whose accounts are gone.
     retired_handed: u64,
+    /// The slot and account that took the last connection placed: with [`Placement::batch`],
+    /// the next stays with it while it still serves that slot, has room and has not been
+    /// flushed since (its outbox is not empty).
+    last: Option<(usize, usize)>,
 }
 
 impl<C> Default for Ledger<C> {
@@ -285,6 +290,7 @@ impl<C> Default for Ledger<C> {
             accounts: Slab::new(),
             rr: RoundRobin::default(),
             retired_handed: 0,
+            last: None,
         }
     }
 }
@@ -312,93 +318,6 @@ impl<C: Conn> Ledger<C> {
     /// Connections waiting in the master's queue.
     pub fn queued(&self) -> usize {
         self.queue.len()
-    }
-
-    /// The slot whose turn it is among those free to take a connection now, without taking the
-    /// turn. `serving(slot)` is the account of the worker serving `slot`, if one is ready.
-    pub fn free_slot(
-        &self,
-        slots: usize,
-        serving: impl Fn(usize) -> Option<usize>,
-    ) -> Option<usize> {
-        self.rr.peek(slots, |s| {
-            serving(s)
-                .and_then(|k| self.accounts.get(k))
-                .is_some_and(Account::has_room)
-        })
-    }
-
-    /// A connection just accepted: given to the worker of its home slot if `affinity` is on
-    /// and that worker's window has room, else to the one whose turn it is among those free
-    /// now, else queued, last in line. The account it went to; `None` if queued. Once admitted,
-    /// it leaves the ledger only acked (to the worker that acked it) or closed.
-    pub fn admit(
-        &mut self,
-        c: C,
-        slots: usize,
-        serving: impl Fn(usize) -> Option<usize>,
-        affinity: bool,
-    ) -> Option<usize> {
-        match self.place(c, slots, serving, affinity) {
-            Ok(key) => Some(key),
-            Err(c) => {
-                self.queue.push_back(c);
-                None
-            }
-        }
-    }
-
-    /// Gives `c` to its home slot's worker or to the one whose turn it is (as
-    /// [`Ledger::admit`]); `Err` gives it back when nobody can take it.
-    fn place(
-        &mut self,
-        c: C,
-        slots: usize,
-        serving: impl Fn(usize) -> Option<usize>,
-        affinity: bool,
-    ) -> Result<usize, C> {
-        let home = affinity
-            .then(|| dispatch::home_slot(c.peer(), slots))
-            .flatten()
-            .and_then(&serving)
-            .filter(|&k| self.accounts.get(k).is_some_and(Account::has_window_room));
-        let key = match home {
-            Some(key) => key,
-            None => {
-                let Some(slot) = self.free_slot(slots, &serving) else {
-                    return Err(c);
-                };
-                self.rr.take(slot, slots);
-                match serving(slot) {
-                    Some(key) => key,
-                    None => return Err(c),
-                }
-            }
-        };
-        match self.accounts.get_mut(key) {
-            Some(account) => {
-                account.assign(c);
-                Ok(key)
-            }
-            None => Err(c),
-        }
-    }
-
-    /// Hands queued connections out, oldest first, while someone can take them. `true` if the
-    /// queue is empty.
-    pub fn dispatch(
-        &mut self,
-        slots: usize,
-        serving: impl Fn(usize) -> Option<usize>,
-        affinity: bool,
-    ) -> bool {
-        while let Some(c) = self.queue.pop_front() {
-            if let Err(c) = self.place(c, slots, &serving, affinity) {
-                self.queue.push_front(c);
-                return false;
-            }
-        }
-        true
     }
 
     /// A connection nobody could take now waits, last in line.
@@ -532,6 +451,8 @@ pub(super) enum Whereabouts {
     Returned(usize),
     Held(usize),
 }
+
+mod placement;
 
 #[cfg(test)]
 #[path = "ledger_tests.rs"]

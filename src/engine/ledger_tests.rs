@@ -1,6 +1,7 @@
 //! Tests of the ledger: who owns each accepted socket, and the rotation.
 
 use super::*;
+use crate::engine::dispatch::Placement;
 
 #[derive(Debug, PartialEq)]
 struct Id(u32, Option<Instant>);
@@ -30,6 +31,72 @@ fn ids(q: &VecDeque<Id>) -> Vec<u32> {
     q.iter().map(|c| c.0).collect()
 }
 
+/// Sends every outbox, as a flush that found each channel writable does.
+fn flush_all(ledger: &mut Ledger<Id>, keys: &[usize]) {
+    for &k in keys {
+        let account = ledger.account_mut(k).unwrap();
+        let n = account.outbox().len();
+        account.mark_sent(n, Instant::now());
+        account.flushed(n > 0, false);
+    }
+}
+
+#[test]
+fn a_batch_fills_the_window_of_the_worker_whose_turn_it_is_then_the_next() {
+    let mut ledger = Ledger::default();
+    let keys: Vec<usize> = (0..3).map(|_| ledger.open(3)).collect();
+    let serving = |s: usize| keys.get(s).copied();
+    let admit =
+        |ledger: &mut Ledger<Id>, i| ledger.admit(Id(i, None), 3, serving, Placement::BATCH);
+    let placed: Vec<_> = (0..5).map(|i| admit(&mut ledger, i).unwrap()).collect();
+    assert_eq!(placed, [keys[0], keys[0], keys[0], keys[1], keys[1]]);
+    // Flushed: the next turn's batch starts with the next in rotation, not where the last
+    // one stopped (slot 1 still has room, but its batch was sent).
+    flush_all(&mut ledger, &keys);
+    assert_eq!(admit(&mut ledger, 5), Some(keys[2]));
+    assert_eq!(admit(&mut ledger, 6), Some(keys[2]));
+    // Off, one each in turn, as before.
+    let mut spread = Ledger::default();
+    let keys: Vec<usize> = (0..3).map(|_| spread.open(3)).collect();
+    let serving = |s: usize| keys.get(s).copied();
+    let placed: Vec<_> = (0..4)
+        .map(|i| spread.admit(Id(i, None), 3, serving, Placement::default()))
+        .collect();
+    assert_eq!(placed, [0, 1, 2, 0].map(|s| Some(keys[s])));
+}
+
+#[test]
+fn a_batch_never_goes_to_a_busy_pulled_worker_nor_one_that_left_its_slot() {
+    let mut ledger = Ledger::default();
+    let a = ledger.open(4);
+    let b = ledger.open(4);
+    ledger.account_mut(a).unwrap().on_idle();
+    ledger.account_mut(b).unwrap().on_idle();
+    let serving = |s: usize| [Some(a), Some(b)][s];
+    // An idle worker takes the turn's connections up to its window, in one batch...
+    for i in 0..2 {
+        assert_eq!(
+            ledger.admit(Id(i, None), 2, serving, Placement::BATCH),
+            Some(a)
+        );
+    }
+    flush_all(&mut ledger, &[a, b]);
+    // ...and, sent them, is busy until its next `idle`: the next goes to b.
+    assert_eq!(
+        ledger.admit(Id(2, None), 2, serving, Placement::BATCH),
+        Some(b)
+    );
+    // b leaves its slot (`leaving`): what follows is not added to its batch.
+    let replaced = |s: usize| [Some(a), None][s];
+    assert_eq!(ledger.batching(Placement::BATCH, replaced), None);
+    assert_eq!(ledger.batching(Placement::BATCH, serving), Some(b));
+    ledger.account_mut(a).unwrap().on_idle();
+    assert_eq!(
+        ledger.admit(Id(3, None), 2, replaced, Placement::BATCH),
+        Some(a)
+    );
+}
+
 #[test]
 fn rotation_among_free_workers_and_the_window() {
     let mut ledger = Ledger::default();
@@ -37,16 +104,26 @@ fn rotation_among_free_workers_and_the_window() {
     let b = ledger.open(2);
     let serving = |s: usize| [Some(a), Some(b)][s];
     let placed: Vec<usize> = (0..4)
-        .map(|i| ledger.admit(Id(i, None), 2, serving, false).unwrap())
+        .map(|i| {
+            ledger
+                .admit(Id(i, None), 2, serving, Placement::default())
+                .unwrap()
+        })
         .collect();
     assert_eq!(placed, [a, b, a, b]);
     // Both windows are full: the fifth waits in the queue.
-    assert_eq!(ledger.admit(Id(4, None), 2, serving, false), None);
+    assert_eq!(
+        ledger.admit(Id(4, None), 2, serving, Placement::default()),
+        None
+    );
     assert_eq!(ledger.queued(), 1);
     let now = Instant::now();
     ledger.account_mut(a).unwrap().mark_sent(2, now);
     ledger.account_mut(a).unwrap().ack_oldest(1, now).unwrap();
-    assert!(ledger.dispatch(2, serving, false), "a has room again");
+    assert!(
+        ledger.dispatch(2, serving, Placement::default()),
+        "a has room again"
+    );
     assert_eq!(ledger.queued(), 0);
     assert_eq!(ledger.account(a).unwrap().handed(), 3);
     assert_eq!(ledger.handed_total(), 5);
@@ -79,7 +156,9 @@ fn a_closed_channel_holds_what_was_sent_until_the_worker_is_dead() {
     let mut ledger = Ledger::default();
     let a = ledger.open(4);
     for i in 0..3 {
-        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        ledger
+            .admit(Id(i, None), 1, |_| Some(a), Placement::default())
+            .unwrap();
     }
     ledger.account_mut(a).unwrap().mark_sent(2, Instant::now());
     ledger.enqueue(Id(9, None));
@@ -103,7 +182,9 @@ fn a_closed_channel_holds_what_was_sent_until_the_worker_is_dead() {
 fn acking_more_than_was_sent_changes_nothing() {
     let mut ledger = Ledger::default();
     let a = ledger.open(4);
-    ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
+    ledger
+        .admit(Id(0, None), 1, |_| Some(a), Placement::default())
+        .unwrap();
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(1, Instant::now());
     assert_eq!(account.ack_oldest(2, Instant::now()), Err(1));
@@ -118,7 +199,9 @@ fn every_ack_is_counted_with_its_time_from_accept_and_retiring_gives_the_tally()
     let mut ledger = Ledger::default();
     let a = ledger.open(8);
     for i in 0..5 {
-        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        ledger
+            .admit(Id(i, None), 1, |_| Some(a), Placement::default())
+            .unwrap();
     }
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(5, t0);
@@ -153,7 +236,9 @@ fn refused_and_unsent_go_first_in_their_order() {
     let mut ledger = Ledger::default();
     let a = ledger.open(4);
     for i in 0..3 {
-        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        ledger
+            .admit(Id(i, None), 1, |_| Some(a), Placement::default())
+            .unwrap();
     }
     ledger.enqueue(Id(7, None));
     let account = ledger.account_mut(a).unwrap();
@@ -173,7 +258,11 @@ fn a_pulled_worker_takes_connections_only_while_idle() {
     let mut ledger = Ledger::default();
     let a = ledger.open(4);
     ledger.account_mut(a).unwrap().on_idle();
-    assert!(ledger.admit(Id(0, None), 1, |_| Some(a), false).is_some());
+    assert!(
+        ledger
+            .admit(Id(0, None), 1, |_| Some(a), Placement::default())
+            .is_some()
+    );
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(1, Instant::now());
     account.flushed(true, false);
@@ -189,7 +278,9 @@ fn a_full_worker_gives_back_its_oldest_and_gets_nothing_until_idle_then_one_at_a
     let a = ledger.open(8);
     let b = ledger.open(8);
     for i in 0..4 {
-        ledger.admit(Id(i, None), 1, |_| Some(a), false).unwrap();
+        ledger
+            .admit(Id(i, None), 1, |_| Some(a), Placement::default())
+            .unwrap();
     }
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(4, Instant::now());
@@ -205,26 +296,29 @@ fn a_full_worker_gives_back_its_oldest_and_gets_nothing_until_idle_then_one_at_a
     assert_eq!(ledger.requeue_returned(a), 3);
     assert_eq!(ids(&ledger.queue), [0, 1, 2]);
     // Nobody free but the full one: they wait; another worker takes them.
-    assert!(!ledger.dispatch(1, |_| Some(a), false));
-    assert!(ledger.dispatch(1, |_| Some(b), false));
+    assert!(!ledger.dispatch(1, |_| Some(a), Placement::default()));
+    assert!(ledger.dispatch(1, |_| Some(b), Placement::default()));
     assert_eq!(ids(ledger.account(b).unwrap().outbox()), [0, 1, 2]);
     // Then the last one too; `idle` again: room for one, then twice as many after each
     // ack, up to the window.
     let account = ledger.account_mut(a).unwrap();
     account.on_full(1, Instant::now()).unwrap();
     assert_eq!(ledger.requeue_returned(a), 1);
-    assert!(!ledger.dispatch(1, |_| Some(a), false), "full: it waits");
+    assert!(
+        !ledger.dispatch(1, |_| Some(a), Placement::default()),
+        "full: it waits"
+    );
     ledger.account_mut(a).unwrap().on_idle();
-    assert!(ledger.dispatch(1, |_| Some(a), false));
-    ledger.admit(Id(10, None), 1, |_| Some(a), false);
+    assert!(ledger.dispatch(1, |_| Some(a), Placement::default()));
+    ledger.admit(Id(10, None), 1, |_| Some(a), Placement::default());
     assert_eq!(ids(ledger.account(a).unwrap().outbox()), [3]);
     assert_eq!(ids(&ledger.queue), [10], "a cap of 1");
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(1, Instant::now());
     account.ack_oldest(1, Instant::now()).unwrap();
-    assert!(ledger.dispatch(1, |_| Some(a), false));
+    assert!(ledger.dispatch(1, |_| Some(a), Placement::default()));
     for i in 20..24 {
-        ledger.admit(Id(i, None), 1, |_| Some(a), false);
+        ledger.admit(Id(i, None), 1, |_| Some(a), Placement::default());
     }
     assert_eq!(
         ids(ledger.account(a).unwrap().outbox()),
@@ -238,7 +332,9 @@ fn a_full_worker_that_never_says_idle_is_tried_again_with_one_after_a_while() {
     let t0 = accepted_at();
     let mut ledger = Ledger::default();
     let a = ledger.open(4);
-    ledger.admit(Id(0, None), 1, |_| Some(a), false).unwrap();
+    ledger
+        .admit(Id(0, None), 1, |_| Some(a), Placement::default())
+        .unwrap();
     let account = ledger.account_mut(a).unwrap();
     account.mark_sent(1, t0);
     assert!(account.newest_full(t0));
@@ -246,10 +342,16 @@ fn a_full_worker_that_never_says_idle_is_tried_again_with_one_after_a_while() {
     assert_eq!(ledger.requeue_returned(a), 1);
     assert_eq!(ledger.next_full_retry(), Some(t0 + FULL_RETRY));
     ledger.retry_full(t0 + FULL_RETRY - Duration::from_millis(1));
-    assert!(!ledger.dispatch(1, |_| Some(a), false), "not yet");
+    assert!(
+        !ledger.dispatch(1, |_| Some(a), Placement::default()),
+        "not yet"
+    );
     ledger.retry_full(t0 + FULL_RETRY);
     assert_eq!(ledger.next_full_retry(), None);
     ledger.enqueue(Id(1, None));
-    assert!(!ledger.dispatch(1, |_| Some(a), false), "one, as a probe");
+    assert!(
+        !ledger.dispatch(1, |_| Some(a), Placement::default()),
+        "one, as a probe"
+    );
     assert_eq!(ids(ledger.account(a).unwrap().outbox()), [0]);
 }

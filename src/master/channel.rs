@@ -243,7 +243,16 @@ impl Pair {
     }
     pub fn assign(&mut self, h: super::wire_shared::Handoff) {
         let key = self.key;
-        assert!(self.ledger.admit(h, 1, |_| Some(key), false).is_some());
+        assert!(
+            self.ledger
+                .admit(
+                    h,
+                    1,
+                    |_| Some(key),
+                    crate::engine::dispatch::Placement::default()
+                )
+                .is_some()
+        );
     }
     pub fn flush(&mut self, now: Instant) -> Flush {
         let account = self.ledger.account_mut(self.key).unwrap();

@@ -63,7 +63,12 @@ impl Held {
             let key = self.key;
             if self
                 .ledger
-                .admit(handoff, 1, |_| Some(key), false)
+                .admit(
+                    handoff,
+                    1,
+                    |_| Some(key),
+                    crate::engine::dispatch::Placement::default(),
+                )
                 .is_some()
             {
                 peers.push(peer);

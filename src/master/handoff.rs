@@ -14,7 +14,8 @@ use super::parts::{FdShortage, Listening};
 use super::wire_shared::{Flush, Handoff};
 use super::{ACCEPT_BURST, FD_EXHAUSTED_PAUSE, Master, Phase};
 use super::{listeners, process};
-use crate::config::Affinity;
+use crate::config::{Affinity, Config};
+use crate::engine::dispatch::Placement;
 
 impl Master {
     pub(super) fn can_accept_more(&self) -> bool {
@@ -183,10 +184,10 @@ impl Master {
             return;
         }
         let fleet = &self.core.fleet();
-        let affinity = self.config.affinity == Affinity::ClientIp;
+        let rules = placement(&self.config);
         let emptied = self
             .ledger
-            .dispatch(fleet.slots.len(), |s| fleet.serving(s), affinity);
+            .dispatch(fleet.slots.len(), |s| fleet.serving(s), rules);
         if self.core.phase() != Phase::Running {
             // Stopping: what comes back now (from a worker that died holding it) finds nobody
             // to take it here. After an upgrade the new master takes it; else close it at
@@ -248,7 +249,7 @@ impl Master {
                         let fleet = &self.core.fleet();
                         let serving = |s| fleet.serving(s);
                         self.ledger
-                            .admit(handoff, fleet.slots.len(), serving, affinity);
+                            .admit(handoff, fleet.slots.len(), serving, rules);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.accept.listeners[i].ready = false
@@ -344,5 +345,13 @@ pub(super) fn watch(registry: &mio::Registry, l: &mut Listening, wanted: bool) {
     }
     if wanted {
         l.ready = true;
+    }
+}
+
+/// The rules a connection is placed by, from `[dispatch]`.
+pub(super) fn placement(config: &Config) -> Placement {
+    Placement {
+        affinity: config.affinity == Affinity::ClientIp,
+        batch: config.batch,
     }
 }

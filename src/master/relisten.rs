@@ -22,7 +22,7 @@ use super::parts::Listening;
 use super::sources::Source;
 use super::wire_shared::Handoff;
 use super::{Master, listeners};
-use crate::config::{Affinity, Config};
+use crate::config::Config;
 use crate::engine::relisten::Relisten;
 use crate::wire::upgrade::Carried;
 
@@ -175,7 +175,7 @@ impl Master {
     /// Accepts every connection queued on `l` into the ledger: placed with a worker that has
     /// room, else queued for the next one. How many.
     fn accept_queued(&mut self, l: &Listening) -> usize {
-        let affinity = self.config.affinity == Affinity::ClientIp;
+        let rules = super::handoff::placement(&self.config);
         let mut handed = 0;
         loop {
             match l.socket.accept() {
@@ -190,7 +190,7 @@ impl Master {
                     };
                     let fleet = &self.core.fleet();
                     self.ledger
-                        .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity);
+                        .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), rules);
                 }
                 Err(e) if listeners::is_transient_accept_error(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handed,

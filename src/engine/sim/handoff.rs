@@ -9,7 +9,8 @@
 //!   account (outbox, un-acked, refused, held), served (acked by exactly one worker), or closed
 //!   by the stop;
 //! - a new client goes to its home slot's worker when affinity is on and that worker's window
-//!   has room, else to the worker whose turn it is among those free;
+//!   has room, else — with batching on — to the worker that took the previous one if that one
+//!   is still unflushed and has room, else to the worker whose turn it is among those free;
 //! - nothing is assigned to a worker that is not serving (starting, draining, channel closed),
 //!   nor beyond its window; no connection is ever sent to a second live worker while the one
 //!   it was sent to may still have it (its channel broke before its ack: it is held until that
@@ -23,15 +24,15 @@
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` runs that many (default 2,000). A
 //! failure names its seed and prints the last steps.
 
+mod arrive;
 mod invariants;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{SimConn, Trace};
+use crate::engine::dispatch::Placement;
 use crate::engine::ledger::{Ledger, Whereabouts};
-use crate::wire::protocol::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -67,7 +68,10 @@ struct Sim {
     /// The current worker (account key) of each slot.
     slots: Vec<Option<usize>>,
     window: usize,
-    affinity: bool,
+    rules: Placement,
+    /// The worker the last client was placed with, while nothing was flushed or dispatched
+    /// since (then the sim knows who took the last connection): batching must pick it or none.
+    last: Option<usize>,
     /// Node cluster workers refuse connections sometimes; native ones over-ack sometimes.
     node: bool,
     next_id: u64,
@@ -89,7 +93,11 @@ impl Sim {
         let slots = rng.usize(1..=4);
         let mut sim = Sim {
             window: rng.usize(1..=4),
-            affinity: rng.u8(..4) == 0,
+            rules: Placement {
+                affinity: rng.u8(..4) == 0,
+                batch: rng.bool(),
+            },
+            last: None,
             node: rng.bool(),
             rng,
             ledger: Ledger::default(),
@@ -175,8 +183,8 @@ impl Sim {
     fn dispatch(&mut self) -> Result<(), String> {
         let before = self.idle_outboxes();
         let serving = self.serving();
-        self.ledger
-            .dispatch(self.slots.len(), serving, self.affinity);
+        self.ledger.dispatch(self.slots.len(), serving, self.rules);
+        self.last = None;
         for (key, len) in before {
             let now = self.ledger.account(key).map_or(0, |a| a.outbox().len());
             if now > len {
@@ -217,61 +225,7 @@ impl Sim {
         match self.rng.u8(..100) {
             // A client arrives; it is accepted only while some worker is free, as the master
             // watches its listeners only then.
-            0..=29 if !self.stopping => {
-                // As the master's dispatch: the queue first; it accepts only once the queue is
-                // empty and while someone is free.
-                self.dispatch()?;
-                let free = self.ledger.free_slot(self.slots.len(), self.serving());
-                if free.is_none() || self.ledger.queued() > 0 {
-                    self.log("arrive: not accepted yet, it waits in the kernel".into());
-                    return Ok(());
-                }
-                let id = self.next_id;
-                self.next_id += 1;
-                self.accepted += 1;
-                let ip = Ipv4Addr::new(10, 0, 0, self.rng.u8(..6));
-                let peer = Peer::Inet(SocketAddr::new(IpAddr::V4(ip), 40000));
-                let conn = SimConn {
-                    id,
-                    peer,
-                    accepted: self.now,
-                    sent: None,
-                };
-                let before = self.idle_outboxes();
-                let serving = self.serving();
-                // With affinity, a client whose home slot's worker has room in its window goes
-                // there; otherwise to the worker whose turn it is among those free.
-                let home = self
-                    .affinity
-                    .then(|| crate::engine::dispatch::home_slot(&conn.peer, self.slots.len()))
-                    .flatten()
-                    .and_then(self.serving())
-                    .filter(|&k| self.ledger.account(k).is_some_and(|a| a.has_window_room()));
-                let turn = self
-                    .ledger
-                    .free_slot(self.slots.len(), self.serving())
-                    .and_then(self.serving());
-                match self
-                    .ledger
-                    .admit(conn, self.slots.len(), serving, self.affinity)
-                {
-                    Some(key) if Some(key) != home.or(turn) => {
-                        return Err(format!(
-                            "conn {id} went to {key}, not {:?} (home {home:?}, turn {turn:?})",
-                            home.or(turn)
-                        ));
-                    }
-                    Some(key) => self.log(format!("arrive: conn {id} → worker {key}")),
-                    None => self.log(format!("arrive: conn {id} queued")),
-                }
-                for (key, len) in before {
-                    let now = self.ledger.account(key).map_or(0, |a| a.outbox().len());
-                    if now > len {
-                        return Err(format!("worker {key}, not serving, was given conn {id}"));
-                    }
-                }
-                Ok(())
-            }
+            0..=29 if !self.stopping => self.arrive(),
             30..=34 => {
                 self.log("dispatch".into());
                 self.dispatch()
@@ -567,12 +521,12 @@ fn run(seed: u64, steps: usize) -> Result<usize, String> {
     })();
     result.map(|()| sim.outcome.served.len()).map_err(|e| {
         format!(
-            "seed {seed} (SIM_SEED={seed} replays it; {} slots, window {}, node {}, affinity \
-             {}): {e}\n{}",
+            "seed {seed} (SIM_SEED={seed} replays it; {} slots, window {}, node {}, {:?}): \
+             {e}\n{}",
             sim.slots.len(),
             sim.window,
             sim.node,
-            sim.affinity,
+            sim.rules,
             sim.trace.report()
         )
     })

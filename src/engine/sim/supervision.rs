@@ -38,10 +38,10 @@ use crate::config::{AllGivenUp, Readiness, RestartConfig};
 use crate::engine::effect::Effect;
 use crate::engine::fleet::{State, test_worker_at};
 use crate::engine::ids::{Place, Role};
-use crate::engine::ledger::{Ledger, Whereabouts};
 use crate::engine::lifecycle::{Phase, ReadyRule};
 use crate::engine::recycle::Reason;
 use crate::engine::supervisor::{Policy, Supervisor};
+use crate::engine::{dispatch::Placement, ledger::Ledger, ledger::Whereabouts};
 use crate::wire::protocol::Peer;
 
 /// What the simulated process of a worker does.
@@ -452,7 +452,7 @@ impl Sim {
                         accepted: self.now,
                         sent: None,
                     };
-                    self.ledger.admit(client, slots, serving, false);
+                    self.ledger.admit(client, slots, serving, Placement::BATCH);
                     self.check_not_serving(before)?;
                 }
             }
@@ -558,7 +558,7 @@ impl Sim {
         let before = self.not_serving_outboxes();
         let serving = self.serving();
         self.ledger
-            .dispatch(self.sup.fleet.slots.len(), serving, false);
+            .dispatch(self.sup.fleet.slots.len(), serving, Placement::BATCH);
         self.check_not_serving(before)?;
         if self.sup.phase != Phase::Running {
             let mut queued = Vec::new();

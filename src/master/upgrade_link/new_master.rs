@@ -414,7 +414,7 @@ impl Master {
             return;
         };
         let count = sockets.len();
-        let affinity = self.config.affinity == crate::config::Affinity::ClientIp;
+        let rules = crate::master::handoff::placement(&self.config);
         for (theirs, socket) in sockets {
             let ours = p.ours.get(theirs).copied().flatten();
             let Some(listener) = ours.and_then(|i| self.accept.listeners.get(i)) else {
@@ -432,7 +432,7 @@ impl Master {
             };
             let fleet = &self.core.fleet();
             self.ledger
-                .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), affinity);
+                .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), rules);
         }
         info!("upgrade: took {count} connection(s) the old master's workers could not");
     }

@@ -20,7 +20,12 @@ fn a_worker_is_overdue_once_its_oldest_unacked_socket_is_ack_timeout_old() {
     let mut h = with_accounts(2, &mut ledger);
     let key = h.current(1).unwrap();
     let account = h.sup.fleet.workers[key].account;
-    ledger.admit(Conn0(h.t0, None), 2, |s| (s == 1).then_some(account), false);
+    ledger.admit(
+        Conn0(h.t0, None),
+        2,
+        |s| (s == 1).then_some(account),
+        Default::default(),
+    );
     ledger.account_mut(account).unwrap().mark_sent(1, h.at(100));
     let timeout = 50 * MS;
     let worker = &h.sup.fleet.workers[key];
@@ -223,7 +228,12 @@ fn the_next_deadline_is_the_nearest_timer_of_any_worker_or_of_the_stop() {
     // An un-acked socket: its ack_timeout.
     let key = h.current(1).unwrap();
     let account = h.sup.fleet.workers[key].account;
-    ledger.admit(Conn0(h.t0, None), 2, |s| (s == 1).then_some(account), false);
+    ledger.admit(
+        Conn0(h.t0, None),
+        2,
+        |s| (s == 1).then_some(account),
+        Default::default(),
+    );
     ledger.account_mut(account).unwrap().mark_sent(1, h.at(100));
     assert_eq!(next(&h, &ledger, 100, 2), Some(h.at(150)));
     // The other worker's timers, each sooner than the last.

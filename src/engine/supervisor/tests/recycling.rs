@@ -24,7 +24,7 @@ fn only_a_ready_worker_not_stuck_is_due_and_max_connections_waits_for_its_count(
     let t0 = h.t0;
     let hand = |ledger: &mut Ledger<Conn0>, n: usize| {
         for _ in 0..n {
-            ledger.admit(Conn0(t0, None), 1, |_| Some(account), false);
+            ledger.admit(Conn0(t0, None), 1, |_| Some(account), Default::default());
         }
     };
     hand(&mut ledger, 5);

@@ -1,0 +1,114 @@
+//! Where a connection goes: its home slot (affinity), the batch being filled in this loop turn,
+//! or the worker whose turn it is among those free now — else the master's queue.
+
+use super::{Account, Conn, Ledger};
+use crate::engine::dispatch::{self, Placement};
+
+impl<C: Conn> Ledger<C> {
+    /// The slot whose turn it is among those free to take a connection now, without taking the
+    /// turn. `serving(slot)` is the account of the worker serving `slot`, if one is ready.
+    pub fn free_slot(
+        &self,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        self.rr.peek(slots, |s| {
+            serving(s)
+                .and_then(|k| self.accounts.get(k))
+                .is_some_and(Account::has_room)
+        })
+    }
+
+    /// A connection just accepted: given to the worker of its home slot if `affinity` is on
+    /// and that worker's window has room, else (with `batch`) to the worker that took the last
+    /// one in this turn if it still has room, else to the one whose turn it is among those free
+    /// now, else queued, last in line. The account it went to; `None` if queued. Once admitted,
+    /// it leaves the ledger only acked (to the worker that acked it) or closed.
+    pub fn admit(
+        &mut self,
+        c: C,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        rules: Placement,
+    ) -> Option<usize> {
+        match self.place(c, slots, serving, rules) {
+            Ok(key) => Some(key),
+            Err(c) => {
+                self.queue.push_back(c);
+                None
+            }
+        }
+    }
+
+    /// Gives `c` to its home slot's worker or to the one whose turn it is (as
+    /// [`Ledger::admit`]); `Err` gives it back when nobody can take it.
+    fn place(
+        &mut self,
+        c: C,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        rules: Placement,
+    ) -> Result<usize, C> {
+        let home = rules
+            .affinity
+            .then(|| dispatch::home_slot(c.peer(), slots))
+            .flatten()
+            .and_then(&serving)
+            .filter(|&k| self.accounts.get(k).is_some_and(Account::has_window_room));
+        let (slot, key) = match home.or_else(|| self.batching(rules, &serving)) {
+            Some(key) => (None, key),
+            None => {
+                let Some(slot) = self.free_slot(slots, &serving) else {
+                    return Err(c);
+                };
+                self.rr.take(slot, slots);
+                match serving(slot) {
+                    Some(key) => (Some(slot), key),
+                    None => return Err(c),
+                }
+            }
+        };
+        match self.accounts.get_mut(key) {
+            Some(account) => {
+                account.assign(c);
+                // A batch continues with the worker whose turn it was (not with a client's
+                // home, which took it out of turn).
+                if let Some(slot) = slot {
+                    self.last = Some((slot, key));
+                }
+                Ok(key)
+            }
+            None => Err(c),
+        }
+    }
+
+    /// With `batch`, the account that took the last connection in its turn, if it still serves
+    /// that slot, is still filling its batch (given something not yet flushed) and has room.
+    pub fn batching(
+        &self,
+        rules: Placement,
+        serving: impl Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        let (slot, key) = self.last.filter(|_| rules.batch)?;
+        let account = self.accounts.get(key)?;
+        let filling = serving(slot) == Some(key) && !account.outbox.is_empty();
+        (filling && account.has_room()).then_some(key)
+    }
+
+    /// Hands queued connections out, oldest first, while someone can take them. `true` if the
+    /// queue is empty.
+    pub fn dispatch(
+        &mut self,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+        rules: Placement,
+    ) -> bool {
+        while let Some(c) = self.queue.pop_front() {
+            if let Err(c) = self.place(c, slots, &serving, rules) {
+                self.queue.push_front(c);
+                return false;
+            }
+        }
+        true
+    }
+}
