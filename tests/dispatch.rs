@@ -30,6 +30,42 @@ fn rr_with_3_workers_gives_each_exactly_10_of_30_in_strict_rotation() {
 }
 
 #[test]
+fn batching_keeps_the_rotation_for_one_client_at_a_time_and_serves_a_burst() {
+    let rrb = Rrb::start("workers = 3\n[dispatch]\nbatch = true\n", 3);
+    // One client at a time: one connection per loop turn, a batch of one, so the rotation is
+    // as strict as without batching (a batch ends with its loop turn).
+    let ids: Vec<usize> = (0..12)
+        .map(|_| worker_id_of(&rrb.get().expect("answer")))
+        .collect();
+    for pair in ids.windows(2) {
+        assert_eq!(pair[1], (pair[0] + 1) % 3, "not a strict rotation: {ids:?}");
+    }
+    // A burst of 32 clients, 5 requests each: every one answered, by every worker.
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let addr = rrb.addr.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| http_get(&addr).map(|body| worker_id_of(&body)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut served = BTreeMap::new();
+    for client in clients {
+        for answer in client.join().unwrap() {
+            *served.entry(answer.expect("served")).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(served.values().sum::<usize>(), 160, "{served:?}");
+    assert_eq!(
+        served.len(),
+        3,
+        "a worker served none of the burst: {served:?}"
+    );
+}
+
+#[test]
 fn rr_serves_several_listeners_tcp4_tcp6_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("rrb.sock");
