@@ -75,7 +75,7 @@ const FILE_EXCEPTIONS: &[(&str, usize)] = &[
     ("src/master/control_socket.rs", 567),
     ("src/master/node.rs", 537),
     ("src/engine/supervisor/mod.rs", 596),
-    ("src/engine/sim/handoff.rs", 550),
+    ("src/engine/sim/handoff.rs", 540),
     ("src/engine/sim/supervision.rs", 657),
 ];
 

@@ -98,6 +98,28 @@ fn a_batch_never_goes_to_a_busy_pulled_worker_nor_one_that_left_its_slot() {
 }
 
 #[test]
+fn a_stop_hands_the_whole_queue_out_beyond_the_windows_but_not_to_a_worker_out_of_fds() {
+    let mut ledger = Ledger::default();
+    let keys: Vec<usize> = (0..3).map(|_| ledger.open(1)).collect();
+    let serving = |s: usize| keys.get(s).copied();
+    for i in 0..8 {
+        ledger.enqueue(Id(i, None));
+    }
+    // Slot 1's worker said `full`: it gets nothing more.
+    let one = ledger.account_mut(keys[1]).unwrap();
+    one.assign(Id(100, None));
+    one.mark_sent(1, Instant::now());
+    one.on_full(1, Instant::now()).unwrap();
+    ledger.requeue_returned(keys[1]);
+    assert_eq!(ledger.hand_out_all(3, serving), 0, "all handed out");
+    let held = |k: usize| ledger.account(k).unwrap().outbox().len();
+    assert_eq!((held(keys[0]), held(keys[1]), held(keys[2])), (5, 0, 4));
+    // Nobody serves: it all stays queued, for the stop to close.
+    ledger.enqueue(Id(9, None));
+    assert_eq!(ledger.hand_out_all(3, |_| None), 1);
+}
+
+#[test]
 fn rotation_among_free_workers_and_the_window() {
     let mut ledger = Ledger::default();
     let a = ledger.open(2);

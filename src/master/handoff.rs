@@ -283,6 +283,64 @@ impl Master {
         }
     }
 
+    /// Accepts every connection queued on `l` into the ledger: placed with a worker that has
+    /// room, else queued for the next one. How many.
+    pub(super) fn accept_queued(&mut self, l: &Listening) -> usize {
+        let rules = placement(&self.config);
+        let mut handed = 0;
+        loop {
+            match l.socket.accept() {
+                Ok((socket, peer)) => {
+                    handed += 1;
+                    let handoff = Handoff {
+                        socket,
+                        listener: l.id,
+                        peer,
+                        accepted: Instant::now(),
+                        sent: None,
+                    };
+                    let fleet = &self.core.fleet();
+                    self.ledger
+                        .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), rules);
+                }
+                Err(e) if listeners::is_transient_accept_error(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handed,
+                Err(e) => {
+                    warn!("accept on {} before closing it: {e}", l.socket.local);
+                    return handed;
+                }
+            }
+        }
+    }
+
+    /// A graceful stop begins: what the kernel queued on the listeners is accepted, and it and
+    /// the master's own queue go to the workers — beyond their windows and whether idle or not,
+    /// since each is told to finish what it has before its `stop` — so that closing the
+    /// listeners next resets no client whose handshake completed. Not after an upgrade's hand
+    /// over (the new master has the same listeners) nor in `none` mode (the workers accept).
+    /// What nobody can take at all (no worker serves) is closed by `dispatch`.
+    pub(super) fn hand_out_before_stop(&mut self, now: Instant) {
+        if self.config.mode().master_accepts() && self.upgrade.successor.is_none() {
+            let listeners = std::mem::take(&mut self.accept.listeners);
+            let accepted: usize = listeners.iter().map(|l| self.accept_queued(l)).sum();
+            self.accept.listeners = listeners;
+            let fleet = &self.core.fleet();
+            let queued = self.ledger.queued();
+            let unplaced = self
+                .ledger
+                .hand_out_all(fleet.slots.len(), |s| fleet.serving(s));
+            if accepted > 0 || queued > 0 {
+                info!(
+                    "stopping: accepted the {accepted} connection(s) the kernel had queued before \
+                     closing the listeners; {} waiting connection(s) handed to the workers, to serve \
+                     before they stop",
+                    queued - unplaced
+                );
+            }
+        }
+        self.dispatch(now);
+    }
+
     /// Sends what each worker was assigned (and queued `stop`s). A socket that could not be
     /// sent (the channel is full) is not left waiting for that worker: it goes back to the
     /// front of the backlog, for whoever is free next.

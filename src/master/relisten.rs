@@ -11,16 +11,12 @@
 //! In `none` mode the workers accept: each new worker inherits the new list, the old ones
 //! keep theirs until they exit.
 
-use std::io;
-use std::time::Instant;
-
 use log::{info, warn};
 
 use super::handoff::watch;
 use super::listeners::{Listener, ListenerId};
 use super::parts::Listening;
 use super::sources::Source;
-use super::wire_shared::Handoff;
 use super::{Master, listeners};
 use crate::config::Config;
 use crate::engine::relisten::Relisten;
@@ -170,36 +166,6 @@ impl Master {
             watch(self.io.poll.registry(), l, false);
         }
         self.io.sources.remove(l.token);
-    }
-
-    /// Accepts every connection queued on `l` into the ledger: placed with a worker that has
-    /// room, else queued for the next one. How many.
-    fn accept_queued(&mut self, l: &Listening) -> usize {
-        let rules = super::handoff::placement(&self.config);
-        let mut handed = 0;
-        loop {
-            match l.socket.accept() {
-                Ok((socket, peer)) => {
-                    handed += 1;
-                    let handoff = Handoff {
-                        socket,
-                        listener: l.id,
-                        peer,
-                        accepted: Instant::now(),
-                        sent: None,
-                    };
-                    let fleet = &self.core.fleet();
-                    self.ledger
-                        .admit(handoff, fleet.slots.len(), |s| fleet.serving(s), rules);
-                }
-                Err(e) if listeners::is_transient_accept_error(&e) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return handed,
-                Err(e) => {
-                    warn!("accept on {} before closing it: {e}", l.socket.local);
-                    return handed;
-                }
-            }
-        }
     }
 
     /// Lets each held listener be accepted on once every slot's worker was started knowing

@@ -290,9 +290,9 @@ impl Master {
                     .listeners
                     .iter_mut()
                     .for_each(|l| l.ready = false);
-                // Queued sockets go to whoever can still take them, before `stop` follows
-                // them; the rest is closed (dispatch does, once stopping).
-                self.dispatch(now);
+                // The kernel's queue and the master's go to the workers, before `stop` follows
+                // them; what nobody can take is closed.
+                self.hand_out_before_stop(now);
                 self.accept.listeners.clear(); // closes them (and removes Unix socket files)
                 self.core.stop_workers(now);
             }

@@ -111,4 +111,32 @@ impl<C: Conn> Ledger<C> {
         }
         true
     }
+
+    /// Stopping: every queued connection goes to a serving worker in rotation, its window and
+    /// `idle` notwithstanding (it is told to finish all it has before its `stop`), rather than
+    /// be closed; not to one out of descriptors (`full`). How many are left (nobody serves).
+    pub fn hand_out_all(
+        &mut self,
+        slots: usize,
+        serving: impl Fn(usize) -> Option<usize>,
+    ) -> usize {
+        while !self.queue.is_empty() {
+            let open = |s| {
+                serving(s)
+                    .and_then(|k| self.accounts.get(k))
+                    .is_some_and(|a| a.open && a.full_until.is_none())
+            };
+            let Some(slot) = self.rr.peek(slots, open) else {
+                break;
+            };
+            self.rr.take(slot, slots);
+            let (Some(key), Some(c)) = (serving(slot), self.queue.pop_front()) else {
+                break;
+            };
+            if let Some(account) = self.accounts.get_mut(key) {
+                account.assign(c);
+            }
+        }
+        self.queue.len()
+    }
 }

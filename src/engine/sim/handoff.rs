@@ -26,6 +26,7 @@
 
 mod arrive;
 mod invariants;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -78,6 +79,8 @@ struct Sim {
     accepted: u64,
     outcome: Outcome,
     stopping: bool,
+    /// How many queued connections the stop handed out, beyond the windows.
+    handed_at_stop: usize,
     /// The step at which the master is told to stop, in one run out of three.
     stop_at: Option<usize>,
     steps: usize,
@@ -107,6 +110,7 @@ impl Sim {
             accepted: 0,
             outcome: Outcome::default(),
             stopping: false,
+            handed_at_stop: 0,
             stop_at: None,
             holders: BTreeMap::new(),
             steps: 0,
@@ -492,20 +496,6 @@ impl Sim {
             return Err(format!("the account of dead worker {key} is still open"));
         }
         Ok(held)
-    }
-
-    /// The stop: what the queue holds goes to whoever can take it, the rest is closed; every
-    /// worker drains.
-    fn stop(&mut self) -> Result<(), String> {
-        self.stopping = true;
-        // Queued connections first go to whoever can still take them (the rest is closed),
-        // then every worker is told to stop.
-        self.dispatch()?;
-        for key in self.workers.keys().copied().collect::<Vec<_>>() {
-            self.detach(key);
-        }
-        self.log("stop".into());
-        Ok(())
     }
 }
 

@@ -35,13 +35,11 @@ use std::time::{Duration, Instant};
 
 use super::{SimConn as Client, Trace};
 use crate::config::{AllGivenUp, Readiness, RestartConfig};
-use crate::engine::effect::Effect;
 use crate::engine::fleet::{State, test_worker_at};
-use crate::engine::ids::{Place, Role};
 use crate::engine::lifecycle::{Phase, ReadyRule};
-use crate::engine::recycle::Reason;
 use crate::engine::supervisor::{Policy, Supervisor};
-use crate::engine::{dispatch::Placement, ledger::Ledger, ledger::Whereabouts};
+use crate::engine::{dispatch::Placement, ledger::Ledger, ledger::Whereabouts, recycle::Reason};
+use crate::engine::{effect::Effect, ids::Place, ids::Role};
 use crate::wire::protocol::Peer;
 
 /// What the simulated process of a worker does.
@@ -281,6 +279,8 @@ impl Sim {
                         }
                     }
                     Effect::StopAccepting => {
+                        self.ledger
+                            .hand_out_all(self.sup.fleet.slots.len(), self.serving());
                         self.dispatch()?;
                         self.sup.stop_workers(self.now);
                     }

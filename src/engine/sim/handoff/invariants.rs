@@ -77,7 +77,13 @@ impl Sim {
                 ));
             }
             acks += served.acked;
-            if w.channel_open && a.outbox().len() + a.unacked_len() > self.window {
+            // Beyond it only by the stop's hand-out (the stop's only: nothing is placed after).
+            let bound = if self.stopping {
+                self.handed_at_stop + self.window
+            } else {
+                self.window
+            };
+            if w.channel_open && a.outbox().len() + a.unacked_len() > bound {
                 return Err(format!("worker {key} holds more than its window"));
             }
         }
