@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rrb, http_get};
+use common::{Rrb, http_get, number_after};
 
 /// Queued for real: the workers are frozen (SIGSTOP), so the master, with nobody free, stops
 /// accepting and the kernel queues the clients — more than the workers' windows hold.
@@ -45,12 +45,7 @@ fn a_graceful_stop_serves_every_client_the_kernel_had_queued() {
         .expect("the master exits");
     assert!(status.success(), "{status:?}");
     let said = rrb.wait_for_log("before closing the listeners", Duration::from_secs(1));
-    let accepted: usize = said
-        .split("accepted the ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let accepted = number_after(&said, "accepted the ");
     assert!(
         accepted >= 30,
         "queued in the kernel, then accepted: {said}"

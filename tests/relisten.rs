@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use common::{Rrb, close_load, http_get};
+use common::{Rrb, close_load, http_get, number_after};
 
 /// An address nothing listens on (bound once to find it, then released).
 fn free_addr() -> String {
@@ -116,12 +116,7 @@ fn clients_queued_on_a_removed_address_are_served_not_reset() {
         &format!("no longer listening on {a}"),
         Duration::from_secs(5),
     );
-    let handed: usize = said
-        .split('(')
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let handed = number_after(&said, "(");
     assert!(
         handed >= 8,
         "the queued clients were accepted before closing: {said}"

@@ -484,6 +484,16 @@ pub fn alive(pid: i32) -> bool {
     stat_of(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
+/// The number right after `marker` in a log line (`"accepted the 35 connection(s)"`, with
+/// marker `"accepted the "`), or 0.
+pub fn number_after(line: &str, marker: &str) -> usize {
+    line.split(marker)
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One HTTP/1.1 request on a new connection; the response body.
 pub fn http_get(addr: &str) -> Result<String, String> {
     http_get_path(addr, "/")
