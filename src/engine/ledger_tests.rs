@@ -114,8 +114,10 @@ fn a_stop_hands_the_whole_queue_out_beyond_the_windows_but_not_to_a_worker_out_o
     assert_eq!(ledger.hand_out_all(3, serving), 0, "all handed out");
     let held = |k: usize| ledger.account(k).unwrap().outbox().len();
     assert_eq!((held(keys[0]), held(keys[1]), held(keys[2])), (5, 0, 4));
+    assert!(ledger.can_hand_out(3, serving));
     // Nobody serves: it all stays queued, for the stop to close.
     ledger.enqueue(Id(9, None));
+    assert!(!ledger.can_hand_out(3, |_| None));
     assert_eq!(ledger.hand_out_all(3, |_| None), 1);
 }
 

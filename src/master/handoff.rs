@@ -317,10 +317,16 @@ impl Master {
     /// the master's own queue go to the workers — beyond their windows and whether idle or not,
     /// since each is told to finish what it has before its `stop` — so that closing the
     /// listeners next resets no client whose handshake completed. Not after an upgrade's hand
-    /// over (the new master has the same listeners) nor in `none` mode (the workers accept).
-    /// What nobody can take at all (no worker serves) is closed by `dispatch`.
+    /// over (the new master has the same listeners), not in `none` mode (the workers accept),
+    /// and not with no worker to take them (a new master whose workers never became ready:
+    /// the old one, which shares the listeners, serves those clients). What waits in the
+    /// master's queue with nobody to take it is closed by `dispatch`.
     pub(super) fn hand_out_before_stop(&mut self, now: Instant) {
-        if self.config.mode().master_accepts() && self.upgrade.successor.is_none() {
+        let fleet = &self.core.fleet();
+        let takers = self
+            .ledger
+            .can_hand_out(fleet.slots.len(), |s| fleet.serving(s));
+        if self.config.mode().master_accepts() && self.upgrade.successor.is_none() && takers {
             let listeners = std::mem::take(&mut self.accept.listeners);
             let accepted: usize = listeners.iter().map(|l| self.accept_queued(l)).sum();
             self.accept.listeners = listeners;

@@ -121,12 +121,7 @@ impl<C: Conn> Ledger<C> {
         serving: impl Fn(usize) -> Option<usize>,
     ) -> usize {
         while !self.queue.is_empty() {
-            let open = |s| {
-                serving(s)
-                    .and_then(|k| self.accounts.get(k))
-                    .is_some_and(|a| a.open && a.full_until.is_none())
-            };
-            let Some(slot) = self.rr.peek(slots, open) else {
+            let Some(slot) = self.rr.peek(slots, |s| self.takes_at_stop(serving(s))) else {
                 break;
             };
             self.rr.take(slot, slots);
@@ -138,5 +133,16 @@ impl<C: Conn> Ledger<C> {
             }
         }
         self.queue.len()
+    }
+
+    /// Whether [`Ledger::hand_out_all`] would find a worker: one serves, its channel open, not
+    /// `full`. Without one, what a stop accepts would only be closed.
+    pub fn can_hand_out(&self, slots: usize, serving: impl Fn(usize) -> Option<usize>) -> bool {
+        (0..slots).any(|s| self.takes_at_stop(serving(s)))
+    }
+
+    fn takes_at_stop(&self, key: Option<usize>) -> bool {
+        key.and_then(|k| self.accounts.get(k))
+            .is_some_and(|a| a.open && a.full_until.is_none())
     }
 }
