@@ -290,7 +290,8 @@ def scale(raw_path, meta_path, counts):
                 f"- master CPU per 100k connections at {hi} ÷ at {lo}: {num(cpu_ratio)} "
                 "(target ≤ 1.3)", ""]
     if any(s == "uneven" for _, s in res.rows):
-        out += ["### uneven: one request in N blocks its worker", "",
+        out += ["### uneven: one request in N (--slow-every) holds its worker M ms (--slow-ms), "
+                "wrk -c with --uneven-conns", "",
                 "| workers | rr req/s | rr p50 ms | rr p99 ms | batch req/s | batch p50 ms "
                 "| batch p99 ms | batch ÷ rr |",
                 "|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -4,7 +4,8 @@
 # connected; RUNS runs with `backlog = 4096` (the burst fits the kernel's accept queue) and RUNS
 # with the default 511 (it overflows: the kernel drops the last ACK of some handshakes). Prints per
 # run how many clients were answered, refused, reset, and the kernel's ListenOverflows.
-# Needs python3 (and nstat from iproute2 for the overflow count).
+# Builds with cargo; needs python3, curl, and nstat from iproute2 for the overflow count (without
+# nstat, overflows print 0).
 #
 #   scripts/stop_burst.sh [CLIENTS (2000)] [RUNS (3)]
 set -euo pipefail
