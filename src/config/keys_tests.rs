@@ -223,6 +223,28 @@ fn a_descriptor_in_the_args_of_a_socket_activated_worker_is_warned_about() {
 }
 
 #[test]
+fn batching_where_it_cannot_batch_is_warned_about() {
+    let warned = |text: &str| load_str(text).unwrap().warnings();
+    assert!(warned("[dispatch]\nbatch = true\n").is_empty());
+    for (text, why) in [
+        ("sched_policy = \"none\"\n", "`none` mode"),
+        (
+            "[worker]\nexec = \"sh\"\nprotocol = \"node\"\n",
+            "Node workers",
+        ),
+        ("[worker]\nmax_unacked = 1\n", "max_unacked = 1"),
+    ] {
+        let warnings = warned(&format!("{text}[dispatch]\nbatch = true\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("key `dispatch.batch`") && warnings[0].contains(why),
+            "{warnings:?}"
+        );
+        assert!(warned(text).is_empty(), "batch off: nothing to say");
+    }
+}
+
+#[test]
 fn metrics_allow_takes_addresses_and_networks_and_names_a_bad_entry_at_its_line() {
     let config = load_str(
         "[metrics]\nlisten = \"0.0.0.0:9100\"\nallow = [\"10.1.2.3/8\", \"192.0.2.7\", \"::1\", \"fd00::/8\"]\n",

@@ -201,6 +201,23 @@ impl Config {
                 ));
             }
         }
+        let mode = self.mode();
+        let batch_void = if !self.batch {
+            None
+        } else if !mode.master_accepts() {
+            Some("in `none` mode the workers accept their connections themselves")
+        } else if mode.node() {
+            Some("Node workers take one connection at a time")
+        } else if self.worker.max_unacked <= 1 {
+            Some("with `worker.max_unacked = 1` a worker holds one connection at a time")
+        } else {
+            None
+        };
+        if let Some(why) = batch_void {
+            warnings.push(format!(
+                "{name}: key `dispatch.batch`: true has no effect here: {why}"
+            ));
+        }
         warnings
     }
 
