@@ -261,7 +261,7 @@ def scale(raw_path, meta_path, counts):
     out = []
     for name, title in (("rrb-rr", "rr (`batch = false`, the default)"),
                         ("rrb-rr-batch", "rr with `[dispatch] batch = true`")):
-        if not any(key == (f"{name}@{n}", "close") for n in counts for key in res.rows):
+        if not any((f"{name}@{n}", "close") in res.rows for n in counts):
             continue
         rss_lo = peak_rss_kib(res, (f"{name}@{lo}", "close"))
         out += [f"### {title}", "",

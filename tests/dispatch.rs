@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::{Rrb, Start, http_get, http_get_from, pid_of, repo, worker_id_of};
 
+/// Each answer came from the slot after the previous one's, among `n`.
+fn assert_strict_rotation(ids: &[usize], n: usize) {
+    for pair in ids.windows(2) {
+        assert_eq!(pair[1], (pair[0] + 1) % n, "not a strict rotation: {ids:?}");
+    }
+}
+
 #[test]
 fn rr_with_3_workers_gives_each_exactly_10_of_30_in_strict_rotation() {
     let rrb = Rrb::start("workers = 3\nsched_policy = \"rr\"\n", 3);
@@ -24,9 +31,7 @@ fn rr_with_3_workers_gives_each_exactly_10_of_30_in_strict_rotation() {
         BTreeMap::from([(0, 10), (1, 10), (2, 10)]),
         "{ids:?}"
     );
-    for pair in ids.windows(2) {
-        assert_eq!(pair[1], (pair[0] + 1) % 3, "not a strict rotation: {ids:?}");
-    }
+    assert_strict_rotation(&ids, 3);
 }
 
 #[test]
@@ -37,9 +42,7 @@ fn batching_keeps_the_rotation_for_one_client_at_a_time_and_serves_a_burst() {
     let ids: Vec<usize> = (0..12)
         .map(|_| worker_id_of(&rrb.get().expect("answer")))
         .collect();
-    for pair in ids.windows(2) {
-        assert_eq!(pair[1], (pair[0] + 1) % 3, "not a strict rotation: {ids:?}");
-    }
+    assert_strict_rotation(&ids, 3);
     // A burst of 32 clients, 5 requests each: every one answered, by every worker.
     let clients: Vec<_> = (0..32)
         .map(|_| {

@@ -125,12 +125,11 @@ impl<C: Conn> Ledger<C> {
                 break;
             };
             self.rr.take(slot, slots);
-            let (Some(key), Some(c)) = (serving(slot), self.queue.pop_front()) else {
+            // The peek found its worker's account: the connection leaves the queue only for it.
+            let Some(account) = serving(slot).and_then(|k| self.accounts.get_mut(k)) else {
                 break;
             };
-            if let Some(account) = self.accounts.get_mut(key) {
-                account.assign(c);
-            }
+            account.assign(self.queue.pop_front().expect("not empty"));
         }
         self.queue.len()
     }
