@@ -18,6 +18,7 @@ use slab::Slab;
 use super::ids::{Place, Role};
 use super::limits::Limits;
 use super::restart::RestartTracker;
+use super::timers::{Timed, Timers};
 
 /// Notes of one worker logged at info level; the rest at debug.
 const NOTES_AT_INFO: u32 = 20;
@@ -193,6 +194,9 @@ pub struct Fleet {
     /// The agent has been ready once: the slots may start.
     pub agent_started: bool,
     by_pid: HashMap<Pid, usize>,
+    /// A hint at or before every timer of the workers and places here ([`Timers`]): whoever
+    /// sets one arms it.
+    pub timers: Timers,
 }
 
 impl Fleet {
@@ -208,7 +212,26 @@ impl Fleet {
             start_at: Some(now),
             ..Slot::default()
         });
+        fleet.arm_places();
         fleet
+    }
+
+    /// A (re)start of `place` at `at`.
+    pub fn start_at(&mut self, place: Place, at: Instant) {
+        if let Some(s) = self.place_mut(place) {
+            s.start_at = Some(at);
+            self.timers.arm(Some(at), Timed::Place(place));
+        }
+    }
+
+    /// Arms every place's (re)start: after places were added, or when the slots may start.
+    pub fn arm_places(&mut self) {
+        let places = (self.slots.iter().enumerate())
+            .map(|(i, s)| (Place::Slot(i), s.start_at))
+            .chain(self.agent.as_ref().map(|a| (Place::Agent, a.start_at)));
+        for (place, at) in places {
+            self.timers.arm(at, Timed::Place(place));
+        }
     }
 
     /// The place `place` stands for: a slot, or the agent's.
@@ -230,18 +253,25 @@ impl Fleet {
     /// then the slots once it has been ready; each with neither a current worker nor a
     /// candidate (one whose candidate is starting waits for it: it takes the place when
     /// ready, or the place is empty once it failed).
+    #[cfg(test)]
     pub fn startable(&self) -> impl Iterator<Item = (Place, &Slot)> {
-        let slots = (self.slots.iter().enumerate())
-            .filter(|_| self.may_start_slots())
-            .map(|(i, s)| (Place::Slot(i), s));
+        let slots = (self.slots.iter().enumerate()).map(|(i, s)| (Place::Slot(i), s));
         (self.agent.iter().map(|a| (Place::Agent, a)))
             .chain(slots)
-            .filter(|(_, s)| s.current.is_none() && s.candidate.is_none())
+            .filter(|&(place, _)| self.may_start(place))
     }
 
-    /// When a [startable](Fleet::startable) place is next due to (re)start. The clock's look
-    /// acts on exactly these, so no start time already past is returned that it would not
-    /// act on: the master's loop would wake for it again and again.
+    /// Whether `place` is [startable](Fleet::startable), in O(1).
+    pub fn may_start(&self, place: Place) -> bool {
+        (place == Place::Agent || self.may_start_slots())
+            && (self.place(place)).is_some_and(|s| s.current.is_none() && s.candidate.is_none())
+    }
+
+    /// When a [startable](Fleet::startable) place is next due to (re)start, found by a walk
+    /// (for tests: the clock reads [`Fleet::timers`]). The clock's look acts on exactly these,
+    /// so no start time already past is returned that it would not act on: the master's loop
+    /// would wake for it again and again.
+    #[cfg(test)]
     pub fn next_start(&self) -> Option<Instant> {
         self.startable().filter_map(|(_, s)| s.start_at).min()
     }
@@ -326,6 +356,9 @@ impl Fleet {
             if slot.candidate == Some(key) {
                 slot.candidate = None;
             }
+            // It may be startable now, at a time set while it was not.
+            let at = slot.start_at;
+            self.timers.arm(at, Timed::Place(place));
         }
     }
 

@@ -9,8 +9,8 @@
 //!   `dispatch`, `client_limits`, `mix`, `stats` (served, latency, rates);
 //! - workers: `supervisor` (the only orchestrator: lives, reload, scaling, recycling, stop,
 //!   `next_deadline`) over `fleet` (the core's worker record: pid, place, state, timers — no
-//!   fd), `restart`, `lifecycle`, `limits`, `reload`, `recycle`, `reconfigure`, `relisten`,
-//!   `stop_signal`;
+//!   fd) and `timers` (when to look at which of them), `restart`, `lifecycle`, `limits`,
+//!   `reload`, `recycle`, `reconfigure`, `relisten`, `stop_signal`;
 //! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection`
 //!   (the one slot/worker/agent state every view reads), `metrics` (counters, the family
 //!   table, the renderer), `relay` (worker-to-worker messages, bounded), `upgrade` (the
@@ -40,5 +40,6 @@ mod sim;
 pub mod stats;
 pub mod stop_signal;
 pub mod supervisor;
+pub mod timers;
 pub mod upgrade;
 pub mod watch;

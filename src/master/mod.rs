@@ -329,9 +329,7 @@ impl Master {
             .recycle
             .max_memory
             .map(|_| self.workers.next_memory_sample);
-        let core = self
-            .core
-            .next_deadline(now, &self.ledger, ack_timeout, left);
+        let core = self.core.next_deadline(now, ack_timeout, left);
         core.into_iter()
             .chain(self.accept.accept_paused_until)
             .chain(memory)

@@ -22,7 +22,7 @@ use crate::engine::effect::{Effect, Outcome};
 use crate::engine::ids::{Place, Role, Waiter};
 use crate::engine::metrics;
 use crate::engine::stop_signal::Tell;
-use crate::engine::supervisor::{self, Policy};
+use crate::engine::supervisor::Policy;
 use crate::wire::protocol::WorkerMessage;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
@@ -171,7 +171,7 @@ impl Master {
     /// at the clock; then what it decided is done.
     pub(super) fn supervise(&mut self, now: Instant) {
         let timeout = self.config.worker.ack_timeout;
-        let stuck = supervisor::overdue(self.core.fleet(), &self.ledger, timeout, now);
+        let stuck = self.core.overdue(&self.ledger, timeout, now);
         for key in stuck {
             let worker = &self.core.fleet().workers[key];
             let (held, oldest) = self

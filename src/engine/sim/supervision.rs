@@ -15,6 +15,9 @@
 //!   slot given up (until a reload);
 //! - giving up everything stops the master;
 //! - after a tick, no (re)start is left overdue (the master's loop would wake for it forever);
+//! - the timers the master's loop reads instead of walking the fleet stand for every timer:
+//!   each worker's and each startable place's has a hint at or before it, and no connection
+//!   is older than the ack floor;
 //! - with an agent (half the seeds): no slot starts before the agent has been ready once; the
 //!   agent never holds a client; a graceful stop asks it to stop only once no worker is left
 //!   (unless it failed on its own);
@@ -240,7 +243,7 @@ impl Sim {
                         let mut worker = test_worker_at(slot, self.next_pid, self.now);
                         worker.account = self.ledger.open(self.window);
                         self.open.insert(self.next_pid);
-                        let key = self.sup.fleet.insert(worker, role);
+                        let key = self.sup.spawned(worker, role);
                         let obeys = (self.rng.u8(..5) != 0)
                             .then(|| Duration::from_millis(self.rng.u64(0..3_000)));
                         self.procs.insert(
@@ -344,9 +347,9 @@ impl Sim {
         match self.rng.u8(..100) {
             0..=34 => {
                 self.now += Duration::from_millis(self.rng.u64(0..300));
-                // As the shell does each turn: a worker holding a client un-acked past
-                // ack_timeout is stuck (the ledger knows since when); then the clock.
-                for key in self.overdue() {
+                // As the shell does each turn: workers stuck past ack_timeout, then the clock.
+                let (ledger, timeout) = (&self.ledger, self.policy.ack_timeout);
+                for key in self.sup.overdue(ledger, timeout, self.now) {
                     self.log(format!("{key} stuck (ack_timeout)"));
                     self.sup.stuck(key, self.now);
                     self.apply(None)?;
@@ -531,17 +534,6 @@ impl Sim {
             })
             .collect();
         move |slot| serving.get(slot).copied().flatten()
-    }
-
-    /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it (the
-    /// master's `ack_deadline`).
-    fn overdue(&self) -> Vec<usize> {
-        crate::engine::supervisor::overdue(
-            &self.sup.fleet,
-            &self.ledger,
-            self.policy.ack_timeout,
-            self.now,
-        )
     }
 
     /// The shell closes a worker's channel: what it never got goes to the queue, what it was

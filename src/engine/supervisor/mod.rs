@@ -18,12 +18,14 @@ use super::effect::Effect;
 use super::fleet::{Fleet, State, Worker};
 use super::ids::{Place, Role};
 use super::ledger::{Conn, Ledger};
-use super::lifecycle::{Phase, ReadyRule, Start, StopStep};
+use super::lifecycle::{Phase, ReadyRule};
 use super::recycle::Recycling;
 use super::reload::{DrainWait, Reload};
 use super::restart::Decision;
+use super::timers::Timed;
 use crate::config::{AllGivenUp, Config, RestartConfig};
 
+mod clock;
 mod deadline;
 pub use deadline::ack_deadline;
 mod recycling;
@@ -94,6 +96,10 @@ pub struct Supervisor {
     pub(in crate::engine) reloads: [u64; 3],
     pub(super) policy: Policy,
     pub(super) effects: Vec<Effect>,
+    /// What the clock looks at in this tick: the hints taken from `fleet.timers`.
+    pub(super) due: Vec<Timed>,
+    /// No worker's oldest un-acked connection is older than this ([`Supervisor::overdue`]).
+    pub(super) ack_floor: Option<Instant>,
 }
 
 impl Supervisor {
@@ -110,6 +116,9 @@ impl Supervisor {
             reloads: [0; 3],
             policy,
             effects: Vec::new(),
+            due: Vec::new(),
+            // Nothing was sent before the master started.
+            ack_floor: Some(now),
         }
     }
 
@@ -180,6 +189,7 @@ impl Supervisor {
         if worker.place == Place::Agent && !self.fleet.agent_started {
             info!("the agent is ready: starting the workers");
             self.fleet.agent_started = true;
+            self.fleet.arm_places();
         }
         // Once stopping, the reload it belonged to is over: it takes nothing over (an agent's
         // candidate would have its predecessor stopped before the workers).
@@ -202,9 +212,7 @@ impl Supervisor {
         self.effects.push(Effect::Requeue(key));
         if role == Role::Current && self.running() {
             info!("worker leaving {place} pid={pid}; starting its successor");
-            if let Some(s) = self.fleet.place_mut(place) {
-                s.start_at = Some(now);
-            }
+            self.fleet.start_at(place, now);
         }
     }
 
@@ -250,6 +258,7 @@ impl Supervisor {
         // Usually the worker is exiting and its exit status is the real story; give the exit a
         // moment to be reaped before calling the closed channel itself the failure.
         worker.channel_closed_check = Some(now + CHANNEL_CLOSED_GRACE);
+        self.arm_worker(key);
     }
 
     /// It broke the protocol (the shell has released its channel): replace it.
@@ -316,132 +325,6 @@ impl Supervisor {
 
     // ---- the clock ----------------------------------------------------------------------------
 
-    /// Wanted vs alive at `now`: readiness by delay and its timeout, channels closed under live
-    /// workers, kills due, slots to (re)start, the reload's next step, and the stop's SIGKILL.
-    /// `hooks`: `on_giveup` commands still running (a stop waits for them too).
-    pub fn tick(&mut self, now: Instant, hooks: usize) {
-        self.due_stop_signals(now);
-        let closed: Vec<usize> = self
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.channel_closed_check.is_some_and(|t| t <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in closed {
-            let worker = &mut self.fleet.workers[key];
-            worker.channel_closed_check = None;
-            warn!(
-                "worker closed its channel but kept running {} pid={}; replacing it",
-                worker.place, worker.pid
-            );
-            self.drain(key, now);
-            self.fail_slot(key, now, "closed its channel".into());
-        }
-        self.check_readiness(now);
-        let left = self.fleet.workers.len() + hooks;
-        if self.phase.stop_step(now, left) == Some(StopStep::KillAll) {
-            let keys: Vec<usize> = self.fleet.workers.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                let worker = &mut self.fleet.workers[key];
-                warn!(
-                    "kill_timeout passed; SIGKILL {} pid={}",
-                    worker.place, worker.pid
-                );
-                worker.kill_at = None;
-                self.kill(key);
-            }
-            self.effects.push(Effect::KillHooks);
-            self.phase.mark_killed();
-            return;
-        }
-        let due: Vec<usize> = self
-            .fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.kill_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in due {
-            let worker = &mut self.fleet.workers[key];
-            warn!(
-                "worker did not exit in time {} pid={}; sending SIGKILL",
-                worker.place, worker.pid
-            );
-            worker.kill_at = None;
-            self.kill(key);
-        }
-        if self.running() {
-            let due: Vec<Place> = (self.fleet.startable())
-                .filter(|(_, s)| s.start_at.is_some_and(|t| t <= now))
-                .map(|(place, _)| place)
-                .collect();
-            for place in due {
-                if let Some(s) = self.fleet.place_mut(place) {
-                    s.start_at = None;
-                    if std::mem::replace(&mut s.given_up, false) {
-                        info!(
-                            "{place} was given up {:?} ago (restart.retry_after): trying it \
-                             again",
-                            self.policy.restart.retry_after
-                        );
-                        s.restarts = Default::default();
-                    }
-                }
-                self.effects.push(Effect::Spawn {
-                    place,
-                    role: Role::Current,
-                });
-            }
-            self.step_reload(now);
-        } else {
-            self.stop_agent_last(now);
-        }
-    }
-
-    /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
-    /// `ready_timeout` is killed and counts as a failed start.
-    fn check_readiness(&mut self, now: Instant) {
-        let mut ready = Vec::new();
-        let mut late = Vec::new();
-        for (key, w) in self.fleet.workers.iter() {
-            if w.state != State::Starting {
-                continue;
-            }
-            match self.ready_rule(w.place).0.check(w.uptime(now)) {
-                Start::Ready => ready.push(key),
-                Start::Late => late.push(key),
-                Start::Waiting => {}
-            }
-        }
-        for key in late {
-            let timeout = self.ready_rule(self.fleet.workers[key].place).1;
-            let worker = &mut self.fleet.workers[key];
-            warn!(
-                "worker not ready within {timeout:?} {} pid={}; killing it",
-                worker.place, worker.pid
-            );
-            worker.state = State::Draining;
-            self.kill(key);
-            self.fail_slot(key, now, format!("not ready within {timeout:?}"));
-        }
-        // After the failures: a promotion moves a reload on to the next slot, which must not be
-        // one that has just failed for good in this same look at the clock.
-        for key in ready {
-            self.ready(key, now);
-        }
-    }
-
-    /// The nearest readiness deadline of a starting worker.
-    pub fn next_readiness_deadline(&self) -> Option<Instant> {
-        self.fleet
-            .workers
-            .iter()
-            .filter(|(_, w)| w.state == State::Starting)
-            .map(|(_, w)| self.ready_rule(w.place).0.deadline(w.started))
-            .min()
-    }
-
     /// The readiness rule of a process at `place`, and its timeout.
     fn ready_rule(&self, place: Place) -> (ReadyRule, Duration) {
         match (place, self.policy.agent_ready) {
@@ -467,6 +350,7 @@ impl Supervisor {
         worker.state = State::Draining;
         let deadline = now + self.policy.kill_timeout;
         worker.kill_at = Some(worker.kill_at.map_or(deadline, |t| t.min(deadline)));
+        self.arm_worker(key);
         self.effects.push(Effect::Stop(key));
     }
 
@@ -518,8 +402,10 @@ impl Supervisor {
         };
         match decision {
             Decision::RestartAfter(delay) => {
-                s.start_at = Some(now + delay);
                 s.restart_count += 1;
+                let at = Some(now + delay);
+                s.start_at = at;
+                self.fleet.timers.arm(at, Timed::Place(place));
                 info!("restarting {place} in {delay:?}");
             }
             Decision::GiveUp => {
@@ -536,6 +422,8 @@ impl Supervisor {
                     policy.max_restarts,
                     causes.join("; ")
                 );
+                let retry = Some(now + policy.retry_after);
+                self.fleet.timers.arm(retry, Timed::Place(place));
                 let stops = if place == Place::Agent {
                     !agent_started
                 } else {

@@ -64,6 +64,7 @@ impl Supervisor {
                 pending.push_back(place);
             }
         }
+        self.fleet.arm_places(); // those given up start again
         let agent = pending.contains(&Place::Agent);
         info!(
             "reload: replacing {}{} worker(s), one at a time",
@@ -178,6 +179,7 @@ impl Supervisor {
         self.kill(key);
         if let Some(worker) = self.fleet.workers.get_mut(key) {
             worker.kill_at = Some(now + self.policy.kill_timeout);
+            self.arm_worker(key);
         }
         self.fail_reload(slot, format!("pid {pid}: {cause}"), now);
     }
@@ -269,6 +271,7 @@ impl Supervisor {
                     ..Default::default()
                 });
                 self.fleet.agent_started = true;
+                self.fleet.arm_places();
             }
             (Some(agent), false) => {
                 info!("reload: [agent] removed; stopping it");
@@ -309,5 +312,6 @@ impl Supervisor {
                 ..Default::default()
             });
         }
+        self.fleet.arm_places();
     }
 }

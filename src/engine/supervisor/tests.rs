@@ -79,7 +79,7 @@ impl Harness {
                     Effect::Spawn { place, role } => {
                         self.next_pid += 1;
                         let w = crate::engine::fleet::test_worker_at(*place, self.next_pid, now);
-                        let key = self.sup.fleet.insert(w, *role);
+                        let key = self.sup.spawned(w, *role);
                         self.spawned.push((*place, *role, key));
                     }
                     Effect::StopAccepting => self.sup.stop_workers(now),

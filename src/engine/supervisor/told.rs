@@ -20,7 +20,9 @@ impl Supervisor {
     /// The shell started `worker` (its record built by [`Worker::new`]) as its place's `role`:
     /// its key, which the shell's process record takes too.
     pub fn spawned(&mut self, worker: Worker, role: Role) -> usize {
-        self.fleet.insert(worker, role)
+        let key = self.fleet.insert(worker, role);
+        self.arm_worker(key); // its readiness
+        key
     }
 
     /// The worker of `key` said something on its channel (`stop_left`: its `stop` has left
@@ -84,7 +86,9 @@ impl Supervisor {
     pub fn channel_released(&mut self, key: usize, now: Instant) -> Option<Signal> {
         let worker = self.fleet.workers.get_mut(key)?;
         worker.channel_open = false;
-        stop_signal::channel_closed(worker, now)
+        let signal = stop_signal::channel_closed(worker, now);
+        self.arm_worker(key); // a deferred signal
+        signal
     }
 
     /// Each worker's resident memory as just measured (`[recycle] max_memory`): `rss` of its

@@ -22,6 +22,14 @@ impl Sim {
         }
     }
 
+    /// Workers holding a client un-acked past `ack_timeout`, not yet killed for it, found by a
+    /// walk (the shell asks [`Supervisor::overdue`](crate::engine::supervisor::Supervisor),
+    /// which walks only when its floor says one may be due).
+    fn overdue(&self) -> Vec<usize> {
+        let (ledger, timeout) = (&self.ledger, self.policy.ack_timeout);
+        crate::engine::supervisor::overdue(&self.sup.fleet, ledger, timeout, self.now)
+    }
+
     /// Outbox sizes of the accounts of workers the supervisor does not count as serving.
     pub(super) fn not_serving_outboxes(&self) -> Vec<(usize, usize)> {
         let serving: BTreeSet<usize> = (0..self.sup.fleet.slots.len())
@@ -152,6 +160,7 @@ impl Sim {
 
     pub(super) fn check(&mut self) -> Result<(), String> {
         self.sup.fleet.check()?;
+        self.sup.check_timers(&self.ledger)?;
         self.agent_ready();
         self.check_given_up()?;
         for (key, w) in &self.sup.fleet.workers {

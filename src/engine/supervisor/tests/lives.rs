@@ -222,7 +222,7 @@ fn the_next_deadline_is_the_nearest_timer_of_any_worker_or_of_the_stop() {
     let mut h = with_accounts(2, &mut ledger);
     let timeout = 50 * MS;
     let next = |h: &Harness, ledger: &Ledger<Conn0>, ms, left| {
-        h.sup.next_deadline(h.at(ms), ledger, timeout, left)
+        h.sup.next_deadline_by_walk(h.at(ms), ledger, timeout, left)
     };
     assert_eq!(next(&h, &ledger, 10, 2), None, "a ready fleet, nothing due");
     // An un-acked socket: its ack_timeout.
@@ -255,15 +255,82 @@ fn a_deferred_stop_signal_is_an_effect_of_the_tick_once_due() {
     let mut h = Harness::new(1, policy(10));
     ready_fleet(&mut h, 0);
     let key = h.current(0).unwrap();
-    let at = h.at(200);
     let w = &mut h.sup.fleet.workers[key];
     w.stop_signal = Some(crate::engine::fleet::StopSignalDue {
         signal: nix::sys::signal::Signal::SIGTERM,
         first: true,
     });
-    w.stop_signal_at = Some(at);
+    // A Node worker not yet heard whose channel closed: its signal is deferred.
+    assert_eq!(h.sup.channel_released(key, h.at(0)), None);
+    assert_eq!(CHANNEL_CLOSED_GRACE, 200 * MS);
     assert!(!h.tick(199).iter().any(|e| matches!(e, Effect::Signal(..))));
     let due = Effect::Signal(key, nix::sys::signal::Signal::SIGTERM);
     assert!(h.tick(200).contains(&due));
     assert!(!h.tick(400).contains(&due), "once");
+}
+
+/// The timers the clock reads instead of walking the fleet: set through the supervisor, never
+/// later than the walk says; stale hints cost a look each and run out, leaving the truth.
+#[test]
+fn the_timers_never_answer_later_than_the_walk_and_come_down_to_it() {
+    let mut ledger = Ledger::<Conn0>::default();
+    let mut h = with_accounts(2, &mut ledger);
+    let timeout = 50 * MS;
+    let (key, other) = (h.current(1).unwrap(), h.current(0).unwrap());
+    let account = h.sup.fleet.workers[key].account;
+    ledger.admit(
+        Conn0(h.t0, None),
+        2,
+        |s| (s == 1).then_some(account),
+        Default::default(),
+    );
+    // As the shell does each turn: ask for the overdue, then send (stamped no earlier).
+    assert_eq!(
+        h.sup.overdue(&ledger, timeout, h.at(100)),
+        Vec::<usize>::new()
+    );
+    ledger.account_mut(account).unwrap().mark_sent(1, h.at(100));
+    h.sup.channel_closed(other, h.at(110), false);
+    let converge = |h: &mut Harness, ledger: &Ledger<Conn0>, from: u64| {
+        let mut now = h.at(from);
+        for _ in 0..20 {
+            let walk = h.sup.next_deadline_by_walk(now, ledger, timeout, 2);
+            let timers = h.sup.next_deadline(now, timeout, 2);
+            assert!(
+                timers <= walk,
+                "timers {timers:?} later than the walk {walk:?}"
+            );
+            if timers == walk {
+                return walk;
+            }
+            now = timers.expect("a stale hint");
+            h.run(now);
+        }
+        panic!("the timers did not come down to the walk");
+    };
+    let closed_check = h.sup.fleet.workers[other].channel_closed_check;
+    assert_eq!(closed_check, Some(h.at(110) + CHANNEL_CLOSED_GRACE));
+    assert_eq!(converge(&mut h, &ledger, 110), Some(h.at(150)), "the ack's");
+    // Stuck at 150: found by the floor's walk, and killed.
+    assert_eq!(
+        h.sup.overdue(&ledger, timeout, h.at(149)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(h.sup.overdue(&ledger, timeout, h.at(150)), [key]);
+    h.sup.stuck(key, h.at(150));
+    assert!(h.run(h.at(150)).contains(&Effect::Kill(key)));
+    assert_eq!(
+        h.sup.overdue(&ledger, timeout, h.at(300)),
+        Vec::<usize>::new()
+    );
+    // The restart of its slot, then the check of the closed channel: each in turn.
+    let restart = h.sup.fleet.slots[1].start_at;
+    assert!(restart.is_some_and(|t| t < h.at(310)), "{restart:?}");
+    assert_eq!(converge(&mut h, &ledger, 150), restart);
+    h.sup.tick(restart.unwrap(), 0);
+    assert!(h.run(restart.unwrap()).contains(&Effect::Spawn {
+        place: Place::Slot(1),
+        role: Role::Current
+    }));
+    assert_eq!(converge(&mut h, &ledger, 150), closed_check);
 }
