@@ -582,3 +582,41 @@ fn max_age_recycles_each_worker_and_a_failing_successor_pauses_recycling() {
     );
     assert_eq!(rrb.wait_workers(2, Duration::from_secs(1)), serving);
 }
+
+/// A worker that says more in one go than the master reads in a turn (its read budget: 256
+/// messages) and then falls silent is read to the end without another event: its `ready`,
+/// last in the burst, is heard. The burst is made to wait whole in the channel while the
+/// master is frozen, so that it comes with one event.
+#[test]
+fn a_burst_longer_than_one_read_is_read_to_the_end_without_another_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (go, sent) = (dir.path().join("go"), dir.path().join("sent"));
+    let worker = format!(
+        "import os, socket, time\n\
+         ch = socket.socket(fileno=int(os.environ['RRB_CHANNEL_FD']))\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         for _ in range(270): ch.send(b'idle\\n')\n\
+         ch.send(b'ready\\n')\n\
+         open({sent:?}, 'w').close()\n\
+         time.sleep(60)\n"
+    );
+    let config = format!(
+        "workers = 1\n[worker]\nexec = \"python3\"\nargs = [\"-c\", {worker:?}]\n\
+         ready_timeout = \"60s\"\n"
+    );
+    let rrb = Rrb::start(&config, 0);
+    rrb.wait_for_log("pid=", Duration::from_secs(10));
+    rrb.signal(libc::SIGSTOP);
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sent.exists() {
+        if Instant::now() > deadline {
+            rrb.signal(libc::SIGCONT);
+            panic!("the channel did not take a burst of 271 messages");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rrb.signal(libc::SIGCONT);
+    rrb.wait_for_log("worker ready", Duration::from_secs(5));
+    assert_eq!(rrb.count_log("misbehaved"), 0, "{:?}", rrb.log());
+}

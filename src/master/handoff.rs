@@ -62,25 +62,54 @@ impl Master {
     }
 
     /// Channels whose last read stopped for its budget, with messages perhaps still waiting
-    /// (but those that flow control holds back).
+    /// (but those that flow control holds back). From the list [`Master::read_channel`] keeps,
+    /// not a walk of every worker.
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
         let paused = self.ops.relay_paused;
-        self.workers
-            .procs
-            .iter()
-            .filter(move |(_, p)| {
-                p.channel
-                    .as_ref()
-                    .is_some_and(|c| c.has_unread() && !(paused && c.is_sender()))
-            })
-            .map(|(k, _)| k)
+        let procs = &self.workers.procs;
+        (self.workers.unread.iter().copied()).filter(move |&key| {
+            procs
+                .channel(key)
+                .is_some_and(|c| c.has_unread() && !(paused && c.is_sender()))
+        })
     }
 
     /// Reads on where a worker said more than one turn's budget: every worker gets a turn.
+    /// Those flow control holds back stay listed, for when it lets them go.
     pub(super) fn read_unread(&mut self) {
-        let keys: Vec<usize> = self.unread_channels().collect();
-        for key in keys {
-            self.on_channel(key, true);
+        if self.workers.unread.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.workers.unread);
+        let paused = self.ops.relay_paused;
+        for &key in &keys {
+            let Some(channel) = self.workers.procs.channel(key) else {
+                continue; // released
+            };
+            if !channel.has_unread() {
+                continue;
+            }
+            if paused && channel.is_sender() {
+                self.note_unread(key);
+            } else {
+                self.on_channel(key, true); // listed again if still unread
+            }
+        }
+        keys.clear();
+        if self.workers.unread.is_empty() {
+            self.workers.unread = keys; // keeps the allocation
+        }
+    }
+
+    /// Lists the channel of `key` if its read stopped before all was read.
+    fn note_unread(&mut self, key: usize) {
+        let unread = self
+            .workers
+            .procs
+            .channel(key)
+            .is_some_and(|c| c.has_unread());
+        if unread && !self.workers.unread.contains(&key) {
+            self.workers.unread.push(key);
         }
     }
 
@@ -97,8 +126,14 @@ impl Master {
     }
 
     /// Reads what the worker of `key` said (`readable`); `force`: even if flow control holds
-    /// its reads back (its last words, before it is reaped).
+    /// its reads back (its last words, before it is reaped). A read stopped by its budget (or
+    /// held back) lists the channel for [`Master::read_unread`].
     pub(super) fn read_channel(&mut self, key: usize, readable: bool, force: bool) {
+        self.read_channel_once(key, readable, force);
+        self.note_unread(key);
+    }
+
+    fn read_channel_once(&mut self, key: usize, readable: bool, force: bool) {
         let Some(worker) = self.core.fleet().workers.get(key) else {
             return; // a stale event for a worker already reaped
         };

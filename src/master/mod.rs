@@ -176,6 +176,8 @@ impl Master {
             ledger: Ledger::default(),
             workers: Workers {
                 procs: process::Processes::default(),
+                unread: Vec::new(),
+                backlogged: Vec::new(),
                 effects: Vec::new(),
                 base_env: launch::base_env(&config, &config.worker.command.env),
                 sinks,

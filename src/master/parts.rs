@@ -74,6 +74,12 @@ pub(super) struct Workers {
     /// What the master holds open for each worker (channel, captured output, their tokens), by
     /// the key of the core's record of it.
     pub procs: process::Processes,
+    /// Keys of channels whose last read stopped before all was read (its budget, or held back
+    /// by flow control): read again without waiting for an event.
+    pub unread: Vec<usize>,
+    /// Keys of channels that may have relayed messages waiting (a backlog): the only ones
+    /// flow control and the stall check look at.
+    pub backlogged: Vec<usize>,
     /// What the core decided and the shell has yet to do (reused).
     pub effects: Vec<Effect>,
     /// The environment every worker starts with, before its own variables.

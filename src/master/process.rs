@@ -66,11 +66,6 @@ impl Processes {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Process)> {
         (self.by_key.iter_mut().enumerate()).filter_map(|(k, p)| Some((k, p.as_mut()?)))
     }
-
-    /// Every live process with its key.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Process)> {
-        (self.by_key.iter().enumerate()).filter_map(|(k, p)| Some((k, p.as_ref()?)))
-    }
 }
 
 /// Sends the stop signal the core found due ([`stop_signal`](crate::engine::stop_signal)), if any.

@@ -78,7 +78,10 @@ impl Master {
                 continue;
             };
             match channel.send_message(&message, now) {
-                Ok(true) => sent += 1,
+                Ok(true) => {
+                    sent += 1;
+                    backlogged(&mut self.workers.backlogged, key);
+                }
                 Ok(false) => {}
                 Err(overflow) => self.replace_receiver(key, overflow.bytes, &overflowed(), now),
             }
@@ -146,6 +149,7 @@ impl Master {
         if let Err(overflow) = channel.subscribe(&self.ops.retained, now) {
             self.replace_receiver(key, overflow.bytes, &overflowed(), now);
         }
+        backlogged(&mut self.workers.backlogged, key);
     }
 
     /// What a worker asked to relay: sent, or why not said in its log lines (not a protocol
@@ -177,18 +181,25 @@ impl Master {
 
     /// After the flush: the flow-control pause begins past the high-water mark of any
     /// backlog and ends once all are under the low-water mark; a backlog that has not moved
-    /// for [`relay::STALL_TIMEOUT`] gets its receiver replaced.
+    /// for [`relay::STALL_TIMEOUT`] gets its receiver replaced. Only the channels listed as
+    /// backlogged are looked at, and those emptied leave the list.
     pub(super) fn relay_turn(&mut self, now: Instant) {
+        if self.workers.backlogged.is_empty() && !self.ops.relay_paused {
+            return;
+        }
         let mut highest = 0;
         let mut stalled = Vec::new();
-        for (key, p) in self.workers.procs.iter() {
-            if let Some(channel) = &p.channel {
-                highest = highest.max(channel.backlog_bytes());
-                if channel.stall_deadline().is_some_and(|t| t <= now) {
-                    stalled.push(key);
-                }
+        let procs = &self.workers.procs;
+        self.workers.backlogged.retain(|&key| {
+            let Some(channel) = procs.channel(key) else {
+                return false; // released
+            };
+            highest = highest.max(channel.backlog_bytes());
+            if channel.stall_deadline().is_some_and(|t| t <= now) {
+                stalled.push(key);
             }
-        }
+            channel.backlog_bytes() > 0
+        });
         let paused = if self.ops.relay_paused {
             highest > relay::LOW_WATER
         } else {
@@ -214,10 +225,8 @@ impl Master {
 
     /// The nearest moment a backlog would count as stalled.
     pub(super) fn next_stall_deadline(&self) -> Option<Instant> {
-        self.workers
-            .procs
-            .iter()
-            .filter_map(|(_, p)| p.channel.as_ref()?.stall_deadline())
+        (self.workers.backlogged.iter())
+            .filter_map(|&key| self.workers.procs.channel(key)?.stall_deadline())
             .min()
     }
 
@@ -243,4 +252,11 @@ impl Master {
 /// Why a receiver whose backlog passed the hard bound is replaced.
 fn overflowed() -> String {
     format!("would wait (at most {})", relay::MAX_BACKLOG_BYTES)
+}
+
+/// Lists `key` among the channels with messages waiting (once).
+fn backlogged(list: &mut Vec<usize>, key: usize) {
+    if !list.contains(&key) {
+        list.push(key);
+    }
 }
