@@ -214,6 +214,7 @@ impl Master {
     }
 
     fn run(mut self) -> Result<(), MasterError> {
+        self.take_policy();
         let mut events = Events::with_capacity(256);
         loop {
             let now = Instant::now();
@@ -313,6 +314,13 @@ impl Master {
                 };
             }
         }
+    }
+
+    /// The supervisor decides by the configuration as read now (at the start, at a reload).
+    pub(super) fn take_policy(&mut self) {
+        self.core.set_policy(Policy::of(&self.config));
+        let max_age = self.config.recycle.max_age.is_some();
+        self.core.set_max_age(max_age);
     }
 
     /// Work that should not wait for an event: a channel read stopped by its budget, or a

@@ -22,7 +22,6 @@ use crate::engine::effect::{Effect, Outcome};
 use crate::engine::ids::{Place, Role, Waiter};
 use crate::engine::metrics;
 use crate::engine::stop_signal::Tell;
-use crate::engine::supervisor::Policy;
 use crate::wire::protocol::WorkerMessage;
 
 /// How often the workers' memory is measured, with `[recycle] max_memory` set.
@@ -446,7 +445,7 @@ impl Master {
         self.workers.configured_workers = config.workers;
         let kept = self.apply_config(config);
         self.config.workers = workers;
-        self.core.set_policy(Policy::of(&self.config));
+        self.take_policy();
         self.core
             .begin_reload(waiter, wait_drained, workers, Instant::now());
         self.core.keeping(kept, relistened.into_iter().collect());

@@ -90,6 +90,9 @@ pub struct Supervisor {
     pub(in crate::engine) recycling: Option<Recycling>,
     /// A recycle's successor failed: no other begins before then.
     pub(super) recycle_paused_until: Option<Instant>,
+    /// Some worker may have a `max_age` (`[recycle] max_age` is set, or was when it started):
+    /// without, [`Supervisor::next_recycle_check`] walks nothing.
+    pub(super) ages: bool,
     /// Every slot was given up: the master stops and exits with an error.
     pub(in crate::engine) gave_up: bool,
     /// Reloads ended, by [`metrics::RELOAD_OUTCOMES`](super::metrics::RELOAD_OUTCOMES).
@@ -112,6 +115,7 @@ impl Supervisor {
             drain_waits: Vec::new(),
             recycling: None,
             recycle_paused_until: None,
+            ages: true,
             gave_up: false,
             reloads: [0; 3],
             policy,
@@ -124,6 +128,18 @@ impl Supervisor {
 
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+    }
+
+    /// Whether `[recycle] max_age` is set (true until told): the shell, which reads the
+    /// configuration, says so at the start and at each reload. Workers started under an
+    /// earlier one keep their `max_age`, so `false` is taken only once none of them is left.
+    pub fn set_max_age(&mut self, configured: bool) {
+        let aged = self
+            .fleet
+            .workers
+            .iter()
+            .any(|(_, w)| w.limits.age.is_some());
+        self.ages = configured || aged;
     }
 
     /// The slots and the workers, for the shell to read (it writes nothing of them: what it

@@ -77,6 +77,9 @@ impl Supervisor {
         if let Some(t) = self.recycle_paused_until.filter(|&t| t > now) {
             return Some(t);
         }
+        if !self.ages {
+            return None; // no worker has a max_age: nothing to walk for
+        }
         self.fleet
             .slots
             .iter()

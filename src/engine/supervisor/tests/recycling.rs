@@ -277,3 +277,27 @@ fn the_next_recycle_check_is_always_in_the_future_and_none_during_a_reload() {
     assert!(h.sup.reload.is_some() && h.sup.recycling.is_none());
     assert_eq!(h.sup.next_recycle_check(end), None);
 }
+
+/// Without `[recycle] max_age` (the shell says so), the next recycle check walks nothing — but
+/// only once no worker started with one is left.
+#[test]
+fn without_max_age_the_recycle_check_walks_nothing_once_no_worker_has_one() {
+    let mut h = Harness::new(2, policy(10));
+    ready_fleet(&mut h, 0);
+    aged(&mut h, 0, 1_000);
+    h.sup.set_max_age(false);
+    assert_eq!(
+        h.sup.next_recycle_check(h.at(10)),
+        Some(h.at(1_000)),
+        "it has one"
+    );
+    let key = h.current(0).unwrap();
+    h.sup.fleet.workers[key].limits.age = None;
+    h.sup.set_max_age(false);
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), None);
+    // Not walked: an age given behind the supervisor's back (no worker starts so) is not seen.
+    aged(&mut h, 1, 3_000);
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), None, "walked");
+    h.sup.set_max_age(true);
+    assert_eq!(h.sup.next_recycle_check(h.at(10)), Some(h.at(3_000)));
+}
