@@ -281,6 +281,9 @@ pub struct Ledger<C> {
     /// the next stays with it while it still serves that slot, has room and has not been
     /// flushed since (its outbox is not empty).
     last: Option<(usize, usize)>,
+    /// Accounts given something to send since the shell last took them ([`Ledger::take_touched`]):
+    /// each when its outbox stops being empty.
+    touched: Vec<usize>,
 }
 
 impl<C> Default for Ledger<C> {
@@ -291,11 +294,19 @@ impl<C> Default for Ledger<C> {
             rr: RoundRobin::default(),
             retired_handed: 0,
             last: None,
+            touched: Vec::new(),
         }
     }
 }
 
 impl<C: Conn> Ledger<C> {
+    /// The accounts whose outbox stopped being empty since the last call, into `out` (emptied
+    /// first): the shell flushes those, and keeps looking at any it could not empty.
+    pub fn take_touched(&mut self, out: &mut Vec<usize>) {
+        out.clear();
+        std::mem::swap(&mut self.touched, out);
+    }
+
     /// An account for a new worker, with its window; its key.
     pub fn open(&mut self, window: usize) -> usize {
         self.accounts.insert(Account::new(window))

@@ -115,6 +115,7 @@ impl Master {
 
     /// The channel of `key` takes writes again: it may be given connections again.
     pub(super) fn on_channel_writable(&mut self, key: usize) {
+        self.workers.flush_due.insert(key);
         let account = self.core.fleet().workers.get(key).map(|w| w.account);
         if let Some(account) = account.and_then(|a| self.ledger.account_mut(a)) {
             account.on_writable();
@@ -131,6 +132,8 @@ impl Master {
     pub(super) fn read_channel(&mut self, key: usize, readable: bool, force: bool) {
         self.read_channel_once(key, readable, force);
         self.note_unread(key);
+        // What it said may let something go to it (a Node worker's next handle, a reply).
+        self.workers.flush_due.insert(key);
     }
 
     fn read_channel_once(&mut self, key: usize, readable: bool, force: bool) {
@@ -384,11 +387,23 @@ impl Master {
 
     /// Sends what each worker was assigned (and queued `stop`s). A socket that could not be
     /// sent (the channel is full) is not left waiting for that worker: it goes back to the
-    /// front of the backlog, for whoever is free next.
+    /// front of the backlog, for whoever is free next. Only the channels listed in
+    /// `flush_due` are looked at (with the ledger's touched accounts); one that still wants a
+    /// flush after it stays listed, for the next turn.
     pub(super) fn flush(&mut self, now: Instant) {
+        let [mut keys, mut touched] = std::mem::take(&mut self.workers.scratch);
+        self.ledger.take_touched(&mut touched);
+        for &account in &touched {
+            if let Some(&Some(key)) = self.workers.owners.get(account) {
+                self.workers.flush_due.insert(key);
+            }
+        }
+        #[cfg(debug_assertions)]
+        self.check_flush_listed();
+        self.workers.flush_due.take_into(&mut keys);
         let mut broken = Vec::new();
-        for (key, record) in self.workers.procs.iter_mut() {
-            let Some(channel) = record.channel.as_mut() else {
+        for &key in &keys {
+            let Some(channel) = self.workers.procs.channel_mut(key) else {
                 continue;
             };
             let Some(worker) = self.core.fleet().workers.get(key) else {
@@ -419,13 +434,39 @@ impl Master {
             if self.core.phase() == Phase::Running {
                 self.ledger.requeue_unsent(account_id);
             }
+            let account = self.ledger.account(account_id);
+            if account.is_some_and(|a| channel.wants_flush(a)) {
+                self.workers.flush_due.insert(key);
+            }
         }
+        self.workers.scratch = [keys, touched];
         for key in broken {
             // Its last words (a `leaving`, acks) may wait unread: they decide what happens next.
             self.on_channel(key, true);
             if self.workers.procs.channel(key).is_some() {
                 self.on_channel_closed(key);
             }
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Master {
+    /// Debug builds (the integration tests): no channel that wants a flush is left unlisted.
+    fn check_flush_listed(&self) {
+        for (key, worker) in self.core.fleet().workers.iter() {
+            let Some(channel) = self.workers.procs.channel(key) else {
+                continue;
+            };
+            let Some(account) = self.ledger.account(worker.account) else {
+                continue;
+            };
+            assert!(
+                !channel.wants_flush(account) || self.workers.flush_due.contains(key),
+                "the channel of {} pid={} wants a flush and is not listed",
+                worker.place,
+                worker.pid
+            );
         }
     }
 }

@@ -26,6 +26,7 @@ mod control_socket;
 pub mod fuzz;
 mod giveup_hook;
 mod handoff;
+mod key_set;
 mod launch;
 mod listeners;
 mod memory;
@@ -177,6 +178,9 @@ impl Master {
             workers: Workers {
                 procs: process::Processes::default(),
                 unread: Vec::new(),
+                flush_due: Default::default(),
+                owners: Vec::new(),
+                scratch: [Vec::new(), Vec::new()],
                 backlogged: Vec::new(),
                 effects: Vec::new(),
                 base_env: launch::base_env(&config, &config.worker.command.env),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use mio::{Poll, Token};
 use nix::unistd::Pid;
 
+use super::key_set::KeySet;
 use super::listeners::{Listener, ListenerId};
 use super::signals::{Action, SignalSource};
 use super::sources::Sources;
@@ -77,6 +78,15 @@ pub(super) struct Workers {
     /// Keys of channels whose last read stopped before all was read (its budget, or held back
     /// by flow control): read again without waiting for an event.
     pub unread: Vec<usize>,
+    /// Keys of channels with something to send, or that may have: [`Master::flush`] looks at
+    /// these, not at every worker. Listed by what gives them something (the ledger's touched
+    /// accounts, a read, a writable event, a `stop`, a relayed message); one still wanting a
+    /// flush after it stays listed.
+    pub flush_due: KeySet,
+    /// The worker key of each ledger account (by account), for the ledger's touched accounts.
+    pub owners: Vec<Option<usize>>,
+    /// Reused each turn, so that a turn allocates nothing.
+    pub scratch: [Vec<usize>; 2],
     /// Keys of channels that may have relayed messages waiting (a backlog): the only ones
     /// flow control and the stall check look at.
     pub backlogged: Vec<usize>,
@@ -95,6 +105,16 @@ pub(super) struct Workers {
     /// `workers` as the configuration said when last read: a reload keeps a `scale` made since,
     /// unless the configuration's own count changed.
     pub configured_workers: usize,
+}
+
+impl Workers {
+    /// The ledger `account` is the worker of `key`'s.
+    pub fn own(&mut self, account: usize, key: usize) {
+        if account >= self.owners.len() {
+            self.owners.resize(account + 1, None);
+        }
+        self.owners[account] = Some(key);
+    }
 }
 
 /// An in-place upgrade, on either side.

@@ -61,11 +61,6 @@ impl Processes {
     pub fn channel_mut(&mut self, key: usize) -> Option<&mut Channel> {
         self.get_mut(key)?.channel.as_mut()
     }
-
-    /// Every live process with its key, to change.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Process)> {
-        (self.by_key.iter_mut().enumerate()).filter_map(|(k, p)| Some((k, p.as_mut()?)))
-    }
 }
 
 /// Sends the stop signal the core found due ([`stop_signal`](crate::engine::stop_signal)), if any.

@@ -81,6 +81,7 @@ impl Master {
                 Ok(true) => {
                     sent += 1;
                     backlogged(&mut self.workers.backlogged, key);
+                    self.workers.flush_due.insert(key);
                 }
                 Ok(false) => {}
                 Err(overflow) => self.replace_receiver(key, overflow.bytes, &overflowed(), now),
@@ -150,6 +151,7 @@ impl Master {
             self.replace_receiver(key, overflow.bytes, &overflowed(), now);
         }
         backlogged(&mut self.workers.backlogged, key);
+        self.workers.flush_due.insert(key);
     }
 
     /// What a worker asked to relay: sent, or why not said in its log lines (not a protocol

@@ -256,7 +256,10 @@ impl Master {
                     .ask_to_stop(key, signal, node, disconnect, channel.is_some())
                 {
                     // The signal goes with the `stop` (see `flush`).
-                    Some((_, Tell::Channel)) => channel.expect("asked on its channel").queue_stop(),
+                    Some((_, Tell::Channel)) => {
+                        channel.expect("asked on its channel").queue_stop();
+                        self.workers.flush_due.insert(key);
+                    }
                     Some((pid, Tell::Signal(signal))) => {
                         debug!("pid={pid}: sending {signal} to stop it");
                         process::signal_group(pid, signal);
@@ -366,6 +369,7 @@ impl Master {
         let node = process.channel.as_ref().is_some_and(|c| c.subscribed());
         let key = self.core.spawned(worker, role);
         self.workers.procs.insert(key, process);
+        self.workers.own(seat.account, key);
         if node {
             // A Node process takes messages from its start: the retained values go first.
             self.subscribe(key);

@@ -70,6 +70,9 @@ impl<C: Conn> Ledger<C> {
         };
         match self.accounts.get_mut(key) {
             Some(account) => {
+                if account.outbox.is_empty() {
+                    self.touched.push(key);
+                }
                 account.assign(c);
                 // A batch continues with the worker whose turn it was (not with a client's
                 // home, which took it out of turn).
@@ -126,9 +129,13 @@ impl<C: Conn> Ledger<C> {
             };
             self.rr.take(slot, slots);
             // The peek found its worker's account: the connection leaves the queue only for it.
-            let Some(account) = serving(slot).and_then(|k| self.accounts.get_mut(k)) else {
+            let Some(key) = serving(slot) else { break };
+            let Some(account) = self.accounts.get_mut(key) else {
                 break;
             };
+            if account.outbox.is_empty() {
+                self.touched.push(key);
+            }
             account.assign(self.queue.pop_front().expect("not empty"));
         }
         self.queue.len()
