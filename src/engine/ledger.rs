@@ -67,6 +67,8 @@ pub struct Account<C> {
     /// `ack`, or until this time (then one connection, as a probe: a worker that never says
     /// `idle`, a Node worker, is not left out for good).
     full_until: Option<Instant>,
+    /// It is in the ledger's `changed` list (it may be `full`).
+    listed: bool,
     /// How many it may be sent un-acked now: its window, but after a `full` one, then doubled
     /// by each `ack` (a worker just short of descriptors is not sent a whole window again).
     cap: usize,
@@ -90,6 +92,7 @@ impl<C: Conn> Account<C> {
             pulled: false,
             idle: false,
             full_until: None,
+            listed: false,
             cap: window.max(1),
             served: Served::default(),
             rate: Rate::default(),
@@ -284,6 +287,9 @@ pub struct Ledger<C> {
     /// Accounts given something to send since the shell last took them ([`Ledger::take_touched`]):
     /// each when its outbox stops being empty.
     touched: Vec<usize>,
+    /// Accounts handed out mutably since [`Ledger::retry_full`] last looked (and those still
+    /// `full` then): only these can have become `full`, so it looks at these and not at all.
+    changed: Vec<usize>,
 }
 
 impl<C> Default for Ledger<C> {
@@ -295,6 +301,7 @@ impl<C> Default for Ledger<C> {
             retired_handed: 0,
             last: None,
             touched: Vec::new(),
+            changed: Vec::new(),
         }
     }
 }
@@ -316,8 +323,14 @@ impl<C: Conn> Ledger<C> {
         self.accounts.get(key)
     }
 
+    /// The account of `key`, to change: listed for [`Ledger::retry_full`], since what the
+    /// shell tells it may be a `full`.
     pub fn account_mut(&mut self, key: usize) -> Option<&mut Account<C>> {
-        self.accounts.get_mut(key)
+        let account = self.accounts.get_mut(key)?;
+        if !std::mem::replace(&mut account.listed, true) {
+            self.changed.push(key);
+        }
+        Some(account)
     }
 
     /// Hand-offs to workers so far, over the master's life (what `status` shows per worker,
@@ -415,17 +428,27 @@ impl<C: Conn> Ledger<C> {
     }
 
     /// Workers full since [`FULL_RETRY`] before `now` may be sent one connection again.
+    /// Only the accounts changed since it last looked can be `full`; those still full stay
+    /// listed.
     pub fn retry_full(&mut self, now: Instant) {
-        for (_, a) in &mut self.accounts {
+        let accounts = &mut self.accounts;
+        self.changed.retain(|&key| {
+            let Some(a) = accounts.get_mut(key) else {
+                return false; // removed (a reused key lists itself again)
+            };
             if a.full_until.is_some_and(|t| t <= now) {
                 a.full_until = None;
             }
-        }
+            a.listed = a.full_until.is_some();
+            a.listed
+        });
     }
 
     /// When [`Ledger::retry_full`] has something to do next.
     pub fn next_full_retry(&self) -> Option<Instant> {
-        self.accounts.iter().filter_map(|(_, a)| a.full_until).min()
+        (self.changed.iter())
+            .filter_map(|&key| self.accounts.get(key)?.full_until)
+            .min()
     }
 
     /// The master is stopping: what is still queued is closed. How many.

@@ -3,6 +3,18 @@
 use super::*;
 use crate::engine::dispatch::Placement;
 
+impl<C: Conn> Ledger<C> {
+    /// What `retry_full` relies on, checked by a walk: every `full` account is listed.
+    pub fn check_full_listed(&self) -> Result<(), String> {
+        let unlisted =
+            |(k, a): &(usize, &Account<C>)| a.full_until.is_some() && !self.changed.contains(k);
+        match self.accounts.iter().find(unlisted) {
+            Some((key, _)) => Err(format!("account {key} is full and not listed")),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 struct Id(u32, Option<Instant>);
 

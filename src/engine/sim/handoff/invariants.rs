@@ -8,6 +8,7 @@ use super::{Sim, State, Whereabouts};
 impl Sim {
     /// The invariants that hold after every step.
     pub(super) fn check(&self) -> Result<(), String> {
+        self.ledger.check_full_listed()?;
         let mut seen: BTreeMap<u64, String> = BTreeMap::new();
         let mut twice = None;
         let mut misplaced = None;
