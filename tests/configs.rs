@@ -320,6 +320,11 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         let value = g.duration();
         line(format!("kill_timeout = {value}"));
     }
+    if g.one_in(4) {
+        // Kept short: the generated masters are stopped, after the drain.
+        let drain = g.one(&["\"0s\"", "\"150ms\""], &["\"soon\"", "-1", "\"2days\""]);
+        line(format!("drain = {drain}"));
+    }
     if g.one_in(3) {
         let signal = g.one(
             &[

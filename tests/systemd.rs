@@ -263,6 +263,24 @@ fn systemd_is_told_ready_reloading_and_stopping_on_notify_socket() {
     assert_eq!(notify.quiet(), None, "only the master notifies");
 }
 
+/// A graceful stop with `[shutdown] drain` says so first (`STATUS=draining, then stopping`),
+/// then `STOPPING=1` once the drain is over.
+#[test]
+fn systemd_is_told_of_a_drain_before_the_stop() {
+    let notify = Notify::new();
+    let mut rrb = notify.start("workers = 1\n[shutdown]\ndrain = \"1s\"\n", 1);
+    assert!(notify.next().contains("READY=1"));
+    rrb.signal(libc::SIGTERM);
+    let draining = notify.next();
+    assert_eq!(draining.trim_end(), "STATUS=draining, then stopping");
+    let stopping = notify.next();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    assert_eq!(
+        rrb.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+}
+
 /// README: `WATCHDOG=1` every half `WATCHDOG_USEC` (systemd's `WatchdogSec=`): never a gap
 /// as long as the deadline.
 #[test]

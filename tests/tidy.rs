@@ -72,7 +72,7 @@ const NIX_VALUES: &[&str] = &["nix::unistd::Pid", "nix::sys::signal::Signal"];
 
 /// Files over [`MAX_FILE_LINES`] today, with their size now: they may shrink, not grow.
 const FILE_EXCEPTIONS: &[(&str, usize)] = &[
-    ("src/master/control_socket.rs", 567),
+    ("src/master/control_socket.rs", 562),
     ("src/master/node.rs", 537),
     ("src/engine/sim/handoff.rs", 540),
     ("src/engine/sim/supervision.rs", 649),

@@ -19,15 +19,14 @@ pub(super) enum Ask {
         /// Exit 1 unless the master serves.
         ready: bool,
     },
-    Stop,
+    /// `now`: without the drain.
+    Stop { now: bool },
     /// `reload`, `scale`, `upgrade`: answered with a message once done.
     Request(Request),
     /// `upgrade --wait`: answered, then the connection stays open until the master exits.
     UntilExit(Request),
     /// `top`: the live view.
-    Top {
-        iterations: Option<u64>,
-    },
+    Top { iterations: Option<u64> },
     /// `logs`: the workers' recent output, followed with `follow`.
     Logs {
         slot: Option<usize>,
@@ -57,9 +56,10 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
     let long = Duration::from_secs(600) + kill_timeout.unwrap_or_default();
     let outcome = match ask {
         Ask::Status { json, ready } => status(&socket, json, ready, long),
-        Ask::Stop => {
+        Ask::Stop { now } => {
             let wait = kill_timeout.map_or(long, |t| t + Duration::from_secs(10));
-            client::until_exit(&socket, &Request::Stop, wait).map(|m| format!("{m}; stopped"))
+            let request = Request::Stop { now };
+            client::until_exit(&socket, &request, wait).map(|m| format!("{m}; stopped"))
         }
         Ask::UntilExit(request) => {
             client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))

@@ -48,6 +48,12 @@ pub fn readiness(s: &Status) -> Result<String, String> {
     let wanted = s.workers_wanted;
     if s.stopping {
         Err(format!("not ready: pid {} is stopping", s.pid))
+    } else if let Some(ms) = s.draining_ms {
+        Err(format!(
+            "not ready: pid {} is draining before it stops ({:.1}s left)",
+            s.pid,
+            ms as f64 / 1000.0
+        ))
     } else if ready == 0 {
         Err(format!(
             "not ready: 0/{wanted} workers ready (pid {})",
@@ -343,10 +349,11 @@ pub fn format_status(s: &Status) -> String {
 }
 
 /// What the master is in the middle of, for a header line: `  (reload in progress)`,
-/// `  (stopping)`, or nothing.
+/// `  (draining, then stopping)`, `  (stopping)`, or nothing.
 pub fn notes(s: &Status) -> &'static str {
     match (s.reload_in_progress, s.stopping) {
         (_, true) => "  (stopping)",
+        _ if s.draining_ms.is_some() => "  (draining, then stopping)",
         (true, false) => "  (reload in progress)",
         (false, false) => "",
     }

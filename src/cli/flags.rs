@@ -158,8 +158,14 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Stop the running master gracefully and wait until it has exited.
-    Stop,
+    /// Stop the running master gracefully and wait until it has exited. With `[shutdown]
+    /// drain`, it first serves on for that long, reported not ready (`/readyz` 503), so that a
+    /// balancer in front sees it leave; asked again while draining, it skips the rest.
+    Stop {
+        /// Skip the drain (or what is left of one under way): stop gracefully now.
+        #[arg(long)]
+        now: bool,
+    },
     /// Stop the running master (gracefully, waiting until it has exited), then start it again
     /// in the background with the same configuration file and the flags given here, as `start
     /// --daemon` does; with nothing running, just start it. Between the two, nothing listens:

@@ -70,7 +70,7 @@ fn restart(mut cli: Cli) -> ExitCode {
         std::mem::take(&mut cli.listen),
         cli.sched_policy.take(),
     );
-    let stopped = control_command(&cli, Ask::Stop);
+    let stopped = control_command(&cli, Ask::Stop { now: false });
     (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
     // With no file named, a failed stop (none running, several) leaves nothing to
     // restart; with one, the pid file refuses a second master if the first still runs.
@@ -115,7 +115,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
                 follow,
             },
         ),
-        Some(Command::Stop) => control_command(&cli, Ask::Stop),
+        Some(Command::Stop { now }) => control_command(&cli, Ask::Stop { now }),
         Some(Command::Restart) => restart(cli),
         Some(Command::Send {
             slot,

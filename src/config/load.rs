@@ -66,7 +66,8 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     Ok(config)
 }
 
-/// Where the master started with the config file at `path` is found, and its `kill_timeout`:
+/// Where the master started with the config file at `path` is found, and how long its stop may
+/// take (`kill_timeout`, after `[shutdown] drain`):
 /// what `status`, `reload`, `scale` and `stop` need, read without the rest of the checks (a
 /// control command run from a shell whose PATH lacks the worker's program must still reach the
 /// master that found it).
@@ -79,13 +80,17 @@ pub fn load_control(path: &Path) -> Result<(ControlConfig, Duration), ConfigErro
     let file = parse(&text, &name)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let kill_timeout = file.shutdown.kill_timeout.into_inner().0.min(MAX_DURATION);
+    let drain = file.shutdown.drain.into_inner().0.min(MAX_DURATION);
     let c = Checker {
         text: &text,
         name: &name,
         dir: Some(&dir),
     };
     let owner = (file.master.user.as_ref()).and_then(|u| probe::uid_of(u.get_ref()));
-    Ok((control_config(&c, file.control, owner), kill_timeout))
+    Ok((
+        control_config(&c, file.control, owner),
+        kill_timeout + drain,
+    ))
 }
 
 /// `[control]`: its paths, relative ones taken from the config file's directory, or the

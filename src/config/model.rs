@@ -52,6 +52,8 @@ pub struct Config {
     pub stop_signal: StopSignal,
     /// Node workers get Node's `disconnect` when asked to stop (`[shutdown] disconnect`).
     pub disconnect: bool,
+    /// `[shutdown] drain`: how long a graceful stop first serves on, reported not ready.
+    pub drain: Duration,
     pub restart: RestartConfig,
     pub recycle: RecycleConfig,
     pub on_giveup: Option<String>,

@@ -31,6 +31,7 @@ impl Config {
         shutdown.insert("kill_timeout".into(), duration(self.kill_timeout));
         shutdown.insert("signal".into(), text(self.stop_signal.as_str()));
         shutdown.insert("disconnect".into(), Value::Boolean(self.disconnect));
+        shutdown.insert("drain".into(), duration(self.drain));
         top.insert("shutdown".into(), Value::Table(shutdown));
         let restart = restart_table(&self.restart, self.on_giveup.as_deref());
         top.insert("restart".into(), Value::Table(restart));

@@ -197,6 +197,8 @@ pub struct FileShutdown {
     pub signal: Spanned<String>,
     /// Node workers: send Node's `disconnect` when asking them to stop (else the signal alone).
     pub disconnect: Spanned<bool>,
+    /// How long a graceful stop first serves on while reporting itself not ready.
+    pub drain: Spanned<HumanDuration>,
 }
 
 impl Default for FileShutdown {
@@ -205,6 +207,7 @@ impl Default for FileShutdown {
             kill_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(5))),
             signal: Spanned::new(0..0, "auto".into()),
             disconnect: Spanned::new(0..0, true),
+            drain: Spanned::new(0..0, HumanDuration(Duration::ZERO)),
         }
     }
 }

@@ -196,13 +196,15 @@ pub(super) fn restart_config(
 }
 
 /// `[shutdown]`: how long a worker has to stop, the signal it is sent, and whether a Node
-/// worker gets Node's `disconnect` — one of the two must ask a Node worker to stop.
+/// worker gets Node's `disconnect` — one of the two must ask a Node worker to stop; and how
+/// long a graceful stop drains first.
 pub(super) fn shutdown_config(
     c: &Checker<'_>,
     file: FileShutdown,
     protocol: Protocol,
-) -> Result<(Duration, StopSignal, bool), ConfigError> {
+) -> Result<(Duration, StopSignal, bool, Duration), ConfigError> {
     let kill_timeout = c.duration(file.kill_timeout, "shutdown.kill_timeout")?;
+    let drain = c.duration(file.drain, "shutdown.drain")?;
     let span = file.signal.span();
     let stop_signal = StopSignal::parse(file.signal.get_ref())
         .map_err(|message| c.invalid(span, "shutdown.signal", message))?;
@@ -217,7 +219,7 @@ pub(super) fn shutdown_config(
                 .into(),
         ));
     }
-    Ok((kill_timeout, stop_signal, disconnect))
+    Ok((kill_timeout, stop_signal, disconnect, drain))
 }
 
 /// `[watch]`: each path existing, relative ones from the config file's directory; with

@@ -128,12 +128,22 @@ fn giving_up_waits_and_retries_by_default_and_exit_is_a_choice() {
 }
 
 #[test]
+fn a_stop_drains_only_when_asked() {
+    assert_eq!(load_str("").unwrap().drain, Duration::ZERO);
+    let config = load_str("[shutdown]\ndrain = \"2s\"\n").unwrap();
+    assert_eq!(config.drain, Duration::from_secs(2));
+    let e = error_of("[shutdown]\ndrain = \"soon\"\n");
+    assert!(e.starts_with("cluster.toml:2:") && e.contains("shutdown.drain"), "{e}");
+}
+
+#[test]
 fn every_duration_is_bounded_so_no_deadline_can_overflow() {
     for (table, key) in [
         ("worker", "ready_delay"),
         ("worker", "ready_timeout"),
         ("worker", "ack_timeout"),
         ("shutdown", "kill_timeout"),
+        ("shutdown", "drain"),
         ("restart", "window"),
         ("restart", "backoff_initial"),
         ("restart", "backoff_max"),

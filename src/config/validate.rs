@@ -88,7 +88,8 @@ pub fn validate(
         }
         None => None,
     };
-    let (kill_timeout, stop_signal, disconnect) = shutdown_config(&c, file.shutdown, protocol)?;
+    let (kill_timeout, stop_signal, disconnect, drain) =
+        shutdown_config(&c, file.shutdown, protocol)?;
     let script_dir = program::script_dir(&overrides.program);
     let watched = worker.command.cwd.as_deref().or(script_dir.as_deref());
     let watch = watch_config(&c, file.watch, overrides.watch, watched)?;
@@ -115,6 +116,7 @@ pub fn validate(
         kill_timeout,
         stop_signal,
         disconnect,
+        drain,
         restart,
         recycle,
         on_giveup,

@@ -14,11 +14,13 @@
 //! - views and messages: `log_ring` (the workers' recent output, for `logs`), `projection`
 //!   (the one slot/worker/agent state every view reads), `metrics` (counters, the family
 //!   table, the renderer), `relay` (worker-to-worker messages, bounded), `upgrade` (the
-//!   master-to-master upgrade's state machine), `watch` (watch mode's debounce);
+//!   master-to-master upgrade's state machine), `watch` (watch mode's debounce), `drain`
+//!   (what a graceful stop request does: drain first, or stop now);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
 
 pub mod client_limits;
 pub mod dispatch;
+pub mod drain;
 pub mod effect;
 pub mod fleet;
 pub mod ids;

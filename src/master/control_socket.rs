@@ -27,12 +27,12 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Uid, getpid};
 use slab::Slab;
 
+use super::Master;
 use super::client_io;
 use super::control_files::{
     ControlError, Staged, create_private_dir, io_err, same_file, staged_path,
 };
 use super::sources::Source;
-use super::{Master, Phase};
 use crate::engine::client_limits::{
     self, CONTROL_DISCARD_BYTES, CONTROL_DISCARD_TIME, CONTROL_REQUEST_TIME, CONTROL_WRITE_TIME,
     Refusals,
@@ -369,20 +369,15 @@ impl Master {
                 }
                 self.answer(key, outcome.into());
             }
-            Request::Stop => {
-                info!("stop requested on the control socket");
-                let reply = match self.core.phase() {
-                    Phase::Running => Reply::ok(format!(
-                        "stopping pid {} (kill_timeout {:?})",
-                        getpid(),
-                        self.config.kill_timeout
-                    )),
-                    Phase::Stopping { .. } => Reply::ok("already stopping".into()),
-                };
+            Request::Stop { now } => {
+                info!(
+                    "stop requested on the control socket{}",
+                    if now { " (--now)" } else { "" }
+                );
+                let reply = Reply::ok(self.stop_requested(now));
                 // Held open until we exit: the client reads to EOF to wait for the end.
                 self.hold_until_exit(key);
                 self.answer(key, reply);
-                self.begin_stop();
             }
             Request::Metrics => self.answer(key, Reply::ok(self.metrics_text())),
             Request::Send {

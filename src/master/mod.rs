@@ -44,6 +44,7 @@ mod signals;
 mod sources;
 mod startup;
 mod status;
+mod stopping;
 mod supervisor_io;
 mod upgrade_link;
 mod watch_io;
@@ -208,6 +209,7 @@ impl Master {
                 counters: metrics::Counters::default(),
                 retained: relay::Retained::default(),
                 relay_paused: false,
+                drain: Default::default(),
                 started_serving: false,
                 loader,
                 _registration: registration,
@@ -265,6 +267,10 @@ impl Master {
                 self.reap();
             }
             let now = Instant::now();
+            if self.ops.drain.ends(now) {
+                info!("drain over: stopping gracefully");
+                self.begin_stop();
+            }
             self.control_turn(now);
             self.monitor_turn(now);
             self.supervise(now);
@@ -288,6 +294,7 @@ impl Master {
                         .mode()
                         .master_accepts()
                         .then(|| self.ledger.handed_total()),
+                    draining: self.ops.drain.until().is_some(),
                 };
                 let (reloading, stopping) =
                     (self.core.reloading(), self.core.phase() != Phase::Running);
@@ -346,6 +353,7 @@ impl Master {
         let core = self.core.next_deadline(now, ack_timeout, left);
         core.into_iter()
             .chain(self.accept.accept_paused_until)
+            .chain(self.ops.drain.until())
             .chain(memory)
             .chain(self.ops.notifier.deadline())
             .chain(
@@ -409,7 +417,7 @@ impl Master {
             }
             match action {
                 Action::GracefulStop => match self.core.phase() {
-                    Phase::Running => self.begin_stop(),
+                    Phase::Running => _ = self.ask_stop(false),
                     Phase::Stopping { .. } => {
                         info!("second stop signal: killing the workers now");
                         self.quick_stop();

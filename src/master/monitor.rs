@@ -42,7 +42,8 @@ const MAX_CONNS: usize = 32;
 pub struct Health {
     /// At least one worker is ready.
     pub healthy: bool,
-    /// Every initial worker was ready once, one still is, and the master is not stopping.
+    /// Every initial worker was ready once, one still is, and the master is neither stopping
+    /// nor draining before a stop.
     pub ready: bool,
 }
 
@@ -242,8 +243,12 @@ impl Master {
             }
             "/readyz" => {
                 let stopping = self.core.phase() != Phase::Running;
-                match (self.health().ready, stopping) {
+                let draining = self.ops.drain.until().is_some();
+                match (self.health().ready, stopping || draining) {
                     (true, _) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    (false, true) if !stopping => {
+                        ("503 Service Unavailable", "text/plain", "draining\n".into())
+                    }
                     (false, true) => ("503 Service Unavailable", "text/plain", "stopping\n".into()),
                     (false, false) => (
                         "503 Service Unavailable",

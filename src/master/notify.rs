@@ -23,6 +23,8 @@ pub struct Fleet {
     pub wanted: usize,
     /// Connections handed to workers so far; `None` when workers accept themselves.
     pub handed: Option<u64>,
+    /// A graceful stop is draining (`[shutdown] drain`).
+    pub draining: bool,
 }
 
 /// What the master has told systemd, and when the watchdog is next due.
@@ -33,6 +35,7 @@ pub struct Notifier {
     held: bool,
     ready_sent: bool,
     reloading: bool,
+    draining: bool,
     stopping: bool,
     watchdog: Option<Duration>,
     next_watchdog: Option<Instant>,
@@ -51,6 +54,7 @@ impl Notifier {
             held,
             ready_sent: false,
             reloading: false,
+            draining: false,
             stopping: false,
             watchdog,
             next_watchdog: watchdog.map(|w| now + w),
@@ -71,6 +75,26 @@ impl Notifier {
             }
             return;
         }
+        if fleet.draining {
+            // Said once; the periodic status would say the fleet serves, as it does, but not
+            // that it is about to stop.
+            if !std::mem::replace(&mut self.draining, true) {
+                self.last_status = "draining, then stopping".into();
+                self.send(&[NotifyState::Status("draining, then stopping")]);
+            }
+        } else {
+            self.serving_turn(fleet, reloading, now);
+        }
+        if let (Some(every), Some(due)) = (self.watchdog, self.next_watchdog) {
+            if now >= due {
+                self.next_watchdog = Some(now + every);
+                self.send(&[NotifyState::Watchdog]);
+            }
+        }
+    }
+
+    /// Serving: ready once all are, reloading, and the status line refreshed when due.
+    fn serving_turn(&mut self, fleet: Fleet, reloading: bool, now: Instant) {
         if !self.ready_sent && fleet.ready >= fleet.wanted && fleet.wanted > 0 {
             self.ready_sent = true;
             let status = self.status(fleet, now);
@@ -94,12 +118,6 @@ impl Notifier {
             let status = self.status(fleet, now);
             if status != before {
                 self.send(&[NotifyState::Status(&status)]);
-            }
-        }
-        if let (Some(every), Some(due)) = (self.watchdog, self.next_watchdog) {
-            if now >= due {
-                self.next_watchdog = Some(now + every);
-                self.send(&[NotifyState::Watchdog]);
             }
         }
     }
@@ -174,6 +192,7 @@ mod tests {
             ready: 2,
             wanted: 3,
             handed: Some(1234),
+            draining: false,
         };
         assert_eq!(
             n.status(rr, now),

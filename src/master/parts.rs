@@ -148,6 +148,8 @@ pub(super) struct Operations {
     /// Flow control: some receiver's backlog passed the high-water mark; senders' channels
     /// are not read until every backlog is back under the low-water mark.
     pub relay_paused: bool,
+    /// A graceful stop's drain (`[shutdown] drain`), while it lasts.
+    pub drain: crate::engine::drain::Drain,
     /// Every initial worker has been ready (for `/readyz`).
     pub started_serving: bool,
     /// Reads the configuration again on reload.

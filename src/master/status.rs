@@ -112,6 +112,7 @@ impl Master {
                 .collect(),
             workers_wanted: self.core.fleet().slots.len(),
             stopping,
+            draining_ms: (self.ops.drain.left(now)).map(|d| d.as_millis() as u64),
             reload_in_progress: self.core.reloading(),
             recycling: self
                 .core
@@ -153,12 +154,12 @@ impl Master {
         })
     }
 
-    /// What `/healthz` and `/readyz` say now.
+    /// What `/healthz` and `/readyz` say now: not ready while draining, as while stopping.
     pub(super) fn health(&self) -> Health {
         health(
             self.core.fleet().ready_count(),
             self.ops.started_serving,
-            self.core.phase() != Phase::Running,
+            self.core.phase() != Phase::Running || self.ops.drain.until().is_some(),
         )
     }
 
@@ -220,6 +221,7 @@ impl Master {
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
+            draining: self.ops.drain.until().is_some(),
             reloads: self.core.reloads(),
             retained: (self.ops.retained.len(), self.ops.retained.bytes()),
             slots,

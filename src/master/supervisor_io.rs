@@ -303,19 +303,6 @@ impl Master {
     }
 
     /// Graceful stop (SIGTERM, SIGINT, `rrbalancer stop`, or every slot given up).
-    pub(super) fn begin_stop(&mut self) {
-        self.upgrade_on_stop();
-        self.core.begin_stop(Instant::now());
-        self.apply_effects();
-    }
-
-    /// Quick stop: SIGKILL every worker now.
-    pub(super) fn quick_stop(&mut self) {
-        self.upgrade_on_stop();
-        self.core.quick_stop(Instant::now());
-        self.apply_effects();
-    }
-
     /// Starts a worker for `place` (a slot, or the agent) as its current worker or as a reload
     /// candidate; why not if it could not be started (logged here; the supervisor decides what
     /// follows).

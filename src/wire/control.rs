@@ -8,6 +8,7 @@
 //! → {"cmd":"reload","wait":true}  ← the same, once the old workers have exited too
 //! → {"cmd":"scale","workers":4}   ← {"ok":true,"message":"scaled from 2 to 4 worker(s)"}
 //! → {"cmd":"stop"}                ← {"ok":true,"message":"stopping …"}, then EOF when it exits
+//! → {"cmd":"stop","now":true}     ← the same, without (or cutting short) the drain
 //! → {"cmd":"metrics"}             ← {"ok":true,"message":"# HELP rrbalancer_build_info …"}
 //! → {"cmd":"upgrade"}             ← {"ok":true,"message":"upgraded: pid … serves …"}  (handed over)
 //! → {"cmd":"upgrade","binary":"/usr/local/bin/rrbalancer.new"}
@@ -44,7 +45,11 @@ pub enum Request {
     Scale {
         workers: usize,
     },
-    Stop,
+    /// `now`: without the drain `[shutdown] drain` asks for (or cutting one short).
+    Stop {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        now: bool,
+    },
     /// The metrics, in the Prometheus text format (the `message`).
     Metrics,
     /// Relay `message` to `to` (`all`, `agent` or a slot number), retained under `retain`.
@@ -201,6 +206,9 @@ pub struct Status {
     pub listeners: Vec<String>,
     pub workers_wanted: usize,
     pub stopping: bool,
+    /// A graceful stop is draining (`[shutdown] drain`): how many milliseconds are left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_ms: Option<u64>,
     pub reload_in_progress: bool,
     /// The worker being recycled and why (`[recycle]`), if one is.
     #[serde(default)]

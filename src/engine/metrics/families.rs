@@ -63,6 +63,11 @@ pub const WORKERS_WANTED: Family = family(
 );
 pub const WORKERS_READY: Family =
     family("rrbalancer_workers_ready", Gauge, "Workers ready to serve.");
+pub const DRAINING: Family = family(
+    "rrbalancer_draining",
+    Gauge,
+    "1 while a graceful stop drains ([shutdown] drain): still serving, reported not ready.",
+);
 pub const HANDED: Family = family(
     "rrbalancer_connections_handed_total",
     Counter,
@@ -202,13 +207,14 @@ pub const PROCESS_FDS: Family = family(
 /// Every family, in the order a scrape shows them (the agent's only with an `[agent]`): the
 /// tests check a scrape against it.
 #[cfg(test)]
-pub const ALL: [&Family; 32] = [
+pub const ALL: [&Family; 33] = [
     &BUILD_INFO,
     &ACCEPTED,
     &ACCEPT_PAUSES,
     &QUEUED,
     &WORKERS_WANTED,
     &WORKERS_READY,
+    &DRAINING,
     &HANDED,
     &ACKED,
     &HANDOFF_LATENCY,

@@ -44,6 +44,8 @@ pub struct Snapshot<'a> {
     pub queued: usize,
     pub workers_wanted: usize,
     pub workers_ready: usize,
+    /// A graceful stop is draining (`[shutdown] drain`).
+    pub draining: bool,
     /// Reloads ended, by [`RELOAD_OUTCOMES`].
     pub reloads: [u64; 3],
     /// Retained message keys, and their bodies' bytes.
@@ -179,6 +181,7 @@ fn accepting(out: &mut Text, s: &Snapshot<'_>) {
     out.single(&f::QUEUED, s.queued);
     out.single(&f::WORKERS_WANTED, s.workers_wanted);
     out.single(&f::WORKERS_READY, s.workers_ready);
+    out.single(&f::DRAINING, usize::from(s.draining));
 }
 
 /// Each slot's connections: handed, acknowledged, how long that took, and those not yet.

@@ -53,6 +53,7 @@ fn the_text_has_a_help_and_type_per_family_and_a_series_per_slot() {
         queued: 0,
         workers_wanted: 2,
         workers_ready: 1,
+        draining: true,
         reloads: [2, 1, 0],
         retained: (1, 12),
         slots: vec![slot("ready", 4), slot("restarting", 3)],
@@ -68,6 +69,7 @@ fn the_text_has_a_help_and_type_per_family_and_a_series_per_slot() {
         "{text}"
     );
     assert!(text.contains("rrbalancer_connections_handed_total{slot=\"1\"} 3\n"));
+    assert!(text.contains("\nrrbalancer_draining 1\n"), "{text}");
     assert!(text.contains("rrbalancer_worker_state{slot=\"1\",state=\"restarting\"} 1\n"));
     assert!(text.contains("rrbalancer_worker_state{slot=\"1\",state=\"ready\"} 0\n"));
     assert!(
@@ -185,6 +187,7 @@ fn one_ready_slot<'a>(counters: &'a Counters, agent: Option<&'a str>) -> Snapsho
         queued: 0,
         workers_wanted: 1,
         workers_ready: 1,
+        draining: false,
         reloads: [0; 3],
         retained: (0, 0),
         slots: vec![slot("ready", 1)],
