@@ -133,7 +133,10 @@ fn a_stop_drains_only_when_asked() {
     let config = load_str("[shutdown]\ndrain = \"2s\"\n").unwrap();
     assert_eq!(config.drain, Duration::from_secs(2));
     let e = error_of("[shutdown]\ndrain = \"soon\"\n");
-    assert!(e.starts_with("cluster.toml:2:") && e.contains("shutdown.drain"), "{e}");
+    assert!(
+        e.starts_with("cluster.toml:2:") && e.contains("shutdown.drain"),
+        "{e}"
+    );
 }
 
 #[test]
