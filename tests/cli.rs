@@ -334,18 +334,20 @@ fn the_dockerfile_and_kubernetes_manifests_agree_with_the_shipped_config() {
         .expect("useradd --uid");
 
     // What the image runs is a valid configuration: check it as the container would.
-    let args: Vec<String> = cmd.iter().map(|a| local(a)).collect();
-    let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
-    check.push("check");
-    let (code, checked) = run_to_exit(&check, &repo, &[]);
-    assert_eq!(code, 0, "{checked}");
-    let config: toml::Table = toml::from_str(&checked).unwrap();
-    let kill_secs: i64 = config["shutdown"]["kill_timeout"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let checked = |args: &[String]| -> toml::Table {
+        let args: Vec<String> = args.iter().map(|a| local(a)).collect();
+        let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
+        check.push("check");
+        let (code, checked) = run_to_exit(&check, &repo, &[]);
+        assert_eq!(code, 0, "{checked}");
+        toml::from_str(&checked).unwrap()
+    };
+    checked(&cmd);
+    let secs = |config: &toml::Table, key: &str| -> i64 {
+        let value = config["shutdown"][key].as_str().unwrap();
+        value.trim_end_matches('s').parse().unwrap()
+    };
+    let port_of = |address: &str| -> i64 { address.rsplit(':').next().unwrap().parse().unwrap() };
 
     let load = |name: &str| -> Yaml {
         let text = std::fs::read_to_string(repo.join("contrib/kubernetes").join(name)).unwrap();
@@ -371,39 +373,57 @@ fn the_dockerfile_and_kubernetes_manifests_agree_with_the_shipped_config() {
     let containers = pod["spec"]["containers"].as_vec().unwrap();
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    // rrbalancer is PID 1: the container runs the image's entrypoint with the image's command.
+    // rrbalancer is PID 1: the container runs the image's entrypoint, with its own config file
+    // from the image (config/kubernetes.toml), a valid one.
     assert!(
         c["command"].is_badvalue(),
         "no command: the image's ENTRYPOINT"
     );
-    assert_eq!(strings(&c["args"]), cmd);
+    let args = strings(&c["args"]);
+    assert_eq!(args, ["--config", "/etc/rrbalancer/kubernetes.toml"]);
+    let config = checked(&args);
     // The port it listens on is the one declared, and the one the Service targets.
-    let listen = &cmd[cmd.iter().position(|a| a == "--listen").unwrap() + 1];
-    let port: i64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let listen = config["listen"].as_array().unwrap()[0].as_str().unwrap();
     let ports = c["ports"].as_vec().unwrap();
-    assert_eq!(ports[0]["containerPort"].as_i64(), Some(port));
+    let declared = |name: &str| {
+        let port = ports.iter().find(|p| p["name"].as_str() == Some(name));
+        port.and_then(|p| p["containerPort"].as_i64())
+    };
+    assert_eq!(declared("http"), Some(port_of(listen)));
     let target = &service["spec"]["ports"][0]["targetPort"];
     assert!(
-        target.as_str() == ports[0]["name"].as_str() || target.as_i64() == Some(port),
+        target.as_str() == Some("http") || target.as_i64() == Some(port_of(listen)),
         "the Service targets the container's port"
     );
-    // Probes: the same config file; readiness is `status --ready`, as the HEALTHCHECK.
-    let probe = |name: &str| strings(&c[name]["exec"]["command"]);
-    assert_eq!(probe("readinessProbe"), health);
+    // Readiness is /readyz on the metrics listener (503 while draining or stopping); liveness,
+    // that the master answers on its control socket.
+    let metrics = config["metrics"]["listen"].as_str().unwrap();
+    let ready = &c["readinessProbe"]["httpGet"];
+    assert_eq!(ready["path"].as_str(), Some("/readyz"));
+    let probed = ready["port"]
+        .as_str()
+        .map_or(ready["port"].as_i64(), declared);
+    assert_eq!(probed, Some(port_of(metrics)));
     assert_eq!(
-        probe("livenessProbe"),
-        ["rrbalancer", "--config", config_arg.as_str(), "status"]
+        strings(&c["livenessProbe"]["exec"]["command"]),
+        [
+            "rrbalancer",
+            "--config",
+            "/etc/rrbalancer/kubernetes.toml",
+            "status"
+        ]
     );
-    // The grace period covers the preStop pause and the master's own kill_timeout.
-    let pre_stop = strings(&c["lifecycle"]["preStop"]["exec"]["command"]);
-    assert_eq!(pre_stop[0], "sleep");
-    let pause: i64 = pre_stop[1].parse().unwrap();
+    // The master drains itself (no preStop sleep), and the grace period covers the drain and
+    // the master's own kill_timeout.
+    assert!(c["lifecycle"]["preStop"].is_badvalue(), "no preStop");
+    let (drain, kill) = (secs(&config, "drain"), secs(&config, "kill_timeout"));
+    assert!(drain > 0, "a drain before the stop");
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
         .unwrap();
     assert!(
-        grace >= pause + kill_secs + 5,
-        "terminationGracePeriodSeconds {grace} vs preStop {pause} s + kill_timeout {kill_secs} s"
+        grace >= drain + kill + 5,
+        "terminationGracePeriodSeconds {grace} vs drain {drain} s + kill_timeout {kill} s"
     );
     // The image's user; a read-only root needs /tmp (pid file, control socket) writable.
     assert_eq!(
