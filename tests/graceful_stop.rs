@@ -162,3 +162,30 @@ fn a_second_stop_signal_or_stop_now_skips_the_rest_of_the_drain() {
     assert_eq!(rrb.count_log("draining for"), 0, "no drain at all");
     assert!(std::net::TcpStream::connect(&metrics).is_err(), "gone");
 }
+
+/// `stop` waits as long as the running master says its stop takes — its drain, from the file
+/// it read, since edited — and says at once that it drains.
+#[test]
+fn stop_waits_for_the_drain_the_running_master_has_not_the_edited_file() {
+    let (mut rrb, _) = draining_master("12s");
+    let edited = "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[shutdown]\nkill_timeout = \"1s\"\n";
+    std::fs::write(rrb.config_path(), edited).unwrap();
+    let began = Instant::now();
+    // From the file alone it would wait 1 s + 10 s, and give up while the master drains.
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        began.elapsed() >= Duration::from_secs(12),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        out.contains("draining for 12s") && out.contains("stopped"),
+        "{out}"
+    );
+    assert!(
+        err.contains("stop --now` skips the rest of the drain"),
+        "{err}"
+    );
+    rrb.wait_exit(Duration::from_secs(5)).expect("gone");
+}

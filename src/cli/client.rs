@@ -48,7 +48,7 @@ pub fn readiness(s: &Status) -> Result<String, String> {
     let wanted = s.workers_wanted;
     if s.stopping {
         Err(format!("not ready: pid {} is stopping", s.pid))
-    } else if let Some(ms) = s.draining_ms {
+    } else if let Some(ms) = s.drain_left_ms {
         Err(format!(
             "not ready: pid {} is draining before it stops ({:.1}s left)",
             s.pid,
@@ -149,6 +149,19 @@ pub fn until_exit(socket: &Path, request: &Request, wait: Duration) -> Result<St
     let message = reply.message.unwrap_or_default();
     if !reply.ok {
         return Err(ClientError::Refused(message));
+    }
+    // The master says how long its stop may take (a drain first, from a file since edited):
+    // that long at least, and a margin.
+    let wait = reply.within_ms.map_or(wait, |ms| {
+        wait.max(Duration::from_millis(ms) + Duration::from_secs(10))
+    });
+    let _ = reader.get_ref().set_read_timeout(Some(wait));
+    if message.starts_with("draining") {
+        // Said now: the wait may be long.
+        eprintln!(
+            "rrbalancer: {message} (`rrbalancer stop --now` skips the rest of the drain; \
+             Ctrl-C here leaves it stopping)"
+        );
     }
     // The master keeps this connection open until it exits: EOF means it is (nearly) gone.
     let mut rest = Vec::new();
@@ -353,7 +366,7 @@ pub fn format_status(s: &Status) -> String {
 pub fn notes(s: &Status) -> &'static str {
     match (s.reload_in_progress, s.stopping) {
         (_, true) => "  (stopping)",
-        _ if s.draining_ms.is_some() => "  (draining, then stopping)",
+        _ if s.drain_left_ms.is_some() => "  (draining, then stopping)",
         (true, false) => "  (reload in progress)",
         (false, false) => "",
     }

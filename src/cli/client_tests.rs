@@ -64,7 +64,7 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
         listeners: vec!["127.0.0.1:3000".into()],
         workers_wanted: 3,
         stopping: false,
-        draining_ms: None,
+        drain_left_ms: None,
         reload_in_progress: false,
         recycling: None,
         upgrade: None,
@@ -127,7 +127,7 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
     stopping.stopping = true;
     assert!(readiness(&stopping).unwrap_err().contains("stopping"));
     let mut draining = status.clone();
-    draining.draining_ms = Some(1_500);
+    draining.drain_left_ms = Some(1_500);
     assert_eq!(
         readiness(&draining),
         Err("not ready: pid 10 is draining before it stops (1.5s left)".into())

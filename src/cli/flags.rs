@@ -120,7 +120,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// A readiness check (for a container's probe): one line, and exit 1 unless the master
-        /// serves — at least one worker ready, not stopping (with --json: the JSON, same exit).
+        /// serves — at least one worker ready, neither draining nor stopping (with --json: the
+        /// JSON, same exit).
         #[arg(long)]
         ready: bool,
     },
@@ -166,7 +167,8 @@ pub enum Command {
         #[arg(long)]
         now: bool,
     },
-    /// Stop the running master (gracefully, waiting until it has exited), then start it again
+    /// Stop the running master (gracefully, waiting until it has exited, after its `[shutdown]
+    /// drain` if it has one), then start it again
     /// in the background with the same configuration file and the flags given here, as `start
     /// --daemon` does; with nothing running, just start it. Between the two, nothing listens:
     /// `reload` (new workers) and `upgrade` (a new binary) refuse no connection.

@@ -318,7 +318,7 @@ mod tests {
             listeners: vec!["127.0.0.1:3000".into()],
             workers_wanted: 2,
             stopping: false,
-            draining_ms: None,
+            drain_left_ms: None,
             reload_in_progress: false,
             recycling: None,
             upgrade: None,

@@ -374,7 +374,7 @@ impl Master {
                     "stop requested on the control socket{}",
                     if now { " (--now)" } else { "" }
                 );
-                let reply = Reply::ok(self.stop_requested(now));
+                let reply = self.stop_requested(now);
                 // Held open until we exit: the client reads to EOF to wait for the end.
                 self.hold_until_exit(key);
                 self.answer(key, reply);

@@ -419,7 +419,7 @@ impl Master {
                 Action::GracefulStop => match self.core.phase() {
                     Phase::Running => _ = self.ask_stop(false),
                     Phase::Stopping { .. } => {
-                        info!("second stop signal: killing the workers now");
+                        info!("another stop signal while stopping: killing the workers now");
                         self.quick_stop();
                     }
                 },

@@ -112,7 +112,7 @@ impl Master {
                 .collect(),
             workers_wanted: self.core.fleet().slots.len(),
             stopping,
-            draining_ms: (self.ops.drain.left(now)).map(|d| d.as_millis() as u64),
+            drain_left_ms: (self.ops.drain.left(now)).map(|d| d.as_millis() as u64),
             reload_in_progress: self.core.reloading(),
             recycling: self
                 .core

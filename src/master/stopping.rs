@@ -9,10 +9,25 @@ use nix::unistd::getpid;
 
 use super::{Master, Phase};
 use crate::engine::drain::StopNext;
+use crate::wire::control::Reply;
 
 impl Master {
-    /// `rrbalancer stop` (`now`: `--now`): what it is answered.
-    pub(super) fn stop_requested(&mut self, now: bool) -> String {
+    /// How long the stop under way may take from now: what is left of its drain, then
+    /// `kill_timeout` (`rrbalancer stop` waits that long, whatever its file says now).
+    pub(super) fn stop_takes(&self) -> std::time::Duration {
+        let left = self.ops.drain.left(Instant::now()).unwrap_or_default();
+        left + self.config.kill_timeout
+    }
+
+    /// `rrbalancer stop` (`now`: `--now`): what it is answered, with how long the stop may
+    /// take.
+    pub(super) fn stop_requested(&mut self, now: bool) -> Reply {
+        let mut reply = Reply::ok(self.stop_answer(now));
+        reply.within_ms = Some(self.stop_takes().as_millis() as u64);
+        reply
+    }
+
+    fn stop_answer(&mut self, now: bool) -> String {
         if self.core.phase() != Phase::Running {
             return "already stopping".into();
         }

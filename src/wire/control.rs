@@ -120,6 +120,10 @@ pub struct Reply {
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `stop`: how long the master's stop may take from now (what is left of its drain, then
+    /// `kill_timeout`), in milliseconds; the client waits that long at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// `logs`: the lines, oldest first.
@@ -148,6 +152,7 @@ impl Reply {
             ok: true,
             pid: None,
             message: Some(message),
+            within_ms: None,
             status: None,
             logs: None,
         }
@@ -158,6 +163,7 @@ impl Reply {
             ok: false,
             pid: None,
             message: Some(message),
+            within_ms: None,
             status: None,
             logs: None,
         }
@@ -168,6 +174,7 @@ impl Reply {
             ok: true,
             pid: None,
             message: None,
+            within_ms: None,
             status: Some(status),
             logs: None,
         }
@@ -178,6 +185,7 @@ impl Reply {
             ok: true,
             pid: None,
             message: None,
+            within_ms: None,
             status: None,
             logs: Some(lines),
         }
@@ -206,9 +214,9 @@ pub struct Status {
     pub listeners: Vec<String>,
     pub workers_wanted: usize,
     pub stopping: bool,
-    /// A graceful stop is draining (`[shutdown] drain`): how many milliseconds are left.
+    /// A graceful stop is draining (`[shutdown] drain`): how many milliseconds of it are left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub draining_ms: Option<u64>,
+    pub drain_left_ms: Option<u64>,
     pub reload_in_progress: bool,
     /// The worker being recycled and why (`[recycle]`), if one is.
     #[serde(default)]
