@@ -113,6 +113,14 @@ fn a_drain_serves_on_reported_not_ready_then_the_stop_follows() {
         code != 0 && said.contains("draining before it stops"),
         "{said}"
     );
+    // With --json, the JSON on stdout as ever (the exit says not ready).
+    let (code, out, _) = rrb.ctl(&["status", "--ready", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        code != 0 && json["drain_left_ms"].as_u64().is_some(),
+        "{out}"
+    );
     // Serving on: every request answered, by both workers, while it drains.
     let mut served = 0;
     while began.elapsed() < Duration::from_millis(1500) {

@@ -87,6 +87,11 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             }
             ExitCode::from(EXIT_OK)
         }
+        // `status --ready --json`: the JSON as ever, on stdout; the exit says not ready.
+        Err(ClientError::NotReady { text, json: true }) => {
+            let _ = writeln!(std::io::stdout(), "{}", text.trim_end());
+            ExitCode::from(EXIT_RUNTIME)
+        }
         Err(e) => {
             eprintln!("rrbalancer: {e}");
             ExitCode::from(EXIT_RUNTIME)
@@ -190,7 +195,7 @@ fn status(
         client::format_status(&status)
     };
     match serving {
-        Err(_) if ready => Err(ClientError::NotReady(text)),
+        Err(_) if ready => Err(ClientError::NotReady { text, json }),
         _ => Ok(text),
     }
 }

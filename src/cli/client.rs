@@ -32,9 +32,10 @@ pub enum ClientError {
     BadReply(String),
     #[error("{0}")]
     Refused(String),
-    /// `status --ready`: the master answers but does not serve.
-    #[error("{0}")]
-    NotReady(String),
+    /// `status --ready`: the master answers but does not serve. `json`: the text is
+    /// `status --json`'s, for stdout as when it serves (only the exit differs).
+    #[error("{text}")]
+    NotReady { text: String, json: bool },
 }
 
 /// Whether the master serves (`status --ready`): at least one worker ready in its slot, and not
