@@ -9,6 +9,8 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// The networks clients may connect from (an address is a network of one); `None`: any.
     pub allow: Option<Vec<IpNet>>,
+    /// `haproxy_agent`: where HAProxy's agent-check is answered, if anywhere (`allow` applies).
+    pub haproxy_agent: Option<SocketAddr>,
 }
 
 impl MetricsConfig {

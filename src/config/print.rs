@@ -43,6 +43,9 @@ impl Config {
         let mut metrics = Table::new();
         if let Some(m) = &self.metrics {
             metrics.insert("listen".into(), text(&m.listen.to_string()));
+            if let Some(agent) = m.haproxy_agent {
+                metrics.insert("haproxy_agent".into(), text(&agent.to_string()));
+            }
             if let Some(allow) = &m.allow {
                 let allow = allow.iter().map(|net| text(&net.to_string())).collect();
                 metrics.insert("allow".into(), Value::Array(allow));

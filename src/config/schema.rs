@@ -246,6 +246,9 @@ pub struct FileMetrics {
     /// notation (`"10.0.0.0/8"`, `"fd00::/8"`); a client from elsewhere is closed at once.
     /// Unset: anyone who can reach `listen`.
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Where to answer HAProxy's `agent-check` (`"127.0.0.1:9101"`): one line per connection
+    /// saying how much of this host is free. Default: none.
+    pub haproxy_agent: Option<Spanned<String>>,
 }
 
 /// `[log]`: where output goes.

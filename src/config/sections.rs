@@ -30,21 +30,42 @@ pub(super) fn metrics_config(
         None => None,
     };
     let Some(listen) = metrics.listen else {
+        if let Some(agent) = metrics.haproxy_agent {
+            let why = "needs `metrics.listen` too (its `allow` applies to both): set listen";
+            return Err(c.invalid(agent.span(), "metrics.haproxy_agent", why.into()));
+        }
         return Ok(None);
     };
-    let span = listen.span();
-    let text = listen.into_inner();
-    let listen: SocketAddr = text.parse().map_err(|_| {
+    let listen = socket_addr(c, listen, "metrics.listen", "9100")?;
+    let haproxy_agent = (metrics.haproxy_agent)
+        .map(|a| socket_addr(c, a, "metrics.haproxy_agent", "9101"))
+        .transpose()?;
+    Ok(Some(MetricsConfig {
+        listen,
+        allow,
+        haproxy_agent,
+    }))
+}
+
+/// `IP:PORT` at `key` (`port`: the example's).
+fn socket_addr(
+    c: &Checker<'_>,
+    value: Spanned<String>,
+    key: &str,
+    port: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let span = value.span();
+    let text = value.into_inner();
+    text.parse().map_err(|_| {
         c.invalid(
             span,
-            "metrics.listen",
+            key,
             format!(
-                "{} is not IP:PORT (e.g. \"127.0.0.1:9100\", \"[::1]:9100\")",
+                "{} is not IP:PORT (e.g. \"127.0.0.1:{port}\", \"[::1]:{port}\")",
                 quoted(&text)
             ),
         )
-    })?;
-    Ok(Some(MetricsConfig { listen, allow }))
+    })
 }
 
 /// A `[metrics] allow` entry: a network in CIDR notation (host bits dropped: `10.1.2.3/8` is

@@ -128,6 +128,27 @@ fn giving_up_waits_and_retries_by_default_and_exit_is_a_choice() {
 }
 
 #[test]
+fn the_haproxy_agent_is_an_address_beside_the_metrics_listener() {
+    let ok = "[metrics]\nlisten = \"127.0.0.1:9100\"\nhaproxy_agent = \"127.0.0.1:9101\"\n";
+    let metrics = load_str(ok).unwrap().metrics.unwrap();
+    assert_eq!(
+        metrics.haproxy_agent,
+        Some("127.0.0.1:9101".parse().unwrap())
+    );
+    let e = error_of("[metrics]\nhaproxy_agent = \"127.0.0.1:9101\"\n");
+    assert!(
+        e.starts_with("cluster.toml:2:") && e.contains("needs `metrics.listen`"),
+        "{e}"
+    );
+    let e = error_of("[metrics]\nlisten = \"127.0.0.1:9100\"\nhaproxy_agent = \"9101\"\n");
+    assert!(
+        e.starts_with("cluster.toml:3:") && e.contains("metrics.haproxy_agent"),
+        "{e}"
+    );
+    assert!(e.contains("not IP:PORT"), "{e}");
+}
+
+#[test]
 fn a_stop_drains_only_when_asked() {
     assert_eq!(load_str("").unwrap().drain, Duration::ZERO);
     let config = load_str("[shutdown]\ndrain = \"2s\"\n").unwrap();

@@ -110,6 +110,12 @@ impl<C: Conn> Account<C> {
         self.has_window_room() && (!self.pulled || self.idle)
     }
 
+    /// Free and not busy (the agent-check weighs a host by these): room, and idle for a worker
+    /// that says `idle` (`has_room`), nothing in hand for one that does not.
+    pub fn is_free(&self) -> bool {
+        self.has_room() && (self.pulled || self.in_flight() == 0)
+    }
+
     /// Whether the window has room, busy or not (client affinity waits for its own worker).
     pub fn has_window_room(&self) -> bool {
         self.open

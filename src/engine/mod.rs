@@ -18,6 +18,7 @@
 //!   (what a graceful stop request does: drain first, or stop now);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
 
+pub mod agent_check;
 pub mod client_limits;
 pub mod dispatch;
 pub mod drain;

@@ -44,6 +44,19 @@ pub fn merge(current: &Config, mut new: Config) -> (Config, Vec<String>) {
         ));
         new.metrics = current.metrics.clone();
     }
+    let agent = |c: &Config| c.metrics.as_ref().and_then(|m| m.haproxy_agent);
+    if agent(&new) != agent(current) {
+        let name = |l: Option<std::net::SocketAddr>| l.map_or("none".into(), |a| a.to_string());
+        warnings.push(format!(
+            "`[metrics] haproxy_agent` changed ({} → {}): the agent-check listener stays as it \
+             is (`rrbalancer upgrade` applies it)",
+            name(agent(current)),
+            name(agent(&new))
+        ));
+        if let Some(m) = new.metrics.as_mut() {
+            m.haproxy_agent = agent(current);
+        }
+    }
     if new.master_user != current.master_user {
         let name = |c: &Config| {
             (c.master_user.as_ref())

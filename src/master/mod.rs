@@ -18,6 +18,7 @@
 //! `native` or `node`, borrows it for `sendmsg` and applies the ack (`channel` gives it no
 //! socket).
 
+mod agent_check_io;
 mod channel;
 mod client_io;
 mod control_files;
@@ -99,6 +100,8 @@ pub enum MasterError {
     Upgrade(String),
     #[error("cannot listen for metrics on {0}: {1}")]
     Metrics(std::net::SocketAddr, io::Error),
+    #[error("cannot listen for HAProxy's agent-check on {0} (`[metrics] haproxy_agent`): {1}")]
+    AgentCheck(std::net::SocketAddr, io::Error),
     /// `[master] user`: the drop failed.
     #[error("cannot drop to {0} (`[master] user`): {1}")]
     Privileges(String, io::Error),
@@ -202,6 +205,7 @@ impl Master {
             ops: Operations {
                 control: Some(control),
                 monitor: None,
+                agent_check: None,
                 watcher: None,
                 watch_token: None,
                 // A new master speaks to systemd only once it took over.
@@ -249,6 +253,7 @@ impl Master {
                     Some(Source::Successor) => self.on_successor(event.is_writable()),
                     Some(Source::Predecessor) => self.on_predecessor(),
                     Some(Source::Monitor) => self.on_monitor_accept(),
+                    Some(Source::AgentCheck) => self.on_agent_check(),
                     Some(Source::MonitorConn(key)) => self.on_monitor_conn(key),
                     Some(Source::Watch) => self.on_watch(),
                     Some(Source::Channel(key)) => {
@@ -261,6 +266,9 @@ impl Master {
                 }
             }
             self.read_unread();
+            if self.ops.agent_check.as_ref().is_some_and(|a| a.pending) {
+                self.on_agent_check();
+            }
             // On SIGCHLD only (several exits may share one signal: `reap` takes them all), and
             // every turn while stopping, where nothing else is left to do.
             if std::mem::take(&mut self.io.reap_due) || self.core.phase() != Phase::Running {
@@ -273,6 +281,7 @@ impl Master {
             }
             self.control_turn(now);
             self.monitor_turn(now);
+            self.agent_turn(now);
             self.supervise(now);
             self.upgrade_turn(now);
             self.watch_turn(now);
@@ -337,7 +346,9 @@ impl Master {
     /// Work that should not wait for an event: a channel read stopped by its budget, or a
     /// listener with connections still queued while some worker has room.
     fn has_immediate_work(&self) -> bool {
-        self.unread_channels().next().is_some() || self.can_accept_more()
+        self.unread_channels().next().is_some()
+            || self.can_accept_more()
+            || self.ops.agent_check.as_ref().is_some_and(|a| a.pending)
     }
 
     /// The nearest moment something is due: a slot restart, a SIGKILL, the end of a pause.
@@ -366,6 +377,7 @@ impl Master {
             .chain(self.ledger.next_full_retry())
             .chain(self.control_deadline())
             .chain(self.monitor_deadline())
+            .chain(self.ops.agent_check.as_ref().map(|a| a.deadline()))
             .chain(
                 self.ops
                     .watcher

@@ -136,6 +136,8 @@ pub(super) struct Operations {
     pub control: Option<control_socket::Control>,
     /// The monitoring listener (`[metrics] listen`), if any.
     pub monitor: Option<monitor::Monitor>,
+    /// HAProxy's agent-check listener (`[metrics] haproxy_agent`), if any.
+    pub agent_check: Option<super::agent_check_io::AgentCheck>,
     /// Watch mode (`[watch]`, `--watch`), if on.
     pub watcher: Option<super::watch_io::Watcher>,
     pub watch_token: Option<Token>,

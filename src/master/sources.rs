@@ -31,6 +31,8 @@ pub enum Source {
     Monitor,
     /// The monitoring connection with this key.
     MonitorConn(usize),
+    /// HAProxy's agent-check listener (`[metrics] haproxy_agent`).
+    AgentCheck,
     /// Watch mode's inotify fd.
     Watch,
 }

@@ -3,10 +3,12 @@
 //! loop run; a failure reported to the old master when this one was started by an upgrade.
 
 use std::io;
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::Interest;
 
+use super::agent_check_io::AgentCheck;
 use super::listeners::{self, Listener};
 use super::sources::Source;
 use super::{Master, MasterError, Predecessor, control_files, control_socket, monitor};
@@ -93,6 +95,11 @@ fn run_master(
         }
         None => None,
     };
+    let agent = config.metrics.as_ref().and_then(|m| m.haproxy_agent);
+    let agent = (agent.map(|addr| {
+        AgentCheck::bind(addr, Instant::now()).map_err(|e| MasterError::AgentCheck(addr, e))
+    }))
+    .transpose()?;
     let registration = control_files::Registration::make(&config.control.socket);
     if let Some(id) = &drop_to {
         for path in [&config.control.pid_file, &config.control.socket] {
@@ -126,6 +133,14 @@ fn run_master(
             .register(monitor.listener(), token, Interest::READABLE)
             .map_err(MasterError::EventLoop)?;
         master.ops.monitor = Some(monitor);
+    }
+    if let Some(mut agent) = agent {
+        let token = master.io.sources.add(Source::AgentCheck);
+        (master.io.poll.registry())
+            .register(agent.listener(), token, Interest::READABLE)
+            .map_err(MasterError::EventLoop)?;
+        master.ops.agent_check = Some(agent);
+        master.announce_agent_check();
     }
     master.set_watch();
     master.workers.configured_workers = configured_workers;

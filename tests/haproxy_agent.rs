@@ -1,0 +1,141 @@
+//! HAProxy's agent-check (`[metrics] haproxy_agent`, issue 28, part 3): one line per
+//! connection in HAProxy's grammar — `up ready N%` with N the share of the workers free,
+//! `drain` while a stop drains or runs, `down` with no worker ready — and nothing a client does
+//! holds the listener.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Rrb, http_get};
+
+/// A master with the agent on a free port (and `extra` config): it and the agent's address.
+fn with_agent(workers: usize, ready: usize, extra: &str) -> (Rrb, String) {
+    let agent = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = {workers}\n{extra}\n[metrics]\n\
+         listen = \"127.0.0.1:0\"\nhaproxy_agent = \"{agent}\"\n"
+    );
+    let rrb = Rrb::start(&config, ready);
+    rrb.wait_for_log("haproxy agent-check on", Duration::from_secs(10));
+    (rrb, agent)
+}
+
+/// One check, as HAProxy makes it (with an `agent-send` string): the line answered.
+fn check(agent: &str) -> String {
+    let mut s = TcpStream::connect(agent).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"backend/srv1\n").unwrap();
+    let mut line = String::new();
+    s.read_to_string(&mut line).unwrap();
+    line
+}
+
+/// The weight said, waiting up to `within` for `until` to hold.
+fn weight_until(agent: &str, within: Duration, until: impl Fn(u32) -> bool) -> u32 {
+    let deadline = Instant::now() + within;
+    loop {
+        let line = check(agent);
+        let n: u32 = line
+            .strip_prefix("up ready ")
+            .and_then(|r| r.trim_end().strip_suffix('%'))
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .parse()
+            .unwrap();
+        if until(n) || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_weight_follows_how_many_workers_are_free_and_a_drain_says_drain() {
+    let (mut rrb, agent) = with_agent(2, 2, "[shutdown]\ndrain = \"3s\"\nkill_timeout = \"20s\"");
+    let idle = weight_until(&agent, Duration::from_secs(5), |n| n >= 95);
+    assert!(idle >= 95, "idle workers: {idle}%");
+    // Both workers busy: frozen, each holding a client.
+    let workers = rrb.workers();
+    for &pid in &workers {
+        // SAFETY: signals to the test's own grandchildren.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = rrb.addr.clone();
+            std::thread::spawn(move || http_get(&addr))
+        })
+        .collect();
+    let busy = weight_until(&agent, Duration::from_secs(5), |n| n <= 5);
+    assert!(
+        (1..=5).contains(&busy),
+        "busy workers: {busy}% (never 0 while serving)"
+    );
+    for &pid in &workers {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    for c in clients {
+        c.join().unwrap().expect("served once thawed");
+    }
+    let again = weight_until(&agent, Duration::from_secs(5), |n| n >= 95);
+    assert!(again >= 95, "free again: {again}%");
+    rrb.signal(libc::SIGTERM);
+    rrb.wait_for_log("draining for 3s", Duration::from_secs(5));
+    assert_eq!(check(&agent), "drain\n");
+    rrb.wait_exit(Duration::from_secs(15)).expect("exits");
+}
+
+#[test]
+fn no_worker_ready_is_down() {
+    let extra =
+        "[worker]\nexec = \"sleep\"\nargs = [\"30\"]\nready = \"message\"\nready_timeout = \"60s\"";
+    let (rrb, agent) = with_agent(1, 0, extra);
+    assert_eq!(check(&agent), "down\n");
+    drop(rrb);
+}
+
+/// 500 connections left open and garbage do not stop the checks: each is answered and closed
+/// at once, and the master's memory does not grow with them.
+#[test]
+fn idle_clients_and_garbage_hold_nothing() {
+    let (rrb, agent) = with_agent(1, 1, "");
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", rrb.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rss();
+    let idle: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect(&agent).unwrap())
+        .collect();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(&agent).unwrap();
+        let _ = s.write_all(&[0xff; 16 * 1024]);
+    }
+    let began = Instant::now();
+    assert!(check(&agent).starts_with("up ready "));
+    assert!(
+        began.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        began.elapsed()
+    );
+    // Every idle one was answered and closed by the master already.
+    for mut s in idle.into_iter().take(50) {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut line = String::new();
+        let _ = s.read_to_string(&mut line);
+        assert!(line.starts_with("up ready "), "{line:?}");
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 2048, "master RSS grew {grown} KiB");
+}
