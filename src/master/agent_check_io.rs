@@ -33,20 +33,9 @@ pub(super) struct AgentCheck {
 impl AgentCheck {
     /// Binds `addr` (beside an old master's during an upgrade, as the metrics listener).
     pub fn bind(addr: SocketAddr, now: Instant) -> io::Result<AgentCheck> {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.bind(&addr.into())?;
-        socket.listen(128)?;
-        socket.set_nonblocking(true)?;
-        let std: std::net::TcpListener = socket.into();
-        let local = std.local_addr()?;
+        let (listener, local) = super::monitor::bind_beside(addr, 128)?;
         Ok(AgentCheck {
-            listener: TcpListener::from_std(std),
+            listener,
             local,
             free: FreeShare::default(),
             next_sample: now,

@@ -37,6 +37,24 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// Connections open at once; a new one beyond this closes the oldest.
 const MAX_CONNS: usize = 32;
 
+/// A non-blocking listener on `addr` that a new master can bind beside an old one during an
+/// upgrade (`SO_REUSEPORT`), and the address it got.
+pub(super) fn bind_beside(addr: SocketAddr, backlog: i32) -> io::Result<(TcpListener, SocketAddr)> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    let std: std::net::TcpListener = socket.into();
+    let local = std.local_addr()?;
+    Ok((TcpListener::from_std(std), local))
+}
+
 /// What `/healthz` and `/readyz` say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
@@ -95,21 +113,9 @@ impl Monitor {
     /// master binds it while the old one still serves it (the kernel lets only the same user
     /// share it).
     pub fn bind(config: MetricsConfig) -> io::Result<Monitor> {
-        use socket2::{Domain, Socket, Type};
-        let addr = config.listen;
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.bind(&addr.into())?;
-        socket.listen(64)?;
-        socket.set_nonblocking(true)?;
-        let std: std::net::TcpListener = socket.into();
-        let local = std.local_addr()?;
+        let (listener, local) = bind_beside(config.listen, 64)?;
         Ok(Monitor {
-            listener: TcpListener::from_std(std),
+            listener,
             local,
             config,
             conns: Slab::new(),
