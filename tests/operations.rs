@@ -860,6 +860,35 @@ fn restart_stops_then_starts_in_the_background_with_the_same_file() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// `restart --now` skips the running master's `[shutdown] drain` (plain `restart` drains, as
+/// `stop` does).
+#[test]
+fn restart_now_skips_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    let text = "listen = [\"127.0.0.1:0\"]\nworkers = 1\n[shutdown]\ndrain = \"60s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| with_config(&config, dir.path(), args);
+    let (code, out, err) = run(&["restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = started_pid(&out);
+    let _first = KillOnDrop(first);
+    let began = Instant::now();
+    let (code, out, err) = run(&["restart", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(!out.contains("draining for"), "{out}");
+    let second = started_pid(&out[out.find("started in the background").expect(&out)..]);
+    let _second = KillOnDrop(second);
+    assert!(!alive(first), "the first has exited");
+    let (code, out, err) = run(&["stop", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn status_ready_is_a_readiness_probe() {
     let mut rrb = Rrb::start(

@@ -172,7 +172,11 @@ pub enum Command {
     /// in the background with the same configuration file and the flags given here, as `start
     /// --daemon` does; with nothing running, just start it. Between the two, nothing listens:
     /// `reload` (new workers) and `upgrade` (a new binary) refuse no connection.
-    Restart,
+    Restart {
+        /// Skip the running master's drain: stop it gracefully now.
+        #[arg(long)]
+        now: bool,
+    },
     /// Send a message to the workers (every worker that takes messages: a Node process's
     /// `process.on('message')`, a native worker that said `subscribe`), to one slot, or to the
     /// agent. MESSAGE is JSON (`'{"color":"blue"}'`, `'"text"'`, `42`); with --text, any text,

@@ -48,7 +48,7 @@ fn demo_worker(args: demo::DemoArgs) -> ExitCode {
 }
 
 /// `restart`: stop what runs, then start it again in the background.
-fn restart(mut cli: Cli) -> ExitCode {
+fn restart(mut cli: Cli, now: bool) -> ExitCode {
     // Named by nothing: start again what runs — its file; a program named on its
     // command line must be named again (its flags are not known here).
     if cli.config.is_none() && cli.program.is_empty() && cli.control.is_none() {
@@ -70,7 +70,7 @@ fn restart(mut cli: Cli) -> ExitCode {
         std::mem::take(&mut cli.listen),
         cli.sched_policy.take(),
     );
-    let stopped = control_command(&cli, Ask::Stop { now: false });
+    let stopped = control_command(&cli, Ask::Stop { now });
     (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
     // With no file named, a failed stop (none running, several) leaves nothing to
     // restart; with one, the pid file refuses a second master if the first still runs.
@@ -116,7 +116,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
             },
         ),
         Some(Command::Stop { now }) => control_command(&cli, Ask::Stop { now }),
-        Some(Command::Restart) => restart(cli),
+        Some(Command::Restart { now }) => restart(cli, now),
         Some(Command::Send {
             slot,
             agent,
