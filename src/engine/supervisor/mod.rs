@@ -419,17 +419,12 @@ impl Supervisor {
         match decision {
             Decision::RestartAfter(delay) => {
                 s.restart_count += 1;
-                let at = Some(now + delay);
-                s.start_at = at;
-                self.fleet.timers.arm(at, Timed::Place(place));
+                self.fleet.start_at(place, now + delay);
                 info!("restarting {place} in {delay:?}");
             }
             Decision::GiveUp => {
                 s.given_up = true;
                 s.giveups += 1;
-                // Tried again later with a fresh window (the cause may pass: a database back,
-                // a disk freed), unless the master stops below.
-                s.start_at = Some(now + policy.retry_after);
                 let causes: Vec<&str> = s.last_causes.iter().map(String::as_str).collect();
                 let reason = format!(
                     "{} unasked exits within {:?} (max_restarts={}); last causes: {}",
@@ -438,8 +433,9 @@ impl Supervisor {
                     policy.max_restarts,
                     causes.join("; ")
                 );
-                let retry = Some(now + policy.retry_after);
-                self.fleet.timers.arm(retry, Timed::Place(place));
+                // Tried again later with a fresh window (the cause may pass: a database back,
+                // a disk freed), unless the master stops below.
+                self.fleet.start_at(place, now + policy.retry_after);
                 let stops = if place == Place::Agent {
                     !agent_started
                 } else {
