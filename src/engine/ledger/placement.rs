@@ -68,21 +68,26 @@ impl<C: Conn> Ledger<C> {
                 }
             }
         };
-        match self.accounts.get_mut(key) {
-            Some(account) => {
-                if account.outbox.is_empty() {
-                    self.touched.push(key);
-                }
-                account.assign(c);
-                // A batch continues with the worker whose turn it was (not with a client's
-                // home, which took it out of turn).
-                if let Some(slot) = slot {
-                    self.last = Some((slot, key));
-                }
-                Ok(key)
-            }
-            None => Err(c),
+        self.give(key, c)?;
+        // A batch continues with the worker whose turn it was (not with a client's home,
+        // which took it out of turn).
+        if let Some(slot) = slot {
+            self.last = Some((slot, key));
         }
+        Ok(key)
+    }
+
+    /// Puts `c` in the outbox of the account of `key`, listed as touched for the shell when
+    /// its outbox stops being empty; `Err` gives it back if there is no such account.
+    fn give(&mut self, key: usize, c: C) -> Result<(), C> {
+        let Some(account) = self.accounts.get_mut(key) else {
+            return Err(c);
+        };
+        if account.outbox.is_empty() {
+            self.touched.push(key);
+        }
+        account.assign(c);
+        Ok(())
     }
 
     /// With `batch`, the account that took the last connection in its turn, if it still serves
@@ -128,15 +133,13 @@ impl<C: Conn> Ledger<C> {
                 break;
             };
             self.rr.take(slot, slots);
-            // The peek found its worker's account: the connection leaves the queue only for it.
+            // The peek found its worker's account: the connection goes to it, or back in front.
             let Some(key) = serving(slot) else { break };
-            let Some(account) = self.accounts.get_mut(key) else {
+            let c = self.queue.pop_front().expect("not empty");
+            if let Err(c) = self.give(key, c) {
+                self.queue.push_front(c);
                 break;
-            };
-            if account.outbox.is_empty() {
-                self.touched.push(key);
             }
-            account.assign(self.queue.pop_front().expect("not empty"));
         }
         self.queue.len()
     }
