@@ -67,7 +67,7 @@ impl Master {
     pub(super) fn unread_channels(&self) -> impl Iterator<Item = usize> + '_ {
         let paused = self.ops.relay_paused;
         let procs = &self.workers.procs;
-        (self.workers.unread.iter().copied()).filter(move |&key| {
+        (self.workers.unread.iter()).filter(move |&key| {
             procs
                 .channel(key)
                 .is_some_and(|c| c.has_unread() && !(paused && c.is_sender()))
@@ -80,7 +80,8 @@ impl Master {
         if self.workers.unread.is_empty() {
             return;
         }
-        let mut keys = std::mem::take(&mut self.workers.unread);
+        let mut keys = std::mem::take(&mut self.workers.scratch[0]);
+        self.workers.unread.take_into(&mut keys);
         let paused = self.ops.relay_paused;
         for &key in &keys {
             let Some(channel) = self.workers.procs.channel(key) else {
@@ -95,10 +96,7 @@ impl Master {
                 self.on_channel(key, true); // listed again if still unread
             }
         }
-        keys.clear();
-        if self.workers.unread.is_empty() {
-            self.workers.unread = keys; // keeps the allocation
-        }
+        self.workers.scratch[0] = keys; // keeps the allocation
     }
 
     /// Lists the channel of `key` if its read stopped before all was read.
@@ -108,8 +106,8 @@ impl Master {
             .procs
             .channel(key)
             .is_some_and(|c| c.has_unread());
-        if unread && !self.workers.unread.contains(&key) {
-            self.workers.unread.push(key);
+        if unread {
+            self.workers.unread.insert(key);
         }
     }
 

@@ -24,9 +24,23 @@ impl KeySet {
         self.listed.get(key).copied().unwrap_or(false)
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The listed keys, in the order listed.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.keys.iter().copied()
+    }
+
+    /// Keeps listed only the keys `keep` says to.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let listed = &mut self.listed;
+        self.keys.retain(|&key| {
+            let kept = keep(key);
+            listed[key] = kept;
+            kept
+        });
     }
 
     /// Moves every listed key into `out` (emptied first), in the order listed; the set is
@@ -58,5 +72,17 @@ mod tests {
         set.insert(2);
         set.take_into(&mut out);
         assert_eq!(out, [2], "listed again once taken");
+        for key in [3, 1, 4] {
+            set.insert(key);
+        }
+        set.retain(|key| key != 1);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [3, 4]);
+        set.insert(1);
+        set.insert(3);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [3, 4, 1],
+            "1 listed again, 3 once"
+        );
     }
 }

@@ -181,11 +181,11 @@ impl Master {
             ledger: Ledger::default(),
             workers: Workers {
                 procs: process::Processes::default(),
-                unread: Vec::new(),
+                unread: Default::default(),
                 flush_due: Default::default(),
                 owners: Vec::new(),
                 scratch: [Vec::new(), Vec::new()],
-                backlogged: Vec::new(),
+                backlogged: Default::default(),
                 effects: Vec::new(),
                 base_env: launch::base_env(&config, &config.worker.command.env),
                 sinks,

@@ -77,7 +77,7 @@ pub(super) struct Workers {
     pub procs: process::Processes,
     /// Keys of channels whose last read stopped before all was read (its budget, or held back
     /// by flow control): read again without waiting for an event.
-    pub unread: Vec<usize>,
+    pub unread: KeySet,
     /// Keys of channels with something to send, or that may have: [`Master::flush`] looks at
     /// these, not at every worker. Listed by what gives them something (the ledger's touched
     /// accounts, a read, a writable event, a `stop`, a relayed message); one still wanting a
@@ -89,7 +89,7 @@ pub(super) struct Workers {
     pub scratch: [Vec<usize>; 2],
     /// Keys of channels that may have relayed messages waiting (a backlog): the only ones
     /// flow control and the stall check look at.
-    pub backlogged: Vec<usize>,
+    pub backlogged: KeySet,
     /// What the core decided and the shell has yet to do (reused).
     pub effects: Vec<Effect>,
     /// The environment every worker starts with, before its own variables.

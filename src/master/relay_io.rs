@@ -80,7 +80,7 @@ impl Master {
             match channel.send_message(&message, now) {
                 Ok(true) => {
                     sent += 1;
-                    backlogged(&mut self.workers.backlogged, key);
+                    self.workers.backlogged.insert(key);
                     self.workers.flush_due.insert(key);
                 }
                 Ok(false) => {}
@@ -150,7 +150,7 @@ impl Master {
         if let Err(overflow) = channel.subscribe(&self.ops.retained, now) {
             self.replace_receiver(key, overflow.bytes, &overflowed(), now);
         }
-        backlogged(&mut self.workers.backlogged, key);
+        self.workers.backlogged.insert(key);
         self.workers.flush_due.insert(key);
     }
 
@@ -192,7 +192,7 @@ impl Master {
         let mut highest = 0;
         let mut stalled = Vec::new();
         let procs = &self.workers.procs;
-        self.workers.backlogged.retain(|&key| {
+        self.workers.backlogged.retain(|key| {
             let Some(channel) = procs.channel(key) else {
                 return false; // released
             };
@@ -228,7 +228,7 @@ impl Master {
     /// The nearest moment a backlog would count as stalled.
     pub(super) fn next_stall_deadline(&self) -> Option<Instant> {
         (self.workers.backlogged.iter())
-            .filter_map(|&key| self.workers.procs.channel(key)?.stall_deadline())
+            .filter_map(|key| self.workers.procs.channel(key)?.stall_deadline())
             .min()
     }
 
@@ -254,11 +254,4 @@ impl Master {
 /// Why a receiver whose backlog passed the hard bound is replaced.
 fn overflowed() -> String {
     format!("would wait (at most {})", relay::MAX_BACKLOG_BYTES)
-}
-
-/// Lists `key` among the channels with messages waiting (once).
-fn backlogged(list: &mut Vec<usize>, key: usize) {
-    if !list.contains(&key) {
-        list.push(key);
-    }
 }
