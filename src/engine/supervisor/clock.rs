@@ -192,7 +192,7 @@ impl Supervisor {
                 Timed::Place(place) => Some(*place),
                 Timed::Worker(_) => None,
             })
-            .filter(|&place| self.startable(place))
+            .filter(|&place| self.fleet.may_start(place))
             .filter(|&place| {
                 self.fleet
                     .place(place)
@@ -201,10 +201,6 @@ impl Supervisor {
             .collect();
         places.sort_by_key(|&place| (place != Place::Agent, place));
         places
-    }
-
-    fn startable(&self, place: Place) -> bool {
-        self.fleet.may_start(place)
     }
 
     /// After a tick: each worker and place it looked at is armed again for its next moment (a
@@ -217,7 +213,7 @@ impl Supervisor {
                 Timed::Worker(key) => self.arm_worker(key),
                 Timed::Place(place) => {
                     let at = self.fleet.place(place).and_then(|s| s.start_at);
-                    if self.startable(place) && at.is_some_and(|t| t > now) {
+                    if self.fleet.may_start(place) && at.is_some_and(|t| t > now) {
                         self.fleet.timers.arm(at, what);
                     }
                 }
