@@ -250,18 +250,13 @@ impl Master {
             "/readyz" => {
                 let stopping = self.core.phase() != Phase::Running;
                 let draining = self.ops.drain.until().is_some();
-                match (self.health().ready, stopping || draining) {
-                    (true, _) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                    (false, true) if !stopping => {
-                        ("503 Service Unavailable", "text/plain", "draining\n".into())
-                    }
-                    (false, true) => ("503 Service Unavailable", "text/plain", "stopping\n".into()),
-                    (false, false) => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "not ready\n".into(),
-                    ),
-                }
+                let why = match (self.health().ready, stopping, draining) {
+                    (true, ..) => return ("200 OK", "text/plain", "ready\n".to_owned()),
+                    (false, true, _) => "stopping\n",
+                    (false, false, true) => "draining\n",
+                    (false, false, false) => "not ready\n",
+                };
+                ("503 Service Unavailable", "text/plain", why.into())
             }
             _ => (
                 "404 Not Found",
