@@ -60,13 +60,7 @@ fn draining_master(drain: &str) -> (Rrb, String) {
          [metrics]\nlisten = \"127.0.0.1:0\"\n"
     );
     let rrb = Rrb::start(&config, 2);
-    let line = rrb.wait_for_log("metrics on http://", Duration::from_secs(10));
-    let metrics = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap()
-        .to_owned();
+    let metrics = rrb.metrics_addr();
     (rrb, metrics)
 }
 

@@ -16,13 +16,7 @@ fn start(config: &str, ready: usize) -> (Rrb, String) {
         &format!("listen = [\"127.0.0.1:0\"]\n{config}[metrics]\nlisten = \"127.0.0.1:0\"\n"),
         ready,
     );
-    let line = rrb.wait_for_log("metrics on http://", Duration::from_secs(10));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap()
-        .to_owned();
+    let addr = rrb.metrics_addr();
     (rrb, addr)
 }
 

@@ -484,6 +484,18 @@ pub fn alive(pid: i32) -> bool {
     stat_of(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
+impl Rrb {
+    /// The address its `[metrics] listen` serves on, from its log.
+    pub fn metrics_addr(&self) -> String {
+        let line = self.wait_for_log("metrics on http://", Duration::from_secs(10));
+        line.split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .expect("an address")
+            .to_owned()
+    }
+}
+
 /// The number right after `marker` in a log line (`"accepted the 35 connection(s)"`, with
 /// marker `"accepted the "`), or 0.
 pub fn number_after(line: &str, marker: &str) -> usize {
