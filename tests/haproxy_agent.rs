@@ -139,3 +139,53 @@ fn idle_clients_and_garbage_hold_nothing() {
     let grown = rss().saturating_sub(before);
     assert!(grown < 2048, "master RSS grew {grown} KiB");
 }
+
+/// After an upgrade's handover the new master answers for the host: the old one, still
+/// finishing a held connection, no longer takes health checks — where it did, about half of
+/// them (the kernel spreads them over both listeners) said `stopping` and `drain`, and a
+/// balancer with `fall 2` could take the host out in the middle of a clean upgrade.
+#[test]
+fn after_an_upgrade_only_the_new_master_answers_the_balancers_checks() {
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (metrics, agent) = (free_port(), free_port());
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\n[worker]\nargs = [\"--drain-grace\", \"3s\"]\n\
+         [metrics]\nlisten = \"{metrics}\"\nhaproxy_agent = \"{agent}\"\n"
+    );
+    let rrb = Rrb::start(&config, 1);
+    // An idle keep-alive client keeps the old worker, and so the old master, finishing.
+    let mut held = TcpStream::connect(&rrb.addr).unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("handled by worker"));
+    let old = rrb.pid();
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {old} stops")), "{out}");
+    let mut wrong = Vec::new();
+    for _ in 0..40 {
+        match common::http_get_path(&metrics, "/readyz") {
+            Ok(answer) if answer == "ready\n" => {}
+            other => wrong.push(format!("/readyz: {other:?}")),
+        }
+        let line = check(&agent);
+        if !line.starts_with("up ready ") {
+            wrong.push(format!("agent: {line:?}"));
+        }
+    }
+    assert!(
+        common::alive(old),
+        "the old master had already exited: the checks proved nothing"
+    );
+    assert_eq!(
+        wrong,
+        Vec::<String>::new(),
+        "checks answered by the old master"
+    );
+    drop(held);
+}

@@ -130,6 +130,24 @@ impl Master {
         agent.pending = true;
     }
 
+    /// An upgrade's new master has taken this host over: from now on it answers the balancer's
+    /// checks alone. The metrics and agent-check listeners answer what waits on them — the
+    /// host still serves — and close: while open, they would take about half of the checks
+    /// (the kernel spreads them over the sockets bound beside each other) and answer
+    /// `stopping` and `drain` for a host that serves on. Metrics connections already open are
+    /// still answered.
+    pub(super) fn leave_checks_to_successor(&mut self) {
+        self.on_monitor_accept();
+        self.on_agent_check();
+        let registry = self.io.poll.registry();
+        if let Some(monitor) = self.ops.monitor.as_mut() {
+            monitor.close_listener(registry);
+        }
+        if let Some(mut agent) = self.ops.agent_check.take() {
+            let _ = registry.deregister(agent.listener());
+        }
+    }
+
     /// Logs where the agent-check is answered.
     pub(super) fn announce_agent_check(&self) {
         if let Some(agent) = &self.ops.agent_check {

@@ -100,7 +100,8 @@ struct Conn {
 /// The listener and its connections.
 #[derive(Debug)]
 pub struct Monitor {
-    listener: TcpListener,
+    /// `None` once an upgrade's new master answers for this host ([`Monitor::close_listener`]).
+    listener: Option<TcpListener>,
     pub local: SocketAddr,
     config: MetricsConfig,
     conns: Slab<Conn>,
@@ -115,7 +116,7 @@ impl Monitor {
     pub fn bind(config: MetricsConfig) -> io::Result<Monitor> {
         let (listener, local) = bind_beside(config.listen, 64)?;
         Ok(Monitor {
-            listener,
+            listener: Some(listener),
             local,
             config,
             conns: Slab::new(),
@@ -123,8 +124,16 @@ impl Monitor {
         })
     }
 
-    pub fn listener(&mut self) -> &mut TcpListener {
-        &mut self.listener
+    pub fn listener(&mut self) -> Option<&mut TcpListener> {
+        self.listener.as_mut()
+    }
+
+    /// Stops listening (the connections open are still answered): the socket is closed, so
+    /// that the kernel gives new clients to the other sockets bound beside it.
+    pub fn close_listener(&mut self, registry: &mio::Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
     }
 
     /// Takes a reloaded `[metrics]` with the same `listen`: who may connect from now on.
@@ -148,7 +157,10 @@ impl Master {
             let Some(monitor) = self.ops.monitor.as_mut() else {
                 return;
             };
-            let (mut stream, peer) = match monitor.listener.accept() {
+            let Some(listener) = monitor.listener.as_mut() else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

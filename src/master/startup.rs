@@ -126,12 +126,11 @@ fn run_master(
         .map_err(MasterError::EventLoop)?;
     if let Some(mut monitor) = monitor {
         let token = master.io.sources.add(Source::Monitor);
-        master
-            .io
-            .poll
-            .registry()
-            .register(monitor.listener(), token, Interest::READABLE)
-            .map_err(MasterError::EventLoop)?;
+        if let Some(listener) = monitor.listener() {
+            (master.io.poll.registry())
+                .register(listener, token, Interest::READABLE)
+                .map_err(MasterError::EventLoop)?;
+        }
         master.ops.monitor = Some(monitor);
     }
     if let Some(mut agent) = agent {

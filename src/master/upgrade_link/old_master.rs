@@ -337,6 +337,7 @@ impl Master {
                 for l in &mut self.accept.listeners {
                     l.socket.release_path();
                 }
+                self.leave_checks_to_successor();
                 self.begin_stop();
             }
             UpgradeStep::Failed {
