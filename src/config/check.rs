@@ -41,12 +41,12 @@ impl Checker<'_> {
         let span = d.span();
         let value = d.into_inner().0;
         if value > MAX_DURATION {
+            let written = self.as_written(&span, value);
             return Err(self.invalid(
                 span,
                 key,
                 format!(
-                    "{} is too long (at most {})",
-                    humantime::format_duration(value),
+                    "{written} is too long (at most {})",
                     humantime::format_duration(MAX_DURATION)
                 ),
             ));
@@ -65,17 +65,26 @@ impl Checker<'_> {
         let span = d.span();
         let value = self.duration(d, key)?;
         if value < min {
+            let written = self.as_written(&span, value);
             return Err(self.invalid(
                 span,
                 key,
                 format!(
-                    "{} is too short (at least {}: {why})",
-                    humantime::format_duration(value),
+                    "{written} is too short (at least {}: {why})",
                     humantime::format_duration(min)
                 ),
             ));
         }
         Ok(value)
+    }
+
+    /// A duration as the file wrote it (`"2 days"`), where its span points; without one (a
+    /// value from a flag), `value` as humantime prints it.
+    fn as_written(&self, span: &std::ops::Range<usize>, value: Duration) -> String {
+        match self.text.get(span.clone()).map(str::trim) {
+            Some(text) if !text.is_empty() => crate::text::cut(text, 80),
+            _ => humantime::format_duration(value).to_string(),
+        }
     }
 
     /// A path from the file: a relative one is taken from the file's directory (`join` keeps

@@ -203,3 +203,11 @@ fn an_executable_is_a_regular_file_with_an_execute_bit() {
     let e = resolve_program("./missing", Some(dir.path())).unwrap_err();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn a_duration_out_of_bounds_is_quoted_as_written() {
+    let e = error_of("[shutdown]\ndrain = \"2 days\"\n");
+    assert!(e.contains("\"2 days\" is too long (at most 1day)"), "{e}");
+    let e = error_of("[restart]\nwindow = \"500 ms\"\n");
+    assert!(e.contains("\"500 ms\" is too short"), "{e}");
+}
