@@ -157,7 +157,7 @@ pub fn until_exit(socket: &Path, request: &Request, wait: Duration) -> Result<St
         wait.max(Duration::from_millis(ms) + Duration::from_secs(10))
     });
     let _ = reader.get_ref().set_read_timeout(Some(wait));
-    if message.starts_with("draining") {
+    if reply.drain_ms.is_some() {
         // Said now: the wait may be long.
         eprintln!(
             "rrbalancer: {message} (`rrbalancer stop --now` skips the rest of the drain; \

@@ -42,6 +42,11 @@ impl Drain {
         self.until
     }
 
+    /// Whether a drain is under way.
+    pub fn active(&self) -> bool {
+        self.until.is_some()
+    }
+
     /// The drain is over at `now`: the graceful stop begins (once).
     pub fn ends(&mut self, now: Instant) -> bool {
         if self.until.is_some_and(|t| t <= now) {

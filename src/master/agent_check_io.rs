@@ -11,7 +11,7 @@ use std::time::Instant;
 use log::{info, warn};
 use mio::net::TcpListener;
 
-use super::{Master, Phase};
+use super::Master;
 use crate::engine::agent_check::{self, FreeShare, HostState, SAMPLE_EVERY};
 use crate::engine::client_limits;
 use crate::engine::metrics::TurnedAway;
@@ -57,7 +57,7 @@ impl AgentCheck {
 impl Master {
     /// Where the host stands for a balancer in front.
     fn host_state(&self) -> HostState {
-        if self.core.phase() != Phase::Running || self.ops.drain.until().is_some() {
+        if self.leaving() {
             HostState::Draining
         } else if self.core.fleet().ready_count() == 0 {
             HostState::Down

@@ -303,7 +303,7 @@ impl Master {
                         .mode()
                         .master_accepts()
                         .then(|| self.ledger.handed_total()),
-                    draining: self.ops.drain.until().is_some(),
+                    draining: self.ops.drain.active(),
                 };
                 let (reloading, stopping) =
                     (self.core.reloading(), self.core.phase() != Phase::Running);

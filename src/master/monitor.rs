@@ -261,7 +261,7 @@ impl Master {
             }
             "/readyz" => {
                 let stopping = self.core.phase() != Phase::Running;
-                let draining = self.ops.drain.until().is_some();
+                let draining = self.ops.drain.active();
                 let why = match (self.health().ready, stopping, draining) {
                     (true, ..) => return ("200 OK", "text/plain", "ready\n".to_owned()),
                     (false, true, _) => "stopping\n",

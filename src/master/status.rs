@@ -159,7 +159,7 @@ impl Master {
         health(
             self.core.fleet().ready_count(),
             self.ops.started_serving,
-            self.core.phase() != Phase::Running || self.ops.drain.until().is_some(),
+            self.leaving(),
         )
     }
 
@@ -221,7 +221,7 @@ impl Master {
             queued: self.ledger.queued(),
             workers_wanted: fleet.slots.len(),
             workers_ready: fleet.ready_count(),
-            draining: self.ops.drain.until().is_some(),
+            draining: self.ops.drain.active(),
             reloads: self.core.reloads(),
             retained: (self.ops.retained.len(), self.ops.retained.bytes()),
             slots,

@@ -19,39 +19,46 @@ impl Master {
         left + self.config.kill_timeout
     }
 
-    /// `rrbalancer stop` (`now`: `--now`): what it is answered, with how long the stop may
-    /// take.
-    pub(super) fn stop_requested(&mut self, now: bool) -> Reply {
-        let mut reply = Reply::ok(self.stop_answer(now));
-        reply.within_ms = Some(self.stop_takes().as_millis() as u64);
-        reply
+    /// Stopping, or draining before a stop: not ready for a balancer in front (`/readyz`, the
+    /// HAProxy agent), though a drain still serves.
+    pub(super) fn leaving(&self) -> bool {
+        self.core.phase() != Phase::Running || self.ops.drain.active()
     }
 
-    fn stop_answer(&mut self, now: bool) -> String {
+    /// `rrbalancer stop` (`now`: `--now`): what it is answered, with how long the stop may
+    /// take and, if it drains first, how long that lasts.
+    pub(super) fn stop_requested(&mut self, now: bool) -> Reply {
         if self.core.phase() != Phase::Running {
-            return "already stopping".into();
+            let mut reply = Reply::ok("already stopping".into());
+            reply.within_ms = Some(self.stop_takes().as_millis() as u64);
+            return reply;
         }
-        let draining = self.ops.drain.until().is_some();
+        let draining = self.ops.drain.active();
         let (pid, kill_timeout) = (getpid(), self.config.kill_timeout);
-        match self.ask_stop(now) {
+        let next = self.ask_stop(now);
+        let mut reply = Reply::ok(match next {
             StopNext::DrainUntil(_) => format!(
                 "draining for {:?} (serving on, /readyz 503), then stopping pid {pid} \
                  (kill_timeout {kill_timeout:?})",
                 self.config.drain
             ),
-            StopNext::Stop if draining => {
-                format!(
-                    "stopping pid {pid} now, the rest of its drain skipped (kill_timeout {kill_timeout:?})"
-                )
-            }
+            StopNext::Stop if draining => format!(
+                "stopping pid {pid} now, the rest of its drain skipped (kill_timeout \
+                 {kill_timeout:?})"
+            ),
             StopNext::Stop => format!("stopping pid {pid} (kill_timeout {kill_timeout:?})"),
+        });
+        reply.within_ms = Some(self.stop_takes().as_millis() as u64);
+        if let StopNext::DrainUntil(_) = next {
+            reply.drain_ms = Some(self.config.drain.as_millis() as u64);
         }
+        reply
     }
 
     /// A graceful stop is asked (`skip`: without its drain, `stop --now`): it drains first if
     /// `[shutdown] drain` says so, unless draining already (then what is left is skipped).
     pub(super) fn ask_stop(&mut self, skip: bool) -> StopNext {
-        let draining = self.ops.drain.until().is_some();
+        let draining = self.ops.drain.active();
         let next = self.ops.drain.ask(self.config.drain, skip, Instant::now());
         match next {
             StopNext::DrainUntil(_) => info!(

@@ -124,6 +124,10 @@ pub struct Reply {
     /// `kill_timeout`), in milliseconds; the client waits that long at least.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// `stop`: the master began its `[shutdown] drain`, this long, before the graceful stop
+    /// (the client says so at once rather than when it is over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// `logs`: the lines, oldest first.
@@ -153,6 +157,7 @@ impl Reply {
             pid: None,
             message: Some(message),
             within_ms: None,
+            drain_ms: None,
             status: None,
             logs: None,
         }
@@ -164,6 +169,7 @@ impl Reply {
             pid: None,
             message: Some(message),
             within_ms: None,
+            drain_ms: None,
             status: None,
             logs: None,
         }
@@ -175,6 +181,7 @@ impl Reply {
             pid: None,
             message: None,
             within_ms: None,
+            drain_ms: None,
             status: Some(status),
             logs: None,
         }
@@ -186,6 +193,7 @@ impl Reply {
             pid: None,
             message: None,
             within_ms: None,
+            drain_ms: None,
             status: None,
             logs: Some(lines),
         }
