@@ -9,17 +9,23 @@
 # answers, each operation's outcome and each host's share of the connections HAProxy sent.
 # Everything it made (namespaces, bridge, processes) is removed on exit.
 #
+# `--slow-ms N` makes host 1's workers burn N ms of CPU per request, and `--ops none` leaves the
+# hosts alone: HAProxy's agent-check then sees host 1's workers busy, and the shares printed show
+# it sent host 1 fewer new clients than the others; `--no-agent` takes the agent-check out of
+# HAProxy's configuration, for comparison.
+#
 # Needs root (namespaces), ip (iproute2), haproxy 2.6+, wrk, python3 and curl:
 #   apt-get install -y haproxy wrk iproute2 python3 curl
 #
 #   scripts/multihost.sh [--hosts N (3)] [--seconds S (24)] [--runs R (1)] [--drain D (2s)]
-#                        [--clients C (32)] [--bin PATH (cargo build --release)]
+#                        [--clients C (32)] [--slow-ms N (0)] [--ops rolling|none (rolling)]
+#                        [--no-agent] [--bin PATH (cargo build --release)]
 #
 # Exit status: 0 if every run had 0 socket errors, 0 non-2xx and every operation succeeded;
 # 1 if not; 2 if something it needs is missing (the reason on stderr, starting with "needs").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-hosts=3 seconds=24 runs=1 drain=2s clients=32 bin=""
+hosts=3 seconds=24 runs=1 drain=2s clients=32 slow_ms=0 ops=rolling agent=1 bin=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) hosts=$2; shift 2 ;;
@@ -27,6 +33,9 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --drain) drain=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
+    --slow-ms) slow_ms=$2; shift 2 ;;
+    --ops) ops=$2; shift 2 ;;
+    --no-agent) agent=0; shift ;;
     --bin) bin=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -38,6 +47,7 @@ for tool in ip haproxy wrk python3 curl; do
   command -v "$tool" >/dev/null || need "$tool: apt-get install -y haproxy wrk iproute2 python3 curl"
 done
 [ "$hosts" -ge 3 ] || { echo "--hosts must be at least 3 (stop, upgrade, reload)" >&2; exit 2; }
+case $ops in rolling|none) ;; *) echo "--ops is rolling or none" >&2; exit 2 ;; esac
 if [ -z "$bin" ]; then
   cargo build --release --quiet
   bin=$PWD/target/release/rrbalancer
@@ -86,6 +96,9 @@ for h in $(seq "$hosts"); do
   mkdir -p "$tmp/h$h"
   {
     printf 'listen = ["%s:3000"]\nworkers = 2\nbacklog = 4096\n' "$prefix.$((10 + h))"
+    if [ "$h" = 1 ] && [ "$slow_ms" != 0 ]; then
+      printf '[worker]\nargs = ["--slow-every", "1", "--slow-ms", "%s"]\n' "$slow_ms"
+    fi
     printf '[shutdown]\ndrain = "%s"\n' "$drain"
     printf '[metrics]\nlisten = "%s:9100"\nhaproxy_agent = "%s:9101"\nallow = ["%s.0/24"]\n' \
       "$prefix.$((10 + h))" "$prefix.$((10 + h))" "$prefix"
@@ -115,10 +128,14 @@ for h in $(seq "$hosts"); do launch "$h"; done
 for h in $(seq "$hosts"); do ready "$h"; done
 
 front=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-python3 - "$tmp" "$front" "$prefix" "$hosts" <<'P'
-import sys
+python3 - "$tmp" "$front" "$prefix" "$hosts" "$agent" <<'P'
+import re, sys
 tmp, front, prefix, hosts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t = open('contrib/haproxy/haproxy.cfg').read()
+if sys.argv[5] == '0':
+    t, n = re.subn(r' agent-check agent-port \d+ agent-inter \d+', '', t)
+    assert n == 1, 'the agent-check settings moved in contrib/haproxy/haproxy.cfg'
+
 t = t.replace('bind :80', f'bind 127.0.0.1:{front}')
 t = t.replace('maxconn 4096', f'maxconn 4096\n    stats socket {tmp}/admin.sock mode 600 level admin', 1)
 t = '\n'.join(l for l in t.splitlines() if not l.strip().startswith('server host')) + '\n'
@@ -146,7 +163,10 @@ P
 hap() { python3 "$tmp/hap.py" "$tmp/admin.sock" "$1"; }
 for _ in $(seq 100); do [ "$(hap up)" = "$hosts" ] && break; sleep 0.1; done
 
-echo "fleet: $hosts hosts ($prefix.11-$((10 + hosts)), 2 demo workers each, drain $drain), HAProxy $(haproxy -v | awk 'NR==1{print $3}') on 127.0.0.1:$front, wrk -c$clients for ${seconds}s per run"
+slow=""
+[ "$slow_ms" = 0 ] || slow=", host 1's burning $slow_ms ms of CPU per request"
+[ "$agent" = 1 ] || slow="$slow, no agent-check"
+echo "fleet: $hosts hosts ($prefix.11-$((10 + hosts)), 2 demo workers each$slow, drain $drain), HAProxy $(haproxy -v | awk 'NR==1{print $3}') on 127.0.0.1:$front, wrk -c$clients for ${seconds}s per run"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # at PERCENT: sleeps until that share of the run has passed.
 at() {
@@ -172,10 +192,12 @@ for run in $(seq "$runs"); do
   wrk -t2 -c"$clients" -d"${seconds}s" --timeout 10s -H "Connection: close" \
     "http://127.0.0.1:$front/" >"$tmp/wrk" 2>&1 &
   w=$!
-  at 12; op "host1 stopped and started again" stop_start
-  at 45; op "host2 upgraded" rrb 2 upgrade
-  at 62; op "host2 upgraded again" rrb 2 upgrade
-  at 79; op "host3 reloaded" rrb 3 reload
+  if [ "$ops" = rolling ]; then
+    at 12; op "host1 stopped and started again" stop_start
+    at 45; op "host2 upgraded" rrb 2 upgrade
+    at 62; op "host2 upgraded again" rrb 2 upgrade
+    at 79; op "host3 reloaded" rrb 3 reload
+  fi
   wait "$w" || true
   after=$(hap sent)
   requests=$(awk '/requests in/{print $1}' "$tmp/wrk")
