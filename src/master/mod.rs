@@ -32,6 +32,7 @@ mod launch;
 mod listeners;
 mod memory;
 mod monitor;
+mod monitor_routes;
 mod native;
 mod node;
 mod node_servers;

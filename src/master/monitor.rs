@@ -1,5 +1,6 @@
 //! The monitoring listener (`[metrics] listen`): `/metrics` (Prometheus text), `/healthz` and
-//! `/readyz`, answered by the master's own event loop — no thread, nothing on the hand-off path.
+//! `/readyz`, the status page at `/` and what it reads, `/status.json` (the projection `status
+//! --json` prints), answered by the master's own event loop — no thread, nothing on the hand-off path.
 //! A minimal HTTP/1.1 server: one request per connection, answered and closed.
 //!
 //! Every connection is bounded, so that no client — closing mid-request, sending what is not
@@ -22,9 +23,9 @@ use mio::Token;
 use mio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
+use super::Master;
 use super::client_io;
 use super::sources::Source;
-use super::{Master, Phase};
 use crate::config::MetricsConfig;
 use crate::engine::client_limits::{
     self, METRICS_HEADER_TIME, METRICS_LINGER_BYTES, METRICS_LINGER_TIME, METRICS_WRITE_TIME,
@@ -34,6 +35,7 @@ use crate::engine::metrics::TurnedAway;
 
 /// Longest request read; anything longer is answered 400.
 const MAX_REQUEST: usize = 8 * 1024;
+
 /// Connections open at once; a new one beyond this closes the oldest.
 const MAX_CONNS: usize = 32;
 
@@ -107,6 +109,8 @@ pub struct Monitor {
     conns: Slab<Conn>,
     /// Clients refused for their address (`[metrics] allow`), for the log.
     refused: Refusals,
+    /// The last `/status.json` and when it was made, shared by the clients of the next moment.
+    pub(super) status_json: Option<(Instant, String)>,
 }
 
 impl Monitor {
@@ -121,6 +125,7 @@ impl Monitor {
             config,
             conns: Slab::new(),
             refused: Refusals::default(),
+            status_json: None,
         })
     }
 
@@ -238,44 +243,6 @@ impl Master {
             }
         }
         self.flush_monitor_conn(key);
-    }
-
-    /// What a request for `target` is answered: status line, content type, body.
-    fn route(&self, target: &str) -> (&'static str, &'static str, String) {
-        match target {
-            "/metrics" => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics_text(),
-            ),
-            "/healthz" => {
-                if self.health().healthy {
-                    ("200 OK", "text/plain", "ok\n".to_owned())
-                } else {
-                    (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        "no worker is ready\n".into(),
-                    )
-                }
-            }
-            "/readyz" => {
-                let stopping = self.core.phase() != Phase::Running;
-                let draining = self.ops.drain.active();
-                let why = match (self.health().ready, stopping, draining) {
-                    (true, ..) => return ("200 OK", "text/plain", "ready\n".to_owned()),
-                    (false, true, _) => "stopping\n",
-                    (false, false, true) => "draining\n",
-                    (false, false, false) => "not ready\n",
-                };
-                ("503 Service Unavailable", "text/plain", why.into())
-            }
-            _ => (
-                "404 Not Found",
-                "text/plain",
-                "not found: /metrics, /healthz, /readyz\n".into(),
-            ),
-        }
     }
 
     /// Queues the answer on connection `key`; [`Master::flush_monitor_conn`] writes it.

@@ -1,0 +1,220 @@
+//! The status page (`GET /` on the metrics listener, issue 29, part 5), loaded in a real
+//! headless Chromium while the master serves a load: one row per worker with its pid, the
+//! numbers moving from one reading of `/status.json` to the next, and a screenshot.
+//!
+//! Needs Chromium (the distribution's `chromium` or `chromium-headless-shell`): without it the
+//! test skips, saying so (a failure in CI, whose `.ci/run` installs it).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::Rrb;
+
+/// The first Chromium found on PATH.
+fn chromium() -> Option<String> {
+    [
+        "chromium",
+        "chromium-headless-shell",
+        "chromium-browser",
+        "google-chrome",
+    ]
+    .into_iter()
+    .find(|name| {
+        Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .map(str::to_owned)
+}
+
+/// Runs headless Chromium on `url` with `args`, for `budget_ms` of the page's (virtual) time:
+/// what it printed.
+fn headless(browser: &str, url: &str, budget_ms: u32, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{browser}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A proxy in front of `upstream` that answers each `/status.json` `delay` late: headless
+/// Chromium runs the page's timers on virtual time, so without it a minute of readings comes
+/// milliseconds apart. Its address.
+fn slow_proxy(upstream: String, delay: Duration) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(10_000) {
+            let Ok(mut client) = client else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
+                    match client.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                if head.starts_with(b"GET /status.json") {
+                    std::thread::sleep(delay);
+                }
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let mut answer = Vec::new();
+                if server.write_all(&head).is_ok() && server.read_to_end(&mut answer).is_ok() {
+                    let _ = client.write_all(&answer);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The value of `attr="…"` in the first tag of `html` that has it.
+fn attr<'a>(html: &'a str, attr: &str) -> Option<&'a str> {
+    let at = html.find(&format!(" {attr}=\""))? + attr.len() + 3;
+    html[at..].split('"').next()
+}
+
+#[test]
+fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
+    let Some(browser) = chromium() else {
+        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
+        return;
+    };
+    let rrb = Rrb::start(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 4\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        4,
+    );
+    let page = format!(
+        "http://{}/",
+        slow_proxy(rrb.metrics_addr(), Duration::from_millis(500))
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = common::close_load(rrb.addr.clone(), 4, usize::MAX, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let dom = headless(&browser, &page, 5_000, &["--dump-dom"]);
+    let updates: u32 = attr(&dom, "data-updates").unwrap().parse().unwrap();
+    assert!(updates >= 3, "the page read status.json {updates} time(s)");
+    let first: u64 = attr(&dom, "data-handed-first").unwrap().parse().unwrap();
+    let last: u64 = attr(&dom, "data-handed").unwrap().parse().unwrap();
+    assert!(
+        last > first,
+        "handed did not move under load: {first} → {last}"
+    );
+    // One row per worker, with its pid.
+    let mut shown: Vec<i32> = dom
+        .split("<tr class=\"current\"")
+        .skip(1)
+        .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
+        .collect();
+    shown.sort();
+    let mut workers = rrb.workers();
+    workers.sort();
+    assert_eq!(shown, workers, "rows against the master's workers");
+    assert!(dom.contains("4 of 4 ready"), "the title counts them");
+    assert!(dom.contains("<polyline"), "sparklines drawn");
+    let state = dom.split("id=\"state\"").nth(1).unwrap_or_default();
+    assert!(
+        state.contains("class=\"state serving\"") || state.starts_with(">serving<"),
+        "the page's state: {}",
+        &state[..state.len().min(120)]
+    );
+
+    // The screenshot README shows: target/status-page.png.
+    let shot = common::repo().join("target/status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(
+        &browser,
+        &page,
+        16_000,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,520",
+        ],
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, why) = load.join().unwrap();
+    assert!(ok > 0 && failed == 0, "{ok} ok, {failed} failed: {why:?}");
+}
+
+/// `/status.json` is what `status --json` prints, and one reading serves every client of the
+/// same second (making it reads `/proc` for every worker): two fetches in a row are the same
+/// answer, one a second later is newer.
+#[test]
+fn status_json_is_the_status_projection_made_once_a_second() {
+    let rrb = Rrb::start(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        2,
+    );
+    let metrics = rrb.metrics_addr();
+    let fetch = || -> serde_json::Value {
+        let body = common::http_get_path(&metrics, "/status.json").unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    let first = fetch();
+    let (code, out, err) = rrb.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&first), keys(&status), "the same projection");
+    let pids = |v: &serde_json::Value| -> Vec<i64> {
+        let mut p: Vec<i64> = (v["workers"].as_array().unwrap().iter())
+            .map(|w| w["pid"].as_i64().unwrap())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(pids(&first), pids(&status));
+    assert_eq!(
+        fetch(),
+        first,
+        "a second client within the second shares the reading"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = fetch();
+    let uptime = |v: &serde_json::Value| v["workers"][0]["uptime_secs"].as_f64().unwrap();
+    assert!(
+        uptime(&later) > uptime(&first),
+        "a new reading after a second"
+    );
+}
