@@ -419,6 +419,17 @@ fn generate(rng: fastrand::Rng, dir: &Path) -> String {
         }
     }
     if g.one_in(4) {
+        // `[env]`: variables and named blocks (issue 29), none selected here.
+        line("[env]".into());
+        let value = g.one(&["\"3000\"", "\"\""], &["3000", "[\"a\"]"]);
+        line(format!("PORT = {value}"));
+        if g.rng.bool() {
+            line("[env.production]".into());
+            let value = g.one(&["\"production\""], &["true", "{ x = \"y\" }"]);
+            line(format!("NODE_ENV = {value}"));
+        }
+    }
+    if g.one_in(4) {
         line("[control]".into());
         if g.rng.bool() {
             let pid = g.one(

@@ -73,6 +73,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub watch: bool,
 
+    /// The file's `[env.NAME]` block to apply: its variables go to the workers and the agent,
+    /// over `[env]` and their own `env` (PM2's `--env production`; run, start, restart, check;
+    /// a reload keeps it).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub env: Option<String>,
+
     /// The worker program and its arguments, instead of a file's `[worker]`: `rrbalancer -w 4
     /// -- node app.js` runs app.js clustered on the embedded defaults (run, start, restart,
     /// check; `check` prints the equivalent file).

@@ -183,6 +183,7 @@ fn overrides(cli: &Cli) -> config::Overrides {
         listen: cli.listen.clone(),
         program: cli.program.clone(),
         watch: cli.watch,
+        env: cli.env.clone(),
         protocol: match cli.protocol {
             None | Some(ProtocolChoice::Auto) => None,
             Some(ProtocolChoice::Native) => Some(config::Protocol::Native),

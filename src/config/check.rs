@@ -17,6 +17,12 @@ impl Checker<'_> {
     /// An error about `key`, at `span` in the file (an empty span at 0: a key that took its
     /// default, named with the file alone).
     pub fn invalid(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
+        self.at(span, format!("key `{key}`: {message}"))
+    }
+
+    /// An error whose `message` names its key itself, at `span` in the file (as
+    /// [`Checker::invalid`]).
+    pub fn at(&self, span: Range<usize>, message: String) -> ConfigError {
         let (line, column) = if span.is_empty() && span.start == 0 {
             (0, 0)
         } else {
@@ -26,7 +32,7 @@ impl Checker<'_> {
             file: self.name.to_owned(),
             line,
             column,
-            message: format!("key `{key}`: {message}"),
+            message,
         }
     }
 

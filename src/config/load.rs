@@ -17,6 +17,8 @@ pub struct Overrides {
     pub protocol: Option<Protocol>,
     /// `--watch`: reload on changes (the `[watch]` paths, else the worker's directory).
     pub watch: bool,
+    /// `--env NAME`: the `[env.NAME]` block to apply.
+    pub env: Option<String>,
 }
 
 /// A configuration that cannot be used. Exit code 2.

@@ -37,6 +37,7 @@ use toml::Spanned;
 
 mod check;
 mod command;
+mod environments;
 pub mod host;
 mod load;
 mod model;

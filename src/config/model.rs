@@ -67,6 +67,10 @@ pub struct Config {
     pub watch: Option<WatchConfig>,
     /// `[master] user`/`group`: whom the master becomes once its listeners are bound.
     pub master_user: Option<Identity>,
+    /// The `[env.<name>]` block `--env` selected (merged into the workers' and the agent's
+    /// environment), and every block the file has.
+    pub environment: Option<String>,
+    pub environments: Vec<String>,
 }
 
 /// `[watch]`, validated: existing paths, absolute.

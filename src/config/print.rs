@@ -72,7 +72,26 @@ impl Config {
             watch.insert("debounce".into(), duration(w.debounce));
             top.insert("watch".into(), Value::Table(watch));
         }
-        toml::to_string(&top).unwrap_or_default()
+        self.environment_comment() + &toml::to_string(&top).unwrap_or_default()
+    }
+
+    /// Which `[env.<name>]` block is applied, and which the file has: comment lines (the
+    /// variables themselves are merged into `[worker] env` and `[agent] env` below).
+    fn environment_comment(&self) -> String {
+        let names: Vec<String> = self.environments.iter().map(|n| quoted(n)).collect();
+        match &self.environment {
+            Some(name) => format!(
+                "# environment {} (--env): [env] and its block are merged into each process's \
+                 env below; the file's environments: {}\n",
+                quoted(name),
+                names.join(", ")
+            ),
+            None if names.is_empty() => String::new(),
+            None => format!(
+                "# no environment selected (--env NAME): the file's environments: {}\n",
+                names.join(", ")
+            ),
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub log: FileLog,
     pub watch: FileWatch,
     pub master: FileMaster,
+    /// `[env]`: variables for the workers and the agent, and `[env.<name>]` blocks `--env`
+    /// selects (`environments.rs`).
+    pub env: environments::FileEnv,
 }
 
 impl Default for FileConfig {
@@ -48,6 +51,7 @@ impl Default for FileConfig {
             log: FileLog::default(),
             watch: FileWatch::default(),
             master: FileMaster::default(),
+            env: BTreeMap::new(),
         }
     }
 }

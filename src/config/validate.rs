@@ -53,6 +53,13 @@ pub fn validate(
         ));
     }
     program::apply(&mut file.worker, &overrides.program, overrides.protocol);
+    let envs = environments::read(&c, std::mem::take(&mut file.env))?;
+    let environment = envs.select(&c, overrides.env.as_deref())?;
+    file.worker.env = envs.apply(std::mem::take(&mut file.worker.env), environment.as_deref());
+    if let Some(agent) = file.agent.as_mut() {
+        let agent = agent.get_mut();
+        agent.env = envs.apply(std::mem::take(&mut agent.env), environment.as_deref());
+    }
     // With no file, a master started for a program is named after it, not `default`.
     let named_after_program = dir
         .is_none()
@@ -125,6 +132,8 @@ pub fn validate(
         log,
         watch,
         master_user,
+        environment,
+        environments: envs.names(),
     })
 }
 
