@@ -124,7 +124,7 @@ fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
     let load = common::close_load(rrb.addr.clone(), 4, usize::MAX, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
 
-    let dom = headless(&browser, &page, 5_000, &["--dump-dom"]);
+    let dom = headless(&browser, &page, 6_000, &["--dump-dom"]);
     let updates: u32 = attr(&dom, "data-updates").unwrap().parse().unwrap();
     assert!(updates >= 3, "the page read status.json {updates} time(s)");
     let first: u64 = attr(&dom, "data-handed-first").unwrap().parse().unwrap();
@@ -217,4 +217,69 @@ fn status_json_is_the_status_projection_made_once_a_second() {
         uptime(&later) > uptime(&first),
         "a new reading after a second"
     );
+}
+
+/// What an operator must see at once: a slot given up puts the header in `degraded`, its row
+/// first with why; a stop's drain shows as `draining` (it showed `serving` before).
+#[test]
+fn a_given_up_slot_comes_first_and_a_drain_says_draining() {
+    let Some(browser) = chromium() else {
+        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
+        return;
+    };
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 3\n[worker]\nexec = \"sh\"\n\
+         args = [\"-c\", \"if [ \\\"$RRB_WORKER_ID\\\" = 2 ]; then exit 1; fi; exec '{}' demo-worker\"]\n\
+         [restart]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\nbackoff_max = \"10ms\"\n\
+         retry_after = \"1h\"\n[shutdown]\ndrain = \"30s\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+        common::BIN
+    );
+    let rrb = Rrb::start(&config, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let given_up = || {
+        let (_, json, _) = rrb.ctl(&["status", "--json"]);
+        json.contains("\"state\": \"given up")
+    };
+    while !given_up() {
+        assert!(std::time::Instant::now() < deadline, "slot 2 never gave up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let page = format!("http://{}/", rrb.metrics_addr());
+    let dom = headless(&browser, &page, 3_000, &["--dump-dom"]);
+    let header = dom.split("id=\"state\"").nth(1).unwrap_or_default();
+    assert!(
+        header.starts_with(">degraded (1 slot given up)<"),
+        "{}",
+        &header[..header.len().min(100)]
+    );
+    let rows = dom.split("<tbody id=\"rows\">").nth(1).unwrap_or_default();
+    assert!(
+        rows.starts_with("<tr class=\"problem\" data-slot=\"2\""),
+        "the given-up slot first: {}",
+        &rows[..rows.len().min(200)]
+    );
+
+    // `rrbalancer stop` waits for the drain: in the background, killed at the end.
+    let mut stop = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(rrb.config_path())
+        .arg("stop")
+        .env("XDG_RUNTIME_DIR", rrb.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    rrb.wait_for_log("draining for", Duration::from_secs(10));
+    // The reading the first page took serves for up to 0.9 s more.
+    std::thread::sleep(Duration::from_secs(1));
+    let dom = headless(&browser, &page, 3_000, &["--dump-dom"]);
+    let header = dom.split("id=\"state\"").nth(1).unwrap_or_default();
+    assert!(
+        header.starts_with(">draining ("),
+        "{}",
+        &header[..header.len().min(100)]
+    );
+    let _ = stop.kill();
+    let _ = stop.wait();
 }

@@ -8,11 +8,12 @@ use super::{Master, Phase};
 /// `GET /`: one self-contained page (no external assets) that reads `/status.json` every second.
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
-/// How long one `/status.json` serves every client that asks: making it reads `/proc` for every
+/// How long one `/status.json` serves every client that asks (less than the page's second
+/// between readings, so that one page gets a new one each time): making it reads `/proc` for every
 /// worker (about 25 µs each), so however many pages are open, it is made once a second at most.
 /// The page takes its rates on the master's clock (the workers' uptimes in the same answer), so
 /// an answer that is a moment old gives true rates still.
-const STATUS_REUSE: Duration = Duration::from_secs(1);
+const STATUS_REUSE: Duration = Duration::from_millis(900);
 
 impl Master {
     /// What a request for `target` is answered: status line, content type, body.
