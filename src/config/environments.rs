@@ -34,9 +34,10 @@ pub(super) fn read(c: &Checker<'_>, file: FileEnv) -> Result<Environments, Confi
                 let mut block = BTreeMap::new();
                 for (var, value) in table {
                     let toml::Value::String(s) = value else {
+                        let value = short(&value.to_string());
                         return Err(c.invalid(
                             span,
-                            &format!("env.{key}.{var}"),
+                            &format!("env.{}.{}", short(&key), short(&var)),
                             format!("{value} is not a string (write it quoted: \"{value}\")"),
                         ));
                     };
@@ -46,6 +47,7 @@ pub(super) fn read(c: &Checker<'_>, file: FileEnv) -> Result<Environments, Confi
                 envs.named.insert(key, block);
             }
             other => {
+                let (key, other) = (short(&key), short(&other.to_string()));
                 return Err(c.invalid(
                     span,
                     &format!("env.{key}"),
@@ -78,8 +80,17 @@ fn check_var(
     };
     Err(c.at(
         span.clone(),
-        format!("key `{table}`: {} {why}", crate::text::quoted(name)),
+        format!(
+            "key `{}`: {} {why}",
+            short(table),
+            crate::text::quoted(name)
+        ),
     ))
+}
+
+/// A name or value from the file as an error shows it: cut, whatever the file holds.
+fn short(text: &str) -> String {
+    crate::text::cut(text, 60)
 }
 
 impl Environments {
@@ -99,13 +110,13 @@ impl Environments {
         let has = if self.named.is_empty() {
             "none".to_owned()
         } else {
-            self.names().join(", ")
+            crate::text::cut(&self.names().join(", "), 200)
         };
         Err(ConfigError::Setting(format!(
             "--env {}: {} has no [env.{}] (its environments: {has})",
             crate::text::quoted(name),
             c.name,
-            crate::text::cut(name, 40),
+            short(name),
         )))
     }
 
@@ -238,6 +249,21 @@ mod tests {
             e.starts_with("cluster.toml:1:") && e.contains("key `env.x`: \"A=B\" is not a"),
             "{e}"
         );
+        // Whatever the file or the flag holds, a message stays one readable line.
+        let big = "z".repeat(100_000);
+        for (text, asked) in [
+            (format!("[env]\n{big} = 1\n"), None),
+            (
+                format!("[env.{big}]\nA = [{}]\n", "1,".repeat(50_000)),
+                None,
+            ),
+            (format!("[env]\nA = \"{big}\\u0000\"\n"), None),
+            (format!("[env.{big}]\nA = \"x\"\n"), Some("nope")),
+            (String::new(), Some(big.as_str())),
+        ] {
+            let e = with_env(&text, asked).unwrap_err().to_string();
+            assert!(e.len() < 1_000, "{} bytes: {}", e.len(), &e[..300]);
+        }
         let e = with_env("[env]\nA = \"x\\u0000y\"\n", None)
             .unwrap_err()
             .to_string();
