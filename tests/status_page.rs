@@ -140,6 +140,20 @@ fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
         .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
         .collect();
     shown.sort();
+    // The rows were written in place reading after reading: each shows the last reading, as
+    // the total does (handed is the 11th cell).
+    let handed_cells: u64 = dom
+        .split("<tr class=\"current\"")
+        .skip(1)
+        .map(|row| {
+            let cell = row.split("<td").nth(11).unwrap_or_default();
+            let text = cell.split('>').nth(1).unwrap_or_default();
+            let text = text.split('<').next().unwrap_or_default().replace(',', "");
+            text.parse::<u64>()
+                .unwrap_or_else(|e| panic!("{e}: {text:?} in {row}"))
+        })
+        .sum();
+    assert_eq!(handed_cells, last, "the rows' handed against the total");
     let mut workers = rrb.workers();
     workers.sort();
     assert_eq!(shown, workers, "rows against the master's workers");
