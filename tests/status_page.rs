@@ -297,3 +297,86 @@ fn a_given_up_slot_comes_first_and_a_drain_says_draining() {
     let _ = stop.kill();
     let _ = stop.wait();
 }
+
+/// A master that stops answering (SIGSTOP) is shown as such within seconds — `no answer`, the
+/// page greyed, how old its last reading is — and the page recovers when it answers again.
+/// Watched in real time over the DevTools protocol (tests/support/cdp.js): headless virtual
+/// time stands still while a fetch waits.
+#[test]
+fn a_master_that_stops_answering_is_shown_as_no_answer_then_recovers() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    let Some(browser) = chromium() else {
+        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
+        return;
+    };
+    let rrb = Rrb::start(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        2,
+    );
+    let page = format!("http://{}/", rrb.metrics_addr());
+    let mut driver = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(common::repo().join("tests/support/cdp.js"))
+        .args([&browser, &page])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    /// The driver's process group and Chromium's, killed whatever happens; the driver reaped.
+    struct Driver(std::process::Child, Option<i32>);
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            drop(self.0.stdin.take()); // its end: the driver kills Chromium and exits
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for group in [Some(self.0.id() as i32), self.1].into_iter().flatten() {
+                // SAFETY: process groups this test started (the driver's, Chromium's).
+                unsafe { libc::killpg(group, libc::SIGKILL) };
+            }
+            let _ = self.0.wait();
+        }
+    }
+    let mut output = BufReader::new(driver.stdout.take().unwrap());
+    let mut driver = Driver(driver, None);
+    let mut first = String::new();
+    output.read_line(&mut first).unwrap();
+    let started: serde_json::Value = serde_json::from_str(&first).unwrap();
+    driver.1 = started["chromium"].as_i64().map(|pid| pid as i32);
+    let mut ask = |command: &str| -> serde_json::Value {
+        let input = driver.0.stdin.as_mut().unwrap();
+        writeln!(input, "{command}").unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?} for {command}"))
+    };
+    let state = "document.getElementById('state').textContent";
+    let serving = ask(&format!(
+        "wait 15000 document.body.dataset.updates >= 2 && {state} === 'serving' && {state}"
+    ));
+    assert_eq!(serving["value"], "serving", "{serving}");
+
+    rrb.signal(libc::SIGSTOP);
+    let stale = ask(&format!(
+        "wait 8000 document.body.classList.contains('stale') && {state}"
+    ));
+    let fresh = ask("eval document.getElementById('fresh').textContent");
+    rrb.signal(libc::SIGCONT);
+    assert_eq!(stale["value"], "no answer", "{stale}");
+    let said = fresh["value"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("no answer") && said.contains("last reading"),
+        "{said}"
+    );
+
+    let back = ask(&format!(
+        "wait 8000 !document.body.classList.contains('stale') && {state}"
+    ));
+    assert_eq!(back["value"], "serving", "{back}");
+}
