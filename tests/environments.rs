@@ -107,3 +107,64 @@ fn check_says_which_environment_it_applied_and_refuses_an_unknown_one() {
         "{err}"
     );
 }
+
+/// `restart` starts the next master in the environment the running one has, unless another is
+/// named (a restart that silently dropped `--env production` would start development). `status`
+/// shows it.
+#[test]
+fn restart_keeps_the_running_masters_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("env.log");
+    let file = dir.path().join("app.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nworkers = 1\nsched_policy = \"none\"\n[worker]\n\
+             exec = \"sh\"\nargs = [\"-c\", \"echo $NODE_ENV >> {}; exec sleep 60\"]\n\
+             ready = \"delay\"\nready_delay = \"10ms\"\n{ENVS}",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::outcome(out)
+    };
+    /// Kills what the test started in the background, whatever happens.
+    struct Masters<'a>(&'a std::path::Path);
+    impl Drop for Masters<'_> {
+        fn drop(&mut self) {
+            common::kill_upgraded_masters(self.0);
+        }
+    }
+    let _masters = Masters(dir.path());
+    let (code, out, err) = run(&["--env", "production", "start", "--daemon"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(lines_at_least(&seen, 1), ["production"]);
+    let (code, out, err) = run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("environment \"production\""), "{out}");
+
+    let (code, out, err) = run(&["restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("keeping the running master's environment: --env \"production\""),
+        "{err}"
+    );
+    assert!(!err.contains("is ignored"), "{err}");
+    assert_eq!(lines_at_least(&seen, 2), ["production", "production"]);
+
+    // Named, another one.
+    let (code, out, err) = run(&["--env", "staging", "restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(lines_at_least(&seen, 3)[2], "staging");
+    let (code, out, err) = run(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

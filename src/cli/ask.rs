@@ -109,6 +109,7 @@ fn warn_of_ignored_flags(cli: &Cli) {
         ),
         (!cli.listen.is_empty(), "--listen"),
         (cli.sched_policy.is_some(), "--sched-policy"),
+        (cli.env.is_some(), "--env"),
     ] {
         if given {
             eprintln!(
@@ -117,6 +118,18 @@ fn warn_of_ignored_flags(cli: &Cli) {
             );
         }
     }
+}
+
+/// The `--env` the master at `--control` or `--config` runs with, if it answers and has one
+/// (`restart` keeps it).
+pub(super) fn running_environment(cli: &Cli) -> Option<String> {
+    let socket = match (&cli.control, &cli.config) {
+        (Some(path), _) => path.clone(),
+        (None, Some(path)) => config::load_control(path).ok()?.0.socket,
+        (None, None) => return None,
+    };
+    let reply = client::request(&socket, &Request::Status, Duration::from_secs(5)).ok()?;
+    reply.status?.environment
 }
 
 /// The master to ask: at `--control`, where `--config`'s file puts it, or the one running for

@@ -259,8 +259,11 @@ fn is_timeout(e: &io::Error) -> bool {
 pub fn format_status(s: &Status) -> String {
     let mut out = String::new();
     let config = s.config.as_deref().unwrap_or("(embedded default)");
+    let environment = s.environment.as_ref().map_or_else(String::new, |name| {
+        format!("  environment {}", crate::text::quoted(name))
+    });
     out.push_str(&format!(
-        "rrbalancer {} pid {}  config {}\npolicy {}  listening on {}  workers {}{}\n\n",
+        "rrbalancer {} pid {}  config {}{environment}\npolicy {}  listening on {}  workers {}{}\n\n",
         s.version,
         s.pid,
         config,

@@ -60,6 +60,7 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
         pid: 10,
         version: "0.1.0".into(),
         config: Some("cluster.toml".into()),
+        environment: Some("production".into()),
         sched_policy: "rr".into(),
         listeners: vec!["127.0.0.1:3000".into()],
         workers_wanted: 3,
@@ -96,6 +97,10 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
     let text = format_status(&status);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].contains("pid 10") && lines[1].contains("127.0.0.1:3000"));
+    assert!(
+        lines[0].ends_with("config cluster.toml  environment \"production\""),
+        "{text}"
+    );
     assert!(lines[3].starts_with("SLOT  PID  STATE"), "{text}");
     assert!(lines[4].starts_with("0     11   ready     1m15s"), "{text}");
     assert!(

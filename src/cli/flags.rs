@@ -75,7 +75,7 @@ pub struct Cli {
 
     /// The file's `[env.NAME]` block to apply: its variables go to the workers and the agent,
     /// over `[env]` and their own `env` (PM2's `--env production`; run, start, restart, check;
-    /// a reload keeps it).
+    /// a reload and an upgrade keep it, and `restart` the running master's unless given).
     #[arg(long, value_name = "NAME", global = true)]
     pub env: Option<String>,
 

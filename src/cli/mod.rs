@@ -64,14 +64,25 @@ fn restart(mut cli: Cli, now: bool) -> ExitCode {
             cli.config = Some(config.into());
         }
     }
+    // The environment it runs in stays, unless another is named.
+    if cli.env.is_none() {
+        cli.env = ask::running_environment(&cli);
+        if let Some(name) = &cli.env {
+            eprintln!(
+                "rrbalancer restart: keeping the running master's environment: --env {}",
+                crate::text::quoted(name)
+            );
+        }
+    }
     // The flags that shape a master are for the one started next, not the one stopped.
-    let (workers, listen, policy) = (
+    let (workers, listen, policy, env) = (
         cli.workers.take(),
         std::mem::take(&mut cli.listen),
         cli.sched_policy.take(),
+        cli.env.take(),
     );
     let stopped = control_command(&cli, Ask::Stop { now });
-    (cli.workers, cli.listen, cli.sched_policy) = (workers, listen, policy);
+    (cli.workers, cli.listen, cli.sched_policy, cli.env) = (workers, listen, policy, env);
     // With no file named, a failed stop (none running, several) leaves nothing to
     // restart; with one, the pid file refuses a second master if the first still runs.
     if stopped != ExitCode::from(EXIT_OK) && cli.config.is_none() {

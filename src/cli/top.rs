@@ -314,6 +314,7 @@ mod tests {
             pid: 1,
             version: "0.1.0".into(),
             config: None,
+            environment: None,
             sched_policy: "rr".into(),
             listeners: vec!["127.0.0.1:3000".into()],
             workers_wanted: 2,

@@ -99,6 +99,7 @@ impl Master {
                         format!("{}{}", control::PROGRAM, argv.join(" "))
                     })
                 }),
+            environment: self.config.environment.clone(),
             sched_policy: self.config.sched_policy.as_str().to_owned(),
             // A reload's new address, bound but not yet accepted on, says so.
             listeners: (self.accept.listeners.iter())

@@ -218,6 +218,9 @@ pub struct Status {
     /// and no file, [`PROGRAM`] and that program (`-- node app.js`); `None`: the embedded
     /// default.
     pub config: Option<String>,
+    /// The `[env.<name>]` block applied (`--env`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub sched_policy: String,
     pub listeners: Vec<String>,
     pub workers_wanted: usize,
