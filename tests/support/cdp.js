@@ -6,7 +6,8 @@
 // First prints {"chromium": PID}: Chromium runs in a process group of its own, PID, which the
 // caller kills if this script cannot. Then reads commands from stdin, one a line, and answers
 // each with one line of JSON:
-//   wait MS EXPR   evaluate EXPR in the page until it is truthy, up to MS: {"ok":bool,"value":…}
+//   wait MS EXPR   evaluate EXPR in the page until it is truthy (an exception counts as not yet),
+//                  up to MS: {"ok":bool,"value":…, "error": the last exception's, if any}
 //   eval EXPR      evaluate EXPR once: {"ok":true,"value":…}
 //   shot PATH      save a PNG screenshot of the viewport: {"ok":true}
 // Chromium is killed on stdin's end, on an error and on exit.
@@ -74,10 +75,10 @@ async function attach() {
   ws.onerror = () => quit(1);
   await new Promise((resolve) => { ws.onopen = resolve; });
   const lines = readline.createInterface({ input: process.stdin });
-  lines.on("close", () => quit(0));
-  // One command at a time, in order.
+  // One command at a time, in order; at stdin's end, once the last is answered.
   let chain = Promise.resolve();
   lines.on("line", (line) => { chain = chain.then(() => run(line)); });
+  lines.on("close", () => { chain = chain.then(() => quit(0)); });
 }
 
 async function run(line) {
@@ -86,13 +87,20 @@ async function run(line) {
     if (command === "wait") {
       const ms = Number(rest[0]), expr = rest.slice(1).join(" ");
       const until = Date.now() + ms;
-      let value;
+      // An expression that throws (the page not loaded yet: no document.body) is not true yet.
+      let value, error;
       do {
-        value = await evaluate(expr);
+        try {
+          value = await evaluate(expr);
+          error = undefined;
+        } catch (e) {
+          value = undefined;
+          error = String(e.message || e);
+        }
         if (value) return answer({ ok: true, value });
         await new Promise((r) => setTimeout(r, 100));
       } while (Date.now() < until);
-      answer({ ok: false, value });
+      answer({ ok: false, value, error });
     } else if (command === "eval") {
       answer({ ok: true, value: await evaluate(rest.join(" ")) });
     } else if (command === "shot") {
