@@ -9,14 +9,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Rrb, http_get};
+use common::{Rrb, free_addr, http_get};
 
 /// A master with the agent on a free port (and `extra` config): it and the agent's address.
 fn with_agent(workers: usize, ready: usize, extra: &str) -> (Rrb, String) {
-    let agent = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let agent = free_addr();
     let config = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = {workers}\n{extra}\n[metrics]\n\
          listen = \"127.0.0.1:0\"\nhaproxy_agent = \"{agent}\"\n"
@@ -146,11 +143,7 @@ fn idle_clients_and_garbage_hold_nothing() {
 /// balancer with `fall 2` could take the host out in the middle of a clean upgrade.
 #[test]
 fn after_an_upgrade_only_the_new_master_answers_the_balancers_checks() {
-    let free_port = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let (metrics, agent) = (free_port(), free_port());
+    let (metrics, agent) = (free_addr(), free_addr());
     let config = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = 1\n[worker]\nargs = [\"--drain-grace\", \"3s\"]\n\
          [metrics]\nlisten = \"{metrics}\"\nhaproxy_agent = \"{agent}\"\n"

@@ -47,23 +47,12 @@ fn result_fields(out: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Processes whose command line mentions `needle`, from /proc.
+/// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<i32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(format!(
-                "{}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    found
+    (common::command_lines().into_iter())
+        .filter(|(_, cmdline)| cmdline.contains(needle))
+        .map(|(pid, cmdline)| format!("{pid}: {cmdline}"))
+        .collect()
 }
 
 #[test]

@@ -9,13 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use common::{Rrb, close_load, http_get, number_after};
-
-/// An address nothing listens on (bound once to find it, then released).
-fn free_addr() -> String {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    free.local_addr().unwrap().to_string()
-}
+use common::{Rrb, close_load, free_addr, http_get, number_after};
 
 fn write_listen(rrb: &Rrb, listen: &[&str], rest: &str) {
     let quoted: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();

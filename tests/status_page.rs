@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::Rrb;
 
-/// The first Chromium found on PATH.
+/// The first Chromium found on PATH; without one, the test skips, saying so.
 fn chromium() -> Option<String> {
-    [
+    let found = [
         "chromium",
         "chromium-headless-shell",
         "chromium-browser",
@@ -31,7 +31,19 @@ fn chromium() -> Option<String> {
             .status()
             .is_ok_and(|s| s.success())
     })
-    .map(str::to_owned)
+    .map(str::to_owned);
+    if found.is_none() {
+        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
+    }
+    found
+}
+
+/// A master with `workers` demo workers and the metrics listener, both on free ports.
+fn with_metrics(workers: usize) -> Rrb {
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = {workers}\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    Rrb::start(&config, workers)
 }
 
 /// Runs headless Chromium on `url` with `args`, for `budget_ms` of the page's (virtual) time:
@@ -109,13 +121,9 @@ fn attr<'a>(html: &'a str, attr: &str) -> Option<&'a str> {
 #[test]
 fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
     let Some(browser) = chromium() else {
-        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
         return;
     };
-    let rrb = Rrb::start(
-        "listen = [\"127.0.0.1:0\"]\nworkers = 4\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        4,
-    );
+    let rrb = with_metrics(4);
     let page = format!(
         "http://{}/",
         slow_proxy(rrb.metrics_addr(), Duration::from_millis(500))
@@ -195,10 +203,7 @@ fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
 /// answer, one a second later is newer.
 #[test]
 fn status_json_is_the_status_projection_made_once_a_second() {
-    let rrb = Rrb::start(
-        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        2,
-    );
+    let rrb = with_metrics(2);
     let metrics = rrb.metrics_addr();
     let fetch = || -> serde_json::Value {
         let body = common::http_get_path(&metrics, "/status.json").unwrap();
@@ -238,7 +243,6 @@ fn status_json_is_the_status_projection_made_once_a_second() {
 #[test]
 fn a_given_up_slot_comes_first_and_a_drain_says_draining() {
     let Some(browser) = chromium() else {
-        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
         return;
     };
     let config = format!(
@@ -307,13 +311,9 @@ fn a_master_that_stops_answering_is_shown_as_no_answer_then_recovers() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::process::CommandExt;
     let Some(browser) = chromium() else {
-        common::skip("no Chromium on PATH (apt-get install chromium-headless-shell)");
         return;
     };
-    let rrb = Rrb::start(
-        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        2,
-    );
+    let rrb = with_metrics(2);
     let page = format!("http://{}/", rrb.metrics_addr());
     let mut driver = Command::new("node")
         .arg("--experimental-websocket")

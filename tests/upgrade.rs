@@ -41,15 +41,7 @@ fn pid_file(rrb: &Rrb) -> std::path::PathBuf {
 
 /// Whether a live process's command line is `cmdline` (arguments joined by spaces).
 fn processes_running(cmdline: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let pid = e.file_name().to_string_lossy().parse::<i32>();
-        let Ok(pid) = pid else { return false };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            return false;
-        };
-        let text = String::from_utf8_lossy(&raw).replace('\0', " ");
-        text.trim_end() == cmdline && alive(pid)
-    })
+    (common::command_lines().into_iter()).any(|(pid, text)| text == cmdline && alive(pid))
 }
 
 fn wait_gone(pids: &[i32], timeout: Duration) {

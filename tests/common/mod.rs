@@ -448,6 +448,28 @@ pub fn outcome(out: std::process::Output) -> (i32, String, String) {
     )
 }
 
+/// An address nothing listens on (bound once to find it, then released).
+pub fn free_addr() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    free.local_addr().unwrap().to_string()
+}
+
+/// Every process's pid and command line (arguments joined by spaces), from /proc.
+pub fn command_lines() -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+            Some((pid, text.trim_end().to_owned()))
+        })
+        .collect()
+}
+
 /// The pids whose parent is `parent`, from /proc.
 pub fn children_of(parent: i32) -> Vec<i32> {
     let mut out = Vec::new();
