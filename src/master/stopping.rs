@@ -28,31 +28,41 @@ impl Master {
     /// `rrbalancer stop` (`now`: `--now`): what it is answered, with how long the stop may
     /// take and, if it drains first, how long that lasts.
     pub(super) fn stop_requested(&mut self, now: bool) -> Reply {
+        let (message, drains) = self.stop_answer(now);
+        let mut reply = Reply::ok(message);
+        reply.within_ms = Some(self.stop_takes().as_millis() as u64);
+        reply.drain_ms = drains.then_some(self.config.drain.as_millis() as u64);
+        reply
+    }
+
+    /// What `stop` is answered, and whether the master drains first.
+    fn stop_answer(&mut self, now: bool) -> (String, bool) {
         if self.core.phase() != Phase::Running {
-            let mut reply = Reply::ok("already stopping".into());
-            reply.within_ms = Some(self.stop_takes().as_millis() as u64);
-            return reply;
+            return ("already stopping".into(), false);
         }
         let draining = self.ops.drain.active();
         let (pid, kill_timeout) = (getpid(), self.config.kill_timeout);
-        let next = self.ask_stop(now);
-        let mut reply = Reply::ok(match next {
-            StopNext::DrainUntil(_) => format!(
-                "draining for {:?} (serving on, /readyz 503), then stopping pid {pid} \
-                 (kill_timeout {kill_timeout:?})",
-                self.config.drain
+        match self.ask_stop(now) {
+            StopNext::DrainUntil(_) => (
+                format!(
+                    "draining for {:?} (serving on, /readyz 503), then stopping pid {pid} \
+                     (kill_timeout {kill_timeout:?})",
+                    self.config.drain
+                ),
+                true,
             ),
-            StopNext::Stop if draining => format!(
-                "stopping pid {pid} now, the rest of its drain skipped (kill_timeout \
-                 {kill_timeout:?})"
+            StopNext::Stop if draining => (
+                format!(
+                    "stopping pid {pid} now, the rest of its drain skipped (kill_timeout \
+                     {kill_timeout:?})"
+                ),
+                false,
             ),
-            StopNext::Stop => format!("stopping pid {pid} (kill_timeout {kill_timeout:?})"),
-        });
-        reply.within_ms = Some(self.stop_takes().as_millis() as u64);
-        if let StopNext::DrainUntil(_) = next {
-            reply.drain_ms = Some(self.config.drain.as_millis() as u64);
+            StopNext::Stop => (
+                format!("stopping pid {pid} (kill_timeout {kill_timeout:?})"),
+                false,
+            ),
         }
-        reply
     }
 
     /// A graceful stop is asked (`skip`: without its drain, `stop --now`): it drains first if
