@@ -23,22 +23,33 @@ pub fn init() {
     if std::env::var(crate::wire::env::LOG_FORMAT).is_ok_and(|v| v == "json") {
         set_format(LogFormat::Json);
     }
+    // The master of one app of several: its lines say which (`app=NAME`).
+    let app = std::env::var(crate::wire::env::APP)
+        .ok()
+        .filter(|a| crate::config::valid_app_name(a));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
+        .format(move |buf, record| {
             let message = record.args().to_string();
             if JSON.load(Ordering::Relaxed) {
-                let line = json_line(
+                let mut line = json_line(
                     &buf.timestamp_millis().to_string(),
                     record.level().as_str(),
                     record.target(),
                     &message,
                 );
+                if let Some(app) = &app {
+                    // `{"app":"api",…`: its name has no character JSON escapes.
+                    line.insert_str(1, &format!("\"app\":\"{app}\","));
+                }
                 writeln!(buf, "{line}")
             } else {
                 let style = buf.default_level_style(record.level());
+                let app = app
+                    .as_deref()
+                    .map_or(String::new(), |a| format!(" app={a}"));
                 writeln!(
                     buf,
-                    "[{} {style}{:<5}{style:#} {} {}] {message}",
+                    "[{} {style}{:<5}{style:#} {} {}{app}] {message}",
                     buf.timestamp_millis(),
                     record.level(),
                     std::process::id(),

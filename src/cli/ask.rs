@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::client::{self, ClientError};
-use super::{Cli, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, top};
+use super::{Cli, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, apps, top};
 use crate::config;
 use crate::wire::control::Request;
 
@@ -27,6 +27,14 @@ pub(super) enum Ask {
     UntilExit(Request),
     /// `top`: the live view.
     Top { iterations: Option<u64> },
+    /// `reload APP`, `scale APP N`, `start APP` (`request` `None`): asked of the master of
+    /// several apps.
+    ForApp {
+        app: String,
+        request: Option<Request>,
+    },
+    /// `stop APP`.
+    StopApp { app: String, now: bool },
     /// `logs`: the workers' recent output, followed with `follow`.
     Logs {
         slot: Option<usize>,
@@ -51,6 +59,19 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
         Found::At(socket, kill_timeout) => (socket, kill_timeout),
         Found::Done(code) => return code,
     };
+    // --app: that app's own master, of the master of several apps.
+    let socket = match (&cli.app, &ask) {
+        (Some(app), Ask::Status { .. } | Ask::Top { .. } | Ask::Logs { .. } | Ask::Request(_)) => {
+            match apps::app_socket(&socket, app) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    eprintln!("rrbalancer: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+        }
+        _ => socket,
+    };
     // A reload replaces every worker, each within its ready_timeout (and with --wait the old
     // ones within kill_timeout); be generous.
     let long = Duration::from_secs(600) + kill_timeout.unwrap_or_default();
@@ -61,6 +82,8 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             let request = Request::Stop { now };
             client::until_exit(&socket, &request, wait).map(|m| format!("{m}; stopped"))
         }
+        Ask::ForApp { app, request } => apps::ask_for_app(&socket, &app, request.as_ref(), long),
+        Ask::StopApp { app, now } => apps::stop_app(&socket, &app, now, long),
         Ask::UntilExit(request) => {
             client::until_exit(&socket, &request, long).map(|m| format!("{m}; it has exited"))
         }
@@ -194,10 +217,24 @@ fn status(
     wait: Duration,
 ) -> Result<String, ClientError> {
     let reply = client::request(socket, &Request::Status, wait)?;
+    if let Some(all) = reply.apps.filter(|_| reply.ok) {
+        let serving = apps::readiness(&all);
+        let text = if json {
+            serde_json::to_string_pretty(&all).expect("status serializes")
+        } else if ready {
+            serving.clone().unwrap_or_else(|e| e)
+        } else {
+            apps::format_apps(&all)
+        };
+        return match serving {
+            Err(_) if ready => Err(ClientError::NotReady { text, json }),
+            _ => Ok(text),
+        };
+    }
     let Some(status) = reply.status.filter(|_| reply.ok) else {
         return Err(ClientError::Refused(reply.message.unwrap_or_default()));
     };
-    let serving = client::readiness(&status);
+    let serving = status.readiness();
     let text: String = if json {
         serde_json::to_string_pretty(&status).expect("status serializes")
     } else if ready {

@@ -38,36 +38,6 @@ pub enum ClientError {
     NotReady { text: String, json: bool },
 }
 
-/// Whether the master serves (`status --ready`): at least one worker ready in its slot, and not
-/// stopping. The line to print either way.
-pub fn readiness(s: &Status) -> Result<String, String> {
-    let ready = s
-        .workers
-        .iter()
-        .filter(|w| w.role == "current" && w.state.starts_with("ready"))
-        .count();
-    let wanted = s.workers_wanted;
-    if s.stopping {
-        Err(format!("not ready: pid {} is stopping", s.pid))
-    } else if let Some(ms) = s.drain_left_ms {
-        Err(format!(
-            "not ready: pid {} is draining before it stops ({:.1}s left)",
-            s.pid,
-            ms as f64 / 1000.0
-        ))
-    } else if ready == 0 {
-        Err(format!(
-            "not ready: 0/{wanted} workers ready (pid {})",
-            s.pid
-        ))
-    } else {
-        Ok(format!(
-            "ready: {ready}/{wanted} workers ready (pid {})",
-            s.pid
-        ))
-    }
-}
-
 /// A running master found by [`discover`].
 #[derive(Debug)]
 pub struct Found {
@@ -139,14 +109,31 @@ pub fn discover(dir: &Path) -> Result<Found, ClientError> {
 /// Sends `request` and returns the master's reply. `wait` bounds how long the answer may take
 /// (a reload answers when it is done).
 pub fn request(socket: &Path, request: &Request, wait: Duration) -> Result<Reply, ClientError> {
-    let (_, reply) = exchange(socket, request, wait)?;
+    let (_, reply) = exchange(socket, &line_of(request), wait)?;
     Ok(reply)
+}
+
+/// [`request`] of a request written out already (`line`, one JSON line).
+pub fn request_line(socket: &Path, line: &[u8], wait: Duration) -> Result<Reply, ClientError> {
+    let (_, reply) = exchange(socket, line, wait)?;
+    Ok(reply)
+}
+
+fn line_of(request: &Request) -> Vec<u8> {
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    line
 }
 
 /// `stop`, `upgrade --wait`: sends `request`, then waits (up to `wait`) until the master that
 /// answered has exited.
 pub fn until_exit(socket: &Path, request: &Request, wait: Duration) -> Result<String, ClientError> {
-    let (mut reader, reply) = exchange(socket, request, wait)?;
+    until_exit_line(socket, &line_of(request), wait)
+}
+
+/// [`until_exit`] of a request written out already.
+pub fn until_exit_line(socket: &Path, line: &[u8], wait: Duration) -> Result<String, ClientError> {
+    let (mut reader, reply) = exchange(socket, line, wait)?;
     let message = reply.message.unwrap_or_default();
     if !reply.ok {
         return Err(ClientError::Refused(message));
@@ -202,7 +189,7 @@ fn running(pid: i32) -> bool {
 /// whatever became of the write, and the write's error is told only if none came.
 fn exchange(
     socket: &Path,
-    request: &Request,
+    line: &[u8],
     wait: Duration,
 ) -> Result<(BufReader<UnixStream>, Reply), ClientError> {
     let shown = socket.display().to_string();
@@ -218,9 +205,7 @@ fn exchange(
     })?;
     stream.set_read_timeout(Some(wait)).map_err(io_err)?;
     stream.set_write_timeout(Some(wait)).map_err(io_err)?;
-    let mut line = serde_json::to_vec(request).expect("requests serialize");
-    line.push(b'\n');
-    let written = stream.write_all(&line);
+    let written = stream.write_all(line);
     let mut reader = BufReader::new(stream);
     match (read_reply(socket, &mut reader), written) {
         (Ok(reply), _) => Ok((reader, reply)),

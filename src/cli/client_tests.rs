@@ -125,16 +125,16 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
 
     // Ready while one worker serves its slot; not once stopping, nor with none.
     assert_eq!(
-        readiness(&status),
+        status.readiness(),
         Ok("ready: 2/3 workers ready (pid 10)".into())
     );
     let mut stopping = status.clone();
     stopping.stopping = true;
-    assert!(readiness(&stopping).unwrap_err().contains("stopping"));
+    assert!(stopping.readiness().unwrap_err().contains("stopping"));
     let mut draining = status.clone();
     draining.drain_left_ms = Some(1_500);
     assert_eq!(
-        readiness(&draining),
+        draining.readiness(),
         Err("not ready: pid 10 is draining before it stops (1.5s left)".into())
     );
     assert_eq!(notes(&draining), "  (draining, then stopping)");
@@ -144,7 +144,7 @@ fn status_is_a_table_with_a_row_per_worker_and_empty_slot() {
         worker(1, 12, "ready", "retiring"),
     ];
     assert_eq!(
-        readiness(&starting),
+        starting.readiness(),
         Err("not ready: 0/3 workers ready (pid 10)".into())
     );
 }

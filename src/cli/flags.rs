@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", global = true)]
     pub env: Option<String>,
 
+    /// Of a file with `[[app]]` sections, the app meant: `status`, `logs`, `top`, `send`,
+    /// `metrics` … of that app alone (`reload`, `scale`, `stop` and `start` also take it as
+    /// their first argument); run, start and check: that app alone, as a one-app master.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub app: Option<String>,
+
     /// The worker program and its arguments, instead of a file's `[worker]`: `rrbalancer -w 4
     /// -- node app.js` runs app.js clustered on the embedded defaults (run, start, restart,
     /// check; `check` prints the equivalent file).
@@ -106,8 +112,13 @@ pub enum ProtocolChoice {
 pub enum Command {
     /// Run the master in the foreground (the default when no subcommand is given).
     Run,
-    /// Start the master: in the foreground, or with --daemon in the background.
+    /// Start the master: in the foreground, or with --daemon in the background. With APP (a
+    /// file with [[app]] sections): start that app again in the running master (one stopped by
+    /// `stop APP`, or given up).
     Start {
+        /// The app to start, in the running master of several apps.
+        #[arg(value_name = "APP", id = "app_name")]
+        app_name: Option<String>,
         /// Detach (new session, stdin from /dev/null, output to `[log] master_log`, by
         /// default beside the pid file), and return once it listens, or fail with the reason.
         #[arg(short, long)]
@@ -137,16 +148,24 @@ pub enum Command {
     /// `scale` stays) unless the configuration's `workers` changed. Answers once the new
     /// workers are ready, saying how many old ones are still finishing their connections, and
     /// exits 1 naming any change only a restart or an upgrade applies.
+    ///
+    /// With several apps ([[app]]): with APP, that app's workers alone; without, the file is
+    /// read again: apps added are started, apps removed stopped, apps changed reloaded, the
+    /// others untouched.
     Reload {
+        /// Only this app (of a file with [[app]] sections).
+        #[arg(value_name = "APP", id = "app_name")]
+        app_name: Option<String>,
         /// Answer only once the old workers have exited too (at most `kill_timeout` more).
         #[arg(long)]
         wait: bool,
     },
-    /// Set the number of workers (new ones start now, removed ones stop gracefully).
+    /// Set the number of workers (new ones start now, removed ones stop gracefully): `scale N`,
+    /// or with several apps `scale APP N`.
     Scale {
-        /// The number of workers wanted.
-        #[arg(value_name = "N")]
-        count: usize,
+        /// [APP] N: the app (of a file with [[app]] sections) and the number of workers wanted.
+        #[arg(value_name = "[APP] N", num_args = 1..=2, required = true)]
+        args: Vec<String>,
     },
     /// The workers' recent output, as the master captured it (`[log] stdout`/`stderr` set): the
     /// last lines of every worker and the agent, oldest first, each with its time, slot, pid and
@@ -168,7 +187,13 @@ pub enum Command {
     /// Stop the running master gracefully and wait until it has exited. With `[shutdown]
     /// drain`, it first serves on for that long, reported not ready (`/readyz` 503), so that a
     /// balancer in front sees it leave; asked again while draining, it skips the rest.
+    ///
+    /// With APP (a file with [[app]] sections): that app alone, which stays stopped until
+    /// `start APP` (or the master restarts).
     Stop {
+        /// Only this app.
+        #[arg(value_name = "APP", id = "app_name")]
+        app_name: Option<String>,
         /// Skip the drain (or what is left of one under way): stop gracefully now.
         #[arg(long)]
         now: bool,

@@ -4,10 +4,12 @@
 //! speaking the control protocol and [`top`] the live view). `check` prints the effective
 //! configuration. Imports `config`, `master`, `wire`; nothing imports it but `lib.rs`.
 
+mod apps;
 mod ask;
 mod client;
 mod flags;
 mod serve;
+mod serve_apps;
 mod top;
 
 use std::io::Write;
@@ -95,23 +97,28 @@ fn restart(mut cli: Cli, now: bool) -> ExitCode {
 pub fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
         Some(Command::DemoWorker(args)) => demo_worker(args),
-        Some(Command::Check) => match load_config(&cli) {
-            Ok(config) => {
-                let _ = write!(std::io::stdout(), "{}", config.to_toml());
-                ExitCode::from(EXIT_OK)
-            }
-            Err(code) => code,
-        },
+        Some(Command::Check) => check(&cli),
         Some(Command::Run) | None => serve(&cli, false),
-        Some(Command::Start { daemon }) => serve(&cli, daemon),
+        Some(Command::Start {
+            app_name: Some(app),
+            ..
+        }) => control_command(&cli, Ask::ForApp { app, request: None }),
+        Some(Command::Start { daemon, .. }) => serve(&cli, daemon),
         Some(Command::Status { json, ready }) => control_command(&cli, Ask::Status { json, ready }),
-        Some(Command::Reload { wait }) => {
-            control_command(&cli, Ask::Request(control::Request::Reload { wait }))
+        Some(Command::Reload { app_name, wait }) => {
+            let request = control::Request::Reload { wait };
+            match app_name.or_else(|| cli.app.clone()) {
+                Some(app) => control_command(
+                    &cli,
+                    Ask::ForApp {
+                        app,
+                        request: Some(request),
+                    },
+                ),
+                None => control_command(&cli, Ask::Request(request)),
+            }
         }
-        Some(Command::Scale { count }) => control_command(
-            &cli,
-            Ask::Request(control::Request::Scale { workers: count }),
-        ),
+        Some(Command::Scale { ref args }) => scale(&cli, args),
         Some(Command::Logs {
             slot,
             agent,
@@ -126,7 +133,10 @@ pub fn run(mut cli: Cli) -> ExitCode {
                 follow,
             },
         ),
-        Some(Command::Stop { now }) => control_command(&cli, Ask::Stop { now }),
+        Some(Command::Stop { app_name, now }) => match app_name.or_else(|| cli.app.clone()) {
+            Some(app) => control_command(&cli, Ask::StopApp { app, now }),
+            None => control_command(&cli, Ask::Stop { now }),
+        },
         Some(Command::Restart { now }) => restart(cli, now),
         Some(Command::Send {
             slot,
@@ -185,6 +195,58 @@ pub fn run(mut cli: Cli) -> ExitCode {
     }
 }
 
+/// `check`: the effective configuration, one app or several, printed as a file.
+fn check(cli: &Cli) -> ExitCode {
+    match config::load_any(cli.config.as_deref(), &overrides(cli)) {
+        Ok(loaded) => {
+            let text = match loaded {
+                config::Loaded::One(config) => {
+                    config.warnings().iter().for_each(|w| log::warn!("{w}"));
+                    config.to_toml()
+                }
+                config::Loaded::Apps(apps) => {
+                    for app in &apps.apps {
+                        for w in app.config.warnings() {
+                            log::warn!("[[app]] {}: {w}", app.name);
+                        }
+                    }
+                    apps.to_toml()
+                }
+            };
+            let _ = write!(std::io::stdout(), "{text}");
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `scale N`, `scale APP N` (or `--app APP scale N`).
+fn scale(cli: &Cli, args: &[String]) -> ExitCode {
+    let (app, count) = match args {
+        [count] => (cli.app.clone(), count),
+        [app, count] => (Some(app.clone()), count),
+        _ => unreachable!("clap takes 1 or 2"),
+    };
+    let Ok(workers) = count.parse::<usize>() else {
+        eprintln!("rrbalancer scale: {count:?} is not a number of workers (scale [APP] N)");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let request = control::Request::Scale { workers };
+    match app {
+        Some(app) => control_command(
+            cli,
+            Ask::ForApp {
+                app,
+                request: Some(request),
+            },
+        ),
+        None => control_command(cli, Ask::Request(request)),
+    }
+}
+
 fn overrides(cli: &Cli) -> config::Overrides {
     config::Overrides {
         sched_policy: cli.sched_policy,
@@ -195,6 +257,7 @@ fn overrides(cli: &Cli) -> config::Overrides {
         program: cli.program.clone(),
         watch: cli.watch,
         env: cli.env.clone(),
+        app: cli.app.clone(),
         protocol: match cli.protocol {
             None | Some(ProtocolChoice::Auto) => None,
             Some(ProtocolChoice::Native) => Some(config::Protocol::Native),
@@ -202,13 +265,6 @@ fn overrides(cli: &Cli) -> config::Overrides {
             Some(ProtocolChoice::NodeCluster) => Some(config::Protocol::NodeCluster),
         },
     }
-}
-
-fn load_config(cli: &Cli) -> Result<config::Config, ExitCode> {
-    load_config_or_why(cli).map_err(|e| {
-        log::error!("{e}");
-        ExitCode::from(EXIT_USAGE)
-    })
 }
 
 /// The configuration (its warnings logged), or why it does not load.

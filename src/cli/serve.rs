@@ -10,6 +10,7 @@ use crate::{config, logging, master, sys};
 
 /// Runs the master, in the foreground or detached. Started by an upgrade, it takes over from
 /// the old master instead (and does not detach again: it is detached already, or not).
+/// A file with `[[app]]` sections (and no `--app`): the master of all its apps.
 pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
     let predecessor = match master::Predecessor::from_env() {
         Ok(p) => p,
@@ -18,6 +19,15 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    if let (None, None, Some(path)) = (&predecessor, &cli.app, &cli.config) {
+        if let Ok(config::Loaded::Apps(apps)) = config::load_any(Some(path), &overrides(cli)) {
+            return super::serve_apps::serve_apps(cli, *apps, daemon);
+        }
+    }
+    serve_one(cli, daemon, predecessor)
+}
+
+fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) -> ExitCode {
     let reporter = predecessor.as_ref().map(master::Predecessor::reporter);
     let mut config = match load_config_or_why(cli) {
         Ok(config) => config,
@@ -129,7 +139,11 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
 }
 
 /// The original process of `start --daemon`: wait for the detached master's report.
-fn wait_for_daemon(child: i32, report: std::fs::File, log: &std::path::Path) -> ExitCode {
+pub(super) fn wait_for_daemon(
+    child: i32,
+    report: std::fs::File,
+    log: &std::path::Path,
+) -> ExitCode {
     let mut line = String::new();
     let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(report), &mut line);
     if let Some(rest) = line.trim_end().strip_prefix("ok ") {

@@ -19,6 +19,8 @@ pub struct Overrides {
     pub watch: bool,
     /// `--env NAME`: the `[env.NAME]` block to apply.
     pub env: Option<String>,
+    /// `--app NAME`: of a file with `[[app]]` sections, that app alone.
+    pub app: Option<String>,
 }
 
 /// A configuration that cannot be used. Exit code 2.
@@ -48,8 +50,25 @@ pub(super) fn location(file: &str, line: usize, column: usize) -> String {
     }
 }
 
-/// Reads and validates a config file; `None` gives the embedded default.
+/// Reads and validates a one-app config file (or one app of a file with `[[app]]` sections,
+/// `--app`); `None` gives the embedded default.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    match load_any(path, overrides)? {
+        Loaded::One(config) => Ok(*config),
+        Loaded::Apps(apps) => {
+            let names: Vec<String> = apps.apps.iter().map(|a| quoted(&a.name)).collect();
+            Err(ConfigError::Setting(format!(
+                "{} has [[app]] sections ({}): name one with --app",
+                apps.source.display(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Reads and validates a config file, with one app or several; `None` gives the embedded
+/// default.
+pub fn load_any(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigError> {
     let (text, name, dir) = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -61,11 +80,28 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
         }
         None => (String::new(), "<embedded default config>".to_owned(), None),
     };
+    // Absolute, as `status` shows it: usable from any directory.
+    let source = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    if let Some(path) = path.filter(|_| apps::has_apps(&text)) {
+        let mut loaded = apps::load_apps(&text, &name, path, overrides)?;
+        match &mut loaded {
+            Loaded::One(config) => config.source = source,
+            Loaded::Apps(apps) => {
+                (apps.apps.iter_mut()).for_each(|a| a.config.source = source.clone())
+            }
+        }
+        return Ok(loaded);
+    }
+    if let Some(app) = &overrides.app {
+        return Err(ConfigError::Setting(format!(
+            "--app {}: {name} has no [[app]] sections",
+            quoted(app)
+        )));
+    }
     let file = parse(&text, &name)?;
     let mut config = validate(file, &text, &name, dir.as_deref(), overrides)?;
-    // Absolute, as `status` shows it: usable from any directory.
-    config.source = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    Ok(config)
+    config.source = source;
+    Ok(Loaded::One(Box::new(config)))
 }
 
 /// Where the master started with the config file at `path` is found, and how long its stop may

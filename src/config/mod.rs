@@ -35,6 +35,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+mod apps;
 mod check;
 mod command;
 mod environments;
@@ -50,6 +51,7 @@ mod validate;
 mod values;
 mod wording;
 
+pub use apps::{AppsConfig, Loaded, app_control, valid_app_name};
 use check::*;
 use command::*;
 pub use host::default_runtime_dir;

@@ -71,6 +71,9 @@ pub struct Config {
     /// environment), and every block the file has.
     pub environment: Option<String>,
     pub environments: Vec<String>,
+    /// The `[[app]]` this is, when it is one of several apps of a file (`--app`): its master
+    /// is run by the master of all of them, and registers nowhere else.
+    pub app: Option<String>,
 }
 
 /// `[watch]`, validated: existing paths, absolute.

@@ -8,6 +8,11 @@ impl Config {
     /// `rrbalancer check` prints): defaults written out, flags and environment applied, paths
     /// made absolute.
     pub fn to_toml(&self) -> String {
+        self.environment_comment() + &toml::to_string(&self.to_table()).unwrap_or_default()
+    }
+
+    /// [`Config::to_toml`]'s table, without the comment.
+    pub(super) fn to_table(&self) -> Table {
         let mut top = Table::new();
         let listen = self.listen.iter().map(|a| text(&a.to_string())).collect();
         top.insert("listen".into(), Value::Array(listen));
@@ -40,17 +45,7 @@ impl Config {
         control.insert("pid_file".into(), path(&self.control.pid_file));
         control.insert("socket".into(), path(&self.control.socket));
         top.insert("control".into(), Value::Table(control));
-        let mut metrics = Table::new();
-        if let Some(m) = &self.metrics {
-            metrics.insert("listen".into(), text(&m.listen.to_string()));
-            if let Some(agent) = m.haproxy_agent {
-                metrics.insert("haproxy_agent".into(), text(&agent.to_string()));
-            }
-            if let Some(allow) = &m.allow {
-                let allow = allow.iter().map(|net| text(&net.to_string())).collect();
-                metrics.insert("allow".into(), Value::Array(allow));
-            }
-        }
+        let metrics = self.metrics.as_ref().map(metrics_table).unwrap_or_default();
         top.insert("metrics".into(), Value::Table(metrics));
         top.insert("log".into(), Value::Table(log_table(&self.log)));
         if let Some(id) = &self.master_user {
@@ -72,12 +67,12 @@ impl Config {
             watch.insert("debounce".into(), duration(w.debounce));
             top.insert("watch".into(), Value::Table(watch));
         }
-        self.environment_comment() + &toml::to_string(&top).unwrap_or_default()
+        top
     }
 
     /// Which `[env.<name>]` block is applied, and which the file has: comment lines (the
     /// variables themselves are merged into `[worker] env` and `[agent] env` below).
-    fn environment_comment(&self) -> String {
+    pub(super) fn environment_comment(&self) -> String {
         let names: Vec<String> = self.environments.iter().map(|n| quoted(n)).collect();
         match &self.environment {
             Some(name) => format!(
@@ -93,6 +88,20 @@ impl Config {
             ),
         }
     }
+}
+
+/// `[metrics]`.
+pub(super) fn metrics_table(m: &MetricsConfig) -> Table {
+    let mut metrics = Table::new();
+    metrics.insert("listen".into(), text(&m.listen.to_string()));
+    if let Some(agent) = m.haproxy_agent {
+        metrics.insert("haproxy_agent".into(), text(&agent.to_string()));
+    }
+    if let Some(allow) = &m.allow {
+        let allow = allow.iter().map(|net| text(&net.to_string())).collect();
+        metrics.insert("allow".into(), Value::Array(allow));
+    }
+    metrics
 }
 
 fn text(s: &str) -> Value {

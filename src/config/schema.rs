@@ -31,6 +31,10 @@ pub struct FileConfig {
     /// `[env]`: variables for the workers and the agent, and `[env.<name>]` blocks `--env`
     /// selects (`environments.rs`).
     pub env: environments::FileEnv,
+    /// `[[app]]`: several apps in one file (`apps.rs` reads them; a file with them is never
+    /// read whole as one app).
+    #[serde(default)]
+    pub app: Option<toml::Value>,
 }
 
 impl Default for FileConfig {
@@ -52,6 +56,7 @@ impl Default for FileConfig {
             watch: FileWatch::default(),
             master: FileMaster::default(),
             env: BTreeMap::new(),
+            app: None,
         }
     }
 }

@@ -47,6 +47,10 @@ pub fn validate(
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let c = Checker { text, name, dir };
+    if file.app.is_some() {
+        // `apps.rs` reads such a file, one app at a time: never whole, as one.
+        return Err(c.setting("app", "[[app]] sections are read one app at a time".into()));
+    }
     if overrides.protocol.is_some() && overrides.program.is_empty() {
         return Err(ConfigError::Setting(
             "--protocol is for the program named after `--` (a file says [worker] protocol)".into(),
@@ -134,6 +138,7 @@ pub fn validate(
         master_user,
         environment,
         environments: envs.names(),
+        app: None,
     })
 }
 
@@ -183,6 +188,10 @@ fn listen_config(
     }
     let span = listen.span();
     let entries = listen.into_inner().0;
+    if entries.is_empty() && overrides.app.is_some() {
+        // One of several apps, with no `listen`: it serves no connection.
+        return Ok(Vec::new());
+    }
     if entries.is_empty() {
         return Err(c.invalid(span, "listen", "needs at least one address".into()));
     }
@@ -227,7 +236,7 @@ fn backlog_config(c: &Checker<'_>, backlog: Spanned<u32>) -> Result<u32, ConfigE
 /// `[control]` and `[log]`: the paths the master creates, each in a place it can create it
 /// (an error names the key, or says the path is a default when the key is not in the file),
 /// and a date format `strftime` takes.
-fn paths_config(
+pub(super) fn paths_config(
     c: &Checker<'_>,
     control: FileControl,
     file: FileLog,

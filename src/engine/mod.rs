@@ -16,9 +16,11 @@
 //!   table, the renderer), `relay` (worker-to-worker messages, bounded), `upgrade` (the
 //!   master-to-master upgrade's state machine), `watch` (watch mode's debounce), `drain`
 //!   (what a graceful stop request does: drain first, or stop now);
+//! - several apps: `apps` (which app's master runs, is restarted, stopped, reloaded);
 //! - in tests, `sim`: the seeded simulators of the hand-off and of supervision.
 
 pub mod agent_check;
+pub mod apps;
 pub mod client_limits;
 pub mod dispatch;
 pub mod drain;

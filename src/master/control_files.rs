@@ -224,6 +224,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// No entry (the master of one app of several).
+    pub fn none() -> Registration {
+        Registration { entry: None }
+    }
+
     /// Registers the control socket at `socket` (its final place, also while an upgrade's new
     /// master still has it staged). A failure costs only discovery: said, and the master runs.
     pub fn make(socket: &Path) -> Registration {

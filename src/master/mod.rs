@@ -19,6 +19,7 @@
 //! socket).
 
 mod agent_check_io;
+mod apps;
 mod channel;
 mod client_io;
 mod control_files;
@@ -69,8 +70,10 @@ use signals::{Action, SignalSource};
 use sources::{Source, Sources};
 use wire_shared::Handoff;
 
+pub use apps::{Passthrough, run as run_apps};
 pub use control_files::{ControlError, PidFile, create_dir_for, create_private_dir};
 pub use listeners::ListenError;
+use monitor_routes::STATUS_PAGE;
 pub use output::{open_append as open_log, redirect_stderr};
 pub use startup::{Loader, run};
 pub use upgrade_link::Predecessor;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Master, Phase};
 
 /// `GET /`: one self-contained page (no external assets) that reads `/status.json` every second.
-const STATUS_PAGE: &str = include_str!("status_page.html");
+pub(super) const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// How long one `/status.json` serves every client that asks (less than the page's second
 /// between readings, so that one page gets a new one each time): making it reads `/proc` for every

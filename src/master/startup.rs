@@ -100,7 +100,11 @@ fn run_master(
         AgentCheck::bind(addr, Instant::now()).map_err(|e| MasterError::AgentCheck(addr, e))
     }))
     .transpose()?;
-    let registration = control_files::Registration::make(&config.control.socket);
+    // One app of several is found through the master of all, not registered of its own.
+    let registration = match config.app {
+        Some(_) => control_files::Registration::none(),
+        None => control_files::Registration::make(&config.control.socket),
+    };
     if let Some(id) = &drop_to {
         for path in [&config.control.pid_file, &config.control.socket] {
             control_files::create_dir_for(path, id.uid, id.gid)?;

@@ -100,7 +100,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Child> {
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
-    // SAFETY: the closure runs in the forked child of a single-threaded master, before exec. It
+    // SAFETY: the closure runs in the forked child, before exec (of a single-threaded master,
+    // or of the master of several apps, whose other threads hold no lock the closure takes). It
     // calls only async-signal-safe functions (setgroups, setgid, setuid, prctl, getppid, getpid,
     // sigprocmask, signal, fcntl, dup2, execve) and writes only into buffers allocated before
     // the fork; it allocates nothing.

@@ -133,6 +133,9 @@ pub struct Reply {
     /// `logs`: the lines, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<LogLine>>,
+    /// `status` of the master of several apps: every app, in the file's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<super::apps_control::AppStatus>>,
 }
 
 /// One line of a worker's captured output, as `logs` answers it.
@@ -160,6 +163,7 @@ impl Reply {
             drain_ms: None,
             status: None,
             logs: None,
+            apps: None,
         }
     }
 
@@ -172,6 +176,7 @@ impl Reply {
             drain_ms: None,
             status: None,
             logs: None,
+            apps: None,
         }
     }
 
@@ -184,6 +189,7 @@ impl Reply {
             drain_ms: None,
             status: Some(status),
             logs: None,
+            apps: None,
         }
     }
 
@@ -196,6 +202,7 @@ impl Reply {
             drain_ms: None,
             status: None,
             logs: Some(lines),
+            apps: None,
         }
     }
 }
@@ -242,6 +249,39 @@ pub struct Status {
     /// `[agent]`, if one is configured.
     #[serde(default)]
     pub agent: Option<AgentStatus>,
+}
+
+impl Status {
+    /// Whether the master serves (`status --ready`): at least one worker ready in its slot, and not
+    /// stopping. The line to print either way.
+    pub fn readiness(&self) -> Result<String, String> {
+        let s = self;
+        let ready = s
+            .workers
+            .iter()
+            .filter(|w| w.role == "current" && w.state.starts_with("ready"))
+            .count();
+        let wanted = s.workers_wanted;
+        if s.stopping {
+            Err(format!("not ready: pid {} is stopping", s.pid))
+        } else if let Some(ms) = s.drain_left_ms {
+            Err(format!(
+                "not ready: pid {} is draining before it stops ({:.1}s left)",
+                s.pid,
+                ms as f64 / 1000.0
+            ))
+        } else if ready == 0 {
+            Err(format!(
+                "not ready: 0/{wanted} workers ready (pid {})",
+                s.pid
+            ))
+        } else {
+            Ok(format!(
+                "ready: {ready}/{wanted} workers ready (pid {})",
+                s.pid
+            ))
+        }
+    }
 }
 
 /// The agent: its current process, if one runs, and its place's history.

@@ -39,6 +39,9 @@ pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 /// The pid systemd's watchdog is meant for.
 pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
 
+/// Set for the master of one app of several (`[[app]]`), by the master of all, and so for its
+/// workers: the app's name. Its log lines carry it.
+pub const APP: &str = "RRB_APP";
 /// Set for an `on_giveup` hook: the slot given up (a number, or `agent`).
 pub const GIVEUP_SLOT: &str = "RRB_GIVEUP_SLOT";
 /// Set for an `on_giveup` hook: the pid of the slot's last worker.

@@ -4,10 +4,12 @@
 //!
 //! - `counters.rs`: the counts kept for the master's life, and the labels of their causes.
 //! - `families.rs`: every family's name, type and help, each written once.
+//! - `apps.rs`: several apps' expositions as one, each sample with its `app` label.
 //! - `render.rs`: a scrape's [`Snapshot`] rendered as text, one small function per group.
 //!
-//! Imports: `stats` (what a slot served) and nothing else of the master.
+//! Imports: `stats` (what a slot served), `apps` (the apps' states) and nothing else.
 
+pub mod apps;
 mod counters;
 pub mod families;
 pub mod render;

@@ -76,6 +76,12 @@ impl Master {
         waiter: Option<Waiter>,
         binary: Option<PathBuf>,
     ) -> Result<(), String> {
+        if let Some(app) = &self.config.app {
+            // Its new master would not be the master of all's child: nothing would supervise it.
+            return Err(format!(
+                "app {app} runs under the master of a file with [[app]] sections: no in-place                  upgrade of one app (`rrbalancer reload {app}` replaces its workers)"
+            ));
+        }
         let taking_over = self
             .upgrade
             .predecessor

@@ -1,0 +1,113 @@
+//! `run` and `start` of a file with `[[app]]` sections: the master of all its apps, in the
+//! foreground or detached (`--daemon`), as `serve` does for one app.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use super::serve::wait_for_daemon;
+use super::{Cli, EXIT_OK, EXIT_RUNTIME, overrides};
+use crate::config::{AppsConfig, WorkerCount};
+use crate::{config, logging, master, sys};
+
+/// Runs the master of `apps`' apps.
+pub(super) fn serve_apps(cli: &Cli, mut apps: AppsConfig, daemon: bool) -> ExitCode {
+    logging::set_format(apps.log.format);
+    if daemon && apps.log.master_log.is_none() {
+        apps.log.master_log = Some(apps.control.pid_file.with_extension("log"));
+    }
+    let mut report: Option<Box<dyn Write>> = None;
+    if daemon {
+        let log_path = apps.log.master_log.clone().expect("set above");
+        if let Err(e) = master::PidFile::check_free(&apps.control.pid_file) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        if let Err(e) = master::create_private_dir(&apps.control.pid_file) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        let log = match master::open_log(&log_path) {
+            Ok(log) => log,
+            Err(e) => {
+                log::error!("cannot open the log file (key `log.master_log`): {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        match sys::daemonize(&log) {
+            Ok(sys::Daemon::Parent { child, report }) => {
+                return wait_for_daemon(child, report, &log_path);
+            }
+            Ok(sys::Daemon::Child { report: pipe }) => report = Some(Box::new(pipe)),
+            Err(e) => {
+                log::error!("cannot detach: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else if let Some(path) = &apps.log.master_log {
+        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
+        eprintln!("rrbalancer: logging to {}", path.display());
+        if let Err(e) = master::redirect_stderr(path) {
+            log::error!("cannot open the log file (key `log.master_log`): {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Write>);
+    }
+    for app in &apps.apps {
+        for warning in app.config.warnings() {
+            log::warn!("[[app]] {}: {warning}", app.name);
+        }
+    }
+    let loader = {
+        let path = apps.source.clone();
+        let overrides = overrides(cli);
+        Box::new(move || config::load_any(Some(&path), &overrides).map_err(|e| e.to_string()))
+    };
+    let mut started = |listening: &[String]| {
+        if let Some(mut out) = report.take() {
+            let prefix = if daemon { "ok " } else { "" };
+            if daemon {
+                let _ = writeln!(
+                    out,
+                    "{prefix}{} {}",
+                    std::process::id(),
+                    listening.join(" ")
+                );
+            } else {
+                report = Some(out);
+            }
+        }
+    };
+    match master::run_apps(apps, loader, passthrough(cli), &mut started) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let text = e.to_string();
+            log::error!("{text}");
+            if let Some(mut out) = report.take() {
+                let prefix = if daemon { "err " } else { "rrbalancer: " };
+                let _ = writeln!(out, "{prefix}{text}");
+            }
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// The flags each app's master is started with, as given to the master of all.
+fn passthrough(cli: &Cli) -> master::Passthrough {
+    let mut args = Vec::new();
+    if let Some(env) = &cli.env {
+        args.extend(["--env".to_owned(), env.clone()]);
+    }
+    match cli.workers {
+        Some(WorkerCount::Exactly(n)) => args.extend(["--workers".to_owned(), n.to_string()]),
+        Some(WorkerCount::Auto) => args.extend(["--workers".to_owned(), "auto".to_owned()]),
+        None => {}
+    }
+    if let Some(policy) = cli.sched_policy {
+        args.extend(["--sched-policy".to_owned(), policy.as_str().to_owned()]);
+    }
+    if cli.watch {
+        args.push("--watch".to_owned());
+    }
+    master::Passthrough { args }
+}

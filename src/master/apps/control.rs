@@ -1,0 +1,416 @@
+//! The control socket of the master of several apps: a thread a connection (bounded), one
+//! request each (`wire::apps_control`). What concerns one app's workers is passed to its
+//! master and its answer passed back; what concerns the apps themselves (start, stop, the file
+//! read again, status of all) is asked of the loop.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::Uid;
+
+use super::super::control_files::{self, ControlError};
+use super::ask;
+use super::{Command, Link, Reread, Snapshot};
+use crate::engine::apps::Phase;
+use crate::wire::apps_control::{AppStatus, AppsCommand, AppsRequest, parse_apps_request};
+use crate::wire::control::{MAX_REQUEST, Reply, Request};
+
+/// How long a client has to send its request.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// How long an app's master has to answer a `status`.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
+/// How long a reload or a start may take (each new worker within its `ready_timeout`).
+const LONG_WAIT: Duration = Duration::from_secs(600);
+
+/// The bound control socket; its file is removed when this is dropped (if still ours).
+pub struct Bound {
+    pub listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the control socket at `path` (mode 0600, in a private directory); the pid file we
+/// hold says a socket file found there is a dead master's.
+pub fn bind(path: &Path) -> Result<Bound, ControlError> {
+    control_files::create_private_dir(path)?;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(control_files::io_err(path)(e));
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(control_files::io_err(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(control_files::io_err(path))?;
+    Ok(Bound {
+        listener,
+        path: path.to_owned(),
+    })
+}
+
+/// Serves the control socket on a thread of its own, a thread per connection.
+pub fn serve(listener: &UnixListener, link: Link) {
+    let Ok(listener) = listener.try_clone() else {
+        warn!("control socket: cannot serve it");
+        return;
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let uid = getsockopt(&stream, PeerCredentials).map(|cred| cred.uid());
+            if !uid.is_ok_and(|uid| uid == 0 || Uid::from_raw(uid) == Uid::effective()) {
+                warn!("control socket: refused a client of another user");
+                continue;
+            }
+            let Some(admitted) = link.admit() else {
+                let mut stream = stream;
+                let _ = answer(&mut stream, Reply::error("busy: too many clients".into()));
+                continue;
+            };
+            let link = link.clone();
+            std::thread::spawn(move || {
+                let _admitted = admitted;
+                handle(stream, &link);
+            });
+        }
+    });
+}
+
+/// Sends `reply`, with our pid unless it names another (the app's master a `stop` waits for).
+fn answer(stream: &mut UnixStream, mut reply: Reply) -> io::Result<()> {
+    reply.pid = reply.pid.or(Some(std::process::id() as i32));
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// One request, read within [`REQUEST_WAIT`] and at most [`MAX_REQUEST`] bytes.
+fn read_request(stream: &UnixStream) -> Result<Vec<u8>, String> {
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
+    reader
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("no request: {e}"))?;
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request too long (limit {MAX_REQUEST} bytes)"));
+    }
+    Ok(line)
+}
+
+fn handle(mut stream: UnixStream, link: &Link) {
+    let line = match read_request(&stream) {
+        Ok(line) if line.trim_ascii().is_empty() => return,
+        Ok(line) => line,
+        Err(why) => {
+            let _ = answer(&mut stream, Reply::error(why));
+            return;
+        }
+    };
+    let request = match parse_apps_request(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = answer(&mut stream, Reply::error(e.to_string()));
+            return;
+        }
+    };
+    debug!("control: {request:?}");
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    match request {
+        AppsRequest {
+            app: Some(app),
+            command,
+        } => for_app(&mut stream, link, &app, command),
+        AppsRequest {
+            app: None,
+            command: AppsCommand::Request(request),
+        } => for_all(&mut stream, link, request),
+        AppsRequest { app: None, .. } => {
+            let _ = answer(&mut stream, Reply::error("start: name the app".into()));
+        }
+    }
+}
+
+/// A request without `app`: the apps themselves, or refused with what to name.
+fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
+    let reply = match request {
+        Request::Status => {
+            let mut reply = Reply::ok(String::new());
+            reply.message = None;
+            reply.apps = Some(statuses(&link.snapshot()));
+            reply
+        }
+        Request::Reload { wait } => match ask_loop(link, Command::Reload) {
+            Ok(reread) => Reply::from(reload_apps(reread, wait)),
+            Err(e) => Reply::error(e),
+        },
+        Request::Stop { now } => {
+            let snapshot = link.snapshot();
+            let mut reply = Reply::ok(format!(
+                "stopping {} apps{}",
+                snapshot.apps.len(),
+                if now { " now" } else { "" }
+            ));
+            reply.within_ms = Some(snapshot.stop_within.as_millis() as u64 + 5_000);
+            if !link.send(Command::Stop { now }) {
+                return;
+            }
+            let _ = answer(stream, reply);
+            // Open until this process exits: EOF tells the client it has.
+            let mut rest = Vec::new();
+            let _ = stream.set_read_timeout(None);
+            let _ = stream.read_to_end(&mut rest);
+            return;
+        }
+        Request::Metrics => {
+            let mut reply = Reply::ok(super::http::metrics(link));
+            reply.message = reply.message.take();
+            reply
+        }
+        Request::Send { .. } => {
+            for_each_app(stream, link, &request);
+            return;
+        }
+        Request::Scale { .. } => Reply::error(
+            "this master runs several apps: name the one to scale (rrbalancer scale APP N)".into(),
+        ),
+        Request::Logs { .. } => Reply::error(
+            "this master runs several apps: name one (rrbalancer logs --app APP)".into(),
+        ),
+        Request::Upgrade { .. } => Reply::error(
+            "an in-place upgrade is not available for a file with [[app]] sections: `rrbalancer \
+             restart` starts the new binary"
+                .into(),
+        ),
+    };
+    let _ = answer(stream, reply);
+}
+
+/// `send` without `app`: to every app's master that runs; one answer.
+fn for_each_app(stream: &mut UnixStream, link: &Link, request: &Request) {
+    let snapshot = link.snapshot();
+    let mut told = Vec::new();
+    let mut failed = Vec::new();
+    for app in &snapshot.apps {
+        let Some(place) = snapshot.places.get(&app.name) else {
+            continue;
+        };
+        if !matches!(app.phase, Phase::Running { .. }) {
+            continue;
+        }
+        match ask::ask(&place.socket, request, STATUS_WAIT) {
+            Ok(r) if r.ok => told.push(format!("{}: {}", app.name, r.message.unwrap_or_default())),
+            Ok(r) => failed.push(format!("{}: {}", app.name, r.message.unwrap_or_default())),
+            Err(e) => failed.push(format!("{}: {e}", app.name)),
+        }
+    }
+    let reply = if failed.is_empty() {
+        Reply::ok(told.join("; "))
+    } else {
+        Reply::error(
+            told.into_iter()
+                .chain(failed)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    let _ = answer(stream, reply);
+}
+
+/// Asks the loop; its answer.
+fn ask_loop<T>(
+    link: &Link,
+    command: impl FnOnce(mpsc::Sender<Result<T, String>>) -> Command,
+) -> Result<T, String> {
+    let (tx, rx) = mpsc::channel();
+    if !link.send(command(tx)) {
+        return Err("the master is exiting".into());
+    }
+    rx.recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "the master did not answer".to_owned())?
+}
+
+/// The file read again: what changed, each changed app's master reloaded (in turn).
+fn reload_apps(reread: Reread, wait: bool) -> Result<String, String> {
+    let mut said = vec![reread.summary()];
+    let mut failed = false;
+    for (app, socket) in &reread.reload {
+        match reload_app(socket, wait) {
+            Ok(m) => said.push(format!("{app}: {m}")),
+            Err(e) => {
+                failed = true;
+                said.push(format!("{app}: reload failed: {e}"));
+            }
+        }
+    }
+    if failed {
+        Err(said.join("\n"))
+    } else {
+        Ok(said.join("\n"))
+    }
+}
+
+/// Reloads the master whose control socket is `socket`.
+pub fn reload_app(socket: &Path, wait: bool) -> Result<String, String> {
+    let reply = ask::ask(socket, &Request::Reload { wait }, LONG_WAIT)?;
+    let message = reply.message.unwrap_or_default();
+    if reply.ok { Ok(message) } else { Err(message) }
+}
+
+/// Every app's status: each running master asked at once, within [`STATUS_WAIT`].
+pub fn statuses(snapshot: &Snapshot) -> Vec<AppStatus> {
+    std::thread::scope(|scope| {
+        let asked: Vec<_> = (snapshot.apps.iter())
+            .map(|app| {
+                let place = snapshot.places.get(&app.name);
+                let socket = place.map(|p| p.socket.clone()).unwrap_or_default();
+                let running = matches!(app.phase, Phase::Running { .. } | Phase::Stopping { .. });
+                let asking = socket.clone();
+                let answer = running
+                    .then(|| scope.spawn(move || ask::ask(&asking, &Request::Status, STATUS_WAIT)));
+                (app, socket, answer)
+            })
+            .collect();
+        (asked.into_iter())
+            .map(|(app, socket, answer)| {
+                let answered = answer.map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())));
+                let (status, trouble) = match answered {
+                    Some(Ok(reply)) => match reply.status {
+                        Some(status) => (Some(status), None),
+                        None => (None, reply.message),
+                    },
+                    Some(Err(e)) => (None, Some(e)),
+                    None => (None, None),
+                };
+                let why = match &app.phase {
+                    Phase::GivenUp { why } => Some(why.clone()),
+                    _ => trouble,
+                };
+                let pid = match app.phase {
+                    Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
+                    _ => None,
+                };
+                AppStatus {
+                    name: app.name.clone(),
+                    state: app.phase.word().to_owned(),
+                    pid,
+                    restarts: app.restarts,
+                    why,
+                    listens: app.listens,
+                    socket,
+                    status,
+                }
+            })
+            .collect()
+    })
+}
+
+/// A request for one app.
+fn for_app(stream: &mut UnixStream, link: &Link, app: &str, command: AppsCommand) {
+    let snapshot = link.snapshot();
+    let Some(view) = snapshot.apps.iter().find(|a| a.name == app) else {
+        let names: Vec<&str> = snapshot.apps.iter().map(|a| a.name.as_str()).collect();
+        let why = format!(
+            "no app named {}: this master runs {}",
+            crate::text::quoted(app),
+            names.join(", ")
+        );
+        let _ = answer(stream, Reply::error(why));
+        return;
+    };
+    let place = snapshot.places.get(app).cloned();
+    let within = place.as_ref().map_or(LONG_WAIT, |p| p.stop_within);
+    match command {
+        AppsCommand::Start => {
+            let result = ask_loop(link, |tx| Command::StartApp(app.to_owned(), tx))
+                .and_then(|()| wait_for(link, app, LONG_WAIT, |p| !p.is_starting()));
+            let reply = match result {
+                Ok(Phase::Running { pid }) => {
+                    Reply::ok(format!("app {app} started: its master is pid {pid}"))
+                }
+                Ok(phase) => Reply::error(format!("app {app} did not start: {}", describe(&phase))),
+                Err(e) => Reply::error(e),
+            };
+            let _ = answer(stream, reply);
+        }
+        AppsCommand::Request(Request::Stop { .. }) => {
+            if let Err(e) = ask_loop(link, |tx| Command::StopApp(app.to_owned(), tx)) {
+                let _ = answer(stream, Reply::error(e));
+                return;
+            }
+            let mut reply = Reply::ok(format!("stopping app {app}"));
+            reply.pid = match view.phase {
+                Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
+                _ => None,
+            };
+            reply.within_ms = Some(within.as_millis() as u64 + 5_000);
+            let _ = answer(stream, reply);
+            // Closed once its master has exited.
+            let _ = wait_for(link, app, within + Duration::from_secs(10), |p| {
+                !matches!(p, Phase::Stopping { .. } | Phase::Running { .. })
+            });
+        }
+        AppsCommand::Request(request) => {
+            let Some(place) = place.filter(|_| matches!(view.phase, Phase::Running { .. })) else {
+                let why = format!(
+                    "app {app} is {}: its master does not run{}",
+                    describe(&view.phase),
+                    if matches!(view.phase, Phase::Stopped | Phase::GivenUp { .. }) {
+                        format!(" (rrbalancer start {app})")
+                    } else {
+                        String::new()
+                    }
+                );
+                let _ = answer(stream, Reply::error(why));
+                return;
+            };
+            let line = crate::wire::apps_control::request_line(None, Some(&request));
+            if let Err(e) = ask::forward(&place.socket, &line, stream, LONG_WAIT) {
+                let _ = answer(stream, Reply::error(format!("app {app}: {e}")));
+            }
+        }
+    }
+}
+
+fn describe(phase: &Phase) -> String {
+    match phase {
+        Phase::GivenUp { why } => format!("given up ({why})"),
+        other => other.word().to_owned(),
+    }
+}
+
+/// Waits (polling the loop's snapshot) until `app`'s phase satisfies `done`, or `within`.
+fn wait_for(
+    link: &Link,
+    app: &str,
+    within: Duration,
+    done: impl Fn(&Phase) -> bool,
+) -> Result<Phase, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let phase = (link.snapshot().apps.into_iter())
+            .find(|a| a.name == app)
+            .map(|a| a.phase);
+        match phase {
+            None => return Ok(Phase::Stopped),
+            Some(p) if done(&p) => return Ok(p),
+            Some(_) if Instant::now() >= deadline => {
+                return Err(format!("app {app}: not done within {within:?}"));
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}

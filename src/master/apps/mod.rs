@@ -1,0 +1,363 @@
+//! The master of several apps (`[[app]]`): one master per app, each a child process running
+//! the one-app master on its app's part of the file (`run --app NAME`), so that an app's
+//! crash loop, reload or scale never touches another's workers and each app's hot path is
+//! exactly a one-app master's. This one keeps them: starts them, restarts one that dies
+//! (`engine::apps` decides), stops them, reads the file again (HUP, `reload`) and starts,
+//! stops or reloads only the apps that changed; it answers the control socket for all of them
+//! and serves `[metrics]` for all of them.
+//!
+//! Its event loop (signals, reaping, the decisions) is one thread; the control socket and the
+//! metrics listener are served by threads of their own, a connection each (bounded), which ask
+//! the apps' masters over their control sockets and this loop over a channel — a slow client
+//! or a hung app's master never holds the loop.
+
+mod ask;
+mod children;
+mod control;
+mod http;
+mod requests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::{Events, Poll, Token, Waker};
+use nix::sys::signal::Signal;
+
+use super::MasterError;
+use super::control_files::{self, PidFile, Registration};
+use super::signals::SignalSource;
+use crate::config::{AppsConfig, Loaded};
+use crate::engine::apps::{AppView, Apps, EXIT_GIVEN_UP, Effect, Phase, Wanted};
+pub use children::Passthrough;
+
+const SIGNALS: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Connections served at once on the control socket and on the metrics listener, each.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Reads the file again (HUP, `reload`), the way it was read at start.
+pub type AppsLoader = Box<dyn FnMut() -> Result<Loaded, String>>;
+
+/// What the loop's threads see of it: every app, where it stands, and where its master is.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub apps: Vec<AppView>,
+    /// Each app's control socket, and how long its stop may take.
+    pub places: BTreeMap<String, Place>,
+    pub stopping: bool,
+    /// The longest stop of any app.
+    pub stop_within: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub socket: PathBuf,
+    pub stop_within: Duration,
+}
+
+/// What a thread asks the loop.
+pub enum Command {
+    /// Read the file again: answered with what changed, and the apps to reload (their
+    /// sockets), which the asking thread reloads itself.
+    Reload(Sender<Result<Reread, String>>),
+    /// Stop every app, then exit (`now`: a quick stop).
+    Stop {
+        now: bool,
+    },
+    /// `stop APP`, `start APP`: answered once asked of the loop.
+    StopApp(String, Sender<Result<(), String>>),
+    StartApp(String, Sender<Result<(), String>>),
+}
+
+/// What a reading of the file changed.
+#[derive(Debug, Default)]
+pub struct Reread {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Changed apps whose masters run: name and control socket.
+    pub reload: Vec<(String, PathBuf)>,
+}
+
+/// What the threads share with the loop.
+#[derive(Clone)]
+pub struct Link {
+    pub snapshot: Arc<Mutex<Snapshot>>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    /// Connections being served (control and metrics together).
+    pub busy: Arc<AtomicUsize>,
+}
+
+impl Link {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Asks the loop; `false`: it has exited.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok() && self.waker.wake().is_ok()
+    }
+
+    /// A connection may be served (at most [`MAX_CONNECTIONS`] at once); released on drop.
+    pub fn admit(&self) -> Option<Admitted> {
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= 2 * MAX_CONNECTIONS {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(self.busy.clone()))
+    }
+}
+
+/// A connection being served.
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct AppsMaster {
+    config: AppsConfig,
+    loader: AppsLoader,
+    passthrough: Passthrough,
+    apps: Apps,
+    link: Link,
+    /// A first TERM stops gracefully; a second (or QUIT) quickly.
+    stops: u8,
+    exit: Option<i32>,
+}
+
+/// Runs the master of several apps until it is stopped. `Ok` is a clean stop.
+pub fn run(
+    config: AppsConfig,
+    loader: AppsLoader,
+    passthrough: Passthrough,
+    started: &mut dyn FnMut(&[String]),
+) -> Result<(), MasterError> {
+    let _pid_file = PidFile::acquire(&config.control.pid_file)?;
+    let _registration = Registration::make(&config.control.socket);
+    let mut poll = Poll::new().map_err(MasterError::EventLoop)?;
+    let mut signals =
+        SignalSource::new(poll.registry(), SIGNALS).map_err(MasterError::EventLoop)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(MasterError::EventLoop)?);
+    let (commands, received) = mpsc::channel();
+    let link = Link {
+        snapshot: Arc::default(),
+        commands,
+        waker,
+        busy: Arc::default(),
+    };
+    let control = control::bind(&config.control.socket)?;
+    let app_dir = crate::config::app_control(&config.control, "x").socket;
+    if let Some(dir) = app_dir.parent() {
+        control_files::create_private_dir(&dir.join("x"))?;
+    }
+    control::serve(&control.listener, link.clone());
+    if let Some(m) = &config.metrics {
+        let listener = http::bind(m).map_err(|e| MasterError::Metrics(m.listen, e))?;
+        info!(
+            "metrics for every app on http://{}/metrics (health: /healthz, /readyz, /readyz/APP; \
+             the status page: /)",
+            m.listen
+        );
+        http::serve(listener, m.clone(), link.clone());
+    }
+    let now = Instant::now();
+    let (apps, effects) = Apps::new(wanted(&config), now);
+    let names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+    let environment = (config.environment.as_ref()).map_or(String::new(), |e| {
+        format!(", environment {}", crate::text::quoted(e))
+    });
+    info!(
+        "master of {} apps ({}) from {}{environment}",
+        names.len(),
+        names.join(", "),
+        config.source.display()
+    );
+    let mut master = AppsMaster {
+        config,
+        loader,
+        passthrough,
+        apps,
+        link,
+        stops: 0,
+        exit: None,
+    };
+    master.apply(effects, &mut Vec::new());
+    master.publish();
+    let listening: Vec<String> = (master.config.apps.iter())
+        .flat_map(|a| a.config.listen.iter().map(|l| format!("{}={l}", a.name)))
+        .collect();
+    started(&listening);
+    notify(&[sd_notify::NotifyState::Ready]);
+    let mut events = Events::with_capacity(16);
+    let mut pending = Vec::new();
+    let result = loop {
+        let timeout = (master.apps.next_deadline())
+            .map(|at| at.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break Err(MasterError::EventLoop(e));
+            }
+        }
+        pending.clear();
+        signals.drain(&mut pending);
+        for &(signal, action) in &pending {
+            master.on_signal(signal, action);
+        }
+        while let Ok(command) = received.try_recv() {
+            master.on_command(command);
+        }
+        let now = Instant::now();
+        for (pid, code) in children::reap() {
+            let app = master
+                .apps
+                .view()
+                .into_iter()
+                .map(|a| a.name)
+                .find(|n| master.apps.pid(n) == Some(pid));
+            let effects = master.apps.exited(pid, code, now);
+            master.log_exit(app.as_deref(), pid, code);
+            master.apply(effects, &mut Vec::new());
+        }
+        let effects = master.apps.tick(now);
+        master.apply(effects, &mut Vec::new());
+        master.publish();
+        match master.exit {
+            Some(0) => break Ok(()),
+            Some(_) => break Err(MasterError::GaveUp("every app (see the errors above)")),
+            None => {}
+        }
+    };
+    drop(received);
+    result
+}
+
+/// The apps of the file, as the decisions take them.
+fn wanted(config: &AppsConfig) -> Vec<Wanted> {
+    (config.apps.iter())
+        .map(|a| Wanted {
+            name: a.name.clone(),
+            fingerprint: a.fingerprint(),
+            listens: !a.config.listen.is_empty(),
+        })
+        .collect()
+}
+
+/// Tells systemd, when it started us with a `NOTIFY_SOCKET`.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os(crate::wire::env::NOTIFY_SOCKET).is_some() {
+        let _ = sd_notify::notify(states);
+    }
+}
+
+impl AppsMaster {
+    /// Carries out the decisions; the apps to reload go to `reload`.
+    fn apply(&mut self, mut effects: Vec<Effect>, reload: &mut Vec<String>) {
+        let now = Instant::now();
+        while !effects.is_empty() {
+            for effect in std::mem::take(&mut effects) {
+                match effect {
+                    Effect::Start(name) => {
+                        let more =
+                            match children::start(&self.config.source, &name, &self.passthrough) {
+                                Ok(pid) => {
+                                    info!("app {name}: master started, pid={pid}");
+                                    self.apps.started(&name, pid)
+                                }
+                                Err(e) => {
+                                    error!("app {name}: cannot start its master: {e}");
+                                    self.apps.start_failed(&name, &e.to_string(), now)
+                                }
+                            };
+                        effects.extend(more);
+                    }
+                    Effect::Stop(name, pid) => {
+                        info!("app {name}: stopping its master, pid={pid}");
+                        let signal = if self.stops > 1 {
+                            Signal::SIGQUIT
+                        } else {
+                            Signal::SIGTERM
+                        };
+                        children::signal(pid, signal);
+                    }
+                    Effect::Reload(name) => reload.push(name),
+                    Effect::Exit(code) => {
+                        if code == EXIT_GIVEN_UP {
+                            error!("every app is given up: exiting");
+                        } else {
+                            info!("every app's master has exited: stopped");
+                        }
+                        self.exit = Some(code);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Says that the master `pid` of `app` exited, and what becomes of the app.
+    fn log_exit(&self, app: Option<&str>, pid: i32, code: Option<i32>) {
+        let how = code.map_or("killed by a signal".to_owned(), |c| {
+            format!("exit code {c}")
+        });
+        let Some(name) = app else {
+            return; // not an app's master: a process it left, reaped by us as the reaper
+        };
+        let phase = (self.apps.view().into_iter())
+            .find(|a| a.name == name)
+            .map(|a| a.phase);
+        match phase {
+            Some(Phase::GivenUp { why }) => {
+                error!("app {name}: master pid={pid} exited ({how}): given up: {why}")
+            }
+            Some(Phase::Waiting { at }) => warn!(
+                "app {name}: master pid={pid} exited ({how}): starting it again in {:.1}s",
+                at.saturating_duration_since(Instant::now()).as_secs_f64()
+            ),
+            Some(Phase::Starting { .. } | Phase::Running { .. }) => {
+                info!("app {name}: master pid={pid} exited ({how}); started again")
+            }
+            Some(Phase::Stopped) => info!("app {name}: master pid={pid} exited ({how}): stopped"),
+            Some(Phase::Stopping { .. }) | None => {
+                info!("app {name}: master pid={pid} exited ({how})")
+            }
+        }
+    }
+
+    fn socket_of(&self, name: &str) -> PathBuf {
+        crate::config::app_control(&self.config.control, name).socket
+    }
+
+    /// What the threads see, brought up to date.
+    fn publish(&self) {
+        let mut places = BTreeMap::new();
+        let mut stop_within = Duration::ZERO;
+        for app in &self.config.apps {
+            let within = app.config.kill_timeout + app.config.drain;
+            stop_within = stop_within.max(within);
+            places.insert(
+                app.name.clone(),
+                Place {
+                    socket: self.socket_of(&app.name),
+                    stop_within: within,
+                },
+            );
+        }
+        let snapshot = Snapshot {
+            apps: self.apps.view(),
+            places,
+            stopping: self.apps.stopping(),
+            stop_within,
+        };
+        if let Ok(mut shared) = self.link.snapshot.lock() {
+            *shared = snapshot;
+        }
+    }
+}
