@@ -64,6 +64,8 @@ pub use validate::*;
 pub use values::*;
 
 #[cfg(test)]
+mod apps_tests;
+#[cfg(test)]
 mod edges_tests;
 #[cfg(test)]
 mod keys_tests;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;

@@ -1,0 +1,406 @@
+//! Several apps in one master (`[[app]]`): each app operated alone — reloaded, scaled, stopped
+//! and started — without touching the others' workers; the file read again adds and removes
+//! apps; an app that crash-loops is given up while the others serve every request; `/metrics`
+//! labels every series with its app; and a stop leaves no process.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `status --json` of a master of several apps: the apps.
+fn apps(rrb: &Rrb) -> Vec<serde_json::Value> {
+    let (code, out, err) = rrb.ctl(&["status", "--json"]);
+    assert_eq!(code, 0, "status: {err}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("an array of apps")
+}
+
+fn app<'a>(all: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    all.iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no app {name}: {all:?}"))
+}
+
+/// The pids of `name`'s current workers.
+fn worker_pids(all: &[serde_json::Value], name: &str) -> Vec<i64> {
+    let mut pids: Vec<i64> = (app(all, name)["status"]["workers"].as_array())
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["role"] == "current")
+                .map(|w| w["pid"].as_i64().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort();
+    pids
+}
+
+/// Waits until `done` holds of the apps' status.
+fn wait_apps(
+    rrb: &Rrb,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = apps(rrb);
+        if done(&all) {
+            return all;
+        }
+        if Instant::now() > deadline {
+            panic!("not {what} within 20s: {all:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_ready(all: &[serde_json::Value], names: &[(&str, usize)]) -> bool {
+    names.iter().all(|(name, n)| {
+        all.iter().any(|a| {
+            a["name"] == *name
+                && a["state"] == "running"
+                && (a["status"]["workers"].as_array()).is_some_and(|ws| {
+                    ws.iter()
+                        .filter(|w| w["role"] == "current" && w["state"] == "ready")
+                        .count()
+                        == *n
+                })
+        })
+    })
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn apps_config(dir: &Path, api: &str, second: (&str, &str), metrics: &str) -> String {
+    let ticks = dir.join("ticks");
+    format!(
+        r#"
+[metrics]
+listen = "{metrics}"
+
+[shutdown]
+kill_timeout = "3s"
+
+[[app]]
+name = "api"
+listen = "{api}"
+workers = 2
+
+[[app]]
+name = "{name}"
+listen = "{addr}"
+workers = 1
+
+[[app]]
+name = "jobs"
+workers = 1
+[app.worker]
+exec = "sh"
+args = ["-c", "while true; do echo tick >> '{ticks}'; sleep 0.1; done"]
+ready_delay = "200ms"
+"#,
+        ticks = ticks.display(),
+        name = second.0,
+        addr = second.1,
+    )
+}
+
+#[test]
+fn each_app_is_reloaded_scaled_stopped_and_started_alone_and_the_file_adds_and_removes_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, web, ws, metrics) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let config = apps_config(dir.path(), &api, ("web", &web), &metrics);
+    let mut rrb = Rrb::start(&config, 4);
+    let ticks = dir.path().join("ticks");
+    let all = wait_apps(&rrb, "serving", |a| {
+        all_ready(a, &[("api", 2), ("web", 1), ("jobs", 1)])
+    });
+    assert!(http_get(&api).unwrap().contains("handled by worker"));
+    assert!(http_get(&web).unwrap().contains("handled by worker"));
+    let masters: Vec<i64> = all.iter().map(|a| a["pid"].as_i64().unwrap()).collect();
+    let (api0, web0, jobs0) = (
+        worker_pids(&all, "api"),
+        worker_pids(&all, "web"),
+        worker_pids(&all, "jobs"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while file_len(&ticks) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(file_len(&ticks) > 0, "the job runs");
+    let (code, out, err) = rrb.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    for header in [
+        "== app api: running",
+        "== app web: running",
+        "== app jobs (no listen): running",
+    ] {
+        assert!(out.contains(header), "{header} in:\n{out}");
+    }
+
+    // reload api: api's workers replaced, no other process touched.
+    let (code, out, err) = rrb.ctl(&["reload", "api"]);
+    assert_eq!(code, 0, "reload api: {out}{err}");
+    let all = apps(&rrb);
+    let api1 = worker_pids(&all, "api");
+    assert_eq!(api1.len(), 2);
+    assert!(
+        api1.iter().all(|p| !api0.contains(p)),
+        "api's workers replaced: {api0:?} → {api1:?}"
+    );
+    assert_eq!(worker_pids(&all, "web"), web0, "web untouched");
+    assert_eq!(worker_pids(&all, "jobs"), jobs0, "jobs untouched");
+    let masters1: Vec<i64> = all.iter().map(|a| a["pid"].as_i64().unwrap()).collect();
+    assert_eq!(masters1, masters, "every app's master the same");
+
+    // scale api 4.
+    let (code, out, err) = rrb.ctl(&["scale", "api", "4"]);
+    assert_eq!(code, 0, "scale: {out}{err}");
+    let all = wait_apps(&rrb, "api at 4", |a| all_ready(a, &[("api", 4)]));
+    assert_eq!(worker_pids(&all, "web"), web0);
+    assert_eq!(worker_pids(&all, "jobs"), jobs0);
+    let (code, _, err) = rrb.ctl(&["scale", "4"]);
+    assert_eq!(code, 1, "several apps: scale names one");
+    assert!(err.contains("scale APP N"), "{err}");
+
+    // stop jobs: stopped, and it stays so; the others serve on.
+    let (code, out, err) = rrb.ctl(&["stop", "jobs"]);
+    assert_eq!(code, 0, "stop jobs: {out}{err}");
+    assert!(jobs0.iter().all(|&p| !alive(p as i32)), "jobs' worker gone");
+    let stopped_at = file_len(&ticks);
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = apps(&rrb);
+    assert_eq!(app(&all, "jobs")["state"], "stopped", "stays stopped");
+    assert_eq!(file_len(&ticks), stopped_at, "the job does not run");
+    assert!(http_get(&api).is_ok() && http_get(&web).is_ok());
+    let (code, _, err) = rrb.ctl(&["status", "--app", "jobs"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rrbalancer start jobs"),
+        "says how to start it: {err}"
+    );
+    let (code, out, err) = rrb.ctl(&["start", "jobs"]);
+    assert_eq!(code, 0, "start jobs: {out}{err}");
+    wait_apps(&rrb, "jobs running", |a| all_ready(a, &[("jobs", 1)]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while file_len(&ticks) == stopped_at && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(file_len(&ticks) > stopped_at, "the job runs again");
+
+    // The file read again: web removed, ws added; api and jobs untouched.
+    let all = apps(&rrb);
+    let (api2, jobs2) = (worker_pids(&all, "api"), worker_pids(&all, "jobs"));
+    let web_master = app(&all, "web")["pid"].as_i64().unwrap() as i32;
+    // api's part of the file unchanged (it was scaled to 4 since: it stays so).
+    let config = apps_config(dir.path(), &api, ("ws", &ws), &metrics);
+    std::fs::write(rrb.config_path(), config).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 0, "reload of the file: {out}{err}");
+    assert!(
+        out.contains("apps started: ws; stopped: web; reloaded: none; unchanged: api, jobs"),
+        "{out}"
+    );
+    let all = wait_apps(&rrb, "ws serving", |a| {
+        all_ready(a, &[("ws", 1)]) && a.len() == 3
+    });
+    let names: Vec<&str> = all.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["api", "ws", "jobs"]);
+    assert_eq!(worker_pids(&all, "api"), api2, "api untouched, at 4 still");
+    assert_eq!(worker_pids(&all, "jobs"), jobs2, "jobs untouched");
+    assert!(http_get(&ws).unwrap().contains("handled by worker"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (alive(web_master) || web0.iter().any(|&p| alive(p as i32))) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(web_master), "web's master gone");
+    assert!(http_get(&web).is_err(), "web's port closed");
+
+    // Stop: every process gone.
+    let everyone: Vec<i32> = (all.iter())
+        .flat_map(|a| {
+            let mut pids = vec![a["pid"].as_i64().unwrap() as i32];
+            pids.extend(
+                worker_pids(&all, a["name"].as_str().unwrap())
+                    .iter()
+                    .map(|&p| p as i32),
+            );
+            pids
+        })
+        .collect();
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "stop: {out}{err}");
+    let status = rrb
+        .wait_exit(Duration::from_secs(10))
+        .expect("the master exited");
+    assert!(status.success(), "{status:?}");
+    let left: Vec<i32> = everyone.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn a_crash_looping_app_is_given_up_while_the_others_serve_every_request() {
+    let (api, bad, metrics) = (free_addr(), free_addr(), free_addr());
+    let config = format!(
+        r#"
+[metrics]
+listen = "{metrics}"
+
+[[app]]
+name = "api"
+listen = "{api}"
+workers = 2
+
+[[app]]
+name = "bad"
+listen = "{bad}"
+workers = 2
+[app.worker]
+exec = "sh"
+args = ["-c", "exit 3"]
+[app.restart]
+max_restarts = 3
+backoff_initial = "10ms"
+on_all_given_up = "exit"
+"#
+    );
+    let rrb = Rrb::start(&config, 2);
+    // Requests to api, one after another, all the while.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, api) = (stop.clone(), api.clone());
+        std::thread::spawn(move || {
+            let (mut served, mut failed) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                match http_get(&api) {
+                    Ok(body) if body.contains("handled by worker") => served += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (served, failed)
+        })
+    };
+    let all = wait_apps(&rrb, "bad given up", |a| {
+        app(a, "bad")["state"] == "given up"
+    });
+    assert!(
+        app(&all, "bad")["why"]
+            .as_str()
+            .unwrap()
+            .contains("every worker given up"),
+        "{all:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = apps(&rrb);
+    assert_eq!(app(&all, "bad")["state"], "given up", "not started again");
+    assert!(all_ready(&all, &[("api", 2)]), "api serves on: {all:#?}");
+    let (code, body) = http_status(&metrics, "/readyz/api");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_status(&metrics, "/readyz");
+    assert_eq!(code, 503, "bad does not serve: {body}");
+    assert!(body.contains("\"bad\": given up"), "{body}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (served, failed) = client.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        served + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(served > 50, "served {served}");
+    assert!(rrb.count_log("app bad: master pid=") >= 1);
+    assert!(alive(rrb.pid()), "the master of all serves on");
+}
+
+/// `GET path`: status code and body.
+fn http_status(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response[9..12].parse().unwrap();
+    (code, response.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+#[test]
+fn metrics_label_every_series_with_its_app_and_count_each_apps_connections_exactly() {
+    let (api, web, metrics) = (free_addr(), free_addr(), free_addr());
+    let config = format!(
+        r#"
+[metrics]
+listen = "{metrics}"
+
+[[app]]
+name = "api"
+listen = "{api}"
+workers = 2
+
+[[app]]
+name = "web"
+listen = "{web}"
+workers = 1
+"#
+    );
+    let rrb = Rrb::start(&config, 3);
+    wait_apps(&rrb, "serving", |a| all_ready(a, &[("api", 2), ("web", 1)]));
+    for _ in 0..7 {
+        http_get(&api).unwrap();
+    }
+    for _ in 0..3 {
+        http_get(&web).unwrap();
+    }
+    let (code, text) = http_status(&metrics, "/metrics");
+    assert_eq!(code, 200);
+    let samples = prometheus::parsed(&text);
+    assert!(samples.len() > 50, "{text}");
+    for sample in &samples {
+        assert!(
+            sample.contains("('app', '"),
+            "a series without its app: {sample}"
+        );
+    }
+    let handed = |app: &str| -> f64 {
+        (samples.iter())
+            .filter(|s| s.starts_with("rrbalancer_connections_handed_total "))
+            .filter(|s| s.contains(&format!("('app', '{app}')")))
+            .map(|s| s.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!((handed("api"), handed("web")), (7.0, 3.0), "{text}");
+    // Each family once, as the format wants.
+    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let mut unique = types.clone();
+    unique.dedup();
+    assert_eq!(types.len(), unique.len());
+    assert!(text.contains("rrbalancer_app_up{app=\"web\"} 1"), "{text}");
+    let (code, json) = http_status(&metrics, "/status.json");
+    assert_eq!(code, 200);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(all.len(), 2);
+    let (code, page) = http_status(&metrics, "/app/web/");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("status.json"),
+        "the one-app page, reading its app's JSON"
+    );
+    let (code, json) = http_status(&metrics, "/app/web/status.json");
+    assert_eq!(code, 200, "{json}");
+    let web: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(web["workers"].as_array().unwrap().len(), 1);
+    // The same through the control socket.
+    let (code, out, err) = rrb.ctl(&["metrics"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rrbalancer_connections_handed_total{app=\"api\""));
+    let (code, out, err) = rrb.ctl(&["--app", "web", "metrics"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("app=\""), "one app's own master: no label");
+}
