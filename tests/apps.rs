@@ -404,3 +404,123 @@ workers = 1
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("app=\""), "one app's own master: no label");
 }
+
+#[test]
+fn the_shipped_apps_toml_runs_a_node_cluster_app_gunicorn_and_a_job() {
+    let Some(venv) = pypi_venv() else {
+        return;
+    };
+    let (api, web, metrics) = (free_addr(), free_addr(), free_addr());
+    // As shipped, but on free ports and with the repository as the apps' directory.
+    let text = std::fs::read_to_string(repo().join("config/apps.toml"))
+        .unwrap()
+        .replace("127.0.0.1:3000", &api)
+        .replace("127.0.0.1:3001", &web)
+        .replace("127.0.0.1:9100", &metrics)
+        .replace(
+            "cwd = \"..\"",
+            &format!("cwd = {:?}", repo().display().to_string()),
+        )
+        // The workers' output captured, as the file's comment says how.
+        .replace(
+            "# [log]\n# stdout = \"/var/log/rrbalancer/apps.out.log\"",
+            "[log]\nstdout = \"out.log\"",
+        );
+    assert!(
+        text.contains("[log]\nstdout"),
+        "the shipped file says how to capture output"
+    );
+    let path = format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut rrb = Rrb::start_with(Start {
+        config: &text,
+        env: &[("PATH", &path)],
+        ..Start::default()
+    });
+    let all = wait_apps(&rrb, "serving", |a| {
+        all_ready(a, &[("api", 2), ("web", 2), ("jobs", 1)])
+    });
+    assert!(http_get(&api).unwrap().contains("handled by worker"));
+    assert!(
+        http_get(&web)
+            .unwrap()
+            .contains("handled by gunicorn worker")
+    );
+    let captured = rrb.dir.path().join("out.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let batch = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("[app jobs] [slot 0 pid ") && l.contains("jobs: batch 1 done"))
+    };
+    while !batch(&std::fs::read_to_string(&captured).unwrap_or_default())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        batch(&std::fs::read_to_string(&captured).unwrap_or_default()),
+        "the job's output, its app named"
+    );
+    let (code, logs, err) = rrb.ctl(&["logs", "--app", "jobs", "-n", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(logs.contains("jobs: batch"), "{logs}");
+    let (web0, jobs0) = (worker_pids(&all, "web"), worker_pids(&all, "jobs"));
+    let (code, out, err) = rrb.ctl(&["reload", "api"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = apps(&rrb);
+    assert!(
+        worker_pids(&after, "api")
+            .iter()
+            .all(|p| !worker_pids(&all, "api").contains(p))
+    );
+    assert_eq!(
+        (worker_pids(&after, "web"), worker_pids(&after, "jobs")),
+        (web0, jobs0)
+    );
+    assert!(http_get(&api).unwrap().contains("handled by worker"));
+    let (code, out, err) = rrb.ctl(&["send", "--app", "jobs", "{\"hello\":1}"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let told = || {
+        std::fs::read_to_string(&captured)
+            .unwrap_or_default()
+            .contains("jobs: message {\"hello\":1}")
+    };
+    while !told() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        told(),
+        "the job got the message: {}",
+        std::fs::read_to_string(&captured).unwrap_or_default()
+    );
+    let everyone: Vec<i32> = (after.iter())
+        .flat_map(|a| {
+            let mut pids = vec![a["pid"].as_i64().unwrap() as i32];
+            pids.extend(
+                worker_pids(&after, a["name"].as_str().unwrap())
+                    .iter()
+                    .map(|&p| p as i32),
+            );
+            pids
+        })
+        .collect();
+    let (code, out, err) = rrb.ctl(&["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        rrb.wait_exit(Duration::from_secs(40))
+            .expect("exited")
+            .success()
+    );
+    assert!(
+        std::fs::read_to_string(&captured)
+            .unwrap()
+            .contains("jobs: stopping ("),
+        "stopped cleanly"
+    );
+    let left: Vec<i32> = everyone.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}

@@ -365,8 +365,9 @@ fn app_config(
         table.insert(key, Spanned::new(0..0, DeValue::Array(Default::default())));
     }
     let mut file: FileConfig = deserialize_table(c, table).map_err(in_app)?;
-    if !listens && file.worker.ready.is_none() {
-        // Nothing it serves says it is ready: it is once it has run `ready_delay`.
+    if !listens && file.worker.ready.is_none() && file.worker.protocol == Protocol::Native {
+        // A native worker says it is ready when it serves; one that serves nothing, once it has
+        // run `ready_delay` (a Node one is at start anyway).
         file.worker.ready = Some(Spanned::new(0..0, Readiness::Delay));
     }
     let mut config = validate(file, c.text, c.name, c.dir, overrides).map_err(in_app)?;

@@ -1,6 +1,7 @@
 //! Workers' stdout and stderr, when `[log] stdout`/`stderr` name files: each worker writes into a
 //! pipe, the master reads it and appends each line to the file prefixed with `[slot N pid P]`
-//! (`[agent pid P]` for the agent's; and a timestamp with `date_format`) — or, with `[log]
+//! (`[agent pid P]` for the agent's; `[app NAME]` before it for one app of several; and a
+//! timestamp with `date_format`) — or, with `[log]
 //! format = "json"`, as one JSON object a line: `time`, `slot` (or `agent`), `pid`, `stream`,
 //! and `line`, the worker's own JSON object when the line is one, else its text. Files are
 //! reopened on SIGUSR1, logrotate's convention.
@@ -34,6 +35,8 @@ pub struct Sink {
     /// `[log] format = "json"`: one JSON object a line, naming this `stream`.
     json: bool,
     stream: &'static str,
+    /// The app, when this master runs one of several (`RRB_APP`): each line names it.
+    app: Option<String>,
 }
 
 impl Sink {
@@ -44,6 +47,9 @@ impl Sink {
             date_format: log.date_format.clone(),
             json: log.format == LogFormat::Json,
             stream,
+            app: std::env::var(crate::wire::env::APP)
+                .ok()
+                .filter(|a| crate::config::valid_app_name(a)),
         })
     }
 
@@ -64,12 +70,20 @@ impl Sink {
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                 .to_string();
             let mut out = json_line(&now, slot, pid, self.stream, line);
+            if let Some(app) = &self.app {
+                // `{"app":"api",…`: an app's name has no character JSON escapes.
+                let key = format!("\"app\":\"{app}\",");
+                out.splice(1..1, key.into_bytes());
+            }
             out.push(b'\n');
             return self.file.write_all(&out);
         }
         let mut out = Vec::with_capacity(line.len() + 48);
         if let Some(format) = &self.date_format {
             let _ = write!(out, "{} ", chrono::Local::now().format(format));
+        }
+        if let Some(app) = &self.app {
+            let _ = write!(out, "[app {app}] ");
         }
         match slot {
             Place::Slot(n) => write!(out, "[slot {n} pid {pid}] "),
