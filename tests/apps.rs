@@ -163,6 +163,16 @@ fn each_app_is_reloaded_scaled_stopped_and_started_alone_and_the_file_adds_and_r
     let all = wait_apps(&rrb, "api at 4", |a| all_ready(a, &[("api", 4)]));
     assert_eq!(worker_pids(&all, "web"), web0);
     assert_eq!(worker_pids(&all, "jobs"), jobs0);
+    let (code, out, err) = rrb.ctl(&["top", "-n", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let api_rows = out.lines().filter(|l| l.starts_with("api ")).count();
+    assert!(
+        out.contains("APP") && api_rows == 4,
+        "one table, an APP column:\n{out}"
+    );
+    let (code, _, err) = rrb.ctl(&["logs"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--app"), "{err}");
     let (code, _, err) = rrb.ctl(&["scale", "4"]);
     assert_eq!(code, 1, "several apps: scale names one");
     assert!(err.contains("scale APP N"), "{err}");
@@ -523,4 +533,88 @@ fn the_shipped_apps_toml_runs_a_node_cluster_app_gunicorn_and_a_job() {
     );
     let left: Vec<i32> = everyone.into_iter().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// HAProxy's agent-check answer, sending `name` first (`agent-send`) if given.
+fn agent(addr: &str, name: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if let Some(name) = name {
+        s.write_all(format!("{name}\n").as_bytes()).unwrap();
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn systemd_and_haproxys_agent_are_told_of_every_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (api, metrics, agent_at) = (free_addr(), free_addr(), free_addr());
+    let config = format!(
+        r#"
+[metrics]
+listen = "{metrics}"
+haproxy_agent = "{agent_at}"
+
+[[app]]
+name = "api"
+listen = "{api}"
+workers = 2
+
+[[app]]
+name = "jobs"
+[app.worker]
+exec = "sh"
+args = ["-c", "exec sleep 600"]
+ready_delay = "100ms"
+"#
+    );
+    let rrb = Rrb::start_with(Start {
+        config: &config,
+        env: &[("NOTIFY_SOCKET", &path.display().to_string())],
+        ..Start::default()
+    });
+    let mut said = Vec::new();
+    let mut next = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("a notification in time");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        said.push(text.clone());
+        text
+    };
+    while !next().contains("READY=1") {}
+    let all = apps(&rrb);
+    assert!(
+        all_ready(&all, &[("api", 2)]),
+        "READY=1 once api serves: {all:#?}"
+    );
+    assert_eq!(agent(&agent_at, None), "up ready 100%\n");
+    assert_eq!(agent(&agent_at, Some("api")), "up ready 100%\n");
+    assert_eq!(agent(&agent_at, Some("nope")), "down\n");
+    let (code, out, err) = rrb.ctl(&["stop", "jobs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    while !next().contains("STATUS=2 apps: api running, jobs stopped") {}
+    assert_eq!(
+        agent(&agent_at, None),
+        "up ready 100%\n",
+        "jobs listens nowhere"
+    );
+    assert_eq!(agent(&agent_at, Some("jobs")), "down\n");
+    let (code, out, err) = rrb.ctl(&["stop", "api"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(agent(&agent_at, None), "down\n", "api does not serve");
+    rrb.signal(libc::SIGTERM);
+    while !next().contains("STOPPING=1") {}
+    // Only the master of all speaks to systemd: no app's master said anything of its own.
+    assert!(
+        !said.iter().any(|m| m.contains("workers ready")),
+        "an app's master told systemd: {said:?}"
+    );
 }

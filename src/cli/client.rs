@@ -90,6 +90,16 @@ pub fn discover(dir: &Path) -> Result<Found, ClientError> {
         .into_iter()
         .filter_map(|socket| {
             let reply = request(&socket, &Request::Status, Duration::from_secs(2)).ok()?;
+            if let Some(apps) = reply.apps {
+                // A master of several apps: its file is each app's.
+                let statuses = apps.iter().filter_map(|a| a.status.as_ref());
+                return Some(Found {
+                    socket,
+                    pid: reply.pid.unwrap_or_default(),
+                    config: statuses.clone().find_map(|s| s.config.clone()),
+                    listeners: statuses.flat_map(|s| s.listeners.clone()).collect(),
+                });
+            }
             let status = reply.status?;
             Some(Found {
                 socket,

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::client::{self, ClientError};
+use crate::wire::apps_control::AppStatus;
 use crate::wire::control::{Request, Status};
 
 const EVERY: Duration = Duration::from_secs(1);
@@ -202,6 +203,65 @@ pub fn render(status: &Status, rows: &[Row], terminal: bool) -> String {
     out
 }
 
+/// The view of a master of several apps: one table, a row per slot with its app, and the
+/// total of each app; an app whose master does not run, one row saying why.
+pub fn render_apps(
+    apps: &[AppStatus],
+    previous: &mut HashMap<String, Sample>,
+    terminal: bool,
+) -> String {
+    let now = Instant::now();
+    let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
+    let dash = || "-".to_owned();
+    let mut table: Vec<[String; 10]> = Vec::new();
+    let mut serving = 0;
+    for app in apps {
+        let Some(status) = &app.status else {
+            let why = app.why.as_deref().unwrap_or("");
+            let state = format!("{} {why}", app.state).trim_end().to_owned();
+            table.push([
+                app.name.clone(),
+                dash(),
+                dash(),
+                state,
+                dash(),
+                dash(),
+                dash(),
+                app.restarts.to_string(),
+                dash(),
+                dash(),
+            ]);
+            continue;
+        };
+        serving += usize::from(app.readiness().is_ok());
+        let rows = rows(status, now, previous.entry(app.name.clone()).or_default());
+        for r in &rows {
+            table.push([
+                app.name.clone(),
+                r.slot.map_or_else(|| "agent".into(), |s| s.to_string()),
+                r.pid.map_or_else(dash, |p| p.to_string()),
+                r.state.clone(),
+                r.uptime_secs.map_or_else(dash, client::uptime),
+                format!("{:.0}", r.rate),
+                r.unacked.to_string(),
+                r.restarts.to_string(),
+                r.rss.map_or_else(dash, bytes),
+                r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
+            ]);
+        }
+    }
+    previous.retain(|name, _| apps.iter().any(|a| a.name == *name));
+    let header = [
+        "APP", "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",
+    ];
+    format!(
+        "rrbalancer: {} apps, {serving} serving{}\n\n{}",
+        apps.len(),
+        if terminal { "  —  q to quit" } else { "" },
+        client::table(header, &table)
+    )
+}
+
 /// The terminal as it was, restored on drop: raw keys, the alternate screen, no cursor.
 struct Screen {
     saved: Option<nix::sys::termios::Termios>,
@@ -258,14 +318,18 @@ pub fn run(socket: &Path, iterations: Option<u64>) -> Result<(), ClientError> {
     let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     let _screen = terminal.then(Screen::enter);
     let mut previous = Sample::default();
+    let mut per_app: HashMap<String, Sample> = HashMap::new();
     let mut shown = 0u64;
     loop {
         let reply = client::request(socket, &Request::Status, Duration::from_secs(5))?;
-        let Some(status) = reply.status.filter(|_| reply.ok) else {
-            return Err(ClientError::Refused(reply.message.unwrap_or_default()));
+        let view = match (reply.apps, reply.status) {
+            (Some(apps), _) if reply.ok => render_apps(&apps, &mut per_app, terminal),
+            (_, Some(status)) if reply.ok => {
+                let rows = rows(&status, Instant::now(), &mut previous);
+                render(&status, &rows, terminal)
+            }
+            _ => return Err(ClientError::Refused(reply.message.unwrap_or_default())),
         };
-        let rows = rows(&status, Instant::now(), &mut previous);
-        let view = render(&status, &rows, terminal);
         let mut out = std::io::stdout().lock();
         if terminal {
             // Home, draw, clear what the last frame left below.

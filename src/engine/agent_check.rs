@@ -71,9 +71,47 @@ pub fn reply(state: HostState, free: &FreeShare, out: &mut [u8; 32]) -> usize {
     cursor.position() as usize
 }
 
+/// Several apps' states as one for the host: draining if any drains, down if any that listens
+/// is down, else serving at the smallest share (the busiest app sets the host's weight).
+/// `apps`: each app's state and free share in percent.
+pub fn summarize(apps: &[(HostState, u8)]) -> (HostState, u8) {
+    if apps.iter().any(|(s, _)| *s == HostState::Draining) {
+        return (HostState::Draining, 0);
+    }
+    if apps.is_empty() || apps.iter().any(|(s, _)| *s == HostState::Down) {
+        return (HostState::Down, 0);
+    }
+    let share = apps.iter().map(|(_, p)| *p).min().unwrap_or(100);
+    (HostState::Serving, share.clamp(1, 100))
+}
+
+/// The reply line for `state` at `percent`.
+pub fn line(state: HostState, percent: u8) -> String {
+    match state {
+        HostState::Serving => format!("up ready {}%\n", percent.clamp(1, 100)),
+        HostState::Draining => "drain\n".into(),
+        HostState::Down => "down\n".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_apps_are_one_host_as_its_busiest_or_worst_app() {
+        use HostState::*;
+        assert_eq!(summarize(&[(Serving, 80), (Serving, 30)]), (Serving, 30));
+        assert_eq!(summarize(&[(Serving, 80), (Down, 0)]), (Down, 0));
+        assert_eq!(summarize(&[(Down, 0), (Draining, 0)]), (Draining, 0));
+        assert_eq!(summarize(&[]), (Down, 0));
+        assert_eq!(
+            summarize(&[(Serving, 0)]),
+            (Serving, 1),
+            "never 0 while serving"
+        );
+        assert_eq!(line(Serving, 30), "up ready 30%\n");
+    }
 
     fn said(state: HostState, free: &FreeShare) -> String {
         let mut out = [0; 32];

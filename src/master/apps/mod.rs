@@ -11,6 +11,7 @@
 //! the apps' masters over their control sockets and this loop over a channel — a slow client
 //! or a hung app's master never holds the loop.
 
+mod agent;
 mod ask;
 mod children;
 mod control;
@@ -132,6 +133,8 @@ struct AppsMaster {
     /// A first TERM stops gracefully; a second (or QUIT) quickly.
     stops: u8,
     exit: Option<i32>,
+    /// The apps' states as last told systemd (`STATUS=`).
+    told: String,
 }
 
 /// Runs the master of several apps until it is stopped. `Ok` is a clean stop.
@@ -168,6 +171,14 @@ pub fn run(
             m.listen
         );
         http::serve(listener, m.clone(), link.clone());
+        if let Some(addr) = m.haproxy_agent {
+            let listener = agent::bind(addr).map_err(|e| MasterError::AgentCheck(addr, e))?;
+            info!(
+                "HAProxy agent-check on {addr}: every app summarized, or the one `agent-send` \
+                 names"
+            );
+            agent::serve(listener, m.clone(), link.clone());
+        }
     }
     let now = Instant::now();
     let (apps, effects) = Apps::new(wanted(&config), now);
@@ -189,6 +200,7 @@ pub fn run(
         link,
         stops: 0,
         exit: None,
+        told: String::new(),
     };
     master.apply(effects, &mut Vec::new());
     master.publish();
@@ -196,7 +208,10 @@ pub fn run(
         .flat_map(|a| a.config.listen.iter().map(|l| format!("{}={l}", a.name)))
         .collect();
     started(&listening);
-    notify(&[sd_notify::NotifyState::Ready]);
+    if std::env::var_os(crate::wire::env::NOTIFY_SOCKET).is_some() {
+        let link = master.link.clone();
+        std::thread::spawn(move || ready_when_serving(&link));
+    }
     let mut events = Events::with_capacity(16);
     let mut pending = Vec::new();
     let result = loop {
@@ -250,6 +265,26 @@ fn wanted(config: &AppsConfig) -> Vec<Wanted> {
         })
         .collect()
 }
+
+/// Tells systemd `READY=1` once every app that listens serves or was given up (at most
+/// [`READY_WAIT`] after start: then ready anyway, its status says which app does not serve).
+fn ready_when_serving(link: &Link) {
+    let deadline = Instant::now() + READY_WAIT;
+    while Instant::now() < deadline {
+        let apps = control::statuses(&link.snapshot());
+        let settled = (apps.iter())
+            .filter(|a| a.listens)
+            .all(|a| a.readiness().is_ok() || a.state == "given up" || a.state == "stopped");
+        if settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// How long `READY=1` waits for the apps to serve.
+const READY_WAIT: Duration = Duration::from_secs(120);
 
 /// Tells systemd, when it started us with a `NOTIFY_SOCKET`.
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -335,8 +370,9 @@ impl AppsMaster {
         crate::config::app_control(&self.config.control, name).socket
     }
 
-    /// What the threads see, brought up to date.
-    fn publish(&self) {
+    /// What the threads see, brought up to date; systemd told the apps' states when they
+    /// changed.
+    fn publish(&mut self) {
         let mut places = BTreeMap::new();
         let mut stop_within = Duration::ZERO;
         for app in &self.config.apps {
@@ -356,6 +392,14 @@ impl AppsMaster {
             stopping: self.apps.stopping(),
             stop_within,
         };
+        let states: Vec<String> = (snapshot.apps.iter())
+            .map(|a| format!("{} {}", a.name, a.phase.word()))
+            .collect();
+        let told = format!("{} apps: {}", states.len(), states.join(", "));
+        if told != self.told {
+            notify(&[sd_notify::NotifyState::Status(&told)]);
+            self.told = told;
+        }
         if let Ok(mut shared) = self.link.snapshot.lock() {
             *shared = snapshot;
         }
