@@ -181,6 +181,19 @@ def targets(res, key):
         else:
             ratio = res.ratio(key, plain, "rate")
             out.append(verdict(ratio >= 0.98 and errors_ok, f"{ratio:.2f}× rrb-rr (≥0.98×)"))
+    if name == "rrb-rr-apps" and scenario in ("close", "keepalive"):
+        # Issue 29: one app beside two idle ones costs what it costs alone.
+        plain = ("rrb-rr", scenario)
+        if plain not in res.rows:
+            out.append("? needs rrb-rr in the same run")
+        else:
+            ratio = res.ratio(key, plain, "rate")
+            cpu, cpu_alone = cpu_per_100k(res, key), cpu_per_100k(res, plain)
+            known = cpu == cpu and cpu_alone == cpu_alone and cpu_alone > 0
+            cpu_x = cpu / cpu_alone if known else float("nan")
+            ok = ratio >= 0.95 and errors_ok and (not known or cpu_x <= 1.05)
+            out.append(verdict(ok, f"{ratio:.2f}× rrb-rr (≥0.95×), master CPU {num(cpu_x)}× "
+                                   f"rrb-rr's (≤1.05×)"))
     if name in NODE_CONTENDERS and scenario in NODE_TARGETS:
         lo, p99_max = NODE_TARGETS[scenario]
         node = ("node-rr", scenario)

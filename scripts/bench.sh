@@ -11,7 +11,7 @@
 # Options:
 #   -w N        workers per contender (2)          -d SECONDS   length of each run (5)
 #   -r RUNS     runs per measurement, median (3)   -c CONNS     wrk connections (50)
-#   --only A,B  contenders: reference rrb-rr rrb-rr-metrics rrb-rr-batch rrb-none haproxy
+#   --only A,B  contenders: reference rrb-rr rrb-rr-metrics rrb-rr-apps rrb-rr-batch rrb-none haproxy
 #               haproxy-leastconn node-rr
 #               node-none rrb-node-cluster rrb-node, and the scenario "memory"
 #   --scenario A,B     scenarios: close keepalive uneven (all three)
@@ -33,7 +33,8 @@
 # single demo workers; Node's own cluster primary (SCHED_RR and SCHED_NONE) with
 # bench/node_cluster.js; rrbalancer with that same Node app (node-cluster) and with
 # scripts/node/worker.js (node). With --windows, also rrb-rr-wW: rrb-rr with max_unacked = W.
-# rrb-rr-batch: rrb-rr with `[dispatch] batch = true`.
+# rrb-rr-batch: rrb-rr with `[dispatch] batch = true`. rrb-rr-apps: rrb-rr as one [[app]] of a
+# file beside two idle apps of as many workers (its master's CPU and RSS are that app's master's).
 # Scenarios: "close" (a new connection per request), "keepalive", and "uneven" (close, with
 # every worker started with --slow-every/--slow-ms: 1 request in N blocks its event loop).
 # Rounds outermost, contenders inside: each is started once per round and kind of worker.
@@ -81,7 +82,7 @@ for n in "$workers" "$duration" "$runs" "$conns" "$uneven_conns" "$slow_every" "
 done
 for c in ${only//,/ }; do
   case "$c" in
-    reference | rrb-rr | rrb-rr-metrics | rrb-rr-batch | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
+    reference | rrb-rr | rrb-rr-metrics | rrb-rr-apps | rrb-rr-batch | rrb-rr-w[0-9]* | rrb-none | haproxy | haproxy-leastconn | node-rr | node-none) ;;
     rrb-node-cluster | rrb-node | memory) ;;
     *) bad "unknown contender $c in --only" ;;
   esac
@@ -227,6 +228,20 @@ contender() {
       if [ -n "$metrics" ]; then
         spawn sh -c "while sleep 1; do curl -s -o /dev/null http://127.0.0.1:$metrics/metrics; done" >/dev/null
       fi ;;
+    rrb-rr-apps)
+      # The app measured, then two that serve nothing meanwhile.
+      local cfg=$tmp/rrb-apps-$kind.toml
+      {
+        if [ -n "$slow" ]; then printf '[worker]\nargs = ["--slow-every", "%s", "--slow-ms", "%s"]\n' "$slow_every" "$slow_ms"; fi
+        printf '[[app]]\nname = "api"\nlisten = "127.0.0.1:%s"\nworkers = %s\n' "$port" "$workers"
+        for idle in idle1 idle2; do
+          printf '[[app]]\nname = "%s"\nlisten = "127.0.0.1:%s"\nworkers = %s\n' "$idle" "$(free_port)" "$workers"
+        done
+      } >"$cfg"
+      spawn "$bin" --config "$cfg" run >/dev/null
+      wait_port "$port" || true
+      master=$(pgrep -f -- "--config $cfg --app api" | head -n1)
+      master=${master:-0} ;;
     reference)
       for _ in $(seq "$workers"); do spawn "$bin" demo-worker --standalone "127.0.0.1:$port" "${demo[@]}" >/dev/null; done ;;
     haproxy | haproxy-leastconn)
@@ -305,7 +320,7 @@ if [ -n "$sweep" ]; then
   exit 0
 fi
 
-contenders=(reference rrb-rr rrb-rr-metrics)
+contenders=(reference rrb-rr rrb-rr-metrics rrb-rr-apps)
 for w in ${windows//,/ }; do contenders+=("rrb-rr-w$w"); done
 contenders+=(rrb-none)
 [ -n "$have_haproxy" ] && contenders+=(haproxy haproxy-leastconn)

@@ -618,3 +618,29 @@ ready_delay = "100ms"
         "an app's master told systemd: {said:?}"
     );
 }
+
+#[test]
+fn an_apps_master_killed_is_started_again_and_its_workers_do_not_outlive_it() {
+    let (api, web) = (free_addr(), free_addr());
+    let config = format!(
+        "[[app]]\nname = \"api\"\nlisten = \"{api}\"\nworkers = 2\n\n\
+         [[app]]\nname = \"web\"\nlisten = \"{web}\"\nworkers = 2\n"
+    );
+    let rrb = Rrb::start(&config, 4);
+    let all = wait_apps(&rrb, "serving", |a| all_ready(a, &[("api", 2), ("web", 2)]));
+    let web_master = app(&all, "web")["pid"].as_i64().unwrap() as i32;
+    let (web0, api0) = (worker_pids(&all, "web"), worker_pids(&all, "api"));
+    // SAFETY: a process this test started (through the master).
+    unsafe { libc::kill(web_master, libc::SIGKILL) };
+    let all = wait_apps(&rrb, "web started again", |a| {
+        app(a, "web")["pid"].as_i64() != Some(web_master as i64) && all_ready(a, &[("web", 2)])
+    });
+    assert_eq!(app(&all, "web")["restarts"], 1);
+    assert!(
+        web0.iter().all(|&p| !alive(p as i32)),
+        "the killed master's workers are gone"
+    );
+    assert_eq!(worker_pids(&all, "api"), api0, "api untouched");
+    assert!(http_get(&web).unwrap().contains("handled by worker"));
+    assert!(rrb.count_log("app web: master pid=") >= 1);
+}
