@@ -644,3 +644,58 @@ fn an_apps_master_killed_is_started_again_and_its_workers_do_not_outlive_it() {
     assert!(http_get(&web).unwrap().contains("handled by worker"));
     assert!(rrb.count_log("app web: master pid=") >= 1);
 }
+
+#[test]
+fn a_drain_is_each_apps_and_stop_now_cuts_it_short() {
+    let (api, web) = (free_addr(), free_addr());
+    let config = format!(
+        "[shutdown]\ndrain = \"30s\"\n\n[[app]]\nname = \"api\"\nlisten = \"{api}\"\nworkers = 1\n\n\
+         [[app]]\nname = \"web\"\nlisten = \"{web}\"\nworkers = 1\n"
+    );
+    let mut rrb = Rrb::start(&config, 2);
+    wait_apps(&rrb, "serving", |a| all_ready(a, &[("api", 1), ("web", 1)]));
+    // stop api: it drains (30 s), serving on, reported not ready; web untouched.
+    let stopping = {
+        let (bin, config, dir) = (BIN, rrb.config_path(), rrb.dir.path().to_owned());
+        std::thread::spawn(move || {
+            std::process::Command::new(bin)
+                .arg("--config")
+                .arg(config)
+                .args(["stop", "api"])
+                .env("XDG_RUNTIME_DIR", &dir)
+                .output()
+                .unwrap()
+        })
+    };
+    let all = wait_apps(&rrb, "api draining", |a| {
+        app(a, "api")["status"]["drain_left_ms"].as_u64().is_some()
+    });
+    assert_eq!(app(&all, "web")["state"], "running");
+    assert!(http_get(&api).is_ok(), "a draining app serves on");
+    let t0 = Instant::now();
+    let (code, out, err) = rrb.ctl(&["stop", "api", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the drain cut short: {:?}",
+        t0.elapsed()
+    );
+    let first = stopping.join().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(app(&apps(&rrb), "api")["state"], "stopped");
+    // stop --now: every app, without its drain.
+    let t0 = Instant::now();
+    let (code, out, err) = rrb.ctl(&["stop", "--now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        rrb.wait_exit(Duration::from_secs(10))
+            .expect("exited")
+            .success()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "no drain: {:?}",
+        t0.elapsed()
+    );
+    assert!(rrb.count_log("stop asked on the control socket: graceful stop of every app") == 1);
+}

@@ -333,7 +333,7 @@ pub(super) fn deserialize_table<T: serde::de::DeserializeOwned>(
 
 /// One app's configuration: its merged table validated as a one-app file, then made one of
 /// several: its control socket beside the master's, no metrics listener of its own (the master
-/// of all serves every app's), the master's log shared.
+/// of all serves every app's), the master's log (`[log] master_log`) shared.
 fn app_config(
     c: &Checker<'_>,
     mut table: DeTable<'_>,
@@ -374,7 +374,8 @@ fn app_config(
     config.app = Some(app.to_owned());
     config.control = app_control(&wide.control, app);
     config.metrics = None;
-    config.log.master_log = None;
+    // The master of all's log, which this app's master writes to as well (and reopens).
+    config.log.master_log = wide.log.master_log.clone();
     config.log.format = wide.log.format;
     Ok(config)
 }

@@ -346,8 +346,8 @@ fn for_app(stream: &mut UnixStream, link: &Link, app: &str, command: AppsCommand
             };
             let _ = answer(stream, reply);
         }
-        AppsCommand::Request(Request::Stop { .. }) => {
-            if let Err(e) = ask_loop(link, |tx| Command::StopApp(app.to_owned(), tx)) {
+        AppsCommand::Request(Request::Stop { now }) => {
+            if let Err(e) = ask_loop(link, |tx| Command::StopApp(app.to_owned(), now, tx)) {
                 let _ = answer(stream, Reply::error(e));
                 return;
             }

@@ -70,8 +70,8 @@ pub enum Command {
     Stop {
         now: bool,
     },
-    /// `stop APP`, `start APP`: answered once asked of the loop.
-    StopApp(String, Sender<Result<(), String>>),
+    /// `stop APP` (`now`: without its drain), `start APP`: answered once asked of the loop.
+    StopApp(String, bool, Sender<Result<(), String>>),
     StartApp(String, Sender<Result<(), String>>),
 }
 
@@ -132,6 +132,8 @@ struct AppsMaster {
     link: Link,
     /// A first TERM stops gracefully; a second (or QUIT) quickly.
     stops: u8,
+    /// The apps whose masters are to stop without their drain (`stop --now`).
+    now: Vec<String>,
     exit: Option<i32>,
     /// The apps' states as last told systemd (`STATUS=`).
     told: String,
@@ -199,6 +201,7 @@ pub fn run(
         apps,
         link,
         stops: 0,
+        now: Vec::new(),
         exit: None,
         told: String::new(),
     };
@@ -314,15 +317,7 @@ impl AppsMaster {
                             };
                         effects.extend(more);
                     }
-                    Effect::Stop(name, pid) => {
-                        info!("app {name}: stopping its master, pid={pid}");
-                        let signal = if self.stops > 1 {
-                            Signal::SIGQUIT
-                        } else {
-                            Signal::SIGTERM
-                        };
-                        children::signal(pid, signal);
-                    }
+                    Effect::Stop(name, pid) => self.stop_master(&name, pid),
                     Effect::Reload(name) => reload.push(name),
                     Effect::Exit(code) => {
                         if code == EXIT_GIVEN_UP {
@@ -334,6 +329,27 @@ impl AppsMaster {
                     }
                 }
             }
+        }
+    }
+
+    /// Asks the master `pid` of `name` to stop: gracefully (`SIGTERM`), without its drain
+    /// (`stop --now`: asked on its control socket, from a thread), or quickly (`SIGQUIT`).
+    fn stop_master(&self, name: &str, pid: i32) {
+        if self.stops > 1 {
+            info!("app {name}: stopping its master quickly, pid={pid}");
+            children::signal(pid, Signal::SIGQUIT);
+        } else if self.now.iter().any(|n| n == name) {
+            info!("app {name}: stopping its master now (no drain), pid={pid}");
+            let socket = self.socket_of(name);
+            std::thread::spawn(move || {
+                let request = crate::wire::control::Request::Stop { now: true };
+                if ask::ask(&socket, &request, Duration::from_secs(5)).is_err() {
+                    children::signal(pid, Signal::SIGTERM);
+                }
+            });
+        } else {
+            info!("app {name}: stopping its master, pid={pid}");
+            children::signal(pid, Signal::SIGTERM);
         }
     }
 

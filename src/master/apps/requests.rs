@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::super::signals::{self, Action};
 use super::{AppsMaster, Command, Reread, children, control, notify, wanted};
 use crate::config::Loaded;
-use crate::engine::apps::Effect;
+use crate::engine::apps::{Effect, Phase};
 
 impl AppsMaster {
     pub(super) fn on_signal(&mut self, signal: i32, action: Action) {
@@ -17,19 +17,7 @@ impl AppsMaster {
         match action {
             Action::GracefulStop | Action::QuickStop => {
                 self.stops += if action == Action::QuickStop { 2 } else { 1 };
-                if self.stops > 1 {
-                    info!("{name}: quick stop of every app");
-                    for app in self.apps.view() {
-                        if let Some(pid) = self.apps.pid(&app.name) {
-                            children::signal(pid, Signal::SIGQUIT);
-                        }
-                    }
-                } else {
-                    info!("{name}: graceful stop of every app");
-                }
-                notify(&[sd_notify::NotifyState::Stopping]);
-                let effects = self.apps.stop_all();
-                self.apply(effects, &mut Vec::new());
+                self.stop(&format!("{name}: "));
             }
             Action::Reload => {
                 info!("{name}: reading {} again", self.config.source.display());
@@ -62,6 +50,14 @@ impl AppsMaster {
                         children::signal(self.apps.pid(app).unwrap_or(0), signal);
                     }
                 }
+                if action == Action::ReopenLogs {
+                    if let Some(path) = &self.config.log.master_log {
+                        match super::super::redirect_stderr(path) {
+                            Ok(()) => info!("{name}: reopened {}", path.display()),
+                            Err(e) => error!("{name}: cannot reopen {}: {e}", path.display()),
+                        }
+                    }
+                }
             }
             Action::Upgrade => warn!(
                 "{name}: an in-place upgrade is not available for a file with [[app]] \
@@ -78,15 +74,24 @@ impl AppsMaster {
             Command::Reload(reply) => {
                 let _ = reply.send(self.reread());
             }
-            Command::Stop { now: quick } => {
-                let (signal, action) = if quick {
-                    (Signal::SIGQUIT, Action::QuickStop)
-                } else {
-                    (Signal::SIGTERM, Action::GracefulStop)
-                };
-                self.on_signal(signal as i32, action);
+            Command::Stop { now } => {
+                if now {
+                    self.now = self.apps.view().into_iter().map(|a| a.name).collect();
+                }
+                self.stops = self.stops.max(1);
+                self.stop("stop asked on the control socket: ");
             }
-            Command::StopApp(name, reply) => {
+            Command::StopApp(name, now, reply) => {
+                if now {
+                    self.now.push(name.clone());
+                    // One draining already: cut its drain short.
+                    if let Some(Phase::Stopping { pid }) = (self.apps.view().into_iter())
+                        .find(|a| a.name == name)
+                        .map(|a| a.phase)
+                    {
+                        self.stop_master(&name, pid);
+                    }
+                }
                 let result = self.apps.stop_app(&name).map_err(|e| e.to_string());
                 let result = result.map(|effects| {
                     info!("app {name}: stop asked");
@@ -107,6 +112,26 @@ impl AppsMaster {
             }
         }
         self.publish();
+    }
+
+    /// Stops every app (`said`: why, for the log): gracefully, quickly after a second request
+    /// (or `QUIT`), and those in `now` without their drain; a master already stopping is asked
+    /// again, so that a second request cuts it short.
+    fn stop(&mut self, said: &str) {
+        if self.stops > 1 {
+            info!("{said}quick stop of every app");
+        } else {
+            info!("{said}graceful stop of every app");
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        for app in self.apps.view() {
+            let again = self.stops > 1 || self.now.contains(&app.name);
+            if let (Phase::Stopping { pid }, true) = (app.phase, again) {
+                self.stop_master(&app.name, pid);
+            }
+        }
+        let effects = self.apps.stop_all();
+        self.apply(effects, &mut Vec::new());
     }
 
     /// Reads the file again and applies what changed.
