@@ -61,7 +61,7 @@ pub enum Loaded {
 
 /// Whether `text` has `[[app]]` sections (an unparsable text has none: its error comes from
 /// the one-app reading).
-pub(super) fn has_apps(text: &str) -> bool {
+pub(crate) fn has_apps(text: &str) -> bool {
     DeTable::parse(text).is_ok_and(|root| root.get_ref().get("app").is_some())
 }
 
@@ -190,7 +190,7 @@ fn merge<'i>(into: &mut DeTable<'i>, from: DeTable<'i>) {
 
 /// Reads a file that may have `[[app]]` sections: with `overrides.app`, that app alone as a
 /// one-app configuration (what its master runs); else every app.
-pub(super) fn load_apps(
+pub(crate) fn load_apps(
     text: &str,
     name: &str,
     path: &Path,

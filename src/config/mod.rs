@@ -52,6 +52,8 @@ mod values;
 mod wording;
 
 pub use apps::{AppsConfig, Loaded, app_control, valid_app_name};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use apps::{has_apps, load_apps};
 use check::*;
 use command::*;
 pub use host::default_runtime_dir;

@@ -178,11 +178,18 @@ pub fn node_channel(data: &[u8], cluster: bool) {
     held.check();
 }
 
-/// A config file: parsed, then validated with no overrides. Any outcome but a panic is fine.
+/// A config file: parsed, then validated with no overrides (one with `[[app]]` sections: every
+/// app merged over the top level and validated). Any outcome but a panic is fine.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if crate::config::has_apps(text) {
+        let path = std::path::Path::new("/nonexistent/fuzz.toml");
+        let overrides = crate::config::Overrides::default();
+        let _ = crate::config::load_apps(text, "fuzz.toml", path, &overrides);
+        return;
+    }
     let Ok(file) = crate::config::parse(text, "fuzz.toml") else {
         return;
     };
@@ -211,6 +218,16 @@ pub fn control_request(data: &[u8]) {
         ended.is_none(),
         data.trim_ascii().is_empty() && open.is_none()
     );
+    // The master of several apps reads the same line: a request without `app` is the same
+    // request for it.
+    use crate::wire::apps_control::{AppsCommand, parse_apps_request};
+    let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let apps = parse_apps_request(line);
+    if let (Some(Ok(request)), Ok(parsed)) = (&ended, &apps) {
+        if parsed.app.is_none() && line.len() <= MAX_REQUEST {
+            assert_eq!(&parsed.command, &AppsCommand::Request(request.clone()));
+        }
+    }
 }
 
 /// What a new master says on the upgrade channel (packets: the input split at NUL bytes), read
