@@ -699,3 +699,66 @@ fn a_drain_is_each_apps_and_stop_now_cuts_it_short() {
     );
     assert!(rrb.count_log("stop asked on the control socket: graceful stop of every app") == 1);
 }
+
+#[test]
+fn garbage_and_crowds_on_its_listeners_stop_nothing() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let (api, metrics, agent_at) = (free_addr(), free_addr(), free_addr());
+    let config = format!(
+        "[metrics]\nlisten = \"{metrics}\"\nhaproxy_agent = \"{agent_at}\"\n\n\
+         [[app]]\nname = \"api\"\nlisten = \"{api}\"\nworkers = 2\n"
+    );
+    let rrb = Rrb::start(&config, 2);
+    wait_apps(&rrb, "serving", |a| all_ready(a, &[("api", 2)]));
+    let socket = std::fs::read_dir(rrb.dir.path().join("rrbalancer"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .unwrap();
+    // Garbage on the control socket: answered as such.
+    for garbage in [
+        &b"\xff\xfe\n"[..],
+        b"{\"cmd\":\"rm\"}\n",
+        b"[]\n",
+        &vec![b'x'; 100_000][..],
+    ] {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(garbage);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.contains("\"ok\":false"), "{answer}");
+    }
+    // A crowd of silent clients on the metrics and agent ports, more than each serves at once.
+    let crowd: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&metrics).unwrap())
+        .chain((0..100).map(|_| std::net::TcpStream::connect(&agent_at).unwrap()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The control socket answers all the while, and the apps serve.
+    let t0 = Instant::now();
+    assert!(all_ready(&apps(&rrb), &[("api", 2)]));
+    assert!(http_get(&api).is_ok());
+    // A newcomer takes a silent client's place: answered at once, the crowd still there.
+    let (code, body) = http_status(&metrics, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(agent(&agent_at, Some("api")), "up ready 100%\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        t0.elapsed()
+    );
+    drop(crowd);
+    // HTTP garbage.
+    let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(&vec![b'A'; 20_000]);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(alive(rrb.pid()));
+    assert_eq!(agent(&agent_at, None), "up ready 100%\n");
+}

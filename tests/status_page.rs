@@ -380,3 +380,59 @@ fn a_master_that_stops_answering_is_shown_as_no_answer_then_recovers() {
     ));
     assert_eq!(back["value"], "serving", "{back}");
 }
+
+/// Several apps (`[[app]]`): `/` lists them, each linking to its own page at `/app/NAME/`,
+/// which reads that app's `status.json` (relative to the page) and shows its workers.
+#[test]
+fn each_app_of_several_has_its_page_and_the_overview_links_each() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let (api, metrics) = (common::free_addr(), common::free_addr());
+    let config = format!(
+        "[metrics]\nlisten = \"{metrics}\"\n\n[[app]]\nname = \"api\"\nlisten = \"{api}\"\n\
+         workers = 3\n\n[[app]]\nname = \"jobs\"\n[app.worker]\nexec = \"sh\"\n\
+         args = [\"-c\", \"exec sleep 600\"]\nready_delay = \"100ms\"\n"
+    );
+    let rrb = Rrb::start(&config, 4);
+    let dom = headless(
+        &browser,
+        &format!("http://{metrics}/"),
+        1_000,
+        &["--dump-dom"],
+    );
+    for app in ["api", "jobs"] {
+        let row = dom
+            .split(&format!("<a href=\"app/{app}/\">{app}</a>"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no row linking to {app}'s page: {dom}"));
+        assert!(
+            row.starts_with("</td><td>running</td>"),
+            "{app}: {}",
+            &row[..row.len().min(80)]
+        );
+    }
+    let dom = headless(
+        &browser,
+        &format!("http://{metrics}/app/api/"),
+        3_000,
+        &["--dump-dom"],
+    );
+    let mut shown: Vec<i32> = dom
+        .split("<tr class=\"current\"")
+        .skip(1)
+        .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
+        .collect();
+    shown.sort();
+    let (_, json, _) = rrb.ctl(&["status", "--json", "--app", "api"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut pids: Vec<i32> = (status["workers"].as_array().unwrap().iter())
+        .map(|w| w["pid"].as_i64().unwrap() as i32)
+        .collect();
+    pids.sort();
+    assert_eq!(shown, pids, "api's page: a row per api worker");
+    assert!(
+        dom.contains("3 of 3 ready"),
+        "the title counts api's workers"
+    );
+}

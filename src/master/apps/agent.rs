@@ -13,6 +13,7 @@ use log::warn;
 
 use super::Link;
 use super::control::statuses;
+use super::seats::Seats;
 use crate::config::MetricsConfig;
 use crate::engine::agent_check::{HostState, line, summarize};
 use crate::wire::apps_control::AppStatus;
@@ -35,6 +36,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves the agent-check on a thread of its own, a thread per connection.
 pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
+    let seats = std::sync::Arc::new(Seats::default());
+    let mut id = 0u64;
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else {
@@ -44,20 +47,20 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
             if !stream.peer_addr().is_ok_and(|a| config.allows(a.ip())) {
                 continue; // closed unanswered
             }
-            let Some(admitted) = link.admit() else {
+            id += 1;
+            let Some(admitted) = Seats::take(&seats, &stream, super::MAX_CONNECTIONS, id) else {
                 continue;
             };
             let link = link.clone();
             std::thread::spawn(move || {
-                let _admitted = admitted;
-                answer(stream, &link);
+                answer(stream, &link, &admitted);
             });
         }
         warn!("haproxy agent listener: stopped accepting");
     });
 }
 
-fn answer(mut stream: TcpStream, link: &Link) {
+fn answer(mut stream: TcpStream, link: &Link, seat: &super::seats::Taken) {
     let _ = stream.set_read_timeout(Some(NAME_WAIT));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 64];
@@ -68,6 +71,7 @@ fn answer(mut stream: TcpStream, link: &Link) {
             Ok(n) => got += n,
         }
     }
+    seat.heard();
     let name = String::from_utf8_lossy(&buf[..got]).trim().to_owned();
     let apps = statuses(&link.snapshot());
     let reply = if name.is_empty() {

@@ -66,6 +66,7 @@ pub fn serve(listener: &UnixListener, link: Link) {
         warn!("control socket: cannot serve it");
         return;
     };
+    let busy = std::sync::Arc::default();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -74,7 +75,7 @@ pub fn serve(listener: &UnixListener, link: Link) {
                 warn!("control socket: refused a client of another user");
                 continue;
             }
-            let Some(admitted) = link.admit() else {
+            let Some(admitted) = super::admit(&busy) else {
                 let mut stream = stream;
                 let _ = answer(&mut stream, Reply::error("busy: too many clients".into()));
                 continue;

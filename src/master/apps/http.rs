@@ -18,6 +18,8 @@ use std::time::Duration;
 use log::warn;
 
 use super::control::statuses;
+use super::seats::Seats;
+use super::seats::Taken;
 use super::{Link, ask};
 use crate::config::MetricsConfig;
 use crate::engine::apps::Phase;
@@ -45,6 +47,8 @@ pub fn bind(config: &MetricsConfig) -> io::Result<TcpListener> {
 
 /// Serves the listener on a thread of its own, a thread per connection.
 pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
+    let seats = std::sync::Arc::new(Seats::default());
+    let mut id = 0u64;
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else {
@@ -57,7 +61,8 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
                 let _ = respond(&mut stream, "403 Forbidden", "text/plain", "forbidden\n");
                 continue;
             }
-            let Some(admitted) = link.admit() else {
+            id += 1;
+            let Some(admitted) = Seats::take(&seats, &stream, super::MAX_CONNECTIONS, id) else {
                 let _ = respond(
                     &mut stream,
                     "503 Service Unavailable",
@@ -68,8 +73,7 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
             };
             let link = link.clone();
             std::thread::spawn(move || {
-                let _admitted = admitted;
-                if let Err(e) = handle(&mut stream, &link) {
+                if let Err(e) = handle(&mut stream, &link, &admitted) {
                     log::debug!("metrics client: {e}");
                 }
             });
@@ -78,7 +82,7 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
     });
 }
 
-fn handle(stream: &mut TcpStream, link: &Link) -> io::Result<()> {
+fn handle(stream: &mut TcpStream, link: &Link, seat: &Taken) -> io::Result<()> {
     stream.set_read_timeout(Some(HEAD_WAIT))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut head = Vec::new();
@@ -98,6 +102,7 @@ fn handle(stream: &mut TcpStream, link: &Link) -> io::Result<()> {
             );
         }
     }
+    seat.heard();
     let line = String::from_utf8_lossy(&head);
     let mut words = line.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));

@@ -17,6 +17,7 @@ mod children;
 mod control;
 mod http;
 mod requests;
+mod seats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,7 +39,8 @@ pub use children::Passthrough;
 
 const SIGNALS: Token = Token(0);
 const WAKE: Token = Token(1);
-/// Connections served at once on the control socket and on the metrics listener, each.
+/// Connections served at once on the control socket, the metrics listener and the agent's,
+/// each (a crowd on one never shuts the others).
 const MAX_CONNECTIONS: usize = 64;
 
 /// Reads the file again (HUP, `reload`), the way it was read at start.
@@ -91,8 +93,6 @@ pub struct Link {
     pub snapshot: Arc<Mutex<Snapshot>>,
     commands: Sender<Command>,
     waker: Arc<Waker>,
-    /// Connections being served (control and metrics together).
-    pub busy: Arc<AtomicUsize>,
 }
 
 impl Link {
@@ -104,15 +104,16 @@ impl Link {
     pub fn send(&self, command: Command) -> bool {
         self.commands.send(command).is_ok() && self.waker.wake().is_ok()
     }
+}
 
-    /// A connection may be served (at most [`MAX_CONNECTIONS`] at once); released on drop.
-    pub fn admit(&self) -> Option<Admitted> {
-        if self.busy.fetch_add(1, Ordering::AcqRel) >= 2 * MAX_CONNECTIONS {
-            self.busy.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Admitted(self.busy.clone()))
+/// Whether a connection of a listener whose connections `busy` counts may be served (at most
+/// [`MAX_CONNECTIONS`] at once); released on drop.
+pub fn admit(busy: &Arc<AtomicUsize>) -> Option<Admitted> {
+    if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        busy.fetch_sub(1, Ordering::AcqRel);
+        return None;
     }
+    Some(Admitted(busy.clone()))
 }
 
 /// A connection being served.
@@ -157,7 +158,6 @@ pub fn run(
         snapshot: Arc::default(),
         commands,
         waker,
-        busy: Arc::default(),
     };
     let control = control::bind(&config.control.socket)?;
     let app_dir = crate::config::app_control(&config.control, "x").socket;
