@@ -762,3 +762,31 @@ fn garbage_and_crowds_on_its_listeners_stop_nothing() {
     assert!(alive(rrb.pid()));
     assert_eq!(agent(&agent_at, None), "up ready 100%\n");
 }
+
+#[test]
+fn one_app_of_the_file_runs_alone_with_app_and_is_asked_by_its_name() {
+    let (api, web) = (free_addr(), free_addr());
+    let config = format!(
+        "[[app]]\nname = \"api\"\nlisten = \"{api}\"\n\n[[app]]\nname = \"web\"\nlisten = \"{web}\"\nworkers = 2\n"
+    );
+    let mut rrb = Rrb::start_with(Start {
+        config: &config,
+        args: &["--app", "web"],
+        ready: 2,
+        ..Start::default()
+    });
+    assert!(http_get(&web).is_ok());
+    assert!(http_get(&api).is_err(), "web alone");
+    let (code, out, err) = rrb.ctl(&["status", "--app", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("listening on {web}")), "{out}");
+    let (code, out, err) = rrb.ctl(&["scale", "web", "3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = rrb.ctl(&["stop", "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        rrb.wait_exit(Duration::from_secs(10))
+            .expect("exited")
+            .success()
+    );
+}

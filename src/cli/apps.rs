@@ -81,6 +81,16 @@ pub fn app_socket(top: &Path, app: &str) -> Result<PathBuf, ClientError> {
     }
 }
 
+/// Where app `app`'s master is when the master of all at `top` does not run: one run alone
+/// (`run --app`) listens there.
+pub fn alone(top: &Path, app: &str) -> PathBuf {
+    let control = crate::config::ControlConfig {
+        pid_file: PathBuf::new(),
+        socket: top.to_owned(),
+    };
+    crate::config::app_control(&control, app).socket
+}
+
 /// `reload APP`, `scale APP N`, `start APP` (`request` `None`): asked of the master of all.
 pub fn ask_for_app(
     top: &Path,

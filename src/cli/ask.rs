@@ -64,6 +64,10 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
         (Some(app), Ask::Status { .. } | Ask::Top { .. } | Ask::Logs { .. } | Ask::Request(_)) => {
             match apps::app_socket(&socket, app) {
                 Ok(socket) => socket,
+                // No master of all: the app may run alone (`run --app`), at its own place.
+                Err(ClientError::NotRunning(_)) if apps::alone(&socket, app).exists() => {
+                    apps::alone(&socket, app)
+                }
                 Err(e) => {
                     eprintln!("rrbalancer: {e}");
                     return ExitCode::from(EXIT_RUNTIME);
@@ -71,6 +75,24 @@ pub(super) fn control_command(cli: &Cli, ask: Ask) -> ExitCode {
             }
         }
         _ => socket,
+    };
+    // `stop APP`, `reload APP`, `scale APP N` with no master of all: to the app run alone.
+    let alone = match &ask {
+        Ask::StopApp { app, .. } | Ask::ForApp { app, .. } if !socket.exists() => {
+            Some(apps::alone(&socket, app)).filter(|s| s.exists())
+        }
+        _ => None,
+    };
+    let (socket, ask) = match (alone, ask) {
+        (Some(alone), Ask::StopApp { now, .. }) => (alone, Ask::Stop { now }),
+        (
+            Some(alone),
+            Ask::ForApp {
+                request: Some(request),
+                ..
+            },
+        ) => (alone, Ask::Request(request)),
+        (_, ask) => (socket, ask),
     };
     // A reload replaces every worker, each within its ready_timeout (and with --wait the old
     // ones within kill_timeout); be generous.

@@ -263,7 +263,11 @@ pub fn format_status(s: &Status) -> String {
         s.pid,
         config,
         s.sched_policy,
-        s.listeners.join(", "),
+        if s.listeners.is_empty() {
+            "(nothing: serves no connection)".to_owned()
+        } else {
+            s.listeners.join(", ")
+        },
         s.workers_wanted,
         notes(s),
     ));

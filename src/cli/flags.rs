@@ -29,6 +29,10 @@ status, reload, scale, upgrade and stop find the running master through the cont
 the --config it was started with (whatever other flags), or by --control; with neither, the one
 master running for this user (several: they are listed, to choose from).
 
+A file with [[app]] sections runs several apps, each under a master of its own, from one master:
+status shows each; --app NAME (or reload/scale/stop/start APP) acts on one (README: Several apps in
+one master).
+
 Environment: RRB_SCHED_POLICY, NODE_CLUSTER_SCHED_POLICY (rr|none) choose the policy when
 --sched-policy is not given; RUST_LOG sets the log level (default: info).
 
