@@ -37,6 +37,17 @@ fn worker_pids(all: &[serde_json::Value], name: &str) -> Vec<i64> {
     pids
 }
 
+/// Every app's master and current workers.
+fn every_pid(all: &[serde_json::Value]) -> Vec<i32> {
+    (all.iter())
+        .flat_map(|a| {
+            let workers = worker_pids(all, a["name"].as_str().unwrap());
+            std::iter::once(a["pid"].as_i64().unwrap()).chain(workers)
+        })
+        .map(|p| p as i32)
+        .collect()
+}
+
 /// Waits until `done` holds of the apps' status.
 fn wait_apps(
     rrb: &Rrb,
@@ -232,17 +243,7 @@ fn each_app_is_reloaded_scaled_stopped_and_started_alone_and_the_file_adds_and_r
     assert!(http_get(&web).is_err(), "web's port closed");
 
     // Stop: every process gone.
-    let everyone: Vec<i32> = (all.iter())
-        .flat_map(|a| {
-            let mut pids = vec![a["pid"].as_i64().unwrap() as i32];
-            pids.extend(
-                worker_pids(&all, a["name"].as_str().unwrap())
-                    .iter()
-                    .map(|&p| p as i32),
-            );
-            pids
-        })
-        .collect();
+    let everyone = every_pid(&all);
     let (code, out, err) = rrb.ctl(&["stop"]);
     assert_eq!(code, 0, "stop: {out}{err}");
     let status = rrb
@@ -507,17 +508,7 @@ fn the_shipped_apps_toml_runs_a_node_cluster_app_gunicorn_and_a_job() {
         "the job got the message: {}",
         std::fs::read_to_string(&captured).unwrap_or_default()
     );
-    let everyone: Vec<i32> = (after.iter())
-        .flat_map(|a| {
-            let mut pids = vec![a["pid"].as_i64().unwrap() as i32];
-            pids.extend(
-                worker_pids(&after, a["name"].as_str().unwrap())
-                    .iter()
-                    .map(|&p| p as i32),
-            );
-            pids
-        })
-        .collect();
+    let everyone = every_pid(&after);
     let (code, out, err) = rrb.ctl(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(

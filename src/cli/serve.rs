@@ -87,24 +87,15 @@ fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) 
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        match sys::daemonize(&log) {
-            Ok(sys::Daemon::Parent { child, report }) => {
-                return wait_for_daemon(child, report, &log_path);
-            }
-            Ok(sys::Daemon::Child { report: pipe }) => report = Some(Box::new(pipe)),
-            Err(e) => {
-                log::error!("cannot detach: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
+        match detach(&log, &log_path) {
+            Ok(pipe) => report = Some(pipe),
+            Err(code) => return code,
         }
     } else if let Some(path) = &config.log.master_log {
-        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
-        eprintln!("rrbalancer: logging to {}", path.display());
-        if let Err(e) = master::redirect_stderr(path) {
-            log::error!("cannot open the log file (key `log.master_log`): {e}");
-            return ExitCode::from(EXIT_RUNTIME);
+        match log_to(path) {
+            Ok(terminal) => report = terminal,
+            Err(code) => return code,
         }
-        report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn std::io::Write>);
     }
     let loader = {
         let path = cli.config.clone();
@@ -136,6 +127,34 @@ fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) 
             ExitCode::from(code)
         }
     }
+}
+
+/// `start --daemon`: detaches, stderr to `log`. In the detached process, where to report how
+/// the start went; in the original one (`Err`), its exit once the detached one has reported.
+pub(super) fn detach(
+    log: &std::fs::File,
+    log_path: &std::path::Path,
+) -> Result<Box<dyn Write>, ExitCode> {
+    match sys::daemonize(log) {
+        Ok(sys::Daemon::Parent { child, report }) => Err(wait_for_daemon(child, report, log_path)),
+        Ok(sys::Daemon::Child { report: pipe }) => Ok(Box::new(pipe)),
+        Err(e) => {
+            log::error!("cannot detach: {e}");
+            Err(ExitCode::from(EXIT_RUNTIME))
+        }
+    }
+}
+
+/// A master in the foreground with `[log] master_log`: its log to `path`, said on the terminal
+/// first; the terminal, for a fatal error.
+pub(super) fn log_to(path: &std::path::Path) -> Result<Option<Box<dyn Write>>, ExitCode> {
+    let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
+    eprintln!("rrbalancer: logging to {}", path.display());
+    if let Err(e) = master::redirect_stderr(path) {
+        log::error!("cannot open the log file (key `log.master_log`): {e}");
+        return Err(ExitCode::from(EXIT_RUNTIME));
+    }
+    Ok(terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Write>))
 }
 
 /// The original process of `start --daemon`: wait for the detached master's report.

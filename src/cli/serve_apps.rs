@@ -2,13 +2,12 @@
 //! foreground or detached (`--daemon`), as `serve` does for one app.
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use super::serve::wait_for_daemon;
+use super::serve::{detach, log_to};
 use super::{Cli, EXIT_OK, EXIT_RUNTIME, overrides};
 use crate::config::{AppsConfig, WorkerCount};
-use crate::{config, logging, master, sys};
+use crate::{config, logging, master};
 
 /// Runs the master of `apps`' apps.
 pub(super) fn serve_apps(cli: &Cli, mut apps: AppsConfig, daemon: bool) -> ExitCode {
@@ -34,24 +33,15 @@ pub(super) fn serve_apps(cli: &Cli, mut apps: AppsConfig, daemon: bool) -> ExitC
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        match sys::daemonize(&log) {
-            Ok(sys::Daemon::Parent { child, report }) => {
-                return wait_for_daemon(child, report, &log_path);
-            }
-            Ok(sys::Daemon::Child { report: pipe }) => report = Some(Box::new(pipe)),
-            Err(e) => {
-                log::error!("cannot detach: {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
+        match detach(&log, &log_path) {
+            Ok(pipe) => report = Some(pipe),
+            Err(code) => return code,
         }
     } else if let Some(path) = &apps.log.master_log {
-        let terminal = std::io::stderr().as_fd().try_clone_to_owned().ok();
-        eprintln!("rrbalancer: logging to {}", path.display());
-        if let Err(e) = master::redirect_stderr(path) {
-            log::error!("cannot open the log file (key `log.master_log`): {e}");
-            return ExitCode::from(EXIT_RUNTIME);
+        match log_to(path) {
+            Ok(terminal) => report = terminal,
+            Err(code) => return code,
         }
-        report = terminal.map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Write>);
     }
     for app in &apps.apps {
         for warning in app.config.warnings() {

@@ -171,23 +171,7 @@ pub fn render(status: &Status, rows: &[Row], terminal: bool) -> String {
     let header = [
         "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",
     ];
-    let dash = || "-".to_owned();
-    let mut table: Vec<[String; 9]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.slot.map_or_else(|| "agent".into(), |s| s.to_string()),
-                r.pid.map_or_else(dash, |p| p.to_string()),
-                r.state.clone(),
-                r.uptime_secs.map_or_else(dash, client::uptime),
-                format!("{:.0}", r.rate),
-                r.unacked.to_string(),
-                r.restarts.to_string(),
-                r.rss.map_or_else(dash, bytes),
-                r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
-            ]
-        })
-        .collect();
+    let mut table: Vec<[String; 9]> = rows.iter().map(cells).collect();
     table.push([
         "total".into(),
         String::new(),
@@ -203,6 +187,23 @@ pub fn render(status: &Status, rows: &[Row], terminal: bool) -> String {
     out
 }
 
+/// A row's cells: slot, pid, state, uptime, conn/s, un-acked, restarts, RSS, CPU%.
+fn cells(r: &Row) -> [String; 9] {
+    let dash = || "-".to_owned();
+    let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
+    [
+        r.slot.map_or_else(|| "agent".into(), |s| s.to_string()),
+        r.pid.map_or_else(dash, |p| p.to_string()),
+        r.state.clone(),
+        r.uptime_secs.map_or_else(dash, client::uptime),
+        format!("{:.0}", r.rate),
+        r.unacked.to_string(),
+        r.restarts.to_string(),
+        r.rss.map_or_else(dash, bytes),
+        r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
+    ]
+}
+
 /// The view of a master of several apps: one table, a row per slot with its app, and the
 /// total of each app; an app whose master does not run, one row saying why.
 pub fn render_apps(
@@ -211,7 +212,6 @@ pub fn render_apps(
     terminal: bool,
 ) -> String {
     let now = Instant::now();
-    let bytes = |b: u64| bytesize::ByteSize::b(b).display().iec().to_string();
     let dash = || "-".to_owned();
     let mut table: Vec<[String; 10]> = Vec::new();
     let mut serving = 0;
@@ -236,18 +236,8 @@ pub fn render_apps(
         serving += usize::from(app.readiness().is_ok());
         let rows = rows(status, now, previous.entry(app.name.clone()).or_default());
         for r in &rows {
-            table.push([
-                app.name.clone(),
-                r.slot.map_or_else(|| "agent".into(), |s| s.to_string()),
-                r.pid.map_or_else(dash, |p| p.to_string()),
-                r.state.clone(),
-                r.uptime_secs.map_or_else(dash, client::uptime),
-                format!("{:.0}", r.rate),
-                r.unacked.to_string(),
-                r.restarts.to_string(),
-                r.rss.map_or_else(dash, bytes),
-                r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
-            ]);
+            let [a, b, c, d, e, f, g, h, i] = cells(r);
+            table.push([app.name.clone(), a, b, c, d, e, f, g, h, i]);
         }
     }
     previous.retain(|name, _| apps.iter().any(|a| a.name == *name));

@@ -81,6 +81,21 @@ struct App {
     then: Then,
 }
 
+impl App {
+    /// An app of the file, to be started at `now`.
+    fn new(w: Wanted, now: Instant) -> App {
+        App {
+            name: w.name,
+            fingerprint: w.fingerprint,
+            phase: Phase::Waiting { at: now },
+            crashes: Vec::new(),
+            restarts: 0,
+            listens: w.listens,
+            then: Then::Stay,
+        }
+    }
+}
+
 /// An app as the views show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppView {
@@ -119,18 +134,7 @@ pub struct Apps {
 impl Apps {
     /// The apps of the file; each is started at once.
     pub fn new(wanted: Vec<Wanted>, now: Instant) -> (Apps, Vec<Effect>) {
-        let apps = wanted
-            .into_iter()
-            .map(|w| App {
-                name: w.name,
-                fingerprint: w.fingerprint,
-                phase: Phase::Waiting { at: now },
-                crashes: Vec::new(),
-                restarts: 0,
-                listens: w.listens,
-                then: Then::Stay,
-            })
-            .collect();
+        let apps = wanted.into_iter().map(|w| App::new(w, now)).collect();
         let mut apps = Apps {
             apps,
             stopping: false,
@@ -345,15 +349,7 @@ impl Apps {
                 }
                 None => {
                     order.push(w.name.clone());
-                    self.apps.push(App {
-                        name: w.name,
-                        fingerprint: w.fingerprint,
-                        phase: Phase::Waiting { at: now },
-                        crashes: Vec::new(),
-                        restarts: 0,
-                        listens: w.listens,
-                        then: Then::Stay,
-                    });
+                    self.apps.push(App::new(w, now));
                 }
             }
         }

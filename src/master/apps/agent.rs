@@ -6,7 +6,7 @@
 //! host's: the apps that listen summarized (`engine::agent_check::summarize`).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use log::warn;
@@ -20,19 +20,6 @@ use crate::wire::apps_control::AppStatus;
 
 /// How long an `agent-send` line may take to come (HAProxy sends it as it connects).
 const NAME_WAIT: Duration = Duration::from_millis(100);
-
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_cloexec(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
-}
 
 /// Serves the agent-check on a thread of its own, a thread per connection.
 pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {

@@ -32,19 +32,6 @@ const MAX_HEAD: usize = 8 * 1024;
 /// How long an app's master has to answer a scrape.
 const ASK_WAIT: Duration = Duration::from_secs(2);
 
-pub fn bind(config: &MetricsConfig) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(config.listen),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_cloexec(true)?;
-    socket.bind(&config.listen.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
-}
-
 /// Serves the listener on a thread of its own, a thread per connection.
 pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
     let seats = std::sync::Arc::new(Seats::default());

@@ -166,7 +166,7 @@ pub fn run(
     }
     control::serve(&control.listener, link.clone());
     if let Some(m) = &config.metrics {
-        let listener = http::bind(m).map_err(|e| MasterError::Metrics(m.listen, e))?;
+        let listener = bind_tcp(m.listen).map_err(|e| MasterError::Metrics(m.listen, e))?;
         info!(
             "metrics for every app on http://{}/metrics (health: /healthz, /readyz, /readyz/APP; \
              the status page: /)",
@@ -174,7 +174,7 @@ pub fn run(
         );
         http::serve(listener, m.clone(), link.clone());
         if let Some(addr) = m.haproxy_agent {
-            let listener = agent::bind(addr).map_err(|e| MasterError::AgentCheck(addr, e))?;
+            let listener = bind_tcp(addr).map_err(|e| MasterError::AgentCheck(addr, e))?;
             info!(
                 "HAProxy agent-check on {addr}: every app summarized, or the one `agent-send` \
                  names"
@@ -256,6 +256,17 @@ pub fn run(
     };
     drop(received);
     result
+}
+
+/// A TCP listener of ours (metrics, agent): `SO_REUSEADDR`, close-on-exec.
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// The apps of the file, as the decisions take them.
