@@ -304,7 +304,7 @@ on_all_given_up = "exit"
         app(&all, "bad")["why"]
             .as_str()
             .unwrap()
-            .contains("every worker given up"),
+            .contains("its master exited: gave up: no worker could be kept running"),
         "{all:#?}"
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -779,5 +779,84 @@ fn one_app_of_the_file_runs_alone_with_app_and_is_asked_by_its_name() {
         rrb.wait_exit(Duration::from_secs(10))
             .expect("exited")
             .success()
+    );
+}
+
+#[test]
+fn an_app_that_cannot_start_is_said_with_its_reason_at_start_reload_and_start_app() {
+    let (api, taken, metrics) = (free_addr(), free_addr(), free_addr());
+    let holder = std::net::TcpListener::bind(&taken).unwrap();
+    let one = format!(
+        "[metrics]\nlisten = \"{metrics}\"\n\n[[app]]\nname = \"api\"\nlisten = \"{api}\"\n"
+    );
+    let busy = format!("\n[[app]]\nname = \"busy\"\nlisten = \"{taken}\"\n");
+    // At start: the whole start fails, naming the app and why; nothing is left running.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.toml");
+    std::fs::write(&file, format!("{one}{busy}")).unwrap();
+    /// Kills whatever runs this file, whatever the test's outcome.
+    struct Reaper(String);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            for (pid, _) in command_lines()
+                .into_iter()
+                .filter(|(_, l)| l.contains(&self.0))
+            {
+                // SAFETY: a process of this test's file.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _reaper = Reaper(file.display().to_string());
+    let xdg = dir.path().display().to_string();
+    let (code, out) = run_to_exit(
+        &["--config", &file.display().to_string(), "start", "--daemon"],
+        dir.path(),
+        &[("XDG_RUNTIME_DIR", &xdg)],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot start: app busy: given up: its master exited: cannot listen on")
+            && out.contains(&taken),
+        "{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while command_lines()
+        .iter()
+        .any(|(_, line)| line.contains(&file.display().to_string()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            command_lines()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A reload that adds it: exit 1, its reason; one that changes [metrics]: named.
+    let rrb = Rrb::start(&one, 1);
+    std::fs::write(rrb.config_path(), format!("{one}{busy}")).unwrap();
+    let (code, out, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("busy: did not start: given up: its master exited: cannot listen on"),
+        "{err}"
+    );
+    let (code, out, err) = rrb.ctl(&["start", "busy"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("app busy did not start: given up"), "{err}");
+    drop(holder);
+    let (code, out, err) = rrb.ctl(&["start", "busy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("listening on {taken}")), "{out}");
+    let (code, out, _) = rrb.ctl(&["start", "busy"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("is running already"), "{out}");
+    let moved = format!("{one}{busy}").replace(&metrics, &free_addr());
+    std::fs::write(rrb.config_path(), moved).unwrap();
+    let (code, _, err) = rrb.ctl(&["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("[metrics]: unchanged until the master restarts"),
+        "{err}"
     );
 }

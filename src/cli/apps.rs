@@ -18,6 +18,7 @@ pub fn format_apps(apps: &[AppStatus]) -> String {
             .map_or(String::new(), |p| format!(", master pid {p}"));
         let restarts = match app.restarts {
             0 => String::new(),
+            1 => ", restarted once".to_owned(),
             n => format!(", restarted {n} times"),
         };
         let why = app.why.as_ref().map_or(String::new(), |w| format!(": {w}"));
@@ -75,10 +76,27 @@ pub fn app_socket(top: &Path, app: &str) -> Result<PathBuf, ClientError> {
             a.why.as_ref().map_or(String::new(), |w| format!(" ({w})"))
         ))),
         None => Err(ClientError::Refused(format!(
-            "no app named {app}: this master runs {}",
+            "no app named {}: this master runs {}",
+            crate::text::quoted(app),
             names.join(", ")
         ))),
     }
+}
+
+/// `--app NAME` given to `run` or `start` (by an operator, not by the master of all starting
+/// the app's master), while the master of all this file's apps runs.
+pub fn master_of_all_runs(cli: &super::Cli) -> bool {
+    if cli.app.is_none() || std::env::var_os(crate::wire::env::APP).is_some() {
+        return false;
+    }
+    let Some(socket) = (cli.config.as_deref())
+        .and_then(|path| crate::config::load_control(path).ok())
+        .map(|(control, _)| control.socket)
+    else {
+        return false;
+    };
+    client::request(&socket, &Request::Status, Duration::from_secs(5))
+        .is_ok_and(|reply| reply.apps.is_some())
 }
 
 /// Where app `app`'s master is when the master of all at `top` does not run: one run alone

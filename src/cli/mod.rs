@@ -98,11 +98,24 @@ pub fn run(mut cli: Cli) -> ExitCode {
     match cli.command.take() {
         Some(Command::DemoWorker(args)) => demo_worker(args),
         Some(Command::Check) => check(&cli),
+        Some(Command::Run) | None if apps::master_of_all_runs(&cli) => {
+            let app = cli.app.as_deref().unwrap_or_default();
+            eprintln!(
+                "rrbalancer: the master of this file's apps runs: `rrbalancer start {app}` starts \
+                 {app} in it (`run --app` runs an app alone, without it)"
+            );
+            ExitCode::from(EXIT_RUNTIME)
+        }
         Some(Command::Run) | None => serve(&cli, false),
         Some(Command::Start {
             app_name: Some(app),
             ..
         }) => control_command(&cli, Ask::ForApp { app, request: None }),
+        // `start --app NAME` where the master of all runs this file: start it there.
+        Some(Command::Start { .. }) if apps::master_of_all_runs(&cli) => {
+            let app = cli.app.clone().expect("checked");
+            control_command(&cli, Ask::ForApp { app, request: None })
+        }
         Some(Command::Start { daemon, .. }) => serve(&cli, daemon),
         Some(Command::Status { json, ready }) => control_command(&cli, Ask::Status { json, ready }),
         Some(Command::Reload { app_name, wait }) => {

@@ -33,6 +33,7 @@ fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) 
         Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
+            last_words(&e);
             if let Some(reporter) = reporter {
                 reporter.fail(&format!("its configuration does not load: {e}"));
             }
@@ -120,12 +121,20 @@ fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) 
             };
             let text = e.to_string();
             log::error!("{text}");
+            last_words(&text);
             if let Some(mut out) = report.take() {
                 let prefix = if daemon { "err " } else { "rrbalancer: " };
                 let _ = writeln!(out, "{prefix}{text}");
             }
             ExitCode::from(code)
         }
+    }
+}
+
+/// The master of one app of several fails: why, for the master of all (`RRB_EXIT_REASON`).
+fn last_words(why: &str) {
+    if let Some(path) = std::env::var_os(crate::wire::env::EXIT_REASON) {
+        let _ = std::fs::write(path, format!("{why}\n"));
     }
 }
 

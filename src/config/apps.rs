@@ -211,12 +211,22 @@ pub(crate) fn load_apps(
     };
     let root = root.into_inner();
     let tables = app_tables(&c, &root)?;
+    let listen_spans: Vec<(String, Range<usize>)> = (tables.iter())
+        .map(|(app, entry, table)| {
+            let span = table.get("listen").map_or(entry.clone(), |l| l.span());
+            (app.clone(), span)
+        })
+        .collect();
     if !overrides.listen.is_empty() {
         return Err(ConfigError::Setting(format!(
             "--listen: {name} has [[app]] sections, each with its own `listen`: set it there"
         )));
     }
     let wide = master_wide(&c, &root)?;
+    // The top level's own keys and values (a typo there is no app's).
+    let mut top = root.clone();
+    top.remove("app");
+    let _: FileConfig = deserialize_table(&c, top)?;
     // An environment some app has is applied to those that have it; one none has is an error.
     let mut found_env = overrides.env.is_none();
     let mut apps = Vec::new();
@@ -250,7 +260,7 @@ pub(crate) fn load_apps(
     if !found_env {
         return Err(no_such_environment(name, overrides));
     }
-    check_listeners_apart(&apps)?;
+    check_listeners_apart(&c, &apps, &listen_spans)?;
     Ok(Loaded::Apps(Box::new(AppsConfig {
         source: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         apps,
@@ -307,7 +317,11 @@ fn master_wide(c: &Checker<'_>, root: &DeTable<'_>) -> Result<MasterWide, Config
     let file: FileMasterWide = deserialize_table(c, table)?;
     let owner = (file.master.user.as_ref()).and_then(|u| probe::uid_of(u.get_ref()));
     let metrics = metrics_config(c, file.metrics)?;
-    let (control, log) = paths_config(c, file.control, file.log, owner)?;
+    let (mut control, log) = paths_config(c, file.control, file.log, owner)?;
+    // Absolute: the apps' masters are found from any directory, and a reload compares alike.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    control.socket = absolute(&control.socket);
+    control.pid_file = absolute(&control.pid_file);
     Ok(MasterWide {
         control,
         metrics,
@@ -380,23 +394,55 @@ fn app_config(
     Ok(config)
 }
 
-/// No address is two apps' (each app's master binds its own).
-fn check_listeners_apart(apps: &[AppConfig]) -> Result<(), ConfigError> {
+/// No address is two apps' (each app's master binds its own): the same address, or the same
+/// port where one is a wildcard (`0.0.0.0:80` takes `127.0.0.1:80` too).
+fn check_listeners_apart(
+    c: &Checker<'_>,
+    apps: &[AppConfig],
+    spans: &[(String, Range<usize>)],
+) -> Result<(), ConfigError> {
     for (i, app) in apps.iter().enumerate() {
         for other in &apps[..i] {
-            if let Some(addr) = (app.config.listen.iter()).find(|a| other.config.listen.contains(a))
-            {
-                return Err(ConfigError::Setting(format!(
-                    "{}: key `listen`: {addr} is both [[app]] {}'s and [[app]] {}'s; an address \
-                     is one app's",
-                    app.config.source_name(),
-                    quoted(&other.name),
-                    quoted(&app.name)
-                )));
+            let clash = (app.config.listen.iter()).find_map(|a| {
+                other
+                    .config
+                    .listen
+                    .iter()
+                    .find(|b| overlap(a, b))
+                    .map(|b| (a, b))
+            });
+            if let Some((mine, theirs)) = clash {
+                let span =
+                    (spans.iter().find(|(n, _)| *n == app.name)).map_or(0..0, |(_, s)| s.clone());
+                let same = if mine == theirs {
+                    format!("{mine} is [[app]] {}'s too", quoted(&other.name))
+                } else {
+                    format!("{mine} overlaps [[app]] {}'s {theirs}", quoted(&other.name))
+                };
+                return Err(c.at(
+                    span,
+                    format!(
+                        "[[app]] {}: key `listen`: {same}; an address is one app's",
+                        quoted(&app.name)
+                    ),
+                ));
             }
         }
     }
     Ok(())
+}
+
+/// Whether binding `a` and `b` would clash.
+fn overlap(a: &ListenAddr, b: &ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Tcp(x), ListenAddr::Tcp(y)) => {
+            x.port() == y.port()
+                && (x.ip() == y.ip()
+                    || (x.ip().is_unspecified() || y.ip().is_unspecified())
+                        && x.is_ipv4() == y.is_ipv4())
+        }
+        _ => a == b,
+    }
 }
 
 impl AppsConfig {
@@ -448,16 +494,5 @@ impl AppsConfig {
         }
         top.insert("app".into(), toml::Value::Array(apps));
         comments + &toml::to_string(&top).unwrap_or_default()
-    }
-}
-
-impl Config {
-    /// The file's name as messages give it.
-    pub fn source_name(&self) -> String {
-        self.source
-            .as_ref()
-            .map_or("<embedded default config>".into(), |p| {
-                p.display().to_string()
-            })
     }
 }

@@ -171,10 +171,31 @@ fn an_address_is_one_apps_and_two_apps_sharing_one_are_named_both() {
         "[[app]]\nname = \"api\"\nlisten = \"127.0.0.1:4567\"\n\n[[app]]\nname = \"web\"\n\
          listen = [\"127.0.0.1:4568\", \"127.0.0.1:4567\"]\n",
     );
+    assert_eq!(
+        e,
+        "apps.toml:7:10: [[app]] \"web\": key `listen`: 127.0.0.1:4567 is [[app]] \"api\"'s \
+         too; an address is one app's"
+    );
+    // A wildcard takes the port on every address.
+    let e = error_of_apps(
+        "[[app]]\nname = \"api\"\nlisten = \"0.0.0.0:4567\"\n\n[[app]]\nname = \"web\"\n\
+         listen = \"127.0.0.1:4567\"\n",
+    );
     assert!(
-        e.contains("key `listen`: 127.0.0.1:4567 is both [[app]] \"api\"'s and [[app]] \"web\"'s"),
+        e.contains("127.0.0.1:4567 overlaps [[app]] \"api\"'s 0.0.0.0:4567"),
         "{e}"
     );
+    apps_of(
+        "[[app]]\nname = \"api\"\nlisten = \"0.0.0.0:4567\"\n\n[[app]]\nname = \"web\"\n\
+         listen = \"127.0.0.1:4568\"\n",
+    );
+}
+
+#[test]
+fn a_top_level_typo_is_the_files_not_an_apps() {
+    let e = error_of_apps("wrokers = 3\n\n[[app]]\nname = \"a\"\n");
+    assert!(e.starts_with("apps.toml:1:1: key `wrokers`"), "{e}");
+    assert!(!e.contains("[[app]]"), "{e}");
 }
 
 #[test]

@@ -187,8 +187,15 @@ impl Apps {
         self.tick(now)
     }
 
-    /// A master exited: `pid`, with `code` (`None`: killed by a signal).
-    pub fn exited(&mut self, pid: i32, code: Option<i32>, now: Instant) -> Vec<Effect> {
+    /// A master exited: `pid`, with `code` (`None`: killed by a signal), having said `said` of
+    /// why it failed, if it did (its last error: "cannot listen on …").
+    pub fn exited(
+        &mut self,
+        pid: i32,
+        code: Option<i32>,
+        said: Option<&str>,
+        now: Instant,
+    ) -> Vec<Effect> {
         let stopping = self.stopping;
         let Some(index) = (self.apps.iter()).position(|a| {
             matches!(a.phase, Phase::Running { pid: p } | Phase::Stopping { pid: p } if p == pid)
@@ -208,13 +215,22 @@ impl Apps {
         } else {
             match code {
                 Some(EXIT_GIVEN_UP) => {
-                    let why = "its master exited: every worker given up, or it could not serve \
-                               (see the log)";
-                    app.phase = Phase::GivenUp { why: why.into() }
+                    let why = said.map_or_else(
+                        || "every worker given up, or it could not serve (see the log)".into(),
+                        str::to_owned,
+                    );
+                    app.phase = Phase::GivenUp {
+                        why: format!("its master exited: {why}"),
+                    }
                 }
                 Some(EXIT_USAGE) => {
-                    let why = "its master exited: its configuration does not load (see the log)";
-                    app.phase = Phase::GivenUp { why: why.into() }
+                    let why = said.map_or_else(
+                        || "its configuration does not load (see the log)".into(),
+                        str::to_owned,
+                    );
+                    app.phase = Phase::GivenUp {
+                        why: format!("its master exited: {why}"),
+                    }
                 }
                 Some(0) => app.phase = Phase::Stopped,
                 Some(code) => crashed(app, &format!("its master exited with {code}"), now),
@@ -461,11 +477,6 @@ fn crashed(app: &mut App, why: &str, now: Instant) {
 impl Phase {
     fn starting(&self) -> bool {
         matches!(self, Phase::Starting { .. })
-    }
-
-    /// Being started, now or after a backoff.
-    pub fn is_starting(&self) -> bool {
-        matches!(self, Phase::Starting { .. } | Phase::Waiting { .. })
     }
 
     /// One word for it, as `status` and the page show it.

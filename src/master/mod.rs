@@ -109,6 +109,9 @@ pub enum MasterError {
     /// `[master] user`: the drop failed.
     #[error("cannot drop to {0} (`[master] user`): {1}")]
     Privileges(String, io::Error),
+    /// An app of several did not start (the master of all stopped the others): why.
+    #[error("{0}")]
+    App(String),
 }
 
 struct Master {

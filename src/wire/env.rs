@@ -42,6 +42,9 @@ pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
 /// Set for the master of one app of several (`[[app]]`), by the master of all, and so for its
 /// workers: the app's name. Its log lines carry it.
 pub const APP: &str = "RRB_APP";
+/// Set for the master of one app of several, by the master of all: a file where it writes why,
+/// when it exits failing (its last error).
+pub const EXIT_REASON: &str = "RRB_EXIT_REASON";
 /// Set for an `on_giveup` hook: the slot given up (a number, or `agent`).
 pub const GIVEUP_SLOT: &str = "RRB_GIVEUP_SLOT";
 /// Set for an `on_giveup` hook: the pid of the slot's last worker.
@@ -52,6 +55,7 @@ pub const GIVEUP_REASON: &str = "RRB_GIVEUP_REASON";
 /// What the master's own environment holds for itself alone, or sets itself for each worker:
 /// never passed on to a worker as it was.
 pub const NOT_INHERITED_BY_WORKERS: &[&str] = &[
+    EXIT_REASON,
     LISTEN_FDS,
     LISTEN_PID,
     LISTEN_FDNAMES,

@@ -41,7 +41,7 @@ fn every_app_starts_and_an_unchanged_one_is_not_touched_by_a_reload() {
         "api untouched, web reloaded, jobs stopped, ws started"
     );
     start_all(&mut apps, &effects, &mut pid);
-    assert!(apps.exited(103, Some(0), now).is_empty());
+    assert!(apps.exited(103, Some(0), None, now).is_empty());
     let names: Vec<String> = apps.view().into_iter().map(|a| a.name).collect();
     assert_eq!(
         names,
@@ -59,7 +59,7 @@ fn a_crashing_app_is_restarted_with_backoff_then_given_up_and_the_others_run_on(
     let mut now = t0;
     let mut bad = 2;
     for crash in 1..=MAX_CRASHES {
-        let effects = apps.exited(bad, Some(3), now);
+        let effects = apps.exited(bad, Some(3), None, now);
         assert!(effects.is_empty(), "nothing at once: {effects:?}");
         if crash == MAX_CRASHES {
             break;
@@ -92,9 +92,12 @@ fn an_app_exiting_given_up_is_not_restarted_and_all_given_up_exits_1() {
     let (mut apps, effects) = Apps::new(wanted(&["api", "web"]), now);
     let mut pid = 0;
     start_all(&mut apps, &effects, &mut pid);
-    assert!(apps.exited(1, Some(EXIT_GIVEN_UP), now).is_empty());
+    assert!(apps.exited(1, Some(EXIT_GIVEN_UP), None, now).is_empty());
     assert_eq!(apps.next_deadline(), None, "not restarted");
-    assert_eq!(apps.exited(2, Some(EXIT_USAGE), now), vec![Effect::Exit(1)]);
+    assert_eq!(
+        apps.exited(2, Some(EXIT_USAGE), None, now),
+        vec![Effect::Exit(1)]
+    );
 }
 
 #[test]
@@ -107,7 +110,10 @@ fn a_stopped_app_stays_stopped_until_started() {
         apps.stop_app("jobs").unwrap(),
         vec![Effect::Stop("jobs".into(), 2)]
     );
-    assert!(apps.exited(2, None, now).is_empty(), "asked: no restart");
+    assert!(
+        apps.exited(2, None, None, now).is_empty(),
+        "asked: no restart"
+    );
     assert_eq!(apps.view()[1].phase, Phase::Stopped);
     assert!(apps.tick(now + Duration::from_secs(3600)).is_empty());
     assert_eq!(apps.stop_app("nope"), Err(Refused::Unknown("nope".into())));
@@ -125,8 +131,8 @@ fn stop_all_exits_0_once_every_master_has_exited() {
     start_all(&mut apps, &effects, &mut pid);
     let effects = apps.stop_all();
     assert_eq!(effects.len(), 2);
-    assert!(apps.exited(1, Some(0), now).is_empty());
-    assert_eq!(apps.exited(2, Some(1), now), vec![Effect::Exit(0)]);
+    assert!(apps.exited(1, Some(0), None, now).is_empty());
+    assert_eq!(apps.exited(2, Some(1), None, now), vec![Effect::Exit(0)]);
     assert_eq!(apps.start_app("a", now), Err(Refused::Stopping));
 }
 
@@ -200,7 +206,7 @@ fn seeded_simulation_keeps_one_master_per_app_and_stops_completely() {
                 0..=2 if !alive.is_empty() => {
                     let (pid, _) = alive.remove(rng.usize(..alive.len()));
                     let code = [None, Some(0), Some(1), Some(2), Some(9)][rng.usize(..5)];
-                    effects.extend(apps.exited(pid, code, now));
+                    effects.extend(apps.exited(pid, code, None, now));
                 }
                 3 => {
                     let name = names[rng.usize(..names.len())];
@@ -241,7 +247,7 @@ fn seeded_simulation_keeps_one_master_per_app_and_stops_completely() {
         if exits == 0 {
             effects.extend(apps.stop_all());
             while let Some((pid, _)) = alive.pop() {
-                effects.extend(apps.exited(pid, Some(0), now));
+                effects.extend(apps.exited(pid, Some(0), None, now));
             }
             assert!(
                 effects.contains(&Effect::Exit(0)),

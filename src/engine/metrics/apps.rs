@@ -145,8 +145,9 @@ fn own_families(out: &mut String, apps: &[AppView]) {
         ] {
             let _ = writeln!(
                 out,
-                "rrbalancer_app_state{{app=\"{}\",state=\"{state}\"}} {}",
+                "rrbalancer_app_state{{app=\"{}\",state=\"{}\"}} {}",
                 escape(&app.name),
+                state.replace(' ', "_"),
                 (app.phase.word() == state) as u8
             );
         }

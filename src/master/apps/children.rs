@@ -22,8 +22,8 @@ pub struct Passthrough {
     pub args: Vec<String>,
 }
 
-/// Starts the master of `app`; its pid.
-pub fn start(file: &Path, app: &str, passthrough: &Passthrough) -> io::Result<i32> {
+/// Starts the master of `app`, which writes why it failed, if it does, to `reason`; its pid.
+pub fn start(file: &Path, app: &str, passthrough: &Passthrough, reason: &Path) -> io::Result<i32> {
     let exe = std::env::current_exe()?;
     let mut args = vec![
         "run".to_owned(),
@@ -42,11 +42,14 @@ pub fn start(file: &Path, app: &str, passthrough: &Passthrough) -> io::Result<i3
         env::LISTEN_PID,
         env::LISTEN_FDNAMES,
         env::APP,
+        env::EXIT_REASON,
     ];
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !ours.iter().any(|o| k == o))
         .collect();
     vars.push((env::APP.into(), app.into()));
+    let _ = std::fs::remove_file(reason);
+    vars.push((env::EXIT_REASON.into(), reason.into()));
     let child = spawn(SpawnSpec {
         program: &exe,
         arg0: "rrbalancer".as_ref(),
@@ -61,6 +64,15 @@ pub fn start(file: &Path, app: &str, passthrough: &Passthrough) -> io::Result<i3
         stderr: Stdio::inherit(),
     })?;
     Ok(child.id() as i32)
+}
+
+/// What the master whose file is `reason` said of why it failed, if anything (the file read
+/// and removed; its first line, cut short).
+pub fn reason(reason: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(reason).ok()?;
+    let _ = std::fs::remove_file(reason);
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| crate::text::cut(line, 300))
 }
 
 /// Sends `signal` to the master `pid` (gone already: nothing to do).

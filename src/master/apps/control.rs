@@ -155,7 +155,7 @@ fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
             reply
         }
         Request::Reload { wait } => match ask_loop(link, Command::Reload) {
-            Ok(reread) => Reply::from(reload_apps(reread, wait)),
+            Ok(reread) => Reply::from(reload_apps(link, reread, wait)),
             Err(e) => Reply::error(e),
         },
         Request::Stop { now } => {
@@ -244,10 +244,21 @@ fn ask_loop<T>(
         .map_err(|_| "the master did not answer".to_owned())?
 }
 
-/// The file read again: what changed, each changed app's master reloaded (in turn).
-fn reload_apps(reread: Reread, wait: bool) -> Result<String, String> {
+/// The file read again: what changed, each changed app's master reloaded (in turn), each
+/// added app seen to start; what only a restart applies named.
+fn reload_apps(link: &Link, reread: Reread, wait: bool) -> Result<String, String> {
     let mut said = vec![reread.summary()];
     let mut failed = false;
+    for app in &reread.started {
+        if let Err(why) = settled(link, app) {
+            failed = true;
+            said.push(format!("{app}: did not start: {why}"));
+        }
+    }
+    for kept in &reread.kept {
+        failed = true;
+        said.push(format!("{kept}: unchanged until the master restarts"));
+    }
     for (app, socket) in &reread.reload {
         match reload_app(socket, wait) {
             Ok(m) => said.push(format!("{app}: {m}")),
@@ -336,14 +347,16 @@ fn for_app(stream: &mut UnixStream, link: &Link, app: &str, command: AppsCommand
     let within = place.as_ref().map_or(LONG_WAIT, |p| p.stop_within);
     match command {
         AppsCommand::Start => {
-            let result = ask_loop(link, |tx| Command::StartApp(app.to_owned(), tx))
-                .and_then(|()| wait_for(link, app, LONG_WAIT, |p| !p.is_starting()));
-            let reply = match result {
-                Ok(Phase::Running { pid }) => {
-                    Reply::ok(format!("app {app} started: its master is pid {pid}"))
-                }
-                Ok(phase) => Reply::error(format!("app {app} did not start: {}", describe(&phase))),
-                Err(e) => Reply::error(e),
+            let reply = match view.phase {
+                Phase::Running { pid } => Reply::ok(format!(
+                    "app {app} is running already (its master is pid {pid})"
+                )),
+                _ => Reply::from(
+                    ask_loop(link, |tx| Command::StartApp(app.to_owned(), tx))
+                        .and_then(|()| settled(link, app).map_err(|e| e.to_string()))
+                        .map(|said| format!("app {app} started: {said}"))
+                        .map_err(|why| format!("app {app} did not start: {why}")),
+                ),
             };
             let _ = answer(stream, reply);
         }
@@ -390,6 +403,63 @@ fn describe(phase: &Phase) -> String {
     match phase {
         Phase::GivenUp { why } => format!("given up ({why})"),
         other => other.word().to_owned(),
+    }
+}
+
+/// How long an app's master may take to start and listen.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+/// Why an app did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// It was given up: why.
+    GivenUp(String),
+    /// Stopped or removed meanwhile, or no answer in time: what.
+    Else(String),
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStarted::GivenUp(why) => write!(f, "given up: {why}"),
+            NotStarted::Else(what) => f.write_str(what),
+        }
+    }
+}
+
+/// Waits until `app`'s master runs and answers (it has bound its listeners: it serves, or
+/// will once its workers are ready); what it said, or why it did not start (given up, or not
+/// within [`START_WAIT`]).
+pub fn settled(link: &Link, app: &str) -> Result<String, NotStarted> {
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        let snapshot = link.snapshot();
+        let phase = (snapshot.apps.iter().find(|a| a.name == app)).map(|a| a.phase.clone());
+        match phase {
+            Some(Phase::Running { pid }) => {
+                let socket = snapshot.places.get(app).map(|p| p.socket.clone());
+                let status = socket.and_then(|s| ask::ask(&s, &Request::Status, STATUS_WAIT).ok());
+                if let Some(status) = status.and_then(|r| r.status) {
+                    let listening = if status.listeners.is_empty() {
+                        "no listener".to_owned()
+                    } else {
+                        format!("listening on {}", status.listeners.join(", "))
+                    };
+                    return Ok(format!("its master is pid {pid}, {listening}"));
+                }
+            }
+            Some(Phase::GivenUp { why }) => return Err(NotStarted::GivenUp(why)),
+            Some(Phase::Stopped | Phase::Stopping { .. }) => {
+                return Err(NotStarted::Else("stopped".into()));
+            }
+            None => return Err(NotStarted::Else("no longer in the file".into())),
+            Some(_) => {}
+        }
+        if Instant::now() >= deadline {
+            let what = format!("its master does not answer within {START_WAIT:?}");
+            return Err(NotStarted::Else(what));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

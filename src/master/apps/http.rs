@@ -100,10 +100,16 @@ fn handle(stream: &mut TcpStream, link: &Link, seat: &Taken) -> io::Result<()> {
     respond(stream, status, kind, &body)
 }
 
+/// Answers `status` with `body`; a redirect (301) has its target as its body.
 fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> io::Result<()> {
+    let location = if status.starts_with("301") {
+        format!("Location: {body}\r\n")
+    } else {
+        String::new()
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: \
-         no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{location}\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
@@ -223,8 +229,12 @@ fn app_page(link: &Link, rest: &str) -> (&'static str, &'static str, String) {
     let (name, what) = rest.split_once('/').unwrap_or((rest, ""));
     let snapshot = link.snapshot();
     let Some(place) = snapshot.places.get(name) else {
-        return ("404 Not Found", TEXT, format!("no app named {name}\n"));
+        return ("404 Not Found", TEXT, "no such app\n".into());
     };
+    if !rest.contains('/') {
+        // The page reads `status.json` beside it: it must be at `/app/NAME/`.
+        return ("301 Moved Permanently", TEXT, format!("/app/{name}/"));
+    }
     match what {
         "" => (
             "200 OK",

@@ -75,6 +75,8 @@ pub enum Command {
     /// `stop APP` (`now`: without its drain), `start APP`: answered once asked of the loop.
     StopApp(String, bool, Sender<Result<(), String>>),
     StartApp(String, Sender<Result<(), String>>),
+    /// At start: every app's master runs and answers (`Ok`), or one did not start (why).
+    Settled(Result<(), String>),
 }
 
 /// What a reading of the file changed.
@@ -85,6 +87,8 @@ pub struct Reread {
     pub unchanged: Vec<String>,
     /// Changed apps whose masters run: name and control socket.
     pub reload: Vec<(String, PathBuf)>,
+    /// The master-wide sections that changed, which only a restart applies.
+    pub kept: Vec<String>,
 }
 
 /// What the threads share with the loop.
@@ -159,29 +163,7 @@ pub fn run(
         commands,
         waker,
     };
-    let control = control::bind(&config.control.socket)?;
-    let app_dir = crate::config::app_control(&config.control, "x").socket;
-    if let Some(dir) = app_dir.parent() {
-        control_files::create_private_dir(&dir.join("x"))?;
-    }
-    control::serve(&control.listener, link.clone());
-    if let Some(m) = &config.metrics {
-        let listener = bind_tcp(m.listen).map_err(|e| MasterError::Metrics(m.listen, e))?;
-        info!(
-            "metrics for every app on http://{}/metrics (health: /healthz, /readyz, /readyz/APP; \
-             the status page: /)",
-            m.listen
-        );
-        http::serve(listener, m.clone(), link.clone());
-        if let Some(addr) = m.haproxy_agent {
-            let listener = bind_tcp(addr).map_err(|e| MasterError::AgentCheck(addr, e))?;
-            info!(
-                "HAProxy agent-check on {addr}: every app summarized, or the one `agent-send` \
-                 names"
-            );
-            agent::serve(listener, m.clone(), link.clone());
-        }
-    }
+    let _control = serve_operators(&config, &link)?;
     let now = Instant::now();
     let (apps, effects) = Apps::new(wanted(&config), now);
     let names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
@@ -210,7 +192,8 @@ pub fn run(
     let listening: Vec<String> = (master.config.apps.iter())
         .flat_map(|a| a.config.listen.iter().map(|l| format!("{}={l}", a.name)))
         .collect();
-    started(&listening);
+    watch_start(master.link.clone(), names);
+    let mut failed = None;
     if std::env::var_os(crate::wire::env::NOTIFY_SOCKET).is_some() {
         let link = master.link.clone();
         std::thread::spawn(move || ready_when_serving(&link));
@@ -231,7 +214,17 @@ pub fn run(
             master.on_signal(signal, action);
         }
         while let Ok(command) = received.try_recv() {
-            master.on_command(command);
+            match command {
+                Command::Settled(Ok(())) => started(&listening),
+                Command::Settled(Err(why)) => {
+                    error!("{why}: stopping every app");
+                    failed = Some(why);
+                    master.stops = master.stops.max(1);
+                    let effects = master.apps.stop_all();
+                    master.apply(effects, &mut Vec::new());
+                }
+                command => master.on_command(command),
+            }
         }
         let now = Instant::now();
         for (pid, code) in children::reap() {
@@ -241,21 +234,70 @@ pub fn run(
                 .into_iter()
                 .map(|a| a.name)
                 .find(|n| master.apps.pid(n) == Some(pid));
-            let effects = master.apps.exited(pid, code, now);
+            let said = app
+                .as_ref()
+                .and_then(|a| children::reason(&master.reason_of(a)));
+            let effects = master.apps.exited(pid, code, said.as_deref(), now);
             master.log_exit(app.as_deref(), pid, code);
             master.apply(effects, &mut Vec::new());
         }
         let effects = master.apps.tick(now);
         master.apply(effects, &mut Vec::new());
         master.publish();
-        match master.exit {
-            Some(0) => break Ok(()),
-            Some(_) => break Err(MasterError::GaveUp("every app (see the errors above)")),
-            None => {}
+        match (master.exit, failed.take()) {
+            (Some(_), Some(why)) => break Err(MasterError::App(why)),
+            (Some(0), None) => break Ok(()),
+            (Some(_), None) => break Err(MasterError::GaveUp("every app")),
+            (None, why) => failed = why,
         }
     };
     drop(received);
     result
+}
+
+/// The control socket, `[metrics]` and the HAProxy agent, each served by threads of its own;
+/// the control socket, removed when dropped.
+fn serve_operators(config: &AppsConfig, link: &Link) -> Result<control::Bound, MasterError> {
+    let control = control::bind(&config.control.socket)?;
+    let app_dir = crate::config::app_control(&config.control, "x").socket;
+    if let Some(dir) = app_dir.parent() {
+        control_files::create_private_dir(&dir.join("x"))?;
+    }
+    control::serve(&control.listener, link.clone());
+    if let Some(m) = &config.metrics {
+        let listener = bind_tcp(m.listen).map_err(|e| MasterError::Metrics(m.listen, e))?;
+        info!(
+            "metrics for every app on http://{}/metrics (health: /healthz, /readyz, /readyz/APP; \
+             the status page: /)",
+            m.listen
+        );
+        http::serve(listener, m.clone(), link.clone());
+        if let Some(addr) = m.haproxy_agent {
+            let listener = bind_tcp(addr).map_err(|e| MasterError::AgentCheck(addr, e))?;
+            info!(
+                "HAProxy agent-check on {addr}: every app summarized, or the one `agent-send` \
+                 names"
+            );
+            agent::serve(listener, m.clone(), link.clone());
+        }
+    }
+    Ok(control)
+}
+
+/// Tells the loop, once every app's master listens, that the start is done; or that an app
+/// could not start, which fails the start, as a one-app master's listener would.
+fn watch_start(link: Link, names: Vec<String>) {
+    std::thread::spawn(move || {
+        // Only an app given up fails the start (not one an operator stopped meanwhile).
+        let failed = names
+            .iter()
+            .find_map(|app| match control::settled(&link, app) {
+                Err(why @ control::NotStarted::GivenUp(_)) => Some((app, why)),
+                _ => None,
+            });
+        let settled = failed.map_or(Ok(()), |(app, why)| Err(format!("app {app}: {why}")));
+        link.send(Command::Settled(settled));
+    });
 }
 
 /// A TCP listener of ours (metrics, agent): `SO_REUSEADDR`, close-on-exec.
@@ -315,17 +357,19 @@ impl AppsMaster {
             for effect in std::mem::take(&mut effects) {
                 match effect {
                     Effect::Start(name) => {
-                        let more =
-                            match children::start(&self.config.source, &name, &self.passthrough) {
-                                Ok(pid) => {
-                                    info!("app {name}: master started, pid={pid}");
-                                    self.apps.started(&name, pid)
-                                }
-                                Err(e) => {
-                                    error!("app {name}: cannot start its master: {e}");
-                                    self.apps.start_failed(&name, &e.to_string(), now)
-                                }
-                            };
+                        let reason = self.reason_of(&name);
+                        let source = &self.config.source;
+                        let more = match children::start(source, &name, &self.passthrough, &reason)
+                        {
+                            Ok(pid) => {
+                                info!("app {name}: master started, pid={pid}");
+                                self.apps.started(&name, pid)
+                            }
+                            Err(e) => {
+                                error!("app {name}: cannot start its master: {e}");
+                                self.apps.start_failed(&name, &e.to_string(), now)
+                            }
+                        };
                         effects.extend(more);
                     }
                     Effect::Stop(name, pid) => self.stop_master(&name, pid),
@@ -391,6 +435,11 @@ impl AppsMaster {
                 info!("app {name}: master pid={pid} exited ({how})")
             }
         }
+    }
+
+    /// Where the master of `name` writes why it failed.
+    fn reason_of(&self, name: &str) -> PathBuf {
+        self.socket_of(name).with_extension("exit")
     }
 
     fn socket_of(&self, name: &str) -> PathBuf {

@@ -110,6 +110,8 @@ impl AppsMaster {
                 self.publish();
                 let _ = reply.send(result);
             }
+            // The loop's own, at start.
+            Command::Settled(_) => {}
         }
         self.publish();
     }
@@ -145,17 +147,29 @@ impl AppsMaster {
                 ));
             }
         };
-        if config.control != self.config.control || config.metrics != self.config.metrics {
-            warn!("reload: [control] and [metrics] changes apply at the next restart");
+        let mut reread = Reread::default();
+        if config.control != self.config.control {
+            reread.kept.push("[control]".into());
+        }
+        if config.metrics != self.config.metrics {
+            reread.kept.push("[metrics]".into());
+        }
+        for kept in &reread.kept {
+            warn!("reload: {kept} changed: unchanged until the master restarts");
         }
         let before: Vec<String> = self.apps.view().into_iter().map(|a| a.name).collect();
         let effects = self.apps.reconfigure(wanted(&config), Instant::now());
-        let mut reread = Reread::default();
         for effect in &effects {
-            match effect {
-                Effect::Start(name) if !before.contains(name) => reread.started.push(name.clone()),
-                Effect::Stop(name, _) => reread.stopped.push(name.clone()),
-                _ => {}
+            if let Effect::Start(name) = effect {
+                if !before.contains(name) {
+                    reread.started.push(name.clone());
+                }
+            }
+        }
+        // Removed: stopped now, or already not running (stopped, given up).
+        for name in &before {
+            if !config.apps.iter().any(|a| a.name == *name) {
+                reread.stopped.push(name.clone());
             }
         }
         self.config.apps = config.apps;
