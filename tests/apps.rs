@@ -181,8 +181,8 @@ fn each_app_is_reloaded_scaled_stopped_and_started_alone_and_the_file_adds_and_r
         out.contains("APP") && api_rows == 4,
         "one table, an APP column:\n{out}"
     );
-    let (code, _, err) = rrb.ctl(&["logs"]);
-    assert_eq!(code, 1);
+    let (code, _, err) = rrb.ctl(&["logs", "--slot", "0"]);
+    assert_eq!(code, 1, "a slot is one app's");
     assert!(err.contains("--app"), "{err}");
     let (code, _, err) = rrb.ctl(&["scale", "4"]);
     assert_eq!(code, 1, "several apps: scale names one");
@@ -478,6 +478,13 @@ fn the_shipped_apps_toml_runs_a_node_cluster_app_gunicorn_and_a_job() {
     let (code, logs, err) = rrb.ctl(&["logs", "--app", "jobs", "-n", "5"]);
     assert_eq!(code, 0, "{err}");
     assert!(logs.contains("jobs: batch"), "{logs}");
+    // Every app's, each line naming its app.
+    let (code, logs, err) = rrb.ctl(&["logs", "-n", "50"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        logs.contains("[jobs slot 0 pid ") && logs.contains("jobs: batch"),
+        "{logs}"
+    );
     let (web0, jobs0) = (worker_pids(&all, "web"), worker_pids(&all, "jobs"));
     let (code, out, err) = rrb.ctl(&["reload", "api"]);
     assert_eq!(code, 0, "{out}{err}");

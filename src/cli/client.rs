@@ -449,6 +449,10 @@ pub fn logs(
             let place = line
                 .slot
                 .map_or("agent".to_owned(), |n| format!("slot {n}"));
+            let place = match &line.app {
+                Some(app) => format!("{app} {place}"),
+                None => place,
+            };
             let _ = writeln!(
                 out,
                 "{time} [{place} pid {} {}] {}",

@@ -370,6 +370,7 @@ impl Master {
                     pid: l.pid,
                     stream: l.stream.into(),
                     line: l.text.clone(),
+                    app: None,
                 })
                 .collect(),
         )

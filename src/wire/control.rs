@@ -151,6 +151,9 @@ pub struct LogLine {
     pub pid: i32,
     pub stream: String,
     pub line: String,
+    /// The app, in the lines of every app a master of several gives (`logs` without `--app`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 impl Reply {

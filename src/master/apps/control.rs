@@ -188,8 +188,14 @@ fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
         Request::Scale { .. } => Reply::error(
             "this master runs several apps: name the one to scale (rrbalancer scale APP N)".into(),
         ),
+        Request::Logs {
+            slot: None,
+            agent: false,
+            lines,
+            after,
+        } => every_apps_logs(link, lines, after),
         Request::Logs { .. } => Reply::error(
-            "this master runs several apps: name one (rrbalancer logs --app APP)".into(),
+            "this master runs several apps: a slot or the agent is one app's (--app APP)".into(),
         ),
         Request::Upgrade { .. } => Reply::error(
             "an in-place upgrade is not available for a file with [[app]] sections: `rrbalancer \
@@ -198,6 +204,48 @@ fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
         ),
     };
     let _ = answer(stream, reply);
+}
+
+/// `logs` without `app`: every running app's lines, each naming its app, in time order; the
+/// last `lines`, or those after `after`. Their `seq` is made of the time, the app's place in the
+/// file and its own `seq`, so that `logs -f` asks for what follows across apps.
+fn every_apps_logs(link: &Link, lines: usize, after: Option<u64>) -> Reply {
+    let snapshot = link.snapshot();
+    let asked: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (snapshot.apps.iter().enumerate())
+            .filter(|(_, a)| matches!(a.phase, Phase::Running { .. }))
+            .filter_map(|(i, a)| Some((i, a.name.clone(), snapshot.places.get(&a.name)?)))
+            .map(|(i, name, place)| {
+                let request = Request::Logs {
+                    slot: None,
+                    agent: false,
+                    lines: 1000,
+                    after: None,
+                };
+                let socket = place.socket.clone();
+                (
+                    i,
+                    name,
+                    scope.spawn(move || ask::ask(&socket, &request, STATUS_WAIT)),
+                )
+            })
+            .collect();
+        (handles.into_iter())
+            .map(|(i, name, h)| (i, name, h.join().ok().and_then(Result::ok)))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for (i, name, reply) in asked {
+        for mut line in reply.and_then(|r| r.logs).unwrap_or_default() {
+            line.seq = (line.time_ms << 20) | ((i as u64 & 0x3f) << 14) | (line.seq & 0x3fff);
+            line.app = Some(name.clone());
+            all.push(line);
+        }
+    }
+    all.sort_by_key(|l| l.seq);
+    all.retain(|l| after.is_none_or(|a| l.seq > a));
+    let keep = all.len().saturating_sub(lines.min(1000));
+    Reply::logs(all.split_off(keep))
 }
 
 /// `send` without `app`: to every app's master that runs; one answer.
