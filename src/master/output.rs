@@ -1,10 +1,9 @@
 //! Workers' stdout and stderr, when `[log] stdout`/`stderr` name files: each worker writes into a
 //! pipe, the master reads it and appends each line to the file prefixed with `[slot N pid P]`
-//! (`[agent pid P]` for the agent's; `[app NAME]` before it for one app of several; and a
-//! timestamp with `date_format`) — or, with `[log]
-//! format = "json"`, as one JSON object a line: `time`, `slot` (or `agent`), `pid`, `stream`,
-//! and `line`, the worker's own JSON object when the line is one, else its text. Files are
-//! reopened on SIGUSR1, logrotate's convention.
+//! (`[agent pid P]`; `[app NAME]` first for one app of several; a timestamp with `date_format`)
+//! — or, with `[log] format = "json"`, as one JSON object a line: `time`, `slot` (or `agent`),
+//! `pid`, `stream`, `line` (the worker's own JSON object when the line is one, else its text).
+//! Files are reopened on SIGUSR1, logrotate's convention.
 //!
 //! Memory is bounded per pipe: a line longer than [`MAX_LINE`] is written out in pieces, and a
 //! worker that never writes a newline cannot make the master buffer more than that.

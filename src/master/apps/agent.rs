@@ -12,7 +12,7 @@ use std::time::Duration;
 use log::warn;
 
 use super::Link;
-use super::control::statuses;
+use super::fan_out::statuses;
 use super::seats::Seats;
 use crate::config::MetricsConfig;
 use crate::engine::agent_check::{HostState, line, summarize};

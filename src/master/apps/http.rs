@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::control::statuses;
+use super::fan_out::statuses;
 use super::seats::Seats;
 use super::seats::Taken;
 use super::{Link, ask};

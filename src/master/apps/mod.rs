@@ -15,6 +15,7 @@ mod agent;
 mod ask;
 mod children;
 mod control;
+mod fan_out;
 mod http;
 mod requests;
 mod seats;
@@ -327,7 +328,7 @@ fn wanted(config: &AppsConfig) -> Vec<Wanted> {
 fn ready_when_serving(link: &Link) {
     let deadline = Instant::now() + READY_WAIT;
     while Instant::now() < deadline {
-        let apps = control::statuses(&link.snapshot());
+        let apps = fan_out::statuses(&link.snapshot());
         let settled = (apps.iter())
             .filter(|a| a.listens)
             .all(|a| a.readiness().is_ok() || a.state == "given up" || a.state == "stopped");

@@ -1,0 +1,132 @@
+//! What every app's master is asked at once, for the master of all: their statuses, their
+//! captured lines, a message for all of them — each asked on its own thread, within a time, so
+//! that a hung app's master costs an answer its wait and no more.
+
+use std::os::unix::net::UnixStream;
+
+use super::control::{STATUS_WAIT, answer};
+use super::{Link, Snapshot, ask};
+use crate::engine::apps::Phase;
+use crate::wire::apps_control::AppStatus;
+use crate::wire::control::{Reply, Request};
+
+/// Every app's status: each running master asked at once, within [`STATUS_WAIT`].
+pub fn statuses(snapshot: &Snapshot) -> Vec<AppStatus> {
+    std::thread::scope(|scope| {
+        let asked: Vec<_> = (snapshot.apps.iter())
+            .map(|app| {
+                let place = snapshot.places.get(&app.name);
+                let socket = place.map(|p| p.socket.clone()).unwrap_or_default();
+                let running = matches!(app.phase, Phase::Running { .. } | Phase::Stopping { .. });
+                let asking = socket.clone();
+                let answer = running
+                    .then(|| scope.spawn(move || ask::ask(&asking, &Request::Status, STATUS_WAIT)));
+                (app, socket, answer)
+            })
+            .collect();
+        (asked.into_iter())
+            .map(|(app, socket, answer)| {
+                let answered = answer.map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())));
+                let (status, trouble) = match answered {
+                    Some(Ok(reply)) => match reply.status {
+                        Some(status) => (Some(status), None),
+                        None => (None, reply.message),
+                    },
+                    Some(Err(e)) => (None, Some(e)),
+                    None => (None, None),
+                };
+                let why = match &app.phase {
+                    Phase::GivenUp { why } => Some(why.clone()),
+                    _ => trouble,
+                };
+                let pid = match app.phase {
+                    Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
+                    _ => None,
+                };
+                AppStatus {
+                    name: app.name.clone(),
+                    state: app.phase.word().to_owned(),
+                    pid,
+                    restarts: app.restarts,
+                    why,
+                    listens: app.listens,
+                    socket,
+                    status,
+                }
+            })
+            .collect()
+    })
+}
+
+/// `logs` without `app`: every running app's lines, each naming its app, in time order; the
+/// last `lines`, or those after `after`. Their `seq` is made of the time, the app's place in the
+/// file and its own `seq`, so that `logs -f` asks for what follows across apps.
+pub fn every_apps_logs(link: &Link, lines: usize, after: Option<u64>) -> Reply {
+    let snapshot = link.snapshot();
+    let asked: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (snapshot.apps.iter().enumerate())
+            .filter(|(_, a)| matches!(a.phase, Phase::Running { .. }))
+            .filter_map(|(i, a)| Some((i, a.name.clone(), snapshot.places.get(&a.name)?)))
+            .map(|(i, name, place)| {
+                let request = Request::Logs {
+                    slot: None,
+                    agent: false,
+                    lines: 1000,
+                    after: None,
+                };
+                let socket = place.socket.clone();
+                (
+                    i,
+                    name,
+                    scope.spawn(move || ask::ask(&socket, &request, STATUS_WAIT)),
+                )
+            })
+            .collect();
+        (handles.into_iter())
+            .map(|(i, name, h)| (i, name, h.join().ok().and_then(Result::ok)))
+            .collect()
+    });
+    let mut all = Vec::new();
+    for (i, name, reply) in asked {
+        for mut line in reply.and_then(|r| r.logs).unwrap_or_default() {
+            line.seq = (line.time_ms << 20) | ((i as u64 & 0x3f) << 14) | (line.seq & 0x3fff);
+            line.app = Some(name.clone());
+            all.push(line);
+        }
+    }
+    all.sort_by_key(|l| l.seq);
+    all.retain(|l| after.is_none_or(|a| l.seq > a));
+    let keep = all.len().saturating_sub(lines.min(1000));
+    Reply::logs(all.split_off(keep))
+}
+
+/// `send` without `app`: to every app's master that runs; one answer.
+pub fn for_each_app(stream: &mut UnixStream, link: &Link, request: &Request) {
+    let snapshot = link.snapshot();
+    let mut told = Vec::new();
+    let mut failed = Vec::new();
+    for app in &snapshot.apps {
+        let Some(place) = snapshot.places.get(&app.name) else {
+            continue;
+        };
+        if !matches!(app.phase, Phase::Running { .. }) {
+            continue;
+        }
+        match ask::ask(&place.socket, request, STATUS_WAIT) {
+            Ok(r) if r.ok => told.push(format!("{}: {}", app.name, r.message.unwrap_or_default())),
+            Ok(r) => failed.push(format!("{}: {}", app.name, r.message.unwrap_or_default())),
+            Err(e) => failed.push(format!("{}: {e}", app.name)),
+        }
+    }
+    let reply = if failed.is_empty() {
+        Reply::ok(told.join("; "))
+    } else {
+        Reply::error(
+            told.into_iter()
+                .chain(failed)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    let _ = answer(stream, reply);
+}
