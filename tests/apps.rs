@@ -840,6 +840,11 @@ fn an_app_that_cannot_start_is_said_with_its_reason_at_start_reload_and_start_ap
         std::thread::sleep(Duration::from_millis(50));
     }
     // A reload that adds it: exit 1, its reason; one that changes [metrics]: named.
+    // (On fresh ports: the failed start's were just let go.)
+    let (api, metrics) = (free_addr(), free_addr());
+    let one = format!(
+        "[metrics]\nlisten = \"{metrics}\"\n\n[[app]]\nname = \"api\"\nlisten = \"{api}\"\n"
+    );
     let rrb = Rrb::start(&one, 1);
     std::fs::write(rrb.config_path(), format!("{one}{busy}")).unwrap();
     let (code, out, err) = rrb.ctl(&["reload"]);
