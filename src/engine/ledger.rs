@@ -72,6 +72,9 @@ pub struct Account<C> {
     /// How many it may be sent un-acked now: its window, but after a `full` one, then doubled
     /// by each `ack` (a worker just short of descriptors is not sent a whole window again).
     cap: usize,
+    /// Connections it may be handed before its recycle is due (`[recycle] max_connections`,
+    /// its jittered share): past it, it is passed over while another worker is free.
+    limit: Option<u64>,
     /// Connections assigned to it in all (those it could not be sent excepted), acked, and
     /// how long each took from accept to ack.
     served: Served,
@@ -94,6 +97,7 @@ impl<C: Conn> Account<C> {
             full_until: None,
             listed: false,
             cap: window.max(1),
+            limit: None,
             served: Served::default(),
             rate: Rate::default(),
         }
@@ -126,6 +130,16 @@ impl<C: Conn> Account<C> {
 
     pub fn handed(&self) -> u64 {
         self.served.handed
+    }
+
+    /// Sets its recycle limit ([`Account::spent`]).
+    pub fn set_limit(&mut self, limit: Option<u64>) {
+        self.limit = limit;
+    }
+
+    /// Handed its recycle limit: due to be replaced, it takes only what no other can.
+    pub fn spent(&self) -> bool {
+        self.limit.is_some_and(|l| self.served.handed >= l)
     }
 
     pub fn served(&self) -> &Served {
@@ -345,45 +359,6 @@ impl<C: Conn> Ledger<C> {
         self.retired_handed + self.accounts.iter().map(|(_, a)| a.handed()).sum::<u64>()
     }
 
-    /// Connections waiting in the master's queue.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// A connection nobody could take now waits, last in line.
-    #[cfg(test)]
-    pub fn enqueue(&mut self, c: C) {
-        self.queue.push_back(c);
-    }
-
-    /// What `key` was assigned and never got, or gave back, goes to the front of the queue,
-    /// in its order: older than anything still to be accepted. How many.
-    pub fn requeue_unsent(&mut self, key: usize) -> usize {
-        let Some(account) = self.accounts.get_mut(key) else {
-            return 0;
-        };
-        let n = account.returned.len() + account.outbox.len();
-        account.served.handed -= account.outbox.len() as u64;
-        let unsent = account.returned.drain(..).chain(account.outbox.drain(..));
-        for mut c in unsent.rev() {
-            c.set_sent(None);
-            self.queue.push_front(c);
-        }
-        n
-    }
-
-    /// The worker of `key` gave back connections (refused them): they go first to another.
-    pub fn requeue_returned(&mut self, key: usize) -> usize {
-        let Some(account) = self.accounts.get_mut(key) else {
-            return 0;
-        };
-        let n = account.returned.len();
-        for c in account.returned.drain(..).rev() {
-            self.queue.push_front(c);
-        }
-        n
-    }
-
     /// The channel of `key` is gone: what it never got goes to someone else now; what it was
     /// sent and had not acked is held until it is dead.
     pub fn close(&mut self, key: usize) {
@@ -418,21 +393,6 @@ impl<C: Conn> Ledger<C> {
         (n, account.served)
     }
 
-    /// Up to `max` connections from the front of the queue, to pass to another master (an
-    /// upgrade's new one): they leave the ledger.
-    pub fn take_queued(&mut self, max: usize) -> Vec<C> {
-        let n = max.min(self.queue.len());
-        self.queue.drain(..n).collect()
-    }
-
-    /// Connections [`Ledger::take_queued`] took that could not be passed: back to the front,
-    /// in their order.
-    pub fn return_queued(&mut self, back: Vec<C>) {
-        for c in back.into_iter().rev() {
-            self.queue.push_front(c);
-        }
-    }
-
     /// Workers full since [`FULL_RETRY`] before `now` may be sent one connection again.
     /// Only the accounts changed since it last looked can be `full`; those still full stay
     /// listed.
@@ -455,13 +415,6 @@ impl<C: Conn> Ledger<C> {
         (self.changed.iter())
             .filter_map(|&key| self.accounts.get(key)?.full_until)
             .min()
-    }
-
-    /// The master is stopping: what is still queued is closed. How many.
-    pub fn drop_queue(&mut self) -> usize {
-        let n = self.queue.len();
-        self.queue.clear();
-        n
     }
 
     /// Every connection in the ledger, with where it is: for the simulator's invariants.
@@ -493,6 +446,7 @@ pub(super) enum Whereabouts {
 }
 
 mod placement;
+mod queue;
 
 #[cfg(test)]
 #[path = "ledger_tests.rs"]

@@ -391,3 +391,36 @@ fn a_full_worker_that_never_says_idle_is_tried_again_with_one_after_a_while() {
     );
     assert_eq!(ids(ledger.account(a).unwrap().outbox()), [0]);
 }
+
+#[test]
+fn a_worker_past_its_recycle_limit_takes_only_what_no_other_is_free_for() {
+    let mut ledger = Ledger::default();
+    let keys: Vec<usize> = (0..2).map(|_| ledger.open(1)).collect();
+    let serving = |s: usize| keys.get(s).copied();
+    ledger.account_mut(keys[0]).unwrap().set_limit(Some(2));
+    let mut to = Vec::new();
+    for i in 0..6 {
+        to.push(ledger.admit(Id(i, None), 2, serving, Placement::default()));
+        // Each served at once: the window of one is free again.
+        flush_all(&mut ledger, &keys);
+        for &k in &keys {
+            let _ = ledger.account_mut(k).unwrap().ack_oldest(1, Instant::now());
+        }
+    }
+    let (a, b) = (Some(keys[0]), Some(keys[1]));
+    assert_eq!(
+        to,
+        [a, b, a, b, b, b],
+        "slot 0 handed its 2, then passed over"
+    );
+    assert!(ledger.account(keys[0]).unwrap().spent());
+    // The other busy (its window full): the spent one takes it rather than the queue.
+    assert_eq!(
+        ledger.admit(Id(6, None), 2, serving, Placement::default()),
+        b
+    );
+    assert_eq!(
+        ledger.admit(Id(7, None), 2, serving, Placement::default()),
+        a
+    );
+}

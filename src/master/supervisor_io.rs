@@ -194,7 +194,14 @@ impl Master {
             .then(|| self.core.recycle_due(&self.ledger, limits.max_memory, now))
             .flatten()
         {
-            self.core.recycle(key, &reason, now);
+            // Its successor is on its way: it serves on with no limit left to keep, so that a
+            // worker past its own, waiting for its turn, is the one passed over.
+            let account = self.core.fleet().workers.get(key).map(|w| w.account);
+            if self.core.recycle(key, &reason, now) {
+                if let Some(a) = account.and_then(|k| self.ledger.account_mut(k)) {
+                    a.set_limit(None);
+                }
+            }
         }
         self.ledger.retry_full(now);
         self.core.tick(now, self.workers.hooks.len());
@@ -349,6 +356,9 @@ impl Master {
             }
         };
         let pid = worker.pid;
+        if let Some(account) = self.ledger.account_mut(seat.account) {
+            account.set_limit(worker.limits.connections);
+        }
         match place {
             Place::Slot(slot) => metrics::Counters::add(&mut self.ops.counters.starts, slot, 1),
             Place::Agent => self.ops.counters.agent_starts += 1,

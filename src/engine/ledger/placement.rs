@@ -6,16 +6,27 @@ use crate::engine::dispatch::{self, Placement};
 
 impl<C: Conn> Ledger<C> {
     /// The slot whose turn it is among those free to take a connection now, without taking the
-    /// turn. `serving(slot)` is the account of the worker serving `slot`, if one is ready.
+    /// turn; a worker past its recycle limit ([`Account::spent`]) only when no other is free, so
+    /// that it waits for its turn to be recycled without taking more than its share. `serving
+    /// (slot)` is the account of the worker serving `slot`, if one is ready.
     pub fn free_slot(
         &self,
         slots: usize,
         serving: impl Fn(usize) -> Option<usize>,
     ) -> Option<usize> {
-        self.rr.peek(slots, |s| {
-            serving(s)
-                .and_then(|k| self.accounts.get(k))
-                .is_some_and(Account::has_room)
+        let passed_over = std::cell::Cell::new(false);
+        let free = |s: usize, spent_too: bool| {
+            (serving(s).and_then(|k| self.accounts.get(k))).is_some_and(|a| {
+                let room = a.has_room();
+                passed_over.set(passed_over.get() || (room && !spent_too && a.spent()));
+                room && (spent_too || !a.spent())
+            })
+        };
+        // A second look only when a spent worker with room was passed over.
+        (self.rr.peek(slots, |s| free(s, false))).or_else(|| {
+            passed_over
+                .get()
+                .then(|| self.rr.peek(slots, |s| free(s, true)))?
         })
     }
 
