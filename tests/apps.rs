@@ -681,10 +681,29 @@ fn a_drain_is_each_apps_and_stop_now_cuts_it_short() {
     let first = stopping.join().unwrap();
     assert!(first.status.success(), "{first:?}");
     assert_eq!(app(&apps(&rrb), "api")["state"], "stopped");
-    // stop --now: every app, without its drain.
+    // stop: it says at once that the apps drain first; stop --now then skips the drains.
+    let draining = {
+        let (config, dir) = (rrb.config_path(), rrb.dir.path().to_owned());
+        std::thread::spawn(move || {
+            std::process::Command::new(BIN)
+                .arg("--config")
+                .arg(config)
+                .arg("stop")
+                .env("XDG_RUNTIME_DIR", &dir)
+                .output()
+                .unwrap()
+        })
+    };
+    rrb.wait_for_log("app=web] draining for", Duration::from_secs(10));
     let t0 = Instant::now();
     let (code, out, err) = rrb.ctl(&["stop", "--now"]);
     assert_eq!(code, 0, "{out}{err}");
+    let said = draining.join().unwrap();
+    let said = String::from_utf8_lossy(&said.stderr).into_owned();
+    assert!(
+        said.contains("stopping 1 app, each draining first (30s at most)"),
+        "{said}"
+    );
     assert!(
         rrb.wait_exit(Duration::from_secs(10))
             .expect("exited")
@@ -695,7 +714,10 @@ fn a_drain_is_each_apps_and_stop_now_cuts_it_short() {
         "no drain: {:?}",
         t0.elapsed()
     );
-    assert!(rrb.count_log("stop asked on the control socket: graceful stop of every app") == 1);
+    assert_eq!(
+        rrb.count_log("stop asked on the control socket: graceful stop of every app"),
+        2
+    );
 }
 
 #[test]

@@ -161,12 +161,21 @@ fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
         },
         Request::Stop { now } => {
             let snapshot = link.snapshot();
+            let drain = (!now && !snapshot.drain.is_zero()).then_some(snapshot.drain);
+            let running = (snapshot.apps.iter())
+                .filter(|a| matches!(a.phase, Phase::Running { .. } | Phase::Stopping { .. }))
+                .count();
             let mut reply = Reply::ok(format!(
-                "stopping {} apps{}",
-                snapshot.apps.len(),
-                if now { " now" } else { "" }
+                "stopping {running} app{}{}",
+                if running == 1 { "" } else { "s" },
+                match drain {
+                    _ if now => " now".to_owned(),
+                    Some(d) => format!(", each draining first ({}s at most)", d.as_secs()),
+                    None => String::new(),
+                }
             ));
             reply.within_ms = Some(snapshot.stop_within.as_millis() as u64 + 5_000);
+            reply.drain_ms = drain.map(|d| d.as_millis() as u64);
             if !link.send(Command::Stop { now }) {
                 return;
             }

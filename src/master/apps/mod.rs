@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub stopping: bool,
     /// The longest stop of any app.
     pub stop_within: Duration,
+    /// The longest `[shutdown] drain` of any app.
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -451,10 +453,11 @@ impl AppsMaster {
     /// changed.
     fn publish(&mut self) {
         let mut places = BTreeMap::new();
-        let mut stop_within = Duration::ZERO;
+        let (mut stop_within, mut drain) = (Duration::ZERO, Duration::ZERO);
         for app in &self.config.apps {
             let within = app.config.kill_timeout + app.config.drain;
             stop_within = stop_within.max(within);
+            drain = drain.max(app.config.drain);
             places.insert(
                 app.name.clone(),
                 Place {
@@ -468,6 +471,7 @@ impl AppsMaster {
             places,
             stopping: self.apps.stopping(),
             stop_within,
+            drain,
         };
         let states: Vec<String> = (snapshot.apps.iter())
             .map(|a| format!("{} {}", a.name, a.phase.word()))
