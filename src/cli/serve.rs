@@ -61,34 +61,8 @@ fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) 
         }
     } else if daemon {
         let log_path = config.log.master_log.clone().expect("set above");
-        if let Err(e) = master::PidFile::check_free(&config.control.pid_file) {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-        // Beside the pid file by default: that directory is made private before anything in it
-        // (the user's, when the master drops to one).
-        let made = match &config.master_user {
-            Some(id) => master::create_dir_for(&config.control.pid_file, id.uid, id.gid),
-            None => master::create_private_dir(&config.control.pid_file),
-        };
-        if let Err(e) = made {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-        // The user the master drops to writes it from then on, and opens it again (an
-        // upgrade's new master, `SIGUSR1`).
-        let owner = config.master_user.as_ref().map(|id| (id.uid, id.gid));
-        let log = match master::open_log(&log_path).and_then(|log| match owner {
-            Some((uid, gid)) => std::os::unix::fs::fchown(&log, Some(uid), Some(gid)).map(|()| log),
-            None => Ok(log),
-        }) {
-            Ok(log) => log,
-            Err(e) => {
-                log::error!("cannot open the log file (key `log.master_log`): {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        };
-        match detach(&log, &log_path) {
+        let pid_file = &config.control.pid_file;
+        match detach(pid_file, &log_path, config.master_user.as_ref()) {
             Ok(pipe) => report = Some(pipe),
             Err(code) => return code,
         }
@@ -138,19 +112,39 @@ fn last_words(why: &str) {
     }
 }
 
-/// `start --daemon`: detaches, stderr to `log`. In the detached process, where to report how
-/// the start went; in the original one (`Err`), its exit once the detached one has reported.
+/// `start --daemon`: refuses if a master holds `pid_file`, makes its directory private (the
+/// user's, when the master drops to `owner`), opens `log_path` (that user's to write and reopen),
+/// and detaches, stderr to it. In the detached process, where to report how the start went; in
+/// the original one (`Err`), its exit once the detached one has reported.
 pub(super) fn detach(
-    log: &std::fs::File,
+    pid_file: &std::path::Path,
     log_path: &std::path::Path,
+    owner: Option<&crate::config::Identity>,
 ) -> Result<Box<dyn Write>, ExitCode> {
-    match sys::daemonize(log) {
+    let refuse = |e: &dyn std::fmt::Display| {
+        log::error!("{e}");
+        ExitCode::from(EXIT_RUNTIME)
+    };
+    master::PidFile::check_free(pid_file).map_err(|e| refuse(&e))?;
+    // Beside the pid file by default: that directory is made private before anything in it.
+    let made = match owner {
+        Some(id) => master::create_dir_for(pid_file, id.uid, id.gid),
+        None => master::create_private_dir(pid_file),
+    };
+    made.map_err(|e| refuse(&e))?;
+    let log = master::open_log(log_path).and_then(|log| match owner {
+        Some(id) => std::os::unix::fs::fchown(&log, Some(id.uid), Some(id.gid)).map(|()| log),
+        None => Ok(log),
+    });
+    let log = log.map_err(|e| {
+        refuse(&format!(
+            "cannot open the log file (key `log.master_log`): {e}"
+        ))
+    })?;
+    match sys::daemonize(&log) {
         Ok(sys::Daemon::Parent { child, report }) => Err(wait_for_daemon(child, report, log_path)),
         Ok(sys::Daemon::Child { report: pipe }) => Ok(Box::new(pipe)),
-        Err(e) => {
-            log::error!("cannot detach: {e}");
-            Err(ExitCode::from(EXIT_RUNTIME))
-        }
+        Err(e) => Err(refuse(&format!("cannot detach: {e}"))),
     }
 }
 

@@ -18,22 +18,7 @@ pub(super) fn serve_apps(cli: &Cli, mut apps: AppsConfig, daemon: bool) -> ExitC
     let mut report: Option<Box<dyn Write>> = None;
     if daemon {
         let log_path = apps.log.master_log.clone().expect("set above");
-        if let Err(e) = master::PidFile::check_free(&apps.control.pid_file) {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-        if let Err(e) = master::create_private_dir(&apps.control.pid_file) {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-        let log = match master::open_log(&log_path) {
-            Ok(log) => log,
-            Err(e) => {
-                log::error!("cannot open the log file (key `log.master_log`): {e}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        };
-        match detach(&log, &log_path) {
+        match detach(&apps.control.pid_file, &log_path, None) {
             Ok(pipe) => report = Some(pipe),
             Err(code) => return code,
         }
