@@ -113,6 +113,15 @@ fn slow_proxy(upstream: String, delay: Duration) -> String {
 }
 
 /// The value of `attr="…"` in the first tag of `html` that has it.
+/// The pids of the page's rows of current workers, sorted.
+fn row_pids(dom: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = (dom.split("<tr class=\"current\"").skip(1))
+        .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
+        .collect();
+    pids.sort();
+    pids
+}
+
 fn attr<'a>(html: &'a str, attr: &str) -> Option<&'a str> {
     let at = html.find(&format!(" {attr}=\""))? + attr.len() + 3;
     html[at..].split('"').next()
@@ -142,12 +151,7 @@ fn the_status_page_shows_every_worker_and_its_numbers_move_under_load() {
         "handed did not move under load: {first} → {last}"
     );
     // One row per worker, with its pid.
-    let mut shown: Vec<i32> = dom
-        .split("<tr class=\"current\"")
-        .skip(1)
-        .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
-        .collect();
-    shown.sort();
+    let shown = row_pids(&dom);
     // The rows were written in place reading after reading: each shows the last reading, as
     // the total does (handed is the 11th cell).
     let handed_cells: u64 = dom
@@ -418,12 +422,7 @@ fn each_app_of_several_has_its_page_and_the_overview_links_each() {
         3_000,
         &["--dump-dom"],
     );
-    let mut shown: Vec<i32> = dom
-        .split("<tr class=\"current\"")
-        .skip(1)
-        .map(|row| attr(row, "data-pid").unwrap().parse().unwrap())
-        .collect();
-    shown.sort();
+    let shown = row_pids(&dom);
     let (_, json, _) = rrb.ctl(&["status", "--json", "--app", "api"]);
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
     let mut pids: Vec<i32> = (status["workers"].as_array().unwrap().iter())

@@ -147,11 +147,7 @@ pub fn rows(status: &Status, at: Instant, previous: &mut Sample) -> Vec<Row> {
 
 /// The view: a header, the rows, the totals.
 pub fn render(status: &Status, rows: &[Row], terminal: bool) -> String {
-    let ready = status
-        .workers
-        .iter()
-        .filter(|w| w.role == "current" && w.state.starts_with("ready"))
-        .count();
+    let ready = status.ready_workers().count();
     let total: f64 = rows.iter().map(|r| r.rate).sum();
     // (From +0.0: `sum` of nothing is -0.0, shown as "-0.0" on the first sample.)
     let cpu: f64 = (rows.iter().filter_map(|r| r.cpu_percent)).fold(0.0, |a, b| a + b);

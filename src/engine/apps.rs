@@ -443,13 +443,8 @@ impl Apps {
 
     /// The pid of `name`'s master, while it runs.
     pub fn pid(&self, name: &str) -> Option<i32> {
-        self.apps
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(|a| match a.phase {
-                Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
-                _ => None,
-            })
+        let app = self.apps.iter().find(|a| a.name == name);
+        app.and_then(|a| a.phase.pid())
     }
 }
 
@@ -477,6 +472,14 @@ fn crashed(app: &mut App, why: &str, now: Instant) {
 impl Phase {
     fn starting(&self) -> bool {
         matches!(self, Phase::Starting { .. })
+    }
+
+    /// Its master's pid, while one runs (stopping or not).
+    pub fn pid(&self) -> Option<i32> {
+        match *self {
+            Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
+            _ => None,
+        }
     }
 
     /// One word for it, as `status` and the page show it.

@@ -255,15 +255,16 @@ pub struct Status {
 }
 
 impl Status {
+    /// The workers ready in their slots (not a reload's candidates, not retiring ones).
+    pub fn ready_workers(&self) -> impl Iterator<Item = &WorkerStatus> {
+        (self.workers.iter()).filter(|w| w.role == "current" && w.state.starts_with("ready"))
+    }
+
     /// Whether the master serves (`status --ready`): at least one worker ready in its slot, and not
     /// stopping. The line to print either way.
     pub fn readiness(&self) -> Result<String, String> {
         let s = self;
-        let ready = s
-            .workers
-            .iter()
-            .filter(|w| w.role == "current" && w.state.starts_with("ready"))
-            .count();
+        let ready = s.ready_workers().count();
         let wanted = s.workers_wanted;
         if s.stopping {
             Err(format!("not ready: pid {} is stopping", s.pid))

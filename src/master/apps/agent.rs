@@ -89,9 +89,7 @@ fn state_of(app: &AppStatus) -> (HostState, u8) {
     if status.stopping || status.drain_left_ms.is_some() {
         return (HostState::Draining, 0);
     }
-    let ready: Vec<_> = (status.workers.iter())
-        .filter(|w| w.role == "current" && w.state.starts_with("ready"))
-        .collect();
+    let ready: Vec<_> = status.ready_workers().collect();
     if ready.is_empty() {
         return (HostState::Down, 0);
     }

@@ -163,7 +163,7 @@ fn for_all(stream: &mut UnixStream, link: &Link, request: Request) {
             let snapshot = link.snapshot();
             let drain = (!now && !snapshot.drain.is_zero()).then_some(snapshot.drain);
             let running = (snapshot.apps.iter())
-                .filter(|a| matches!(a.phase, Phase::Running { .. } | Phase::Stopping { .. }))
+                .filter(|a| a.phase.pid().is_some())
                 .count();
             let mut reply = Reply::ok(format!(
                 "stopping {running} app{}{}",
@@ -303,10 +303,7 @@ fn for_app(stream: &mut UnixStream, link: &Link, app: &str, command: AppsCommand
                 return;
             }
             let mut reply = Reply::ok(format!("stopping app {app}"));
-            reply.pid = match view.phase {
-                Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
-                _ => None,
-            };
+            reply.pid = view.phase.pid();
             reply.within_ms = Some(within.as_millis() as u64 + 5_000);
             let _ = answer(stream, reply);
             // Closed once its master has exited.

@@ -17,7 +17,7 @@ pub fn statuses(snapshot: &Snapshot) -> Vec<AppStatus> {
             .map(|app| {
                 let place = snapshot.places.get(&app.name);
                 let socket = place.map(|p| p.socket.clone()).unwrap_or_default();
-                let running = matches!(app.phase, Phase::Running { .. } | Phase::Stopping { .. });
+                let running = app.phase.pid().is_some();
                 let asking = socket.clone();
                 let answer = running
                     .then(|| scope.spawn(move || ask::ask(&asking, &Request::Status, STATUS_WAIT)));
@@ -39,10 +39,7 @@ pub fn statuses(snapshot: &Snapshot) -> Vec<AppStatus> {
                     Phase::GivenUp { why } => Some(why.clone()),
                     _ => trouble,
                 };
-                let pid = match app.phase {
-                    Phase::Running { pid } | Phase::Stopping { pid } => Some(pid),
-                    _ => None,
-                };
+                let pid = app.phase.pid();
                 AppStatus {
                     name: app.name.clone(),
                     state: app.phase.word().to_owned(),

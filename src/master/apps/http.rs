@@ -166,7 +166,7 @@ pub fn metrics(link: &Link) -> String {
         let asked: Vec<_> = (snapshot.apps.iter())
             .map(|app| {
                 let socket = snapshot.places.get(&app.name).map(|p| p.socket.clone());
-                let running = matches!(app.phase, Phase::Running { .. } | Phase::Stopping { .. });
+                let running = app.phase.pid().is_some();
                 let handle = (socket.filter(|_| running)).map(|socket| {
                     scope.spawn(move || ask::ask(&socket, &Request::Metrics, ASK_WAIT))
                 });
@@ -270,9 +270,7 @@ fn overview(link: &Link) -> String {
     let mut rows = String::new();
     for app in &apps {
         let (ready, wanted, handed) = app.status.as_ref().map_or((0, 0, 0), |s| {
-            let ready = (s.workers.iter())
-                .filter(|w| w.role == "current" && w.state.starts_with("ready"))
-                .count();
+            let ready = s.ready_workers().count();
             let handed: u64 = s.workers.iter().map(|w| w.handed).sum();
             (ready, s.workers_wanted, handed)
         });
