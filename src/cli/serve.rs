@@ -19,17 +19,31 @@ pub(super) fn serve(cli: &Cli, daemon: bool) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    if let (None, None, Some(path)) = (&predecessor, &cli.app, &cli.config) {
-        if let Ok(config::Loaded::Apps(apps)) = config::load_any(Some(path), &overrides(cli)) {
-            return super::serve_apps::serve_apps(cli, *apps, daemon);
-        }
-    }
-    serve_one(cli, daemon, predecessor)
+    // The file read once: one app (or an upgrade's, which takes over one), or several.
+    let loaded = match predecessor {
+        Some(_) => load_config_or_why(cli),
+        None => match config::load_any(cli.config.as_deref(), &overrides(cli)) {
+            Ok(config::Loaded::Apps(apps)) => {
+                return super::serve_apps::serve_apps(cli, *apps, daemon);
+            }
+            Ok(config::Loaded::One(config)) => {
+                config.warnings().iter().for_each(|w| log::warn!("{w}"));
+                Ok(*config)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    serve_one(cli, daemon, predecessor, loaded)
 }
 
-fn serve_one(cli: &Cli, daemon: bool, predecessor: Option<master::Predecessor>) -> ExitCode {
+fn serve_one(
+    cli: &Cli,
+    daemon: bool,
+    predecessor: Option<master::Predecessor>,
+    loaded: Result<config::Config, String>,
+) -> ExitCode {
     let reporter = predecessor.as_ref().map(master::Predecessor::reporter);
-    let mut config = match load_config_or_why(cli) {
+    let mut config = match loaded {
         Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
