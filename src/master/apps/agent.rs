@@ -12,7 +12,7 @@ use std::time::Duration;
 use log::warn;
 
 use super::Link;
-use super::fan_out::statuses;
+use super::fan_out::recent_statuses;
 use super::seats::Seats;
 use crate::config::MetricsConfig;
 use crate::engine::agent_check::{HostState, line, summarize};
@@ -60,7 +60,7 @@ fn answer(mut stream: TcpStream, link: &Link, seat: &super::seats::Taken) {
     }
     seat.heard();
     let name = String::from_utf8_lossy(&buf[..got]).trim().to_owned();
-    let apps = statuses(&link.snapshot());
+    let apps = recent_statuses(link);
     let reply = if name.is_empty() {
         let states: Vec<(HostState, u8)> =
             (apps.iter()).filter(|a| a.listens).map(state_of).collect();

@@ -3,12 +3,46 @@
 //! that a hung app's master costs an answer its wait and no more.
 
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use super::control::{STATUS_WAIT, answer};
 use super::{Link, Snapshot, ask};
-use crate::engine::apps::Phase;
+use crate::engine::apps::{AppView, Phase};
 use crate::wire::apps_control::AppStatus;
 use crate::wire::control::{Reply, Request};
+
+/// How long one reading of every app's status serves the HTTP listener and the HAProxy agent
+/// (checked several times a second by each balancer): each reading asks every app's master,
+/// which reads `/proc` for each of its workers.
+const REUSE: Duration = Duration::from_millis(500);
+
+/// A reading of every app's status: when, and the apps' states it was taken in.
+pub struct Reading {
+    at: Instant,
+    apps: Vec<AppView>,
+    statuses: Vec<AppStatus>,
+}
+
+/// [`statuses`], taken at most once per [`REUSE`] however many ask, and again at once when an
+/// app's state changed (started, stopped, given up …).
+pub fn recent_statuses(link: &Link) -> Vec<AppStatus> {
+    let snapshot = link.snapshot();
+    // Held while reading: those asking meanwhile wait for this reading, and share it.
+    let Ok(mut recent) = link.recent.lock() else {
+        return statuses(&snapshot);
+    };
+    let fresh = |r: &Reading| r.at.elapsed() < REUSE && r.apps == snapshot.apps;
+    if let Some(reading) = recent.as_ref().filter(|r| fresh(r)) {
+        return reading.statuses.clone();
+    }
+    let read = statuses(&snapshot);
+    *recent = Some(Reading {
+        at: Instant::now(),
+        apps: snapshot.apps.clone(),
+        statuses: read.clone(),
+    });
+    read
+}
 
 /// Every app's status: each running master asked at once, within [`STATUS_WAIT`].
 pub fn statuses(snapshot: &Snapshot) -> Vec<AppStatus> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::fan_out::statuses;
+use super::fan_out::recent_statuses;
 use super::seats::Seats;
 use super::seats::Taken;
 use super::{Link, ask};
@@ -136,7 +136,7 @@ fn route(target: &str, link: &Link) -> (&'static str, &'static str, String) {
         }
         "/readyz" => readyz(link, None),
         "/status.json" => {
-            let apps = statuses(&link.snapshot());
+            let apps = recent_statuses(link);
             let json = serde_json::to_string(&apps).unwrap_or_default();
             ("200 OK", "application/json", json)
         }
@@ -198,7 +198,7 @@ fn readyz(link: &Link, app: Option<&str>) -> (&'static str, &'static str, String
             return ("404 Not Found", TEXT, format!("no app named {name}\n"));
         }
     }
-    let apps = statuses(&snapshot);
+    let apps = recent_statuses(link);
     let mut lines = Vec::new();
     let mut ready = !snapshot.stopping;
     for status in apps.iter().filter(|s| app.is_none_or(|a| a == s.name)) {
@@ -266,7 +266,7 @@ fn app_page(link: &Link, rest: &str) -> (&'static str, &'static str, String) {
 
 /// `/`: one row per app, linking to its page; read again every 2 seconds.
 fn overview(link: &Link) -> String {
-    let apps = statuses(&link.snapshot());
+    let apps = recent_statuses(link);
     let mut rows = String::new();
     for app in &apps {
         let (ready, wanted, handed) = app.status.as_ref().map_or((0, 0, 0), |s| {

@@ -100,6 +100,9 @@ pub struct Link {
     pub snapshot: Arc<Mutex<Snapshot>>,
     commands: Sender<Command>,
     waker: Arc<Waker>,
+    /// The last reading of every app's status, for the balancer's and the monitor's frequent
+    /// asks (`fan_out::recent_statuses`).
+    pub recent: Arc<Mutex<Option<fan_out::Reading>>>,
 }
 
 impl Link {
@@ -165,6 +168,7 @@ pub fn run(
         snapshot: Arc::default(),
         commands,
         waker,
+        recent: Arc::default(),
     };
     let _control = serve_operators(&config, &link)?;
     let now = Instant::now();
