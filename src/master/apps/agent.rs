@@ -27,8 +27,7 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
     let mut id = 0u64;
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(stream) = stream else {
-                std::thread::sleep(Duration::from_millis(50));
+            let Some(stream) = super::accepted(stream) else {
                 continue;
             };
             if !stream.peer_addr().is_ok_and(|a| config.allows(a.ip())) {

@@ -70,7 +70,9 @@ pub fn serve(listener: &UnixListener, link: Link) {
     let busy = std::sync::Arc::default();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
+            let Some(stream) = super::accepted(stream) else {
+                continue;
+            };
             let uid = getsockopt(&stream, PeerCredentials).map(|cred| cred.uid());
             if !uid.is_ok_and(|uid| uid == 0 || Uid::from_raw(uid) == Uid::effective()) {
                 warn!("control socket: refused a client of another user");

@@ -38,9 +38,7 @@ pub fn serve(listener: TcpListener, config: MetricsConfig, link: Link) {
     let mut id = 0u64;
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else {
-                // Out of fds: let some connections finish.
-                std::thread::sleep(Duration::from_millis(50));
+            let Some(mut stream) = super::accepted(stream) else {
                 continue;
             };
             let allowed = stream.peer_addr().is_ok_and(|a| config.allows(a.ip()));

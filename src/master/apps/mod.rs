@@ -116,6 +116,14 @@ impl Link {
     }
 }
 
+/// An accepted connection; after a failed accept (out of file descriptors), a pause first, so
+/// that an acceptor thread does not spin while the connections it serves finish.
+pub fn accepted<T>(accept: std::io::Result<T>) -> Option<T> {
+    accept
+        .map_err(|_| std::thread::sleep(Duration::from_millis(50)))
+        .ok()
+}
+
 /// Whether a connection of a listener whose connections `busy` counts may be served (at most
 /// [`MAX_CONNECTIONS`] at once); released on drop.
 pub fn admit(busy: &Arc<AtomicUsize>) -> Option<Admitted> {
