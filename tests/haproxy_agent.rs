@@ -182,3 +182,74 @@ fn after_an_upgrade_only_the_new_master_answers_the_balancers_checks() {
     );
     drop(held);
 }
+
+/// Balancers check all through an upgrade (a fleet of HAProxies, each every 2 s): every check
+/// hears the host ready. The old master answers them until it hands over and the new one from
+/// then on, from the same sockets (passed over the upgrade's channel): none is answered by the
+/// new master while its workers start (`503`, `down`), none is reset when the old master
+/// closes its copies.
+#[test]
+fn balancers_checking_all_through_an_upgrade_hear_the_host_ready_at_every_check() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (metrics, agent) = (free_addr(), free_addr());
+    let config = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 2\n[worker]\nargs = [\"--ready-delay\", \"1s\"]\n\
+         [metrics]\nlisten = \"{metrics}\"\nhaproxy_agent = \"{agent}\"\n"
+    );
+    let rrb = Rrb::start(&config, 2);
+    let old = rrb.pid();
+    let done = Arc::new(AtomicBool::new(false));
+    let checkers: Vec<_> = (0..3)
+        .map(|_| {
+            let (metrics, agent, done) = (metrics.clone(), agent.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut checks, mut wrong) = (0, Vec::new());
+                while !done.load(Ordering::Relaxed) && checks < 20_000 {
+                    match common::http_get_path(&metrics, "/readyz") {
+                        Ok(answer) if answer == "ready\n" => {}
+                        other => wrong.push(format!("/readyz: {other:?}")),
+                    }
+                    match agent_line(&agent) {
+                        Ok(line) if line.starts_with("up ready ") => {}
+                        other => wrong.push(format!("agent: {other:?}")),
+                    }
+                    checks += 1;
+                }
+                (checks, wrong)
+            })
+        })
+        .collect();
+    let (code, out, err) = rrb.ctl(&["upgrade"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("pid {old} stops")), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    let (mut checks, mut wrong) = (0, Vec::new());
+    for checker in checkers {
+        let (n, w) = checker.join().unwrap();
+        checks += n;
+        wrong.extend(w);
+    }
+    // The new master's workers took a second to be ready: the checks spanned its start.
+    assert!(checks >= 30, "only {checks} checks");
+    wrong.truncate(10);
+    assert_eq!(wrong, Vec::<String>::new(), "of {checks} checks");
+    for addr in [&metrics, &agent] {
+        let line = format!("{addr}: the socket passed by pid {old}");
+        assert_eq!(rrb.count_log(&line), 1, "{:#?}", rrb.log());
+    }
+}
+
+/// [`check`], its failures returned rather than panicking.
+fn agent_line(agent: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(agent).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"backend/srv1\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    s.read_to_string(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(line)
+}

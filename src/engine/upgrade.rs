@@ -10,6 +10,7 @@
 //! own start, which inherited listener serves which `listen` entry ([`carry_over`]), and when
 //! an upgrade may begin ([`may_begin`]). The I/O is `upgrade_link/`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use super::fleet::Fleet;
 use super::ids::Waiter;
 use super::lifecycle::Phase;
 use crate::config::ListenAddr;
-use crate::wire::upgrade::{Carried, Message};
+use crate::wire::upgrade::{Carried, CheckKind, Message};
 
 /// From the new master's start until it says `starting`: reading its configuration, taking the
 /// listeners.
@@ -85,6 +86,15 @@ pub fn carry_over(listen: &[ListenAddr], passed: &[Carried]) -> Vec<Option<usize
             })
         })
         .collect()
+}
+
+/// Whether a balancer-check listener the old master passed serves `want`, the new
+/// configuration's address for it: the same address, or any port (`:0`) on the same one.
+/// Else the new master binds `want` and the passed socket is closed.
+pub fn check_carried_over(want: SocketAddr, passed: &str) -> bool {
+    passed
+        .parse::<SocketAddr>()
+        .is_ok_and(|local| local == want || (want.port() == 0 && local.ip() == want.ip()))
 }
 
 /// The new master's judgement of its own start, before it takes over.
@@ -175,6 +185,9 @@ pub struct Handover {
     workers: usize,
     /// The new master's version, once it said.
     version: String,
+    /// The check listeners it took from those passed (it said so when starting): they stay
+    /// open with it, so this master closes its copies without answering what waits.
+    pub checks_taken: Vec<CheckKind>,
 }
 
 impl Handover {
@@ -192,6 +205,7 @@ impl Handover {
             started: now,
             workers: 0,
             version: String::new(),
+            checks_taken: Vec::new(),
         }
     }
 
@@ -230,10 +244,15 @@ impl Handover {
             (
                 Stage::Launched,
                 Message::Starting {
-                    ready_timeout_ms, ..
+                    ready_timeout_ms,
+                    version,
+                    checks,
+                    ..
                 },
             ) => {
                 self.stage = Stage::Starting;
+                self.version = version;
+                self.checks_taken = checks;
                 let ready = Duration::from_millis(ready_timeout_ms.min(86_400_000));
                 self.deadline = Some(now + ready + READY_SLACK);
                 UpgradeStep::Nothing
@@ -252,7 +271,7 @@ impl Handover {
                     new => format!(" (rrbalancer {} → {new})", env!("CARGO_PKG_VERSION")),
                 };
                 UpgradeStep::HandedOver(format!(
-                    "upgraded: pid {}{versions} serves with {} worker(s), started {:.1?} ago \
+                    "upgraded: pid {} serves with {} worker(s){versions}, started {:.1?} ago \
                      from {}",
                     self.child,
                     self.workers,

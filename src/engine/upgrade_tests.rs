@@ -22,6 +22,7 @@ fn a_clean_upgrade_takes_over_then_hands_over() {
         pid: 42,
         ready_timeout_ms: 2_000,
         version: "9.9.9".into(),
+        checks: vec![CheckKind::Agent],
     };
     assert_eq!(h.on_message(starting, t0, KILL), UpgradeStep::Nothing);
     assert_eq!(
@@ -36,9 +37,11 @@ fn a_clean_upgrade_takes_over_then_hands_over() {
         panic!("not handed over")
     };
     assert!(
-        message.contains("pid 42 serves with 4 worker(s)"),
+        message.contains("pid 42 serves with 4 worker(s) (rrbalancer ")
+            && message.contains(" → 9.9.9), started "),
         "{message}"
     );
+    assert_eq!(h.checks_taken, [CheckKind::Agent]);
     assert!(
         !h.in_progress() && !h.must_reap(),
         "the new master outlives us"
@@ -245,6 +248,7 @@ fn any_sequence_of_events_ends_in_at_most_one_outcome_and_keeps_it() {
                         pid: 42,
                         ready_timeout_ms: rng.u64(..60_000),
                         version: String::new(),
+                        checks: Vec::new(),
                     },
                     now,
                     KILL,
@@ -318,6 +322,7 @@ fn status_names_the_stage_and_a_late_start_says_what_was_late() {
         pid: 42,
         ready_timeout_ms: 1_000,
         version: String::new(),
+        checks: Vec::new(),
     };
     assert_eq!(h.on_message(starting, t0, KILL), UpgradeStep::Nothing);
     assert!(h.describe().ends_with(": starting its workers"));
@@ -330,4 +335,19 @@ fn status_names_the_stage_and_a_late_start_says_what_was_late() {
         "{reason}"
     );
     assert!(h.describe().ends_with(": failed; stopping it"));
+}
+
+#[test]
+fn a_check_listener_is_carried_over_to_the_same_address_only() {
+    let want = |a: &str| a.parse().unwrap();
+    assert!(check_carried_over(want("127.0.0.1:9100"), "127.0.0.1:9100"));
+    assert!(check_carried_over(want("[::1]:9100"), "[::1]:9100"));
+    assert!(check_carried_over(want("127.0.0.1:0"), "127.0.0.1:40123"));
+    assert!(!check_carried_over(
+        want("127.0.0.1:9101"),
+        "127.0.0.1:9100"
+    ));
+    assert!(!check_carried_over(want("0.0.0.0:9100"), "127.0.0.1:9100"));
+    assert!(!check_carried_over(want("127.0.0.1:0"), "127.0.0.2:40123"));
+    assert!(!check_carried_over(want("127.0.0.1:9100"), "garbage"));
 }

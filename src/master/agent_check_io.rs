@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -15,6 +16,7 @@ use super::Master;
 use crate::engine::agent_check::{self, FreeShare, HostState, SAMPLE_EVERY};
 use crate::engine::client_limits;
 use crate::engine::metrics::TurnedAway;
+use crate::wire::upgrade::CheckKind;
 
 /// Connections answered in one turn at most; the rest wait for the next.
 const ACCEPTS_PER_TURN: usize = 64;
@@ -28,12 +30,16 @@ pub(super) struct AgentCheck {
     refused: client_limits::Refusals,
     /// More connections waited than one turn answers: answer on without an event.
     pub pending: bool,
+    /// Passed by an upgrade's old master: not watched before it hands over.
+    pub held: bool,
 }
 
 impl AgentCheck {
-    /// Binds `addr` (beside an old master's during an upgrade, as the metrics listener).
-    pub fn bind(addr: SocketAddr, now: Instant) -> io::Result<AgentCheck> {
-        let (listener, local) = super::monitor::bind_beside(addr, 128)?;
+    /// Binds `addr`, or takes the socket an upgrade's old master `passed` for it (as the
+    /// metrics listener).
+    pub fn bind(addr: SocketAddr, now: Instant, passed: Option<OwnedFd>) -> io::Result<AgentCheck> {
+        let held = passed.is_some();
+        let (listener, local) = super::monitor::bind_or_take(addr, 128, passed)?;
         Ok(AgentCheck {
             listener,
             local,
@@ -41,11 +47,16 @@ impl AgentCheck {
             next_sample: now,
             refused: client_limits::Refusals::default(),
             pending: false,
+            held,
         })
     }
 
     pub fn listener(&mut self) -> &mut TcpListener {
         &mut self.listener
+    }
+
+    pub fn listening(&self) -> &TcpListener {
+        &self.listener
     }
 
     /// When the free share is next sampled.
@@ -131,14 +142,21 @@ impl Master {
     }
 
     /// An upgrade's new master has taken this host over: from now on it answers the balancer's
-    /// checks alone. The metrics and agent-check listeners answer what waits on them — the
-    /// host still serves — and close: while open, they would take about half of the checks
-    /// (the kernel spreads them over the sockets bound beside each other) and answer
-    /// `stopping` and `drain` for a host that serves on. Metrics connections already open are
-    /// still answered.
-    pub(super) fn leave_checks_to_successor(&mut self) {
-        self.on_monitor_accept();
-        self.on_agent_check();
+    /// checks alone, and this master closes its metrics and agent-check listeners (its
+    /// metrics connections already open are still answered). A listener the new master took
+    /// (`taken`: it serves the same socket) is closed as it is: what waits on it is the new
+    /// master's to answer, from the same queue. One it did not take (its configuration moved
+    /// the check elsewhere, or it predates passing them) first answers what waits — the host
+    /// still serves — since closing it would reset those checks; open, it would take about
+    /// half of them (the kernel spreads them over the sockets bound beside each other) and
+    /// answer `stopping` and `drain` for a host that serves on.
+    pub(super) fn leave_checks_to_successor(&mut self, taken: &[CheckKind]) {
+        if !taken.contains(&CheckKind::Metrics) {
+            self.on_monitor_accept();
+        }
+        if !taken.contains(&CheckKind::Agent) {
+            self.on_agent_check();
+        }
         let registry = self.io.poll.registry();
         if let Some(monitor) = self.ops.monitor.as_mut() {
             monitor.close_listener(registry);

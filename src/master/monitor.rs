@@ -16,6 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -53,6 +54,22 @@ pub(super) fn bind_beside(addr: SocketAddr, backlog: i32) -> io::Result<(TcpList
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
     let std: std::net::TcpListener = socket.into();
+    let local = std.local_addr()?;
+    Ok((TcpListener::from_std(std), local))
+}
+
+/// [`bind_beside`], or the socket an upgrade's old master passed for `addr` (see
+/// [`Predecessor::check_listener`](super::Predecessor::check_listener)), made non-blocking.
+pub(super) fn bind_or_take(
+    addr: SocketAddr,
+    backlog: i32,
+    passed: Option<OwnedFd>,
+) -> io::Result<(TcpListener, SocketAddr)> {
+    let Some(fd) = passed else {
+        return bind_beside(addr, backlog);
+    };
+    let std = std::net::TcpListener::from(fd);
+    std.set_nonblocking(true)?;
     let local = std.local_addr()?;
     Ok((TcpListener::from_std(std), local))
 }
@@ -111,14 +128,19 @@ pub struct Monitor {
     refused: Refusals,
     /// The last `/status.json` and when it was made, shared by the clients of the next moment.
     pub(super) status_json: Option<(Instant, String)>,
+    /// Passed by an upgrade's old master, which answers on it until it hands over: not
+    /// watched before ([`Master::watch_checks`]).
+    pub(super) held: bool,
 }
 
 impl Monitor {
     /// Binds `config.listen` with `SO_REUSEPORT` as well: during an in-place upgrade the new
     /// master binds it while the old one still serves it (the kernel lets only the same user
     /// share it).
-    pub fn bind(config: MetricsConfig) -> io::Result<Monitor> {
-        let (listener, local) = bind_beside(config.listen, 64)?;
+    /// `passed`: the socket an upgrade's old master serves it on, taken instead.
+    pub fn bind(config: MetricsConfig, passed: Option<OwnedFd>) -> io::Result<Monitor> {
+        let held = passed.is_some();
+        let (listener, local) = bind_or_take(config.listen, 64, passed)?;
         Ok(Monitor {
             listener: Some(listener),
             local,
@@ -126,11 +148,17 @@ impl Monitor {
             conns: Slab::new(),
             refused: Refusals::default(),
             status_json: None,
+            held,
         })
     }
 
     pub fn listener(&mut self) -> Option<&mut TcpListener> {
         self.listener.as_mut()
+    }
+
+    /// The listener while it is open.
+    pub fn listening(&self) -> Option<&TcpListener> {
+        self.listener.as_ref()
     }
 
     /// Stops listening (the connections open are still answered): the socket is closed, so

@@ -13,6 +13,7 @@ use super::listeners::{self, Listener};
 use super::sources::Source;
 use super::{Master, MasterError, Predecessor, control_files, control_socket, monitor};
 use crate::config::Config;
+use crate::wire::upgrade::CheckKind;
 
 /// File descriptors the master may hold at once: per worker its window of sockets, its
 /// channel, two output pipes and one spare; the listeners; and room for control connections,
@@ -79,10 +80,12 @@ fn run_master(
         config.worker.command.program.display(),
         config.worker.protocol.as_str()
     );
+    // The check listeners an upgrade's old master passed for the same addresses are taken.
+    let mut passed = |kind, addr| (predecessor.as_mut()).and_then(|p| p.check_listener(kind, addr));
     let monitor = match &config.metrics {
         Some(m) => {
-            let monitor =
-                monitor::Monitor::bind(m.clone()).map_err(|e| MasterError::Metrics(m.listen, e))?;
+            let monitor = monitor::Monitor::bind(m.clone(), passed(CheckKind::Metrics, m.listen))
+                .map_err(|e| MasterError::Metrics(m.listen, e))?;
             let from = m.allow.as_ref().map_or(String::new(), |nets| {
                 let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
                 format!("; clients only from {}", nets.join(", "))
@@ -97,9 +100,13 @@ fn run_master(
     };
     let agent = config.metrics.as_ref().and_then(|m| m.haproxy_agent);
     let agent = (agent.map(|addr| {
-        AgentCheck::bind(addr, Instant::now()).map_err(|e| MasterError::AgentCheck(addr, e))
+        AgentCheck::bind(addr, Instant::now(), passed(CheckKind::Agent, addr))
+            .map_err(|e| MasterError::AgentCheck(addr, e))
     }))
     .transpose()?;
+    if let Some(p) = predecessor.as_mut() {
+        p.close_unclaimed_checks();
+    }
     // One app of several is found through the master of all, not registered of its own.
     let registration = match config.app {
         Some(_) => control_files::Registration::none(),
@@ -128,28 +135,38 @@ fn run_master(
     let files = (pid_file, registration);
     let mut master = Master::new(config, listeners, loader, control, files, predecessor)
         .map_err(MasterError::EventLoop)?;
-    if let Some(mut monitor) = monitor {
-        let token = master.io.sources.add(Source::Monitor);
-        if let Some(listener) = monitor.listener() {
-            (master.io.poll.registry())
-                .register(listener, token, Interest::READABLE)
-                .map_err(MasterError::EventLoop)?;
-        }
-        master.ops.monitor = Some(monitor);
-    }
-    if let Some(mut agent) = agent {
-        let token = master.io.sources.add(Source::AgentCheck);
-        (master.io.poll.registry())
-            .register(agent.listener(), token, Interest::READABLE)
-            .map_err(MasterError::EventLoop)?;
-        master.ops.agent_check = Some(agent);
-        master.announce_agent_check();
-    }
+    master.ops.monitor = monitor;
+    master.ops.agent_check = agent;
+    master.announce_agent_check();
+    master.watch_checks(false).map_err(MasterError::EventLoop)?;
     master.set_watch();
     master.workers.configured_workers = configured_workers;
     master.announce_start();
     started(&master.listen_names());
     master.run()
+}
+
+impl Master {
+    /// Watches the balancer-check listeners: at start (`release_held` false) those bound here;
+    /// once an upgrade's old master has handed over or is gone (`true`), those it passed
+    /// (`held`), on which it answered until then — so that the checks of the moment are
+    /// answered by the master that serves, from one queue.
+    pub(super) fn watch_checks(&mut self, release_held: bool) -> io::Result<()> {
+        let registry = self.io.poll.registry();
+        if let Some(m) = (self.ops.monitor.as_mut()).filter(|m| m.held == release_held) {
+            m.held = false;
+            if let Some(listener) = m.listener() {
+                let token = self.io.sources.add(Source::Monitor);
+                registry.register(listener, token, Interest::READABLE)?;
+            }
+        }
+        if let Some(a) = (self.ops.agent_check.as_mut()).filter(|a| a.held == release_held) {
+            a.held = false;
+            let token = self.io.sources.add(Source::AgentCheck);
+            registry.register(a.listener(), token, Interest::READABLE)?;
+        }
+        Ok(())
+    }
 }
 
 /// The listening sockets: those systemd passed (socket activation), those an upgrade's old

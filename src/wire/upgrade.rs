@@ -5,7 +5,9 @@
 //! Then, one message per packet, JSON:
 //!
 //! ```text
-//! old → new  hello {listeners, …} + fds   the sockets, how they were configured, the scale
+//! old → new  hello {listeners, checks, …} + fds
+//!                                         the sockets, how they were configured, the scale;
+//!                                         then the balancer-check listeners
 //! new → old  starting {ready_timeout_ms}  configuration read, listeners taken, workers starting
 //! new → old  ready {workers}              every worker ready (both masters now serve)
 //!            failed {reason}              it gives up and stops; the old master serves on
@@ -43,6 +45,12 @@ pub enum Message {
         /// `scale` made since, as a reload does.
         workers: usize,
         configured_workers: usize,
+        /// The listeners balancers check (`[metrics] listen`, `haproxy_agent`), attached after
+        /// the listening sockets: a new master on the same address serves the same socket, so
+        /// that no check is queued on a socket that closes at the handover (absent from a
+        /// master that predates them: the new one binds beside it).
+        #[serde(default)]
+        checks: Vec<CarriedCheck>,
     },
     Starting {
         pid: i32,
@@ -50,6 +58,10 @@ pub enum Message {
         /// Its version (`CARGO_PKG_VERSION`), for the outcome.
         #[serde(default)]
         version: String,
+        /// The check listeners of `hello` it took (the old master closes its copies without
+        /// answering what waits on them: this one does).
+        #[serde(default)]
+        checks: Vec<CheckKind>,
     },
     Ready {
         workers: usize,
@@ -90,6 +102,21 @@ pub struct Carried {
     pub owned: bool,
 }
 
+/// Which listener a balancer checks: `[metrics] listen` or `[metrics] haproxy_agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Metrics,
+    Agent,
+}
+
+/// A balancer-check listener passed to the new master, and the address it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedCheck {
+    pub kind: CheckKind,
+    pub local: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +133,10 @@ mod tests {
             blocking: false,
             workers: 3,
             configured_workers: 2,
+            checks: vec![CarriedCheck {
+                kind: CheckKind::Agent,
+                local: "127.0.0.1:5555".into(),
+            }],
         };
         for m in [
             hello,
@@ -122,6 +153,13 @@ mod tests {
             r#"{"msg":"took_over"}"#
         );
         assert!(Message::decode(b"{\"msg\":\"launch_missiles\"}").is_err());
+        // An earlier version's hello passes no check listeners.
+        let Ok(Message::Hello { checks, .. }) = Message::decode(
+            br#"{"msg":"hello","pid":1,"listeners":[],"blocking":false,"workers":1,"configured_workers":1}"#,
+        ) else {
+            panic!("an earlier version's hello is read");
+        };
+        assert!(checks.is_empty());
         // A later version's extra field is ignored; an earlier one's missing version is empty.
         assert_eq!(
             Message::decode(br#"{"msg":"ready","workers":2,"color":"blue"}"#),
@@ -132,7 +170,8 @@ mod tests {
             Ok(Message::Starting {
                 pid: 1,
                 ready_timeout_ms: 5,
-                version: String::new()
+                version: String::new(),
+                checks: Vec::new(),
             })
         );
         assert!(Message::decode(b"\xff\x00").is_err());
@@ -155,6 +194,12 @@ mod tests {
             blocking: false,
             workers: 1024,
             configured_workers: 1024,
+            checks: [CheckKind::Metrics, CheckKind::Agent]
+                .map(|kind| CarriedCheck {
+                    kind,
+                    local: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".into(),
+                })
+                .into(),
         };
         let adopt = Message::Adopt {
             listeners: vec![usize::MAX; ADOPT_BATCH],

@@ -2,6 +2,7 @@
 //! it, the report of its own start, the take-over, and the sockets passed after it.
 
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -16,7 +17,7 @@ use crate::config::{Config, ListenAddr};
 use crate::engine::upgrade::{self, Verdict};
 use crate::sys;
 use crate::wire::env;
-use crate::wire::upgrade::{Carried, Message};
+use crate::wire::upgrade::{Carried, CarriedCheck, CheckKind, Message};
 
 /// Where the new master stands with the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct Predecessor {
     link: Option<Link>,
     pid: i32,
     passed: Vec<(Carried, Option<OwnedFd>)>,
+    /// The balancer-check listeners passed, until startup takes them (or closes them).
+    checks: Vec<(CarriedCheck, OwnedFd)>,
+    /// Those taken, which the old master is told of when this one starts.
+    checks_taken: Vec<CheckKind>,
     blocking: bool,
     workers: usize,
     configured_workers: usize,
@@ -99,28 +104,31 @@ impl Predecessor {
             blocking,
             workers,
             configured_workers,
+            checks,
         } = message
         else {
             return Err(format!("the old master's first message was {message:?}"));
         };
-        if fds.len() != listeners.len() {
+        if fds.len() != listeners.len() + checks.len() {
             return Err(format!(
                 "the old master passed {} socket(s) for {} listener(s)",
                 fds.len(),
-                listeners.len()
+                listeners.len() + checks.len()
             ));
         }
         info!(
             "upgrade: taking over from pid {pid} ({} listening socket(s) passed)",
-            fds.len()
+            listeners.len()
         );
+        let mut fds = fds.into_iter();
         Ok(Some(Predecessor {
             link: Some(link),
             pid,
-            passed: listeners
-                .into_iter()
-                .zip(fds.into_iter().map(Some))
+            passed: (listeners.into_iter())
+                .zip(fds.by_ref().map(Some))
                 .collect(),
+            checks: checks.into_iter().zip(fds).collect(),
+            checks_taken: Vec::new(),
             blocking,
             workers,
             configured_workers,
@@ -192,6 +200,37 @@ impl Predecessor {
         Ok(out)
     }
 
+    /// The balancer-check listener of `kind` the old master passed, if it serves `want`: the
+    /// same socket, so that both masters take checks from one queue and none is reset when the
+    /// old one closes its copy. The old master answers on it until the handover; this one
+    /// watches it from then on ([`Master::watch_checks`]). `None`: bind `want`.
+    pub fn check_listener(&mut self, kind: CheckKind, want: SocketAddr) -> Option<OwnedFd> {
+        let i = (self.checks.iter())
+            .position(|(c, _)| c.kind == kind && upgrade::check_carried_over(want, &c.local))?;
+        let (carried, fd) = self.checks.remove(i);
+        self.checks_taken.push(kind);
+        let key = match kind {
+            CheckKind::Metrics => "listen",
+            CheckKind::Agent => "haproxy_agent",
+        };
+        info!(
+            "`[metrics] {key}` {}: the socket passed by pid {}",
+            carried.local, self.pid
+        );
+        Some(fd)
+    }
+
+    /// Closes the passed check listeners the configuration no longer names (the old master
+    /// closes its copies at the handover).
+    pub fn close_unclaimed_checks(&mut self) {
+        for (carried, _) in self.checks.drain(..) {
+            warn!(
+                "upgrade: {} is no longer a check listener: this master does not serve it",
+                carried.local
+            );
+        }
+    }
+
     /// The worker count to start with: the old master's, if it was scaled since its
     /// configuration was read and ours says the same as its did (as a reload keeps it).
     pub fn workers(&self, configured_now: usize) -> usize {
@@ -244,6 +283,7 @@ impl Master {
                     pid: std::process::id() as i32,
                     ready_timeout_ms: timeout.as_millis() as u64,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
+                    checks: p.checks_taken.clone(),
                 },
                 &[],
             )
@@ -338,6 +378,14 @@ impl Master {
             "upgrade: took over from pid {} (pid file and control socket are this master's)",
             p.pid
         );
+        self.release_checks();
+    }
+
+    /// The check listeners the old master passed are watched here from now on.
+    fn release_checks(&mut self) {
+        if let Err(e) = self.watch_checks(true) {
+            error!("upgrade: cannot watch the check listeners the old master passed: {e}");
+        }
     }
 
     /// The old master's channel is readable (or writable: nothing is sent on it here that
@@ -404,6 +452,8 @@ impl Master {
                 if p.state == Succession::Ready {
                     self.take_over();
                 }
+                // Nobody else answers the balancers' checks now.
+                self.release_checks();
             }
         }
     }

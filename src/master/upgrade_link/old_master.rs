@@ -22,7 +22,7 @@ use crate::engine::ids::Waiter;
 use crate::engine::upgrade::{self, Handover, Stage, UpgradeStep};
 use crate::sys;
 use crate::wire::env;
-use crate::wire::upgrade::{ADOPT_BATCH, Message};
+use crate::wire::upgrade::{ADOPT_BATCH, CarriedCheck, CheckKind, Message};
 
 impl Master {
     // ---- the old master -------------------------------------------------------------------
@@ -149,14 +149,13 @@ impl Master {
             blocking: self.config.mode().socket_activation(),
             workers: self.core.fleet().slots.len(),
             configured_workers: self.workers.configured_workers,
+            checks: self.check_listeners().map(|(c, _)| c).collect(),
         };
-        let fds: Vec<BorrowedFd<'_>> = self
-            .accept
-            .listeners
-            .iter()
-            .map(|l| l.socket.as_fd())
-            .collect();
         let token = self.io.sources.add(Source::Successor);
+        let fds: Vec<BorrowedFd<'_>> = (self.accept.listeners.iter())
+            .map(|l| l.socket.as_fd())
+            .chain(self.check_listeners().map(|(_, fd)| fd))
+            .collect();
         let sent = link
             .send(&hello, &fds)
             .and_then(|()| link.register(self.io.poll.registry(), token));
@@ -169,6 +168,19 @@ impl Master {
             }
         }
         Ok(())
+    }
+
+    /// The listeners balancers check, still open, to pass to the new master after the
+    /// listening sockets (in `hello`'s `checks` order).
+    fn check_listeners(&self) -> impl Iterator<Item = (CarriedCheck, BorrowedFd<'_>)> {
+        let metrics = (self.ops.monitor.as_ref())
+            .and_then(|m| Some((CheckKind::Metrics, m.local, m.listening()?.as_fd())));
+        let agent = (self.ops.agent_check.as_ref())
+            .map(|a| (CheckKind::Agent, a.local, a.listening().as_fd()));
+        metrics.into_iter().chain(agent).map(|(kind, local, fd)| {
+            let local = local.to_string();
+            (CarriedCheck { kind, local }, fd)
+        })
     }
 
     /// The new master's channel: what it says, or room to pass it sockets.
@@ -343,7 +355,10 @@ impl Master {
                 for l in &mut self.accept.listeners {
                     l.socket.release_path();
                 }
-                self.leave_checks_to_successor();
+                let taken = (self.upgrade.handover.as_mut())
+                    .map(|h| std::mem::take(&mut h.checks_taken))
+                    .unwrap_or_default();
+                self.leave_checks_to_successor(&taken);
                 self.begin_stop();
             }
             UpgradeStep::Failed {
