@@ -210,7 +210,8 @@ pub fn render_apps(
     let now = Instant::now();
     let dash = || "-".to_owned();
     let mut table: Vec<[String; 10]> = Vec::new();
-    let mut serving = 0;
+    // Apps that serve connections, and running apps that listen on nothing (jobs).
+    let (mut serving, mut jobs) = (0, 0);
     for app in apps {
         let Some(status) = &app.status else {
             let why = app.why.as_deref().unwrap_or("");
@@ -229,7 +230,9 @@ pub fn render_apps(
             ]);
             continue;
         };
-        serving += usize::from(app.readiness().is_ok());
+        let up = app.readiness().is_ok();
+        serving += usize::from(up && app.listens);
+        jobs += usize::from(up && !app.listens);
         let rows = rows(status, now, previous.entry(app.name.clone()).or_default());
         for r in &rows {
             let [a, b, c, d, e, f, g, h, i] = cells(r);
@@ -240,8 +243,12 @@ pub fn render_apps(
     let header = [
         "APP", "SLOT", "PID", "STATE", "UPTIME", "CONN/S", "UNACKED", "RESTARTS", "RSS", "CPU%",
     ];
+    let jobs = match jobs {
+        0 => String::new(),
+        n => format!(", {n} running without listen"),
+    };
     format!(
-        "rrbalancer: {} apps, {serving} serving{}\n\n{}",
+        "rrbalancer: {} apps, {serving} serving{jobs}{}\n\n{}",
         apps.len(),
         if terminal { "  —  q to quit" } else { "" },
         client::table(header, &table)
@@ -386,6 +393,32 @@ mod tests {
                 others: vec![],
             }),
         }
+    }
+
+    /// The header counts as serving the apps whose master serves their listeners; an app
+    /// without `listen` that runs is counted apart, and one that is down not at all.
+    #[test]
+    fn the_apps_header_tells_serving_apps_from_jobs() {
+        let app = |name: &str, state: &str, listens: bool| AppStatus {
+            name: name.into(),
+            state: state.into(),
+            pid: Some(1),
+            restarts: 0,
+            why: None,
+            listens,
+            socket: "/tmp/x.sock".into(),
+            status: Some(status([0, 0], 0.0)),
+        };
+        let apps = [
+            app("api", "running", true),
+            app("web", "given up", true),
+            app("jobs", "running", false),
+        ];
+        let view = render_apps(&apps, &mut HashMap::new(), false);
+        assert!(
+            view.starts_with("rrbalancer: 3 apps, 1 serving, 1 running without listen\n"),
+            "{view}"
+        );
     }
 
     #[test]

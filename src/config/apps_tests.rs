@@ -226,3 +226,35 @@ fn an_environment_applies_to_the_apps_that_have_it_and_one_none_has_is_refused()
     let e = load_apps_str(text, &overrides).unwrap_err().to_string();
     assert!(e.contains("--env \"staging\": neither"), "{e}");
 }
+
+/// `check` says which environment the apps applied once when it is the same for all, and app
+/// by app when it is not.
+#[test]
+fn check_names_the_environment_once_when_every_app_has_the_same() {
+    let same = "[env.production]\nMODE = \"prod\"\n[[app]]\nname = \"api\"\n[[app]]\n\
+                name = \"jobs\"\n";
+    let mixed = "[[app]]\nname = \"api\"\n[app.env.production]\nMODE = \"prod\"\n[[app]]\n\
+                 name = \"jobs\"\n";
+    let production = Overrides {
+        env: Some("production".into()),
+        ..Overrides::default()
+    };
+    let printed = |text: &str| match load_apps_str(text, &production) {
+        Ok(Loaded::Apps(apps)) => apps.to_toml(),
+        _ => panic!("loads"),
+    };
+    let comments = |printed: &str| -> Vec<String> {
+        (printed.lines())
+            .filter(|l| l.starts_with('#'))
+            .map(|l| l[..l.find(':').unwrap_or(l.len())].to_owned())
+            .collect()
+    };
+    let once = printed(same);
+    assert_eq!(comments(&once), ["# every [[app]]"], "{once}");
+    assert!(
+        once.contains("environment \"production\" (--env)"),
+        "{once}"
+    );
+    let each = printed(mixed);
+    assert_eq!(comments(&each), ["# [[app]] \"api\""], "{each}");
+}

@@ -90,6 +90,69 @@ impl Config {
     }
 }
 
+impl AppsConfig {
+    /// `check`'s output for a file with apps: the master-wide sections, then every app as an
+    /// `[[app]]` with its effective settings.
+    pub fn to_toml(&self) -> String {
+        let mut top = toml::Table::new();
+        let mut control = toml::Table::new();
+        let path = |p: &Path| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            toml::Value::String(p.display().to_string())
+        };
+        control.insert("pid_file".into(), path(&self.control.pid_file));
+        control.insert("socket".into(), path(&self.control.socket));
+        top.insert("control".into(), toml::Value::Table(control));
+        let mut metrics = toml::Table::new();
+        if let Some(m) = &self.metrics {
+            metrics = print::metrics_table(m);
+        }
+        top.insert("metrics".into(), toml::Value::Table(metrics));
+        let mut log = toml::Table::new();
+        if let Some(p) = &self.log.master_log {
+            log.insert("master_log".into(), path(p));
+        }
+        log.insert(
+            "format".into(),
+            toml::Value::String(self.log.format.as_str().into()),
+        );
+        top.insert("log".into(), toml::Value::Table(log));
+        let mut apps = Vec::new();
+        let mut envs = Vec::new();
+        for app in &self.apps {
+            let mut table = toml::Table::new();
+            table.insert("name".into(), toml::Value::String(app.name.clone()));
+            for (k, v) in app.config.to_table() {
+                if !["control", "metrics"].contains(&k.as_str()) {
+                    table.insert(k, v);
+                }
+            }
+            if let Some(log) = table.get_mut("log").and_then(toml::Value::as_table_mut) {
+                log.remove("master_log");
+                log.remove("format");
+            }
+            apps.push(toml::Value::Table(table));
+            envs.push((quoted(&app.name), app.config.environment_comment()));
+        }
+        top.insert("app".into(), toml::Value::Array(apps));
+        // Which environment each app applied: once when it is the same for all.
+        let all = envs.windows(2).all(|w| w[0].1 == w[1].1);
+        let mut comments = String::new();
+        for (name, env) in envs.iter().filter(|(_, env)| !env.is_empty()) {
+            let whose = if all {
+                "every [[app]]".into()
+            } else {
+                format!("[[app]] {name}")
+            };
+            comments.push_str(&format!("# {whose}: {}", &env[2..]));
+            if all {
+                break;
+            }
+        }
+        comments + &toml::to_string(&top).unwrap_or_default()
+    }
+}
+
 /// `[metrics]`.
 pub(super) fn metrics_table(m: &MetricsConfig) -> Table {
     let mut metrics = Table::new();
