@@ -25,12 +25,7 @@ fn with_agent(workers: usize, ready: usize, extra: &str) -> (Rrb, String) {
 
 /// One check, as HAProxy makes it (with an `agent-send` string): the line answered.
 fn check(agent: &str) -> String {
-    let mut s = TcpStream::connect(agent).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.write_all(b"backend/srv1\n").unwrap();
-    let mut line = String::new();
-    s.read_to_string(&mut line).unwrap();
-    line
+    agent_line(agent).unwrap()
 }
 
 /// The weight said, waiting up to `within` for `until` to hold.
@@ -241,7 +236,7 @@ fn balancers_checking_all_through_an_upgrade_hear_the_host_ready_at_every_check(
     }
 }
 
-/// [`check`], its failures returned rather than panicking.
+/// One check (see [`check`]), its failures returned.
 fn agent_line(agent: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(agent).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))
