@@ -78,12 +78,23 @@ impl Master {
     }
 
     /// Every [`SAMPLE_EVERY`]: how many of the slots have a ready worker free and not busy
-    /// ([`Account::is_free`](crate::engine::ledger::Account::is_free)).
+    /// ([`Account::is_free`](crate::engine::ledger::Account::is_free)). Only while the host
+    /// serves and this master answers its checks: the first sample after a start, a time
+    /// without a ready worker or an upgrade's take-over is the share as it is, not averaged
+    /// with the empty fleet of the moments before (which told HAProxy `up ready 1%` for a host
+    /// that had just taken over idle, and kept its weight down for a second or two).
     pub(super) fn agent_turn(&mut self, now: Instant) {
         let Some(agent) = self.ops.agent_check.as_ref() else {
             return;
         };
         if now < agent.next_sample {
+            return;
+        }
+        if agent.held || self.host_state() != HostState::Serving {
+            if let Some(agent) = self.ops.agent_check.as_mut() {
+                agent.free = FreeShare::default();
+                agent.next_sample = now + SAMPLE_EVERY;
+            }
             return;
         }
         let fleet = self.core.fleet();
