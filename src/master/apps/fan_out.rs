@@ -2,7 +2,10 @@
 //! captured lines, a message for all of them — each asked on its own thread, within a time, so
 //! that a hung app's master costs an answer its wait and no more.
 
+use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::control::{STATUS_WAIT, answer};
@@ -23,12 +26,25 @@ pub struct Reading {
     statuses: Vec<AppStatus>,
 }
 
+/// The last readings, shared by the threads that answer.
+#[derive(Default)]
+pub struct Recent {
+    /// Every app's status ([`recent_statuses`]).
+    all: Mutex<Option<Reading>>,
+    /// Each app's own status page's JSON ([`recent_app_status`]), each behind a lock of its
+    /// own, so that a slow app's master holds up the viewers of its page only.
+    pages: Mutex<HashMap<String, Arc<Mutex<Option<Page>>>>>,
+}
+
+/// One app's status as JSON, and when it was read.
+type Page = (Instant, String);
+
 /// [`statuses`], taken at most once per [`REUSE`] however many ask, and again at once when an
 /// app's state changed (started, stopped, given up …).
 pub fn recent_statuses(link: &Link) -> Vec<AppStatus> {
     let snapshot = link.snapshot();
     // Held while reading: those asking meanwhile wait for this reading, and share it.
-    let Ok(mut recent) = link.recent.lock() else {
+    let Ok(mut recent) = link.recent.all.lock() else {
         return statuses(&snapshot);
     };
     let fresh = |r: &Reading| r.at.elapsed() < REUSE && r.apps == snapshot.apps;
@@ -42,6 +58,29 @@ pub fn recent_statuses(link: &Link) -> Vec<AppStatus> {
         statuses: read.clone(),
     });
     read
+}
+
+/// The status (`status --json`) of the app whose master listens at `socket`, as JSON, asked
+/// at most once per [`REUSE`] however many view its page (each view asked its master, which
+/// reads `/proc` for each of its workers: 16 viewers of a 64-worker app cost its master 2.8 %
+/// of a core). `Err`: why it has none.
+pub fn recent_app_status(link: &Link, name: &str, socket: &Path) -> Result<String, String> {
+    let page = match link.recent.pages.lock() {
+        Ok(mut pages) => pages.entry(name.to_owned()).or_default().clone(),
+        Err(_) => Arc::default(),
+    };
+    // Held while asking: those asking meanwhile share this answer.
+    let mut page = page.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, json)) = page.as_ref().filter(|(at, _)| at.elapsed() < REUSE) {
+        return Ok(json.clone());
+    }
+    let reply = ask::ask(socket, &Request::Status, STATUS_WAIT).map_err(|e| e.to_string())?;
+    let status = reply
+        .status
+        .ok_or_else(|| reply.message.unwrap_or_default())?;
+    let json = serde_json::to_string(&status).unwrap_or_default();
+    *page = Some((Instant::now(), json.clone()));
+    Ok(json)
 }
 
 /// Every app's status: each running master asked at once, within [`STATUS_WAIT`].

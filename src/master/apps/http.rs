@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::fan_out::recent_statuses;
+use super::fan_out::{recent_app_status, recent_statuses};
 use super::seats::Seats;
 use super::seats::Taken;
 use super::{Link, ask};
@@ -239,19 +239,8 @@ fn app_page(link: &Link, rest: &str) -> (&'static str, &'static str, String) {
             "text/html; charset=utf-8",
             super::super::STATUS_PAGE.to_owned(),
         ),
-        "status.json" => match ask::ask(&place.socket, &Request::Status, ASK_WAIT) {
-            Ok(reply) => match reply.status {
-                Some(status) => (
-                    "200 OK",
-                    "application/json",
-                    serde_json::to_string(&status).unwrap_or_default(),
-                ),
-                None => (
-                    "503 Service Unavailable",
-                    TEXT,
-                    reply.message.unwrap_or_default(),
-                ),
-            },
+        "status.json" => match recent_app_status(link, name, &place.socket) {
+            Ok(json) => ("200 OK", "application/json", json),
             Err(e) => (
                 "503 Service Unavailable",
                 TEXT,

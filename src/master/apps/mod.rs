@@ -102,7 +102,7 @@ pub struct Link {
     waker: Arc<Waker>,
     /// The last reading of every app's status, for the balancer's and the monitor's frequent
     /// asks (`fan_out::recent_statuses`).
-    pub recent: Arc<Mutex<Option<fan_out::Reading>>>,
+    pub recent: Arc<fan_out::Recent>,
 }
 
 impl Link {
