@@ -138,24 +138,22 @@ impl Master {
         } else {
             0
         };
-        info!(
-            "no longer listening on {} ({handed} queued connection(s) handed to workers)",
-            l.socket.local
-        );
-        let privileged =
-            (l.socket.local.parse::<std::net::SocketAddr>()).is_ok_and(|a| a.port() < 1024);
+        // Closed before it is said to be: whoever reads the line may try the address at once.
+        let (local, activated) = (std::mem::take(&mut l.socket.local), l.socket.activated);
+        drop(l);
+        info!("no longer listening on {local} ({handed} queued connection(s) handed to workers)");
+        let privileged = (local.parse::<std::net::SocketAddr>()).is_ok_and(|a| a.port() < 1024);
         if let (Some(id), true) = (&self.config.master_user, privileged) {
             warn!(
-                "{} is closed for good: the master runs as {} since it dropped root, and only a \
-                 restart binds a port below 1024 again",
-                l.socket.local, id.user
+                "{local} is closed for good: the master runs as {} since it dropped root, and \
+                 only a restart binds a port below 1024 again",
+                id.user
             );
         }
-        if l.socket.activated {
+        if activated {
             warn!(
-                "{} was passed by systemd, which keeps it open: clients still connect to it and \
-                 wait; remove it from the .socket unit too",
-                l.socket.local
+                "{local} was passed by systemd, which keeps it open: clients still connect to it \
+                 and wait; remove it from the .socket unit too"
             );
         }
     }
@@ -209,10 +207,12 @@ impl Master {
         if i < self.config.listen.len() {
             self.config.listen.remove(i);
         }
+        // Closed before it is said to be: whoever reads the line may try the address at once.
+        let local = std::mem::take(&mut l.socket.local);
+        drop(l);
         warn!(
-            "closed {} again: the reload that bound it failed, so no worker was started \
-             knowing it (reload again once the cause is fixed)",
-            l.socket.local
+            "closed {local} again: the reload that bound it failed, so no worker was started \
+             knowing it (reload again once the cause is fixed)"
         );
     }
 }
