@@ -105,7 +105,10 @@ impl Harness {
 
 /// Starts every slot and makes its worker ready.
 fn ready_fleet(h: &mut Harness, ms: u64) {
-    h.tick(ms);
+    let slots = h.sup.fleet.slots.len();
+    for _ in 0..slots.div_ceil(super::clock::STARTS_PER_TICK) {
+        h.tick(ms);
+    }
     let keys: Vec<usize> = h.sup.fleet.workers.iter().map(|(k, _)| k).collect();
     for key in keys {
         h.sup.ready(key, h.at(ms));

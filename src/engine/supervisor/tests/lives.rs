@@ -334,3 +334,32 @@ fn the_timers_never_answer_later_than_the_walk_and_come_down_to_it() {
     }));
     assert_eq!(converge(&mut h, &ledger, 150), closed_check);
 }
+
+/// Places due at once (a start, `scale` up, a crowd of restarts) start a few per tick, since
+/// each start holds the master until the child has `exec`ed: the others stay due at that very
+/// moment, so the shell ticks again at once, and each place starts exactly once.
+#[test]
+fn many_places_due_at_once_start_a_few_per_tick_each_once() {
+    use crate::engine::supervisor::clock::STARTS_PER_TICK;
+    let mut h = Harness::new(100, policy(10));
+    let mut ticks = 0;
+    while h.spawned.len() < 100 {
+        let before = h.spawned.len();
+        h.tick(0);
+        ticks += 1;
+        let started = h.spawned.len() - before;
+        assert!(started <= STARTS_PER_TICK, "{started} in one tick");
+        if h.spawned.len() < 100 {
+            let next = h.sup.next_deadline(h.at(0), Duration::from_secs(10), 0);
+            assert!(
+                next.is_some_and(|t| t <= h.at(0)),
+                "the rest are due at once"
+            );
+        }
+        assert!(ticks <= 100, "stalled at {}", h.spawned.len());
+    }
+    assert_eq!(ticks, 100usize.div_ceil(STARTS_PER_TICK));
+    let places: Vec<Place> = h.spawned.iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(places, (0..100).map(Place::Slot).collect::<Vec<_>>());
+    assert!(h.tick(0).is_empty(), "nothing more to start");
+}
