@@ -65,7 +65,7 @@ impl Supervisor {
             }
             self.effects.push(Effect::KillHooks);
             self.phase.mark_killed();
-            self.arm_due();
+            self.arm_due(now);
             return;
         }
         self.take_due(now);
@@ -106,7 +106,7 @@ impl Supervisor {
         } else {
             self.stop_agent_last(now);
         }
-        self.arm_due();
+        self.arm_due(now);
     }
 
     /// `ready = "delay"` workers become ready after `ready_delay`; any worker not ready within
@@ -213,15 +213,18 @@ impl Supervisor {
     /// After a tick: each worker and place it looked at is armed again for its next moment (a
     /// place only while it may be started: one that is not is armed when it becomes so), and
     /// the hints are compacted if stale ones piled up.
-    pub(super) fn arm_due(&mut self) {
+    pub(super) fn arm_due(&mut self, now: Instant) {
         let due = std::mem::take(&mut self.due);
         for &what in &due {
             match what {
                 Timed::Worker(key) => self.arm_worker(key),
                 Timed::Place(place) => {
-                    // Also one still due (past this tick's starts): at once, next tick.
+                    // Also one still due (past this tick's starts): at once, next tick —
+                    // while running, when the next tick acts on it (else the loop would wake
+                    // for it again and again).
                     let at = self.fleet.place(place).and_then(|s| s.start_at);
-                    if self.fleet.may_start(place) && at.is_some() {
+                    let acted_on = |t: Instant| t > now || self.running();
+                    if self.fleet.may_start(place) && at.is_some_and(acted_on) {
                         self.fleet.timers.arm(at, what);
                     }
                 }
