@@ -19,44 +19,47 @@ use crate::wire::control::{Reply, Request};
 /// which reads `/proc` for each of its workers.
 const REUSE: Duration = Duration::from_millis(500);
 
-/// A reading of every app's status: when, and the apps' states it was taken in.
-pub struct Reading {
-    at: Instant,
-    apps: Vec<AppView>,
-    statuses: Vec<AppStatus>,
-}
+/// A reading, and when it was taken.
+type Reading<T> = Option<(Instant, T)>;
 
 /// The last readings, shared by the threads that answer.
 #[derive(Default)]
 pub struct Recent {
-    /// Every app's status ([`recent_statuses`]).
-    all: Mutex<Option<Reading>>,
+    /// Every app's status, with the apps' states it was taken in ([`recent_statuses`]).
+    all: Mutex<Reading<(Vec<AppView>, Vec<AppStatus>)>>,
     /// Each app's own status page's JSON ([`recent_app_status`]), each behind a lock of its
     /// own, so that a slow app's master holds up the viewers of its page only.
-    pages: Mutex<HashMap<String, Arc<Mutex<Option<Page>>>>>,
+    pages: Mutex<HashMap<String, Arc<Mutex<Reading<String>>>>>,
 }
 
-/// One app's status as JSON, and when it was read.
-type Page = (Instant, String);
+/// The reading in `last` if it is younger than [`REUSE`] and `still` holds of it, else a new
+/// one from `read`, kept if it succeeded. Called with `last`'s lock held: those asking
+/// meanwhile wait for this reading, and share it.
+fn reuse<T: Clone, E>(
+    last: &mut Reading<T>,
+    still: impl Fn(&T) -> bool,
+    read: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if let Some((_, value)) = last
+        .as_ref()
+        .filter(|(at, v)| at.elapsed() < REUSE && still(v))
+    {
+        return Ok(value.clone());
+    }
+    let value = read()?;
+    *last = Some((Instant::now(), value.clone()));
+    Ok(value)
+}
 
 /// [`statuses`], taken at most once per [`REUSE`] however many ask, and again at once when an
 /// app's state changed (started, stopped, given up …).
 pub fn recent_statuses(link: &Link) -> Vec<AppStatus> {
     let snapshot = link.snapshot();
-    // Held while reading: those asking meanwhile wait for this reading, and share it.
-    let Ok(mut recent) = link.recent.all.lock() else {
+    let Ok(mut last) = link.recent.all.lock() else {
         return statuses(&snapshot);
     };
-    let fresh = |r: &Reading| r.at.elapsed() < REUSE && r.apps == snapshot.apps;
-    if let Some(reading) = recent.as_ref().filter(|r| fresh(r)) {
-        return reading.statuses.clone();
-    }
-    let read = statuses(&snapshot);
-    *recent = Some(Reading {
-        at: Instant::now(),
-        apps: snapshot.apps.clone(),
-        statuses: read.clone(),
-    });
+    let read = || Ok::<_, std::convert::Infallible>((snapshot.apps.clone(), statuses(&snapshot)));
+    let Ok((_, read)) = reuse(&mut last, |(apps, _)| *apps == snapshot.apps, read);
     read
 }
 
@@ -69,18 +72,19 @@ pub fn recent_app_status(link: &Link, name: &str, socket: &Path) -> Result<Strin
         Ok(mut pages) => pages.entry(name.to_owned()).or_default().clone(),
         Err(_) => Arc::default(),
     };
-    // Held while asking: those asking meanwhile share this answer.
-    let mut page = page.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, json)) = page.as_ref().filter(|(at, _)| at.elapsed() < REUSE) {
-        return Ok(json.clone());
-    }
-    let reply = ask::ask(socket, &Request::Status, STATUS_WAIT).map_err(|e| e.to_string())?;
-    let status = reply
-        .status
-        .ok_or_else(|| reply.message.unwrap_or_default())?;
-    let json = serde_json::to_string(&status).unwrap_or_default();
-    *page = Some((Instant::now(), json.clone()));
-    Ok(json)
+    let mut last = page.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    reuse(
+        &mut last,
+        |_| true,
+        || {
+            let reply =
+                ask::ask(socket, &Request::Status, STATUS_WAIT).map_err(|e| e.to_string())?;
+            let status = reply
+                .status
+                .ok_or_else(|| reply.message.unwrap_or_default())?;
+            Ok(serde_json::to_string(&status).unwrap_or_default())
+        },
+    )
 }
 
 /// Every app's status: each running master asked at once, within [`STATUS_WAIT`].
